@@ -1,0 +1,109 @@
+//! Carries a [`Plan`] out in the crash-safe order of SPEC section 5: the journal, then tag folders,
+//! revision folders (and the tag index entries naming them), `_layers` links, blobs, uploads.
+//! A stage with a failed deletion stops the run there, so nothing a surviving tag needs is lost;
+//! the journal stays and the next run finishes the job.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{Context, Result, bail};
+use rayon::prelude::*;
+
+use crate::journal::Journal;
+use crate::layout::Layout;
+use crate::plan::{Action, Plan};
+use crate::progress::Progress;
+
+/// The exclusive lock of one store, held until dropped.
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+impl Lock {
+    /// Takes the store's lock, or says who holds it.
+    pub fn acquire(layout: &Layout) -> Result<Lock> {
+        let path = layout.lock_file();
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot create lock file {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Lock { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => {
+                bail!("another regsweep run holds the lock {} on this store", path.display())
+            }
+            Err(fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+        }
+    }
+}
+
+/// What a run did not manage to delete.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub errors: Vec<String>,
+}
+
+/// Removes one folder of the plan; a folder already gone is no error (a rerun after a crash).
+fn remove(layout: &Layout, path: &Path) -> Result<()> {
+    if !layout.may_delete(path) {
+        bail!("refusing to delete {}: outside the store's repositories and blobs", path.display());
+    }
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| format!("cannot delete {}", path.display())),
+        _ => Ok(()),
+    }
+}
+
+/// Runs one stage in parallel; returns its errors.
+fn stage(layout: &Layout, progress: Progress, name: &str, paths: Vec<PathBuf>) -> Vec<String> {
+    let bar = progress.bar(name, paths.len() as u64);
+    let errors = Mutex::new(Vec::new());
+    paths.par_iter().for_each(|p| {
+        if let Err(e) = remove(layout, p) {
+            errors.lock().unwrap_or_else(|p| p.into_inner()).push(format!("{e:#}"));
+        }
+        bar.inc(1);
+    });
+    bar.finish_and_clear();
+    errors.into_inner().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Carries out the plan. The caller holds the store's [`Lock`].
+pub fn execute(layout: &Layout, plan: &Plan, progress: Progress) -> Result<Outcome> {
+    let deletes_tags = plan.repos.iter().any(|r| r.tags.iter().any(|t| t.action != Action::Keep));
+    if deletes_tags || !plan.journal.is_empty() {
+        plan.journal.write(layout)?;
+    }
+    let repos = &plan.repos;
+    let stages: [(&str, Vec<PathBuf>); 5] = [
+        (
+            "tags",
+            repos.iter().flat_map(|r| r.tags.iter().filter(|t| t.action != Action::Keep).map(|t| layout.tag_dir(&r.name, &t.name))).collect(),
+        ),
+        (
+            "manifests",
+            repos
+                .iter()
+                .flat_map(|r| {
+                    let revs = r.manifests.iter().map(|d| layout.revision_dir(&r.name, d));
+                    revs.chain(r.index_entries.iter().map(|e| layout.tag_index_entry(&r.name, &e.tag, &e.digest)))
+                })
+                .collect(),
+        ),
+        ("links", repos.iter().flat_map(|r| r.layer_links.iter().map(|d| layout.layer_dir(&r.name, d))).collect()),
+        ("blobs", plan.blobs.iter().map(|b| layout.blob_dir(&b.digest)).collect()),
+        ("uploads", repos.iter().flat_map(|r| r.uploads.iter().map(|u| layout.upload_dir(&r.name, &u.id))).collect()),
+    ];
+    for (name, paths) in stages {
+        let errors = stage(layout, progress, name, paths);
+        if !errors.is_empty() {
+            return Ok(Outcome { errors });
+        }
+    }
+    Journal::remove(layout)?;
+    Ok(Outcome::default())
+}

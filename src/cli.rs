@@ -1,0 +1,104 @@
+//! The command-line interface: clap structures, their help texts, and nothing else.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use regsweep::policy::Order;
+
+/// Fast, safe retention and garbage collection for a CNCF Distribution registry's filesystem store.
+#[derive(Debug, Parser)]
+#[command(name = "regsweep", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Keep the newest N tags of each repository (and what the filters protect), then collect.
+    Prune(PruneArgs),
+    /// Collect only: a parallel, safer `registry garbage-collect`.
+    Gc(GcArgs),
+}
+
+/// Where the store is.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct StoreArgs {
+    /// The registry's rootdirectory: the folder that holds docker/registry/v2.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// The registry's config.yml: storage.filesystem.rootdirectory, overridden by
+    /// REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY as in the registry.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// How the collection runs.
+#[derive(Debug, Args)]
+pub struct CollectArgs {
+    /// Untagged manifests are not kept (children of kept indexes and referrers of kept
+    /// manifests still are).
+    #[arg(long)]
+    pub delete_untagged: bool,
+    /// Nothing younger than this is removed, so that a push racing the run is not broken.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = duration)]
+    pub grace: Duration,
+    /// Uploads started longer ago than this are removed (the registry's own rule: 168h).
+    #[arg(long, value_name = "DURATION", default_value = "168h", value_parser = duration)]
+    pub upload_age: Duration,
+    /// Print exactly the plan a real run would carry out; write nothing at all.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print one JSON report on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bars.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Worker threads (default: one per core).
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    pub jobs: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Tags to keep per repository, newest first by --order.
+    #[arg(long, value_name = "N")]
+    pub keep: usize,
+    /// What "newest" means: push (last push of the tag), created (image config), semver, name.
+    #[arg(long, value_enum, default_value = "push")]
+    pub order: Order,
+    /// Also keep tags matching this regular expression (unanchored; repeatable).
+    #[arg(long, value_name = "REGEX")]
+    pub keep_tag: Vec<String>,
+    /// Only prune repositories matching this glob (`*` stays within one path segment,
+    /// `**` crosses them; repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub repo: Vec<String>,
+    /// Never prune repositories matching this glob (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude_repo: Vec<String>,
+    /// Also keep tags younger than this.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub older_than: Option<Duration>,
+    #[command(flatten)]
+    pub collect: CollectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub collect: CollectArgs,
+}
+
+/// Parses `0s`, `90s`, `1h`, `7d`, `1h30m`.
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 0s, 90s, 1h, 7d)"))
+}

@@ -1,0 +1,153 @@
+//! Every path of the registry's storage tree (SPEC section 1), and nothing else: no I/O here but
+//! the check, at opening, that a folder really is a registry store.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::digest::Digest;
+
+/// The storage tree of one registry, rooted at `<rootdirectory>/docker/registry/v2`.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    v2: PathBuf,
+}
+
+impl Layout {
+    /// Opens the store under the registry's `rootdirectory`, refusing anything that is not one.
+    pub fn open(root: &Path) -> Result<Layout> {
+        let canonical = root
+            .canonicalize()
+            .with_context(|| format!("cannot open storage root {}", root.display()))?;
+        let mut v2 = canonical.clone();
+        for part in ["docker", "registry", "v2"] {
+            v2.push(part);
+            match std::fs::symlink_metadata(&v2) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    bail!("{} is a symbolic link: regsweep does not follow links inside a store", v2.display())
+                }
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => bail!("{} is not a folder", v2.display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                    "{} is not a registry store: {} does not exist (--root is the registry's \
+                     rootdirectory, the folder that holds docker/registry/v2)",
+                    root.display(),
+                    v2.display()
+                ),
+                Err(e) => return Err(e).with_context(|| format!("cannot read {}", v2.display())),
+            }
+        }
+        Ok(Layout { v2 })
+    }
+
+    /// A layout for a folder that need not exist yet (the generator, tests).
+    pub fn at(v2: PathBuf) -> Layout {
+        Layout { v2 }
+    }
+
+    /// `docker/registry/v2` itself.
+    pub fn v2(&self) -> &Path {
+        &self.v2
+    }
+
+    /// `repositories/`.
+    pub fn repositories(&self) -> PathBuf {
+        self.v2.join("repositories")
+    }
+
+    /// `blobs/sha256/`: its 256 two-hex-digit prefix folders hold the blob folders.
+    pub fn blobs(&self) -> PathBuf {
+        self.v2.join("blobs").join("sha256")
+    }
+
+    /// `blobs/sha256/<xx>/<hex>/`: everything the registry keeps of one blob.
+    pub fn blob_dir(&self, d: &Digest) -> PathBuf {
+        let hex = d.hex();
+        self.blobs().join(&hex[..2]).join(hex)
+    }
+
+    /// `blobs/sha256/<xx>/<hex>/data`: the content.
+    pub fn blob_data(&self, d: &Digest) -> PathBuf {
+        self.blob_dir(d).join("data")
+    }
+
+    /// `repositories/<name>/`.
+    pub fn repo(&self, name: &str) -> PathBuf {
+        self.repositories().join(name)
+    }
+
+    /// `repositories/<name>/_layers/sha256/`.
+    pub fn layers(&self, repo: &str) -> PathBuf {
+        self.repo(repo).join("_layers").join("sha256")
+    }
+
+    /// `_layers/sha256/<hex>/`: the link folder that lets `repo` serve blob `d`.
+    pub fn layer_dir(&self, repo: &str, d: &Digest) -> PathBuf {
+        self.layers(repo).join(d.hex())
+    }
+
+    /// `_manifests/revisions/sha256/`.
+    pub fn revisions(&self, repo: &str) -> PathBuf {
+        self.repo(repo).join("_manifests").join("revisions").join("sha256")
+    }
+
+    /// `_manifests/revisions/sha256/<hex>/`: "manifest `d` exists in this repository".
+    pub fn revision_dir(&self, repo: &str, d: &Digest) -> PathBuf {
+        self.revisions(repo).join(d.hex())
+    }
+
+    /// `_manifests/tags/`.
+    pub fn tags(&self, repo: &str) -> PathBuf {
+        self.repo(repo).join("_manifests").join("tags")
+    }
+
+    /// `_manifests/tags/<tag>/`: removing it is deleting the tag.
+    pub fn tag_dir(&self, repo: &str, tag: &str) -> PathBuf {
+        self.tags(repo).join(tag)
+    }
+
+    /// `_manifests/tags/<tag>/current/link`: the digest the tag points to now.
+    pub fn tag_current(&self, repo: &str, tag: &str) -> PathBuf {
+        self.tag_dir(repo, tag).join("current").join("link")
+    }
+
+    /// `_manifests/tags/<tag>/index/sha256/`: every digest the tag ever pointed to.
+    pub fn tag_index(&self, repo: &str, tag: &str) -> PathBuf {
+        self.tag_dir(repo, tag).join("index").join("sha256")
+    }
+
+    /// `_manifests/tags/<tag>/index/sha256/<hex>/`.
+    pub fn tag_index_entry(&self, repo: &str, tag: &str, d: &Digest) -> PathBuf {
+        self.tag_index(repo, tag).join(d.hex())
+    }
+
+    /// `_uploads/`.
+    pub fn uploads(&self, repo: &str) -> PathBuf {
+        self.repo(repo).join("_uploads")
+    }
+
+    /// `_uploads/<id>/`: one upload in progress.
+    pub fn upload_dir(&self, repo: &str, id: &str) -> PathBuf {
+        self.uploads(repo).join(id)
+    }
+
+    /// The lock that keeps two real runs off one store.
+    pub fn lock_file(&self) -> PathBuf {
+        self.v2.join(".regsweep.lock")
+    }
+
+    /// The intent journal of an unfinished run (SPEC section 5).
+    pub fn journal_file(&self) -> PathBuf {
+        self.v2.join(".regsweep-journal.json")
+    }
+
+    /// True when `path` is inside `repositories/` or `blobs/`: the only places regsweep deletes in.
+    pub fn may_delete(&self, path: &Path) -> bool {
+        let inside = |base: PathBuf| path.starts_with(&base) && path != base;
+        (inside(self.repositories()) || inside(self.blobs()))
+            && path.components().all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::RootDir))
+    }
+}
+
+/// Names of the folders inside a repository folder that are the registry's, not sub-repositories.
+pub const REPO_INTERNALS: [&str; 3] = ["_layers", "_manifests", "_uploads"];

@@ -1,0 +1,74 @@
+//! regsweep: retention and garbage collection for the filesystem store of a CNCF Distribution
+//! registry. Data flows one way: scan -> policy -> plan -> apply -> report.
+
+pub mod apply;
+pub mod config;
+pub mod digest;
+pub mod journal;
+pub mod layout;
+pub mod manifest;
+pub mod plan;
+pub mod policy;
+pub mod progress;
+pub mod report;
+pub mod scan;
+
+use std::path::Path;
+
+use anyhow::Result;
+use rayon::prelude::*;
+
+use crate::layout::Layout;
+use crate::plan::Options;
+use crate::policy::{Decision, Order, Reason, Retention};
+use crate::progress::Progress;
+use crate::report::Report;
+
+/// What a run does besides collecting: `prune` applies a retention policy first, `gc` does not.
+#[derive(Clone, Debug)]
+pub enum Mode {
+    Prune(Retention),
+    Gc,
+}
+
+/// Plans a run on the store under `root` and, unless `dry_run`, carries it out.
+pub fn run(root: &Path, mode: &Mode, opts: &Options, dry_run: bool, progress: Progress) -> Result<Report> {
+    let layout = Layout::open(root)?;
+    // A dry run writes nothing, not even a lock (restic's --no-lock, allowed only there).
+    let _lock = if dry_run { None } else { Some(apply::Lock::acquire(&layout)?) };
+    let inv = scan::scan(&layout, progress)?;
+    let mut warnings = Vec::new();
+    let decisions: Vec<Vec<Decision>> = match mode {
+        Mode::Gc => inv.repos.iter().map(|r| vec![Some((true, Reason::NotPruned)); r.tags.len()]).collect(),
+        Mode::Prune(ret) => {
+            let created = if ret.order == Order::Created {
+                let digests: Vec<_> = inv.repos.iter().flat_map(|r| r.tags.iter().filter_map(|t| t.current)).collect();
+                scan::created_times(&layout, &inv, &digests)
+            } else {
+                Default::default()
+            };
+            let decided: Vec<_> =
+                inv.repos.par_iter().map(|r| policy::decide(&r.name, &r.tags, ret, &created, opts.grace, opts.now)).collect();
+            let mut out = Vec::with_capacity(decided.len());
+            for (d, mut w) in decided {
+                out.push(d);
+                warnings.append(&mut w);
+            }
+            out
+        }
+    };
+    let in_scope = |name: &str| match mode {
+        Mode::Prune(r) => r.in_scope(name),
+        Mode::Gc => true,
+    };
+    let plan = plan::build(&layout, &inv, &decisions, &in_scope, opts, &|p| scan::stat(&p.to_path_buf()))?;
+    let command = if matches!(mode, Mode::Gc) { "gc" } else { "prune" };
+    let mut report = Report::new(command, &root.display().to_string(), &plan, dry_run);
+    warnings.append(&mut report.warnings);
+    report.warnings = warnings;
+    if !dry_run {
+        let outcome = apply::execute(&layout, &plan, progress)?;
+        report.errors = outcome.errors;
+    }
+    Ok(report)
+}

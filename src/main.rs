@@ -1,0 +1,89 @@
+//! The regsweep binary: parses arguments, calls the library, prints, maps errors to exit codes
+//! (0 done, 1 error before anything was deleted, 2 usage, 3 some deletions failed).
+
+mod cli;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use regex::Regex;
+
+use cli::{Cli, CollectArgs, Command, StoreArgs};
+use regsweep::plan::Options;
+use regsweep::policy::Retention;
+use regsweep::progress::Progress;
+use regsweep::{Mode, config};
+
+fn globs(patterns: &[String]) -> Result<Option<GlobSet>> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut set = GlobSetBuilder::new();
+    for p in patterns {
+        set.add(GlobBuilder::new(p).literal_separator(true).build().with_context(|| format!("bad repository glob {p:?}"))?);
+    }
+    Ok(Some(set.build()?))
+}
+
+fn root(store: &StoreArgs) -> Result<std::path::PathBuf> {
+    match (&store.root, &store.config) {
+        (Some(r), _) => Ok(r.clone()),
+        (None, Some(c)) => config::root_from_config(c, std::env::var(config::ROOT_ENV).ok()),
+        (None, None) => anyhow::bail!("give --root or --config"),
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let (store, collect, mode): (&StoreArgs, &CollectArgs, Mode) = match &cli.command {
+        Command::Prune(p) => {
+            let keep_tags = p.keep_tag.iter().map(|r| Regex::new(r).with_context(|| format!("bad --keep-tag {r:?}"))).collect::<Result<_>>()?;
+            let retention = Retention {
+                keep: p.keep,
+                order: p.order,
+                keep_tags,
+                repos: globs(&p.repo)?,
+                exclude: globs(&p.exclude_repo)?,
+                older_than: p.older_than,
+            };
+            (&p.store, &p.collect, Mode::Prune(retention))
+        }
+        Command::Gc(g) => (&g.store, &g.collect, Mode::Gc),
+    };
+    if let Some(j) = collect.jobs {
+        rayon::ThreadPoolBuilder::new().num_threads(j.max(1)).build_global().context("cannot start worker threads")?;
+    }
+    let progress = if !collect.quiet && !collect.json && std::io::stderr().is_terminal() { Progress::stderr() } else { Progress::hidden() };
+    let opts = Options { delete_untagged: collect.delete_untagged, grace: collect.grace, upload_age: collect.upload_age, now: SystemTime::now() };
+    let root = root(store)?;
+    let report = regsweep::run(&root, &mode, &opts, collect.dry_run, progress)?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    for e in &report.errors {
+        eprintln!("error: {e}");
+    }
+    if collect.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        if report.restart_required {
+            eprintln!("note: restart the registry that serves this store: its blob cache is stale");
+        }
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Manifests as the collector needs them: which blobs one needs, which manifests it lists
+//! (children), which manifest it is about (subject). Dispatch is on `schemaVersion` and
+//! `mediaType`, as the registry does; unknown or malformed input is an error, never a guess.
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+use crate::digest::Digest;
+
+pub const DOCKER_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const DOCKER_V1: &str = "application/vnd.docker.distribution.manifest.v1+json";
+pub const DOCKER_V1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// The short-lived OCI 1.1 release-candidate artifact manifest: `blobs` instead of `layers`.
+pub const OCI_ARTIFACT: &str = "application/vnd.oci.artifact.manifest.v1+json";
+
+/// Which of the manifest formats a manifest is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Schema1,
+    DockerV2,
+    DockerList,
+    OciManifest,
+    OciIndex,
+    OciArtifact,
+}
+
+/// What regsweep knows of one manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    pub kind: Kind,
+    /// The config blob of an image manifest.
+    pub config: Option<Digest>,
+    /// Every blob it needs: config and layers (schema1: `fsLayers`; artifact: `blobs`).
+    pub blobs: Vec<Digest>,
+    /// The manifests an index or manifest list names.
+    pub children: Vec<Digest>,
+    /// The manifest this one refers to (OCI `subject`): it lives and dies with it.
+    pub subject: Option<Digest>,
+    /// Schema1 only: the `created` time of its top history entry, as written.
+    pub created: Option<String>,
+}
+
+impl Manifest {
+    /// True for an index or manifest list.
+    pub fn is_index(&self) -> bool {
+        matches!(self.kind, Kind::DockerList | Kind::OciIndex)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Raw {
+    schema_version: Option<i64>,
+    media_type: Option<String>,
+    config: Option<Descriptor>,
+    layers: Option<Vec<Descriptor>>,
+    manifests: Option<Vec<Descriptor>>,
+    blobs: Option<Vec<Descriptor>>,
+    subject: Option<Descriptor>,
+    fs_layers: Option<Vec<FsLayer>>,
+    history: Option<Vec<V1History>>,
+}
+
+#[derive(Deserialize)]
+struct Descriptor {
+    digest: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FsLayer {
+    blob_sum: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct V1History {
+    v1_compatibility: String,
+}
+
+#[derive(Deserialize)]
+struct Created {
+    created: Option<String>,
+}
+
+fn digests<'a>(what: &str, items: impl IntoIterator<Item = &'a str>) -> Result<Vec<Digest>> {
+    let mut out = Vec::new();
+    for s in items {
+        if let Some(d) = Digest::parse_reference(s).with_context(|| format!("in {what}"))? {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
+fn descriptors(what: &str, list: &Option<Vec<Descriptor>>) -> Result<Vec<Digest>> {
+    digests(what, list.iter().flatten().map(|d| d.digest.as_str()))
+}
+
+/// Parses a manifest's bytes.
+pub fn parse(bytes: &[u8]) -> Result<Manifest> {
+    let raw: Raw = serde_json::from_slice(bytes).context("not a valid manifest")?;
+    let media_type = raw.media_type.as_deref().unwrap_or("");
+    let kind = match (raw.schema_version, media_type) {
+        (_, OCI_ARTIFACT) => Kind::OciArtifact,
+        (Some(1), "" | DOCKER_V1 | DOCKER_V1_SIGNED) => Kind::Schema1,
+        (Some(2), DOCKER_V2) => Kind::DockerV2,
+        (Some(2), DOCKER_LIST) => Kind::DockerList,
+        (Some(2), OCI_MANIFEST) => Kind::OciManifest,
+        (Some(2), OCI_INDEX) => Kind::OciIndex,
+        // OCI content may omit mediaType: an index when it lists manifests (as the registry decides).
+        (Some(2), "") if raw.manifests.is_some() => Kind::OciIndex,
+        (Some(2), "") => Kind::OciManifest,
+        (Some(v), "") => bail!("unsupported schemaVersion {v}"),
+        (None, "") => bail!("no schemaVersion and no mediaType: not a manifest"),
+        (_, other) => bail!("unknown manifest media type {other:?}"),
+    };
+    let subject = match &raw.subject {
+        Some(s) => Digest::parse_reference(&s.digest).context("in subject")?,
+        None => None,
+    };
+    let mut m = Manifest { kind, config: None, blobs: Vec::new(), children: Vec::new(), subject, created: None };
+    match kind {
+        Kind::Schema1 => {
+            let layers = raw.fs_layers.as_ref().context("schema1 manifest without fsLayers")?;
+            m.blobs = digests("fsLayers", layers.iter().map(|l| l.blob_sum.as_str()))?;
+            m.blobs.sort_unstable();
+            m.blobs.dedup();
+            // The top history entry holds the image's own v1 config, with its `created`.
+            if let Some(h) = raw.history.as_ref().and_then(|h| h.first()) {
+                m.created = serde_json::from_str::<Created>(&h.v1_compatibility).ok().and_then(|c| c.created);
+            }
+        }
+        Kind::DockerV2 | Kind::OciManifest => {
+            let config = raw.config.as_ref().context("image manifest without config")?;
+            m.config = Digest::parse_reference(&config.digest).context("in config")?;
+            m.blobs.extend(m.config);
+            m.blobs.extend(descriptors("layers", &raw.layers)?);
+        }
+        Kind::DockerList | Kind::OciIndex => {
+            if raw.manifests.is_none() {
+                bail!("index without manifests");
+            }
+            m.children = descriptors("manifests", &raw.manifests)?;
+        }
+        Kind::OciArtifact => m.blobs = descriptors("blobs", &raw.blobs)?,
+    }
+    Ok(m)
+}
+
+/// Reads `created` from an image config blob (or a schema1 `v1Compatibility` entry).
+pub fn parse_created(bytes: &[u8]) -> Option<String> {
+    serde_json::from_slice::<Created>(bytes).ok()?.created
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(c: char) -> String {
+        format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    #[test]
+    fn parses_each_format() {
+        let cases: Vec<(String, Kind, usize, usize)> = vec![
+            (
+                format!(r#"{{"schemaVersion":2,"mediaType":"{DOCKER_V2}","config":{{"digest":"{}"}},"layers":[{{"digest":"{}"}}]}}"#, d('a'), d('b')),
+                Kind::DockerV2, 2, 0,
+            ),
+            (
+                format!(r#"{{"schemaVersion":2,"config":{{"digest":"{}"}},"layers":[]}}"#, d('a')),
+                Kind::OciManifest, 1, 0,
+            ),
+            (
+                format!(r#"{{"schemaVersion":2,"manifests":[{{"digest":"{}"}},{{"digest":"{}"}}]}}"#, d('a'), d('b')),
+                Kind::OciIndex, 0, 2,
+            ),
+            (
+                format!(r#"{{"schemaVersion":2,"mediaType":"{DOCKER_LIST}","manifests":[{{"digest":"{}"}}]}}"#, d('c')),
+                Kind::DockerList, 0, 1,
+            ),
+            (
+                format!(r#"{{"schemaVersion":1,"name":"x","tag":"t","fsLayers":[{{"blobSum":"{}"}},{{"blobSum":"{}"}}],
+                  "history":[{{"v1Compatibility":"{{\"created\":\"2026-01-02T03:04:05Z\"}}"}}],"signatures":[{{"header":{{}}}}]}}"#, d('a'), d('a')),
+                Kind::Schema1, 1, 0,
+            ),
+            (
+                format!(r#"{{"mediaType":"{OCI_ARTIFACT}","artifactType":"x","blobs":[{{"digest":"{}"}}],"subject":{{"digest":"{}"}}}}"#, d('a'), d('f')),
+                Kind::OciArtifact, 1, 0,
+            ),
+        ];
+        for (json, kind, blobs, children) in cases {
+            let m = parse(json.as_bytes()).unwrap_or_else(|e| panic!("{json}: {e:#}"));
+            assert_eq!((m.kind, m.blobs.len(), m.children.len()), (kind, blobs, children), "{json}");
+        }
+    }
+
+    #[test]
+    fn subject_and_schema1_created_are_read() {
+        let m = parse(format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"application/spdx+json","config":{{"digest":"{}"}},"layers":[],"subject":{{"digest":"{}"}}}}"#, d('a'), d('e')).as_bytes()).unwrap();
+        assert_eq!(m.subject.unwrap().to_string(), d('e'));
+        let s1 = format!(r#"{{"schemaVersion":1,"fsLayers":[],"history":[{{"v1Compatibility":"{{\"created\":\"2026-01-02T03:04:05Z\"}}"}}]}}"#);
+        assert_eq!(parse(s1.as_bytes()).unwrap().created.as_deref(), Some("2026-01-02T03:04:05Z"));
+    }
+
+    #[test]
+    fn bad_manifests_are_errors_not_panics() {
+        for bad in [
+            "".to_string(),
+            "{".to_string(),
+            "[]".to_string(),
+            r#"{"schemaVersion":2,"manifests":{}}"#.to_string(),
+            r#"{"schemaVersion":2,"mediaType":"application/x-unknown"}"#.to_string(),
+            r#"{"schemaVersion":3}"#.to_string(),
+            r#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json"}"#.to_string(),
+            format!(r#"{{"schemaVersion":2,"config":{{"digest":"sha256:ABC"}},"layers":[]}}"#),
+            format!(r#"{{"schemaVersion":2,"config":{{"digest":"{}"}},"layers":[{{"digest":"../../etc"}}]}}"#, d('a')),
+            r#"{"schemaVersion":1}"#.to_string(),
+        ] {
+            assert!(parse(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! Roots, edges, liveness and marking (SPEC section 4, steps 3 to 5): from an inventory and the
+//! retention decisions to a [`Plan`] of every deletion. It deletes nothing; its only I/O is the
+//! `stat` it is handed, for the grace period and sizes of deletion candidates.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Result, bail};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::digest::Digest;
+use crate::journal::Journal;
+use crate::layout::Layout;
+use crate::manifest::Manifest;
+use crate::policy::{Decision, Reason, attachment_subject};
+use crate::scan::{Inventory, Parsed, Repo};
+
+/// How the collection behaves, whatever the retention.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Untagged manifests are not roots.
+    pub delete_untagged: bool,
+    /// Nothing younger than this is removed.
+    pub grace: Duration,
+    /// Uploads started longer ago than this are removed.
+    pub upload_age: Duration,
+    /// The time the plan is made for.
+    pub now: SystemTime,
+}
+
+/// What happens to a tag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Keep,
+    /// The tag folder goes and so does its manifest, unless something live still needs it.
+    Delete,
+    /// The tag folder goes, its manifest stays: something live still needs it.
+    Untag,
+}
+
+/// One tag in the plan.
+#[derive(Clone, Debug, Serialize)]
+pub struct TagPlan {
+    pub name: String,
+    pub digest: Option<Digest>,
+    pub action: Action,
+    pub reason: Reason,
+}
+
+/// A `tags/<tag>/index/sha256/<hex>` entry of a kept tag, naming a removed manifest.
+#[derive(Clone, Debug, Serialize)]
+pub struct IndexEntry {
+    pub tag: String,
+    pub digest: Digest,
+}
+
+/// An upload to remove.
+#[derive(Clone, Debug, Serialize)]
+pub struct UploadPlan {
+    pub id: String,
+    pub size: u64,
+}
+
+/// A blob to remove.
+#[derive(Clone, Debug, Serialize)]
+pub struct BlobPlan {
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// Everything that happens to one repository.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RepoPlan {
+    pub name: String,
+    /// False when `--repo` / `--exclude-repo` leave it out: then nothing of it is touched.
+    pub in_scope: bool,
+    pub tags: Vec<TagPlan>,
+    /// Manifests whose revision folder goes.
+    pub manifests: Vec<Digest>,
+    pub index_entries: Vec<IndexEntry>,
+    pub layer_links: Vec<Digest>,
+    pub uploads: Vec<UploadPlan>,
+}
+
+/// What the grace period saved.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GraceKept {
+    pub manifests: usize,
+    pub layer_links: usize,
+    pub blobs: usize,
+}
+
+/// Every deletion of a run, decided before the first one happens.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Plan {
+    pub repos: Vec<RepoPlan>,
+    pub blobs: Vec<BlobPlan>,
+    pub grace_kept: GraceKept,
+    pub warnings: Vec<String>,
+    /// The journal to write before the first deletion.
+    #[serde(skip)]
+    pub journal: Journal,
+}
+
+/// A file's size and mtime, `None` when it does not exist.
+pub type Stat<'a> = &'a (dyn Fn(&Path) -> Result<Option<(u64, SystemTime)>> + Sync);
+
+/// The manifests of one repository and the edges between them.
+struct Graph<'a> {
+    inv: &'a Inventory,
+    /// Revision path digest -> content digest.
+    revs: HashMap<Digest, Digest>,
+    /// Subject -> its referrers.
+    referrers: HashMap<Digest, Vec<Digest>>,
+}
+
+impl<'a> Graph<'a> {
+    fn new(inv: &'a Inventory, repo: &Repo) -> Graph<'a> {
+        let revs: HashMap<Digest, Digest> = repo.revisions.iter().map(|r| (r.digest, r.target)).collect();
+        let mut referrers: HashMap<Digest, Vec<Digest>> = HashMap::new();
+        for r in &repo.revisions {
+            if let Some(s) = inv.manifests.get(&r.target).and_then(Parsed::manifest).and_then(|m| m.subject) {
+                referrers.entry(s).or_default().push(r.digest);
+            }
+        }
+        Graph { inv, revs, referrers }
+    }
+
+    fn parsed(&self, d: &Digest) -> Option<&'a Parsed> {
+        self.inv.manifests.get(self.revs.get(d).unwrap_or(d))
+    }
+
+    fn manifest(&self, d: &Digest) -> Option<&'a Manifest> {
+        self.parsed(d).and_then(Parsed::manifest)
+    }
+
+    /// Everything reachable from `starts`: an index's children, a subject's referrers.
+    fn closure(&self, starts: impl IntoIterator<Item = Digest>) -> HashSet<Digest> {
+        let mut seen = HashSet::new();
+        let mut todo: Vec<Digest> = starts.into_iter().collect();
+        while let Some(d) = todo.pop() {
+            if !seen.insert(d) {
+                continue;
+            }
+            if let Some(m) = self.manifest(&d) {
+                todo.extend(m.children.iter().copied());
+            }
+            if let Some(rs) = self.referrers.get(&d) {
+                todo.extend(rs.iter().copied());
+            }
+        }
+        seen
+    }
+}
+
+/// What planning one repository gives, before the grace checks that need a `stat`.
+struct RepoDraft {
+    plan: RepoPlan,
+    marks: Vec<Digest>,
+    layer_candidates: Vec<Digest>,
+    young_manifests: usize,
+    warnings: Vec<String>,
+    errors: Vec<String>,
+    deleted_digests: BTreeSet<Digest>,
+}
+
+fn plan_repo(inv: &Inventory, repo: &Repo, decisions: &[Decision], in_scope: bool, opts: &Options) -> RepoDraft {
+    let g = Graph::new(inv, repo);
+    let young = |t: SystemTime| opts.now.duration_since(t).unwrap_or_default() < opts.grace;
+    let journaled: BTreeSet<Digest> =
+        inv.journal.as_ref().and_then(|j| j.repos.get(&repo.name)).cloned().unwrap_or_default();
+    let tagged: HashSet<Digest> = repo.tags.iter().filter_map(|t| t.current).collect();
+    let mut warnings = Vec::new();
+
+    // Attachment tags not decided by policy follow their subject; one outside this
+    // repository is not ours to judge.
+    let mut decided: Vec<Option<(bool, Reason)>> = decisions.to_vec();
+    for (t, d) in repo.tags.iter().zip(decided.iter_mut()) {
+        if d.is_none() {
+            if let Some(s) = attachment_subject(&t.name).filter(|s| !g.revs.contains_key(s)) {
+                *d = Some((true, Reason::SubjectElsewhere { subject: s }));
+            }
+        }
+    }
+    let young_revs: Vec<Digest> = repo.revisions.iter().filter(|r| young(r.modified)).map(|r| r.digest).collect();
+    let live = loop {
+        let kept = repo.tags.iter().zip(&decided).filter(|(_, d)| d.as_ref().is_some_and(|d| d.0)).filter_map(|(t, _)| t.current);
+        let deleted = repo.tags.iter().zip(&decided).filter(|(_, d)| !d.as_ref().is_some_and(|d| d.0)).filter_map(|(t, _)| t.current);
+        let cascade = g.closure(deleted.chain(journaled.iter().copied()));
+        let mut roots: Vec<Digest> = kept.chain(young_revs.iter().copied()).collect();
+        if !in_scope {
+            roots.extend(g.revs.keys().copied());
+        } else if !opts.delete_untagged {
+            roots.extend(repo.revisions.iter().map(|r| r.digest).filter(|d| !tagged.contains(d) && !cascade.contains(d)));
+        }
+        let live = g.closure(roots);
+        let mut changed = false;
+        for (t, d) in repo.tags.iter().zip(decided.iter_mut()) {
+            if d.is_none() {
+                if let Some(s) = attachment_subject(&t.name).filter(|s| live.contains(s)) {
+                    *d = Some((true, Reason::SubjectKept { subject: s }));
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            break live;
+        }
+    };
+
+    let mut plan = RepoPlan { name: repo.name.clone(), in_scope, ..RepoPlan::default() };
+    let mut deleted_digests = BTreeSet::new();
+    for (t, d) in repo.tags.iter().zip(decided) {
+        let (keep, reason) = d.unwrap_or_else(|| {
+            let subject = attachment_subject(&t.name).unwrap_or(Digest([0; 32]));
+            (false, Reason::SubjectGone { subject })
+        });
+        let action = match (keep, t.current) {
+            (true, _) => Action::Keep,
+            (false, Some(c)) if live.contains(&c) => Action::Untag,
+            (false, _) => Action::Delete,
+        };
+        if keep {
+            if let Some(c) = t.current {
+                match g.parsed(&c) {
+                    Some(Parsed::Missing) => warnings.push(format!("{}:{}: its manifest {c} has no blob: it cannot be pulled", repo.name, t.name)),
+                    None if !g.revs.contains_key(&c) => warnings.push(format!("{}:{}: points to {c}, which is no manifest of this repository", repo.name, t.name)),
+                    _ => {}
+                }
+            }
+        } else {
+            deleted_digests.extend(t.current);
+        }
+        plan.tags.push(TagPlan { name: t.name.clone(), digest: t.current, action, reason });
+    }
+
+    let mut errors = Vec::new();
+    let mut marks = Vec::new();
+    let mut needed_layers: HashSet<Digest> = HashSet::new();
+    for d in &live {
+        marks.push(*d);
+        let Some(target) = g.revs.get(d) else { continue };
+        marks.push(*target);
+        needed_layers.insert(*d);
+        needed_layers.insert(*target);
+        match g.parsed(d) {
+            Some(Parsed::Ok(m)) => {
+                marks.extend(m.blobs.iter().chain(&m.children).copied());
+                needed_layers.extend(m.blobs.iter().copied());
+            }
+            Some(Parsed::Broken(e)) => errors.push(format!("{}: {e}", repo.name)),
+            _ => {}
+        }
+    }
+    plan.manifests = repo.revisions.iter().map(|r| r.digest).filter(|d| !live.contains(d)).collect();
+    let dead: HashSet<Digest> = plan.manifests.iter().copied().collect();
+    for (t, tp) in repo.tags.iter().zip(&plan.tags) {
+        if tp.action == Action::Keep {
+            plan.index_entries.extend(t.index.iter().filter(|d| dead.contains(d)).map(|d| IndexEntry { tag: t.name.clone(), digest: *d }));
+        }
+    }
+    let layer_candidates = if in_scope { repo.layers.iter().copied().filter(|d| !needed_layers.contains(d)).collect() } else { Vec::new() };
+    if in_scope {
+        plan.uploads = repo
+            .uploads
+            .iter()
+            .filter(|u| u.started.is_some_and(|s| opts.now.duration_since(s).unwrap_or_default() > opts.upload_age))
+            .map(|u| UploadPlan { id: u.id.clone(), size: u.size })
+            .collect();
+    }
+    let young_manifests = young_revs.iter().filter(|d| !tagged.contains(d)).count();
+    RepoDraft { plan, marks, layer_candidates, young_manifests, warnings, errors, deleted_digests }
+}
+
+/// Plans a run. `decisions` is aligned with `inv.repos` and their tags; `in_scope` says which
+/// repositories the run may touch beyond the blob sweep.
+pub fn build(
+    layout: &Layout,
+    inv: &Inventory,
+    decisions: &[Vec<Decision>],
+    in_scope: &(dyn Fn(&str) -> bool + Sync),
+    opts: &Options,
+    stat: Stat<'_>,
+) -> Result<Plan> {
+    let drafts: Vec<RepoDraft> = inv
+        .repos
+        .par_iter()
+        .zip(decisions.par_iter())
+        .map(|(r, d)| plan_repo(inv, r, d, in_scope(&r.name), opts))
+        .collect();
+    let errors: Vec<&String> = drafts.iter().flat_map(|d| &d.errors).collect();
+    if !errors.is_empty() {
+        let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+        bail!("{} manifest(s) that must be kept cannot be read; nothing was deleted:\n{}", errors.len(), list.join("\n"));
+    }
+
+    let mut plan = Plan { journal: inv.journal.clone().unwrap_or_default(), ..Plan::default() };
+    let mut marked: HashSet<Digest> = HashSet::with_capacity(inv.blobs.len());
+    for mut d in drafts {
+        marked.extend(d.marks.drain(..));
+        plan.warnings.append(&mut d.warnings);
+        plan.grace_kept.manifests += d.young_manifests;
+        if !d.deleted_digests.is_empty() {
+            plan.journal.repos.entry(d.plan.name.clone()).or_default().extend(d.deleted_digests);
+        }
+        let name = d.plan.name.clone();
+        let links: Vec<Result<Option<Digest>>> = d
+            .layer_candidates
+            .par_iter()
+            .map(|l| Ok(match stat(&layout.layer_dir(&name, l).join("link"))? {
+                Some((_, mtime)) if opts.now.duration_since(mtime).unwrap_or_default() >= opts.grace => Some(*l),
+                _ => None,
+            }))
+            .collect();
+        for l in links {
+            match l? {
+                Some(l) => d.plan.layer_links.push(l),
+                None => plan.grace_kept.layer_links += 1,
+            }
+        }
+        plan.repos.push(d.plan);
+    }
+    let blobs: Vec<Result<Option<BlobPlan>>> = inv
+        .blobs
+        .par_iter()
+        .filter(|b| !marked.contains(b))
+        .map(|b| {
+            Ok(stat(&layout.blob_data(b))?.map(|(size, mtime)| (size, opts.now.duration_since(mtime).unwrap_or_default() >= opts.grace)))
+                .map(|s| s.map(|(size, old)| (BlobPlan { digest: *b, size }, old)))
+                .map(|s| match s {
+                    Some((bp, true)) => Some(bp),
+                    _ => None,
+                })
+        })
+        .collect();
+    let unmarked = inv.blobs.iter().filter(|b| !marked.contains(b)).count();
+    for b in blobs {
+        if let Some(b) = b? {
+            plan.blobs.push(b);
+        }
+    }
+    plan.grace_kept.blobs = unmarked - plan.blobs.len();
+    plan.blobs.sort_by_key(|b| b.digest);
+    Ok(plan)
+}

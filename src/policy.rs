@@ -1,0 +1,320 @@
+//! Retention (SPEC section 4, steps 1 and 2): which tags of a repository stay and why. Pure: it
+//! gets the inventory and the order keys, reads nothing and writes nothing. Attachment tags
+//! (`sha256-<hex>.sig`) are left for the plan, which keeps them exactly when their subject lives.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use globset::GlobSet;
+use regex::Regex;
+use serde::Serialize;
+
+use crate::digest::Digest;
+use crate::scan::Tag;
+
+/// The key that orders a repository's tags, newest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    /// The mtime of `tags/<t>/current/link`: the tag's last push.
+    Push,
+    /// The image config's `created` (an index: its newest child).
+    Created,
+    /// The tag name as a semantic version (`1.2.3`, `v1.2.3-rc.1`).
+    Semver,
+    /// The tag name, numbers compared as numbers (`build-10` after `build-9`).
+    Name,
+}
+
+/// What the operator asked to keep.
+#[derive(Clone, Debug)]
+pub struct Retention {
+    pub keep: usize,
+    pub order: Order,
+    pub keep_tags: Vec<Regex>,
+    /// `--repo`: when given, only matching repositories lose tags.
+    pub repos: Option<GlobSet>,
+    /// `--exclude-repo`: matching repositories keep every tag.
+    pub exclude: Option<GlobSet>,
+    pub older_than: Option<Duration>,
+}
+
+impl Retention {
+    /// True when the retention rules apply to this repository at all.
+    pub fn in_scope(&self, repo: &str) -> bool {
+        self.repos.as_ref().is_none_or(|g| g.is_match(repo)) && !self.exclude.as_ref().is_some_and(|g| g.is_match(repo))
+    }
+}
+
+/// Why a tag stays or goes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reason {
+    /// Among the newest N.
+    Count { rank: usize },
+    /// Matches a `--keep-tag` pattern.
+    KeepTag { pattern: String },
+    /// Younger than `--older-than`.
+    Younger,
+    /// Pushed within the grace period.
+    Grace,
+    /// Its repository is left out by `--repo` / `--exclude-repo`.
+    RepoFiltered,
+    /// Its order key cannot be read (no `created`, not a version): never guessed at.
+    NoKey,
+    /// Every tag of the repository has the same push time: `push` order means nothing there.
+    UniformPushTimes,
+    /// The tag has no `current/link`.
+    NoCurrentLink,
+    /// `gc` touches no tag.
+    NotPruned,
+    /// An attachment tag whose subject stays.
+    SubjectKept { subject: Digest },
+    /// An attachment tag whose subject is not a manifest of this repository.
+    SubjectElsewhere { subject: Digest },
+    /// Beyond the newest N and protected by nothing.
+    BeyondCount { rank: usize },
+    /// An attachment tag whose subject goes.
+    SubjectGone { subject: Digest },
+}
+
+/// The decision on one tag: `None` for an attachment tag left to the plan.
+pub type Decision = Option<(bool, Reason)>;
+
+/// The subject of an attachment tag: `sha256-<64 hex>` optionally followed by `.<word>`.
+pub fn attachment_subject(tag: &str) -> Option<Digest> {
+    let rest = tag.strip_prefix("sha256-")?;
+    let (hex, suffix) = rest.split_at_checked(64)?;
+    if !suffix.is_empty() {
+        let word = suffix.strip_prefix('.')?;
+        if word.is_empty() || !word.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            return None;
+        }
+    }
+    Digest::from_hex(hex)
+}
+
+/// Compares names with runs of digits compared as numbers.
+pub fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (a.first(), b.first()) {
+            (None, None) => return Ordering::Equal,
+            (None, _) => return Ordering::Less,
+            (_, None) => return Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let la = a.iter().take_while(|c| c.is_ascii_digit()).count();
+                let lb = b.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (na, nb) = (&a[..la], &b[..lb]);
+                let strip = |n: &[u8]| -> usize { n.iter().take_while(|&&c| c == b'0').count() };
+                let (ta, tb) = (&na[strip(na)..], &nb[strip(nb)..]);
+                let ord = ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb)).then_with(|| la.cmp(&lb));
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+                (a, b) = (&a[la..], &b[lb..]);
+            }
+            (Some(x), Some(y)) => {
+                if x != y {
+                    return x.cmp(y);
+                }
+                (a, b) = (&a[1..], &b[1..]);
+            }
+        }
+    }
+}
+
+/// A tag name as a semantic version: `MAJOR.MINOR.PATCH[-pre]`, with an optional leading `v`.
+fn semver_of(tag: &str) -> Option<semver::Version> {
+    let v = tag.strip_prefix(['v', 'V']).unwrap_or(tag);
+    semver::Version::parse(v).ok()
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum Key {
+    Time(SystemTime),
+    Version(semver::Version),
+    Name,
+}
+
+/// Decides every tag of one repository. `created` holds the `created` time of tag manifests
+/// (for `--order created` and `--older-than` with it). Returns the decisions, aligned with
+/// `tags`, and warnings for the operator.
+pub fn decide(
+    repo: &str,
+    tags: &[Tag],
+    r: &Retention,
+    created: &HashMap<Digest, Option<SystemTime>>,
+    grace: Duration,
+    now: SystemTime,
+) -> (Vec<Decision>, Vec<String>) {
+    let mut out: Vec<Decision> = vec![None; tags.len()];
+    let mut warnings = Vec::new();
+    let in_scope = r.in_scope(repo);
+    let created_of = |t: &Tag| t.current.and_then(|d| created.get(&d).copied().flatten());
+    let mut ranked: Vec<(Key, usize)> = Vec::new();
+    for (i, t) in tags.iter().enumerate() {
+        let attachment = attachment_subject(&t.name).is_some();
+        out[i] = if !in_scope {
+            Some((true, Reason::RepoFiltered))
+        } else if t.current.is_none() {
+            Some((true, Reason::NoCurrentLink))
+        } else if attachment {
+            None
+        } else {
+            let key = match r.order {
+                Order::Push => Some(Key::Time(t.pushed)),
+                Order::Created => created_of(t).map(Key::Time),
+                Order::Semver => semver_of(&t.name).map(Key::Version),
+                Order::Name => Some(Key::Name),
+            };
+            match key {
+                Some(k) => {
+                    ranked.push((k, i));
+                    continue;
+                }
+                None => Some((true, Reason::NoKey)),
+            }
+        };
+    }
+    if r.order == Order::Push && ranked.len() > r.keep {
+        let times = ranked.iter().map(|(k, _)| match k {
+            Key::Time(t) => *t,
+            _ => SystemTime::UNIX_EPOCH,
+        });
+        let (min, max) = (times.clone().min(), times.max());
+        if let (Some(min), Some(max)) = (min, max) {
+            if max.duration_since(min).unwrap_or_default() < Duration::from_secs(1) {
+                warnings.push(format!(
+                    "{repo}: all {} tags have the same push time (a copy that lost its mtimes?): \
+                     push order means nothing here, every tag is kept; use --order created, semver or name",
+                    ranked.len()
+                ));
+                for (_, i) in &ranked {
+                    out[*i] = Some((true, Reason::UniformPushTimes));
+                }
+                ranked.clear();
+            }
+        }
+    }
+    // Newest first; ties by tag name.
+    ranked.sort_by(|(ka, ia), (kb, ib)| {
+        kb.cmp(ka).then_with(|| match r.order {
+            Order::Name => natural_cmp(&tags[*ib].name, &tags[*ia].name),
+            _ => tags[*ia].name.cmp(&tags[*ib].name),
+        })
+    });
+    for (pos, (_, i)) in ranked.iter().enumerate() {
+        let rank = pos + 1;
+        out[*i] = Some(if rank <= r.keep {
+            (true, Reason::Count { rank })
+        } else {
+            protection(&tags[*i], r, created_of(&tags[*i]), grace, now).map_or((false, Reason::BeyondCount { rank }), |p| (true, p))
+        });
+    }
+    for (i, t) in tags.iter().enumerate() {
+        if out[i].is_none() {
+            out[i] = protection(t, r, None, grace, now).map(|p| (true, p));
+        }
+    }
+    (out, warnings)
+}
+
+/// What protects a tag beyond the count: a `--keep-tag` pattern, `--older-than`, the grace period.
+fn protection(t: &Tag, r: &Retention, created: Option<SystemTime>, grace: Duration, now: SystemTime) -> Option<Reason> {
+    if let Some(p) = r.keep_tags.iter().find(|p| p.is_match(&t.name)) {
+        return Some(Reason::KeepTag { pattern: p.as_str().to_string() });
+    }
+    let age = |since: SystemTime| now.duration_since(since).unwrap_or_default();
+    if let Some(older) = r.older_than {
+        let born = if r.order == Order::Created { created.unwrap_or(t.pushed) } else { t.pushed };
+        if age(born) < older {
+            return Some(Reason::Younger);
+        }
+    }
+    (age(t.pushed) < grace).then_some(Reason::Grace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: u64 = 86_400;
+
+    fn at(days: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000 * DAY + days * DAY)
+    }
+
+    fn tag(name: &str, digest: u8, pushed_day: u64) -> Tag {
+        Tag { name: name.into(), current: Some(Digest([digest; 32])), pushed: at(pushed_day), index: vec![] }
+    }
+
+    fn retention(keep: usize, order: Order) -> Retention {
+        Retention { keep, order, keep_tags: vec![], repos: None, exclude: None, older_than: None }
+    }
+
+    fn kept(tags: &[Tag], r: &Retention) -> Vec<String> {
+        let (d, _) = decide("r", tags, r, &HashMap::new(), Duration::from_secs(3600), at(100));
+        tags.iter().zip(d).filter(|(_, d)| d.as_ref().is_some_and(|d| d.0)).map(|(t, _)| t.name.clone()).collect()
+    }
+
+    #[test]
+    fn push_order_keeps_the_newest() {
+        let tags = vec![tag("a", 1, 3), tag("b", 2, 1), tag("c", 3, 2), tag("d", 4, 5)];
+        assert_eq!(kept(&tags, &retention(2, Order::Push)), ["a", "d"]);
+    }
+
+    #[test]
+    fn uniform_push_times_keep_everything() {
+        let tags = vec![tag("a", 1, 3), tag("b", 2, 3), tag("c", 3, 3)];
+        let (d, w) = decide("r", &tags, &retention(1, Order::Push), &HashMap::new(), Duration::ZERO, at(100));
+        assert!(d.iter().all(|d| d.as_ref().unwrap() == &(true, Reason::UniformPushTimes)));
+        assert_eq!(w.len(), 1);
+    }
+
+    #[test]
+    fn semver_and_name_orders() {
+        let tags = vec![tag("1.2.0", 1, 1), tag("v1.10.0", 2, 1), tag("1.9.3", 3, 2), tag("latest", 4, 3), tag("2.0.0-rc.1", 5, 0)];
+        assert_eq!(kept(&tags, &retention(2, Order::Semver)), ["v1.10.0", "latest", "2.0.0-rc.1"]);
+        let tags = vec![tag("build-9", 1, 1), tag("build-10", 2, 1), tag("build-8", 3, 1), tag("build-09", 4, 1)];
+        assert_eq!(kept(&tags, &retention(2, Order::Name)), ["build-10", "build-09"]);
+    }
+
+    #[test]
+    fn created_order_keeps_tags_without_created() {
+        let tags = vec![tag("a", 1, 1), tag("b", 2, 2), tag("c", 3, 3)];
+        let created = HashMap::from([(Digest([1; 32]), Some(at(9))), (Digest([2; 32]), Some(at(1))), (Digest([3; 32]), None)]);
+        let (d, _) = decide("r", &tags, &retention(1, Order::Created), &created, Duration::ZERO, at(100));
+        assert_eq!(d[0], Some((true, Reason::Count { rank: 1 })));
+        assert_eq!(d[1], Some((false, Reason::BeyondCount { rank: 2 })));
+        assert_eq!(d[2], Some((true, Reason::NoKey)));
+    }
+
+    #[test]
+    fn filters_protect() {
+        let tags = vec![tag("v1", 1, 1), tag("stable", 2, 2), tag("v3", 3, 98), tag("v4", 4, 99), tag("v5", 5, 3)];
+        let mut r = retention(1, Order::Push);
+        r.keep_tags = vec![Regex::new("^stable$").unwrap()];
+        r.older_than = Some(Duration::from_secs(5 * DAY));
+        assert_eq!(kept(&tags, &r), ["stable", "v3", "v4"]);
+        let mut glob = globset::GlobSetBuilder::new();
+        glob.add(globset::GlobBuilder::new("team/*").literal_separator(true).build().unwrap());
+        r.exclude = Some(glob.build().unwrap());
+        assert!(!r.in_scope("team/app") && r.in_scope("team/app/tools") && r.in_scope("other"));
+    }
+
+    #[test]
+    fn attachment_tags_are_recognised() {
+        let hex = "ab".repeat(32);
+        assert!(attachment_subject(&format!("sha256-{hex}")).is_some());
+        assert!(attachment_subject(&format!("sha256-{hex}.sig")).is_some());
+        assert!(attachment_subject(&format!("sha256-{hex}.att")).is_some());
+        assert!(attachment_subject(&format!("sha256-{hex}sig")).is_none());
+        assert!(attachment_subject(&format!("sha256-{hex}.")).is_none());
+        assert!(attachment_subject("sha256-abc.sig").is_none());
+        let tags = vec![tag(&format!("sha256-{hex}.sig"), 1, 1), tag("v1", 2, 2)];
+        let (d, _) = decide("r", &tags, &retention(0, Order::Push), &HashMap::new(), Duration::ZERO, at(100));
+        assert_eq!(d[0], None);
+    }
+}
