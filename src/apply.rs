@@ -5,7 +5,8 @@
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
@@ -47,12 +48,26 @@ pub struct Outcome {
     pub errors: Vec<String>,
 }
 
+/// Test-only: `REGSWEEP_TEST_CRASH_AFTER=K` aborts the process after K deletions, so that the
+/// crash tests can stop a real run at an exact point.
+fn crash_point() {
+    static LIMIT: OnceLock<Option<usize>> = OnceLock::new();
+    static DONE: AtomicUsize = AtomicUsize::new(0);
+    if let Some(limit) = *LIMIT.get_or_init(|| std::env::var("REGSWEEP_TEST_CRASH_AFTER").ok().and_then(|v| v.parse().ok())) {
+        if DONE.fetch_add(1, Ordering::SeqCst) + 1 >= limit {
+            std::process::abort();
+        }
+    }
+}
+
 /// Removes one folder of the plan; a folder already gone is no error (a rerun after a crash).
 fn remove(layout: &Layout, path: &Path) -> Result<()> {
     if !layout.may_delete(path) {
         bail!("refusing to delete {}: outside the store's repositories and blobs", path.display());
     }
-    match fs::remove_dir_all(path) {
+    let removed = fs::remove_dir_all(path);
+    crash_point();
+    match removed {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| format!("cannot delete {}", path.display())),
         _ => Ok(()),
     }

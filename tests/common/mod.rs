@@ -1,0 +1,239 @@
+//! Test helpers around the real parts: fixture stores written by the real registry, the real
+//! `docker-registry` server and `garbage-collect`, and `skopeo` for full pulls.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The repository's top folder.
+pub fn top() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fresh copy of a fixture store in a temporary folder (tar keeps the mtimes).
+pub fn fixture(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let tarball = top().join("fixtures").join(format!("{name}.tar.gz"));
+    let st = Command::new("tar").arg("-xzf").arg(&tarball).arg("-C").arg(dir.path()).status().unwrap();
+    assert!(st.success(), "cannot unpack {}", tarball.display());
+    dir
+}
+
+/// A copy of a store folder.
+pub fn copy_store(from: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let st = Command::new("cp").arg("-a").arg(format!("{}/.", from.display())).arg(dir.path()).status().unwrap();
+    assert!(st.success());
+    dir
+}
+
+pub fn v2(root: &Path) -> PathBuf {
+    root.join("docker/registry/v2")
+}
+
+/// Runs regsweep with these arguments.
+pub fn regsweep(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_regsweep")).args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+/// Runs regsweep, asserts success, returns the JSON report (`--json` is added).
+pub fn regsweep_json(args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let out = regsweep(&a);
+    assert!(out.status.success(), "regsweep {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The report's entry for one repository.
+pub fn repo<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["repos"].as_array().unwrap().iter().find(|r| r["name"] == name).unwrap_or_else(|| panic!("no repo {name}"))
+}
+
+/// The tags of a repository in the report with the given action.
+pub fn tags_with(report: &Value, repo_name: &str, action: &str) -> BTreeSet<String> {
+    repo(report, repo_name)["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["action"] == action)
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn registry_config(root: &Path, port: u16) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new().suffix(".yml").tempfile().unwrap();
+    write!(
+        f,
+        "version: 0.1\nlog: {{level: error}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp: {{addr: 127.0.0.1:{port}}}\ncompatibility: {{schema1: {{enabled: true}}}}\n",
+        root.display()
+    )
+    .unwrap();
+    f
+}
+
+/// The real reference collector, `docker-registry garbage-collect`, on a store.
+pub fn reference_gc(root: &Path, delete_untagged: bool) -> Output {
+    let cfg = registry_config(root, 1);
+    let mut cmd = Command::new("docker-registry");
+    cmd.arg("garbage-collect");
+    if delete_untagged {
+        cmd.arg("--delete-untagged");
+    }
+    let out = cmd.arg(cfg.path()).output().unwrap();
+    assert!(out.status.success(), "garbage-collect failed: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// The real registry serving a store on a loopback port, stopped when dropped.
+pub struct Registry {
+    pub port: u16,
+    child: Child,
+    _cfg: tempfile::NamedTempFile,
+}
+
+impl Registry {
+    pub fn serve(root: &Path) -> Registry {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let cfg = registry_config(root, port);
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(cfg.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry must be installed (tests/run.sh installs it)");
+        let reg = Registry { port, child, _cfg: cfg };
+        let start = Instant::now();
+        while reg.status("GET", "/v2/", "") != Some(200) {
+            assert!(start.elapsed() < Duration::from_secs(20), "registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        reg
+    }
+
+    /// The HTTP status of one request, `None` when nothing answers.
+    pub fn status(&self, method: &str, path: &str, accept: &str) -> Option<u16> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        let accept = if accept.is_empty() { String::new() } else { format!("Accept: {accept}\r\n") };
+        write!(s, "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{accept}\r\n").ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).ok()?;
+        let line = String::from_utf8_lossy(&buf);
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// HEAD of a manifest with every manifest media type accepted.
+    pub fn manifest_status(&self, repo: &str, reference: &str) -> u16 {
+        let accept = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
+            application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json, \
+            application/vnd.docker.distribution.manifest.v1+prettyjws";
+        self.status("HEAD", &format!("/v2/{repo}/manifests/{reference}"), accept).unwrap()
+    }
+
+    /// A full pull with `skopeo copy --all`, which checks every digest: Ok or skopeo's message.
+    pub fn pull(&self, repo: &str, reference: &str) -> Result<(), String> {
+        let out_dir = tempfile::tempdir().unwrap();
+        let sep = if reference.starts_with("sha256:") { "@" } else { ":" };
+        let out = Command::new("skopeo")
+            .args(["--insecure-policy", "copy", "--all", "-q", "--src-tls-verify=false"])
+            .arg(format!("docker://127.0.0.1:{}/{repo}{sep}{reference}", self.port))
+            .arg(format!("dir:{}", out_dir.path().display()))
+            .output()
+            .unwrap();
+        if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
+    }
+
+    /// Pulls every tag in the store; panics naming each one that fails.
+    pub fn assert_all_tags_pull(&self, root: &Path) {
+        let failed: Vec<String> = tags_on_disk(root)
+            .into_iter()
+            .filter_map(|(r, t)| self.pull(&r, &t).err().map(|e| format!("{r}:{t}: {e}")))
+            .collect();
+        assert!(failed.is_empty(), "tags that no longer pull:\n{}", failed.join("\n"));
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn walk_dirs(dir: &Path, f: &mut dyn FnMut(&Path)) {
+    f(dir);
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        let mut entries: Vec<_> = rd.flatten().filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false)).collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            walk_dirs(&e.path(), f);
+        }
+    }
+}
+
+/// Every (repository, tag) with a current link, read from disk.
+pub fn tags_on_disk(root: &Path) -> Vec<(String, String)> {
+    let repos = v2(root).join("repositories");
+    let mut out = Vec::new();
+    walk_dirs(&repos, &mut |d| {
+        if d.file_name().is_some_and(|n| n == "_manifests") {
+            let name = d.parent().unwrap().strip_prefix(&repos).unwrap().to_string_lossy().into_owned();
+            if let Ok(rd) = std::fs::read_dir(d.join("tags")) {
+                for t in rd.flatten() {
+                    if t.path().join("current/link").exists() {
+                        out.push((name.clone(), t.file_name().to_string_lossy().into_owned()));
+                    }
+                }
+            }
+        }
+    });
+    out.sort();
+    out
+}
+
+/// The blobs and revision links of a store: what the reference collector decides about.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StoreState {
+    pub blobs: BTreeSet<String>,
+    pub revisions: BTreeSet<String>,
+}
+
+pub fn store_state(root: &Path) -> StoreState {
+    let v2 = v2(root);
+    let mut blobs = BTreeSet::new();
+    let mut revisions = BTreeSet::new();
+    walk_dirs(&v2, &mut |d| {
+        let rel = d.strip_prefix(&v2).unwrap().to_string_lossy().into_owned();
+        if rel.starts_with("blobs/") && d.join("data").is_file() {
+            blobs.insert(d.file_name().unwrap().to_string_lossy().into_owned());
+        } else if rel.contains("/_manifests/revisions/sha256/") && d.join("link").is_file() {
+            revisions.insert(rel);
+        }
+    });
+    StoreState { blobs, revisions }
+}
+
+/// Every file and folder of a tree with its size and mtime: to prove a run wrote nothing.
+pub fn snapshot(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in walkdir::WalkDir::new(root).sort_by_file_name() {
+        let e = e.unwrap();
+        let m = e.path().symlink_metadata().unwrap();
+        let mtime = m.modified().unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        out.push(format!("{} {} {}", e.path().display(), m.len(), mtime));
+    }
+    out
+}
+
+/// The digest a link file holds.
+pub fn read_link(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap()
+}
