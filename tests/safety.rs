@@ -1,0 +1,172 @@
+//! SPEC section 5: plan before acting, crash-safe order, the intent journal, the lock, and bad
+//! input that gets a clear error naming the path with nothing lost.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+/// Every path of a store, without the lock file: the state two runs are compared by.
+fn paths(root: &Path) -> BTreeSet<String> {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .map(|e| e.unwrap().path().strip_prefix(root).unwrap().to_string_lossy().into_owned())
+        .filter(|p| !p.ends_with(".regsweep.lock"))
+        .collect()
+}
+
+const PRUNE: [&str; 5] = ["--keep", "1", "--grace", "0s", "--quiet"];
+
+fn prune(root: &Path, crash_after: Option<usize>) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_regsweep"));
+    cmd.arg("prune").arg("--root").arg(root).args(PRUNE);
+    if let Some(k) = crash_after {
+        cmd.env("REGSWEEP_TEST_CRASH_AFTER", k.to_string());
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn a_rerun_after_a_crash_ends_exactly_as_an_uninterrupted_run() {
+    let uninterrupted = fixture("demo");
+    let plan = regsweep_json(&["prune", "--root", uninterrupted.path().to_str().unwrap(), "--keep", "1", "--grace", "0s", "--dry-run"]);
+    assert!(prune(uninterrupted.path(), None).status.success());
+    let expected = paths(uninterrupted.path());
+    let tags = plan["tags_deleted"].as_u64().unwrap() as usize;
+    let total: usize = ["tags_deleted", "manifests_deleted", "index_entries_deleted", "layer_links_deleted", "blobs_deleted", "uploads_deleted"]
+        .iter()
+        .map(|k| plan[k].as_u64().unwrap() as usize)
+        .sum();
+    let points = [1, tags / 2, tags, tags + 1, tags + 5, total / 2, total - 3, total - 1];
+    for (i, k) in points.into_iter().enumerate() {
+        let store = fixture("demo");
+        let crashed = prune(store.path(), Some(k));
+        assert!(!crashed.status.success(), "the run was expected to stop after {k} deletions");
+        assert!(v2(store.path()).join(".regsweep-journal.json").exists(), "crash after {k}: no journal");
+        if i % 3 == 0 {
+            // Every tag still present pulls whole after the crash.
+            let reg = Registry::serve(store.path());
+            reg.assert_all_tags_pull(store.path());
+        }
+        // The rerun finishes the interrupted plan: `gc` once every tag deletion happened.
+        let rerun = if k >= tags {
+            regsweep(&["gc", "--root", store.path().to_str().unwrap(), "--grace", "0s", "--quiet"])
+        } else {
+            prune(store.path(), None)
+        };
+        assert!(rerun.status.success(), "{}", String::from_utf8_lossy(&rerun.stderr));
+        assert_eq!(paths(store.path()), expected, "crash after {k} deletions, then a rerun: a different store");
+    }
+}
+
+#[test]
+fn without_the_journal_a_rerun_would_keep_for_ever_what_the_crash_left() {
+    // Why the journal exists: once the tag folders are gone, their manifests look untagged on
+    // purpose, and rule 3 keeps them.
+    let uninterrupted = fixture("demo");
+    assert!(prune(uninterrupted.path(), None).status.success());
+    let plan_store = fixture("demo");
+    let plan = regsweep_json(&["prune", "--root", plan_store.path().to_str().unwrap(), "--keep", "1", "--grace", "0s", "--dry-run"]);
+    let store = fixture("demo");
+    assert!(!prune(store.path(), Some(plan["tags_deleted"].as_u64().unwrap() as usize)).status.success());
+    std::fs::remove_file(v2(store.path()).join(".regsweep-journal.json")).unwrap();
+    assert!(prune(store.path(), None).status.success());
+    let (ours, expected) = (store_state(store.path()), store_state(uninterrupted.path()));
+    assert!(ours.revisions.len() > expected.revisions.len(), "without the journal the deleted tags' manifests survive");
+}
+
+#[test]
+fn a_second_run_is_refused_while_one_holds_the_lock() {
+    let store = fixture("demo");
+    let lock = std::fs::File::create(v2(store.path()).join(".regsweep.lock")).unwrap();
+    lock.lock().unwrap();
+    let before = snapshot(store.path());
+    let out = prune(store.path(), None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds the lock"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(before, snapshot(store.path()));
+    // A dry run takes no lock, so it runs.
+    let dry = regsweep(&["prune", "--root", store.path().to_str().unwrap(), "--keep", "1", "--dry-run"]);
+    assert!(dry.status.success());
+}
+
+#[test]
+fn folders_that_are_not_stores_are_refused() {
+    let empty = tempfile::tempdir().unwrap();
+    for root in [empty.path().to_str().unwrap(), "/"] {
+        let out = regsweep(&["gc", "--root", root, "--dry-run"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("is not a registry store"), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// Runs prune on a damaged store; asserts it fails, names `needle`, and changed nothing.
+fn assert_refused(store: &tempfile::TempDir, needle: &str) {
+    let before = snapshot(store.path());
+    let out = prune(store.path(), None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(needle), "the error should name {needle}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let after: Vec<String> = snapshot(store.path()).into_iter().filter(|l| !l.contains(".regsweep.lock")).collect();
+    let before: Vec<String> = before.into_iter().filter(|l| !l.contains(".regsweep.lock")).collect();
+    assert_eq!(before.len(), after.len(), "nothing may be deleted");
+}
+
+fn manifest_blob(root: &Path, repo: &str, tag: &str) -> std::path::PathBuf {
+    let d = read_link(&v2(root).join("repositories").join(repo).join("_manifests/tags").join(tag).join("current/link"));
+    let hex = &d[7..];
+    v2(root).join("blobs/sha256").join(&hex[..2]).join(hex).join("data")
+}
+
+#[test]
+fn a_corrupt_manifest_that_must_be_kept_aborts_before_any_deletion() {
+    let store = fixture("demo");
+    let blob = manifest_blob(store.path(), "team/app", "rc");
+    std::fs::write(&blob, b"{").unwrap();
+    assert_refused(&store, &blob.display().to_string());
+}
+
+#[test]
+fn an_index_with_manifests_as_an_object_is_an_error_not_a_panic() {
+    // `"manifests": {}` without a media type panics the reference collector.
+    let store = fixture("demo");
+    let blob = manifest_blob(store.path(), "team/multi", "2026.3");
+    std::fs::write(&blob, br#"{"schemaVersion":2,"manifests":{}}"#).unwrap();
+    assert_refused(&store, &blob.display().to_string());
+}
+
+#[test]
+fn a_corrupt_manifest_that_is_being_removed_does_not_block_the_run() {
+    let store = fixture("demo");
+    let blob = manifest_blob(store.path(), "team/app", "v1");
+    std::fs::write(&blob, b"not json").unwrap();
+    let out = prune(store.path(), None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!blob.exists());
+}
+
+#[test]
+fn a_malformed_link_is_an_error_naming_it() {
+    let store = fixture("demo");
+    let link = v2(store.path()).join("repositories/team/app/_manifests/tags/v3/current/link");
+    let mut text = read_link(&link);
+    text.push('\n');
+    std::fs::write(&link, text).unwrap();
+    assert_refused(&store, &link.display().to_string());
+}
+
+#[test]
+fn a_symlink_inside_the_store_is_refused_and_its_target_untouched() {
+    let store = fixture("demo");
+    let outside = fixture("demo");
+    let target = v2(outside.path()).join("repositories/team");
+    let link = v2(store.path()).join("repositories/elsewhere");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let before = snapshot(outside.path());
+    assert_refused(&store, &link.display().to_string());
+    assert_eq!(before, snapshot(outside.path()));
+}
