@@ -48,6 +48,9 @@ pub struct TagPlan {
     pub digest: Option<Digest>,
     pub action: Action,
     pub reason: Reason,
+    /// For an untagged tag: a kept tag with the same digest, if one is why the manifest stays.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_with: Option<String>,
 }
 
 /// A `tags/<tag>/index/sha256/<hex>` entry of a kept tag, naming a removed manifest.
@@ -234,7 +237,17 @@ fn plan_repo(inv: &Inventory, repo: &Repo, decisions: &[Decision], in_scope: boo
         } else {
             deleted_digests.extend(t.current);
         }
-        plan.tags.push(TagPlan { name: t.name.clone(), digest: t.current, action, reason });
+        plan.tags.push(TagPlan { name: t.name.clone(), digest: t.current, action, reason, shared_with: None });
+    }
+    let kept_by_digest: HashMap<Digest, &str> =
+        plan.tags.iter().filter(|t| t.action == Action::Keep).filter_map(|t| Some((t.digest?, t.name.as_str()))).collect();
+    let shared: Vec<Option<String>> = plan
+        .tags
+        .iter()
+        .map(|t| if t.action == Action::Untag { t.digest.and_then(|d| kept_by_digest.get(&d).map(|s| s.to_string())) } else { None })
+        .collect();
+    for (t, s) in plan.tags.iter_mut().zip(shared) {
+        t.shared_with = s;
     }
 
     let mut errors = Vec::new();

@@ -112,7 +112,10 @@ impl Report {
                     };
                     let mut why = reason_text(&t.reason);
                     if t.action == Action::Untag {
-                        why.push_str("; its manifest stays, still in use");
+                        match &t.shared_with {
+                            Some(k) => why.push_str(&format!("; shares its digest with kept tag {k}: only the tag goes")),
+                            None => why.push_str("; its manifest stays, still needed by a kept manifest"),
+                        }
                     }
                     let _ = writeln!(s, "  {action} {:<24} {why}", t.name);
                 }
