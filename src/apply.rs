@@ -1,7 +1,8 @@
 //! Carries a [`Plan`] out in the crash-safe order of SPEC section 5: the journal, then tag folders,
 //! revision folders (and the tag index entries naming them), `_layers` links, blobs, uploads.
-//! A stage with a failed deletion stops the run there, so nothing a surviving tag needs is lost;
-//! the journal stays and the next run finishes the job.
+//! Each folder leaves in one atomic rename into the trash, emptied at the end, so a crash never
+//! leaves half a folder. A stage with a failed deletion stops the run there, so nothing a
+//! surviving tag needs is lost; the journal stays and the next run finishes the job.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -60,12 +61,26 @@ fn crash_point() {
     }
 }
 
-/// Removes one folder of the plan; a folder already gone is no error (a rerun after a crash).
-fn remove(layout: &Layout, path: &Path) -> Result<()> {
+/// Empties the trash an earlier, interrupted run may have left.
+pub fn empty_trash(layout: &Layout) -> Result<()> {
+    let trash = layout.trash();
+    match fs::remove_dir_all(&trash) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| format!("cannot empty {}", trash.display())),
+        _ => Ok(()),
+    }
+}
+
+/// Moves one folder of the plan into the trash; a folder already gone is no error (a rerun
+/// after a crash). Where the trash is on another file system, removes it in place.
+fn remove(layout: &Layout, path: &Path, serial: &AtomicUsize) -> Result<()> {
     if !layout.may_delete(path) {
         bail!("refusing to delete {}: outside the store's repositories and blobs", path.display());
     }
-    let removed = fs::remove_dir_all(path);
+    let dest = layout.trash().join(serial.fetch_add(1, Ordering::Relaxed).to_string());
+    let removed = match fs::rename(path, &dest) {
+        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => fs::remove_dir_all(path),
+        other => other,
+    };
     crash_point();
     match removed {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| format!("cannot delete {}", path.display())),
@@ -74,11 +89,11 @@ fn remove(layout: &Layout, path: &Path) -> Result<()> {
 }
 
 /// Runs one stage in parallel; returns its errors.
-fn stage(layout: &Layout, progress: Progress, name: &str, paths: Vec<PathBuf>) -> Vec<String> {
+fn stage(layout: &Layout, progress: Progress, name: &str, paths: Vec<PathBuf>, serial: &AtomicUsize) -> Vec<String> {
     let bar = progress.bar(name, paths.len() as u64);
     let errors = Mutex::new(Vec::new());
     paths.par_iter().for_each(|p| {
-        if let Err(e) = remove(layout, p) {
+        if let Err(e) = remove(layout, p, serial) {
             errors.lock().unwrap_or_else(|p| p.into_inner()).push(format!("{e:#}"));
         }
         bar.inc(1);
@@ -113,12 +128,18 @@ pub fn execute(layout: &Layout, plan: &Plan, progress: Progress) -> Result<Outco
         ("blobs", plan.blobs.iter().map(|b| layout.blob_dir(&b.digest)).collect()),
         ("uploads", repos.iter().flat_map(|r| r.uploads.iter().map(|u| layout.upload_dir(&r.name, &u.id))).collect()),
     ];
+    let trash = layout.trash();
+    fs::create_dir_all(&trash).with_context(|| format!("cannot create {}", trash.display()))?;
+    let serial = AtomicUsize::new(0);
     for (name, paths) in stages {
-        let errors = stage(layout, progress, name, paths);
+        let errors = stage(layout, progress, name, paths, &serial);
         if !errors.is_empty() {
             return Ok(Outcome { errors });
         }
     }
+    let bar = progress.bar("emptying", 0);
+    empty_trash(layout)?;
+    bar.finish_and_clear();
     Journal::remove(layout)?;
     Ok(Outcome::default())
 }

@@ -1,6 +1,7 @@
-//! The intent journal (SPEC section 5): before the first deletion, the digests of the manifests of
-//! the tags being deleted are written into the store, so that a rerun after a crash cascades from
-//! them exactly as the interrupted run did, instead of keeping them as "untagged on purpose".
+//! The intent journal (SPEC section 5): before the first deletion, the tags being deleted and the
+//! digests they point to are written into the store. A rerun after a crash, of any kind, deletes
+//! the journaled tags still there and cascades from their digests exactly as the interrupted run
+//! did, instead of keeping their manifests as "untagged on purpose".
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -12,11 +13,11 @@ use serde::{Deserialize, Serialize};
 use crate::digest::Digest;
 use crate::layout::Layout;
 
-/// Per repository, the manifests of deleted tags whose deletion is not yet known to be finished.
+/// Per repository, the tags being deleted (name -> digest) by a run not yet known to be finished.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Journal {
     pub version: u32,
-    pub repos: BTreeMap<String, BTreeSet<Digest>>,
+    pub repos: BTreeMap<String, BTreeMap<String, Digest>>,
 }
 
 const VERSION: u32 = 1;
@@ -42,7 +43,12 @@ impl Journal {
 
     /// True when it names nothing.
     pub fn is_empty(&self) -> bool {
-        self.repos.values().all(BTreeSet::is_empty)
+        self.repos.values().all(BTreeMap::is_empty)
+    }
+
+    /// The digests of a repository's journaled tags: where the cascade starts.
+    pub fn digests(&self, repo: &str) -> BTreeSet<Digest> {
+        self.repos.get(repo).map(|t| t.values().copied().collect()).unwrap_or_default()
     }
 
     /// Writes it atomically: a temporary file, fsync, rename, fsync of the folder.

@@ -136,6 +136,12 @@ impl Layout {
         self.v2.join(".regsweep.lock")
     }
 
+    /// Where deleted folders are moved, in one atomic rename each, before they are removed: a
+    /// crash then never leaves a half-deleted tag, revision, link, blob or upload behind.
+    pub fn trash(&self) -> PathBuf {
+        self.v2.join(".regsweep-trash")
+    }
+
     /// The intent journal of an unfinished run (SPEC section 5).
     pub fn journal_file(&self) -> PathBuf {
         self.v2.join(".regsweep-journal.json")

@@ -36,9 +36,12 @@ pub fn run(root: &Path, mode: &Mode, opts: &Options, dry_run: bool, progress: Pr
     let layout = Layout::open(root)?;
     // A dry run writes nothing, not even a lock (restic's --no-lock, allowed only there).
     let _lock = if dry_run { None } else { Some(apply::Lock::acquire(&layout)?) };
+    if !dry_run {
+        apply::empty_trash(&layout)?;
+    }
     let inv = scan::scan(&layout, progress)?;
     let mut warnings = Vec::new();
-    let decisions: Vec<Vec<Decision>> = match mode {
+    let mut decisions: Vec<Vec<Decision>> = match mode {
         Mode::Gc => inv.repos.iter().map(|r| vec![Some((true, Reason::NotPruned)); r.tags.len()]).collect(),
         Mode::Prune(ret) => {
             let created = if ret.order == Order::Created {
@@ -57,6 +60,9 @@ pub fn run(root: &Path, mode: &Mode, opts: &Options, dry_run: bool, progress: Pr
             out
         }
     };
+    if let Some(j) = &inv.journal {
+        finish_journaled_tags(&inv, j, &mut decisions);
+    }
     let in_scope = |name: &str| match mode {
         Mode::Prune(r) => r.in_scope(name),
         Mode::Gc => true,
@@ -71,4 +77,17 @@ pub fn run(root: &Path, mode: &Mode, opts: &Options, dry_run: bool, progress: Pr
         report.errors = outcome.errors;
     }
     Ok(report)
+}
+
+/// The tags an interrupted run was deleting are deleted, whatever this run's policy, unless
+/// they were pushed again since (then they point elsewhere).
+fn finish_journaled_tags(inv: &scan::Inventory, journal: &journal::Journal, decisions: &mut [Vec<Decision>]) {
+    for (repo, decided) in inv.repos.iter().zip(decisions.iter_mut()) {
+        let Some(tags) = journal.repos.get(&repo.name) else { continue };
+        for (t, d) in repo.tags.iter().zip(decided.iter_mut()) {
+            if tags.get(&t.name).is_some_and(|j| t.current.is_none_or(|c| c == *j)) {
+                *d = Some((false, Reason::Interrupted));
+            }
+        }
+    }
 }

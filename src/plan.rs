@@ -2,7 +2,7 @@
 //! retention decisions to a [`Plan`] of every deletion. It deletes nothing; its only I/O is the
 //! `stat` it is handed, for the grace period and sizes of deletion candidates.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -167,14 +167,13 @@ struct RepoDraft {
     young_manifests: usize,
     warnings: Vec<String>,
     errors: Vec<String>,
-    deleted_digests: BTreeSet<Digest>,
+    deleted_tags: BTreeMap<String, Digest>,
 }
 
 fn plan_repo(inv: &Inventory, repo: &Repo, decisions: &[Decision], in_scope: bool, opts: &Options) -> RepoDraft {
     let g = Graph::new(inv, repo);
     let young = |t: SystemTime| opts.now.duration_since(t).unwrap_or_default() < opts.grace;
-    let journaled: BTreeSet<Digest> =
-        inv.journal.as_ref().and_then(|j| j.repos.get(&repo.name)).cloned().unwrap_or_default();
+    let journaled: BTreeSet<Digest> = inv.journal.as_ref().map(|j| j.digests(&repo.name)).unwrap_or_default();
     let tagged: HashSet<Digest> = repo.tags.iter().filter_map(|t| t.current).collect();
     let mut warnings = Vec::new();
 
@@ -215,7 +214,7 @@ fn plan_repo(inv: &Inventory, repo: &Repo, decisions: &[Decision], in_scope: boo
     };
 
     let mut plan = RepoPlan { name: repo.name.clone(), in_scope, ..RepoPlan::default() };
-    let mut deleted_digests = BTreeSet::new();
+    let mut deleted_tags = BTreeMap::new();
     for (t, d) in repo.tags.iter().zip(decided) {
         let (keep, reason) = d.unwrap_or_else(|| {
             let subject = attachment_subject(&t.name).unwrap_or(Digest([0; 32]));
@@ -234,8 +233,8 @@ fn plan_repo(inv: &Inventory, repo: &Repo, decisions: &[Decision], in_scope: boo
                     _ => {}
                 }
             }
-        } else {
-            deleted_digests.extend(t.current);
+        } else if let Some(c) = t.current {
+            deleted_tags.insert(t.name.clone(), c);
         }
         plan.tags.push(TagPlan { name: t.name.clone(), digest: t.current, action, reason, shared_with: None });
     }
@@ -269,10 +268,11 @@ fn plan_repo(inv: &Inventory, repo: &Repo, decisions: &[Decision], in_scope: boo
         }
     }
     plan.manifests = repo.revisions.iter().map(|r| r.digest).filter(|d| !live.contains(d)).collect();
-    let dead: HashSet<Digest> = plan.manifests.iter().copied().collect();
+    // A kept tag's history entries for manifests that are gone or going (a crash between the
+    // two can leave the first kind).
     for (t, tp) in repo.tags.iter().zip(&plan.tags) {
-        if tp.action == Action::Keep {
-            plan.index_entries.extend(t.index.iter().filter(|d| dead.contains(d)).map(|d| IndexEntry { tag: t.name.clone(), digest: *d }));
+        if tp.action == Action::Keep && in_scope {
+            plan.index_entries.extend(t.index.iter().filter(|d| !live.contains(d)).map(|d| IndexEntry { tag: t.name.clone(), digest: *d }));
         }
     }
     let layer_candidates = if in_scope { repo.layers.iter().copied().filter(|d| !needed_layers.contains(d)).collect() } else { Vec::new() };
@@ -285,7 +285,7 @@ fn plan_repo(inv: &Inventory, repo: &Repo, decisions: &[Decision], in_scope: boo
             .collect();
     }
     let young_manifests = young_revs.iter().filter(|d| !tagged.contains(d)).count();
-    RepoDraft { plan, marks, layer_candidates, young_manifests, warnings, errors, deleted_digests }
+    RepoDraft { plan, marks, layer_candidates, young_manifests, warnings, errors, deleted_tags }
 }
 
 /// Plans a run. `decisions` is aligned with `inv.repos` and their tags; `in_scope` says which
@@ -316,8 +316,8 @@ pub fn build(
         marked.extend(d.marks.drain(..));
         plan.warnings.append(&mut d.warnings);
         plan.grace_kept.manifests += d.young_manifests;
-        if !d.deleted_digests.is_empty() {
-            plan.journal.repos.entry(d.plan.name.clone()).or_default().extend(d.deleted_digests);
+        if !d.deleted_tags.is_empty() {
+            plan.journal.repos.entry(d.plan.name.clone()).or_default().extend(d.deleted_tags);
         }
         let name = d.plan.name.clone();
         let links: Vec<Result<Option<Digest>>> = d

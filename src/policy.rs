@@ -77,6 +77,8 @@ pub enum Reason {
     BeyondCount { rank: usize },
     /// An attachment tag whose subject goes.
     SubjectGone { subject: Digest },
+    /// An interrupted run was deleting it (the journal): this run finishes the job.
+    Interrupted,
 }
 
 /// The decision on one tag: `None` for an attachment tag left to the plan.

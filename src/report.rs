@@ -168,5 +168,6 @@ fn reason_text(r: &Reason) -> String {
         Reason::SubjectElsewhere { subject } => format!("subject {subject:?} is not in this repository: left alone"),
         Reason::BeyondCount { rank } => format!("count: #{rank} newest, beyond --keep"),
         Reason::SubjectGone { subject } => format!("subject deleted: {subject:?}"),
+        Reason::Interrupted => "an interrupted run was deleting it (journal): finishing".into(),
     }
 }

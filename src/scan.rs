@@ -281,7 +281,7 @@ pub fn scan(layout: &Layout, progress: Progress) -> Result<Inventory> {
     let blobs = scan_blobs(layout)?;
 
     let mut wanted: HashSet<Digest> = repos.iter().flat_map(|r| r.revisions.iter().map(|v| v.target)).collect();
-    wanted.extend(journal.iter().flat_map(|j| j.repos.values().flatten().copied()));
+    wanted.extend(journal.iter().flat_map(|j| j.repos.values().flat_map(|t| t.values().copied())));
     let bar = progress.bar("manifests", wanted.len() as u64);
     let manifests = wanted
         .into_par_iter()
