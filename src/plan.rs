@@ -359,3 +359,193 @@ pub fn build(
     plan.blobs.sort_by_key(|b| b.digest);
     Ok(plan)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Kind;
+    use crate::scan::{Revision, Tag};
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn d(n: u8) -> Digest {
+        Digest([n; 32])
+    }
+
+    fn old() -> SystemTime {
+        SystemTime::UNIX_EPOCH + 1000 * DAY
+    }
+
+    fn now() -> SystemTime {
+        old() + 100 * DAY
+    }
+
+    fn image(blobs: &[u8], subject: Option<u8>) -> Parsed {
+        Parsed::Ok(Manifest {
+            kind: Kind::OciManifest,
+            config: blobs.first().map(|b| d(*b)),
+            blobs: blobs.iter().map(|b| d(*b)).collect(),
+            children: vec![],
+            subject: subject.map(d),
+            created: None,
+        })
+    }
+
+    fn index(children: &[u8]) -> Parsed {
+        Parsed::Ok(Manifest { kind: Kind::OciIndex, config: None, blobs: vec![], children: children.iter().map(|c| d(*c)).collect(), subject: None, created: None })
+    }
+
+    /// A store: (repo, tags (name, digest), revisions) and the manifests; blobs 1..=250 exist.
+    struct Store {
+        inv: Inventory,
+    }
+
+    impl Store {
+        fn new(manifests: Vec<(u8, Parsed)>) -> Store {
+            let inv = Inventory { manifests: manifests.into_iter().map(|(n, p)| (d(n), p)).collect(), blobs: (1..=250).map(d).collect(), ..Inventory::default() };
+            Store { inv }
+        }
+
+        fn repo(mut self, name: &str, tags: &[(&str, u8)], revisions: &[u8]) -> Store {
+            let tags = tags.iter().map(|(t, m)| Tag { name: t.to_string(), current: Some(d(*m)), pushed: old(), index: vec![d(*m)] }).collect();
+            let revisions = revisions.iter().map(|r| Revision { digest: d(*r), target: d(*r), modified: old() }).collect();
+            self.inv.repos.push(Repo { name: name.into(), tags, revisions, ..Repo::default() });
+            self
+        }
+
+        /// Plans with `keep` naming the tags kept by policy in every repository.
+        fn plan(&self, keep: &[&str], delete_untagged: bool) -> Result<Plan> {
+            let decisions: Vec<Vec<Decision>> = self
+                .inv
+                .repos
+                .iter()
+                .map(|r| {
+                    r.tags
+                        .iter()
+                        .map(|t| {
+                            if attachment_subject(&t.name).is_some() {
+                                None
+                            } else if keep.contains(&t.name.as_str()) {
+                                Some((true, Reason::Count { rank: 1 }))
+                            } else {
+                                Some((false, Reason::BeyondCount { rank: 2 }))
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            let opts = Options { delete_untagged, grace: Duration::from_secs(3600), upload_age: 7 * DAY, now: now() };
+            build(&Layout::at("/nonexistent".into()), &self.inv, &decisions, &|_| true, &opts, &|_| Ok(Some((10, old()))))
+        }
+    }
+
+    fn removed(plan: &Plan, repo: &str) -> Vec<Digest> {
+        let mut m = plan.repos.iter().find(|r| r.name == repo).unwrap().manifests.clone();
+        m.sort();
+        m
+    }
+
+    fn actions(plan: &Plan, repo: &str) -> Vec<(String, Action)> {
+        plan.repos.iter().find(|r| r.name == repo).unwrap().tags.iter().map(|t| (t.name.clone(), t.action)).collect()
+    }
+
+    fn blobs(plan: &Plan) -> Vec<Digest> {
+        plan.blobs.iter().map(|b| b.digest).collect()
+    }
+
+    #[test]
+    fn shared_digest_tag_is_untagged_and_its_manifest_kept() {
+        let s = Store::new(vec![(10, image(&[100, 101], None)), (11, image(&[102], None))]).repo("r", &[("latest", 10), ("v2", 10), ("v1", 11)], &[10, 11]);
+        let p = s.plan(&["latest"], false).unwrap();
+        assert_eq!(actions(&p, "r"), [("latest".into(), Action::Keep), ("v2".into(), Action::Untag), ("v1".into(), Action::Delete)]);
+        assert_eq!(removed(&p, "r"), [d(11)]);
+        assert_eq!(p.repos[0].tags[1].shared_with.as_deref(), Some("latest"));
+        assert!(!blobs(&p).contains(&d(100)) && blobs(&p).contains(&d(102)));
+        let mut journaled: Vec<_> = p.journal.repos["r"].keys().cloned().collect();
+        journaled.sort();
+        assert_eq!(journaled, ["v1", "v2"]);
+    }
+
+    #[test]
+    fn children_go_with_their_index_unless_a_kept_index_lists_them() {
+        let s = Store::new(vec![(20, index(&[21, 22])), (30, index(&[22, 23])), (21, image(&[110], None)), (22, image(&[111], None)), (23, image(&[112], None))])
+            .repo("r", &[("new", 30), ("old", 20)], &[20, 21, 22, 23, 30]);
+        let p = s.plan(&["new"], false).unwrap();
+        assert_eq!(removed(&p, "r"), [d(20), d(21)]);
+        assert!(blobs(&p).contains(&d(110)) && !blobs(&p).contains(&d(111)) && !blobs(&p).contains(&d(112)));
+    }
+
+    #[test]
+    fn referrers_live_and_die_with_their_subject() {
+        let s = Store::new(vec![(10, image(&[100], None)), (11, image(&[101], None)), (40, image(&[120], Some(10))), (41, image(&[121], Some(11))), (42, image(&[122], Some(41)))])
+            .repo("r", &[("keep", 10), ("drop", 11)], &[10, 11, 40, 41, 42]);
+        for delete_untagged in [false, true] {
+            let p = s.plan(&["keep"], delete_untagged).unwrap();
+            assert_eq!(removed(&p, "r"), [d(11), d(41), d(42)], "a referrer of a referrer goes too");
+        }
+    }
+
+    #[test]
+    fn untagged_manifests_stay_unless_delete_untagged() {
+        let s = Store::new(vec![(10, image(&[100], None)), (50, image(&[130], None)), (20, index(&[21])), (21, image(&[131], None))])
+            .repo("r", &[("t", 10), ("multi", 20)], &[10, 50, 20, 21]);
+        assert_eq!(removed(&s.plan(&["t", "multi"], false).unwrap(), "r"), []);
+        // The untagged child of a tagged index stays even so (distribution#3178).
+        assert_eq!(removed(&s.plan(&["t", "multi"], true).unwrap(), "r"), [d(50)]);
+    }
+
+    #[test]
+    fn young_manifests_are_roots() {
+        let mut s = Store::new(vec![(10, image(&[100], None)), (11, image(&[101], None))]).repo("r", &[("a", 10), ("b", 11)], &[10, 11]);
+        s.inv.repos[0].revisions[1].modified = now() - Duration::from_secs(60);
+        let p = s.plan(&["a"], true).unwrap();
+        assert_eq!(removed(&p, "r"), []);
+        assert_eq!(actions(&p, "r")[1].1, Action::Untag);
+    }
+
+    #[test]
+    fn a_broken_manifest_is_fatal_only_when_it_must_stay() {
+        let s = Store::new(vec![(10, Parsed::Broken("bad".into())), (11, image(&[101], None))]).repo("r", &[("a", 10), ("b", 11)], &[10, 11]);
+        assert!(s.plan(&["a"], false).is_err());
+        assert_eq!(removed(&s.plan(&["b"], false).unwrap(), "r"), [d(10)]);
+    }
+
+    #[test]
+    fn attachment_tags_follow_their_subject() {
+        let sig = |n: u8| format!("sha256-{}.sig", d(n).hex());
+        let (s10, s11, s99) = (sig(10), sig(11), sig(99));
+        let s = Store::new(vec![(10, image(&[100], None)), (11, image(&[101], None)), (60, image(&[140], None)), (61, image(&[141], None)), (62, image(&[142], None))])
+            .repo("r", &[("a", 10), ("b", 11), (&s10, 60), (&s11, 61), (&s99, 62)], &[10, 11, 60, 61, 62]);
+        let p = s.plan(&["a"], false).unwrap();
+        let acts = actions(&p, "r");
+        assert_eq!(acts[2], (s10, Action::Keep));
+        assert_eq!(acts[3], (s11, Action::Delete));
+        assert_eq!(acts[4], (s99, Action::Keep), "a subject outside this repository is not ours to judge");
+        assert_eq!(removed(&p, "r"), [d(11), d(61)]);
+    }
+
+    #[test]
+    fn journaled_digests_cascade_on_a_rerun() {
+        // After a crash, tag `old` is gone: its index looks untagged. The journal says otherwise.
+        let mut s = Store::new(vec![(20, index(&[21])), (21, image(&[110], None)), (10, image(&[100], None))]).repo("r", &[("new", 10)], &[10, 20, 21]);
+        assert_eq!(removed(&s.plan(&["new"], false).unwrap(), "r"), []);
+        let mut j = Journal::default();
+        j.repos.entry("r".into()).or_default().insert("old".into(), d(20));
+        s.inv.journal = Some(j);
+        assert_eq!(removed(&s.plan(&["new"], false).unwrap(), "r"), [d(20), d(21)]);
+    }
+
+    #[test]
+    fn blobs_stay_while_any_repository_needs_them_and_layer_links_go_per_repository() {
+        let mut s = Store::new(vec![(10, image(&[100, 101], None)), (11, image(&[100, 102], None))]).repo("a", &[("t", 10)], &[10]).repo("b", &[("t", 11), ("u", 10)], &[10, 11]);
+        s.inv.repos[1].layers = vec![d(100), d(101), d(102)];
+        let p = s.plan(&["t"], false).unwrap();
+        // In b, manifest 10 goes with `u`; in a, `t` keeps it, so its blobs 100 and 101 stay.
+        assert_eq!(removed(&p, "a"), []);
+        assert_eq!(removed(&p, "b"), [d(10)]);
+        let bl = blobs(&p);
+        assert!(!bl.contains(&d(100)) && !bl.contains(&d(101)) && !bl.contains(&d(102)));
+        // But b no longer needs 101: its link goes.
+        assert_eq!(p.repos[1].layer_links, [d(101)]);
+    }
+}
