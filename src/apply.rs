@@ -54,10 +54,11 @@ pub struct Outcome {
 fn crash_point() {
     static LIMIT: OnceLock<Option<usize>> = OnceLock::new();
     static DONE: AtomicUsize = AtomicUsize::new(0);
-    if let Some(limit) = *LIMIT.get_or_init(|| std::env::var("REGSWEEP_TEST_CRASH_AFTER").ok().and_then(|v| v.parse().ok())) {
-        if DONE.fetch_add(1, Ordering::SeqCst) + 1 >= limit {
-            std::process::abort();
-        }
+    if let Some(limit) =
+        *LIMIT.get_or_init(|| std::env::var("REGSWEEP_TEST_CRASH_AFTER").ok().and_then(|v| v.parse().ok()))
+        && DONE.fetch_add(1, Ordering::SeqCst) + 1 >= limit
+    {
+        std::process::abort();
     }
 }
 
@@ -65,7 +66,9 @@ fn crash_point() {
 pub fn empty_trash(layout: &Layout) -> Result<()> {
     let trash = layout.trash();
     match fs::remove_dir_all(&trash) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| format!("cannot empty {}", trash.display())),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot empty {}", trash.display()))
+        }
         _ => Ok(()),
     }
 }
@@ -83,7 +86,9 @@ fn remove(layout: &Layout, path: &Path, serial: &AtomicUsize) -> Result<()> {
     };
     crash_point();
     match removed {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| format!("cannot delete {}", path.display())),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot delete {}", path.display()))
+        }
         _ => Ok(()),
     }
 }
@@ -112,7 +117,12 @@ pub fn execute(layout: &Layout, plan: &Plan, progress: Progress) -> Result<Outco
     let stages: [(&str, Vec<PathBuf>); 5] = [
         (
             "tags",
-            repos.iter().flat_map(|r| r.tags.iter().filter(|t| t.action != Action::Keep).map(|t| layout.tag_dir(&r.name, &t.name))).collect(),
+            repos
+                .iter()
+                .flat_map(|r| {
+                    r.tags.iter().filter(|t| t.action != Action::Keep).map(|t| layout.tag_dir(&r.name, &t.name))
+                })
+                .collect(),
         ),
         (
             "manifests",

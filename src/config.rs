@@ -12,9 +12,10 @@ pub const ROOT_ENV: &str = "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY";
 
 /// The `rootdirectory` of the filesystem store a registry config names.
 pub fn root_from_config(path: &Path, env_override: Option<String>) -> Result<PathBuf> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read registry config {}", path.display()))?;
-    let doc: serde_norway::Value =
-        serde_norway::from_str(&text).with_context(|| format!("registry config {} is not valid YAML", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read registry config {}", path.display()))?;
+    let doc: serde_norway::Value = serde_norway::from_str(&text)
+        .with_context(|| format!("registry config {} is not valid YAML", path.display()))?;
     if let Some(root) = env_override.filter(|r| !r.is_empty()) {
         return Ok(PathBuf::from(root));
     }
@@ -24,11 +25,18 @@ pub fn root_from_config(path: &Path, env_override: Option<String>) -> Result<Pat
             .as_mapping()
             .map(|m| m.keys().filter_map(|k| k.as_str().map(String::from)).collect())
             .unwrap_or_default();
-        bail!("{}: the storage driver is not filesystem ({}): regsweep works on a filesystem store", path.display(), drivers.join(", "));
+        bail!(
+            "{}: the storage driver is not filesystem ({}): regsweep works on a filesystem store",
+            path.display(),
+            drivers.join(", ")
+        );
     };
     match fs.get("rootdirectory") {
         None | Some(serde_norway::Value::Null) => Ok(PathBuf::from(DEFAULT_ROOT)),
-        Some(v) => v.as_str().map(PathBuf::from).with_context(|| format!("{}: storage.filesystem.rootdirectory is not a string", path.display())),
+        Some(v) => v
+            .as_str()
+            .map(PathBuf::from)
+            .with_context(|| format!("{}: storage.filesystem.rootdirectory is not a string", path.display())),
     }
 }
 
@@ -40,7 +48,11 @@ mod tests {
     fn reads_rootdirectory_and_env_override() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("config.yml");
-        std::fs::write(&cfg, "version: 0.1\nstorage:\n  cache: {blobdescriptor: inmemory}\n  filesystem:\n    rootdirectory: /srv/reg\n").unwrap();
+        std::fs::write(
+            &cfg,
+            "version: 0.1\nstorage:\n  cache: {blobdescriptor: inmemory}\n  filesystem:\n    rootdirectory: /srv/reg\n",
+        )
+        .unwrap();
         assert_eq!(root_from_config(&cfg, None).unwrap(), PathBuf::from("/srv/reg"));
         assert_eq!(root_from_config(&cfg, Some("/other".into())).unwrap(), PathBuf::from("/other"));
         std::fs::write(&cfg, "storage:\n  filesystem: {}\n").unwrap();

@@ -29,12 +29,17 @@ impl Journal {
         let path = layout.journal_file();
         let bytes = match fs::symlink_metadata(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("cannot read journal {}", path.display())),
-            Ok(m) if !m.is_file() || m.len() > MAX_SIZE => bail!("{} is not a regsweep journal", path.display()),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read journal {}", path.display()));
+            }
+            Ok(m) if !m.is_file() || m.len() > MAX_SIZE => {
+                bail!("{} is not a regsweep journal", path.display())
+            }
             Ok(_) => fs::read(&path).with_context(|| format!("cannot read journal {}", path.display()))?,
         };
-        let j: Journal = serde_json::from_slice(&bytes)
-            .with_context(|| format!("corrupt journal {} (move it away only if you know the run it belongs to finished)", path.display()))?;
+        let j: Journal = serde_json::from_slice(&bytes).with_context(|| {
+            format!("corrupt journal {} (move it away only if you know the run it belongs to finished)", path.display())
+        })?;
         if j.version != VERSION {
             bail!("journal {} has version {}, this regsweep reads {VERSION}", path.display(), j.version);
         }
@@ -59,9 +64,13 @@ impl Journal {
         j.version = VERSION;
         let bytes = serde_json::to_vec_pretty(&j)?;
         let mut f = fs::File::create(&tmp).with_context(|| format!("cannot write journal {}", tmp.display()))?;
-        f.write_all(&bytes).and_then(|()| f.sync_all()).with_context(|| format!("cannot write journal {}", tmp.display()))?;
+        f.write_all(&bytes)
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("cannot write journal {}", tmp.display()))?;
         fs::rename(&tmp, &path).with_context(|| format!("cannot write journal {}", path.display()))?;
-        fs::File::open(layout.v2()).and_then(|d| d.sync_all()).with_context(|| format!("cannot sync {}", layout.v2().display()))?;
+        fs::File::open(layout.v2())
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("cannot sync {}", layout.v2().display()))?;
         Ok(())
     }
 

@@ -16,9 +16,7 @@ pub struct Layout {
 impl Layout {
     /// Opens the store under the registry's `rootdirectory`, refusing anything that is not one.
     pub fn open(root: &Path) -> Result<Layout> {
-        let canonical = root
-            .canonicalize()
-            .with_context(|| format!("cannot open storage root {}", root.display()))?;
+        let canonical = root.canonicalize().with_context(|| format!("cannot open storage root {}", root.display()))?;
         let mut v2 = canonical.clone();
         for part in ["docker", "registry", "v2"] {
             v2.push(part);

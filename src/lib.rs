@@ -50,8 +50,11 @@ pub fn run(root: &Path, mode: &Mode, opts: &Options, dry_run: bool, progress: Pr
             } else {
                 Default::default()
             };
-            let decided: Vec<_> =
-                inv.repos.par_iter().map(|r| policy::decide(&r.name, &r.tags, ret, &created, opts.grace, opts.now)).collect();
+            let decided: Vec<_> = inv
+                .repos
+                .par_iter()
+                .map(|r| policy::decide(&r.name, &r.tags, ret, &created, opts.grace, opts.now))
+                .collect();
             let mut out = Vec::with_capacity(decided.len());
             for (d, mut w) in decided {
                 out.push(d);
@@ -67,7 +70,9 @@ pub fn run(root: &Path, mode: &Mode, opts: &Options, dry_run: bool, progress: Pr
         Mode::Prune(r) => r.in_scope(name),
         Mode::Gc => true,
     };
-    let plan = plan::build(&layout, &inv, &decisions, &in_scope, opts, &|p| scan::stat(&p.to_path_buf()))?;
+    let bar = progress.bar("marking", 0);
+    let plan = plan::build(&layout, &inv, &decisions, &in_scope, opts, &|p| scan::stat(p))?;
+    bar.finish_and_clear();
     let command = if matches!(mode, Mode::Gc) { "gc" } else { "prune" };
     let mut report = Report::new(command, &root.display().to_string(), &plan, dry_run);
     warnings.append(&mut report.warnings);
@@ -83,7 +88,9 @@ pub fn run(root: &Path, mode: &Mode, opts: &Options, dry_run: bool, progress: Pr
 /// they were pushed again since (then they point elsewhere).
 fn finish_journaled_tags(inv: &scan::Inventory, journal: &journal::Journal, decisions: &mut [Vec<Decision>]) {
     for (repo, decided) in inv.repos.iter().zip(decisions.iter_mut()) {
-        let Some(tags) = journal.repos.get(&repo.name) else { continue };
+        let Some(tags) = journal.repos.get(&repo.name) else {
+            continue;
+        };
         for (t, d) in repo.tags.iter().zip(decided.iter_mut()) {
             if tags.get(&t.name).is_some_and(|j| t.current.is_none_or(|c| c == *j)) {
                 *d = Some((false, Reason::Interrupted));

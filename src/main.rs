@@ -24,7 +24,12 @@ fn globs(patterns: &[String]) -> Result<Option<GlobSet>> {
     }
     let mut set = GlobSetBuilder::new();
     for p in patterns {
-        set.add(GlobBuilder::new(p).literal_separator(true).build().with_context(|| format!("bad repository glob {p:?}"))?);
+        set.add(
+            GlobBuilder::new(p)
+                .literal_separator(true)
+                .build()
+                .with_context(|| format!("bad repository glob {p:?}"))?,
+        );
     }
     Ok(Some(set.build()?))
 }
@@ -40,7 +45,11 @@ fn root(store: &StoreArgs) -> Result<std::path::PathBuf> {
 fn run(cli: Cli) -> Result<ExitCode> {
     let (store, collect, mode): (&StoreArgs, &CollectArgs, Mode) = match &cli.command {
         Command::Prune(p) => {
-            let keep_tags = p.keep_tag.iter().map(|r| Regex::new(r).with_context(|| format!("bad --keep-tag {r:?}"))).collect::<Result<_>>()?;
+            let keep_tags = p
+                .keep_tag
+                .iter()
+                .map(|r| Regex::new(r).with_context(|| format!("bad --keep-tag {r:?}")))
+                .collect::<Result<_>>()?;
             let retention = Retention {
                 keep: p.keep,
                 order: p.order,
@@ -56,8 +65,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
     if let Some(j) = collect.jobs {
         rayon::ThreadPoolBuilder::new().num_threads(j.max(1)).build_global().context("cannot start worker threads")?;
     }
-    let progress = if !collect.quiet && !collect.json && std::io::stderr().is_terminal() { Progress::stderr() } else { Progress::hidden() };
-    let opts = Options { delete_untagged: collect.delete_untagged, grace: collect.grace, upload_age: collect.upload_age, now: SystemTime::now() };
+    let progress = if !collect.quiet && !collect.json && std::io::stderr().is_terminal() {
+        Progress::stderr()
+    } else {
+        Progress::hidden()
+    };
+    let opts = Options {
+        delete_untagged: collect.delete_untagged,
+        grace: collect.grace,
+        upload_age: collect.upload_age,
+        now: SystemTime::now(),
+    };
     let root = root(store)?;
     let report = regsweep::run(&root, &mode, &opts, collect.dry_run, progress)?;
     for w in &report.warnings {

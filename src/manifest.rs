@@ -168,29 +168,53 @@ mod tests {
     fn parses_each_format() {
         let cases: Vec<(String, Kind, usize, usize)> = vec![
             (
-                format!(r#"{{"schemaVersion":2,"mediaType":"{DOCKER_V2}","config":{{"digest":"{}"}},"layers":[{{"digest":"{}"}}]}}"#, d('a'), d('b')),
-                Kind::DockerV2, 2, 0,
+                format!(
+                    r#"{{"schemaVersion":2,"mediaType":"{DOCKER_V2}","config":{{"digest":"{}"}},"layers":[{{"digest":"{}"}}]}}"#,
+                    d('a'),
+                    d('b')
+                ),
+                Kind::DockerV2,
+                2,
+                0,
             ),
             (
                 format!(r#"{{"schemaVersion":2,"config":{{"digest":"{}"}},"layers":[]}}"#, d('a')),
-                Kind::OciManifest, 1, 0,
+                Kind::OciManifest,
+                1,
+                0,
             ),
             (
                 format!(r#"{{"schemaVersion":2,"manifests":[{{"digest":"{}"}},{{"digest":"{}"}}]}}"#, d('a'), d('b')),
-                Kind::OciIndex, 0, 2,
+                Kind::OciIndex,
+                0,
+                2,
             ),
             (
                 format!(r#"{{"schemaVersion":2,"mediaType":"{DOCKER_LIST}","manifests":[{{"digest":"{}"}}]}}"#, d('c')),
-                Kind::DockerList, 0, 1,
+                Kind::DockerList,
+                0,
+                1,
             ),
             (
-                format!(r#"{{"schemaVersion":1,"name":"x","tag":"t","fsLayers":[{{"blobSum":"{}"}},{{"blobSum":"{}"}}],
-                  "history":[{{"v1Compatibility":"{{\"created\":\"2026-01-02T03:04:05Z\"}}"}}],"signatures":[{{"header":{{}}}}]}}"#, d('a'), d('a')),
-                Kind::Schema1, 1, 0,
+                format!(
+                    r#"{{"schemaVersion":1,"name":"x","tag":"t","fsLayers":[{{"blobSum":"{}"}},{{"blobSum":"{}"}}],
+                  "history":[{{"v1Compatibility":"{{\"created\":\"2026-01-02T03:04:05Z\"}}"}}],"signatures":[{{"header":{{}}}}]}}"#,
+                    d('a'),
+                    d('a')
+                ),
+                Kind::Schema1,
+                1,
+                0,
             ),
             (
-                format!(r#"{{"mediaType":"{OCI_ARTIFACT}","artifactType":"x","blobs":[{{"digest":"{}"}}],"subject":{{"digest":"{}"}}}}"#, d('a'), d('f')),
-                Kind::OciArtifact, 1, 0,
+                format!(
+                    r#"{{"mediaType":"{OCI_ARTIFACT}","artifactType":"x","blobs":[{{"digest":"{}"}}],"subject":{{"digest":"{}"}}}}"#,
+                    d('a'),
+                    d('f')
+                ),
+                Kind::OciArtifact,
+                1,
+                0,
             ),
         ];
         for (json, kind, blobs, children) in cases {
@@ -203,7 +227,7 @@ mod tests {
     fn subject_and_schema1_created_are_read() {
         let m = parse(format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"application/spdx+json","config":{{"digest":"{}"}},"layers":[],"subject":{{"digest":"{}"}}}}"#, d('a'), d('e')).as_bytes()).unwrap();
         assert_eq!(m.subject.unwrap().to_string(), d('e'));
-        let s1 = format!(r#"{{"schemaVersion":1,"fsLayers":[],"history":[{{"v1Compatibility":"{{\"created\":\"2026-01-02T03:04:05Z\"}}"}}]}}"#);
+        let s1 = r#"{"schemaVersion":1,"fsLayers":[],"history":[{"v1Compatibility":"{\"created\":\"2026-01-02T03:04:05Z\"}"}]}"#.to_string();
         assert_eq!(parse(s1.as_bytes()).unwrap().created.as_deref(), Some("2026-01-02T03:04:05Z"));
     }
 
@@ -217,7 +241,7 @@ mod tests {
             r#"{"schemaVersion":2,"mediaType":"application/x-unknown"}"#.to_string(),
             r#"{"schemaVersion":3}"#.to_string(),
             r#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json"}"#.to_string(),
-            format!(r#"{{"schemaVersion":2,"config":{{"digest":"sha256:ABC"}},"layers":[]}}"#),
+            r#"{"schemaVersion":2,"config":{"digest":"sha256:ABC"},"layers":[]}"#.to_string(),
             format!(r#"{{"schemaVersion":2,"config":{{"digest":"{}"}},"layers":[{{"digest":"../../etc"}}]}}"#, d('a')),
             r#"{"schemaVersion":1}"#.to_string(),
         ] {

@@ -181,37 +181,49 @@ fn plan_repo(inv: &Inventory, repo: &Repo, decisions: &[Decision], in_scope: boo
     // repository is not ours to judge.
     let mut decided: Vec<Option<(bool, Reason)>> = decisions.to_vec();
     for (t, d) in repo.tags.iter().zip(decided.iter_mut()) {
-        if d.is_none() {
-            if let Some(s) = attachment_subject(&t.name).filter(|s| !g.revs.contains_key(s)) {
-                *d = Some((true, Reason::SubjectElsewhere { subject: s }));
-            }
+        if d.is_none()
+            && let Some(s) = attachment_subject(&t.name).filter(|s| !g.revs.contains_key(s))
+        {
+            *d = Some((true, Reason::SubjectElsewhere { subject: s }));
         }
     }
     let young_revs: Vec<Digest> = repo.revisions.iter().filter(|r| young(r.modified)).map(|r| r.digest).collect();
-    let live = loop {
-        let kept = repo.tags.iter().zip(&decided).filter(|(_, d)| d.as_ref().is_some_and(|d| d.0)).filter_map(|(t, _)| t.current);
-        let deleted = repo.tags.iter().zip(&decided).filter(|(_, d)| !d.as_ref().is_some_and(|d| d.0)).filter_map(|(t, _)| t.current);
+    // Live manifests for the current decisions, with or without the grace period's roots.
+    let liveness = |decided: &[Decision], with_young: bool| -> HashSet<Digest> {
+        let is_kept = |d: &Decision| d.as_ref().is_some_and(|d| d.0);
+        let kept = repo.tags.iter().zip(decided).filter(|(_, d)| is_kept(d)).filter_map(|(t, _)| t.current);
+        let deleted = repo.tags.iter().zip(decided).filter(|(_, d)| !is_kept(d)).filter_map(|(t, _)| t.current);
         let cascade = g.closure(deleted.chain(journaled.iter().copied()));
-        let mut roots: Vec<Digest> = kept.chain(young_revs.iter().copied()).collect();
+        let mut roots: Vec<Digest> = kept.collect();
+        if with_young {
+            roots.extend(young_revs.iter().copied());
+        }
         if !in_scope {
             roots.extend(g.revs.keys().copied());
         } else if !opts.delete_untagged {
-            roots.extend(repo.revisions.iter().map(|r| r.digest).filter(|d| !tagged.contains(d) && !cascade.contains(d)));
+            roots.extend(
+                repo.revisions.iter().map(|r| r.digest).filter(|d| !tagged.contains(d) && !cascade.contains(d)),
+            );
         }
-        let live = g.closure(roots);
+        g.closure(roots)
+    };
+    // Attachment tags whose subject is live stay; their manifests may make more subjects live.
+    let live = loop {
+        let live = liveness(&decided, true);
         let mut changed = false;
         for (t, d) in repo.tags.iter().zip(decided.iter_mut()) {
-            if d.is_none() {
-                if let Some(s) = attachment_subject(&t.name).filter(|s| live.contains(s)) {
-                    *d = Some((true, Reason::SubjectKept { subject: s }));
-                    changed = true;
-                }
+            if d.is_none()
+                && let Some(s) = attachment_subject(&t.name).filter(|s| live.contains(s))
+            {
+                *d = Some((true, Reason::SubjectKept { subject: s }));
+                changed = true;
             }
         }
         if !changed {
             break live;
         }
     };
+    let young_manifests = if young_revs.is_empty() { 0 } else { live.len() - liveness(&decided, false).len() };
 
     let mut plan = RepoPlan { name: repo.name.clone(), in_scope, ..RepoPlan::default() };
     let mut deleted_tags = BTreeMap::new();
@@ -228,8 +240,12 @@ fn plan_repo(inv: &Inventory, repo: &Repo, decisions: &[Decision], in_scope: boo
         if keep {
             if let Some(c) = t.current {
                 match g.parsed(&c) {
-                    Some(Parsed::Missing) => warnings.push(format!("{}:{}: its manifest {c} has no blob: it cannot be pulled", repo.name, t.name)),
-                    None if !g.revs.contains_key(&c) => warnings.push(format!("{}:{}: points to {c}, which is no manifest of this repository", repo.name, t.name)),
+                    Some(Parsed::Missing) => warnings
+                        .push(format!("{}:{}: its manifest {c} has no blob: it cannot be pulled", repo.name, t.name)),
+                    None if !g.revs.contains_key(&c) => warnings.push(format!(
+                        "{}:{}: points to {c}, which is no manifest of this repository",
+                        repo.name, t.name
+                    )),
                     _ => {}
                 }
             }
@@ -238,12 +254,22 @@ fn plan_repo(inv: &Inventory, repo: &Repo, decisions: &[Decision], in_scope: boo
         }
         plan.tags.push(TagPlan { name: t.name.clone(), digest: t.current, action, reason, shared_with: None });
     }
-    let kept_by_digest: HashMap<Digest, &str> =
-        plan.tags.iter().filter(|t| t.action == Action::Keep).filter_map(|t| Some((t.digest?, t.name.as_str()))).collect();
+    let kept_by_digest: HashMap<Digest, &str> = plan
+        .tags
+        .iter()
+        .filter(|t| t.action == Action::Keep)
+        .filter_map(|t| Some((t.digest?, t.name.as_str())))
+        .collect();
     let shared: Vec<Option<String>> = plan
         .tags
         .iter()
-        .map(|t| if t.action == Action::Untag { t.digest.and_then(|d| kept_by_digest.get(&d).map(|s| s.to_string())) } else { None })
+        .map(|t| {
+            if t.action == Action::Untag {
+                t.digest.and_then(|d| kept_by_digest.get(&d).map(|s| s.to_string()))
+            } else {
+                None
+            }
+        })
         .collect();
     for (t, s) in plan.tags.iter_mut().zip(shared) {
         t.shared_with = s;
@@ -254,7 +280,9 @@ fn plan_repo(inv: &Inventory, repo: &Repo, decisions: &[Decision], in_scope: boo
     let mut needed_layers: HashSet<Digest> = HashSet::new();
     for d in &live {
         marks.push(*d);
-        let Some(target) = g.revs.get(d) else { continue };
+        let Some(target) = g.revs.get(d) else {
+            continue;
+        };
         marks.push(*target);
         needed_layers.insert(*d);
         needed_layers.insert(*target);
@@ -272,10 +300,16 @@ fn plan_repo(inv: &Inventory, repo: &Repo, decisions: &[Decision], in_scope: boo
     // two can leave the first kind).
     for (t, tp) in repo.tags.iter().zip(&plan.tags) {
         if tp.action == Action::Keep && in_scope {
-            plan.index_entries.extend(t.index.iter().filter(|d| !live.contains(d)).map(|d| IndexEntry { tag: t.name.clone(), digest: *d }));
+            plan.index_entries.extend(
+                t.index.iter().filter(|d| !live.contains(d)).map(|d| IndexEntry { tag: t.name.clone(), digest: *d }),
+            );
         }
     }
-    let layer_candidates = if in_scope { repo.layers.iter().copied().filter(|d| !needed_layers.contains(d)).collect() } else { Vec::new() };
+    let layer_candidates = if in_scope {
+        repo.layers.iter().copied().filter(|d| !needed_layers.contains(d)).collect()
+    } else {
+        Vec::new()
+    };
     if in_scope {
         plan.uploads = repo
             .uploads
@@ -284,7 +318,6 @@ fn plan_repo(inv: &Inventory, repo: &Repo, decisions: &[Decision], in_scope: boo
             .map(|u| UploadPlan { id: u.id.clone(), size: u.size })
             .collect();
     }
-    let young_manifests = young_revs.iter().filter(|d| !tagged.contains(d)).count();
     RepoDraft { plan, marks, layer_candidates, young_manifests, warnings, errors, deleted_tags }
 }
 
@@ -307,7 +340,11 @@ pub fn build(
     let errors: Vec<&String> = drafts.iter().flat_map(|d| &d.errors).collect();
     if !errors.is_empty() {
         let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
-        bail!("{} manifest(s) that must be kept cannot be read; nothing was deleted:\n{}", errors.len(), list.join("\n"));
+        bail!(
+            "{} manifest(s) that must be kept cannot be read; nothing was deleted:\n{}",
+            errors.len(),
+            list.join("\n")
+        );
     }
 
     let mut plan = Plan { journal: inv.journal.clone().unwrap_or_default(), ..Plan::default() };
@@ -323,10 +360,12 @@ pub fn build(
         let links: Vec<Result<Option<Digest>>> = d
             .layer_candidates
             .par_iter()
-            .map(|l| Ok(match stat(&layout.layer_dir(&name, l).join("link"))? {
-                Some((_, mtime)) if opts.now.duration_since(mtime).unwrap_or_default() >= opts.grace => Some(*l),
-                _ => None,
-            }))
+            .map(|l| {
+                Ok(match stat(&layout.layer_dir(&name, l).join("link"))? {
+                    Some((_, mtime)) if opts.now.duration_since(mtime).unwrap_or_default() >= opts.grace => Some(*l),
+                    _ => None,
+                })
+            })
             .collect();
         for l in links {
             match l? {
@@ -336,26 +375,18 @@ pub fn build(
         }
         plan.repos.push(d.plan);
     }
-    let blobs: Vec<Result<Option<BlobPlan>>> = inv
-        .blobs
-        .par_iter()
-        .filter(|b| !marked.contains(b))
-        .map(|b| {
-            Ok(stat(&layout.blob_data(b))?.map(|(size, mtime)| (size, opts.now.duration_since(mtime).unwrap_or_default() >= opts.grace)))
-                .map(|s| s.map(|(size, old)| (BlobPlan { digest: *b, size }, old)))
-                .map(|s| match s {
-                    Some((bp, true)) => Some(bp),
-                    _ => None,
-                })
-        })
-        .collect();
-    let unmarked = inv.blobs.iter().filter(|b| !marked.contains(b)).count();
-    for b in blobs {
-        if let Some(b) = b? {
-            plan.blobs.push(b);
+    // Unmarked blobs go when their data is older than the grace period (a folder without data
+    // is no blob of the registry's: left alone).
+    let unmarked = inv.blobs.par_iter().filter(|b| !marked.contains(b)).map(|b| Ok((*b, stat(&layout.blob_data(b))?)));
+    for u in unmarked.collect::<Result<Vec<_>>>()? {
+        match u {
+            (digest, Some((size, mtime))) if opts.now.duration_since(mtime).unwrap_or_default() >= opts.grace => {
+                plan.blobs.push(BlobPlan { digest, size });
+            }
+            (_, Some(_)) => plan.grace_kept.blobs += 1,
+            (_, None) => {}
         }
     }
-    plan.grace_kept.blobs = unmarked - plan.blobs.len();
     plan.blobs.sort_by_key(|b| b.digest);
     Ok(plan)
 }
@@ -392,7 +423,14 @@ mod tests {
     }
 
     fn index(children: &[u8]) -> Parsed {
-        Parsed::Ok(Manifest { kind: Kind::OciIndex, config: None, blobs: vec![], children: children.iter().map(|c| d(*c)).collect(), subject: None, created: None })
+        Parsed::Ok(Manifest {
+            kind: Kind::OciIndex,
+            config: None,
+            blobs: vec![],
+            children: children.iter().map(|c| d(*c)).collect(),
+            subject: None,
+            created: None,
+        })
     }
 
     /// A store: (repo, tags (name, digest), revisions) and the manifests; blobs 1..=250 exist.
@@ -402,13 +440,21 @@ mod tests {
 
     impl Store {
         fn new(manifests: Vec<(u8, Parsed)>) -> Store {
-            let inv = Inventory { manifests: manifests.into_iter().map(|(n, p)| (d(n), p)).collect(), blobs: (1..=250).map(d).collect(), ..Inventory::default() };
+            let inv = Inventory {
+                manifests: manifests.into_iter().map(|(n, p)| (d(n), p)).collect(),
+                blobs: (1..=250).map(d).collect(),
+                ..Inventory::default()
+            };
             Store { inv }
         }
 
         fn repo(mut self, name: &str, tags: &[(&str, u8)], revisions: &[u8]) -> Store {
-            let tags = tags.iter().map(|(t, m)| Tag { name: t.to_string(), current: Some(d(*m)), pushed: old(), index: vec![d(*m)] }).collect();
-            let revisions = revisions.iter().map(|r| Revision { digest: d(*r), target: d(*r), modified: old() }).collect();
+            let tags = tags
+                .iter()
+                .map(|(t, m)| Tag { name: t.to_string(), current: Some(d(*m)), pushed: old(), index: vec![d(*m)] })
+                .collect();
+            let revisions =
+                revisions.iter().map(|r| Revision { digest: d(*r), target: d(*r), modified: old() }).collect();
             self.inv.repos.push(Repo { name: name.into(), tags, revisions, ..Repo::default() });
             self
         }
@@ -435,7 +481,9 @@ mod tests {
                 })
                 .collect();
             let opts = Options { delete_untagged, grace: Duration::from_secs(3600), upload_age: 7 * DAY, now: now() };
-            build(&Layout::at("/nonexistent".into()), &self.inv, &decisions, &|_| true, &opts, &|_| Ok(Some((10, old()))))
+            build(&Layout::at("/nonexistent".into()), &self.inv, &decisions, &|_| true, &opts, &|_| {
+                Ok(Some((10, old())))
+            })
         }
     }
 
@@ -455,9 +503,16 @@ mod tests {
 
     #[test]
     fn shared_digest_tag_is_untagged_and_its_manifest_kept() {
-        let s = Store::new(vec![(10, image(&[100, 101], None)), (11, image(&[102], None))]).repo("r", &[("latest", 10), ("v2", 10), ("v1", 11)], &[10, 11]);
+        let s = Store::new(vec![(10, image(&[100, 101], None)), (11, image(&[102], None))]).repo(
+            "r",
+            &[("latest", 10), ("v2", 10), ("v1", 11)],
+            &[10, 11],
+        );
         let p = s.plan(&["latest"], false).unwrap();
-        assert_eq!(actions(&p, "r"), [("latest".into(), Action::Keep), ("v2".into(), Action::Untag), ("v1".into(), Action::Delete)]);
+        assert_eq!(
+            actions(&p, "r"),
+            [("latest".into(), Action::Keep), ("v2".into(), Action::Untag), ("v1".into(), Action::Delete)]
+        );
         assert_eq!(removed(&p, "r"), [d(11)]);
         assert_eq!(p.repos[0].tags[1].shared_with.as_deref(), Some("latest"));
         assert!(!blobs(&p).contains(&d(100)) && blobs(&p).contains(&d(102)));
@@ -468,8 +523,14 @@ mod tests {
 
     #[test]
     fn children_go_with_their_index_unless_a_kept_index_lists_them() {
-        let s = Store::new(vec![(20, index(&[21, 22])), (30, index(&[22, 23])), (21, image(&[110], None)), (22, image(&[111], None)), (23, image(&[112], None))])
-            .repo("r", &[("new", 30), ("old", 20)], &[20, 21, 22, 23, 30]);
+        let s = Store::new(vec![
+            (20, index(&[21, 22])),
+            (30, index(&[22, 23])),
+            (21, image(&[110], None)),
+            (22, image(&[111], None)),
+            (23, image(&[112], None)),
+        ])
+        .repo("r", &[("new", 30), ("old", 20)], &[20, 21, 22, 23, 30]);
         let p = s.plan(&["new"], false).unwrap();
         assert_eq!(removed(&p, "r"), [d(20), d(21)]);
         assert!(blobs(&p).contains(&d(110)) && !blobs(&p).contains(&d(111)) && !blobs(&p).contains(&d(112)));
@@ -477,8 +538,14 @@ mod tests {
 
     #[test]
     fn referrers_live_and_die_with_their_subject() {
-        let s = Store::new(vec![(10, image(&[100], None)), (11, image(&[101], None)), (40, image(&[120], Some(10))), (41, image(&[121], Some(11))), (42, image(&[122], Some(41)))])
-            .repo("r", &[("keep", 10), ("drop", 11)], &[10, 11, 40, 41, 42]);
+        let s = Store::new(vec![
+            (10, image(&[100], None)),
+            (11, image(&[101], None)),
+            (40, image(&[120], Some(10))),
+            (41, image(&[121], Some(11))),
+            (42, image(&[122], Some(41))),
+        ])
+        .repo("r", &[("keep", 10), ("drop", 11)], &[10, 11, 40, 41, 42]);
         for delete_untagged in [false, true] {
             let p = s.plan(&["keep"], delete_untagged).unwrap();
             assert_eq!(removed(&p, "r"), [d(11), d(41), d(42)], "a referrer of a referrer goes too");
@@ -487,8 +554,13 @@ mod tests {
 
     #[test]
     fn untagged_manifests_stay_unless_delete_untagged() {
-        let s = Store::new(vec![(10, image(&[100], None)), (50, image(&[130], None)), (20, index(&[21])), (21, image(&[131], None))])
-            .repo("r", &[("t", 10), ("multi", 20)], &[10, 50, 20, 21]);
+        let s = Store::new(vec![
+            (10, image(&[100], None)),
+            (50, image(&[130], None)),
+            (20, index(&[21])),
+            (21, image(&[131], None)),
+        ])
+        .repo("r", &[("t", 10), ("multi", 20)], &[10, 50, 20, 21]);
         assert_eq!(removed(&s.plan(&["t", "multi"], false).unwrap(), "r"), []);
         // The untagged child of a tagged index stays even so (distribution#3178).
         assert_eq!(removed(&s.plan(&["t", "multi"], true).unwrap(), "r"), [d(50)]);
@@ -496,16 +568,25 @@ mod tests {
 
     #[test]
     fn young_manifests_are_roots() {
-        let mut s = Store::new(vec![(10, image(&[100], None)), (11, image(&[101], None))]).repo("r", &[("a", 10), ("b", 11)], &[10, 11]);
+        let mut s = Store::new(vec![(10, image(&[100], None)), (11, image(&[101], None))]).repo(
+            "r",
+            &[("a", 10), ("b", 11)],
+            &[10, 11],
+        );
         s.inv.repos[0].revisions[1].modified = now() - Duration::from_secs(60);
         let p = s.plan(&["a"], true).unwrap();
         assert_eq!(removed(&p, "r"), []);
         assert_eq!(actions(&p, "r")[1].1, Action::Untag);
+        assert_eq!(p.grace_kept.manifests, 1);
     }
 
     #[test]
     fn a_broken_manifest_is_fatal_only_when_it_must_stay() {
-        let s = Store::new(vec![(10, Parsed::Broken("bad".into())), (11, image(&[101], None))]).repo("r", &[("a", 10), ("b", 11)], &[10, 11]);
+        let s = Store::new(vec![(10, Parsed::Broken("bad".into())), (11, image(&[101], None))]).repo(
+            "r",
+            &[("a", 10), ("b", 11)],
+            &[10, 11],
+        );
         assert!(s.plan(&["a"], false).is_err());
         assert_eq!(removed(&s.plan(&["b"], false).unwrap(), "r"), [d(10)]);
     }
@@ -514,8 +595,14 @@ mod tests {
     fn attachment_tags_follow_their_subject() {
         let sig = |n: u8| format!("sha256-{}.sig", d(n).hex());
         let (s10, s11, s99) = (sig(10), sig(11), sig(99));
-        let s = Store::new(vec![(10, image(&[100], None)), (11, image(&[101], None)), (60, image(&[140], None)), (61, image(&[141], None)), (62, image(&[142], None))])
-            .repo("r", &[("a", 10), ("b", 11), (&s10, 60), (&s11, 61), (&s99, 62)], &[10, 11, 60, 61, 62]);
+        let s = Store::new(vec![
+            (10, image(&[100], None)),
+            (11, image(&[101], None)),
+            (60, image(&[140], None)),
+            (61, image(&[141], None)),
+            (62, image(&[142], None)),
+        ])
+        .repo("r", &[("a", 10), ("b", 11), (&s10, 60), (&s11, 61), (&s99, 62)], &[10, 11, 60, 61, 62]);
         let p = s.plan(&["a"], false).unwrap();
         let acts = actions(&p, "r");
         assert_eq!(acts[2], (s10, Action::Keep));
@@ -527,7 +614,11 @@ mod tests {
     #[test]
     fn journaled_digests_cascade_on_a_rerun() {
         // After a crash, tag `old` is gone: its index looks untagged. The journal says otherwise.
-        let mut s = Store::new(vec![(20, index(&[21])), (21, image(&[110], None)), (10, image(&[100], None))]).repo("r", &[("new", 10)], &[10, 20, 21]);
+        let mut s = Store::new(vec![(20, index(&[21])), (21, image(&[110], None)), (10, image(&[100], None))]).repo(
+            "r",
+            &[("new", 10)],
+            &[10, 20, 21],
+        );
         assert_eq!(removed(&s.plan(&["new"], false).unwrap(), "r"), []);
         let mut j = Journal::default();
         j.repos.entry("r".into()).or_default().insert("old".into(), d(20));
@@ -537,7 +628,9 @@ mod tests {
 
     #[test]
     fn blobs_stay_while_any_repository_needs_them_and_layer_links_go_per_repository() {
-        let mut s = Store::new(vec![(10, image(&[100, 101], None)), (11, image(&[100, 102], None))]).repo("a", &[("t", 10)], &[10]).repo("b", &[("t", 11), ("u", 10)], &[10, 11]);
+        let mut s = Store::new(vec![(10, image(&[100, 101], None)), (11, image(&[100, 102], None))])
+            .repo("a", &[("t", 10)], &[10])
+            .repo("b", &[("t", 11), ("u", 10)], &[10, 11]);
         s.inv.repos[1].layers = vec![d(100), d(101), d(102)];
         let p = s.plan(&["t"], false).unwrap();
         // In b, manifest 10 goes with `u`; in a, `t` keeps it, so its blobs 100 and 101 stay.

@@ -186,18 +186,18 @@ pub fn decide(
             _ => SystemTime::UNIX_EPOCH,
         });
         let (min, max) = (times.clone().min(), times.max());
-        if let (Some(min), Some(max)) = (min, max) {
-            if max.duration_since(min).unwrap_or_default() < Duration::from_secs(1) {
-                warnings.push(format!(
-                    "{repo}: all {} tags have the same push time (a copy that lost its mtimes?): \
+        if let (Some(min), Some(max)) = (min, max)
+            && max.duration_since(min).unwrap_or_default() < Duration::from_secs(1)
+        {
+            warnings.push(format!(
+                "{repo}: all {} tags have the same push time (a copy that lost its mtimes?): \
                      push order means nothing here, every tag is kept; use --order created, semver or name",
-                    ranked.len()
-                ));
-                for (_, i) in &ranked {
-                    out[*i] = Some((true, Reason::UniformPushTimes));
-                }
-                ranked.clear();
+                ranked.len()
+            ));
+            for (_, i) in &ranked {
+                out[*i] = Some((true, Reason::UniformPushTimes));
             }
+            ranked.clear();
         }
     }
     // Newest first; ties by tag name.
@@ -212,7 +212,8 @@ pub fn decide(
         out[*i] = Some(if rank <= r.keep {
             (true, Reason::Count { rank })
         } else {
-            protection(&tags[*i], r, created_of(&tags[*i]), grace, now).map_or((false, Reason::BeyondCount { rank }), |p| (true, p))
+            protection(&tags[*i], r, created_of(&tags[*i]), grace, now)
+                .map_or((false, Reason::BeyondCount { rank }), |p| (true, p))
         });
     }
     for (i, t) in tags.iter().enumerate() {
@@ -277,7 +278,13 @@ mod tests {
 
     #[test]
     fn semver_and_name_orders() {
-        let tags = vec![tag("1.2.0", 1, 1), tag("v1.10.0", 2, 1), tag("1.9.3", 3, 2), tag("latest", 4, 3), tag("2.0.0-rc.1", 5, 0)];
+        let tags = vec![
+            tag("1.2.0", 1, 1),
+            tag("v1.10.0", 2, 1),
+            tag("1.9.3", 3, 2),
+            tag("latest", 4, 3),
+            tag("2.0.0-rc.1", 5, 0),
+        ];
         assert_eq!(kept(&tags, &retention(2, Order::Semver)), ["v1.10.0", "latest", "2.0.0-rc.1"]);
         let tags = vec![tag("build-9", 1, 1), tag("build-10", 2, 1), tag("build-8", 3, 1), tag("build-09", 4, 1)];
         assert_eq!(kept(&tags, &retention(2, Order::Name)), ["build-10", "build-09"]);
@@ -286,7 +293,8 @@ mod tests {
     #[test]
     fn created_order_keeps_tags_without_created() {
         let tags = vec![tag("a", 1, 1), tag("b", 2, 2), tag("c", 3, 3)];
-        let created = HashMap::from([(Digest([1; 32]), Some(at(9))), (Digest([2; 32]), Some(at(1))), (Digest([3; 32]), None)]);
+        let created =
+            HashMap::from([(Digest([1; 32]), Some(at(9))), (Digest([2; 32]), Some(at(1))), (Digest([3; 32]), None)]);
         let (d, _) = decide("r", &tags, &retention(1, Order::Created), &created, Duration::ZERO, at(100));
         assert_eq!(d[0], Some((true, Reason::Count { rank: 1 })));
         assert_eq!(d[1], Some((false, Reason::BeyondCount { rank: 2 })));

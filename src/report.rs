@@ -113,7 +113,9 @@ impl Report {
                     let mut why = reason_text(&t.reason);
                     if t.action == Action::Untag {
                         match &t.shared_with {
-                            Some(k) => why.push_str(&format!("; shares its digest with kept tag {k}: only the tag goes")),
+                            Some(k) => {
+                                why.push_str(&format!("; shares its digest with kept tag {k}: only the tag goes"))
+                            }
                             None => why.push_str("; its manifest stays, still needed by a kept manifest"),
                         }
                     }
@@ -136,8 +138,12 @@ impl Report {
             HumanBytes(self.bytes_freed)
         );
         let g = &self.grace_kept;
-        if g.blobs + g.layer_links > 0 {
-            let _ = writeln!(s, "kept by the grace period: {} blobs, {} layer links", g.blobs, g.layer_links);
+        if g.manifests + g.blobs + g.layer_links > 0 {
+            let _ = writeln!(
+                s,
+                "kept by the grace period: {} manifests, {} layer links, {} blobs",
+                g.manifests, g.layer_links, g.blobs
+            );
         }
         if !self.errors.is_empty() {
             let _ = writeln!(s, "{} deletions failed: the store is valid; run again to finish", self.errors.len());
@@ -165,7 +171,9 @@ fn reason_text(r: &Reason) -> String {
         Reason::NoCurrentLink => "no current link: left alone".into(),
         Reason::NotPruned => "gc keeps every tag".into(),
         Reason::SubjectKept { subject } => format!("subject kept: {subject:?}"),
-        Reason::SubjectElsewhere { subject } => format!("subject {subject:?} is not in this repository: left alone"),
+        Reason::SubjectElsewhere { subject } => {
+            format!("subject {subject:?} is not in this repository: left alone")
+        }
         Reason::BeyondCount { rank } => format!("count: #{rank} newest, beyond --keep"),
         Reason::SubjectGone { subject } => format!("subject deleted: {subject:?}"),
         Reason::Interrupted => "an interrupted run was deleting it (journal): finishing".into(),

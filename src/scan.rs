@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -153,7 +153,9 @@ pub fn read_file(path: &Path, max: u64) -> Result<Option<(Vec<u8>, fs::Metadata)
 
 /// Reads a link file: exactly `sha256:<64 hex>`, nothing else. `Ok(None)` when it does not exist.
 pub fn read_link(path: &Path) -> Result<Option<(Digest, SystemTime)>> {
-    let Some((bytes, meta)) = read_file(path, 1024)? else { return Ok(None) };
+    let Some((bytes, meta)) = read_file(path, 1024)? else {
+        return Ok(None);
+    };
     let text = std::str::from_utf8(&bytes).unwrap_or("");
     let Some(d) = Digest::parse(text) else {
         let what = match bytes.len() {
@@ -223,7 +225,8 @@ fn scan_repo(layout: &Layout, name: String) -> Result<Repo> {
     revisions.sort_by_key(|r| r.digest);
     let mut layers = digest_folders(&layout.layers(&name))?;
     layers.sort_unstable();
-    let upload_ids: Vec<String> = list(&layout.uploads(&name))?.into_iter().filter(|e| e.is_dir).map(|e| e.name).collect();
+    let upload_ids: Vec<String> =
+        list(&layout.uploads(&name))?.into_iter().filter(|e| e.is_dir).map(|e| e.name).collect();
     let uploads = upload_ids.into_iter().map(|id| scan_upload(layout, &name, id)).collect::<Result<Vec<_>>>()?;
     Ok(Repo { name, tags, revisions, layers, uploads })
 }
@@ -232,7 +235,9 @@ fn scan_repo(layout: &Layout, name: String) -> Result<Repo> {
 fn scan_blobs(layout: &Layout) -> Result<Vec<Digest>> {
     let prefixes: Vec<String> = list(&layout.blobs())?
         .into_iter()
-        .filter(|e| e.is_dir && e.name.len() == 2 && e.name.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+        .filter(|e| {
+            e.is_dir && e.name.len() == 2 && e.name.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        })
         .map(|e| e.name)
         .collect();
     let lists = prefixes
@@ -320,7 +325,7 @@ pub fn created_times(layout: &Layout, inv: &Inventory, digests: &[Digest]) -> Ha
 }
 
 /// The size and mtime of a file, without following a link; `None` when it does not exist.
-pub fn stat(path: &PathBuf) -> Result<Option<(u64, SystemTime)>> {
+pub fn stat(path: &Path) -> Result<Option<(u64, SystemTime)>> {
     match fs::symlink_metadata(path) {
         Ok(m) => Ok(Some((m.len(), m.modified().with_context(|| format!("cannot stat {}", path.display()))?))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

@@ -11,8 +11,13 @@ fn store_with_api_deletes() -> tempfile::TempDir {
     let reg = Registry::serve(store.path());
     let v2 = v2(store.path());
     for (repo, tag) in [("team/app", "v1"), ("team/app", "v2"), ("team/multi", "2026.1"), ("team/app/tools", "1.0.0")] {
-        let digest = read_link(&v2.join("repositories").join(repo).join("_manifests/tags").join(tag).join("current/link"));
-        assert_eq!(reg.status("DELETE", &format!("/v2/{repo}/manifests/{digest}"), ""), Some(202), "DELETE {repo}@{digest}");
+        let digest =
+            read_link(&v2.join("repositories").join(repo).join("_manifests/tags").join(tag).join("current/link"));
+        assert_eq!(
+            reg.status("DELETE", &format!("/v2/{repo}/manifests/{digest}"), ""),
+            Some(202),
+            "DELETE {repo}@{digest}"
+        );
     }
     store
 }

@@ -36,9 +36,12 @@ fn prune_keeps_the_newest_and_the_registry_serves_them_whole() {
     assert!(!v2.join(".regsweep-journal.json").exists(), "the journal goes when the run finishes");
     assert!(std::fs::read_dir(v2.join("repositories/team/app/_uploads")).unwrap().next().is_none());
 
-    let reg = Registry::serve(store.path());
-    reg.assert_all_tags_pull(store.path());
-    for (repo, tags) in [("team/app", &["v1", "v2", "v3", "v4", "v5", "stable"][..]), ("team/multi", &["2026.1"]), ("team/app/tools", &["1.0.0", "1.1.0"])] {
+    let reg = assert_served(store.path(), &report);
+    for (repo, tags) in [
+        ("team/app", &["v1", "v2", "v3", "v4", "v5", "stable"][..]),
+        ("team/multi", &["2026.1"]),
+        ("team/app/tools", &["1.0.0", "1.1.0"]),
+    ] {
         for t in tags {
             assert_eq!(reg.manifest_status(repo, t), 404, "{repo}:{t} should be gone");
         }
@@ -51,7 +54,7 @@ fn shared_digest_tag_is_untagged_not_deleted() {
     // the digest and `latest` with it; regsweep removes the tag folder of v6 alone.
     let (store, report) = pruned_demo(&[]);
     assert_eq!(tags_with(&report, "team/app", "untag"), set(&["v6"]));
-    let reg = Registry::serve(store.path());
+    let reg = assert_served(store.path(), &report);
     assert_eq!(reg.manifest_status("team/app", "v6"), 404);
     reg.pull("team/app", "latest").unwrap();
 }
@@ -70,7 +73,7 @@ fn attachments_and_referrers_follow_their_subject() {
     assert!(tags_with(&report, "team/app", "delete").contains(&sig(&v1)), "signature of a deleted image goes");
 
     // The OCI referrers (SBOMs pushed by digest with `subject`) live and die with their subject.
-    let reg = Registry::serve(store.path());
+    let reg = assert_served(store.path(), &report);
     let referrers = referrers_on_disk(&v2, "team/app");
     assert!(referrers.iter().any(|(_, s)| *s == v6), "the referrer of v6 stays");
     assert!(!referrers.iter().any(|(_, s)| *s == v2d), "the referrer of v2 goes");
@@ -86,7 +89,9 @@ fn referrers_on_disk(v2: &std::path::Path, repo: &str) -> Vec<(String, String)> 
     for e in std::fs::read_dir(revs).unwrap().flatten() {
         let hex = e.file_name().to_string_lossy().into_owned();
         let data = v2.join("blobs/sha256").join(&hex[..2]).join(&hex).join("data");
-        let Ok(bytes) = std::fs::read(data) else { continue };
+        let Ok(bytes) = std::fs::read(data) else {
+            continue;
+        };
         let m: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         if let Some(s) = m["subject"]["digest"].as_str() {
             out.push((format!("sha256:{hex}"), s.to_string()));
@@ -106,8 +111,7 @@ fn untagged_manifests_stay_unless_asked_and_cascade_with_deleted_tags() {
     let (store, report) = pruned_demo(&["--delete-untagged"]);
     assert_eq!(repo(&report, "team/app")["manifests_deleted"].as_u64().unwrap(), 9);
     assert_eq!(repo(&report, "team/multi")["manifests_deleted"].as_u64().unwrap(), 3);
-    let reg = Registry::serve(store.path());
-    reg.assert_all_tags_pull(store.path());
+    assert_served(store.path(), &report);
 }
 
 #[test]
@@ -127,7 +131,15 @@ fn dry_run_prints_the_plan_and_writes_nothing() {
 
     // The real run does exactly what the dry run planned.
     let real = regsweep_json(&["prune", "--root", root, "--keep", "2"]);
-    for key in ["tags_deleted", "manifests_deleted", "blobs_deleted", "layer_links_deleted", "uploads_deleted", "bytes_freed", "repos"] {
+    for key in [
+        "tags_deleted",
+        "manifests_deleted",
+        "blobs_deleted",
+        "layer_links_deleted",
+        "uploads_deleted",
+        "bytes_freed",
+        "repos",
+    ] {
         assert_eq!(dry[key], real[key], "{key}");
     }
     // And a second run finds nothing left to do.
@@ -141,18 +153,51 @@ fn dry_run_prints_the_plan_and_writes_nothing() {
 fn filters_and_orders() {
     let store = fixture("demo");
     let root = store.path().to_str().unwrap();
-    let r = regsweep_json(&["prune", "--root", root, "--keep", "1", "--order", "semver", "--exclude-repo", "team/multi", "--dry-run"]);
+    let r = regsweep_json(&[
+        "prune",
+        "--root",
+        root,
+        "--keep",
+        "1",
+        "--order",
+        "semver",
+        "--exclude-repo",
+        "team/multi",
+        "--dry-run",
+    ]);
     assert_eq!(tags_with(&r, "team/app/tools", "keep"), set(&["2.0.0"]));
     assert_eq!(tags_with(&r, "team/multi", "delete"), set(&[]));
     assert_eq!(repo(&r, "team/multi")["in_scope"], false);
     // Not versions: kept, never guessed at.
     assert!(tags_with(&r, "team/app", "keep").is_superset(&set(&["latest", "stable", "rc", "v1", "v6"])));
 
-    let r = regsweep_json(&["prune", "--root", root, "--keep", "1", "--order", "name", "--repo", "team/app/*", "--dry-run"]);
+    let r = regsweep_json(&[
+        "prune",
+        "--root",
+        root,
+        "--keep",
+        "1",
+        "--order",
+        "name",
+        "--repo",
+        "team/app/*",
+        "--dry-run",
+    ]);
     assert_eq!(tags_with(&r, "team/app/tools", "keep"), set(&["2.0.0"]));
     assert_eq!(tags_with(&r, "team/app", "delete"), set(&[]), "team/app is not matched by team/app/*");
 
-    let r = regsweep_json(&["prune", "--root", root, "--keep", "1", "--order", "created", "--keep-tag", "^v[12]$", "--dry-run"]);
+    let r = regsweep_json(&[
+        "prune",
+        "--root",
+        root,
+        "--keep",
+        "1",
+        "--order",
+        "created",
+        "--keep-tag",
+        "^v[12]$",
+        "--dry-run",
+    ]);
     assert_eq!(tags_with(&r, "team/multi", "keep"), set(&["2026.3"]), "an index is as new as its newest child");
     let kept = tags_with(&r, "team/app", "keep");
     assert!(kept.contains("rc") && kept.contains("v1") && kept.contains("v2") && !kept.contains("v3"), "{kept:?}");
@@ -167,7 +212,10 @@ fn uniform_push_times_keep_every_tag_and_warn() {
     let store = fixture("demo");
     let st = std::process::Command::new("sh")
         .arg("-c")
-        .arg(format!("find {} -path '*/current/link' -exec touch -d 2026-05-05T00:00:00Z {{}} +", store.path().display()))
+        .arg(format!(
+            "find {} -path '*/current/link' -exec touch -d 2026-05-05T00:00:00Z {{}} +",
+            store.path().display()
+        ))
         .status()
         .unwrap();
     assert!(st.success());
@@ -182,7 +230,11 @@ fn uniform_push_times_keep_every_tag_and_warn() {
 fn config_file_and_environment_name_the_store() {
     let store = fixture("demo");
     let cfg = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(cfg.path(), format!("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n", store.path().display())).unwrap();
+    std::fs::write(
+        cfg.path(),
+        format!("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n", store.path().display()),
+    )
+    .unwrap();
     let r = regsweep_json(&["prune", "--config", cfg.path().to_str().unwrap(), "--keep", "2", "--dry-run"]);
     assert_eq!(r["repositories"], 3);
     std::fs::write(cfg.path(), "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /nonexistent\n").unwrap();
@@ -192,4 +244,18 @@ fn config_file_and_environment_name_the_store() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn prune_on_manifest_lists_and_schema1() {
+    // Docker manifest lists whose children are tagged too (`1.0-amd64`): the children of the
+    // kept list are untagged, not deleted; signed schema1 manifests are parsed and pruned.
+    let store = fixture("legacy");
+    let report = regsweep_json(&["prune", "--root", store.path().to_str().unwrap(), "--keep", "1"]);
+    assert_eq!(tags_with(&report, "legacy/list", "keep"), set(&["3.0"]));
+    assert_eq!(tags_with(&report, "legacy/list", "untag"), set(&["3.0-amd64", "3.0-arm64"]));
+    assert_eq!(tags_with(&report, "legacy/schema1", "keep"), set(&["v3"]));
+    assert_eq!(tags_with(&report, "legacy/buildx", "keep"), set(&["2"]));
+    assert_eq!(repo(&report, "legacy/buildx")["manifests_deleted"], 3, "the old list and its untagged children");
+    assert_served(store.path(), &report);
 }

@@ -32,14 +32,30 @@ fn prune(root: &Path, crash_after: Option<usize>) -> std::process::Output {
 #[test]
 fn a_rerun_after_a_crash_ends_exactly_as_an_uninterrupted_run() {
     let uninterrupted = fixture("demo");
-    let plan = regsweep_json(&["prune", "--root", uninterrupted.path().to_str().unwrap(), "--keep", "1", "--grace", "0s", "--dry-run"]);
+    let plan = regsweep_json(&[
+        "prune",
+        "--root",
+        uninterrupted.path().to_str().unwrap(),
+        "--keep",
+        "1",
+        "--grace",
+        "0s",
+        "--dry-run",
+    ]);
     assert!(prune(uninterrupted.path(), None).status.success());
     let expected = paths(uninterrupted.path());
     let tags = plan["tags_deleted"].as_u64().unwrap() as usize;
-    let total: usize = ["tags_deleted", "manifests_deleted", "index_entries_deleted", "layer_links_deleted", "blobs_deleted", "uploads_deleted"]
-        .iter()
-        .map(|k| plan[k].as_u64().unwrap() as usize)
-        .sum();
+    let total: usize = [
+        "tags_deleted",
+        "manifests_deleted",
+        "index_entries_deleted",
+        "layer_links_deleted",
+        "blobs_deleted",
+        "uploads_deleted",
+    ]
+    .iter()
+    .map(|k| plan[k].as_u64().unwrap() as usize)
+    .sum();
     let points = [1, tags / 2, tags, tags + 1, tags + 5, total / 2, total - 3, total - 1];
     for (i, k) in points.into_iter().enumerate() {
         let store = fixture("demo");
@@ -61,7 +77,10 @@ fn a_rerun_after_a_crash_ends_exactly_as_an_uninterrupted_run() {
         let got = paths(store.path());
         let extra: Vec<_> = got.difference(&expected).collect();
         let missing: Vec<_> = expected.difference(&got).collect();
-        assert!(extra.is_empty() && missing.is_empty(), "crash after {k} deletions, then a rerun: extra {extra:?}, missing {missing:?}");
+        assert!(
+            extra.is_empty() && missing.is_empty(),
+            "crash after {k} deletions, then a rerun: extra {extra:?}, missing {missing:?}"
+        );
     }
 }
 
@@ -72,7 +91,16 @@ fn without_the_journal_a_rerun_would_keep_for_ever_what_the_crash_left() {
     let uninterrupted = fixture("demo");
     assert!(prune(uninterrupted.path(), None).status.success());
     let plan_store = fixture("demo");
-    let plan = regsweep_json(&["prune", "--root", plan_store.path().to_str().unwrap(), "--keep", "1", "--grace", "0s", "--dry-run"]);
+    let plan = regsweep_json(&[
+        "prune",
+        "--root",
+        plan_store.path().to_str().unwrap(),
+        "--keep",
+        "1",
+        "--grace",
+        "0s",
+        "--dry-run",
+    ]);
     let store = fixture("demo");
     assert!(!prune(store.path(), Some(plan["tags_deleted"].as_u64().unwrap() as usize)).status.success());
     std::fs::remove_file(v2(store.path()).join(".regsweep-journal.json")).unwrap();
@@ -89,7 +117,11 @@ fn a_second_run_is_refused_while_one_holds_the_lock() {
     let before = snapshot(store.path());
     let out = prune(store.path(), None);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("holds the lock"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("holds the lock"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(before, snapshot(store.path()));
     // A dry run takes no lock, so it runs.
     let dry = regsweep(&["prune", "--root", store.path().to_str().unwrap(), "--keep", "1", "--dry-run"]);
@@ -102,7 +134,11 @@ fn folders_that_are_not_stores_are_refused() {
     for root in [empty.path().to_str().unwrap(), "/"] {
         let out = regsweep(&["gc", "--root", root, "--dry-run"]);
         assert_eq!(out.status.code(), Some(1));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("is not a registry store"), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("is not a registry store"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

@@ -48,7 +48,8 @@ pub fn regsweep_json(args: &[&str]) -> Value {
     a.push("--json");
     let out = regsweep(&a);
     assert!(out.status.success(), "regsweep {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// The report's entry for one repository.
@@ -236,4 +237,20 @@ pub fn snapshot(root: &Path) -> Vec<String> {
 /// The digest a link file holds.
 pub fn read_link(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap()
+}
+
+/// Serves a store after a real run: every tag left pulls whole, every tag the report removed
+/// answers 404. Returns the registry for more checks.
+pub fn assert_served(root: &Path, report: &Value) -> Registry {
+    let reg = Registry::serve(root);
+    reg.assert_all_tags_pull(root);
+    for r in report["repos"].as_array().unwrap() {
+        for t in r["tags"].as_array().unwrap() {
+            if t["action"] != "keep" {
+                let (repo, tag) = (r["name"].as_str().unwrap(), t["name"].as_str().unwrap());
+                assert_eq!(reg.manifest_status(repo, tag), 404, "{repo}:{tag} was removed but still answers");
+            }
+        }
+    }
+    reg
 }
