@@ -21,6 +21,47 @@ pub enum Command {
     Prune(PruneArgs),
     /// Collect only: a parallel, safer `registry garbage-collect`.
     Gc(GcArgs),
+    /// Write a realistic synthetic store (for benchmarks and tests), deterministic for a seed.
+    Gen(GenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenArgs {
+    /// Where to write: the rootdirectory of the new store (docker/registry/v2 must not exist).
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+    /// Repositories (every tenth nested inside the one before).
+    #[arg(long, value_name = "R")]
+    pub repos: usize,
+    /// Tags per repository (plus `latest` and signature tags).
+    #[arg(long, value_name = "T")]
+    pub tags: usize,
+    /// Layers per image.
+    #[arg(long, value_name = "L", default_value_t = 3)]
+    pub layers: usize,
+    /// Of those, base layers shared across repositories.
+    #[arg(long, value_name = "S", default_value_t = 2)]
+    pub shared: usize,
+    /// Every K-th tag is a two-platform index (0: none).
+    #[arg(long, value_name = "K", default_value_t = 10)]
+    pub multiarch_every: usize,
+    /// Every K-th tag gets a signature tag and an SBOM referrer (0: none).
+    #[arg(long, value_name = "K", default_value_t = 5)]
+    pub signed_every: usize,
+    /// Untagged manifests per repository (earlier pushes of its first tags).
+    #[arg(long, value_name = "U", default_value_t = 2)]
+    pub untagged: usize,
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub seed: u64,
+    /// Print one JSON report on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Worker threads (default: one per core).
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    pub jobs: Option<usize>,
 }
 
 /// Where the store is.

@@ -12,7 +12,8 @@ use clap::Parser;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use regex::Regex;
 
-use cli::{Cli, CollectArgs, Command, StoreArgs};
+use cli::{Cli, CollectArgs, Command, GenArgs, StoreArgs};
+use regsweep::generate::{self, GenOptions};
 use regsweep::plan::Options;
 use regsweep::policy::Retention;
 use regsweep::progress::Progress;
@@ -42,8 +43,49 @@ fn root(store: &StoreArgs) -> Result<std::path::PathBuf> {
     }
 }
 
+fn threads(jobs: Option<usize>) -> Result<()> {
+    if let Some(j) = jobs {
+        rayon::ThreadPoolBuilder::new().num_threads(j.max(1)).build_global().context("cannot start worker threads")?;
+    }
+    Ok(())
+}
+
+fn progress(quiet: bool, json: bool) -> Progress {
+    if !quiet && !json && std::io::stderr().is_terminal() { Progress::stderr() } else { Progress::hidden() }
+}
+
+fn generate_store(g: &GenArgs) -> Result<ExitCode> {
+    threads(g.jobs)?;
+    let opts = GenOptions {
+        repos: g.repos,
+        tags: g.tags,
+        layers: g.layers,
+        shared: g.shared,
+        multiarch_every: g.multiarch_every,
+        signed_every: g.signed_every,
+        untagged: g.untagged,
+        seed: g.seed,
+    };
+    let report = generate::generate(&g.root, &opts, progress(g.quiet, g.json))?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "wrote {} repositories, {} tags, {} manifests, {} blobs ({} files) under {}",
+            report.repositories,
+            report.tags,
+            report.manifests,
+            report.blobs,
+            report.files,
+            g.root.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     let (store, collect, mode): (&StoreArgs, &CollectArgs, Mode) = match &cli.command {
+        Command::Gen(g) => return generate_store(g),
         Command::Prune(p) => {
             let keep_tags = p
                 .keep_tag
@@ -62,14 +104,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Gc(g) => (&g.store, &g.collect, Mode::Gc),
     };
-    if let Some(j) = collect.jobs {
-        rayon::ThreadPoolBuilder::new().num_threads(j.max(1)).build_global().context("cannot start worker threads")?;
-    }
-    let progress = if !collect.quiet && !collect.json && std::io::stderr().is_terminal() {
-        Progress::stderr()
-    } else {
-        Progress::hidden()
-    };
+    threads(collect.jobs)?;
+    let progress = progress(collect.quiet, collect.json);
     let opts = Options {
         delete_untagged: collect.delete_untagged,
         grace: collect.grace,
