@@ -1,24 +1,80 @@
 //! A sha256 content digest, validated once where it enters (a folder name, a link, a manifest).
 //! Nothing else in regsweep handles digest strings, and no path is built from unvalidated text.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use anyhow::{Result, bail};
 use serde::{Serialize, Serializer};
 
 /// A sha256 digest as 32 bytes; shown as `sha256:<64 lowercase hex>`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Digest(pub [u8; 32]);
+
+impl Hash for Digest {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(first));
+    }
+}
+
+/// Hashes a digest by its first 8 bytes: a sha256 is uniformly distributed already.
+#[derive(Clone, Copy, Default)]
+pub struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// A map keyed by digests.
+pub type DigestMap<V> = HashMap<Digest, V, BuildHasherDefault<DigestHasher>>;
+/// A set of digests.
+pub type DigestSet = HashSet<Digest, BuildHasherDefault<DigestHasher>>;
 
 impl Digest {
     /// Parses exactly 64 lowercase hex characters (the registry writes no other form).
     pub fn from_hex(hex_str: &str) -> Option<Digest> {
-        if hex_str.len() != 64 || !hex_str.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        let b = hex_str.as_bytes();
+        if b.len() != 64 {
             return None;
         }
+        // 0xff marks a byte that is no lowercase hex digit.
+        const NIBBLE: [u8; 256] = {
+            let mut t = [0xffu8; 256];
+            let mut i = 0;
+            while i < 10 {
+                t[b'0' as usize + i] = i as u8;
+                i += 1;
+            }
+            let mut i = 0;
+            while i < 6 {
+                t[b'a' as usize + i] = 10 + i as u8;
+                i += 1;
+            }
+            t
+        };
         let mut out = [0u8; 32];
-        hex::decode_to_slice(hex_str, &mut out).ok()?;
-        Some(Digest(out))
+        let mut bad = 0u8;
+        for (i, o) in out.iter_mut().enumerate() {
+            let (hi, lo) = (NIBBLE[usize::from(b[2 * i])], NIBBLE[usize::from(b[2 * i + 1])]);
+            bad |= (hi | lo) & 0xf0;
+            *o = (hi << 4) | (lo & 0x0f);
+        }
+        (bad == 0).then_some(Digest(out))
     }
 
     /// Parses `sha256:<64 lowercase hex>` exactly, with nothing before or after.
@@ -48,7 +104,13 @@ impl Digest {
 
     /// The 64 hex characters, as used in storage paths.
     pub fn hex(&self) -> String {
-        hex::encode(self.0)
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(64);
+        for b in self.0 {
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
+        }
+        out
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod config;
 pub mod digest;
+pub mod generate;
 pub mod journal;
 pub mod layout;
 pub mod manifest;
@@ -71,16 +72,15 @@ pub fn run(root: &Path, mode: &Mode, opts: &Options, dry_run: bool, progress: Pr
         Mode::Gc => true,
     };
     let bar = progress.bar("marking", 0);
-    let plan = plan::build(&layout, &inv, &decisions, &in_scope, opts, &|p| scan::stat(p))?;
+    let plan = plan::build(&layout, &inv, &decisions, &in_scope, opts, &scan::Disk(&layout))?;
     bar.finish_and_clear();
     let command = if matches!(mode, Mode::Gc) { "gc" } else { "prune" };
-    let mut report = Report::new(command, &root.display().to_string(), &plan, dry_run);
+    drop(inv);
+    let errors = if dry_run { Vec::new() } else { apply::execute(&layout, &plan, progress)?.errors };
+    let mut report = Report::new(command, &root.display().to_string(), plan, dry_run);
     warnings.append(&mut report.warnings);
     report.warnings = warnings;
-    if !dry_run {
-        let outcome = apply::execute(&layout, &plan, progress)?;
-        report.errors = outcome.errors;
-    }
+    report.errors = errors;
     Ok(report)
 }
 

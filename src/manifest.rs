@@ -2,6 +2,8 @@
 //! (children), which manifest it is about (subject). Dispatch is on `schemaVersion` and
 //! `mediaType`, as the registry does; unknown or malformed input is an error, never a guess.
 
+use std::borrow::Cow;
+
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
@@ -34,13 +36,13 @@ pub struct Manifest {
     /// The config blob of an image manifest.
     pub config: Option<Digest>,
     /// Every blob it needs: config and layers (schema1: `fsLayers`; artifact: `blobs`).
-    pub blobs: Vec<Digest>,
+    pub blobs: Box<[Digest]>,
     /// The manifests an index or manifest list names.
-    pub children: Vec<Digest>,
+    pub children: Box<[Digest]>,
     /// The manifest this one refers to (OCI `subject`): it lives and dies with it.
     pub subject: Option<Digest>,
     /// Schema1 only: the `created` time of its top history entry, as written.
-    pub created: Option<String>,
+    pub created: Option<Box<str>>,
 }
 
 impl Manifest {
@@ -50,29 +52,39 @@ impl Manifest {
     }
 }
 
+// Borrowed strings: no allocation per digest for the tens of thousands of manifests of a store.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Raw {
+struct Raw<'a> {
     schema_version: Option<i64>,
-    media_type: Option<String>,
-    config: Option<Descriptor>,
-    layers: Option<Vec<Descriptor>>,
-    manifests: Option<Vec<Descriptor>>,
-    blobs: Option<Vec<Descriptor>>,
-    subject: Option<Descriptor>,
-    fs_layers: Option<Vec<FsLayer>>,
+    #[serde(borrow)]
+    media_type: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    config: Option<Descriptor<'a>>,
+    #[serde(borrow)]
+    layers: Option<Vec<Descriptor<'a>>>,
+    #[serde(borrow)]
+    manifests: Option<Vec<Descriptor<'a>>>,
+    #[serde(borrow)]
+    blobs: Option<Vec<Descriptor<'a>>>,
+    #[serde(borrow)]
+    subject: Option<Descriptor<'a>>,
+    #[serde(borrow)]
+    fs_layers: Option<Vec<FsLayer<'a>>>,
     history: Option<Vec<V1History>>,
 }
 
 #[derive(Deserialize)]
-struct Descriptor {
-    digest: String,
+struct Descriptor<'a> {
+    #[serde(borrow)]
+    digest: Cow<'a, str>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct FsLayer {
-    blob_sum: String,
+struct FsLayer<'a> {
+    #[serde(borrow)]
+    blob_sum: Cow<'a, str>,
 }
 
 #[derive(Deserialize)]
@@ -97,7 +109,7 @@ fn digests<'a>(what: &str, items: impl IntoIterator<Item = &'a str>) -> Result<V
 }
 
 fn descriptors(what: &str, list: &Option<Vec<Descriptor>>) -> Result<Vec<Digest>> {
-    digests(what, list.iter().flatten().map(|d| d.digest.as_str()))
+    digests(what, list.iter().flatten().map(|d| d.digest.as_ref()))
 }
 
 /// Parses a manifest's bytes.
@@ -122,33 +134,40 @@ pub fn parse(bytes: &[u8]) -> Result<Manifest> {
         Some(s) => Digest::parse_reference(&s.digest).context("in subject")?,
         None => None,
     };
-    let mut m = Manifest { kind, config: None, blobs: Vec::new(), children: Vec::new(), subject, created: None };
+    let (mut config, mut blobs, mut children, mut created) = (None, Vec::new(), Vec::new(), None);
     match kind {
         Kind::Schema1 => {
             let layers = raw.fs_layers.as_ref().context("schema1 manifest without fsLayers")?;
-            m.blobs = digests("fsLayers", layers.iter().map(|l| l.blob_sum.as_str()))?;
-            m.blobs.sort_unstable();
-            m.blobs.dedup();
+            blobs = digests("fsLayers", layers.iter().map(|l| l.blob_sum.as_ref()))?;
+            blobs.sort_unstable();
+            blobs.dedup();
             // The top history entry holds the image's own v1 config, with its `created`.
             if let Some(h) = raw.history.as_ref().and_then(|h| h.first()) {
-                m.created = serde_json::from_str::<Created>(&h.v1_compatibility).ok().and_then(|c| c.created);
+                created = serde_json::from_str::<Created>(&h.v1_compatibility).ok().and_then(|c| c.created);
             }
         }
         Kind::DockerV2 | Kind::OciManifest => {
-            let config = raw.config.as_ref().context("image manifest without config")?;
-            m.config = Digest::parse_reference(&config.digest).context("in config")?;
-            m.blobs.extend(m.config);
-            m.blobs.extend(descriptors("layers", &raw.layers)?);
+            let c = raw.config.as_ref().context("image manifest without config")?;
+            config = Digest::parse_reference(&c.digest).context("in config")?;
+            blobs.extend(config);
+            blobs.extend(descriptors("layers", &raw.layers)?);
         }
         Kind::DockerList | Kind::OciIndex => {
             if raw.manifests.is_none() {
                 bail!("index without manifests");
             }
-            m.children = descriptors("manifests", &raw.manifests)?;
+            children = descriptors("manifests", &raw.manifests)?;
         }
-        Kind::OciArtifact => m.blobs = descriptors("blobs", &raw.blobs)?,
+        Kind::OciArtifact => blobs = descriptors("blobs", &raw.blobs)?,
     }
-    Ok(m)
+    Ok(Manifest {
+        kind,
+        config,
+        blobs: blobs.into_boxed_slice(),
+        children: children.into_boxed_slice(),
+        subject,
+        created: created.map(String::into_boxed_str),
+    })
 }
 
 /// Reads `created` from an image config blob (or a schema1 `v1Compatibility` entry).

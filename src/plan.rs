@@ -2,15 +2,16 @@
 //! retention decisions to a [`Plan`] of every deletion. It deletes nothing; its only I/O is the
 //! `stat` it is handed, for the grace period and sizes of deletion candidates.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Result, bail};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::digest::Digest;
+use crate::digest::{Digest, DigestMap, DigestSet};
 use crate::journal::Journal;
 use crate::layout::Layout;
 use crate::manifest::Manifest;
@@ -108,22 +109,52 @@ pub struct Plan {
     pub journal: Journal,
 }
 
-/// A file's size and mtime, `None` when it does not exist.
-pub type Stat<'a> = &'a (dyn Fn(&Path) -> Result<Option<(u64, SystemTime)>> + Sync);
+/// What the plan reads from disk beyond the inventory: only for candidates and kept tags.
+pub trait Disk: Sync {
+    /// A file's size and mtime, `None` when it does not exist.
+    fn stat(&self, path: &Path) -> Result<Option<(u64, SystemTime)>>;
+    /// The digests of a tag's history (`tags/<tag>/index/sha256/`).
+    fn tag_index(&self, repo: &str, tag: &str) -> Result<Vec<Digest>>;
+}
+
+/// One mark bit per blob of the store: the mark phase of mark-and-sweep, shared by all threads.
+struct Marks<'a> {
+    /// The blobs, sorted.
+    blobs: &'a [Digest],
+    bits: Vec<AtomicU64>,
+}
+
+impl<'a> Marks<'a> {
+    fn new(blobs: &'a [Digest]) -> Marks<'a> {
+        debug_assert!(blobs.is_sorted());
+        Marks { blobs, bits: (0..blobs.len().div_ceil(64)).map(|_| AtomicU64::new(0)).collect() }
+    }
+
+    /// Marks a blob (a digest that is no blob of the store is nothing to keep).
+    fn mark(&self, d: &Digest) {
+        if let Ok(i) = self.blobs.binary_search(d) {
+            self.bits[i / 64].fetch_or(1 << (i % 64), Ordering::Relaxed);
+        }
+    }
+
+    fn is_marked(&self, i: usize) -> bool {
+        self.bits[i / 64].load(Ordering::Relaxed) & (1 << (i % 64)) != 0
+    }
+}
 
 /// The manifests of one repository and the edges between them.
 struct Graph<'a> {
     inv: &'a Inventory,
     /// Revision path digest -> content digest.
-    revs: HashMap<Digest, Digest>,
+    revs: DigestMap<Digest>,
     /// Subject -> its referrers.
-    referrers: HashMap<Digest, Vec<Digest>>,
+    referrers: DigestMap<Vec<Digest>>,
 }
 
 impl<'a> Graph<'a> {
     fn new(inv: &'a Inventory, repo: &Repo) -> Graph<'a> {
-        let revs: HashMap<Digest, Digest> = repo.revisions.iter().map(|r| (r.digest, r.target)).collect();
-        let mut referrers: HashMap<Digest, Vec<Digest>> = HashMap::new();
+        let revs: DigestMap<Digest> = repo.revisions.iter().map(|r| (r.digest, r.target)).collect();
+        let mut referrers: DigestMap<Vec<Digest>> = DigestMap::default();
         for r in &repo.revisions {
             if let Some(s) = inv.manifests.get(&r.target).and_then(Parsed::manifest).and_then(|m| m.subject) {
                 referrers.entry(s).or_default().push(r.digest);
@@ -141,8 +172,8 @@ impl<'a> Graph<'a> {
     }
 
     /// Everything reachable from `starts`: an index's children, a subject's referrers.
-    fn closure(&self, starts: impl IntoIterator<Item = Digest>) -> HashSet<Digest> {
-        let mut seen = HashSet::new();
+    fn closure(&self, starts: impl IntoIterator<Item = Digest>) -> DigestSet {
+        let mut seen = DigestSet::default();
         let mut todo: Vec<Digest> = starts.into_iter().collect();
         while let Some(d) = todo.pop() {
             if !seen.insert(d) {
@@ -162,7 +193,6 @@ impl<'a> Graph<'a> {
 /// What planning one repository gives, before the grace checks that need a `stat`.
 struct RepoDraft {
     plan: RepoPlan,
-    marks: Vec<Digest>,
     layer_candidates: Vec<Digest>,
     young_manifests: usize,
     warnings: Vec<String>,
@@ -170,11 +200,19 @@ struct RepoDraft {
     deleted_tags: BTreeMap<String, Digest>,
 }
 
-fn plan_repo(inv: &Inventory, repo: &Repo, decisions: &[Decision], in_scope: bool, opts: &Options) -> RepoDraft {
+fn plan_repo(
+    inv: &Inventory,
+    repo: &Repo,
+    decisions: &[Decision],
+    in_scope: bool,
+    opts: &Options,
+    disk: &dyn Disk,
+    marks: &Marks,
+) -> RepoDraft {
     let g = Graph::new(inv, repo);
     let young = |t: SystemTime| opts.now.duration_since(t).unwrap_or_default() < opts.grace;
     let journaled: BTreeSet<Digest> = inv.journal.as_ref().map(|j| j.digests(&repo.name)).unwrap_or_default();
-    let tagged: HashSet<Digest> = repo.tags.iter().filter_map(|t| t.current).collect();
+    let tagged: DigestSet = repo.tags.iter().filter_map(|t| t.current).collect();
     let mut warnings = Vec::new();
 
     // Attachment tags not decided by policy follow their subject; one outside this
@@ -189,7 +227,7 @@ fn plan_repo(inv: &Inventory, repo: &Repo, decisions: &[Decision], in_scope: boo
     }
     let young_revs: Vec<Digest> = repo.revisions.iter().filter(|r| young(r.modified)).map(|r| r.digest).collect();
     // Live manifests for the current decisions, with or without the grace period's roots.
-    let liveness = |decided: &[Decision], with_young: bool| -> HashSet<Digest> {
+    let liveness = |decided: &[Decision], with_young: bool| -> DigestSet {
         let is_kept = |d: &Decision| d.as_ref().is_some_and(|d| d.0);
         let kept = repo.tags.iter().zip(decided).filter(|(_, d)| is_kept(d)).filter_map(|(t, _)| t.current);
         let deleted = repo.tags.iter().zip(decided).filter(|(_, d)| !is_kept(d)).filter_map(|(t, _)| t.current);
@@ -254,7 +292,7 @@ fn plan_repo(inv: &Inventory, repo: &Repo, decisions: &[Decision], in_scope: boo
         }
         plan.tags.push(TagPlan { name: t.name.clone(), digest: t.current, action, reason, shared_with: None });
     }
-    let kept_by_digest: HashMap<Digest, &str> = plan
+    let kept_by_digest: DigestMap<&str> = plan
         .tags
         .iter()
         .filter(|t| t.action == Action::Keep)
@@ -276,19 +314,18 @@ fn plan_repo(inv: &Inventory, repo: &Repo, decisions: &[Decision], in_scope: boo
     }
 
     let mut errors = Vec::new();
-    let mut marks = Vec::new();
-    let mut needed_layers: HashSet<Digest> = HashSet::new();
+    let mut needed_layers = DigestSet::default();
     for d in &live {
-        marks.push(*d);
+        marks.mark(d);
         let Some(target) = g.revs.get(d) else {
             continue;
         };
-        marks.push(*target);
+        marks.mark(target);
         needed_layers.insert(*d);
         needed_layers.insert(*target);
         match g.parsed(d) {
             Some(Parsed::Ok(m)) => {
-                marks.extend(m.blobs.iter().chain(&m.children).copied());
+                m.blobs.iter().chain(&m.children).for_each(|b| marks.mark(b));
                 needed_layers.extend(m.blobs.iter().copied());
             }
             Some(Parsed::Broken(e)) => errors.push(format!("{}: {e}", repo.name)),
@@ -297,12 +334,18 @@ fn plan_repo(inv: &Inventory, repo: &Repo, decisions: &[Decision], in_scope: boo
     }
     plan.manifests = repo.revisions.iter().map(|r| r.digest).filter(|d| !live.contains(d)).collect();
     // A kept tag's history entries for manifests that are gone or going (a crash between the
-    // two can leave the first kind).
-    for (t, tp) in repo.tags.iter().zip(&plan.tags) {
-        if tp.action == Action::Keep && in_scope {
-            plan.index_entries.extend(
-                t.index.iter().filter(|d| !live.contains(d)).map(|d| IndexEntry { tag: t.name.clone(), digest: *d }),
-            );
+    // two can leave the first kind, hence the journal's repositories too). Listed only here.
+    if in_scope && (!plan.manifests.is_empty() || !journaled.is_empty()) {
+        for tp in plan.tags.iter().filter(|t| t.action == Action::Keep) {
+            match disk.tag_index(&repo.name, &tp.name) {
+                Ok(index) => plan.index_entries.extend(
+                    index
+                        .into_iter()
+                        .filter(|d| !live.contains(d))
+                        .map(|digest| IndexEntry { tag: tp.name.clone(), digest }),
+                ),
+                Err(e) => errors.push(format!("{e:#}")),
+            }
         }
     }
     let layer_candidates = if in_scope {
@@ -318,7 +361,7 @@ fn plan_repo(inv: &Inventory, repo: &Repo, decisions: &[Decision], in_scope: boo
             .map(|u| UploadPlan { id: u.id.clone(), size: u.size })
             .collect();
     }
-    RepoDraft { plan, marks, layer_candidates, young_manifests, warnings, errors, deleted_tags }
+    RepoDraft { plan, layer_candidates, young_manifests, warnings, errors, deleted_tags }
 }
 
 /// Plans a run. `decisions` is aligned with `inv.repos` and their tags; `in_scope` says which
@@ -329,13 +372,14 @@ pub fn build(
     decisions: &[Vec<Decision>],
     in_scope: &(dyn Fn(&str) -> bool + Sync),
     opts: &Options,
-    stat: Stat<'_>,
+    disk: &dyn Disk,
 ) -> Result<Plan> {
+    let marks = Marks::new(&inv.blobs);
     let drafts: Vec<RepoDraft> = inv
         .repos
         .par_iter()
         .zip(decisions.par_iter())
-        .map(|(r, d)| plan_repo(inv, r, d, in_scope(&r.name), opts))
+        .map(|(r, d)| plan_repo(inv, r, d, in_scope(&r.name), opts, disk, &marks))
         .collect();
     let errors: Vec<&String> = drafts.iter().flat_map(|d| &d.errors).collect();
     if !errors.is_empty() {
@@ -348,9 +392,7 @@ pub fn build(
     }
 
     let mut plan = Plan { journal: inv.journal.clone().unwrap_or_default(), ..Plan::default() };
-    let mut marked: HashSet<Digest> = HashSet::with_capacity(inv.blobs.len());
     for mut d in drafts {
-        marked.extend(d.marks.drain(..));
         plan.warnings.append(&mut d.warnings);
         plan.grace_kept.manifests += d.young_manifests;
         if !d.deleted_tags.is_empty() {
@@ -361,7 +403,7 @@ pub fn build(
             .layer_candidates
             .par_iter()
             .map(|l| {
-                Ok(match stat(&layout.layer_dir(&name, l).join("link"))? {
+                Ok(match disk.stat(&layout.layer_dir(&name, l).join("link"))? {
                     Some((_, mtime)) if opts.now.duration_since(mtime).unwrap_or_default() >= opts.grace => Some(*l),
                     _ => None,
                 })
@@ -377,7 +419,13 @@ pub fn build(
     }
     // Unmarked blobs go when their data is older than the grace period (a folder without data
     // is no blob of the registry's: left alone).
-    let unmarked = inv.blobs.par_iter().filter(|b| !marked.contains(b)).map(|b| Ok((*b, stat(&layout.blob_data(b))?)));
+    let unmarked = inv
+        .blobs
+        .par_iter()
+        .enumerate()
+        .filter(|(i, _)| !marks.is_marked(*i))
+        .map(|(_, b)| b)
+        .map(|b| Ok((*b, disk.stat(&layout.blob_data(b))?)));
     for u in unmarked.collect::<Result<Vec<_>>>()? {
         match u {
             (digest, Some((size, mtime))) if opts.now.duration_since(mtime).unwrap_or_default() >= opts.grace => {
@@ -399,6 +447,19 @@ mod tests {
 
     const DAY: Duration = Duration::from_secs(86_400);
 
+    /// Every file is old; every tag's history is just the digest of that name's tag.
+    struct FakeDisk;
+
+    impl Disk for FakeDisk {
+        fn stat(&self, _: &Path) -> Result<Option<(u64, SystemTime)>> {
+            Ok(Some((10, old())))
+        }
+
+        fn tag_index(&self, _: &str, _: &str) -> Result<Vec<Digest>> {
+            Ok(vec![])
+        }
+    }
+
     fn d(n: u8) -> Digest {
         Digest([n; 32])
     }
@@ -416,7 +477,7 @@ mod tests {
             kind: Kind::OciManifest,
             config: blobs.first().map(|b| d(*b)),
             blobs: blobs.iter().map(|b| d(*b)).collect(),
-            children: vec![],
+            children: Box::new([]),
             subject: subject.map(d),
             created: None,
         })
@@ -426,7 +487,7 @@ mod tests {
         Parsed::Ok(Manifest {
             kind: Kind::OciIndex,
             config: None,
-            blobs: vec![],
+            blobs: Box::new([]),
             children: children.iter().map(|c| d(*c)).collect(),
             subject: None,
             created: None,
@@ -449,10 +510,8 @@ mod tests {
         }
 
         fn repo(mut self, name: &str, tags: &[(&str, u8)], revisions: &[u8]) -> Store {
-            let tags = tags
-                .iter()
-                .map(|(t, m)| Tag { name: t.to_string(), current: Some(d(*m)), pushed: old(), index: vec![d(*m)] })
-                .collect();
+            let tags =
+                tags.iter().map(|(t, m)| Tag { name: t.to_string(), current: Some(d(*m)), pushed: old() }).collect();
             let revisions =
                 revisions.iter().map(|r| Revision { digest: d(*r), target: d(*r), modified: old() }).collect();
             self.inv.repos.push(Repo { name: name.into(), tags, revisions, ..Repo::default() });
@@ -481,9 +540,7 @@ mod tests {
                 })
                 .collect();
             let opts = Options { delete_untagged, grace: Duration::from_secs(3600), upload_age: 7 * DAY, now: now() };
-            build(&Layout::at("/nonexistent".into()), &self.inv, &decisions, &|_| true, &opts, &|_| {
-                Ok(Some((10, old())))
-            })
+            build(&Layout::at("/nonexistent".into()), &self.inv, &decisions, &|_| true, &opts, &FakeDisk)
         }
     }
 

@@ -3,14 +3,13 @@
 //! (`sha256-<hex>.sig`) are left for the plan, which keeps them exactly when their subject lives.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use globset::GlobSet;
 use regex::Regex;
 use serde::Serialize;
 
-use crate::digest::Digest;
+use crate::digest::{Digest, DigestMap};
 use crate::scan::Tag;
 
 /// The key that orders a repository's tags, newest first.
@@ -147,7 +146,7 @@ pub fn decide(
     repo: &str,
     tags: &[Tag],
     r: &Retention,
-    created: &HashMap<Digest, Option<SystemTime>>,
+    created: &DigestMap<Option<SystemTime>>,
     grace: Duration,
     now: SystemTime,
 ) -> (Vec<Decision>, Vec<String>) {
@@ -250,7 +249,7 @@ mod tests {
     }
 
     fn tag(name: &str, digest: u8, pushed_day: u64) -> Tag {
-        Tag { name: name.into(), current: Some(Digest([digest; 32])), pushed: at(pushed_day), index: vec![] }
+        Tag { name: name.into(), current: Some(Digest([digest; 32])), pushed: at(pushed_day) }
     }
 
     fn retention(keep: usize, order: Order) -> Retention {
@@ -258,7 +257,7 @@ mod tests {
     }
 
     fn kept(tags: &[Tag], r: &Retention) -> Vec<String> {
-        let (d, _) = decide("r", tags, r, &HashMap::new(), Duration::from_secs(3600), at(100));
+        let (d, _) = decide("r", tags, r, &DigestMap::default(), Duration::from_secs(3600), at(100));
         tags.iter().zip(d).filter(|(_, d)| d.as_ref().is_some_and(|d| d.0)).map(|(t, _)| t.name.clone()).collect()
     }
 
@@ -271,7 +270,7 @@ mod tests {
     #[test]
     fn uniform_push_times_keep_everything() {
         let tags = vec![tag("a", 1, 3), tag("b", 2, 3), tag("c", 3, 3)];
-        let (d, w) = decide("r", &tags, &retention(1, Order::Push), &HashMap::new(), Duration::ZERO, at(100));
+        let (d, w) = decide("r", &tags, &retention(1, Order::Push), &DigestMap::default(), Duration::ZERO, at(100));
         assert!(d.iter().all(|d| d.as_ref().unwrap() == &(true, Reason::UniformPushTimes)));
         assert_eq!(w.len(), 1);
     }
@@ -293,8 +292,11 @@ mod tests {
     #[test]
     fn created_order_keeps_tags_without_created() {
         let tags = vec![tag("a", 1, 1), tag("b", 2, 2), tag("c", 3, 3)];
-        let created =
-            HashMap::from([(Digest([1; 32]), Some(at(9))), (Digest([2; 32]), Some(at(1))), (Digest([3; 32]), None)]);
+        let created = DigestMap::from_iter([
+            (Digest([1; 32]), Some(at(9))),
+            (Digest([2; 32]), Some(at(1))),
+            (Digest([3; 32]), None),
+        ]);
         let (d, _) = decide("r", &tags, &retention(1, Order::Created), &created, Duration::ZERO, at(100));
         assert_eq!(d[0], Some((true, Reason::Count { rank: 1 })));
         assert_eq!(d[1], Some((false, Reason::BeyondCount { rank: 2 })));
@@ -324,7 +326,7 @@ mod tests {
         assert!(attachment_subject(&format!("sha256-{hex}.")).is_none());
         assert!(attachment_subject("sha256-abc.sig").is_none());
         let tags = vec![tag(&format!("sha256-{hex}.sig"), 1, 1), tag("v1", 2, 2)];
-        let (d, _) = decide("r", &tags, &retention(0, Order::Push), &HashMap::new(), Duration::ZERO, at(100));
+        let (d, _) = decide("r", &tags, &retention(0, Order::Push), &DigestMap::default(), Duration::ZERO, at(100));
         assert_eq!(d[0], None);
     }
 }

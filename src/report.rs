@@ -47,24 +47,24 @@ pub struct Report {
 
 impl Report {
     /// The report of a plan, before it is carried out.
-    pub fn new(command: &str, root: &str, plan: &Plan, dry_run: bool) -> Report {
+    pub fn new(command: &str, root: &str, plan: Plan, dry_run: bool) -> Report {
         let with_tags = command == "prune";
+        let index_entries_deleted = plan.repos.iter().map(|r| r.index_entries.len()).sum();
+        let upload_bytes: u64 = plan.repos.iter().flat_map(|r| &r.uploads).map(|u| u.size).sum();
         let repos: Vec<RepoReport> = plan
             .repos
-            .iter()
+            .into_iter()
             .map(|r| RepoReport {
-                name: r.name.clone(),
-                in_scope: r.in_scope,
                 tags_kept: r.tags.iter().filter(|t| t.action == Action::Keep).count(),
                 tags_deleted: r.tags.iter().filter(|t| t.action != Action::Keep).count(),
                 manifests_deleted: r.manifests.len(),
                 layer_links_deleted: r.layer_links.len(),
                 uploads_deleted: r.uploads.len(),
-                tags: if with_tags { r.tags.clone() } else { Vec::new() },
+                tags: if with_tags { r.tags } else { Vec::new() },
+                name: r.name,
+                in_scope: r.in_scope,
             })
             .collect();
-        let blob_bytes: u64 = plan.blobs.iter().map(|b| b.size).sum();
-        let upload_bytes: u64 = plan.repos.iter().flat_map(|r| &r.uploads).map(|u| u.size).sum();
         Report {
             command: command.to_string(),
             dry_run,
@@ -73,14 +73,14 @@ impl Report {
             tags_kept: repos.iter().map(|r| r.tags_kept).sum(),
             tags_deleted: repos.iter().map(|r| r.tags_deleted).sum(),
             manifests_deleted: repos.iter().map(|r| r.manifests_deleted).sum(),
-            index_entries_deleted: plan.repos.iter().map(|r| r.index_entries.len()).sum(),
+            index_entries_deleted,
             layer_links_deleted: repos.iter().map(|r| r.layer_links_deleted).sum(),
             blobs_deleted: plan.blobs.len(),
             uploads_deleted: repos.iter().map(|r| r.uploads_deleted).sum(),
-            bytes_freed: blob_bytes + upload_bytes,
-            grace_kept: plan.grace_kept.clone(),
+            bytes_freed: plan.blobs.iter().map(|b| b.size).sum::<u64>() + upload_bytes,
+            grace_kept: plan.grace_kept,
             repos,
-            warnings: plan.warnings.clone(),
+            warnings: plan.warnings,
             errors: Vec::new(),
             restart_required: !dry_run && !plan.blobs.is_empty(),
         }

@@ -2,18 +2,20 @@
 //! uploads, the names of all blobs, and every manifest a revision names, parsed. It reads only;
 //! it lists just what the decisions need (blob names, not blob files) and never follows a link.
 
-use std::collections::{HashMap, HashSet};
+use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 
-use crate::digest::Digest;
+use crate::digest::{Digest, DigestMap, DigestSet};
 use crate::journal::Journal;
 use crate::layout::{Layout, REPO_INTERNALS};
 use crate::manifest::{self, Manifest};
@@ -30,8 +32,8 @@ pub struct Inventory {
     /// Repositories, sorted by name.
     pub repos: Vec<Repo>,
     /// Every manifest named by a revision link (or by the journal), by content digest.
-    pub manifests: HashMap<Digest, Parsed>,
-    /// Every blob folder under `blobs/sha256/`.
+    pub manifests: DigestMap<Parsed>,
+    /// Every blob folder under `blobs/sha256/`, sorted.
     pub blobs: Vec<Digest>,
     /// The journal of an unfinished earlier run.
     pub journal: Option<Journal>,
@@ -76,8 +78,6 @@ pub struct Tag {
     pub current: Option<Digest>,
     /// The mtime of `current/link`: when the tag was last pushed.
     pub pushed: SystemTime,
-    /// The digests of `index/sha256/`.
-    pub index: Vec<Digest>,
 }
 
 /// One revision link.
@@ -132,30 +132,90 @@ fn open_nofollow(path: &Path) -> std::io::Result<File> {
     fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)
 }
 
+/// An open folder. Files inside it are opened relative to it: that spares the kernel the walk of
+/// a long absolute path for each of the store's hundreds of thousands of small files.
+pub struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl Dir {
+    /// Opens a folder (not through a symbolic link); `Ok(None)` when it does not exist.
+    pub fn open(path: &Path) -> Result<Option<Dir>> {
+        let c = CString::new(path.as_os_str().as_bytes()).with_context(|| format!("bad path {}", path.display()))?;
+        // SAFETY: a valid NUL-terminated path; the descriptor is owned below.
+        let fd =
+            unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::NotFound {
+                return Ok(None);
+            }
+            return Err(e).with_context(|| format!("cannot open folder {}", path.display()));
+        }
+        // SAFETY: `fd` is a descriptor we just opened and nobody else owns.
+        Ok(Some(Dir { fd: unsafe { OwnedFd::from_raw_fd(fd) }, path: path.to_path_buf() }))
+    }
+
+    fn open_file(&self, rel: &str) -> std::io::Result<File> {
+        let c = CString::new(rel).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        // SAFETY: a valid descriptor and NUL-terminated relative path; the result is owned below.
+        let fd = unsafe {
+            libc::openat(self.fd.as_raw_fd(), c.as_ptr(), libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a descriptor we just opened and nobody else owns.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    }
+
+    /// Reads `rel` inside this folder, as [`read_file`] does.
+    pub fn read(&self, rel: &str, max: u64) -> Result<Option<(Vec<u8>, fs::Metadata)>> {
+        read_opened(self.open_file(rel), &|| self.path.join(rel), max)
+    }
+
+    /// Reads the link `rel` inside this folder, as [`read_link`] does.
+    pub fn read_link(&self, rel: &str) -> Result<Option<(Digest, SystemTime)>> {
+        link_of(self.read(rel, 1024)?, &|| self.path.join(rel))
+    }
+}
+
 /// Reads a whole file of at most `max` bytes; `Ok(None)` when it does not exist.
 pub fn read_file(path: &Path, max: u64) -> Result<Option<(Vec<u8>, fs::Metadata)>> {
-    let mut f = match open_nofollow(path) {
+    read_opened(open_nofollow(path), &|| path.to_path_buf(), max)
+}
+
+fn read_opened(
+    opened: std::io::Result<File>,
+    path: &dyn Fn() -> PathBuf,
+    max: u64,
+) -> Result<Option<(Vec<u8>, fs::Metadata)>> {
+    let mut f = match opened {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+        Err(e) => return Err(e).with_context(|| format!("cannot open {}", path().display())),
     };
-    let meta = f.metadata().with_context(|| format!("cannot stat {}", path.display()))?;
+    let meta = f.metadata().with_context(|| format!("cannot stat {}", path().display()))?;
     if !meta.is_file() {
-        bail!("{} is not a regular file", path.display());
+        bail!("{} is not a regular file", path().display());
     }
     if meta.len() > max {
-        bail!("{} is {} bytes, more than the {max} regsweep reads", path.display(), meta.len());
+        bail!("{} is {} bytes, more than the {max} regsweep reads", path().display(), meta.len());
     }
-    let mut buf = Vec::with_capacity(meta.len() as usize);
-    f.read_to_end(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
+    // One read of the size fstat gave: files here are written whole, never appended to.
+    let mut buf = vec![0; meta.len() as usize];
+    f.read_exact(&mut buf).with_context(|| format!("cannot read {}", path().display()))?;
     Ok(Some((buf, meta)))
 }
 
 /// Reads a link file: exactly `sha256:<64 hex>`, nothing else. `Ok(None)` when it does not exist.
 pub fn read_link(path: &Path) -> Result<Option<(Digest, SystemTime)>> {
-    let Some((bytes, meta)) = read_file(path, 1024)? else {
-        return Ok(None);
-    };
+    link_of(read_file(path, 1024)?, &|| path.to_path_buf())
+}
+
+fn link_of(read: Option<(Vec<u8>, fs::Metadata)>, path: &dyn Fn() -> PathBuf) -> Result<Option<(Digest, SystemTime)>> {
+    let Some((bytes, meta)) = read else { return Ok(None) };
     let text = std::str::from_utf8(&bytes).unwrap_or("");
     let Some(d) = Digest::parse(text) else {
         let what = match bytes.len() {
@@ -163,9 +223,9 @@ pub fn read_link(path: &Path) -> Result<Option<(Digest, SystemTime)>> {
             _ if text.trim_end() != text => "followed by white space".to_string(),
             _ => format!("{:?}", String::from_utf8_lossy(&bytes[..bytes.len().min(100)])),
         };
-        bail!("malformed link {}: {what}; a link holds exactly sha256:<64 hex digits>", path.display());
+        bail!("malformed link {}: {what}; a link holds exactly sha256:<64 hex digits>", path().display());
     };
-    let modified = meta.modified().with_context(|| format!("cannot stat {}", path.display()))?;
+    let modified = meta.modified().with_context(|| format!("cannot stat {}", path().display()))?;
     Ok(Some((d, modified)))
 }
 
@@ -186,13 +246,12 @@ fn discover(dir: &Path, name: &str, found: &Mutex<Vec<String>>) -> Result<()> {
     })
 }
 
-fn scan_tag(layout: &Layout, repo: &str, name: String) -> Result<Tag> {
-    let (current, pushed) = match read_link(&layout.tag_current(repo, &name))? {
+fn scan_tag(tags: &Dir, name: String) -> Result<Tag> {
+    let (current, pushed) = match tags.read_link(&format!("{name}/current/link"))? {
         Some((d, t)) => (Some(d), t),
         None => (None, SystemTime::UNIX_EPOCH),
     };
-    let index = digest_folders(&layout.tag_index(repo, &name))?;
-    Ok(Tag { name, current, pushed, index })
+    Ok(Tag { name, current, pushed })
 }
 
 fn scan_upload(layout: &Layout, repo: &str, id: String) -> Result<Upload> {
@@ -208,14 +267,17 @@ fn scan_upload(layout: &Layout, repo: &str, id: String) -> Result<Upload> {
 
 fn scan_repo(layout: &Layout, name: String) -> Result<Repo> {
     let tag_names: Vec<String> = list(&layout.tags(&name))?.into_iter().filter(|e| e.is_dir).map(|e| e.name).collect();
-    let mut tags = tag_names.into_par_iter().map(|t| scan_tag(layout, &name, t)).collect::<Result<Vec<_>>>()?;
+    let mut tags = match Dir::open(&layout.tags(&name))? {
+        Some(dir) => tag_names.into_par_iter().map(|t| scan_tag(&dir, t)).collect::<Result<Vec<_>>>()?,
+        None => Vec::new(),
+    };
     tags.sort_by(|a, b| a.name.cmp(&b.name));
     let revs = digest_folders(&layout.revisions(&name))?;
+    let revs_dir = if revs.is_empty() { None } else { Dir::open(&layout.revisions(&name))? };
     let mut revisions = revs
         .into_par_iter()
         .filter_map(|d| {
-            let path = layout.revision_dir(&name, &d).join("link");
-            match read_link(&path) {
+            match revs_dir.as_ref()?.read_link(&format!("{}/link", d.hex())) {
                 Ok(Some((target, modified))) => Some(Ok(Revision { digest: d, target, modified })),
                 Ok(None) => None, // a folder without a link is no revision (a crashed write)
                 Err(e) => Some(Err(e)),
@@ -250,14 +312,14 @@ fn scan_blobs(layout: &Layout) -> Result<Vec<Digest>> {
     Ok(lists.into_iter().flatten().collect())
 }
 
-/// Reads and parses one manifest blob.
-pub fn load_manifest(layout: &Layout, d: &Digest) -> Parsed {
-    let path = layout.blob_data(d);
-    match read_file(&path, MAX_MANIFEST) {
+/// Reads and parses one manifest blob; `blobs` is `blobs/sha256/`, opened.
+fn load_manifest(layout: &Layout, blobs: &Dir, d: &Digest) -> Parsed {
+    let hex = d.hex();
+    match blobs.read(&format!("{}/{hex}/data", &hex[..2]), MAX_MANIFEST) {
         Ok(None) => Parsed::Missing,
         Ok(Some((bytes, _))) => match manifest::parse(&bytes) {
             Ok(m) => Parsed::Ok(m),
-            Err(e) => Parsed::Broken(format!("manifest {d} at {}: {e:#}", path.display())),
+            Err(e) => Parsed::Broken(format!("manifest {d} at {}: {e:#}", layout.blob_data(d).display())),
         },
         Err(e) => Parsed::Broken(format!("manifest {d}: {e:#}")),
     }
@@ -283,15 +345,20 @@ pub fn scan(layout: &Layout, progress: Progress) -> Result<Inventory> {
         })
         .collect::<Result<Vec<_>>>()?;
     bar.finish_and_clear();
-    let blobs = scan_blobs(layout)?;
+    let mut blobs = scan_blobs(layout)?;
+    blobs.par_sort_unstable();
 
-    let mut wanted: HashSet<Digest> = repos.iter().flat_map(|r| r.revisions.iter().map(|v| v.target)).collect();
+    let mut wanted: DigestSet = repos.iter().flat_map(|r| r.revisions.iter().map(|v| v.target)).collect();
     wanted.extend(journal.iter().flat_map(|j| j.repos.values().flat_map(|t| t.values().copied())));
     let bar = progress.bar("manifests", wanted.len() as u64);
+    let blobs_dir = Dir::open(&layout.blobs())?;
     let manifests = wanted
         .into_par_iter()
         .map(|d| {
-            let p = load_manifest(layout, &d);
+            let p = match &blobs_dir {
+                Some(dir) => load_manifest(layout, dir, &d),
+                None => Parsed::Missing,
+            };
             bar.inc(1);
             (d, p)
         })
@@ -302,11 +369,11 @@ pub fn scan(layout: &Layout, progress: Progress) -> Result<Inventory> {
 
 /// The `created` time of each manifest asked for: an image's config `created`, an index's newest
 /// child, a schema1 manifest's top history entry. `None` where it cannot be read.
-pub fn created_times(layout: &Layout, inv: &Inventory, digests: &[Digest]) -> HashMap<Digest, Option<SystemTime>> {
+pub fn created_times(layout: &Layout, inv: &Inventory, digests: &[Digest]) -> DigestMap<Option<SystemTime>> {
     let image_created = |d: &Digest| -> Option<SystemTime> {
         let m = inv.manifests.get(d).and_then(Parsed::manifest)?;
         let text = match (&m.created, &m.config) {
-            (Some(c), _) => c.clone(),
+            (Some(c), _) => c.to_string(),
             (None, Some(cfg)) => manifest::parse_created(&read_file(&layout.blob_data(cfg), MAX_CONFIG).ok()??.0)?,
             _ => return None,
         };
@@ -322,6 +389,19 @@ pub fn created_times(layout: &Layout, inv: &Inventory, digests: &[Digest]) -> Ha
             (*d, t)
         })
         .collect()
+}
+
+/// The store as the plan reads it for the few facts it needs beyond the inventory.
+pub struct Disk<'a>(pub &'a Layout);
+
+impl crate::plan::Disk for Disk<'_> {
+    fn stat(&self, path: &Path) -> Result<Option<(u64, SystemTime)>> {
+        stat(path)
+    }
+
+    fn tag_index(&self, repo: &str, tag: &str) -> Result<Vec<Digest>> {
+        digest_folders(&self.0.tag_index(repo, tag))
+    }
 }
 
 /// The size and mtime of a file, without following a link; `None` when it does not exist.
