@@ -146,6 +146,11 @@ fn descriptor(media_type: &str, d: Desc) -> serde_json::Value {
     json!({"mediaType": media_type, "digest": d.digest.to_string(), "size": d.size})
 }
 
+/// The first push time: the mtime of what several repositories share.
+fn epoch() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(EPOCH)
+}
+
 fn rfc3339(t: SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
@@ -164,9 +169,10 @@ impl RepoGen<'_> {
         let base = self.rng.next() % BASE_SETS;
         let mut layers = Vec::new();
         for i in 0..self.o.shared.min(self.o.layers) {
-            // Base layers: the same bytes wherever they are used.
+            // Base layers: the same bytes wherever they are used, and (whichever repository
+            // writes them first) the same mtime.
             let content = format!("base layer {i} of set {base} for {arch}, seed {}", self.o.seed).repeat(8);
-            layers.push(self.w.layer(&self.name, content.as_bytes(), created)?);
+            layers.push(self.w.layer(&self.name, content.as_bytes(), epoch())?);
         }
         while layers.len() < self.o.layers {
             let n = 64 + (self.rng.next() % 448) as usize;
@@ -205,7 +211,7 @@ impl RepoGen<'_> {
 
     /// A small artifact: an empty config and one layer, with a subject or not.
     fn artifact(&mut self, subject: Option<Desc>, artifact_type: &str, when: SystemTime) -> Result<Desc> {
-        let config = self.w.layer(&self.name, b"{}", when)?;
+        let config = self.w.layer(&self.name, b"{}", epoch())?;
         let payload = self.rng.bytes(96);
         let layer = self.w.layer(&self.name, &payload, when)?;
         let mut m = json!({
@@ -224,7 +230,7 @@ impl RepoGen<'_> {
         let mut newest = None;
         for t in 0..self.o.tags {
             let hours = offset_hours + t as u64 * 6;
-            let pushed = SystemTime::UNIX_EPOCH + Duration::from_secs(EPOCH + hours * 3600 + self.rng.next() % 1800);
+            let pushed = epoch() + Duration::from_secs(hours * 3600 + self.rng.next() % 1800);
             let tag = format!("1.{t}.0");
             let every = |k: usize| k > 0 && t % k == k - 1;
             if t < self.o.untagged {
