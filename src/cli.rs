@@ -59,7 +59,7 @@ pub struct GenArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
-    /// Worker threads (default: one per core).
+    /// Worker threads: requests in flight to the disk (default 32).
     #[arg(short = 'j', long = "jobs", value_name = "N")]
     pub jobs: Option<usize>,
 }
@@ -99,7 +99,7 @@ pub struct CollectArgs {
     /// No progress bars.
     #[arg(long, short)]
     pub quiet: bool,
-    /// Worker threads (default: one per core).
+    /// Worker threads: requests in flight to the disk (default 32).
     #[arg(short = 'j', long = "jobs", value_name = "N")]
     pub jobs: Option<usize>,
 }

@@ -43,11 +43,14 @@ fn root(store: &StoreArgs) -> Result<std::path::PathBuf> {
     }
 }
 
+/// Threads when `-j` is not given. The work is mostly waiting on small reads: with a cold page
+/// cache, 32 requests in flight made a 258k-blob store's scan 3x faster than one per core (29 s
+/// -> 9 s on 2 cores), and cost nothing warm.
+const DEFAULT_JOBS: usize = 32;
+
 fn threads(jobs: Option<usize>) -> Result<()> {
-    if let Some(j) = jobs {
-        rayon::ThreadPoolBuilder::new().num_threads(j.max(1)).build_global().context("cannot start worker threads")?;
-    }
-    Ok(())
+    let n = jobs.unwrap_or(DEFAULT_JOBS).max(1);
+    rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("cannot start worker threads")
 }
 
 fn progress(quiet: bool, json: bool) -> Progress {
