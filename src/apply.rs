@@ -138,18 +138,27 @@ pub fn execute(layout: &Layout, plan: &Plan, progress: Progress) -> Result<Outco
         ("blobs", plan.blobs.iter().map(|b| layout.blob_dir(&b.digest)).collect()),
         ("uploads", repos.iter().flat_map(|r| r.uploads.iter().map(|u| layout.upload_dir(&r.name, &u.id))).collect()),
     ];
+    let errors = delete_in_stages(layout, stages.into(), progress)?;
+    if errors.is_empty() {
+        Journal::remove(layout)?;
+    }
+    Ok(Outcome { errors })
+}
+
+/// Deletes folders stage by stage, each stage in parallel, stopping after the first stage with
+/// a failure; returns the failures. The caller holds the store's [`Lock`].
+pub fn delete_in_stages(layout: &Layout, stages: Vec<(&str, Vec<PathBuf>)>, progress: Progress) -> Result<Vec<String>> {
     let trash = layout.trash();
     fs::create_dir_all(&trash).with_context(|| format!("cannot create {}", trash.display()))?;
     let serial = AtomicUsize::new(0);
     for (name, paths) in stages {
         let errors = stage(layout, progress, name, paths, &serial);
         if !errors.is_empty() {
-            return Ok(Outcome { errors });
+            return Ok(errors);
         }
     }
     let bar = progress.bar("emptying", 0);
     empty_trash(layout)?;
     bar.finish_and_clear();
-    Journal::remove(layout)?;
-    Ok(Outcome::default())
+    Ok(Vec::new())
 }

@@ -21,8 +21,32 @@ pub enum Command {
     Prune(PruneArgs),
     /// Collect only: a parallel, safer `registry garbage-collect`.
     Gc(GcArgs),
+    /// Report what is wrong with a store and which tags would fail a pull.
+    Check(CheckArgs),
     /// Write a realistic synthetic store (for benchmarks and tests), deterministic for a seed.
     Gen(GenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Also hash every blob and compare with its name.
+    #[arg(long)]
+    pub verify_digests: bool,
+    /// Remove links that point to nothing (tags, revisions, history entries, layer links whose
+    /// target is gone); never a blob. Takes the store's lock.
+    #[arg(long)]
+    pub repair: bool,
+    /// Print one JSON report on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bars.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Worker threads: requests in flight to the disk (default 32).
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    pub jobs: Option<usize>,
 }
 
 #[derive(Debug, Args)]

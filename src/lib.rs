@@ -2,6 +2,7 @@
 //! registry. Data flows one way: scan -> policy -> plan -> apply -> report.
 
 pub mod apply;
+pub mod check;
 pub mod config;
 pub mod digest;
 pub mod generate;

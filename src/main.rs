@@ -1,5 +1,6 @@
 //! The regsweep binary: parses arguments, calls the library, prints, maps errors to exit codes
-//! (0 done, 1 error before anything was deleted, 2 usage, 3 some deletions failed).
+//! (0 done, 1 error before anything was deleted, 2 usage, 3 some deletions failed, 4 `check`
+//! found a tag that would fail a pull).
 
 mod cli;
 
@@ -12,7 +13,8 @@ use clap::Parser;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use regex::Regex;
 
-use cli::{Cli, CollectArgs, Command, GenArgs, StoreArgs};
+use cli::{CheckArgs, Cli, CollectArgs, Command, GenArgs, StoreArgs};
+use regsweep::check::{self, CheckOptions};
 use regsweep::generate::{self, GenOptions};
 use regsweep::plan::Options;
 use regsweep::policy::Retention;
@@ -86,9 +88,23 @@ fn generate_store(g: &GenArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `check`: exit 4 when some tag would fail a pull.
+fn check_store(c: &CheckArgs) -> Result<ExitCode> {
+    threads(c.jobs)?;
+    let opts = CheckOptions { verify_digests: c.verify_digests, repair: c.repair };
+    let report = check::check(&root(&c.store)?, opts, progress(c.quiet, c.json))?;
+    if c.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(if report.broken() { ExitCode::from(4) } else { ExitCode::SUCCESS })
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     let (store, collect, mode): (&StoreArgs, &CollectArgs, Mode) = match &cli.command {
         Command::Gen(g) => return generate_store(g),
+        Command::Check(c) => return check_store(c),
         Command::Prune(p) => {
             let keep_tags = p
                 .keep_tag

@@ -170,6 +170,23 @@ pub fn parse(bytes: &[u8]) -> Result<Manifest> {
     })
 }
 
+/// The layers a manifest lists with `urls`: foreign layers that a store need not hold.
+pub fn foreign_layers(bytes: &[u8]) -> Vec<Digest> {
+    #[derive(Deserialize)]
+    struct Layer<'a> {
+        #[serde(borrow)]
+        digest: Cow<'a, str>,
+        urls: Option<serde::de::IgnoredAny>,
+    }
+    #[derive(Deserialize)]
+    struct Layers<'a> {
+        #[serde(borrow)]
+        layers: Option<Vec<Layer<'a>>>,
+    }
+    let Ok(l) = serde_json::from_slice::<Layers>(bytes) else { return Vec::new() };
+    l.layers.into_iter().flatten().filter(|l| l.urls.is_some()).filter_map(|l| Digest::parse(&l.digest)).collect()
+}
+
 /// Reads `created` from an image config blob (or a schema1 `v1Compatibility` entry).
 pub fn parse_created(bytes: &[u8]) -> Option<String> {
     serde_json::from_slice::<Created>(bytes).ok()?.created

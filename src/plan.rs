@@ -399,20 +399,24 @@ pub fn build(
             plan.journal.repos.entry(d.plan.name.clone()).or_default().extend(d.deleted_tags);
         }
         let name = d.plan.name.clone();
-        let links: Vec<Result<Option<Digest>>> = d
+        // A young link is a push under way: its blob stays too, even if the blob is old (a
+        // layer pushed again, or mounted from another repository, before its manifest).
+        let links: Vec<Result<(Digest, Option<bool>)>> = d
             .layer_candidates
             .par_iter()
             .map(|l| {
-                Ok(match disk.stat(&layout.layer_dir(&name, l).join("link"))? {
-                    Some((_, mtime)) if opts.now.duration_since(mtime).unwrap_or_default() >= opts.grace => Some(*l),
-                    _ => None,
-                })
+                let mtime = disk.stat(&layout.layer_dir(&name, l).join("link"))?.map(|(_, t)| t);
+                Ok((*l, mtime.map(|t| opts.now.duration_since(t).unwrap_or_default() >= opts.grace)))
             })
             .collect();
         for l in links {
             match l? {
-                Some(l) => d.plan.layer_links.push(l),
-                None => plan.grace_kept.layer_links += 1,
+                (l, Some(true)) => d.plan.layer_links.push(l),
+                (l, Some(false)) => {
+                    plan.grace_kept.layer_links += 1;
+                    marks.mark(&l);
+                }
+                (_, None) => {}
             }
         }
         plan.repos.push(d.plan);
@@ -447,12 +451,14 @@ mod tests {
 
     const DAY: Duration = Duration::from_secs(86_400);
 
-    /// Every file is old; every tag's history is just the digest of that name's tag.
-    struct FakeDisk;
+    /// Every file is old, but those whose path contains one of the strings given; no tag has
+    /// history.
+    struct FakeDisk(Vec<String>);
 
     impl Disk for FakeDisk {
-        fn stat(&self, _: &Path) -> Result<Option<(u64, SystemTime)>> {
-            Ok(Some((10, old())))
+        fn stat(&self, path: &Path) -> Result<Option<(u64, SystemTime)>> {
+            let young = self.0.iter().any(|s| path.to_string_lossy().contains(s.as_str()));
+            Ok(Some((10, if young { now() } else { old() })))
         }
 
         fn tag_index(&self, _: &str, _: &str) -> Result<Vec<Digest>> {
@@ -497,6 +503,8 @@ mod tests {
     /// A store: (repo, tags (name, digest), revisions) and the manifests; blobs 1..=250 exist.
     struct Store {
         inv: Inventory,
+        /// Paths containing one of these are young.
+        young: Vec<String>,
     }
 
     impl Store {
@@ -506,7 +514,7 @@ mod tests {
                 blobs: (1..=250).map(d).collect(),
                 ..Inventory::default()
             };
-            Store { inv }
+            Store { inv, young: Vec::new() }
         }
 
         fn repo(mut self, name: &str, tags: &[(&str, u8)], revisions: &[u8]) -> Store {
@@ -540,7 +548,14 @@ mod tests {
                 })
                 .collect();
             let opts = Options { delete_untagged, grace: Duration::from_secs(3600), upload_age: 7 * DAY, now: now() };
-            build(&Layout::at("/nonexistent".into()), &self.inv, &decisions, &|_| true, &opts, &FakeDisk)
+            build(
+                &Layout::at("/nonexistent".into()),
+                &self.inv,
+                &decisions,
+                &|_| true,
+                &opts,
+                &FakeDisk(self.young.clone()),
+            )
         }
     }
 
@@ -697,5 +712,17 @@ mod tests {
         assert!(!bl.contains(&d(100)) && !bl.contains(&d(101)) && !bl.contains(&d(102)));
         // But b no longer needs 101: its link goes.
         assert_eq!(p.repos[1].layer_links, [d(101)]);
+    }
+
+    #[test]
+    fn a_young_layer_link_keeps_its_blob_even_when_the_blob_is_old() {
+        // A layer pushed again (or mounted) for a manifest not written yet.
+        let mut s = Store::new(vec![(10, image(&[100], None))]).repo("r", &[("t", 10)], &[10]);
+        s.inv.repos[0].layers = vec![d(100), d(200), d(201)];
+        s.young = vec![d(200).hex()];
+        let p = s.plan(&["t"], false).unwrap();
+        assert_eq!(p.repos[0].layer_links, [d(201)]);
+        assert_eq!(p.grace_kept.layer_links, 1);
+        assert!(!blobs(&p).contains(&d(200)) && blobs(&p).contains(&d(201)));
     }
 }

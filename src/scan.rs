@@ -100,13 +100,13 @@ pub struct Upload {
 }
 
 /// One folder entry.
-struct Entry {
-    name: String,
-    is_dir: bool,
+pub(crate) struct Entry {
+    pub name: String,
+    pub is_dir: bool,
 }
 
 /// Lists a folder; a missing folder is empty. Symbolic links and non-UTF-8 names are errors.
-fn list(dir: &Path) -> Result<Vec<Entry>> {
+pub(crate) fn list(dir: &Path) -> Result<Vec<Entry>> {
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -230,7 +230,7 @@ fn link_of(read: Option<(Vec<u8>, fs::Metadata)>, path: &dyn Fn() -> PathBuf) ->
 }
 
 /// Digests named by the folders in `dir` (64-hex names; others are not the registry's).
-fn digest_folders(dir: &Path) -> Result<Vec<Digest>> {
+pub(crate) fn digest_folders(dir: &Path) -> Result<Vec<Digest>> {
     Ok(list(dir)?.into_iter().filter(|e| e.is_dir).filter_map(|e| Digest::from_hex(&e.name)).collect())
 }
 
@@ -244,6 +244,26 @@ fn discover(dir: &Path, name: &str, found: &Mutex<Vec<String>>) -> Result<()> {
         let child = if name.is_empty() { e.name.clone() } else { format!("{name}/{}", e.name) };
         discover(&dir.join(&e.name), &child, found)
     })
+}
+
+/// The names of every repository of the store, sorted.
+pub fn repositories(layout: &Layout) -> Result<Vec<String>> {
+    let repos_dir = layout.repositories();
+    let found = Mutex::new(Vec::new());
+    if repos_dir.exists() {
+        discover(&repos_dir, "", &found)?;
+    } else if !list(&layout.blobs())?.is_empty() {
+        // Every blob would look unreferenced: more likely a missing mount than an empty
+        // registry (the reference collector aborts here too, distribution#3200).
+        bail!(
+            "{} does not exist but {} holds blobs: refusing to treat every blob as garbage",
+            repos_dir.display(),
+            layout.blobs().display()
+        );
+    }
+    let mut names = found.into_inner().unwrap_or_else(|p| p.into_inner());
+    names.sort();
+    Ok(names)
 }
 
 fn scan_tag(tags: &Dir, name: String) -> Result<Tag> {
@@ -294,7 +314,7 @@ fn scan_repo(layout: &Layout, name: String) -> Result<Repo> {
 }
 
 /// Lists the blob folders: one listing per prefix folder, no stat of any blob.
-fn scan_blobs(layout: &Layout) -> Result<Vec<Digest>> {
+pub(crate) fn scan_blobs(layout: &Layout) -> Result<Vec<Digest>> {
     let prefixes: Vec<String> = list(&layout.blobs())?
         .into_iter()
         .filter(|e| {
@@ -328,13 +348,7 @@ fn load_manifest(layout: &Layout, blobs: &Dir, d: &Digest) -> Parsed {
 /// Reads the whole store.
 pub fn scan(layout: &Layout, progress: Progress) -> Result<Inventory> {
     let journal = Journal::read(layout)?;
-    let repos_dir = layout.repositories();
-    let found = Mutex::new(Vec::new());
-    if repos_dir.exists() {
-        discover(&repos_dir, "", &found)?;
-    }
-    let mut names = found.into_inner().unwrap_or_else(|p| p.into_inner());
-    names.sort();
+    let names = repositories(layout)?;
     let bar = progress.bar("scanning", names.len() as u64);
     let repos = names
         .into_par_iter()

@@ -5,7 +5,8 @@ mod common;
 use common::*;
 
 fn generate(root: &std::path::Path, seed: &str) -> serde_json::Value {
-    let out = regsweep(&["gen", "--root", root.to_str().unwrap(), "--repos", "12", "--tags", "10", "--seed", seed, "--json"]);
+    let out =
+        regsweep(&["gen", "--root", root.to_str().unwrap(), "--repos", "12", "--tags", "10", "--seed", seed, "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }

@@ -143,16 +143,9 @@ fn folders_that_are_not_stores_are_refused() {
 }
 
 /// Runs prune on a damaged store; asserts it fails, names `needle`, and changed nothing.
-fn assert_refused(store: &tempfile::TempDir, needle: &str) {
-    let before = snapshot(store.path());
-    let out = prune(store.path(), None);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains(needle), "the error should name {needle}: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    let after: Vec<String> = snapshot(store.path()).into_iter().filter(|l| !l.contains(".regsweep.lock")).collect();
-    let before: Vec<String> = before.into_iter().filter(|l| !l.contains(".regsweep.lock")).collect();
-    assert_eq!(before.len(), after.len(), "nothing may be deleted");
+fn refused(store: &tempfile::TempDir, needle: &str) {
+    let root = store.path().to_str().unwrap();
+    assert_refused(store.path(), &["prune", "--root", root, "--keep", "1", "--grace", "0s", "--quiet"], needle);
 }
 
 fn manifest_blob(root: &Path, repo: &str, tag: &str) -> std::path::PathBuf {
@@ -166,7 +159,7 @@ fn a_corrupt_manifest_that_must_be_kept_aborts_before_any_deletion() {
     let store = fixture("demo");
     let blob = manifest_blob(store.path(), "team/app", "rc");
     std::fs::write(&blob, b"{").unwrap();
-    assert_refused(&store, &blob.display().to_string());
+    refused(&store, &blob.display().to_string());
 }
 
 #[test]
@@ -175,7 +168,7 @@ fn an_index_with_manifests_as_an_object_is_an_error_not_a_panic() {
     let store = fixture("demo");
     let blob = manifest_blob(store.path(), "team/multi", "2026.3");
     std::fs::write(&blob, br#"{"schemaVersion":2,"manifests":{}}"#).unwrap();
-    assert_refused(&store, &blob.display().to_string());
+    refused(&store, &blob.display().to_string());
 }
 
 #[test]
@@ -195,7 +188,7 @@ fn a_malformed_link_is_an_error_naming_it() {
     let mut text = read_link(&link);
     text.push('\n');
     std::fs::write(&link, text).unwrap();
-    assert_refused(&store, &link.display().to_string());
+    refused(&store, &link.display().to_string());
 }
 
 #[test]
@@ -206,6 +199,6 @@ fn a_symlink_inside_the_store_is_refused_and_its_target_untouched() {
     let link = v2(store.path()).join("repositories/elsewhere");
     std::os::unix::fs::symlink(&target, &link).unwrap();
     let before = snapshot(outside.path());
-    assert_refused(&store, &link.display().to_string());
+    refused(&store, &link.display().to_string());
     assert_eq!(before, snapshot(outside.path()));
 }

@@ -254,3 +254,21 @@ pub fn assert_served(root: &Path, report: &Value) -> Registry {
     }
     reg
 }
+
+/// Runs regsweep with `args` on a damaged store: asserts exit 1, an error naming `needle`, no
+/// panic, and the store as it was (the lock file aside).
+pub fn assert_refused(root: &Path, args: &[&str], needle: &str) {
+    let before = snapshot_without_lock(root);
+    let out = regsweep(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(needle), "the error should name {needle}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(before == snapshot_without_lock(root), "nothing may change");
+}
+
+/// [`snapshot`] without the lock file and the mtime of the folder that holds it.
+pub fn snapshot_without_lock(root: &Path) -> Vec<String> {
+    let v2 = format!("{} ", v2(root).display());
+    snapshot(root).into_iter().filter(|l| !l.contains(".regsweep.lock") && !l.starts_with(&v2)).collect()
+}

@@ -1,0 +1,463 @@
+//! `regsweep check`: what is wrong with a store, per repository, and which tags would fail a
+//! pull. Read-only, except `--repair`, which removes links that point to nothing (never a blob).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::Result;
+use rayon::prelude::*;
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::apply;
+use crate::digest::{Digest, DigestMap, DigestSet};
+use crate::layout::Layout;
+use crate::manifest::{self, Manifest};
+use crate::progress::Progress;
+use crate::scan::{self, Dir};
+
+/// What kind of problem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A tag that a pull would fail on; the detail says why.
+    TagBroken,
+    /// A link that is empty, has a newline, or holds anything but `sha256:<64 hex>`.
+    MalformedLink,
+    /// A revision link whose manifest blob is gone.
+    RevisionWithoutBlob,
+    /// A manifest that cannot be parsed.
+    ManifestUnreadable,
+    /// A manifest needs a blob the store does not hold.
+    MissingBlob,
+    /// A manifest needs a blob this repository has no `_layers` link for.
+    MissingLayerLink,
+    /// An index lists a manifest this repository does not hold.
+    MissingChild,
+    /// A `_layers` link to a blob the store does not hold.
+    DanglingLayerLink,
+    /// A tag history entry naming a manifest this repository no longer holds.
+    DanglingIndexEntry,
+    /// A tag folder without `current/link`, a revision folder without `link`, a blob folder
+    /// without `data`: what an interrupted write or delete leaves.
+    Incomplete,
+    /// A `*.tmp` file left by an interrupted write (registry v3.1+).
+    TmpFile,
+    /// A blob whose sha256 is not its name (`--verify-digests`).
+    DigestMismatch,
+}
+
+/// One problem found.
+#[derive(Clone, Debug, Serialize)]
+pub struct Problem {
+    pub kind: Kind,
+    pub repo: Option<String>,
+    pub path: String,
+    pub detail: String,
+    /// Some tag fails to pull because of it (or a blob's content is wrong).
+    pub breaks_pull: bool,
+    /// `--repair` removes it.
+    pub repairable: bool,
+}
+
+/// The outcome of a check.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CheckReport {
+    pub root: String,
+    pub repositories: usize,
+    pub tags: usize,
+    pub manifests: usize,
+    pub blobs: usize,
+    pub blobs_verified: usize,
+    /// Links `--repair` removed (the problems below are those of the store after repair).
+    pub repaired: usize,
+    pub problems: Vec<Problem>,
+}
+
+impl CheckReport {
+    /// True when some tag would fail a pull or some blob is corrupt.
+    pub fn broken(&self) -> bool {
+        self.problems.iter().any(|p| p.breaks_pull)
+    }
+
+    /// The human text.
+    pub fn text(&self) -> String {
+        let mut s = format!(
+            "{}: {} repositories, {} tags, {} manifests, {} blobs{}\n",
+            self.root,
+            self.repositories,
+            self.tags,
+            self.manifests,
+            self.blobs,
+            if self.blobs_verified > 0 { format!(", {} blobs verified", self.blobs_verified) } else { String::new() }
+        );
+        if self.repaired > 0 {
+            s.push_str(&format!("repaired: removed {} links that pointed to nothing\n", self.repaired));
+        }
+        for p in &self.problems {
+            let mark = if p.breaks_pull {
+                "BROKEN"
+            } else if p.repairable {
+                "repairable"
+            } else {
+                "leftover"
+            };
+            let repo = p.repo.as_deref().map(|r| format!("{r}: ")).unwrap_or_default();
+            s.push_str(&format!("{mark:>10} {:?} {repo}{} ({})\n", p.kind, p.detail, p.path));
+        }
+        s.push_str(&if self.problems.is_empty() {
+            "clean\n".to_string()
+        } else if self.broken() {
+            format!("{} problems; some tags would fail a pull\n", self.problems.len())
+        } else {
+            format!("{} problems; every tag pulls\n", self.problems.len())
+        });
+        s
+    }
+}
+
+/// What to do besides reading.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CheckOptions {
+    pub verify_digests: bool,
+    pub repair: bool,
+}
+
+/// Collects problems from parallel workers.
+#[derive(Default)]
+struct Found(Mutex<Vec<Problem>>);
+
+impl Found {
+    fn add(&self, kind: Kind, repo: Option<&str>, path: &Path, detail: String, breaks_pull: bool) {
+        let repairable = matches!(kind, Kind::RevisionWithoutBlob | Kind::DanglingLayerLink | Kind::DanglingIndexEntry)
+            || (kind == Kind::TagBroken && detail.starts_with("points to"));
+        let p = Problem {
+            kind,
+            repo: repo.map(String::from),
+            path: path.display().to_string(),
+            detail,
+            breaks_pull,
+            repairable,
+        };
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(p);
+    }
+}
+
+/// A link, or a problem recorded for it.
+fn link(found: &Found, repo: &str, path: &Path, breaks: bool) -> Result<Option<Digest>> {
+    match scan::read_link(path) {
+        Ok(d) => Ok(d.map(|(d, _)| d)),
+        Err(e) if format!("{e:#}").starts_with("malformed link") => {
+            found.add(Kind::MalformedLink, Some(repo), path, format!("{e:#}"), breaks);
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Per repository: what the check found and what `--repair` would remove.
+#[derive(Default)]
+struct RepoCheck {
+    tags: usize,
+    manifests: usize,
+    repairs: Vec<(usize, PathBuf)>,
+}
+
+fn check_repo(layout: &Layout, name: &str, blobs: &[Digest], found: &Found) -> Result<RepoCheck> {
+    let mut out = RepoCheck::default();
+    let has_blob = |d: &Digest| blobs.binary_search(d).is_ok();
+    // Layer links, by path; their content must name a blob.
+    let mut linked = DigestSet::default();
+    for d in scan::digest_folders(&layout.layers(name))? {
+        let path = layout.layer_dir(name, &d).join("link");
+        match link(found, name, &path, false)? {
+            Some(target) if !has_blob(&target) => {
+                found.add(
+                    Kind::DanglingLayerLink,
+                    Some(name),
+                    &path,
+                    format!("links {target}, which is not in the store"),
+                    false,
+                );
+                out.repairs.push((2, layout.layer_dir(name, &d)));
+            }
+            Some(_) => {
+                linked.insert(d);
+            }
+            None => {
+                found.add(Kind::Incomplete, Some(name), &path, "a layer link folder without its link".into(), false)
+            }
+        }
+    }
+    // Revisions and their manifests.
+    let mut manifests: DigestMap<Option<Manifest>> = DigestMap::default();
+    let mut own_problem = DigestMap::default();
+    let blobs_dir = Dir::open(&layout.blobs())?;
+    for d in scan::digest_folders(&layout.revisions(name))? {
+        let path = layout.revision_dir(name, &d).join("link");
+        let Some(target) = link(found, name, &path, false)? else {
+            if !path.exists() {
+                found.add(Kind::Incomplete, Some(name), &path, "a revision folder without its link".into(), false);
+            }
+            own_problem.insert(d, "its revision link is malformed or missing".to_string());
+            continue;
+        };
+        out.manifests += 1;
+        let hex = target.hex();
+        let read = match &blobs_dir {
+            Some(dir) => dir.read(&format!("{}/{hex}/data", &hex[..2]), scan::MAX_MANIFEST),
+            None => Ok(None),
+        };
+        match read {
+            Ok(None) => {
+                found.add(
+                    Kind::RevisionWithoutBlob,
+                    Some(name),
+                    &path,
+                    format!("manifest {target} has no blob"),
+                    false,
+                );
+                out.repairs.push((1, layout.revision_dir(name, &d)));
+                own_problem.insert(d, format!("its manifest blob {target} is missing"));
+            }
+            Ok(Some((bytes, _))) => match manifest::parse(&bytes) {
+                Ok(m) => {
+                    let foreign = manifest::foreign_layers(&bytes);
+                    for b in m.blobs.iter().filter(|b| !foreign.contains(b)) {
+                        if !has_blob(b) {
+                            found.add(
+                                Kind::MissingBlob,
+                                Some(name),
+                                &path,
+                                format!("manifest {d} needs blob {b}"),
+                                false,
+                            );
+                            own_problem.insert(d, format!("blob {b} is missing"));
+                        } else if !linked.contains(b) {
+                            found.add(
+                                Kind::MissingLayerLink,
+                                Some(name),
+                                &path,
+                                format!("manifest {d} needs blob {b}, not linked here"),
+                                false,
+                            );
+                            own_problem.insert(d, format!("blob {b} is not linked in this repository"));
+                        }
+                    }
+                    manifests.insert(d, Some(m));
+                }
+                Err(e) => {
+                    found.add(Kind::ManifestUnreadable, Some(name), &path, format!("manifest {d}: {e:#}"), false);
+                    own_problem.insert(d, "its manifest cannot be parsed".into());
+                }
+            },
+            Err(e) => {
+                found.add(Kind::ManifestUnreadable, Some(name), &path, format!("{e:#}"), false);
+                own_problem.insert(d, "its manifest cannot be read".into());
+            }
+        }
+    }
+    // Children: an index whose child is missing or broken is broken.
+    for (d, m) in &manifests {
+        for c in m.iter().flat_map(|m| m.children.iter()) {
+            if !manifests.contains_key(c) {
+                found.add(
+                    Kind::MissingChild,
+                    Some(name),
+                    &layout.revision_dir(name, d),
+                    format!("index {d} lists {c}, not held here"),
+                    false,
+                );
+                own_problem.entry(*d).or_insert(format!("its child {c} is missing"));
+            }
+        }
+    }
+    let why_broken = |d: &Digest| -> Option<String> {
+        let mut todo = vec![*d];
+        let mut seen = DigestSet::default();
+        while let Some(x) = todo.pop() {
+            if !seen.insert(x) {
+                continue;
+            }
+            if let Some(p) = own_problem.get(&x) {
+                return Some(if x == *d { p.clone() } else { format!("its child {x}: {p}") });
+            }
+            if let Some(Some(m)) = manifests.get(&x) {
+                todo.extend(m.children.iter().copied());
+            }
+        }
+        None
+    };
+    // Tags.
+    for e in scan::list(&layout.tags(name))?.into_iter().filter(|e| e.is_dir) {
+        out.tags += 1;
+        let tag = e.name;
+        let current = layout.tag_current(name, &tag);
+        match link(found, name, &current, true)? {
+            None if !current.exists() => found.add(
+                Kind::Incomplete,
+                Some(name),
+                &layout.tag_dir(name, &tag),
+                format!("tag {tag} has no current link"),
+                false,
+            ),
+            None => {}
+            Some(d) if !manifests.contains_key(&d) && !own_problem.contains_key(&d) => {
+                found.add(
+                    Kind::TagBroken,
+                    Some(name),
+                    &current,
+                    format!("points to {d}, which this repository does not hold"),
+                    true,
+                );
+                out.repairs.push((0, layout.tag_dir(name, &tag)));
+            }
+            Some(d) => {
+                if let Some(why) = why_broken(&d) {
+                    let repair = why.starts_with("its manifest blob");
+                    found.add(
+                        Kind::TagBroken,
+                        Some(name),
+                        &current,
+                        if repair { format!("points to {d}: {why}") } else { format!("{tag} ({d}): {why}") },
+                        true,
+                    );
+                    if repair {
+                        out.repairs.push((0, layout.tag_dir(name, &tag)));
+                    }
+                }
+            }
+        }
+        for d in scan::digest_folders(&layout.tag_index(name, &tag))? {
+            let path = layout.tag_index_entry(name, &tag, &d).join("link");
+            link(found, name, &path, false)?;
+            if !manifests.contains_key(&d) && !own_problem.contains_key(&d) {
+                found.add(
+                    Kind::DanglingIndexEntry,
+                    Some(name),
+                    &path,
+                    format!("tag {tag} history names {d}, no longer held"),
+                    false,
+                );
+                out.repairs.push((1, layout.tag_index_entry(name, &tag, &d)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Finds `*.tmp` files and blob folders without data.
+fn leftovers(dir: &Path, found: &Found) -> Result<()> {
+    let entries = scan::list(dir)?;
+    if dir.parent().is_some_and(|p| p.parent().is_some_and(|pp| pp.ends_with("blobs/sha256")))
+        && !entries.iter().any(|e| e.name == "data")
+    {
+        found.add(Kind::Incomplete, None, dir, "a blob folder without data".into(), false);
+    }
+    entries.par_iter().try_for_each(|e| {
+        let path = dir.join(&e.name);
+        if e.is_dir {
+            leftovers(&path, found)
+        } else {
+            if e.name.ends_with(".tmp") {
+                found.add(Kind::TmpFile, None, &path, "left by an interrupted write".into(), false);
+            }
+            Ok(())
+        }
+    })
+}
+
+fn verify(layout: &Layout, blobs: &[Digest], found: &Found, progress: Progress) -> Result<usize> {
+    let sizes: Vec<u64> = blobs
+        .par_iter()
+        .map(|b| scan::stat(&layout.blob_data(b)).map(|s| s.map_or(0, |s| s.0)))
+        .collect::<Result<_>>()?;
+    let bar = progress.bar("verifying", sizes.iter().sum());
+    let verified = blobs
+        .par_iter()
+        .map(|b| -> Result<usize> {
+            let path = layout.blob_data(b);
+            let Ok(mut f) = std::fs::File::open(&path) else { return Ok(0) };
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = std::io::Read::read(&mut f, &mut buf)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                bar.inc(n as u64);
+            }
+            if Digest(h.finalize().into()) != *b {
+                found.add(
+                    Kind::DigestMismatch,
+                    None,
+                    &path,
+                    format!("the content of {b} does not hash to its name"),
+                    true,
+                );
+            }
+            Ok(1)
+        })
+        .sum::<Result<usize>>()?;
+    bar.finish_and_clear();
+    Ok(verified)
+}
+
+fn run_check(layout: &Layout, opts: CheckOptions, progress: Progress) -> Result<(CheckReport, Vec<(usize, PathBuf)>)> {
+    let names = scan::repositories(layout)?;
+    let mut blobs = scan::scan_blobs(layout)?;
+    blobs.par_sort_unstable();
+    let found = Found::default();
+    let bar = progress.bar("checking", names.len() as u64);
+    let repos: Vec<RepoCheck> = names
+        .par_iter()
+        .map(|n| {
+            let r = check_repo(layout, n, &blobs, &found);
+            bar.inc(1);
+            r
+        })
+        .collect::<Result<_>>()?;
+    bar.finish_and_clear();
+    for dir in [layout.repositories(), layout.blobs()] {
+        leftovers(&dir, &found)?;
+    }
+    let blobs_verified = if opts.verify_digests { verify(layout, &blobs, &found, progress)? } else { 0 };
+    let mut problems = found.0.into_inner().unwrap_or_else(|e| e.into_inner());
+    problems.sort_by(|a, b| (&a.repo, &a.path, a.kind as u8).cmp(&(&b.repo, &b.path, b.kind as u8)));
+    let report = CheckReport {
+        root: String::new(),
+        repositories: names.len(),
+        tags: repos.iter().map(|r| r.tags).sum(),
+        manifests: repos.iter().map(|r| r.manifests).sum(),
+        blobs: blobs.len(),
+        blobs_verified,
+        repaired: 0,
+        problems,
+    };
+    Ok((report, repos.into_iter().flat_map(|r| r.repairs).collect()))
+}
+
+/// Checks the store under `root`; with `repair`, removes the links that point to nothing
+/// (tag folders first, then revisions and history entries, then layer links) and checks again.
+pub fn check(root: &Path, opts: CheckOptions, progress: Progress) -> Result<CheckReport> {
+    let layout = Layout::open(root)?;
+    let _lock = if opts.repair { Some(apply::Lock::acquire(&layout)?) } else { None };
+    let (mut report, repairs) = run_check(&layout, opts, progress)?;
+    if opts.repair && !repairs.is_empty() {
+        let mut stages: Vec<(&str, Vec<PathBuf>)> = vec![("tags", vec![]), ("revisions", vec![]), ("links", vec![])];
+        for (stage, path) in repairs {
+            stages[stage].1.push(path);
+        }
+        let count = stages.iter().map(|s| s.1.len()).sum();
+        let errors = apply::delete_in_stages(&layout, stages, progress)?;
+        if let Some(e) = errors.first() {
+            anyhow::bail!("repair stopped: {e}");
+        }
+        (report, _) = run_check(&layout, CheckOptions { repair: false, ..opts }, progress)?;
+        report.repaired = count;
+    }
+    report.root = root.display().to_string();
+    Ok(report)
+}

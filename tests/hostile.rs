@@ -1,0 +1,159 @@
+//! Hostile input, one case a test: each gets a clear error naming the path, or a documented safe
+//! handling; never a panic, nothing outside the plan deleted, nothing outside the root touched.
+
+mod common;
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+fn gc_refused(root: &Path, needle: &str) {
+    assert_refused(root, &["gc", "--root", root.to_str().unwrap(), "--grace", "0s", "--quiet"], needle);
+}
+
+fn app_link(root: &Path, tag: &str) -> std::path::PathBuf {
+    v2(root).join("repositories/team/app/_manifests/tags").join(tag).join("current/link")
+}
+
+#[test]
+fn empty_link() {
+    let store = fixture("demo");
+    let link = app_link(store.path(), "v4");
+    std::fs::write(&link, "").unwrap();
+    gc_refused(store.path(), &link.display().to_string());
+}
+
+#[test]
+fn link_with_a_newline() {
+    let store = fixture("demo");
+    let link = app_link(store.path(), "v4");
+    let text = read_link(&link);
+    std::fs::write(&link, format!("{text}\n")).unwrap();
+    gc_refused(store.path(), "followed by white space");
+}
+
+#[test]
+fn link_naming_another_algorithm() {
+    let store = fixture("demo");
+    let link = app_link(store.path(), "v4");
+    std::fs::write(&link, format!("sha512:{}", "ab".repeat(64))).unwrap();
+    gc_refused(store.path(), &link.display().to_string());
+}
+
+#[test]
+fn link_whose_content_differs_from_its_path() {
+    // The content counts (SPEC 1): an alias revision keeps the manifest it names, and both
+    // digests are kept; the collection agrees with the reference collector.
+    let store = fixture("demo");
+    let root = store.path();
+    let target = read_link(&app_link(root, "v1"));
+    let alias = v2(root).join("repositories/team/app/_manifests/revisions/sha256").join("cd".repeat(32));
+    std::fs::create_dir_all(&alias).unwrap();
+    std::fs::write(alias.join("link"), &target).unwrap();
+    std::fs::remove_dir_all(v2(root).join("repositories/team/app/_manifests/tags/v1")).unwrap();
+    std::fs::remove_dir_all(v2(root).join("repositories/team/app/_manifests/revisions/sha256").join(&target[7..]))
+        .unwrap();
+    let report = regsweep_json(&["gc", "--root", root.to_str().unwrap(), "--grace", "0s", "--quiet"]);
+    assert_eq!(report["manifests_deleted"], 0);
+    assert!(store_state(root).blobs.contains(&target[7..]), "the manifest an alias names stays");
+}
+
+#[test]
+fn symlink_loop() {
+    let store = fixture("demo");
+    let link = v2(store.path()).join("repositories/team/loop");
+    std::os::unix::fs::symlink(&link, &link).unwrap();
+    gc_refused(store.path(), &link.display().to_string());
+}
+
+#[test]
+fn symlinked_blob_folder_pointing_outside() {
+    let store = fixture("demo");
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("precious");
+    std::fs::write(&victim, "keep me").unwrap();
+    let link = v2(store.path()).join("blobs/sha256/ee");
+    std::os::unix::fs::symlink(outside.path(), &link).unwrap();
+    gc_refused(store.path(), &link.display().to_string());
+    assert!(victim.exists());
+}
+
+#[test]
+fn non_utf8_name() {
+    let store = fixture("demo");
+    let dir = v2(store.path()).join("repositories/team").join(std::ffi::OsStr::from_bytes(b"bad\xffname"));
+    std::fs::create_dir_all(dir.join("_layers")).unwrap();
+    gc_refused(store.path(), "not UTF-8");
+}
+
+#[test]
+fn a_100_mb_manifest() {
+    let store = fixture("demo");
+    let root = store.path();
+    let d = read_link(&app_link(root, "rc"));
+    let data = v2(root).join("blobs/sha256").join(&d[7..9]).join(&d[7..]).join("data");
+    std::fs::OpenOptions::new().write(true).open(&data).unwrap().set_len(100 << 20).unwrap();
+    gc_refused(root, "more than the 4194304 regsweep reads");
+}
+
+#[test]
+fn a_deeply_nested_manifest() {
+    let store = fixture("demo");
+    let root = store.path();
+    let d = read_link(&app_link(root, "rc"));
+    let data = v2(root).join("blobs/sha256").join(&d[7..9]).join(&d[7..]).join("data");
+    std::fs::write(&data, format!("{}{}", "[".repeat(200_000), "]".repeat(200_000))).unwrap();
+    gc_refused(root, &d);
+}
+
+#[test]
+fn a_folder_without_permission() {
+    // Root reads anything: run as nobody on a store nobody owns, but for one folder.
+    let store = fixture("demo");
+    let root = store.path();
+    let st = Command::new("chown").args(["-R", "65534:65534"]).arg(root).status().unwrap();
+    assert!(st.success());
+    let closed = v2(root).join("repositories/team/multi/_manifests/tags");
+    let st = Command::new("chmod").arg("000").arg(&closed).status().unwrap();
+    assert!(st.success());
+    let before = snapshot_without_lock(root);
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_regsweep"))
+        .args(["gc", "--grace", "0s", "--quiet", "--root"])
+        .arg(root)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&closed.display().to_string()) && err.contains("ermission denied"), "{err}");
+    assert!(before == snapshot_without_lock(root), "nothing may change");
+}
+
+#[test]
+fn no_repositories_folder() {
+    // The reference collector aborts here (distribution#3200); so does regsweep, rather than
+    // sweep every blob of a store whose repositories are perhaps just not mounted.
+    let store = fixture("demo");
+    std::fs::rename(v2(store.path()).join("repositories"), store.path().join("elsewhere")).unwrap();
+    gc_refused(store.path(), "refusing to treat every blob as garbage");
+}
+
+#[test]
+fn an_empty_store() {
+    let store = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(v2(store.path())).unwrap();
+    let r = regsweep_json(&["gc", "--root", store.path().to_str().unwrap(), "--quiet"]);
+    assert_eq!((r["repositories"].as_u64(), r["blobs_deleted"].as_u64()), (Some(0), Some(0)));
+    let r = regsweep_json(&["prune", "--root", store.path().to_str().unwrap(), "--keep", "1", "--quiet"]);
+    assert_eq!(r["tags_deleted"], 0);
+}
+
+#[test]
+fn root_is_slash() {
+    let out = regsweep(&["gc", "--root", "/", "--quiet"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a registry store"));
+}
