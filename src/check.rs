@@ -423,6 +423,17 @@ fn run_check(layout: &Layout, opts: CheckOptions, progress: Progress) -> Result<
     for dir in [layout.repositories(), layout.blobs()] {
         leftovers(&dir, &found)?;
     }
+    for path in [layout.journal_file(), layout.trash()] {
+        if path.exists() {
+            found.add(
+                Kind::Incomplete,
+                None,
+                &path,
+                "an interrupted regsweep run: run gc or prune to finish it".into(),
+                false,
+            );
+        }
+    }
     let blobs_verified = if opts.verify_digests { verify(layout, &blobs, &found, progress)? } else { 0 };
     let mut problems = found.0.into_inner().unwrap_or_else(|e| e.into_inner());
     problems.sort_by(|a, b| (&a.repo, &a.path, a.kind as u8).cmp(&(&b.repo, &b.path, b.kind as u8)));

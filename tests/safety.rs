@@ -62,8 +62,10 @@ fn a_rerun_after_a_crash_ends_exactly_as_an_uninterrupted_run() {
         let crashed = prune(store.path(), Some(k));
         assert!(!crashed.status.success(), "the run was expected to stop after {k} deletions");
         assert!(v2(store.path()).join(".regsweep-journal.json").exists(), "crash after {k}: no journal");
+        // `check` finds nothing worse than leftovers, and every tag still present pulls whole.
+        let check = regsweep(&["check", "--root", store.path().to_str().unwrap(), "--json"]);
+        assert_eq!(check.status.code(), Some(0), "crash after {k}: {}", String::from_utf8_lossy(&check.stdout));
         if i % 3 == 0 {
-            // Every tag still present pulls whole after the crash.
             let reg = Registry::serve(store.path());
             reg.assert_all_tags_pull(store.path());
         }
@@ -201,4 +203,43 @@ fn a_symlink_inside_the_store_is_refused_and_its_target_untouched() {
     let before = snapshot(outside.path());
     refused(&store, &link.display().to_string());
     assert_eq!(before, snapshot(outside.path()));
+}
+
+#[test]
+fn killed_at_any_time_then_rerun_ends_as_an_uninterrupted_run() {
+    // SIGKILL at times spread over a real run on a generated store.
+    let template = tempfile::tempdir().unwrap();
+    let generated =
+        regsweep(&["gen", "--root", template.path().to_str().unwrap(), "--repos", "40", "--tags", "12", "--quiet"]);
+    assert!(generated.status.success());
+    let uninterrupted = copy_store(template.path());
+    let started = std::time::Instant::now();
+    assert!(prune(uninterrupted.path(), None).status.success());
+    let took = started.elapsed();
+    let expected = paths(uninterrupted.path());
+    let tags = tags_on_disk(template.path());
+    let mut interrupted = 0;
+    for fraction in [0.1, 0.3, 0.5, 0.7, 0.9] {
+        let store = copy_store(template.path());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_regsweep"));
+        cmd.arg("prune").arg("--root").arg(store.path()).args(PRUNE).stdout(std::process::Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        std::thread::sleep(took.mul_f64(fraction));
+        let _ = child.kill();
+        child.wait().unwrap();
+        interrupted += usize::from(v2(store.path()).join(".regsweep-journal.json").exists());
+        let check = regsweep(&["check", "--root", store.path().to_str().unwrap(), "--json"]);
+        assert_eq!(check.status.code(), Some(0), "killed at {fraction}: {}", String::from_utf8_lossy(&check.stdout));
+        let left = tags_on_disk(store.path());
+        let reg = Registry::serve(store.path());
+        for (repo, tag) in left.iter().step_by(23) {
+            reg.pull(repo, tag).unwrap_or_else(|e| panic!("killed at {fraction}: {repo}:{tag}: {e}"));
+        }
+        drop(reg);
+        assert!(left.len() <= tags.len());
+        assert!(prune(store.path(), None).status.success());
+        let got = paths(store.path());
+        assert!(got == expected, "killed at {fraction} of the run, then rerun: a different store");
+    }
+    assert!(interrupted > 0, "no kill landed while the run was deleting");
 }

@@ -1,0 +1,117 @@
+//! Racing pushes: while the real registry serves a store and `skopeo` keeps pushing new images
+//! to it, a collector runs on that store, again and again. With regsweep every pushed image
+//! pulls whole afterwards (the grace period); the reference collector's breakage is recorded.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::*;
+use sha2::{Digest as _, Sha256};
+
+const IMAGES: usize = 24;
+
+fn put_blob(layout: &Path, bytes: &[u8]) -> (String, usize) {
+    let hex = hex::encode(Sha256::digest(bytes));
+    std::fs::write(layout.join("blobs/sha256").join(&hex), bytes).unwrap();
+    (format!("sha256:{hex}"), bytes.len())
+}
+
+/// An OCI layout with IMAGES small images, each with a layer of its own (new blobs to upload).
+fn images(tag: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let l = dir.path();
+    std::fs::create_dir_all(l.join("blobs/sha256")).unwrap();
+    std::fs::write(l.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let mut entries = Vec::new();
+    for i in 0..IMAGES {
+        let content: Vec<u8> =
+            (0..4096u32).map(|j| (j.wrapping_mul(2_654_435_761).wrapping_add(i as u32 * 7919) >> 13) as u8).collect();
+        let content = [format!("{tag} image {i}").as_bytes(), &content].concat();
+        let (layer, lsize) = put_blob(l, &content);
+        let config = serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [layer]}});
+        let (cfg, csize) = put_blob(l, &serde_json::to_vec(&config).unwrap());
+        let manifest = serde_json::json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": csize},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": lsize}],
+        });
+        let (m, msize) = put_blob(l, &serde_json::to_vec(&manifest).unwrap());
+        entries.push(
+            serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": m, "size": msize,
+            "annotations": {"org.opencontainers.image.ref.name": format!("img{i}")}}),
+        );
+    }
+    std::fs::write(
+        l.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": entries})).unwrap(),
+    )
+    .unwrap();
+    dir
+}
+
+/// Pushes every image while `collect` runs again and again on the store; returns how many
+/// pushed images fail a full pull from a freshly started registry afterwards.
+fn race(collect: &dyn Fn(&Path)) -> usize {
+    let store = tempfile::tempdir().unwrap();
+    let generated =
+        regsweep(&["gen", "--root", store.path().to_str().unwrap(), "--repos", "30", "--tags", "10", "--quiet"]);
+    assert!(generated.status.success());
+    let layout = images(&format!("{:?}", store.path()));
+    let reg = Registry::serve(store.path());
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..IMAGES {
+                let st = Command::new("skopeo")
+                    .args(["--insecure-policy", "copy", "-q", "--dest-tls-verify=false"])
+                    .arg(format!("oci:{}:img{i}", layout.path().display()))
+                    .arg(format!("docker://127.0.0.1:{}/race/img{i}:latest", reg.port))
+                    .stderr(Stdio::null())
+                    .status()
+                    .unwrap();
+                // A push the collector broke half-way may fail: that image counts as broken.
+                let _ = st;
+            }
+            done.store(true, Ordering::SeqCst);
+        });
+        while !done.load(Ordering::SeqCst) {
+            collect(store.path());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    drop(reg);
+    // A fresh registry: no blob cache from before the collections (distribution#1803).
+    let reg = Registry::serve(store.path());
+    (0..IMAGES).filter(|i| reg.pull(&format!("race/img{i}"), "latest").is_err()).count()
+}
+
+#[test]
+fn pushes_racing_regsweep_gc_all_pull_whole() {
+    let broken = race(&|root| {
+        let out = regsweep(&["gc", "--root", root.to_str().unwrap(), "--quiet"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    });
+    assert_eq!(broken, 0, "regsweep gc (grace 1h) broke pushed images");
+}
+
+#[test]
+fn pushes_racing_the_reference_collector_are_recorded() {
+    // Evidence for the grace period, not an assertion: how many images the reference breaks
+    // depends on timing. The figure is printed (cargo test -- --nocapture) and kept in README.
+    let broken = race(&|root| {
+        let cfg = tempfile::Builder::new().suffix(".yml").tempfile().unwrap();
+        std::fs::write(
+            cfg.path(),
+            format!("version: 0.1\nstorage:\n  filesystem: {{rootdirectory: {}}}\n", root.display()),
+        )
+        .unwrap();
+        let _ = Command::new("docker-registry").arg("garbage-collect").arg(cfg.path()).output();
+    });
+    eprintln!("racing pushes: docker-registry garbage-collect broke {broken} of {IMAGES} pushed images");
+    let record = top().join("target").join("race-reference.txt");
+    let _ = std::fs::write(record, format!("{broken} of {IMAGES}\n"));
+}
