@@ -284,4 +284,58 @@ mod tests {
             assert!(parse(bad.as_bytes()).is_err(), "{bad}");
         }
     }
+
+    /// A bounded mutation fuzz run in the test suite (the cargo-fuzz targets in fuzz/ run the
+    /// same parsers unbounded): no input may panic any parser.
+    #[test]
+    fn mutated_manifests_never_panic() {
+        let seeds: Vec<String> = vec![
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":1,"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#,
+                d('a')
+            ),
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"x","config":{{"digest":"{}"}},"layers":[{{"digest":"{}","urls":["http://x"]}}],"subject":{{"digest":"{}"}}}}"#,
+                d('a'),
+                d('b'),
+                d('c')
+            ),
+            format!(
+                r#"{{"schemaVersion":1,"fsLayers":[{{"blobSum":"{}"}}],"history":[{{"v1Compatibility":"{{\"created\":\"2026-01-02T03:04:05Z\"}}"}}],"signatures":[]}}"#,
+                d('e')
+            ),
+            format!(r#"{{"mediaType":"{OCI_ARTIFACT}","blobs":[{{"digest":"{}"}}]}}"#, d('f')),
+        ];
+        let tokens: [&[u8]; 10] = [b"{", b"}", b"[", b"]", b"\"", b":", b",", b"null", b"\\u0000", b"sha256:"];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for i in 0..30_000 {
+            let mut b = seeds[i % seeds.len()].clone().into_bytes();
+            for _ in 0..=next() % 4 {
+                let at = (next() as usize) % (b.len() + 1);
+                match next() % 5 {
+                    0 if at < b.len() => b[at] ^= 1 << (next() % 8),
+                    1 => b.truncate(at),
+                    2 => b.splice(at..at, tokens[(next() % 10) as usize].iter().copied()).for_each(drop),
+                    3 if at < b.len() => drop(b.remove(at)),
+                    _ => {
+                        let (from, len) = ((next() as usize) % b.len().max(1), (next() % 64) as usize);
+                        let piece: Vec<u8> = b.iter().skip(from).take(len).copied().collect();
+                        b.splice(at..at, piece).for_each(drop);
+                    }
+                }
+            }
+            let _ = parse(&b);
+            let _ = foreign_layers(&b);
+            let _ = parse_created(&b);
+            let text = String::from_utf8_lossy(&b);
+            let _ = Digest::parse(&text);
+            let _ = Digest::parse_reference(&text);
+        }
+    }
 }
