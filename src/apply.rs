@@ -65,13 +65,41 @@ fn crash_point() {
 /// Empties the trash an earlier, interrupted run may have left.
 pub fn empty_trash(layout: &Layout) -> Result<()> {
     let trash = layout.trash();
-    match fs::remove_dir_all(&trash) {
+    let shards = match fs::read_dir(&trash) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        other => other.with_context(|| format!("cannot list {}", trash.display()))?,
+    };
+    // In parallel: hundreds of thousands of small folders, one after the other, is the slow
+    // part of a large run.
+    let shards: Vec<PathBuf> = shards.map(|e| e.map(|e| e.path())).collect::<std::io::Result<_>>()?;
+    shards.par_iter().try_for_each(|shard| -> Result<()> {
+        let entries: Vec<PathBuf> = match fs::read_dir(shard) {
+            Ok(rd) => rd.map(|e| e.map(|e| e.path())).collect::<std::io::Result<_>>()?,
+            Err(_) => vec![shard.clone()],
+        };
+        entries.par_iter().try_for_each(|e| remove_path(e))?;
+        remove_path(shard)
+    })?;
+    remove_path(&trash)
+}
+
+/// Removes a file or a folder tree; gone already is fine.
+fn remove_path(path: &Path) -> Result<()> {
+    let removed = match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) => Err(e),
+    };
+    match removed {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("cannot empty {}", trash.display()))
+            Err(e).with_context(|| format!("cannot empty {}", path.display()))
         }
         _ => Ok(()),
     }
 }
+
+/// Trash subfolders: renames into one folder would all wait on that folder's lock.
+const TRASH_SHARDS: usize = 64;
 
 /// Moves one folder of the plan into the trash; a folder already gone is no error (a rerun
 /// after a crash). Where the trash is on another file system, removes it in place.
@@ -79,7 +107,8 @@ fn remove(layout: &Layout, path: &Path, serial: &AtomicUsize) -> Result<()> {
     if !layout.may_delete(path) {
         bail!("refusing to delete {}: outside the store's repositories and blobs", path.display());
     }
-    let dest = layout.trash().join(serial.fetch_add(1, Ordering::Relaxed).to_string());
+    let n = serial.fetch_add(1, Ordering::Relaxed);
+    let dest = layout.trash().join((n % TRASH_SHARDS).to_string()).join(n.to_string());
     let removed = match fs::rename(path, &dest) {
         Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => fs::remove_dir_all(path),
         other => other,
@@ -149,7 +178,10 @@ pub fn execute(layout: &Layout, plan: &Plan, progress: Progress) -> Result<Outco
 /// a failure; returns the failures. The caller holds the store's [`Lock`].
 pub fn delete_in_stages(layout: &Layout, stages: Vec<(&str, Vec<PathBuf>)>, progress: Progress) -> Result<Vec<String>> {
     let trash = layout.trash();
-    fs::create_dir_all(&trash).with_context(|| format!("cannot create {}", trash.display()))?;
+    for shard in 0..TRASH_SHARDS {
+        let dir = trash.join(shard.to_string());
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
     let serial = AtomicUsize::new(0);
     for (name, paths) in stages {
         let errors = stage(layout, progress, name, paths, &serial);
