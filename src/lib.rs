@@ -42,29 +42,7 @@ pub fn run(root: &Path, mode: &Mode, opts: &Options, dry_run: bool, progress: Pr
         apply::empty_trash(&layout)?;
     }
     let inv = scan::scan(&layout, progress)?;
-    let mut warnings = Vec::new();
-    let mut decisions: Vec<Vec<Decision>> = match mode {
-        Mode::Gc => inv.repos.iter().map(|r| vec![Some((true, Reason::NotPruned)); r.tags.len()]).collect(),
-        Mode::Prune(ret) => {
-            let created = if ret.order == Order::Created {
-                let digests: Vec<_> = inv.repos.iter().flat_map(|r| r.tags.iter().filter_map(|t| t.current)).collect();
-                scan::created_times(&layout, &inv, &digests)
-            } else {
-                Default::default()
-            };
-            let decided: Vec<_> = inv
-                .repos
-                .par_iter()
-                .map(|r| policy::decide(&r.name, &r.tags, ret, &created, opts.grace, opts.now))
-                .collect();
-            let mut out = Vec::with_capacity(decided.len());
-            for (d, mut w) in decided {
-                out.push(d);
-                warnings.append(&mut w);
-            }
-            out
-        }
-    };
+    let (mut decisions, mut warnings) = decide(&layout, &inv, mode, opts);
     if let Some(j) = &inv.journal {
         finish_journaled_tags(&inv, j, &mut decisions);
     }
@@ -83,6 +61,26 @@ pub fn run(root: &Path, mode: &Mode, opts: &Options, dry_run: bool, progress: Pr
     report.warnings = warnings;
     report.errors = errors;
     Ok(report)
+}
+
+/// The decision on every tag (aligned with the inventory) and the policy's warnings.
+fn decide(layout: &Layout, inv: &scan::Inventory, mode: &Mode, opts: &Options) -> (Vec<Vec<Decision>>, Vec<String>) {
+    let ret = match mode {
+        Mode::Gc => {
+            let keep_all = inv.repos.iter().map(|r| vec![Some((true, Reason::NotPruned)); r.tags.len()]).collect();
+            return (keep_all, Vec::new());
+        }
+        Mode::Prune(ret) => ret,
+    };
+    let created = if ret.order == Order::Created {
+        let digests: Vec<_> = inv.repos.iter().flat_map(|r| r.tags.iter().filter_map(|t| t.current)).collect();
+        scan::created_times(layout, inv, &digests)
+    } else {
+        Default::default()
+    };
+    let (decisions, warnings): (Vec<_>, Vec<Vec<String>>) =
+        inv.repos.par_iter().map(|r| policy::decide(&r.name, &r.tags, ret, &created, opts.grace, opts.now)).unzip();
+    (decisions, warnings.into_iter().flatten().collect())
 }
 
 /// The tags an interrupted run was deleting are deleted, whatever this run's policy, unless

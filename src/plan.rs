@@ -328,7 +328,7 @@ fn plan_repo(
                 m.blobs.iter().chain(&m.children).for_each(|b| marks.mark(b));
                 needed_layers.extend(m.blobs.iter().copied());
             }
-            Some(Parsed::Broken(e)) => errors.push(format!("{}: {e}", repo.name)),
+            Some(Parsed::Broken(e)) => errors.push(format!("{}: a manifest that must be kept: {e}", repo.name)),
             _ => {}
         }
     }
@@ -384,11 +384,7 @@ pub fn build(
     let errors: Vec<&String> = drafts.iter().flat_map(|d| &d.errors).collect();
     if !errors.is_empty() {
         let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
-        bail!(
-            "{} manifest(s) that must be kept cannot be read; nothing was deleted:\n{}",
-            errors.len(),
-            list.join("\n")
-        );
+        bail!("cannot plan: {} problem(s), nothing was deleted:\n{}", errors.len(), list.join("\n"));
     }
 
     let mut plan = Plan { journal: inv.journal.clone().unwrap_or_default(), ..Plan::default() };
