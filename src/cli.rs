@@ -38,15 +38,8 @@ pub struct CheckArgs {
     /// target is gone); never a blob. Takes the store's lock.
     #[arg(long)]
     pub repair: bool,
-    /// Print one JSON report on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// No progress bars.
-    #[arg(long, short)]
-    pub quiet: bool,
-    /// Worker threads: requests in flight to the disk (default 32).
-    #[arg(short = 'j', long = "jobs", value_name = "N")]
-    pub jobs: Option<usize>,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -77,10 +70,17 @@ pub struct GenArgs {
     pub untagged: usize,
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub seed: u64,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// How a command reports and how many threads it uses.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
     /// Print one JSON report on stdout.
     #[arg(long)]
     pub json: bool,
-    /// No progress bar.
+    /// No progress bars.
     #[arg(long, short)]
     pub quiet: bool,
     /// Worker threads: requests in flight to the disk (default 32).
@@ -117,15 +117,8 @@ pub struct CollectArgs {
     /// Print exactly the plan a real run would carry out; write nothing at all.
     #[arg(long)]
     pub dry_run: bool,
-    /// Print one JSON report on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// No progress bars.
-    #[arg(long, short)]
-    pub quiet: bool,
-    /// Worker threads: requests in flight to the disk (default 32).
-    #[arg(short = 'j', long = "jobs", value_name = "N")]
-    pub jobs: Option<usize>,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]

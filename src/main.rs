@@ -60,7 +60,7 @@ fn progress(quiet: bool, json: bool) -> Progress {
 }
 
 fn generate_store(g: &GenArgs) -> Result<ExitCode> {
-    threads(g.jobs)?;
+    threads(g.output.jobs)?;
     let opts = GenOptions {
         repos: g.repos,
         tags: g.tags,
@@ -71,8 +71,8 @@ fn generate_store(g: &GenArgs) -> Result<ExitCode> {
         untagged: g.untagged,
         seed: g.seed,
     };
-    let report = generate::generate(&g.root, &opts, progress(g.quiet, g.json))?;
-    if g.json {
+    let report = generate::generate(&g.root, &opts, progress(g.output.quiet, g.output.json))?;
+    if g.output.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
@@ -90,10 +90,10 @@ fn generate_store(g: &GenArgs) -> Result<ExitCode> {
 
 /// `check`: exit 4 when some tag would fail a pull.
 fn check_store(c: &CheckArgs) -> Result<ExitCode> {
-    threads(c.jobs)?;
+    threads(c.output.jobs)?;
     let opts = CheckOptions { verify_digests: c.verify_digests, repair: c.repair };
-    let report = check::check(&root(&c.store)?, opts, progress(c.quiet, c.json))?;
-    if c.json {
+    let report = check::check(&root(&c.store)?, opts, progress(c.output.quiet, c.output.json))?;
+    if c.output.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.text());
@@ -123,8 +123,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Gc(g) => (&g.store, &g.collect, Mode::Gc),
     };
-    threads(collect.jobs)?;
-    let progress = progress(collect.quiet, collect.json);
+    threads(collect.output.jobs)?;
+    let progress = progress(collect.output.quiet, collect.output.json);
     let opts = Options {
         delete_untagged: collect.delete_untagged,
         grace: collect.grace,
@@ -139,7 +139,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     for e in &report.errors {
         eprintln!("error: {e}");
     }
-    if collect.json {
+    if collect.output.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         if report.restart_required {
             eprintln!("note: restart the registry that serves this store: its blob cache is stale");
