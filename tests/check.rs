@@ -21,13 +21,11 @@ fn kinds(report: &serde_json::Value) -> Vec<String> {
 }
 
 fn blob_dir(root: &Path, digest: &str) -> std::path::PathBuf {
-    let hex = &digest[7..];
-    v2(root).join("blobs/sha256").join(&hex[..2]).join(hex)
+    blob_data(root, digest).parent().unwrap().to_path_buf()
 }
 
 fn manifest_of(root: &Path, repo: &str, tag: &str) -> serde_json::Value {
-    let d = read_link(&v2(root).join("repositories").join(repo).join("_manifests/tags").join(tag).join("current/link"));
-    serde_json::from_slice(&std::fs::read(blob_dir(root, &d).join("data")).unwrap()).unwrap()
+    serde_json::from_slice(&std::fs::read(blob_data(root, &tag_digest(root, repo, tag))).unwrap()).unwrap()
 }
 
 #[test]

@@ -92,8 +92,8 @@ fn non_utf8_name() {
 fn a_100_mb_manifest() {
     let store = fixture("demo");
     let root = store.path();
-    let d = read_link(&app_link(root, "rc"));
-    let data = v2(root).join("blobs/sha256").join(&d[7..9]).join(&d[7..]).join("data");
+    let d = tag_digest(root, "team/app", "rc");
+    let data = blob_data(root, &d);
     std::fs::OpenOptions::new().write(true).open(&data).unwrap().set_len(100 << 20).unwrap();
     gc_refused(root, "more than the 4194304 regsweep reads");
 }
@@ -102,8 +102,8 @@ fn a_100_mb_manifest() {
 fn a_deeply_nested_manifest() {
     let store = fixture("demo");
     let root = store.path();
-    let d = read_link(&app_link(root, "rc"));
-    let data = v2(root).join("blobs/sha256").join(&d[7..9]).join(&d[7..]).join("data");
+    let d = tag_digest(root, "team/app", "rc");
+    let data = blob_data(root, &d);
     std::fs::write(&data, format!("{}{}", "[".repeat(200_000), "]".repeat(200_000))).unwrap();
     gc_refused(root, &d);
 }

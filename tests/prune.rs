@@ -153,51 +153,20 @@ fn dry_run_prints_the_plan_and_writes_nothing() {
 fn filters_and_orders() {
     let store = fixture("demo");
     let root = store.path().to_str().unwrap();
-    let r = regsweep_json(&[
-        "prune",
-        "--root",
-        root,
-        "--keep",
-        "1",
-        "--order",
-        "semver",
-        "--exclude-repo",
-        "team/multi",
-        "--dry-run",
-    ]);
+    let plan =
+        |extra: &[&str]| regsweep_json(&[&["prune", "--root", root, "--keep", "1", "--dry-run"], extra].concat());
+    let r = plan(&["--order", "semver", "--exclude-repo", "team/multi"]);
     assert_eq!(tags_with(&r, "team/app/tools", "keep"), set(&["2.0.0"]));
     assert_eq!(tags_with(&r, "team/multi", "delete"), set(&[]));
     assert_eq!(repo(&r, "team/multi")["in_scope"], false);
     // Not versions: kept, never guessed at.
     assert!(tags_with(&r, "team/app", "keep").is_superset(&set(&["latest", "stable", "rc", "v1", "v6"])));
 
-    let r = regsweep_json(&[
-        "prune",
-        "--root",
-        root,
-        "--keep",
-        "1",
-        "--order",
-        "name",
-        "--repo",
-        "team/app/*",
-        "--dry-run",
-    ]);
+    let r = plan(&["--order", "name", "--repo", "team/app/*"]);
     assert_eq!(tags_with(&r, "team/app/tools", "keep"), set(&["2.0.0"]));
     assert_eq!(tags_with(&r, "team/app", "delete"), set(&[]), "team/app is not matched by team/app/*");
 
-    let r = regsweep_json(&[
-        "prune",
-        "--root",
-        root,
-        "--keep",
-        "1",
-        "--order",
-        "created",
-        "--keep-tag",
-        "^v[12]$",
-        "--dry-run",
-    ]);
+    let r = plan(&["--order", "created", "--keep-tag", "^v[12]$"]);
     assert_eq!(tags_with(&r, "team/multi", "keep"), set(&["2026.3"]), "an index is as new as its newest child");
     let kept = tags_with(&r, "team/app", "keep");
     assert!(kept.contains("rc") && kept.contains("v1") && kept.contains("v2") && !kept.contains("v3"), "{kept:?}");

@@ -152,9 +152,7 @@ fn refused(store: &tempfile::TempDir, needle: &str) {
 }
 
 fn manifest_blob(root: &Path, repo: &str, tag: &str) -> std::path::PathBuf {
-    let d = read_link(&v2(root).join("repositories").join(repo).join("_manifests/tags").join(tag).join("current/link"));
-    let hex = &d[7..];
-    v2(root).join("blobs/sha256").join(&hex[..2]).join(hex).join("data")
+    blob_data(root, &tag_digest(root, repo, tag))
 }
 
 #[test]

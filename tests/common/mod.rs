@@ -272,3 +272,14 @@ pub fn snapshot_without_lock(root: &Path) -> Vec<String> {
     let v2 = format!("{} ", v2(root).display());
     snapshot(root).into_iter().filter(|l| !l.contains(".regsweep.lock") && !l.starts_with(&v2)).collect()
 }
+
+/// The digest a tag points to, read from disk.
+pub fn tag_digest(root: &Path, repo: &str, tag: &str) -> String {
+    read_link(&v2(root).join("repositories").join(repo).join("_manifests/tags").join(tag).join("current/link"))
+}
+
+/// The `data` file of a blob.
+pub fn blob_data(root: &Path, digest: &str) -> PathBuf {
+    let hex = &digest[7..];
+    v2(root).join("blobs/sha256").join(&hex[..2]).join(hex).join("data")
+}
