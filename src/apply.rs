@@ -138,8 +138,8 @@ fn stage(layout: &Layout, progress: Progress, name: &str, paths: Vec<PathBuf>, s
 
 /// Carries out the plan. The caller holds the store's [`Lock`].
 pub fn execute(layout: &Layout, plan: &Plan, progress: Progress) -> Result<Outcome> {
-    let deletes_tags = plan.repos.iter().any(|r| r.tags.iter().any(|t| t.action != Action::Keep));
-    if deletes_tags || !plan.journal.is_empty() {
+    // The plan's journal names every tag deleted (or still to finish from an earlier run).
+    if !plan.journal.is_empty() {
         plan.journal.write(layout)?;
     }
     let repos = &plan.repos;

@@ -147,7 +147,7 @@ impl Found {
 fn link(found: &Found, repo: &str, path: &Path, breaks: bool) -> Result<Option<Digest>> {
     match scan::read_link(path) {
         Ok(d) => Ok(d.map(|(d, _)| d)),
-        Err(e) if format!("{e:#}").starts_with("malformed link") => {
+        Err(e) if e.is::<scan::MalformedLink>() => {
             found.add(Kind::MalformedLink, Some(repo), path, format!("{e:#}"), breaks);
             Ok(None)
         }
@@ -203,9 +203,8 @@ fn check_repo(layout: &Layout, name: &str, blobs: &[Digest], found: &Found) -> R
             continue;
         };
         out.manifests += 1;
-        let hex = target.hex();
         let read = match &blobs_dir {
-            Some(dir) => dir.read(&format!("{}/{hex}/data", &hex[..2]), scan::MAX_MANIFEST),
+            Some(dir) => dir.read(&Layout::blob_data_in_blobs(&target), scan::MAX_MANIFEST),
             None => Ok(None),
         };
         match read {
@@ -377,7 +376,7 @@ fn verify(layout: &Layout, blobs: &[Digest], found: &Found, progress: Progress) 
         .par_iter()
         .map(|b| -> Result<usize> {
             let path = layout.blob_data(b);
-            let Ok(mut f) = std::fs::File::open(&path) else { return Ok(0) };
+            let Ok(mut f) = scan::open_nofollow(&path) else { return Ok(0) };
             let mut h = Sha256::new();
             let mut buf = vec![0u8; 1 << 16];
             loop {
@@ -407,8 +406,7 @@ fn verify(layout: &Layout, blobs: &[Digest], found: &Found, progress: Progress) 
 
 fn run_check(layout: &Layout, opts: CheckOptions, progress: Progress) -> Result<(CheckReport, Vec<(usize, PathBuf)>)> {
     let names = scan::repositories(layout)?;
-    let mut blobs = scan::scan_blobs(layout)?;
-    blobs.par_sort_unstable();
+    let blobs = scan::scan_blobs(layout)?;
     let found = Found::default();
     let bar = progress.bar("checking", names.len() as u64);
     let repos: Vec<RepoCheck> = names

@@ -69,6 +69,12 @@ impl Layout {
         self.blob_dir(d).join("data")
     }
 
+    /// `<xx>/<hex>/data`, relative to [`Layout::blobs`] (for reads through an open folder).
+    pub fn blob_data_in_blobs(d: &Digest) -> String {
+        let hex = d.hex();
+        format!("{}/{hex}/data", &hex[..2])
+    }
+
     /// `repositories/<name>/`.
     pub fn repo(&self, name: &str) -> PathBuf {
         self.repositories().join(name)
@@ -107,6 +113,16 @@ impl Layout {
     /// `_manifests/tags/<tag>/current/link`: the digest the tag points to now.
     pub fn tag_current(&self, repo: &str, tag: &str) -> PathBuf {
         self.tag_dir(repo, tag).join("current").join("link")
+    }
+
+    /// `<tag>/current/link`, relative to [`Layout::tags`].
+    pub fn tag_current_in_tags(tag: &str) -> String {
+        format!("{tag}/current/link")
+    }
+
+    /// `<hex>/link`, relative to [`Layout::revisions`].
+    pub fn revision_link_in_revisions(d: &Digest) -> String {
+        format!("{}/link", d.hex())
     }
 
     /// `_manifests/tags/<tag>/index/sha256/`: every digest the tag ever pointed to.

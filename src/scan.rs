@@ -128,7 +128,7 @@ pub(crate) fn list(dir: &Path) -> Result<Vec<Entry>> {
 }
 
 /// Opens a regular file without following a final symbolic link.
-fn open_nofollow(path: &Path) -> std::io::Result<File> {
+pub(crate) fn open_nofollow(path: &Path) -> std::io::Result<File> {
     fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)
 }
 
@@ -214,6 +214,19 @@ pub fn read_link(path: &Path) -> Result<Option<(Digest, SystemTime)>> {
     link_of(read_file(path, 1024)?, &|| path.to_path_buf())
 }
 
+/// A link that does not hold exactly `sha256:<64 hex>`: the one read error `check` reports
+/// rather than stops on.
+#[derive(Debug)]
+pub struct MalformedLink(pub String);
+
+impl std::fmt::Display for MalformedLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for MalformedLink {}
+
 fn link_of(read: Option<(Vec<u8>, fs::Metadata)>, path: &dyn Fn() -> PathBuf) -> Result<Option<(Digest, SystemTime)>> {
     let Some((bytes, meta)) = read else { return Ok(None) };
     let text = std::str::from_utf8(&bytes).unwrap_or("");
@@ -223,7 +236,8 @@ fn link_of(read: Option<(Vec<u8>, fs::Metadata)>, path: &dyn Fn() -> PathBuf) ->
             _ if text.trim_end() != text => "followed by white space".to_string(),
             _ => format!("{:?}", String::from_utf8_lossy(&bytes[..bytes.len().min(100)])),
         };
-        bail!("malformed link {}: {what}; a link holds exactly sha256:<64 hex digits>", path().display());
+        let msg = format!("malformed link {}: {what}; a link holds exactly sha256:<64 hex digits>", path().display());
+        return Err(MalformedLink(msg).into());
     };
     let modified = meta.modified().with_context(|| format!("cannot stat {}", path().display()))?;
     Ok(Some((d, modified)))
@@ -267,7 +281,7 @@ pub fn repositories(layout: &Layout) -> Result<Vec<String>> {
 }
 
 fn scan_tag(tags: &Dir, name: String) -> Result<Tag> {
-    let (current, pushed) = match tags.read_link(&format!("{name}/current/link"))? {
+    let (current, pushed) = match tags.read_link(&Layout::tag_current_in_tags(&name))? {
         Some((d, t)) => (Some(d), t),
         None => (None, SystemTime::UNIX_EPOCH),
     };
@@ -297,7 +311,7 @@ fn scan_repo(layout: &Layout, name: String) -> Result<Repo> {
     let mut revisions = revs
         .into_par_iter()
         .filter_map(|d| {
-            match revs_dir.as_ref()?.read_link(&format!("{}/link", d.hex())) {
+            match revs_dir.as_ref()?.read_link(&Layout::revision_link_in_revisions(&d)) {
                 Ok(Some((target, modified))) => Some(Ok(Revision { digest: d, target, modified })),
                 Ok(None) => None, // a folder without a link is no revision (a crashed write)
                 Err(e) => Some(Err(e)),
@@ -313,7 +327,7 @@ fn scan_repo(layout: &Layout, name: String) -> Result<Repo> {
     Ok(Repo { name, tags, revisions, layers, uploads })
 }
 
-/// Lists the blob folders: one listing per prefix folder, no stat of any blob.
+/// Lists the blob folders, sorted: one listing per prefix folder, no stat of any blob.
 pub(crate) fn scan_blobs(layout: &Layout) -> Result<Vec<Digest>> {
     let prefixes: Vec<String> = list(&layout.blobs())?
         .into_iter()
@@ -329,13 +343,14 @@ pub(crate) fn scan_blobs(layout: &Layout) -> Result<Vec<Digest>> {
             Ok(found.into_iter().filter(|d| d.hex().starts_with(p.as_str())).collect::<Vec<_>>())
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(lists.into_iter().flatten().collect())
+    let mut blobs: Vec<Digest> = lists.into_iter().flatten().collect();
+    blobs.par_sort_unstable();
+    Ok(blobs)
 }
 
 /// Reads and parses one manifest blob; `blobs` is `blobs/sha256/`, opened.
 fn load_manifest(layout: &Layout, blobs: &Dir, d: &Digest) -> Parsed {
-    let hex = d.hex();
-    match blobs.read(&format!("{}/{hex}/data", &hex[..2]), MAX_MANIFEST) {
+    match blobs.read(&Layout::blob_data_in_blobs(d), MAX_MANIFEST) {
         Ok(None) => Parsed::Missing,
         Ok(Some((bytes, _))) => match manifest::parse(&bytes) {
             Ok(m) => Parsed::Ok(m),
@@ -359,8 +374,7 @@ pub fn scan(layout: &Layout, progress: Progress) -> Result<Inventory> {
         })
         .collect::<Result<Vec<_>>>()?;
     bar.finish_and_clear();
-    let mut blobs = scan_blobs(layout)?;
-    blobs.par_sort_unstable();
+    let blobs = scan_blobs(layout)?;
 
     let mut wanted: DigestSet = repos.iter().flat_map(|r| r.revisions.iter().map(|v| v.target)).collect();
     wanted.extend(journal.iter().flat_map(|j| j.repos.values().flat_map(|t| t.values().copied())));
