@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use regsweep::online::engine::EngineKind;
 use regsweep::policy::Order;
 
 /// Fast, safe retention and garbage collection for a CNCF Distribution registry's filesystem store.
@@ -23,6 +24,9 @@ pub enum Command {
     Gc(GcArgs),
     /// Report what is wrong with a store and which tags would fail a pull.
     Check(CheckArgs),
+    /// The retention of `prune` through the Registry HTTP API, then the registry's own
+    /// collector in its container: for registries whose disk is out of reach.
+    Online(OnlineArgs),
     /// Write a realistic synthetic store (for benchmarks and tests), deterministic for a seed.
     Gen(GenArgs),
 }
@@ -40,6 +44,8 @@ pub struct CheckArgs {
     pub repair: bool,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub jobs: JobsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -72,9 +78,11 @@ pub struct GenArgs {
     pub seed: u64,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub jobs: JobsArgs,
 }
 
-/// How a command reports and how many threads it uses.
+/// How a command reports.
 #[derive(Debug, Args)]
 pub struct OutputArgs {
     /// Print one JSON report on stdout.
@@ -83,6 +91,11 @@ pub struct OutputArgs {
     /// No progress bars.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// How many threads a command on a store uses.
+#[derive(Debug, Args)]
+pub struct JobsArgs {
     /// Worker threads: requests in flight to the disk (default 32).
     #[arg(short = 'j', long = "jobs", value_name = "N")]
     pub jobs: Option<usize>,
@@ -119,18 +132,20 @@ pub struct CollectArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub jobs: JobsArgs,
 }
 
+/// Which tags stay: shared by `prune` and `online`.
 #[derive(Debug, Args)]
-pub struct PruneArgs {
-    #[command(flatten)]
-    pub store: StoreArgs,
+pub struct RetentionArgs {
     /// Tags to keep per repository, newest first by --order.
     #[arg(long, value_name = "N")]
     pub keep: usize,
-    /// What "newest" means: push (last push of the tag), created (image config), semver, name.
-    #[arg(long, value_enum, default_value = "push")]
-    pub order: Order,
+    /// What "newest" means: push (last push of the tag; the default of prune), created (the
+    /// image config; the default of online, which has no push times), semver, name.
+    #[arg(long, value_enum)]
+    pub order: Option<Order>,
     /// Also keep tags matching this regular expression (unanchored; repeatable).
     #[arg(long, value_name = "REGEX")]
     pub keep_tag: Vec<String>,
@@ -141,11 +156,68 @@ pub struct PruneArgs {
     /// Never prune repositories matching this glob (repeatable).
     #[arg(long, value_name = "GLOB")]
     pub exclude_repo: Vec<String>,
-    /// Also keep tags younger than this.
+    /// Also keep tags younger than this (online: by the image's created time).
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub older_than: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
     #[command(flatten)]
     pub collect: CollectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct OnlineArgs {
+    /// The registry: https://host[:port]; http:// when named, or for a loopback host given
+    /// without a scheme.
+    #[arg(long, value_name = "URL", env = "REGSWEEP_URL")]
+    pub url: String,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+    /// Print exactly the plan a real run would carry out; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Requests in flight.
+    #[arg(long, value_name = "K", default_value_t = 8)]
+    pub concurrency: usize,
+    /// Basic or token-server user; the password comes from REGSWEEP_PASSWORD or
+    /// --password-stdin, never from the command line. Without it, ~/.docker/config.json.
+    #[arg(long, value_name = "USER")]
+    pub username: Option<String>,
+    /// Read the password from the first line of stdin.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Trust the certificates in this PEM file instead of the system's roots.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Do not verify the registry's certificate.
+    #[arg(long)]
+    pub insecure: bool,
+    /// After the deletes, run `registry garbage-collect` in this container, through --engine.
+    #[arg(long, value_name = "NAME")]
+    pub gc_container: Option<String>,
+    /// docker: the Docker Engine API on the unix socket of DOCKER_HOST (default
+    /// /var/run/docker.sock; the docker CLI for a tcp:// or ssh:// host); podman: its CLI.
+    #[arg(long, value_enum, default_value = "docker")]
+    pub engine: EngineKind,
+    /// The registry's config inside the container.
+    #[arg(long, value_name = "PATH", default_value = "/etc/docker/registry/config.yml")]
+    pub gc_config: String,
+    /// Pass --delete-untagged to the collector (distribution 2.8's breaks multi-arch images;
+    /// regsweep already deletes the children and referrers of what it deletes).
+    #[arg(long)]
+    pub gc_delete_untagged: bool,
+    /// After the collector, stop and start the container (its blob cache is stale) and wait
+    /// until /v2/ answers.
+    #[arg(long)]
+    pub restart: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@ pub mod generate;
 pub mod journal;
 pub mod layout;
 pub mod manifest;
+pub mod online;
 pub mod plan;
 pub mod policy;
 pub mod progress;
@@ -74,7 +75,7 @@ fn decide(layout: &Layout, inv: &scan::Inventory, mode: &Mode, opts: &Options) -
     };
     let created = if ret.order == Order::Created {
         let digests: Vec<_> = inv.repos.iter().flat_map(|r| r.tags.iter().filter_map(|t| t.current)).collect();
-        scan::created_times(layout, inv, &digests)
+        scan::created_times(&inv.manifests, &digests, &|d| scan::read_config(layout, d))
     } else {
         Default::default()
     };

@@ -1,6 +1,6 @@
 //! The regsweep binary: parses arguments, calls the library, prints, maps errors to exit codes
 //! (0 done, 1 error before anything was deleted, 2 usage, 3 some deletions failed, 4 `check`
-//! found a tag that would fail a pull).
+//! found a tag that would fail a pull, 5 `online`'s container step failed).
 
 mod cli;
 
@@ -13,11 +13,14 @@ use clap::Parser;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use regex::Regex;
 
-use cli::{CheckArgs, Cli, CollectArgs, Command, GenArgs, StoreArgs};
+use cli::{CheckArgs, Cli, CollectArgs, Command, GenArgs, OnlineArgs, RetentionArgs, StoreArgs};
 use regsweep::check::{self, CheckOptions};
 use regsweep::generate::{self, GenOptions};
+use regsweep::online::OnlineOptions;
+use regsweep::online::client::{self, Client, ClientOptions, Credentials};
+use regsweep::online::engine::{self, Engine, GcStep};
 use regsweep::plan::Options;
-use regsweep::policy::Retention;
+use regsweep::policy::{Order, Retention};
 use regsweep::progress::Progress;
 use regsweep::{Mode, config};
 
@@ -60,7 +63,7 @@ fn progress(quiet: bool, json: bool) -> Progress {
 }
 
 fn generate_store(g: &GenArgs) -> Result<ExitCode> {
-    threads(g.output.jobs)?;
+    threads(g.jobs.jobs)?;
     let opts = GenOptions {
         repos: g.repos,
         tags: g.tags,
@@ -90,7 +93,7 @@ fn generate_store(g: &GenArgs) -> Result<ExitCode> {
 
 /// `check`: exit 4 when some tag would fail a pull.
 fn check_store(c: &CheckArgs) -> Result<ExitCode> {
-    threads(c.output.jobs)?;
+    threads(c.jobs.jobs)?;
     let opts = CheckOptions { verify_digests: c.verify_digests, repair: c.repair };
     let report = check::check(&root(&c.store)?, opts, progress(c.output.quiet, c.output.json))?;
     if c.output.json {
@@ -101,29 +104,124 @@ fn check_store(c: &CheckArgs) -> Result<ExitCode> {
     Ok(if report.broken() { ExitCode::from(4) } else { ExitCode::SUCCESS })
 }
 
+fn retention(r: &RetentionArgs, default_order: Order) -> Result<Retention> {
+    let keep_tags = r
+        .keep_tag
+        .iter()
+        .map(|p| Regex::new(p).with_context(|| format!("bad --keep-tag {p:?}")))
+        .collect::<Result<_>>()?;
+    Ok(Retention {
+        keep: r.keep,
+        order: r.order.unwrap_or(default_order),
+        keep_tags,
+        repos: globs(&r.repo)?,
+        exclude: globs(&r.exclude_repo)?,
+        older_than: r.older_than,
+    })
+}
+
+/// The password of `--username`: `REGSWEEP_PASSWORD`, or the first line of stdin.
+fn password(o: &OnlineArgs) -> Result<String> {
+    if o.password_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).context("cannot read the password from stdin")?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_string());
+    }
+    std::env::var("REGSWEEP_PASSWORD")
+        .map_err(|_| anyhow::anyhow!("--username needs a password: REGSWEEP_PASSWORD or --password-stdin"))
+}
+
+/// Where the Docker client keeps its config: `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`.
+fn docker_config() -> Option<std::path::PathBuf> {
+    match std::env::var_os("DOCKER_CONFIG") {
+        Some(dir) => Some(std::path::PathBuf::from(dir).join("config.json")),
+        None => std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".docker/config.json")),
+    }
+}
+
+/// `online`: exit 1 before any delete, 3 when some deletes failed, 5 when the container step failed.
+fn online(o: &OnlineArgs) -> Result<ExitCode> {
+    let mut copts = ClientOptions {
+        url: o.url.clone(),
+        credentials: None,
+        ca_cert: o.ca_cert.clone(),
+        insecure: o.insecure,
+        concurrency: o.concurrency,
+    };
+    copts.credentials = match &o.username {
+        Some(u) => Some(Credentials { username: u.clone(), password: password(o)? }),
+        None if o.password_stdin => anyhow::bail!("--password-stdin needs --username"),
+        None => match docker_config() {
+            Some(path) => client::docker_config_credentials(&path, &client::base_url(&o.url)?)?,
+            None => None,
+        },
+    };
+    let client = Client::new(&copts)?;
+    if client.plain_remote() && copts.credentials.is_some() {
+        eprintln!(
+            "warning: {} is plain HTTP to another machine: the credentials cross the network in clear",
+            client.base
+        );
+    }
+    let opts = OnlineOptions {
+        retention: retention(&o.retention, Order::Created)?,
+        dry_run: o.dry_run,
+        concurrency: o.concurrency,
+    };
+    let mut report = regsweep::online::run(&client, &opts, progress(o.output.quiet, o.output.json))?;
+    let mut code = if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) };
+    let mut step_error = None;
+    if let (Some(container), false) = (&o.gc_container, o.dry_run) {
+        let step = GcStep {
+            container: container.clone(),
+            engine: Engine::pick(o.engine, std::env::var("DOCKER_HOST").ok().as_deref()),
+            config: o.gc_config.clone(),
+            delete_untagged: o.gc_delete_untagged,
+            restart: o.restart,
+        };
+        match engine::collect(&step, &client) {
+            Ok(c) => report.collector = Some(c),
+            Err(e) => {
+                code = ExitCode::from(5);
+                report.errors.push(format!("{e:#}"));
+                step_error = Some(e);
+            }
+        }
+    }
+    print_report(&report, o.output.json)?;
+    if let Some(e) = step_error {
+        eprintln!("error: the container step failed: {e:#}");
+    }
+    Ok(code)
+}
+
+fn print_report(report: &regsweep::report::Report, json: bool) -> Result<()> {
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    for e in &report.errors {
+        eprintln!("error: {e}");
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        if report.restart_required {
+            eprintln!("note: restart the registry that serves this store: its blob cache is stale");
+        }
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     let (store, collect, mode): (&StoreArgs, &CollectArgs, Mode) = match &cli.command {
         Command::Gen(g) => return generate_store(g),
         Command::Check(c) => return check_store(c),
-        Command::Prune(p) => {
-            let keep_tags = p
-                .keep_tag
-                .iter()
-                .map(|r| Regex::new(r).with_context(|| format!("bad --keep-tag {r:?}")))
-                .collect::<Result<_>>()?;
-            let retention = Retention {
-                keep: p.keep,
-                order: p.order,
-                keep_tags,
-                repos: globs(&p.repo)?,
-                exclude: globs(&p.exclude_repo)?,
-                older_than: p.older_than,
-            };
-            (&p.store, &p.collect, Mode::Prune(retention))
-        }
+        Command::Online(o) => return online(o),
+        Command::Prune(p) => (&p.store, &p.collect, Mode::Prune(retention(&p.retention, Order::Push)?)),
         Command::Gc(g) => (&g.store, &g.collect, Mode::Gc),
     };
-    threads(collect.output.jobs)?;
+    threads(collect.jobs.jobs)?;
     let progress = progress(collect.output.quiet, collect.output.json);
     let opts = Options {
         delete_untagged: collect.delete_untagged,
@@ -133,20 +231,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     };
     let root = root(store)?;
     let report = regsweep::run(&root, &mode, &opts, collect.dry_run, progress)?;
-    for w in &report.warnings {
-        eprintln!("warning: {w}");
-    }
-    for e in &report.errors {
-        eprintln!("error: {e}");
-    }
-    if collect.output.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        if report.restart_required {
-            eprintln!("note: restart the registry that serves this store: its blob cache is stale");
-        }
-    } else {
-        print!("{}", report.text());
-    }
+    print_report(&report, collect.output.json)?;
     Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) })
 }
 

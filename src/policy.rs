@@ -78,6 +78,8 @@ pub enum Reason {
     SubjectGone { subject: Digest },
     /// An interrupted run was deleting it (the journal): this run finishes the job.
     Interrupted,
+    /// Online: the registry cannot delete a tag alone (2.8) and its manifest must stay.
+    UntagRefused,
 }
 
 /// The decision on one tag: `None` for an attachment tag left to the plan.

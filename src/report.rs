@@ -5,6 +5,7 @@ use std::fmt::Write;
 use indicatif::HumanBytes;
 use serde::Serialize;
 
+use crate::online::engine::CollectorReport;
 use crate::plan::{Action, GraceKept, Plan, TagPlan};
 use crate::policy::Reason;
 
@@ -43,12 +44,15 @@ pub struct Report {
     pub errors: Vec<String>,
     /// True after a real run that deleted blobs: a registry serving this store must restart.
     pub restart_required: bool,
+    /// Online: the registry's own collector, run in its container.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collector: Option<CollectorReport>,
 }
 
 impl Report {
     /// The report of a plan, before it is carried out.
     pub fn new(command: &str, root: &str, plan: Plan, dry_run: bool) -> Report {
-        let with_tags = command == "prune";
+        let with_tags = command != "gc";
         let index_entries_deleted = plan.repos.iter().map(|r| r.index_entries.len()).sum();
         let upload_bytes: u64 = plan.repos.iter().flat_map(|r| &r.uploads).map(|u| u.size).sum();
         let repos: Vec<RepoReport> = plan
@@ -83,6 +87,7 @@ impl Report {
             warnings: plan.warnings,
             errors: Vec::new(),
             restart_required: !dry_run && !plan.blobs.is_empty(),
+            collector: None,
         }
     }
 
@@ -123,6 +128,18 @@ impl Report {
                 }
             }
             s.push('\n');
+        }
+        if self.command == "online" {
+            let _ = writeln!(
+                s,
+                "{} repositories: {verb} {} tags (kept {}), {} manifests through the API; the space comes back when the \
+                 registry's garbage-collect runs (--gc-container)",
+                self.repositories, self.tags_deleted, self.tags_kept, self.manifests_deleted
+            );
+            if let Some(c) = &self.collector {
+                s.push_str(&c.text());
+            }
+            return s;
         }
         let _ = writeln!(
             s,
@@ -177,5 +194,6 @@ fn reason_text(r: &Reason) -> String {
         Reason::BeyondCount { rank } => format!("count: #{rank} newest, beyond --keep"),
         Reason::SubjectGone { subject } => format!("subject deleted: {subject:?}"),
         Reason::Interrupted => "an interrupted run was deleting it (journal): finishing".into(),
+        Reason::UntagRefused => "the registry cannot delete a tag alone and its manifest must stay: left".into(),
     }
 }

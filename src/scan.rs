@@ -396,13 +396,18 @@ pub fn scan(layout: &Layout, progress: Progress) -> Result<Inventory> {
 }
 
 /// The `created` time of each manifest asked for: an image's config `created`, an index's newest
-/// child, a schema1 manifest's top history entry. `None` where it cannot be read.
-pub fn created_times(layout: &Layout, inv: &Inventory, digests: &[Digest]) -> DigestMap<Option<SystemTime>> {
+/// child, a schema1 manifest's top history entry. `None` where it cannot be read. `config` reads
+/// a config blob (from the store, or over the API).
+pub fn created_times(
+    manifests: &DigestMap<Parsed>,
+    digests: &[Digest],
+    config: &(dyn Fn(&Digest) -> Option<Vec<u8>> + Sync),
+) -> DigestMap<Option<SystemTime>> {
     let image_created = |d: &Digest| -> Option<SystemTime> {
-        let m = inv.manifests.get(d).and_then(Parsed::manifest)?;
+        let m = manifests.get(d).and_then(Parsed::manifest)?;
         let text = match (&m.created, &m.config) {
             (Some(c), _) => c.to_string(),
-            (None, Some(cfg)) => manifest::parse_created(&read_file(&layout.blob_data(cfg), MAX_CONFIG).ok()??.0)?,
+            (None, Some(cfg)) => manifest::parse_created(&config(cfg)?)?,
             _ => return None,
         };
         chrono::DateTime::parse_from_rfc3339(&text).ok().map(SystemTime::from)
@@ -410,13 +415,18 @@ pub fn created_times(layout: &Layout, inv: &Inventory, digests: &[Digest]) -> Di
     digests
         .par_iter()
         .map(|d| {
-            let t = match inv.manifests.get(d).and_then(Parsed::manifest) {
+            let t = match manifests.get(d).and_then(Parsed::manifest) {
                 Some(m) if m.is_index() => m.children.iter().filter_map(&image_created).max(),
                 _ => image_created(d),
             };
             (*d, t)
         })
         .collect()
+}
+
+/// Reads a config blob of the store (for [`created_times`]).
+pub fn read_config(layout: &Layout, d: &Digest) -> Option<Vec<u8>> {
+    read_file(&layout.blob_data(d), MAX_CONFIG).ok()?.map(|(b, _)| b)
 }
 
 /// The store as the plan reads it for the few facts it needs beyond the inventory.

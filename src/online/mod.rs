@@ -1,0 +1,474 @@
+//! Online mode: the retention of `prune` through the Registry HTTP API v2, for registries whose
+//! disk is out of reach. It reads what the API shows (catalog, tags, manifests by HEAD and GET,
+//! referrers where offered) into the same [`Inventory`] the store scan gives, decides with the
+//! same [`policy`](crate::policy) and plans with the same [`plan`](crate::plan); then it deletes
+//! by digest only what nothing kept needs, and deletes a tag alone where the registry can (v3).
+//! The space comes back when the registry's own collector runs: see [`engine`].
+
+pub mod client;
+pub mod engine;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use rayon::prelude::*;
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::{Digest, DigestMap, DigestSet};
+use crate::layout::Layout;
+use crate::manifest::{self, Kind, Manifest};
+use crate::plan::{self, Action, Plan};
+use crate::policy::{self, Decision, Order, Reason, Retention};
+use crate::progress::Progress;
+use crate::report::Report;
+use crate::scan::{self, Inventory, Parsed, Repo, Revision, Tag};
+use client::{CATALOG_SCOPE, Client, repo_scope};
+
+/// Every manifest media type, for `Accept`: without it the registry converts or refuses.
+pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+    application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.docker.distribution.manifest.v2+json, \
+    application/vnd.docker.distribution.manifest.v1+prettyjws, \
+    application/vnd.docker.distribution.manifest.v1+json, \
+    application/vnd.oci.artifact.manifest.v1+json";
+
+/// What the operator asked for.
+#[derive(Clone, Debug)]
+pub struct OnlineOptions {
+    pub retention: Retention,
+    pub dry_run: bool,
+    /// Requests in flight.
+    pub concurrency: usize,
+}
+
+#[derive(Deserialize)]
+struct Catalog {
+    #[serde(default)]
+    repositories: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct TagList {
+    tags: Option<Vec<String>>,
+}
+
+/// A repository name as the distribution spec allows it: safe in a URL path as it is.
+fn valid_repo(name: &str) -> bool {
+    let component = |c: &str| {
+        !c.is_empty()
+            && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+            && c.as_bytes()[0].is_ascii_alphanumeric()
+            && c.as_bytes()[c.len() - 1].is_ascii_alphanumeric()
+    };
+    name.len() <= 255 && name.split('/').all(component)
+}
+
+/// A tag as the spec allows it: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+fn valid_tag(tag: &str) -> bool {
+    let b = tag.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
+}
+
+/// Does the registry offer the OCI referrers API? Unknown until the first answer.
+const REFERRERS_UNKNOWN: u8 = 0;
+const REFERRERS_YES: u8 = 1;
+const REFERRERS_NO: u8 = 2;
+
+/// What the API shows of one repository.
+struct Found {
+    name: String,
+    tags: Vec<(String, Digest)>,
+    manifests: DigestMap<Parsed>,
+    warnings: Vec<String>,
+}
+
+struct Reader<'a> {
+    client: &'a Client,
+    referrers: AtomicU8,
+    /// Fetch every manifest and config: `created` is needed.
+    need_created: bool,
+}
+
+impl Reader<'_> {
+    /// The digest and media type of a tag, by HEAD; `None` when the tag vanished meanwhile.
+    fn head(&self, repo: &str, tag: &str) -> Result<Option<(Digest, String)>> {
+        let r = self.client.send(
+            "HEAD",
+            &format!("/v2/{repo}/manifests/{tag}"),
+            &repo_scope(repo, "pull"),
+            Some(ACCEPT),
+        )?;
+        match r.status {
+            200 => {}
+            404 => return Ok(None),
+            s => bail!("HEAD {repo}:{tag}: {s}"),
+        }
+        let d = r
+            .header("Docker-Content-Digest")
+            .and_then(Digest::parse)
+            .with_context(|| format!("HEAD {repo}:{tag}: no valid Docker-Content-Digest header"))?;
+        Ok(Some((d, r.header("Content-Type").unwrap_or_default().to_string())))
+    }
+
+    /// A manifest by digest, checked against its digest and parsed.
+    fn manifest(&self, repo: &str, d: &Digest) -> Result<Parsed> {
+        let r =
+            self.client.send("GET", &format!("/v2/{repo}/manifests/{d}"), &repo_scope(repo, "pull"), Some(ACCEPT))?;
+        match r.status {
+            200 => {}
+            404 => return Ok(Parsed::Missing),
+            s => bail!("GET {repo}@{d:?}: {s} {}", r.error_codes()),
+        }
+        if Sha256::digest(&r.body).as_slice() != d.0 {
+            return Ok(Parsed::Broken(format!("{repo}@{d:?}: the registry sent content of another digest")));
+        }
+        Ok(match manifest::parse(&r.body) {
+            Ok(m) => Parsed::Ok(m),
+            Err(e) => Parsed::Broken(format!("{repo}@{d:?}: {e:#}")),
+        })
+    }
+
+    /// The referrers of a manifest, where the registry offers the API.
+    fn referrers(&self, repo: &str, d: &Digest) -> Result<Vec<Digest>> {
+        #[derive(Deserialize)]
+        struct Index {
+            manifests: Vec<Descriptor>,
+        }
+        #[derive(Deserialize)]
+        struct Descriptor {
+            digest: String,
+        }
+        if self.referrers.load(Ordering::Relaxed) == REFERRERS_NO {
+            return Ok(Vec::new());
+        }
+        let r = self.client.send("GET", &format!("/v2/{repo}/referrers/{d}"), &repo_scope(repo, "pull"), None)?;
+        let index = (r.status == 200).then(|| serde_json::from_slice::<Index>(&r.body).ok()).flatten();
+        let Some(index) = index else {
+            self.referrers.store(REFERRERS_NO, Ordering::Relaxed);
+            return Ok(Vec::new());
+        };
+        self.referrers.store(REFERRERS_YES, Ordering::Relaxed);
+        Ok(index.manifests.iter().filter_map(|m| Digest::parse(&m.digest)).collect())
+    }
+
+    /// A config blob, for `created`.
+    fn config(&self, repo: &str, d: &Digest) -> Option<Vec<u8>> {
+        let r = self.client.send("GET", &format!("/v2/{repo}/blobs/{d}"), &repo_scope(repo, "pull"), None).ok()?;
+        (r.status == 200).then_some(r.body)
+    }
+
+    /// Tags, their digests and every manifest they reach (children, referrers).
+    fn repository(&self, name: &str, bar: &indicatif::ProgressBar) -> Result<Found> {
+        let mut warnings = Vec::new();
+        let scope = repo_scope(name, "pull");
+        let pages = match self.client.pages::<TagList>(&format!("/v2/{name}/tags/list"), &scope) {
+            Ok(p) => p,
+            Err(e) if format!("{e}").contains(": 404 ") => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let mut names: Vec<String> = pages.into_iter().flat_map(|p| p.tags.unwrap_or_default()).collect();
+        names.sort();
+        names.dedup();
+        names.retain(|t| {
+            let ok = valid_tag(t);
+            if !ok {
+                warnings.push(format!("{name}: tag {t:?} is not a valid tag name: left alone"));
+            }
+            ok
+        });
+        let heads: Vec<Option<(Digest, String)>> =
+            names.par_iter().map(|t| self.head(name, t)).collect::<Result<_>>()?;
+        bar.inc(names.len() as u64);
+        let mut tags = Vec::new();
+        let mut todo: Vec<Digest> = Vec::new();
+        let mut manifests: DigestMap<Parsed> = DigestMap::default();
+        for (t, h) in names.into_iter().zip(heads) {
+            let Some((d, media_type)) = h else { continue };
+            tags.push((t, d));
+            // A Docker image manifest or schema1 has no children and no subject: no GET unless
+            // its `created` is wanted.
+            let plain = match media_type.as_str() {
+                manifest::DOCKER_V2 => Some(Kind::DockerV2),
+                manifest::DOCKER_V1 | manifest::DOCKER_V1_SIGNED => Some(Kind::Schema1),
+                _ => None,
+            };
+            match plain {
+                Some(kind) if !self.need_created => {
+                    manifests.entry(d).or_insert_with(|| {
+                        Parsed::Ok(Manifest {
+                            kind,
+                            config: None,
+                            blobs: Box::new([]),
+                            children: Box::new([]),
+                            subject: None,
+                            created: None,
+                        })
+                    });
+                }
+                _ => todo.push(d),
+            }
+        }
+        let mut asked: DigestSet = DigestSet::default();
+        while !todo.is_empty() {
+            todo.retain(|d| asked.insert(*d) && !manifests.contains_key(d));
+            let fetched: Vec<(Digest, Parsed, Vec<Digest>)> = todo
+                .par_iter()
+                .map(|d| Ok((*d, self.manifest(name, d)?, self.referrers(name, d)?)))
+                .collect::<Result<_>>()?;
+            todo.clear();
+            for (d, p, refs) in fetched {
+                if let Some(m) = p.manifest() {
+                    todo.extend(m.children.iter().copied());
+                }
+                todo.extend(refs);
+                manifests.insert(d, p);
+            }
+        }
+        // Tag manifests fetched by HEAD only still may have referrers.
+        if self.referrers.load(Ordering::Relaxed) != REFERRERS_NO {
+            let plain: Vec<Digest> = manifests.keys().filter(|d| !asked.contains(d)).copied().collect();
+            let refs: Vec<Vec<Digest>> = plain.par_iter().map(|d| self.referrers(name, d)).collect::<Result<_>>()?;
+            let mut more: Vec<Digest> = refs.into_iter().flatten().filter(|d| !manifests.contains_key(d)).collect();
+            more.sort();
+            more.dedup();
+            let fetched: Vec<(Digest, Parsed)> =
+                more.par_iter().map(|d| Ok((*d, self.manifest(name, d)?))).collect::<Result<_>>()?;
+            manifests.extend(fetched);
+        }
+        Ok(Found { name: name.to_string(), tags, manifests, warnings })
+    }
+}
+
+/// The plan reads nothing from disk online: there are no layer links or blobs to stat.
+struct NoDisk;
+
+impl plan::Disk for NoDisk {
+    fn stat(&self, _: &Path) -> Result<Option<(u64, SystemTime)>> {
+        Ok(None)
+    }
+
+    fn tag_index(&self, _: &str, _: &str) -> Result<Vec<Digest>> {
+        Ok(Vec::new())
+    }
+}
+
+/// One manifest to delete by digest, in stage order.
+struct Deletion {
+    stage: u8,
+    repo: String,
+    digest: Digest,
+}
+
+/// Reads the registry and plans the deletions, exactly as `prune --dry-run` would on its store.
+fn plan_online(
+    client: &Client,
+    opts: &OnlineOptions,
+    progress: Progress,
+) -> Result<(Plan, Vec<Deletion>, Vec<String>)> {
+    let r = &opts.retention;
+    let reader = Reader {
+        client,
+        referrers: AtomicU8::new(REFERRERS_UNKNOWN),
+        need_created: r.order == Order::Created || r.older_than.is_some(),
+    };
+    let mut warnings = Vec::new();
+    let mut names: Vec<String> = client
+        .pages::<Catalog>("/v2/_catalog", CATALOG_SCOPE)
+        .context("cannot list the repositories (GET /v2/_catalog)")?
+        .into_iter()
+        .flat_map(|c| c.repositories)
+        .collect();
+    names.sort();
+    names.dedup();
+    names.retain(|n| {
+        if !valid_repo(n) {
+            warnings.push(format!("repository {n:?} is not a valid repository name: left alone"));
+        }
+        valid_repo(n) && r.in_scope(n)
+    });
+    let bar = progress.bar("tags", 0);
+    let found: Vec<Found> = names.par_iter().map(|n| reader.repository(n, &bar)).collect::<Result<_>>()?;
+    bar.finish_and_clear();
+
+    let now = SystemTime::now();
+    let mut inv = Inventory::default();
+    for f in &found {
+        warnings.extend(f.warnings.iter().cloned());
+    }
+    let created: DigestMap<Option<SystemTime>> = if reader.need_created {
+        found
+            .par_iter()
+            .flat_map(|f| {
+                let digests: Vec<Digest> = f.tags.iter().map(|(_, d)| *d).collect();
+                scan::created_times(&f.manifests, &digests, &|c| reader.config(&f.name, c))
+            })
+            .collect()
+    } else {
+        DigestMap::default()
+    };
+    for f in found {
+        let tags = f
+            .tags
+            .iter()
+            .map(|(t, d)| Tag {
+                name: t.clone(),
+                current: Some(*d),
+                // The API has no push time: `--older-than` goes by `created`, and a tag without
+                // one counts as young, never guessed old.
+                pushed: created.get(d).copied().flatten().unwrap_or(now),
+            })
+            .collect();
+        let revisions =
+            f.manifests.keys().map(|d| Revision { digest: *d, target: *d, modified: SystemTime::UNIX_EPOCH }).collect();
+        inv.repos.push(Repo { name: f.name, tags, revisions, ..Repo::default() });
+        inv.manifests.extend(f.manifests);
+    }
+    let decisions: Vec<Vec<Decision>> = inv
+        .repos
+        .iter()
+        .map(|repo| policy::decide(&repo.name, &repo.tags, r, &created, Duration::ZERO, now).0)
+        .collect();
+    let popts = plan::Options { delete_untagged: false, grace: Duration::ZERO, upload_age: Duration::MAX, now };
+    let mut plan = plan::build(&Layout::at(PathBuf::new()), &inv, &decisions, &|_| true, &popts, &NoDisk)?;
+    // Children and referrers that only a deleted manifest reached are named by digest; order
+    // the deletions so that an interruption leaves nothing kept broken: referrers first (nothing
+    // needs them), then the tags' own manifests, then the children of deleted indexes.
+    let mut deletions = Vec::new();
+    for rp in &plan.repos {
+        let parsed = |d: &Digest| inv.manifests.get(d).and_then(Parsed::manifest);
+        let children: DigestSet =
+            rp.manifests.iter().filter_map(parsed).flat_map(|m| m.children.iter().copied()).collect();
+        for d in &rp.manifests {
+            let stage = match parsed(d) {
+                Some(m) if m.subject.is_some() => 0,
+                _ if children.contains(d) => 2,
+                _ => 1,
+            };
+            deletions.push(Deletion { stage, repo: rp.name.clone(), digest: *d });
+        }
+    }
+    deletions.sort_by(|a, b| (a.stage, &a.repo, a.digest).cmp(&(b.stage, &b.repo, b.digest)));
+    warnings.append(&mut plan.warnings);
+    Ok((plan, deletions, warnings))
+}
+
+/// What the deletions gave.
+struct Outcome {
+    errors: Vec<String>,
+    warnings: Vec<String>,
+    /// Tags the registry could not delete alone (2.8): they stay.
+    untag_refused: Vec<(String, String)>,
+}
+
+/// Deletes by digest, stage by stage, then tags alone. A 405 stops everything: deletes are off.
+fn execute(client: &Client, plan: &Plan, deletions: &[Deletion], progress: Progress) -> Result<Outcome> {
+    let disabled = AtomicBool::new(false);
+    let errors = Mutex::new(Vec::new());
+    let bar = progress.bar("deleting", deletions.len() as u64);
+    let delete = |repo: &str, reference: &str| -> Option<u16> {
+        if disabled.load(Ordering::Relaxed) {
+            return None;
+        }
+        let r = client.send("DELETE", &format!("/v2/{repo}/manifests/{reference}"), &repo_scope(repo, "delete"), None);
+        match r {
+            Ok(r) if r.status == 405 && r.error_codes().contains("UNSUPPORTED") && reference.starts_with("sha256:") => {
+                disabled.store(true, Ordering::Relaxed);
+                None
+            }
+            Ok(r) if matches!(r.status, 200 | 202 | 404) => Some(r.status),
+            Ok(r) => {
+                if !reference.starts_with("sha256:") {
+                    return Some(r.status);
+                }
+                errors.lock().unwrap().push(format!("DELETE {repo}@{reference}: {} {}", r.status, r.error_codes()));
+                None
+            }
+            Err(e) => {
+                errors.lock().unwrap().push(format!("{e:#}"));
+                None
+            }
+        }
+    };
+    for stage in 0..3 {
+        deletions.par_iter().filter(|d| d.stage == stage).for_each(|d| {
+            delete(&d.repo, &d.digest.to_string());
+            bar.inc(1);
+        });
+    }
+    bar.finish_and_clear();
+    if disabled.load(Ordering::Relaxed) {
+        bail!(
+            "the registry refuses deletes (405 UNSUPPORTED): set storage.delete.enabled: true in its config.yml \
+             (or REGISTRY_STORAGE_DELETE_ENABLED=true) and restart it"
+        );
+    }
+    let mut untag_refused = Vec::new();
+    let mut warnings = Vec::new();
+    let untags: Vec<(&str, &str)> = plan
+        .repos
+        .iter()
+        .flat_map(|r| {
+            r.tags.iter().filter(|t| t.action == Action::Untag).map(move |t| (r.name.as_str(), t.name.as_str()))
+        })
+        .collect();
+    let results: Vec<Option<u16>> = untags.par_iter().map(|(repo, tag)| delete(repo, tag)).collect();
+    for ((repo, tag), status) in untags.into_iter().zip(results) {
+        match status {
+            Some(200 | 202 | 404) | None => {}
+            Some(s) => {
+                warnings.push(format!(
+                    "{repo}:{tag}: the registry cannot delete a tag alone ({s}; distribution 2.8 cannot) and its \
+                     manifest is still needed: the tag stays"
+                ));
+                untag_refused.push((repo.to_string(), tag.to_string()));
+            }
+        }
+    }
+    Ok(Outcome { errors: errors.into_inner().unwrap(), warnings, untag_refused })
+}
+
+/// Plans and, unless `dry_run`, carries out a retention run through the API.
+pub fn run(client: &Client, opts: &OnlineOptions, progress: Progress) -> Result<Report> {
+    if opts.retention.order == Order::Push {
+        bail!("--order push does not exist over the API (it has no push times): use created, semver or name");
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.concurrency.max(1))
+        .build()
+        .context("cannot start request threads")?;
+    pool.install(|| {
+        client.ping()?;
+        let (mut plan, deletions, mut warnings) = plan_online(client, opts, progress)?;
+        let mut errors = Vec::new();
+        if !opts.dry_run {
+            let mut out = execute(client, &plan, &deletions, progress)?;
+            for (repo, tag) in &out.untag_refused {
+                if let Some(t) = plan
+                    .repos
+                    .iter_mut()
+                    .filter(|r| &r.name == repo)
+                    .flat_map(|r| r.tags.iter_mut())
+                    .find(|t| &t.name == tag)
+                {
+                    t.action = Action::Keep;
+                    t.reason = Reason::UntagRefused;
+                }
+            }
+            warnings.append(&mut out.warnings);
+            errors = out.errors;
+        }
+        let mut report = Report::new("online", &client.base, plan, opts.dry_run);
+        warnings.append(&mut report.warnings);
+        report.warnings = warnings;
+        report.errors = errors;
+        Ok(report)
+    })
+}
