@@ -318,7 +318,8 @@ impl Client {
     /// 5xx and broken connections. Every status comes back; 401 only when auth failed for good.
     pub fn send(&self, method: &str, path: &str, scope: &str, accept: Option<&str>) -> Result<Reply> {
         let url = format!("{}{path}", self.base);
-        let mut auth_retried = false;
+        // One more try to learn the challenge, one more for a token refused as expired.
+        let mut auth_tries = 0;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -350,14 +351,13 @@ impl Client {
             };
             let wait = match result {
                 Err(e) if attempt < ATTEMPTS && retryable(&e) => None,
-                Err(e) => return Err(e).with_context(|| format!("{method} {url}")),
+                Err(e) => return Err(tls_hint(e)).with_context(|| format!("{method} {url}")),
                 Ok(mut resp) => {
                     let status = resp.status().as_u16();
-                    if status == 401 && !auth_retried {
+                    if status == 401 && auth_tries < 2 {
                         let header = resp.headers().get("WWW-Authenticate").and_then(|v| v.to_str().ok());
                         if let Some(ch) = header.and_then(parse_challenge) {
-                            // A new challenge, or a token that expired early: one more try.
-                            auth_retried = true;
+                            auth_tries += 1;
                             self.tokens.lock().unwrap().remove(scope);
                             *self.challenge.lock().unwrap() = Some(ch);
                             attempt -= 1;
@@ -412,6 +412,21 @@ impl Client {
             bail!("{}/v2/ answered {}: not a registry's API?", self.base, r.status);
         }
         Ok(())
+    }
+}
+
+/// Explains rustls's refusal of a self-signed CA certificate used as the server's own, which
+/// `openssl req -x509` makes by default (curl and Go accept it; webpki does not).
+fn tls_hint(e: ureq::Error) -> anyhow::Error {
+    let text = e.to_string();
+    if text.contains("CaUsedAsEndEntity") {
+        anyhow::anyhow!(
+            "{text}: the registry's certificate is a CA certificate used as its own; make it with \
+             `-addext basicConstraints=critical,CA:FALSE`, or sign it with a CA of yours and give that CA to \
+             --ca-cert, or use --insecure"
+        )
+    } else {
+        e.into()
     }
 }
 

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod token;
+
 /// The repository's top folder.
 pub fn top() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -69,11 +71,37 @@ pub fn tags_with(report: &Value, repo_name: &str, action: &str) -> BTreeSet<Stri
 }
 
 fn registry_config(root: &Path, port: u16) -> tempfile::NamedTempFile {
+    registry_config_with(root, port, &Setup::default())
+}
+
+/// How a test registry differs from the plain one: deletes off, TLS, more YAML (auth, catalog).
+#[derive(Clone, Debug)]
+pub struct Setup {
+    pub delete: bool,
+    /// Certificate and key files.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Top-level YAML sections, such as `auth:` or `catalog:`.
+    pub extra: String,
+}
+
+impl Default for Setup {
+    fn default() -> Setup {
+        Setup { delete: true, tls: None, extra: String::new() }
+    }
+}
+
+fn registry_config_with(root: &Path, port: u16, setup: &Setup) -> tempfile::NamedTempFile {
     let mut f = tempfile::Builder::new().suffix(".yml").tempfile().unwrap();
+    let tls = match &setup.tls {
+        Some((cert, key)) => format!("\n  tls: {{certificate: {}, key: {}}}", cert.display(), key.display()),
+        None => String::new(),
+    };
     write!(
         f,
-        "version: 0.1\nlog: {{level: error}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp: {{addr: 127.0.0.1:{port}}}\ncompatibility: {{schema1: {{enabled: true}}}}\n",
-        root.display()
+        "version: 0.1\nlog: {{level: error}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: {}}}\nhttp:\n  addr: 127.0.0.1:{port}{tls}\ncompatibility: {{schema1: {{enabled: true}}}}\n{}\n",
+        root.display(),
+        setup.delete,
+        setup.extra
     )
     .unwrap();
     f
@@ -95,14 +123,21 @@ pub fn reference_gc(root: &Path, delete_untagged: bool) -> Output {
 /// The real registry serving a store on a loopback port, stopped when dropped.
 pub struct Registry {
     pub port: u16,
+    /// `http://127.0.0.1:<port>` (https with TLS).
+    pub url: String,
     child: Child,
     _cfg: tempfile::NamedTempFile,
 }
 
 impl Registry {
     pub fn serve(root: &Path) -> Registry {
+        Registry::serve_with(root, &Setup::default())
+    }
+
+    /// Serves with a different setup; ready when `/v2/` answers at all (401 included).
+    pub fn serve_with(root: &Path, setup: &Setup) -> Registry {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let cfg = registry_config(root, port);
+        let cfg = registry_config_with(root, port, setup);
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(cfg.path())
@@ -110,9 +145,17 @@ impl Registry {
             .stderr(Stdio::null())
             .spawn()
             .expect("docker-registry must be installed (tests/run.sh installs it)");
-        let reg = Registry { port, child, _cfg: cfg };
+        let scheme = if setup.tls.is_some() { "https" } else { "http" };
+        let reg = Registry { port, child, _cfg: cfg, url: format!("{scheme}://127.0.0.1:{port}") };
         let start = Instant::now();
-        while reg.status("GET", "/v2/", "") != Some(200) {
+        loop {
+            let out = Command::new("curl")
+                .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", &format!("{}/v2/", reg.url)])
+                .output()
+                .unwrap();
+            if matches!(&out.stdout[..], b"200" | b"401") {
+                break;
+            }
             assert!(start.elapsed() < Duration::from_secs(20), "registry did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -141,10 +184,19 @@ impl Registry {
 
     /// A full pull with `skopeo copy --all`, which checks every digest: Ok or skopeo's message.
     pub fn pull(&self, repo: &str, reference: &str) -> Result<(), String> {
+        self.pull_as(repo, reference, None)
+    }
+
+    /// [`Registry::pull`] with `user:password`.
+    pub fn pull_as(&self, repo: &str, reference: &str, creds: Option<&str>) -> Result<(), String> {
         let out_dir = tempfile::tempdir().unwrap();
         let sep = if reference.starts_with("sha256:") { "@" } else { ":" };
-        let out = Command::new("skopeo")
-            .args(["--insecure-policy", "copy", "--all", "-q", "--src-tls-verify=false"])
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["--insecure-policy", "copy", "--all", "-q", "--src-tls-verify=false"]);
+        if let Some(c) = creds {
+            cmd.arg(format!("--src-creds={c}"));
+        }
+        let out = cmd
             .arg(format!("docker://127.0.0.1:{}/{repo}{sep}{reference}", self.port))
             .arg(format!("dir:{}", out_dir.path().display()))
             .output()
