@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs the real parts the tests run against when they
-# are missing (Debian packages: docker-registry, skopeo, umoci, curl, jq), then runs every test.
+# are missing (Debian packages: docker-registry, skopeo, umoci, curl, jq, apache2-utils, openssl,
+# podman, runc, busybox-static), then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# tool:package pairs; busybox must be the static one (it goes into a container image).
 missing=()
-for tool in docker-registry skopeo umoci curl jq tar; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+for pair in docker-registry:docker-registry skopeo:skopeo umoci:umoci curl:curl jq:jq tar:tar \
+  htpasswd:apache2-utils openssl:openssl podman:podman runc:runc /bin/busybox:busybox-static; do
+  tool=${pair%%:*}; pkg=${pair#*:}
+  if [ "${tool#/}" != "$tool" ]; then [ -x "$tool" ] || missing+=("$pkg"); else command -v "$tool" >/dev/null 2>&1 || missing+=("$pkg"); fi
 done
+if [ -x /bin/busybox ] && ldd /bin/busybox >/dev/null 2>&1; then missing+=(busybox-static); fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]}" >&2
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo

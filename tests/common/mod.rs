@@ -136,7 +136,7 @@ impl Registry {
 
     /// Serves with a different setup; ready when `/v2/` answers at all (401 included).
     pub fn serve_with(root: &Path, setup: &Setup) -> Registry {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free_port();
         let cfg = registry_config_with(root, port, setup);
         let child = Command::new("docker-registry")
             .arg("serve")
@@ -189,19 +189,7 @@ impl Registry {
 
     /// [`Registry::pull`] with `user:password`.
     pub fn pull_as(&self, repo: &str, reference: &str, creds: Option<&str>) -> Result<(), String> {
-        let out_dir = tempfile::tempdir().unwrap();
-        let sep = if reference.starts_with("sha256:") { "@" } else { ":" };
-        let mut cmd = Command::new("skopeo");
-        cmd.args(["--insecure-policy", "copy", "--all", "-q", "--src-tls-verify=false"]);
-        if let Some(c) = creds {
-            cmd.arg(format!("--src-creds={c}"));
-        }
-        let out = cmd
-            .arg(format!("docker://127.0.0.1:{}/{repo}{sep}{reference}", self.port))
-            .arg(format!("dir:{}", out_dir.path().display()))
-            .output()
-            .unwrap();
-        if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
+        pull_from(self.port, repo, reference, creds)
     }
 
     /// Pulls every tag in the store; panics naming each one that fails.
@@ -219,6 +207,28 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A full pull with `skopeo copy --all` from a registry on a loopback port (any scheme).
+pub fn pull_from(port: u16, repo: &str, reference: &str, creds: Option<&str>) -> Result<(), String> {
+    let out_dir = tempfile::tempdir().unwrap();
+    let sep = if reference.starts_with("sha256:") { "@" } else { ":" };
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["--insecure-policy", "copy", "--all", "-q", "--src-tls-verify=false"]);
+    if let Some(c) = creds {
+        cmd.arg(format!("--src-creds={c}"));
+    }
+    let out = cmd
+        .arg(format!("docker://127.0.0.1:{port}/{repo}{sep}{reference}"))
+        .arg(format!("dir:{}", out_dir.path().display()))
+        .output()
+        .unwrap();
+    if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn walk_dirs(dir: &Path, f: &mut dyn FnMut(&Path)) {
