@@ -218,13 +218,19 @@ fn bearer_tokens_per_repository_scope_refreshed_when_expired() {
 }
 
 #[test]
-fn the_catalog_is_read_page_by_page() {
+fn catalog_and_tags_are_read_page_by_page() {
     let store = fixture("demo");
+    let root = store.path().to_str().unwrap();
     let setup = Setup { extra: "catalog: {maxentries: 1}".into(), ..Setup::default() };
     let reg = Registry::serve_with(store.path(), &setup);
-    let report = regsweep_json(&["online", "--url", &reg.url, "--keep", "2", "--order", "name", "--dry-run"]);
+    // The registry pages the catalog one repository at a time; the proxy pages tags two at a time.
+    let url = format!("http://127.0.0.1:{}", tag_paging_proxy(reg.port));
+    let offline = regsweep_json(&["prune", "--root", root, "--keep", "2", "--order", "name", "--dry-run"]);
+    let report = regsweep_json(&["online", "--url", &url, "--keep", "2", "--order", "name", "--dry-run"]);
     let names: Vec<&str> = report["repos"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["team/app", "team/app/tools", "team/multi"]);
+    assert_eq!(repo(&report, "team/app")["tags"].as_array().unwrap().len(), 11);
+    assert_eq!(actions(&report), actions(&offline));
 }
 
 #[test]

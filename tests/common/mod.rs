@@ -345,3 +345,68 @@ pub fn blob_data(root: &Path, digest: &str) -> PathBuf {
     let hex = &digest[7..];
     v2(root).join("blobs/sha256").join(&hex[..2]).join(hex).join("data")
 }
+
+/// A proxy in front of a registry that pages `tags/list` two tags at a time with `Link` headers,
+/// as distribution v3 does (2.8 never pages tags); everything else passes through. Returns its port.
+pub fn tag_paging_proxy(upstream: u16) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let mut lines = text.split("\r\n");
+                let first = lines.next().unwrap_or("").to_string();
+                let mut parts = first.split_whitespace();
+                let (method, target) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+                let headers: Vec<&str> =
+                    lines.filter(|l| !l.is_empty() && !l.to_ascii_lowercase().starts_with("connection:")).collect();
+                let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+                let paged = path.ends_with("/tags/list");
+                let forward = |target: &str| -> Vec<u8> {
+                    let mut up = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+                    write!(up, "{method} {target} HTTP/1.1\r\n{}\r\nConnection: close\r\n\r\n", headers.join("\r\n")).unwrap();
+                    let mut resp = Vec::new();
+                    up.read_to_end(&mut resp).unwrap();
+                    resp
+                };
+                if !paged {
+                    let _ = conn.write_all(&forward(&target));
+                    return;
+                }
+                let resp = forward(path);
+                let split = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                let status = String::from_utf8_lossy(&resp[..split]).split_whitespace().nth(1).unwrap_or("").to_string();
+                if status != "200" {
+                    let _ = conn.write_all(&resp);
+                    return;
+                }
+                let body: Value = serde_json::from_slice(&resp[split..]).unwrap();
+                let mut tags: Vec<String> =
+                    body["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
+                tags.sort();
+                let last = query.split('&').find_map(|kv| kv.strip_prefix("last=")).unwrap_or("");
+                let rest: Vec<String> = tags.into_iter().filter(|t| t.as_str() > last).collect();
+                let page: Vec<&String> = rest.iter().take(2).collect();
+                let link = if rest.len() > 2 {
+                    format!("Link: <{path}?n=2&last={}>; rel=\"next\"\r\n", page[1])
+                } else {
+                    String::new()
+                };
+                let out = serde_json::json!({"name": body["name"], "tags": page}).to_string();
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{link}Content-Length: {}\r\nConnection: close\r\n\r\n{out}",
+                    out.len()
+                );
+            });
+        }
+    });
+    port
+}
