@@ -204,6 +204,15 @@ fn bearer_tokens_per_repository_scope_refreshed_when_expired() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("token server"), "{}", String::from_utf8_lossy(&out.stderr));
 
+    // A user whose tokens do not grant `delete`: stopped at the first refusal, nothing deleted.
+    let before = snapshot(store.path());
+    let mut reader_args = args;
+    reader_args[9] = token::READER;
+    let out = run(&reader_args, &[("REGSWEEP_PASSWORD", token::READER_PASSWORD)], None);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was deleted"));
+    assert!(before == snapshot(store.path()));
+
     let report = json_of(&run(&args, &[("REGSWEEP_PASSWORD", "tok-pw")], None));
     assert!(report["manifests_deleted"].as_u64().unwrap() > 0);
     let issued = issuer.issued.lock().unwrap().clone();

@@ -377,7 +377,7 @@ impl Client {
                                 .with_context(|| format!("{method} {url}: cannot read the answer"))?
                         };
                         if status == 401 || status == 403 {
-                            bail!("{method} {url}: {status} {}", status_text(status));
+                            return Err(Refused(format!("{method} {url}: {status} {}", status_text(status))).into());
                         }
                         return Ok(Reply { status, headers: resp.headers().clone(), body });
                     }
@@ -388,15 +388,16 @@ impl Client {
         }
     }
 
-    /// GETs a JSON list through every page (`Link: <...>; rel="next"`).
-    pub fn pages<T: for<'de> Deserialize<'de>>(&self, first: &str, scope: &str) -> Result<Vec<T>> {
+    /// GETs a JSON list through every page (`Link: <...>; rel="next"`); with `missing_ok`, a
+    /// 404 is an empty list.
+    pub fn pages<T: for<'de> Deserialize<'de>>(&self, first: &str, scope: &str, missing_ok: bool) -> Result<Vec<T>> {
         let mut out = Vec::new();
         let mut next = Some(first.to_string());
         while let Some(path) = next.take() {
             let r = self.send("GET", &path, scope, None)?;
             match r.status {
                 200 => {}
-                404 if !out.is_empty() => break,
+                404 if missing_ok || !out.is_empty() => break,
                 s => bail!("GET {}{path}: {s} {}", self.base, r.error_codes()),
             }
             out.push(serde_json::from_slice(&r.body).with_context(|| format!("GET {path}: not the expected JSON"))?);
@@ -413,6 +414,23 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// A 401 or 403 that no retry or new token changed: every further request would meet it too.
+#[derive(Debug)]
+pub struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// True for an error that is a [`Refused`].
+pub fn is_refusal(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<Refused>().is_some()
 }
 
 /// Explains rustls's refusal of a self-signed CA certificate used as the server's own, which

@@ -10,7 +10,7 @@ pub mod engine;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
@@ -169,11 +169,8 @@ impl Reader<'_> {
     fn repository(&self, name: &str, bar: &indicatif::ProgressBar) -> Result<Found> {
         let mut warnings = Vec::new();
         let scope = repo_scope(name, "pull");
-        let pages = match self.client.pages::<TagList>(&format!("/v2/{name}/tags/list"), &scope) {
-            Ok(p) => p,
-            Err(e) if format!("{e}").contains(": 404 ") => Vec::new(),
-            Err(e) => return Err(e),
-        };
+        // A repository deleted since the catalog was read has no tags (404): nothing to do.
+        let pages = self.client.pages::<TagList>(&format!("/v2/{name}/tags/list"), &scope, true)?;
         let mut names: Vec<String> = pages.into_iter().flat_map(|p| p.tags.unwrap_or_default()).collect();
         names.sort();
         names.dedup();
@@ -281,7 +278,7 @@ fn plan_online(
     };
     let mut warnings = Vec::new();
     let mut names: Vec<String> = client
-        .pages::<Catalog>("/v2/_catalog", CATALOG_SCOPE)
+        .pages::<Catalog>("/v2/_catalog", CATALOG_SCOPE, false)
         .context("cannot list the repositories (GET /v2/_catalog)")?
         .into_iter()
         .flat_map(|c| c.repositories)
@@ -370,25 +367,37 @@ struct Outcome {
 
 /// Deletes by digest, stage by stage, then tags alone. A 405 stops everything: deletes are off.
 fn execute(client: &Client, plan: &Plan, deletions: &[Deletion], progress: Progress) -> Result<Outcome> {
-    let disabled = AtomicBool::new(false);
+    // The first refusal that every further delete would meet too (405, 401, 403) stops the run.
+    let stop: Mutex<Option<String>> = Mutex::new(None);
+    let deleted = AtomicUsize::new(0);
     let errors = Mutex::new(Vec::new());
     let bar = progress.bar("deleting", deletions.len() as u64);
     let delete = |repo: &str, reference: &str| -> Option<u16> {
-        if disabled.load(Ordering::Relaxed) {
+        if stop.lock().unwrap().is_some() {
             return None;
         }
+        let by_digest = reference.starts_with("sha256:");
         let r = client.send("DELETE", &format!("/v2/{repo}/manifests/{reference}"), &repo_scope(repo, "delete"), None);
         match r {
-            Ok(r) if r.status == 405 && r.error_codes().contains("UNSUPPORTED") && reference.starts_with("sha256:") => {
-                disabled.store(true, Ordering::Relaxed);
+            Ok(r) if r.status == 405 && by_digest => {
+                *stop.lock().unwrap() = Some(format!(
+                    "the registry refuses deletes (405 {}): set storage.delete.enabled: true in its config.yml \
+                     (or REGISTRY_STORAGE_DELETE_ENABLED=true) and restart it",
+                    r.error_codes()
+                ));
                 None
             }
-            Ok(r) if matches!(r.status, 200 | 202 | 404) => Some(r.status),
+            Ok(r) if matches!(r.status, 200 | 202 | 404) => {
+                deleted.fetch_add(usize::from(r.status != 404), Ordering::Relaxed);
+                Some(r.status)
+            }
+            Ok(r) if !by_digest => Some(r.status),
             Ok(r) => {
-                if !reference.starts_with("sha256:") {
-                    return Some(r.status);
-                }
                 errors.lock().unwrap().push(format!("DELETE {repo}@{reference}: {} {}", r.status, r.error_codes()));
+                None
+            }
+            Err(e) if client::is_refusal(&e) => {
+                *stop.lock().unwrap() = Some(format!("{e:#}"));
                 None
             }
             Err(e) => {
@@ -404,11 +413,13 @@ fn execute(client: &Client, plan: &Plan, deletions: &[Deletion], progress: Progr
         });
     }
     bar.finish_and_clear();
-    if disabled.load(Ordering::Relaxed) {
-        bail!(
-            "the registry refuses deletes (405 UNSUPPORTED): set storage.delete.enabled: true in its config.yml \
-             (or REGISTRY_STORAGE_DELETE_ENABLED=true) and restart it"
-        );
+    if let Some(reason) = stop.lock().unwrap().take() {
+        if deleted.load(Ordering::Relaxed) == 0 {
+            bail!("{reason}; nothing was deleted");
+        }
+        let mut errors = std::mem::take(&mut *errors.lock().unwrap());
+        errors.push(reason);
+        return Ok(Outcome { errors, warnings: Vec::new(), untag_refused: Vec::new() });
     }
     let mut untag_refused = Vec::new();
     let mut warnings = Vec::new();
@@ -425,8 +436,8 @@ fn execute(client: &Client, plan: &Plan, deletions: &[Deletion], progress: Progr
             Some(200 | 202 | 404) | None => {}
             Some(s) => {
                 warnings.push(format!(
-                    "{repo}:{tag}: the registry cannot delete a tag alone ({s}; distribution 2.8 cannot) and its \
-                     manifest is still needed: the tag stays"
+                    "{repo}:{tag}: the registry refused to delete the tag alone ({s}: distribution 2.8 cannot, and a \
+                     registry with deletes off answers 405); its manifest is still needed, so the tag stays"
                 ));
                 untag_refused.push((repo.to_string(), tag.to_string()));
             }

@@ -371,7 +371,8 @@ pub fn tag_paging_proxy(upstream: u16) -> u16 {
                 let paged = path.ends_with("/tags/list");
                 let forward = |target: &str| -> Vec<u8> {
                     let mut up = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
-                    write!(up, "{method} {target} HTTP/1.1\r\n{}\r\nConnection: close\r\n\r\n", headers.join("\r\n")).unwrap();
+                    write!(up, "{method} {target} HTTP/1.1\r\n{}\r\nConnection: close\r\n\r\n", headers.join("\r\n"))
+                        .unwrap();
                     let mut resp = Vec::new();
                     up.read_to_end(&mut resp).unwrap();
                     resp
@@ -382,7 +383,8 @@ pub fn tag_paging_proxy(upstream: u16) -> u16 {
                 }
                 let resp = forward(path);
                 let split = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                let status = String::from_utf8_lossy(&resp[..split]).split_whitespace().nth(1).unwrap_or("").to_string();
+                let status =
+                    String::from_utf8_lossy(&resp[..split]).split_whitespace().nth(1).unwrap_or("").to_string();
                 if status != "200" {
                     let _ = conn.write_all(&resp);
                     return;

@@ -1,7 +1,7 @@
 //! A small token issuer for the registry's `auth.token`: it checks basic credentials and signs
 //! RS256 JWTs (with `openssl`) with the key of the certificate the registry trusts
 //! (`rootcertbundle`), carrying the certificate in `x5c`. The first token it gives for each scope
-//! can be already expired, to prove that regsweep asks again.
+//! can be already expired, to prove that regsweep asks again. [`READER`] gets no `delete`.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -62,10 +62,15 @@ fn sign(key: &Path, input: &str) -> String {
     URL_SAFE_NO_PAD.encode(out.stdout)
 }
 
-fn access(scope: &str) -> serde_json::Value {
+/// A user whose tokens never grant `delete`.
+pub const READER: &str = "reader";
+pub const READER_PASSWORD: &str = "reader-pw";
+
+fn access(scope: &str, read_only: bool) -> serde_json::Value {
     let (kind, rest) = scope.split_once(':').unwrap_or((scope, ""));
     let (name, actions) = rest.rsplit_once(':').unwrap_or((rest, ""));
-    serde_json::json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()})
+    let actions: Vec<&str> = actions.split(',').filter(|a| !read_only || *a != "delete").collect();
+    serde_json::json!({"type": kind, "name": name, "actions": actions})
 }
 
 fn query_values(query: &str, key: &str) -> Vec<String> {
@@ -100,6 +105,7 @@ impl Issuer {
         let issued: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
         let x5c = der_base64(&cert);
         let expected = format!("Basic {}", STANDARD.encode(format!("{user}:{password}")));
+        let reader_auth = format!("Basic {}", STANDARD.encode(format!("{READER}:{READER_PASSWORD}")));
         let counts = issued.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -108,7 +114,7 @@ impl Issuer {
                 let mut line = String::new();
                 reader.read_line(&mut line).unwrap();
                 let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
-                let mut authorized = false;
+                let (mut authorized, mut read_only) = (false, false);
                 loop {
                     let mut h = String::new();
                     if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
@@ -117,7 +123,8 @@ impl Issuer {
                     if let Some((k, v)) = h.split_once(':')
                         && k.eq_ignore_ascii_case("authorization")
                     {
-                        authorized = v.trim() == expected;
+                        authorized = v.trim() == expected || v.trim() == reader_auth;
+                        read_only = v.trim() == reader_auth;
                     }
                 }
                 if !authorized {
@@ -139,7 +146,7 @@ impl Issuer {
                 let claims = serde_json::json!({
                     "iss": ISSUER, "sub": "alice", "aud": SERVICE, "exp": exp, "nbf": exp - 600, "iat": exp - 600,
                     "jti": format!("{now}-{}", scopes.join(" ")),
-                    "access": scopes.iter().map(|s| access(s)).collect::<Vec<_>>(),
+                    "access": scopes.iter().map(|s| access(s, read_only)).collect::<Vec<_>>(),
                 });
                 let input = format!(
                     "{}.{}",
