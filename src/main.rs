@@ -170,7 +170,6 @@ fn online(o: &OnlineArgs) -> Result<ExitCode> {
     };
     let mut report = regsweep::online::run(&client, &opts, progress(o.output.quiet, o.output.json))?;
     let mut code = if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) };
-    let mut step_error = None;
     if let (Some(container), false) = (&o.gc_container, o.dry_run) {
         let step = GcStep {
             container: container.clone(),
@@ -183,15 +182,11 @@ fn online(o: &OnlineArgs) -> Result<ExitCode> {
             Ok(c) => report.collector = Some(c),
             Err(e) => {
                 code = ExitCode::from(5);
-                report.errors.push(format!("{e:#}"));
-                step_error = Some(e);
+                report.errors.push(format!("the container step failed: {e:#}"));
             }
         }
     }
     print_report(&report, o.output.json)?;
-    if let Some(e) = step_error {
-        eprintln!("error: the container step failed: {e:#}");
-    }
     Ok(code)
 }
 

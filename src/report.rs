@@ -139,6 +139,13 @@ impl Report {
             if let Some(c) = &self.collector {
                 s.push_str(&c.text());
             }
+            if !self.errors.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "{} errors (printed above): nothing kept was touched; run again to finish",
+                    self.errors.len()
+                );
+            }
             return s;
         }
         let _ = writeln!(

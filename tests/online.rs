@@ -233,13 +233,28 @@ fn catalog_and_tags_are_read_page_by_page() {
     let setup = Setup { extra: "catalog: {maxentries: 1}".into(), ..Setup::default() };
     let reg = Registry::serve_with(store.path(), &setup);
     // The registry pages the catalog one repository at a time; the proxy pages tags two at a time.
-    let url = format!("http://127.0.0.1:{}", tag_paging_proxy(reg.port));
+    let url = format!("http://127.0.0.1:{}", proxy(reg.port, true, 0));
     let offline = regsweep_json(&["prune", "--root", root, "--keep", "2", "--order", "name", "--dry-run"]);
     let report = regsweep_json(&["online", "--url", &url, "--keep", "2", "--order", "name", "--dry-run"]);
     let names: Vec<&str> = report["repos"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["team/app", "team/app/tools", "team/multi"]);
     assert_eq!(repo(&report, "team/app")["tags"].as_array().unwrap().len(), 11);
     assert_eq!(actions(&report), actions(&offline));
+}
+
+#[test]
+fn too_many_requests_are_retried_and_a_registry_that_keeps_failing_is_given_up() {
+    let store = fixture("demo");
+    let root = store.path().to_str().unwrap();
+    let reg = Registry::serve(store.path());
+    let offline = regsweep_json(&["prune", "--root", root, "--keep", "2", "--order", "name", "--dry-run"]);
+    let flaky = format!("http://127.0.0.1:{}", proxy(reg.port, false, 3));
+    let report = regsweep_json(&["online", "--url", &flaky, "--keep", "2", "--order", "name", "--dry-run"]);
+    assert_eq!(actions(&report), actions(&offline), "every third request answered 429");
+    let down = format!("http://127.0.0.1:{}", proxy(reg.port, false, 1));
+    let out = run(&["online", "--url", &down, "--keep", "2", "--dry-run"], &[], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("503"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

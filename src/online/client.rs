@@ -409,10 +409,13 @@ impl Client {
     /// `GET /v2/`: is it a registry, and may we talk to it?
     pub fn ping(&self) -> Result<()> {
         let r = self.send("GET", "/v2/", CATALOG_SCOPE, None)?;
-        if r.status != 200 {
-            bail!("{}/v2/ answered {}: not a registry's API?", self.base, r.status);
+        match r.status {
+            200 => Ok(()),
+            s if s == 429 || s >= 500 => {
+                bail!("{}/v2/ answered {s} {ATTEMPTS} times: the registry is down or overloaded", self.base)
+            }
+            s => bail!("{}/v2/ answered {s}: not a registry's API?", self.base),
         }
-        Ok(())
     }
 }
 

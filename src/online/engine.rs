@@ -91,6 +91,11 @@ impl CollectorReport {
             self.blobs_deleted.map(|n| format!(", {n} blobs deleted")).unwrap_or_default(),
             if self.restarted { "; restarted, /v2/ answers" } else { "" }
         );
+        // Its last lines (the JSON report has the whole output).
+        let lines: Vec<&str> = self.output.lines().collect();
+        for l in &lines[lines.len().saturating_sub(5)..] {
+            let _ = writeln!(s, "  | {l}");
+        }
         s
     }
 }

@@ -346,14 +346,18 @@ pub fn blob_data(root: &Path, digest: &str) -> PathBuf {
     v2(root).join("blobs/sha256").join(&hex[..2]).join(hex).join("data")
 }
 
-/// A proxy in front of a registry that pages `tags/list` two tags at a time with `Link` headers,
-/// as distribution v3 does (2.8 never pages tags); everything else passes through. Returns its port.
-pub fn tag_paging_proxy(upstream: u16) -> u16 {
+/// A proxy in front of a registry. With `page_tags`, it pages `tags/list` two tags at a time
+/// with `Link` headers, as distribution v3 does (2.8 never pages tags). With `fail_every` k > 1,
+/// every k-th request gets `429 Too Many Requests` (`Retry-After: 0`); with k = 1, every request
+/// gets `503`. Everything else passes through. Returns its port.
+pub fn proxy(upstream: u16, page_tags: bool, fail_every: usize) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
+            let count = count.clone();
             std::thread::spawn(move || {
                 let mut head = Vec::new();
                 let mut byte = [0u8; 1];
@@ -367,8 +371,17 @@ pub fn tag_paging_proxy(upstream: u16) -> u16 {
                 let (method, target) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
                 let headers: Vec<&str> =
                     lines.filter(|l| !l.is_empty() && !l.to_ascii_lowercase().starts_with("connection:")).collect();
+                let n = count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if fail_every == 1 || (fail_every > 1 && n.is_multiple_of(fail_every)) {
+                    let status = if fail_every == 1 { "503 Service Unavailable" } else { "429 Too Many Requests" };
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 {status}\r\nRetry-After: 0\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    return;
+                }
                 let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-                let paged = path.ends_with("/tags/list");
+                let paged = page_tags && path.ends_with("/tags/list");
                 let forward = |target: &str| -> Vec<u8> {
                     let mut up = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
                     write!(up, "{method} {target} HTTP/1.1\r\n{}\r\nConnection: close\r\n\r\n", headers.join("\r\n"))
