@@ -260,6 +260,7 @@ impl Client {
             .tls_config(tls)
             .timeout_connect(Some(Duration::from_secs(15)))
             .timeout_global(Some(Duration::from_secs(300)))
+            .max_idle_connections(opts.concurrency.max(1) * 2)
             .max_idle_connections_per_host(opts.concurrency.max(1) * 2)
             .user_agent(concat!("regsweep/", env!("CARGO_PKG_VERSION")))
             .build()

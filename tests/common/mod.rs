@@ -349,8 +349,9 @@ pub fn blob_data(root: &Path, digest: &str) -> PathBuf {
 /// A proxy in front of a registry. With `page_tags`, it pages `tags/list` two tags at a time
 /// with `Link` headers, as distribution v3 does (2.8 never pages tags). With `fail_every` k > 1,
 /// every k-th request gets `429 Too Many Requests` (`Retry-After: 0`); with k = 1, every request
-/// gets `503`. Everything else passes through. Returns its port.
-pub fn proxy(upstream: u16, page_tags: bool, fail_every: usize) -> u16 {
+/// gets `503`. With `referrers_of`, a store's root, it answers the OCI referrers API from the
+/// manifests of that store (2.8 lacks it). Everything else passes through. Returns its port.
+pub fn proxy(upstream: u16, page_tags: bool, fail_every: usize, referrers_of: Option<PathBuf>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -358,6 +359,7 @@ pub fn proxy(upstream: u16, page_tags: bool, fail_every: usize) -> u16 {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
             let count = count.clone();
+            let referrers_of = referrers_of.clone();
             std::thread::spawn(move || {
                 let mut head = Vec::new();
                 let mut byte = [0u8; 1];
@@ -381,6 +383,15 @@ pub fn proxy(upstream: u16, page_tags: bool, fail_every: usize) -> u16 {
                     return;
                 }
                 let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+                if let (Some(root), Some((repo, subject))) = (&referrers_of, path.split_once("/referrers/")) {
+                    let body = referrers(root, repo.trim_start_matches("/v2/"), subject).to_string();
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.index.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    return;
+                }
                 let paged = page_tags && path.ends_with("/tags/list");
                 let forward = |target: &str| -> Vec<u8> {
                     let mut up = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
@@ -424,4 +435,19 @@ pub fn proxy(upstream: u16, page_tags: bool, fail_every: usize) -> u16 {
         }
     });
     port
+}
+
+/// The OCI referrers index of a manifest: every manifest of the repository whose `subject` is it.
+fn referrers(root: &Path, repo: &str, subject: &str) -> Value {
+    let revisions = v2(root).join("repositories").join(repo).join("_manifests/revisions/sha256");
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(revisions).into_iter().flatten().flatten() {
+        let digest = format!("sha256:{}", e.file_name().to_string_lossy());
+        let Ok(bytes) = std::fs::read(blob_data(root, &digest)) else { continue };
+        let Ok(m) = serde_json::from_slice::<Value>(&bytes) else { continue };
+        if m["subject"]["digest"] == subject {
+            found.push(serde_json::json!({"mediaType": m["mediaType"], "digest": digest, "size": bytes.len()}));
+        }
+    }
+    serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": found})
 }
