@@ -233,7 +233,7 @@ fn catalog_and_tags_are_read_page_by_page() {
     let setup = Setup { extra: "catalog: {maxentries: 1}".into(), ..Setup::default() };
     let reg = Registry::serve_with(store.path(), &setup);
     // The registry pages the catalog one repository at a time; the proxy pages tags two at a time.
-    let url = format!("http://127.0.0.1:{}", proxy(reg.port, true, 0, None));
+    let url = format!("http://127.0.0.1:{}", proxy(reg.port, true, Fail::Never, None));
     let offline = regsweep_json(&["prune", "--root", root, "--keep", "2", "--order", "name", "--dry-run"]);
     let report = regsweep_json(&["online", "--url", &url, "--keep", "2", "--order", "name", "--dry-run"]);
     let names: Vec<&str> = report["repos"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
@@ -255,7 +255,7 @@ fn referrers_are_found_through_the_referrers_api_where_the_registry_offers_it() 
     let plain = regsweep_json(&["online", "--url", &reg.url, "--keep", "2", "--order", "name", "--dry-run"]);
     assert_ne!(manifests(&plain), manifests(&offline));
     // With it (a proxy answers it from the store), online deletes what prune deletes.
-    let url = format!("http://127.0.0.1:{}", proxy(reg.port, false, 0, Some(store.path().to_path_buf())));
+    let url = format!("http://127.0.0.1:{}", proxy(reg.port, false, Fail::Never, Some(store.path().to_path_buf())));
     let report = regsweep_json(&["online", "--url", &url, "--keep", "2", "--order", "name"]);
     assert_eq!(manifests(&report), manifests(&offline));
     assert_eq!(actions(&report).len(), actions(&offline).len());
@@ -268,10 +268,10 @@ fn too_many_requests_are_retried_and_a_registry_that_keeps_failing_is_given_up()
     let root = store.path().to_str().unwrap();
     let reg = Registry::serve(store.path());
     let offline = regsweep_json(&["prune", "--root", root, "--keep", "2", "--order", "name", "--dry-run"]);
-    let flaky = format!("http://127.0.0.1:{}", proxy(reg.port, false, 3, None));
+    let flaky = format!("http://127.0.0.1:{}", proxy(reg.port, false, Fail::FirstTry, None));
     let report = regsweep_json(&["online", "--url", &flaky, "--keep", "2", "--order", "name", "--dry-run"]);
-    assert_eq!(actions(&report), actions(&offline), "every third request answered 429");
-    let down = format!("http://127.0.0.1:{}", proxy(reg.port, false, 1, None));
+    assert_eq!(actions(&report), actions(&offline), "the first try of every request answered 429");
+    let down = format!("http://127.0.0.1:{}", proxy(reg.port, false, Fail::Always, None));
     let out = run(&["online", "--url", &down, "--keep", "2", "--dry-run"], &[], None);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("503"), "{}", String::from_utf8_lossy(&out.stderr));

@@ -346,19 +346,28 @@ pub fn blob_data(root: &Path, digest: &str) -> PathBuf {
     v2(root).join("blobs/sha256").join(&hex[..2]).join(hex).join("data")
 }
 
+/// How a [`proxy`] fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fail {
+    Never,
+    /// The first try of every request (method and target) gets `429` with `Retry-After: 0`.
+    FirstTry,
+    /// Every request gets `503`.
+    Always,
+}
+
 /// A proxy in front of a registry. With `page_tags`, it pages `tags/list` two tags at a time
-/// with `Link` headers, as distribution v3 does (2.8 never pages tags). With `fail_every` k > 1,
-/// every k-th request gets `429 Too Many Requests` (`Retry-After: 0`); with k = 1, every request
-/// gets `503`. With `referrers_of`, a store's root, it answers the OCI referrers API from the
+/// with `Link` headers, as distribution v3 does (2.8 never pages tags). [`Fail`] makes it answer
+/// `429` or `503` instead. With `referrers_of`, a store's root, it answers the OCI referrers API from the
 /// manifests of that store (2.8 lacks it). Everything else passes through. Returns its port.
-pub fn proxy(upstream: u16, page_tags: bool, fail_every: usize, referrers_of: Option<PathBuf>) -> u16 {
+pub fn proxy(upstream: u16, page_tags: bool, fail: Fail, referrers_of: Option<PathBuf>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen: std::sync::Arc<std::sync::Mutex<BTreeSet<String>>> = Default::default();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
-            let count = count.clone();
+            let seen = seen.clone();
             let referrers_of = referrers_of.clone();
             std::thread::spawn(move || {
                 let mut head = Vec::new();
@@ -373,9 +382,13 @@ pub fn proxy(upstream: u16, page_tags: bool, fail_every: usize, referrers_of: Op
                 let (method, target) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
                 let headers: Vec<&str> =
                     lines.filter(|l| !l.is_empty() && !l.to_ascii_lowercase().starts_with("connection:")).collect();
-                let n = count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                if fail_every == 1 || (fail_every > 1 && n.is_multiple_of(fail_every)) {
-                    let status = if fail_every == 1 { "503 Service Unavailable" } else { "429 Too Many Requests" };
+                let first_try = seen.lock().unwrap().insert(first.clone());
+                let status = match fail {
+                    Fail::Always => Some("503 Service Unavailable"),
+                    Fail::FirstTry if first_try => Some("429 Too Many Requests"),
+                    _ => None,
+                };
+                if let Some(status) = status {
                     let _ = write!(
                         conn,
                         "HTTP/1.1 {status}\r\nRetry-After: 0\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
