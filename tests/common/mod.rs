@@ -90,6 +90,8 @@ impl Default for Setup {
     }
 }
 
+/// The registry's own upload purger is off: it starts after a random 0-59 minutes, and at 0 it
+/// would remove the fixtures' old upload under a test's feet.
 fn registry_config_with(root: &Path, port: u16, setup: &Setup) -> tempfile::NamedTempFile {
     let mut f = tempfile::Builder::new().suffix(".yml").tempfile().unwrap();
     let tls = match &setup.tls {
@@ -98,7 +100,7 @@ fn registry_config_with(root: &Path, port: u16, setup: &Setup) -> tempfile::Name
     };
     write!(
         f,
-        "version: 0.1\nlog: {{level: error}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: {}}}\nhttp:\n  addr: 127.0.0.1:{port}{tls}\ncompatibility: {{schema1: {{enabled: true}}}}\n{}\n",
+        "version: 0.1\nlog: {{level: error}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: {}}}\n  maintenance: {{uploadpurging: {{enabled: false}}}}\nhttp:\n  addr: 127.0.0.1:{port}{tls}\ncompatibility: {{schema1: {{enabled: true}}}}\n{}\n",
         root.display(),
         setup.delete,
         setup.extra
