@@ -141,20 +141,20 @@ fn docker_config() -> Option<std::path::PathBuf> {
 
 /// `online`: exit 1 before any delete, 3 when some deletes failed, 5 when the container step failed.
 fn online(o: &OnlineArgs) -> Result<ExitCode> {
-    let mut copts = ClientOptions {
-        url: o.url.clone(),
-        credentials: None,
-        ca_cert: o.ca_cert.clone(),
-        insecure: o.insecure,
-        concurrency: o.concurrency,
-    };
-    copts.credentials = match &o.username {
+    let credentials = match &o.username {
         Some(u) => Some(Credentials { username: u.clone(), password: password(o)? }),
         None if o.password_stdin => anyhow::bail!("--password-stdin needs --username"),
         None => match docker_config() {
             Some(path) => client::docker_config_credentials(&path, &client::base_url(&o.url)?)?,
             None => None,
         },
+    };
+    let copts = ClientOptions {
+        url: o.url.clone(),
+        credentials,
+        ca_cert: o.ca_cert.clone(),
+        insecure: o.insecure,
+        concurrency: o.concurrency,
     };
     let client = Client::new(&copts)?;
     if client.plain_remote() && copts.credentials.is_some() {

@@ -100,6 +100,8 @@ struct TokenReply {
 
 /// Requests are tried this many times when the answer is 429, 5xx or a broken connection.
 const ATTEMPTS: u32 = 5;
+/// The first wait before another try; it doubles with every try.
+const BACKOFF: Duration = Duration::from_millis(200);
 /// Bodies larger than this are refused (manifests are capped at 4 MiB by the registry).
 const MAX_BODY: u64 = 64 << 20;
 
@@ -111,8 +113,6 @@ pub struct Client {
     credentials: Option<Credentials>,
     challenge: Mutex<Option<Challenge>>,
     tokens: Mutex<HashMap<Scope, Token>>,
-    /// Where backoff sleeps start (tests make it short).
-    backoff: Duration,
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -224,15 +224,6 @@ fn status_text(code: u16) -> &'static str {
     }
 }
 
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 impl Client {
     pub fn new(opts: &ClientOptions) -> Result<Client> {
         let base = base_url(&opts.url)?;
@@ -271,7 +262,6 @@ impl Client {
             credentials: opts.credentials.clone(),
             challenge: Mutex::new(None),
             tokens: Mutex::new(HashMap::new()),
-            backoff: Duration::from_millis(200),
         })
     }
 
@@ -290,12 +280,12 @@ impl Client {
             return Ok(t.value.clone());
         }
         let wanted = ch.scope.clone().filter(|s| s.split(':').nth(1) == scope.split(':').nth(1));
-        let mut url = format!("{}?", ch.realm);
+        // ureq encodes the parameters and appends them to any query the realm has already.
+        let mut req = self.agent.get(&ch.realm);
         if let Some(s) = &ch.service {
-            url.push_str(&format!("service={}&", percent_encode(s)));
+            req = req.query("service", s);
         }
-        url.push_str(&format!("scope={}", percent_encode(wanted.as_deref().unwrap_or(scope))));
-        let mut req = self.agent.get(&url);
+        req = req.query("scope", wanted.as_deref().unwrap_or(scope));
         if let Some(c) = &self.credentials {
             req = req.header("Authorization", Self::basic(c));
         }
@@ -384,7 +374,7 @@ impl Client {
                     }
                 }
             };
-            let backoff = self.backoff * 2u32.pow(attempt - 1);
+            let backoff = BACKOFF * 2u32.pow(attempt - 1);
             std::thread::sleep(wait.unwrap_or(backoff).min(Duration::from_secs(30)));
         }
     }

@@ -185,7 +185,6 @@ impl Reader<'_> {
             names.par_iter().map(|t| self.head(name, t)).collect::<Result<_>>()?;
         bar.inc(names.len() as u64);
         let mut tags = Vec::new();
-        let mut todo: Vec<Digest> = Vec::new();
         let mut manifests: DigestMap<Parsed> = DigestMap::default();
         for (t, h) in names.into_iter().zip(heads) {
             let Some((d, media_type)) = h else { continue };
@@ -197,48 +196,42 @@ impl Reader<'_> {
                 manifest::DOCKER_V1 | manifest::DOCKER_V1_SIGNED => Some(Kind::Schema1),
                 _ => None,
             };
-            match plain {
-                Some(kind) if !self.need_created => {
-                    manifests.entry(d).or_insert_with(|| {
-                        Parsed::Ok(Manifest {
-                            kind,
-                            config: None,
-                            blobs: Box::new([]),
-                            children: Box::new([]),
-                            subject: None,
-                            created: None,
-                        })
-                    });
-                }
-                _ => todo.push(d),
+            if let Some(kind) = plain.filter(|_| !self.need_created) {
+                manifests.entry(d).or_insert_with(|| {
+                    Parsed::Ok(Manifest {
+                        kind,
+                        config: None,
+                        blobs: Box::new([]),
+                        children: Box::new([]),
+                        subject: None,
+                        created: None,
+                    })
+                });
             }
         }
+        // Every manifest reached: tags' manifests, children, referrers. Each is fetched unless
+        // its HEAD told enough, and asked for its referrers.
+        let mut todo: Vec<Digest> = tags.iter().map(|(_, d)| *d).collect();
         let mut asked: DigestSet = DigestSet::default();
         while !todo.is_empty() {
-            todo.retain(|d| asked.insert(*d) && !manifests.contains_key(d));
-            let fetched: Vec<(Digest, Parsed, Vec<Digest>)> = todo
+            todo.retain(|d| asked.insert(*d));
+            let fetched: Vec<(Digest, Option<Parsed>, Vec<Digest>)> = todo
                 .par_iter()
-                .map(|d| Ok((*d, self.manifest(name, d)?, self.referrers(name, d)?)))
+                .map(|d| {
+                    let p = if manifests.contains_key(d) { None } else { Some(self.manifest(name, d)?) };
+                    Ok((*d, p, self.referrers(name, d)?))
+                })
                 .collect::<Result<_>>()?;
             todo.clear();
             for (d, p, refs) in fetched {
-                if let Some(m) = p.manifest() {
+                if let Some(m) = p.as_ref().and_then(Parsed::manifest) {
                     todo.extend(m.children.iter().copied());
                 }
                 todo.extend(refs);
-                manifests.insert(d, p);
+                if let Some(p) = p {
+                    manifests.insert(d, p);
+                }
             }
-        }
-        // Tag manifests fetched by HEAD only still may have referrers.
-        if self.referrers.load(Ordering::Relaxed) != REFERRERS_NO {
-            let plain: Vec<Digest> = manifests.keys().filter(|d| !asked.contains(d)).copied().collect();
-            let refs: Vec<Vec<Digest>> = plain.par_iter().map(|d| self.referrers(name, d)).collect::<Result<_>>()?;
-            let mut more: Vec<Digest> = refs.into_iter().flatten().filter(|d| !manifests.contains_key(d)).collect();
-            more.sort();
-            more.dedup();
-            let fetched: Vec<(Digest, Parsed)> =
-                more.par_iter().map(|d| Ok((*d, self.manifest(name, d)?))).collect::<Result<_>>()?;
-            manifests.extend(fetched);
         }
         Ok(Found { name: name.to_string(), tags, manifests, warnings })
     }
@@ -331,7 +324,11 @@ fn plan_online(
     let decisions: Vec<Vec<Decision>> = inv
         .repos
         .iter()
-        .map(|repo| policy::decide(&repo.name, &repo.tags, r, &created, Duration::ZERO, now).0)
+        .map(|repo| {
+            let (d, mut w) = policy::decide(&repo.name, &repo.tags, r, &created, Duration::ZERO, now);
+            warnings.append(&mut w);
+            d
+        })
         .collect();
     let popts = plan::Options { delete_untagged: false, grace: Duration::ZERO, upload_age: Duration::MAX, now };
     let mut plan = plan::build(&Layout::at(PathBuf::new()), &inv, &decisions, &|_| true, &popts, &NoDisk)?;
