@@ -56,6 +56,16 @@ fn actions(report: &Value) -> BTreeSet<(String, String, String)> {
         .collect()
 }
 
+/// The demo store served by the real registry with `setup`, and the plan of `prune --dry-run
+/// --keep 2 --order name` on it: what online must match.
+fn served_demo_and_prune_plan(setup: &Setup) -> (tempfile::TempDir, Registry, Value) {
+    let store = fixture("demo");
+    let reg = Registry::serve_with(store.path(), setup);
+    let root = store.path().to_str().unwrap();
+    let plan = regsweep_json(&["prune", "--root", root, "--keep", "2", "--order", "name", "--dry-run"]);
+    (store, reg, plan)
+}
+
 #[test]
 fn online_dry_run_plans_the_tag_deletions_of_prune_dry_run() {
     let store = fixture("demo");
@@ -228,13 +238,10 @@ fn bearer_tokens_per_repository_scope_refreshed_when_expired() {
 
 #[test]
 fn catalog_and_tags_are_read_page_by_page() {
-    let store = fixture("demo");
-    let root = store.path().to_str().unwrap();
     let setup = Setup { extra: "catalog: {maxentries: 1}".into(), ..Setup::default() };
-    let reg = Registry::serve_with(store.path(), &setup);
+    let (_store, reg, offline) = served_demo_and_prune_plan(&setup);
     // The registry pages the catalog one repository at a time; the proxy pages tags two at a time.
     let url = format!("http://127.0.0.1:{}", proxy(reg.port, true, Fail::Never, None));
-    let offline = regsweep_json(&["prune", "--root", root, "--keep", "2", "--order", "name", "--dry-run"]);
     let report = regsweep_json(&["online", "--url", &url, "--keep", "2", "--order", "name", "--dry-run"]);
     let names: Vec<&str> = report["repos"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["team/app", "team/app/tools", "team/multi"]);
@@ -244,10 +251,7 @@ fn catalog_and_tags_are_read_page_by_page() {
 
 #[test]
 fn referrers_are_found_through_the_referrers_api_where_the_registry_offers_it() {
-    let store = fixture("demo");
-    let root = store.path().to_str().unwrap();
-    let reg = Registry::serve(store.path());
-    let offline = regsweep_json(&["prune", "--root", root, "--keep", "2", "--order", "name", "--dry-run"]);
+    let (store, reg, offline) = served_demo_and_prune_plan(&Setup::default());
     let manifests = |r: &Value| -> Vec<u64> {
         r["repos"].as_array().unwrap().iter().map(|x| x["manifests_deleted"].as_u64().unwrap()).collect()
     };
@@ -264,10 +268,7 @@ fn referrers_are_found_through_the_referrers_api_where_the_registry_offers_it() 
 
 #[test]
 fn too_many_requests_are_retried_and_a_registry_that_keeps_failing_is_given_up() {
-    let store = fixture("demo");
-    let root = store.path().to_str().unwrap();
-    let reg = Registry::serve(store.path());
-    let offline = regsweep_json(&["prune", "--root", root, "--keep", "2", "--order", "name", "--dry-run"]);
+    let (_store, reg, offline) = served_demo_and_prune_plan(&Setup::default());
     let flaky = format!("http://127.0.0.1:{}", proxy(reg.port, false, Fail::FirstTry, None));
     let report = regsweep_json(&["online", "--url", &flaky, "--keep", "2", "--order", "name", "--dry-run"]);
     assert_eq!(actions(&report), actions(&offline), "the first try of every request answered 429");

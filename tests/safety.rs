@@ -29,19 +29,17 @@ fn prune(root: &Path, crash_after: Option<usize>) -> std::process::Output {
     cmd.output().unwrap()
 }
 
+/// The dry-run report of [`prune`]'s run.
+fn planned(root: &Path) -> serde_json::Value {
+    let mut args = vec!["prune", "--root", root.to_str().unwrap(), "--dry-run"];
+    args.extend(PRUNE);
+    regsweep_json(&args)
+}
+
 #[test]
 fn a_rerun_after_a_crash_ends_exactly_as_an_uninterrupted_run() {
     let uninterrupted = fixture("demo");
-    let plan = regsweep_json(&[
-        "prune",
-        "--root",
-        uninterrupted.path().to_str().unwrap(),
-        "--keep",
-        "1",
-        "--grace",
-        "0s",
-        "--dry-run",
-    ]);
+    let plan = planned(uninterrupted.path());
     assert!(prune(uninterrupted.path(), None).status.success());
     let expected = paths(uninterrupted.path());
     let tags = plan["tags_deleted"].as_u64().unwrap() as usize;
@@ -94,16 +92,7 @@ fn without_the_journal_a_rerun_would_keep_for_ever_what_the_crash_left() {
     let uninterrupted = fixture("demo");
     assert!(prune(uninterrupted.path(), None).status.success());
     let plan_store = fixture("demo");
-    let plan = regsweep_json(&[
-        "prune",
-        "--root",
-        plan_store.path().to_str().unwrap(),
-        "--keep",
-        "1",
-        "--grace",
-        "0s",
-        "--dry-run",
-    ]);
+    let plan = planned(plan_store.path());
     let store = fixture("demo");
     assert!(!prune(store.path(), Some(plan["tags_deleted"].as_u64().unwrap() as usize)).status.success());
     std::fs::remove_file(v2(store.path()).join(".regsweep-journal.json")).unwrap();
