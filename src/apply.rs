@@ -1,21 +1,29 @@
 //! Carries a [`Plan`] out in the crash-safe order of SPEC section 5: the journal, then tag folders,
 //! revision folders (and the tag index entries naming them), `_layers` links, blobs, uploads.
-//! Each folder leaves in one atomic rename into the trash, emptied at the end, so a crash never
-//! leaves half a folder. A stage with a failed deletion stops the run there, so nothing a
-//! surviving tag needs is lost; the journal stays and the next run finishes the job.
+//! Each folder is removed in place, its own file first (`current/link`, `link`, `data`): from
+//! that moment it is gone for the registry, and a crash before its folder follows leaves an
+//! empty folder that the next run removes. Folders sharing a parent are removed one after the
+//! other through the parent's open descriptor, parents in parallel: no two threads wait on one
+//! folder's lock, and no path is walked twice. A stage with a failed deletion stops the run
+//! there, so nothing a surviving tag needs is lost; the journal stays and the next run finishes
+//! the job.
 
+use std::borrow::Cow;
 use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use std::io::ErrorKind;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 
+use crate::digest::Digest;
 use crate::journal::Journal;
 use crate::layout::Layout;
 use crate::plan::{Action, Plan};
 use crate::progress::Progress;
+use crate::scan::{self, Dir};
 
 /// The exclusive lock of one store, held until dropped.
 #[derive(Debug)]
@@ -62,75 +70,126 @@ fn crash_point() {
     }
 }
 
-/// Empties the trash an earlier, interrupted run may have left.
-pub fn empty_trash(layout: &Layout) -> Result<()> {
-    let trash = layout.trash();
-    let shards = match fs::read_dir(&trash) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        other => other.with_context(|| format!("cannot list {}", trash.display()))?,
-    };
-    // In parallel: hundreds of thousands of small folders, one after the other, is the slow
-    // part of a large run.
-    let shards: Vec<PathBuf> = shards.map(|e| e.map(|e| e.path())).collect::<std::io::Result<_>>()?;
-    shards.par_iter().try_for_each(|shard| -> Result<()> {
-        let entries: Vec<PathBuf> = match fs::read_dir(shard) {
-            Ok(rd) => rd.map(|e| e.map(|e| e.path())).collect::<std::io::Result<_>>()?,
-            Err(_) => vec![shard.clone()],
-        };
-        entries.par_iter().try_for_each(|e| remove_path(e))?;
-        remove_path(shard)
-    })?;
-    remove_path(&trash)
+/// One folder to remove, by its name in its parent and the shape the registry gives it.
+#[derive(Clone, Debug)]
+pub enum Folder<'a> {
+    /// `<hex>/link`: a revision, a `_layers` link, a tag history entry.
+    Link(Digest),
+    /// `<hex>/data`: a blob.
+    Blob(Digest),
+    /// `<tag>/current/link`, then `<tag>/index/sha256/<hex>/link` of the digest given.
+    Tag(Cow<'a, str>, Option<Digest>),
+    /// An upload: `startedat` last, so that an interrupted removal still looks old.
+    Upload(&'a str),
 }
 
-/// Removes a file or a folder tree; gone already is fine.
-fn remove_path(path: &Path) -> Result<()> {
-    let removed = match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(e) => Err(e),
-    };
-    match removed {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("cannot empty {}", path.display()))
-        }
+/// Folders to remove inside one parent folder.
+#[derive(Clone, Debug)]
+pub struct Batch<'a> {
+    pub parent: PathBuf,
+    pub folders: Vec<Folder<'a>>,
+}
+
+/// At most this many folders of one parent go to one thread (a few parents with many folders
+/// each still spread over the threads).
+const CHUNK: usize = 1024;
+
+/// Removes the file or empty folder `rel`; gone already is fine.
+fn remove_entry(dir: &Dir, rel: &str, folder: bool) -> std::io::Result<()> {
+    match dir.remove(rel, folder) {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
 }
 
-/// Trash subfolders: renames into one folder would all wait on that folder's lock.
-const TRASH_SHARDS: usize = 64;
-
-/// Moves one folder of the plan into the trash; a folder already gone is no error (a rerun
-/// after a crash). Where the trash is on another file system, removes it in place.
-fn remove(layout: &Layout, path: &Path, serial: &AtomicUsize) -> Result<()> {
-    if !layout.may_delete(path) {
-        bail!("refusing to delete {}: outside the store's repositories and blobs", path.display());
-    }
-    let n = serial.fetch_add(1, Ordering::Relaxed);
-    let dest = layout.trash().join((n % TRASH_SHARDS).to_string()).join(n.to_string());
-    let removed = match fs::rename(path, &dest) {
-        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => fs::remove_dir_all(path),
-        other => other,
-    };
-    crash_point();
-    match removed {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("cannot delete {}", path.display()))
-        }
-        _ => Ok(()),
+/// Removes the folder `name` once its own files are gone; whatever else it holds (a `*.tmp`
+/// file, a longer tag history) goes with it. Never follows a symbolic link.
+fn remove_rest(dir: &Dir, name: &str) -> Result<()> {
+    let path = dir.path().join(name);
+    match dir.remove(name, true) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == ErrorKind::DirectoryNotEmpty => match fs::remove_dir_all(&path) {
+            Err(e) if e.kind() != ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("cannot delete {}", path.display()))
+            }
+            _ => Ok(()),
+        },
+        Err(e) => Err(e).with_context(|| format!("cannot delete {}", path.display())),
     }
 }
 
-/// Runs one stage in parallel; returns its errors.
-fn stage(layout: &Layout, progress: Progress, name: &str, paths: Vec<PathBuf>, serial: &AtomicUsize) -> Vec<String> {
-    let bar = progress.bar(name, paths.len() as u64);
+/// Removes one folder inside `dir`: the file that makes it what it is first, then the rest.
+fn remove_folder(dir: &Dir, folder: &Folder) -> Result<()> {
+    let name = match folder {
+        Folder::Link(d) | Folder::Blob(d) => {
+            let hex = d.hex();
+            let file = if matches!(folder, Folder::Link(_)) { "link" } else { "data" };
+            // An error here (a folder where the file should be, no permission) is the final
+            // removal's to report, with the path.
+            let _ = remove_entry(dir, &format!("{hex}/{file}"), false);
+            crash_point();
+            hex
+        }
+        Folder::Tag(tag, current) => {
+            let _ = remove_entry(dir, &format!("{tag}/current/link"), false);
+            crash_point();
+            let mut steps = vec![(format!("{tag}/current"), true)];
+            if let Some(d) = current {
+                let entry = format!("{tag}/index/sha256/{}", d.hex());
+                steps.push((format!("{entry}/link"), false));
+                steps.push((entry, true));
+            }
+            steps.push((format!("{tag}/index/sha256"), true));
+            steps.push((format!("{tag}/index"), true));
+            for (rel, is_dir) in steps {
+                if remove_entry(dir, &rel, is_dir).is_err() {
+                    break; // more than the usual shape: the rest goes in one walk
+                }
+            }
+            tag.to_string()
+        }
+        Folder::Upload(id) => {
+            let path = dir.path().join(id);
+            for e in scan::list(&path)?.into_iter().filter(|e| e.name != "startedat") {
+                let removed =
+                    if e.is_dir { fs::remove_dir_all(path.join(&e.name)) } else { fs::remove_file(path.join(&e.name)) };
+                removed.with_context(|| format!("cannot delete {}", path.join(&e.name).display()))?;
+            }
+            remove_entry(dir, &format!("{id}/startedat"), false)
+                .with_context(|| format!("cannot delete {}", path.join("startedat").display()))?;
+            crash_point();
+            id.to_string()
+        }
+    };
+    remove_rest(dir, &name)
+}
+
+/// Removes the folders of a batch, one after the other; stops at the first failure.
+fn remove_batch(layout: &Layout, parent: &std::path::Path, folders: &[Folder], done: &dyn Fn()) -> Result<()> {
+    if !layout.may_delete(parent) {
+        bail!("refusing to delete in {}: outside the store's repositories and blobs", parent.display());
+    }
+    let Some(dir) = Dir::open(parent)? else {
+        return Ok(()); // gone already: a rerun
+    };
+    for f in folders {
+        remove_folder(&dir, f)?;
+        done();
+    }
+    Ok(())
+}
+
+/// Runs one stage, its batches in parallel; returns its errors.
+fn stage(layout: &Layout, progress: Progress, name: &str, batches: &[Batch]) -> Vec<String> {
+    let chunks: Vec<(&std::path::Path, &[Folder])> =
+        batches.iter().flat_map(|b| b.folders.chunks(CHUNK).map(|c| (b.parent.as_path(), c))).collect();
+    let bar = progress.bar(name, chunks.iter().map(|c| c.1.len() as u64).sum());
     let errors = Mutex::new(Vec::new());
-    paths.par_iter().for_each(|p| {
-        if let Err(e) = remove(layout, p, serial) {
+    chunks.par_iter().for_each(|(parent, folders)| {
+        if let Err(e) = remove_batch(layout, parent, folders, &|| bar.inc(1)) {
             errors.lock().unwrap_or_else(|p| p.into_inner()).push(format!("{e:#}"));
         }
-        bar.inc(1);
     });
     bar.finish_and_clear();
     errors.into_inner().unwrap_or_else(|p| p.into_inner())
@@ -142,32 +201,48 @@ pub fn execute(layout: &Layout, plan: &Plan, progress: Progress) -> Result<Outco
     if !plan.journal.is_empty() {
         plan.journal.write(layout)?;
     }
-    let repos = &plan.repos;
-    let stages: [(&str, Vec<PathBuf>); 5] = [
-        (
-            "tags",
-            repos
-                .iter()
-                .flat_map(|r| {
-                    r.tags.iter().filter(|t| t.action != Action::Keep).map(|t| layout.tag_dir(&r.name, &t.name))
-                })
-                .collect(),
-        ),
-        (
-            "manifests",
-            repos
-                .iter()
-                .flat_map(|r| {
-                    let revs = r.manifests.iter().map(|d| layout.revision_dir(&r.name, d));
-                    revs.chain(r.index_entries.iter().map(|e| layout.tag_index_entry(&r.name, &e.tag, &e.digest)))
-                })
-                .collect(),
-        ),
-        ("links", repos.iter().flat_map(|r| r.layer_links.iter().map(|d| layout.layer_dir(&r.name, d))).collect()),
-        ("blobs", plan.blobs.iter().map(|b| layout.blob_dir(&b.digest)).collect()),
-        ("uploads", repos.iter().flat_map(|r| r.uploads.iter().map(|u| layout.upload_dir(&r.name, &u.id))).collect()),
-    ];
-    let errors = delete_in_stages(layout, stages.into(), progress)?;
+    let per_repo = |parent: &dyn Fn(&str) -> PathBuf, folders: &dyn Fn(&crate::plan::RepoPlan) -> Vec<Folder<'_>>| {
+        plan.repos
+            .iter()
+            .map(|r| Batch { parent: parent(&r.name), folders: folders(r) })
+            .filter(|b| !b.folders.is_empty())
+            .collect::<Vec<_>>()
+    };
+    let tags = per_repo(&|r| layout.tags(r), &|r| {
+        r.tags
+            .iter()
+            .filter(|t| t.action != Action::Keep)
+            .map(|t| Folder::Tag(Cow::Borrowed(&t.name), t.digest))
+            .collect()
+    });
+    let mut manifests = per_repo(&|r| layout.revisions(r), &|r| {
+        r.manifests.iter().chain(&r.leftover_revisions).map(|d| Folder::Link(*d)).collect()
+    });
+    for r in &plan.repos {
+        for e in &r.index_entries {
+            manifests.push(Batch { parent: layout.tag_index(&r.name, &e.tag), folders: vec![Folder::Link(e.digest)] });
+        }
+    }
+    let links = per_repo(&|r| layout.layers(r), &|r| {
+        r.layer_links.iter().chain(&r.leftover_layer_links).map(|d| Folder::Link(*d)).collect()
+    });
+    let mut by_prefix: Vec<Vec<Folder>> = vec![Vec::new(); 256];
+    for d in plan.blobs.iter().map(|b| b.digest).chain(plan.leftover_blobs.iter().copied()) {
+        by_prefix[usize::from(d.0[0])].push(Folder::Blob(d));
+    }
+    let blobs = by_prefix
+        .into_iter()
+        .filter_map(|folders| match folders.first() {
+            Some(Folder::Blob(d)) => Some(Batch { parent: layout.blob_prefix(d), folders }),
+            _ => None,
+        })
+        .collect();
+    let uploads = per_repo(&|r| layout.uploads(r), &|r| r.uploads.iter().map(|u| Folder::Upload(&u.id)).collect());
+    let errors = delete_in_stages(
+        layout,
+        vec![("tags", tags), ("manifests", manifests), ("links", links), ("blobs", blobs), ("uploads", uploads)],
+        progress,
+    );
     if errors.is_empty() {
         Journal::remove(layout)?;
     }
@@ -176,21 +251,12 @@ pub fn execute(layout: &Layout, plan: &Plan, progress: Progress) -> Result<Outco
 
 /// Deletes folders stage by stage, each stage in parallel, stopping after the first stage with
 /// a failure; returns the failures. The caller holds the store's [`Lock`].
-pub fn delete_in_stages(layout: &Layout, stages: Vec<(&str, Vec<PathBuf>)>, progress: Progress) -> Result<Vec<String>> {
-    let trash = layout.trash();
-    for shard in 0..TRASH_SHARDS {
-        let dir = trash.join(shard.to_string());
-        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let serial = AtomicUsize::new(0);
-    for (name, paths) in stages {
-        let errors = stage(layout, progress, name, paths, &serial);
+pub fn delete_in_stages(layout: &Layout, stages: Vec<(&str, Vec<Batch>)>, progress: Progress) -> Vec<String> {
+    for (name, batches) in stages {
+        let errors = stage(layout, progress, name, &batches);
         if !errors.is_empty() {
-            return Ok(errors);
+            return errors;
         }
     }
-    let bar = progress.bar("emptying", 0);
-    empty_trash(layout)?;
-    bar.finish_and_clear();
-    Ok(Vec::new())
+    Vec::new()
 }

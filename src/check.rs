@@ -421,7 +421,7 @@ fn run_check(layout: &Layout, opts: CheckOptions, progress: Progress) -> Result<
     for dir in [layout.repositories(), layout.blobs()] {
         leftovers(&dir, &found)?;
     }
-    for path in [layout.journal_file(), layout.trash()] {
+    for path in [layout.journal_file()] {
         if path.exists() {
             found.add(
                 Kind::Incomplete,
@@ -455,12 +455,20 @@ pub fn check(root: &Path, opts: CheckOptions, progress: Progress) -> Result<Chec
     let _lock = if opts.repair { Some(apply::Lock::acquire(&layout)?) } else { None };
     let (mut report, repairs) = run_check(&layout, opts, progress)?;
     if opts.repair && !repairs.is_empty() {
-        let mut stages: Vec<(&str, Vec<PathBuf>)> = vec![("tags", vec![]), ("revisions", vec![]), ("links", vec![])];
-        for (stage, path) in repairs {
-            stages[stage].1.push(path);
+        let mut stages: Vec<(&str, Vec<apply::Batch>)> =
+            vec![("tags", vec![]), ("revisions", vec![]), ("links", vec![])];
+        let count = repairs.len();
+        for (stage, path) in &repairs {
+            let (Some(parent), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+                continue;
+            };
+            let folder = match Digest::from_hex(name) {
+                Some(d) if *stage > 0 => apply::Folder::Link(d),
+                _ => apply::Folder::Tag(name.into(), None),
+            };
+            stages[*stage].1.push(apply::Batch { parent: parent.to_path_buf(), folders: vec![folder] });
         }
-        let count = stages.iter().map(|s| s.1.len()).sum();
-        let errors = apply::delete_in_stages(&layout, stages, progress)?;
+        let errors = apply::delete_in_stages(&layout, stages, progress);
         if let Some(e) = errors.first() {
             anyhow::bail!("repair stopped: {e}");
         }

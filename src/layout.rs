@@ -58,10 +58,14 @@ impl Layout {
         self.v2.join("blobs").join("sha256")
     }
 
+    /// `blobs/sha256/<xx>/`: the prefix folder of a blob, `<xx>` its digest's first byte.
+    pub fn blob_prefix(&self, d: &Digest) -> PathBuf {
+        self.blobs().join(format!("{:02x}", d.0[0]))
+    }
+
     /// `blobs/sha256/<xx>/<hex>/`: everything the registry keeps of one blob.
     pub fn blob_dir(&self, d: &Digest) -> PathBuf {
-        let hex = d.hex();
-        self.blobs().join(&hex[..2]).join(hex)
+        self.blob_prefix(d).join(d.hex())
     }
 
     /// `blobs/sha256/<xx>/<hex>/data`: the content.
@@ -148,12 +152,6 @@ impl Layout {
     /// The lock that keeps two real runs off one store.
     pub fn lock_file(&self) -> PathBuf {
         self.v2.join(".regsweep.lock")
-    }
-
-    /// Where deleted folders are moved, in one atomic rename each, before they are removed: a
-    /// crash then never leaves a half-deleted tag, revision, link, blob or upload behind.
-    pub fn trash(&self) -> PathBuf {
-        self.v2.join(".regsweep-trash")
     }
 
     /// The intent journal of an unfinished run (SPEC section 5).

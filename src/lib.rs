@@ -39,9 +39,6 @@ pub fn run(root: &Path, mode: &Mode, opts: &Options, dry_run: bool, progress: Pr
     let layout = Layout::open(root)?;
     // A dry run writes nothing, not even a lock (restic's --no-lock, allowed only there).
     let _lock = if dry_run { None } else { Some(apply::Lock::acquire(&layout)?) };
-    if !dry_run {
-        apply::empty_trash(&layout)?;
-    }
     let inv = scan::scan(&layout, progress)?;
     let (mut decisions, mut warnings) = decide(&layout, &inv, mode, opts);
     if let Some(j) = &inv.journal {

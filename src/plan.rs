@@ -87,6 +87,11 @@ pub struct RepoPlan {
     pub index_entries: Vec<IndexEntry>,
     pub layer_links: Vec<Digest>,
     pub uploads: Vec<UploadPlan>,
+    /// Revision folders without their link (an interrupted write or deletion), older than the
+    /// grace period: nothing to the registry, removed with the revisions.
+    pub leftover_revisions: Vec<Digest>,
+    /// `_layers` folders without their link, likewise.
+    pub leftover_layer_links: Vec<Digest>,
 }
 
 /// What the grace period saved.
@@ -102,6 +107,8 @@ pub struct GraceKept {
 pub struct Plan {
     pub repos: Vec<RepoPlan>,
     pub blobs: Vec<BlobPlan>,
+    /// Blob folders without their data, older than the grace period.
+    pub leftover_blobs: Vec<Digest>,
     pub grace_kept: GraceKept,
     pub warnings: Vec<String>,
     /// The journal to write before the first deletion.
@@ -194,6 +201,7 @@ impl<'a> Graph<'a> {
 struct RepoDraft {
     plan: RepoPlan,
     layer_candidates: Vec<Digest>,
+    incomplete_revisions: Vec<Digest>,
     young_manifests: usize,
     warnings: Vec<String>,
     errors: Vec<String>,
@@ -348,10 +356,13 @@ fn plan_repo(
             }
         }
     }
-    let layer_candidates = if in_scope {
-        repo.layers.iter().copied().filter(|d| !needed_layers.contains(d)).collect()
+    let (layer_candidates, incomplete_revisions) = if in_scope {
+        (
+            repo.layers.iter().copied().filter(|d| !needed_layers.contains(d)).collect(),
+            repo.incomplete_revisions.clone(),
+        )
     } else {
-        Vec::new()
+        Default::default()
     };
     if in_scope {
         plan.uploads = repo
@@ -361,7 +372,7 @@ fn plan_repo(
             .map(|u| UploadPlan { id: u.id.clone(), size: u.size })
             .collect();
     }
-    RepoDraft { plan, layer_candidates, young_manifests, warnings, errors, deleted_tags }
+    RepoDraft { plan, layer_candidates, incomplete_revisions, young_manifests, warnings, errors, deleted_tags }
 }
 
 /// Plans a run. `decisions` is aligned with `inv.repos` and their tags; `in_scope` says which
@@ -375,6 +386,8 @@ pub fn build(
     disk: &dyn Disk,
 ) -> Result<Plan> {
     let marks = Marks::new(&inv.blobs);
+    let young = |t: SystemTime| opts.now.duration_since(t).unwrap_or_default() < opts.grace;
+    let old = |path: &Path| -> Result<bool> { Ok(disk.stat(path)?.is_some_and(|(_, t)| !young(t))) };
     let drafts: Vec<RepoDraft> = inv
         .repos
         .par_iter()
@@ -397,42 +410,48 @@ pub fn build(
         let name = d.plan.name.clone();
         // A young link is a push under way: its blob stays too, even if the blob is old (a
         // layer pushed again, or mounted from another repository, before its manifest).
-        let links: Vec<Result<(Digest, Option<bool>)>> = d
+        let links: Vec<Result<(Digest, Option<bool>, bool)>> = d
             .layer_candidates
             .par_iter()
             .map(|l| {
-                let mtime = disk.stat(&layout.layer_dir(&name, l).join("link"))?.map(|(_, t)| t);
-                Ok((*l, mtime.map(|t| opts.now.duration_since(t).unwrap_or_default() >= opts.grace)))
+                let dir = layout.layer_dir(&name, l);
+                match disk.stat(&dir.join("link"))? {
+                    Some((_, t)) => Ok((*l, Some(!young(t)), false)),
+                    None => Ok((*l, None, old(&dir)?)),
+                }
             })
             .collect();
         for l in links {
             match l? {
-                (l, Some(true)) => d.plan.layer_links.push(l),
-                (l, Some(false)) => {
+                (l, Some(true), _) => d.plan.layer_links.push(l),
+                (l, Some(false), _) => {
                     plan.grace_kept.layer_links += 1;
                     marks.mark(&l);
                 }
-                (_, None) => {}
+                (l, None, true) => d.plan.leftover_layer_links.push(l),
+                (_, None, false) => {}
+            }
+        }
+        for r in d.incomplete_revisions {
+            if old(&layout.revision_dir(&name, &r))? {
+                d.plan.leftover_revisions.push(r);
             }
         }
         plan.repos.push(d.plan);
     }
-    // Unmarked blobs go when their data is older than the grace period (a folder without data
-    // is no blob of the registry's: left alone).
-    let unmarked = inv
-        .blobs
-        .par_iter()
-        .enumerate()
-        .filter(|(i, _)| !marks.is_marked(*i))
-        .map(|(_, b)| b)
-        .map(|b| Ok((*b, disk.stat(&layout.blob_data(b))?)));
+    // Unmarked blobs go when their data is older than the grace period; a folder without data
+    // is no blob of the registry's, only a leftover of an interrupted write or deletion.
+    let unmarked = inv.blobs.par_iter().enumerate().filter(|(i, _)| !marks.is_marked(*i)).map(|(_, b)| {
+        let data = disk.stat(&layout.blob_data(b))?;
+        let leftover = data.is_none() && old(&layout.blob_dir(b))?;
+        Ok((*b, data, leftover))
+    });
     for u in unmarked.collect::<Result<Vec<_>>>()? {
         match u {
-            (digest, Some((size, mtime))) if opts.now.duration_since(mtime).unwrap_or_default() >= opts.grace => {
-                plan.blobs.push(BlobPlan { digest, size });
-            }
-            (_, Some(_)) => plan.grace_kept.blobs += 1,
-            (_, None) => {}
+            (digest, Some((size, mtime)), _) if !young(mtime) => plan.blobs.push(BlobPlan { digest, size }),
+            (_, Some(_), _) => plan.grace_kept.blobs += 1,
+            (digest, None, true) => plan.leftover_blobs.push(digest),
+            (_, None, false) => {}
         }
     }
     plan.blobs.sort_by_key(|b| b.digest);

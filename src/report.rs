@@ -37,6 +37,8 @@ pub struct Report {
     pub layer_links_deleted: usize,
     pub blobs_deleted: usize,
     pub uploads_deleted: usize,
+    /// Empty folders an interrupted write or deletion left (no link, no data).
+    pub leftovers_deleted: usize,
     pub bytes_freed: u64,
     pub grace_kept: GraceKept,
     pub repos: Vec<RepoReport>,
@@ -54,6 +56,8 @@ impl Report {
     pub fn new(command: &str, root: &str, plan: Plan, dry_run: bool) -> Report {
         let with_tags = command != "gc";
         let index_entries_deleted = plan.repos.iter().map(|r| r.index_entries.len()).sum();
+        let leftovers_deleted = plan.leftover_blobs.len()
+            + plan.repos.iter().map(|r| r.leftover_revisions.len() + r.leftover_layer_links.len()).sum::<usize>();
         let upload_bytes: u64 = plan.repos.iter().flat_map(|r| &r.uploads).map(|u| u.size).sum();
         let repos: Vec<RepoReport> = plan
             .repos
@@ -81,6 +85,7 @@ impl Report {
             layer_links_deleted: repos.iter().map(|r| r.layer_links_deleted).sum(),
             blobs_deleted: plan.blobs.len(),
             uploads_deleted: repos.iter().map(|r| r.uploads_deleted).sum(),
+            leftovers_deleted,
             bytes_freed: plan.blobs.iter().map(|b| b.size).sum::<u64>() + upload_bytes,
             grace_kept: plan.grace_kept,
             repos,

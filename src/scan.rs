@@ -65,6 +65,8 @@ pub struct Repo {
     pub name: String,
     pub tags: Vec<Tag>,
     pub revisions: Vec<Revision>,
+    /// Revision folders without their link.
+    pub incomplete_revisions: Vec<Digest>,
     /// `_layers` link folders, by the digest in their path.
     pub layers: Vec<Digest>,
     pub uploads: Vec<Upload>,
@@ -157,17 +159,49 @@ impl Dir {
         Ok(Some(Dir { fd: unsafe { OwnedFd::from_raw_fd(fd) }, path: path.to_path_buf() }))
     }
 
+    /// Opens `rel` inside this folder, refusing a symbolic link in any of its components
+    /// (`openat2` with `RESOLVE_NO_SYMLINKS`; on kernels before 5.6, the last one only).
     fn open_file(&self, rel: &str) -> std::io::Result<File> {
         let c = CString::new(rel).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-        // SAFETY: a valid descriptor and NUL-terminated relative path; the result is owned below.
-        let fd = unsafe {
-            libc::openat(self.fd.as_raw_fd(), c.as_ptr(), libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        };
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: `open_how` is plain data; zeroed is its documented default.
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = flags as u64;
+        how.resolve = libc::RESOLVE_NO_SYMLINKS;
+        // SAFETY: a valid descriptor, NUL-terminated relative path and `open_how` of its size.
+        let mut fd = unsafe {
+            libc::syscall(libc::SYS_openat2, self.fd.as_raw_fd(), c.as_ptr(), &how, size_of::<libc::open_how>())
+        } as i32;
+        if fd < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+            // SAFETY: as above.
+            fd = unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags) };
+        }
         if fd < 0 {
-            return Err(std::io::Error::last_os_error());
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                return Err(std::io::Error::other("a symbolic link: regsweep never follows links inside a store"));
+            }
+            return Err(e);
         }
         // SAFETY: `fd` is a descriptor we just opened and nobody else owns.
         Ok(unsafe { File::from_raw_fd(fd) })
+    }
+
+    /// The folder's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the file (or, with `folder`, the empty folder) `rel` inside this folder; never
+    /// follows a symbolic link (`unlinkat` removes the link itself).
+    pub fn remove(&self, rel: &str, folder: bool) -> std::io::Result<()> {
+        let c = CString::new(rel).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        let flags = if folder { libc::AT_REMOVEDIR } else { 0 };
+        // SAFETY: a valid descriptor and NUL-terminated relative path.
+        if unsafe { libc::unlinkat(self.fd.as_raw_fd(), c.as_ptr(), flags) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// Reads `rel` inside this folder, as [`read_file`] does.
@@ -308,23 +342,25 @@ fn scan_repo(layout: &Layout, name: String) -> Result<Repo> {
     tags.sort_by(|a, b| a.name.cmp(&b.name));
     let revs = digest_folders(&layout.revisions(&name))?;
     let revs_dir = if revs.is_empty() { None } else { Dir::open(&layout.revisions(&name))? };
-    let mut revisions = revs
+    let read: Vec<(Digest, Option<(Digest, SystemTime)>)> = revs
         .into_par_iter()
-        .filter_map(|d| {
-            match revs_dir.as_ref()?.read_link(&Layout::revision_link_in_revisions(&d)) {
-                Ok(Some((target, modified))) => Some(Ok(Revision { digest: d, target, modified })),
-                Ok(None) => None, // a folder without a link is no revision (a crashed write)
-                Err(e) => Some(Err(e)),
-            }
-        })
-        .collect::<Result<Vec<_>>>()?;
+        .filter_map(|d| revs_dir.as_ref().map(|dir| Ok((d, dir.read_link(&Layout::revision_link_in_revisions(&d))?))))
+        .collect::<Result<_>>()?;
+    // A folder without a link is no revision: an interrupted write or deletion left it.
+    let (mut revisions, mut incomplete_revisions): (Vec<Revision>, Vec<Digest>) = (Vec::new(), Vec::new());
+    for (digest, link) in read {
+        match link {
+            Some((target, modified)) => revisions.push(Revision { digest, target, modified }),
+            None => incomplete_revisions.push(digest),
+        }
+    }
     revisions.sort_by_key(|r| r.digest);
     let mut layers = digest_folders(&layout.layers(&name))?;
     layers.sort_unstable();
     let upload_ids: Vec<String> =
         list(&layout.uploads(&name))?.into_iter().filter(|e| e.is_dir).map(|e| e.name).collect();
     let uploads = upload_ids.into_iter().map(|id| scan_upload(layout, &name, id)).collect::<Result<Vec<_>>>()?;
-    Ok(Repo { name, tags, revisions, layers, uploads })
+    Ok(Repo { name, tags, revisions, incomplete_revisions, layers, uploads })
 }
 
 /// Lists the blob folders, sorted: one listing per prefix folder, no stat of any blob.

@@ -57,6 +57,7 @@ fn a_rerun_after_a_crash_ends_exactly_as_an_uninterrupted_run() {
     // K across the whole run: every stage, its first and last deletion among them.
     let step = (total / 30).max(1);
     let points: Vec<usize> = (1..total).step_by(step).chain([tags, tags + 1, total - 1]).collect();
+    let mut left_empty_folders = 0;
     for (i, k) in points.into_iter().enumerate() {
         let store = fixture("demo");
         let crashed = prune(store.path(), Some(k));
@@ -65,6 +66,13 @@ fn a_rerun_after_a_crash_ends_exactly_as_an_uninterrupted_run() {
         // `check` finds nothing worse than leftovers, and every tag still present pulls whole.
         let check = regsweep(&["check", "--root", store.path().to_str().unwrap(), "--json"]);
         assert_eq!(check.status.code(), Some(0), "crash after {k}: {}", String::from_utf8_lossy(&check.stdout));
+        let problems: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+        left_empty_folders += problems["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["kind"] == "incomplete" && !p["path"].as_str().unwrap().ends_with("journal.json"))
+            .count();
         let reg = Registry::serve(store.path());
         reg.assert_all_tags_pull(store.path());
         drop(reg);
@@ -83,6 +91,8 @@ fn a_rerun_after_a_crash_ends_exactly_as_an_uninterrupted_run() {
             "crash after {k} deletions, then a rerun: extra {extra:?}, missing {missing:?}"
         );
     }
+    // Each crash stopped inside a deletion: the folder's file gone, the folder still there.
+    assert!(left_empty_folders > 0, "no crash left a folder without its file to clean up");
 }
 
 #[test]
