@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 
 use crate::digest::Digest;
-use crate::journal::Journal;
+use crate::journal::{self, Journal};
 use crate::layout::Layout;
 use crate::plan::{Action, Plan};
 use crate::progress::Progress;
@@ -197,10 +197,8 @@ fn stage(layout: &Layout, progress: Progress, name: &str, batches: &[Batch]) -> 
 
 /// Carries out the plan. The caller holds the store's [`Lock`].
 pub fn execute(layout: &Layout, plan: &Plan, progress: Progress) -> Result<Outcome> {
-    // The plan's journal names every tag deleted (or still to finish from an earlier run).
-    if !plan.journal.is_empty() {
-        plan.journal.write(layout)?;
-    }
+    // The journal names every tag deleted (or still to finish from an earlier run).
+    journal::write(layout, &plan.journal, &plan.repos)?;
     let per_repo = |parent: &dyn Fn(&str) -> PathBuf, folders: &dyn Fn(&crate::plan::RepoPlan) -> Vec<Folder<'_>>| {
         plan.repos
             .iter()
@@ -227,7 +225,7 @@ pub fn execute(layout: &Layout, plan: &Plan, progress: Progress) -> Result<Outco
         r.layer_links.iter().chain(&r.leftover_layer_links).map(|d| Folder::Link(*d)).collect()
     });
     let mut by_prefix: Vec<Vec<Folder>> = vec![Vec::new(); 256];
-    for d in plan.blobs.iter().map(|b| b.digest).chain(plan.leftover_blobs.iter().copied()) {
+    for d in plan.blobs.iter().chain(&plan.leftover_blobs).map(|i| plan.blob(*i)) {
         by_prefix[usize::from(d.0[0])].push(Folder::Blob(d));
     }
     let blobs = by_prefix

@@ -406,7 +406,7 @@ fn verify(layout: &Layout, blobs: &[Digest], found: &Found, progress: Progress) 
 
 fn run_check(layout: &Layout, opts: CheckOptions, progress: Progress) -> Result<(CheckReport, Vec<(usize, PathBuf)>)> {
     let names = scan::repositories(layout)?;
-    let blobs = scan::scan_blobs(layout)?;
+    let blobs: Vec<Digest> = scan::scan_blobs(layout)?.iter().copied().collect();
     let found = Found::default();
     let bar = progress.bar("checking", names.len() as u64);
     let repos: Vec<RepoCheck> = names

@@ -5,13 +5,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::Write;
 
 use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
+use serde::ser::{SerializeMap, SerializeStruct};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::digest::Digest;
 use crate::layout::Layout;
+use crate::plan::{Action, RepoPlan};
 
 /// Per repository, the tags being deleted (name -> digest) by a run not yet known to be finished.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,24 +57,6 @@ impl Journal {
         self.repos.get(repo).map(|t| t.values().copied().collect()).unwrap_or_default()
     }
 
-    /// Writes it atomically: a temporary file, fsync, rename, fsync of the folder.
-    pub fn write(&self, layout: &Layout) -> Result<()> {
-        let path = layout.journal_file();
-        let tmp = path.with_extension("json.tmp");
-        let mut j = self.clone();
-        j.version = VERSION;
-        let bytes = serde_json::to_vec_pretty(&j)?;
-        let mut f = fs::File::create(&tmp).with_context(|| format!("cannot write journal {}", tmp.display()))?;
-        f.write_all(&bytes)
-            .and_then(|()| f.sync_all())
-            .with_context(|| format!("cannot write journal {}", tmp.display()))?;
-        fs::rename(&tmp, &path).with_context(|| format!("cannot write journal {}", path.display()))?;
-        fs::File::open(layout.v2())
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("cannot sync {}", layout.v2().display()))?;
-        Ok(())
-    }
-
     /// Removes the journal once its run has finished.
     pub fn remove(layout: &Layout) -> Result<()> {
         let path = layout.journal_file();
@@ -83,5 +66,116 @@ impl Journal {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// The journal of a run about to carry out a plan: the earlier run's tags and the plan's deleted
+/// ones, serialized straight from the plan (no second copy of every tag name in memory).
+struct Planned<'a> {
+    earlier: &'a Journal,
+    repos: &'a [RepoPlan],
+}
+
+impl Planned<'_> {
+    /// The tags of one planned repository to journal.
+    fn tags<'b>(&'b self, r: &'b RepoPlan) -> BTreeMap<&'b str, Digest> {
+        let earlier = self.earlier.repos.get(&r.name).into_iter().flatten().map(|(t, d)| (t.as_str(), *d));
+        let deleted =
+            r.tags.iter().filter(|t| t.action != Action::Keep).filter_map(|t| Some((t.name.as_str(), t.digest?)));
+        earlier.chain(deleted).collect()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.earlier.is_empty() && self.repos.iter().all(|r| self.tags(r).is_empty())
+    }
+}
+
+impl Serialize for Planned<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Repos<'a>(&'a Planned<'a>);
+        impl Serialize for Repos<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let planned: BTreeSet<&str> = self.0.repos.iter().map(|r| r.name.as_str()).collect();
+                let mut m = s.serialize_map(None)?;
+                for r in self.0.repos {
+                    let tags = self.0.tags(r);
+                    if !tags.is_empty() {
+                        m.serialize_entry(&r.name, &tags)?;
+                    }
+                }
+                for (name, tags) in self.0.earlier.repos.iter().filter(|(n, _)| !planned.contains(n.as_str())) {
+                    m.serialize_entry(name, tags)?;
+                }
+                m.end()
+            }
+        }
+        let mut st = s.serialize_struct("Journal", 2)?;
+        st.serialize_field("version", &VERSION)?;
+        st.serialize_field("repos", &Repos(self))?;
+        st.end()
+    }
+}
+
+/// Before the first deletion of a plan, writes its journal atomically (a temporary file, fsync,
+/// rename, fsync of the folder); nothing when no tag is deleted and no earlier run is unfinished.
+pub fn write(layout: &Layout, earlier: &Journal, repos: &[RepoPlan]) -> Result<()> {
+    let planned = Planned { earlier, repos };
+    if planned.is_empty() {
+        return Ok(());
+    }
+    let path = layout.journal_file();
+    let tmp = path.with_extension("json.tmp");
+    let f = fs::File::create(&tmp).with_context(|| format!("cannot write journal {}", tmp.display()))?;
+    let mut w = std::io::BufWriter::new(f);
+    serde_json::to_writer_pretty(&mut w, &planned)
+        .map_err(std::io::Error::from)
+        .and_then(|()| w.into_inner().map_err(|e| e.into_error()))
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("cannot write journal {}", tmp.display()))?;
+    fs::rename(&tmp, &path).with_context(|| format!("cannot write journal {}", path.display()))?;
+    fs::File::open(layout.v2())
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync {}", layout.v2().display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::TagPlan;
+    use crate::policy::Reason;
+
+    #[test]
+    fn the_written_journal_is_the_earlier_one_and_the_deleted_tags() {
+        let d = |n: u8| Digest([n; 32]);
+        let mut earlier = Journal::default();
+        earlier.repos.entry("a".into()).or_default().insert("old".into(), d(1));
+        earlier.repos.entry("gone".into()).or_default().insert("t".into(), d(2));
+        let tag = |name: &str, action, digest| TagPlan {
+            name: name.into(),
+            digest,
+            action,
+            reason: Reason::Interrupted,
+            shared_with: None,
+        };
+        let repos = vec![
+            RepoPlan {
+                name: "a".into(),
+                tags: vec![
+                    tag("old", Action::Delete, Some(d(1))),
+                    tag("x", Action::Untag, Some(d(3))),
+                    tag("k", Action::Keep, Some(d(4))),
+                ],
+                ..RepoPlan::default()
+            },
+            RepoPlan { name: "b".into(), tags: vec![tag("k", Action::Keep, Some(d(5)))], ..RepoPlan::default() },
+        ];
+        let planned = Planned { earlier: &earlier, repos: &repos };
+        let written: Journal = serde_json::from_value(serde_json::to_value(&planned).unwrap()).unwrap();
+        let mut expected = earlier.clone();
+        expected.version = VERSION;
+        expected.repos.get_mut("a").unwrap().insert("x".into(), d(3));
+        assert_eq!(written, expected);
+        assert!(Planned { earlier: &Journal::default(), repos: &repos[1..] }.is_empty());
     }
 }

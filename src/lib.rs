@@ -2,6 +2,7 @@
 //! registry. Data flows one way: scan -> policy -> plan -> apply -> report.
 
 pub mod apply;
+pub mod blobs;
 pub mod check;
 pub mod config;
 pub mod digest;
@@ -21,11 +22,14 @@ use std::path::Path;
 use anyhow::Result;
 use rayon::prelude::*;
 
+use crate::digest::{DigestMap, DigestSet};
+use crate::journal::Journal;
 use crate::layout::Layout;
-use crate::plan::Options;
+use crate::plan::{Options, Planner, RepoDraft};
 use crate::policy::{Decision, Order, Reason, Retention};
 use crate::progress::Progress;
 use crate::report::Report;
+use crate::scan::Dir;
 
 /// What a run does besides collecting: `prune` applies a retention policy first, `gc` does not.
 #[derive(Clone, Debug)]
@@ -34,25 +38,47 @@ pub enum Mode {
     Gc,
 }
 
-/// Plans a run on the store under `root` and, unless `dry_run`, carries it out.
+/// Plans a run on the store under `root` and, unless `dry_run`, carries it out. Each repository
+/// is read, decided and planned in one pass, in parallel with the others; only the blob list,
+/// its mark bits and the plan outlive it.
 pub fn run(root: &Path, mode: &Mode, opts: &Options, dry_run: bool, progress: Progress) -> Result<Report> {
     let layout = Layout::open(root)?;
     // A dry run writes nothing, not even a lock (restic's --no-lock, allowed only there).
     let _lock = if dry_run { None } else { Some(apply::Lock::acquire(&layout)?) };
-    let inv = scan::scan(&layout, progress)?;
-    let (mut decisions, mut warnings) = decide(&layout, &inv, mode, opts);
-    if let Some(j) = &inv.journal {
-        finish_journaled_tags(&inv, j, &mut decisions);
-    }
-    let in_scope = |name: &str| match mode {
-        Mode::Prune(r) => r.in_scope(name),
-        Mode::Gc => true,
-    };
-    let bar = progress.bar("marking", 0);
-    let plan = plan::build(&layout, &inv, &decisions, &in_scope, opts, &scan::Disk(&layout))?;
+    let journal = Journal::read(&layout)?;
+    let (names, blobs) = rayon::join(|| scan::repositories(&layout), || scan::scan_blobs(&layout));
+    let (names, blobs) = (names?, blobs?);
+    let disk = scan::Disk(&layout);
+    let planner = Planner::new(&layout, blobs, journal.as_ref(), opts, &disk);
+    let blobs_dir = Dir::open(&layout.blobs())?;
+    let bar = progress.bar("scanning", names.len() as u64);
+    let repos: Vec<(RepoDraft, Vec<String>)> = names
+        .into_par_iter()
+        .map(|name| {
+            let repo = scan::scan_repo(&layout, name)?;
+            let journaled = journal.iter().flat_map(|j| j.digests(&repo.name));
+            let wanted: DigestSet = repo.revisions.iter().map(|r| r.target).chain(journaled).collect();
+            let manifests = scan::read_manifests(&layout, blobs_dir.as_ref(), wanted);
+            let (mut decisions, warnings) = decide(&layout, &repo, &manifests, mode, opts);
+            if let Some(j) = &journal {
+                finish_journaled_tags(&repo, j, &mut decisions);
+            }
+            let in_scope = match mode {
+                Mode::Prune(r) => r.in_scope(&repo.name),
+                Mode::Gc => true,
+            };
+            let draft = planner.repo(&repo, &manifests, &decisions, in_scope);
+            bar.inc(1);
+            Ok((draft, warnings))
+        })
+        .collect::<Result<_>>()?;
+    bar.finish_and_clear();
+    let (drafts, warnings): (Vec<_>, Vec<_>) = repos.into_iter().unzip();
+    let mut warnings: Vec<String> = warnings.into_iter().flatten().collect();
+    let bar = progress.bar("sweeping", 0);
+    let plan = planner.finish(drafts)?;
     bar.finish_and_clear();
     let command = if matches!(mode, Mode::Gc) { "gc" } else { "prune" };
-    drop(inv);
     let errors = if dry_run { Vec::new() } else { apply::execute(&layout, &plan, progress)?.errors };
     let mut report = Report::new(command, &root.display().to_string(), plan, dry_run);
     warnings.append(&mut report.warnings);
@@ -61,37 +87,36 @@ pub fn run(root: &Path, mode: &Mode, opts: &Options, dry_run: bool, progress: Pr
     Ok(report)
 }
 
-/// The decision on every tag (aligned with the inventory) and the policy's warnings.
-fn decide(layout: &Layout, inv: &scan::Inventory, mode: &Mode, opts: &Options) -> (Vec<Vec<Decision>>, Vec<String>) {
+/// The decision on every tag of a repository (aligned with its tags) and the policy's warnings.
+fn decide(
+    layout: &Layout,
+    repo: &scan::Repo,
+    manifests: &DigestMap<scan::Parsed>,
+    mode: &Mode,
+    opts: &Options,
+) -> (Vec<Decision>, Vec<String>) {
     let ret = match mode {
-        Mode::Gc => {
-            let keep_all = inv.repos.iter().map(|r| vec![Some((true, Reason::NotPruned)); r.tags.len()]).collect();
-            return (keep_all, Vec::new());
-        }
+        Mode::Gc => return (vec![Some((true, Reason::NotPruned)); repo.tags.len()], Vec::new()),
         Mode::Prune(ret) => ret,
     };
     let created = if ret.order == Order::Created {
-        let digests: Vec<_> = inv.repos.iter().flat_map(|r| r.tags.iter().filter_map(|t| t.current)).collect();
-        scan::created_times(&inv.manifests, &digests, &|d| scan::read_config(layout, d))
+        let digests: Vec<_> = repo.tags.iter().filter_map(|t| t.current).collect();
+        scan::created_times(manifests, &digests, &|d| scan::read_config(layout, d))
     } else {
         Default::default()
     };
-    let (decisions, warnings): (Vec<_>, Vec<Vec<String>>) =
-        inv.repos.par_iter().map(|r| policy::decide(&r.name, &r.tags, ret, &created, opts.grace, opts.now)).unzip();
-    (decisions, warnings.into_iter().flatten().collect())
+    policy::decide(&repo.name, &repo.tags, ret, &created, opts.grace, opts.now)
 }
 
 /// The tags an interrupted run was deleting are deleted, whatever this run's policy, unless
 /// they were pushed again since (then they point elsewhere).
-fn finish_journaled_tags(inv: &scan::Inventory, journal: &journal::Journal, decisions: &mut [Vec<Decision>]) {
-    for (repo, decided) in inv.repos.iter().zip(decisions.iter_mut()) {
-        let Some(tags) = journal.repos.get(&repo.name) else {
-            continue;
-        };
-        for (t, d) in repo.tags.iter().zip(decided.iter_mut()) {
-            if tags.get(&t.name).is_some_and(|j| t.current.is_none_or(|c| c == *j)) {
-                *d = Some((false, Reason::Interrupted));
-            }
+fn finish_journaled_tags(repo: &scan::Repo, journal: &Journal, decisions: &mut [Decision]) {
+    let Some(tags) = journal.repos.get(&repo.name) else {
+        return;
+    };
+    for (t, d) in repo.tags.iter().zip(decisions.iter_mut()) {
+        if tags.get(&t.name).is_some_and(|j| t.current.is_none_or(|c| c == *j)) {
+            *d = Some((false, Reason::Interrupted));
         }
     }
 }

@@ -5,6 +5,7 @@
 mod cli;
 
 use std::io::IsTerminal;
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
@@ -76,7 +77,11 @@ fn generate_store(g: &GenArgs) -> Result<ExitCode> {
     };
     let report = generate::generate(&g.root, &opts, progress(g.output.quiet, g.output.json))?;
     if g.output.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        // Streamed: the report of a large prune lists every tag.
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+        out.flush()?;
     } else {
         println!(
             "wrote {} repositories, {} tags, {} manifests, {} blobs ({} files) under {}",
@@ -97,7 +102,11 @@ fn check_store(c: &CheckArgs) -> Result<ExitCode> {
     let opts = CheckOptions { verify_digests: c.verify_digests, repair: c.repair };
     let report = check::check(&root(&c.store)?, opts, progress(c.output.quiet, c.output.json))?;
     if c.output.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        // Streamed: the report of a large prune lists every tag.
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+        out.flush()?;
     } else {
         print!("{}", report.text());
     }
@@ -198,7 +207,11 @@ fn print_report(report: &regsweep::report::Report, json: bool) -> Result<()> {
         eprintln!("error: {e}");
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        // Streamed: the report of a large prune lists every tag.
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+        out.flush()?;
         if report.restart_required {
             eprintln!("note: restart the registry that serves this store: its blob cache is stale");
         }
@@ -223,6 +236,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         grace: collect.grace,
         upload_age: collect.upload_age,
         now: SystemTime::now(),
+        list_kept_tags: matches!(mode, Mode::Prune(_)),
     };
     let root = root(store)?;
     let report = regsweep::run(&root, &mode, &opts, collect.dry_run, progress)?;

@@ -2,7 +2,7 @@
 //! retention decisions to a [`Plan`] of every deletion. It deletes nothing; its only I/O is the
 //! `stat` it is handed, for the grace period and sizes of deletion candidates.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -11,6 +11,7 @@ use anyhow::{Result, bail};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::blobs::BlobList;
 use crate::digest::{Digest, DigestMap, DigestSet};
 use crate::journal::Journal;
 use crate::layout::Layout;
@@ -29,6 +30,8 @@ pub struct Options {
     pub upload_age: Duration,
     /// The time the plan is made for.
     pub now: SystemTime,
+    /// Kept tags are listed in the plan one by one (for the report of `prune`), not only counted.
+    pub list_kept_tags: bool,
 }
 
 /// What happens to a tag.
@@ -68,20 +71,16 @@ pub struct UploadPlan {
     pub size: u64,
 }
 
-/// A blob to remove.
-#[derive(Clone, Debug, Serialize)]
-pub struct BlobPlan {
-    pub digest: Digest,
-    pub size: u64,
-}
-
 /// Everything that happens to one repository.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RepoPlan {
     pub name: String,
     /// False when `--repo` / `--exclude-repo` leave it out: then nothing of it is touched.
     pub in_scope: bool,
+    /// Every tag, or with [`Options::list_kept_tags`] off only those that go.
     pub tags: Vec<TagPlan>,
+    /// Kept tags not listed in `tags`.
+    pub tags_kept: usize,
     /// Manifests whose revision folder goes.
     pub manifests: Vec<Digest>,
     pub index_entries: Vec<IndexEntry>,
@@ -102,16 +101,30 @@ pub struct GraceKept {
     pub blobs: usize,
 }
 
+impl Plan {
+    /// The digest of a blob index of [`Plan::blobs`] or [`Plan::leftover_blobs`].
+    pub fn blob(&self, i: u32) -> Digest {
+        self.store_blobs.get(i as usize)
+    }
+}
+
 /// Every deletion of a run, decided before the first one happens.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Plan {
     pub repos: Vec<RepoPlan>,
-    pub blobs: Vec<BlobPlan>,
-    /// Blob folders without their data, older than the grace period.
-    pub leftover_blobs: Vec<Digest>,
+    /// Blobs to remove, as indexes into `store_blobs` (4 bytes each rather than 32).
+    pub blobs: Vec<u32>,
+    /// Their size.
+    pub blob_bytes: u64,
+    /// Blob folders without their data, older than the grace period (indexes likewise).
+    pub leftover_blobs: Vec<u32>,
+    /// Every blob folder of the store.
+    #[serde(skip)]
+    pub store_blobs: BlobList,
     pub grace_kept: GraceKept,
     pub warnings: Vec<String>,
-    /// The journal to write before the first deletion.
+    /// The journal of an interrupted run this one finishes: written again, with this run's
+    /// deleted tags, before the first deletion.
     #[serde(skip)]
     pub journal: Journal,
 }
@@ -125,21 +138,20 @@ pub trait Disk: Sync {
 }
 
 /// One mark bit per blob of the store: the mark phase of mark-and-sweep, shared by all threads.
-struct Marks<'a> {
-    /// The blobs, sorted.
-    blobs: &'a [Digest],
+struct Marks {
+    blobs: BlobList,
     bits: Vec<AtomicU64>,
 }
 
-impl<'a> Marks<'a> {
-    fn new(blobs: &'a [Digest]) -> Marks<'a> {
-        debug_assert!(blobs.is_sorted());
-        Marks { blobs, bits: (0..blobs.len().div_ceil(64)).map(|_| AtomicU64::new(0)).collect() }
+impl Marks {
+    fn new(blobs: BlobList) -> Marks {
+        let bits = (0..blobs.len().div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+        Marks { blobs, bits }
     }
 
     /// Marks a blob (a digest that is no blob of the store is nothing to keep).
     fn mark(&self, d: &Digest) {
-        if let Ok(i) = self.blobs.binary_search(d) {
+        if let Some(i) = self.blobs.position(d) {
             self.bits[i / 64].fetch_or(1 << (i % 64), Ordering::Relaxed);
         }
     }
@@ -151,7 +163,7 @@ impl<'a> Marks<'a> {
 
 /// The manifests of one repository and the edges between them.
 struct Graph<'a> {
-    inv: &'a Inventory,
+    manifests: &'a DigestMap<Parsed>,
     /// Revision path digest -> content digest.
     revs: DigestMap<Digest>,
     /// Subject -> its referrers.
@@ -159,19 +171,19 @@ struct Graph<'a> {
 }
 
 impl<'a> Graph<'a> {
-    fn new(inv: &'a Inventory, repo: &Repo) -> Graph<'a> {
+    fn new(manifests: &'a DigestMap<Parsed>, repo: &Repo) -> Graph<'a> {
         let revs: DigestMap<Digest> = repo.revisions.iter().map(|r| (r.digest, r.target)).collect();
         let mut referrers: DigestMap<Vec<Digest>> = DigestMap::default();
         for r in &repo.revisions {
-            if let Some(s) = inv.manifests.get(&r.target).and_then(Parsed::manifest).and_then(|m| m.subject) {
+            if let Some(s) = manifests.get(&r.target).and_then(Parsed::manifest).and_then(|m| m.subject) {
                 referrers.entry(s).or_default().push(r.digest);
             }
         }
-        Graph { inv, revs, referrers }
+        Graph { manifests, revs, referrers }
     }
 
     fn parsed(&self, d: &Digest) -> Option<&'a Parsed> {
-        self.inv.manifests.get(self.revs.get(d).unwrap_or(d))
+        self.manifests.get(self.revs.get(d).unwrap_or(d))
     }
 
     fn manifest(&self, d: &Digest) -> Option<&'a Manifest> {
@@ -197,94 +209,130 @@ impl<'a> Graph<'a> {
     }
 }
 
-/// What planning one repository gives, before the grace checks that need a `stat`.
-struct RepoDraft {
+/// What planning one repository gives; [`Planner::finish`] turns them into the [`Plan`].
+pub struct RepoDraft {
     plan: RepoPlan,
-    layer_candidates: Vec<Digest>,
-    incomplete_revisions: Vec<Digest>,
     young_manifests: usize,
+    grace_kept_links: usize,
     warnings: Vec<String>,
     errors: Vec<String>,
-    deleted_tags: BTreeMap<String, Digest>,
 }
 
-fn plan_repo(
-    inv: &Inventory,
-    repo: &Repo,
-    decisions: &[Decision],
-    in_scope: bool,
-    opts: &Options,
-    disk: &dyn Disk,
-    marks: &Marks,
-) -> RepoDraft {
-    let g = Graph::new(inv, repo);
-    let young = |t: SystemTime| opts.now.duration_since(t).unwrap_or_default() < opts.grace;
-    let journaled: BTreeSet<Digest> = inv.journal.as_ref().map(|j| j.digests(&repo.name)).unwrap_or_default();
-    let tagged: DigestSet = repo.tags.iter().filter_map(|t| t.current).collect();
-    let mut warnings = Vec::new();
+/// Plans a run one repository at a time, in any order and in parallel, marking the blobs each
+/// needs; then sweeps the unmarked ones. Only the repository being planned is in memory.
+pub struct Planner<'a> {
+    layout: &'a Layout,
+    opts: &'a Options,
+    disk: &'a dyn Disk,
+    journal: Option<&'a Journal>,
+    marks: Marks,
+}
 
-    // Attachment tags not decided by policy follow their subject; one outside this
-    // repository is not ours to judge.
-    let mut decided: Vec<Option<(bool, Reason)>> = decisions.to_vec();
-    for (t, d) in repo.tags.iter().zip(decided.iter_mut()) {
-        if d.is_none()
-            && let Some(s) = attachment_subject(&t.name).filter(|s| !g.revs.contains_key(s))
-        {
-            *d = Some((true, Reason::SubjectElsewhere { subject: s }));
-        }
+impl<'a> Planner<'a> {
+    /// `blobs` is every blob folder of the store.
+    pub fn new(
+        layout: &'a Layout,
+        blobs: BlobList,
+        journal: Option<&'a Journal>,
+        opts: &'a Options,
+        disk: &'a dyn Disk,
+    ) -> Planner<'a> {
+        Planner { layout, opts, disk, journal, marks: Marks::new(blobs) }
     }
-    let young_revs: Vec<Digest> = repo.revisions.iter().filter(|r| young(r.modified)).map(|r| r.digest).collect();
-    // Live manifests for the current decisions, with or without the grace period's roots.
-    let liveness = |decided: &[Decision], with_young: bool| -> DigestSet {
-        let is_kept = |d: &Decision| d.as_ref().is_some_and(|d| d.0);
-        let kept = repo.tags.iter().zip(decided).filter(|(_, d)| is_kept(d)).filter_map(|(t, _)| t.current);
-        let deleted = repo.tags.iter().zip(decided).filter(|(_, d)| !is_kept(d)).filter_map(|(t, _)| t.current);
-        let cascade = g.closure(deleted.chain(journaled.iter().copied()));
-        let mut roots: Vec<Digest> = kept.collect();
-        if with_young {
-            roots.extend(young_revs.iter().copied());
+
+    fn young(&self, t: SystemTime) -> bool {
+        self.opts.now.duration_since(t).unwrap_or_default() < self.opts.grace
+    }
+
+    /// True when the file or folder exists and is older than the grace period.
+    fn old(&self, path: &Path) -> Result<bool> {
+        Ok(self.disk.stat(path)?.is_some_and(|(_, t)| !self.young(t)))
+    }
+
+    /// Plans one repository: `manifests` holds (at least) those its revisions and its journaled
+    /// tags name; `decisions` is aligned with its tags.
+    pub fn repo(
+        &self,
+        repo: &Repo,
+        manifests: &DigestMap<Parsed>,
+        decisions: &[Decision],
+        in_scope: bool,
+    ) -> RepoDraft {
+        let mut draft = self.draft(repo, manifests, decisions, in_scope);
+        if in_scope && let Err(e) = self.leftovers_and_links(repo, &mut draft) {
+            draft.errors.push(format!("{e:#}"));
         }
-        if !in_scope {
-            roots.extend(g.revs.keys().copied());
-        } else if !opts.delete_untagged {
-            roots.extend(
-                repo.revisions.iter().map(|r| r.digest).filter(|d| !tagged.contains(d) && !cascade.contains(d)),
-            );
-        }
-        g.closure(roots)
-    };
-    // Attachment tags whose subject is live stay; their manifests may make more subjects live.
-    let live = loop {
-        let live = liveness(&decided, true);
-        let mut changed = false;
+        draft
+    }
+
+    fn draft(&self, repo: &Repo, manifests: &DigestMap<Parsed>, decisions: &[Decision], in_scope: bool) -> RepoDraft {
+        let (opts, disk, marks) = (self.opts, self.disk, &self.marks);
+        let g = Graph::new(manifests, repo);
+        let young = |t: SystemTime| self.young(t);
+        let journaled: BTreeSet<Digest> = self.journal.map(|j| j.digests(&repo.name)).unwrap_or_default();
+        let tagged: DigestSet = repo.tags.iter().filter_map(|t| t.current).collect();
+        let mut warnings = Vec::new();
+
+        // Attachment tags not decided by policy follow their subject; one outside this
+        // repository is not ours to judge.
+        let mut decided: Vec<Option<(bool, Reason)>> = decisions.to_vec();
         for (t, d) in repo.tags.iter().zip(decided.iter_mut()) {
             if d.is_none()
-                && let Some(s) = attachment_subject(&t.name).filter(|s| live.contains(s))
+                && let Some(s) = attachment_subject(&t.name).filter(|s| !g.revs.contains_key(s))
             {
-                *d = Some((true, Reason::SubjectKept { subject: s }));
-                changed = true;
+                *d = Some((true, Reason::SubjectElsewhere { subject: s }));
             }
         }
-        if !changed {
-            break live;
-        }
-    };
-    let young_manifests = if young_revs.is_empty() { 0 } else { live.len() - liveness(&decided, false).len() };
-
-    let mut plan = RepoPlan { name: repo.name.clone(), in_scope, ..RepoPlan::default() };
-    let mut deleted_tags = BTreeMap::new();
-    for (t, d) in repo.tags.iter().zip(decided) {
-        let (keep, reason) = d.unwrap_or_else(|| {
-            let subject = attachment_subject(&t.name).unwrap_or(Digest([0; 32]));
-            (false, Reason::SubjectGone { subject })
-        });
-        let action = match (keep, t.current) {
-            (true, _) => Action::Keep,
-            (false, Some(c)) if live.contains(&c) => Action::Untag,
-            (false, _) => Action::Delete,
+        let young_revs: Vec<Digest> = repo.revisions.iter().filter(|r| young(r.modified)).map(|r| r.digest).collect();
+        // Live manifests for the current decisions, with or without the grace period's roots.
+        let liveness = |decided: &[Decision], with_young: bool| -> DigestSet {
+            let is_kept = |d: &Decision| d.as_ref().is_some_and(|d| d.0);
+            let kept = repo.tags.iter().zip(decided).filter(|(_, d)| is_kept(d)).filter_map(|(t, _)| t.current);
+            let deleted = repo.tags.iter().zip(decided).filter(|(_, d)| !is_kept(d)).filter_map(|(t, _)| t.current);
+            let cascade = g.closure(deleted.chain(journaled.iter().copied()));
+            let mut roots: Vec<Digest> = kept.collect();
+            if with_young {
+                roots.extend(young_revs.iter().copied());
+            }
+            if !in_scope {
+                roots.extend(g.revs.keys().copied());
+            } else if !opts.delete_untagged {
+                roots.extend(
+                    repo.revisions.iter().map(|r| r.digest).filter(|d| !tagged.contains(d) && !cascade.contains(d)),
+                );
+            }
+            g.closure(roots)
         };
-        if keep {
-            if let Some(c) = t.current {
+        // Attachment tags whose subject is live stay; their manifests may make more subjects live.
+        let live = loop {
+            let live = liveness(&decided, true);
+            let mut changed = false;
+            for (t, d) in repo.tags.iter().zip(decided.iter_mut()) {
+                if d.is_none()
+                    && let Some(s) = attachment_subject(&t.name).filter(|s| live.contains(s))
+                {
+                    *d = Some((true, Reason::SubjectKept { subject: s }));
+                    changed = true;
+                }
+            }
+            if !changed {
+                break live;
+            }
+        };
+        let young_manifests = if young_revs.is_empty() { 0 } else { live.len() - liveness(&decided, false).len() };
+
+        let mut plan = RepoPlan { name: repo.name.clone(), in_scope, ..RepoPlan::default() };
+        for (t, d) in repo.tags.iter().zip(decided) {
+            let (keep, reason) = d.unwrap_or_else(|| {
+                let subject = attachment_subject(&t.name).unwrap_or(Digest([0; 32]));
+                (false, Reason::SubjectGone { subject })
+            });
+            let action = match (keep, t.current) {
+                (true, _) => Action::Keep,
+                (false, Some(c)) if live.contains(&c) => Action::Untag,
+                (false, _) => Action::Delete,
+            };
+            if keep && let Some(c) = t.current {
                 match g.parsed(&c) {
                     Some(Parsed::Missing) => warnings
                         .push(format!("{}:{}: its manifest {c} has no blob: it cannot be pulled", repo.name, t.name)),
@@ -295,88 +343,170 @@ fn plan_repo(
                     _ => {}
                 }
             }
-        } else if let Some(c) = t.current {
-            deleted_tags.insert(t.name.clone(), c);
+            plan.tags.push(TagPlan { name: t.name.clone(), digest: t.current, action, reason, shared_with: None });
         }
-        plan.tags.push(TagPlan { name: t.name.clone(), digest: t.current, action, reason, shared_with: None });
-    }
-    let kept_by_digest: DigestMap<&str> = plan
-        .tags
-        .iter()
-        .filter(|t| t.action == Action::Keep)
-        .filter_map(|t| Some((t.digest?, t.name.as_str())))
-        .collect();
-    let shared: Vec<Option<String>> = plan
-        .tags
-        .iter()
-        .map(|t| {
-            if t.action == Action::Untag {
-                t.digest.and_then(|d| kept_by_digest.get(&d).map(|s| s.to_string()))
-            } else {
-                None
+        let kept_by_digest: DigestMap<&str> = plan
+            .tags
+            .iter()
+            .filter(|t| t.action == Action::Keep)
+            .filter_map(|t| Some((t.digest?, t.name.as_str())))
+            .collect();
+        let shared: Vec<Option<String>> = plan
+            .tags
+            .iter()
+            .map(|t| {
+                if t.action == Action::Untag {
+                    t.digest.and_then(|d| kept_by_digest.get(&d).map(|s| s.to_string()))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (t, s) in plan.tags.iter_mut().zip(shared) {
+            t.shared_with = s;
+        }
+
+        let mut errors = Vec::new();
+        let mut needed_layers = DigestSet::default();
+        for d in &live {
+            marks.mark(d);
+            let Some(target) = g.revs.get(d) else {
+                continue;
+            };
+            marks.mark(target);
+            needed_layers.insert(*d);
+            needed_layers.insert(*target);
+            match g.parsed(d) {
+                Some(Parsed::Ok(m)) => {
+                    m.blobs.iter().chain(&m.children).for_each(|b| marks.mark(b));
+                    needed_layers.extend(m.blobs.iter().copied());
+                }
+                Some(Parsed::Broken(e)) => errors.push(format!("{}: a manifest that must be kept: {e}", repo.name)),
+                _ => {}
             }
-        })
-        .collect();
-    for (t, s) in plan.tags.iter_mut().zip(shared) {
-        t.shared_with = s;
+        }
+        plan.manifests = repo.revisions.iter().map(|r| r.digest).filter(|d| !live.contains(d)).collect();
+        // A kept tag's history entries for manifests that are gone or going (a crash between the
+        // two can leave the first kind, hence the journal's repositories too). Listed only here.
+        if in_scope && (!plan.manifests.is_empty() || !journaled.is_empty()) {
+            for tp in plan.tags.iter().filter(|t| t.action == Action::Keep) {
+                match disk.tag_index(&repo.name, &tp.name) {
+                    Ok(index) => plan.index_entries.extend(
+                        index
+                            .into_iter()
+                            .filter(|d| !live.contains(d))
+                            .map(|digest| IndexEntry { tag: tp.name.clone(), digest }),
+                    ),
+                    Err(e) => errors.push(format!("{e:#}")),
+                }
+            }
+        }
+        if in_scope {
+            plan.layer_links = repo.layers.iter().copied().filter(|d| !needed_layers.contains(d)).collect();
+            plan.uploads = repo
+                .uploads
+                .iter()
+                .filter(|u| u.started.is_some_and(|s| opts.now.duration_since(s).unwrap_or_default() > opts.upload_age))
+                .map(|u| UploadPlan { id: u.id.clone(), size: u.size })
+                .collect();
+        }
+        if !opts.list_kept_tags {
+            plan.tags_kept = plan.tags.iter().filter(|t| t.action == Action::Keep).count();
+            plan.tags.retain(|t| t.action != Action::Keep);
+        }
+        // Drafts outlive their repository's scan: no spare capacity (a thousand repositories of
+        // a few kilobytes each add up).
+        plan.tags.shrink_to_fit();
+        plan.manifests.shrink_to_fit();
+        plan.layer_links.shrink_to_fit();
+        RepoDraft { plan, young_manifests, grace_kept_links: 0, warnings, errors }
     }
 
-    let mut errors = Vec::new();
-    let mut needed_layers = DigestSet::default();
-    for d in &live {
-        marks.mark(d);
-        let Some(target) = g.revs.get(d) else {
-            continue;
-        };
-        marks.mark(target);
-        needed_layers.insert(*d);
-        needed_layers.insert(*target);
-        match g.parsed(d) {
-            Some(Parsed::Ok(m)) => {
-                m.blobs.iter().chain(&m.children).for_each(|b| marks.mark(b));
-                needed_layers.extend(m.blobs.iter().copied());
-            }
-            Some(Parsed::Broken(e)) => errors.push(format!("{}: a manifest that must be kept: {e}", repo.name)),
-            _ => {}
-        }
-    }
-    plan.manifests = repo.revisions.iter().map(|r| r.digest).filter(|d| !live.contains(d)).collect();
-    // A kept tag's history entries for manifests that are gone or going (a crash between the
-    // two can leave the first kind, hence the journal's repositories too). Listed only here.
-    if in_scope && (!plan.manifests.is_empty() || !journaled.is_empty()) {
-        for tp in plan.tags.iter().filter(|t| t.action == Action::Keep) {
-            match disk.tag_index(&repo.name, &tp.name) {
-                Ok(index) => plan.index_entries.extend(
-                    index
-                        .into_iter()
-                        .filter(|d| !live.contains(d))
-                        .map(|digest| IndexEntry { tag: tp.name.clone(), digest }),
-                ),
-                Err(e) => errors.push(format!("{e:#}")),
+    /// Unneeded layer links: a young one is a push under way, and its blob stays too, even if
+    /// the blob is old (a layer pushed again, or mounted from another repository, before its
+    /// manifest). Folders without their link, old enough, are leftovers.
+    fn leftovers_and_links(&self, repo: &Repo, draft: &mut RepoDraft) -> Result<()> {
+        let plan = &mut draft.plan;
+        let mut links = Vec::with_capacity(plan.layer_links.len());
+        for l in std::mem::take(&mut plan.layer_links) {
+            let dir = self.layout.layer_dir(&repo.name, &l);
+            match self.disk.stat(&dir.join("link"))? {
+                Some((_, t)) if !self.young(t) => links.push(l),
+                Some(_) => {
+                    draft.grace_kept_links += 1;
+                    self.marks.mark(&l);
+                }
+                None if self.old(&dir)? => plan.leftover_layer_links.push(l),
+                None => {}
             }
         }
+        plan.layer_links = links;
+        for r in &repo.incomplete_revisions {
+            if self.old(&self.layout.revision_dir(&repo.name, r))? {
+                plan.leftover_revisions.push(*r);
+            }
+        }
+        Ok(())
     }
-    let (layer_candidates, incomplete_revisions) = if in_scope {
-        (
-            repo.layers.iter().copied().filter(|d| !needed_layers.contains(d)).collect(),
-            repo.incomplete_revisions.clone(),
-        )
-    } else {
-        Default::default()
-    };
-    if in_scope {
-        plan.uploads = repo
-            .uploads
-            .iter()
-            .filter(|u| u.started.is_some_and(|s| opts.now.duration_since(s).unwrap_or_default() > opts.upload_age))
-            .map(|u| UploadPlan { id: u.id.clone(), size: u.size })
-            .collect();
+
+    /// The plan, once every repository is planned: unmarked blobs go when their data is older
+    /// than the grace period; a folder without data is no blob of the registry's, only a
+    /// leftover of an interrupted write or deletion.
+    pub fn finish(self, drafts: Vec<RepoDraft>) -> Result<Plan> {
+        let errors: Vec<&String> = drafts.iter().flat_map(|d| &d.errors).collect();
+        if !errors.is_empty() {
+            let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+            bail!("cannot plan: {} problem(s), nothing was deleted:\n{}", errors.len(), list.join("\n"));
+        }
+        let mut plan = Plan { journal: self.journal.cloned().unwrap_or_default(), ..Plan::default() };
+        for mut d in drafts {
+            plan.warnings.append(&mut d.warnings);
+            plan.grace_kept.manifests += d.young_manifests;
+            plan.grace_kept.layer_links += d.grace_kept_links;
+            plan.repos.push(d.plan);
+        }
+        /// What the sweep finds, per thread, then summed.
+        #[derive(Default)]
+        struct Swept {
+            blobs: Vec<u32>,
+            bytes: u64,
+            young: usize,
+            leftovers: Vec<u32>,
+        }
+        let marks = &self.marks;
+        let swept = (0..marks.blobs.len())
+            .into_par_iter()
+            .filter(|i| !marks.is_marked(*i))
+            .try_fold(Swept::default, |mut acc, i| -> Result<Swept> {
+                let b = marks.blobs.get(i);
+                match self.disk.stat(&self.layout.blob_data(&b))? {
+                    Some((size, mtime)) if !self.young(mtime) => {
+                        acc.blobs.push(i as u32);
+                        acc.bytes += size;
+                    }
+                    Some(_) => acc.young += 1,
+                    None if self.old(&self.layout.blob_dir(&b))? => acc.leftovers.push(i as u32),
+                    None => {}
+                }
+                Ok(acc)
+            })
+            .try_reduce(Swept::default, |mut a, mut b| {
+                a.blobs.append(&mut b.blobs);
+                a.leftovers.append(&mut b.leftovers);
+                Ok(Swept { bytes: a.bytes + b.bytes, young: a.young + b.young, ..a })
+            })?;
+        plan.blobs = swept.blobs;
+        plan.blobs.sort_unstable();
+        plan.blob_bytes = swept.bytes;
+        plan.grace_kept.blobs = swept.young;
+        plan.leftover_blobs = swept.leftovers;
+        plan.store_blobs = self.marks.blobs;
+        Ok(plan)
     }
-    RepoDraft { plan, layer_candidates, incomplete_revisions, young_manifests, warnings, errors, deleted_tags }
 }
 
-/// Plans a run. `decisions` is aligned with `inv.repos` and their tags; `in_scope` says which
-/// repositories the run may touch beyond the blob sweep.
+/// Plans a run on an inventory read whole. `decisions` is aligned with `inv.repos` and their
+/// tags; `in_scope` says which repositories the run may touch beyond the blob sweep.
 pub fn build(
     layout: &Layout,
     inv: &Inventory,
@@ -385,77 +515,14 @@ pub fn build(
     opts: &Options,
     disk: &dyn Disk,
 ) -> Result<Plan> {
-    let marks = Marks::new(&inv.blobs);
-    let young = |t: SystemTime| opts.now.duration_since(t).unwrap_or_default() < opts.grace;
-    let old = |path: &Path| -> Result<bool> { Ok(disk.stat(path)?.is_some_and(|(_, t)| !young(t))) };
-    let drafts: Vec<RepoDraft> = inv
+    let planner = Planner::new(layout, BlobList::new(inv.blobs.iter().copied()), inv.journal.as_ref(), opts, disk);
+    let drafts = inv
         .repos
         .par_iter()
         .zip(decisions.par_iter())
-        .map(|(r, d)| plan_repo(inv, r, d, in_scope(&r.name), opts, disk, &marks))
+        .map(|(r, d)| planner.repo(r, &inv.manifests, d, in_scope(&r.name)))
         .collect();
-    let errors: Vec<&String> = drafts.iter().flat_map(|d| &d.errors).collect();
-    if !errors.is_empty() {
-        let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
-        bail!("cannot plan: {} problem(s), nothing was deleted:\n{}", errors.len(), list.join("\n"));
-    }
-
-    let mut plan = Plan { journal: inv.journal.clone().unwrap_or_default(), ..Plan::default() };
-    for mut d in drafts {
-        plan.warnings.append(&mut d.warnings);
-        plan.grace_kept.manifests += d.young_manifests;
-        if !d.deleted_tags.is_empty() {
-            plan.journal.repos.entry(d.plan.name.clone()).or_default().extend(d.deleted_tags);
-        }
-        let name = d.plan.name.clone();
-        // A young link is a push under way: its blob stays too, even if the blob is old (a
-        // layer pushed again, or mounted from another repository, before its manifest).
-        let links: Vec<Result<(Digest, Option<bool>, bool)>> = d
-            .layer_candidates
-            .par_iter()
-            .map(|l| {
-                let dir = layout.layer_dir(&name, l);
-                match disk.stat(&dir.join("link"))? {
-                    Some((_, t)) => Ok((*l, Some(!young(t)), false)),
-                    None => Ok((*l, None, old(&dir)?)),
-                }
-            })
-            .collect();
-        for l in links {
-            match l? {
-                (l, Some(true), _) => d.plan.layer_links.push(l),
-                (l, Some(false), _) => {
-                    plan.grace_kept.layer_links += 1;
-                    marks.mark(&l);
-                }
-                (l, None, true) => d.plan.leftover_layer_links.push(l),
-                (_, None, false) => {}
-            }
-        }
-        for r in d.incomplete_revisions {
-            if old(&layout.revision_dir(&name, &r))? {
-                d.plan.leftover_revisions.push(r);
-            }
-        }
-        plan.repos.push(d.plan);
-    }
-    // Unmarked blobs go when their data is older than the grace period; a folder without data
-    // is no blob of the registry's, only a leftover of an interrupted write or deletion.
-    let unmarked = inv.blobs.par_iter().enumerate().filter(|(i, _)| !marks.is_marked(*i)).map(|(_, b)| {
-        let data = disk.stat(&layout.blob_data(b))?;
-        let leftover = data.is_none() && old(&layout.blob_dir(b))?;
-        Ok((*b, data, leftover))
-    });
-    for u in unmarked.collect::<Result<Vec<_>>>()? {
-        match u {
-            (digest, Some((size, mtime)), _) if !young(mtime) => plan.blobs.push(BlobPlan { digest, size }),
-            (_, Some(_), _) => plan.grace_kept.blobs += 1,
-            (digest, None, true) => plan.leftover_blobs.push(digest),
-            (_, None, false) => {}
-        }
-    }
-    plan.blobs.sort_by_key(|b| b.digest);
-    Ok(plan)
+    planner.finish(drafts)
 }
 
 #[cfg(test)]
@@ -562,7 +629,13 @@ mod tests {
                         .collect()
                 })
                 .collect();
-            let opts = Options { delete_untagged, grace: Duration::from_secs(3600), upload_age: 7 * DAY, now: now() };
+            let opts = Options {
+                delete_untagged,
+                grace: Duration::from_secs(3600),
+                upload_age: 7 * DAY,
+                now: now(),
+                list_kept_tags: true,
+            };
             build(
                 &Layout::at("/nonexistent".into()),
                 &self.inv,
@@ -585,7 +658,7 @@ mod tests {
     }
 
     fn blobs(plan: &Plan) -> Vec<Digest> {
-        plan.blobs.iter().map(|b| b.digest).collect()
+        plan.blobs.iter().map(|i| plan.blob(*i)).collect()
     }
 
     #[test]
@@ -603,9 +676,8 @@ mod tests {
         assert_eq!(removed(&p, "r"), [d(11)]);
         assert_eq!(p.repos[0].tags[1].shared_with.as_deref(), Some("latest"));
         assert!(!blobs(&p).contains(&d(100)) && blobs(&p).contains(&d(102)));
-        let mut journaled: Vec<_> = p.journal.repos["r"].keys().cloned().collect();
-        journaled.sort();
-        assert_eq!(journaled, ["v1", "v2"]);
+        let journaled: Vec<_> = p.repos[0].tags.iter().filter(|t| t.action != Action::Keep).map(|t| &t.name).collect();
+        assert_eq!(journaled, ["v2", "v1"], "both go into the journal");
     }
 
     #[test]

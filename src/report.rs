@@ -63,7 +63,7 @@ impl Report {
             .repos
             .into_iter()
             .map(|r| RepoReport {
-                tags_kept: r.tags.iter().filter(|t| t.action == Action::Keep).count(),
+                tags_kept: r.tags_kept + r.tags.iter().filter(|t| t.action == Action::Keep).count(),
                 tags_deleted: r.tags.iter().filter(|t| t.action != Action::Keep).count(),
                 manifests_deleted: r.manifests.len(),
                 layer_links_deleted: r.layer_links.len(),
@@ -86,7 +86,7 @@ impl Report {
             blobs_deleted: plan.blobs.len(),
             uploads_deleted: repos.iter().map(|r| r.uploads_deleted).sum(),
             leftovers_deleted,
-            bytes_freed: plan.blobs.iter().map(|b| b.size).sum::<u64>() + upload_bytes,
+            bytes_freed: plan.blob_bytes + upload_bytes,
             grace_kept: plan.grace_kept,
             repos,
             warnings: plan.warnings,

@@ -15,11 +15,11 @@ use std::time::SystemTime;
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 
+use crate::blobs::BlobList;
 use crate::digest::{Digest, DigestMap, DigestSet};
 use crate::journal::Journal;
 use crate::layout::{Layout, REPO_INTERNALS};
 use crate::manifest::{self, Manifest};
-use crate::progress::Progress;
 
 /// Manifests larger than this are refused (the registry itself caps manifests at 4 MiB).
 pub const MAX_MANIFEST: u64 = 4 << 20;
@@ -107,25 +107,33 @@ pub(crate) struct Entry {
     pub is_dir: bool,
 }
 
-/// Lists a folder; a missing folder is empty. Symbolic links and non-UTF-8 names are errors.
-pub(crate) fn list(dir: &Path) -> Result<Vec<Entry>> {
+/// Calls `f` with the name of each entry of a folder and whether it is a folder; a missing
+/// folder is empty. Symbolic links and non-UTF-8 names are errors.
+fn each_entry(dir: &Path, mut f: impl FnMut(&str, bool)) -> Result<()> {
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
     };
-    let mut out = Vec::new();
     for entry in rd {
         let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
         let ft = entry.file_type().with_context(|| format!("cannot stat {}", entry.path().display()))?;
         if ft.is_symlink() {
             bail!("{} is a symbolic link: regsweep never follows links inside a store", entry.path().display());
         }
-        let Ok(name) = entry.file_name().into_string() else {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
             bail!("{} has a name that is not UTF-8: the registry never writes one", entry.path().display());
         };
-        out.push(Entry { name, is_dir: ft.is_dir() });
+        f(name, ft.is_dir());
     }
+    Ok(())
+}
+
+/// Lists a folder, as [`each_entry`] reads it.
+pub(crate) fn list(dir: &Path) -> Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    each_entry(dir, |name, is_dir| out.push(Entry { name: name.to_string(), is_dir }))?;
     Ok(out)
 }
 
@@ -279,7 +287,9 @@ fn link_of(read: Option<(Vec<u8>, fs::Metadata)>, path: &dyn Fn() -> PathBuf) ->
 
 /// Digests named by the folders in `dir` (64-hex names; others are not the registry's).
 pub(crate) fn digest_folders(dir: &Path) -> Result<Vec<Digest>> {
-    Ok(list(dir)?.into_iter().filter(|e| e.is_dir).filter_map(|e| Digest::from_hex(&e.name)).collect())
+    let mut out = Vec::new();
+    each_entry(dir, |name, is_dir| out.extend(Digest::from_hex(name).filter(|_| is_dir)))?;
+    Ok(out)
 }
 
 /// Finds every repository: a folder holding `_manifests`, `_layers` or `_uploads`.
@@ -333,7 +343,8 @@ fn scan_upload(layout: &Layout, repo: &str, id: String) -> Result<Upload> {
     Ok(Upload { id, started, size })
 }
 
-fn scan_repo(layout: &Layout, name: String) -> Result<Repo> {
+/// Reads one repository: its tags, revisions, layer links and uploads.
+pub fn scan_repo(layout: &Layout, name: String) -> Result<Repo> {
     let tag_names: Vec<String> = list(&layout.tags(&name))?.into_iter().filter(|e| e.is_dir).map(|e| e.name).collect();
     let mut tags = match Dir::open(&layout.tags(&name))? {
         Some(dir) => tag_names.into_par_iter().map(|t| scan_tag(&dir, t)).collect::<Result<Vec<_>>>()?,
@@ -363,25 +374,29 @@ fn scan_repo(layout: &Layout, name: String) -> Result<Repo> {
     Ok(Repo { name, tags, revisions, incomplete_revisions, layers, uploads })
 }
 
-/// Lists the blob folders, sorted: one listing per prefix folder, no stat of any blob.
-pub(crate) fn scan_blobs(layout: &Layout) -> Result<Vec<Digest>> {
-    let prefixes: Vec<String> = list(&layout.blobs())?
-        .into_iter()
-        .filter(|e| {
-            e.is_dir && e.name.len() == 2 && e.name.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        })
-        .map(|e| e.name)
-        .collect();
-    let lists = prefixes
-        .par_iter()
-        .map(|p| {
-            let found = digest_folders(&layout.blobs().join(p))?;
-            Ok(found.into_iter().filter(|d| d.hex().starts_with(p.as_str())).collect::<Vec<_>>())
+/// Lists the blob folders: one listing per prefix folder, no stat of any blob.
+pub(crate) fn scan_blobs(layout: &Layout) -> Result<BlobList> {
+    // Listed first: a symbolic link among the prefix folders is refused, never read through.
+    let mut prefixes = [false; 256];
+    each_entry(&layout.blobs(), |name, is_dir| {
+        if let (true, 2, Ok(b)) = (is_dir, name.len(), u8::from_str_radix(name, 16))
+            && name == format!("{b:02x}")
+        {
+            prefixes[usize::from(b)] = true;
+        }
+    })?;
+    let lists = (0..=255u8)
+        .into_par_iter()
+        .map(|b| {
+            if !prefixes[usize::from(b)] {
+                return Ok(Vec::new());
+            }
+            let mut found = digest_folders(&layout.blobs().join(format!("{b:02x}")))?;
+            found.retain(|d| d.0[0] == b); // a folder in the wrong prefix is no blob of the registry's
+            Ok(found)
         })
         .collect::<Result<Vec<_>>>()?;
-    let mut blobs: Vec<Digest> = lists.into_iter().flatten().collect();
-    blobs.par_sort_unstable();
-    Ok(blobs)
+    Ok(BlobList::from_buckets(lists))
 }
 
 /// Reads and parses one manifest blob; `blobs` is `blobs/sha256/`, opened.
@@ -396,39 +411,19 @@ fn load_manifest(layout: &Layout, blobs: &Dir, d: &Digest) -> Parsed {
     }
 }
 
-/// Reads the whole store.
-pub fn scan(layout: &Layout, progress: Progress) -> Result<Inventory> {
-    let journal = Journal::read(layout)?;
-    let names = repositories(layout)?;
-    let bar = progress.bar("scanning", names.len() as u64);
-    let repos = names
-        .into_par_iter()
-        .map(|n| {
-            let r = scan_repo(layout, n);
-            bar.inc(1);
-            r
-        })
-        .collect::<Result<Vec<_>>>()?;
-    bar.finish_and_clear();
-    let blobs = scan_blobs(layout)?;
-
-    let mut wanted: DigestSet = repos.iter().flat_map(|r| r.revisions.iter().map(|v| v.target)).collect();
-    wanted.extend(journal.iter().flat_map(|j| j.repos.values().flat_map(|t| t.values().copied())));
-    let bar = progress.bar("manifests", wanted.len() as u64);
-    let blobs_dir = Dir::open(&layout.blobs())?;
-    let manifests = wanted
+/// Reads and parses the manifests named, in parallel; `blobs` is `blobs/sha256/`, opened
+/// (`None` when the store has none).
+pub fn read_manifests(layout: &Layout, blobs: Option<&Dir>, digests: DigestSet) -> DigestMap<Parsed> {
+    digests
         .into_par_iter()
         .map(|d| {
-            let p = match &blobs_dir {
+            let p = match blobs {
                 Some(dir) => load_manifest(layout, dir, &d),
                 None => Parsed::Missing,
             };
-            bar.inc(1);
             (d, p)
         })
-        .collect();
-    bar.finish_and_clear();
-    Ok(Inventory { repos, manifests, blobs, journal })
+        .collect()
 }
 
 /// The `created` time of each manifest asked for: an image's config `created`, an index's newest

@@ -330,7 +330,13 @@ fn plan_online(
             d
         })
         .collect();
-    let popts = plan::Options { delete_untagged: false, grace: Duration::ZERO, upload_age: Duration::MAX, now };
+    let popts = plan::Options {
+        delete_untagged: false,
+        grace: Duration::ZERO,
+        upload_age: Duration::MAX,
+        now,
+        list_kept_tags: true,
+    };
     let mut plan = plan::build(&Layout::at(PathBuf::new()), &inv, &decisions, &|_| true, &popts, &NoDisk)?;
     // Children and referrers that only a deleted manifest reached are named by digest; order
     // the deletions so that an interruption leaves nothing kept broken: referrers first (nothing

@@ -1,0 +1,94 @@
+//! The store's blob folders as one sorted list of digests, kept as the store keeps them: one
+//! list per prefix folder (`blobs/sha256/<xx>/`). Nothing is copied to join them, a digest is
+//! found in its own list only, and each blob has an index, so that marks and plans can name a
+//! blob in 4 bytes rather than 32.
+
+use crate::digest::Digest;
+
+/// Every blob folder of a store, sorted.
+#[derive(Clone, Debug, Default)]
+pub struct BlobList {
+    /// Per first byte, the digests starting with it, sorted.
+    buckets: Vec<Vec<Digest>>,
+    /// `starts[b]`: the index of the first digest of bucket `b`; `starts[256]` the length.
+    starts: Vec<usize>,
+}
+
+impl BlobList {
+    /// From the 256 prefix lists, each holding only digests of its prefix (in any order).
+    pub fn from_buckets(mut buckets: Vec<Vec<Digest>>) -> BlobList {
+        debug_assert_eq!(buckets.len(), 256);
+        let mut starts = Vec::with_capacity(257);
+        let mut n = 0;
+        for (b, list) in buckets.iter_mut().enumerate() {
+            debug_assert!(list.iter().all(|d| usize::from(d.0[0]) == b));
+            list.sort_unstable();
+            list.shrink_to_fit();
+            starts.push(n);
+            n += list.len();
+        }
+        starts.push(n);
+        BlobList { buckets, starts }
+    }
+
+    /// From digests in any order.
+    pub fn new(digests: impl IntoIterator<Item = Digest>) -> BlobList {
+        let mut buckets = vec![Vec::new(); 256];
+        for d in digests {
+            buckets[usize::from(d.0[0])].push(d);
+        }
+        BlobList::from_buckets(buckets)
+    }
+
+    pub fn len(&self) -> usize {
+        self.starts.last().copied().unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The index of a digest, if it is a blob of the store.
+    pub fn position(&self, d: &Digest) -> Option<usize> {
+        let b = usize::from(d.0[0]);
+        let i = self.buckets.get(b)?.binary_search(d).ok()?;
+        Some(self.starts[b] + i)
+    }
+
+    /// The digest at an index.
+    pub fn get(&self, i: usize) -> Digest {
+        let b = self.starts.partition_point(|s| *s <= i) - 1;
+        self.buckets[b][i - self.starts[b]]
+    }
+
+    /// Every digest, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Digest> {
+        self.buckets.iter().flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexes_follow_the_sorted_order() {
+        let d = |a: u8, b: u8| {
+            let mut x = [b; 32];
+            x[0] = a;
+            Digest(x)
+        };
+        let all = [d(7, 1), d(0, 9), d(255, 3), d(7, 0), d(0, 2)];
+        let list = BlobList::new(all);
+        let mut sorted = all.to_vec();
+        sorted.sort();
+        assert_eq!(list.len(), 5);
+        assert_eq!(list.iter().copied().collect::<Vec<_>>(), sorted);
+        for (i, x) in sorted.iter().enumerate() {
+            assert_eq!(list.position(x), Some(i));
+            assert_eq!(list.get(i), *x);
+        }
+        assert_eq!(list.position(&d(7, 5)), None);
+        assert!(BlobList::new([]).is_empty());
+    }
+}
