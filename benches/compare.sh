@@ -69,6 +69,7 @@ for _ in $(seq "$prune_runs"); do
   cp -a "$store" "$dir/ours"; cp -a "$store" "$dir/ref"
   sed "s|^STORE|$dir/ref|" "$dir/api-deletes.txt" | tr '\n' '\0' | xargs -0 rm -rf
   refcfg=$(config "$dir/ref" ref)
+  sync # the copies' writeback must not land inside a measured run
   measure prune-ours "$bin" prune --root "$dir/ours" --keep 5 --quiet
   measure prune-ref docker-registry garbage-collect "$refcfg"
 done

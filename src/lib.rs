@@ -55,7 +55,12 @@ pub fn run(root: &Path, mode: &Mode, opts: &Options, dry_run: bool, progress: Pr
     let repos: Vec<(RepoDraft, Vec<String>)> = names
         .into_par_iter()
         .map(|name| {
-            let repo = scan::scan_repo(&layout, name)?;
+            // Tags matter to a prune, to --delete-untagged (tagged manifests are the roots) and
+            // to finishing an interrupted run; a plain gc keeps every revision anyway.
+            let tag_links = !matches!(mode, Mode::Gc)
+                || opts.delete_untagged
+                || journal.as_ref().is_some_and(|j| j.repos.contains_key(&name));
+            let repo = scan::scan_repo(&layout, name, tag_links)?;
             let journaled = journal.iter().flat_map(|j| j.digests(&repo.name));
             let wanted: DigestSet = repo.revisions.iter().map(|r| r.target).chain(journaled).collect();
             let manifests = scan::read_manifests(&layout, blobs_dir.as_ref(), wanted);

@@ -410,8 +410,9 @@ impl<'a> Planner<'a> {
                 .map(|u| UploadPlan { id: u.id.clone(), size: u.size })
                 .collect();
         }
+        plan.tags_kept = repo.tags_not_read;
         if !opts.list_kept_tags {
-            plan.tags_kept = plan.tags.iter().filter(|t| t.action == Action::Keep).count();
+            plan.tags_kept += plan.tags.iter().filter(|t| t.action == Action::Keep).count();
             plan.tags.retain(|t| t.action != Action::Keep);
         }
         // Drafts outlive their repository's scan: no spare capacity (a thousand repositories of

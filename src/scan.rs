@@ -64,6 +64,8 @@ impl Parsed {
 pub struct Repo {
     pub name: String,
     pub tags: Vec<Tag>,
+    /// Tags counted but not read (kept whatever they point to).
+    pub tags_not_read: usize,
     pub revisions: Vec<Revision>,
     /// Revision folders without their link.
     pub incomplete_revisions: Vec<Digest>,
@@ -343,12 +345,15 @@ fn scan_upload(layout: &Layout, repo: &str, id: String) -> Result<Upload> {
     Ok(Upload { id, started, size })
 }
 
-/// Reads one repository: its tags, revisions, layer links and uploads.
-pub fn scan_repo(layout: &Layout, name: String) -> Result<Repo> {
+/// Reads one repository: its tags, revisions, layer links and uploads. Without `tag_links`
+/// its tags are only counted (`Repo::tags_not_read`): a collection that keeps every tag and
+/// every revision needs nothing more of them, as the reference collector reads nothing of them.
+pub fn scan_repo(layout: &Layout, name: String, tag_links: bool) -> Result<Repo> {
     let tag_names: Vec<String> = list(&layout.tags(&name))?.into_iter().filter(|e| e.is_dir).map(|e| e.name).collect();
+    let tags_not_read = if tag_links { 0 } else { tag_names.len() };
     let mut tags = match Dir::open(&layout.tags(&name))? {
-        Some(dir) => tag_names.into_par_iter().map(|t| scan_tag(&dir, t)).collect::<Result<Vec<_>>>()?,
-        None => Vec::new(),
+        Some(dir) if tag_links => tag_names.into_par_iter().map(|t| scan_tag(&dir, t)).collect::<Result<Vec<_>>>()?,
+        _ => Vec::new(),
     };
     tags.sort_by(|a, b| a.name.cmp(&b.name));
     let revs = digest_folders(&layout.revisions(&name))?;
@@ -371,7 +376,7 @@ pub fn scan_repo(layout: &Layout, name: String) -> Result<Repo> {
     let upload_ids: Vec<String> =
         list(&layout.uploads(&name))?.into_iter().filter(|e| e.is_dir).map(|e| e.name).collect();
     let uploads = upload_ids.into_iter().map(|id| scan_upload(layout, &name, id)).collect::<Result<Vec<_>>>()?;
-    Ok(Repo { name, tags, revisions, incomplete_revisions, layers, uploads })
+    Ok(Repo { name, tags, tags_not_read, revisions, incomplete_revisions, layers, uploads })
 }
 
 /// Lists the blob folders: one listing per prefix folder, no stat of any blob.

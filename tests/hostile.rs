@@ -17,10 +17,16 @@ fn app_link(root: &Path, tag: &str) -> std::path::PathBuf {
     v2(root).join("repositories/team/app/_manifests/tags").join(tag).join("current/link")
 }
 
+/// The revision link of `team/app:v4`: every run reads it.
+fn revision_link(root: &Path) -> std::path::PathBuf {
+    let digest = read_link(&app_link(root, "v4"));
+    v2(root).join("repositories/team/app/_manifests/revisions/sha256").join(&digest[7..]).join("link")
+}
+
 #[test]
 fn empty_link() {
     let store = fixture("demo");
-    let link = app_link(store.path(), "v4");
+    let link = revision_link(store.path());
     std::fs::write(&link, "").unwrap();
     gc_refused(store.path(), &link.display().to_string());
 }
@@ -28,7 +34,7 @@ fn empty_link() {
 #[test]
 fn link_with_a_newline() {
     let store = fixture("demo");
-    let link = app_link(store.path(), "v4");
+    let link = revision_link(store.path());
     let text = read_link(&link);
     std::fs::write(&link, format!("{text}\n")).unwrap();
     gc_refused(store.path(), "followed by white space");
@@ -37,9 +43,24 @@ fn link_with_a_newline() {
 #[test]
 fn link_naming_another_algorithm() {
     let store = fixture("demo");
-    let link = app_link(store.path(), "v4");
+    let link = revision_link(store.path());
     std::fs::write(&link, format!("sha512:{}", "ab".repeat(64))).unwrap();
     gc_refused(store.path(), &link.display().to_string());
+}
+
+#[test]
+fn empty_tag_link() {
+    // A prune reads every tag link; a plain gc keeps every revision and reads none (as the
+    // reference collector), so it neither stops on it nor loses anything.
+    let store = fixture("demo");
+    let root = store.path();
+    let link = app_link(root, "v4");
+    std::fs::write(&link, "").unwrap();
+    let args = ["prune", "--root", root.to_str().unwrap(), "--keep", "1", "--grace", "0s", "--quiet"];
+    assert_refused(root, &args, &link.display().to_string());
+    let before = store_state(root).revisions;
+    regsweep_json(&["gc", "--root", root.to_str().unwrap(), "--grace", "0s", "--quiet"]);
+    assert_eq!(store_state(root).revisions, before);
 }
 
 #[test]

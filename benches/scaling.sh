@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Time and memory per object as the store grows: for each store given, the medians of
+# `regsweep gc --dry-run` and `regsweep prune --keep 5 --dry-run` (warm cache, each after one
+# unmeasured warm-up run) and of `docker-registry garbage-collect --dry-run`, as a Markdown
+# table with microseconds and peak bytes per blob.
+#
+# Usage: benches/scaling.sh [--runs N] [--ref-runs N] STORE...
+#   e.g. for r in 100 1000 10000; do regsweep gen --root /mnt/big/s$r --repos $r --tags 60; done
+#        benches/scaling.sh /mnt/big/s100 /mnt/big/s1000 /mnt/big/s10000
+# Needs: docker-registry, /usr/bin/time.
+set -euo pipefail
+runs=3 ref_runs=1
+while [ $# -gt 0 ]; do
+  case $1 in
+    --runs) runs=$2; shift 2 ;; --ref-runs) ref_runs=$2; shift 2 ;;
+    -*) echo "unknown option $1" >&2; exit 2 ;; *) break ;;
+  esac
+done
+cd "$(dirname "$0")/.."
+cargo build --release -q
+bin=$PWD/target/release/regsweep
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+# measure N CMD...: prints "median_seconds median_peak_kb" of N runs after one warm-up
+measure() {
+  local n=$1; shift
+  "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }
+  : >"$tmp/times"
+  for _ in $(seq "$n"); do
+    /usr/bin/time -f "%e %M" -o "$tmp/t" "$@" >/dev/null 2>&1
+    cat "$tmp/t" >>"$tmp/times"
+  done
+  echo "$(awk '{print $1}' "$tmp/times" | median) $(awk '{print $2}' "$tmp/times" | median)"
+}
+echo "| blobs | manifests | gc --dry-run | prune --keep 5 --dry-run | reference gc --dry-run | ratio | regsweep gc per blob | prune per blob | reference per blob |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for store in "$@"; do
+  blobs=$(find "$store/docker/registry/v2/blobs" -mindepth 2 -maxdepth 2 -type d | wc -l)
+  manifests=$(find "$store/docker/registry/v2/repositories" -path '*/_manifests/revisions/sha256/*' -name link | wc -l)
+  printf 'version: 0.1\nlog: {level: error}\nstorage:\n  filesystem: {rootdirectory: %s}\n' "$store" >"$tmp/config.yml"
+  read -r gt gm < <(measure "$runs" "$bin" gc --root "$store" --dry-run --quiet)
+  read -r pt pm < <(measure "$runs" "$bin" prune --root "$store" --keep 5 --dry-run --quiet)
+  read -r rt rm < <(measure "$ref_runs" docker-registry garbage-collect --dry-run "$tmp/config.yml")
+  awk -v b="$blobs" -v m="$manifests" -v gt="$gt" -v gm="$gm" -v pt="$pt" -v pm="$pm" -v rt="$rt" -v rm="$rm" 'BEGIN {
+    printf "| %d | %d | %.2f s, %d MB | %.2f s, %d MB | %.2f s, %d MB | %.1fx | %.2f us, %d B | %.2f us, %d B | %.2f us, %d B |\n",
+      b, m, gt, gm / 1024, pt, pm / 1024, rt, rm / 1024, rt / gt,
+      gt * 1e6 / b, gm * 1024 / b, pt * 1e6 / b, pm * 1024 / b, rt * 1e6 / b, rm * 1024 / b }'
+done
+echo
+echo "Machine: $(nproc) cores, $(free -g | awk '/Mem/ {print $2}') GiB, $(uname -r); medians of $runs runs (reference: $ref_runs), warm cache"
