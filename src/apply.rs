@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use crate::digest::Digest;
 use crate::journal::{self, Journal};
 use crate::layout::Layout;
-use crate::plan::{Action, Plan};
+use crate::plan::{Action, Plan, RepoPlan};
 use crate::progress::Progress;
 use crate::scan::{self, Dir};
 
@@ -199,59 +199,74 @@ fn stage(layout: &Layout, progress: Progress, name: &str, batches: &[Batch]) -> 
 pub fn execute(layout: &Layout, plan: &Plan, progress: Progress) -> Result<Outcome> {
     // The journal names every tag deleted (or still to finish from an earlier run).
     journal::write(layout, &plan.journal, &plan.repos)?;
-    let per_repo = |parent: &dyn Fn(&str) -> PathBuf, folders: &dyn Fn(&crate::plan::RepoPlan) -> Vec<Folder<'_>>| {
+    let per_repo = |parent: &dyn Fn(&str) -> PathBuf, folders: &dyn Fn(&RepoPlan) -> Vec<Folder<'_>>| {
         plan.repos
             .iter()
             .map(|r| Batch { parent: parent(&r.name), folders: folders(r) })
             .filter(|b| !b.folders.is_empty())
             .collect::<Vec<_>>()
     };
-    let tags = per_repo(&|r| layout.tags(r), &|r| {
-        r.tags
-            .iter()
-            .filter(|t| t.action != Action::Keep)
-            .map(|t| Folder::Tag(Cow::Borrowed(&t.name), t.digest))
-            .collect()
-    });
-    let mut manifests = per_repo(&|r| layout.revisions(r), &|r| {
-        r.manifests.iter().chain(&r.leftover_revisions).map(|d| Folder::Link(*d)).collect()
-    });
-    for r in &plan.repos {
-        for e in &r.index_entries {
-            manifests.push(Batch { parent: layout.tag_index(&r.name, &e.tag), folders: vec![Folder::Link(e.digest)] });
-        }
-    }
-    let links = per_repo(&|r| layout.layers(r), &|r| {
-        r.layer_links.iter().chain(&r.leftover_layer_links).map(|d| Folder::Link(*d)).collect()
-    });
-    let mut by_prefix: Vec<Vec<Folder>> = vec![Vec::new(); 256];
-    for d in plan.blobs.iter().chain(&plan.leftover_blobs).map(|i| plan.blob(*i)) {
-        by_prefix[usize::from(d.0[0])].push(Folder::Blob(d));
-    }
-    let blobs = by_prefix
-        .into_iter()
-        .filter_map(|folders| match folders.first() {
-            Some(Folder::Blob(d)) => Some(Batch { parent: layout.blob_prefix(d), folders }),
-            _ => None,
+    let tags = || {
+        per_repo(&|r| layout.tags(r), &|r| {
+            r.tags
+                .iter()
+                .filter(|t| t.action != Action::Keep)
+                .map(|t| Folder::Tag(Cow::Borrowed(&t.name), t.digest))
+                .collect()
         })
-        .collect();
-    let uploads = per_repo(&|r| layout.uploads(r), &|r| r.uploads.iter().map(|u| Folder::Upload(&u.id)).collect());
-    let errors = delete_in_stages(
-        layout,
-        vec![("tags", tags), ("manifests", manifests), ("links", links), ("blobs", blobs), ("uploads", uploads)],
-        progress,
-    );
+    };
+    let manifests = || {
+        let mut batches = per_repo(&|r| layout.revisions(r), &|r| {
+            r.manifests.iter(&plan.store_blobs).chain(r.leftover_revisions.iter().copied()).map(Folder::Link).collect()
+        });
+        for r in &plan.repos {
+            for e in &r.index_entries {
+                batches
+                    .push(Batch { parent: layout.tag_index(&r.name, &e.tag), folders: vec![Folder::Link(e.digest)] });
+            }
+        }
+        batches
+    };
+    let links = || {
+        per_repo(&|r| layout.layers(r), &|r| {
+            r.layer_links
+                .iter(&plan.store_blobs)
+                .chain(r.leftover_layer_links.iter().copied())
+                .map(Folder::Link)
+                .collect()
+        })
+    };
+    let blobs = || {
+        let mut by_prefix: Vec<Vec<Folder>> = vec![Vec::new(); 256];
+        for d in plan.blobs.iter().chain(&plan.leftover_blobs).map(|i| plan.blob(*i)) {
+            by_prefix[usize::from(d.0[0])].push(Folder::Blob(d));
+        }
+        by_prefix
+            .into_iter()
+            .filter_map(|folders| match folders.first() {
+                Some(Folder::Blob(d)) => Some(Batch { parent: layout.blob_prefix(d), folders }),
+                _ => None,
+            })
+            .collect()
+    };
+    let uploads = || per_repo(&|r| layout.uploads(r), &|r| r.uploads.iter().map(|u| Folder::Upload(&u.id)).collect());
+    let stages: [Stage; 5] =
+        [("tags", &tags), ("manifests", &manifests), ("links", &links), ("blobs", &blobs), ("uploads", &uploads)];
+    let errors = delete_in_stages(layout, &stages, progress);
     if errors.is_empty() {
         Journal::remove(layout)?;
     }
     Ok(Outcome { errors })
 }
 
+/// A stage of deletions: its name, and its batches, built only when it starts.
+pub type Stage<'s, 'a> = (&'s str, &'s dyn Fn() -> Vec<Batch<'a>>);
+
 /// Deletes folders stage by stage, each stage in parallel, stopping after the first stage with
 /// a failure; returns the failures. The caller holds the store's [`Lock`].
-pub fn delete_in_stages(layout: &Layout, stages: Vec<(&str, Vec<Batch>)>, progress: Progress) -> Vec<String> {
+pub fn delete_in_stages(layout: &Layout, stages: &[Stage], progress: Progress) -> Vec<String> {
     for (name, batches) in stages {
-        let errors = stage(layout, progress, name, &batches);
+        let errors = stage(layout, progress, name, &batches());
         if !errors.is_empty() {
             return errors;
         }

@@ -67,6 +67,41 @@ impl BlobList {
     }
 }
 
+/// Digests most of which are blobs of the store: those kept as their 4-byte index in its
+/// [`BlobList`], the others (a link to a blob the store lacks) whole.
+#[derive(Clone, Debug, Default)]
+pub struct Digests {
+    indexes: Vec<u32>,
+    others: Vec<Digest>,
+}
+
+impl Digests {
+    pub fn push(&mut self, list: &BlobList, d: Digest) {
+        match list.position(&d) {
+            Some(i) => self.indexes.push(i as u32),
+            None => self.others.push(d),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.indexes.len() + self.others.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The digests, given the list they index.
+    pub fn iter<'a>(&'a self, list: &'a BlobList) -> impl Iterator<Item = Digest> + 'a {
+        self.indexes.iter().map(|i| list.get(*i as usize)).chain(self.others.iter().copied())
+    }
+
+    pub fn shrink_to_fit(&mut self) {
+        self.indexes.shrink_to_fit();
+        self.others.shrink_to_fit();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +125,15 @@ mod tests {
         }
         assert_eq!(list.position(&d(7, 5)), None);
         assert!(BlobList::new([]).is_empty());
+        let mut some = Digests::default();
+        for x in [d(7, 0), d(7, 5), d(255, 3)] {
+            some.push(&list, x);
+        }
+        assert_eq!(some.len(), 3);
+        assert_eq!(
+            some.iter(&list).collect::<Vec<_>>(),
+            [d(7, 0), d(255, 3), d(7, 5)],
+            "a digest outside the list stays whole"
+        );
     }
 }

@@ -455,8 +455,7 @@ pub fn check(root: &Path, opts: CheckOptions, progress: Progress) -> Result<Chec
     let _lock = if opts.repair { Some(apply::Lock::acquire(&layout)?) } else { None };
     let (mut report, repairs) = run_check(&layout, opts, progress)?;
     if opts.repair && !repairs.is_empty() {
-        let mut stages: Vec<(&str, Vec<apply::Batch>)> =
-            vec![("tags", vec![]), ("revisions", vec![]), ("links", vec![])];
+        let mut batches: [Vec<apply::Batch>; 3] = Default::default();
         let count = repairs.len();
         for (stage, path) in &repairs {
             let (Some(parent), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
@@ -466,9 +465,12 @@ pub fn check(root: &Path, opts: CheckOptions, progress: Progress) -> Result<Chec
                 Some(d) if *stage > 0 => apply::Folder::Link(d),
                 _ => apply::Folder::Tag(name.into(), None),
             };
-            stages[*stage].1.push(apply::Batch { parent: parent.to_path_buf(), folders: vec![folder] });
+            batches[*stage].push(apply::Batch { parent: parent.to_path_buf(), folders: vec![folder] });
         }
-        let errors = apply::delete_in_stages(&layout, stages, progress);
+        let [tags, revisions, links] = batches;
+        let (tags, revisions, links) = (|| tags.clone(), || revisions.clone(), || links.clone());
+        let stages: [apply::Stage; 3] = [("tags", &tags), ("revisions", &revisions), ("links", &links)];
+        let errors = apply::delete_in_stages(&layout, &stages, progress);
         if let Some(e) = errors.first() {
             anyhow::bail!("repair stopped: {e}");
         }

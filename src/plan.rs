@@ -11,7 +11,7 @@ use anyhow::{Result, bail};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::blobs::BlobList;
+use crate::blobs::{BlobList, Digests};
 use crate::digest::{Digest, DigestMap, DigestSet};
 use crate::journal::Journal;
 use crate::layout::Layout;
@@ -72,7 +72,7 @@ pub struct UploadPlan {
 }
 
 /// Everything that happens to one repository.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default)]
 pub struct RepoPlan {
     pub name: String,
     /// False when `--repo` / `--exclude-repo` leave it out: then nothing of it is touched.
@@ -81,10 +81,12 @@ pub struct RepoPlan {
     pub tags: Vec<TagPlan>,
     /// Kept tags not listed in `tags`.
     pub tags_kept: usize,
-    /// Manifests whose revision folder goes.
-    pub manifests: Vec<Digest>,
+    /// Manifests whose revision folder goes (as indexes into [`Plan::store_blobs`] where they
+    /// can be).
+    pub manifests: Digests,
     pub index_entries: Vec<IndexEntry>,
-    pub layer_links: Vec<Digest>,
+    /// `_layers` links that go (as indexes into [`Plan::store_blobs`] where they can be).
+    pub layer_links: Digests,
     pub uploads: Vec<UploadPlan>,
     /// Revision folders without their link (an interrupted write or deletion), older than the
     /// grace period: nothing to the registry, removed with the revisions.
@@ -109,7 +111,7 @@ impl Plan {
 }
 
 /// Every deletion of a run, decided before the first one happens.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default)]
 pub struct Plan {
     pub repos: Vec<RepoPlan>,
     /// Blobs to remove, as indexes into `store_blobs` (4 bytes each rather than 32).
@@ -119,13 +121,11 @@ pub struct Plan {
     /// Blob folders without their data, older than the grace period (indexes likewise).
     pub leftover_blobs: Vec<u32>,
     /// Every blob folder of the store.
-    #[serde(skip)]
     pub store_blobs: BlobList,
     pub grace_kept: GraceKept,
     pub warnings: Vec<String>,
     /// The journal of an interrupted run this one finishes: written again, with this run's
     /// deleted tags, before the first deletion.
-    #[serde(skip)]
     pub journal: Journal,
 }
 
@@ -212,6 +212,8 @@ impl<'a> Graph<'a> {
 /// What planning one repository gives; [`Planner::finish`] turns them into the [`Plan`].
 pub struct RepoDraft {
     plan: RepoPlan,
+    /// Layer links nothing live needs, before the grace period's check.
+    layer_candidates: Vec<Digest>,
     young_manifests: usize,
     grace_kept_links: usize,
     warnings: Vec<String>,
@@ -385,7 +387,9 @@ impl<'a> Planner<'a> {
                 _ => {}
             }
         }
-        plan.manifests = repo.revisions.iter().map(|r| r.digest).filter(|d| !live.contains(d)).collect();
+        for r in repo.revisions.iter().filter(|r| !live.contains(&r.digest)) {
+            plan.manifests.push(&marks.blobs, r.digest);
+        }
         // A kept tag's history entries for manifests that are gone or going (a crash between the
         // two can leave the first kind, hence the journal's repositories too). Listed only here.
         if in_scope && (!plan.manifests.is_empty() || !journaled.is_empty()) {
@@ -401,8 +405,9 @@ impl<'a> Planner<'a> {
                 }
             }
         }
+        let mut layer_candidates = Vec::new();
         if in_scope {
-            plan.layer_links = repo.layers.iter().copied().filter(|d| !needed_layers.contains(d)).collect();
+            layer_candidates = repo.layers.iter().copied().filter(|d| !needed_layers.contains(d)).collect();
             plan.uploads = repo
                 .uploads
                 .iter()
@@ -419,8 +424,7 @@ impl<'a> Planner<'a> {
         // a few kilobytes each add up).
         plan.tags.shrink_to_fit();
         plan.manifests.shrink_to_fit();
-        plan.layer_links.shrink_to_fit();
-        RepoDraft { plan, young_manifests, grace_kept_links: 0, warnings, errors }
+        RepoDraft { plan, layer_candidates, young_manifests, grace_kept_links: 0, warnings, errors }
     }
 
     /// Unneeded layer links: a young one is a push under way, and its blob stays too, even if
@@ -428,11 +432,10 @@ impl<'a> Planner<'a> {
     /// manifest). Folders without their link, old enough, are leftovers.
     fn leftovers_and_links(&self, repo: &Repo, draft: &mut RepoDraft) -> Result<()> {
         let plan = &mut draft.plan;
-        let mut links = Vec::with_capacity(plan.layer_links.len());
-        for l in std::mem::take(&mut plan.layer_links) {
+        for l in std::mem::take(&mut draft.layer_candidates) {
             let dir = self.layout.layer_dir(&repo.name, &l);
             match self.disk.stat(&dir.join("link"))? {
-                Some((_, t)) if !self.young(t) => links.push(l),
+                Some((_, t)) if !self.young(t) => plan.layer_links.push(&self.marks.blobs, l),
                 Some(_) => {
                     draft.grace_kept_links += 1;
                     self.marks.mark(&l);
@@ -441,7 +444,7 @@ impl<'a> Planner<'a> {
                 None => {}
             }
         }
-        plan.layer_links = links;
+        plan.layer_links.shrink_to_fit();
         for r in &repo.incomplete_revisions {
             if self.old(&self.layout.revision_dir(&repo.name, r))? {
                 plan.leftover_revisions.push(*r);
@@ -649,7 +652,8 @@ mod tests {
     }
 
     fn removed(plan: &Plan, repo: &str) -> Vec<Digest> {
-        let mut m = plan.repos.iter().find(|r| r.name == repo).unwrap().manifests.clone();
+        let mut m: Vec<Digest> =
+            plan.repos.iter().find(|r| r.name == repo).unwrap().manifests.iter(&plan.store_blobs).collect();
         m.sort();
         m
     }
@@ -799,7 +803,7 @@ mod tests {
         let bl = blobs(&p);
         assert!(!bl.contains(&d(100)) && !bl.contains(&d(101)) && !bl.contains(&d(102)));
         // But b no longer needs 101: its link goes.
-        assert_eq!(p.repos[1].layer_links, [d(101)]);
+        assert_eq!(p.repos[1].layer_links.iter(&p.store_blobs).collect::<Vec<_>>(), [d(101)]);
     }
 
     #[test]
@@ -809,7 +813,7 @@ mod tests {
         s.inv.repos[0].layers = vec![d(100), d(200), d(201)];
         s.young = vec![d(200).hex()];
         let p = s.plan(&["t"], false).unwrap();
-        assert_eq!(p.repos[0].layer_links, [d(201)]);
+        assert_eq!(p.repos[0].layer_links.iter(&p.store_blobs).collect::<Vec<_>>(), [d(201)]);
         assert_eq!(p.grace_kept.layer_links, 1);
         assert!(!blobs(&p).contains(&d(200)) && blobs(&p).contains(&d(201)));
     }

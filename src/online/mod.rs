@@ -344,9 +344,9 @@ fn plan_online(
     let mut deletions = Vec::new();
     for rp in &plan.repos {
         let parsed = |d: &Digest| inv.manifests.get(d).and_then(Parsed::manifest);
-        let children: DigestSet =
-            rp.manifests.iter().filter_map(parsed).flat_map(|m| m.children.iter().copied()).collect();
-        for d in &rp.manifests {
+        let removed: Vec<Digest> = rp.manifests.iter(&plan.store_blobs).collect();
+        let children: DigestSet = removed.iter().filter_map(parsed).flat_map(|m| m.children.iter().copied()).collect();
+        for d in &removed {
             let stage = match parsed(d) {
                 Some(m) if m.subject.is_some() => 0,
                 _ if children.contains(d) => 2,
