@@ -96,7 +96,7 @@ pub struct OutputArgs {
 /// How many threads a command on a store uses.
 #[derive(Debug, Args)]
 pub struct JobsArgs {
-    /// Worker threads: requests in flight to the disk (default 64).
+    /// Worker threads: requests in flight to the disk (default 128).
     #[arg(short = 'j', long = "jobs", value_name = "N")]
     pub jobs: Option<usize>,
 }
