@@ -36,7 +36,7 @@ measure() {
 echo "| blobs | manifests | gc --dry-run | prune --keep 5 --dry-run | reference gc --dry-run | ratio | regsweep gc per blob | prune per blob | reference per blob |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for store in "$@"; do
-  blobs=$(find "$store/docker/registry/v2/blobs" -mindepth 2 -maxdepth 2 -type d | wc -l)
+  blobs=$(find "$store/docker/registry/v2/blobs/sha256" -mindepth 2 -maxdepth 2 -type d | wc -l)
   manifests=$(find "$store/docker/registry/v2/repositories" -path '*/_manifests/revisions/sha256/*' -name link | wc -l)
   printf 'version: 0.1\nlog: {level: error}\nstorage:\n  filesystem: {rootdirectory: %s}\n' "$store" >"$tmp/config.yml"
   read -r gt gm < <(measure "$runs" "$bin" gc --root "$store" --dry-run --quiet)

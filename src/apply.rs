@@ -132,19 +132,21 @@ fn remove_folder(dir: &Dir, folder: &Folder) -> Result<()> {
             hex
         }
         Folder::Tag(tag, current) => {
-            let _ = remove_entry(dir, &format!("{tag}/current/link"), false);
-            crash_point();
-            let mut steps = vec![(format!("{tag}/current"), true)];
-            if let Some(d) = current {
-                let entry = format!("{tag}/index/sha256/{}", d.hex());
-                steps.push((format!("{entry}/link"), false));
-                steps.push((entry, true));
+            // Its inner folders are opened through no symbolic link before anything in them
+            // goes (the tag folder itself was listed, and is no link).
+            if let Ok(cur) = dir.open_dir(&format!("{tag}/current")) {
+                let _ = remove_entry(&cur, "link", false);
+                let _ = remove_entry(dir, &format!("{tag}/current"), true);
             }
-            steps.push((format!("{tag}/index/sha256"), true));
-            steps.push((format!("{tag}/index"), true));
-            for (rel, is_dir) in steps {
-                if remove_entry(dir, &rel, is_dir).is_err() {
-                    break; // more than the usual shape: the rest goes in one walk
+            crash_point();
+            if let Some(entry) = current.map(|d| format!("{tag}/index/sha256/{}", d.hex()))
+                && let Ok(e) = dir.open_dir(&entry)
+            {
+                let _ = remove_entry(&e, "link", false);
+                for rel in [entry.as_str(), &format!("{tag}/index/sha256"), &format!("{tag}/index")] {
+                    if remove_entry(dir, rel, true).is_err() {
+                        break; // more than the usual shape: the rest goes in one walk
+                    }
                 }
             }
             tag.to_string()

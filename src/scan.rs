@@ -171,9 +171,9 @@ impl Dir {
 
     /// Opens `rel` inside this folder, refusing a symbolic link in any of its components
     /// (`openat2` with `RESOLVE_NO_SYMLINKS`; on kernels before 5.6, the last one only).
-    fn open_file(&self, rel: &str) -> std::io::Result<File> {
+    fn open_beneath(&self, rel: &str, flags: i32) -> std::io::Result<OwnedFd> {
         let c = CString::new(rel).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC;
         // SAFETY: `open_how` is plain data; zeroed is its documented default.
         let mut how: libc::open_how = unsafe { std::mem::zeroed() };
         how.flags = flags as u64;
@@ -194,7 +194,17 @@ impl Dir {
             return Err(e);
         }
         // SAFETY: `fd` is a descriptor we just opened and nobody else owns.
-        Ok(unsafe { File::from_raw_fd(fd) })
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    fn open_file(&self, rel: &str) -> std::io::Result<File> {
+        Ok(File::from(self.open_beneath(rel, libc::O_RDONLY)?))
+    }
+
+    /// Opens the folder `rel` inside this one, through no symbolic link.
+    pub fn open_dir(&self, rel: &str) -> std::io::Result<Dir> {
+        let fd = self.open_beneath(rel, libc::O_RDONLY | libc::O_DIRECTORY)?;
+        Ok(Dir { fd, path: self.path.join(rel) })
     }
 
     /// The folder's path.

@@ -178,3 +178,19 @@ fn root_is_slash() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a registry store"));
 }
+
+#[test]
+fn symlinked_tag_folder_inside_a_tag() {
+    // `current` of a tag a prune would delete is a link to a folder outside: refused, and the
+    // outside `link` is untouched (unlinking `v1/current/link` would have followed it).
+    let store = fixture("demo");
+    let root = store.path();
+    let outside = tempfile::tempdir().unwrap();
+    let current = app_link(root, "v1").parent().unwrap().to_path_buf();
+    std::fs::copy(current.join("link"), outside.path().join("link")).unwrap();
+    std::fs::remove_dir_all(&current).unwrap();
+    std::os::unix::fs::symlink(outside.path(), &current).unwrap();
+    let args = ["prune", "--root", root.to_str().unwrap(), "--keep", "1", "--grace", "0s", "--quiet"];
+    assert_refused(root, &args, "symbolic link");
+    assert!(outside.path().join("link").exists());
+}
