@@ -8,7 +8,6 @@
 //! there, so nothing a surviving tag needs is lost; the journal stays and the next run finishes
 //! the job.
 
-use std::borrow::Cow;
 use std::fs::{self, File};
 use std::io::ErrorKind;
 use std::path::PathBuf;
@@ -78,7 +77,7 @@ pub enum Folder<'a> {
     /// `<hex>/data`: a blob.
     Blob(Digest),
     /// `<tag>/current/link`, then `<tag>/index/sha256/<hex>/link` of the digest given.
-    Tag(Cow<'a, str>, Option<Digest>),
+    Tag(&'a str, Option<Digest>),
     /// An upload: `startedat` last, so that an interrupted removal still looks old.
     Upload(&'a str),
 }
@@ -198,7 +197,7 @@ fn stage(layout: &Layout, progress: Progress, name: &str, batches: &[Batch]) -> 
 }
 
 /// Carries out the plan. The caller holds the store's [`Lock`].
-pub fn execute(layout: &Layout, plan: &Plan, progress: Progress) -> Result<Outcome> {
+pub fn execute<'p>(layout: &Layout, plan: &'p Plan, progress: Progress) -> Result<Outcome> {
     // The journal names every tag deleted (or still to finish from an earlier run).
     journal::write(layout, &plan.journal, &plan.repos)?;
     let per_repo = |parent: &dyn Fn(&str) -> PathBuf, folders: &dyn Fn(&RepoPlan) -> Vec<Folder<'_>>| {
@@ -210,11 +209,7 @@ pub fn execute(layout: &Layout, plan: &Plan, progress: Progress) -> Result<Outco
     };
     let tags = || {
         per_repo(&|r| layout.tags(r), &|r| {
-            r.tags
-                .iter()
-                .filter(|t| t.action != Action::Keep)
-                .map(|t| Folder::Tag(Cow::Borrowed(&t.name), t.digest))
-                .collect()
+            r.tags.iter().filter(|t| t.action != Action::Keep).map(|t| Folder::Tag(&t.name, t.digest)).collect()
         })
     };
     let manifests = || {
@@ -252,23 +247,25 @@ pub fn execute(layout: &Layout, plan: &Plan, progress: Progress) -> Result<Outco
             .collect()
     };
     let uploads = || per_repo(&|r| layout.uploads(r), &|r| r.uploads.iter().map(|u| Folder::Upload(&u.id)).collect());
-    let stages: [Stage; 5] =
+    // Each stage's batches are built only when the stage starts: never all deletions at once.
+    let stages: [(&str, &dyn Fn() -> Vec<Batch<'p>>); 5] =
         [("tags", &tags), ("manifests", &manifests), ("links", &links), ("blobs", &blobs), ("uploads", &uploads)];
-    let errors = delete_in_stages(layout, &stages, progress);
+    let errors = delete_in_stages(layout, stages.into_iter().map(|(name, batches)| (name, batches())), progress);
     if errors.is_empty() {
         Journal::remove(layout)?;
     }
     Ok(Outcome { errors })
 }
 
-/// A stage of deletions: its name, and its batches, built only when it starts.
-pub type Stage<'s, 'a> = (&'s str, &'s dyn Fn() -> Vec<Batch<'a>>);
-
 /// Deletes folders stage by stage, each stage in parallel, stopping after the first stage with
 /// a failure; returns the failures. The caller holds the store's [`Lock`].
-pub fn delete_in_stages(layout: &Layout, stages: &[Stage], progress: Progress) -> Vec<String> {
+pub fn delete_in_stages<'s, 'a>(
+    layout: &Layout,
+    stages: impl IntoIterator<Item = (&'s str, Vec<Batch<'a>>)>,
+    progress: Progress,
+) -> Vec<String> {
     for (name, batches) in stages {
-        let errors = stage(layout, progress, name, &batches());
+        let errors = stage(layout, progress, name, &batches);
         if !errors.is_empty() {
             return errors;
         }

@@ -421,16 +421,15 @@ fn run_check(layout: &Layout, opts: CheckOptions, progress: Progress) -> Result<
     for dir in [layout.repositories(), layout.blobs()] {
         leftovers(&dir, &found)?;
     }
-    for path in [layout.journal_file()] {
-        if path.exists() {
-            found.add(
-                Kind::Incomplete,
-                None,
-                &path,
-                "an interrupted regsweep run: run gc or prune to finish it".into(),
-                false,
-            );
-        }
+    let journal = layout.journal_file();
+    if journal.exists() {
+        found.add(
+            Kind::Incomplete,
+            None,
+            &journal,
+            "an interrupted regsweep run: run gc or prune to finish it".into(),
+            false,
+        );
     }
     let blobs_verified = if opts.verify_digests { verify(layout, &blobs, &found, progress)? } else { 0 };
     let mut problems = found.0.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -463,14 +462,12 @@ pub fn check(root: &Path, opts: CheckOptions, progress: Progress) -> Result<Chec
             };
             let folder = match Digest::from_hex(name) {
                 Some(d) if *stage > 0 => apply::Folder::Link(d),
-                _ => apply::Folder::Tag(name.into(), None),
+                _ => apply::Folder::Tag(name, None),
             };
             batches[*stage].push(apply::Batch { parent: parent.to_path_buf(), folders: vec![folder] });
         }
-        let [tags, revisions, links] = batches;
-        let (tags, revisions, links) = (|| tags.clone(), || revisions.clone(), || links.clone());
-        let stages: [apply::Stage; 3] = [("tags", &tags), ("revisions", &revisions), ("links", &links)];
-        let errors = apply::delete_in_stages(&layout, &stages, progress);
+        let errors =
+            apply::delete_in_stages(&layout, ["tags", "revisions", "links"].into_iter().zip(batches), progress);
         if let Some(e) = errors.first() {
             anyhow::bail!("repair stopped: {e}");
         }
