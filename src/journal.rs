@@ -81,7 +81,7 @@ impl Planned<'_> {
     fn tags<'b>(&'b self, r: &'b RepoPlan) -> BTreeMap<&'b str, Digest> {
         let earlier = self.earlier.repos.get(&r.name).into_iter().flatten().map(|(t, d)| (t.as_str(), *d));
         let deleted =
-            r.tags.iter().filter(|t| t.action != Action::Keep).filter_map(|t| Some((t.name.as_str(), t.digest?)));
+            r.tags.iter().filter(|t| t.action != Action::Keep).filter_map(|t| Some((&*t.name, t.digest?)));
         earlier.chain(deleted).collect()
     }
 

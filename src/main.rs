@@ -206,17 +206,17 @@ fn print_report(report: &regsweep::report::Report, json: bool) -> Result<()> {
     for e in &report.errors {
         eprintln!("error: {e}");
     }
+    // Streamed, whichever the form: the report of a large prune has an entry per tag.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if json {
-        // Streamed: the report of a large prune lists every tag.
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
-        out.flush()?;
-        if report.restart_required {
-            eprintln!("note: restart the registry that serves this store: its blob cache is stale");
-        }
     } else {
-        print!("{}", report.text());
+        write!(out, "{report}")?;
+    }
+    out.flush()?;
+    if json && report.restart_required {
+        eprintln!("note: restart the registry that serves this store: its blob cache is stale");
     }
     Ok(())
 }

@@ -48,19 +48,19 @@ pub enum Action {
 /// One tag in the plan.
 #[derive(Clone, Debug, Serialize)]
 pub struct TagPlan {
-    pub name: String,
+    pub name: Box<str>,
     pub digest: Option<Digest>,
     pub action: Action,
     pub reason: Reason,
     /// For an untagged tag: a kept tag with the same digest, if one is why the manifest stays.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub shared_with: Option<String>,
+    pub shared_with: Option<Box<str>>,
 }
 
 /// A `tags/<tag>/index/sha256/<hex>` entry of a kept tag, naming a removed manifest.
 #[derive(Clone, Debug, Serialize)]
 pub struct IndexEntry {
-    pub tag: String,
+    pub tag: Box<str>,
     pub digest: Digest,
 }
 
@@ -282,7 +282,7 @@ impl<'a> Planner<'a> {
             if d.is_none()
                 && let Some(s) = attachment_subject(&t.name).filter(|s| !g.revs.contains_key(s))
             {
-                *d = Some((true, Reason::SubjectElsewhere { subject: s }));
+                *d = Some((true, Reason::SubjectElsewhere { subject: s.into() }));
             }
         }
         let young_revs: Vec<Digest> = repo.revisions.iter().filter(|r| young(r.modified)).map(|r| r.digest).collect();
@@ -313,7 +313,7 @@ impl<'a> Planner<'a> {
                 if d.is_none()
                     && let Some(s) = attachment_subject(&t.name).filter(|s| live.contains(s))
                 {
-                    *d = Some((true, Reason::SubjectKept { subject: s }));
+                    *d = Some((true, Reason::SubjectKept { subject: s.into() }));
                     changed = true;
                 }
             }
@@ -327,7 +327,7 @@ impl<'a> Planner<'a> {
         for (t, d) in repo.tags.iter().zip(decided) {
             let (keep, reason) = d.unwrap_or_else(|| {
                 let subject = attachment_subject(&t.name).unwrap_or(Digest([0; 32]));
-                (false, Reason::SubjectGone { subject })
+                (false, Reason::SubjectGone { subject: subject.into() })
             });
             let action = match (keep, t.current) {
                 (true, _) => Action::Keep,
@@ -345,20 +345,20 @@ impl<'a> Planner<'a> {
                     _ => {}
                 }
             }
-            plan.tags.push(TagPlan { name: t.name.clone(), digest: t.current, action, reason, shared_with: None });
+            plan.tags.push(TagPlan { name: t.name.as_str().into(), digest: t.current, action, reason, shared_with: None });
         }
         let kept_by_digest: DigestMap<&str> = plan
             .tags
             .iter()
             .filter(|t| t.action == Action::Keep)
-            .filter_map(|t| Some((t.digest?, t.name.as_str())))
+            .filter_map(|t| Some((t.digest?, &*t.name)))
             .collect();
-        let shared: Vec<Option<String>> = plan
+        let shared: Vec<Option<Box<str>>> = plan
             .tags
             .iter()
             .map(|t| {
                 if t.action == Action::Untag {
-                    t.digest.and_then(|d| kept_by_digest.get(&d).map(|s| s.to_string()))
+                    t.digest.and_then(|d| kept_by_digest.get(&d).map(|&s| s.into()))
                 } else {
                     None
                 }
@@ -659,7 +659,7 @@ mod tests {
     }
 
     fn actions(plan: &Plan, repo: &str) -> Vec<(String, Action)> {
-        plan.repos.iter().find(|r| r.name == repo).unwrap().tags.iter().map(|t| (t.name.clone(), t.action)).collect()
+        plan.repos.iter().find(|r| r.name == repo).unwrap().tags.iter().map(|t| (t.name.to_string(), t.action)).collect()
     }
 
     fn blobs(plan: &Plan) -> Vec<Digest> {
@@ -681,7 +681,7 @@ mod tests {
         assert_eq!(removed(&p, "r"), [d(11)]);
         assert_eq!(p.repos[0].tags[1].shared_with.as_deref(), Some("latest"));
         assert!(!blobs(&p).contains(&d(100)) && blobs(&p).contains(&d(102)));
-        let journaled: Vec<_> = p.repos[0].tags.iter().filter(|t| t.action != Action::Keep).map(|t| &t.name).collect();
+        let journaled: Vec<_> = p.repos[0].tags.iter().filter(|t| t.action != Action::Keep).map(|t| &*t.name).collect();
         assert_eq!(journaled, ["v2", "v1"], "both go into the journal");
     }
 

@@ -51,9 +51,9 @@ impl Retention {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Reason {
     /// Among the newest N.
-    Count { rank: usize },
+    Count { rank: u32 },
     /// Matches a `--keep-tag` pattern.
-    KeepTag { pattern: String },
+    KeepTag { pattern: Box<str> },
     /// Younger than `--older-than`.
     Younger,
     /// Pushed within the grace period.
@@ -69,13 +69,13 @@ pub enum Reason {
     /// `gc` touches no tag.
     NotPruned,
     /// An attachment tag whose subject stays.
-    SubjectKept { subject: Digest },
+    SubjectKept { subject: Box<Digest> },
     /// An attachment tag whose subject is not a manifest of this repository.
-    SubjectElsewhere { subject: Digest },
+    SubjectElsewhere { subject: Box<Digest> },
     /// Beyond the newest N and protected by nothing.
-    BeyondCount { rank: usize },
+    BeyondCount { rank: u32 },
     /// An attachment tag whose subject goes.
-    SubjectGone { subject: Digest },
+    SubjectGone { subject: Box<Digest> },
     /// An interrupted run was deleting it (the journal): this run finishes the job.
     Interrupted,
     /// Online: the registry cannot delete a tag alone (2.8) and its manifest must stay.
@@ -208,9 +208,8 @@ pub fn decide(
             _ => tags[*ia].name.cmp(&tags[*ib].name),
         })
     });
-    for (pos, (_, i)) in ranked.iter().enumerate() {
-        let rank = pos + 1;
-        out[*i] = Some(if rank <= r.keep {
+    for (rank, (_, i)) in (1u32..).zip(&ranked) {
+        out[*i] = Some(if rank as usize <= r.keep {
             (true, Reason::Count { rank })
         } else {
             protection(&tags[*i], r, created_of(&tags[*i]), grace, now)
@@ -228,7 +227,7 @@ pub fn decide(
 /// What protects a tag beyond the count: a `--keep-tag` pattern, `--older-than`, the grace period.
 fn protection(t: &Tag, r: &Retention, created: Option<SystemTime>, grace: Duration, now: SystemTime) -> Option<Reason> {
     if let Some(p) = r.keep_tags.iter().find(|p| p.is_match(&t.name)) {
-        return Some(Reason::KeepTag { pattern: p.as_str().to_string() });
+        return Some(Reason::KeepTag { pattern: p.as_str().into() });
     }
     let age = |since: SystemTime| now.duration_since(since).unwrap_or_default();
     if let Some(older) = r.older_than {

@@ -1,6 +1,6 @@
 //! The report of a run: one serde value behind both `--json` and the human text.
 
-use std::fmt::Write;
+use std::fmt;
 
 use indicatif::HumanBytes;
 use serde::Serialize;
@@ -95,16 +95,18 @@ impl Report {
             collector: None,
         }
     }
+}
 
-    /// The human text: with `--dry-run` the plan per repository, then the summary.
-    pub fn text(&self) -> String {
-        let mut s = String::new();
+/// The human text: with `--dry-run` the plan per repository, then the summary. Written as it goes:
+/// the plan of a large prune has a line per tag.
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let verb = if self.dry_run { "would delete" } else { "deleted" };
         if self.dry_run {
-            let _ = writeln!(s, "Plan for {} (dry run: nothing is deleted)", self.root);
+            writeln!(f, "Plan for {} (dry run: nothing is deleted)", self.root)?;
             for r in &self.repos {
-                let _ = writeln!(
-                    s,
+                writeln!(
+                    f,
                     "\n{}{}: {} tags kept, {} deleted; {} manifests, {} layer links, {} uploads to delete",
                     r.name,
                     if r.in_scope { "" } else { " (left out by --repo/--exclude-repo: untouched)" },
@@ -113,7 +115,7 @@ impl Report {
                     r.manifests_deleted,
                     r.layer_links_deleted,
                     r.uploads_deleted
-                );
+                )?;
                 for t in &r.tags {
                     let action = match t.action {
                         Action::Keep => "keep  ",
@@ -129,32 +131,32 @@ impl Report {
                             None => why.push_str("; its manifest stays, still needed by a kept manifest"),
                         }
                     }
-                    let _ = writeln!(s, "  {action} {:<24} {why}", t.name);
+                    writeln!(f, "  {action} {:<24} {why}", t.name)?;
                 }
             }
-            s.push('\n');
+            writeln!(f)?;
         }
         if self.command == "online" {
-            let _ = writeln!(
-                s,
+            writeln!(
+                f,
                 "{} repositories: {verb} {} tags (kept {}), {} manifests through the API; the space comes back when the \
                  registry's garbage-collect runs (--gc-container)",
                 self.repositories, self.tags_deleted, self.tags_kept, self.manifests_deleted
-            );
+            )?;
             if let Some(c) = &self.collector {
-                s.push_str(&c.text());
+                f.write_str(&c.text())?;
             }
             if !self.errors.is_empty() {
-                let _ = writeln!(
-                    s,
+                writeln!(
+                    f,
                     "{} errors (printed above): nothing kept was touched; run again to finish",
                     self.errors.len()
-                );
+                )?;
             }
-            return s;
+            return Ok(());
         }
-        let _ = writeln!(
-            s,
+        writeln!(
+            f,
             "{} repositories: {verb} {} tags (kept {}), {} manifests, {} tag index entries, {} layer links, {} blobs, {} uploads; {} freed",
             self.repositories,
             self.tags_deleted,
@@ -165,26 +167,26 @@ impl Report {
             self.blobs_deleted,
             self.uploads_deleted,
             HumanBytes(self.bytes_freed)
-        );
+        )?;
         let g = &self.grace_kept;
         if g.manifests + g.blobs + g.layer_links > 0 {
-            let _ = writeln!(
-                s,
+            writeln!(
+                f,
                 "kept by the grace period: {} manifests, {} layer links, {} blobs",
                 g.manifests, g.layer_links, g.blobs
-            );
+            )?;
         }
         if !self.errors.is_empty() {
-            let _ = writeln!(s, "{} deletions failed: the store is valid; run again to finish", self.errors.len());
+            writeln!(f, "{} deletions failed: the store is valid; run again to finish", self.errors.len())?;
         }
         if self.restart_required {
-            let _ = writeln!(
-                s,
+            writeln!(
+                f,
                 "Restart the registry that serves this store now: its blob cache still lists the deleted blobs, \
                  and re-pushed layers would be silently missing (distribution#1803)."
-            );
+            )?;
         }
-        s
+        Ok(())
     }
 }
 

@@ -430,7 +430,7 @@ fn execute(client: &Client, plan: &Plan, deletions: &[Deletion], progress: Progr
         .repos
         .iter()
         .flat_map(|r| {
-            r.tags.iter().filter(|t| t.action == Action::Untag).map(move |t| (r.name.as_str(), t.name.as_str()))
+            r.tags.iter().filter(|t| t.action == Action::Untag).map(move |t| (r.name.as_str(), &*t.name))
         })
         .collect();
     let results: Vec<Option<u16>> = untags.par_iter().map(|(repo, tag)| delete(repo, tag)).collect();
@@ -470,7 +470,7 @@ pub fn run(client: &Client, opts: &OnlineOptions, progress: Progress) -> Result<
                     .iter_mut()
                     .filter(|r| &r.name == repo)
                     .flat_map(|r| r.tags.iter_mut())
-                    .find(|t| &t.name == tag)
+                    .find(|t| *t.name == **tag)
                 {
                     t.action = Action::Keep;
                     t.reason = Reason::UntagRefused;
