@@ -469,41 +469,43 @@ impl<'a> Planner<'a> {
             plan.grace_kept.layer_links += d.grace_kept_links;
             plan.repos.push(d.plan);
         }
-        /// What the sweep finds, per thread, then summed.
-        #[derive(Default)]
-        struct Swept {
-            blobs: Vec<u32>,
-            bytes: u64,
-            young: usize,
-            leftovers: Vec<u32>,
+        // One byte per blob rather than lists grown per thread and appended: at 2.5M blobs
+        // those cost more than the marks themselves.
+        #[derive(Clone, Copy, PartialEq)]
+        enum Fate {
+            Live,
+            Delete,
+            Young,
+            Leftover,
         }
         let marks = &self.marks;
-        let swept = (0..marks.blobs.len())
-            .into_par_iter()
-            .filter(|i| !marks.is_marked(*i))
-            .try_fold(Swept::default, |mut acc, i| -> Result<Swept> {
+        let bytes = AtomicU64::new(0);
+        let mut fates = vec![Fate::Live; marks.blobs.len()];
+        fates.par_iter_mut().enumerate().filter(|(i, _)| !marks.is_marked(*i)).try_for_each(
+            |(i, fate)| -> Result<()> {
                 let b = marks.blobs.get(i);
-                match self.disk.stat(&self.layout.blob_data(&b))? {
+                *fate = match self.disk.stat(&self.layout.blob_data(&b))? {
                     Some((size, mtime)) if !self.young(mtime) => {
-                        acc.blobs.push(i as u32);
-                        acc.bytes += size;
+                        bytes.fetch_add(size, Ordering::Relaxed);
+                        Fate::Delete
                     }
-                    Some(_) => acc.young += 1,
-                    None if self.old(&self.layout.blob_dir(&b))? => acc.leftovers.push(i as u32),
-                    None => {}
-                }
-                Ok(acc)
-            })
-            .try_reduce(Swept::default, |mut a, mut b| {
-                a.blobs.append(&mut b.blobs);
-                a.leftovers.append(&mut b.leftovers);
-                Ok(Swept { bytes: a.bytes + b.bytes, young: a.young + b.young, ..a })
-            })?;
-        plan.blobs = swept.blobs;
-        plan.blobs.sort_unstable();
-        plan.blob_bytes = swept.bytes;
-        plan.grace_kept.blobs = swept.young;
-        plan.leftover_blobs = swept.leftovers;
+                    Some(_) => Fate::Young,
+                    None if self.old(&self.layout.blob_dir(&b))? => Fate::Leftover,
+                    None => Fate::Live,
+                };
+                Ok(())
+            },
+        )?;
+        let count = |fate: Fate| fates.iter().filter(|f| **f == fate).count();
+        let indexes = |fate: Fate| -> Vec<u32> {
+            let mut v = Vec::with_capacity(count(fate));
+            v.extend((0..fates.len() as u32).filter(|i| fates[*i as usize] == fate));
+            v
+        };
+        plan.blobs = indexes(Fate::Delete);
+        plan.blob_bytes = bytes.into_inner();
+        plan.grace_kept.blobs = count(Fate::Young);
+        plan.leftover_blobs = indexes(Fate::Leftover);
         plan.store_blobs = self.marks.blobs;
         Ok(plan)
     }
