@@ -104,8 +104,8 @@ fn marking(c: &mut Criterion) {
         .map(|r| {
             r.tags
                 .iter()
-                .enumerate()
-                .map(|(i, _)| {
+                .zip(0u32..)
+                .map(|(_, i)| {
                     Some((
                         i >= 55,
                         if i >= 55 { Reason::Count { rank: 60 - i } } else { Reason::BeyondCount { rank: 60 - i } },

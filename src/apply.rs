@@ -209,7 +209,7 @@ pub fn execute<'p>(layout: &Layout, plan: &'p Plan, progress: Progress) -> Resul
     };
     let tags = || {
         per_repo(&|r| layout.tags(r), &|r| {
-            r.tags.iter().filter(|t| t.action != Action::Keep).map(|t| Folder::Tag(&t.name, t.digest)).collect()
+            r.tags.iter().filter(|t| t.action != Action::Keep).map(|t| Folder::Tag(t.name, t.digest)).collect()
         })
     };
     let manifests = || {

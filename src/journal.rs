@@ -80,8 +80,7 @@ impl Planned<'_> {
     /// The tags of one planned repository to journal.
     fn tags<'b>(&'b self, r: &'b RepoPlan) -> BTreeMap<&'b str, Digest> {
         let earlier = self.earlier.repos.get(&r.name).into_iter().flatten().map(|(t, d)| (t.as_str(), *d));
-        let deleted =
-            r.tags.iter().filter(|t| t.action != Action::Keep).filter_map(|t| Some((&*t.name, t.digest?)));
+        let deleted = r.tags.iter().filter(|t| t.action != Action::Keep).filter_map(|t| Some((t.name, t.digest?)));
         earlier.chain(deleted).collect()
     }
 
@@ -142,7 +141,7 @@ pub fn write(layout: &Layout, earlier: &Journal, repos: &[RepoPlan]) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::TagPlan;
+    use crate::plan::Tags;
     use crate::policy::Reason;
 
     #[test]
@@ -151,24 +150,22 @@ mod tests {
         let mut earlier = Journal::default();
         earlier.repos.entry("a".into()).or_default().insert("old".into(), d(1));
         earlier.repos.entry("gone".into()).or_default().insert("t".into(), d(2));
-        let tag = |name: &str, action, digest| TagPlan {
-            name: name.into(),
-            digest,
-            action,
-            reason: Reason::Interrupted,
-            shared_with: None,
+        let tags = |list: &[(&str, Action, Option<Digest>)]| {
+            let mut tags = Tags::default();
+            list.iter().for_each(|(name, action, digest)| tags.push(name, *digest, *action, Reason::Interrupted));
+            tags
         };
         let repos = vec![
             RepoPlan {
                 name: "a".into(),
-                tags: vec![
-                    tag("old", Action::Delete, Some(d(1))),
-                    tag("x", Action::Untag, Some(d(3))),
-                    tag("k", Action::Keep, Some(d(4))),
-                ],
+                tags: tags(&[
+                    ("old", Action::Delete, Some(d(1))),
+                    ("x", Action::Untag, Some(d(3))),
+                    ("k", Action::Keep, Some(d(4))),
+                ]),
                 ..RepoPlan::default()
             },
-            RepoPlan { name: "b".into(), tags: vec![tag("k", Action::Keep, Some(d(5)))], ..RepoPlan::default() },
+            RepoPlan { name: "b".into(), tags: tags(&[("k", Action::Keep, Some(d(5)))]), ..RepoPlan::default() },
         ];
         let planned = Planned { earlier: &earlier, repos: &repos };
         let written: Journal = serde_json::from_value(serde_json::to_value(&planned).unwrap()).unwrap();

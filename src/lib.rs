@@ -16,6 +16,7 @@ pub mod policy;
 pub mod progress;
 pub mod report;
 pub mod scan;
+pub mod tags;
 
 use std::path::Path;
 

@@ -18,6 +18,7 @@ use crate::layout::Layout;
 use crate::manifest::Manifest;
 use crate::policy::{Decision, Reason, attachment_subject};
 use crate::scan::{Inventory, Parsed, Repo};
+pub use crate::tags::{Action, TagPlan, Tags};
 
 /// How the collection behaves, whatever the retention.
 #[derive(Clone, Copy, Debug)]
@@ -32,29 +33,6 @@ pub struct Options {
     pub now: SystemTime,
     /// Kept tags are listed in the plan one by one (for the report of `prune`), not only counted.
     pub list_kept_tags: bool,
-}
-
-/// What happens to a tag.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    Keep,
-    /// The tag folder goes and so does its manifest, unless something live still needs it.
-    Delete,
-    /// The tag folder goes, its manifest stays: something live still needs it.
-    Untag,
-}
-
-/// One tag in the plan.
-#[derive(Clone, Debug, Serialize)]
-pub struct TagPlan {
-    pub name: Box<str>,
-    pub digest: Option<Digest>,
-    pub action: Action,
-    pub reason: Reason,
-    /// For an untagged tag: a kept tag with the same digest, if one is why the manifest stays.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub shared_with: Option<Box<str>>,
 }
 
 /// A `tags/<tag>/index/sha256/<hex>` entry of a kept tag, naming a removed manifest.
@@ -78,7 +56,7 @@ pub struct RepoPlan {
     /// False when `--repo` / `--exclude-repo` leave it out: then nothing of it is touched.
     pub in_scope: bool,
     /// Every tag, or with [`Options::list_kept_tags`] off only those that go.
-    pub tags: Vec<TagPlan>,
+    pub tags: Tags,
     /// Kept tags not listed in `tags`.
     pub tags_kept: usize,
     /// Manifests whose revision folder goes (as indexes into [`Plan::store_blobs`] where they
@@ -323,7 +301,12 @@ impl<'a> Planner<'a> {
         };
         let young_manifests = if young_revs.is_empty() { 0 } else { live.len() - liveness(&decided, false).len() };
 
-        let mut plan = RepoPlan { name: repo.name.clone(), in_scope, ..RepoPlan::default() };
+        let mut plan = RepoPlan {
+            name: repo.name.clone(),
+            in_scope,
+            tags: Tags::with_capacity(repo.tags.len()),
+            ..RepoPlan::default()
+        };
         for (t, d) in repo.tags.iter().zip(decided) {
             let (keep, reason) = d.unwrap_or_else(|| {
                 let subject = attachment_subject(&t.name).unwrap_or(Digest([0; 32]));
@@ -345,28 +328,9 @@ impl<'a> Planner<'a> {
                     _ => {}
                 }
             }
-            plan.tags.push(TagPlan { name: t.name.as_str().into(), digest: t.current, action, reason, shared_with: None });
+            plan.tags.push(&t.name, t.current, action, reason);
         }
-        let kept_by_digest: DigestMap<&str> = plan
-            .tags
-            .iter()
-            .filter(|t| t.action == Action::Keep)
-            .filter_map(|t| Some((t.digest?, &*t.name)))
-            .collect();
-        let shared: Vec<Option<Box<str>>> = plan
-            .tags
-            .iter()
-            .map(|t| {
-                if t.action == Action::Untag {
-                    t.digest.and_then(|d| kept_by_digest.get(&d).map(|&s| s.into()))
-                } else {
-                    None
-                }
-            })
-            .collect();
-        for (t, s) in plan.tags.iter_mut().zip(shared) {
-            t.shared_with = s;
-        }
+        plan.tags.link_shared();
 
         let mut errors = Vec::new();
         let mut needed_layers = DigestSet::default();
@@ -394,12 +358,12 @@ impl<'a> Planner<'a> {
         // two can leave the first kind, hence the journal's repositories too). Listed only here.
         if in_scope && (!plan.manifests.is_empty() || !journaled.is_empty()) {
             for tp in plan.tags.iter().filter(|t| t.action == Action::Keep) {
-                match disk.tag_index(&repo.name, &tp.name) {
+                match disk.tag_index(&repo.name, tp.name) {
                     Ok(index) => plan.index_entries.extend(
                         index
                             .into_iter()
                             .filter(|d| !live.contains(d))
-                            .map(|digest| IndexEntry { tag: tp.name.clone(), digest }),
+                            .map(|digest| IndexEntry { tag: tp.name.into(), digest }),
                     ),
                     Err(e) => errors.push(format!("{e:#}")),
                 }
@@ -417,8 +381,8 @@ impl<'a> Planner<'a> {
         }
         plan.tags_kept = repo.tags_not_read;
         if !opts.list_kept_tags {
-            plan.tags_kept += plan.tags.iter().filter(|t| t.action == Action::Keep).count();
-            plan.tags.retain(|t| t.action != Action::Keep);
+            plan.tags_kept += plan.tags.count(Action::Keep);
+            plan.tags = plan.tags.without(Action::Keep);
         }
         // Drafts outlive their repository's scan: no spare capacity (a thousand repositories of
         // a few kilobytes each add up).
@@ -661,7 +625,14 @@ mod tests {
     }
 
     fn actions(plan: &Plan, repo: &str) -> Vec<(String, Action)> {
-        plan.repos.iter().find(|r| r.name == repo).unwrap().tags.iter().map(|t| (t.name.to_string(), t.action)).collect()
+        plan.repos
+            .iter()
+            .find(|r| r.name == repo)
+            .unwrap()
+            .tags
+            .iter()
+            .map(|t| (t.name.to_string(), t.action))
+            .collect()
     }
 
     fn blobs(plan: &Plan) -> Vec<Digest> {
@@ -681,9 +652,9 @@ mod tests {
             [("latest".into(), Action::Keep), ("v2".into(), Action::Untag), ("v1".into(), Action::Delete)]
         );
         assert_eq!(removed(&p, "r"), [d(11)]);
-        assert_eq!(p.repos[0].tags[1].shared_with.as_deref(), Some("latest"));
+        assert_eq!(p.repos[0].tags.get(1).shared_with, Some("latest"));
         assert!(!blobs(&p).contains(&d(100)) && blobs(&p).contains(&d(102)));
-        let journaled: Vec<_> = p.repos[0].tags.iter().filter(|t| t.action != Action::Keep).map(|t| &*t.name).collect();
+        let journaled: Vec<_> = p.repos[0].tags.iter().filter(|t| t.action != Action::Keep).map(|t| t.name).collect();
         assert_eq!(journaled, ["v2", "v1"], "both go into the journal");
     }
 

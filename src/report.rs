@@ -6,7 +6,7 @@ use indicatif::HumanBytes;
 use serde::Serialize;
 
 use crate::online::engine::CollectorReport;
-use crate::plan::{Action, GraceKept, Plan, TagPlan};
+use crate::plan::{Action, GraceKept, Plan, Tags};
 use crate::policy::Reason;
 
 /// What one repository loses and keeps.
@@ -20,7 +20,7 @@ pub struct RepoReport {
     pub layer_links_deleted: usize,
     pub uploads_deleted: usize,
     /// Every tag with its action and the reason (empty for `gc`).
-    pub tags: Vec<TagPlan>,
+    pub tags: Tags,
 }
 
 /// The outcome of a run, or of a dry run the plan.
@@ -63,12 +63,12 @@ impl Report {
             .repos
             .into_iter()
             .map(|r| RepoReport {
-                tags_kept: r.tags_kept + r.tags.iter().filter(|t| t.action == Action::Keep).count(),
-                tags_deleted: r.tags.iter().filter(|t| t.action != Action::Keep).count(),
+                tags_kept: r.tags_kept + r.tags.count(Action::Keep),
+                tags_deleted: r.tags.len() - r.tags.count(Action::Keep),
                 manifests_deleted: r.manifests.len(),
                 layer_links_deleted: r.layer_links.len(),
                 uploads_deleted: r.uploads.len(),
-                tags: if with_tags { r.tags } else { Vec::new() },
+                tags: if with_tags { r.tags } else { Tags::default() },
                 name: r.name,
                 in_scope: r.in_scope,
             })
@@ -116,15 +116,15 @@ impl fmt::Display for Report {
                     r.layer_links_deleted,
                     r.uploads_deleted
                 )?;
-                for t in &r.tags {
+                for t in r.tags.iter() {
                     let action = match t.action {
                         Action::Keep => "keep  ",
                         Action::Delete => "delete",
                         Action::Untag => "untag ",
                     };
-                    let mut why = reason_text(&t.reason);
+                    let mut why = reason_text(t.reason);
                     if t.action == Action::Untag {
-                        match &t.shared_with {
+                        match t.shared_with {
                             Some(k) => {
                                 why.push_str(&format!("; shares its digest with kept tag {k}: only the tag goes"))
                             }

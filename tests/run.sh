@@ -24,4 +24,6 @@ if [ ! -e /etc/containers/policy.json ]; then
   $sudo mkdir -p /etc/containers
   echo '{"default":[{"type":"insecureAcceptAnything"}]}' | $sudo tee /etc/containers/policy.json >/dev/null
 fi
+# The benchmarks are not run here, but they must still build.
+cargo check --locked --benches -q
 cargo test --locked "$@"

@@ -429,9 +429,7 @@ fn execute(client: &Client, plan: &Plan, deletions: &[Deletion], progress: Progr
     let untags: Vec<(&str, &str)> = plan
         .repos
         .iter()
-        .flat_map(|r| {
-            r.tags.iter().filter(|t| t.action == Action::Untag).map(move |t| (r.name.as_str(), &*t.name))
-        })
+        .flat_map(|r| r.tags.iter().filter(|t| t.action == Action::Untag).map(move |t| (r.name.as_str(), t.name)))
         .collect();
     let results: Vec<Option<u16>> = untags.par_iter().map(|(repo, tag)| delete(repo, tag)).collect();
     for ((repo, tag), status) in untags.into_iter().zip(results) {
@@ -465,15 +463,8 @@ pub fn run(client: &Client, opts: &OnlineOptions, progress: Progress) -> Result<
         if !opts.dry_run {
             let mut out = execute(client, &plan, &deletions, progress)?;
             for (repo, tag) in &out.untag_refused {
-                if let Some(t) = plan
-                    .repos
-                    .iter_mut()
-                    .filter(|r| &r.name == repo)
-                    .flat_map(|r| r.tags.iter_mut())
-                    .find(|t| *t.name == **tag)
-                {
-                    t.action = Action::Keep;
-                    t.reason = Reason::UntagRefused;
+                if let Some(r) = plan.repos.iter_mut().find(|r| &r.name == repo) {
+                    r.tags.set(tag, Action::Keep, Reason::UntagRefused);
                 }
             }
             warnings.append(&mut out.warnings);
