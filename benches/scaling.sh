@@ -2,17 +2,19 @@
 # Time and memory per object as the store grows: for each store given, the medians of
 # `regsweep gc --dry-run` and `regsweep prune --keep 5 --dry-run` (warm cache, each after one
 # unmeasured warm-up run) and of `docker-registry garbage-collect --dry-run`, as a Markdown
-# table with microseconds and peak bytes per blob.
+# table with microseconds and peak bytes per blob. With --cold, the page cache is dropped
+# before every run instead (needs root), and no warm-up run; --ref-runs 0 leaves the
+# reference out (it takes minutes a run at 2.5M blobs).
 #
-# Usage: benches/scaling.sh [--runs N] [--ref-runs N] STORE...
+# Usage: benches/scaling.sh [--cold] [--runs N] [--ref-runs N] STORE...
 #   e.g. for r in 100 1000 10000; do regsweep gen --root /mnt/big/s$r --repos $r --tags 60; done
 #        benches/scaling.sh /mnt/big/s100 /mnt/big/s1000 /mnt/big/s10000
 # Needs: docker-registry, /usr/bin/time.
 set -euo pipefail
-runs=3 ref_runs=1
+runs=3 ref_runs=1 cold=0
 while [ $# -gt 0 ]; do
   case $1 in
-    --runs) runs=$2; shift 2 ;; --ref-runs) ref_runs=$2; shift 2 ;;
+    --runs) runs=$2; shift 2 ;; --ref-runs) ref_runs=$2; shift 2 ;; --cold) cold=1; shift ;;
     -*) echo "unknown option $1" >&2; exit 2 ;; *) break ;;
   esac
 done
@@ -22,12 +24,15 @@ bin=$PWD/target/release/regsweep
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-# measure N CMD...: prints "median_seconds median_peak_kb" of N runs after one warm-up
+# measure N CMD...: prints "median_seconds median_peak_kb" of N runs after one warm-up (or,
+# with --cold, each after the page cache is dropped); "0 0" for N = 0
 measure() {
   local n=$1; shift
-  "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }
+  [ "$n" -gt 0 ] || { echo "0 0"; return; }
+  [ "$cold" = 1 ] || "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }
   : >"$tmp/times"
   for _ in $(seq "$n"); do
+    [ "$cold" = 1 ] && { sync; echo 3 >/proc/sys/vm/drop_caches; }
     /usr/bin/time -f "%e %M" -o "$tmp/t" "$@" >/dev/null 2>&1
     cat "$tmp/t" >>"$tmp/times"
   done
@@ -43,9 +48,10 @@ for store in "$@"; do
   read -r pt pm < <(measure "$runs" "$bin" prune --root "$store" --keep 5 --dry-run --quiet)
   read -r rt rm < <(measure "$ref_runs" docker-registry garbage-collect --dry-run "$tmp/config.yml")
   awk -v b="$blobs" -v m="$manifests" -v gt="$gt" -v gm="$gm" -v pt="$pt" -v pm="$pm" -v rt="$rt" -v rm="$rm" 'BEGIN {
-    printf "| %d | %d | %.2f s, %d MB | %.2f s, %d MB | %.2f s, %d MB | %.1fx | %.2f us, %d B | %.2f us, %d B | %.2f us, %d B |\n",
-      b, m, gt, gm / 1024, pt, pm / 1024, rt, rm / 1024, rt / gt,
-      gt * 1e6 / b, gm * 1024 / b, pt * 1e6 / b, pm * 1024 / b, rt * 1e6 / b, rm * 1024 / b }'
+    printf "| %d | %d | %.2f s, %d MB | %.2f s, %d MB | ", b, m, gt, gm / 1024, pt, pm / 1024
+    if (rt > 0) printf "%.2f s, %d MB | %.1fx | ", rt, rm / 1024, rt / gt; else printf "- | - | "
+    printf "%.2f us, %d B | %.2f us, %d B | ", gt * 1e6 / b, gm * 1024 / b, pt * 1e6 / b, pm * 1024 / b
+    if (rt > 0) printf "%.2f us, %d B |\n", rt * 1e6 / b, rm * 1024 / b; else printf "- |\n" }'
 done
 echo
-echo "Machine: $(nproc) cores, $(free -g | awk '/Mem/ {print $2}') GiB, $(uname -r); medians of $runs runs (reference: $ref_runs), warm cache"
+echo "Machine: $(nproc) cores, $(free -g | awk '/Mem/ {print $2}') GiB, $(uname -r); medians of $runs runs (reference: $ref_runs), $([ "$cold" = 1 ] && echo cold || echo warm) cache"
