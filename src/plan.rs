@@ -463,7 +463,7 @@ impl<'a> Planner<'a> {
         let count = |fate: Fate| fates.iter().filter(|f| **f == fate).count();
         let indexes = |fate: Fate| -> Vec<u32> {
             let mut v = Vec::with_capacity(count(fate));
-            v.extend((0..fates.len() as u32).filter(|i| fates[*i as usize] == fate));
+            v.extend(fates.iter().zip(0u32..).filter(|(f, _)| **f == fate).map(|(_, i)| i));
             v
         };
         plan.blobs = indexes(Fate::Delete);
