@@ -10,6 +10,7 @@
 
 use std::fs::{self, File};
 use std::io::ErrorKind;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -34,10 +35,12 @@ impl Lock {
     /// Takes the store's lock, or says who holds it.
     pub fn acquire(layout: &Layout) -> Result<Lock> {
         let path = layout.lock_file();
+        // Not through a symbolic link, and without blocking on a FIFO put in its place.
         let file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&path)
             .with_context(|| format!("cannot create lock file {}", path.display()))?;
         match file.try_lock() {

@@ -181,25 +181,19 @@ pub fn decide(
             }
         };
     }
-    if r.order == Order::Push && ranked.len() > r.keep {
-        let times = ranked.iter().map(|(k, _)| match k {
-            Key::Time(t) => *t,
-            _ => SystemTime::UNIX_EPOCH,
-        });
-        let (min, max) = (times.clone().min(), times.max());
-        if let (Some(min), Some(max)) = (min, max)
-            && max.duration_since(min).unwrap_or_default() < Duration::from_secs(1)
-        {
-            warnings.push(format!(
-                "{repo}: all {} tags have the same push time (a copy that lost its mtimes?): \
-                     push order means nothing here, every tag is kept; use --order created, semver or name",
-                ranked.len()
-            ));
-            for (_, i) in &ranked {
-                out[*i] = Some((true, Reason::UniformPushTimes));
-            }
-            ranked.clear();
+    // Uniform: two or more tags with one push time, to the precision the file system keeps (a
+    // copy that lost its mtimes). One tag alone is no evidence of anything.
+    let uniform = ranked.len() >= 2 && ranked.windows(2).all(|w| w[0].0 == w[1].0);
+    if r.order == Order::Push && ranked.len() > r.keep && uniform {
+        warnings.push(format!(
+            "{repo}: all {} tags have the same push time (a copy that lost its mtimes?): \
+                 push order means nothing here, every tag is kept; use --order created, semver or name",
+            ranked.len()
+        ));
+        for (_, i) in &ranked {
+            out[*i] = Some((true, Reason::UniformPushTimes));
         }
+        ranked.clear();
     }
     // Newest first; ties by tag name.
     ranked.sort_by(|(ka, ia), (kb, ib)| {
@@ -274,6 +268,23 @@ mod tests {
         let (d, w) = decide("r", &tags, &retention(1, Order::Push), &DigestMap::default(), Duration::ZERO, at(100));
         assert!(d.iter().all(|d| d.as_ref().unwrap() == &(true, Reason::UniformPushTimes)));
         assert_eq!(w.len(), 1);
+    }
+
+    #[test]
+    fn keep_zero_deletes_a_single_tag_and_close_push_times_are_not_uniform() {
+        let (d, w) = decide(
+            "r",
+            &[tag("only", 1, 3)],
+            &retention(0, Order::Push),
+            &DigestMap::default(),
+            Duration::ZERO,
+            at(100),
+        );
+        assert_eq!(d[0], Some((false, Reason::BeyondCount { rank: 1 })));
+        assert!(w.is_empty());
+        let ms = |n: u64| at(3) + Duration::from_millis(300 * n);
+        let tags: Vec<Tag> = (0..3).map(|n| Tag { pushed: ms(n), ..tag(&format!("t{n}"), n as u8, 0) }).collect();
+        assert_eq!(kept(&tags, &retention(1, Order::Push)), ["t2"], "0.3 s apart are three push times");
     }
 
     #[test]

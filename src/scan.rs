@@ -139,9 +139,10 @@ pub(crate) fn list(dir: &Path) -> Result<Vec<Entry>> {
     Ok(out)
 }
 
-/// Opens a regular file without following a final symbolic link.
+/// Opens a file without following a final symbolic link and without blocking: a FIFO where a
+/// link or `data` should be would otherwise hang the run for ever (and hold the lock).
 pub(crate) fn open_nofollow(path: &Path) -> std::io::Result<File> {
-    fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)
+    fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)
 }
 
 /// An open folder. Files inside it are opened relative to it: that spares the kernel the walk of
@@ -197,8 +198,30 @@ impl Dir {
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
+    /// Opens a file without blocking (a FIFO opens at once, and is then refused as no regular
+    /// file).
     fn open_file(&self, rel: &str) -> std::io::Result<File> {
-        Ok(File::from(self.open_beneath(rel, libc::O_RDONLY)?))
+        Ok(File::from(self.open_beneath(rel, libc::O_RDONLY | libc::O_NONBLOCK)?))
+    }
+
+    /// The size, mtime and whether it is a regular file of `rel` inside this folder, without
+    /// following a symbolic link; `None` when it does not exist.
+    pub fn stat(&self, rel: &str) -> std::io::Result<Option<FileStat>> {
+        let c = CString::new(rel).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        // SAFETY: `stat` is plain data, filled in by the call.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid descriptor, NUL-terminated relative path and a `stat` to fill.
+        if unsafe { libc::fstatat(self.fd.as_raw_fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } < 0 {
+            let e = std::io::Error::last_os_error();
+            return if e.kind() == std::io::ErrorKind::NotFound { Ok(None) } else { Err(e) };
+        }
+        let modified = SystemTime::UNIX_EPOCH
+            + std::time::Duration::new(st.st_mtime.max(0) as u64, st.st_mtime_nsec.clamp(0, 999_999_999) as u32);
+        Ok(Some(FileStat {
+            size: st.st_size.max(0) as u64,
+            modified,
+            regular: st.st_mode & libc::S_IFMT == libc::S_IFREG,
+        }))
     }
 
     /// Opens the folder `rel` inside this one, through no symbolic link.
@@ -235,6 +258,15 @@ impl Dir {
     }
 }
 
+/// What [`Dir::stat`] tells of a file.
+#[derive(Clone, Copy, Debug)]
+pub struct FileStat {
+    pub size: u64,
+    pub modified: SystemTime,
+    /// False for a folder, a FIFO, a device, a socket.
+    pub regular: bool,
+}
+
 /// Reads a whole file of at most `max` bytes; `Ok(None)` when it does not exist.
 pub fn read_file(path: &Path, max: u64) -> Result<Option<(Vec<u8>, fs::Metadata)>> {
     read_opened(open_nofollow(path), &|| path.to_path_buf(), max)
@@ -252,7 +284,7 @@ fn read_opened(
     };
     let meta = f.metadata().with_context(|| format!("cannot stat {}", path().display()))?;
     if !meta.is_file() {
-        bail!("{} is not a regular file", path().display());
+        return Err(NotRegular(format!("{} is not a regular file ({})", path().display(), kind_of(&meta))).into());
     }
     if meta.len() > max {
         bail!("{} is {} bytes, more than the {max} regsweep reads", path().display(), meta.len());
@@ -266,6 +298,36 @@ fn read_opened(
 /// Reads a link file: exactly `sha256:<64 hex>`, nothing else. `Ok(None)` when it does not exist.
 pub fn read_link(path: &Path) -> Result<Option<(Digest, SystemTime)>> {
     link_of(read_file(path, 1024)?, &|| path.to_path_buf())
+}
+
+/// A file the registry writes as a regular file is something else (a folder, a FIFO, a device):
+/// refused, never opened for reading in a way that could block.
+#[derive(Debug)]
+pub struct NotRegular(pub String);
+
+impl std::fmt::Display for NotRegular {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotRegular {}
+
+/// What a file that is no regular file is, in words.
+fn kind_of(meta: &fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a folder"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "not a file"
+    }
 }
 
 /// A link that does not hold exactly `sha256:<64 hex>`: the one read error `check` reports
@@ -346,11 +408,13 @@ fn scan_tag(tags: &Dir, name: String) -> Result<Tag> {
 
 fn scan_upload(layout: &Layout, repo: &str, id: String) -> Result<Upload> {
     let dir = layout.upload_dir(repo, &id);
-    let started = read_file(&dir.join("startedat"), 1024)
-        .ok()
-        .flatten()
-        .and_then(|(b, _)| chrono::DateTime::parse_from_rfc3339(String::from_utf8_lossy(&b).trim()).ok())
-        .map(SystemTime::from);
+    // Unreadable or unparsable: never purged, as the registry does. Not a regular file: refused.
+    let started = match read_file(&dir.join("startedat"), 1024) {
+        Err(e) if e.is::<NotRegular>() => return Err(e),
+        read => read.ok().flatten(),
+    }
+    .and_then(|(b, _)| chrono::DateTime::parse_from_rfc3339(String::from_utf8_lossy(&b).trim()).ok())
+    .map(SystemTime::from);
     let size = fs::symlink_metadata(dir.join("data")).map(|m| m.len()).unwrap_or(0);
     Ok(Upload { id, started, size })
 }
