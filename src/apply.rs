@@ -12,17 +12,20 @@ use std::fs::{self, File};
 use std::io::ErrorKind;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
+use serde::Serialize;
 
-use crate::digest::Digest;
+use crate::digest::{Digest, DigestSet};
 use crate::journal::{self, Journal};
 use crate::layout::Layout;
 use crate::plan::{Action, Plan, RepoPlan};
 use crate::progress::Progress;
+use crate::remark;
 use crate::scan::{self, Dir};
 
 /// The exclusive lock of one store, held until dropped.
@@ -53,10 +56,101 @@ impl Lock {
     }
 }
 
-/// What a run did not manage to delete.
+/// What a folder removed is, for the count of what a run did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum What {
+    Tag,
+    Manifest,
+    IndexEntry,
+    LayerLink,
+    Blob,
+    Upload,
+    /// A folder without its link or data: what an interrupted write or deletion left.
+    Leftover,
+}
+
+/// How many kinds of [`What`].
+pub const WHATS: usize = 7;
+
+/// One deletion that failed.
+#[derive(Clone, Debug, Serialize)]
+pub struct Failure {
+    pub path: String,
+    pub error: String,
+}
+
+/// What a real run did, counted as it went: the report says what is gone, not what was planned.
 #[derive(Debug, Default)]
 pub struct Outcome {
+    /// Per repository of the plan, then one entry for the store's blobs: what is gone, by [`What`].
+    pub gone: Vec<[usize; WHATS]>,
+    /// Bytes of the blobs and uploads gone.
+    pub bytes_freed: u64,
+    /// Left at the moment of deletion, by [`What`]: written again, or needed by what a push wrote,
+    /// since the scan.
+    pub rescued: [usize; WHATS],
+    /// Deletions that failed, with their paths.
+    pub failed: Vec<Failure>,
+    /// Errors that stopped the run (a failed stage, a re-mark that could not read a manifest).
     pub errors: Vec<String>,
+    /// Stopped by SIGINT or SIGTERM between two deletions.
+    pub interrupted: bool,
+}
+
+impl Outcome {
+    /// How many of `what` are gone from repository `repo` (the plan's index; `None`: the store's).
+    pub fn gone(&self, repo: Option<usize>, what: What) -> usize {
+        let i = repo.unwrap_or(self.gone.len().saturating_sub(1));
+        self.gone.get(i).map_or(0, |g| g[what as usize])
+    }
+
+    /// How many of `what` are gone in all.
+    pub fn total(&self, what: What) -> usize {
+        self.gone.iter().map(|g| g[what as usize]).sum()
+    }
+}
+
+/// The counters behind an [`Outcome`], shared by the threads of a stage.
+struct Tally {
+    gone: Vec<[AtomicUsize; WHATS]>,
+    bytes: AtomicU64,
+    rescued: [AtomicUsize; WHATS],
+    failed: Mutex<Vec<Failure>>,
+    /// Revisions a deletion found written again (plan's repository index): the re-mark reads them.
+    rewritten: Mutex<Vec<(usize, Digest)>>,
+    /// Blobs whose `_layers` link a deletion found written again.
+    relinked: Mutex<DigestSet>,
+    interrupted: AtomicBool,
+}
+
+impl Tally {
+    fn new(repos: usize) -> Tally {
+        Tally {
+            gone: (0..=repos).map(|_| Default::default()).collect(),
+            bytes: AtomicU64::new(0),
+            rescued: Default::default(),
+            failed: Mutex::default(),
+            rewritten: Mutex::default(),
+            relinked: Mutex::default(),
+            interrupted: AtomicBool::new(false),
+        }
+    }
+
+    fn failures(&self) -> usize {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    fn into_outcome(self, errors: Vec<String>) -> Outcome {
+        let load = |a: &[AtomicUsize; WHATS]| a.each_ref().map(|c| c.load(Ordering::Relaxed));
+        Outcome {
+            gone: self.gone.iter().map(load).collect(),
+            bytes_freed: self.bytes.into_inner(),
+            rescued: load(&self.rescued),
+            failed: self.failed.into_inner().unwrap_or_else(|p| p.into_inner()),
+            errors,
+            interrupted: self.interrupted.into_inner(),
+        }
+    }
 }
 
 /// Test-only: `REGSWEEP_TEST_CRASH_AFTER=K` aborts the process after K deletions, so that the
@@ -72,6 +166,15 @@ fn crash_point() {
     }
 }
 
+/// Test-only: `REGSWEEP_TEST_STOP_AT=<point>` stops the process (SIGSTOP) at that point of a real
+/// run, so that a test can push at an exact moment and then let it go on (SIGCONT).
+fn stop_point(point: &str) {
+    if std::env::var("REGSWEEP_TEST_STOP_AT").is_ok_and(|p| p == point) {
+        // SAFETY: raising a signal on our own process.
+        unsafe { libc::raise(libc::SIGSTOP) };
+    }
+}
+
 /// One folder to remove, by its name in its parent and the shape the registry gives it.
 #[derive(Clone, Debug)]
 pub enum Folder<'a> {
@@ -83,12 +186,28 @@ pub enum Folder<'a> {
     Tag(&'a str, Option<Digest>),
     /// An upload: `startedat` last, so that an interrupted removal still looks old.
     Upload(&'a str),
+    /// `<hex>/` without its `link` or `data`: removed only while it still has none.
+    Leftover(Digest),
+}
+
+impl Folder<'_> {
+    /// Its name in its parent folder.
+    fn name(&self) -> String {
+        match self {
+            Folder::Link(d) | Folder::Blob(d) | Folder::Leftover(d) => d.hex(),
+            Folder::Tag(name, _) | Folder::Upload(name) => name.to_string(),
+        }
+    }
 }
 
 /// Folders to remove inside one parent folder.
 #[derive(Clone, Debug)]
 pub struct Batch<'a> {
     pub parent: PathBuf,
+    /// The plan's index of the repository they belong to; `None` for blobs.
+    pub repo: Option<usize>,
+    /// What its `Link` and `Blob` folders are (a leftover is counted as one).
+    pub what: What,
     pub folders: Vec<Folder<'a>>,
 }
 
@@ -121,19 +240,57 @@ fn remove_rest(dir: &Dir, name: &str) -> Result<()> {
     }
 }
 
-/// Removes one folder inside `dir`: the file that makes it what it is first, then the rest.
-fn remove_folder(dir: &Dir, folder: &Folder) -> Result<()> {
-    let name = match folder {
+/// What became of one folder.
+enum Removed {
+    /// Gone, with the bytes of its content (a blob's data, an upload's data).
+    Gone(u64),
+    /// Left: written again since the scan (or, for a leftover, completed by a write).
+    Rescued,
+}
+
+/// The size of `rel`; `None` when it was written at or after `since`.
+fn fresh(dir: &Dir, rel: &str, since: Option<SystemTime>) -> Result<Option<u64>> {
+    let st = dir.stat(rel).with_context(|| format!("cannot stat {}", dir.path().join(rel).display()))?;
+    Ok(match st {
+        Some(s) if since.is_some_and(|since| s.modified >= since) => None,
+        Some(s) => Some(s.size),
+        None => Some(0),
+    })
+}
+
+/// Removes one folder inside `dir`: the file that makes it what it is first, then the rest. A
+/// tag, revision, layer link or blob written again since the scan (`since`) is left.
+fn remove_folder(dir: &Dir, what: What, folder: &Folder, since: Option<SystemTime>) -> Result<Removed> {
+    let name = folder.name();
+    let mut bytes = 0;
+    match folder {
         Folder::Link(d) | Folder::Blob(d) => {
             let hex = d.hex();
             let file = if matches!(folder, Folder::Link(_)) { "link" } else { "data" };
+            if what != What::IndexEntry {
+                match fresh(dir, &format!("{hex}/{file}"), since)? {
+                    Some(size) if what == What::Blob => bytes = size,
+                    Some(_) => {}
+                    None => return Ok(Removed::Rescued),
+                }
+            }
             // An error here (a folder where the file should be, no permission) is the final
             // removal's to report, with the path.
             let _ = remove_entry(dir, &format!("{hex}/{file}"), false);
             crash_point();
-            hex
+        }
+        Folder::Leftover(d) => {
+            let hex = d.hex();
+            for file in ["link", "data"] {
+                if dir.stat(&format!("{hex}/{file}")).ok().flatten().is_some() {
+                    return Ok(Removed::Rescued);
+                }
+            }
         }
         Folder::Tag(tag, current) => {
+            if fresh(dir, &format!("{tag}/current/link"), since)?.is_none() {
+                return Ok(Removed::Rescued);
+            }
             // Its inner folders are opened through no symbolic link before anything in them
             // goes (the tag folder itself was listed, and is no link).
             if let Ok(cur) = dir.open_dir(&format!("{tag}/current")) {
@@ -151,10 +308,10 @@ fn remove_folder(dir: &Dir, folder: &Folder) -> Result<()> {
                     }
                 }
             }
-            tag.to_string()
         }
         Folder::Upload(id) => {
             let path = dir.path().join(id);
+            bytes = dir.stat(&format!("{id}/data")).ok().flatten().map_or(0, |s| s.size);
             for e in scan::list(&path)?.into_iter().filter(|e| e.name != "startedat") {
                 let removed =
                     if e.is_dir { fs::remove_dir_all(path.join(&e.name)) } else { fs::remove_file(path.join(&e.name)) };
@@ -163,115 +320,282 @@ fn remove_folder(dir: &Dir, folder: &Folder) -> Result<()> {
             remove_entry(dir, &format!("{id}/startedat"), false)
                 .with_context(|| format!("cannot delete {}", path.join("startedat").display()))?;
             crash_point();
-            id.to_string()
         }
-    };
-    remove_rest(dir, &name)
+    }
+    remove_rest(dir, &name)?;
+    Ok(Removed::Gone(bytes))
 }
 
-/// Removes the folders of a batch, one after the other; stops at the first failure.
-fn remove_batch(layout: &Layout, parent: &std::path::Path, folders: &[Folder], done: &dyn Fn()) -> Result<()> {
-    if !layout.may_delete(parent) {
-        bail!("refusing to delete in {}: outside the store's repositories and blobs", parent.display());
-    }
-    let Some(dir) = Dir::open(parent)? else {
-        return Ok(()); // gone already: a rerun
+/// Removes the folders of a batch, one after the other, counting each; a failed one is recorded
+/// and the others still go (nothing in one stage depends on another of the same stage).
+fn remove_batch(
+    layout: &Layout,
+    batch: (&Batch, &[Folder]),
+    since: Option<SystemTime>,
+    tally: &Tally,
+    done: &dyn Fn(),
+) {
+    let (b, folders) = batch;
+    let fail = |path: &std::path::Path, e: anyhow::Error| {
+        let f = Failure { path: path.display().to_string(), error: format!("{e:#}") };
+        tally.failed.lock().unwrap_or_else(|p| p.into_inner()).push(f);
     };
+    if !layout.may_delete(&b.parent) {
+        let e =
+            anyhow::anyhow!("refusing to delete in {}: outside the store's repositories and blobs", b.parent.display());
+        return fail(&b.parent, e);
+    }
+    let dir = match Dir::open(&b.parent) {
+        Ok(Some(dir)) => dir,
+        Ok(None) => return, // gone already: a rerun
+        Err(e) => return fail(&b.parent, e),
+    };
+    let row = b.repo.unwrap_or(tally.gone.len() - 1);
     for f in folders {
-        remove_folder(&dir, f)?;
+        // Between two folders, never inside one: each goes whole, and a rerun finishes the rest.
+        if crate::interrupt::requested() {
+            tally.interrupted.store(true, Ordering::SeqCst);
+            return;
+        }
+        let what = if matches!(f, Folder::Leftover(_)) { What::Leftover } else { b.what };
+        match remove_folder(&dir, what, f, since) {
+            Ok(Removed::Gone(bytes)) => {
+                tally.gone[row][what as usize].fetch_add(1, Ordering::Relaxed);
+                tally.bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
+            Ok(Removed::Rescued) => {
+                tally.rescued[what as usize].fetch_add(1, Ordering::Relaxed);
+                match (what, f) {
+                    (What::Manifest, Folder::Link(d)) => {
+                        tally.rewritten.lock().unwrap_or_else(|p| p.into_inner()).push((row, *d));
+                    }
+                    (What::LayerLink, Folder::Link(d)) => {
+                        tally.relinked.lock().unwrap_or_else(|p| p.into_inner()).insert(*d);
+                    }
+                    _ => {}
+                }
+            }
+            Err(e) => fail(&b.parent.join(f.name()), e),
+        }
         done();
     }
-    Ok(())
 }
 
-/// Runs one stage, its batches in parallel; returns its errors.
-fn stage(layout: &Layout, progress: Progress, name: &str, batches: &[Batch]) -> Vec<String> {
-    let chunks: Vec<(&std::path::Path, &[Folder])> =
-        batches.iter().flat_map(|b| b.folders.chunks(CHUNK).map(|c| (b.parent.as_path(), c))).collect();
+/// Runs one stage, its batches in parallel; true when every folder went or was rescued.
+fn stage(
+    layout: &Layout,
+    progress: Progress,
+    name: &str,
+    batches: &[Batch],
+    since: Option<SystemTime>,
+    tally: &Tally,
+) -> bool {
+    let before = tally.failures();
+    let chunks: Vec<(&Batch, &[Folder])> =
+        batches.iter().flat_map(|b| b.folders.chunks(CHUNK).map(move |c| (b, c))).collect();
     let bar = progress.bar(name, chunks.iter().map(|c| c.1.len() as u64).sum());
-    let errors = Mutex::new(Vec::new());
-    chunks.par_iter().for_each(|(parent, folders)| {
-        if let Err(e) = remove_batch(layout, parent, folders, &|| bar.inc(1)) {
-            errors.lock().unwrap_or_else(|p| p.into_inner()).push(format!("{e:#}"));
-        }
-    });
+    chunks.par_iter().for_each(|chunk| remove_batch(layout, *chunk, since, tally, &|| bar.inc(1)));
     bar.finish_and_clear();
-    errors.into_inner().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Carries out the plan. The caller holds the store's [`Lock`].
-pub fn execute<'p>(layout: &Layout, plan: &'p Plan, progress: Progress) -> Result<Outcome> {
-    // The journal names every tag deleted (or still to finish from an earlier run).
-    journal::write(layout, &plan.journal, &plan.repos)?;
-    let per_repo = |parent: &dyn Fn(&str) -> PathBuf, folders: &dyn Fn(&RepoPlan) -> Vec<Folder<'_>>| {
-        plan.repos
-            .iter()
-            .map(|r| Batch { parent: parent(&r.name), folders: folders(r) })
-            .filter(|b| !b.folders.is_empty())
-            .collect::<Vec<_>>()
-    };
-    let tags = || {
-        per_repo(&|r| layout.tags(r), &|r| {
-            r.tags.iter().filter(|t| t.action != Action::Keep).map(|t| Folder::Tag(t.name, t.digest)).collect()
-        })
-    };
-    let manifests = || {
-        let mut batches = per_repo(&|r| layout.revisions(r), &|r| {
-            r.manifests.iter(&plan.store_blobs).chain(r.leftover_revisions.iter().copied()).map(Folder::Link).collect()
-        });
-        for r in &plan.repos {
-            for e in &r.index_entries {
-                batches
-                    .push(Batch { parent: layout.tag_index(&r.name, &e.tag), folders: vec![Folder::Link(e.digest)] });
-            }
-        }
-        batches
-    };
-    let links = || {
-        per_repo(&|r| layout.layers(r), &|r| {
-            r.layer_links
-                .iter(&plan.store_blobs)
-                .chain(r.leftover_layer_links.iter().copied())
-                .map(Folder::Link)
-                .collect()
-        })
-    };
-    let blobs = || {
-        let mut by_prefix: Vec<Vec<Folder>> = vec![Vec::new(); 256];
-        for d in plan.blobs.iter().chain(&plan.leftover_blobs).map(|i| plan.blob(*i)) {
-            by_prefix[usize::from(d.0[0])].push(Folder::Blob(d));
-        }
-        by_prefix
-            .into_iter()
-            .filter_map(|folders| match folders.first() {
-                Some(Folder::Blob(d)) => Some(Batch { parent: layout.blob_prefix(d), folders }),
-                _ => None,
-            })
-            .collect()
-    };
-    let uploads = || per_repo(&|r| layout.uploads(r), &|r| r.uploads.iter().map(|u| Folder::Upload(&u.id)).collect());
-    // Each stage's batches are built only when the stage starts: never all deletions at once.
-    let stages: [(&str, &dyn Fn() -> Vec<Batch<'p>>); 5] =
-        [("tags", &tags), ("manifests", &manifests), ("links", &links), ("blobs", &blobs), ("uploads", &uploads)];
-    let errors = delete_in_stages(layout, stages.into_iter().map(|(name, batches)| (name, batches())), progress);
-    if errors.is_empty() {
-        Journal::remove(layout)?;
-    }
-    Ok(Outcome { errors })
+    tally.failures() == before && !tally.interrupted.load(Ordering::SeqCst)
 }
 
 /// Deletes folders stage by stage, each stage in parallel, stopping after the first stage with
-/// a failure; returns the failures. The caller holds the store's [`Lock`].
+/// a failure; a folder written at or after `since` is left. The caller holds the store's [`Lock`].
 pub fn delete_in_stages<'s, 'a>(
     layout: &Layout,
     stages: impl IntoIterator<Item = (&'s str, Vec<Batch<'a>>)>,
+    since: Option<SystemTime>,
     progress: Progress,
-) -> Vec<String> {
+) -> Outcome {
+    let tally = Tally::new(0);
     for (name, batches) in stages {
-        let errors = stage(layout, progress, name, &batches);
-        if !errors.is_empty() {
-            return errors;
+        if !stage(layout, progress, name, &batches, since, &tally) {
+            break;
         }
     }
-    Vec::new()
+    tally.into_outcome(Vec::new())
+}
+
+/// True when an error is a full disk (ENOSPC, or a quota: EDQUOT).
+fn disk_full(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            .is_some_and(|n| n == libc::ENOSPC || n == libc::EDQUOT)
+    })
+}
+
+/// Carries out the plan. The caller holds the store's [`Lock`]. `since` is when the scan began
+/// (less the file system's timestamp slack): what was written at or after it is left.
+pub fn execute(layout: &Layout, plan: &Plan, since: SystemTime, progress: Progress) -> Result<Outcome> {
+    let tally = Tally::new(plan.repos.len());
+    crate::interrupt::deleting_begins();
+    let mut errors = Vec::new();
+    let run = |name: &str, batches: Vec<Batch>| stage(layout, progress, name, &batches, Some(since), &tally);
+    // The journal names every tag deleted (or still to finish from an earlier run).
+    let freed_first = match journal::write(layout, &plan.journal, &plan.repos) {
+        Ok(()) => false,
+        Err(e) if disk_full(&e) => {
+            // A full disk: what needs no journal goes first (blobs no manifest of the store
+            // references, leftover blob folders, old uploads), then the journal has room.
+            let rescued = remark::remark(layout, since, &[])?;
+            let (mut batches, kept) =
+                blob_batches(layout, plan, &|i| plan.unreferenced.binary_search(&i).is_ok(), &rescued.blobs);
+            tally.rescued[What::Blob as usize].fetch_add(kept, Ordering::Relaxed);
+            batches.extend(upload_batches(layout, plan));
+            run("freeing space", batches);
+            if let Err(e) = journal::write(layout, &plan.journal, &plan.repos) {
+                errors.push(format!(
+                    "{e:#}: the disk is full even after deleting what needs no journal; free some space and run again"
+                ));
+                return Ok(tally.into_outcome(errors));
+            }
+            true
+        }
+        Err(e) => return Err(e),
+    };
+    stop_point("journal");
+    'stages: {
+        let per_repo = |what: What, parent: &dyn Fn(&str) -> PathBuf, folders: &dyn Fn(&RepoPlan) -> Vec<Folder>| {
+            plan.repos
+                .iter()
+                .enumerate()
+                .map(|(i, r)| Batch { parent: parent(&r.name), repo: Some(i), what, folders: folders(r) })
+                .filter(|b| !b.folders.is_empty())
+                .collect::<Vec<_>>()
+        };
+        let tags = per_repo(What::Tag, &|r| layout.tags(r), &|r| {
+            r.tags.iter().filter(|t| t.action != Action::Keep).map(|t| Folder::Tag(t.name, t.digest)).collect()
+        });
+        if !run("tags", tags) {
+            break 'stages;
+        }
+        let mut manifests = per_repo(What::Manifest, &|r| layout.revisions(r), &|r| {
+            let leftovers = r.leftover_revisions.iter().copied().map(Folder::Leftover);
+            r.manifests.iter(&plan.store_blobs).map(Folder::Link).chain(leftovers).collect()
+        });
+        for (i, r) in plan.repos.iter().enumerate() {
+            for e in &r.index_entries {
+                let parent = layout.tag_index(&r.name, &e.tag);
+                manifests.push(Batch {
+                    parent,
+                    repo: Some(i),
+                    what: What::IndexEntry,
+                    folders: vec![Folder::Link(e.digest)],
+                });
+            }
+        }
+        if !run("manifests", manifests) {
+            break 'stages;
+        }
+        let links_planned = plan.repos.iter().any(|r| !r.layer_links.is_empty() || !r.leftover_layer_links.is_empty());
+        if links_planned || !plan.blobs.is_empty() || !plan.leftover_blobs.is_empty() {
+            // What pushes wrote since the scan keeps its layer links and blobs: once before the
+            // links go, once more right before the blobs go (the window left is the blob stage).
+            let rewritten: Vec<(String, Digest)> =
+                std::mem::take(&mut *tally.rewritten.lock().unwrap_or_else(|p| p.into_inner()))
+                    .into_iter()
+                    .map(|(i, d)| (plan.repos[i].name.clone(), d))
+                    .collect();
+            let remark = || {
+                remark::remark(layout, since, &rewritten).map_err(|e| {
+                    format!(
+                        "{e:#}; stopped before the layer links and blobs: nothing a tag needs was deleted, run again"
+                    )
+                })
+            };
+            let rescued = match remark() {
+                Ok(r) => r,
+                Err(e) => {
+                    errors.push(e);
+                    break 'stages;
+                }
+            };
+            let mut kept = 0;
+            let links = per_repo(What::LayerLink, &|r| layout.layers(r), &|r| {
+                let needed = rescued.links.get(&r.name);
+                let mut folders: Vec<Folder> = r.layer_links.iter(&plan.store_blobs).map(Folder::Link).collect();
+                folders.retain(|f| !matches!(f, Folder::Link(d) if needed.is_some_and(|n| n.contains(d))));
+                folders.extend(r.leftover_layer_links.iter().copied().map(Folder::Leftover));
+                folders
+            });
+            kept += plan.repos.iter().map(|r| r.layer_links.len()).sum::<usize>()
+                - links.iter().flat_map(|b| &b.folders).filter(|f| matches!(f, Folder::Link(_))).count();
+            tally.rescued[What::LayerLink as usize].fetch_add(kept, Ordering::Relaxed);
+            if !run("links", links) {
+                break 'stages;
+            }
+            let mut blobs_needed = match remark() {
+                Ok(r) => r.blobs,
+                Err(e) => {
+                    errors.push(e);
+                    break 'stages;
+                }
+            };
+            blobs_needed.extend(rescued.blobs);
+            blobs_needed.extend(tally.relinked.lock().unwrap_or_else(|p| p.into_inner()).iter().copied());
+            let done_first = |i: u32| freed_first && plan.unreferenced.binary_search(&i).is_ok();
+            let (blobs, kept) = blob_batches(layout, plan, &|i| !done_first(i), &blobs_needed);
+            tally.rescued[What::Blob as usize].fetch_add(kept, Ordering::Relaxed);
+            stop_point("blobs");
+            if !run("blobs", blobs) {
+                break 'stages;
+            }
+        }
+        if !freed_first {
+            run("uploads", upload_batches(layout, plan));
+        }
+    }
+    let outcome = tally.into_outcome(errors);
+    if outcome.failed.is_empty() && outcome.errors.is_empty() && !outcome.interrupted {
+        Journal::remove(layout)?;
+    }
+    Ok(outcome)
+}
+
+/// The blob folders of the plan that `wanted` selects (by blob index), by prefix folder, without
+/// those in `needed`; and how many `needed` kept. Leftover blob folders are selected likewise.
+fn blob_batches<'p>(
+    layout: &Layout,
+    plan: &'p Plan,
+    wanted: &dyn Fn(u32) -> bool,
+    needed: &DigestSet,
+) -> (Vec<Batch<'p>>, usize) {
+    let mut by_prefix: Vec<Vec<Folder>> = vec![Vec::new(); 256];
+    let mut kept = 0;
+    for d in plan.blobs.iter().filter(|i| wanted(**i)).map(|i| plan.blob(*i)) {
+        if needed.contains(&d) {
+            kept += 1;
+        } else {
+            by_prefix[usize::from(d.0[0])].push(Folder::Blob(d));
+        }
+    }
+    for d in plan.leftover_blobs.iter().filter(|i| wanted(**i)).map(|i| plan.blob(*i)) {
+        by_prefix[usize::from(d.0[0])].push(Folder::Leftover(d));
+    }
+    let batches = by_prefix
+        .into_iter()
+        .filter_map(|folders| match folders.first() {
+            Some(Folder::Blob(d) | Folder::Leftover(d)) => {
+                Some(Batch { parent: layout.blob_prefix(d), repo: None, what: What::Blob, folders })
+            }
+            _ => None,
+        })
+        .collect();
+    (batches, kept)
+}
+
+/// Every upload of the plan.
+fn upload_batches<'p>(layout: &Layout, plan: &'p Plan) -> Vec<Batch<'p>> {
+    plan.repos
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !r.uploads.is_empty())
+        .map(|(i, r)| Batch {
+            parent: layout.uploads(&r.name),
+            repo: Some(i),
+            what: What::Upload,
+            folders: r.uploads.iter().map(|u| Folder::Upload(&u.id)).collect(),
+        })
+        .collect()
 }

@@ -464,12 +464,18 @@ pub fn check(root: &Path, opts: CheckOptions, progress: Progress) -> Result<Chec
                 Some(d) if *stage > 0 => apply::Folder::Link(d),
                 _ => apply::Folder::Tag(name, None),
             };
-            batches[*stage].push(apply::Batch { parent: parent.to_path_buf(), folders: vec![folder] });
+            let what = [apply::What::Tag, apply::What::Manifest, apply::What::LayerLink][*stage];
+            batches[*stage].push(apply::Batch {
+                parent: parent.to_path_buf(),
+                repo: None,
+                what,
+                folders: vec![folder],
+            });
         }
-        let errors =
-            apply::delete_in_stages(&layout, ["tags", "revisions", "links"].into_iter().zip(batches), progress);
-        if let Some(e) = errors.first() {
-            anyhow::bail!("repair stopped: {e}");
+        let outcome =
+            apply::delete_in_stages(&layout, ["tags", "revisions", "links"].into_iter().zip(batches), None, progress);
+        if let Some(f) = outcome.failed.first() {
+            anyhow::bail!("repair stopped: {}: {}", f.path, f.error);
         }
         (report, _) = run_check(&layout, CheckOptions { repair: false, ..opts }, progress)?;
         report.repaired = count;

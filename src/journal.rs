@@ -87,6 +87,18 @@ impl Planned<'_> {
     fn is_empty(&self) -> bool {
         self.earlier.is_empty() && self.repos.iter().all(|r| self.tags(r).is_empty())
     }
+
+    /// True when every tag the plan deletes is in the earlier journal already: the journal on
+    /// disk says it all (a gc finishing an interrupted run writes nothing, even on a full disk).
+    fn adds_nothing(&self) -> bool {
+        self.repos.iter().all(|r| {
+            let earlier = self.earlier.repos.get(&r.name);
+            r.tags
+                .iter()
+                .filter(|t| t.action != Action::Keep)
+                .all(|t| t.digest.is_none_or(|d| earlier.and_then(|e| e.get(t.name)) == Some(&d)))
+        })
+    }
 }
 
 impl Serialize for Planned<'_> {
@@ -119,19 +131,22 @@ impl Serialize for Planned<'_> {
 /// rename, fsync of the folder); nothing when no tag is deleted and no earlier run is unfinished.
 pub fn write(layout: &Layout, earlier: &Journal, repos: &[RepoPlan]) -> Result<()> {
     let planned = Planned { earlier, repos };
-    if planned.is_empty() {
+    if planned.is_empty() || (!earlier.is_empty() && planned.adds_nothing()) {
         return Ok(());
     }
     let path = layout.journal_file();
     let tmp = path.with_extension("json.tmp");
-    let f = fs::File::create(&tmp).with_context(|| format!("cannot write journal {}", tmp.display()))?;
-    let mut w = std::io::BufWriter::new(f);
-    serde_json::to_writer_pretty(&mut w, &planned)
-        .map_err(std::io::Error::from)
-        .and_then(|()| w.into_inner().map_err(|e| e.into_error()))
-        .and_then(|f| f.sync_all())
-        .with_context(|| format!("cannot write journal {}", tmp.display()))?;
-    fs::rename(&tmp, &path).with_context(|| format!("cannot write journal {}", path.display()))?;
+    let written = fs::File::create(&tmp)
+        .and_then(|f| {
+            let mut w = std::io::BufWriter::new(f);
+            serde_json::to_writer(&mut w, &planned)?;
+            w.into_inner().map_err(|e| e.into_error())?.sync_all()
+        })
+        .and_then(|()| fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp); // no empty .tmp left behind (a full disk)
+        return Err(e).with_context(|| format!("cannot write journal {}", path.display()));
+    }
     fs::File::open(layout.v2())
         .and_then(|d| d.sync_all())
         .with_context(|| format!("cannot sync {}", layout.v2().display()))?;

@@ -7,6 +7,7 @@ pub mod check;
 pub mod config;
 pub mod digest;
 pub mod generate;
+pub mod interrupt;
 pub mod journal;
 pub mod layout;
 pub mod manifest;
@@ -14,6 +15,7 @@ pub mod online;
 pub mod plan;
 pub mod policy;
 pub mod progress;
+pub mod remark;
 pub mod report;
 pub mod scan;
 pub mod tags;
@@ -31,6 +33,10 @@ use crate::policy::{Decision, Order, Reason, Retention};
 use crate::progress::Progress;
 use crate::report::Report;
 use crate::scan::Dir;
+
+/// How far before the scan a write still counts as made during the run: more than the
+/// granularity of any file system clock (ext4's is a jiffy, at most 10 ms).
+const TIMESTAMP_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What a run does besides collecting: `prune` applies a retention policy first, `gc` does not.
 #[derive(Clone, Debug)]
@@ -85,11 +91,16 @@ pub fn run(root: &Path, mode: &Mode, opts: &Options, dry_run: bool, progress: Pr
     let plan = planner.finish(drafts)?;
     bar.finish_and_clear();
     let command = if matches!(mode, Mode::Gc) { "gc" } else { "prune" };
-    let errors = if dry_run { Vec::new() } else { apply::execute(&layout, &plan, progress)?.errors };
+    // What was written at or after `since` was not scanned: the deletions leave it. The file
+    // system's clock is coarse (a jiffy behind the real one), so a little before the scan began.
+    let since = opts.now - opts.grace.min(TIMESTAMP_SLACK);
+    let outcome = if dry_run { None } else { Some(apply::execute(&layout, &plan, since, progress)?) };
     let mut report = Report::new(command, &root.display().to_string(), plan, dry_run);
     warnings.append(&mut report.warnings);
     report.warnings = warnings;
-    report.errors = errors;
+    if let Some(outcome) = outcome {
+        report.record(outcome);
+    }
     Ok(report)
 }
 

@@ -18,7 +18,7 @@ use crate::layout::Layout;
 use crate::manifest::Manifest;
 use crate::policy::{Decision, Reason, attachment_subject};
 use crate::scan::{Inventory, Parsed, Repo};
-pub use crate::tags::{Action, TagPlan, Tags};
+pub use crate::tags::{Action, Pushed, TagPlan, Tags};
 
 /// How the collection behaves, whatever the retention.
 #[derive(Clone, Copy, Debug)]
@@ -98,6 +98,10 @@ pub struct Plan {
     pub blob_bytes: u64,
     /// Blob folders without their data, older than the grace period (indexes likewise).
     pub leftover_blobs: Vec<u32>,
+    /// Of `blobs`, those no manifest of the store references at all, sorted: their deletion
+    /// needs no journal (what a plain `gc` frees whatever the policy), so on a full disk they
+    /// go first, to make room for it.
+    pub unreferenced: Vec<u32>,
     /// Every blob folder of the store.
     pub store_blobs: BlobList,
     pub grace_kept: GraceKept,
@@ -115,27 +119,47 @@ pub trait Disk: Sync {
     fn tag_index(&self, repo: &str, tag: &str) -> Result<Vec<Digest>>;
 }
 
-/// One mark bit per blob of the store: the mark phase of mark-and-sweep, shared by all threads.
+/// Two bits per blob of the store, shared by all threads: live (the mark phase of
+/// mark-and-sweep), and referenced by any manifest at all, live or not.
 struct Marks {
     blobs: BlobList,
-    bits: Vec<AtomicU64>,
+    live: Vec<AtomicU64>,
+    referenced: Vec<AtomicU64>,
 }
 
 impl Marks {
     fn new(blobs: BlobList) -> Marks {
-        let bits = (0..blobs.len().div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
-        Marks { blobs, bits }
+        let bits = || (0..blobs.len().div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+        Marks { live: bits(), referenced: bits(), blobs }
     }
 
-    /// Marks a blob (a digest that is no blob of the store is nothing to keep).
-    fn mark(&self, d: &Digest) {
-        if let Some(i) = self.blobs.position(d) {
-            self.bits[i / 64].fetch_or(1 << (i % 64), Ordering::Relaxed);
+    fn set(bits: &[AtomicU64], list: &BlobList, d: &Digest) {
+        // A digest that is no blob of the store is nothing to keep.
+        if let Some(i) = list.position(d) {
+            bits[i / 64].fetch_or(1 << (i % 64), Ordering::Relaxed);
         }
     }
 
+    fn get(bits: &[AtomicU64], i: usize) -> bool {
+        bits[i / 64].load(Ordering::Relaxed) & (1 << (i % 64)) != 0
+    }
+
+    /// Marks a blob live.
+    fn mark(&self, d: &Digest) {
+        Marks::set(&self.live, &self.blobs, d);
+    }
+
+    /// Marks a blob as referenced by some manifest of the store.
+    fn reference(&self, d: &Digest) {
+        Marks::set(&self.referenced, &self.blobs, d);
+    }
+
     fn is_marked(&self, i: usize) -> bool {
-        self.bits[i / 64].load(Ordering::Relaxed) & (1 << (i % 64)) != 0
+        Marks::get(&self.live, i)
+    }
+
+    fn is_referenced(&self, i: usize) -> bool {
+        Marks::get(&self.referenced, i)
     }
 }
 
@@ -328,7 +352,7 @@ impl<'a> Planner<'a> {
                     _ => {}
                 }
             }
-            plan.tags.push(&t.name, t.current, action, reason);
+            plan.tags.push_at(&t.name, t.current, Pushed::new(t.pushed), action, reason);
         }
         plan.tags.link_shared();
 
@@ -353,6 +377,13 @@ impl<'a> Planner<'a> {
         }
         for r in repo.revisions.iter().filter(|r| !live.contains(&r.digest)) {
             plan.manifests.push(&marks.blobs, r.digest);
+        }
+        for r in &repo.revisions {
+            let m = g.manifest(&r.digest);
+            let needs = [r.digest, r.target]
+                .into_iter()
+                .chain(m.into_iter().flat_map(|m| m.blobs.iter().chain(&m.children).copied()));
+            needs.for_each(|b| marks.reference(&b));
         }
         // A kept tag's history entries for manifests that are gone or going (a crash between the
         // two can leave the first kind, hence the journal's repositories too). Listed only here.
@@ -467,6 +498,7 @@ impl<'a> Planner<'a> {
             v
         };
         plan.blobs = indexes(Fate::Delete);
+        plan.unreferenced = plan.blobs.iter().copied().filter(|i| !marks.is_referenced(*i as usize)).collect();
         plan.blob_bytes = bytes.into_inner();
         plan.grace_kept.blobs = count(Fate::Young);
         plan.leftover_blobs = indexes(Fate::Leftover);

@@ -5,9 +5,10 @@ use std::fmt;
 use indicatif::HumanBytes;
 use serde::Serialize;
 
+use crate::apply::{Failure, Outcome, What};
 use crate::online::engine::CollectorReport;
-use crate::plan::{Action, GraceKept, Plan, Tags};
-use crate::policy::Reason;
+use crate::plan::{Action, GraceKept, Plan, TagPlan, Tags};
+use crate::policy::{Reason, attachment_subject};
 
 /// What one repository loses and keeps.
 #[derive(Clone, Debug, Serialize)]
@@ -21,6 +22,15 @@ pub struct RepoReport {
     pub uploads_deleted: usize,
     /// Every tag with its action and the reason (empty for `gc`).
     pub tags: Tags,
+}
+
+/// What the deletions left because a push wrote, or needed, it since the scan.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Rescued {
+    pub tags: usize,
+    pub manifests: usize,
+    pub layer_links: usize,
+    pub blobs: usize,
 }
 
 /// The outcome of a run, or of a dry run the plan.
@@ -44,6 +54,12 @@ pub struct Report {
     pub repos: Vec<RepoReport>,
     pub warnings: Vec<String>,
     pub errors: Vec<String>,
+    /// Deletions that failed, with their paths (a real run; the counts above are what is gone).
+    pub failed: Vec<Failure>,
+    /// Left at the moment of deletion because a push wrote or needed them since the scan.
+    pub rescued: Rescued,
+    /// Stopped by SIGINT or SIGTERM: the counts say what was done; a rerun finishes the job.
+    pub interrupted: bool,
     /// True after a real run that deleted blobs: a registry serving this store must restart.
     pub restart_required: bool,
     /// Online: the registry's own collector, run in its container.
@@ -91,9 +107,69 @@ impl Report {
             repos,
             warnings: plan.warnings,
             errors: Vec::new(),
+            failed: Vec::new(),
+            rescued: Rescued::default(),
+            interrupted: false,
             restart_required: !dry_run && !plan.blobs.is_empty(),
             collector: None,
         }
+    }
+
+    /// What a real run did: the counts become what is gone, not what was planned.
+    pub fn record(&mut self, outcome: Outcome) {
+        for (i, r) in self.repos.iter_mut().enumerate() {
+            let gone = |what| outcome.gone(Some(i), what);
+            r.tags_kept += r.tags_deleted - gone(What::Tag);
+            (r.tags_deleted, r.manifests_deleted) = (gone(What::Tag), gone(What::Manifest));
+            (r.layer_links_deleted, r.uploads_deleted) = (gone(What::LayerLink), gone(What::Upload));
+        }
+        self.tags_kept = self.repos.iter().map(|r| r.tags_kept).sum();
+        self.tags_deleted = outcome.total(What::Tag);
+        self.manifests_deleted = outcome.total(What::Manifest);
+        self.index_entries_deleted = outcome.total(What::IndexEntry);
+        self.layer_links_deleted = outcome.total(What::LayerLink);
+        self.blobs_deleted = outcome.total(What::Blob);
+        self.uploads_deleted = outcome.total(What::Upload);
+        self.leftovers_deleted = outcome.total(What::Leftover);
+        self.bytes_freed = outcome.bytes_freed;
+        let r = outcome.rescued;
+        self.rescued = Rescued {
+            tags: r[What::Tag as usize],
+            manifests: r[What::Manifest as usize],
+            layer_links: r[What::LayerLink as usize],
+            blobs: r[What::Blob as usize],
+        };
+        self.errors.extend(outcome.failed.iter().map(|f| format!("cannot delete {}: {}", f.path, f.error)));
+        self.errors.extend(outcome.errors);
+        self.failed = outcome.failed;
+        self.interrupted = outcome.interrupted;
+        self.restart_required = self.blobs_deleted > 0;
+    }
+}
+
+/// `1 tag`, `2 tags`.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// A digest as the plan shows it: `sha256:` and its first 12 hex digits.
+fn short(d: &crate::digest::Digest) -> String {
+    format!("sha256:{}", &d.hex()[..12])
+}
+
+/// An attachment tag's name with its digest shortened (`sha256-1c01….sig`); others as they are.
+fn short_tag(name: &str) -> std::borrow::Cow<'_, str> {
+    match attachment_subject(name) {
+        Some(_) => format!("sha256-{}…{}", &name[7..11], &name[71..]).into(),
+        None => name.into(),
+    }
+}
+
+/// A tag's rank among the newest, where the policy ranked it.
+fn rank(t: &TagPlan) -> Option<u32> {
+    match t.reason {
+        Reason::Count { rank } | Reason::BeyondCount { rank } => Some(*rank),
+        _ => None,
     }
 }
 
@@ -104,44 +180,22 @@ impl fmt::Display for Report {
         let verb = if self.dry_run { "would delete" } else { "deleted" };
         if self.dry_run {
             writeln!(f, "Plan for {} (dry run: nothing is deleted)", self.root)?;
-            for r in &self.repos {
-                writeln!(
-                    f,
-                    "\n{}{}: {} tags kept, {} deleted; {} manifests, {} layer links, {} uploads to delete",
-                    r.name,
-                    if r.in_scope { "" } else { " (left out by --repo/--exclude-repo: untouched)" },
-                    r.tags_kept,
-                    r.tags_deleted,
-                    r.manifests_deleted,
-                    r.layer_links_deleted,
-                    r.uploads_deleted
-                )?;
-                for t in r.tags.iter() {
-                    let action = match t.action {
-                        Action::Keep => "keep  ",
-                        Action::Delete => "delete",
-                        Action::Untag => "untag ",
-                    };
-                    let mut why = reason_text(t.reason);
-                    if t.action == Action::Untag {
-                        match t.shared_with {
-                            Some(k) => {
-                                why.push_str(&format!("; shares its digest with kept tag {k}: only the tag goes"))
-                            }
-                            None => why.push_str("; its manifest stays, still needed by a kept manifest"),
-                        }
-                    }
-                    writeln!(f, "  {action} {:<24} {why}", t.name)?;
-                }
-            }
-            writeln!(f)?;
+        } else {
+            writeln!(f, "Deleted from {}", self.root)?;
         }
+        for r in &self.repos {
+            self.repo_text(f, r)?;
+        }
+        writeln!(f)?;
         if self.command == "online" {
             writeln!(
                 f,
-                "{} repositories: {verb} {} tags (kept {}), {} manifests through the API; the space comes back when the \
+                "{}: {verb} {} (kept {}), {} through the API; the space comes back when the \
                  registry's garbage-collect runs (--gc-container)",
-                self.repositories, self.tags_deleted, self.tags_kept, self.manifests_deleted
+                count(self.repositories, "repository", "repositories"),
+                count(self.tags_deleted, "tag", "tags"),
+                self.tags_kept,
+                count(self.manifests_deleted, "manifest", "manifests"),
             )?;
             if let Some(c) = &self.collector {
                 f.write_str(&c.text())?;
@@ -149,35 +203,60 @@ impl fmt::Display for Report {
             if !self.errors.is_empty() {
                 writeln!(
                     f,
-                    "{} errors (printed above): nothing kept was touched; run again to finish",
-                    self.errors.len()
+                    "{} (printed above): nothing kept was touched; run again to finish",
+                    count(self.errors.len(), "error", "errors")
                 )?;
             }
             return Ok(());
         }
-        writeln!(
+        write!(
             f,
-            "{} repositories: {verb} {} tags (kept {}), {} manifests, {} tag index entries, {} layer links, {} blobs, {} uploads; {} freed",
-            self.repositories,
-            self.tags_deleted,
+            "{}: {verb} {} (kept {}), {}, {}, {}, {}, {}",
+            count(self.repositories, "repository", "repositories"),
+            count(self.tags_deleted, "tag", "tags"),
             self.tags_kept,
-            self.manifests_deleted,
-            self.index_entries_deleted,
-            self.layer_links_deleted,
-            self.blobs_deleted,
-            self.uploads_deleted,
-            HumanBytes(self.bytes_freed)
+            count(self.manifests_deleted, "manifest", "manifests"),
+            count(self.index_entries_deleted, "tag index entry", "tag index entries"),
+            count(self.layer_links_deleted, "layer link", "layer links"),
+            count(self.blobs_deleted, "blob", "blobs"),
+            count(self.uploads_deleted, "upload", "uploads"),
         )?;
+        if self.leftovers_deleted > 0 {
+            write!(f, ", {}", count(self.leftovers_deleted, "leftover folder", "leftover folders"))?;
+        }
+        writeln!(f, "; {} freed", HumanBytes(self.bytes_freed))?;
         let g = &self.grace_kept;
         if g.manifests + g.blobs + g.layer_links > 0 {
             writeln!(
                 f,
-                "kept by the grace period: {} manifests, {} layer links, {} blobs",
-                g.manifests, g.layer_links, g.blobs
+                "kept by the grace period: {}, {}, {}",
+                count(g.manifests, "manifest", "manifests"),
+                count(g.layer_links, "layer link", "layer links"),
+                count(g.blobs, "blob", "blobs")
             )?;
         }
-        if !self.errors.is_empty() {
-            writeln!(f, "{} deletions failed: the store is valid; run again to finish", self.errors.len())?;
+        let r = &self.rescued;
+        if r.tags + r.manifests + r.layer_links + r.blobs > 0 {
+            writeln!(
+                f,
+                "left because a push wrote or needed them during the run: {}, {}, {}, {}",
+                count(r.tags, "tag", "tags"),
+                count(r.manifests, "manifest", "manifests"),
+                count(r.layer_links, "layer link", "layer links"),
+                count(r.blobs, "blob", "blobs")
+            )?;
+        }
+        if self.interrupted {
+            writeln!(
+                f,
+                "interrupted: the counts above are what was done; run again to finish (the journal says what is left)"
+            )?;
+        } else if !self.errors.is_empty() {
+            writeln!(
+                f,
+                "{} failed (printed above): the store is valid; run again to finish",
+                count(self.errors.len(), "deletion", "deletions")
+            )?;
         }
         if self.restart_required {
             writeln!(
@@ -185,6 +264,45 @@ impl fmt::Display for Report {
                 "Restart the registry that serves this store now: its blob cache still lists the deleted blobs, \
                  and re-pushed layers would be silently missing (distribution#1803)."
             )?;
+        }
+        Ok(())
+    }
+}
+
+impl Report {
+    /// One repository's block: its counts, then its tags newest first by rank (unranked tags
+    /// after, by name), each with its digest, push time and reason.
+    fn repo_text(&self, f: &mut fmt::Formatter<'_>, r: &RepoReport) -> fmt::Result {
+        let to = if self.dry_run { " to delete" } else { " deleted" };
+        writeln!(
+            f,
+            "\n{}{}: {} kept, {} deleted; {}, {}, {}{to}",
+            r.name,
+            if r.in_scope { "" } else { " (left out by --repo/--exclude-repo: untouched)" },
+            count(r.tags_kept, "tag", "tags"),
+            r.tags_deleted,
+            count(r.manifests_deleted, "manifest", "manifests"),
+            count(r.layer_links_deleted, "layer link", "layer links"),
+            count(r.uploads_deleted, "upload", "uploads"),
+        )?;
+        let mut tags: Vec<TagPlan> = r.tags.iter().collect();
+        tags.sort_by(|a, b| (rank(a).unwrap_or(u32::MAX), a.name).cmp(&(rank(b).unwrap_or(u32::MAX), b.name)));
+        for t in tags {
+            let action = match t.action {
+                Action::Keep => "keep  ",
+                Action::Delete => "delete",
+                Action::Untag => "untag ",
+            };
+            let mut why = reason_text(t.reason);
+            if t.action == Action::Untag {
+                match t.shared_with {
+                    Some(k) => why.push_str(&format!("; shares its digest with kept tag {k}: only the tag goes")),
+                    None => why.push_str("; its manifest stays, still needed by a kept manifest"),
+                }
+            }
+            let digest = t.digest.as_ref().map(short).unwrap_or_default();
+            let pushed = t.pushed.map(|p| p.rfc3339().replace('T', " ")[..16].to_string()).unwrap_or_default();
+            writeln!(f, "  {action} {:<24} {digest:<19} {pushed:<16}  {why}", short_tag(t.name))?;
         }
         Ok(())
     }
@@ -201,12 +319,12 @@ fn reason_text(r: &Reason) -> String {
         Reason::UniformPushTimes => "uniform push times: push order means nothing here".into(),
         Reason::NoCurrentLink => "no current link: left alone".into(),
         Reason::NotPruned => "gc keeps every tag".into(),
-        Reason::SubjectKept { subject } => format!("subject kept: {subject:?}"),
+        Reason::SubjectKept { subject } => format!("subject kept: {}", short(subject)),
         Reason::SubjectElsewhere { subject } => {
-            format!("subject {subject:?} is not in this repository: left alone")
+            format!("subject {} is not in this repository: left alone", short(subject))
         }
         Reason::BeyondCount { rank } => format!("count: #{rank} newest, beyond --keep"),
-        Reason::SubjectGone { subject } => format!("subject deleted: {subject:?}"),
+        Reason::SubjectGone { subject } => format!("subject deleted: {}", short(subject)),
         Reason::Interrupted => "an interrupted run was deleting it (journal): finishing".into(),
         Reason::UntagRefused => "the registry cannot delete a tag alone and its manifest must stay: left".into(),
     }

@@ -479,7 +479,7 @@ pub(crate) fn scan_blobs(layout: &Layout) -> Result<BlobList> {
 }
 
 /// Reads and parses one manifest blob; `blobs` is `blobs/sha256/`, opened.
-fn load_manifest(layout: &Layout, blobs: &Dir, d: &Digest) -> Parsed {
+pub(crate) fn load_manifest(layout: &Layout, blobs: &Dir, d: &Digest) -> Parsed {
     match blobs.read(&Layout::blob_data_in_blobs(d), MAX_MANIFEST) {
         Ok(None) => Parsed::Missing,
         Ok(Some((bytes, _))) => match manifest::parse(&bytes) {

@@ -28,6 +28,34 @@ pub struct TagPlan<'a> {
     /// For an untagged tag: a kept tag with the same digest, if one is why the manifest stays.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shared_with: Option<&'a str>,
+    /// When the tag was last pushed (the mtime of its `current/link`), where known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pushed: Option<Pushed>,
+}
+
+/// A push time, to the second: shown and serialized as RFC 3339 UTC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pushed(u32);
+
+impl Pushed {
+    /// A time to the second; `None` for the epoch (unknown) or beyond 2106.
+    pub fn new(t: std::time::SystemTime) -> Option<Pushed> {
+        let secs = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+        u32::try_from(secs).ok().filter(|s| *s > 0).map(Pushed)
+    }
+
+    /// `2026-11-28T07:30:22Z`.
+    pub fn rfc3339(self) -> String {
+        chrono::DateTime::from_timestamp(i64::from(self.0), 0)
+            .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .unwrap_or_default()
+    }
+}
+
+impl Serialize for Pushed {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.rfc3339())
+    }
 }
 
 /// A tag's plan without its name.
@@ -37,6 +65,7 @@ struct Entry {
     end: u32,
     /// The index of the kept tag it shares its digest with.
     shared_with: Option<u32>,
+    pushed: Option<Pushed>,
     digest: Option<Digest>,
     action: Action,
     reason: Reason,
@@ -55,9 +84,21 @@ impl Tags {
     }
 
     pub fn push(&mut self, name: &str, digest: Option<Digest>, action: Action, reason: Reason) {
+        self.push_at(name, digest, None, action, reason);
+    }
+
+    /// [`Tags::push`] with the tag's push time.
+    pub fn push_at(
+        &mut self,
+        name: &str,
+        digest: Option<Digest>,
+        pushed: Option<Pushed>,
+        action: Action,
+        reason: Reason,
+    ) {
         self.names.push_str(name);
         let end = u32::try_from(self.names.len()).expect("tag names of one repository beyond 4 GB");
-        self.entries.push(Entry { end, shared_with: None, digest, action, reason });
+        self.entries.push(Entry { end, shared_with: None, pushed, digest, action, reason });
     }
 
     pub fn len(&self) -> usize {
@@ -81,6 +122,7 @@ impl Tags {
             action: e.action,
             reason: &e.reason,
             shared_with: e.shared_with.map(|k| self.name(k as usize)),
+            pushed: e.pushed,
         }
     }
 
@@ -119,7 +161,7 @@ impl Tags {
     pub fn without(&self, action: Action) -> Tags {
         let mut out = Tags::with_capacity(self.len() - self.count(action));
         for t in self.iter().filter(|t| t.action != action) {
-            out.push(t.name, t.digest, t.action, t.reason.clone());
+            out.push_at(t.name, t.digest, t.pushed, t.action, t.reason.clone());
         }
         out
     }

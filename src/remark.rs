@@ -1,0 +1,97 @@
+//! The second mark, right before layer links and blobs go: what pushes wrote since the scan. The
+//! grace period protects only what existed when the plan was made; a push that mounts an old
+//! image into a new repository (or tags an old digest again) between the plan and the sweep
+//! links blobs the plan is about to delete. Folder mtimes make this cheap: only the revision and
+//! `_layers` folders that changed since the scan are listed, only links written since are read.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use anyhow::{Context, Result, bail};
+use rayon::prelude::*;
+
+use crate::digest::{Digest, DigestSet};
+use crate::layout::Layout;
+use crate::scan::{self, Dir, Parsed};
+
+/// What pushes since the scan need: the sweep must leave it.
+#[derive(Debug, Default)]
+pub struct Rescued {
+    /// Blobs (manifests, configs, layers) that something written since the scan needs.
+    pub blobs: DigestSet,
+    /// Per repository, the `_layers` links it needs for what was written since the scan.
+    pub links: HashMap<String, DigestSet>,
+    /// Manifests written (or written again) since the scan.
+    pub manifests: usize,
+}
+
+/// Marks what every repository (those created since the scan too) wrote since `since`: revision
+/// links and `_layers` links with a younger mtime, and `extra` (revisions a deletion found
+/// written again). A manifest that cannot be read is an error: its blobs are unknown.
+pub fn remark(layout: &Layout, since: SystemTime, extra: &[(String, Digest)]) -> Result<Rescued> {
+    let names = scan::repositories(layout)?;
+    let blobs_dir = Dir::open(&layout.blobs())?;
+    let per_repo: Vec<(String, Vec<Digest>, DigestSet)> = names
+        .into_par_iter()
+        .map(|name| {
+            let mut manifests: Vec<Digest> = extra.iter().filter(|(r, _)| *r == name).map(|(_, d)| *d).collect();
+            manifests.extend(young_links(&layout.revisions(&name), since)?.into_iter().map(|(_, target)| target));
+            let links: DigestSet = young_links(&layout.layers(&name), since)?.into_iter().map(|(d, _)| d).collect();
+            Ok((name, manifests, links))
+        })
+        .collect::<Result<_>>()?;
+    let mut rescued = Rescued::default();
+    for (name, manifests, mut links) in per_repo {
+        rescued.manifests += manifests.len();
+        // A new manifest needs its blobs, and this repository's links to them; an index its children.
+        let mut seen = DigestSet::default();
+        let mut todo = manifests;
+        while let Some(d) = todo.pop() {
+            if !seen.insert(d) {
+                continue;
+            }
+            rescued.blobs.insert(d);
+            links.insert(d);
+            let parsed = match &blobs_dir {
+                Some(dir) => scan::load_manifest(layout, dir, &d),
+                None => Parsed::Missing,
+            };
+            match parsed {
+                Parsed::Ok(m) => {
+                    rescued.blobs.extend(m.blobs.iter().copied());
+                    links.extend(m.blobs.iter().copied());
+                    todo.extend(m.children.iter().copied());
+                }
+                Parsed::Missing => {}
+                Parsed::Broken(e) => bail!("{name}: a manifest pushed during the run: {e}"),
+            }
+        }
+        rescued.blobs.extend(links.iter().copied());
+        if !links.is_empty() {
+            rescued.links.insert(name, links);
+        }
+    }
+    Ok(rescued)
+}
+
+/// The links of a `sha256/` folder written at or after `since`, as (digest in the path, digest
+/// inside); nothing when the folder itself has not changed since (no entry added or removed).
+fn young_links(dir: &std::path::Path, since: SystemTime) -> Result<Vec<(Digest, Digest)>> {
+    match scan::stat(dir)? {
+        Some((_, mtime)) if mtime >= since => {}
+        _ => return Ok(Vec::new()),
+    }
+    let Some(open) = Dir::open(dir)? else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    for d in scan::digest_folders(dir)? {
+        let rel = format!("{}/link", d.hex());
+        let fresh = open
+            .stat(&rel)
+            .with_context(|| format!("cannot stat {}", dir.join(&rel).display()))?
+            .is_some_and(|s| s.modified >= since);
+        if fresh && let Some((target, _)) = open.read_link(&rel)? {
+            out.push((d, target));
+        }
+    }
+    Ok(out)
+}
