@@ -115,3 +115,79 @@ fn pushes_racing_the_reference_collector_are_recorded() {
     let record = top().join("target").join("race-reference.txt");
     let _ = std::fs::write(record, format!("{broken} of {IMAGES}\n"));
 }
+
+/// Waits until process `pid` is stopped (SIGSTOP); panics after 60 s.
+fn wait_stopped(pid: u32) {
+    let start = std::time::Instant::now();
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The state follows the command name in parentheses.
+        if stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T')) {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "the run never reached its stop point");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Copies `from` (a reference in the registry) into `to`, a new repository of the same registry:
+/// the registry links the existing blobs into the new repository (a mount, or an upload of a
+/// blob it already has) and writes a new revision.
+fn copy_within(port: u16, from: &str, to: &str, all: bool) -> Result<(), String> {
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["--insecure-policy", "copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false"]);
+    if all {
+        cmd.arg("--all");
+    }
+    let out = cmd
+        .arg(format!("docker://127.0.0.1:{port}/{from}"))
+        .arg(format!("docker://127.0.0.1:{port}/{to}"))
+        .output()
+        .unwrap();
+    if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
+}
+
+#[test]
+fn old_images_copied_into_new_repositories_while_a_prune_runs_still_pull() {
+    // Issue 12.1: the grace period protects what existed at the plan. Here the run is stopped
+    // right after its journal (the plan is made, nothing is deleted yet), old images the plan
+    // deletes are copied by digest into new repositories, then the run goes on.
+    let store = fixture("demo");
+    let root = store.path();
+    let reg = Registry::serve(root);
+    let old = [
+        ("team/app", tag_digest(root, "team/app", "v1"), false),
+        ("team/app", tag_digest(root, "team/app", "v4"), false),
+        ("team/multi", tag_digest(root, "team/multi", "2026.1"), true),
+        ("team/app/tools", tag_digest(root, "team/app/tools", "1.0.0"), false),
+    ];
+    let run = Command::new(env!("CARGO_BIN_EXE_regsweep"))
+        .args(["prune", "--root", root.to_str().unwrap(), "--keep", "2", "--json"])
+        .env("REGSWEEP_TEST_STOP_AT", "journal")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_stopped(run.id());
+    assert!(v2(root).join(".regsweep-journal.json").exists(), "stopped after the journal");
+    let copies: Vec<(String, &str)> =
+        old.iter().enumerate().map(|(i, (repo, digest, _))| (format!("copied/c{i}"), repo.to_owned())).collect();
+    for ((to, _), (repo, digest, all)) in copies.iter().zip(&old) {
+        copy_within(reg.port, &format!("{repo}@{digest}"), &format!("{to}:v1"), *all).unwrap();
+        reg.pull(to, "v1").expect("the copy pulls right after the push");
+    }
+    Command::new("kill").args(["-CONT", &run.id().to_string()]).status().unwrap();
+    let out = run.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["rescued"]["blobs"].as_u64().unwrap() > 0, "{}", report["rescued"]);
+    assert_eq!(tags_with(&report, "team/app", "delete").len(), 7, "the prune itself went ahead");
+    drop(reg);
+    // A fresh registry: no blob cache from before the run (distribution#1803).
+    let reg = assert_served(root, &report);
+    for (to, from) in &copies {
+        // (Without the re-mark, the copies' config and layers are gone: 404 on pull.)
+        reg.pull(to, "v1").unwrap_or_else(|e| panic!("{to}:v1 (copied from {from} during the run) broke: {e}"));
+    }
+    assert_eq!(reg.manifest_status("team/app", "v1"), 404);
+}
