@@ -111,3 +111,121 @@ fn one_failed_blob_is_counted_apart_from_those_that_went() {
     assert!(report["failed"][0]["error"].as_str().unwrap().contains("not permitted"), "{}", report["failed"][0]);
 }
 
+
+/// A small file system mounted on a temporary folder (tmpfs, or ext4 on a loop image made with
+/// `mkfs.ext4 -m 0`), unmounted when dropped; `None` where mounting is not allowed.
+struct Mounted {
+    dir: tempfile::TempDir,
+    _image: Option<tempfile::NamedTempFile>,
+}
+
+impl Mounted {
+    fn new(kind: &str) -> Option<Mounted> {
+        let dir = tempfile::tempdir().unwrap();
+        let (image, status) = if kind == "tmpfs" {
+            let st = Command::new("mount").args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"]).arg(dir.path()).status();
+            (None, st)
+        } else {
+            let image = tempfile::NamedTempFile::new().unwrap();
+            image.as_file().set_len(16 << 20).unwrap();
+            let made = Command::new("mkfs.ext4").args(["-q", "-F", "-m", "0"]).arg(image.path()).status();
+            if !made.is_ok_and(|s| s.success()) {
+                return None;
+            }
+            let st = Command::new("mount").args(["-o", "loop"]).arg(image.path()).arg(dir.path()).status();
+            (Some(image), st)
+        };
+        status.is_ok_and(|s| s.success()).then_some(Mounted { dir, _image: image })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills every free block with a file outside the store.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.path().join("fill")).unwrap();
+        let block = vec![0xa5u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+        let mut small = std::fs::File::create(self.path().join("fill-small")).unwrap();
+        while small.write_all(&[0]).and_then(|()| small.sync_all()).is_ok() {}
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// Every path of a store (the lock file and the fill files aside).
+fn paths(root: &Path) -> std::collections::BTreeSet<String> {
+    walkdir::WalkDir::new(root.join("docker"))
+        .into_iter()
+        .map(|e| e.unwrap().path().strip_prefix(root).unwrap().to_string_lossy().into_owned())
+        .filter(|p| !p.ends_with(".regsweep.lock"))
+        .collect()
+}
+
+/// The demo store unpacked onto a file system of `kind`.
+fn demo_on(kind: &str) -> Option<Mounted> {
+    let m = Mounted::new(kind)?;
+    let tarball = top().join("fixtures/demo.tar.gz");
+    assert!(Command::new("tar").arg("-xzf").arg(&tarball).arg("-C").arg(m.path()).status().unwrap().success());
+    Some(m)
+}
+
+fn full_disk_prune_ends_as_on_a_roomy_disk(kind: &str) {
+    let Some(m) = demo_on(kind) else {
+        eprintln!("skipped: cannot mount {kind} here");
+        return;
+    };
+    let roomy = fixture("demo");
+    let args = |root: &Path| -> Vec<String> {
+        ["prune", "--root", s(root), "--keep", "2"].iter().map(|a| a.to_string()).collect()
+    };
+    let expected = regsweep_json(&args(roomy.path()).iter().map(String::as_str).collect::<Vec<_>>());
+    m.fill();
+    let a = args(m.path());
+    let (code, report) = json_run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(paths(m.path()), paths(roomy.path()), "the full disk ends where the roomy one does");
+    for key in ["tags_deleted", "manifests_deleted", "blobs_deleted", "uploads_deleted", "bytes_freed"] {
+        assert_eq!(report[key], expected[key], "{key}");
+    }
+    assert!(!v2(m.path()).join(".regsweep-journal.json.tmp").exists());
+}
+
+#[test]
+fn a_prune_on_a_full_tmpfs_ends_as_on_a_roomy_disk() {
+    full_disk_prune_ends_as_on_a_roomy_disk("tmpfs");
+}
+
+#[test]
+fn a_prune_on_a_full_ext4_ends_as_on_a_roomy_disk() {
+    full_disk_prune_ends_as_on_a_roomy_disk("ext4");
+}
+
+#[test]
+fn gc_finishes_an_interrupted_prune_on_a_full_disk() {
+    let Some(m) = demo_on("ext4") else {
+        eprintln!("skipped: cannot mount ext4 here");
+        return;
+    };
+    let roomy = fixture("demo");
+    regsweep_json(&["prune", "--root", s(roomy.path()), "--keep", "2"]);
+    // Killed after a few deletions: the journal stays.
+    let crashed = Command::new(env!("CARGO_BIN_EXE_regsweep"))
+        .args(["prune", "--root", s(m.path()), "--keep", "2", "--quiet"])
+        .env("REGSWEEP_TEST_CRASH_AFTER", "3")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success());
+    assert!(v2(m.path()).join(".regsweep-journal.json").exists());
+    m.fill();
+    let (code, report) = json_run(&["gc", "--root", s(m.path())]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(paths(m.path()), paths(roomy.path()), "gc finished the prune: same end");
+}
