@@ -147,7 +147,7 @@ impl Found {
 fn link(found: &Found, repo: &str, path: &Path, breaks: bool) -> Result<Option<Digest>> {
     match scan::read_link(path) {
         Ok(d) => Ok(d.map(|(d, _)| d)),
-        Err(e) if e.is::<scan::MalformedLink>() => {
+        Err(e) if e.is::<scan::MalformedLink>() || e.is::<scan::NotRegular>() => {
             found.add(Kind::MalformedLink, Some(repo), path, format!("{e:#}"), breaks);
             Ok(None)
         }

@@ -35,8 +35,14 @@ pub fn remark(layout: &Layout, since: SystemTime, extra: &[(String, Digest)]) ->
         .into_par_iter()
         .map(|name| {
             let mut manifests: Vec<Digest> = extra.iter().filter(|(r, _)| *r == name).map(|(_, d)| *d).collect();
-            manifests.extend(young_links(&layout.revisions(&name), since)?.into_iter().map(|(_, target)| target));
-            let links: DigestSet = young_links(&layout.layers(&name), since)?.into_iter().map(|(d, _)| d).collect();
+            if let Some((dir, young)) = young_links(&layout.revisions(&name), since)? {
+                for d in young {
+                    manifests.extend(dir.read_link(&format!("{}/link", d.hex()))?.map(|(target, _)| target));
+                }
+            }
+            // A layer link counts by the digest in its path: its content is not read.
+            let links: DigestSet =
+                young_links(&layout.layers(&name), since)?.into_iter().flat_map(|(_, l)| l).collect();
             Ok((name, manifests, links))
         })
         .collect::<Result<_>>()?;
@@ -74,24 +80,21 @@ pub fn remark(layout: &Layout, since: SystemTime, extra: &[(String, Digest)]) ->
     Ok(rescued)
 }
 
-/// The links of a `sha256/` folder written at or after `since`, as (digest in the path, digest
-/// inside); nothing when the folder itself has not changed since (no entry added or removed).
-fn young_links(dir: &std::path::Path, since: SystemTime) -> Result<Vec<(Digest, Digest)>> {
-    match scan::stat(dir)? {
-        Some((_, mtime)) if mtime >= since => {}
-        _ => return Ok(Vec::new()),
+/// The folder `dir` (a `sha256/` of revisions or layer links), opened, and the digests in the
+/// paths of its links written at or after `since`; `None` when the folder has not changed since
+/// (no entry added or removed).
+fn young_links(dir: &std::path::Path, since: SystemTime) -> Result<Option<(Dir, Vec<Digest>)>> {
+    if !scan::stat(dir)?.is_some_and(|(_, mtime)| mtime >= since) {
+        return Ok(None);
     }
-    let Some(open) = Dir::open(dir)? else { return Ok(Vec::new()) };
-    let mut out = Vec::new();
+    let Some(open) = Dir::open(dir)? else { return Ok(None) };
+    let mut young = Vec::new();
     for d in scan::digest_folders(dir)? {
         let rel = format!("{}/link", d.hex());
-        let fresh = open
-            .stat(&rel)
-            .with_context(|| format!("cannot stat {}", dir.join(&rel).display()))?
-            .is_some_and(|s| s.modified >= since);
-        if fresh && let Some((target, _)) = open.read_link(&rel)? {
-            out.push((d, target));
+        let st = open.stat(&rel).with_context(|| format!("cannot stat {}", dir.join(&rel).display()))?;
+        if st.is_some_and(|s| s.modified >= since) {
+            young.push(d);
         }
     }
-    Ok(out)
+    Ok(Some((open, young)))
 }

@@ -111,7 +111,6 @@ fn one_failed_blob_is_counted_apart_from_those_that_went() {
     assert!(report["failed"][0]["error"].as_str().unwrap().contains("not permitted"), "{}", report["failed"][0]);
 }
 
-
 /// A small file system mounted on a temporary folder (tmpfs, or ext4 on a loop image made with
 /// `mkfs.ext4 -m 0`), unmounted when dropped; `None` where mounting is not allowed.
 struct Mounted {
@@ -228,4 +227,124 @@ fn gc_finishes_an_interrupted_prune_on_a_full_disk() {
     let (code, report) = json_run(&["gc", "--root", s(m.path())]);
     assert_eq!(code, 0, "{report}");
     assert_eq!(paths(m.path()), paths(roomy.path()), "gc finished the prune: same end");
+}
+
+/// Runs regsweep, killed (and the test failed) after 30 s: a hang is the bug.
+fn run_bounded(args: &[&str]) -> (i32, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_regsweep"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("regsweep {args:?} hangs");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Replaces a file with a FIFO.
+fn make_fifo(path: &Path) {
+    std::fs::remove_file(path).unwrap();
+    assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
+}
+
+/// A FIFO in place of one file of the demo store: prune and gc refuse it with an error naming it
+/// where they read it (exit 1, nothing deleted), check names it, none hangs.
+fn fifo_case(rel: impl Fn(&Path) -> PathBuf, prune_reads: bool, gc_reads: bool) {
+    let store = fixture("demo");
+    let root = store.path();
+    let path = rel(root);
+    make_fifo(&path);
+    let shown = s(&path);
+    for (cmd, reads) in [("prune", prune_reads), ("gc", gc_reads)] {
+        let copy = copy_store(root);
+        let before = snapshot_without_lock(copy.path());
+        let on_copy = s(&path).replace(s(root), s(copy.path()));
+        let args = if cmd == "prune" {
+            vec![cmd, "--root", s(copy.path()), "--keep", "2"]
+        } else {
+            vec![cmd, "--root", s(copy.path())]
+        };
+        let (code, text) = run_bounded(&args);
+        if reads {
+            assert_eq!(code, 1, "{cmd}: {text}");
+            assert!(
+                text.contains(&on_copy) && text.contains("not a regular file"),
+                "{cmd} must name {on_copy}: {text}"
+            );
+            assert!(before == snapshot_without_lock(copy.path()), "{cmd}: nothing may change");
+        } else {
+            assert!(code == 0 || code == 1, "{cmd}: {text}");
+        }
+    }
+    let (code, text) = run_bounded(&["check", "--root", s(root)]);
+    assert_eq!(code, 4, "check: a tag that uses it fails a pull: {text}");
+    assert!(text.contains(shown), "check must name {shown}: {text}");
+}
+
+fn app(root: &Path) -> PathBuf {
+    v2(root).join("repositories/team/app")
+}
+
+#[test]
+fn a_fifo_as_a_tag_link() {
+    fifo_case(|r| app(r).join("_manifests/tags/latest/current/link"), true, false);
+}
+
+#[test]
+fn a_fifo_as_a_revision_link() {
+    fifo_case(
+        |r| {
+            let hex = &tag_digest(r, "team/app", "latest")[7..];
+            app(r).join("_manifests/revisions/sha256").join(hex).join("link")
+        },
+        true,
+        true,
+    );
+}
+
+#[test]
+fn a_fifo_as_a_layer_link() {
+    fifo_case(
+        |r| {
+            let manifest: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(blob_data(r, &tag_digest(r, "team/app", "latest"))).unwrap())
+                    .unwrap();
+            let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_string();
+            app(r).join("_layers/sha256").join(&layer[7..]).join("link")
+        },
+        false,
+        false,
+    );
+}
+
+#[test]
+fn a_fifo_as_a_kept_manifests_data() {
+    fifo_case(|r| blob_data(r, &tag_digest(r, "team/app", "latest")), true, true);
+}
+
+#[test]
+fn a_fifo_as_an_uploads_startedat() {
+    let store = fixture("demo");
+    let root = store.path();
+    let uploads = app(root).join("_uploads");
+    let id = std::fs::read_dir(&uploads).unwrap().next().unwrap().unwrap().file_name();
+    let path = uploads.join(id).join("startedat");
+    make_fifo(&path);
+    for args in [vec!["prune", "--root", s(root), "--keep", "2"], vec!["gc", "--root", s(root)]] {
+        let (code, text) = run_bounded(&args);
+        assert_eq!(code, 1, "{text}");
+        assert!(text.contains(s(&path)), "{text}");
+    }
+    let (code, text) = run_bounded(&["check", "--root", s(root)]);
+    assert!(code == 0, "an upload is no tag: {text}");
 }
