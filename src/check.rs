@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
@@ -43,6 +43,9 @@ pub enum Kind {
     Incomplete,
     /// A `*.tmp` file left by an interrupted write (registry v3.1+).
     TmpFile,
+    /// An empty revision or `_layers` folder: the registry's own API delete removes the link
+    /// and leaves its folder. Removed by `--repair` and the next run, once older than the grace.
+    RegistryLeftover,
     /// A blob whose sha256 is not its name (`--verify-digests`).
     DigestMismatch,
 }
@@ -121,6 +124,8 @@ impl CheckReport {
 pub struct CheckOptions {
     pub verify_digests: bool,
     pub repair: bool,
+    /// Leftovers younger than this may be a write under way: `--repair` leaves them.
+    pub grace: std::time::Duration,
 }
 
 /// Collects problems from parallel workers.
@@ -131,6 +136,10 @@ impl Found {
     fn add(&self, kind: Kind, repo: Option<&str>, path: &Path, detail: String, breaks_pull: bool) {
         let repairable = matches!(kind, Kind::RevisionWithoutBlob | Kind::DanglingLayerLink | Kind::DanglingIndexEntry)
             || (kind == Kind::TagBroken && detail.starts_with("points to"));
+        self.push(kind, repo, path, detail, breaks_pull, repairable);
+    }
+
+    fn push(&self, kind: Kind, repo: Option<&str>, path: &Path, detail: String, breaks_pull: bool, repairable: bool) {
         let p = Problem {
             kind,
             repo: repo.map(String::from),
@@ -163,9 +172,40 @@ struct RepoCheck {
     repairs: Vec<(usize, PathBuf)>,
 }
 
-fn check_repo(layout: &Layout, name: &str, blobs: &[Digest], found: &Found) -> Result<RepoCheck> {
+/// What the check knows of the store's blobs.
+struct Blobs {
+    /// Blobs whose `data` is a regular file, sorted: the registry can serve them.
+    present: Vec<Digest>,
+    /// With `--verify-digests`: blobs whose content does not hash to their name.
+    corrupt: DigestSet,
+}
+
+/// A leftover folder (no link) of a repository: the registry's empty folder, or an interrupted
+/// write's; repaired when old enough.
+fn leftover_folder(found: &Found, name: &str, dir: &Path, what: &str, grace: &dyn Fn(&Path) -> bool) -> bool {
+    let empty = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none());
+    if !empty {
+        found.add(Kind::Incomplete, Some(name), &dir.join("link"), format!("a {what} folder without its link"), false);
+        return false;
+    }
+    let old = grace(dir);
+    let detail = format!(
+        "an empty {what} folder: the registry's API delete leaves these{}",
+        if old { "" } else { " (younger than the grace period: left)" }
+    );
+    found.push(Kind::RegistryLeftover, Some(name), dir, detail, false, old);
+    old
+}
+
+fn check_repo(
+    layout: &Layout,
+    name: &str,
+    blobs: &Blobs,
+    found: &Found,
+    old: &dyn Fn(&Path) -> bool,
+) -> Result<RepoCheck> {
     let mut out = RepoCheck::default();
-    let has_blob = |d: &Digest| blobs.binary_search(d).is_ok();
+    let has_blob = |d: &Digest| blobs.present.binary_search(d).is_ok();
     // Layer links, by path; their content must name a blob.
     let mut linked = DigestSet::default();
     for d in scan::digest_folders(&layout.layers(name))? {
@@ -184,8 +224,11 @@ fn check_repo(layout: &Layout, name: &str, blobs: &[Digest], found: &Found) -> R
             Some(_) => {
                 linked.insert(d);
             }
+            None if path.exists() => {}
             None => {
-                found.add(Kind::Incomplete, Some(name), &path, "a layer link folder without its link".into(), false)
+                if leftover_folder(found, name, &layout.layer_dir(name, &d), "layer link", old) {
+                    out.repairs.push((2, layout.layer_dir(name, &d)));
+                }
             }
         }
     }
@@ -196,8 +239,8 @@ fn check_repo(layout: &Layout, name: &str, blobs: &[Digest], found: &Found) -> R
     for d in scan::digest_folders(&layout.revisions(name))? {
         let path = layout.revision_dir(name, &d).join("link");
         let Some(target) = link(found, name, &path, false)? else {
-            if !path.exists() {
-                found.add(Kind::Incomplete, Some(name), &path, "a revision folder without its link".into(), false);
+            if !path.exists() && leftover_folder(found, name, &layout.revision_dir(name, &d), "revision", old) {
+                out.repairs.push((1, layout.revision_dir(name, &d)));
             }
             own_problem.insert(d, "its revision link is malformed or missing".to_string());
             continue;
@@ -219,6 +262,12 @@ fn check_repo(layout: &Layout, name: &str, blobs: &[Digest], found: &Found) -> R
                 out.repairs.push((1, layout.revision_dir(name, &d)));
                 own_problem.insert(d, format!("its manifest blob {target} is missing"));
             }
+            Ok(Some(_)) if blobs.corrupt.contains(&target) => {
+                own_problem.insert(
+                    d,
+                    format!("its manifest blob {target} is corrupt (its content does not hash to its name)"),
+                );
+            }
             Ok(Some((bytes, _))) => match manifest::parse(&bytes) {
                 Ok(m) => {
                     let foreign = manifest::foreign_layers(&bytes);
@@ -232,6 +281,9 @@ fn check_repo(layout: &Layout, name: &str, blobs: &[Digest], found: &Found) -> R
                                 false,
                             );
                             own_problem.insert(d, format!("blob {b} is missing"));
+                        } else if blobs.corrupt.contains(b) {
+                            own_problem
+                                .insert(d, format!("blob {b} is corrupt (its content does not hash to its name)"));
                         } else if !linked.contains(b) {
                             found.add(
                                 Kind::MissingLayerLink,
@@ -348,10 +400,14 @@ fn check_repo(layout: &Layout, name: &str, blobs: &[Digest], found: &Found) -> R
 /// Finds `*.tmp` files and blob folders without data.
 fn leftovers(dir: &Path, found: &Found) -> Result<()> {
     let entries = scan::list(dir)?;
-    if dir.parent().is_some_and(|p| p.parent().is_some_and(|pp| pp.ends_with("blobs/sha256")))
-        && !entries.iter().any(|e| e.name == "data")
-    {
-        found.add(Kind::Incomplete, None, dir, "a blob folder without data".into(), false);
+    if dir.parent().is_some_and(|p| p.parent().is_some_and(|pp| pp.ends_with("blobs/sha256"))) {
+        match entries.iter().find(|e| e.name == "data") {
+            None => found.add(Kind::Incomplete, None, dir, "a blob folder without data".into(), false),
+            Some(e) if e.is_dir => {
+                found.add(Kind::Incomplete, None, dir, "a blob folder whose data is a folder".into(), false)
+            }
+            Some(_) => {}
+        }
     }
     entries.par_iter().try_for_each(|e| {
         let path = dir.join(&e.name);
@@ -366,53 +422,75 @@ fn leftovers(dir: &Path, found: &Found) -> Result<()> {
     })
 }
 
-fn verify(layout: &Layout, blobs: &[Digest], found: &Found, progress: Progress) -> Result<usize> {
+/// Hashes every blob present; returns those whose content does not hash to their name.
+fn verify(layout: &Layout, blobs: &[Digest], found: &Found, progress: Progress) -> Result<DigestSet> {
     let sizes: Vec<u64> = blobs
         .par_iter()
         .map(|b| scan::stat(&layout.blob_data(b)).map(|s| s.map_or(0, |s| s.0)))
         .collect::<Result<_>>()?;
     let bar = progress.bar("verifying", sizes.iter().sum());
-    let verified = blobs
+    let corrupt = blobs
         .par_iter()
-        .map(|b| -> Result<usize> {
+        .filter_map(|b| -> Option<Result<Digest>> {
             let path = layout.blob_data(b);
-            let Ok(mut f) = scan::open_nofollow(&path) else { return Ok(0) };
+            let mut f = scan::open_nofollow(&path).ok()?;
             let mut h = Sha256::new();
             let mut buf = vec![0u8; 1 << 16];
             loop {
-                let n = std::io::Read::read(&mut f, &mut buf)
-                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                let n = match std::io::Read::read(&mut f, &mut buf) {
+                    Ok(n) => n,
+                    Err(e) => return Some(Err(anyhow::anyhow!("cannot read {}: {e}", path.display()))),
+                };
                 if n == 0 {
                     break;
                 }
                 h.update(&buf[..n]);
                 bar.inc(n as u64);
             }
-            if Digest(h.finalize().into()) != *b {
-                found.add(
-                    Kind::DigestMismatch,
-                    None,
-                    &path,
-                    format!("the content of {b} does not hash to its name"),
-                    true,
-                );
+            if Digest(h.finalize().into()) == *b {
+                return None;
             }
-            Ok(1)
+            let detail = format!("the content of {b} does not hash to its name");
+            found.add(Kind::DigestMismatch, None, &path, detail, true);
+            Some(Ok(*b))
         })
-        .sum::<Result<usize>>()?;
+        .collect::<Result<DigestSet>>()?;
     bar.finish_and_clear();
-    Ok(verified)
+    Ok(corrupt)
+}
+
+/// The blobs whose `data` is a regular file: a folder without it, or with a folder or a FIFO
+/// in its place, is no blob the registry can serve.
+fn present(layout: &Layout, blobs: Vec<Digest>) -> Result<Vec<Digest>> {
+    let Some(dir) = Dir::open(&layout.blobs())? else { return Ok(Vec::new()) };
+    let regular = |b: &Digest| -> Result<bool> {
+        let rel = Layout::blob_data_in_blobs(b);
+        let st = dir.stat(&rel).with_context(|| format!("cannot stat {}", layout.blob_data(b).display()))?;
+        Ok(st.is_some_and(|s| s.regular))
+    };
+    let keep: Vec<bool> = blobs.par_iter().map(regular).collect::<Result<_>>()?;
+    Ok(blobs.into_iter().zip(keep).filter(|(_, k)| *k).map(|(b, _)| b).collect())
 }
 
 fn run_check(layout: &Layout, opts: CheckOptions, progress: Progress) -> Result<(CheckReport, Vec<(usize, PathBuf)>)> {
     let names = scan::repositories(layout)?;
-    let blobs: Vec<Digest> = scan::scan_blobs(layout)?.iter().copied().collect();
+    let all: Vec<Digest> = scan::scan_blobs(layout)?.iter().copied().collect();
+    let count = all.len();
     let found = Found::default();
+    let present = present(layout, all)?;
+    // Hashed first: a corrupt blob breaks the tags that need it, and they are named.
+    let corrupt = if opts.verify_digests { verify(layout, &present, &found, progress)? } else { DigestSet::default() };
+    let blobs_verified = if opts.verify_digests { present.len() } else { 0 };
+    let blobs = Blobs { present, corrupt };
+    let now = std::time::SystemTime::now();
+    let old = |dir: &Path| {
+        scan::stat(dir).ok().flatten().is_some_and(|(_, t)| now.duration_since(t).unwrap_or_default() >= opts.grace)
+    };
     let bar = progress.bar("checking", names.len() as u64);
     let repos: Vec<RepoCheck> = names
         .par_iter()
         .map(|n| {
-            let r = check_repo(layout, n, &blobs, &found);
+            let r = check_repo(layout, n, &blobs, &found, &old);
             bar.inc(1);
             r
         })
@@ -431,7 +509,6 @@ fn run_check(layout: &Layout, opts: CheckOptions, progress: Progress) -> Result<
             false,
         );
     }
-    let blobs_verified = if opts.verify_digests { verify(layout, &blobs, &found, progress)? } else { 0 };
     let mut problems = found.0.into_inner().unwrap_or_else(|e| e.into_inner());
     problems.sort_by(|a, b| (&a.repo, &a.path, a.kind as u8).cmp(&(&b.repo, &b.path, b.kind as u8)));
     let report = CheckReport {
@@ -439,7 +516,7 @@ fn run_check(layout: &Layout, opts: CheckOptions, progress: Progress) -> Result<
         repositories: names.len(),
         tags: repos.iter().map(|r| r.tags).sum(),
         manifests: repos.iter().map(|r| r.manifests).sum(),
-        blobs: blobs.len(),
+        blobs: count,
         blobs_verified,
         repaired: 0,
         problems,

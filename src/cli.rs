@@ -42,6 +42,9 @@ pub struct CheckArgs {
     /// target is gone); never a blob. Takes the store's lock.
     #[arg(long)]
     pub repair: bool,
+    /// Empty folders younger than this may be a write under way: --repair leaves them.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = duration)]
+    pub grace: Duration,
     #[command(flatten)]
     pub output: OutputArgs,
     #[command(flatten)]

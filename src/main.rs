@@ -99,7 +99,7 @@ fn generate_store(g: &GenArgs) -> Result<ExitCode> {
 /// `check`: exit 4 when some tag would fail a pull.
 fn check_store(c: &CheckArgs) -> Result<ExitCode> {
     threads(c.jobs.jobs)?;
-    let opts = CheckOptions { verify_digests: c.verify_digests, repair: c.repair };
+    let opts = CheckOptions { verify_digests: c.verify_digests, repair: c.repair, grace: c.grace };
     let report = check::check(&root(&c.store)?, opts, progress(c.output.quiet, c.output.json))?;
     if c.output.json {
         // Streamed: the report of a large prune lists every tag.

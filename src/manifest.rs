@@ -114,7 +114,19 @@ fn descriptors(what: &str, list: &Option<Vec<Descriptor>>) -> Result<Vec<Digest>
 
 /// Parses a manifest's bytes.
 pub fn parse(bytes: &[u8]) -> Result<Manifest> {
-    let raw: Raw = serde_json::from_slice(bytes).context("not a valid manifest")?;
+    match serde_json::from_slice::<Raw>(bytes) {
+        Err(e) if e.to_string().starts_with("duplicate field") => {
+            // The registry (Go's encoding/json) takes the last of duplicate keys, and so do the
+            // clients that pull it: so does a JSON value, which then parses as usual.
+            let value: serde_json::Value = serde_json::from_slice(bytes).context("not a valid manifest")?;
+            let rewritten = serde_json::to_vec(&value).context("not a valid manifest")?;
+            parse_raw(serde_json::from_slice(&rewritten).context("not a valid manifest")?)
+        }
+        raw => parse_raw(raw.context("not a valid manifest")?),
+    }
+}
+
+fn parse_raw(raw: Raw) -> Result<Manifest> {
     let media_type = raw.media_type.as_deref().unwrap_or("");
     let kind = match (raw.schema_version, media_type) {
         (_, OCI_ARTIFACT) => Kind::OciArtifact,
@@ -198,6 +210,23 @@ mod tests {
 
     fn d(c: char) -> String {
         format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    #[test]
+    fn duplicate_keys_take_the_last_as_go_does() {
+        let m = parse(
+            format!(
+                r#"{{"schemaVersion":2,"layers":[],"mediaType":"{DOCKER_V2}","config":{{"digest":"{}","digest":"{}"}},"layers":[{{"digest":"{}"}}]}}"#,
+                d('a'),
+                d('b'),
+                d('c')
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(m.kind, Kind::DockerV2);
+        assert_eq!(m.config, Digest::parse(&d('b')));
+        assert_eq!(&*m.blobs, [Digest::parse(&d('b')).unwrap(), Digest::parse(&d('c')).unwrap()]);
     }
 
     #[test]

@@ -118,7 +118,20 @@ fn verify_digests_finds_a_corrupt_blob() {
     assert_eq!(check(store.path(), &[]).0, 0, "without --verify-digests the content is not read");
     let (code, report) = check(store.path(), &["--verify-digests"]);
     assert_eq!(code, 4);
-    assert_eq!(kinds(&report), ["digest_mismatch"]);
+    // The tags it breaks are named: v6 and latest share the image.
+    assert_eq!(kinds(&report), ["digest_mismatch", "tag_broken", "tag_broken"]);
+    let broken: Vec<&str> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "tag_broken")
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    assert!(broken[0].contains("/tags/latest/") && broken[1].contains("/tags/v6/"), "{broken:?}");
+    assert!(report["problems"][1]["detail"].as_str().unwrap().contains(&format!("blob {layer} is corrupt")));
+    // The real registry serves it, and a full pull, which checks every digest, fails.
+    let reg = Registry::serve(store.path());
+    assert!(reg.pull("team/app", "v6").is_err());
 }
 
 #[test]
@@ -131,4 +144,99 @@ fn api_deletes_leave_history_entries_that_are_only_leftovers() {
     drop(reg);
     let (code, report) = check(store.path(), &[]);
     assert_eq!(code, 0, "{report}");
+    // The revision folder of the deleted manifest is empty: the registry's own leftover, not an
+    // interrupted write; removed by --repair once older than the grace period.
+    let rev = v2(store.path()).join("repositories/team/app/_manifests/revisions/sha256").join(&d[7..]);
+    assert!(rev.is_dir() && !rev.join("link").exists());
+    let leftover: Vec<_> =
+        report["problems"].as_array().unwrap().iter().filter(|p| p["path"] == rev.to_str().unwrap()).collect();
+    assert_eq!(leftover.len(), 1, "{report}");
+    assert_eq!(leftover[0]["kind"], "registry_leftover");
+    check(store.path(), &["--repair"]);
+    assert!(rev.is_dir(), "younger than the grace period: left");
+    let (code, report) = check(store.path(), &["--repair", "--grace", "0s"]);
+    assert_eq!(code, 0, "{report}");
+    assert!(!rev.exists(), "repaired");
+    assert!(!kinds(&report).contains(&"registry_leftover".to_string()));
+}
+
+/// Breaks one layer of `team/app:rc` with `damage`; check must call rc broken (exit 4), naming
+/// it, as the real registry does (the pull fails).
+fn layer_without_data(damage: fn(&Path)) {
+    let store = fixture("demo");
+    let layer = manifest_of(store.path(), "team/app", "rc")["layers"][1]["digest"].as_str().unwrap().to_string();
+    damage(&blob_dir(store.path(), &layer).join("data"));
+    let (code, report) = check(store.path(), &[]);
+    assert_eq!(code, 4, "{report}");
+    let broken: Vec<_> = report["problems"].as_array().unwrap().iter().filter(|p| p["kind"] == "tag_broken").collect();
+    assert!(broken.iter().any(|p| p["path"].as_str().unwrap().contains("/tags/rc/")), "{report}");
+    assert!(kinds(&report).contains(&"missing_blob".to_string()));
+    let reg = Registry::serve(store.path());
+    assert!(reg.pull("team/app", "rc").is_err(), "the registry cannot serve it either");
+}
+
+#[test]
+fn a_blob_folder_without_its_data_breaks_the_tags_that_use_it() {
+    layer_without_data(|data| std::fs::remove_file(data).unwrap());
+}
+
+#[test]
+fn a_blob_whose_data_is_a_folder_breaks_the_tags_that_use_it() {
+    layer_without_data(|data| {
+        std::fs::remove_file(data).unwrap();
+        std::fs::create_dir(data).unwrap();
+    });
+}
+
+#[test]
+fn a_manifest_with_duplicate_keys_is_read_as_the_registry_reads_it() {
+    // Go's encoding/json takes the last of duplicate keys; the registry serves such a manifest
+    // and skopeo pulls it. Here the first `layers` is empty, the last the real one: reading the
+    // first would let a prune sweep the layers of a kept tag.
+    use sha2::Digest as _;
+    let store = fixture("demo");
+    let root = store.path();
+    let old = std::fs::read_to_string(blob_data(root, &tag_digest(root, "team/app", "v1"))).unwrap();
+    let dup = old.replacen('{', r#"{"layers":[],"#, 1);
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(dup.as_bytes())));
+    let data = blob_data(root, &digest);
+    std::fs::create_dir_all(data.parent().unwrap()).unwrap();
+    std::fs::write(&data, &dup).unwrap();
+    let repo = v2(root).join("repositories/team/app/_manifests");
+    for dir in [repo.join("revisions/sha256").join(&digest[7..]), repo.join("tags/dup/current")] {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("link"), &digest).unwrap();
+    }
+    let (code, report) = check(root, &[]);
+    assert_eq!((code, kinds(&report)), (0, vec![]), "{report}");
+    let report = regsweep_json(&[
+        "prune",
+        "--root",
+        root.to_str().unwrap(),
+        "--keep",
+        "2",
+        "--keep-tag",
+        "^dup$",
+        "--grace",
+        "0s",
+    ]);
+    assert!(tags_with(&report, "team/app", "delete").contains("v1"));
+    let reg = assert_served(root, &report);
+    reg.pull("team/app", "dup").unwrap();
+}
+
+#[test]
+fn the_next_run_removes_the_empty_folders_of_api_deletes_after_the_grace() {
+    let store = fixture("demo");
+    let reg = Registry::serve(store.path());
+    let d = tag_digest(store.path(), "team/app", "rc");
+    assert_eq!(reg.status("DELETE", &format!("/v2/team/app/manifests/{d}"), ""), Some(202));
+    drop(reg);
+    let rev = v2(store.path()).join("repositories/team/app/_manifests/revisions/sha256").join(&d[7..]);
+    assert!(rev.is_dir());
+    let report = regsweep_json(&["gc", "--root", store.path().to_str().unwrap()]);
+    assert!(rev.is_dir(), "younger than the grace period: left ({report})");
+    let report = regsweep_json(&["gc", "--root", store.path().to_str().unwrap(), "--grace", "0s"]);
+    assert!(!rev.exists(), "{report}");
+    assert!(report["leftovers_deleted"].as_u64().unwrap() >= 1);
 }
