@@ -120,6 +120,7 @@ fn marking(c: &mut Criterion) {
         upload_age: Duration::from_secs(168 * 3600),
         now: SystemTime::now(),
         list_kept_tags: true,
+        orphan_attachments: false,
     };
     let layout = Layout::at("/nonexistent".into());
     c.bench_function("plan 12k tags, 36k blobs (keep 5)", |b| {

@@ -170,6 +170,12 @@ pub struct PruneArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub retention: RetentionArgs,
+    /// Delete an attachment tag (sha256-<hex>.sig, .att, .sbom) whose subject is a manifest of
+    /// no repository of the store, once older than --grace (cosign's COSIGN_REPOSITORY keeps
+    /// signatures apart from their images; by default such tags are kept: the subject may live
+    /// in another registry).
+    #[arg(long)]
+    pub delete_orphan_attachments: bool,
     #[command(flatten)]
     pub collect: CollectArgs,
 }

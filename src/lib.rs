@@ -56,7 +56,14 @@ pub fn run(root: &Path, mode: &Mode, opts: &Options, dry_run: bool, progress: Pr
     let (names, blobs) = rayon::join(|| scan::repositories(&layout), || scan::scan_blobs(&layout));
     let (names, blobs) = (names?, blobs?);
     let disk = scan::Disk(&layout);
-    let planner = Planner::new(&layout, blobs, journal.as_ref(), opts, &disk);
+    // An attachment tag's subject may be in any repository: where each manifest is, first.
+    let holders = if opts.orphan_attachments {
+        let revisions = names.par_iter().map(|n| Ok((n.clone(), scan::digest_folders(&layout.revisions(n))?)));
+        Some(plan::Holders::new(revisions.collect::<Result<_>>()?))
+    } else {
+        None
+    };
+    let planner = Planner::new(&layout, blobs, journal.as_ref(), opts, &disk).with_holders(holders.as_ref());
     let blobs_dir = Dir::open(&layout.blobs())?;
     let bar = progress.bar("scanning", names.len() as u64);
     let repos: Vec<(RepoDraft, Vec<String>)> = names

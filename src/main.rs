@@ -229,6 +229,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Prune(p) => (&p.store, &p.collect, Mode::Prune(retention(&p.retention, Order::Push)?)),
         Command::Gc(g) => (&g.store, &g.collect, Mode::Gc),
     };
+    let orphan_attachments = matches!(&cli.command, Command::Prune(p) if p.delete_orphan_attachments);
     threads(collect.jobs.jobs)?;
     let progress = progress(collect.output.quiet, collect.output.json);
     let opts = Options {
@@ -237,6 +238,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         upload_age: collect.upload_age,
         now: SystemTime::now(),
         list_kept_tags: matches!(mode, Mode::Prune(_)),
+        orphan_attachments,
     };
     let root = root(store)?;
     let report = regsweep::run(&root, &mode, &opts, collect.dry_run, progress)?;

@@ -16,7 +16,7 @@ use crate::digest::{Digest, DigestMap, DigestSet};
 use crate::journal::Journal;
 use crate::layout::Layout;
 use crate::manifest::Manifest;
-use crate::policy::{Decision, Reason, attachment_subject};
+use crate::policy::{Decision, Reason, SubjectRepo, attachment_subject};
 use crate::scan::{Inventory, Parsed, Repo};
 pub use crate::tags::{Action, Pushed, TagPlan, Tags};
 
@@ -33,6 +33,36 @@ pub struct Options {
     pub now: SystemTime,
     /// Kept tags are listed in the plan one by one (for the report of `prune`), not only counted.
     pub list_kept_tags: bool,
+    /// An attachment tag whose subject is a manifest of no repository of the store goes
+    /// (`--delete-orphan-attachments`; the planner is given [`Holders`]).
+    pub orphan_attachments: bool,
+}
+
+/// Which repository holds each manifest of the store (a revision folder), for
+/// `--delete-orphan-attachments`: an attachment tag whose subject is in no repository goes.
+#[derive(Debug, Default)]
+pub struct Holders {
+    names: Vec<String>,
+    by_digest: DigestMap<u32>,
+}
+
+impl Holders {
+    /// From each repository's name and the digests of its revision folders.
+    pub fn new(repos: Vec<(String, Vec<Digest>)>) -> Holders {
+        let mut h = Holders::default();
+        for (i, (name, digests)) in (0u32..).zip(repos) {
+            h.names.push(name);
+            for d in digests {
+                h.by_digest.entry(d).or_insert(i);
+            }
+        }
+        h
+    }
+
+    /// The first repository (by name) holding manifest `d`.
+    pub fn holder(&self, d: &Digest) -> Option<&str> {
+        self.by_digest.get(d).map(|i| self.names[*i as usize].as_str())
+    }
 }
 
 /// A `tags/<tag>/index/sha256/<hex>` entry of a kept tag, naming a removed manifest.
@@ -230,6 +260,7 @@ pub struct Planner<'a> {
     disk: &'a dyn Disk,
     journal: Option<&'a Journal>,
     marks: Marks,
+    holders: Option<&'a Holders>,
 }
 
 impl<'a> Planner<'a> {
@@ -241,7 +272,12 @@ impl<'a> Planner<'a> {
         opts: &'a Options,
         disk: &'a dyn Disk,
     ) -> Planner<'a> {
-        Planner { layout, opts, disk, journal, marks: Marks::new(blobs) }
+        Planner { layout, opts, disk, journal, marks: Marks::new(blobs), holders: None }
+    }
+
+    /// With `--delete-orphan-attachments`: where every manifest of the store is.
+    pub fn with_holders(self, holders: Option<&'a Holders>) -> Planner<'a> {
+        Planner { holders, ..self }
     }
 
     fn young(&self, t: SystemTime) -> bool {
@@ -278,13 +314,21 @@ impl<'a> Planner<'a> {
         let mut warnings = Vec::new();
 
         // Attachment tags not decided by policy follow their subject; one outside this
-        // repository is not ours to judge.
+        // repository is not ours to judge, unless asked to look for it in the whole store
+        // (cosign's COSIGN_REPOSITORY) and it is nowhere.
         let mut decided: Vec<Option<(bool, Reason)>> = decisions.to_vec();
         for (t, d) in repo.tags.iter().zip(decided.iter_mut()) {
             if d.is_none()
-                && let Some(s) = attachment_subject(&t.name).filter(|s| !g.revs.contains_key(s))
+                && let Some(subject) = attachment_subject(&t.name).filter(|s| !g.revs.contains_key(s))
             {
-                *d = Some((true, Reason::SubjectElsewhere { subject: s.into() }));
+                *d = Some(match self.holders.map(|h| h.holder(&subject)) {
+                    None => (true, Reason::SubjectElsewhere { subject: subject.into() }),
+                    Some(Some(repo)) => {
+                        (true, Reason::SubjectInRepo(Box::new(SubjectRepo { subject, repo: repo.into() })))
+                    }
+                    Some(None) if young(t.pushed) => (true, Reason::Grace),
+                    Some(None) => (false, Reason::SubjectMissing { subject: subject.into() }),
+                });
             }
         }
         let young_revs: Vec<Digest> = repo.revisions.iter().filter(|r| young(r.modified)).map(|r| r.digest).collect();
@@ -637,6 +681,7 @@ mod tests {
                 upload_age: 7 * DAY,
                 now: now(),
                 list_kept_tags: true,
+                orphan_attachments: false,
             };
             build(
                 &Layout::at("/nonexistent".into()),

@@ -72,6 +72,12 @@ pub enum Reason {
     SubjectKept { subject: Box<Digest> },
     /// An attachment tag whose subject is not a manifest of this repository.
     SubjectElsewhere { subject: Box<Digest> },
+    /// An attachment tag whose subject is a manifest of another repository of the store
+    /// (`--delete-orphan-attachments` looked).
+    SubjectInRepo(Box<SubjectRepo>),
+    /// An attachment tag whose subject is a manifest of no repository of the store
+    /// (`--delete-orphan-attachments`).
+    SubjectMissing { subject: Box<Digest> },
     /// Beyond the newest N and protected by nothing.
     BeyondCount { rank: u32 },
     /// An attachment tag whose subject goes.
@@ -80,6 +86,13 @@ pub enum Reason {
     Interrupted,
     /// Online: the registry cannot delete a tag alone (2.8) and its manifest must stay.
     UntagRefused,
+}
+
+/// Where the subject of an attachment tag lives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SubjectRepo {
+    pub subject: Digest,
+    pub repo: Box<str>,
 }
 
 /// The decision on one tag: `None` for an attachment tag left to the plan.

@@ -323,6 +323,10 @@ fn reason_text(r: &Reason) -> String {
         Reason::SubjectElsewhere { subject } => {
             format!("subject {} is not in this repository: left alone", short(subject))
         }
+        Reason::SubjectInRepo(s) => format!("subject {} is in repository {}: kept", short(&s.subject), s.repo),
+        Reason::SubjectMissing { subject } => {
+            format!("subject {} is in no repository of the store (--delete-orphan-attachments)", short(subject))
+        }
         Reason::BeyondCount { rank } => format!("count: #{rank} newest, beyond --keep"),
         Reason::SubjectGone { subject } => format!("subject deleted: {}", short(subject)),
         Reason::Interrupted => "an interrupted run was deleting it (journal): finishing".into(),

@@ -348,3 +348,74 @@ fn a_fifo_as_an_uploads_startedat() {
     let (code, text) = run_bounded(&["check", "--root", s(root)]);
     assert!(code == 0, "an upload is no tag: {text}");
 }
+
+/// The attachment tag naming `subject` (`sha256-<hex>.sig`).
+fn sig_tag(subject: &str) -> String {
+    format!("sha256-{}.sig", &subject[7..])
+}
+
+#[test]
+fn orphan_attachments_in_another_repository_go_only_when_asked_and_only_when_their_subject_is_nowhere() {
+    // cosign with COSIGN_REPOSITORY: signatures in team/sigs, images in team/app.
+    let store = fixture("demo");
+    let root = store.path();
+    let latest = tag_digest(root, "team/app", "latest");
+    let v1 = tag_digest(root, "team/app", "v1");
+    let nowhere = format!("sha256:{}", "e".repeat(64));
+    let reg = Registry::serve(root);
+    for subject in [&latest, &v1, &nowhere] {
+        let out = Command::new("skopeo")
+            .args(["--insecure-policy", "copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false"])
+            .arg(format!("docker://127.0.0.1:{}/team/app:{}", reg.port, sig_tag(&latest)))
+            .arg(format!("docker://127.0.0.1:{}/team/sigs:{}", reg.port, sig_tag(subject)))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    drop(reg);
+    let prune = |extra: &[&str]| {
+        let mut a = vec!["prune", "--root", s(root), "--keep", "2", "--grace", "0s"];
+        a.extend_from_slice(extra);
+        regsweep_json(&a)
+    };
+    let plain = prune(&["--dry-run"]);
+    assert_eq!(tags_with(&plain, "team/sigs", "keep").len(), 3, "kept by default: the subject may be elsewhere");
+    let plan = prune(&["--dry-run", "--delete-orphan-attachments"]);
+    let tag = |name: &str| {
+        repo(&plan, "team/sigs")["tags"].as_array().unwrap().iter().find(|t| t["name"] == name).unwrap().clone()
+    };
+    let held = tag(&sig_tag(&latest));
+    assert_eq!((held["action"].as_str(), held["reason"]["kind"].as_str()), (Some("keep"), Some("subject_in_repo")));
+    assert_eq!(held["reason"]["repo"], "team/app", "the plan says which repository holds the subject");
+    assert_eq!(tag(&sig_tag(&v1))["action"], "keep", "its subject still exists at the scan: it stays");
+    // (All three copies are one manifest: the orphan's tag goes, the manifest stays for the others.)
+    let orphan = tag(&sig_tag(&nowhere));
+    assert_eq!(
+        (orphan["action"].as_str(), orphan["reason"]["kind"].as_str()),
+        (Some("untag"), Some("subject_missing"))
+    );
+    let report = prune(&["--delete-orphan-attachments"]);
+    let reg = assert_served(root, &report);
+    assert_eq!(reg.manifest_status("team/sigs", &sig_tag(&nowhere)), 404);
+    reg.pull("team/sigs", &sig_tag(&latest)).unwrap();
+}
+
+#[test]
+fn keep_zero_deletes_a_repositorys_only_tag() {
+    let store = fixture("demo");
+    let root = store.path();
+    let reg = Registry::serve(root);
+    let out = Command::new("skopeo")
+        .args(["--insecure-policy", "copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false"])
+        .arg(format!("docker://127.0.0.1:{}/team/app:rc", reg.port))
+        .arg(format!("docker://127.0.0.1:{}/solo/app:only", reg.port))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    drop(reg);
+    let report = regsweep_json(&["prune", "--root", s(root), "--keep", "0", "--repo", "solo/app", "--grace", "0s"]);
+    assert_eq!(tags_with(&report, "solo/app", "delete").len(), 1, "{report}");
+    assert!(report["warnings"].as_array().unwrap().is_empty(), "one tag is no uniform push time: {report}");
+    let reg = assert_served(root, &report);
+    assert_eq!(reg.manifest_status("solo/app", "only"), 404);
+}

@@ -336,6 +336,7 @@ fn plan_online(
         upload_age: Duration::MAX,
         now,
         list_kept_tags: true,
+        orphan_attachments: false,
     };
     let mut plan = plan::build(&Layout::at(PathBuf::new()), &inv, &decisions, &|_| true, &popts, &NoDisk)?;
     // Children and referrers that only a deleted manifest reached are named by digest; order
