@@ -168,10 +168,13 @@ fn crash_point() {
 
 /// Test-only: `REGSWEEP_TEST_STOP_AT=<point>` stops the process (SIGSTOP) at that point of a real
 /// run, so that a test can push at an exact moment and then let it go on (SIGCONT).
-fn stop_point(point: &str) {
+pub fn stop_point(point: &str) {
     if std::env::var("REGSWEEP_TEST_STOP_AT").is_ok_and(|p| p == point) {
         // SAFETY: raising a signal on our own process.
         unsafe { libc::raise(libc::SIGSTOP) };
+        // A signal sent while stopped is handled by any thread once continued: give it the time,
+        // so that the test sees the run at this point, not a little later.
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 

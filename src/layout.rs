@@ -17,6 +17,27 @@ impl Layout {
     /// Opens the store under the registry's `rootdirectory`, refusing anything that is not one.
     pub fn open(root: &Path) -> Result<Layout> {
         let canonical = root.canonicalize().with_context(|| format!("cannot open storage root {}", root.display()))?;
+        if !canonical.is_dir() {
+            bail!(
+                "{} is a file, not a folder: --root is the registry's rootdirectory, the folder that holds \
+                 docker/registry/v2",
+                root.display()
+            );
+        }
+        // A folder of the tree itself given for the root: name the one to give instead.
+        for (tail, up) in [("docker/registry/v2", 3), ("docker/registry", 2), ("docker", 1)] {
+            if canonical.ends_with(tail) && !canonical.join("docker/registry/v2").is_dir() {
+                let top: PathBuf = canonical.ancestors().nth(up).unwrap_or(&canonical).to_path_buf();
+                if top.join("docker/registry/v2").is_dir() {
+                    bail!(
+                        "{} is the store's {tail} folder, not its root: give --root {} (the registry's \
+                         rootdirectory, the folder that holds docker/registry/v2)",
+                        root.display(),
+                        top.display()
+                    );
+                }
+            }
+        }
         let mut v2 = canonical.clone();
         for part in ["docker", "registry", "v2"] {
             v2.push(part);

@@ -34,6 +34,18 @@ use crate::progress::Progress;
 use crate::report::Report;
 use crate::scan::Dir;
 
+/// An error in what the operator asked (a bad pattern, an option that cannot apply): exit 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
 /// How far before the scan a write still counts as made during the run: more than the
 /// granularity of any file system clock (ext4's is a jiffy, at most 10 ms).
 const TIMESTAMP_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
@@ -65,6 +77,10 @@ pub fn run(root: &Path, mode: &Mode, opts: &Options, dry_run: bool, progress: Pr
     };
     let planner = Planner::new(&layout, blobs, journal.as_ref(), opts, &disk).with_holders(holders.as_ref());
     let blobs_dir = Dir::open(&layout.blobs())?;
+    let mut warnings = match mode {
+        Mode::Prune(r) => r.unmatched_warnings(&names),
+        Mode::Gc => Vec::new(),
+    };
     let bar = progress.bar("scanning", names.len() as u64);
     let repos: Vec<(RepoDraft, Vec<String>)> = names
         .into_par_iter()
@@ -92,8 +108,8 @@ pub fn run(root: &Path, mode: &Mode, opts: &Options, dry_run: bool, progress: Pr
         })
         .collect::<Result<_>>()?;
     bar.finish_and_clear();
-    let (drafts, warnings): (Vec<_>, Vec<_>) = repos.into_iter().unzip();
-    let mut warnings: Vec<String> = warnings.into_iter().flatten().collect();
+    let (drafts, warnings_per_repo): (Vec<_>, Vec<_>) = repos.into_iter().unzip();
+    warnings.extend(warnings_per_repo.into_iter().flatten());
     let bar = progress.bar("sweeping", 0);
     let plan = planner.finish(drafts)?;
     bar.finish_and_clear();
@@ -101,7 +117,12 @@ pub fn run(root: &Path, mode: &Mode, opts: &Options, dry_run: bool, progress: Pr
     // What was written at or after `since` was not scanned: the deletions leave it. The file
     // system's clock is coarse (a jiffy behind the real one), so a little before the scan began.
     let since = opts.now - opts.grace.min(TIMESTAMP_SLACK);
-    let outcome = if dry_run { None } else { Some(apply::execute(&layout, &plan, since, progress)?) };
+    let outcome = if dry_run {
+        None
+    } else {
+        apply::stop_point("plan");
+        Some(apply::execute(&layout, &plan, since, progress)?)
+    };
     let mut report = Report::new(command, &root.display().to_string(), plan, dry_run);
     warnings.append(&mut report.warnings);
     report.warnings = warnings;

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use globset::{GlobBuilder, GlobSetBuilder};
 use regex::Regex;
 
 use cli::{CheckArgs, Cli, CollectArgs, Command, GenArgs, OnlineArgs, RetentionArgs, StoreArgs};
@@ -21,31 +21,36 @@ use regsweep::online::OnlineOptions;
 use regsweep::online::client::{self, Client, ClientOptions, Credentials};
 use regsweep::online::engine::{self, Engine, GcStep};
 use regsweep::plan::Options;
-use regsweep::policy::{Order, Retention};
+use regsweep::policy::{Globs, Order, Retention};
 use regsweep::progress::Progress;
-use regsweep::{Mode, config};
+use regsweep::{Mode, UsageError, config};
 
-fn globs(patterns: &[String]) -> Result<Option<GlobSet>> {
+/// A usage error: exit 2, as clap's own.
+fn usage(msg: String) -> anyhow::Error {
+    anyhow::Error::new(UsageError(msg))
+}
+
+fn globs(option: &str, patterns: &[String]) -> Result<Option<Globs>> {
     if patterns.is_empty() {
         return Ok(None);
     }
     let mut set = GlobSetBuilder::new();
     for p in patterns {
-        set.add(
-            GlobBuilder::new(p)
-                .literal_separator(true)
-                .build()
-                .with_context(|| format!("bad repository glob {p:?}"))?,
-        );
+        let glob = GlobBuilder::new(p)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| usage(format!("bad {option} glob {p:?}: {e}")))?;
+        set.add(glob);
     }
-    Ok(Some(set.build()?))
+    let set = set.build().map_err(|e| usage(format!("bad {option} globs: {e}")))?;
+    Ok(Some(Globs { set, patterns: patterns.to_vec() }))
 }
 
 fn root(store: &StoreArgs) -> Result<std::path::PathBuf> {
     match (&store.root, &store.config) {
         (Some(r), _) => Ok(r.clone()),
         (None, Some(c)) => config::root_from_config(c, std::env::var(config::ROOT_ENV).ok()),
-        (None, None) => anyhow::bail!("give --root or --config"),
+        (None, None) => Err(usage("give --root or --config".into())),
     }
 }
 
@@ -117,14 +122,14 @@ fn retention(r: &RetentionArgs, default_order: Order) -> Result<Retention> {
     let keep_tags = r
         .keep_tag
         .iter()
-        .map(|p| Regex::new(p).with_context(|| format!("bad --keep-tag {p:?}")))
+        .map(|p| Regex::new(p).map_err(|e| usage(format!("bad --keep-tag {p:?}: {e}"))))
         .collect::<Result<_>>()?;
     Ok(Retention {
         keep: r.keep,
         order: r.order.unwrap_or(default_order),
         keep_tags,
-        repos: globs(&r.repo)?,
-        exclude: globs(&r.exclude_repo)?,
+        repos: globs("--repo", &r.repo)?,
+        exclude: globs("--exclude-repo", &r.exclude_repo)?,
         older_than: r.older_than,
     })
 }
@@ -152,7 +157,7 @@ fn docker_config() -> Option<std::path::PathBuf> {
 fn online(o: &OnlineArgs) -> Result<ExitCode> {
     let credentials = match &o.username {
         Some(u) => Some(Credentials { username: u.clone(), password: password(o)? }),
-        None if o.password_stdin => anyhow::bail!("--password-stdin needs --username"),
+        None if o.password_stdin => return Err(usage("--password-stdin needs --username".into())),
         None => match docker_config() {
             Some(path) => client::docker_config_credentials(&path, &client::base_url(&o.url)?)?,
             None => None,
@@ -179,15 +184,25 @@ fn online(o: &OnlineArgs) -> Result<ExitCode> {
     };
     let mut report = regsweep::online::run(&client, &opts, progress(o.output.quiet, o.output.json))?;
     let mut code = if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) };
-    if let (Some(container), false) = (&o.gc_container, o.dry_run) {
-        let step = GcStep {
-            container: container.clone(),
-            engine: Engine::pick(o.engine, std::env::var("DOCKER_HOST").ok().as_deref()),
-            config: o.gc_config.clone(),
-            delete_untagged: o.gc_delete_untagged,
-            restart: o.restart,
-        };
-        match engine::collect(&step, &client) {
+    let step = o.gc_container.as_ref().map(|container| GcStep {
+        container: container.clone(),
+        engine: Engine::pick(o.engine, std::env::var("DOCKER_HOST").ok().as_deref()),
+        config: o.gc_config.clone(),
+        delete_untagged: o.gc_delete_untagged,
+        restart: o.restart,
+    });
+    if let (Some(step), true) = (&step, o.dry_run) {
+        // A dry run says now whether the real run's container step would work.
+        match engine::probe(step) {
+            Ok(found) => eprintln!("note: {found}"),
+            Err(e) => {
+                code = ExitCode::from(5);
+                report.errors.push(format!("the container step would fail: {e:#}"));
+            }
+        }
+    }
+    if let (Some(step), false) = (&step, o.dry_run) {
+        match engine::collect(step, &client) {
             Ok(c) => report.collector = Some(c),
             Err(e) => {
                 code = ExitCode::from(5);
@@ -241,18 +256,43 @@ fn run(cli: Cli) -> Result<ExitCode> {
         orphan_attachments,
     };
     let root = root(store)?;
+    regsweep::interrupt::install();
     let report = regsweep::run(&root, &mode, &opts, collect.dry_run, progress)?;
     print_report(&report, collect.output.json)?;
+    if report.interrupted {
+        eprintln!(
+            "interrupted: deleted {} tags, {} manifests, {} layer links, {} blobs before stopping; run again to finish",
+            report.tags_deleted, report.manifests_deleted, report.layer_links_deleted, report.blobs_deleted
+        );
+        return Ok(ExitCode::from(130));
+    }
     Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) })
+}
+
+/// True when the command was asked for a JSON report.
+fn json_output(cli: &Cli) -> bool {
+    match &cli.command {
+        Command::Gen(g) => g.output.json,
+        Command::Check(c) => c.output.json,
+        Command::Online(o) => o.output.json,
+        Command::Prune(p) => p.collect.output.json,
+        Command::Gc(g) => g.collect.output.json,
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = json_output(&cli);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
+            let code = if e.is::<UsageError>() { 2 } else { 1 };
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            if json {
+                // A cron job reading the JSON learns of the failure from it too.
+                println!("{}", serde_json::json!({"error": format!("{e:#}"), "exit": code}));
+            }
+            ExitCode::from(code)
         }
     }
 }

@@ -26,6 +26,28 @@ pub enum Order {
     Name,
 }
 
+/// Repository globs as given (`--repo`, `--exclude-repo`), compiled into one set.
+#[derive(Clone, Debug)]
+pub struct Globs {
+    pub set: GlobSet,
+    pub patterns: Vec<String>,
+}
+
+impl Globs {
+    pub fn is_match(&self, repo: &str) -> bool {
+        self.set.is_match(repo)
+    }
+
+    /// The patterns that match none of `repos`.
+    pub fn unmatched<'a>(&'a self, repos: &[String]) -> Vec<&'a str> {
+        let mut hit = vec![false; self.patterns.len()];
+        for r in repos {
+            self.set.matches(r).into_iter().for_each(|i| hit[i] = true);
+        }
+        self.patterns.iter().zip(hit).filter(|(_, h)| !h).map(|(p, _)| p.as_str()).collect()
+    }
+}
+
 /// What the operator asked to keep.
 #[derive(Clone, Debug)]
 pub struct Retention {
@@ -33,13 +55,24 @@ pub struct Retention {
     pub order: Order,
     pub keep_tags: Vec<Regex>,
     /// `--repo`: when given, only matching repositories lose tags.
-    pub repos: Option<GlobSet>,
+    pub repos: Option<Globs>,
     /// `--exclude-repo`: matching repositories keep every tag.
-    pub exclude: Option<GlobSet>,
+    pub exclude: Option<Globs>,
     pub older_than: Option<Duration>,
 }
 
 impl Retention {
+    /// Warnings for `--repo` and `--exclude-repo` patterns that match no repository of `repos`.
+    pub fn unmatched_warnings(&self, repos: &[String]) -> Vec<String> {
+        [("--repo", &self.repos), ("--exclude-repo", &self.exclude)]
+            .into_iter()
+            .flat_map(|(opt, g)| g.iter().flat_map(|g| g.unmatched(repos)).map(move |p| (opt, p)))
+            .map(|(opt, p)| {
+                format!("{opt} {p:?} matches no repository (`*` stays within one path segment; `**` crosses them)")
+            })
+            .collect()
+    }
+
     /// True when the retention rules apply to this repository at all.
     pub fn in_scope(&self, repo: &str) -> bool {
         self.repos.as_ref().is_none_or(|g| g.is_match(repo)) && !self.exclude.as_ref().is_some_and(|g| g.is_match(repo))
@@ -337,7 +370,7 @@ mod tests {
         assert_eq!(kept(&tags, &r), ["stable", "v3", "v4"]);
         let mut glob = globset::GlobSetBuilder::new();
         glob.add(globset::GlobBuilder::new("team/*").literal_separator(true).build().unwrap());
-        r.exclude = Some(glob.build().unwrap());
+        r.exclude = Some(Globs { set: glob.build().unwrap(), patterns: vec!["team/*".into()] });
         assert!(!r.in_scope("team/app") && r.in_scope("team/app/tools") && r.in_scope("other"));
     }
 

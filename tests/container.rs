@@ -144,9 +144,26 @@ fn check_collected(e: &Engine, out: &Output, before_blobs: usize, before_start: 
     report
 }
 
+/// A dry run with `--gc-container` asks the engine whether the container runs: exit 0 with a
+/// note when it does, exit 5 with the engine's words when it does not, nothing changed.
+fn dry_run_checks_the_engine(e: &Engine, docker_host: Option<&str>, engine: &[&str]) {
+    let before = snapshot(e.store.path());
+    let args = |name: &'static str| {
+        [&["--keep", "2", "--order", "name", "--dry-run", "--gc-container", name], engine].concat()
+    };
+    let out = e.online(&args(CONTAINER), docker_host);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is running"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = e.online(&args("no-such-container"), docker_host);
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("would fail"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(before == snapshot(e.store.path()), "a dry run changes nothing");
+}
+
 #[test]
 fn the_collector_runs_in_the_container_through_the_podman_cli_then_it_restarts() {
     let e = Engine::start();
+    dry_run_checks_the_engine(&e, None, &["--engine", "podman"]);
     let (before, start) = (blobs(e.store.path()), started_at(&e));
     let out = e.online(
         &["--keep", "2", "--order", "name", "--gc-container", CONTAINER, "--engine", "podman", "--restart"],
@@ -180,6 +197,7 @@ fn the_collector_runs_in_the_container_through_the_podman_cli_then_it_restarts()
 fn the_collector_runs_through_the_docker_engine_api_socket() {
     let mut e = Engine::start();
     let host = e.api_socket();
+    dry_run_checks_the_engine(&e, Some(&host), &[]);
     let (before, start) = (blobs(e.store.path()), started_at(&e));
     let out = e.online(&["--keep", "1", "--order", "name", "--gc-container", CONTAINER, "--restart"], Some(&host));
     let report = check_collected(&e, &out, before, &start);

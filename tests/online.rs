@@ -82,7 +82,7 @@ fn online_dry_run_plans_the_tag_deletions_of_prune_dry_run() {
     let online = regsweep_json(&["online", "--url", &reg.url, "--keep", "1", "--dry-run"]);
     assert_eq!(actions(&online), actions(&offline), "--order created");
     let out = run(&["online", "--url", &reg.url, "--keep", "1", "--order", "push"], &[], None);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a usage error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no push times"));
 }
 

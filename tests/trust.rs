@@ -419,3 +419,169 @@ fn keep_zero_deletes_a_repositorys_only_tag() {
     let reg = assert_served(root, &report);
     assert_eq!(reg.manifest_status("solo/app", "only"), 404);
 }
+
+/// Starts a real prune (`--keep 2 --json`) that stops itself at `point`; returns it stopped.
+fn prune_stopped_at(root: &Path, point: &str) -> std::process::Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_regsweep"))
+        .args(["prune", "--root", s(root), "--keep", "2", "--json"])
+        .env("REGSWEEP_TEST_STOP_AT", point)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+        if stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T')) {
+            return child;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(60), "never reached {point}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    assert!(Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
+}
+
+#[test]
+fn sigint_during_the_deletions_stops_says_what_was_done_and_a_rerun_finishes() {
+    let store = fixture("demo");
+    let root = store.path();
+    let roomy = fixture("demo");
+    regsweep_json(&["prune", "--root", s(roomy.path()), "--keep", "2"]);
+    let child = prune_stopped_at(root, "blobs");
+    signal(&child, "-INT");
+    signal(&child, "-CONT");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("interrupted")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].contains("deleted 11 tags") && lines[0].contains("0 blobs") && lines[0].contains("run again"),
+        "{err}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((report["interrupted"].as_bool(), report["blobs_deleted"].as_u64()), (Some(true), Some(0)));
+    assert!(v2(root).join(".regsweep-journal.json").exists(), "the journal stays for the rerun");
+    Registry::serve(root).assert_all_tags_pull(root);
+    regsweep_json(&["prune", "--root", s(root), "--keep", "2"]);
+    assert_eq!(paths(root), paths(roomy.path()), "the rerun ends as an uninterrupted run");
+}
+
+#[test]
+fn sigint_before_the_first_deletion_changes_nothing() {
+    let store = fixture("demo");
+    let root = store.path();
+    let before = snapshot_without_lock(root);
+    let child = prune_stopped_at(root, "plan");
+    signal(&child, "-INT");
+    signal(&child, "-CONT");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing changed"));
+    assert!(before == snapshot_without_lock(root));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let store = fixture("demo");
+    let root = s(store.path());
+    for args in [
+        vec!["prune", "--root", root, "--keep", "1", "--keep-tag", "("],
+        vec!["prune", "--root", root, "--keep", "1", "--repo", "team/[app"],
+        vec!["prune", "--root", root, "--keep", "1", "--exclude-repo", "{a"],
+        vec!["online", "--url", "127.0.0.1:1", "--keep", "1", "--order", "push"],
+        vec!["prune", "--root", root],
+    ] {
+        let out = regsweep(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
+fn json_runs_that_fail_print_an_error_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, report) = json_run(&["gc", "--root", s(dir.path())]);
+    assert_eq!((code, report["exit"].as_i64()), (1, Some(1)));
+    assert!(report["error"].as_str().unwrap().contains("not a registry store"), "{report}");
+    let (code, report) = json_run(&["prune", "--root", s(dir.path()), "--keep", "1", "--keep-tag", "("]);
+    assert_eq!((code, report["exit"].as_i64()), (2, Some(2)));
+}
+
+#[test]
+fn a_root_inside_the_store_or_a_file_says_which_folder_to_give() {
+    let store = fixture("demo");
+    for inner in ["docker", "docker/registry", "docker/registry/v2"] {
+        let out = regsweep(&["gc", "--root", s(&store.path().join(inner)), "--dry-run"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(err.contains(&format!("give --root {}", store.path().canonicalize().unwrap().display())), "{err}");
+    }
+    let file = store.path().join("docker/registry/v2/repositories/team/app/_layers");
+    let out = regsweep(&[
+        "gc",
+        "--root",
+        s(&file.join("sha256").read_dir().unwrap().next().unwrap().unwrap().path().join("link")),
+        "--dry-run",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is a file, not a folder"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn unmatched_repository_patterns_warn() {
+    let store = fixture("demo");
+    let report = regsweep_json(&[
+        "prune",
+        "--root",
+        s(store.path()),
+        "--keep",
+        "1",
+        "--repo",
+        "team/*",
+        "--repo",
+        "tem/*",
+        "--exclude-repo",
+        "team/multi",
+        "--dry-run",
+    ]);
+    let warnings: Vec<&str> = report["warnings"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("--repo \"tem/*\" matches no repository"), "{warnings:?}");
+}
+
+#[test]
+fn a_real_run_lists_what_it_deleted_per_repository_in_words() {
+    let store = fixture("demo");
+    let out = regsweep(&["prune", "--root", s(store.path()), "--keep", "2"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("team/multi: 2 tags kept, 1 deleted; 3 manifests, 4 layer links, 0 uploads deleted"),
+        "{text}"
+    );
+    assert!(text.lines().any(|l| l.trim_start().starts_with("delete v1 ")), "{text}");
+    assert!(text.contains(", 1 upload;"), "singular: {text}");
+    // Tags by rank, newest first, each with its shortened digest and push time.
+    let app: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("team/app:")).skip(1).take(3).collect();
+    assert!(
+        app[0].contains("rc") && app[0].contains("#1") && app[1].contains("latest") && app[2].contains("v6"),
+        "{app:?}"
+    );
+    assert!(app[0].contains("sha256:") && app[0].contains("2026-01-08 10:00"), "{app:?}");
+}
+
+#[test]
+fn https_to_a_plain_http_port_says_so() {
+    let store = fixture("demo");
+    let reg = Registry::serve(store.path());
+    let out = regsweep(&["online", "--url", &format!("https://127.0.0.1:{}", reg.port), "--keep", "1", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("plain HTTP, not TLS") && err.contains("http://"), "{err}");
+}

@@ -437,14 +437,18 @@ fn tls_hint(e: ureq::Error) -> anyhow::Error {
              `-addext basicConstraints=critical,CA:FALSE`, or sign it with a CA of yours and give that CA to \
              --ca-cert, or use --insecure"
         )
+    } else if text.contains("InvalidContentType") {
+        anyhow::anyhow!("{text}: this port answers plain HTTP, not TLS: give the URL with http://")
     } else {
         e.into()
     }
 }
 
-/// A broken or timed-out connection is worth another try; a TLS or name error is not.
+/// A broken or timed-out connection is worth another try; a TLS or name error is not (nor TLS
+/// spoken to a plain HTTP port).
 fn retryable(e: &ureq::Error) -> bool {
     matches!(e, ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed | ureq::Error::Protocol(_))
+        && !e.to_string().contains("InvalidContentType")
 }
 
 /// The path of `Link: </v2/...?last=x&n=5>; rel="next"` (an absolute URL loses its origin).

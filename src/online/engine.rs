@@ -241,6 +241,29 @@ fn wait_for_registry(client: &Client, within: Duration) -> Result<()> {
     }
 }
 
+/// Asks the engine whether the container exists and runs (a dry run's check that the container
+/// step would work): `Ok` with what it found, or an error with the engine's words.
+pub fn probe(step: &GcStep) -> Result<String> {
+    let c = &step.container;
+    let running = match &step.engine {
+        Engine::Cli(bin) => {
+            let (code, out) = cli(bin, &["inspect", "--format", "{{.State.Running}}", c])?;
+            if code != 0 {
+                bail!("{bin} inspect {c} failed (exit {code}): {}", out.trim());
+            }
+            out.trim() == "true"
+        }
+        Engine::Api(sock) => {
+            let body = api_ok(sock, "GET", &format!("/containers/{c}/json"), None, &[200])?;
+            serde_json::from_slice::<serde_json::Value>(&body)?["State"]["Running"].as_bool().unwrap_or(false)
+        }
+    };
+    if !running {
+        bail!("container {c} exists but is not running ({}): garbage-collect cannot run in it", step.engine.describe());
+    }
+    Ok(format!("the {} answers and container {c} is running", step.engine.describe()))
+}
+
 /// Runs the collector in the container, then (with `restart`) stops and starts it and waits
 /// for the registry. A failed collector or restart is an error carrying the engine's message.
 pub fn collect(step: &GcStep, client: &Client) -> Result<CollectorReport> {

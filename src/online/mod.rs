@@ -278,6 +278,7 @@ fn plan_online(
         .collect();
     names.sort();
     names.dedup();
+    warnings.extend(r.unmatched_warnings(&names));
     names.retain(|n| {
         if !valid_repo(n) {
             warnings.push(format!("repository {n:?} is not a valid repository name: left alone"));
@@ -451,7 +452,10 @@ fn execute(client: &Client, plan: &Plan, deletions: &[Deletion], progress: Progr
 /// Plans and, unless `dry_run`, carries out a retention run through the API.
 pub fn run(client: &Client, opts: &OnlineOptions, progress: Progress) -> Result<Report> {
     if opts.retention.order == Order::Push {
-        bail!("--order push does not exist over the API (it has no push times): use created, semver or name");
+        return Err(crate::UsageError(
+            "--order push does not exist over the API (it has no push times): use created, semver or name".into(),
+        )
+        .into());
     }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.concurrency.max(1))
