@@ -528,20 +528,33 @@ pub fn execute(layout: &Layout, plan: &Plan, since: SystemTime, progress: Progre
             if !run("links", links) {
                 break 'stages;
             }
-            let mut blobs_needed = match remark() {
-                Ok(r) => r.blobs,
-                Err(e) => {
-                    errors.push(e);
+            // The blobs go in rounds of 16 prefix folders, each after a re-mark: a push that
+            // needs a planned blob is missed only if it lands within one round.
+            stop_point("blobs");
+            let mut needed = rescued.blobs;
+            needed.extend(tally.relinked.lock().unwrap_or_else(|p| p.into_inner()).iter().copied());
+            let done_first = |i: u32| freed_first && plan.unreferenced.binary_search(&i).is_ok();
+            for round in 0..16u8 {
+                let wanted = |i: u32| plan.blob(i).0[0] >> 4 == round && !done_first(i);
+                if !plan.blobs.iter().chain(&plan.leftover_blobs).any(|i| wanted(*i)) {
+                    continue;
+                }
+                match remark() {
+                    Ok(r) => needed.extend(r.blobs),
+                    Err(e) => {
+                        errors.push(e);
+                        break 'stages;
+                    }
+                }
+                let (blobs, kept) = blob_batches(layout, plan, &wanted, &needed);
+                tally.rescued[What::Blob as usize].fetch_add(kept, Ordering::Relaxed);
+                // A failed blob holds up no other blob: the rounds go on; the uploads wait.
+                run("blobs", blobs);
+                if tally.interrupted.load(Ordering::SeqCst) {
                     break 'stages;
                 }
-            };
-            blobs_needed.extend(rescued.blobs);
-            blobs_needed.extend(tally.relinked.lock().unwrap_or_else(|p| p.into_inner()).iter().copied());
-            let done_first = |i: u32| freed_first && plan.unreferenced.binary_search(&i).is_ok();
-            let (blobs, kept) = blob_batches(layout, plan, &|i| !done_first(i), &blobs_needed);
-            tally.rescued[What::Blob as usize].fetch_add(kept, Ordering::Relaxed);
-            stop_point("blobs");
-            if !run("blobs", blobs) {
+            }
+            if tally.failures() > 0 {
                 break 'stages;
             }
         }
