@@ -554,7 +554,31 @@ pub fn execute(layout: &Layout, plan: &Plan, since: SystemTime, progress: Progre
                     break 'stages;
                 }
             }
-            if tally.failures() > 0 {
+            // Last, a push that landed inside a round and needs a blob that round deleted: it
+            // cannot be undone, but it is named (the image must be pushed again).
+            match remark() {
+                Ok(r) => {
+                    let mut lost: Vec<Digest> = r
+                        .blobs
+                        .into_iter()
+                        .filter(|b| {
+                            plan.store_blobs.position(b).is_some_and(|i| plan.blobs.binary_search(&(i as u32)).is_ok())
+                        })
+                        .filter(|b| !layout.blob_data(b).exists())
+                        .collect();
+                    lost.sort();
+                    if !lost.is_empty() {
+                        let list: Vec<String> = lost.iter().map(|b| b.to_string()).collect();
+                        errors.push(format!(
+                            "a push during the run needs {} this run deleted ({}): push that image again",
+                            if lost.len() == 1 { "a blob" } else { "blobs" },
+                            list.join(", ")
+                        ));
+                    }
+                }
+                Err(e) => errors.push(e),
+            }
+            if tally.failures() > 0 || !errors.is_empty() {
                 break 'stages;
             }
         }
