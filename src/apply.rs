@@ -1,4 +1,4 @@
-//! Carries a [`Plan`] out in the crash-safe order of SPEC section 5: the journal, then tag folders,
+//! Carries a [`Plan`] out in the crash-safe order of docs/DESIGN.md section 4: the journal, then tag folders,
 //! revision folders (and the tag index entries naming them), `_layers` links, blobs, uploads.
 //! Each folder is removed in place, its own file first (`current/link`, `link`, `data`): from
 //! that moment it is gone for the registry, and a crash before its folder follows leaves an
@@ -282,10 +282,19 @@ fn remove_folder(dir: &Dir, what: What, folder: &Folder, since: Option<SystemTim
             let _ = remove_entry(dir, &format!("{hex}/{file}"), false);
             crash_point();
         }
-        Folder::Leftover(d) => {
-            let hex = d.hex();
+        Folder::Leftover(_) => {
+            // A folder that holds a link or data now (a push just wrote it) is no leftover any
+            // more; an empty one goes at once, one with an interrupted write's files after
+            // this look.
+            match dir.remove(&name, true) {
+                Err(e) if e.kind() == ErrorKind::DirectoryNotEmpty => {}
+                Err(e) if e.kind() != ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("cannot delete {}", dir.path().join(&name).display()));
+                }
+                _ => return Ok(Removed::Gone(0)),
+            }
             for file in ["link", "data"] {
-                if dir.stat(&format!("{hex}/{file}")).ok().flatten().is_some() {
+                if dir.stat(&format!("{name}/{file}")).ok().flatten().is_some() {
                     return Ok(Removed::Rescued);
                 }
             }

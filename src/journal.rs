@@ -1,4 +1,4 @@
-//! The intent journal (SPEC section 5): before the first deletion, the tags being deleted and the
+//! The intent journal (docs/DESIGN.md section 4): before the first deletion, the tags being deleted and the
 //! digests they point to are written into the store. A rerun after a crash, of any kind, deletes
 //! the journaled tags still there and cascades from their digests exactly as the interrupted run
 //! did, instead of keeping their manifests as "untagged on purpose".

@@ -1,4 +1,4 @@
-//! Every path of the registry's storage tree (SPEC section 1), and nothing else: no I/O here but
+//! Every path of the registry's storage tree (docs/DESIGN.md section 1), and nothing else: no I/O here but
 //! the check, at opening, that a folder really is a registry store.
 
 use std::path::{Path, PathBuf};
@@ -175,7 +175,7 @@ impl Layout {
         self.v2.join(".regsweep.lock")
     }
 
-    /// The intent journal of an unfinished run (SPEC section 5).
+    /// The intent journal of an unfinished run (docs/DESIGN.md section 4).
     pub fn journal_file(&self) -> PathBuf {
         self.v2.join(".regsweep-journal.json")
     }

@@ -1,4 +1,4 @@
-//! Roots, edges, liveness and marking (SPEC section 4, steps 3 to 5): from an inventory and the
+//! Roots, edges, liveness and marking (docs/DESIGN.md section 3, steps 3 to 5): from an inventory and the
 //! retention decisions to a [`Plan`] of every deletion. It deletes nothing; its only I/O is the
 //! `stat` it is handed, for the grace period and sizes of deletion candidates.
 

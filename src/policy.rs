@@ -1,4 +1,4 @@
-//! Retention (SPEC section 4, steps 1 and 2): which tags of a repository stay and why. Pure: it
+//! Retention (docs/DESIGN.md section 3, steps 1 and 2): which tags of a repository stay and why. Pure: it
 //! gets the inventory and the order keys, reads nothing and writes nothing. Attachment tags
 //! (`sha256-<hex>.sig`) are left for the plan, which keeps them exactly when their subject lives.
 

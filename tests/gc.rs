@@ -62,7 +62,7 @@ fn gc_equals_reference_collector_on_the_legacy_store() {
 
 #[test]
 fn reference_delete_untagged_breaks_multiarch_while_regsweep_keeps_it() {
-    // SPEC 4, a deliberate difference: registry 2.8's --delete-untagged does not mark the
+    // docs/DESIGN.md section 3, a deliberate difference: registry 2.8's --delete-untagged does not mark the
     // untagged children of a tagged index, so their layers are swept (distribution#3178).
     let store = fixture("demo");
     let theirs = copy_store(store.path());

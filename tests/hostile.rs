@@ -65,7 +65,7 @@ fn empty_tag_link() {
 
 #[test]
 fn link_whose_content_differs_from_its_path() {
-    // The content counts (SPEC 1): an alias revision keeps the manifest it names, and both
+    // The content counts (docs/DESIGN.md section 1): an alias revision keeps the manifest it names, and both
     // digests are kept; the collection agrees with the reference collector.
     let store = fixture("demo");
     let root = store.path();

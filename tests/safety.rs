@@ -1,4 +1,4 @@
-//! SPEC section 5: plan before acting, crash-safe order, the intent journal, the lock, and bad
+//! docs/DESIGN.md section 4: plan before acting, crash-safe order, the intent journal, the lock, and bad
 //! input that gets a clear error naming the path with nothing lost.
 
 mod common;
