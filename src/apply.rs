@@ -67,10 +67,13 @@ pub enum What {
     Upload,
     /// A folder without its link or data: what an interrupted write or deletion left.
     Leftover,
+    /// The history (`index/`) of a tag being deleted, removed ahead of the tag on a full disk:
+    /// the registry serves a tag by its `current/link` alone. Not reported.
+    History,
 }
 
 /// How many kinds of [`What`].
-pub const WHATS: usize = 7;
+pub const WHATS: usize = 8;
 
 /// One deletion that failed.
 #[derive(Clone, Debug, Serialize)]
@@ -191,6 +194,8 @@ pub enum Folder<'a> {
     Upload(&'a str),
     /// `<hex>/` without its `link` or `data`: removed only while it still has none.
     Leftover(Digest),
+    /// `<tag>/index/`: the history of a tag being deleted.
+    History(&'a str),
 }
 
 impl Folder<'_> {
@@ -199,6 +204,7 @@ impl Folder<'_> {
         match self {
             Folder::Link(d) | Folder::Blob(d) | Folder::Leftover(d) => d.hex(),
             Folder::Tag(name, _) | Folder::Upload(name) => name.to_string(),
+            Folder::History(tag) => format!("{tag}/index"),
         }
     }
 }
@@ -299,6 +305,11 @@ fn remove_folder(dir: &Dir, what: What, folder: &Folder, since: Option<SystemTim
                 }
             }
         }
+        Folder::History(tag) => {
+            if fresh(dir, &format!("{tag}/current/link"), since)?.is_none() {
+                return Ok(Removed::Rescued);
+            }
+        }
         Folder::Tag(tag, current) => {
             if fresh(dir, &format!("{tag}/current/link"), since)?.is_none() {
                 return Ok(Removed::Rescued);
@@ -369,7 +380,11 @@ fn remove_batch(
             tally.interrupted.store(true, Ordering::SeqCst);
             return;
         }
-        let what = if matches!(f, Folder::Leftover(_)) { What::Leftover } else { b.what };
+        let what = match f {
+            Folder::Leftover(_) => What::Leftover,
+            Folder::History(_) => What::History,
+            _ => b.what,
+        };
         match remove_folder(&dir, what, f, since) {
             Ok(Removed::Gone(bytes)) => {
                 tally.gone[row][what as usize].fetch_add(1, Ordering::Relaxed);
@@ -449,12 +464,20 @@ pub fn execute(layout: &Layout, plan: &Plan, since: SystemTime, progress: Progre
         Ok(()) => false,
         Err(e) if disk_full(&e) => {
             // A full disk: what needs no journal goes first (blobs no manifest of the store
-            // references, leftover blob folders, old uploads), then the journal has room.
+            // references, old uploads, and the history folders of the tags being deleted,
+            // which the registry does not read to serve them), then the journal has room.
             let rescued = remark::remark(layout, since, &[])?;
             let (mut batches, kept) =
                 blob_batches(layout, plan, &|i| plan.unreferenced.binary_search(&i).is_ok(), &rescued.blobs);
             tally.rescued[What::Blob as usize].fetch_add(kept, Ordering::Relaxed);
             batches.extend(upload_batches(layout, plan));
+            batches.extend(plan.repos.iter().enumerate().map(|(i, r)| Batch {
+                parent: layout.tags(&r.name),
+                repo: Some(i),
+                what: What::History,
+                folders: r.tags.iter().filter(|t| t.action != Action::Keep).map(|t| Folder::History(t.name)).collect(),
+            }));
+            batches.retain(|b| !b.folders.is_empty());
             run("freeing space", batches);
             if let Err(e) = journal::write(layout, &plan.journal, &plan.repos) {
                 errors.push(format!(
