@@ -13,7 +13,7 @@ use std::io::ErrorKind;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
@@ -156,10 +156,14 @@ impl Tally {
     }
 }
 
-/// Test-only: `REGSWEEP_TEST_CRASH_AFTER=K` aborts the process after K deletions, so that the
-/// crash tests can stop a real run at an exact point.
+/// Test-only (feature `test-hooks`): `REGSWEEP_TEST_CRASH_AFTER=K` aborts the process after K
+/// deletions, so that the crash tests can stop a real run at an exact point.
+#[cfg(not(feature = "test-hooks"))]
+fn crash_point() {}
+
+#[cfg(feature = "test-hooks")]
 fn crash_point() {
-    static LIMIT: OnceLock<Option<usize>> = OnceLock::new();
+    static LIMIT: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     static DONE: AtomicUsize = AtomicUsize::new(0);
     if let Some(limit) =
         *LIMIT.get_or_init(|| std::env::var("REGSWEEP_TEST_CRASH_AFTER").ok().and_then(|v| v.parse().ok()))
@@ -169,8 +173,13 @@ fn crash_point() {
     }
 }
 
-/// Test-only: `REGSWEEP_TEST_STOP_AT=<point>` stops the process (SIGSTOP) at that point of a real
-/// run, so that a test can push at an exact moment and then let it go on (SIGCONT).
+/// Test-only (feature `test-hooks`): `REGSWEEP_TEST_STOP_AT=<point>` stops the process
+/// (SIGSTOP) at that point of a real run, so that a test can push at an exact moment and then
+/// let it go on (SIGCONT).
+#[cfg(not(feature = "test-hooks"))]
+pub fn stop_point(_point: &str) {}
+
+#[cfg(feature = "test-hooks")]
 pub fn stop_point(point: &str) {
     if std::env::var("REGSWEEP_TEST_STOP_AT").is_ok_and(|p| p == point) {
         // SAFETY: raising a signal on our own process.

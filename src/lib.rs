@@ -53,7 +53,7 @@ const TIMESTAMP_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
 /// What a run does besides collecting: `prune` applies a retention policy first, `gc` does not.
 #[derive(Clone, Debug)]
 pub enum Mode {
-    Prune(Retention),
+    Prune(Box<Retention>),
     Gc,
 }
 

@@ -241,7 +241,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Gen(g) => return generate_store(g),
         Command::Check(c) => return check_store(c),
         Command::Online(o) => return online(o),
-        Command::Prune(p) => (&p.store, &p.collect, Mode::Prune(retention(&p.retention, Order::Push)?)),
+        Command::Prune(p) => (&p.store, &p.collect, Mode::Prune(Box::new(retention(&p.retention, Order::Push)?))),
         Command::Gc(g) => (&g.store, &g.collect, Mode::Gc),
     };
     let orphan_attachments = matches!(&cli.command, Command::Prune(p) if p.delete_orphan_attachments);

@@ -84,7 +84,7 @@ pub fn remark(layout: &Layout, since: SystemTime, extra: &[(String, Digest)]) ->
 /// paths of its links written at or after `since`; `None` when the folder has not changed since
 /// (no entry added or removed).
 fn young_links(dir: &std::path::Path, since: SystemTime) -> Result<Option<(Dir, Vec<Digest>)>> {
-    if !scan::stat(dir)?.is_some_and(|(_, mtime)| mtime >= since) {
+    if scan::stat(dir)?.is_none_or(|(_, mtime)| mtime < since) {
         return Ok(None);
     }
     let Some(open) = Dir::open(dir)? else { return Ok(None) };

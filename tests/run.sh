@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs the real parts the tests run against when they
 # are missing (Debian packages: docker-registry, skopeo, umoci, curl, jq, apache2-utils, openssl,
-# podman, runc, busybox-static), then runs every test.
+# podman, runc, busybox-static), then checks format, lints and docs, and runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # tool:package pairs; busybox must be the static one (it goes into a container image).
@@ -24,6 +24,11 @@ if [ ! -e /etc/containers/policy.json ]; then
   $sudo mkdir -p /etc/containers
   echo '{"default":[{"type":"insecureAcceptAnything"}]}' | $sudo tee /etc/containers/policy.json >/dev/null
 fi
-# The benchmarks are not run here, but they must still build.
+# The habits, enforced: formatted, no clippy warning (the [lints] table of Cargo.toml), docs
+# without warnings. The benchmarks are not run here, but they must still build.
+cargo fmt --check
+cargo clippy --locked --all-targets --features test-hooks -q -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps -q
 cargo check --locked --benches -q
-cargo test --locked "$@"
+# test-hooks: the crash and stop points the safety and race tests use (not in release builds).
+cargo test --locked --features test-hooks "$@"

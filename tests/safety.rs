@@ -37,6 +37,7 @@ fn planned(root: &Path) -> serde_json::Value {
 }
 
 #[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
 fn a_rerun_after_a_crash_ends_exactly_as_an_uninterrupted_run() {
     let uninterrupted = fixture("demo");
     let plan = planned(uninterrupted.path());
@@ -97,6 +98,7 @@ fn a_rerun_after_a_crash_ends_exactly_as_an_uninterrupted_run() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
 fn without_the_journal_a_rerun_would_keep_for_ever_what_the_crash_left() {
     // Why the journal exists: once the tag folders are gone, their manifests look untagged on
     // purpose, and rule 3 keeps them.

@@ -208,6 +208,7 @@ fn a_prune_on_a_full_ext4_ends_as_on_a_roomy_disk() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
 fn gc_finishes_an_interrupted_prune_on_a_full_disk() {
     let Some(m) = demo_on("ext4") else {
         eprintln!("skipped: cannot mount ext4 here");
@@ -420,9 +421,11 @@ fn keep_zero_deletes_a_repositorys_only_tag() {
     assert_eq!(reg.manifest_status("solo/app", "only"), 404);
 }
 
-/// Starts a real prune (`--keep 2 --json`) that stops itself at `point`; returns it stopped.
+/// Starts a real prune (`--keep 2 --json`) that stops itself at `point`; returns it stopped
+/// (the caller waits for it).
+#[allow(clippy::zombie_processes)]
 fn prune_stopped_at(root: &Path, point: &str) -> std::process::Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_regsweep"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_regsweep"))
         .args(["prune", "--root", s(root), "--keep", "2", "--json"])
         .env("REGSWEEP_TEST_STOP_AT", point)
         .stdout(std::process::Stdio::piped())
@@ -435,7 +438,11 @@ fn prune_stopped_at(root: &Path, point: &str) -> std::process::Child {
         if stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T')) {
             return child;
         }
-        assert!(start.elapsed() < std::time::Duration::from_secs(60), "never reached {point}");
+        if start.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("never reached {point}");
+        }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
@@ -445,6 +452,7 @@ fn signal(child: &std::process::Child, sig: &str) {
 }
 
 #[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
 fn sigint_during_the_deletions_stops_says_what_was_done_and_a_rerun_finishes() {
     let store = fixture("demo");
     let root = store.path();
@@ -471,6 +479,7 @@ fn sigint_during_the_deletions_stops_says_what_was_done_and_a_rerun_finishes() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
 fn sigint_before_the_first_deletion_changes_nothing() {
     let store = fixture("demo");
     let root = store.path();

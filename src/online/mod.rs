@@ -1,7 +1,7 @@
 //! Online mode: the retention of `prune` through the Registry HTTP API v2, for registries whose
 //! disk is out of reach. It reads what the API shows (catalog, tags, manifests by HEAD and GET,
 //! referrers where offered) into the same [`Inventory`] the store scan gives, decides with the
-//! same [`policy`](crate::policy) and plans with the same [`plan`](crate::plan); then it deletes
+//! same [`crate::policy`] and plans with the same [`crate::plan`]; then it deletes
 //! by digest only what nothing kept needs, and deletes a tag alone where the registry can (v3).
 //! The space comes back when the registry's own collector runs: see [`engine`].
 
