@@ -1,14 +1,12 @@
 //! criterion benches of the hot inner parts: manifest parsing, link reading, marking.
 //! Run: cargo bench --bench hot
 
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use regsweep::digest::Digest;
-use regsweep::layout::Layout;
 use regsweep::manifest::{self, Kind, Manifest};
-use regsweep::plan::{self, Disk, Options};
+use regsweep::plan::{self, Options, StoreView};
 use regsweep::policy::Reason;
 use regsweep::scan::{self, Inventory, Parsed, Repo, Revision, Tag};
 
@@ -50,8 +48,8 @@ fn links(c: &mut Criterion) {
 
 struct OldFiles;
 
-impl Disk for OldFiles {
-    fn stat(&self, _: &Path) -> anyhow::Result<Option<(u64, SystemTime)>> {
+impl StoreView for OldFiles {
+    fn stat(&self, _: plan::Object) -> anyhow::Result<Option<(u64, SystemTime)>> {
         Ok(Some((100, SystemTime::UNIX_EPOCH)))
     }
     fn tag_index(&self, _: &str, _: &str) -> anyhow::Result<Vec<Digest>> {
@@ -122,9 +120,8 @@ fn marking(c: &mut Criterion) {
         list_kept_tags: true,
         orphan_attachments: false,
     };
-    let layout = Layout::at("/nonexistent".into());
     c.bench_function("plan 12k tags, 36k blobs (keep 5)", |b| {
-        b.iter(|| plan::build(&layout, &inv, &decisions, &|_| true, &opts, &OldFiles).unwrap())
+        b.iter(|| plan::build(&inv, &decisions, &|_| true, &opts, &OldFiles).unwrap())
     });
 }
 

@@ -75,7 +75,7 @@ pub fn run(root: &Path, mode: &Mode, opts: &Options, dry_run: bool, progress: Pr
     } else {
         None
     };
-    let planner = Planner::new(&layout, blobs, journal.as_ref(), opts, &disk).with_holders(holders.as_ref());
+    let planner = Planner::new(blobs, journal.as_ref(), opts, &disk).with_holders(holders.as_ref());
     let blobs_dir = Dir::open(&layout.blobs())?;
     let mut warnings = match mode {
         Mode::Prune(r) => r.unmatched_warnings(&names),

@@ -3,7 +3,6 @@
 //! `stat` it is handed, for the grace period and sizes of deletion candidates.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -14,7 +13,6 @@ use serde::Serialize;
 use crate::blobs::{BlobList, Digests};
 use crate::digest::{Digest, DigestMap, DigestSet};
 use crate::journal::Journal;
-use crate::layout::Layout;
 use crate::manifest::Manifest;
 use crate::policy::{Decision, Reason, SubjectRepo, attachment_subject};
 use crate::scan::{Inventory, Parsed, Repo};
@@ -141,12 +139,43 @@ pub struct Plan {
     pub journal: Journal,
 }
 
-/// What the plan reads from disk beyond the inventory: only for candidates and kept tags.
-pub trait Disk: Sync {
-    /// A file's size and mtime, `None` when it does not exist.
-    fn stat(&self, path: &Path) -> Result<Option<(u64, SystemTime)>>;
+/// One thing of a store the plan asks the size or age of, named by repository and digest, not
+/// by path: each backend knows where it keeps it.
+#[derive(Clone, Copy, Debug)]
+pub enum Object<'a> {
+    /// A blob's content (`blobs/sha256/<xx>/<hex>/data`).
+    BlobData(Digest),
+    /// A blob's folder, whatever it holds.
+    BlobFolder(Digest),
+    /// A repository's `_layers` link to a blob.
+    LayerLink(&'a str, Digest),
+    /// The folder of that link.
+    LayerFolder(&'a str, Digest),
+    /// A repository's revision folder of a manifest.
+    RevisionFolder(&'a str, Digest),
+}
+
+/// What the plan reads of a store beyond the inventory: only for deletion candidates and kept
+/// tags. The filesystem backend implements it; online mode, which deletes through the API, has
+/// [`NoStore`].
+pub trait StoreView: Sync {
+    /// The size and mtime of an object, `None` when it does not exist.
+    fn stat(&self, object: Object) -> Result<Option<(u64, SystemTime)>>;
     /// The digests of a tag's history (`tags/<tag>/index/sha256/`).
     fn tag_index(&self, repo: &str, tag: &str) -> Result<Vec<Digest>>;
+}
+
+/// A store with nothing to ask: every candidate is absent, no tag has history.
+pub struct NoStore;
+
+impl StoreView for NoStore {
+    fn stat(&self, _: Object) -> Result<Option<(u64, SystemTime)>> {
+        Ok(None)
+    }
+
+    fn tag_index(&self, _: &str, _: &str) -> Result<Vec<Digest>> {
+        Ok(Vec::new())
+    }
 }
 
 /// Two bits per blob of the store, shared by all threads: live (the mark phase of
@@ -255,9 +284,8 @@ pub struct RepoDraft {
 /// Plans a run one repository at a time, in any order and in parallel, marking the blobs each
 /// needs; then sweeps the unmarked ones. Only the repository being planned is in memory.
 pub struct Planner<'a> {
-    layout: &'a Layout,
     opts: &'a Options,
-    disk: &'a dyn Disk,
+    disk: &'a dyn StoreView,
     journal: Option<&'a Journal>,
     marks: Marks,
     holders: Option<&'a Holders>,
@@ -266,13 +294,12 @@ pub struct Planner<'a> {
 impl<'a> Planner<'a> {
     /// `blobs` is every blob folder of the store.
     pub fn new(
-        layout: &'a Layout,
         blobs: BlobList,
         journal: Option<&'a Journal>,
         opts: &'a Options,
-        disk: &'a dyn Disk,
+        disk: &'a dyn StoreView,
     ) -> Planner<'a> {
-        Planner { layout, opts, disk, journal, marks: Marks::new(blobs), holders: None }
+        Planner { opts, disk, journal, marks: Marks::new(blobs), holders: None }
     }
 
     /// With `--delete-orphan-attachments`: where every manifest of the store is.
@@ -284,9 +311,9 @@ impl<'a> Planner<'a> {
         self.opts.now.duration_since(t).unwrap_or_default() < self.opts.grace
     }
 
-    /// True when the file or folder exists and is older than the grace period.
-    fn old(&self, path: &Path) -> Result<bool> {
-        Ok(self.disk.stat(path)?.is_some_and(|(_, t)| !self.young(t)))
+    /// True when the object exists and is older than the grace period.
+    fn old(&self, object: Object) -> Result<bool> {
+        Ok(self.disk.stat(object)?.is_some_and(|(_, t)| !self.young(t)))
     }
 
     /// Plans one repository: `manifests` holds (at least) those its revisions and its journaled
@@ -472,20 +499,19 @@ impl<'a> Planner<'a> {
     fn leftovers_and_links(&self, repo: &Repo, draft: &mut RepoDraft) -> Result<()> {
         let plan = &mut draft.plan;
         for l in std::mem::take(&mut draft.layer_candidates) {
-            let dir = self.layout.layer_dir(&repo.name, &l);
-            match self.disk.stat(&dir.join("link"))? {
+            match self.disk.stat(Object::LayerLink(&repo.name, l))? {
                 Some((_, t)) if !self.young(t) => plan.layer_links.push(&self.marks.blobs, l),
                 Some(_) => {
                     draft.grace_kept_links += 1;
                     self.marks.mark(&l);
                 }
-                None if self.old(&dir)? => plan.leftover_layer_links.push(l),
+                None if self.old(Object::LayerFolder(&repo.name, l))? => plan.leftover_layer_links.push(l),
                 None => {}
             }
         }
         plan.layer_links.shrink_to_fit();
         for r in &repo.incomplete_revisions {
-            if self.old(&self.layout.revision_dir(&repo.name, r))? {
+            if self.old(Object::RevisionFolder(&repo.name, *r))? {
                 plan.leftover_revisions.push(*r);
             }
         }
@@ -523,13 +549,13 @@ impl<'a> Planner<'a> {
         fates.par_iter_mut().enumerate().filter(|(i, _)| !marks.is_marked(*i)).try_for_each(
             |(i, fate)| -> Result<()> {
                 let b = marks.blobs.get(i);
-                *fate = match self.disk.stat(&self.layout.blob_data(&b))? {
+                *fate = match self.disk.stat(Object::BlobData(b))? {
                     Some((size, mtime)) if !self.young(mtime) => {
                         bytes.fetch_add(size, Ordering::Relaxed);
                         Fate::Delete
                     }
                     Some(_) => Fate::Young,
-                    None if self.old(&self.layout.blob_dir(&b))? => Fate::Leftover,
+                    None if self.old(Object::BlobFolder(b))? => Fate::Leftover,
                     None => Fate::Live,
                 };
                 Ok(())
@@ -554,14 +580,13 @@ impl<'a> Planner<'a> {
 /// Plans a run on an inventory read whole. `decisions` is aligned with `inv.repos` and their
 /// tags; `in_scope` says which repositories the run may touch beyond the blob sweep.
 pub fn build(
-    layout: &Layout,
     inv: &Inventory,
     decisions: &[Vec<Decision>],
     in_scope: &(dyn Fn(&str) -> bool + Sync),
     opts: &Options,
-    disk: &dyn Disk,
+    disk: &dyn StoreView,
 ) -> Result<Plan> {
-    let planner = Planner::new(layout, BlobList::new(inv.blobs.iter().copied()), inv.journal.as_ref(), opts, disk);
+    let planner = Planner::new(BlobList::new(inv.blobs.iter().copied()), inv.journal.as_ref(), opts, disk);
     let drafts = inv
         .repos
         .par_iter()
@@ -581,12 +606,15 @@ mod tests {
 
     /// Every file is old, but those whose path contains one of the strings given; no tag has
     /// history.
-    struct FakeDisk(Vec<String>);
+    struct FakeDisk(Vec<Digest>);
 
-    impl Disk for FakeDisk {
-        fn stat(&self, path: &Path) -> Result<Option<(u64, SystemTime)>> {
-            let young = self.0.iter().any(|s| path.to_string_lossy().contains(s.as_str()));
-            Ok(Some((10, if young { now() } else { old() })))
+    impl StoreView for FakeDisk {
+        fn stat(&self, object: Object) -> Result<Option<(u64, SystemTime)>> {
+            let d = match object {
+                Object::BlobData(d) | Object::BlobFolder(d) => d,
+                Object::LayerLink(_, d) | Object::LayerFolder(_, d) | Object::RevisionFolder(_, d) => d,
+            };
+            Ok(Some((10, if self.0.contains(&d) { now() } else { old() })))
         }
 
         fn tag_index(&self, _: &str, _: &str) -> Result<Vec<Digest>> {
@@ -631,8 +659,8 @@ mod tests {
     /// A store: (repo, tags (name, digest), revisions) and the manifests; blobs 1..=250 exist.
     struct Store {
         inv: Inventory,
-        /// Paths containing one of these are young.
-        young: Vec<String>,
+        /// Objects of these digests are young.
+        young: Vec<Digest>,
     }
 
     impl Store {
@@ -683,14 +711,7 @@ mod tests {
                 list_kept_tags: true,
                 orphan_attachments: false,
             };
-            build(
-                &Layout::at("/nonexistent".into()),
-                &self.inv,
-                &decisions,
-                &|_| true,
-                &opts,
-                &FakeDisk(self.young.clone()),
-            )
+            build(&self.inv, &decisions, &|_| true, &opts, &FakeDisk(self.young.clone()))
         }
     }
 
@@ -861,7 +882,7 @@ mod tests {
         // A layer pushed again (or mounted) for a manifest not written yet.
         let mut s = Store::new(vec![(10, image(&[100], None))]).repo("r", &[("t", 10)], &[10]);
         s.inv.repos[0].layers = vec![d(100), d(200), d(201)];
-        s.young = vec![d(200).hex()];
+        s.young = vec![d(200)];
         let p = s.plan(&["t"], false).unwrap();
         assert_eq!(p.repos[0].layer_links.iter(&p.store_blobs).collect::<Vec<_>>(), [d(201)]);
         assert_eq!(p.grace_kept.layer_links, 1);

@@ -542,9 +542,17 @@ pub fn read_config(layout: &Layout, d: &Digest) -> Option<Vec<u8>> {
 /// The store as the plan reads it for the few facts it needs beyond the inventory.
 pub struct Disk<'a>(pub &'a Layout);
 
-impl crate::plan::Disk for Disk<'_> {
-    fn stat(&self, path: &Path) -> Result<Option<(u64, SystemTime)>> {
-        stat(path)
+impl crate::plan::StoreView for Disk<'_> {
+    fn stat(&self, object: crate::plan::Object) -> Result<Option<(u64, SystemTime)>> {
+        use crate::plan::Object;
+        let l = self.0;
+        stat(&match object {
+            Object::BlobData(d) => l.blob_data(&d),
+            Object::BlobFolder(d) => l.blob_dir(&d),
+            Object::LayerLink(repo, d) => l.layer_dir(repo, &d).join("link"),
+            Object::LayerFolder(repo, d) => l.layer_dir(repo, &d),
+            Object::RevisionFolder(repo, d) => l.revision_dir(repo, &d),
+        })
     }
 
     fn tag_index(&self, repo: &str, tag: &str) -> Result<Vec<Digest>> {

@@ -8,7 +8,6 @@
 pub mod client;
 pub mod engine;
 
-use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
@@ -19,7 +18,6 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::digest::{Digest, DigestMap, DigestSet};
-use crate::layout::Layout;
 use crate::manifest::{self, Kind, Manifest};
 use crate::plan::{self, Action, Plan};
 use crate::policy::{self, Decision, Order, Reason, Retention};
@@ -238,18 +236,6 @@ impl Reader<'_> {
 }
 
 /// The plan reads nothing from disk online: there are no layer links or blobs to stat.
-struct NoDisk;
-
-impl plan::Disk for NoDisk {
-    fn stat(&self, _: &Path) -> Result<Option<(u64, SystemTime)>> {
-        Ok(None)
-    }
-
-    fn tag_index(&self, _: &str, _: &str) -> Result<Vec<Digest>> {
-        Ok(Vec::new())
-    }
-}
-
 /// One manifest to delete by digest, in stage order.
 struct Deletion {
     stage: u8,
@@ -339,7 +325,7 @@ fn plan_online(
         list_kept_tags: true,
         orphan_attachments: false,
     };
-    let mut plan = plan::build(&Layout::at(PathBuf::new()), &inv, &decisions, &|_| true, &popts, &NoDisk)?;
+    let mut plan = plan::build(&inv, &decisions, &|_| true, &popts, &plan::NoStore)?;
     // Children and referrers that only a deleted manifest reached are named by digest; order
     // the deletions so that an interruption leaves nothing kept broken: referrers first (nothing
     // needs them), then the tags' own manifests, then the children of deleted indexes.
