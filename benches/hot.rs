@@ -7,7 +7,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use regsweep::digest::Digest;
 use regsweep::manifest::{self, Kind, Manifest};
 use regsweep::plan::{self, Options, StoreView};
-use regsweep::policy::Reason;
+use regsweep::policy::{Reason, Verdict};
 use regsweep::scan::{self, Inventory, Parsed, Repo, Revision, Tag};
 
 fn digest(i: u64) -> Digest {
@@ -104,10 +104,11 @@ fn marking(c: &mut Criterion) {
                 .iter()
                 .zip(0u32..)
                 .map(|(_, i)| {
-                    Some((
-                        i >= 55,
-                        if i >= 55 { Reason::Count { rank: 60 - i } } else { Reason::BeyondCount { rank: 60 - i } },
-                    ))
+                    if i >= 55 {
+                        Verdict::Keep(Reason::Count { rank: 60 - i })
+                    } else {
+                        Verdict::Delete(Reason::BeyondCount { rank: 60 - i })
+                    }
                 })
                 .collect()
         })

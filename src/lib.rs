@@ -29,7 +29,7 @@ use crate::digest::{DigestMap, DigestSet};
 use crate::journal::Journal;
 use crate::layout::Layout;
 use crate::plan::{Options, Planner, RepoDraft};
-use crate::policy::{Decision, Order, Reason, Retention};
+use crate::policy::{Order, Reason, Retention, Verdict};
 use crate::progress::Progress;
 use crate::report::Report;
 use crate::scan::Dir;
@@ -139,9 +139,9 @@ fn decide(
     manifests: &DigestMap<scan::Parsed>,
     mode: &Mode,
     opts: &Options,
-) -> (Vec<Decision>, Vec<String>) {
+) -> (Vec<Verdict>, Vec<String>) {
     let ret = match mode {
-        Mode::Gc => return (vec![Some((true, Reason::NotPruned)); repo.tags.len()], Vec::new()),
+        Mode::Gc => return (vec![Verdict::Keep(Reason::NotPruned); repo.tags.len()], Vec::new()),
         Mode::Prune(ret) => ret,
     };
     let created = if ret.order == Order::Created {
@@ -155,13 +155,13 @@ fn decide(
 
 /// The tags an interrupted run was deleting are deleted, whatever this run's policy, unless
 /// they were pushed again since (then they point elsewhere).
-fn finish_journaled_tags(repo: &scan::Repo, journal: &Journal, decisions: &mut [Decision]) {
+fn finish_journaled_tags(repo: &scan::Repo, journal: &Journal, decisions: &mut [Verdict]) {
     let Some(tags) = journal.repos.get(&repo.name) else {
         return;
     };
     for (t, d) in repo.tags.iter().zip(decisions.iter_mut()) {
         if tags.get(&t.name).is_some_and(|j| t.current.is_none_or(|c| c == *j)) {
-            *d = Some((false, Reason::Interrupted));
+            *d = Verdict::Delete(Reason::Interrupted);
         }
     }
 }

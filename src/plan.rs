@@ -14,7 +14,7 @@ use crate::blobs::{BlobList, Digests};
 use crate::digest::{Digest, DigestMap, DigestSet};
 use crate::journal::Journal;
 use crate::manifest::Manifest;
-use crate::policy::{Decision, Reason, SubjectRepo, attachment_subject};
+use crate::policy::{Reason, SubjectRepo, Verdict, attachment_subject};
 use crate::scan::{Inventory, Parsed, Repo};
 pub use crate::tags::{Action, Pushed, TagPlan, Tags};
 
@@ -318,13 +318,7 @@ impl<'a> Planner<'a> {
 
     /// Plans one repository: `manifests` holds (at least) those its revisions and its journaled
     /// tags name; `decisions` is aligned with its tags.
-    pub fn repo(
-        &self,
-        repo: &Repo,
-        manifests: &DigestMap<Parsed>,
-        decisions: &[Decision],
-        in_scope: bool,
-    ) -> RepoDraft {
+    pub fn repo(&self, repo: &Repo, manifests: &DigestMap<Parsed>, decisions: &[Verdict], in_scope: bool) -> RepoDraft {
         let mut draft = self.draft(repo, manifests, decisions, in_scope);
         if in_scope && let Err(e) = self.leftovers_and_links(repo, &mut draft) {
             draft.errors.push(format!("{e:#}"));
@@ -332,7 +326,7 @@ impl<'a> Planner<'a> {
         draft
     }
 
-    fn draft(&self, repo: &Repo, manifests: &DigestMap<Parsed>, decisions: &[Decision], in_scope: bool) -> RepoDraft {
+    fn draft(&self, repo: &Repo, manifests: &DigestMap<Parsed>, decisions: &[Verdict], in_scope: bool) -> RepoDraft {
         let (opts, disk, marks) = (self.opts, self.disk, &self.marks);
         let g = Graph::new(manifests, repo);
         let young = |t: SystemTime| self.young(t);
@@ -343,27 +337,26 @@ impl<'a> Planner<'a> {
         // Attachment tags not decided by policy follow their subject; one outside this
         // repository is not ours to judge, unless asked to look for it in the whole store
         // (cosign's COSIGN_REPOSITORY) and it is nowhere.
-        let mut decided: Vec<Option<(bool, Reason)>> = decisions.to_vec();
+        let mut decided: Vec<Verdict> = decisions.to_vec();
         for (t, d) in repo.tags.iter().zip(decided.iter_mut()) {
-            if d.is_none()
+            if *d == Verdict::Undecided
                 && let Some(subject) = attachment_subject(&t.name).filter(|s| !g.revs.contains_key(s))
             {
-                *d = Some(match self.holders.map(|h| h.holder(&subject)) {
-                    None => (true, Reason::SubjectElsewhere { subject: subject.into() }),
+                *d = match self.holders.map(|h| h.holder(&subject)) {
+                    None => Verdict::Keep(Reason::SubjectElsewhere { subject: subject.into() }),
                     Some(Some(repo)) => {
-                        (true, Reason::SubjectInRepo(Box::new(SubjectRepo { subject, repo: repo.into() })))
+                        Verdict::Keep(Reason::SubjectInRepo(Box::new(SubjectRepo { subject, repo: repo.into() })))
                     }
-                    Some(None) if young(t.pushed) => (true, Reason::Grace),
-                    Some(None) => (false, Reason::SubjectMissing { subject: subject.into() }),
-                });
+                    Some(None) if young(t.pushed) => Verdict::Keep(Reason::Grace),
+                    Some(None) => Verdict::Delete(Reason::SubjectMissing { subject: subject.into() }),
+                };
             }
         }
         let young_revs: Vec<Digest> = repo.revisions.iter().filter(|r| young(r.modified)).map(|r| r.digest).collect();
         // Live manifests for the current decisions, with or without the grace period's roots.
-        let liveness = |decided: &[Decision], with_young: bool| -> DigestSet {
-            let is_kept = |d: &Decision| d.as_ref().is_some_and(|d| d.0);
-            let kept = repo.tags.iter().zip(decided).filter(|(_, d)| is_kept(d)).filter_map(|(t, _)| t.current);
-            let deleted = repo.tags.iter().zip(decided).filter(|(_, d)| !is_kept(d)).filter_map(|(t, _)| t.current);
+        let liveness = |decided: &[Verdict], with_young: bool| -> DigestSet {
+            let kept = repo.tags.iter().zip(decided).filter(|(_, d)| d.is_keep()).filter_map(|(t, _)| t.current);
+            let deleted = repo.tags.iter().zip(decided).filter(|(_, d)| !d.is_keep()).filter_map(|(t, _)| t.current);
             let cascade = g.closure(deleted.chain(journaled.iter().copied()));
             let mut roots: Vec<Digest> = kept.collect();
             if with_young {
@@ -383,10 +376,10 @@ impl<'a> Planner<'a> {
             let live = liveness(&decided, true);
             let mut changed = false;
             for (t, d) in repo.tags.iter().zip(decided.iter_mut()) {
-                if d.is_none()
+                if *d == Verdict::Undecided
                     && let Some(s) = attachment_subject(&t.name).filter(|s| live.contains(s))
                 {
-                    *d = Some((true, Reason::SubjectKept { subject: s.into() }));
+                    *d = Verdict::Keep(Reason::SubjectKept { subject: s.into() });
                     changed = true;
                 }
             }
@@ -403,10 +396,15 @@ impl<'a> Planner<'a> {
             ..RepoPlan::default()
         };
         for (t, d) in repo.tags.iter().zip(decided) {
-            let (keep, reason) = d.unwrap_or_else(|| {
-                let subject = attachment_subject(&t.name).unwrap_or(Digest([0; 32]));
-                (false, Reason::SubjectGone { subject: subject.into() })
-            });
+            let (keep, reason) = match d {
+                Verdict::Keep(r) => (true, r),
+                Verdict::Delete(r) => (false, r),
+                // An attachment tag whose subject is a manifest here, and not live.
+                Verdict::Undecided => {
+                    let subject = attachment_subject(&t.name).unwrap_or(Digest([0; 32]));
+                    (false, Reason::SubjectGone { subject: subject.into() })
+                }
+            };
             let action = match (keep, t.current) {
                 (true, _) => Action::Keep,
                 (false, Some(c)) if live.contains(&c) => Action::Untag,
@@ -581,7 +579,7 @@ impl<'a> Planner<'a> {
 /// tags; `in_scope` says which repositories the run may touch beyond the blob sweep.
 pub fn build(
     inv: &Inventory,
-    decisions: &[Vec<Decision>],
+    decisions: &[Vec<Verdict>],
     in_scope: &(dyn Fn(&str) -> bool + Sync),
     opts: &Options,
     disk: &dyn StoreView,
@@ -684,7 +682,7 @@ mod tests {
 
         /// Plans with `keep` naming the tags kept by policy in every repository.
         fn plan(&self, keep: &[&str], delete_untagged: bool) -> Result<Plan> {
-            let decisions: Vec<Vec<Decision>> = self
+            let decisions: Vec<Vec<Verdict>> = self
                 .inv
                 .repos
                 .iter()
@@ -693,11 +691,11 @@ mod tests {
                         .iter()
                         .map(|t| {
                             if attachment_subject(&t.name).is_some() {
-                                None
+                                Verdict::Undecided
                             } else if keep.contains(&t.name.as_str()) {
-                                Some((true, Reason::Count { rank: 1 }))
+                                Verdict::Keep(Reason::Count { rank: 1 })
                             } else {
-                                Some((false, Reason::BeyondCount { rank: 2 }))
+                                Verdict::Delete(Reason::BeyondCount { rank: 2 })
                             }
                         })
                         .collect()

@@ -128,8 +128,21 @@ pub struct SubjectRepo {
     pub repo: Box<str>,
 }
 
-/// The decision on one tag: `None` for an attachment tag left to the plan.
-pub type Decision = Option<(bool, Reason)>;
+/// The decision on one tag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Left to the plan: an attachment tag follows its subject, which only the plan knows.
+    Undecided,
+    Keep(Reason),
+    Delete(Reason),
+}
+
+impl Verdict {
+    /// True for [`Verdict::Keep`].
+    pub fn is_keep(&self) -> bool {
+        matches!(self, Verdict::Keep(_))
+    }
+}
 
 /// The subject of an attachment tag: `sha256-<64 hex>` optionally followed by `.<word>`.
 pub fn attachment_subject(tag: &str) -> Option<Digest> {
@@ -197,8 +210,8 @@ pub fn decide(
     created: &DigestMap<Option<SystemTime>>,
     grace: Duration,
     now: SystemTime,
-) -> (Vec<Decision>, Vec<String>) {
-    let mut out: Vec<Decision> = vec![None; tags.len()];
+) -> (Vec<Verdict>, Vec<String>) {
+    let mut out: Vec<Verdict> = vec![Verdict::Undecided; tags.len()];
     let mut warnings = Vec::new();
     let in_scope = r.in_scope(repo);
     let created_of = |t: &Tag| t.current.and_then(|d| created.get(&d).copied().flatten());
@@ -206,11 +219,11 @@ pub fn decide(
     for (i, t) in tags.iter().enumerate() {
         let attachment = attachment_subject(&t.name).is_some();
         out[i] = if !in_scope {
-            Some((true, Reason::RepoFiltered))
+            Verdict::Keep(Reason::RepoFiltered)
         } else if t.current.is_none() {
-            Some((true, Reason::NoCurrentLink))
+            Verdict::Keep(Reason::NoCurrentLink)
         } else if attachment {
-            None
+            Verdict::Undecided
         } else {
             let key = match r.order {
                 Order::Push => Some(Key::Time(t.pushed)),
@@ -223,7 +236,7 @@ pub fn decide(
                     ranked.push((k, i));
                     continue;
                 }
-                None => Some((true, Reason::NoKey)),
+                None => Verdict::Keep(Reason::NoKey),
             }
         };
     }
@@ -237,7 +250,7 @@ pub fn decide(
             ranked.len()
         ));
         for (_, i) in &ranked {
-            out[*i] = Some((true, Reason::UniformPushTimes));
+            out[*i] = Verdict::Keep(Reason::UniformPushTimes);
         }
         ranked.clear();
     }
@@ -249,16 +262,18 @@ pub fn decide(
         })
     });
     for (rank, (_, i)) in (1u32..).zip(&ranked) {
-        out[*i] = Some(if rank as usize <= r.keep {
-            (true, Reason::Count { rank })
+        out[*i] = if rank as usize <= r.keep {
+            Verdict::Keep(Reason::Count { rank })
         } else {
             protection(&tags[*i], r, created_of(&tags[*i]), grace, now)
-                .map_or((false, Reason::BeyondCount { rank }), |p| (true, p))
-        });
+                .map_or(Verdict::Delete(Reason::BeyondCount { rank }), Verdict::Keep)
+        };
     }
     for (i, t) in tags.iter().enumerate() {
-        if out[i].is_none() {
-            out[i] = protection(t, r, None, grace, now).map(|p| (true, p));
+        if out[i] == Verdict::Undecided
+            && let Some(p) = protection(t, r, None, grace, now)
+        {
+            out[i] = Verdict::Keep(p);
         }
     }
     (out, warnings)
@@ -299,7 +314,7 @@ mod tests {
 
     fn kept(tags: &[Tag], r: &Retention) -> Vec<String> {
         let (d, _) = decide("r", tags, r, &DigestMap::default(), Duration::from_secs(3600), at(100));
-        tags.iter().zip(d).filter(|(_, d)| d.as_ref().is_some_and(|d| d.0)).map(|(t, _)| t.name.clone()).collect()
+        tags.iter().zip(d).filter(|(_, d)| d.is_keep()).map(|(t, _)| t.name.clone()).collect()
     }
 
     #[test]
@@ -312,7 +327,7 @@ mod tests {
     fn uniform_push_times_keep_everything() {
         let tags = vec![tag("a", 1, 3), tag("b", 2, 3), tag("c", 3, 3)];
         let (d, w) = decide("r", &tags, &retention(1, Order::Push), &DigestMap::default(), Duration::ZERO, at(100));
-        assert!(d.iter().all(|d| d.as_ref().unwrap() == &(true, Reason::UniformPushTimes)));
+        assert!(d.iter().all(|d| d == &Verdict::Keep(Reason::UniformPushTimes)));
         assert_eq!(w.len(), 1);
     }
 
@@ -326,7 +341,7 @@ mod tests {
             Duration::ZERO,
             at(100),
         );
-        assert_eq!(d[0], Some((false, Reason::BeyondCount { rank: 1 })));
+        assert_eq!(d[0], Verdict::Delete(Reason::BeyondCount { rank: 1 }));
         assert!(w.is_empty());
         let ms = |n: u64| at(3) + Duration::from_millis(300 * n);
         let tags: Vec<Tag> = (0..3).map(|n| Tag { pushed: ms(n), ..tag(&format!("t{n}"), n as u8, 0) }).collect();
@@ -356,9 +371,9 @@ mod tests {
             (Digest([3; 32]), None),
         ]);
         let (d, _) = decide("r", &tags, &retention(1, Order::Created), &created, Duration::ZERO, at(100));
-        assert_eq!(d[0], Some((true, Reason::Count { rank: 1 })));
-        assert_eq!(d[1], Some((false, Reason::BeyondCount { rank: 2 })));
-        assert_eq!(d[2], Some((true, Reason::NoKey)));
+        assert_eq!(d[0], Verdict::Keep(Reason::Count { rank: 1 }));
+        assert_eq!(d[1], Verdict::Delete(Reason::BeyondCount { rank: 2 }));
+        assert_eq!(d[2], Verdict::Keep(Reason::NoKey));
     }
 
     #[test]
@@ -385,6 +400,6 @@ mod tests {
         assert!(attachment_subject("sha256-abc.sig").is_none());
         let tags = vec![tag(&format!("sha256-{hex}.sig"), 1, 1), tag("v1", 2, 2)];
         let (d, _) = decide("r", &tags, &retention(0, Order::Push), &DigestMap::default(), Duration::ZERO, at(100));
-        assert_eq!(d[0], None);
+        assert_eq!(d[0], Verdict::Undecided);
     }
 }

@@ -20,7 +20,7 @@ use sha2::{Digest as _, Sha256};
 use crate::digest::{Digest, DigestMap, DigestSet};
 use crate::manifest::{self, Kind, Manifest};
 use crate::plan::{self, Action, Plan};
-use crate::policy::{self, Decision, Order, Reason, Retention};
+use crate::policy::{self, Order, Reason, Retention, Verdict};
 use crate::progress::Progress;
 use crate::report::Report;
 use crate::scan::{self, Inventory, Parsed, Repo, Revision, Tag};
@@ -308,7 +308,7 @@ fn plan_online(
         inv.repos.push(Repo { name: f.name, tags, revisions, ..Repo::default() });
         inv.manifests.extend(f.manifests);
     }
-    let decisions: Vec<Vec<Decision>> = inv
+    let decisions: Vec<Vec<Verdict>> = inv
         .repos
         .iter()
         .map(|repo| {
