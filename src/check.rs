@@ -134,8 +134,7 @@ struct Found(Mutex<Vec<Problem>>);
 
 impl Found {
     fn add(&self, kind: Kind, repo: Option<&str>, path: &Path, detail: String, breaks_pull: bool) {
-        let repairable = matches!(kind, Kind::RevisionWithoutBlob | Kind::DanglingLayerLink | Kind::DanglingIndexEntry)
-            || (kind == Kind::TagBroken && detail.starts_with("points to"));
+        let repairable = matches!(kind, Kind::RevisionWithoutBlob | Kind::DanglingLayerLink | Kind::DanglingIndexEntry);
         self.push(kind, repo, path, detail, breaks_pull, repairable);
     }
 
@@ -164,12 +163,38 @@ fn link(found: &Found, repo: &str, path: &Path, breaks: bool) -> Result<Option<D
     }
 }
 
+/// The stages of `--repair`, in the crash-safe order of deletion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Repair {
+    /// A tag folder whose manifest is gone.
+    Tag,
+    /// A revision folder without its blob, a history entry naming nothing, an empty revision
+    /// folder.
+    Revision,
+    /// A `_layers` link to nothing, an empty `_layers` folder.
+    Link,
+}
+
+/// Why a manifest of a repository cannot be pulled.
+struct Trouble {
+    text: String,
+    /// Its revision names a manifest blob the store lacks: the tags on it point to nothing,
+    /// and `--repair` removes them.
+    blob_gone: bool,
+}
+
+impl Trouble {
+    fn new(text: String) -> Trouble {
+        Trouble { text, blob_gone: false }
+    }
+}
+
 /// Per repository: what the check found and what `--repair` would remove.
 #[derive(Default)]
 struct RepoCheck {
     tags: usize,
     manifests: usize,
-    repairs: Vec<(usize, PathBuf)>,
+    repairs: Vec<(Repair, PathBuf)>,
 }
 
 /// What the check knows of the store's blobs.
@@ -219,7 +244,7 @@ fn check_repo(
                     format!("links {target}, which is not in the store"),
                     false,
                 );
-                out.repairs.push((2, layout.layer_dir(name, &d)));
+                out.repairs.push((Repair::Link, layout.layer_dir(name, &d)));
             }
             Some(_) => {
                 linked.insert(d);
@@ -227,7 +252,7 @@ fn check_repo(
             None if path.exists() => {}
             None => {
                 if leftover_folder(found, name, &layout.layer_dir(name, &d), "layer link", old) {
-                    out.repairs.push((2, layout.layer_dir(name, &d)));
+                    out.repairs.push((Repair::Link, layout.layer_dir(name, &d)));
                 }
             }
         }
@@ -240,9 +265,9 @@ fn check_repo(
         let path = layout.revision_dir(name, &d).join("link");
         let Some(target) = link(found, name, &path, false)? else {
             if !path.exists() && leftover_folder(found, name, &layout.revision_dir(name, &d), "revision", old) {
-                out.repairs.push((1, layout.revision_dir(name, &d)));
+                out.repairs.push((Repair::Revision, layout.revision_dir(name, &d)));
             }
-            own_problem.insert(d, "its revision link is malformed or missing".to_string());
+            own_problem.insert(d, Trouble::new("its revision link is malformed or missing".into()));
             continue;
         };
         out.manifests += 1;
@@ -259,14 +284,13 @@ fn check_repo(
                     format!("manifest {target} has no blob"),
                     false,
                 );
-                out.repairs.push((1, layout.revision_dir(name, &d)));
-                own_problem.insert(d, format!("its manifest blob {target} is missing"));
+                out.repairs.push((Repair::Revision, layout.revision_dir(name, &d)));
+                let text = format!("its manifest blob {target} is missing");
+                own_problem.insert(d, Trouble { text, blob_gone: true });
             }
             Ok(Some(_)) if blobs.corrupt.contains(&target) => {
-                own_problem.insert(
-                    d,
-                    format!("its manifest blob {target} is corrupt (its content does not hash to its name)"),
-                );
+                let text = format!("its manifest blob {target} is corrupt (its content does not hash to its name)");
+                own_problem.insert(d, Trouble::new(text));
             }
             Ok(Some((bytes, _))) => match manifest::parse(&bytes) {
                 Ok(m) => {
@@ -280,10 +304,10 @@ fn check_repo(
                                 format!("manifest {d} needs blob {b}"),
                                 false,
                             );
-                            own_problem.insert(d, format!("blob {b} is missing"));
+                            own_problem.insert(d, Trouble::new(format!("blob {b} is missing")));
                         } else if blobs.corrupt.contains(b) {
-                            own_problem
-                                .insert(d, format!("blob {b} is corrupt (its content does not hash to its name)"));
+                            let text = format!("blob {b} is corrupt (its content does not hash to its name)");
+                            own_problem.insert(d, Trouble::new(text));
                         } else if !linked.contains(b) {
                             found.add(
                                 Kind::MissingLayerLink,
@@ -292,19 +316,19 @@ fn check_repo(
                                 format!("manifest {d} needs blob {b}, not linked here"),
                                 false,
                             );
-                            own_problem.insert(d, format!("blob {b} is not linked in this repository"));
+                            own_problem.insert(d, Trouble::new(format!("blob {b} is not linked in this repository")));
                         }
                     }
                     manifests.insert(d, Some(m));
                 }
                 Err(e) => {
                     found.add(Kind::ManifestUnreadable, Some(name), &path, format!("manifest {d}: {e:#}"), false);
-                    own_problem.insert(d, "its manifest cannot be parsed".into());
+                    own_problem.insert(d, Trouble::new("its manifest cannot be parsed".into()));
                 }
             },
             Err(e) => {
                 found.add(Kind::ManifestUnreadable, Some(name), &path, format!("{e:#}"), false);
-                own_problem.insert(d, "its manifest cannot be read".into());
+                own_problem.insert(d, Trouble::new("its manifest cannot be read".into()));
             }
         }
     }
@@ -319,11 +343,12 @@ fn check_repo(
                     format!("index {d} lists {c}, not held here"),
                     false,
                 );
-                own_problem.entry(*d).or_insert(format!("its child {c} is missing"));
+                own_problem.entry(*d).or_insert_with(|| Trouble::new(format!("its child {c} is missing")));
             }
         }
     }
-    let why_broken = |d: &Digest| -> Option<String> {
+    // Why a tag on `d` fails a pull, and whether that is its own manifest blob being gone.
+    let why_broken = |d: &Digest| -> Option<(String, bool)> {
         let mut todo = vec![*d];
         let mut seen = DigestSet::default();
         while let Some(x) = todo.pop() {
@@ -331,7 +356,11 @@ fn check_repo(
                 continue;
             }
             if let Some(p) = own_problem.get(&x) {
-                return Some(if x == *d { p.clone() } else { format!("its child {x}: {p}") });
+                return Some(if x == *d {
+                    (p.text.clone(), p.blob_gone)
+                } else {
+                    (format!("its child {x}: {}", p.text), false)
+                });
             }
             if let Some(Some(m)) = manifests.get(&x) {
                 todo.extend(m.children.iter().copied());
@@ -354,27 +383,18 @@ fn check_repo(
             ),
             None => {}
             Some(d) if !manifests.contains_key(&d) && !own_problem.contains_key(&d) => {
-                found.add(
-                    Kind::TagBroken,
-                    Some(name),
-                    &current,
-                    format!("points to {d}, which this repository does not hold"),
-                    true,
-                );
-                out.repairs.push((0, layout.tag_dir(name, &tag)));
+                let detail = format!("points to {d}, which this repository does not hold");
+                found.push(Kind::TagBroken, Some(name), &current, detail, true, true);
+                out.repairs.push((Repair::Tag, layout.tag_dir(name, &tag)));
             }
             Some(d) => {
-                if let Some(why) = why_broken(&d) {
-                    let repair = why.starts_with("its manifest blob");
-                    found.add(
-                        Kind::TagBroken,
-                        Some(name),
-                        &current,
-                        if repair { format!("points to {d}: {why}") } else { format!("{tag} ({d}): {why}") },
-                        true,
-                    );
-                    if repair {
-                        out.repairs.push((0, layout.tag_dir(name, &tag)));
+                if let Some((why, blob_gone)) = why_broken(&d) {
+                    // A tag on a manifest whose blob is gone points to nothing: --repair removes it.
+                    let detail =
+                        if blob_gone { format!("points to {d}: {why}") } else { format!("{tag} ({d}): {why}") };
+                    found.push(Kind::TagBroken, Some(name), &current, detail, true, blob_gone);
+                    if blob_gone {
+                        out.repairs.push((Repair::Tag, layout.tag_dir(name, &tag)));
                     }
                 }
             }
@@ -390,7 +410,7 @@ fn check_repo(
                     format!("tag {tag} history names {d}, no longer held"),
                     false,
                 );
-                out.repairs.push((1, layout.tag_index_entry(name, &tag, &d)));
+                out.repairs.push((Repair::Revision, layout.tag_index_entry(name, &tag, &d)));
             }
         }
     }
@@ -472,7 +492,7 @@ fn present(layout: &Layout, blobs: Vec<Digest>) -> Result<Vec<Digest>> {
     Ok(blobs.into_iter().zip(keep).filter(|(_, k)| *k).map(|(b, _)| b).collect())
 }
 
-fn run_check(layout: &Layout, opts: CheckOptions, progress: Progress) -> Result<(CheckReport, Vec<(usize, PathBuf)>)> {
+fn run_check(layout: &Layout, opts: CheckOptions, progress: Progress) -> Result<(CheckReport, Vec<(Repair, PathBuf)>)> {
     let names = scan::repositories(layout)?;
     let all: Vec<Digest> = scan::scan_blobs(layout)?.iter().copied().collect();
     let count = all.len();
@@ -537,12 +557,12 @@ pub fn check(root: &Path, opts: CheckOptions, progress: Progress) -> Result<Chec
             let (Some(parent), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
                 continue;
             };
-            let folder = match Digest::from_hex(name) {
-                Some(d) if *stage > 0 => apply::Folder::Link(d),
-                _ => apply::Folder::Tag(name, None),
+            let (folder, what) = match (stage, Digest::from_hex(name)) {
+                (Repair::Tag, _) | (_, None) => (apply::Folder::Tag(name, None), apply::What::Tag),
+                (Repair::Revision, Some(d)) => (apply::Folder::Link(d), apply::What::Manifest),
+                (Repair::Link, Some(d)) => (apply::Folder::Link(d), apply::What::LayerLink),
             };
-            let what = [apply::What::Tag, apply::What::Manifest, apply::What::LayerLink][*stage];
-            batches[*stage].push(apply::Batch {
+            batches[*stage as usize].push(apply::Batch {
                 parent: parent.to_path_buf(),
                 repo: None,
                 what,

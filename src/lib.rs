@@ -113,7 +113,7 @@ pub fn run(root: &Path, mode: &Mode, opts: &Options, dry_run: bool, progress: Pr
     let bar = progress.bar("sweeping", 0);
     let plan = planner.finish(drafts)?;
     bar.finish_and_clear();
-    let command = if matches!(mode, Mode::Gc) { "gc" } else { "prune" };
+    let command = if matches!(mode, Mode::Gc) { report::Command::Gc } else { report::Command::Prune };
     // What was written at or after `since` was not scanned: the deletions leave it. The file
     // system's clock is coarse (a jiffy behind the real one), so a little before the scan began.
     let since = opts.now - opts.grace.min(TIMESTAMP_SLACK);

@@ -10,6 +10,15 @@ use crate::online::engine::CollectorReport;
 use crate::plan::{Action, GraceKept, Plan, TagPlan, Tags};
 use crate::policy::{Reason, attachment_subject};
 
+/// Which command a report is of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Command {
+    Prune,
+    Gc,
+    Online,
+}
+
 /// What one repository loses and keeps.
 #[derive(Clone, Debug, Serialize)]
 pub struct RepoReport {
@@ -36,7 +45,7 @@ pub struct Rescued {
 /// The outcome of a run, or of a dry run the plan.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
-    pub command: String,
+    pub command: Command,
     pub dry_run: bool,
     pub root: String,
     pub repositories: usize,
@@ -69,8 +78,9 @@ pub struct Report {
 
 impl Report {
     /// The report of a plan, before it is carried out.
-    pub fn new(command: &str, root: &str, plan: Plan, dry_run: bool) -> Report {
-        let with_tags = command != "gc";
+    pub fn new(command: Command, root: &str, plan: Plan, dry_run: bool) -> Report {
+        // gc lists no tags: it keeps every one.
+        let with_tags = command != Command::Gc;
         let index_entries_deleted = plan.repos.iter().map(|r| r.index_entries.len()).sum();
         let leftovers_deleted = plan.leftover_blobs.len()
             + plan.repos.iter().map(|r| r.leftover_revisions.len() + r.leftover_layer_links.len()).sum::<usize>();
@@ -90,7 +100,7 @@ impl Report {
             })
             .collect();
         Report {
-            command: command.to_string(),
+            command,
             dry_run,
             root: root.to_string(),
             repositories: repos.len(),
@@ -187,7 +197,7 @@ impl fmt::Display for Report {
             self.repo_text(f, r)?;
         }
         writeln!(f)?;
-        if self.command == "online" {
+        if self.command == Command::Online {
             writeln!(
                 f,
                 "{}: {verb} {} (kept {}), {} through the API; the space comes back when the \

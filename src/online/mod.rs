@@ -461,7 +461,7 @@ pub fn run(client: &Client, opts: &OnlineOptions, progress: Progress) -> Result<
             warnings.append(&mut out.warnings);
             errors = out.errors;
         }
-        let mut report = Report::new("online", &client.base, plan, opts.dry_run);
+        let mut report = Report::new(crate::report::Command::Online, &client.base, plan, opts.dry_run);
         warnings.append(&mut report.warnings);
         report.warnings = warnings;
         report.errors = errors;
