@@ -6,9 +6,10 @@ use std::time::{Duration, SystemTime};
 use criterion::{Criterion, criterion_group, criterion_main};
 use regsweep::digest::Digest;
 use regsweep::manifest::{self, Kind, Manifest};
+use regsweep::model::inventory::{Inventory, Parsed, Repo, Revision, Tag};
 use regsweep::plan::{self, Options, StoreView};
 use regsweep::policy::{Reason, Verdict};
-use regsweep::scan::{self, Inventory, Parsed, Repo, Revision, Tag};
+use regsweep::store::fs;
 
 fn digest(i: u64) -> Digest {
     let mut b = [0u8; 32];
@@ -43,7 +44,7 @@ fn links(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("link");
     std::fs::write(&path, digest(3).to_string()).unwrap();
-    c.bench_function("read link file", |b| b.iter(|| scan::read_link(&path).unwrap().unwrap()));
+    c.bench_function("read link file", |b| b.iter(|| fs::read_link(&path).unwrap().unwrap()));
 }
 
 struct OldFiles;

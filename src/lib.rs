@@ -1,50 +1,30 @@
 //! regsweep: retention and garbage collection for the filesystem store of a CNCF Distribution
 //! registry. Data flows one way: scan -> policy -> plan -> apply -> report.
 
-pub mod apply;
-pub mod blobs;
-pub mod check;
-pub mod config;
-pub mod digest;
-pub mod generate;
-pub mod interrupt;
-pub mod journal;
-pub mod layout;
-pub mod manifest;
+pub mod core;
+pub mod model;
 pub mod online;
-pub mod plan;
-pub mod policy;
-pub mod progress;
-pub mod remark;
-pub mod report;
-pub mod scan;
-pub mod tags;
+pub mod store;
+
+// The old flat paths, for the binary, tests and benches.
+pub use crate::core::{plan, policy, progress, report, tags};
+pub use crate::model::{UsageError, blobs, digest, manifest};
+pub use crate::store::{apply, check, config, generate, interrupt, journal, layout, remark, scan};
 
 use std::path::Path;
 
 use anyhow::Result;
 use rayon::prelude::*;
 
-use crate::digest::{DigestMap, DigestSet};
-use crate::journal::Journal;
-use crate::layout::Layout;
-use crate::plan::{Options, Planner, RepoDraft};
-use crate::policy::{Order, Reason, Retention, Verdict};
-use crate::progress::Progress;
-use crate::report::Report;
-use crate::scan::Dir;
-
-/// An error in what the operator asked (a bad pattern, an option that cannot apply): exit 2.
-#[derive(Debug)]
-pub struct UsageError(pub String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
+use crate::core::plan::{Options, Planner, RepoDraft};
+use crate::core::policy::{Order, Reason, Retention, Verdict};
+use crate::core::progress::Progress;
+use crate::core::report::Report;
+use crate::model::digest::{DigestMap, DigestSet};
+use crate::model::inventory::{Parsed, Repo};
+use crate::model::journal::Journal;
+use crate::store::fs::Dir;
+use crate::store::layout::Layout;
 
 /// How far before the scan a write still counts as made during the run: more than the
 /// granularity of any file system clock (ext4's is a jiffy, at most 10 ms).
@@ -64,13 +44,13 @@ pub fn run(root: &Path, mode: &Mode, opts: &Options, dry_run: bool, progress: Pr
     let layout = Layout::open(root)?;
     // A dry run writes nothing, not even a lock (restic's --no-lock, allowed only there).
     let _lock = if dry_run { None } else { Some(apply::Lock::acquire(&layout)?) };
-    let journal = Journal::read(&layout)?;
+    let journal = store::journal::read(&layout)?;
     let (names, blobs) = rayon::join(|| scan::repositories(&layout), || scan::scan_blobs(&layout));
     let (names, blobs) = (names?, blobs?);
     let disk = scan::Disk(&layout);
     // An attachment tag's subject may be in any repository: where each manifest is, first.
     let holders = if opts.orphan_attachments {
-        let revisions = names.par_iter().map(|n| Ok((n.clone(), scan::digest_folders(&layout.revisions(n))?)));
+        let revisions = names.par_iter().map(|n| Ok((n.clone(), store::fs::digest_folders(&layout.revisions(n))?)));
         Some(plan::Holders::new(revisions.collect::<Result<_>>()?))
     } else {
         None
@@ -135,8 +115,8 @@ pub fn run(root: &Path, mode: &Mode, opts: &Options, dry_run: bool, progress: Pr
 /// The decision on every tag of a repository (aligned with its tags) and the policy's warnings.
 fn decide(
     layout: &Layout,
-    repo: &scan::Repo,
-    manifests: &DigestMap<scan::Parsed>,
+    repo: &Repo,
+    manifests: &DigestMap<Parsed>,
     mode: &Mode,
     opts: &Options,
 ) -> (Vec<Verdict>, Vec<String>) {
@@ -146,7 +126,7 @@ fn decide(
     };
     let created = if ret.order == Order::Created {
         let digests: Vec<_> = repo.tags.iter().filter_map(|t| t.current).collect();
-        scan::created_times(manifests, &digests, &|d| scan::read_config(layout, d))
+        policy::created_times(manifests, &digests, &|d| scan::read_config(layout, d))
     } else {
         Default::default()
     };
@@ -155,7 +135,7 @@ fn decide(
 
 /// The tags an interrupted run was deleting are deleted, whatever this run's policy, unless
 /// they were pushed again since (then they point elsewhere).
-fn finish_journaled_tags(repo: &scan::Repo, journal: &Journal, decisions: &mut [Verdict]) {
+fn finish_journaled_tags(repo: &Repo, journal: &Journal, decisions: &mut [Verdict]) {
     let Some(tags) = journal.repos.get(&repo.name) else {
         return;
     };

@@ -3,7 +3,6 @@
 //! `podman` or `docker` CLI, or the Docker Engine API on the unix socket of `DOCKER_HOST` (which
 //! Docker and `podman system service` both serve).
 
-use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -11,9 +10,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
 
 use super::client::Client;
+use crate::core::report::CollectorReport;
 
 /// Which engine the operator named.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -62,42 +61,6 @@ pub struct GcStep {
     pub config: String,
     pub delete_untagged: bool,
     pub restart: bool,
-}
-
-/// What the collector did.
-#[derive(Clone, Debug, Serialize)]
-pub struct CollectorReport {
-    pub container: String,
-    pub engine: String,
-    pub command: Vec<String>,
-    pub exit_code: i64,
-    /// Its stdout and stderr (the last 64 KiB).
-    pub output: String,
-    pub restarted: bool,
-    /// `garbage-collect`'s own count of blobs it deleted, when it printed one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub blobs_deleted: Option<u64>,
-}
-
-impl CollectorReport {
-    pub fn text(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "garbage-collect in container {} ({}): exit {}{}{}",
-            self.container,
-            self.engine,
-            self.exit_code,
-            self.blobs_deleted.map(|n| format!(", {n} blobs deleted")).unwrap_or_default(),
-            if self.restarted { "; restarted, /v2/ answers" } else { "" }
-        );
-        // Its last lines (the JSON report has the whole output).
-        let lines: Vec<&str> = self.output.lines().collect();
-        for l in &lines[lines.len().saturating_sub(5)..] {
-            let _ = writeln!(s, "  | {l}");
-        }
-        s
-    }
 }
 
 /// The last `max` bytes of a text, on a character boundary.

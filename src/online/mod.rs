@@ -1,7 +1,7 @@
 //! Online mode: the retention of `prune` through the Registry HTTP API v2, for registries whose
 //! disk is out of reach. It reads what the API shows (catalog, tags, manifests by HEAD and GET,
 //! referrers where offered) into the same [`Inventory`] the store scan gives, decides with the
-//! same [`crate::policy`] and plans with the same [`crate::plan`]; then it deletes
+//! same [`crate::core::policy`] and plans with the same [`crate::core::plan`]; then it deletes
 //! by digest only what nothing kept needs, and deletes a tag alone where the registry can (v3).
 //! The space comes back when the registry's own collector runs: see [`engine`].
 
@@ -17,13 +17,14 @@ use rayon::prelude::*;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::digest::{Digest, DigestMap, DigestSet};
-use crate::manifest::{self, Kind, Manifest};
-use crate::plan::{self, Action, Plan};
-use crate::policy::{self, Order, Reason, Retention, Verdict};
-use crate::progress::Progress;
-use crate::report::Report;
-use crate::scan::{self, Inventory, Parsed, Repo, Revision, Tag};
+use crate::core::plan::{self, Action, Plan};
+use crate::core::policy::{self, Order, Reason, Retention, Verdict};
+use crate::core::progress::Progress;
+use crate::core::report::{Command, Report};
+use crate::model::UsageError;
+use crate::model::digest::{Digest, DigestMap, DigestSet};
+use crate::model::inventory::{Inventory, Parsed, Repo, Revision, Tag};
+use crate::model::manifest::{self, Kind, Manifest};
 use client::{CATALOG_SCOPE, Client, repo_scope};
 
 /// Every manifest media type, for `Accept`: without it the registry converts or refuses.
@@ -285,7 +286,7 @@ fn plan_online(
             .par_iter()
             .flat_map(|f| {
                 let digests: Vec<Digest> = f.tags.iter().map(|(_, d)| *d).collect();
-                scan::created_times(&f.manifests, &digests, &|c| reader.config(&f.name, c))
+                policy::created_times(&f.manifests, &digests, &|c| reader.config(&f.name, c))
             })
             .collect()
     } else {
@@ -438,7 +439,7 @@ fn execute(client: &Client, plan: &Plan, deletions: &[Deletion], progress: Progr
 /// Plans and, unless `dry_run`, carries out a retention run through the API.
 pub fn run(client: &Client, opts: &OnlineOptions, progress: Progress) -> Result<Report> {
     if opts.retention.order == Order::Push {
-        return Err(crate::UsageError(
+        return Err(UsageError(
             "--order push does not exist over the API (it has no push times): use created, semver or name".into(),
         )
         .into());
@@ -461,7 +462,7 @@ pub fn run(client: &Client, opts: &OnlineOptions, progress: Progress) -> Result<
             warnings.append(&mut out.warnings);
             errors = out.errors;
         }
-        let mut report = Report::new(crate::report::Command::Online, &client.base, plan, opts.dry_run);
+        let mut report = Report::new(Command::Online, &client.base, plan, opts.dry_run);
         warnings.append(&mut report.warnings);
         report.warnings = warnings;
         report.errors = errors;

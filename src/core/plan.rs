@@ -10,13 +10,13 @@ use anyhow::{Result, bail};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::blobs::{BlobList, Digests};
-use crate::digest::{Digest, DigestMap, DigestSet};
-use crate::journal::Journal;
-use crate::manifest::Manifest;
-use crate::policy::{Reason, SubjectRepo, Verdict, attachment_subject};
-use crate::scan::{Inventory, Parsed, Repo};
-pub use crate::tags::{Action, Pushed, TagPlan, Tags};
+use crate::core::policy::{Reason, SubjectRepo, Verdict, attachment_subject};
+pub use crate::core::tags::{Action, Pushed, TagPlan, Tags};
+use crate::model::blobs::{BlobList, Digests};
+use crate::model::digest::{Digest, DigestMap, DigestSet};
+use crate::model::inventory::{Inventory, Parsed, Repo};
+use crate::model::journal::Journal;
+use crate::model::manifest::Manifest;
 
 /// How the collection behaves, whatever the retention.
 #[derive(Clone, Copy, Debug)]
@@ -597,8 +597,8 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::Kind;
-    use crate::scan::{Revision, Tag};
+    use crate::model::inventory::{Revision, Tag};
+    use crate::model::manifest::Kind;
 
     const DAY: Duration = Duration::from_secs(86_400);
 

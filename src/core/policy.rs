@@ -9,8 +9,11 @@ use globset::GlobSet;
 use regex::Regex;
 use serde::Serialize;
 
-use crate::digest::{Digest, DigestMap};
-use crate::scan::Tag;
+use rayon::prelude::*;
+
+use crate::model::digest::{Digest, DigestMap};
+use crate::model::inventory::{Parsed, Tag};
+use crate::model::manifest;
 
 /// The key that orders a repository's tags, newest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -292,6 +295,35 @@ fn protection(t: &Tag, r: &Retention, created: Option<SystemTime>, grace: Durati
         }
     }
     (age(t.pushed) < grace).then_some(Reason::Grace)
+}
+
+/// The `created` time of each manifest asked for: an image's config `created`, an index's newest
+/// child, a schema1 manifest's top history entry. `None` where it cannot be read. `config` reads
+/// a config blob (from the store, or over the API).
+pub fn created_times(
+    manifests: &DigestMap<Parsed>,
+    digests: &[Digest],
+    config: &(dyn Fn(&Digest) -> Option<Vec<u8>> + Sync),
+) -> DigestMap<Option<SystemTime>> {
+    let image_created = |d: &Digest| -> Option<SystemTime> {
+        let m = manifests.get(d).and_then(Parsed::manifest)?;
+        let text = match (&m.created, &m.config) {
+            (Some(c), _) => c.to_string(),
+            (None, Some(cfg)) => manifest::parse_created(&config(cfg)?)?,
+            _ => return None,
+        };
+        chrono::DateTime::parse_from_rfc3339(&text).ok().map(SystemTime::from)
+    };
+    digests
+        .par_iter()
+        .map(|d| {
+            let t = match manifests.get(d).and_then(Parsed::manifest) {
+                Some(m) if m.is_index() => m.children.iter().filter_map(&image_created).max(),
+                _ => image_created(d),
+            };
+            (*d, t)
+        })
+        .collect()
 }
 
 #[cfg(test)]

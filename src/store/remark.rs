@@ -10,9 +10,11 @@ use std::time::SystemTime;
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 
-use crate::digest::{Digest, DigestSet};
-use crate::layout::Layout;
-use crate::scan::{self, Dir, Parsed};
+use crate::model::digest::{Digest, DigestSet};
+use crate::model::inventory::Parsed;
+use crate::store::fs::{self, Dir};
+use crate::store::layout::Layout;
+use crate::store::scan;
 
 /// What pushes since the scan need: the sweep must leave it.
 #[derive(Debug, Default)]
@@ -84,12 +86,12 @@ pub fn remark(layout: &Layout, since: SystemTime, extra: &[(String, Digest)]) ->
 /// paths of its links written at or after `since`; `None` when the folder has not changed since
 /// (no entry added or removed).
 fn young_links(dir: &std::path::Path, since: SystemTime) -> Result<Option<(Dir, Vec<Digest>)>> {
-    if scan::stat(dir)?.is_none_or(|(_, mtime)| mtime < since) {
+    if fs::stat(dir)?.is_none_or(|(_, mtime)| mtime < since) {
         return Ok(None);
     }
     let Some(open) = Dir::open(dir)? else { return Ok(None) };
     let mut young = Vec::new();
-    for d in scan::digest_folders(dir)? {
+    for d in fs::digest_folders(dir)? {
         let rel = format!("{}/link", d.hex());
         let st = open.stat(&rel).with_context(|| format!("cannot stat {}", dir.join(&rel).display()))?;
         if st.is_some_and(|s| s.modified >= since) {

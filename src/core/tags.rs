@@ -4,8 +4,8 @@
 
 use serde::ser::{Serialize, SerializeSeq, Serializer};
 
-use crate::digest::{Digest, DigestMap};
-use crate::policy::Reason;
+use crate::core::policy::Reason;
+use crate::model::digest::{Digest, DigestMap};
 
 /// What happens to a tag.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]

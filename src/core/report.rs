@@ -1,14 +1,50 @@
 //! The report of a run: one serde value behind both `--json` and the human text.
 
 use std::fmt;
+use std::fmt::Write as _;
 
 use indicatif::HumanBytes;
 use serde::Serialize;
 
-use crate::apply::{Failure, Outcome, What};
-use crate::online::engine::CollectorReport;
-use crate::plan::{Action, GraceKept, Plan, TagPlan, Tags};
-use crate::policy::{Reason, attachment_subject};
+use crate::core::plan::{Action, GraceKept, Plan, TagPlan, Tags};
+use crate::core::policy::{Reason, attachment_subject};
+use crate::model::outcome::{Failure, Outcome, What};
+
+/// What the collector did.
+#[derive(Clone, Debug, Serialize)]
+pub struct CollectorReport {
+    pub container: String,
+    pub engine: String,
+    pub command: Vec<String>,
+    pub exit_code: i64,
+    /// Its stdout and stderr (the last 64 KiB).
+    pub output: String,
+    pub restarted: bool,
+    /// `garbage-collect`'s own count of blobs it deleted, when it printed one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blobs_deleted: Option<u64>,
+}
+
+impl CollectorReport {
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "garbage-collect in container {} ({}): exit {}{}{}",
+            self.container,
+            self.engine,
+            self.exit_code,
+            self.blobs_deleted.map(|n| format!(", {n} blobs deleted")).unwrap_or_default(),
+            if self.restarted { "; restarted, /v2/ answers" } else { "" }
+        );
+        // Its last lines (the JSON report has the whole output).
+        let lines: Vec<&str> = self.output.lines().collect();
+        for l in &lines[lines.len().saturating_sub(5)..] {
+            let _ = writeln!(s, "  | {l}");
+        }
+        s
+    }
+}
 
 /// Which command a report is of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -163,7 +199,7 @@ fn count(n: usize, one: &str, many: &str) -> String {
 }
 
 /// A digest as the plan shows it: `sha256:` and its first 12 hex digits.
-fn short(d: &crate::digest::Digest) -> String {
+fn short(d: &crate::model::digest::Digest) -> String {
     format!("sha256:{}", &d.hex()[..12])
 }
 

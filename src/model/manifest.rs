@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use crate::digest::Digest;
+use crate::model::digest::Digest;
 
 pub const DOCKER_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";

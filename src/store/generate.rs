@@ -14,10 +14,10 @@ use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
-use crate::digest::Digest;
-use crate::layout::Layout;
-use crate::manifest::{OCI_INDEX, OCI_MANIFEST};
-use crate::progress::Progress;
+use crate::core::progress::Progress;
+use crate::model::digest::Digest;
+use crate::model::manifest::{OCI_INDEX, OCI_MANIFEST};
+use crate::store::layout::Layout;
 
 const LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const CONFIG: &str = "application/vnd.oci.image.config.v1+json";

@@ -3,7 +3,7 @@
 //! found in its own list only, and each blob has an index, so that marks and plans can name a
 //! blob in 4 bytes rather than 32.
 
-use crate::digest::Digest;
+use crate::model::digest::Digest;
 
 /// Every blob folder of a store, sorted.
 #[derive(Clone, Debug, Default)]

@@ -9,12 +9,13 @@ use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::apply;
-use crate::digest::{Digest, DigestMap, DigestSet};
-use crate::layout::Layout;
-use crate::manifest::{self, Manifest};
-use crate::progress::Progress;
-use crate::scan::{self, Dir};
+use crate::core::progress::Progress;
+use crate::model::digest::{Digest, DigestMap, DigestSet};
+use crate::model::manifest::{self, Manifest};
+use crate::model::outcome::What;
+use crate::store::fs::{self, Dir};
+use crate::store::layout::Layout;
+use crate::store::{apply, scan};
 
 /// What kind of problem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -153,9 +154,9 @@ impl Found {
 
 /// A link, or a problem recorded for it.
 fn link(found: &Found, repo: &str, path: &Path, breaks: bool) -> Result<Option<Digest>> {
-    match scan::read_link(path) {
+    match fs::read_link(path) {
         Ok(d) => Ok(d.map(|(d, _)| d)),
-        Err(e) if e.is::<scan::MalformedLink>() || e.is::<scan::NotRegular>() => {
+        Err(e) if e.is::<fs::MalformedLink>() || e.is::<fs::NotRegular>() => {
             found.add(Kind::MalformedLink, Some(repo), path, format!("{e:#}"), breaks);
             Ok(None)
         }
@@ -233,7 +234,7 @@ fn check_repo(
     let has_blob = |d: &Digest| blobs.present.binary_search(d).is_ok();
     // Layer links, by path; their content must name a blob.
     let mut linked = DigestSet::default();
-    for d in scan::digest_folders(&layout.layers(name))? {
+    for d in fs::digest_folders(&layout.layers(name))? {
         let path = layout.layer_dir(name, &d).join("link");
         match link(found, name, &path, false)? {
             Some(target) if !has_blob(&target) => {
@@ -261,7 +262,7 @@ fn check_repo(
     let mut manifests: DigestMap<Option<Manifest>> = DigestMap::default();
     let mut own_problem = DigestMap::default();
     let blobs_dir = Dir::open(&layout.blobs())?;
-    for d in scan::digest_folders(&layout.revisions(name))? {
+    for d in fs::digest_folders(&layout.revisions(name))? {
         let path = layout.revision_dir(name, &d).join("link");
         let Some(target) = link(found, name, &path, false)? else {
             if !path.exists() && leftover_folder(found, name, &layout.revision_dir(name, &d), "revision", old) {
@@ -369,7 +370,7 @@ fn check_repo(
         None
     };
     // Tags.
-    for e in scan::list(&layout.tags(name))?.into_iter().filter(|e| e.is_dir) {
+    for e in fs::list(&layout.tags(name))?.into_iter().filter(|e| e.is_dir) {
         out.tags += 1;
         let tag = e.name;
         let current = layout.tag_current(name, &tag);
@@ -399,7 +400,7 @@ fn check_repo(
                 }
             }
         }
-        for d in scan::digest_folders(&layout.tag_index(name, &tag))? {
+        for d in fs::digest_folders(&layout.tag_index(name, &tag))? {
             let path = layout.tag_index_entry(name, &tag, &d).join("link");
             link(found, name, &path, false)?;
             if !manifests.contains_key(&d) && !own_problem.contains_key(&d) {
@@ -419,7 +420,7 @@ fn check_repo(
 
 /// Finds `*.tmp` files and blob folders without data.
 fn leftovers(dir: &Path, found: &Found) -> Result<()> {
-    let entries = scan::list(dir)?;
+    let entries = fs::list(dir)?;
     if dir.parent().is_some_and(|p| p.parent().is_some_and(|pp| pp.ends_with("blobs/sha256"))) {
         match entries.iter().find(|e| e.name == "data") {
             None => found.add(Kind::Incomplete, None, dir, "a blob folder without data".into(), false),
@@ -446,14 +447,14 @@ fn leftovers(dir: &Path, found: &Found) -> Result<()> {
 fn verify(layout: &Layout, blobs: &[Digest], found: &Found, progress: Progress) -> Result<DigestSet> {
     let sizes: Vec<u64> = blobs
         .par_iter()
-        .map(|b| scan::stat(&layout.blob_data(b)).map(|s| s.map_or(0, |s| s.0)))
+        .map(|b| fs::stat(&layout.blob_data(b)).map(|s| s.map_or(0, |s| s.0)))
         .collect::<Result<_>>()?;
     let bar = progress.bar("verifying", sizes.iter().sum());
     let corrupt = blobs
         .par_iter()
         .filter_map(|b| -> Option<Result<Digest>> {
             let path = layout.blob_data(b);
-            let mut f = scan::open_nofollow(&path).ok()?;
+            let mut f = fs::open_nofollow(&path).ok()?;
             let mut h = Sha256::new();
             let mut buf = vec![0u8; 1 << 16];
             loop {
@@ -504,7 +505,7 @@ fn run_check(layout: &Layout, opts: CheckOptions, progress: Progress) -> Result<
     let blobs = Blobs { present, corrupt };
     let now = std::time::SystemTime::now();
     let old = |dir: &Path| {
-        scan::stat(dir).ok().flatten().is_some_and(|(_, t)| now.duration_since(t).unwrap_or_default() >= opts.grace)
+        fs::stat(dir).ok().flatten().is_some_and(|(_, t)| now.duration_since(t).unwrap_or_default() >= opts.grace)
     };
     let bar = progress.bar("checking", names.len() as u64);
     let repos: Vec<RepoCheck> = names
@@ -558,9 +559,9 @@ pub fn check(root: &Path, opts: CheckOptions, progress: Progress) -> Result<Chec
                 continue;
             };
             let (folder, what) = match (stage, Digest::from_hex(name)) {
-                (Repair::Tag, _) | (_, None) => (apply::Folder::Tag(name, None), apply::What::Tag),
-                (Repair::Revision, Some(d)) => (apply::Folder::Link(d), apply::What::Manifest),
-                (Repair::Link, Some(d)) => (apply::Folder::Link(d), apply::What::LayerLink),
+                (Repair::Tag, _) | (_, None) => (apply::Folder::Tag(name, None), What::Tag),
+                (Repair::Revision, Some(d)) => (apply::Folder::Link(d), What::Manifest),
+                (Repair::Link, Some(d)) => (apply::Folder::Link(d), What::LayerLink),
             };
             batches[*stage as usize].push(apply::Batch {
                 parent: parent.to_path_buf(),

@@ -1,5 +1,5 @@
-//! The intent journal (docs/DESIGN.md section 4): before the first deletion, the tags being deleted and the
-//! digests they point to are written into the store. A rerun after a crash, of any kind, deletes
+//! The intent journal's file (docs/DESIGN.md section 4): before the first deletion, the tags
+//! being deleted and the digests they point to are written into the store. A rerun after a crash, of any kind, deletes
 //! the journaled tags still there and cascades from their digests exactly as the interrupted run
 //! did, instead of keeping their manifests as "untagged on purpose".
 
@@ -8,64 +8,45 @@ use std::fs;
 
 use anyhow::{Context, Result, bail};
 use serde::ser::{SerializeMap, SerializeStruct};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Serialize, Serializer};
 
-use crate::digest::Digest;
-use crate::layout::Layout;
-use crate::plan::{Action, RepoPlan};
+use crate::core::plan::{Action, RepoPlan};
+use crate::model::digest::Digest;
+use crate::model::journal::{Journal, VERSION};
+use crate::store::layout::Layout;
 
-/// Per repository, the tags being deleted (name -> digest) by a run not yet known to be finished.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Journal {
-    pub version: u32,
-    pub repos: BTreeMap<String, BTreeMap<String, Digest>>,
-}
-
-const VERSION: u32 = 1;
 const MAX_SIZE: u64 = 256 << 20;
 
-impl Journal {
-    /// Reads the journal an unfinished run left, if any.
-    pub fn read(layout: &Layout) -> Result<Option<Journal>> {
-        let path = layout.journal_file();
-        let bytes = match fs::symlink_metadata(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot read journal {}", path.display()));
-            }
-            Ok(m) if !m.is_file() || m.len() > MAX_SIZE => {
-                bail!("{} is not a regsweep journal", path.display())
-            }
-            Ok(_) => fs::read(&path).with_context(|| format!("cannot read journal {}", path.display()))?,
-        };
-        let j: Journal = serde_json::from_slice(&bytes).with_context(|| {
-            format!("corrupt journal {} (move it away only if you know the run it belongs to finished)", path.display())
-        })?;
-        if j.version != VERSION {
-            bail!("journal {} has version {}, this regsweep reads {VERSION}", path.display(), j.version);
+/// Reads the journal an unfinished run left, if any.
+pub fn read(layout: &Layout) -> Result<Option<Journal>> {
+    let path = layout.journal_file();
+    let bytes = match fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot read journal {}", path.display()));
         }
-        Ok(Some(j))
-    }
-
-    /// True when it names nothing.
-    pub fn is_empty(&self) -> bool {
-        self.repos.values().all(BTreeMap::is_empty)
-    }
-
-    /// The digests of a repository's journaled tags: where the cascade starts.
-    pub fn digests(&self, repo: &str) -> BTreeSet<Digest> {
-        self.repos.get(repo).map(|t| t.values().copied().collect()).unwrap_or_default()
-    }
-
-    /// Removes the journal once its run has finished.
-    pub fn remove(layout: &Layout) -> Result<()> {
-        let path = layout.journal_file();
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(e).with_context(|| format!("cannot remove journal {}", path.display()))
-            }
-            _ => Ok(()),
+        Ok(m) if !m.is_file() || m.len() > MAX_SIZE => {
+            bail!("{} is not a regsweep journal", path.display())
         }
+        Ok(_) => fs::read(&path).with_context(|| format!("cannot read journal {}", path.display()))?,
+    };
+    let j: Journal = serde_json::from_slice(&bytes).with_context(|| {
+        format!("corrupt journal {} (move it away only if you know the run it belongs to finished)", path.display())
+    })?;
+    if j.version != VERSION {
+        bail!("journal {} has version {}, this regsweep reads {VERSION}", path.display(), j.version);
+    }
+    Ok(Some(j))
+}
+
+/// Removes the journal once its run has finished.
+pub fn remove(layout: &Layout) -> Result<()> {
+    let path = layout.journal_file();
+    match fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove journal {}", path.display()))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -156,8 +137,8 @@ pub fn write(layout: &Layout, earlier: &Journal, repos: &[RepoPlan]) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::Tags;
-    use crate::policy::Reason;
+    use crate::core::plan::Tags;
+    use crate::core::policy::Reason;
 
     #[test]
     fn the_written_journal_is_the_earlier_one_and_the_deleted_tags() {

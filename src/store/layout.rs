@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::digest::Digest;
+use crate::model::digest::Digest;
 
 /// The storage tree of one registry, rooted at `<rootdirectory>/docker/registry/v2`.
 #[derive(Clone, Debug)]

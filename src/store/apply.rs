@@ -18,15 +18,14 @@ use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
-use serde::Serialize;
 
-use crate::digest::{Digest, DigestSet};
-use crate::journal::{self, Journal};
-use crate::layout::Layout;
-use crate::plan::{Action, Plan, RepoPlan};
-use crate::progress::Progress;
-use crate::remark;
-use crate::scan::{self, Dir};
+use crate::core::plan::{Action, Plan, RepoPlan};
+use crate::core::progress::Progress;
+use crate::model::digest::{Digest, DigestSet};
+use crate::model::outcome::{Failure, Outcome, WHATS, What};
+use crate::store::fs::{Dir, list};
+use crate::store::layout::Layout;
+use crate::store::{interrupt, journal, remark};
 
 /// The exclusive lock of one store, held until dropped.
 #[derive(Debug)]
@@ -53,63 +52,6 @@ impl Lock {
             }
             Err(fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
         }
-    }
-}
-
-/// What a folder removed is, for the count of what a run did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum What {
-    Tag,
-    Manifest,
-    IndexEntry,
-    LayerLink,
-    Blob,
-    Upload,
-    /// A folder without its link or data: what an interrupted write or deletion left.
-    Leftover,
-    /// The history (`index/`) of a tag being deleted, removed ahead of the tag on a full disk:
-    /// the registry serves a tag by its `current/link` alone. Not reported.
-    History,
-}
-
-/// How many kinds of [`What`].
-pub const WHATS: usize = 8;
-
-/// One deletion that failed.
-#[derive(Clone, Debug, Serialize)]
-pub struct Failure {
-    pub path: String,
-    pub error: String,
-}
-
-/// What a real run did, counted as it went: the report says what is gone, not what was planned.
-#[derive(Debug, Default)]
-pub struct Outcome {
-    /// Per repository of the plan, then one entry for the store's blobs: what is gone, by [`What`].
-    pub gone: Vec<[usize; WHATS]>,
-    /// Bytes of the blobs and uploads gone.
-    pub bytes_freed: u64,
-    /// Left at the moment of deletion, by [`What`]: written again, or needed by what a push wrote,
-    /// since the scan.
-    pub rescued: [usize; WHATS],
-    /// Deletions that failed, with their paths.
-    pub failed: Vec<Failure>,
-    /// Errors that stopped the run (a failed stage, a re-mark that could not read a manifest).
-    pub errors: Vec<String>,
-    /// Stopped by SIGINT or SIGTERM between two deletions.
-    pub interrupted: bool,
-}
-
-impl Outcome {
-    /// How many of `what` are gone from repository `repo` (the plan's index; `None`: the store's).
-    pub fn gone(&self, repo: Option<usize>, what: What) -> usize {
-        let i = repo.unwrap_or(self.gone.len().saturating_sub(1));
-        self.gone.get(i).map_or(0, |g| g[what as usize])
-    }
-
-    /// How many of `what` are gone in all.
-    pub fn total(&self, what: What) -> usize {
-        self.gone.iter().map(|g| g[what as usize]).sum()
     }
 }
 
@@ -344,7 +286,7 @@ fn remove_folder(dir: &Dir, what: What, folder: &Folder, since: Option<SystemTim
         Folder::Upload(id) => {
             let path = dir.path().join(id);
             bytes = dir.stat(&format!("{id}/data")).ok().flatten().map_or(0, |s| s.size);
-            for e in scan::list(&path)?.into_iter().filter(|e| e.name != "startedat") {
+            for e in list(&path)?.into_iter().filter(|e| e.name != "startedat") {
                 let removed =
                     if e.is_dir { fs::remove_dir_all(path.join(&e.name)) } else { fs::remove_file(path.join(&e.name)) };
                 removed.with_context(|| format!("cannot delete {}", path.join(&e.name).display()))?;
@@ -385,7 +327,7 @@ fn remove_batch(
     let row = b.repo.unwrap_or(tally.gone.len() - 1);
     for f in folders {
         // Between two folders, never inside one: each goes whole, and a rerun finishes the rest.
-        if crate::interrupt::requested() {
+        if interrupt::requested() {
             tally.interrupted.store(true, Ordering::SeqCst);
             return;
         }
@@ -465,7 +407,7 @@ fn disk_full(e: &anyhow::Error) -> bool {
 /// (less the file system's timestamp slack): what was written at or after it is left.
 pub fn execute(layout: &Layout, plan: &Plan, since: SystemTime, progress: Progress) -> Result<Outcome> {
     let tally = Tally::new(plan.repos.len());
-    crate::interrupt::deleting_begins();
+    interrupt::deleting_begins();
     let mut errors = Vec::new();
     let run = |name: &str, batches: Vec<Batch>| stage(layout, progress, name, &batches, Some(since), &tally);
     // The journal names every tag deleted (or still to finish from an earlier run).
@@ -629,7 +571,7 @@ pub fn execute(layout: &Layout, plan: &Plan, since: SystemTime, progress: Progre
     }
     let outcome = tally.into_outcome(errors);
     if outcome.failed.is_empty() && outcome.errors.is_empty() && !outcome.interrupted {
-        Journal::remove(layout)?;
+        journal::remove(layout)?;
     }
     Ok(outcome)
 }

@@ -1,6 +1,6 @@
-//! The parallel read of a store into an [`Inventory`]: repositories, tags, revisions, layer links,
-//! uploads, the names of all blobs, and every manifest a revision names, parsed. It reads only;
-//! it lists just what the decisions need (blob names, not blob files) and never follows a link.
+//! Access to the files of a store: folder listings, reads of small files relative to open
+//! folders, `stat`, removal; every one without following a symbolic link and without blocking
+//! on a FIFO. All of regsweep's unsafe code is here.
 
 use std::ffi::CString;
 use std::fs::{self, File};
@@ -9,99 +9,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
-use rayon::prelude::*;
 
-use crate::blobs::BlobList;
-use crate::digest::{Digest, DigestMap, DigestSet};
-use crate::journal::Journal;
-use crate::layout::{Layout, REPO_INTERNALS};
-use crate::manifest::{self, Manifest};
-
-/// Manifests larger than this are refused (the registry itself caps manifests at 4 MiB).
-pub const MAX_MANIFEST: u64 = 4 << 20;
-/// Image configs larger than this are not read for `created`.
-const MAX_CONFIG: u64 = 64 << 20;
-
-/// Everything regsweep knows of a store before it decides anything.
-#[derive(Debug, Default)]
-pub struct Inventory {
-    /// Repositories, sorted by name.
-    pub repos: Vec<Repo>,
-    /// Every manifest named by a revision link (or by the journal), by content digest.
-    pub manifests: DigestMap<Parsed>,
-    /// Every blob folder under `blobs/sha256/`, sorted.
-    pub blobs: Vec<Digest>,
-    /// The journal of an unfinished earlier run.
-    pub journal: Option<Journal>,
-}
-
-/// One manifest as read from its blob.
-#[derive(Debug)]
-pub enum Parsed {
-    Ok(Manifest),
-    /// The blob is gone (the registry skips such revisions silently).
-    Missing,
-    /// Unreadable or unparsable: fatal only if the plan needs it.
-    Broken(String),
-}
-
-impl Parsed {
-    /// The manifest, when it could be read.
-    pub fn manifest(&self) -> Option<&Manifest> {
-        match self {
-            Parsed::Ok(m) => Some(m),
-            _ => None,
-        }
-    }
-}
-
-/// One repository.
-#[derive(Debug, Default)]
-pub struct Repo {
-    pub name: String,
-    pub tags: Vec<Tag>,
-    /// Tags counted but not read (kept whatever they point to).
-    pub tags_not_read: usize,
-    pub revisions: Vec<Revision>,
-    /// Revision folders without their link.
-    pub incomplete_revisions: Vec<Digest>,
-    /// `_layers` link folders, by the digest in their path.
-    pub layers: Vec<Digest>,
-    pub uploads: Vec<Upload>,
-}
-
-/// One tag.
-#[derive(Debug, Clone)]
-pub struct Tag {
-    pub name: String,
-    /// The digest of `current/link`; `None` when the tag has no current link.
-    pub current: Option<Digest>,
-    /// The mtime of `current/link`: when the tag was last pushed.
-    pub pushed: SystemTime,
-}
-
-/// One revision link.
-#[derive(Debug, Clone)]
-pub struct Revision {
-    /// The digest in its path.
-    pub digest: Digest,
-    /// The digest in its content (normally the same).
-    pub target: Digest,
-    pub modified: SystemTime,
-}
-
-/// One upload in progress.
-#[derive(Debug, Clone)]
-pub struct Upload {
-    pub id: String,
-    /// `startedat`; `None` when missing or unreadable (the registry never purges those).
-    pub started: Option<SystemTime>,
-    pub size: u64,
-}
+use crate::model::digest::Digest;
 
 /// One folder entry.
 pub(crate) struct Entry {
@@ -111,7 +23,7 @@ pub(crate) struct Entry {
 
 /// Calls `f` with the name of each entry of a folder and whether it is a folder; a missing
 /// folder is empty. Symbolic links and non-UTF-8 names are errors.
-fn each_entry(dir: &Path, mut f: impl FnMut(&str, bool)) -> Result<()> {
+pub(crate) fn each_entry(dir: &Path, mut f: impl FnMut(&str, bool)) -> Result<()> {
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -364,200 +276,6 @@ pub(crate) fn digest_folders(dir: &Path) -> Result<Vec<Digest>> {
     let mut out = Vec::new();
     each_entry(dir, |name, is_dir| out.extend(Digest::from_hex(name).filter(|_| is_dir)))?;
     Ok(out)
-}
-
-/// Finds every repository: a folder holding `_manifests`, `_layers` or `_uploads`.
-fn discover(dir: &Path, name: &str, found: &Mutex<Vec<String>>) -> Result<()> {
-    let entries = list(dir)?;
-    if !name.is_empty() && entries.iter().any(|e| e.is_dir && REPO_INTERNALS.contains(&e.name.as_str())) {
-        found.lock().unwrap_or_else(|p| p.into_inner()).push(name.to_string());
-    }
-    entries.par_iter().filter(|e| e.is_dir && !e.name.starts_with('_')).try_for_each(|e| {
-        let child = if name.is_empty() { e.name.clone() } else { format!("{name}/{}", e.name) };
-        discover(&dir.join(&e.name), &child, found)
-    })
-}
-
-/// The names of every repository of the store, sorted.
-pub fn repositories(layout: &Layout) -> Result<Vec<String>> {
-    let repos_dir = layout.repositories();
-    let found = Mutex::new(Vec::new());
-    if repos_dir.exists() {
-        discover(&repos_dir, "", &found)?;
-    } else if !list(&layout.blobs())?.is_empty() {
-        // Every blob would look unreferenced: more likely a missing mount than an empty
-        // registry (the reference collector aborts here too, distribution#3200).
-        bail!(
-            "{} does not exist but {} holds blobs: refusing to treat every blob as garbage",
-            repos_dir.display(),
-            layout.blobs().display()
-        );
-    }
-    let mut names = found.into_inner().unwrap_or_else(|p| p.into_inner());
-    names.sort();
-    Ok(names)
-}
-
-fn scan_tag(tags: &Dir, name: String) -> Result<Tag> {
-    let (current, pushed) = match tags.read_link(&Layout::tag_current_in_tags(&name))? {
-        Some((d, t)) => (Some(d), t),
-        None => (None, SystemTime::UNIX_EPOCH),
-    };
-    Ok(Tag { name, current, pushed })
-}
-
-fn scan_upload(layout: &Layout, repo: &str, id: String) -> Result<Upload> {
-    let dir = layout.upload_dir(repo, &id);
-    // Unreadable or unparsable: never purged, as the registry does. Not a regular file: refused.
-    let started = match read_file(&dir.join("startedat"), 1024) {
-        Err(e) if e.is::<NotRegular>() => return Err(e),
-        read => read.ok().flatten(),
-    }
-    .and_then(|(b, _)| chrono::DateTime::parse_from_rfc3339(String::from_utf8_lossy(&b).trim()).ok())
-    .map(SystemTime::from);
-    let size = fs::symlink_metadata(dir.join("data")).map(|m| m.len()).unwrap_or(0);
-    Ok(Upload { id, started, size })
-}
-
-/// Reads one repository: its tags, revisions, layer links and uploads. Without `tag_links`
-/// its tags are only counted (`Repo::tags_not_read`): a collection that keeps every tag and
-/// every revision needs nothing more of them, as the reference collector reads nothing of them.
-pub fn scan_repo(layout: &Layout, name: String, tag_links: bool) -> Result<Repo> {
-    let tag_names: Vec<String> = list(&layout.tags(&name))?.into_iter().filter(|e| e.is_dir).map(|e| e.name).collect();
-    let tags_not_read = if tag_links { 0 } else { tag_names.len() };
-    let mut tags = match Dir::open(&layout.tags(&name))? {
-        Some(dir) if tag_links => tag_names.into_par_iter().map(|t| scan_tag(&dir, t)).collect::<Result<Vec<_>>>()?,
-        _ => Vec::new(),
-    };
-    tags.sort_by(|a, b| a.name.cmp(&b.name));
-    let revs = digest_folders(&layout.revisions(&name))?;
-    let revs_dir = if revs.is_empty() { None } else { Dir::open(&layout.revisions(&name))? };
-    let read: Vec<(Digest, Option<(Digest, SystemTime)>)> = revs
-        .into_par_iter()
-        .filter_map(|d| revs_dir.as_ref().map(|dir| Ok((d, dir.read_link(&Layout::revision_link_in_revisions(&d))?))))
-        .collect::<Result<_>>()?;
-    // A folder without a link is no revision: an interrupted write or deletion left it.
-    let (mut revisions, mut incomplete_revisions): (Vec<Revision>, Vec<Digest>) = (Vec::new(), Vec::new());
-    for (digest, link) in read {
-        match link {
-            Some((target, modified)) => revisions.push(Revision { digest, target, modified }),
-            None => incomplete_revisions.push(digest),
-        }
-    }
-    revisions.sort_by_key(|r| r.digest);
-    let mut layers = digest_folders(&layout.layers(&name))?;
-    layers.sort_unstable();
-    let upload_ids: Vec<String> =
-        list(&layout.uploads(&name))?.into_iter().filter(|e| e.is_dir).map(|e| e.name).collect();
-    let uploads = upload_ids.into_iter().map(|id| scan_upload(layout, &name, id)).collect::<Result<Vec<_>>>()?;
-    Ok(Repo { name, tags, tags_not_read, revisions, incomplete_revisions, layers, uploads })
-}
-
-/// Lists the blob folders: one listing per prefix folder, no stat of any blob.
-pub(crate) fn scan_blobs(layout: &Layout) -> Result<BlobList> {
-    // Listed first: a symbolic link among the prefix folders is refused, never read through.
-    let mut prefixes = [false; 256];
-    each_entry(&layout.blobs(), |name, is_dir| {
-        if let (true, 2, Ok(b)) = (is_dir, name.len(), u8::from_str_radix(name, 16))
-            && name == format!("{b:02x}")
-        {
-            prefixes[usize::from(b)] = true;
-        }
-    })?;
-    let lists = (0..=255u8)
-        .into_par_iter()
-        .map(|b| {
-            if !prefixes[usize::from(b)] {
-                return Ok(Vec::new());
-            }
-            let mut found = digest_folders(&layout.blobs().join(format!("{b:02x}")))?;
-            found.retain(|d| d.0[0] == b); // a folder in the wrong prefix is no blob of the registry's
-            Ok(found)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(BlobList::from_buckets(lists))
-}
-
-/// Reads and parses one manifest blob; `blobs` is `blobs/sha256/`, opened.
-pub(crate) fn load_manifest(layout: &Layout, blobs: &Dir, d: &Digest) -> Parsed {
-    match blobs.read(&Layout::blob_data_in_blobs(d), MAX_MANIFEST) {
-        Ok(None) => Parsed::Missing,
-        Ok(Some((bytes, _))) => match manifest::parse(&bytes) {
-            Ok(m) => Parsed::Ok(m),
-            Err(e) => Parsed::Broken(format!("manifest {d} at {}: {e:#}", layout.blob_data(d).display())),
-        },
-        Err(e) => Parsed::Broken(format!("manifest {d}: {e:#}")),
-    }
-}
-
-/// Reads and parses the manifests named, in parallel; `blobs` is `blobs/sha256/`, opened
-/// (`None` when the store has none).
-pub fn read_manifests(layout: &Layout, blobs: Option<&Dir>, digests: DigestSet) -> DigestMap<Parsed> {
-    digests
-        .into_par_iter()
-        .map(|d| {
-            let p = match blobs {
-                Some(dir) => load_manifest(layout, dir, &d),
-                None => Parsed::Missing,
-            };
-            (d, p)
-        })
-        .collect()
-}
-
-/// The `created` time of each manifest asked for: an image's config `created`, an index's newest
-/// child, a schema1 manifest's top history entry. `None` where it cannot be read. `config` reads
-/// a config blob (from the store, or over the API).
-pub fn created_times(
-    manifests: &DigestMap<Parsed>,
-    digests: &[Digest],
-    config: &(dyn Fn(&Digest) -> Option<Vec<u8>> + Sync),
-) -> DigestMap<Option<SystemTime>> {
-    let image_created = |d: &Digest| -> Option<SystemTime> {
-        let m = manifests.get(d).and_then(Parsed::manifest)?;
-        let text = match (&m.created, &m.config) {
-            (Some(c), _) => c.to_string(),
-            (None, Some(cfg)) => manifest::parse_created(&config(cfg)?)?,
-            _ => return None,
-        };
-        chrono::DateTime::parse_from_rfc3339(&text).ok().map(SystemTime::from)
-    };
-    digests
-        .par_iter()
-        .map(|d| {
-            let t = match manifests.get(d).and_then(Parsed::manifest) {
-                Some(m) if m.is_index() => m.children.iter().filter_map(&image_created).max(),
-                _ => image_created(d),
-            };
-            (*d, t)
-        })
-        .collect()
-}
-
-/// Reads a config blob of the store (for [`created_times`]).
-pub fn read_config(layout: &Layout, d: &Digest) -> Option<Vec<u8>> {
-    read_file(&layout.blob_data(d), MAX_CONFIG).ok()?.map(|(b, _)| b)
-}
-
-/// The store as the plan reads it for the few facts it needs beyond the inventory.
-pub struct Disk<'a>(pub &'a Layout);
-
-impl crate::plan::StoreView for Disk<'_> {
-    fn stat(&self, object: crate::plan::Object) -> Result<Option<(u64, SystemTime)>> {
-        use crate::plan::Object;
-        let l = self.0;
-        stat(&match object {
-            Object::BlobData(d) => l.blob_data(&d),
-            Object::BlobFolder(d) => l.blob_dir(&d),
-            Object::LayerLink(repo, d) => l.layer_dir(repo, &d).join("link"),
-            Object::LayerFolder(repo, d) => l.layer_dir(repo, &d),
-            Object::RevisionFolder(repo, d) => l.revision_dir(repo, &d),
-        })
-    }
-
-    fn tag_index(&self, repo: &str, tag: &str) -> Result<Vec<Digest>> {
-        digest_folders(&self.0.tag_index(repo, tag))
-    }
 }
 
 /// The size and mtime of a file, without following a link; `None` when it does not exist.

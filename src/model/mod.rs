@@ -1,0 +1,22 @@
+//! The data every layer shares: digests, the blob list, manifests, the inventory of a store, the
+//! journal's data, a run's outcome. Nothing here reads or writes a store; nothing here imports
+//! another layer.
+
+pub mod blobs;
+pub mod digest;
+pub mod inventory;
+pub mod journal;
+pub mod manifest;
+pub mod outcome;
+
+/// An error in what the operator asked (a bad pattern, an option that cannot apply): exit 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}

@@ -1,0 +1,61 @@
+//! What a real run did, as counted while it deleted: the report says what is gone, not what was
+//! planned.
+
+use serde::Serialize;
+
+/// What a folder removed is, for the count of what a run did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum What {
+    Tag,
+    Manifest,
+    IndexEntry,
+    LayerLink,
+    Blob,
+    Upload,
+    /// A folder without its link or data: what an interrupted write or deletion left.
+    Leftover,
+    /// The history (`index/`) of a tag being deleted, removed ahead of the tag on a full disk:
+    /// the registry serves a tag by its `current/link` alone. Not reported.
+    History,
+}
+
+/// How many kinds of [`What`].
+pub const WHATS: usize = 8;
+
+/// One deletion that failed.
+#[derive(Clone, Debug, Serialize)]
+pub struct Failure {
+    pub path: String,
+    pub error: String,
+}
+
+/// What a real run did, counted as it went: the report says what is gone, not what was planned.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Per repository of the plan, then one entry for the store's blobs: what is gone, by [`What`].
+    pub gone: Vec<[usize; WHATS]>,
+    /// Bytes of the blobs and uploads gone.
+    pub bytes_freed: u64,
+    /// Left at the moment of deletion, by [`What`]: written again, or needed by what a push wrote,
+    /// since the scan.
+    pub rescued: [usize; WHATS],
+    /// Deletions that failed, with their paths.
+    pub failed: Vec<Failure>,
+    /// Errors that stopped the run (a failed stage, a re-mark that could not read a manifest).
+    pub errors: Vec<String>,
+    /// Stopped by SIGINT or SIGTERM between two deletions.
+    pub interrupted: bool,
+}
+
+impl Outcome {
+    /// How many of `what` are gone from repository `repo` (the plan's index; `None`: the store's).
+    pub fn gone(&self, repo: Option<usize>, what: What) -> usize {
+        let i = repo.unwrap_or(self.gone.len().saturating_sub(1));
+        self.gone.get(i).map_or(0, |g| g[what as usize])
+    }
+
+    /// How many of `what` are gone in all.
+    pub fn total(&self, what: What) -> usize {
+        self.gone.iter().map(|g| g[what as usize]).sum()
+    }
+}
