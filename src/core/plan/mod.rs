@@ -3,20 +3,23 @@
 //! `stat` it is handed, for the grace period and sizes of deletion candidates.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::core::policy::{Reason, SubjectRepo, Verdict, attachment_subject};
+mod graph;
+mod sweep;
+
+use graph::{Graph, Marks};
+
 pub use crate::core::tags::{Action, Pushed, TagPlan, Tags};
 use crate::model::blobs::{BlobList, Digests};
 use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::inventory::{Inventory, Parsed, Repo};
 use crate::model::journal::Journal;
-use crate::model::manifest::Manifest;
 
 /// How the collection behaves, whatever the retention.
 #[derive(Clone, Copy, Debug)]
@@ -178,98 +181,6 @@ impl StoreView for NoStore {
     }
 }
 
-/// Two bits per blob of the store, shared by all threads: live (the mark phase of
-/// mark-and-sweep), and referenced by any manifest at all, live or not.
-struct Marks {
-    blobs: BlobList,
-    live: Vec<AtomicU64>,
-    referenced: Vec<AtomicU64>,
-}
-
-impl Marks {
-    fn new(blobs: BlobList) -> Marks {
-        let bits = || (0..blobs.len().div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
-        Marks { live: bits(), referenced: bits(), blobs }
-    }
-
-    fn set(bits: &[AtomicU64], list: &BlobList, d: &Digest) {
-        // A digest that is no blob of the store is nothing to keep.
-        if let Some(i) = list.position(d) {
-            bits[i / 64].fetch_or(1 << (i % 64), Ordering::Relaxed);
-        }
-    }
-
-    fn get(bits: &[AtomicU64], i: usize) -> bool {
-        bits[i / 64].load(Ordering::Relaxed) & (1 << (i % 64)) != 0
-    }
-
-    /// Marks a blob live.
-    fn mark(&self, d: &Digest) {
-        Marks::set(&self.live, &self.blobs, d);
-    }
-
-    /// Marks a blob as referenced by some manifest of the store.
-    fn reference(&self, d: &Digest) {
-        Marks::set(&self.referenced, &self.blobs, d);
-    }
-
-    fn is_marked(&self, i: usize) -> bool {
-        Marks::get(&self.live, i)
-    }
-
-    fn is_referenced(&self, i: usize) -> bool {
-        Marks::get(&self.referenced, i)
-    }
-}
-
-/// The manifests of one repository and the edges between them.
-struct Graph<'a> {
-    manifests: &'a DigestMap<Parsed>,
-    /// Revision path digest -> content digest.
-    revs: DigestMap<Digest>,
-    /// Subject -> its referrers.
-    referrers: DigestMap<Vec<Digest>>,
-}
-
-impl<'a> Graph<'a> {
-    fn new(manifests: &'a DigestMap<Parsed>, repo: &Repo) -> Graph<'a> {
-        let revs: DigestMap<Digest> = repo.revisions.iter().map(|r| (r.digest, r.target)).collect();
-        let mut referrers: DigestMap<Vec<Digest>> = DigestMap::default();
-        for r in &repo.revisions {
-            if let Some(s) = manifests.get(&r.target).and_then(Parsed::manifest).and_then(|m| m.subject) {
-                referrers.entry(s).or_default().push(r.digest);
-            }
-        }
-        Graph { manifests, revs, referrers }
-    }
-
-    fn parsed(&self, d: &Digest) -> Option<&'a Parsed> {
-        self.manifests.get(self.revs.get(d).unwrap_or(d))
-    }
-
-    fn manifest(&self, d: &Digest) -> Option<&'a Manifest> {
-        self.parsed(d).and_then(Parsed::manifest)
-    }
-
-    /// Everything reachable from `starts`: an index's children, a subject's referrers.
-    fn closure(&self, starts: impl IntoIterator<Item = Digest>) -> DigestSet {
-        let mut seen = DigestSet::default();
-        let mut todo: Vec<Digest> = starts.into_iter().collect();
-        while let Some(d) = todo.pop() {
-            if !seen.insert(d) {
-                continue;
-            }
-            if let Some(m) = self.manifest(&d) {
-                todo.extend(m.children.iter().copied());
-            }
-            if let Some(rs) = self.referrers.get(&d) {
-                todo.extend(rs.iter().copied());
-            }
-        }
-        seen
-    }
-}
-
 /// What planning one repository gives; [`Planner::finish`] turns them into the [`Plan`].
 pub struct RepoDraft {
     plan: RepoPlan,
@@ -326,77 +237,206 @@ impl<'a> Planner<'a> {
         draft
     }
 
+    /// Plans one repository, as the algorithm reads: settle the attachment tags whose subject
+    /// lives elsewhere; find what is live (attachments following live subjects); count what the
+    /// grace period kept; give every tag its action; mark what the live manifests need and what
+    /// any manifest references; list the removed manifests, the kept tags' history entries
+    /// naming them, and the candidates (layer links, uploads) the sweep will check.
     fn draft(&self, repo: &Repo, manifests: &DigestMap<Parsed>, decisions: &[Verdict], in_scope: bool) -> RepoDraft {
-        let (opts, disk, marks) = (self.opts, self.disk, &self.marks);
-        let g = Graph::new(manifests, repo);
-        let young = |t: SystemTime| self.young(t);
-        let journaled: BTreeSet<Digest> = self.journal.map(|j| j.digests(&repo.name)).unwrap_or_default();
-        let tagged: DigestSet = repo.tags.iter().filter_map(|t| t.current).collect();
+        let cx = RepoCx::new(self, repo, manifests, in_scope);
+        let mut verdicts = decisions.to_vec();
+        self.judge_attachments_elsewhere(&cx, &mut verdicts);
+        let live = cx.live_with_attachments(&mut verdicts);
+        let young_manifests =
+            if cx.young_revs.is_empty() { 0 } else { live.len() - cx.liveness(&verdicts, false).len() };
+        let mut plan = RepoPlan { name: repo.name.clone(), in_scope, ..RepoPlan::default() };
         let mut warnings = Vec::new();
+        plan.tags = cx.tag_actions(verdicts, &live, &mut warnings);
+        let mut errors = Vec::new();
+        let needed_layers = self.mark_live(&cx, &live, &mut errors);
+        self.mark_referenced(&cx);
+        for r in repo.revisions.iter().filter(|r| !live.contains(&r.digest)) {
+            plan.manifests.push(&self.marks.blobs, r.digest);
+        }
+        self.kept_history(&cx, &live, &mut plan, &mut errors);
+        let layer_candidates = if in_scope { self.candidates(&cx, &needed_layers, &mut plan) } else { Vec::new() };
+        plan.tags_kept = repo.tags_not_read;
+        if !self.opts.list_kept_tags {
+            plan.tags_kept += plan.tags.count(Action::Keep);
+            plan.tags = plan.tags.without(Action::Keep);
+        }
+        // Drafts outlive their repository's scan: no spare capacity (a thousand repositories of
+        // a few kilobytes each add up).
+        plan.tags.shrink_to_fit();
+        plan.manifests.shrink_to_fit();
+        RepoDraft { plan, layer_candidates, young_manifests, grace_kept_links: 0, warnings, errors }
+    }
 
-        // Attachment tags not decided by policy follow their subject; one outside this
-        // repository is not ours to judge, unless asked to look for it in the whole store
-        // (cosign's COSIGN_REPOSITORY) and it is nowhere.
-        let mut decided: Vec<Verdict> = decisions.to_vec();
-        for (t, d) in repo.tags.iter().zip(decided.iter_mut()) {
-            if *d == Verdict::Undecided
-                && let Some(subject) = attachment_subject(&t.name).filter(|s| !g.revs.contains_key(s))
+    /// Attachment tags not decided by policy follow their subject; one outside this repository
+    /// is not ours to judge, unless asked to look for it in the whole store (cosign's
+    /// COSIGN_REPOSITORY) and it is nowhere.
+    fn judge_attachments_elsewhere(&self, cx: &RepoCx, verdicts: &mut [Verdict]) {
+        for (t, v) in cx.repo.tags.iter().zip(verdicts.iter_mut()) {
+            if *v == Verdict::Undecided
+                && let Some(subject) = attachment_subject(&t.name).filter(|s| !cx.g.revs.contains_key(s))
             {
-                *d = match self.holders.map(|h| h.holder(&subject)) {
+                *v = match self.holders.map(|h| h.holder(&subject)) {
                     None => Verdict::Keep(Reason::SubjectElsewhere { subject: subject.into() }),
                     Some(Some(repo)) => {
                         Verdict::Keep(Reason::SubjectInRepo(Box::new(SubjectRepo { subject, repo: repo.into() })))
                     }
-                    Some(None) if young(t.pushed) => Verdict::Keep(Reason::Grace),
+                    Some(None) if self.young(t.pushed) => Verdict::Keep(Reason::Grace),
                     Some(None) => Verdict::Delete(Reason::SubjectMissing { subject: subject.into() }),
                 };
             }
         }
-        let young_revs: Vec<Digest> = repo.revisions.iter().filter(|r| young(r.modified)).map(|r| r.digest).collect();
-        // Live manifests for the current decisions, with or without the grace period's roots.
-        let liveness = |decided: &[Verdict], with_young: bool| -> DigestSet {
-            let kept = repo.tags.iter().zip(decided).filter(|(_, d)| d.is_keep()).filter_map(|(t, _)| t.current);
-            let deleted = repo.tags.iter().zip(decided).filter(|(_, d)| !d.is_keep()).filter_map(|(t, _)| t.current);
-            let cascade = g.closure(deleted.chain(journaled.iter().copied()));
-            let mut roots: Vec<Digest> = kept.collect();
-            if with_young {
-                roots.extend(young_revs.iter().copied());
+    }
+
+    /// Marks every blob a live manifest needs; returns the digests this repository's layer
+    /// links must still serve. A live manifest that cannot be parsed is an error.
+    fn mark_live(&self, cx: &RepoCx, live: &DigestSet, errors: &mut Vec<String>) -> DigestSet {
+        let marks = &self.marks;
+        let mut needed_layers = DigestSet::default();
+        for d in live {
+            marks.mark(d);
+            let Some(target) = cx.g.revs.get(d) else {
+                continue;
+            };
+            marks.mark(target);
+            needed_layers.insert(*d);
+            needed_layers.insert(*target);
+            match cx.g.parsed(d) {
+                Some(Parsed::Ok(m)) => {
+                    m.blobs.iter().chain(&m.children).for_each(|b| marks.mark(b));
+                    needed_layers.extend(m.blobs.iter().copied());
+                }
+                Some(Parsed::Broken(e)) => errors.push(format!("{}: a manifest that must be kept: {e}", cx.repo.name)),
+                _ => {}
             }
-            if !in_scope {
-                roots.extend(g.revs.keys().copied());
-            } else if !opts.delete_untagged {
-                roots.extend(
-                    repo.revisions.iter().map(|r| r.digest).filter(|d| !tagged.contains(d) && !cascade.contains(d)),
-                );
+        }
+        needed_layers
+    }
+
+    /// Marks every blob any manifest of the repository references, live or not: what is left
+    /// unreferenced needs no journal to go (a full disk frees it first).
+    fn mark_referenced(&self, cx: &RepoCx) {
+        for r in &cx.repo.revisions {
+            let m = cx.g.manifest(&r.digest);
+            let needs = [r.digest, r.target]
+                .into_iter()
+                .chain(m.into_iter().flat_map(|m| m.blobs.iter().chain(&m.children).copied()));
+            needs.for_each(|b| self.marks.reference(&b));
+        }
+    }
+
+    /// A kept tag's history entries for manifests that are gone or going (a crash between the
+    /// two can leave the first kind, hence the journal's repositories too). Listed only here.
+    fn kept_history(&self, cx: &RepoCx, live: &DigestSet, plan: &mut RepoPlan, errors: &mut Vec<String>) {
+        if !cx.in_scope || (plan.manifests.is_empty() && cx.journaled.is_empty()) {
+            return;
+        }
+        for tp in plan.tags.iter().filter(|t| t.action == Action::Keep) {
+            match self.disk.tag_index(&cx.repo.name, tp.name) {
+                Ok(index) => plan.index_entries.extend(
+                    index
+                        .into_iter()
+                        .filter(|d| !live.contains(d))
+                        .map(|digest| IndexEntry { tag: tp.name.into(), digest }),
+                ),
+                Err(e) => errors.push(format!("{e:#}")),
             }
-            g.closure(roots)
-        };
-        // Attachment tags whose subject is live stay; their manifests may make more subjects live.
-        let live = loop {
-            let live = liveness(&decided, true);
+        }
+    }
+
+    /// The uploads to remove, and the layer links nothing live needs (the sweep checks their
+    /// age).
+    fn candidates(&self, cx: &RepoCx, needed_layers: &DigestSet, plan: &mut RepoPlan) -> Vec<Digest> {
+        let opts = self.opts;
+        plan.uploads = cx
+            .repo
+            .uploads
+            .iter()
+            .filter(|u| u.started.is_some_and(|s| opts.now.duration_since(s).unwrap_or_default() > opts.upload_age))
+            .map(|u| UploadPlan { id: u.id.clone(), size: u.size })
+            .collect();
+        cx.repo.layers.iter().copied().filter(|d| !needed_layers.contains(d)).collect()
+    }
+}
+
+/// One repository being planned: what every phase of [`Planner::draft`] reads.
+struct RepoCx<'a> {
+    repo: &'a Repo,
+    g: Graph<'a>,
+    opts: &'a Options,
+    in_scope: bool,
+    /// The digests of this repository's tags an interrupted run was deleting.
+    journaled: BTreeSet<Digest>,
+    tagged: DigestSet,
+    /// Revisions younger than the grace period: roots.
+    young_revs: Vec<Digest>,
+}
+
+impl<'a> RepoCx<'a> {
+    fn new(planner: &Planner<'a>, repo: &'a Repo, manifests: &'a DigestMap<Parsed>, in_scope: bool) -> RepoCx<'a> {
+        RepoCx {
+            repo,
+            g: Graph::new(manifests, repo),
+            opts: planner.opts,
+            in_scope,
+            journaled: planner.journal.map(|j| j.digests(&repo.name)).unwrap_or_default(),
+            tagged: repo.tags.iter().filter_map(|t| t.current).collect(),
+            young_revs: repo.revisions.iter().filter(|r| planner.young(r.modified)).map(|r| r.digest).collect(),
+        }
+    }
+
+    /// The live manifests for these verdicts (docs/DESIGN.md section 3, steps 3 and 4), with or
+    /// without the grace period's roots.
+    fn liveness(&self, verdicts: &[Verdict], with_young: bool) -> DigestSet {
+        let (repo, g) = (self.repo, &self.g);
+        let kept = repo.tags.iter().zip(verdicts).filter(|(_, v)| v.is_keep()).filter_map(|(t, _)| t.current);
+        let deleted = repo.tags.iter().zip(verdicts).filter(|(_, v)| !v.is_keep()).filter_map(|(t, _)| t.current);
+        let cascade = g.closure(deleted.chain(self.journaled.iter().copied()));
+        let mut roots: Vec<Digest> = kept.collect();
+        if with_young {
+            roots.extend(self.young_revs.iter().copied());
+        }
+        if !self.in_scope {
+            roots.extend(g.revs.keys().copied());
+        } else if !self.opts.delete_untagged {
+            roots.extend(
+                repo.revisions.iter().map(|r| r.digest).filter(|d| !self.tagged.contains(d) && !cascade.contains(d)),
+            );
+        }
+        g.closure(roots)
+    }
+
+    /// What is live once attachment tags whose subject is live stay (their manifests may make
+    /// more subjects live).
+    fn live_with_attachments(&self, verdicts: &mut [Verdict]) -> DigestSet {
+        loop {
+            let live = self.liveness(verdicts, true);
             let mut changed = false;
-            for (t, d) in repo.tags.iter().zip(decided.iter_mut()) {
-                if *d == Verdict::Undecided
+            for (t, v) in self.repo.tags.iter().zip(verdicts.iter_mut()) {
+                if *v == Verdict::Undecided
                     && let Some(s) = attachment_subject(&t.name).filter(|s| live.contains(s))
                 {
-                    *d = Verdict::Keep(Reason::SubjectKept { subject: s.into() });
+                    *v = Verdict::Keep(Reason::SubjectKept { subject: s.into() });
                     changed = true;
                 }
             }
             if !changed {
-                break live;
+                return live;
             }
-        };
-        let young_manifests = if young_revs.is_empty() { 0 } else { live.len() - liveness(&decided, false).len() };
+        }
+    }
 
-        let mut plan = RepoPlan {
-            name: repo.name.clone(),
-            in_scope,
-            tags: Tags::with_capacity(repo.tags.len()),
-            ..RepoPlan::default()
-        };
-        for (t, d) in repo.tags.iter().zip(decided) {
-            let (keep, reason) = match d {
+    /// Every tag's action: kept, untagged (its manifest stays live) or deleted; warnings for
+    /// kept tags that cannot be pulled.
+    fn tag_actions(&self, verdicts: Vec<Verdict>, live: &DigestSet, warnings: &mut Vec<String>) -> Tags {
+        let (repo, g) = (self.repo, &self.g);
+        let mut tags = Tags::with_capacity(repo.tags.len());
+        for (t, v) in repo.tags.iter().zip(verdicts) {
+            let (keep, reason) = match v {
                 Verdict::Keep(r) => (true, r),
                 Verdict::Delete(r) => (false, r),
                 // An attachment tag whose subject is a manifest here, and not live.
@@ -421,157 +461,10 @@ impl<'a> Planner<'a> {
                     _ => {}
                 }
             }
-            plan.tags.push_at(&t.name, t.current, Pushed::new(t.pushed), action, reason);
+            tags.push_at(&t.name, t.current, Pushed::new(t.pushed), action, reason);
         }
-        plan.tags.link_shared();
-
-        let mut errors = Vec::new();
-        let mut needed_layers = DigestSet::default();
-        for d in &live {
-            marks.mark(d);
-            let Some(target) = g.revs.get(d) else {
-                continue;
-            };
-            marks.mark(target);
-            needed_layers.insert(*d);
-            needed_layers.insert(*target);
-            match g.parsed(d) {
-                Some(Parsed::Ok(m)) => {
-                    m.blobs.iter().chain(&m.children).for_each(|b| marks.mark(b));
-                    needed_layers.extend(m.blobs.iter().copied());
-                }
-                Some(Parsed::Broken(e)) => errors.push(format!("{}: a manifest that must be kept: {e}", repo.name)),
-                _ => {}
-            }
-        }
-        for r in repo.revisions.iter().filter(|r| !live.contains(&r.digest)) {
-            plan.manifests.push(&marks.blobs, r.digest);
-        }
-        for r in &repo.revisions {
-            let m = g.manifest(&r.digest);
-            let needs = [r.digest, r.target]
-                .into_iter()
-                .chain(m.into_iter().flat_map(|m| m.blobs.iter().chain(&m.children).copied()));
-            needs.for_each(|b| marks.reference(&b));
-        }
-        // A kept tag's history entries for manifests that are gone or going (a crash between the
-        // two can leave the first kind, hence the journal's repositories too). Listed only here.
-        if in_scope && (!plan.manifests.is_empty() || !journaled.is_empty()) {
-            for tp in plan.tags.iter().filter(|t| t.action == Action::Keep) {
-                match disk.tag_index(&repo.name, tp.name) {
-                    Ok(index) => plan.index_entries.extend(
-                        index
-                            .into_iter()
-                            .filter(|d| !live.contains(d))
-                            .map(|digest| IndexEntry { tag: tp.name.into(), digest }),
-                    ),
-                    Err(e) => errors.push(format!("{e:#}")),
-                }
-            }
-        }
-        let mut layer_candidates = Vec::new();
-        if in_scope {
-            layer_candidates = repo.layers.iter().copied().filter(|d| !needed_layers.contains(d)).collect();
-            plan.uploads = repo
-                .uploads
-                .iter()
-                .filter(|u| u.started.is_some_and(|s| opts.now.duration_since(s).unwrap_or_default() > opts.upload_age))
-                .map(|u| UploadPlan { id: u.id.clone(), size: u.size })
-                .collect();
-        }
-        plan.tags_kept = repo.tags_not_read;
-        if !opts.list_kept_tags {
-            plan.tags_kept += plan.tags.count(Action::Keep);
-            plan.tags = plan.tags.without(Action::Keep);
-        }
-        // Drafts outlive their repository's scan: no spare capacity (a thousand repositories of
-        // a few kilobytes each add up).
-        plan.tags.shrink_to_fit();
-        plan.manifests.shrink_to_fit();
-        RepoDraft { plan, layer_candidates, young_manifests, grace_kept_links: 0, warnings, errors }
-    }
-
-    /// Unneeded layer links: a young one is a push under way, and its blob stays too, even if
-    /// the blob is old (a layer pushed again, or mounted from another repository, before its
-    /// manifest). Folders without their link, old enough, are leftovers.
-    fn leftovers_and_links(&self, repo: &Repo, draft: &mut RepoDraft) -> Result<()> {
-        let plan = &mut draft.plan;
-        for l in std::mem::take(&mut draft.layer_candidates) {
-            match self.disk.stat(Object::LayerLink(&repo.name, l))? {
-                Some((_, t)) if !self.young(t) => plan.layer_links.push(&self.marks.blobs, l),
-                Some(_) => {
-                    draft.grace_kept_links += 1;
-                    self.marks.mark(&l);
-                }
-                None if self.old(Object::LayerFolder(&repo.name, l))? => plan.leftover_layer_links.push(l),
-                None => {}
-            }
-        }
-        plan.layer_links.shrink_to_fit();
-        for r in &repo.incomplete_revisions {
-            if self.old(Object::RevisionFolder(&repo.name, *r))? {
-                plan.leftover_revisions.push(*r);
-            }
-        }
-        Ok(())
-    }
-
-    /// The plan, once every repository is planned: unmarked blobs go when their data is older
-    /// than the grace period; a folder without data is no blob of the registry's, only a
-    /// leftover of an interrupted write or deletion.
-    pub fn finish(self, drafts: Vec<RepoDraft>) -> Result<Plan> {
-        let errors: Vec<&String> = drafts.iter().flat_map(|d| &d.errors).collect();
-        if !errors.is_empty() {
-            let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
-            bail!("cannot plan: {} problem(s), nothing was deleted:\n{}", errors.len(), list.join("\n"));
-        }
-        let mut plan = Plan { journal: self.journal.cloned().unwrap_or_default(), ..Plan::default() };
-        for mut d in drafts {
-            plan.warnings.append(&mut d.warnings);
-            plan.grace_kept.manifests += d.young_manifests;
-            plan.grace_kept.layer_links += d.grace_kept_links;
-            plan.repos.push(d.plan);
-        }
-        // One byte per blob rather than lists grown per thread and appended: at 2.5M blobs
-        // those cost more than the marks themselves.
-        #[derive(Clone, Copy, PartialEq)]
-        enum Fate {
-            Live,
-            Delete,
-            Young,
-            Leftover,
-        }
-        let marks = &self.marks;
-        let bytes = AtomicU64::new(0);
-        let mut fates = vec![Fate::Live; marks.blobs.len()];
-        fates.par_iter_mut().enumerate().filter(|(i, _)| !marks.is_marked(*i)).try_for_each(
-            |(i, fate)| -> Result<()> {
-                let b = marks.blobs.get(i);
-                *fate = match self.disk.stat(Object::BlobData(b))? {
-                    Some((size, mtime)) if !self.young(mtime) => {
-                        bytes.fetch_add(size, Ordering::Relaxed);
-                        Fate::Delete
-                    }
-                    Some(_) => Fate::Young,
-                    None if self.old(Object::BlobFolder(b))? => Fate::Leftover,
-                    None => Fate::Live,
-                };
-                Ok(())
-            },
-        )?;
-        let count = |fate: Fate| fates.iter().filter(|f| **f == fate).count();
-        let indexes = |fate: Fate| -> Vec<u32> {
-            let mut v = Vec::with_capacity(count(fate));
-            v.extend(fates.iter().zip(0u32..).filter(|(f, _)| **f == fate).map(|(_, i)| i));
-            v
-        };
-        plan.blobs = indexes(Fate::Delete);
-        plan.unreferenced = plan.blobs.iter().copied().filter(|i| !marks.is_referenced(*i as usize)).collect();
-        plan.blob_bytes = bytes.into_inner();
-        plan.grace_kept.blobs = count(Fate::Young);
-        plan.leftover_blobs = indexes(Fate::Leftover);
-        plan.store_blobs = self.marks.blobs;
-        Ok(plan)
+        tags.link_shared();
+        tags
     }
 }
 
@@ -598,7 +491,7 @@ pub fn build(
 mod tests {
     use super::*;
     use crate::model::inventory::{Revision, Tag};
-    use crate::model::manifest::Kind;
+    use crate::model::manifest::{Kind, Manifest};
 
     const DAY: Duration = Duration::from_secs(86_400);
 
