@@ -23,8 +23,7 @@ use crate::core::report::Report;
 use crate::model::digest::{DigestMap, DigestSet};
 use crate::model::inventory::{Parsed, Repo};
 use crate::model::journal::Journal;
-use crate::store::fs::Dir;
-use crate::store::layout::Layout;
+use crate::store::{FsStore, Store};
 
 /// How far before the scan a write still counts as made during the run: more than the
 /// granularity of any file system clock (ext4's is a jiffy, at most 10 ms).
@@ -37,26 +36,36 @@ pub enum Mode {
     Gc,
 }
 
-/// Plans a run on the store under `root` and, unless `dry_run`, carries it out. Each repository
-/// is read, decided and planned in one pass, in parallel with the others; only the blob list,
-/// its mark bits and the plan outlive it.
+/// Plans a run on the store under `root` and, unless `dry_run`, carries it out.
 pub fn run(root: &Path, mode: &Mode, opts: &Options, dry_run: bool, progress: Progress) -> Result<Report> {
-    let layout = Layout::open(root)?;
+    let store = FsStore::open(root)?;
+    run_on(&store, &root.display().to_string(), mode, opts, dry_run, progress)
+}
+
+/// Plans a run on a store and, unless `dry_run`, carries it out. Each repository is read,
+/// decided and planned in one pass, in parallel with the others; only the blob list, its mark
+/// bits and the plan outlive it.
+pub fn run_on(
+    store: &dyn Store,
+    shown_as: &str,
+    mode: &Mode,
+    opts: &Options,
+    dry_run: bool,
+    progress: Progress,
+) -> Result<Report> {
     // A dry run writes nothing, not even a lock (restic's --no-lock, allowed only there).
-    let _lock = if dry_run { None } else { Some(apply::Lock::acquire(&layout)?) };
-    let journal = store::journal::read(&layout)?;
-    let (names, blobs) = rayon::join(|| scan::repositories(&layout), || scan::scan_blobs(&layout));
+    let _lock = if dry_run { None } else { Some(store.lock()?) };
+    let journal = store.journal()?;
+    let (names, blobs) = rayon::join(|| store.repositories(), || store.blobs());
     let (names, blobs) = (names?, blobs?);
-    let disk = scan::Disk(&layout);
     // An attachment tag's subject may be in any repository: where each manifest is, first.
     let holders = if opts.orphan_attachments {
-        let revisions = names.par_iter().map(|n| Ok((n.clone(), store::fs::digest_folders(&layout.revisions(n))?)));
+        let revisions = names.par_iter().map(|n| Ok((n.clone(), store.revision_digests(n)?)));
         Some(plan::Holders::new(revisions.collect::<Result<_>>()?))
     } else {
         None
     };
-    let planner = Planner::new(blobs, journal.as_ref(), opts, &disk).with_holders(holders.as_ref());
-    let blobs_dir = Dir::open(&layout.blobs())?;
+    let planner = Planner::new(blobs, journal.as_ref(), opts, store).with_holders(holders.as_ref());
     let mut warnings = match mode {
         Mode::Prune(r) => r.unmatched_warnings(&names),
         Mode::Gc => Vec::new(),
@@ -70,11 +79,11 @@ pub fn run(root: &Path, mode: &Mode, opts: &Options, dry_run: bool, progress: Pr
             let tag_links = !matches!(mode, Mode::Gc)
                 || opts.delete_untagged
                 || journal.as_ref().is_some_and(|j| j.repos.contains_key(&name));
-            let repo = scan::scan_repo(&layout, name, tag_links)?;
+            let repo = store.repository(name, tag_links)?;
             let journaled = journal.iter().flat_map(|j| j.digests(&repo.name));
             let wanted: DigestSet = repo.revisions.iter().map(|r| r.target).chain(journaled).collect();
-            let manifests = scan::read_manifests(&layout, blobs_dir.as_ref(), wanted);
-            let (mut decisions, warnings) = decide(&layout, &repo, &manifests, mode, opts);
+            let manifests = store.manifests(wanted);
+            let (mut decisions, warnings) = decide(store, &repo, &manifests, mode, opts);
             if let Some(j) = &journal {
                 finish_journaled_tags(&repo, j, &mut decisions);
             }
@@ -101,9 +110,9 @@ pub fn run(root: &Path, mode: &Mode, opts: &Options, dry_run: bool, progress: Pr
         None
     } else {
         apply::stop_point("plan");
-        Some(apply::execute(&layout, &plan, since, progress)?)
+        Some(store.execute(&plan, since, progress)?)
     };
-    let mut report = Report::new(command, &root.display().to_string(), plan, dry_run);
+    let mut report = Report::new(command, shown_as, plan, dry_run);
     warnings.append(&mut report.warnings);
     report.warnings = warnings;
     if let Some(outcome) = outcome {
@@ -114,7 +123,7 @@ pub fn run(root: &Path, mode: &Mode, opts: &Options, dry_run: bool, progress: Pr
 
 /// The decision on every tag of a repository (aligned with its tags) and the policy's warnings.
 fn decide(
-    layout: &Layout,
+    store: &dyn Store,
     repo: &Repo,
     manifests: &DigestMap<Parsed>,
     mode: &Mode,
@@ -126,7 +135,7 @@ fn decide(
     };
     let created = if ret.order == Order::Created {
         let digests: Vec<_> = repo.tags.iter().filter_map(|t| t.current).collect();
-        policy::created_times(manifests, &digests, &|d| scan::read_config(layout, d))
+        policy::created_times(manifests, &digests, &|d| store.config(d))
     } else {
         Default::default()
     };

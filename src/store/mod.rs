@@ -1,6 +1,8 @@
-//! The filesystem store: its layout, file access (all the unsafe code), the scan into an
-//! inventory, the execution of a plan with its journal and lock, the re-mark of racing pushes,
-//! `check`, the generator, the registry's config.
+//! The storage of a registry: the [`Store`] interface a run goes through, asking about
+//! repositories and digests rather than paths, and its filesystem backend ([`FsStore`]: the
+//! layout, file access with all the unsafe code, the scan into an inventory, the execution of a
+//! plan with its journal and lock, the re-mark of racing pushes), with `check`, the generator
+//! and the registry's config.
 
 pub mod apply;
 pub mod check;
@@ -12,3 +14,116 @@ pub mod journal;
 pub mod layout;
 pub mod remark;
 pub mod scan;
+
+use std::any::Any;
+use std::path::Path;
+use std::time::SystemTime;
+
+use anyhow::Result;
+
+use crate::core::plan::{Object, Plan, StoreView};
+use crate::core::progress::Progress;
+use crate::model::blobs::BlobList;
+use crate::model::digest::{Digest, DigestMap, DigestSet};
+use crate::model::inventory::{Parsed, Repo};
+use crate::model::journal::Journal;
+use crate::model::outcome::Outcome;
+use crate::store::fs::Dir;
+use crate::store::layout::Layout;
+
+/// A registry's storage as a run sees it, asked about repositories and digests rather than
+/// paths. Listings run in parallel inside; everything a plan needs beyond them comes through
+/// [`StoreView`]. The filesystem backend is [`FsStore`]; an object-storage backend implements
+/// the same.
+pub trait Store: StoreView {
+    /// The names of every repository, sorted.
+    fn repositories(&self) -> Result<Vec<String>>;
+    /// Every blob of the store.
+    fn blobs(&self) -> Result<BlobList>;
+    /// One repository: its tags (read, or only counted without `tag_links`), revisions, layer
+    /// links and uploads.
+    fn repository(&self, name: String, tag_links: bool) -> Result<Repo>;
+    /// The digests of a repository's revisions (for `--delete-orphan-attachments`).
+    fn revision_digests(&self, repo: &str) -> Result<Vec<Digest>>;
+    /// The manifests named, read and parsed, in parallel.
+    fn manifests(&self, digests: DigestSet) -> DigestMap<Parsed>;
+    /// A config blob (for `--order created`), when it can be read.
+    fn config(&self, d: &Digest) -> Option<Vec<u8>>;
+    /// The journal an interrupted run left.
+    fn journal(&self) -> Result<Option<Journal>>;
+    /// Takes the store's lock, held until the value is dropped.
+    fn lock(&self) -> Result<Box<dyn Any>>;
+    /// Carries out a plan in the crash-safe order; what was written at or after `since` stays.
+    fn execute(&self, plan: &Plan, since: SystemTime, progress: Progress) -> Result<Outcome>;
+}
+
+/// A store on a file system, under a registry's `rootdirectory`.
+pub struct FsStore {
+    layout: Layout,
+    /// `blobs/sha256/`, open (`None` when the store has no blobs).
+    blobs: Option<Dir>,
+}
+
+impl FsStore {
+    /// Opens the store under `root`, refusing anything that is not one.
+    pub fn open(root: &Path) -> Result<FsStore> {
+        let layout = Layout::open(root)?;
+        let blobs = Dir::open(&layout.blobs())?;
+        Ok(FsStore { layout, blobs })
+    }
+}
+
+impl StoreView for FsStore {
+    fn stat(&self, object: Object) -> Result<Option<(u64, SystemTime)>> {
+        let l = &self.layout;
+        fs::stat(&match object {
+            Object::BlobData(d) => l.blob_data(&d),
+            Object::BlobFolder(d) => l.blob_dir(&d),
+            Object::LayerLink(repo, d) => l.layer_dir(repo, &d).join("link"),
+            Object::LayerFolder(repo, d) => l.layer_dir(repo, &d),
+            Object::RevisionFolder(repo, d) => l.revision_dir(repo, &d),
+        })
+    }
+
+    fn tag_index(&self, repo: &str, tag: &str) -> Result<Vec<Digest>> {
+        fs::digest_folders(&self.layout.tag_index(repo, tag))
+    }
+}
+
+impl Store for FsStore {
+    fn repositories(&self) -> Result<Vec<String>> {
+        scan::repositories(&self.layout)
+    }
+
+    fn blobs(&self) -> Result<BlobList> {
+        scan::scan_blobs(&self.layout)
+    }
+
+    fn repository(&self, name: String, tag_links: bool) -> Result<Repo> {
+        scan::scan_repo(&self.layout, name, tag_links)
+    }
+
+    fn revision_digests(&self, repo: &str) -> Result<Vec<Digest>> {
+        fs::digest_folders(&self.layout.revisions(repo))
+    }
+
+    fn manifests(&self, digests: DigestSet) -> DigestMap<Parsed> {
+        scan::read_manifests(&self.layout, self.blobs.as_ref(), digests)
+    }
+
+    fn config(&self, d: &Digest) -> Option<Vec<u8>> {
+        scan::read_config(&self.layout, d)
+    }
+
+    fn journal(&self) -> Result<Option<Journal>> {
+        journal::read(&self.layout)
+    }
+
+    fn lock(&self) -> Result<Box<dyn Any>> {
+        Ok(Box::new(apply::Lock::acquire(&self.layout)?))
+    }
+
+    fn execute(&self, plan: &Plan, since: SystemTime, progress: Progress) -> Result<Outcome> {
+        apply::execute(&self.layout, plan, since, progress)
+    }
+}

@@ -9,12 +9,11 @@ use std::time::SystemTime;
 use anyhow::{Result, bail};
 use rayon::prelude::*;
 
-use crate::core::plan::{Object, StoreView};
 use crate::model::blobs::BlobList;
 use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::inventory::{Parsed, Repo, Revision, Tag, Upload};
 use crate::model::manifest;
-use crate::store::fs::{Dir, NotRegular, digest_folders, each_entry, list, read_file, stat};
+use crate::store::fs::{Dir, NotRegular, digest_folders, each_entry, list, read_file};
 use crate::store::layout::{Layout, REPO_INTERNALS};
 
 /// Manifests larger than this are refused (the registry itself caps manifests at 4 MiB).
@@ -164,24 +163,4 @@ pub fn read_manifests(layout: &Layout, blobs: Option<&Dir>, digests: DigestSet) 
 /// Reads a config blob of the store (for [`created_times`](crate::core::policy::created_times)).
 pub fn read_config(layout: &Layout, d: &Digest) -> Option<Vec<u8>> {
     read_file(&layout.blob_data(d), MAX_CONFIG).ok()?.map(|(b, _)| b)
-}
-
-/// The store as the plan reads it for the few facts it needs beyond the inventory.
-pub struct Disk<'a>(pub &'a Layout);
-
-impl StoreView for Disk<'_> {
-    fn stat(&self, object: Object) -> Result<Option<(u64, SystemTime)>> {
-        let l = self.0;
-        stat(&match object {
-            Object::BlobData(d) => l.blob_data(&d),
-            Object::BlobFolder(d) => l.blob_dir(&d),
-            Object::LayerLink(repo, d) => l.layer_dir(repo, &d).join("link"),
-            Object::LayerFolder(repo, d) => l.layer_dir(repo, &d),
-            Object::RevisionFolder(repo, d) => l.revision_dir(repo, &d),
-        })
-    }
-
-    fn tag_index(&self, repo: &str, tag: &str) -> Result<Vec<Digest>> {
-        digest_folders(&self.0.tag_index(repo, tag))
-    }
 }
