@@ -47,7 +47,7 @@ impl Pushed {
     /// `2026-11-28T07:30:22Z`.
     pub fn rfc3339(self) -> String {
         chrono::DateTime::from_timestamp(i64::from(self.0), 0)
-            .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
             .unwrap_or_default()
     }
 }

@@ -33,9 +33,12 @@ impl Marks {
         bits[i / 64].load(Ordering::Relaxed) & (1 << (i % 64)) != 0
     }
 
-    /// Marks a blob live.
+    /// Marks a blob live (and so referenced): one lookup for both bits.
     pub(super) fn mark(&self, d: &Digest) {
-        Marks::set(&self.live, &self.blobs, d);
+        if let Some(i) = self.blobs.position(d) {
+            self.live[i / 64].fetch_or(1 << (i % 64), Ordering::Relaxed);
+            self.referenced[i / 64].fetch_or(1 << (i % 64), Ordering::Relaxed);
+        }
     }
 
     /// Marks a blob as referenced by some manifest of the store.

@@ -254,7 +254,7 @@ impl<'a> Planner<'a> {
         plan.tags = cx.tag_actions(verdicts, &live, &mut warnings);
         let mut errors = Vec::new();
         let needed_layers = self.mark_live(&cx, &live, &mut errors);
-        self.mark_referenced(&cx);
+        self.mark_referenced(&cx, &live);
         for r in repo.revisions.iter().filter(|r| !live.contains(&r.digest)) {
             plan.manifests.push(&self.marks.blobs, r.digest);
         }
@@ -317,10 +317,11 @@ impl<'a> Planner<'a> {
         needed_layers
     }
 
-    /// Marks every blob any manifest of the repository references, live or not: what is left
-    /// unreferenced needs no journal to go (a full disk frees it first).
-    fn mark_referenced(&self, cx: &RepoCx) {
-        for r in &cx.repo.revisions {
+    /// Marks every blob a manifest of the repository that is not live references (the live
+    /// ones set both bits): what is left unreferenced needs no journal to go (a full disk frees
+    /// it first).
+    fn mark_referenced(&self, cx: &RepoCx, live: &DigestSet) {
+        for r in cx.repo.revisions.iter().filter(|r| !live.contains(&r.digest)) {
             let m = cx.g.manifest(&r.digest);
             let needs = [r.digest, r.target]
                 .into_iter()
