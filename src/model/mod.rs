@@ -9,14 +9,26 @@ pub mod journal;
 pub mod manifest;
 pub mod outcome;
 
-/// An error in what the operator asked (a bad pattern, an option that cannot apply): exit 2.
-#[derive(Debug)]
-pub struct UsageError(pub String);
+/// Declares an error that is a message, told apart from others by its type (callers decide
+/// on it with `anyhow::Error::is`).
+macro_rules! message_error {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name(pub String);
 
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl std::error::Error for $name {}
+    };
 }
+pub(crate) use message_error;
 
-impl std::error::Error for UsageError {}
+message_error!(
+    /// An error in what the operator asked (a bad pattern, an option that cannot apply): exit 2.
+    UsageError
+);

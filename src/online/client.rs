@@ -13,6 +13,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
+use crate::model::message_error;
+
 /// A user name and its password.
 #[derive(Clone)]
 pub struct Credentials {
@@ -410,17 +412,10 @@ impl Client {
     }
 }
 
-/// A 401 or 403 that no retry or new token changed: every further request would meet it too.
-#[derive(Debug)]
-pub struct Refused(String);
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Refused {}
+message_error!(
+    /// A 401 or 403 that no retry or new token changed: every further request would meet it too.
+    Refused
+);
 
 /// True for an error that is a [`Refused`].
 pub fn is_refusal(e: &anyhow::Error) -> bool {

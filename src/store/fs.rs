@@ -14,6 +14,7 @@ use std::time::SystemTime;
 use anyhow::{Context, Result, bail};
 
 use crate::model::digest::Digest;
+use crate::model::message_error;
 
 /// One folder entry.
 pub(crate) struct Entry {
@@ -212,18 +213,11 @@ pub fn read_link(path: &Path) -> Result<Option<(Digest, SystemTime)>> {
     link_of(read_file(path, 1024)?, &|| path.to_path_buf())
 }
 
-/// A file the registry writes as a regular file is something else (a folder, a FIFO, a device):
-/// refused, never opened for reading in a way that could block.
-#[derive(Debug)]
-pub struct NotRegular(pub String);
-
-impl std::fmt::Display for NotRegular {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for NotRegular {}
+message_error!(
+    /// A file the registry writes as a regular file is something else (a folder, a FIFO, a
+    /// device): refused, never opened for reading in a way that could block.
+    NotRegular
+);
 
 /// What a file that is no regular file is, in words.
 fn kind_of(meta: &fs::Metadata) -> &'static str {
@@ -242,18 +236,11 @@ fn kind_of(meta: &fs::Metadata) -> &'static str {
     }
 }
 
-/// A link that does not hold exactly `sha256:<64 hex>`: the one read error `check` reports
-/// rather than stops on.
-#[derive(Debug)]
-pub struct MalformedLink(pub String);
-
-impl std::fmt::Display for MalformedLink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for MalformedLink {}
+message_error!(
+    /// A link that does not hold exactly `sha256:<64 hex>`: the one read error `check` reports
+    /// rather than stops on.
+    MalformedLink
+);
 
 fn link_of(read: Option<(Vec<u8>, fs::Metadata)>, path: &dyn Fn() -> PathBuf) -> Result<Option<(Digest, SystemTime)>> {
     let Some((bytes, meta)) = read else { return Ok(None) };
