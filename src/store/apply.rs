@@ -406,64 +406,104 @@ fn disk_full(e: &anyhow::Error) -> bool {
 /// Carries out the plan. The caller holds the store's [`Lock`]. `since` is when the scan began
 /// (less the file system's timestamp slack): what was written at or after it is left.
 pub fn execute(layout: &Layout, plan: &Plan, since: SystemTime, progress: Progress) -> Result<Outcome> {
-    let tally = Tally::new(plan.repos.len());
     interrupt::deleting_begins();
-    let mut errors = Vec::new();
-    let run = |name: &str, batches: Vec<Batch>| stage(layout, progress, name, &batches, Some(since), &tally);
-    // The journal names every tag deleted (or still to finish from an earlier run).
-    let freed_first = match journal::write(layout, &plan.journal, &plan.repos) {
-        Ok(()) => false,
-        Err(e) if disk_full(&e) => {
-            // A full disk: what needs no journal goes first (blobs no manifest of the store
-            // references, old uploads, and the history folders of the tags being deleted,
-            // which the registry does not read to serve them), then the journal has room.
-            let rescued = remark::remark(layout, since, &[])?;
-            let (mut batches, kept) =
-                blob_batches(layout, plan, &|i| plan.unreferenced.binary_search(&i).is_ok(), &rescued.blobs);
-            tally.rescued[What::Blob as usize].fetch_add(kept, Ordering::Relaxed);
-            batches.extend(upload_batches(layout, plan));
-            batches.extend(plan.repos.iter().enumerate().map(|(i, r)| Batch {
-                parent: layout.tags(&r.name),
-                repo: Some(i),
-                what: What::History,
-                folders: r.tags.iter().filter(|t| t.action != Action::Keep).map(|t| Folder::History(t.name)).collect(),
-            }));
-            batches.retain(|b| !b.folders.is_empty());
-            run("freeing space", batches);
-            if let Err(e) = journal::write(layout, &plan.journal, &plan.repos) {
-                errors.push(format!(
-                    "{e:#}: the disk is full even after deleting what needs no journal; free some space and run again"
-                ));
-                return Ok(tally.into_outcome(errors));
-            }
-            true
-        }
-        Err(e) => return Err(e),
+    let mut x = Execution { layout, plan, since, progress, tally: Tally::new(plan.repos.len()), errors: Vec::new() };
+    let Some(freed_first) = x.journal_or_room()? else {
+        return Ok(x.tally.into_outcome(x.errors));
     };
     stop_point("journal");
-    'stages: {
-        let per_repo = |what: What, parent: &dyn Fn(&str) -> PathBuf, folders: &dyn Fn(&RepoPlan) -> Vec<Folder>| {
-            plan.repos
-                .iter()
-                .enumerate()
-                .map(|(i, r)| Batch { parent: parent(&r.name), repo: Some(i), what, folders: folders(r) })
-                .filter(|b| !b.folders.is_empty())
-                .collect::<Vec<_>>()
-        };
-        let tags = per_repo(What::Tag, &|r| layout.tags(r), &|r| {
+    // Each step runs only if the one before left nothing a later one depends on.
+    let _ = x.tags() && x.manifests() && x.links_and_blobs(freed_first) && (freed_first || x.uploads());
+    let outcome = x.tally.into_outcome(x.errors);
+    if outcome.failed.is_empty() && outcome.errors.is_empty() && !outcome.interrupted {
+        journal::remove(layout)?;
+    }
+    Ok(outcome)
+}
+
+/// One plan being carried out, step by step in the crash-safe order.
+struct Execution<'a> {
+    layout: &'a Layout,
+    plan: &'a Plan,
+    since: SystemTime,
+    progress: Progress,
+    tally: Tally,
+    /// What stopped the run, besides failed deletions.
+    errors: Vec<String>,
+}
+
+impl<'a> Execution<'a> {
+    /// Runs one stage; true when nothing failed and no signal came.
+    fn run(&self, name: &str, batches: Vec<Batch>) -> bool {
+        stage(self.layout, self.progress, name, &batches, Some(self.since), &self.tally)
+    }
+
+    /// One batch per repository with folders to remove.
+    fn per_repo(
+        &self,
+        what: What,
+        parent: &dyn Fn(&str) -> PathBuf,
+        folders: &dyn Fn(&'a RepoPlan) -> Vec<Folder<'a>>,
+    ) -> Vec<Batch<'a>> {
+        self.plan
+            .repos
+            .iter()
+            .enumerate()
+            .map(|(i, r)| Batch { parent: parent(&r.name), repo: Some(i), what, folders: folders(r) })
+            .filter(|b| !b.folders.is_empty())
+            .collect()
+    }
+
+    /// Writes the journal, which names every tag deleted (or still to finish from an earlier
+    /// run). On a full disk, what needs no journal goes first (blobs no manifest of the store
+    /// references, old uploads, and the history folders of the tags being deleted, which the
+    /// registry does not read to serve them), then the journal has room. `Some(true)` when that
+    /// happened; `None` when even then it could not be written.
+    fn journal_or_room(&mut self) -> Result<Option<bool>> {
+        let (layout, plan) = (self.layout, self.plan);
+        match journal::write(layout, &plan.journal, &plan.repos) {
+            Ok(()) => return Ok(Some(false)),
+            Err(e) if !disk_full(&e) => return Err(e),
+            Err(_) => {}
+        }
+        let rescued = remark::remark(layout, self.since, &[])?;
+        let unreferenced = |i: u32| plan.unreferenced.binary_search(&i).is_ok();
+        let (mut batches, kept) = blob_batches(layout, plan, &unreferenced, &rescued.blobs);
+        self.tally.rescued[What::Blob as usize].fetch_add(kept, Ordering::Relaxed);
+        batches.extend(upload_batches(layout, plan));
+        batches.extend(self.per_repo(What::History, &|r| layout.tags(r), &|r| {
+            r.tags.iter().filter(|t| t.action != Action::Keep).map(|t| Folder::History(t.name)).collect()
+        }));
+        self.run("freeing space", batches);
+        if let Err(e) = journal::write(layout, &plan.journal, &plan.repos) {
+            self.errors.push(format!(
+                "{e:#}: the disk is full even after deleting what needs no journal; free some space and run again"
+            ));
+            return Ok(None);
+        }
+        Ok(Some(true))
+    }
+
+    /// The tag folders of deleted tags.
+    fn tags(&self) -> bool {
+        let batches = self.per_repo(What::Tag, &|r| self.layout.tags(r), &|r| {
             r.tags.iter().filter(|t| t.action != Action::Keep).map(|t| Folder::Tag(t.name, t.digest)).collect()
         });
-        if !run("tags", tags) {
-            break 'stages;
-        }
-        let mut manifests = per_repo(What::Manifest, &|r| layout.revisions(r), &|r| {
+        self.run("tags", batches)
+    }
+
+    /// The revision folders of removed manifests (and leftover ones), and the kept tags'
+    /// history entries naming them.
+    fn manifests(&self) -> bool {
+        let plan = self.plan;
+        let mut batches = self.per_repo(What::Manifest, &|r| self.layout.revisions(r), &|r| {
             let leftovers = r.leftover_revisions.iter().copied().map(Folder::Leftover);
             r.manifests.iter(&plan.store_blobs).map(Folder::Link).chain(leftovers).collect()
         });
         for (i, r) in plan.repos.iter().enumerate() {
             for e in &r.index_entries {
-                let parent = layout.tag_index(&r.name, &e.tag);
-                manifests.push(Batch {
+                let parent = self.layout.tag_index(&r.name, &e.tag);
+                batches.push(Batch {
                     parent,
                     repo: Some(i),
                     what: What::IndexEntry,
@@ -471,109 +511,122 @@ pub fn execute(layout: &Layout, plan: &Plan, since: SystemTime, progress: Progre
                 });
             }
         }
-        if !run("manifests", manifests) {
-            break 'stages;
-        }
+        self.run("manifests", batches)
+    }
+
+    /// What pushes wrote since the scan (and the revisions a deletion found written again),
+    /// marked again; an error says the run stopped before the layer links and blobs.
+    fn remark(&self, rewritten: &[(String, Digest)]) -> Result<remark::Rescued, String> {
+        remark::remark(self.layout, self.since, rewritten).map_err(|e| {
+            format!("{e:#}; stopped before the layer links and blobs: nothing a tag needs was deleted, run again")
+        })
+    }
+
+    /// The layer links, then the blobs in rounds, each after a re-mark of what pushes wrote
+    /// since the scan; then the check that no push landed on a deleted blob.
+    fn links_and_blobs(&mut self, freed_first: bool) -> bool {
+        let plan = self.plan;
         let links_planned = plan.repos.iter().any(|r| !r.layer_links.is_empty() || !r.leftover_layer_links.is_empty());
-        if links_planned || !plan.blobs.is_empty() || !plan.leftover_blobs.is_empty() {
-            // What pushes wrote since the scan keeps its layer links and blobs: once before the
-            // links go, once more right before the blobs go (the window left is the blob stage).
-            let rewritten: Vec<(String, Digest)> =
-                std::mem::take(&mut *tally.rewritten.lock().unwrap_or_else(|p| p.into_inner()))
-                    .into_iter()
-                    .map(|(i, d)| (plan.repos[i].name.clone(), d))
-                    .collect();
-            let remark = || {
-                remark::remark(layout, since, &rewritten).map_err(|e| {
-                    format!(
-                        "{e:#}; stopped before the layer links and blobs: nothing a tag needs was deleted, run again"
-                    )
-                })
-            };
-            let rescued = match remark() {
-                Ok(r) => r,
+        if !links_planned && plan.blobs.is_empty() && plan.leftover_blobs.is_empty() {
+            return true;
+        }
+        let rewritten: Vec<(String, Digest)> =
+            std::mem::take(&mut *self.tally.rewritten.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_iter()
+                .map(|(i, d)| (plan.repos[i].name.clone(), d))
+                .collect();
+        let rescued = match self.remark(&rewritten) {
+            Ok(r) => r,
+            Err(e) => {
+                self.errors.push(e);
+                return false;
+            }
+        };
+        if !self.layer_links(&rescued) {
+            return false;
+        }
+        let mut needed = rescued.blobs;
+        needed.extend(self.tally.relinked.lock().unwrap_or_else(|p| p.into_inner()).iter().copied());
+        if !self.blob_rounds(&rewritten, needed, freed_first) {
+            return false;
+        }
+        self.lost_to_pushes(&rewritten);
+        self.tally.failures() == 0 && self.errors.is_empty()
+    }
+
+    /// The layer links no live manifest of their repository needs, but those a push since the
+    /// scan needs.
+    fn layer_links(&self, rescued: &remark::Rescued) -> bool {
+        let plan = self.plan;
+        let links = self.per_repo(What::LayerLink, &|r| self.layout.layers(r), &|r| {
+            let needed = rescued.links.get(&r.name);
+            let mut folders: Vec<Folder> = r.layer_links.iter(&plan.store_blobs).map(Folder::Link).collect();
+            folders.retain(|f| !matches!(f, Folder::Link(d) if needed.is_some_and(|n| n.contains(d))));
+            folders.extend(r.leftover_layer_links.iter().copied().map(Folder::Leftover));
+            folders
+        });
+        let kept = plan.repos.iter().map(|r| r.layer_links.len()).sum::<usize>()
+            - links.iter().flat_map(|b| &b.folders).filter(|f| matches!(f, Folder::Link(_))).count();
+        self.tally.rescued[What::LayerLink as usize].fetch_add(kept, Ordering::Relaxed);
+        self.run("links", links)
+    }
+
+    /// The blobs, in rounds of 16 prefix folders, each after a re-mark: a push that needs a
+    /// planned blob is missed only if it lands within one round. A failed blob holds up no
+    /// other round; a signal stops them.
+    fn blob_rounds(&mut self, rewritten: &[(String, Digest)], mut needed: DigestSet, freed_first: bool) -> bool {
+        let plan = self.plan;
+        stop_point("blobs");
+        let done_first = |i: u32| freed_first && plan.unreferenced.binary_search(&i).is_ok();
+        for round in 0..16u8 {
+            let wanted = |i: u32| plan.blob(i).0[0] >> 4 == round && !done_first(i);
+            if !plan.blobs.iter().chain(&plan.leftover_blobs).any(|i| wanted(*i)) {
+                continue;
+            }
+            match self.remark(rewritten) {
+                Ok(r) => needed.extend(r.blobs),
                 Err(e) => {
-                    errors.push(e);
-                    break 'stages;
-                }
-            };
-            let mut kept = 0;
-            let links = per_repo(What::LayerLink, &|r| layout.layers(r), &|r| {
-                let needed = rescued.links.get(&r.name);
-                let mut folders: Vec<Folder> = r.layer_links.iter(&plan.store_blobs).map(Folder::Link).collect();
-                folders.retain(|f| !matches!(f, Folder::Link(d) if needed.is_some_and(|n| n.contains(d))));
-                folders.extend(r.leftover_layer_links.iter().copied().map(Folder::Leftover));
-                folders
-            });
-            kept += plan.repos.iter().map(|r| r.layer_links.len()).sum::<usize>()
-                - links.iter().flat_map(|b| &b.folders).filter(|f| matches!(f, Folder::Link(_))).count();
-            tally.rescued[What::LayerLink as usize].fetch_add(kept, Ordering::Relaxed);
-            if !run("links", links) {
-                break 'stages;
-            }
-            // The blobs go in rounds of 16 prefix folders, each after a re-mark: a push that
-            // needs a planned blob is missed only if it lands within one round.
-            stop_point("blobs");
-            let mut needed = rescued.blobs;
-            needed.extend(tally.relinked.lock().unwrap_or_else(|p| p.into_inner()).iter().copied());
-            let done_first = |i: u32| freed_first && plan.unreferenced.binary_search(&i).is_ok();
-            for round in 0..16u8 {
-                let wanted = |i: u32| plan.blob(i).0[0] >> 4 == round && !done_first(i);
-                if !plan.blobs.iter().chain(&plan.leftover_blobs).any(|i| wanted(*i)) {
-                    continue;
-                }
-                match remark() {
-                    Ok(r) => needed.extend(r.blobs),
-                    Err(e) => {
-                        errors.push(e);
-                        break 'stages;
-                    }
-                }
-                let (blobs, kept) = blob_batches(layout, plan, &wanted, &needed);
-                tally.rescued[What::Blob as usize].fetch_add(kept, Ordering::Relaxed);
-                // A failed blob holds up no other blob: the rounds go on; the uploads wait.
-                run("blobs", blobs);
-                if tally.interrupted.load(Ordering::SeqCst) {
-                    break 'stages;
+                    self.errors.push(e);
+                    return false;
                 }
             }
-            // Last, a push that landed inside a round and needs a blob that round deleted: it
-            // cannot be undone, but it is named (the image must be pushed again).
-            match remark() {
-                Ok(r) => {
-                    let mut lost: Vec<Digest> = r
-                        .blobs
-                        .into_iter()
-                        .filter(|b| {
-                            plan.store_blobs.position(b).is_some_and(|i| plan.blobs.binary_search(&(i as u32)).is_ok())
-                        })
-                        .filter(|b| !layout.blob_data(b).exists())
-                        .collect();
-                    lost.sort();
-                    if !lost.is_empty() {
-                        let list: Vec<String> = lost.iter().map(|b| b.to_string()).collect();
-                        errors.push(format!(
-                            "a push during the run needs {} this run deleted ({}): push that image again",
-                            if lost.len() == 1 { "a blob" } else { "blobs" },
-                            list.join(", ")
-                        ));
-                    }
-                }
-                Err(e) => errors.push(e),
-            }
-            if tally.failures() > 0 || !errors.is_empty() {
-                break 'stages;
+            let (blobs, kept) = blob_batches(self.layout, plan, &wanted, &needed);
+            self.tally.rescued[What::Blob as usize].fetch_add(kept, Ordering::Relaxed);
+            self.run("blobs", blobs);
+            if self.tally.interrupted.load(Ordering::SeqCst) {
+                return false;
             }
         }
-        if !freed_first {
-            run("uploads", upload_batches(layout, plan));
+        true
+    }
+
+    /// A push that landed inside a round and needs a blob that round deleted: it cannot be
+    /// undone, but it is named (the image must be pushed again).
+    fn lost_to_pushes(&mut self, rewritten: &[(String, Digest)]) {
+        let plan = self.plan;
+        let needed = match self.remark(rewritten) {
+            Ok(r) => r.blobs,
+            Err(e) => return self.errors.push(e),
+        };
+        let deleted =
+            |b: &Digest| plan.store_blobs.position(b).is_some_and(|i| plan.blobs.binary_search(&(i as u32)).is_ok());
+        let mut lost: Vec<Digest> =
+            needed.into_iter().filter(|b| deleted(b) && !self.layout.blob_data(b).exists()).collect();
+        lost.sort();
+        if !lost.is_empty() {
+            let list: Vec<String> = lost.iter().map(|b| b.to_string()).collect();
+            self.errors.push(format!(
+                "a push during the run needs {} this run deleted ({}): push that image again",
+                if lost.len() == 1 { "a blob" } else { "blobs" },
+                list.join(", ")
+            ));
         }
     }
-    let outcome = tally.into_outcome(errors);
-    if outcome.failed.is_empty() && outcome.errors.is_empty() && !outcome.interrupted {
-        journal::remove(layout)?;
+
+    /// The uploads older than `--upload-age`.
+    fn uploads(&self) -> bool {
+        self.run("uploads", upload_batches(self.layout, self.plan))
     }
-    Ok(outcome)
 }
 
 /// The blob folders of the plan that `wanted` selects (by blob index), by prefix folder, without
