@@ -273,3 +273,77 @@ pub fn stat(path: &Path) -> Result<Option<(u64, SystemTime)>> {
         Err(e) => Err(e).with_context(|| format!("cannot stat {}", path.display())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+    use std::process::Command;
+
+    use super::*;
+
+    const LINK: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+    fn fifo(path: &Path) {
+        assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
+    }
+
+    #[test]
+    fn reads_go_through_open_folders_and_never_through_a_symbolic_link() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join("a/b")).unwrap();
+        fs::write(t.path().join("a/b/link"), LINK).unwrap();
+        symlink(t.path().join("a"), t.path().join("via")).unwrap();
+        let dir = Dir::open(t.path()).unwrap().unwrap();
+        assert_eq!(dir.read_link("a/b/link").unwrap().unwrap().0, Digest::parse(LINK).unwrap());
+        assert!(dir.read_link("a/b/none").unwrap().is_none(), "missing is None, not an error");
+        let e = dir.read_link("via/b/link").unwrap_err();
+        assert!(format!("{e:#}").contains("symbolic link"), "{e:#}");
+        assert!(dir.open_dir("via").is_err());
+        assert!(Dir::open(&t.path().join("via")).is_err(), "a folder opened through a link");
+        assert!(Dir::open(&t.path().join("nothing")).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_fifo_is_refused_at_once_as_no_regular_file() {
+        let t = tempfile::tempdir().unwrap();
+        fifo(&t.path().join("link"));
+        let dir = Dir::open(t.path()).unwrap().unwrap();
+        // Without O_NONBLOCK these would wait for a writer for ever.
+        let e = dir.read_link("link").unwrap_err();
+        assert!(e.is::<NotRegular>() && format!("{e}").contains("a FIFO"), "{e:#}");
+        assert!(read_file(&t.path().join("link"), 10).unwrap_err().is::<NotRegular>());
+        let st = dir.stat("link").unwrap().unwrap();
+        assert!(!st.regular);
+    }
+
+    #[test]
+    fn links_hold_exactly_a_digest() {
+        let t = tempfile::tempdir().unwrap();
+        for (name, text) in [("empty", String::new()), ("newline", format!("{LINK}\n")), ("other", "md5:x".into())] {
+            fs::write(t.path().join(name), text).unwrap();
+            let e = read_link(&t.path().join(name)).unwrap_err();
+            assert!(e.is::<MalformedLink>(), "{name}: {e:#}");
+        }
+    }
+
+    #[test]
+    fn stat_remove_and_listings() {
+        let t = tempfile::tempdir().unwrap();
+        let hex = "b".repeat(64);
+        fs::create_dir_all(t.path().join(&hex)).unwrap();
+        fs::create_dir_all(t.path().join("not-a-digest")).unwrap();
+        fs::write(t.path().join(&hex).join("data"), b"12345").unwrap();
+        assert_eq!(digest_folders(t.path()).unwrap(), [Digest::from_hex(&hex).unwrap()]);
+        let dir = Dir::open(t.path()).unwrap().unwrap();
+        let st = dir.stat(&format!("{hex}/data")).unwrap().unwrap();
+        assert!(st.regular && st.size == 5);
+        assert_eq!(stat(&t.path().join(&hex).join("data")).unwrap().unwrap().0, 5);
+        assert!(dir.remove(&hex, true).is_err(), "a folder that is not empty stays");
+        dir.remove(&format!("{hex}/data"), false).unwrap();
+        dir.remove(&hex, true).unwrap();
+        assert!(dir.stat(&hex).unwrap().is_none());
+        symlink("/", t.path().join("escape")).unwrap();
+        assert!(list(t.path()).is_err(), "a symbolic link in a listing is an error");
+        assert!(list(&t.path().join("gone")).unwrap().is_empty(), "a missing folder is empty");
+    }
+}
