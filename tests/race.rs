@@ -238,3 +238,41 @@ fn old_images_copied_while_a_prune_runs_pull_or_the_run_names_them() {
     eprintln!("{} copies succeeded during the run, {} broke, run named a loss: {named}", copied.len(), broken.len());
     assert!(broken.is_empty() || named, "copies broken by the prune and not named: {broken:?}");
 }
+
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
+fn an_old_index_tagged_again_while_a_prune_runs_keeps_its_children() {
+    // A tag pushed onto an old multi-arch index (the manifest alone, as `crane tag` does): the
+    // registry writes the index's revision link again, not its children's. The run must keep the
+    // children's revisions too, or the index no longer pulls.
+    let store = fixture("demo");
+    let root = store.path();
+    let reg = Registry::serve(root);
+    let digest = tag_digest(root, "team/multi", "2026.1");
+    let run = Command::new(env!("CARGO_BIN_EXE_regsweep"))
+        .args(["prune", "--root", root.to_str().unwrap(), "--keep", "2", "--json"])
+        .env("REGSWEEP_TEST_STOP_AT", "journal")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_stopped(run.id());
+    let manifest = std::fs::read(blob_data(root, &digest)).unwrap();
+    let media: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let put = Command::new("curl")
+        .args(["-sf", "-X", "PUT", "-H"])
+        .arg(format!("Content-Type: {}", media["mediaType"].as_str().unwrap()))
+        .arg("--data-binary")
+        .arg(format!("@{}", blob_data(root, &digest).display()))
+        .arg(format!("{}/v2/team/multi/manifests/again", reg.url))
+        .status()
+        .unwrap();
+    assert!(put.success(), "the registry takes the tag");
+    Command::new("kill").args(["-CONT", &run.id().to_string()]).status().unwrap();
+    let out = run.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    drop(reg);
+    let reg = Registry::serve(root);
+    reg.pull("team/multi", "again").expect("the index tagged again during the run pulls whole");
+    reg.assert_all_tags_pull(root);
+}

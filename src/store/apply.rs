@@ -443,13 +443,13 @@ impl<'a> Execution<'a> {
         &self,
         what: What,
         parent: &dyn Fn(&str) -> PathBuf,
-        folders: &dyn Fn(&'a RepoPlan) -> Vec<Folder<'a>>,
+        folders: &dyn Fn(usize, &'a RepoPlan) -> Vec<Folder<'a>>,
     ) -> Vec<Batch<'a>> {
         self.plan
             .repos
             .iter()
             .enumerate()
-            .map(|(i, r)| Batch { parent: parent(&r.name), repo: Some(i), what, folders: folders(r) })
+            .map(|(i, r)| Batch { parent: parent(&r.name), repo: Some(i), what, folders: folders(i, r) })
             .filter(|b| !b.folders.is_empty())
             .collect()
     }
@@ -471,7 +471,7 @@ impl<'a> Execution<'a> {
         let (mut batches, kept) = blob_batches(layout, plan, &unreferenced, &rescued.blobs);
         self.tally.rescued[What::Blob as usize].fetch_add(kept, Ordering::Relaxed);
         batches.extend(upload_batches(layout, plan));
-        batches.extend(self.per_repo(What::History, &|r| layout.tags(r), &|r| {
+        batches.extend(self.per_repo(What::History, &|r| layout.tags(r), &|_, r| {
             r.tags.iter().filter(|t| t.action != Action::Keep).map(|t| Folder::History(t.name)).collect()
         }));
         self.run("freeing space", batches);
@@ -486,7 +486,7 @@ impl<'a> Execution<'a> {
 
     /// The tag folders of deleted tags.
     fn tags(&self) -> bool {
-        let batches = self.per_repo(What::Tag, &|r| self.layout.tags(r), &|r| {
+        let batches = self.per_repo(What::Tag, &|r| self.layout.tags(r), &|_, r| {
             r.tags.iter().filter(|t| t.action != Action::Keep).map(|t| Folder::Tag(t.name, t.digest)).collect()
         });
         self.run("tags", batches)
@@ -494,11 +494,30 @@ impl<'a> Execution<'a> {
 
     /// The revision folders of removed manifests (and leftover ones), and the kept tags'
     /// history entries naming them.
-    fn manifests(&self) -> bool {
-        let plan = self.plan;
-        let mut batches = self.per_repo(What::Manifest, &|r| self.layout.revisions(r), &|r| {
+    fn manifests(&mut self) -> bool {
+        let (layout, plan) = (self.layout, self.plan);
+        // A manifest tagged again since the scan stays, with the children it lists.
+        let retagged: Result<Vec<DigestSet>> = plan
+            .repos
+            .par_iter()
+            .map(|r| remark::retagged(layout, &r.name, r.manifests.iter(&plan.store_blobs), self.since))
+            .collect();
+        let retagged = match retagged {
+            Ok(r) => r,
+            Err(e) => {
+                self.errors.push(format!("{e:#}; stopped before the manifests: nothing a tag needs was deleted"));
+                return false;
+            }
+        };
+        for (i, kept) in retagged.iter().enumerate() {
+            self.tally.rescued[What::Manifest as usize].fetch_add(kept.len(), Ordering::Relaxed);
+            self.tally.rewritten.lock().unwrap_or_else(|p| p.into_inner()).extend(kept.iter().map(|d| (i, *d)));
+        }
+        let mut batches = self.per_repo(What::Manifest, &|r| layout.revisions(r), &|i, r| {
+            let kept = &retagged[i];
             let leftovers = r.leftover_revisions.iter().copied().map(Folder::Leftover);
-            r.manifests.iter(&plan.store_blobs).map(Folder::Link).chain(leftovers).collect()
+            let going = r.manifests.iter(&plan.store_blobs).filter(|d| !kept.contains(d)).map(Folder::Link);
+            going.chain(leftovers).collect()
         });
         for (i, r) in plan.repos.iter().enumerate() {
             for e in &r.index_entries {
@@ -558,7 +577,7 @@ impl<'a> Execution<'a> {
     /// scan needs.
     fn layer_links(&self, rescued: &remark::Rescued) -> bool {
         let plan = self.plan;
-        let links = self.per_repo(What::LayerLink, &|r| self.layout.layers(r), &|r| {
+        let links = self.per_repo(What::LayerLink, &|r| self.layout.layers(r), &|_, r| {
             let needed = rescued.links.get(&r.name);
             let mut folders: Vec<Folder> = r.layer_links.iter(&plan.store_blobs).map(Folder::Link).collect();
             folders.retain(|f| !matches!(f, Folder::Link(d) if needed.is_some_and(|n| n.contains(d))));

@@ -100,3 +100,36 @@ fn young_links(dir: &std::path::Path, since: SystemTime) -> Result<Option<(Dir, 
     }
     Ok(Some((open, young)))
 }
+
+/// Of the revisions of `repo` about to be deleted, those whose link was written again since
+/// `since` (a tag pushed again onto an old digest), with the children they list, recursively:
+/// deleting a child's revision would break the index that was tagged again.
+pub fn retagged(
+    layout: &Layout,
+    repo: &str,
+    planned: impl Iterator<Item = Digest>,
+    since: SystemTime,
+) -> Result<DigestSet> {
+    let Some(revisions) = Dir::open(&layout.revisions(repo))? else { return Ok(DigestSet::default()) };
+    let mut todo = Vec::new();
+    for d in planned {
+        let rel = format!("{}/link", d.hex());
+        let st =
+            revisions.stat(&rel).with_context(|| format!("cannot stat {}", layout.revision_dir(repo, &d).display()))?;
+        if st.is_some_and(|s| s.modified >= since) {
+            todo.push(d);
+        }
+    }
+    let blobs = Dir::open(&layout.blobs())?;
+    let mut kept = DigestSet::default();
+    while let Some(d) = todo.pop() {
+        if !kept.insert(d) {
+            continue;
+        }
+        let target = revisions.read_link(&format!("{}/link", d.hex()))?.map_or(d, |(t, _)| t);
+        if let Some(Parsed::Ok(m)) = blobs.as_ref().map(|b| scan::load_manifest(layout, b, &target)) {
+            todo.extend(m.children.iter().copied());
+        }
+    }
+    Ok(kept)
+}
