@@ -1,5 +1,7 @@
-//! regsweep: retention and garbage collection for the filesystem store of a CNCF Distribution
-//! registry. Data flows one way: scan -> policy -> plan -> apply -> report.
+//! regsweep: retention and garbage collection for the store of a CNCF Distribution registry.
+//! Data flows one way (a store's scan -> policy -> plan -> its execution -> report), and so do
+//! the imports: `model` below `core` below `store` and `online`, this file on top
+//! (tests/layers.rs checks it; docs/DESIGN.md has the semantics and the safety order).
 
 pub mod core;
 pub mod model;
