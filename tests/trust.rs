@@ -621,3 +621,13 @@ fn a_prune_of_a_store_without_garbage_on_a_full_disk_ends_as_on_a_roomy_disk() {
     let reg = Registry::serve(m.path());
     reg.assert_all_tags_pull(m.path());
 }
+
+#[test]
+fn a_fifo_as_the_registry_config_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yml");
+    assert!(Command::new("mkfifo").arg(&cfg).status().unwrap().success());
+    let (code, text) = run_bounded(&["gc", "--config", s(&cfg), "--dry-run"]);
+    assert_eq!(code, 1);
+    assert!(text.contains("not a regular file") && text.contains(s(&cfg)), "{text}");
+}

@@ -10,10 +10,23 @@ const DEFAULT_ROOT: &str = "/var/lib/registry";
 /// The environment variable that overrides the file, as in the registry.
 pub const ROOT_ENV: &str = "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY";
 
+/// Reads a config file (through a symbolic link: configuration tools make those), refusing
+/// anything but a regular file without blocking on a FIFO.
+fn read_config(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut text = String::new();
+    f.read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// The `rootdirectory` of the filesystem store a registry config names.
 pub fn root_from_config(path: &Path, env_override: Option<String>) -> Result<PathBuf> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read registry config {}", path.display()))?;
+    let text = read_config(path).with_context(|| format!("cannot read registry config {}", path.display()))?;
     let doc: serde_norway::Value = serde_norway::from_str(&text)
         .with_context(|| format!("registry config {} is not valid YAML", path.display()))?;
     if let Some(root) = env_override.filter(|r| !r.is_empty()) {
