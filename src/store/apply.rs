@@ -160,10 +160,45 @@ impl Folder<'_> {
     }
 }
 
+/// The folder that holds the folders of a [`Batch`], named by repository (and tag) rather than
+/// by path: each backend knows where it keeps it.
+#[derive(Clone, Debug)]
+pub enum Parent<'a> {
+    /// `_manifests/tags/` of a repository.
+    Tags(&'a str),
+    /// `_manifests/revisions/sha256/` of a repository.
+    Revisions(&'a str),
+    /// `_manifests/tags/<tag>/index/sha256/` of a repository's tag.
+    TagIndex(&'a str, &'a str),
+    /// `_layers/sha256/` of a repository.
+    Layers(&'a str),
+    /// `_uploads/` of a repository.
+    Uploads(&'a str),
+    /// `blobs/sha256/<xx>/`.
+    BlobPrefix(u8),
+    /// A folder of the filesystem store by its path (`check --repair`).
+    Path(PathBuf),
+}
+
+impl Parent<'_> {
+    /// Where it is in a filesystem store.
+    fn path(&self, layout: &Layout) -> PathBuf {
+        match self {
+            Parent::Tags(r) => layout.tags(r),
+            Parent::Revisions(r) => layout.revisions(r),
+            Parent::TagIndex(r, t) => layout.tag_index(r, t),
+            Parent::Layers(r) => layout.layers(r),
+            Parent::Uploads(r) => layout.uploads(r),
+            Parent::BlobPrefix(b) => layout.blobs().join(format!("{b:02x}")),
+            Parent::Path(p) => p.clone(),
+        }
+    }
+}
+
 /// Folders to remove inside one parent folder.
 #[derive(Clone, Debug)]
 pub struct Batch<'a> {
-    pub parent: PathBuf,
+    pub parent: Parent<'a>,
     /// The plan's index of the repository they belong to; `None` for blobs.
     pub repo: Option<usize>,
     /// What its `Link` and `Blob` folders are (a leftover is counted as one).
@@ -314,15 +349,16 @@ fn remove_batch(
         let f = Failure { path: path.display().to_string(), error: format!("{e:#}") };
         tally.failed.lock().unwrap_or_else(|p| p.into_inner()).push(f);
     };
-    if !layout.may_delete(&b.parent) {
+    let parent = b.parent.path(layout);
+    if !layout.may_delete(&parent) {
         let e =
-            anyhow::anyhow!("refusing to delete in {}: outside the store's repositories and blobs", b.parent.display());
-        return fail(&b.parent, e);
+            anyhow::anyhow!("refusing to delete in {}: outside the store's repositories and blobs", parent.display());
+        return fail(&parent, e);
     }
-    let dir = match Dir::open(&b.parent) {
+    let dir = match Dir::open(&parent) {
         Ok(Some(dir)) => dir,
         Ok(None) => return, // gone already: a rerun
-        Err(e) => return fail(&b.parent, e),
+        Err(e) => return fail(&parent, e),
     };
     let row = b.repo.unwrap_or(tally.gone.len() - 1);
     for f in folders {
@@ -353,7 +389,7 @@ fn remove_batch(
                     _ => {}
                 }
             }
-            Err(e) => fail(&b.parent.join(f.name()), e),
+            Err(e) => fail(&parent.join(f.name()), e),
         }
         done();
     }
@@ -442,7 +478,7 @@ impl<'a> Execution<'a> {
     fn per_repo(
         &self,
         what: What,
-        parent: &dyn Fn(&str) -> PathBuf,
+        parent: &dyn Fn(&'a str) -> Parent<'a>,
         folders: &dyn Fn(usize, &'a RepoPlan) -> Vec<Folder<'a>>,
     ) -> Vec<Batch<'a>> {
         self.plan
@@ -468,10 +504,10 @@ impl<'a> Execution<'a> {
         }
         let rescued = remark::remark(layout, self.since, &[])?;
         let unreferenced = |i: u32| plan.unreferenced.binary_search(&i).is_ok();
-        let (mut batches, kept) = blob_batches(layout, plan, &unreferenced, &rescued.blobs);
+        let (mut batches, kept) = blob_batches(plan, &unreferenced, &rescued.blobs);
         self.tally.rescued[What::Blob as usize].fetch_add(kept, Ordering::Relaxed);
-        batches.extend(upload_batches(layout, plan));
-        batches.extend(self.per_repo(What::History, &|r| layout.tags(r), &|_, r| {
+        batches.extend(upload_batches(plan));
+        batches.extend(self.per_repo(What::History, &|r| Parent::Tags(r), &|_, r| {
             r.tags.iter().filter(|t| t.action != Action::Keep).map(|t| Folder::History(t.name)).collect()
         }));
         self.run("freeing space", batches);
@@ -486,7 +522,7 @@ impl<'a> Execution<'a> {
 
     /// The tag folders of deleted tags.
     fn tags(&self) -> bool {
-        let batches = self.per_repo(What::Tag, &|r| self.layout.tags(r), &|_, r| {
+        let batches = self.per_repo(What::Tag, &|r| Parent::Tags(r), &|_, r| {
             r.tags.iter().filter(|t| t.action != Action::Keep).map(|t| Folder::Tag(t.name, t.digest)).collect()
         });
         self.run("tags", batches)
@@ -513,7 +549,7 @@ impl<'a> Execution<'a> {
             self.tally.rescued[What::Manifest as usize].fetch_add(kept.len(), Ordering::Relaxed);
             self.tally.rewritten.lock().unwrap_or_else(|p| p.into_inner()).extend(kept.iter().map(|d| (i, *d)));
         }
-        let mut batches = self.per_repo(What::Manifest, &|r| layout.revisions(r), &|i, r| {
+        let mut batches = self.per_repo(What::Manifest, &|r| Parent::Revisions(r), &|i, r| {
             let kept = &retagged[i];
             let leftovers = r.leftover_revisions.iter().copied().map(Folder::Leftover);
             let going = r.manifests.iter(&plan.store_blobs).filter(|d| !kept.contains(d)).map(Folder::Link);
@@ -521,9 +557,8 @@ impl<'a> Execution<'a> {
         });
         for (i, r) in plan.repos.iter().enumerate() {
             for e in &r.index_entries {
-                let parent = self.layout.tag_index(&r.name, &e.tag);
                 batches.push(Batch {
-                    parent,
+                    parent: Parent::TagIndex(&r.name, &e.tag),
                     repo: Some(i),
                     what: What::IndexEntry,
                     folders: vec![Folder::Link(e.digest)],
@@ -577,7 +612,7 @@ impl<'a> Execution<'a> {
     /// scan needs.
     fn layer_links(&self, rescued: &remark::Rescued) -> bool {
         let plan = self.plan;
-        let links = self.per_repo(What::LayerLink, &|r| self.layout.layers(r), &|_, r| {
+        let links = self.per_repo(What::LayerLink, &|r| Parent::Layers(r), &|_, r| {
             let needed = rescued.links.get(&r.name);
             let mut folders: Vec<Folder> = r.layer_links.iter(&plan.store_blobs).map(Folder::Link).collect();
             folders.retain(|f| !matches!(f, Folder::Link(d) if needed.is_some_and(|n| n.contains(d))));
@@ -609,7 +644,7 @@ impl<'a> Execution<'a> {
                     return false;
                 }
             }
-            let (blobs, kept) = blob_batches(self.layout, plan, &wanted, &needed);
+            let (blobs, kept) = blob_batches(plan, &wanted, &needed);
             self.tally.rescued[What::Blob as usize].fetch_add(kept, Ordering::Relaxed);
             self.run("blobs", blobs);
             if self.tally.interrupted.load(Ordering::SeqCst) {
@@ -644,18 +679,13 @@ impl<'a> Execution<'a> {
 
     /// The uploads older than `--upload-age`.
     fn uploads(&self) -> bool {
-        self.run("uploads", upload_batches(self.layout, self.plan))
+        self.run("uploads", upload_batches(self.plan))
     }
 }
 
 /// The blob folders of the plan that `wanted` selects (by blob index), by prefix folder, without
 /// those in `needed`; and how many `needed` kept. Leftover blob folders are selected likewise.
-fn blob_batches<'p>(
-    layout: &Layout,
-    plan: &'p Plan,
-    wanted: &dyn Fn(u32) -> bool,
-    needed: &DigestSet,
-) -> (Vec<Batch<'p>>, usize) {
+fn blob_batches<'p>(plan: &'p Plan, wanted: &dyn Fn(u32) -> bool, needed: &DigestSet) -> (Vec<Batch<'p>>, usize) {
     let mut by_prefix: Vec<Vec<Folder>> = vec![Vec::new(); 256];
     let mut kept = 0;
     for d in plan.blobs.iter().filter(|i| wanted(**i)).map(|i| plan.blob(*i)) {
@@ -672,7 +702,7 @@ fn blob_batches<'p>(
         .into_iter()
         .filter_map(|folders| match folders.first() {
             Some(Folder::Blob(d) | Folder::Leftover(d)) => {
-                Some(Batch { parent: layout.blob_prefix(d), repo: None, what: What::Blob, folders })
+                Some(Batch { parent: Parent::BlobPrefix(d.0[0]), repo: None, what: What::Blob, folders })
             }
             _ => None,
         })
@@ -681,13 +711,13 @@ fn blob_batches<'p>(
 }
 
 /// Every upload of the plan.
-fn upload_batches<'p>(layout: &Layout, plan: &'p Plan) -> Vec<Batch<'p>> {
+fn upload_batches(plan: &Plan) -> Vec<Batch<'_>> {
     plan.repos
         .iter()
         .enumerate()
         .filter(|(_, r)| !r.uploads.is_empty())
         .map(|(i, r)| Batch {
-            parent: layout.uploads(&r.name),
+            parent: Parent::Uploads(&r.name),
             repo: Some(i),
             what: What::Upload,
             folders: r.uploads.iter().map(|u| Folder::Upload(&u.id)).collect(),

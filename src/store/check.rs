@@ -564,7 +564,7 @@ pub fn check(root: &Path, opts: CheckOptions, progress: Progress) -> Result<Chec
                 (Repair::Link, Some(d)) => (apply::Folder::Link(d), What::LayerLink),
             };
             batches[*stage as usize].push(apply::Batch {
-                parent: parent.to_path_buf(),
+                parent: apply::Parent::Path(parent.to_path_buf()),
                 repo: None,
                 what,
                 folders: vec![folder],
