@@ -112,7 +112,7 @@ pub fn run_on(
         None
     } else {
         apply::stop_point("plan");
-        Some(store.execute(&plan, since, progress)?)
+        Some(apply::execute(store, &plan, since, progress)?)
     };
     let mut report = Report::new(command, shown_as, plan, dry_run);
     warnings.append(&mut report.warnings);

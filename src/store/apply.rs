@@ -25,7 +25,7 @@ use crate::model::digest::{Digest, DigestSet};
 use crate::model::outcome::{Failure, Outcome, WHATS, What};
 use crate::store::fs::{Dir, list};
 use crate::store::layout::Layout;
-use crate::store::{interrupt, journal, remark};
+use crate::store::{Store, interrupt, remark};
 
 /// The exclusive lock of one store, held until dropped.
 #[derive(Debug)]
@@ -55,8 +55,9 @@ impl Lock {
     }
 }
 
-/// The counters behind an [`Outcome`], shared by the threads of a stage.
-struct Tally {
+/// The counters behind an [`Outcome`], shared by the threads of a stage; a backend's
+/// [`Store::remove`] counts into it.
+pub struct Tally {
     gone: Vec<[AtomicUsize; WHATS]>,
     bytes: AtomicU64,
     rescued: [AtomicUsize; WHATS],
@@ -396,7 +397,7 @@ fn remove_batch(
 }
 
 /// Runs one stage, its batches in parallel; true when every folder went or was rescued.
-fn stage(
+pub(crate) fn stage(
     layout: &Layout,
     progress: Progress,
     name: &str,
@@ -441,9 +442,9 @@ fn disk_full(e: &anyhow::Error) -> bool {
 
 /// Carries out the plan. The caller holds the store's [`Lock`]. `since` is when the scan began
 /// (less the file system's timestamp slack): what was written at or after it is left.
-pub fn execute(layout: &Layout, plan: &Plan, since: SystemTime, progress: Progress) -> Result<Outcome> {
+pub fn execute(store: &dyn Store, plan: &Plan, since: SystemTime, progress: Progress) -> Result<Outcome> {
     interrupt::deleting_begins();
-    let mut x = Execution { layout, plan, since, progress, tally: Tally::new(plan.repos.len()), errors: Vec::new() };
+    let mut x = Execution { store, plan, since, progress, tally: Tally::new(plan.repos.len()), errors: Vec::new() };
     let Some(freed_first) = x.journal_or_room()? else {
         return Ok(x.tally.into_outcome(x.errors));
     };
@@ -452,14 +453,14 @@ pub fn execute(layout: &Layout, plan: &Plan, since: SystemTime, progress: Progre
     let _ = x.tags() && x.manifests() && x.links_and_blobs(freed_first) && (freed_first || x.uploads());
     let outcome = x.tally.into_outcome(x.errors);
     if outcome.failed.is_empty() && outcome.errors.is_empty() && !outcome.interrupted {
-        journal::remove(layout)?;
+        store.remove_journal()?;
     }
     Ok(outcome)
 }
 
 /// One plan being carried out, step by step in the crash-safe order.
 struct Execution<'a> {
-    layout: &'a Layout,
+    store: &'a dyn Store,
     plan: &'a Plan,
     since: SystemTime,
     progress: Progress,
@@ -471,7 +472,7 @@ struct Execution<'a> {
 impl<'a> Execution<'a> {
     /// Runs one stage; true when nothing failed and no signal came.
     fn run(&self, name: &str, batches: Vec<Batch>) -> bool {
-        stage(self.layout, self.progress, name, &batches, Some(self.since), &self.tally)
+        self.store.remove(name, &batches, Some(self.since), &self.tally, self.progress)
     }
 
     /// One batch per repository with folders to remove.
@@ -496,13 +497,13 @@ impl<'a> Execution<'a> {
     /// registry does not read to serve them), then the journal has room. `Some(true)` when that
     /// happened; `None` when even then it could not be written.
     fn journal_or_room(&mut self) -> Result<Option<bool>> {
-        let (layout, plan) = (self.layout, self.plan);
-        match journal::write(layout, &plan.journal, &plan.repos) {
+        let (store, plan) = (self.store, self.plan);
+        match store.write_journal(&plan.journal, &plan.repos) {
             Ok(()) => return Ok(Some(false)),
             Err(e) if !disk_full(&e) => return Err(e),
             Err(_) => {}
         }
-        let rescued = remark::remark(layout, self.since, &[])?;
+        let rescued = store.remark(self.since, &[])?;
         let unreferenced = |i: u32| plan.unreferenced.binary_search(&i).is_ok();
         let (mut batches, kept) = blob_batches(plan, &unreferenced, &rescued.blobs);
         self.tally.rescued[What::Blob as usize].fetch_add(kept, Ordering::Relaxed);
@@ -511,7 +512,7 @@ impl<'a> Execution<'a> {
             r.tags.iter().filter(|t| t.action != Action::Keep).map(|t| Folder::History(t.name)).collect()
         }));
         self.run("freeing space", batches);
-        if let Err(e) = journal::write(layout, &plan.journal, &plan.repos) {
+        if let Err(e) = store.write_journal(&plan.journal, &plan.repos) {
             self.errors.push(format!(
                 "{e:#}: the disk is full even after deleting what needs no journal; free some space and run again"
             ));
@@ -531,12 +532,12 @@ impl<'a> Execution<'a> {
     /// The revision folders of removed manifests (and leftover ones), and the kept tags'
     /// history entries naming them.
     fn manifests(&mut self) -> bool {
-        let (layout, plan) = (self.layout, self.plan);
+        let (store, plan) = (self.store, self.plan);
         // A manifest tagged again since the scan stays, with the children it lists.
         let retagged: Result<Vec<DigestSet>> = plan
             .repos
             .par_iter()
-            .map(|r| remark::retagged(layout, &r.name, r.manifests.iter(&plan.store_blobs), self.since))
+            .map(|r| store.retagged(&r.name, &mut r.manifests.iter(&plan.store_blobs), self.since))
             .collect();
         let retagged = match retagged {
             Ok(r) => r,
@@ -571,7 +572,7 @@ impl<'a> Execution<'a> {
     /// What pushes wrote since the scan (and the revisions a deletion found written again),
     /// marked again; an error says the run stopped before the layer links and blobs.
     fn remark(&self, rewritten: &[(String, Digest)]) -> Result<remark::Rescued, String> {
-        remark::remark(self.layout, self.since, rewritten).map_err(|e| {
+        self.store.remark(self.since, rewritten).map_err(|e| {
             format!("{e:#}; stopped before the layer links and blobs: nothing a tag needs was deleted, run again")
         })
     }
@@ -664,8 +665,7 @@ impl<'a> Execution<'a> {
         };
         let deleted =
             |b: &Digest| plan.store_blobs.position(b).is_some_and(|i| plan.blobs.binary_search(&(i as u32)).is_ok());
-        let mut lost: Vec<Digest> =
-            needed.into_iter().filter(|b| deleted(b) && !self.layout.blob_data(b).exists()).collect();
+        let mut lost: Vec<Digest> = needed.into_iter().filter(|b| deleted(b) && !self.store.has_blob(b)).collect();
         lost.sort();
         if !lost.is_empty() {
             let list: Vec<String> = lost.iter().map(|b| b.to_string()).collect();

@@ -21,15 +21,16 @@ use std::time::SystemTime;
 
 use anyhow::Result;
 
-use crate::core::plan::{Object, Plan, StoreView};
+use crate::core::plan::{Object, RepoPlan, StoreView};
 use crate::core::progress::Progress;
 use crate::model::blobs::BlobList;
 use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::inventory::{Parsed, Repo};
 use crate::model::journal::Journal;
-use crate::model::outcome::Outcome;
+use crate::store::apply::{Batch, Tally};
 use crate::store::fs::Dir;
 use crate::store::layout::Layout;
+use crate::store::remark::Rescued;
 
 /// A registry's storage as a run sees it, asked about repositories and digests rather than
 /// paths. Listings run in parallel inside; everything a plan needs beyond them comes through
@@ -53,8 +54,27 @@ pub trait Store: StoreView {
     fn journal(&self) -> Result<Option<Journal>>;
     /// Takes the store's lock, held until the value is dropped.
     fn lock(&self) -> Result<Box<dyn Any>>;
-    /// Carries out a plan in the crash-safe order; what was written at or after `since` stays.
-    fn execute(&self, plan: &Plan, since: SystemTime, progress: Progress) -> Result<Outcome>;
+    /// Writes the journal of a plan atomically (a full disk is an `ENOSPC` I/O error).
+    fn write_journal(&self, earlier: &Journal, repos: &[RepoPlan]) -> Result<()>;
+    /// Removes the journal once its run has finished.
+    fn remove_journal(&self) -> Result<()>;
+    /// What pushes wrote since `since`, and the revisions in `extra`, need (the re-mark).
+    fn remark(&self, since: SystemTime, extra: &[(String, Digest)]) -> Result<Rescued>;
+    /// Of a repository's revisions about to go, those written again since `since`, with the
+    /// children they list.
+    fn retagged(&self, repo: &str, planned: &mut dyn Iterator<Item = Digest>, since: SystemTime) -> Result<DigestSet>;
+    /// True while a blob has its data.
+    fn has_blob(&self, d: &Digest) -> bool;
+    /// Removes one stage's folders, in parallel, each left when written at or after `since`,
+    /// counting into `tally`; true when none failed and no signal came.
+    fn remove(
+        &self,
+        stage: &str,
+        batches: &[Batch],
+        since: Option<SystemTime>,
+        tally: &Tally,
+        progress: Progress,
+    ) -> bool;
 }
 
 /// A store on a file system, under a registry's `rootdirectory`.
@@ -123,7 +143,34 @@ impl Store for FsStore {
         Ok(Box::new(apply::Lock::acquire(&self.layout)?))
     }
 
-    fn execute(&self, plan: &Plan, since: SystemTime, progress: Progress) -> Result<Outcome> {
-        apply::execute(&self.layout, plan, since, progress)
+    fn write_journal(&self, earlier: &Journal, repos: &[RepoPlan]) -> Result<()> {
+        journal::write(&self.layout, earlier, repos)
+    }
+
+    fn remove_journal(&self) -> Result<()> {
+        journal::remove(&self.layout)
+    }
+
+    fn remark(&self, since: SystemTime, extra: &[(String, Digest)]) -> Result<Rescued> {
+        remark::remark(&self.layout, since, extra)
+    }
+
+    fn retagged(&self, repo: &str, planned: &mut dyn Iterator<Item = Digest>, since: SystemTime) -> Result<DigestSet> {
+        remark::retagged(&self.layout, repo, planned, since)
+    }
+
+    fn has_blob(&self, d: &Digest) -> bool {
+        self.layout.blob_data(d).exists()
+    }
+
+    fn remove(
+        &self,
+        stage: &str,
+        batches: &[Batch],
+        since: Option<SystemTime>,
+        tally: &Tally,
+        progress: Progress,
+    ) -> bool {
+        apply::stage(&self.layout, progress, stage, batches, since, tally)
     }
 }

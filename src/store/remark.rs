@@ -107,7 +107,7 @@ fn young_links(dir: &std::path::Path, since: SystemTime) -> Result<Option<(Dir, 
 pub fn retagged(
     layout: &Layout,
     repo: &str,
-    planned: impl Iterator<Item = Digest>,
+    planned: &mut dyn Iterator<Item = Digest>,
     since: SystemTime,
 ) -> Result<DigestSet> {
     let Some(revisions) = Dir::open(&layout.revisions(repo))? else { return Ok(DigestSet::default()) };
