@@ -15,7 +15,7 @@ use crate::model::manifest::{self, Manifest};
 use crate::model::outcome::What;
 use crate::store::fs::{self, Dir};
 use crate::store::layout::Layout;
-use crate::store::{apply, scan};
+use crate::store::{remove, scan, stage};
 
 /// What kind of problem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -549,29 +549,29 @@ fn run_check(layout: &Layout, opts: CheckOptions, progress: Progress) -> Result<
 /// (tag folders first, then revisions and history entries, then layer links) and checks again.
 pub fn check(root: &Path, opts: CheckOptions, progress: Progress) -> Result<CheckReport> {
     let layout = Layout::open(root)?;
-    let _lock = if opts.repair { Some(apply::Lock::acquire(&layout)?) } else { None };
+    let _lock = if opts.repair { Some(fs::Lock::acquire(&layout)?) } else { None };
     let (mut report, repairs) = run_check(&layout, opts, progress)?;
     if opts.repair && !repairs.is_empty() {
-        let mut batches: [Vec<apply::Batch>; 3] = Default::default();
+        let mut batches: [Vec<stage::Batch>; 3] = Default::default();
         let count = repairs.len();
         for (stage, path) in &repairs {
             let (Some(parent), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
                 continue;
             };
             let (folder, what) = match (stage, Digest::from_hex(name)) {
-                (Repair::Tag, _) | (_, None) => (apply::Folder::Tag(name, None), What::Tag),
-                (Repair::Revision, Some(d)) => (apply::Folder::Link(d), What::Manifest),
-                (Repair::Link, Some(d)) => (apply::Folder::Link(d), What::LayerLink),
+                (Repair::Tag, _) | (_, None) => (stage::Folder::Tag(name, None), What::Tag),
+                (Repair::Revision, Some(d)) => (stage::Folder::Link(d), What::Manifest),
+                (Repair::Link, Some(d)) => (stage::Folder::Link(d), What::LayerLink),
             };
-            batches[*stage as usize].push(apply::Batch {
-                parent: apply::Parent::Path(parent.to_path_buf()),
+            batches[*stage as usize].push(stage::Batch {
+                parent: stage::Parent::Path(parent.to_path_buf()),
                 repo: None,
                 what,
                 folders: vec![folder],
             });
         }
         let outcome =
-            apply::delete_in_stages(&layout, ["tags", "revisions", "links"].into_iter().zip(batches), None, progress);
+            remove::delete_in_stages(&layout, ["tags", "revisions", "links"].into_iter().zip(batches), None, progress);
         if let Some(f) = outcome.failed.first() {
             anyhow::bail!("repair stopped: {}: {}", f.path, f.error);
         }

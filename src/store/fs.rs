@@ -15,6 +15,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::model::digest::Digest;
 use crate::model::message_error;
+use crate::store::layout::Layout;
 
 /// One folder entry.
 pub(crate) struct Entry {
@@ -271,6 +272,34 @@ pub fn stat(path: &Path) -> Result<Option<(u64, SystemTime)>> {
         Ok(m) => Ok(Some((m.len(), m.modified().with_context(|| format!("cannot stat {}", path.display()))?))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("cannot stat {}", path.display())),
+    }
+}
+
+/// The exclusive lock of one store, held until dropped.
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+impl Lock {
+    /// Takes the store's lock, or says who holds it.
+    pub fn acquire(layout: &Layout) -> Result<Lock> {
+        let path = layout.lock_file();
+        // Not through a symbolic link, and without blocking on a FIFO put in its place.
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .with_context(|| format!("cannot create lock file {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Lock { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => {
+                bail!("another regsweep run holds the lock {} on this store", path.display())
+            }
+            Err(fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+        }
     }
 }
 

@@ -13,7 +13,9 @@ pub mod interrupt;
 pub mod journal;
 pub mod layout;
 pub mod remark;
+pub mod remove;
 pub mod scan;
+pub mod stage;
 
 use std::any::Any;
 use std::path::Path;
@@ -27,10 +29,10 @@ use crate::model::blobs::BlobList;
 use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::inventory::{Parsed, Repo};
 use crate::model::journal::Journal;
-use crate::store::apply::{Batch, Tally};
 use crate::store::fs::Dir;
 use crate::store::layout::Layout;
 use crate::store::remark::Rescued;
+use crate::store::stage::{Batch, Tally};
 
 /// A registry's storage as a run sees it, asked about repositories and digests rather than
 /// paths. Listings run in parallel inside; everything a plan needs beyond them comes through
@@ -140,7 +142,7 @@ impl Store for FsStore {
     }
 
     fn lock(&self) -> Result<Box<dyn Any>> {
-        Ok(Box::new(apply::Lock::acquire(&self.layout)?))
+        Ok(Box::new(fs::Lock::acquire(&self.layout)?))
     }
 
     fn write_journal(&self, earlier: &Journal, repos: &[RepoPlan]) -> Result<()> {
@@ -171,6 +173,6 @@ impl Store for FsStore {
         tally: &Tally,
         progress: Progress,
     ) -> bool {
-        apply::stage(&self.layout, progress, stage, batches, since, tally)
+        remove::stage(&self.layout, progress, stage, batches, since, tally)
     }
 }

@@ -1,0 +1,261 @@
+//! The filesystem backend's deletions. Each folder is removed in place, its own file first
+//! (`current/link`, `link`, `data`): from that moment it is gone for the registry, and a crash
+//! before its folder follows leaves an empty folder that the next run removes. Folders sharing
+//! a parent are removed one after the other through the parent's open descriptor, parents in
+//! parallel: no two threads wait on one folder's lock, and no path is walked twice. Anything
+//! written again since the scan is left.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use anyhow::{Context, Result};
+use rayon::prelude::*;
+
+use crate::core::progress::Progress;
+use crate::model::outcome::{Outcome, What};
+use crate::store::fs::{Dir, list};
+use crate::store::layout::Layout;
+use crate::store::stage::{Batch, Folder, Parent, Tally};
+
+/// Test-only (feature `test-hooks`): `REGSWEEP_TEST_CRASH_AFTER=K` aborts the process after K
+/// deletions, so that the crash tests can stop a real run at an exact point.
+#[cfg(not(feature = "test-hooks"))]
+fn crash_point() {}
+
+#[cfg(feature = "test-hooks")]
+fn crash_point() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static LIMIT: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    static DONE: AtomicUsize = AtomicUsize::new(0);
+    if let Some(limit) =
+        *LIMIT.get_or_init(|| std::env::var("REGSWEEP_TEST_CRASH_AFTER").ok().and_then(|v| v.parse().ok()))
+        && DONE.fetch_add(1, Ordering::SeqCst) + 1 >= limit
+    {
+        std::process::abort();
+    }
+}
+
+impl Parent<'_> {
+    /// Where it is in a filesystem store.
+    fn path(&self, layout: &Layout) -> PathBuf {
+        match self {
+            Parent::Tags(r) => layout.tags(r),
+            Parent::Revisions(r) => layout.revisions(r),
+            Parent::TagIndex(r, t) => layout.tag_index(r, t),
+            Parent::Layers(r) => layout.layers(r),
+            Parent::Uploads(r) => layout.uploads(r),
+            Parent::BlobPrefix(b) => layout.blobs().join(format!("{b:02x}")),
+            Parent::Path(p) => p.clone(),
+        }
+    }
+}
+
+/// At most this many folders of one parent go to one thread (a few parents with many folders
+/// each still spread over the threads).
+const CHUNK: usize = 1024;
+
+/// Removes the file or empty folder `rel`; gone already is fine.
+fn remove_entry(dir: &Dir, rel: &str, folder: bool) -> std::io::Result<()> {
+    match dir.remove(rel, folder) {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Removes the folder `name` once its own files are gone; whatever else it holds (a `*.tmp`
+/// file, a longer tag history) goes with it. Never follows a symbolic link.
+fn remove_rest(dir: &Dir, name: &str) -> Result<()> {
+    let path = dir.path().join(name);
+    match dir.remove(name, true) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == ErrorKind::DirectoryNotEmpty => match fs::remove_dir_all(&path) {
+            Err(e) if e.kind() != ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("cannot delete {}", path.display()))
+            }
+            _ => Ok(()),
+        },
+        Err(e) => Err(e).with_context(|| format!("cannot delete {}", path.display())),
+    }
+}
+
+/// What became of one folder.
+enum Removed {
+    /// Gone, with the bytes of its content (a blob's data, an upload's data).
+    Gone(u64),
+    /// Left: written again since the scan (or, for a leftover, completed by a write).
+    Rescued,
+}
+
+/// The size of `rel`; `None` when it was written at or after `since`.
+fn fresh(dir: &Dir, rel: &str, since: Option<SystemTime>) -> Result<Option<u64>> {
+    let st = dir.stat(rel).with_context(|| format!("cannot stat {}", dir.path().join(rel).display()))?;
+    Ok(match st {
+        Some(s) if since.is_some_and(|since| s.modified >= since) => None,
+        Some(s) => Some(s.size),
+        None => Some(0),
+    })
+}
+
+/// Removes one folder inside `dir`: the file that makes it what it is first, then the rest. A
+/// tag, revision, layer link or blob written again since the scan (`since`) is left.
+fn remove_folder(dir: &Dir, what: What, folder: &Folder, since: Option<SystemTime>) -> Result<Removed> {
+    let name = folder.name();
+    let mut bytes = 0;
+    match folder {
+        Folder::Link(d) | Folder::Blob(d) => {
+            let hex = d.hex();
+            let file = if matches!(folder, Folder::Link(_)) { "link" } else { "data" };
+            if what != What::IndexEntry {
+                match fresh(dir, &format!("{hex}/{file}"), since)? {
+                    Some(size) if what == What::Blob => bytes = size,
+                    Some(_) => {}
+                    None => return Ok(Removed::Rescued),
+                }
+            }
+            // An error here (a folder where the file should be, no permission) is the final
+            // removal's to report, with the path.
+            let _ = remove_entry(dir, &format!("{hex}/{file}"), false);
+            crash_point();
+        }
+        Folder::Leftover(_) => {
+            // A folder that holds a link or data now (a push just wrote it) is no leftover any
+            // more; an empty one goes at once, one with an interrupted write's files after
+            // this look.
+            match dir.remove(&name, true) {
+                Err(e) if e.kind() == ErrorKind::DirectoryNotEmpty => {}
+                Err(e) if e.kind() != ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("cannot delete {}", dir.path().join(&name).display()));
+                }
+                _ => return Ok(Removed::Gone(0)),
+            }
+            for file in ["link", "data"] {
+                if dir.stat(&format!("{name}/{file}")).ok().flatten().is_some() {
+                    return Ok(Removed::Rescued);
+                }
+            }
+        }
+        Folder::History(tag) => {
+            if fresh(dir, &format!("{tag}/current/link"), since)?.is_none() {
+                return Ok(Removed::Rescued);
+            }
+        }
+        Folder::Tag(tag, current) => {
+            if fresh(dir, &format!("{tag}/current/link"), since)?.is_none() {
+                return Ok(Removed::Rescued);
+            }
+            // Its inner folders are opened through no symbolic link before anything in them
+            // goes (the tag folder itself was listed, and is no link).
+            if let Ok(cur) = dir.open_dir(&format!("{tag}/current")) {
+                let _ = remove_entry(&cur, "link", false);
+                let _ = remove_entry(dir, &format!("{tag}/current"), true);
+            }
+            crash_point();
+            if let Some(entry) = current.map(|d| format!("{tag}/index/sha256/{}", d.hex()))
+                && let Ok(e) = dir.open_dir(&entry)
+            {
+                let _ = remove_entry(&e, "link", false);
+                for rel in [entry.as_str(), &format!("{tag}/index/sha256"), &format!("{tag}/index")] {
+                    if remove_entry(dir, rel, true).is_err() {
+                        break; // more than the usual shape: the rest goes in one walk
+                    }
+                }
+            }
+        }
+        Folder::Upload(id) => {
+            let path = dir.path().join(id);
+            bytes = dir.stat(&format!("{id}/data")).ok().flatten().map_or(0, |s| s.size);
+            for e in list(&path)?.into_iter().filter(|e| e.name != "startedat") {
+                let removed =
+                    if e.is_dir { fs::remove_dir_all(path.join(&e.name)) } else { fs::remove_file(path.join(&e.name)) };
+                removed.with_context(|| format!("cannot delete {}", path.join(&e.name).display()))?;
+            }
+            remove_entry(dir, &format!("{id}/startedat"), false)
+                .with_context(|| format!("cannot delete {}", path.join("startedat").display()))?;
+            crash_point();
+        }
+    }
+    remove_rest(dir, &name)?;
+    Ok(Removed::Gone(bytes))
+}
+
+/// Removes the folders of a batch, one after the other, counting each; a failed one is recorded
+/// and the others still go (nothing in one stage depends on another of the same stage).
+fn remove_batch(
+    layout: &Layout,
+    batch: (&Batch, &[Folder]),
+    since: Option<SystemTime>,
+    tally: &Tally,
+    done: &dyn Fn(),
+) {
+    let (b, folders) = batch;
+    let fail = |path: &std::path::Path, e: anyhow::Error| tally.failed(path, &e);
+    let parent = b.parent.path(layout);
+    if !layout.may_delete(&parent) {
+        let e =
+            anyhow::anyhow!("refusing to delete in {}: outside the store's repositories and blobs", parent.display());
+        return fail(&parent, e);
+    }
+    let dir = match Dir::open(&parent) {
+        Ok(Some(dir)) => dir,
+        Ok(None) => return, // gone already: a rerun
+        Err(e) => return fail(&parent, e),
+    };
+    for f in folders {
+        // Between two folders, never inside one: each goes whole, and a rerun finishes the rest.
+        if tally.stop_requested() {
+            return;
+        }
+        let what = match f {
+            Folder::Leftover(_) => What::Leftover,
+            Folder::History(_) => What::History,
+            _ => b.what,
+        };
+        match remove_folder(&dir, what, f, since) {
+            Ok(Removed::Gone(bytes)) => tally.gone(b.repo, what, bytes),
+            Ok(Removed::Rescued) => {
+                let digest = if let Folder::Link(d) = f { Some(*d) } else { None };
+                tally.rescued(b.repo, what, digest);
+            }
+            Err(e) => fail(&parent.join(f.name()), e),
+        }
+        done();
+    }
+}
+
+/// Runs one stage, its batches in parallel; true when every folder went or was rescued.
+pub(crate) fn stage(
+    layout: &Layout,
+    progress: Progress,
+    name: &str,
+    batches: &[Batch],
+    since: Option<SystemTime>,
+    tally: &Tally,
+) -> bool {
+    let before = tally.failures();
+    let chunks: Vec<(&Batch, &[Folder])> =
+        batches.iter().flat_map(|b| b.folders.chunks(CHUNK).map(move |c| (b, c))).collect();
+    let bar = progress.bar(name, chunks.iter().map(|c| c.1.len() as u64).sum());
+    chunks.par_iter().for_each(|chunk| remove_batch(layout, *chunk, since, tally, &|| bar.inc(1)));
+    bar.finish_and_clear();
+    tally.failures() == before && !tally.stop_requested()
+}
+
+/// Deletes folders stage by stage, each stage in parallel, stopping after the first stage with
+/// a failure; a folder written at or after `since` is left. The caller holds the store's [`Lock`](crate::store::fs::Lock).
+pub fn delete_in_stages<'s, 'a>(
+    layout: &Layout,
+    stages: impl IntoIterator<Item = (&'s str, Vec<Batch<'a>>)>,
+    since: Option<SystemTime>,
+    progress: Progress,
+) -> Outcome {
+    let tally = Tally::new(0);
+    for (name, batches) in stages {
+        if !stage(layout, progress, name, &batches, since, &tally) {
+            break;
+        }
+    }
+    tally.into_outcome(Vec::new())
+}

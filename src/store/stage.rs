@@ -1,0 +1,167 @@
+//! One stage of deletions, as the crash-safe order hands it to a backend: batches of folders
+//! named by repository, tag and digest (not by path), and the tally every backend counts into.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use crate::model::digest::{Digest, DigestSet};
+use crate::model::outcome::{Failure, Outcome, WHATS, What};
+use crate::store::interrupt;
+
+/// One folder to remove, by its name in its parent and the shape the registry gives it.
+#[derive(Clone, Debug)]
+pub enum Folder<'a> {
+    /// `<hex>/link`: a revision, a `_layers` link, a tag history entry.
+    Link(Digest),
+    /// `<hex>/data`: a blob.
+    Blob(Digest),
+    /// `<tag>/current/link`, then `<tag>/index/sha256/<hex>/link` of the digest given.
+    Tag(&'a str, Option<Digest>),
+    /// An upload: `startedat` last, so that an interrupted removal still looks old.
+    Upload(&'a str),
+    /// `<hex>/` without its `link` or `data`: removed only while it still has none.
+    Leftover(Digest),
+    /// `<tag>/index/`: the history of a tag being deleted.
+    History(&'a str),
+}
+
+impl Folder<'_> {
+    /// Its name in its parent folder.
+    pub fn name(&self) -> String {
+        match self {
+            Folder::Link(d) | Folder::Blob(d) | Folder::Leftover(d) => d.hex(),
+            Folder::Tag(name, _) | Folder::Upload(name) => name.to_string(),
+            Folder::History(tag) => format!("{tag}/index"),
+        }
+    }
+}
+
+/// The folder that holds the folders of a [`Batch`], named by repository (and tag) rather than
+/// by path: each backend knows where it keeps it.
+#[derive(Clone, Debug)]
+pub enum Parent<'a> {
+    /// `_manifests/tags/` of a repository.
+    Tags(&'a str),
+    /// `_manifests/revisions/sha256/` of a repository.
+    Revisions(&'a str),
+    /// `_manifests/tags/<tag>/index/sha256/` of a repository's tag.
+    TagIndex(&'a str, &'a str),
+    /// `_layers/sha256/` of a repository.
+    Layers(&'a str),
+    /// `_uploads/` of a repository.
+    Uploads(&'a str),
+    /// `blobs/sha256/<xx>/`.
+    BlobPrefix(u8),
+    /// A folder of the filesystem store by its path (`check --repair`).
+    Path(PathBuf),
+}
+
+/// Folders to remove inside one parent folder.
+#[derive(Clone, Debug)]
+pub struct Batch<'a> {
+    pub parent: Parent<'a>,
+    /// The plan's index of the repository they belong to; `None` for blobs.
+    pub repo: Option<usize>,
+    /// What its `Link` and `Blob` folders are (a leftover is counted as one).
+    pub what: What,
+    pub folders: Vec<Folder<'a>>,
+}
+
+/// The counters behind an [`Outcome`], shared by the threads of a stage; a backend's
+/// `Store::remove` counts into it.
+pub struct Tally {
+    gone: Vec<[AtomicUsize; WHATS]>,
+    bytes: AtomicU64,
+    rescued: [AtomicUsize; WHATS],
+    failed: Mutex<Vec<Failure>>,
+    /// Revisions a deletion found written again (plan's repository index): the re-mark reads them.
+    rewritten: Mutex<Vec<(usize, Digest)>>,
+    /// Blobs whose `_layers` link a deletion found written again.
+    relinked: Mutex<DigestSet>,
+    interrupted: AtomicBool,
+}
+
+impl Tally {
+    pub(crate) fn new(repos: usize) -> Tally {
+        Tally {
+            gone: (0..=repos).map(|_| Default::default()).collect(),
+            bytes: AtomicU64::new(0),
+            rescued: Default::default(),
+            failed: Mutex::default(),
+            rewritten: Mutex::default(),
+            relinked: Mutex::default(),
+            interrupted: AtomicBool::new(false),
+        }
+    }
+
+    /// Counts a folder gone (of repository `repo` of the plan; `None`: the store's blobs).
+    pub(crate) fn gone(&self, repo: Option<usize>, what: What, bytes: u64) {
+        let row = repo.unwrap_or(self.gone.len() - 1);
+        self.gone[row][what as usize].fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts a folder left because it was written again since the scan: a revision is then
+    /// read by the re-mark, a layer link's blob stays.
+    pub(crate) fn rescued(&self, repo: Option<usize>, what: What, digest: Option<Digest>) {
+        self.rescued[what as usize].fetch_add(1, Ordering::Relaxed);
+        match (what, repo, digest) {
+            (What::Manifest, Some(r), Some(d)) => self.rewritten.lock().unwrap_or_else(|p| p.into_inner()).push((r, d)),
+            (What::LayerLink, _, Some(d)) => {
+                self.relinked.lock().unwrap_or_else(|p| p.into_inner()).insert(d);
+            }
+            _ => {}
+        }
+    }
+
+    /// Counts `n` folders of a kind left by the re-mark before their stage.
+    pub(crate) fn kept(&self, what: What, n: usize) {
+        self.rescued[what as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Revisions found written again (by the plan's repository index), for the re-mark.
+    pub(crate) fn add_rewritten(&self, found: impl IntoIterator<Item = (usize, Digest)>) {
+        self.rewritten.lock().unwrap_or_else(|p| p.into_inner()).extend(found);
+    }
+
+    /// Takes the revisions found written again so far.
+    pub(crate) fn take_rewritten(&self) -> Vec<(usize, Digest)> {
+        std::mem::take(&mut *self.rewritten.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The blobs whose layer link a deletion found written again.
+    pub(crate) fn relinked(&self) -> Vec<Digest> {
+        self.relinked.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect()
+    }
+
+    /// Records a failed deletion.
+    pub(crate) fn failed(&self, path: &std::path::Path, e: &anyhow::Error) {
+        let f = Failure { path: path.display().to_string(), error: format!("{e:#}") };
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).push(f);
+    }
+
+    /// True once a signal asked the deletions to stop (and from then on).
+    pub(crate) fn stop_requested(&self) -> bool {
+        if interrupt::requested() {
+            self.interrupted.store(true, Ordering::SeqCst);
+        }
+        self.interrupted.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn failures(&self) -> usize {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub(crate) fn into_outcome(self, errors: Vec<String>) -> Outcome {
+        let load = |a: &[AtomicUsize; WHATS]| a.each_ref().map(|c| c.load(Ordering::Relaxed));
+        Outcome {
+            gone: self.gone.iter().map(load).collect(),
+            bytes_freed: self.bytes.into_inner(),
+            rescued: load(&self.rescued),
+            failed: self.failed.into_inner().unwrap_or_else(|p| p.into_inner()),
+            errors,
+            interrupted: self.interrupted.into_inner(),
+        }
+    }
+}
