@@ -136,11 +136,12 @@ impl<'a> Execution<'a> {
     /// history entries naming them.
     fn manifests(&mut self) -> bool {
         let (store, plan) = (self.store, self.plan);
-        // A manifest tagged again since the scan stays, with the children it lists.
+        // An index tagged again since the scan stays, with the children it lists (any other
+        // manifest tagged again is left by the check at its deletion).
         let retagged: Result<Vec<DigestSet>> = plan
             .repos
             .par_iter()
-            .map(|r| store.retagged(&r.name, &mut r.manifests.iter(&plan.store_blobs), self.since))
+            .map(|r| store.retagged(&r.name, &mut r.removed_indexes.iter().copied(), self.since))
             .collect();
         let retagged = match retagged {
             Ok(r) => r,

@@ -102,6 +102,9 @@ pub struct RepoPlan {
     pub leftover_revisions: Vec<Digest>,
     /// `_layers` folders without their link, likewise.
     pub leftover_layer_links: Vec<Digest>,
+    /// Of `manifests`, the indexes (they list children): if one is tagged again during the run,
+    /// its children must stay too.
+    pub removed_indexes: Vec<Digest>,
 }
 
 /// What the grace period saved.
@@ -257,6 +260,9 @@ impl<'a> Planner<'a> {
         self.mark_referenced(&cx, &live);
         for r in repo.revisions.iter().filter(|r| !live.contains(&r.digest)) {
             plan.manifests.push(&self.marks.blobs, r.digest);
+            if cx.g.manifest(&r.digest).is_some_and(|m| !m.children.is_empty()) {
+                plan.removed_indexes.push(r.digest);
+            }
         }
         self.kept_history(&cx, &live, &mut plan, &mut errors);
         let layer_candidates = if in_scope { self.candidates(&cx, &needed_layers, &mut plan) } else { Vec::new() };
