@@ -116,20 +116,6 @@ fn pushes_racing_the_reference_collector_are_recorded() {
     let _ = std::fs::write(record, format!("{broken} of {IMAGES}\n"));
 }
 
-/// Waits until process `pid` is stopped (SIGSTOP); panics after 60 s.
-fn wait_stopped(pid: u32) {
-    let start = std::time::Instant::now();
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // The state follows the command name in parentheses.
-        if stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T')) {
-            return;
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "the run never reached its stop point");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Copies `from` (a reference in the registry) into `to`, a new repository of the same registry:
 /// the registry links the existing blobs into the new repository (a mount, or an upload of a
 /// blob it already has) and writes a new revision.
@@ -162,14 +148,7 @@ fn old_images_copied_into_new_repositories_while_a_prune_runs_still_pull() {
         ("team/multi", tag_digest(root, "team/multi", "2026.1"), true),
         ("team/app/tools", tag_digest(root, "team/app/tools", "1.0.0"), false),
     ];
-    let run = Command::new(env!("CARGO_BIN_EXE_regsweep"))
-        .args(["prune", "--root", root.to_str().unwrap(), "--keep", "2", "--json"])
-        .env("REGSWEEP_TEST_STOP_AT", "journal")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_stopped(run.id());
+    let run = prune_stopped_at(root, "journal");
     assert!(v2(root).join(".regsweep-journal.json").exists(), "stopped after the journal");
     let copies: Vec<(String, &str)> =
         old.iter().enumerate().map(|(i, (repo, _, _))| (format!("copied/c{i}"), repo.to_owned())).collect();
@@ -177,7 +156,7 @@ fn old_images_copied_into_new_repositories_while_a_prune_runs_still_pull() {
         copy_within(reg.port, &format!("{repo}@{digest}"), &format!("{to}:v1"), *all).unwrap();
         reg.pull(to, "v1").expect("the copy pulls right after the push");
     }
-    Command::new("kill").args(["-CONT", &run.id().to_string()]).status().unwrap();
+    signal(&run, "-CONT");
     let out = run.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -249,14 +228,7 @@ fn an_old_index_tagged_again_while_a_prune_runs_keeps_its_children() {
     let root = store.path();
     let reg = Registry::serve(root);
     let digest = tag_digest(root, "team/multi", "2026.1");
-    let run = Command::new(env!("CARGO_BIN_EXE_regsweep"))
-        .args(["prune", "--root", root.to_str().unwrap(), "--keep", "2", "--json"])
-        .env("REGSWEEP_TEST_STOP_AT", "journal")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_stopped(run.id());
+    let run = prune_stopped_at(root, "journal");
     let manifest = std::fs::read(blob_data(root, &digest)).unwrap();
     let media: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
     let put = Command::new("curl")
@@ -268,7 +240,7 @@ fn an_old_index_tagged_again_while_a_prune_runs_keeps_its_children() {
         .status()
         .unwrap();
     assert!(put.success(), "the registry takes the tag");
-    Command::new("kill").args(["-CONT", &run.id().to_string()]).status().unwrap();
+    signal(&run, "-CONT");
     let out = run.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     drop(reg);

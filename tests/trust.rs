@@ -421,36 +421,6 @@ fn keep_zero_deletes_a_repositorys_only_tag() {
     assert_eq!(reg.manifest_status("solo/app", "only"), 404);
 }
 
-/// Starts a real prune (`--keep 2 --json`) that stops itself at `point`; returns it stopped
-/// (the caller waits for it).
-#[allow(clippy::zombie_processes)]
-fn prune_stopped_at(root: &Path, point: &str) -> std::process::Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_regsweep"))
-        .args(["prune", "--root", s(root), "--keep", "2", "--json"])
-        .env("REGSWEEP_TEST_STOP_AT", point)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = std::time::Instant::now();
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
-        if stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T')) {
-            return child;
-        }
-        if start.elapsed() > std::time::Duration::from_secs(60) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("never reached {point}");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
-fn signal(child: &std::process::Child, sig: &str) {
-    assert!(Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
-}
-
 #[test]
 #[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
 fn sigint_during_the_deletions_stops_says_what_was_done_and_a_rerun_finishes() {

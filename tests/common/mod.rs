@@ -44,6 +44,39 @@ pub fn regsweep(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_regsweep")).args(args).stdin(Stdio::null()).output().unwrap()
 }
 
+/// Starts a real prune (`--keep 2 --json`) on `root` that stops itself (SIGSTOP) at `point`
+/// (`REGSWEEP_TEST_STOP_AT`, feature `test-hooks`); returns it stopped, stdout and stderr piped.
+/// The caller lets it go on with [`signal`] `-CONT` and waits for it.
+#[allow(clippy::zombie_processes)]
+pub fn prune_stopped_at(root: &Path, point: &str) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_regsweep"))
+        .args(["prune", "--root", root.to_str().unwrap(), "--keep", "2", "--json"])
+        .env("REGSWEEP_TEST_STOP_AT", point)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+        // The state follows the command name in parentheses.
+        if stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T')) {
+            return child;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the run never reached its stop point {point}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends a signal (`-INT`, `-CONT`) to a child process.
+pub fn signal(child: &Child, sig: &str) {
+    assert!(Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
+}
+
 /// Runs regsweep, asserts success, returns the JSON report (`--json` is added).
 pub fn regsweep_json(args: &[&str]) -> Value {
     let mut a = args.to_vec();
