@@ -168,7 +168,7 @@ impl Dir {
 
     /// Reads the link `rel` inside this folder, as [`read_link`] does.
     pub fn read_link(&self, rel: &str) -> Result<Option<(Digest, SystemTime)>> {
-        link_of(self.read(rel, 1024)?, &|| self.path.join(rel))
+        link_of(&|| self.read(rel, 1024), &|| self.path.join(rel))
     }
 }
 
@@ -211,7 +211,7 @@ fn read_opened(
 
 /// Reads a link file: exactly `sha256:<64 hex>`, nothing else. `Ok(None)` when it does not exist.
 pub fn read_link(path: &Path) -> Result<Option<(Digest, SystemTime)>> {
-    link_of(read_file(path, 1024)?, &|| path.to_path_buf())
+    link_of(&|| read_file(path, 1024), &|| path.to_path_buf())
 }
 
 message_error!(
@@ -243,8 +243,25 @@ message_error!(
     MalformedLink
 );
 
-fn link_of(read: Option<(Vec<u8>, fs::Metadata)>, path: &dyn Fn() -> PathBuf) -> Result<Option<(Digest, SystemTime)>> {
-    let Some((bytes, meta)) = read else { return Ok(None) };
+/// A link file, read by `read`. The registry (2.8) writes a link in place, truncating it first:
+/// a link shorter than a digest and written a moment ago is a push under way, read again a few
+/// times before it is called malformed.
+fn link_of(
+    read: &dyn Fn() -> Result<Option<(Vec<u8>, fs::Metadata)>>,
+    path: &dyn Fn() -> PathBuf,
+) -> Result<Option<(Digest, SystemTime)>> {
+    const LINK_LEN: usize = 71;
+    let mut tries = 0;
+    let (bytes, meta) = loop {
+        let Some((bytes, meta)) = read()? else { return Ok(None) };
+        let being_written = bytes.len() < LINK_LEN
+            && meta.modified().is_ok_and(|t| t.elapsed().unwrap_or_default() < std::time::Duration::from_secs(5));
+        if !being_written || tries == 10 {
+            break (bytes, meta);
+        }
+        tries += 1;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     let text = std::str::from_utf8(&bytes).unwrap_or("");
     let Some(d) = Digest::parse(text) else {
         let what = match bytes.len() {
@@ -353,6 +370,22 @@ mod tests {
             let e = read_link(&t.path().join(name)).unwrap_err();
             assert!(e.is::<MalformedLink>(), "{name}: {e:#}");
         }
+    }
+
+    #[test]
+    fn a_link_being_written_is_read_again_not_called_malformed() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("link");
+        fs::write(&path, "").unwrap();
+        let writer = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                fs::write(path, LINK).unwrap();
+            })
+        };
+        assert_eq!(read_link(&path).unwrap().unwrap().0, Digest::parse(LINK).unwrap());
+        writer.join().unwrap();
     }
 
     #[test]
