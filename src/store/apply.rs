@@ -110,7 +110,7 @@ impl<'a> Execution<'a> {
         let unreferenced = |i: u32| plan.unreferenced.binary_search(&i).is_ok();
         let (mut batches, kept) = blob_batches(plan, &unreferenced, &rescued.blobs);
         self.tally.kept(What::Blob, kept);
-        batches.extend(upload_batches(plan));
+        batches.extend(self.upload_batches());
         batches.extend(self.per_repo(What::History, &|r| Parent::Tags(r), &|_, r| {
             r.tags.iter().filter(|t| t.action != Action::Keep).map(|t| Folder::History(t.name)).collect()
         }));
@@ -280,7 +280,13 @@ impl<'a> Execution<'a> {
 
     /// The uploads older than `--upload-age`.
     fn uploads(&self) -> bool {
-        self.run("uploads", upload_batches(self.plan))
+        self.run("uploads", self.upload_batches())
+    }
+
+    fn upload_batches(&self) -> Vec<Batch<'a>> {
+        self.per_repo(What::Upload, &|r| Parent::Uploads(r), &|_, r| {
+            r.uploads.iter().map(|u| Folder::Upload(&u.id)).collect()
+        })
     }
 }
 
@@ -309,19 +315,4 @@ fn blob_batches<'p>(plan: &'p Plan, wanted: &dyn Fn(u32) -> bool, needed: &Diges
         })
         .collect();
     (batches, kept)
-}
-
-/// Every upload of the plan.
-fn upload_batches(plan: &Plan) -> Vec<Batch<'_>> {
-    plan.repos
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| !r.uploads.is_empty())
-        .map(|(i, r)| Batch {
-            parent: Parent::Uploads(&r.name),
-            repo: Some(i),
-            what: What::Upload,
-            folders: r.uploads.iter().map(|u| Folder::Upload(&u.id)).collect(),
-        })
-        .collect()
 }

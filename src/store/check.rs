@@ -443,13 +443,10 @@ fn leftovers(dir: &Path, found: &Found) -> Result<()> {
     })
 }
 
-/// Hashes every blob present; returns those whose content does not hash to their name.
-fn verify(layout: &Layout, blobs: &[Digest], found: &Found, progress: Progress) -> Result<DigestSet> {
-    let sizes: Vec<u64> = blobs
-        .par_iter()
-        .map(|b| fs::stat(&layout.blob_data(b)).map(|s| s.map_or(0, |s| s.0)))
-        .collect::<Result<_>>()?;
-    let bar = progress.bar("verifying", sizes.iter().sum());
+/// Hashes every blob present (`bytes` in all, for the progress bar); returns those whose
+/// content does not hash to their name.
+fn verify(layout: &Layout, blobs: &[Digest], bytes: u64, found: &Found, progress: Progress) -> Result<DigestSet> {
+    let bar = progress.bar("verifying", bytes);
     let corrupt = blobs
         .par_iter()
         .filter_map(|b| -> Option<Result<Digest>> {
@@ -480,17 +477,18 @@ fn verify(layout: &Layout, blobs: &[Digest], found: &Found, progress: Progress) 
     Ok(corrupt)
 }
 
-/// The blobs whose `data` is a regular file: a folder without it, or with a folder or a FIFO
-/// in its place, is no blob the registry can serve.
-fn present(layout: &Layout, blobs: Vec<Digest>) -> Result<Vec<Digest>> {
-    let Some(dir) = Dir::open(&layout.blobs())? else { return Ok(Vec::new()) };
-    let regular = |b: &Digest| -> Result<bool> {
+/// The blobs whose `data` is a regular file (a folder without it, or with a folder or a FIFO
+/// in its place, is no blob the registry can serve), and their bytes in all.
+fn present(layout: &Layout, blobs: Vec<Digest>) -> Result<(Vec<Digest>, u64)> {
+    let Some(dir) = Dir::open(&layout.blobs())? else { return Ok((Vec::new(), 0)) };
+    let size = |b: &Digest| -> Result<Option<u64>> {
         let rel = Layout::blob_data_in_blobs(b);
         let st = dir.stat(&rel).with_context(|| format!("cannot stat {}", layout.blob_data(b).display()))?;
-        Ok(st.is_some_and(|s| s.regular))
+        Ok(st.filter(|s| s.regular).map(|s| s.size))
     };
-    let keep: Vec<bool> = blobs.par_iter().map(regular).collect::<Result<_>>()?;
-    Ok(blobs.into_iter().zip(keep).filter(|(_, k)| *k).map(|(b, _)| b).collect())
+    let sizes: Vec<Option<u64>> = blobs.par_iter().map(size).collect::<Result<_>>()?;
+    let bytes = sizes.iter().flatten().sum();
+    Ok((blobs.into_iter().zip(sizes).filter(|(_, s)| s.is_some()).map(|(b, _)| b).collect(), bytes))
 }
 
 fn run_check(layout: &Layout, opts: CheckOptions, progress: Progress) -> Result<(CheckReport, Vec<(Repair, PathBuf)>)> {
@@ -498,9 +496,10 @@ fn run_check(layout: &Layout, opts: CheckOptions, progress: Progress) -> Result<
     let all: Vec<Digest> = scan::scan_blobs(layout)?.iter().copied().collect();
     let count = all.len();
     let found = Found::default();
-    let present = present(layout, all)?;
+    let (present, bytes) = present(layout, all)?;
     // Hashed first: a corrupt blob breaks the tags that need it, and they are named.
-    let corrupt = if opts.verify_digests { verify(layout, &present, &found, progress)? } else { DigestSet::default() };
+    let corrupt =
+        if opts.verify_digests { verify(layout, &present, bytes, &found, progress)? } else { DigestSet::default() };
     let blobs_verified = if opts.verify_digests { present.len() } else { 0 };
     let blobs = Blobs { present, corrupt };
     let now = std::time::SystemTime::now();

@@ -79,14 +79,14 @@ impl Layout {
         self.v2.join("blobs").join("sha256")
     }
 
-    /// `blobs/sha256/<xx>/`: the prefix folder of a blob, `<xx>` its digest's first byte.
-    pub fn blob_prefix(&self, d: &Digest) -> PathBuf {
-        self.blobs().join(format!("{:02x}", d.0[0]))
+    /// `blobs/sha256/<xx>/`: the prefix folder of the blobs whose digest's first byte is `b`.
+    pub fn blob_prefix(&self, b: u8) -> PathBuf {
+        self.blobs().join(format!("{b:02x}"))
     }
 
     /// `blobs/sha256/<xx>/<hex>/`: everything the registry keeps of one blob.
     pub fn blob_dir(&self, d: &Digest) -> PathBuf {
-        self.blob_prefix(d).join(d.hex())
+        self.blob_prefix(d.0[0]).join(d.hex())
     }
 
     /// `blobs/sha256/<xx>/<hex>/data`: the content.

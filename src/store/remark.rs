@@ -23,8 +23,6 @@ pub struct Rescued {
     pub blobs: DigestSet,
     /// Per repository, the `_layers` links it needs for what was written since the scan.
     pub links: HashMap<String, DigestSet>,
-    /// Manifests written (or written again) since the scan.
-    pub manifests: usize,
 }
 
 /// Marks what every repository (those created since the scan too) wrote since `since`: revision
@@ -50,7 +48,6 @@ pub fn remark(layout: &Layout, since: SystemTime, extra: &[(String, Digest)]) ->
         .collect::<Result<_>>()?;
     let mut rescued = Rescued::default();
     for (name, manifests, mut links) in per_repo {
-        rescued.manifests += manifests.len();
         // A new manifest needs its blobs, and this repository's links to them; an index its children.
         let mut seen = DigestSet::default();
         let mut todo = manifests;

@@ -46,7 +46,7 @@ impl Parent<'_> {
             Parent::TagIndex(r, t) => layout.tag_index(r, t),
             Parent::Layers(r) => layout.layers(r),
             Parent::Uploads(r) => layout.uploads(r),
-            Parent::BlobPrefix(b) => layout.blobs().join(format!("{b:02x}")),
+            Parent::BlobPrefix(b) => layout.blob_prefix(*b),
             Parent::Path(p) => p.clone(),
         }
     }

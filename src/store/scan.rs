@@ -125,7 +125,7 @@ pub(crate) fn scan_blobs(layout: &Layout) -> Result<BlobList> {
             if !prefixes[usize::from(b)] {
                 return Ok(Vec::new());
             }
-            let mut found = digest_folders(&layout.blobs().join(format!("{b:02x}")))?;
+            let mut found = digest_folders(&layout.blob_prefix(b))?;
             found.retain(|d| d.0[0] == b); // a folder in the wrong prefix is no blob of the registry's
             Ok(found)
         })
