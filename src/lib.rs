@@ -10,7 +10,7 @@ pub mod store;
 
 // The old flat paths, for the binary, tests and benches.
 pub use crate::core::{plan, policy, progress, report, tags};
-pub use crate::model::{UsageError, blobs, digest, manifest};
+pub use crate::model::{UsageError, blobs, digest, manifest, warning};
 pub use crate::store::{apply, check, config, generate, interrupt, journal, layout, remark, scan};
 
 use std::path::Path;
@@ -25,6 +25,7 @@ use crate::core::report::Report;
 use crate::model::digest::{DigestMap, DigestSet};
 use crate::model::inventory::{Parsed, Repo};
 use crate::model::journal::Journal;
+use crate::model::warning::Warning;
 use crate::store::{FsStore, Store};
 
 /// How far before the scan a write still counts as made during the run: more than the
@@ -73,7 +74,7 @@ pub fn run_on(
         Mode::Gc => Vec::new(),
     };
     let bar = progress.bar("scanning", names.len() as u64);
-    let repos: Vec<(RepoDraft, Vec<String>)> = names
+    let repos: Vec<(RepoDraft, Vec<Warning>)> = names
         .into_par_iter()
         .map(|name| {
             // Tags matter to a prune, to --delete-untagged (tagged manifests are the roots) and
@@ -130,7 +131,7 @@ fn decide(
     manifests: &DigestMap<Parsed>,
     mode: &Mode,
     opts: &Options,
-) -> (Vec<Verdict>, Vec<String>) {
+) -> (Vec<Verdict>, Vec<Warning>) {
     let ret = match mode {
         Mode::Gc => return (vec![Verdict::Keep(Reason::NotPruned); repo.tags.len()], Vec::new()),
         Mode::Prune(ret) => ret,

@@ -97,7 +97,13 @@ fn online_deletes_and_every_kept_tag_still_pulls_before_and_after_the_collector(
     let latest = repo(&report, "team/app")["tags"].as_array().unwrap().iter().find(|t| t["name"] == "latest").unwrap();
     assert_eq!(latest["action"], "keep");
     assert_eq!(latest["reason"]["kind"], "untag_refused");
-    assert!(report["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("team/app:latest")));
+    assert!(
+        report["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["kind"] == "untag_refused" && w["message"].as_str().unwrap().contains("team/app:latest"))
+    );
     reg.assert_all_tags_pull(store.path());
     let deleted: Vec<(String, String)> =
         actions(&report).into_iter().filter(|(_, _, a)| a != "keep").map(|(r, t, _)| (r, t)).collect();

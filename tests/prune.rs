@@ -193,6 +193,31 @@ fn uniform_push_times_keep_every_tag_and_warn() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("same push time"));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["tags_deleted"], 0);
+    let kinds: Vec<&serde_json::Value> = r["warnings"].as_array().unwrap().iter().map(|w| &w["kind"]).collect();
+    assert!(!kinds.is_empty() && kinds.iter().all(|k| *k == "uniform_push_times"), "{kinds:?}");
+}
+
+#[test]
+fn kept_tags_that_cannot_be_pulled_are_warned_of_by_kind() {
+    let store = fixture("demo");
+    let tags = v2(store.path()).join("repositories/team/app/_manifests/tags");
+    // v1's manifest blob is gone; v2 points to a manifest this repository does not have.
+    let link = std::fs::read_to_string(tags.join("v1/current/link")).unwrap();
+    let hex = link.trim().strip_prefix("sha256:").unwrap();
+    std::fs::remove_file(v2(store.path()).join(format!("blobs/sha256/{}/{hex}/data", &hex[..2]))).unwrap();
+    std::fs::write(tags.join("v2/current/link"), format!("sha256:{}", "0".repeat(64))).unwrap();
+    let r = regsweep_json(&["prune", "--root", store.path().to_str().unwrap(), "--keep", "100", "--dry-run"]);
+    let warnings: Vec<(&str, &str)> = r["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| (w["kind"].as_str().unwrap(), w["message"].as_str().unwrap()))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert_eq!(warnings[0].0, "manifest_missing");
+    assert!(warnings[0].1.starts_with("team/app:v1: "), "{warnings:?}");
+    assert_eq!(warnings[1].0, "foreign_manifest");
+    assert!(warnings[1].1.starts_with("team/app:v2: "), "{warnings:?}");
 }
 
 #[test]

@@ -529,9 +529,13 @@ fn unmatched_repository_patterns_warn() {
         "team/multi",
         "--dry-run",
     ]);
-    let warnings: Vec<&str> = report["warnings"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+    let warnings = report["warnings"].as_array().unwrap();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(warnings[0].contains("--repo \"tem/*\" matches no repository"), "{warnings:?}");
+    assert_eq!(warnings[0]["kind"], "unmatched_filter", "{warnings:?}");
+    assert!(
+        warnings[0]["message"].as_str().unwrap().contains("--repo \"tem/*\" matches no repository"),
+        "{warnings:?}"
+    );
 }
 
 #[test]

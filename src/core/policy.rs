@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use crate::model::digest::{Digest, DigestMap};
 use crate::model::inventory::{Parsed, Tag};
 use crate::model::manifest;
+use crate::model::warning::{Warning, WarningKind};
 
 /// The key that orders a repository's tags, newest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -66,12 +67,14 @@ pub struct Retention {
 
 impl Retention {
     /// Warnings for `--repo` and `--exclude-repo` patterns that match no repository of `repos`.
-    pub fn unmatched_warnings(&self, repos: &[String]) -> Vec<String> {
+    pub fn unmatched_warnings(&self, repos: &[String]) -> Vec<Warning> {
         [("--repo", &self.repos), ("--exclude-repo", &self.exclude)]
             .into_iter()
             .flat_map(|(opt, g)| g.iter().flat_map(|g| g.unmatched(repos)).map(move |p| (opt, p)))
             .map(|(opt, p)| {
-                format!("{opt} {p:?} matches no repository (`*` stays within one path segment; `**` crosses them)")
+                let message =
+                    format!("{opt} {p:?} matches no repository (`*` stays within one path segment; `**` crosses them)");
+                Warning::new(WarningKind::UnmatchedFilter, message)
             })
             .collect()
     }
@@ -213,7 +216,7 @@ pub fn decide(
     created: &DigestMap<Option<SystemTime>>,
     grace: Duration,
     now: SystemTime,
-) -> (Vec<Verdict>, Vec<String>) {
+) -> (Vec<Verdict>, Vec<Warning>) {
     let mut out: Vec<Verdict> = vec![Verdict::Undecided; tags.len()];
     let mut warnings = Vec::new();
     let in_scope = r.in_scope(repo);
@@ -247,11 +250,12 @@ pub fn decide(
     // copy that lost its mtimes). One tag alone is no evidence of anything.
     let uniform = ranked.len() >= 2 && ranked.windows(2).all(|w| w[0].0 == w[1].0);
     if r.order == Order::Push && ranked.len() > r.keep && uniform {
-        warnings.push(format!(
+        let message = format!(
             "{repo}: all {} tags have the same push time (a copy that lost its mtimes?): \
                  push order means nothing here, every tag is kept; use --order created, semver or name",
             ranked.len()
-        ));
+        );
+        warnings.push(Warning::new(WarningKind::UniformPushTimes, message));
         for (_, i) in &ranked {
             out[*i] = Verdict::Keep(Reason::UniformPushTimes);
         }

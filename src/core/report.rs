@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::core::plan::{Action, GraceKept, Plan, TagPlan, Tags};
 use crate::core::policy::{Reason, attachment_subject};
 use crate::model::outcome::{Failure, Outcome, What};
+use crate::model::warning::Warning;
 
 /// What the collector did.
 #[derive(Clone, Debug, Serialize)]
@@ -97,7 +98,7 @@ pub struct Report {
     pub bytes_freed: u64,
     pub grace_kept: GraceKept,
     pub repos: Vec<RepoReport>,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
     pub errors: Vec<String>,
     /// Deletions that failed, with their paths (a real run; the counts above are what is gone).
     pub failed: Vec<Failure>,

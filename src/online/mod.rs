@@ -25,6 +25,7 @@ use crate::model::UsageError;
 use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::inventory::{Inventory, Parsed, Repo, Revision, Tag};
 use crate::model::manifest::{self, Kind, Manifest};
+use crate::model::warning::{Warning, WarningKind};
 use client::{CATALOG_SCOPE, Client, repo_scope};
 
 /// Every manifest media type, for `Accept`: without it the registry converts or refuses.
@@ -86,7 +87,7 @@ struct Found {
     name: String,
     tags: Vec<(String, Digest)>,
     manifests: DigestMap<Parsed>,
-    warnings: Vec<String>,
+    warnings: Vec<Warning>,
 }
 
 struct Reader<'a> {
@@ -176,7 +177,8 @@ impl Reader<'_> {
         names.retain(|t| {
             let ok = valid_tag(t);
             if !ok {
-                warnings.push(format!("{name}: tag {t:?} is not a valid tag name: left alone"));
+                let message = format!("{name}: tag {t:?} is not a valid tag name: left alone");
+                warnings.push(Warning::new(WarningKind::InvalidName, message));
             }
             ok
         });
@@ -249,7 +251,7 @@ fn plan_online(
     client: &Client,
     opts: &OnlineOptions,
     progress: Progress,
-) -> Result<(Plan, Vec<Deletion>, Vec<String>)> {
+) -> Result<(Plan, Vec<Deletion>, Vec<Warning>)> {
     let r = &opts.retention;
     let reader = Reader {
         client,
@@ -268,7 +270,8 @@ fn plan_online(
     warnings.extend(r.unmatched_warnings(&names));
     names.retain(|n| {
         if !valid_repo(n) {
-            warnings.push(format!("repository {n:?} is not a valid repository name: left alone"));
+            let message = format!("repository {n:?} is not a valid repository name: left alone");
+            warnings.push(Warning::new(WarningKind::InvalidName, message));
         }
         valid_repo(n) && r.in_scope(n)
     });
@@ -352,7 +355,7 @@ fn plan_online(
 /// What the deletions gave.
 struct Outcome {
     errors: Vec<String>,
-    warnings: Vec<String>,
+    warnings: Vec<Warning>,
     /// Tags the registry could not delete alone (2.8): they stay.
     untag_refused: Vec<(String, String)>,
 }
@@ -425,10 +428,11 @@ fn execute(client: &Client, plan: &Plan, deletions: &[Deletion], progress: Progr
         match status {
             Some(200 | 202 | 404) | None => {}
             Some(s) => {
-                warnings.push(format!(
+                let message = format!(
                     "{repo}:{tag}: the registry refused to delete the tag alone ({s}: distribution 2.8 cannot, and a \
                      registry with deletes off answers 405); its manifest is still needed, so the tag stays"
-                ));
+                );
+                warnings.push(Warning::new(WarningKind::UntagRefused, message));
                 untag_refused.push((repo.to_string(), tag.to_string()));
             }
         }

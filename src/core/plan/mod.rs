@@ -20,6 +20,7 @@ use crate::model::blobs::{BlobList, Digests};
 use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::inventory::{Inventory, Parsed, Repo};
 use crate::model::journal::Journal;
+use crate::model::warning::{Warning, WarningKind};
 
 /// How the collection behaves, whatever the retention.
 #[derive(Clone, Copy, Debug)]
@@ -139,7 +140,7 @@ pub struct Plan {
     /// Every blob folder of the store.
     pub store_blobs: BlobList,
     pub grace_kept: GraceKept,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
     /// The journal of an interrupted run this one finishes: written again, with this run's
     /// deleted tags, before the first deletion.
     pub journal: Journal,
@@ -191,7 +192,7 @@ pub struct RepoDraft {
     layer_candidates: Vec<Digest>,
     young_manifests: usize,
     grace_kept_links: usize,
-    warnings: Vec<String>,
+    warnings: Vec<Warning>,
     errors: Vec<String>,
 }
 
@@ -439,7 +440,7 @@ impl<'a> RepoCx<'a> {
 
     /// Every tag's action: kept, untagged (its manifest stays live) or deleted; warnings for
     /// kept tags that cannot be pulled.
-    fn tag_actions(&self, verdicts: Vec<Verdict>, live: &DigestSet, warnings: &mut Vec<String>) -> Tags {
+    fn tag_actions(&self, verdicts: Vec<Verdict>, live: &DigestSet, warnings: &mut Vec<Warning>) -> Tags {
         let (repo, g) = (self.repo, &self.g);
         let mut tags = Tags::with_capacity(repo.tags.len());
         for (t, v) in repo.tags.iter().zip(verdicts) {
@@ -459,11 +460,13 @@ impl<'a> RepoCx<'a> {
             };
             if keep && let Some(c) = t.current {
                 match g.parsed(&c) {
-                    Some(Parsed::Missing) => warnings
-                        .push(format!("{}:{}: its manifest {c} has no blob: it cannot be pulled", repo.name, t.name)),
-                    None if !g.revs.contains_key(&c) => warnings.push(format!(
-                        "{}:{}: points to {c}, which is no manifest of this repository",
-                        repo.name, t.name
+                    Some(Parsed::Missing) => warnings.push(Warning::new(
+                        WarningKind::ManifestMissing,
+                        format!("{}:{}: its manifest {c} has no blob: it cannot be pulled", repo.name, t.name),
+                    )),
+                    None if !g.revs.contains_key(&c) => warnings.push(Warning::new(
+                        WarningKind::ForeignManifest,
+                        format!("{}:{}: points to {c}, which is no manifest of this repository", repo.name, t.name),
                     )),
                     _ => {}
                 }

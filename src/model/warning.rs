@@ -1,0 +1,44 @@
+//! What a run tells the operator without failing: each warning has a kind a script can branch
+//! on, and the message a person reads.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// What a warning is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarningKind {
+    /// A `--repo` or `--exclude-repo` pattern that matches no repository.
+    UnmatchedFilter,
+    /// Every ranked tag of a repository has one push time: push order means nothing there, every
+    /// tag is kept.
+    UniformPushTimes,
+    /// A kept tag whose manifest has no blob: it cannot be pulled (it was broken before the run).
+    ManifestMissing,
+    /// A kept tag that points to no manifest of its repository.
+    ForeignManifest,
+    /// Online: a repository or tag name the API listed that is not a valid name: left alone.
+    InvalidName,
+    /// Online: the registry refused to delete a tag alone (distribution 2.8): the tag stays.
+    UntagRefused,
+}
+
+/// One warning: in the JSON report `{"kind": ..., "message": ...}`; on stderr its message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Warning {
+    pub kind: WarningKind,
+    pub message: String,
+}
+
+impl Warning {
+    pub fn new(kind: WarningKind, message: impl Into<String>) -> Warning {
+        Warning { kind, message: message.into() }
+    }
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
