@@ -26,7 +26,7 @@ use crate::model::digest::{DigestMap, DigestSet};
 use crate::model::inventory::{Parsed, Repo};
 use crate::model::journal::Journal;
 use crate::model::warning::Warning;
-use crate::store::{FsStore, Store};
+use crate::store::{Location, Store};
 
 /// How far before the scan a write still counts as made during the run: more than the
 /// granularity of any file system clock (ext4's is a jiffy, at most 10 ms).
@@ -41,8 +41,13 @@ pub enum Mode {
 
 /// Plans a run on the store under `root` and, unless `dry_run`, carries it out.
 pub fn run(root: &Path, mode: &Mode, opts: &Options, dry_run: bool, progress: Progress) -> Result<Report> {
-    let store = FsStore::open(root)?;
-    run_on(&store, &root.display().to_string(), mode, opts, dry_run, progress)
+    run_at(&Location::Fs(root.to_path_buf()), mode, opts, dry_run, progress)
+}
+
+/// Plans a run on the store at `at` (a folder or a bucket) and, unless `dry_run`, carries it out.
+pub fn run_at(at: &Location, mode: &Mode, opts: &Options, dry_run: bool, progress: Progress) -> Result<Report> {
+    let store = at.open()?;
+    run_on(store.as_ref(), &at.shown(), mode, opts, dry_run, progress)
 }
 
 /// Plans a run on a store and, unless `dry_run`, carries it out. Each repository is read,
@@ -108,7 +113,7 @@ pub fn run_on(
     let command = if matches!(mode, Mode::Gc) { report::Command::Gc } else { report::Command::Prune };
     // What was written at or after `since` was not scanned: the deletions leave it. The file
     // system's clock is coarse (a jiffy behind the real one), so a little before the scan began.
-    let since = opts.now - opts.grace.min(TIMESTAMP_SLACK);
+    let since = store.scan_began(opts.now) - opts.grace.min(TIMESTAMP_SLACK);
     let outcome = if dry_run {
         None
     } else {
@@ -121,6 +126,7 @@ pub fn run_on(
     if let Some(outcome) = outcome {
         report.record(outcome);
     }
+    report.requests = store.requests();
     Ok(report)
 }
 

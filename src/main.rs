@@ -23,6 +23,7 @@ use regsweep::online::engine::{self, Engine, GcStep};
 use regsweep::plan::Options;
 use regsweep::policy::{Globs, Order, Retention};
 use regsweep::progress::Progress;
+use regsweep::store::Location;
 use regsweep::{Mode, UsageError, config};
 
 /// A usage error: exit 2, as clap's own.
@@ -46,11 +47,23 @@ fn globs(option: &str, patterns: &[String]) -> Result<Option<Globs>> {
     Ok(Some(Globs { set, patterns: patterns.to_vec() }))
 }
 
-fn root(store: &StoreArgs) -> Result<std::path::PathBuf> {
+/// Where the store is: `--root` (a folder, or `s3://BUCKET/ROOTDIRECTORY`), or the registry's
+/// config file.
+fn location(store: &StoreArgs) -> Result<Location> {
     match (&store.root, &store.config) {
-        (Some(r), _) => Ok(r.clone()),
-        (None, Some(c)) => config::root_from_config(c, std::env::var(config::ROOT_ENV).ok()),
+        (Some(r), _) => Location::from_root(r),
+        (None, Some(c)) => config::location_from_config(c, &|k| std::env::var(k).ok()),
         (None, None) => Err(usage("give --root or --config".into())),
+    }
+}
+
+/// The folder of a filesystem store (for the commands that do not work on a bucket yet).
+fn folder(store: &StoreArgs, command: &str) -> Result<std::path::PathBuf> {
+    match location(store)? {
+        Location::Fs(p) => Ok(p),
+        Location::S3(s) => {
+            Err(usage(format!("{command} works on a filesystem store, not yet on a bucket ({})", s.shown())))
+        }
     }
 }
 
@@ -105,7 +118,7 @@ fn generate_store(g: &GenArgs) -> Result<ExitCode> {
 fn check_store(c: &CheckArgs) -> Result<ExitCode> {
     threads(c.jobs.jobs)?;
     let opts = CheckOptions { verify_digests: c.verify_digests, repair: c.repair, grace: c.grace };
-    let report = check::check(&root(&c.store)?, opts, progress(c.output.quiet, c.output.json))?;
+    let report = check::check(&folder(&c.store, "check")?, opts, progress(c.output.quiet, c.output.json))?;
     if c.output.json {
         // Streamed: the report of a large prune lists every tag.
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -255,9 +268,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         list_kept_tags: matches!(mode, Mode::Prune(_)),
         orphan_attachments,
     };
-    let root = root(store)?;
+    let at = location(store)?;
     regsweep::interrupt::install();
-    let report = regsweep::run(&root, &mode, &opts, collect.dry_run, progress)?;
+    let report = regsweep::run_at(&at, &mode, &opts, collect.dry_run, progress)?;
     print_report(&report, collect.output.json)?;
     if report.interrupted {
         eprintln!(

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::core::plan::{Action, GraceKept, Plan, TagPlan, Tags};
 use crate::core::policy::{Reason, attachment_subject};
-use crate::model::outcome::{Failure, Outcome, What};
+use crate::model::outcome::{Failure, Outcome, RequestCounts, What};
 use crate::model::warning::Warning;
 
 /// What the collector did.
@@ -111,6 +111,9 @@ pub struct Report {
     /// Online: the registry's own collector, run in its container.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub collector: Option<CollectorReport>,
+    /// On a bucket: the requests sent, by kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<RequestCounts>,
 }
 
 impl Report {
@@ -159,6 +162,7 @@ impl Report {
             interrupted: false,
             restart_required: !dry_run && !plan.blobs.is_empty(),
             collector: None,
+            requests: None,
         }
     }
 

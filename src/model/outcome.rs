@@ -59,3 +59,21 @@ impl Outcome {
         self.gone.iter().map(|g| g[what as usize]).sum()
     }
 }
+
+/// Requests sent by a run on a bucket, by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RequestCounts {
+    pub list: u64,
+    pub get: u64,
+    pub head: u64,
+    pub put: u64,
+    pub delete_objects: u64,
+    pub delete: u64,
+    pub throttled: u64,
+}
+
+impl RequestCounts {
+    pub fn total(&self) -> u64 {
+        self.list + self.get + self.head + self.put + self.delete_objects + self.delete
+    }
+}

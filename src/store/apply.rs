@@ -227,15 +227,16 @@ impl<'a> Execution<'a> {
         self.run("links", links)
     }
 
-    /// The blobs, in rounds of 16 prefix folders, each after a re-mark: a push that needs a
-    /// planned blob is missed only if it lands within one round. A failed blob holds up no
+    /// The blobs, in rounds of prefix folders (16 on a file system), each after a re-mark: a push
+    /// that needs a planned blob is missed only if it lands within one round. A failed blob holds up no
     /// other round; a signal stops them.
     fn blob_rounds(&mut self, rewritten: &[(String, Digest)], mut needed: DigestSet, freed_first: bool) -> bool {
         let plan = self.plan;
         stop_point("blobs");
         let done_first = |i: u32| freed_first && plan.unreferenced.binary_search(&i).is_ok();
-        for round in 0..16u8 {
-            let wanted = |i: u32| plan.blob(i).0[0] >> 4 == round && !done_first(i);
+        let rounds = u32::from(self.store.blob_rounds().max(1));
+        for round in 0..rounds {
+            let wanted = |i: u32| u32::from(plan.blob(i).0[0]) * rounds / 256 == round && !done_first(i);
             if !plan.blobs.iter().chain(&plan.leftover_blobs).any(|i| wanted(*i)) {
                 continue;
             }

@@ -15,7 +15,7 @@ use crate::model::digest::Digest;
 use crate::model::journal::{Journal, VERSION};
 use crate::store::layout::Layout;
 
-const MAX_SIZE: u64 = 256 << 20;
+pub(crate) const MAX_SIZE: u64 = 256 << 20;
 
 /// Reads the journal an unfinished run left, if any.
 pub fn read(layout: &Layout) -> Result<Option<Journal>> {
@@ -30,13 +30,18 @@ pub fn read(layout: &Layout) -> Result<Option<Journal>> {
         }
         Ok(_) => fs::read(&path).with_context(|| format!("cannot read journal {}", path.display()))?,
     };
-    let j: Journal = serde_json::from_slice(&bytes).with_context(|| {
-        format!("corrupt journal {} (move it away only if you know the run it belongs to finished)", path.display())
+    decode(&bytes, &path.display().to_string()).map(Some)
+}
+
+/// Parses a journal's content; `shown` names where it was read.
+pub fn decode(bytes: &[u8], shown: &str) -> Result<Journal> {
+    let j: Journal = serde_json::from_slice(bytes).with_context(|| {
+        format!("corrupt journal {shown} (move it away only if you know the run it belongs to finished)")
     })?;
     if j.version != VERSION {
-        bail!("journal {} has version {}, this regsweep reads {VERSION}", path.display(), j.version);
+        bail!("journal {shown} has version {}, this regsweep reads {VERSION}", j.version);
     }
-    Ok(Some(j))
+    Ok(j)
 }
 
 /// Removes the journal once its run has finished.
@@ -108,20 +113,26 @@ impl Serialize for Planned<'_> {
     }
 }
 
-/// Before the first deletion of a plan, writes its journal atomically (a temporary file, fsync,
-/// rename, fsync of the folder); nothing when no tag is deleted and no earlier run is unfinished.
-pub fn write(layout: &Layout, earlier: &Journal, repos: &[RepoPlan]) -> Result<()> {
+/// The journal of a run about to carry out a plan, as written: `None` when no tag is deleted
+/// and no earlier run is unfinished, or when the earlier journal says it all already.
+pub fn encode(earlier: &Journal, repos: &[RepoPlan]) -> Option<Vec<u8>> {
     let planned = Planned { earlier, repos };
     if planned.is_empty() || (!earlier.is_empty() && planned.adds_nothing()) {
-        return Ok(());
+        return None;
     }
+    serde_json::to_vec(&planned).ok()
+}
+
+/// Before the first deletion of a plan, writes its journal atomically (a temporary file, fsync,
+/// rename, fsync of the folder); nothing when [`encode`] says so.
+pub fn write(layout: &Layout, earlier: &Journal, repos: &[RepoPlan]) -> Result<()> {
+    let Some(bytes) = encode(earlier, repos) else { return Ok(()) };
     let path = layout.journal_file();
     let tmp = path.with_extension("json.tmp");
     let written = fs::File::create(&tmp)
-        .and_then(|f| {
-            let mut w = std::io::BufWriter::new(f);
-            serde_json::to_writer(&mut w, &planned)?;
-            w.into_inner().map_err(|e| e.into_error())?.sync_all()
+        .and_then(|mut f| {
+            std::io::Write::write_all(&mut f, &bytes)?;
+            f.sync_all()
         })
         .and_then(|()| fs::rename(&tmp, &path));
     if let Err(e) = written {

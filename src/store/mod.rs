@@ -14,11 +14,12 @@ pub mod journal;
 pub mod layout;
 pub mod remark;
 pub mod remove;
+pub mod s3;
 pub mod scan;
 pub mod stage;
 
 use std::any::Any;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::Result;
@@ -29,9 +30,12 @@ use crate::model::blobs::BlobList;
 use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::inventory::{Parsed, Repo};
 use crate::model::journal::Journal;
+use crate::model::outcome::RequestCounts;
 use crate::store::fs::Dir;
 use crate::store::layout::Layout;
 use crate::store::remark::Rescued;
+use crate::store::s3::S3Store;
+use crate::store::s3::location::S3Location;
 use crate::store::stage::{Batch, Tally};
 
 /// A registry's storage as a run sees it, asked about repositories and digests rather than
@@ -77,6 +81,53 @@ pub trait Store: StoreView {
         tally: &Tally,
         progress: Progress,
     ) -> bool;
+    /// When the scan began by the store's own clock, which stamps what pushes write, given the
+    /// local time it began.
+    fn scan_began(&self, local: SystemTime) -> SystemTime {
+        local
+    }
+    /// In how many rounds the blobs go, each after a re-mark of what pushes wrote.
+    fn blob_rounds(&self) -> u8 {
+        16
+    }
+    /// The requests sent so far, by kind (a bucket).
+    fn requests(&self) -> Option<RequestCounts> {
+        None
+    }
+}
+
+/// Where a store is: a folder, or a bucket.
+#[derive(Clone, Debug)]
+pub enum Location {
+    /// The registry's `rootdirectory` on a file system.
+    Fs(PathBuf),
+    S3(S3Location),
+}
+
+impl Location {
+    /// `--root`: a folder, or `s3://BUCKET/ROOTDIRECTORY` with the AWS environment.
+    pub fn from_root(root: &Path) -> Result<Location> {
+        match root.to_str().filter(|r| r.starts_with("s3://")) {
+            Some(url) => Ok(Location::S3(S3Location::from_url(url, &|k| std::env::var(k).ok())?)),
+            None => Ok(Location::Fs(root.to_path_buf())),
+        }
+    }
+
+    /// How the operator names it.
+    pub fn shown(&self) -> String {
+        match self {
+            Location::Fs(p) => p.display().to_string(),
+            Location::S3(s) => s.shown(),
+        }
+    }
+
+    /// Opens the store, refusing anything that is not one.
+    pub fn open(&self) -> Result<Box<dyn Store>> {
+        Ok(match self {
+            Location::Fs(p) => Box::new(FsStore::open(p)?),
+            Location::S3(s) => Box::new(S3Store::open(s)?),
+        })
+    }
 }
 
 /// A store on a file system, under a registry's `rootdirectory`.

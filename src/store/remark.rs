@@ -46,6 +46,19 @@ pub fn remark(layout: &Layout, since: SystemTime, extra: &[(String, Digest)]) ->
             Ok((name, manifests, links))
         })
         .collect::<Result<_>>()?;
+    rescue(per_repo, &|d| match &blobs_dir {
+        Some(dir) => scan::load_manifest(layout, dir, d),
+        None => Parsed::Missing,
+    })
+}
+
+/// What each repository's manifests written since the scan need (`per_repo`: the repository,
+/// its young manifests, the digests of its young layer links): the manifests, their blobs and
+/// children, recursively, and the repository's links to them; `load` reads a manifest.
+pub(crate) fn rescue(
+    per_repo: Vec<(String, Vec<Digest>, DigestSet)>,
+    load: &dyn Fn(&Digest) -> Parsed,
+) -> Result<Rescued> {
     let mut rescued = Rescued::default();
     for (name, manifests, mut links) in per_repo {
         // A new manifest needs its blobs, and this repository's links to them; an index its children.
@@ -57,11 +70,7 @@ pub fn remark(layout: &Layout, since: SystemTime, extra: &[(String, Digest)]) ->
             }
             rescued.blobs.insert(d);
             links.insert(d);
-            let parsed = match &blobs_dir {
-                Some(dir) => scan::load_manifest(layout, dir, &d),
-                None => Parsed::Missing,
-            };
-            match parsed {
+            match load(&d) {
                 Parsed::Ok(m) => {
                     rescued.blobs.extend(m.blobs.iter().copied());
                     links.extend(m.blobs.iter().copied());

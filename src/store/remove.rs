@@ -17,25 +17,7 @@ use crate::core::progress::Progress;
 use crate::model::outcome::{Outcome, What};
 use crate::store::fs::{Dir, list};
 use crate::store::layout::Layout;
-use crate::store::stage::{Batch, Folder, Parent, Tally};
-
-/// Test-only (feature `test-hooks`): `REGSWEEP_TEST_CRASH_AFTER=K` aborts the process after K
-/// deletions, so that the crash tests can stop a real run at an exact point.
-#[cfg(not(feature = "test-hooks"))]
-fn crash_point() {}
-
-#[cfg(feature = "test-hooks")]
-fn crash_point() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static LIMIT: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    static DONE: AtomicUsize = AtomicUsize::new(0);
-    if let Some(limit) =
-        *LIMIT.get_or_init(|| std::env::var("REGSWEEP_TEST_CRASH_AFTER").ok().and_then(|v| v.parse().ok()))
-        && DONE.fetch_add(1, Ordering::SeqCst) + 1 >= limit
-    {
-        std::process::abort();
-    }
-}
+use crate::store::stage::{Batch, Folder, Parent, Tally, crash_point};
 
 impl Parent<'_> {
     /// Where it is in a filesystem store.
@@ -191,7 +173,7 @@ fn remove_batch(
     done: &dyn Fn(),
 ) {
     let (b, folders) = batch;
-    let fail = |path: &std::path::Path, e: anyhow::Error| tally.failed(path, &e);
+    let fail = |path: &std::path::Path, e: anyhow::Error| tally.failed(&path.display(), &format!("{e:#}"));
     let parent = b.parent.path(layout);
     if !layout.may_delete(&parent) {
         let e =

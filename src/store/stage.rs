@@ -9,6 +9,24 @@ use crate::model::digest::{Digest, DigestSet};
 use crate::model::outcome::{Failure, Outcome, WHATS, What};
 use crate::store::interrupt;
 
+/// Test-only (feature `test-hooks`): `REGSWEEP_TEST_CRASH_AFTER=K` aborts the process after K
+/// deletions, so that the crash tests can stop a real run at an exact point.
+#[cfg(not(feature = "test-hooks"))]
+pub(crate) fn crash_point() {}
+
+#[cfg(feature = "test-hooks")]
+pub(crate) fn crash_point() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static LIMIT: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    static DONE: AtomicUsize = AtomicUsize::new(0);
+    if let Some(limit) =
+        *LIMIT.get_or_init(|| std::env::var("REGSWEEP_TEST_CRASH_AFTER").ok().and_then(|v| v.parse().ok()))
+        && DONE.fetch_add(1, Ordering::SeqCst) + 1 >= limit
+    {
+        std::process::abort();
+    }
+}
+
 /// One folder to remove, by its name in its parent and the shape the registry gives it.
 #[derive(Clone, Debug)]
 pub enum Folder<'a> {
@@ -136,8 +154,8 @@ impl Tally {
     }
 
     /// Records a failed deletion.
-    pub(crate) fn failed(&self, path: &std::path::Path, e: &anyhow::Error) {
-        let f = Failure { path: path.display().to_string(), error: format!("{e:#}") };
+    pub(crate) fn failed(&self, path: &dyn std::fmt::Display, e: &dyn std::fmt::Display) {
+        let f = Failure { path: path.to_string(), error: format!("{e:#}") };
         self.failed.lock().unwrap_or_else(|p| p.into_inner()).push(f);
     }
 

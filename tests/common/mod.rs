@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod s3;
 pub mod token;
 
 /// The repository's top folder.
@@ -115,11 +116,13 @@ pub struct Setup {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Top-level YAML sections, such as `auth:` or `catalog:`.
     pub extra: String,
+    /// The storage driver's YAML line (`  s3: {...}`) instead of the filesystem's at the root.
+    pub storage: Option<String>,
 }
 
 impl Default for Setup {
     fn default() -> Setup {
-        Setup { delete: true, tls: None, extra: String::new() }
+        Setup { delete: true, tls: None, extra: String::new(), storage: None }
     }
 }
 
@@ -131,10 +134,11 @@ fn registry_config_with(root: &Path, port: u16, setup: &Setup) -> tempfile::Name
         Some((cert, key)) => format!("\n  tls: {{certificate: {}, key: {}}}", cert.display(), key.display()),
         None => String::new(),
     };
+    let driver =
+        setup.storage.clone().unwrap_or_else(|| format!("  filesystem: {{rootdirectory: {}}}", root.display()));
     write!(
         f,
-        "version: 0.1\nlog: {{level: error}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: {}}}\n  maintenance: {{uploadpurging: {{enabled: false}}}}\nhttp:\n  addr: 127.0.0.1:{port}{tls}\ncompatibility: {{schema1: {{enabled: true}}}}\n{}\n",
-        root.display(),
+        "version: 0.1\nlog: {{level: error}}\nstorage:\n{driver}\n  delete: {{enabled: {}}}\n  maintenance: {{uploadpurging: {{enabled: false}}}}\nhttp:\n  addr: 127.0.0.1:{port}{tls}\ncompatibility: {{schema1: {{enabled: true}}}}\n{}\n",
         setup.delete,
         setup.extra
     )
@@ -144,8 +148,14 @@ fn registry_config_with(root: &Path, port: u16, setup: &Setup) -> tempfile::Name
 
 /// The real reference collector, `docker-registry garbage-collect`, on a store.
 pub fn reference_gc(root: &Path, delete_untagged: bool) -> Output {
-    let cfg = registry_config(root, 1);
+    reference_gc_with(root, &Setup::default(), delete_untagged)
+}
+
+/// The reference collector on the store a setup names (a bucket with `storage`).
+pub fn reference_gc_with(root: &Path, setup: &Setup, delete_untagged: bool) -> Output {
+    let cfg = registry_config_with(root, 1, setup);
     let mut cmd = Command::new("docker-registry");
+    cmd.env_remove("AWS_CA_BUNDLE");
     cmd.arg("garbage-collect");
     if delete_untagged {
         cmd.arg("--delete-untagged");
@@ -173,9 +183,11 @@ impl Registry {
     pub fn serve_with(root: &Path, setup: &Setup) -> Registry {
         let port = free_port();
         let cfg = registry_config_with(root, port, setup);
+        // Registry 2.8.2's s3 driver panics at start-up when AWS_CA_BUNDLE is set.
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(cfg.path())
+            .env_remove("AWS_CA_BUNDLE")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

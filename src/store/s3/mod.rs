@@ -1,0 +1,507 @@
+//! The object-storage backend: a store in an S3 bucket as the registry's s3 driver writes it
+//! (docs/DESIGN.md section 6). The same tree as on disk, with no folders: a folder is a common
+//! prefix. Read fast: every key under `repositories/` and `blobs/` is listed flat, prefixes in
+//! parallel, once; a link's content is known from its ETag (the MD5 of `sha256:<hex>`) among
+//! the repository's digests, read only when it is none of them; each manifest is read once.
+//! Deleted in the same crash-safe order as on disk, by DeleteObjects of up to 1,000 keys.
+
+pub mod bucket;
+pub mod location;
+mod lock;
+mod remove;
+
+use std::any::Any;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Result, bail};
+use md5::Digest as _;
+use rayon::prelude::*;
+
+use crate::core::plan::{Object, RepoPlan, StoreView};
+use crate::core::progress::Progress;
+use crate::model::blobs::BlobList;
+use crate::model::digest::{Digest, DigestMap, DigestSet};
+use crate::model::inventory::{Parsed, Repo, Revision, Tag, Upload};
+use crate::model::journal::Journal;
+use crate::model::manifest;
+use crate::model::outcome::RequestCounts;
+use crate::store::fs::MalformedLink;
+use crate::store::layout::REPO_INTERNALS;
+use crate::store::remark::{self, Rescued};
+use crate::store::scan::MAX_MANIFEST;
+use crate::store::stage::{Batch, Tally};
+use crate::store::{Store, journal};
+use bucket::{Bucket, Obj};
+use location::S3Location;
+
+/// The journal and the lock, beside `repositories/` and `blobs/` as on disk.
+const JOURNAL: &str = ".regsweep-journal.json";
+const LOCK: &str = ".regsweep.lock";
+/// Image configs larger than this are not read for `created`.
+const MAX_CONFIG: u64 = 64 << 20;
+
+/// A store in a bucket.
+pub struct S3Store {
+    bucket: Arc<Bucket>,
+    /// The scan's listing of `repositories/`, by repository: keys relative to the repository's
+    /// folder, sorted.
+    repos: RwLock<BTreeMap<String, Arc<Vec<Obj>>>>,
+    /// The scan's listing of `blobs/`: each blob's size and time.
+    blobs: RwLock<DigestMap<(u64, SystemTime)>>,
+    /// When this run's lock was written, by the bucket's clock.
+    locked_at: Arc<Mutex<Option<SystemTime>>>,
+}
+
+/// The MD5 of a link's content, as its ETag shows it.
+fn link_etag(d: &Digest) -> String {
+    hex::encode(md5::Md5::digest(d.to_string().as_bytes()))
+}
+
+/// A repository's key, split into the repository and the key inside it: the first path segment
+/// that starts with `_` must be `_manifests`, `_layers` or `_uploads`.
+fn split_repo_key(rel: &str) -> Option<(&str, &str)> {
+    let mut at = 0;
+    for seg in rel.split('/') {
+        if seg.starts_with('_') {
+            return (at > 0 && REPO_INTERNALS.contains(&seg)).then(|| (&rel[..at - 1], &rel[at..]));
+        }
+        at += seg.len() + 1;
+    }
+    None
+}
+
+/// The objects of `objs` (sorted by key) under `prefix` (which ends with `/`).
+fn under<'a>(objs: &'a [Obj], prefix: &str) -> &'a [Obj] {
+    let start = objs.partition_point(|o| o.key.as_str() < prefix);
+    let end = start + objs[start..].partition_point(|o| o.key.starts_with(prefix));
+    &objs[start..end]
+}
+
+impl S3Store {
+    pub fn open(loc: &S3Location) -> Result<S3Store> {
+        let bucket = Bucket::open(loc)?;
+        // A missing bucket or bad credentials fail here, before anything else.
+        bucket.folders("")?;
+        Ok(S3Store {
+            bucket: Arc::new(bucket),
+            repos: RwLock::default(),
+            blobs: RwLock::default(),
+            locked_at: Arc::default(),
+        })
+    }
+
+    /// How the store is named: `s3://bucket/rootdirectory`.
+    pub fn shown(&self) -> &str {
+        &self.bucket.shown
+    }
+
+    /// Every key under `repositories/`, by repository: two levels of folders listed, then each
+    /// second-level folder flat, in parallel.
+    fn list_repositories(&self) -> Result<BTreeMap<String, Vec<Obj>>> {
+        let (top, _) = self.bucket.folders("repositories")?;
+        let second: Vec<Vec<String>> = top
+            .par_iter()
+            .map(|t| {
+                Ok(self
+                    .bucket
+                    .folders(&format!("repositories/{t}"))?
+                    .0
+                    .into_iter()
+                    .map(|s| format!("{t}/{s}"))
+                    .collect())
+            })
+            .collect::<Result<_>>()?;
+        let prefixes: Vec<String> = second.into_iter().flatten().collect();
+        let lists: Vec<Vec<Obj>> =
+            prefixes.par_iter().map(|p| self.bucket.list(&format!("repositories/{p}"))).collect::<Result<_>>()?;
+        let mut repos: BTreeMap<String, Vec<Obj>> = BTreeMap::new();
+        for mut o in lists.into_iter().flatten() {
+            let Some(rel) = o.key.strip_prefix("repositories/") else { continue };
+            let Some((repo, inside)) = split_repo_key(rel) else { continue };
+            let (repo, inside) = (repo.to_string(), inside.to_string());
+            o.key = inside;
+            repos.entry(repo).or_default().push(o);
+        }
+        for objs in repos.values_mut() {
+            objs.sort_by(|a, b| a.key.cmp(&b.key));
+        }
+        Ok(repos)
+    }
+
+    /// A repository's keys as the scan listed them.
+    fn repo_objs(&self, name: &str) -> Arc<Vec<Obj>> {
+        self.repos.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned().unwrap_or_default()
+    }
+
+    /// The digest a link holds: `expected` when its ETag is that digest's, else read.
+    fn link(&self, key: &str, o: &Obj, candidates: &HashMap<String, Digest>) -> Result<Option<Digest>> {
+        if let Some(d) = o.etag.as_ref().and_then(|e| candidates.get(e)) {
+            return Ok(Some(*d));
+        }
+        let Some((bytes, _)) = self.bucket.get(key, 1024)? else { return Ok(None) };
+        match std::str::from_utf8(&bytes).ok().and_then(Digest::parse) {
+            Some(d) => Ok(Some(d)),
+            None => Err(MalformedLink(format!(
+                "malformed link {}: {:?}; a link holds exactly sha256:<64 hex digits>",
+                self.bucket.url(key),
+                String::from_utf8_lossy(&bytes[..bytes.len().min(100)])
+            ))
+            .into()),
+        }
+    }
+
+    fn blob_key(d: &Digest) -> String {
+        let hex = d.hex();
+        format!("blobs/sha256/{}/{hex}/data", &hex[..2])
+    }
+
+    fn load_manifest(&self, d: &Digest) -> Parsed {
+        let key = Self::blob_key(d);
+        match self.bucket.get(&key, MAX_MANIFEST) {
+            Ok(None) => Parsed::Missing,
+            Ok(Some((bytes, _))) => match manifest::parse(&bytes) {
+                Ok(m) => Parsed::Ok(m),
+                Err(e) => Parsed::Broken(format!("manifest {d} at {}: {e:#}", self.bucket.url(&key))),
+            },
+            Err(e) => Parsed::Broken(format!("manifest {d}: {e:#}")),
+        }
+    }
+}
+
+impl StoreView for S3Store {
+    fn stat(&self, object: Object) -> Result<Option<(u64, SystemTime)>> {
+        let newest = |repo: &str, prefix: String| {
+            let objs = self.repo_objs(repo);
+            Ok(under(&objs, &prefix).iter().map(|o| o.modified).max().map(|t| (0, t)))
+        };
+        match object {
+            Object::BlobData(d) | Object::BlobFolder(d) => {
+                Ok(self.blobs.read().unwrap_or_else(|p| p.into_inner()).get(&d).copied())
+            }
+            Object::LayerLink(repo, d) => {
+                let key = format!("_layers/sha256/{}/link", d.hex());
+                let objs = self.repo_objs(repo);
+                Ok(objs.binary_search_by(|o| o.key.as_str().cmp(&key)).ok().map(|i| (objs[i].size, objs[i].modified)))
+            }
+            Object::LayerFolder(repo, d) => newest(repo, format!("_layers/sha256/{}/", d.hex())),
+            Object::RevisionFolder(repo, d) => newest(repo, format!("_manifests/revisions/sha256/{}/", d.hex())),
+        }
+    }
+
+    fn tag_index(&self, repo: &str, tag: &str) -> Result<Vec<Digest>> {
+        let objs = self.repo_objs(repo);
+        let prefix = format!("_manifests/tags/{tag}/index/sha256/");
+        let found: BTreeSet<Digest> = under(&objs, &prefix)
+            .iter()
+            .filter_map(|o| o.key[prefix.len()..].split('/').next().and_then(Digest::from_hex))
+            .collect();
+        Ok(found.into_iter().collect())
+    }
+}
+
+impl Store for S3Store {
+    fn repositories(&self) -> Result<Vec<String>> {
+        let repos = self.list_repositories()?;
+        let names: Vec<String> = repos.keys().cloned().collect();
+        *self.repos.write().unwrap_or_else(|p| p.into_inner()) =
+            repos.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        Ok(names)
+    }
+
+    fn blobs(&self) -> Result<BlobList> {
+        // The prefix folders there are (one request), then each flat, in parallel.
+        let (prefixes, _) = self.bucket.folders("blobs/sha256")?;
+        let there: BTreeSet<String> = prefixes.into_iter().collect();
+        let lists: Vec<Vec<Obj>> = (0..=255u8)
+            .into_par_iter()
+            .map(|b| {
+                let p = format!("{b:02x}");
+                if there.contains(&p) { self.bucket.list(&format!("blobs/sha256/{p}")) } else { Ok(Vec::new()) }
+            })
+            .collect::<Result<_>>()?;
+        let mut meta = DigestMap::default();
+        let buckets: Vec<Vec<Digest>> = lists
+            .into_iter()
+            .enumerate()
+            .map(|(b, objs)| {
+                let mut found = Vec::new();
+                for o in objs {
+                    // blobs/sha256/<xx>/<hex>/data, in its own prefix: anything else is not the registry's.
+                    let mut parts = o.key.split('/').skip(2);
+                    let (Some(_), Some(hex), Some("data"), None) =
+                        (parts.next(), parts.next(), parts.next(), parts.next())
+                    else {
+                        continue;
+                    };
+                    if let Some(d) = Digest::from_hex(hex).filter(|d| usize::from(d.0[0]) == b) {
+                        meta.insert(d, (o.size, o.modified));
+                        found.push(d);
+                    }
+                }
+                found
+            })
+            .collect();
+        if buckets.iter().any(|b| !b.is_empty()) && self.repos.read().unwrap_or_else(|p| p.into_inner()).is_empty() {
+            // As on disk (and as the reference collector, distribution#3200): more likely a
+            // wrong rootdirectory than a registry with nothing in it.
+            let (top, _) = self.bucket.folders("repositories")?;
+            if top.is_empty() {
+                bail!(
+                    "{}/repositories holds nothing but {}/blobs holds blobs: refusing to treat every blob as garbage",
+                    self.bucket.shown_v2(),
+                    self.bucket.shown_v2()
+                );
+            }
+        }
+        *self.blobs.write().unwrap_or_else(|p| p.into_inner()) = meta;
+        Ok(BlobList::from_buckets(buckets))
+    }
+
+    fn repository(&self, name: String, tag_links: bool) -> Result<Repo> {
+        let objs = self.repo_objs(&name);
+        let base = format!("repositories/{name}/");
+        let mut current: BTreeMap<&str, &Obj> = BTreeMap::new();
+        let mut tag_names: BTreeSet<&str> = BTreeSet::new();
+        let mut rev_links: Vec<(Digest, &Obj)> = Vec::new();
+        let mut rev_folders: BTreeSet<Digest> = BTreeSet::new();
+        let mut layers: BTreeSet<Digest> = BTreeSet::new();
+        let mut uploads: BTreeMap<&str, (Option<&Obj>, u64)> = BTreeMap::new();
+        for o in objs.iter() {
+            let parts: Vec<&str> = o.key.split('/').collect();
+            match parts.as_slice() {
+                ["_manifests", "tags", tag, "current", "link"] => {
+                    current.insert(tag, o);
+                    tag_names.insert(tag);
+                }
+                ["_manifests", "tags", tag, ..] => {
+                    tag_names.insert(tag);
+                }
+                ["_manifests", "revisions", "sha256", hex, rest @ ..] => {
+                    if let Some(d) = Digest::from_hex(hex) {
+                        rev_folders.insert(d);
+                        if rest == ["link"] {
+                            rev_links.push((d, o));
+                        }
+                    }
+                }
+                ["_layers", "sha256", hex, ..] => layers.extend(Digest::from_hex(hex)),
+                ["_uploads", id, rest @ ..] => {
+                    let u = uploads.entry(id).or_default();
+                    match rest {
+                        ["startedat"] => u.0 = Some(o),
+                        ["data"] => u.1 = o.size,
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        // The content of every link is one of the repository's revision digests, known from its
+        // ETag; a link that is none of them is read.
+        let candidates: HashMap<String, Digest> = rev_folders.iter().map(|d| (link_etag(d), *d)).collect();
+        let mut revisions: Vec<Revision> = rev_links
+            .par_iter()
+            .map(|(d, o)| {
+                let target = self.link(&format!("{base}{}", o.key), o, &candidates)?.unwrap_or(*d);
+                Ok(Revision { digest: *d, target, modified: o.modified })
+            })
+            .collect::<Result<_>>()?;
+        revisions.sort_by_key(|r| r.digest);
+        let linked: BTreeSet<Digest> = revisions.iter().map(|r| r.digest).collect();
+        let incomplete_revisions = rev_folders.difference(&linked).copied().collect();
+        let tags_not_read = if tag_links { 0 } else { tag_names.len() };
+        let tags: Vec<Tag> = if tag_links {
+            tag_names
+                .par_iter()
+                .map(|t| {
+                    let (current, pushed) = match current.get(t) {
+                        Some(o) => (self.link(&format!("{base}{}", o.key), o, &candidates)?, o.modified),
+                        None => (None, SystemTime::UNIX_EPOCH),
+                    };
+                    Ok(Tag { name: t.to_string(), current, pushed })
+                })
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
+        let uploads = uploads
+            .into_iter()
+            .map(|(id, (started, size))| {
+                // Unreadable or unparsable: never purged, as the registry does.
+                let started = started
+                    .and_then(|_| self.bucket.get(&format!("{base}_uploads/{id}/startedat"), 1024).ok().flatten())
+                    .and_then(|(b, _)| chrono::DateTime::parse_from_rfc3339(String::from_utf8_lossy(&b).trim()).ok())
+                    .map(SystemTime::from);
+                Upload { id: id.to_string(), started, size }
+            })
+            .collect();
+        Ok(Repo {
+            name,
+            tags,
+            tags_not_read,
+            revisions,
+            incomplete_revisions,
+            layers: layers.into_iter().collect(),
+            uploads,
+        })
+    }
+
+    fn revision_digests(&self, repo: &str) -> Result<Vec<Digest>> {
+        let objs = self.repo_objs(repo);
+        let prefix = "_manifests/revisions/sha256/";
+        let found: BTreeSet<Digest> = under(&objs, prefix)
+            .iter()
+            .filter_map(|o| o.key[prefix.len()..].split('/').next().and_then(Digest::from_hex))
+            .collect();
+        Ok(found.into_iter().collect())
+    }
+
+    fn manifests(&self, digests: DigestSet) -> DigestMap<Parsed> {
+        let listed = self.blobs.read().unwrap_or_else(|p| p.into_inner());
+        let known = !listed.is_empty();
+        let wanted: Vec<(Digest, bool)> = digests.into_iter().map(|d| (d, !known || listed.contains_key(&d))).collect();
+        drop(listed);
+        wanted
+            .into_par_iter()
+            .map(|(d, there)| (d, if there { self.load_manifest(&d) } else { Parsed::Missing }))
+            .collect()
+    }
+
+    fn config(&self, d: &Digest) -> Option<Vec<u8>> {
+        self.bucket.get(&Self::blob_key(d), MAX_CONFIG).ok()?.map(|(b, _)| b)
+    }
+
+    fn journal(&self) -> Result<Option<Journal>> {
+        match self.bucket.get(JOURNAL, journal::MAX_SIZE)? {
+            None => Ok(None),
+            Some((bytes, _)) => journal::decode(&bytes, &self.bucket.url(JOURNAL)).map(Some),
+        }
+    }
+
+    fn lock(&self) -> Result<Box<dyn Any>> {
+        let held = lock::Lock::acquire(self.bucket.clone(), LOCK)?;
+        *self.locked_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(held.written);
+        Ok(Box::new(held))
+    }
+
+    fn write_journal(&self, earlier: &Journal, repos: &[RepoPlan]) -> Result<()> {
+        match journal::encode(earlier, repos) {
+            Some(bytes) => self.bucket.put(JOURNAL, bytes),
+            None => Ok(()),
+        }
+    }
+
+    fn remove_journal(&self) -> Result<()> {
+        self.bucket.delete(JOURNAL)
+    }
+
+    fn remark(&self, since: SystemTime, extra: &[(String, Digest)]) -> Result<Rescued> {
+        let repos = self.list_repositories()?;
+        let per_repo: Vec<(String, Vec<Digest>, DigestSet)> = repos
+            .into_par_iter()
+            .map(|(name, objs)| {
+                let mut manifests: Vec<Digest> = extra.iter().filter(|(r, _)| *r == name).map(|(_, d)| *d).collect();
+                let mut links = DigestSet::default();
+                for o in objs.iter().filter(|o| o.modified >= since) {
+                    let parts: Vec<&str> = o.key.split('/').collect();
+                    match parts.as_slice() {
+                        ["_manifests", "revisions", "sha256", hex, "link"] => {
+                            let Some(d) = Digest::from_hex(hex) else { continue };
+                            let own = HashMap::from([(link_etag(&d), d)]);
+                            let key = format!("repositories/{name}/{}", o.key);
+                            manifests.extend(self.link(&key, o, &own)?);
+                        }
+                        // A layer link counts by the digest in its path: its content is not read.
+                        ["_layers", "sha256", hex, "link"] => links.extend(Digest::from_hex(hex)),
+                        _ => {}
+                    }
+                }
+                Ok((name, manifests, links))
+            })
+            .collect::<Result<_>>()?;
+        remark::rescue(per_repo, &|d| self.load_manifest(d))
+    }
+
+    fn retagged(&self, repo: &str, planned: &mut dyn Iterator<Item = Digest>, since: SystemTime) -> Result<DigestSet> {
+        let planned: Vec<Digest> = planned.collect();
+        let young: Vec<Digest> = planned
+            .par_iter()
+            .map(|d| {
+                let key = format!("repositories/{repo}/_manifests/revisions/sha256/{}/link", d.hex());
+                Ok(self.bucket.head(&key)?.is_some_and(|o| o.modified >= since).then_some(*d))
+            })
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut kept = DigestSet::default();
+        let mut todo = young;
+        while let Some(d) = todo.pop() {
+            if kept.insert(d)
+                && let Parsed::Ok(m) = self.load_manifest(&d)
+            {
+                todo.extend(m.children.iter().copied());
+            }
+        }
+        Ok(kept)
+    }
+
+    fn has_blob(&self, d: &Digest) -> bool {
+        // Unsure is present: the check that names lost blobs names none it cannot confirm.
+        self.bucket.head(&Self::blob_key(d)).map_or(true, |o| o.is_some())
+    }
+
+    fn remove(
+        &self,
+        stage: &str,
+        batches: &[Batch],
+        since: Option<SystemTime>,
+        tally: &Tally,
+        progress: Progress,
+    ) -> bool {
+        remove::stage(&self.bucket, progress, stage, batches, since, tally)
+    }
+
+    fn scan_began(&self, local: SystemTime) -> SystemTime {
+        // The bucket's clock, which stamps what pushes write, to its second: the lock's time,
+        // a second earlier for its truncation.
+        match *self.locked_at.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(t) => (t - Duration::from_secs(1)).min(local),
+            None => local,
+        }
+    }
+
+    fn blob_rounds(&self) -> u8 {
+        4
+    }
+
+    fn requests(&self) -> Option<RequestCounts> {
+        Some(self.bucket.requests.snapshot())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repository_keys_split_at_the_registry_folders() {
+        assert_eq!(
+            split_repo_key("team/app/_manifests/tags/v1/current/link"),
+            Some(("team/app", "_manifests/tags/v1/current/link"))
+        );
+        assert_eq!(split_repo_key("app/_layers/sha256/x/link"), Some(("app", "_layers/sha256/x/link")));
+        assert_eq!(split_repo_key("_manifests/x"), None);
+        assert_eq!(split_repo_key("team/_other/x"), None);
+        assert_eq!(split_repo_key("team/app"), None);
+    }
+
+    #[test]
+    fn a_link_etag_is_the_md5_of_its_content() {
+        let d = Digest::parse("sha256:80108610a7cd2ca22809d9a68462a343851728f8c08feec59e1f49efa2940c05").unwrap();
+        // As moto listed it for the link the registry wrote.
+        assert_eq!(link_etag(&d), "a8364443d4f1ee15cc33b38ef7af2702");
+    }
+}

@@ -1,0 +1,148 @@
+//! The bucket's deletions. A batch's parent folder is listed again right before (one request
+//! per 1,000 keys), so that what was written since the scan is seen and left; then the key that
+//! makes each folder what it is (`current/link`, `link`, `data`; an upload's everything but
+//! `startedat`) goes for every folder of the batch, by DeleteObjects, then the rest. A crash in
+//! between leaves keys the registry ignores and the next run removes.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use rayon::prelude::*;
+
+use crate::core::progress::Progress;
+use crate::model::outcome::What;
+use crate::store::s3::bucket::{Bucket, Obj};
+use crate::store::stage::{Batch, Folder, Parent, Tally, crash_point};
+
+/// The parent folder's key, relative to `docker/registry/v2/`.
+fn parent_key(p: &Parent) -> Option<String> {
+    Some(match p {
+        Parent::Tags(r) => format!("repositories/{r}/_manifests/tags"),
+        Parent::Revisions(r) => format!("repositories/{r}/_manifests/revisions/sha256"),
+        Parent::TagIndex(r, t) => format!("repositories/{r}/_manifests/tags/{t}/index/sha256"),
+        Parent::Layers(r) => format!("repositories/{r}/_layers/sha256"),
+        Parent::Uploads(r) => format!("repositories/{r}/_uploads"),
+        Parent::BlobPrefix(b) => format!("blobs/sha256/{b:02x}"),
+        Parent::Path(_) => return None,
+    })
+}
+
+/// One folder's keys, in the order they go.
+struct Plan {
+    /// Deleted first: from then on the folder is gone for the registry.
+    first: Vec<String>,
+    /// Deleted after every folder's first keys.
+    then: Vec<String>,
+    bytes: u64,
+}
+
+/// What to do with one folder, from the fresh listing of its parent (`objs`, keys relative to
+/// the parent `parent`); `None` when it is left (written since the scan).
+fn plan_folder(
+    parent: &str,
+    objs: &BTreeMap<&str, &Obj>,
+    f: &Folder,
+    what: What,
+    since: Option<SystemTime>,
+) -> Option<Plan> {
+    let young = |rel: &str| objs.get(rel).is_some_and(|o| since.is_some_and(|s| o.modified >= s));
+    let prefix = format!("{}/", f.name());
+    let all: Vec<(&str, &Obj)> =
+        objs.range(prefix.as_str()..).take_while(|(k, _)| k.starts_with(&prefix)).map(|(k, o)| (*k, *o)).collect();
+    // The key that makes the folder what it is; written since the scan, the folder stays.
+    let main = match f {
+        Folder::Link(_) => Some(format!("{prefix}link")),
+        Folder::Blob(_) => Some(format!("{prefix}data")),
+        Folder::Tag(tag, _) => Some(format!("{tag}/current/link")),
+        Folder::Upload(_) | Folder::History(_) | Folder::Leftover(_) => None,
+    };
+    let left = match f {
+        Folder::History(tag) => young(&format!("{tag}/current/link")),
+        // Holding a link or data now (a push wrote it): no leftover any more.
+        Folder::Leftover(_) => all.iter().any(|(k, _)| k.ends_with("/link") || k.ends_with("/data")),
+        _ => main.as_deref().is_some_and(|m| what != What::IndexEntry && young(m)),
+    };
+    if left {
+        return None;
+    }
+    let mut plan = Plan { first: Vec::new(), then: Vec::new(), bytes: 0 };
+    for (k, o) in all {
+        let (is_first, counts) = match f {
+            // An upload's `startedat` goes last: interrupted, it still looks old.
+            Folder::Upload(_) => (!k.ends_with("/startedat"), k.ends_with("/data")),
+            _ => (main.as_deref() == Some(k), what == What::Blob && main.as_deref() == Some(k)),
+        };
+        if counts {
+            plan.bytes = o.size;
+        }
+        let key = format!("{parent}/{k}");
+        if is_first { plan.first.push(key) } else { plan.then.push(key) }
+    }
+    Some(plan)
+}
+
+/// Removes the folders of one batch: listed, planned, first keys, then the rest.
+fn remove_batch(bucket: &Bucket, b: &Batch, since: Option<SystemTime>, tally: &Tally, done: &dyn Fn(u64)) {
+    if tally.stop_requested() {
+        return;
+    }
+    let Some(parent) = parent_key(&b.parent) else {
+        return tally.failed(&format!("{:?}", b.parent), &"a path of a filesystem store, given to a bucket");
+    };
+    let listed = match bucket.list(&parent) {
+        Ok(l) => l,
+        Err(e) => return tally.failed(&bucket.url(&parent), &format!("{e:#}")),
+    };
+    if listed.is_empty() {
+        return; // gone already: a rerun
+    }
+    let strip = format!("{parent}/");
+    let objs: BTreeMap<&str, &Obj> = listed.iter().filter_map(|o| Some((o.key.strip_prefix(&strip)?, o))).collect();
+    let mut plans = Vec::new();
+    for f in &b.folders {
+        let what = match f {
+            Folder::Leftover(_) => What::Leftover,
+            Folder::History(_) => What::History,
+            _ => b.what,
+        };
+        match plan_folder(&parent, &objs, f, b.what, since) {
+            Some(p) => plans.push((what, p)),
+            None => tally.rescued(b.repo, what, if let Folder::Link(d) = f { Some(*d) } else { None }),
+        }
+    }
+    let first: Vec<String> = plans.iter().flat_map(|(_, p)| p.first.iter().cloned()).collect();
+    let failed: BTreeMap<String, String> = bucket.delete_many(&first).into_iter().collect();
+    for _ in &first {
+        crash_point();
+    }
+    let then: Vec<String> = plans
+        .iter()
+        .filter(|(_, p)| !p.first.iter().any(|k| failed.contains_key(k)))
+        .flat_map(|(_, p)| p.then.iter().cloned())
+        .collect();
+    let failed_then: BTreeMap<String, String> = bucket.delete_many(&then).into_iter().collect();
+    for (what, p) in &plans {
+        let err = p.first.iter().chain(&p.then).find_map(|k| failed.get(k).or(failed_then.get(k)).map(|e| (k, e)));
+        match err {
+            Some((k, e)) => tally.failed(&bucket.url(k), e),
+            None => tally.gone(b.repo, *what, p.bytes),
+        }
+    }
+    done(b.folders.len() as u64);
+}
+
+/// Runs one stage, its batches in parallel; true when every folder went or was rescued.
+pub(super) fn stage(
+    bucket: &Bucket,
+    progress: Progress,
+    name: &str,
+    batches: &[Batch],
+    since: Option<SystemTime>,
+    tally: &Tally,
+) -> bool {
+    let before = tally.failures();
+    let bar = progress.bar(name, batches.iter().map(|b| b.folders.len() as u64).sum());
+    batches.par_iter().for_each(|b| remove_batch(bucket, b, since, tally, &|n| bar.inc(n)));
+    bar.finish_and_clear();
+    tally.failures() == before && !tally.stop_requested()
+}

@@ -1,0 +1,176 @@
+//! The object-storage side of the tests: moto's S3 server (in target/s3venv, which tests/run.sh
+//! makes), buckets written by the real registry's s3 driver from skopeo pushes, and regsweep
+//! run against them with the usual AWS environment.
+
+use std::collections::BTreeMap;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::{Registry, Setup, fixture, free_port, top, v2};
+
+/// The virtual environment with moto's server and boto3.
+fn venv() -> PathBuf {
+    std::env::var_os("REGSWEEP_S3_VENV").map(PathBuf::from).unwrap_or_else(|| top().join("target/s3venv"))
+}
+
+/// Moto's S3 server on a loopback port (in memory: gone when dropped).
+pub struct Moto {
+    pub port: u16,
+    child: Child,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let port = free_port();
+        let child = Command::new(venv().join("bin/moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server must be installed (tests/run.sh installs it in target/s3venv)");
+        let moto = Moto { port, child };
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(30), "moto did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        moto
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs tests/s3tool.py against this server.
+    pub fn tool(&self, args: &[&str]) -> String {
+        let out = Command::new(venv().join("bin/python"))
+            .arg(top().join("tests/s3tool.py"))
+            .arg(self.endpoint())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "s3tool {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn create_bucket(&self, bucket: &str) {
+        self.tool(&["mkbucket", bucket]);
+    }
+
+    /// Every key of a bucket, sorted.
+    pub fn keys(&self, bucket: &str) -> Vec<String> {
+        self.tool(&["keys", bucket]).lines().map(String::from).collect()
+    }
+
+    /// The registry's `storage:` line for a bucket of this server.
+    pub fn storage(&self, bucket: &str, root: &str) -> String {
+        format!(
+            "  s3: {{accesskey: test, secretkey: test, region: us-east-1, regionendpoint: {}, bucket: {bucket}, \
+             rootdirectory: {root}, secure: false}}",
+            self.endpoint()
+        )
+    }
+
+    /// A registry setup serving a bucket of this server.
+    pub fn setup(&self, bucket: &str, root: &str) -> Setup {
+        Setup { storage: Some(self.storage(bucket, root)), ..Setup::default() }
+    }
+
+    /// regsweep with the AWS environment pointing at this server.
+    pub fn regsweep(&self, args: &[&str]) -> Output {
+        self.command(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_regsweep"));
+        cmd.args(args)
+            .env("AWS_ENDPOINT_URL", self.endpoint())
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env_remove("AWS_PROFILE");
+        cmd
+    }
+
+    /// regsweep's JSON report; panics when it fails.
+    pub fn regsweep_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.regsweep(&all);
+        assert!(
+            out.status.success(),
+            "regsweep {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The tags of a filesystem store, in the order they were pushed (mtime of `current/link`).
+fn tags_by_push(root: &Path) -> Vec<(String, String)> {
+    let mut tags: Vec<(SystemTime, String, String)> = super::tags_on_disk(root)
+        .into_iter()
+        .map(|(r, t)| {
+            let link = v2(root).join(format!("repositories/{r}/_manifests/tags/{t}/current/link"));
+            (std::fs::metadata(link).unwrap().modified().unwrap(), r, t)
+        })
+        .collect();
+    tags.sort();
+    tags.into_iter().map(|(_, r, t)| (r, t)).collect()
+}
+
+/// Copies the demo store's tags into a new bucket through the real registry's s3 driver, with
+/// skopeo, in the demo's push order: one tag of each repository a second, so that a bucket's
+/// push times (to the second) order them as on disk. Returns the tags.
+pub fn demo_bucket(moto: &Moto, bucket: &str, root: &str) -> Vec<(String, String)> {
+    moto.create_bucket(bucket);
+    let demo = fixture("demo");
+    let src = Registry::serve(demo.path());
+    let dst = Registry::serve_with(Path::new("/nonexistent"), &moto.setup(bucket, root));
+    let tags = tags_by_push(demo.path());
+    let mut rounds: Vec<Vec<(String, String)>> = Vec::new();
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (r, t) in &tags {
+        let n = seen.entry(r).or_default();
+        if rounds.len() <= *n {
+            rounds.push(Vec::new());
+        }
+        rounds[*n].push((r.clone(), t.clone()));
+        *n += 1;
+    }
+    for round in rounds {
+        // Each round starts on a second of its own.
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        std::thread::sleep(
+            Duration::from_nanos(1_000_000_000 - u64::from(now.subsec_nanos())) + Duration::from_millis(20),
+        );
+        let copies: Vec<_> = round
+            .iter()
+            .map(|(r, t)| {
+                Command::new("skopeo")
+                    .args(["--insecure-policy", "copy", "--all", "--preserve-digests", "-q"])
+                    .args(["--src-tls-verify=false", "--dest-tls-verify=false"])
+                    .arg(format!("docker://127.0.0.1:{}/{r}:{t}", src.port))
+                    .arg(format!("docker://127.0.0.1:{}/{r}:{t}", dst.port))
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in copies {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success(), "skopeo copy: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    tags
+}

@@ -1,0 +1,48 @@
+"""Bucket chores for the object-storage tests, with boto3 (moto's dependency, in target/s3venv).
+
+    s3tool.py ENDPOINT mkbucket BUCKET
+    s3tool.py ENDPOINT keys BUCKET                  one key a line, sorted
+    s3tool.py ENDPOINT copy SRC DST                 every object, server-side
+    s3tool.py ENDPOINT download BUCKET PREFIX DIR   objects under PREFIX into DIR, mtime = LastModified
+    s3tool.py ENDPOINT put BUCKET KEY FILE
+"""
+import os
+import sys
+
+import boto3
+
+
+def main():
+    endpoint, cmd, *args = sys.argv[1:]
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test",
+                      aws_secret_access_key="test", region_name="us-east-1")
+
+    def objects(bucket, prefix=""):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            yield from page.get("Contents", [])
+
+    if cmd == "mkbucket":
+        s3.create_bucket(Bucket=args[0])
+    elif cmd == "keys":
+        for key in sorted(o["Key"] for o in objects(args[0])):
+            print(key)
+    elif cmd == "copy":
+        src, dst = args
+        for o in objects(src):
+            s3.copy_object(Bucket=dst, Key=o["Key"], CopySource={"Bucket": src, "Key": o["Key"]})
+    elif cmd == "download":
+        bucket, prefix, out = args
+        for o in objects(bucket, prefix):
+            path = os.path.join(out, o["Key"][len(prefix):].lstrip("/"))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            s3.download_file(bucket, o["Key"], path)
+            t = o["LastModified"].timestamp()
+            os.utime(path, (t, t))
+    elif cmd == "put":
+        bucket, key, path = args
+        s3.upload_file(path, bucket, key)
+    else:
+        sys.exit(f"unknown command {cmd}")
+
+
+main()
