@@ -92,3 +92,152 @@ fn a_bucket_and_its_filesystem_copy_end_alike() {
     assert_same(&after_bucket, &after_disk, "the same keys after the same prune");
     assert!(after_bucket.len() < before.len());
 }
+
+/// The digest a tag points to, asked of the registry.
+fn digest_of(reg: &Registry, repo: &str, tag: &str) -> String {
+    let accept = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
+        application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+    let out = std::process::Command::new("curl")
+        .args(["-sfI", "-H", &format!("Accept: {accept}"), &format!("{}/v2/{repo}/manifests/{tag}", reg.url)])
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&out.stdout).to_string();
+    let line = head.lines().find(|l| l.to_ascii_lowercase().starts_with("docker-content-digest:")).expect(&head);
+    line.split_once(':').unwrap().1.trim().to_string()
+}
+
+/// What the reference collector decides about: blobs and revision links.
+fn collected(keys: &BTreeSet<String>) -> BTreeSet<String> {
+    keys.iter().filter(|k| k.starts_with("blobs/") || k.contains("/_manifests/revisions/")).cloned().collect()
+}
+
+#[test]
+fn gc_on_a_bucket_leaves_what_the_reference_collector_leaves() {
+    let moto = Moto::start();
+    demo_bucket(&moto, "reg-a", "store");
+    // Garbage the registry's own way: manifests deleted through the API (a single image and a
+    // multi-arch index, whose children stay as untagged revisions).
+    {
+        let reg = Registry::serve_with(Path::new("/nonexistent"), &moto.setup("reg-a", "store"));
+        for (r, t) in [("team/app", "v1"), ("team/multi", "2026.1"), ("team/app/tools", "1.0.0")] {
+            let d = digest_of(&reg, r, t);
+            let st = reg.status("DELETE", &format!("/v2/{r}/manifests/{d}"), "").unwrap();
+            assert_eq!(st, 202, "DELETE {r}@{d}");
+        }
+    }
+    moto.create_bucket("reg-b");
+    moto.tool(&["copy", "reg-a", "reg-b"]);
+    // What was written within a second or two of the run is left as a push under way (the
+    // bucket's times are to the second): the copy must be older.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let setup_a = moto.setup("reg-a", "store");
+    reference_gc_with(Path::new("/nonexistent"), &setup_a, false);
+    // regsweep's gc through the registry's own config file, naming the copy.
+    let cfg = tempfile::Builder::new().suffix(".yml").tempfile().unwrap();
+    std::fs::write(cfg.path(), format!("version: 0.1\nstorage:\n{}\n", moto.storage("reg-b", "/store"))).unwrap();
+    let report = moto.regsweep_json(&["gc", "--config", cfg.path().to_str().unwrap(), "--grace", "0s"]);
+    assert!(report["blobs_deleted"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["rescued"]["blobs"], 0, "{report}");
+    assert_eq!(report["root"], "s3://reg-b/store");
+    let (reference, ours) = (collected(&store_keys(&moto, "reg-a")), collected(&store_keys(&moto, "reg-b")));
+    assert_same(&reference, &ours, "the reference collector's bucket and regsweep's");
+    let reg = Registry::serve_with(Path::new("/nonexistent"), &moto.setup("reg-b", "store"));
+    for (r, t) in [("team/app", "v2"), ("team/multi", "2026.3"), ("team/app/tools", "2.0.0")] {
+        reg.pull(r, t).unwrap_or_else(|e| panic!("{r}:{t}: {e}"));
+    }
+}
+
+/// SIGKILL-like stops (an abort after K deletions) across a real prune on a bucket, then a
+/// rerun: each ends with the keys of an uninterrupted run, and the lock the dead run left is
+/// taken over.
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs --features test-hooks")]
+fn a_run_killed_anywhere_on_a_bucket_is_finished_by_the_next() {
+    let moto = Moto::start();
+    demo_bucket(&moto, "master", "store");
+    let points = [1usize, 4, 9, 15, 25, 40, 60];
+    let buckets: Vec<String> = std::iter::once("whole".to_string()).chain(points.iter().map(|k| format!("killed-{k}"))).collect();
+    for b in &buckets {
+        moto.create_bucket(b);
+        moto.tool(&["copy", "master", b]);
+    }
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    // Server-side copies share one push time: ranked by name, not by push.
+    let args = |b: &str| {
+        let url = format!("s3://{b}/store");
+        ["prune", "--root", &url, "--keep", "2", "--order", "name", "--grace", "0s", "--upload-age", "0s"]
+            .map(String::from)
+    };
+    let run = |b: &str| moto.regsweep_json(&args(b).iter().map(String::as_str).collect::<Vec<_>>());
+    let whole = run("whole");
+    let total = ["tags_deleted", "manifests_deleted", "layer_links_deleted", "blobs_deleted"]
+        .iter()
+        .map(|k| whole[k].as_u64().unwrap() as usize)
+        .sum::<usize>();
+    assert!(total > *points.last().unwrap(), "the points fall inside the run: {total} deletions");
+    let expected = store_keys(&moto, "whole");
+    for (k, b) in points.iter().zip(&buckets[1..]) {
+        let out = moto
+            .command(&args(b).iter().map(String::as_str).collect::<Vec<_>>())
+            .env("REGSWEEP_TEST_CRASH_AFTER", k.to_string())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "the run stopped after {k} deletions");
+        let left = store_keys(&moto, b);
+        assert!(left.contains(".regsweep.lock") && left.contains(".regsweep-journal.json"), "after {k}: {left:?}");
+        run(b);
+        assert_same(&expected, &store_keys(&moto, b), &format!("killed after {k} deletions, then run again"));
+    }
+    let reg = Registry::serve_with(Path::new("/nonexistent"), &moto.setup(&buckets[3], "store"));
+    for (r, t) in [("team/app", "v6"), ("team/app", "v5"), ("team/multi", "2026.3"), ("team/app/tools", "2.0.0")] {
+        reg.pull(r, t).unwrap_or_else(|e| panic!("{r}:{t}: {e}"));
+    }
+}
+
+#[test]
+fn a_missing_bucket_or_bad_credentials_is_a_clear_error_and_nothing_changes() {
+    let moto = Moto::start();
+    moto.create_bucket("reg");
+    let out = moto.regsweep(&["gc", "--root", "s3://nobucket/store"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("NoSuchBucket") && err.contains("s3://nobucket/store"), "{err}");
+    assert!(err.lines().count() <= 2, "one short message: {err}");
+
+    let strict = Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]);
+    let out = strict.regsweep(&["prune", "--root", "s3://reg/store", "--keep", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("InvalidAccessKeyId") && err.contains("credentials"), "{err}");
+}
+
+#[test]
+fn a_held_lock_stops_a_real_run_and_a_dead_runs_lock_is_taken_over() {
+    let moto = Moto::start();
+    demo_bucket(&moto, "reg", "store");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    let lock = |pid: u32| {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), format!(r#"{{"host":"{host}","pid":{pid},"nonce":"x"}}"#)).unwrap();
+        moto.tool(&["put", "reg", &format!("{V2}.regsweep.lock"), f.path().to_str().unwrap()]);
+    };
+    let before = store_keys(&moto, "reg");
+    lock(std::process::id()); // this test: alive
+    let args = ["prune", "--root", "s3://reg/store", "--keep", "1", "--grace", "0s"];
+    let out = moto.regsweep(&args);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another run holds the lock") && err.contains(&format!("process {}", std::process::id())), "{err}");
+    let mut expected = before.clone();
+    expected.insert(".regsweep.lock".into());
+    assert_same(&store_keys(&moto, "reg"), &expected, "nothing deleted");
+    // A dry run takes no lock.
+    moto.regsweep_json(&[&args[..], &["--dry-run"]].concat());
+
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    dead.wait().unwrap();
+    lock(dead.id());
+    let report = moto.regsweep_json(&args);
+    assert!(report["tags_deleted"].as_u64().unwrap() > 0);
+    assert!(!store_keys(&moto, "reg").contains(".regsweep.lock"));
+}

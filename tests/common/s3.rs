@@ -23,9 +23,16 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Moto {
+        Moto::start_with(&[])
+    }
+
+    /// With environment variables for the server (`INITIAL_NO_AUTH_ACTION_COUNT=0`: credentials
+    /// checked).
+    pub fn start_with(env: &[(&str, &str)]) -> Moto {
         let port = free_port();
         let child = Command::new(venv().join("bin/moto_server"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -97,6 +97,44 @@ impl HttpConnector for CountingConnector {
     }
 }
 
+/// An object store's error, told briefly: the S3 error code and message where the server gave
+/// them (its XML answer otherwise fills a screen, three times over), with what to check.
+fn explain(e: object_store::Error) -> anyhow::Error {
+    let text = e.to_string();
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let start = text.find(&open)? + open.len();
+        Some(text[start..].split('<').next()?.to_string())
+    };
+    let hint = |code: &str| match code {
+        "NoSuchBucket" => " (is the bucket's name right, and the endpoint?)",
+        "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "InvalidToken" | "ExpiredToken" => {
+            " (check the credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, the profile, or the config's \
+             accesskey and secretkey; regsweep needs to list, get, put and delete)"
+        }
+        _ => "",
+    };
+    match (tag("Code"), tag("Message")) {
+        (Some(code), Some(msg)) => anyhow!("{code}: {msg}{}", hint(&code)),
+        (Some(code), None) => anyhow!("{code}{}", hint(&code)),
+        // No S3 error: the innermost cause (a refused connection, a name not found, a status),
+        // and the retries already made.
+        _ => {
+            let mut inner: &dyn std::error::Error = &e;
+            while let Some(s) = inner.source() {
+                inner = s;
+            }
+            let cause = inner.to_string();
+            let cause = cause.split(": <").next().unwrap_or_default().trim().to_string();
+            let retries = text.split_once(" after ").and_then(|(_, r)| r.split_once(" retries")).map(|(n, _)| n);
+            match retries {
+                Some(n) => anyhow!("{cause} (after {n} retries)"),
+                None => anyhow!("{cause}"),
+            }
+        }
+    }
+}
+
 /// One object as a listing or a head shows it; `key` is relative to the store's `docker/registry/v2/`.
 #[derive(Clone, Debug)]
 pub struct Obj {
@@ -193,6 +231,7 @@ impl Bucket {
         let key = self.key(prefix);
         let found: Vec<ObjectMeta> = self
             .block_on(self.store.list(Some(&key)).try_collect())
+            .map_err(explain)
             .with_context(|| format!("cannot list {}", self.url(prefix)))?;
         Ok(found.into_iter().map(|m| self.obj(m)).collect())
     }
@@ -202,6 +241,7 @@ impl Bucket {
         let key = self.key(prefix);
         let r = self
             .block_on(self.store.list_with_delimiter(Some(&key)))
+            .map_err(explain)
             .with_context(|| format!("cannot list {}", self.url(prefix)))?;
         let names = r.common_prefixes.iter().filter_map(|p| p.filename().map(String::from)).collect();
         Ok((names, r.objects.into_iter().map(|m| self.obj(m)).collect()))
@@ -213,13 +253,13 @@ impl Bucket {
         let got = self.block_on(async {
             let r = match self.store.get_opts(&key, GetOptions::default()).await {
                 Err(object_store::Error::NotFound { .. }) => return Ok(None),
-                r => r?,
+                r => r.map_err(explain)?,
             };
             if r.meta.size > max {
                 return Err(anyhow!("{} bytes, more than the {max} a manifest, link or config may have", r.meta.size));
             }
             let meta = r.meta.clone();
-            let bytes = r.bytes().await?;
+            let bytes = r.bytes().await.map_err(explain)?;
             Ok(Some((bytes.to_vec(), meta)))
         });
         let got = got.with_context(|| format!("cannot read {}", self.url(rel)))?;
@@ -231,13 +271,14 @@ impl Bucket {
         match self.block_on(self.store.head(&self.key(rel))) {
             Ok(m) => Ok(Some(self.obj(m))),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", self.url(rel))),
+            Err(e) => Err(explain(e)).with_context(|| format!("cannot read {}", self.url(rel))),
         }
     }
 
     /// Writes an object, replacing any.
     pub fn put(&self, rel: &str, bytes: Vec<u8>) -> Result<()> {
         self.block_on(self.store.put(&self.key(rel), PutPayload::from(bytes)))
+            .map_err(explain)
             .with_context(|| format!("cannot write {}", self.url(rel)))?;
         Ok(())
     }
@@ -248,7 +289,7 @@ impl Bucket {
         match self.block_on(self.store.put_opts(&self.key(rel), PutPayload::from(bytes), opts)) {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
-            Err(e) => Err(e).with_context(|| format!("cannot create {}", self.url(rel))),
+            Err(e) => Err(explain(e)).with_context(|| format!("cannot create {}", self.url(rel))),
         }
     }
 
@@ -256,7 +297,7 @@ impl Bucket {
     pub fn delete(&self, rel: &str) -> Result<()> {
         match self.block_on(self.store.delete(&self.key(rel))) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("cannot delete {}", self.url(rel))),
+            Err(e) => Err(explain(e)).with_context(|| format!("cannot delete {}", self.url(rel))),
         }
     }
 
