@@ -116,23 +116,6 @@ fn pushes_racing_the_reference_collector_are_recorded() {
     let _ = std::fs::write(record, format!("{broken} of {IMAGES}\n"));
 }
 
-/// Copies `from` (a reference in the registry) into `to`, a new repository of the same registry:
-/// the registry links the existing blobs into the new repository (a mount, or an upload of a
-/// blob it already has) and writes a new revision.
-fn copy_within(port: u16, from: &str, to: &str, all: bool) -> Result<(), String> {
-    let mut cmd = Command::new("skopeo");
-    cmd.args(["--insecure-policy", "copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false"]);
-    if all {
-        cmd.arg("--all");
-    }
-    let out = cmd
-        .arg(format!("docker://127.0.0.1:{port}/{from}"))
-        .arg(format!("docker://127.0.0.1:{port}/{to}"))
-        .output()
-        .unwrap();
-    if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
-}
-
 #[test]
 #[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
 fn old_images_copied_into_new_repositories_while_a_prune_runs_still_pull() {

@@ -241,3 +241,39 @@ fn a_held_lock_stops_a_real_run_and_a_dead_runs_lock_is_taken_over() {
     assert!(report["tags_deleted"].as_u64().unwrap() > 0);
     assert!(!store_keys(&moto, "reg").contains(".regsweep.lock"));
 }
+
+/// Issue 12.1 on a bucket: old images the plan deletes, copied by digest into new repositories
+/// after the plan (the run stopped right after its journal), still pull after the run: the
+/// re-mark lists the bucket again before the layer links and each round of blobs.
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs --features test-hooks")]
+fn old_images_copied_into_new_repositories_during_a_prune_on_a_bucket_still_pull() {
+    let moto = Moto::start();
+    demo_bucket(&moto, "reg", "store");
+    let reg = Registry::serve_with(Path::new("/nonexistent"), &moto.setup("reg", "store"));
+    let old = [
+        ("team/app", digest_of(&reg, "team/app", "v1"), false),
+        ("team/multi", digest_of(&reg, "team/multi", "2026.1"), true),
+        ("team/app/tools", digest_of(&reg, "team/app/tools", "1.0.0"), false),
+    ];
+    let mut cmd = moto.command(&["prune", "--root", "s3://reg/store", "--keep", "2", "--grace", "0s", "--json"]);
+    cmd.stdin(std::process::Stdio::null());
+    let run = stopped_at(cmd, "journal");
+    assert!(store_keys(&moto, "reg").contains(".regsweep-journal.json"), "stopped after the journal");
+    let copies: Vec<String> = (0..old.len()).map(|i| format!("copied/c{i}")).collect();
+    for (to, (repo, digest, all)) in copies.iter().zip(&old) {
+        copy_within(reg.port, &format!("{repo}@{digest}"), &format!("{to}:v1"), *all).unwrap();
+    }
+    signal(&run, "-CONT");
+    let out = run.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["rescued"]["blobs"].as_u64().unwrap() > 0, "{}", report["rescued"]);
+    assert!(tags_with(&report, "team/app", "delete").contains("v1"), "the prune itself went ahead");
+    drop(reg);
+    let reg = Registry::serve_with(Path::new("/nonexistent"), &moto.setup("reg", "store"));
+    for to in &copies {
+        reg.pull(to, "v1").unwrap_or_else(|e| panic!("{to}:v1, copied during the run, broke: {e}"));
+    }
+    assert_eq!(reg.manifest_status("team/app", "v1"), 404);
+}

@@ -48,15 +48,17 @@ pub fn regsweep(args: &[&str]) -> Output {
 /// Starts a real prune (`--keep 2 --json`) on `root` that stops itself (SIGSTOP) at `point`
 /// (`REGSWEEP_TEST_STOP_AT`, feature `test-hooks`); returns it stopped, stdout and stderr piped.
 /// The caller lets it go on with [`signal`] `-CONT` and waits for it.
-#[allow(clippy::zombie_processes)]
 pub fn prune_stopped_at(root: &Path, point: &str) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_regsweep"))
-        .args(["prune", "--root", root.to_str().unwrap(), "--keep", "2", "--json"])
-        .env("REGSWEEP_TEST_STOP_AT", point)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_regsweep"));
+    cmd.args(["prune", "--root", root.to_str().unwrap(), "--keep", "2", "--json"]);
+    stopped_at(cmd, point)
+}
+
+/// Starts a regsweep command that stops itself at `point`, as [`prune_stopped_at`].
+#[allow(clippy::zombie_processes)]
+pub fn stopped_at(mut cmd: Command, point: &str) -> Child {
+    let mut child =
+        cmd.env("REGSWEEP_TEST_STOP_AT", point).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let start = Instant::now();
     loop {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
@@ -510,4 +512,21 @@ fn referrers(root: &Path, repo: &str, subject: &str) -> Value {
         }
     }
     serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": found})
+}
+
+/// Copies `from` (a reference in the registry) into `to`, a new repository of the same registry:
+/// the registry links the existing blobs into the new repository (a mount, or an upload of a
+/// blob it already has) and writes a new revision.
+pub fn copy_within(port: u16, from: &str, to: &str, all: bool) -> Result<(), String> {
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["--insecure-policy", "copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false"]);
+    if all {
+        cmd.arg("--all");
+    }
+    let out = cmd
+        .arg(format!("docker://127.0.0.1:{port}/{from}"))
+        .arg(format!("docker://127.0.0.1:{port}/{to}"))
+        .output()
+        .unwrap();
+    if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
 }
