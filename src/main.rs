@@ -24,6 +24,7 @@ use regsweep::plan::Options;
 use regsweep::policy::{Globs, Order, Retention};
 use regsweep::progress::Progress;
 use regsweep::store::Location;
+use regsweep::store::s3::S3Store;
 use regsweep::{Mode, UsageError, config};
 
 /// A usage error: exit 2, as clap's own.
@@ -93,7 +94,18 @@ fn generate_store(g: &GenArgs) -> Result<ExitCode> {
         untagged: g.untagged,
         seed: g.seed,
     };
-    let report = generate::generate(&g.root, &opts, progress(g.output.quiet, g.output.json))?;
+    let progress = progress(g.output.quiet, g.output.json);
+    let report = match Location::from_root(&g.root)? {
+        Location::Fs(root) => generate::generate(&root, &opts, progress)?,
+        // Written on disk first, then uploaded in parallel.
+        Location::S3(s3) => {
+            let store = S3Store::open(&s3)?;
+            let tmp = tempfile::tempdir().context("cannot make a temporary folder")?;
+            let mut report = generate::generate(tmp.path(), &opts, progress)?;
+            report.files = store.upload(&tmp.path().join("docker/registry/v2"), progress)?;
+            report
+        }
+    };
     if g.output.json {
         // Streamed: the report of a large prune lists every tag.
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());

@@ -156,7 +156,8 @@ fn a_run_killed_anywhere_on_a_bucket_is_finished_by_the_next() {
     let moto = Moto::start();
     demo_bucket(&moto, "master", "store");
     let points = [1usize, 4, 9, 15, 25, 40, 60];
-    let buckets: Vec<String> = std::iter::once("whole".to_string()).chain(points.iter().map(|k| format!("killed-{k}"))).collect();
+    let buckets: Vec<String> =
+        std::iter::once("whole".to_string()).chain(points.iter().map(|k| format!("killed-{k}"))).collect();
     for b in &buckets {
         moto.create_bucket(b);
         moto.tool(&["copy", "master", b]);
@@ -227,7 +228,10 @@ fn a_held_lock_stops_a_real_run_and_a_dead_runs_lock_is_taken_over() {
     let out = moto.regsweep(&args);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("another run holds the lock") && err.contains(&format!("process {}", std::process::id())), "{err}");
+    assert!(
+        err.contains("another run holds the lock") && err.contains(&format!("process {}", std::process::id())),
+        "{err}"
+    );
     let mut expected = before.clone();
     expected.insert(".regsweep.lock".into());
     assert_same(&store_keys(&moto, "reg"), &expected, "nothing deleted");

@@ -236,6 +236,26 @@ impl Bucket {
         Ok(found.into_iter().map(|m| self.obj(m)).collect())
     }
 
+    /// The objects under `prefix` whose keys sort after `prefix/after` and before `prefix/until`
+    /// (to the end without it): one range of a listing split for parallel requests.
+    pub fn list_range(&self, prefix: &str, after: &str, until: Option<&str>) -> Result<Vec<Obj>> {
+        let (key, offset) = (self.key(prefix), self.key(&format!("{prefix}/{after}")));
+        let end = until.map(|u| format!("{}/{u}", key.as_ref()));
+        let found: Vec<ObjectMeta> = self
+            .block_on(
+                self.store
+                    .list_with_offset(Some(&key), &offset)
+                    .try_take_while(|m| {
+                        let more = end.as_ref().is_none_or(|e| m.location.as_ref() < e.as_str());
+                        futures::future::ready(Ok(more))
+                    })
+                    .try_collect(),
+            )
+            .map_err(explain)
+            .with_context(|| format!("cannot list {}", self.url(prefix)))?;
+        Ok(found.into_iter().map(|m| self.obj(m)).collect())
+    }
+
     /// The sub-folders of `prefix` (their names) and the objects right in it: one level.
     pub fn folders(&self, prefix: &str) -> Result<(Vec<String>, Vec<Obj>)> {
         let key = self.key(prefix);

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use md5::Digest as _;
 use rayon::prelude::*;
 
@@ -90,6 +90,33 @@ impl S3Store {
             blobs: RwLock::default(),
             locked_at: Arc::default(),
         })
+    }
+
+    /// Uploads a store written on disk (`v2`: its `docker/registry/v2`) into the bucket, every
+    /// file in parallel (`regsweep gen` into a bucket); refuses a bucket that holds a store.
+    /// Returns how many objects it wrote.
+    pub fn upload(&self, v2: &std::path::Path, progress: Progress) -> Result<u64> {
+        if !self.bucket.folders("")?.0.is_empty() {
+            bail!("{} already holds a store: gen writes new stores only", self.bucket.shown_v2());
+        }
+        let files: Vec<(std::path::PathBuf, String)> = walkdir::WalkDir::new(v2)
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_file())
+            .filter_map(|e| {
+                let rel = e.path().strip_prefix(v2).ok()?.to_str()?.to_string();
+                Some((e.path().to_path_buf(), rel))
+            })
+            .collect();
+        let bar = progress.bar("uploading", files.len() as u64);
+        files.par_iter().try_for_each(|(path, rel)| {
+            let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            self.bucket.put(rel, bytes)?;
+            bar.inc(1);
+            Ok::<_, anyhow::Error>(())
+        })?;
+        bar.finish_and_clear();
+        Ok(files.len() as u64)
     }
 
     /// How the store is named: `s3://bucket/rootdirectory`.
@@ -211,16 +238,27 @@ impl Store for S3Store {
     }
 
     fn blobs(&self) -> Result<BlobList> {
-        // The prefix folders there are (one request), then each flat, in parallel.
-        let (prefixes, _) = self.bucket.folders("blobs/sha256")?;
-        let there: BTreeSet<String> = prefixes.into_iter().collect();
-        let lists: Vec<Vec<Obj>> = (0..=255u8)
+        // Sixteen ranges by the first hex digit, listed flat in parallel: one request each for a
+        // small store, 16 chains of pages for a large one.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let ranges: Vec<Vec<Obj>> = (0..16)
             .into_par_iter()
-            .map(|b| {
-                let p = format!("{b:02x}");
-                if there.contains(&p) { self.bucket.list(&format!("blobs/sha256/{p}")) } else { Ok(Vec::new()) }
+            .map(|i| {
+                let (after, until) = (HEX[i] as char, HEX.get(i + 1).map(|c| (*c as char).to_string()));
+                self.bucket.list_range("blobs/sha256", &after.to_string(), until.as_deref())
             })
             .collect::<Result<_>>()?;
+        let mut lists: Vec<Vec<Obj>> = vec![Vec::new(); 256];
+        for o in ranges.into_iter().flatten() {
+            let p = o
+                .key
+                .strip_prefix("blobs/sha256/")
+                .and_then(|k| k.get(..2))
+                .and_then(|p| u8::from_str_radix(p, 16).ok());
+            if let Some(p) = p {
+                lists[usize::from(p)].push(o);
+            }
+        }
         let mut meta = DigestMap::default();
         let buckets: Vec<Vec<Digest>> = lists
             .into_iter()
