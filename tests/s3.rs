@@ -7,13 +7,13 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use common::s3::{Moto, demo_bucket};
+use common::s3::{S3Server, demo_bucket};
 use common::*;
 
 const V2: &str = "store/docker/registry/v2/";
 
 /// The keys of a bucket's store, relative to `docker/registry/v2/`.
-fn store_keys(moto: &Moto, bucket: &str) -> BTreeSet<String> {
+fn store_keys(moto: &S3Server, bucket: &str) -> BTreeSet<String> {
     moto.keys(bucket).into_iter().filter_map(|k| k.strip_prefix(V2).map(String::from)).collect()
 }
 
@@ -41,8 +41,17 @@ fn assert_same(a: &BTreeSet<String>, b: &BTreeSet<String>, what: &str) {
 
 #[test]
 fn prune_on_a_bucket_leaves_what_the_registry_serves() {
-    let moto = Moto::start();
-    let tags = demo_bucket(&moto, "reg", "/store");
+    prune_leaves_what_the_registry_serves(&S3Server::moto());
+}
+
+/// On SeaweedFS, which keeps listing deleted "folders" as common prefixes.
+#[test]
+fn prune_on_seaweedfs_leaves_what_the_registry_serves() {
+    prune_leaves_what_the_registry_serves(&S3Server::seaweedfs());
+}
+
+fn prune_leaves_what_the_registry_serves(moto: &S3Server) {
+    let tags = demo_bucket(moto, "reg", "/store");
     let url = "s3://reg/store";
     let report = moto.regsweep_json(&["prune", "--root", url, "--keep", "2", "--grace", "0s"]);
     assert_eq!(report["root"], url);
@@ -68,11 +77,21 @@ fn prune_on_a_bucket_leaves_what_the_registry_serves() {
         }
     }
     assert!(kept >= 4, "{report}");
+    // Done: the same prune again, and a gc, find nothing more.
+    for args in [
+        &["prune", "--root", url, "--keep", "2", "--grace", "0s", "--dry-run"][..],
+        &["gc", "--root", url, "--dry-run"],
+    ] {
+        let again = moto.regsweep_json(args);
+        for k in ["tags_deleted", "manifests_deleted", "layer_links_deleted", "blobs_deleted"] {
+            assert_eq!(again[k], 0, "{args:?}: {k}: {again}");
+        }
+    }
 }
 
 #[test]
 fn a_bucket_and_its_filesystem_copy_end_alike() {
-    let moto = Moto::start();
+    let moto = S3Server::moto();
     demo_bucket(&moto, "reg", "store");
     let copy = tempfile::tempdir().unwrap();
     moto.tool(&["download", "reg", "store", copy.path().to_str().unwrap()]);
@@ -113,7 +132,7 @@ fn collected(keys: &BTreeSet<String>) -> BTreeSet<String> {
 
 #[test]
 fn gc_on_a_bucket_leaves_what_the_reference_collector_leaves() {
-    let moto = Moto::start();
+    let moto = S3Server::moto();
     demo_bucket(&moto, "reg-a", "store");
     // Garbage the registry's own way: manifests deleted through the API (a single image and a
     // multi-arch index, whose children stay as untagged revisions).
@@ -153,7 +172,7 @@ fn gc_on_a_bucket_leaves_what_the_reference_collector_leaves() {
 #[test]
 #[cfg_attr(not(feature = "test-hooks"), ignore = "needs --features test-hooks")]
 fn a_run_killed_anywhere_on_a_bucket_is_finished_by_the_next() {
-    let moto = Moto::start();
+    let moto = S3Server::moto();
     demo_bucket(&moto, "master", "store");
     let points = [1usize, 4, 9, 15, 25, 40, 60];
     let buckets: Vec<String> =
@@ -197,7 +216,7 @@ fn a_run_killed_anywhere_on_a_bucket_is_finished_by_the_next() {
 
 #[test]
 fn a_missing_bucket_or_bad_credentials_is_a_clear_error_and_nothing_changes() {
-    let moto = Moto::start();
+    let moto = S3Server::moto();
     moto.create_bucket("reg");
     let out = moto.regsweep(&["gc", "--root", "s3://nobucket/store"]);
     assert_eq!(out.status.code(), Some(1));
@@ -205,7 +224,7 @@ fn a_missing_bucket_or_bad_credentials_is_a_clear_error_and_nothing_changes() {
     assert!(err.contains("NoSuchBucket") && err.contains("s3://nobucket/store"), "{err}");
     assert!(err.lines().count() <= 2, "one short message: {err}");
 
-    let strict = Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]);
+    let strict = S3Server::moto_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]);
     let out = strict.regsweep(&["prune", "--root", "s3://reg/store", "--keep", "1"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -214,7 +233,7 @@ fn a_missing_bucket_or_bad_credentials_is_a_clear_error_and_nothing_changes() {
 
 #[test]
 fn a_held_lock_stops_a_real_run_and_a_dead_runs_lock_is_taken_over() {
-    let moto = Moto::start();
+    let moto = S3Server::moto();
     demo_bucket(&moto, "reg", "store");
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
     let lock = |pid: u32| {
@@ -252,7 +271,7 @@ fn a_held_lock_stops_a_real_run_and_a_dead_runs_lock_is_taken_over() {
 #[test]
 #[cfg_attr(not(feature = "test-hooks"), ignore = "needs --features test-hooks")]
 fn old_images_copied_into_new_repositories_during_a_prune_on_a_bucket_still_pull() {
-    let moto = Moto::start();
+    let moto = S3Server::moto();
     demo_bucket(&moto, "reg", "store");
     let reg = Registry::serve_with(Path::new("/nonexistent"), &moto.setup("reg", "store"));
     let old = [

