@@ -60,7 +60,7 @@ fn prune_leaves_what_the_registry_serves(moto: &S3Server) {
     let requests = &report["requests"];
     assert!(requests["list"].as_u64().unwrap() > 0 && requests["delete_objects"].as_u64().unwrap() > 0, "{requests}");
     // Nothing of regsweep's own is left in the bucket.
-    let keys = store_keys(&moto, "reg");
+    let keys = store_keys(moto, "reg");
     assert!(!keys.iter().any(|k| k.starts_with(".regsweep")), "{keys:?}");
 
     let reg = Registry::serve_with(Path::new("/nonexistent"), &moto.setup("reg", "/store"));
