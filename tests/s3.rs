@@ -300,3 +300,47 @@ fn old_images_copied_into_new_repositories_during_a_prune_on_a_bucket_still_pull
     }
     assert_eq!(reg.manifest_status("team/app", "v1"), 404);
 }
+
+#[test]
+fn check_on_a_bucket_names_what_breaks_a_pull() {
+    let moto = S3Server::moto();
+    demo_bucket(&moto, "reg", "store");
+    let url = "s3://reg/store";
+    let clean = moto.regsweep_json(&["check", "--root", url, "--verify-digests"]);
+    assert!(clean["problems"].as_array().unwrap().is_empty(), "{clean}");
+    assert!(clean["tags"].as_u64().unwrap() >= 18 && clean["blobs_verified"].as_u64().unwrap() > 0, "{clean}");
+    let reg = Registry::serve_with(Path::new("/nonexistent"), &moto.setup("reg", "store"));
+    let (v1, v2) = (digest_of(&reg, "team/app", "v1"), digest_of(&reg, "team/app", "v2"));
+    drop(reg);
+    let blob = |d: &str| {
+        let hex = d.strip_prefix("sha256:").unwrap();
+        format!("{V2}blobs/sha256/{}/{hex}/data", &hex[..2])
+    };
+    // v1's manifest blob gone; v2's manifest blob with other content; a tag link malformed.
+    moto.tool(&["delete", "reg", &blob(&v1)]);
+    let junk = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(junk.path(), b"{\"schemaVersion\": 2}").unwrap();
+    moto.tool(&["put", "reg", &blob(&v2), junk.path().to_str().unwrap()]);
+    std::fs::write(junk.path(), b"sha256:nothex").unwrap();
+    moto.tool(&[
+        "put",
+        "reg",
+        &format!("{V2}repositories/team/app/_manifests/tags/v3/current/link"),
+        junk.path().to_str().unwrap(),
+    ]);
+    let out = moto.regsweep(&["check", "--root", url, "--verify-digests", "--json"]);
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = report["problems"].as_array().unwrap();
+    let has = |kind: &str, path_part: &str| {
+        problems.iter().any(|p| p["kind"] == kind && p["path"].as_str().unwrap().contains(path_part))
+    };
+    assert!(has("revision_without_blob", &v1[7..]), "{report}");
+    assert!(has("tag_broken", "tags/v1/current/link"), "{report}");
+    assert!(has("digest_mismatch", &v2[7..]), "{report}");
+    assert!(has("tag_broken", "tags/v2/current/link"), "{report}");
+    assert!(has("malformed_link", "tags/v3/current/link"), "{report}");
+    assert!(problems.iter().all(|p| p["path"].as_str().unwrap().starts_with("s3://reg/store/")), "{report}");
+    let out = moto.regsweep(&["check", "--root", url, "--repair"]);
+    assert_eq!(out.status.code(), Some(2), "--repair is the filesystem's only");
+}

@@ -5,6 +5,7 @@
     s3tool.py ENDPOINT copy SRC DST                 every object, server-side
     s3tool.py ENDPOINT download BUCKET PREFIX DIR   objects under PREFIX into DIR, mtime = LastModified
     s3tool.py ENDPOINT put BUCKET KEY FILE
+    s3tool.py ENDPOINT delete BUCKET KEY
 """
 import os
 import sys
@@ -41,6 +42,9 @@ def main():
     elif cmd == "put":
         bucket, key, path = args
         s3.upload_file(path, bucket, key)
+    elif cmd == "delete":
+        bucket, key = args
+        s3.delete_object(Bucket=bucket, Key=key)
     else:
         sys.exit(f"unknown command {cmd}")
 

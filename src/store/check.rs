@@ -131,24 +131,33 @@ pub struct CheckOptions {
 
 /// Collects problems from parallel workers.
 #[derive(Default)]
-struct Found(Mutex<Vec<Problem>>);
+pub(crate) struct Found(Mutex<Vec<Problem>>);
 
 impl Found {
-    fn add(&self, kind: Kind, repo: Option<&str>, path: &Path, detail: String, breaks_pull: bool) {
+    pub(crate) fn add(&self, kind: Kind, repo: Option<&str>, path: &Path, detail: String, breaks_pull: bool) {
         let repairable = matches!(kind, Kind::RevisionWithoutBlob | Kind::DanglingLayerLink | Kind::DanglingIndexEntry);
-        self.push(kind, repo, path, detail, breaks_pull, repairable);
+        self.push(kind, repo, &path.display(), detail, breaks_pull, repairable);
     }
 
-    fn push(&self, kind: Kind, repo: Option<&str>, path: &Path, detail: String, breaks_pull: bool, repairable: bool) {
-        let p = Problem {
-            kind,
-            repo: repo.map(String::from),
-            path: path.display().to_string(),
-            detail,
-            breaks_pull,
-            repairable,
-        };
+    /// A problem at `path` (a file's path, an object's URL).
+    pub(crate) fn push(
+        &self,
+        kind: Kind,
+        repo: Option<&str>,
+        path: &dyn std::fmt::Display,
+        detail: String,
+        breaks_pull: bool,
+        repairable: bool,
+    ) {
+        let p = Problem { kind, repo: repo.map(String::from), path: path.to_string(), detail, breaks_pull, repairable };
         self.0.lock().unwrap_or_else(|e| e.into_inner()).push(p);
+    }
+
+    /// Every problem, sorted by repository, path and kind.
+    pub(crate) fn sorted(self) -> Vec<Problem> {
+        let mut problems = self.0.into_inner().unwrap_or_else(|e| e.into_inner());
+        problems.sort_by(|a, b| (&a.repo, &a.path, a.kind as u8).cmp(&(&b.repo, &b.path, b.kind as u8)));
+        problems
     }
 }
 
@@ -177,17 +186,44 @@ enum Repair {
 }
 
 /// Why a manifest of a repository cannot be pulled.
-struct Trouble {
-    text: String,
+pub(crate) struct Trouble {
+    pub(crate) text: String,
     /// Its revision names a manifest blob the store lacks: the tags on it point to nothing,
     /// and `--repair` removes them.
-    blob_gone: bool,
+    pub(crate) blob_gone: bool,
 }
 
 impl Trouble {
-    fn new(text: String) -> Trouble {
+    pub(crate) fn new(text: String) -> Trouble {
         Trouble { text, blob_gone: false }
     }
+}
+
+/// Why a tag on `d` fails a pull (its own trouble, or a child's, recursively), and whether that
+/// is its own manifest blob being gone.
+pub(crate) fn why_broken(
+    d: &Digest,
+    own_problem: &DigestMap<Trouble>,
+    manifests: &DigestMap<Option<Manifest>>,
+) -> Option<(String, bool)> {
+    let mut todo = vec![*d];
+    let mut seen = DigestSet::default();
+    while let Some(x) = todo.pop() {
+        if !seen.insert(x) {
+            continue;
+        }
+        if let Some(p) = own_problem.get(&x) {
+            return Some(if x == *d {
+                (p.text.clone(), p.blob_gone)
+            } else {
+                (format!("its child {x}: {}", p.text), false)
+            });
+        }
+        if let Some(Some(m)) = manifests.get(&x) {
+            todo.extend(m.children.iter().copied());
+        }
+    }
+    None
 }
 
 /// Per repository: what the check found and what `--repair` would remove.
@@ -219,7 +255,7 @@ fn leftover_folder(found: &Found, name: &str, dir: &Path, what: &str, grace: &dy
         "an empty {what} folder: the registry's API delete leaves these{}",
         if old { "" } else { " (younger than the grace period: left)" }
     );
-    found.push(Kind::RegistryLeftover, Some(name), dir, detail, false, old);
+    found.push(Kind::RegistryLeftover, Some(name), &dir.display(), detail, false, old);
     old
 }
 
@@ -348,27 +384,6 @@ fn check_repo(
             }
         }
     }
-    // Why a tag on `d` fails a pull, and whether that is its own manifest blob being gone.
-    let why_broken = |d: &Digest| -> Option<(String, bool)> {
-        let mut todo = vec![*d];
-        let mut seen = DigestSet::default();
-        while let Some(x) = todo.pop() {
-            if !seen.insert(x) {
-                continue;
-            }
-            if let Some(p) = own_problem.get(&x) {
-                return Some(if x == *d {
-                    (p.text.clone(), p.blob_gone)
-                } else {
-                    (format!("its child {x}: {}", p.text), false)
-                });
-            }
-            if let Some(Some(m)) = manifests.get(&x) {
-                todo.extend(m.children.iter().copied());
-            }
-        }
-        None
-    };
     // Tags.
     for e in fs::list(&layout.tags(name))?.into_iter().filter(|e| e.is_dir) {
         out.tags += 1;
@@ -385,15 +400,15 @@ fn check_repo(
             None => {}
             Some(d) if !manifests.contains_key(&d) && !own_problem.contains_key(&d) => {
                 let detail = format!("points to {d}, which this repository does not hold");
-                found.push(Kind::TagBroken, Some(name), &current, detail, true, true);
+                found.push(Kind::TagBroken, Some(name), &current.display(), detail, true, true);
                 out.repairs.push((Repair::Tag, layout.tag_dir(name, &tag)));
             }
             Some(d) => {
-                if let Some((why, blob_gone)) = why_broken(&d) {
+                if let Some((why, blob_gone)) = why_broken(&d, &own_problem, &manifests) {
                     // A tag on a manifest whose blob is gone points to nothing: --repair removes it.
                     let detail =
                         if blob_gone { format!("points to {d}: {why}") } else { format!("{tag} ({d}): {why}") };
-                    found.push(Kind::TagBroken, Some(name), &current, detail, true, blob_gone);
+                    found.push(Kind::TagBroken, Some(name), &current.display(), detail, true, blob_gone);
                     if blob_gone {
                         out.repairs.push((Repair::Tag, layout.tag_dir(name, &tag)));
                     }
@@ -529,8 +544,7 @@ fn run_check(layout: &Layout, opts: CheckOptions, progress: Progress) -> Result<
             false,
         );
     }
-    let mut problems = found.0.into_inner().unwrap_or_else(|e| e.into_inner());
-    problems.sort_by(|a, b| (&a.repo, &a.path, a.kind as u8).cmp(&(&b.repo, &b.path, b.kind as u8)));
+    let problems = found.sorted();
     let report = CheckReport {
         root: String::new(),
         repositories: names.len(),

@@ -6,6 +6,7 @@
 //! Deleted in the same crash-safe order as on disk, by DeleteObjects of up to 1,000 keys.
 
 pub mod bucket;
+pub mod check;
 pub mod location;
 mod lock;
 mod remove;
