@@ -13,6 +13,7 @@ use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::manifest::{self, Manifest};
 use crate::store::Store;
 use crate::store::check::{CheckOptions, CheckReport, Found, Kind, Trouble, why_broken};
+use crate::store::s3::bucket::Obj;
 use crate::store::s3::{JOURNAL, S3Store, link_etag};
 use crate::store::scan::MAX_MANIFEST;
 
@@ -97,7 +98,7 @@ fn check_repo(
         .collect();
     let candidates = digests.iter().map(|d| (link_etag(d), *d)).collect();
     // A link's digest, or a problem recorded for it.
-    let link = |o: &crate::store::s3::bucket::Obj, breaks: bool| -> Result<Option<Digest>> {
+    let link = |o: &Obj, breaks: bool| -> Result<Option<Digest>> {
         match store.link(&format!("{base}{}", o.key), o, &candidates) {
             Ok(d) => Ok(d),
             Err(e) if e.is::<crate::store::fs::MalformedLink>() => {
@@ -109,8 +110,8 @@ fn check_repo(
     };
     let add = |kind: Kind, rel: &str, detail: String| found.push(kind, Some(name), &url(rel), detail, false, false);
     let mut linked = DigestSet::default();
-    let mut revisions: Vec<(Digest, &crate::store::s3::bucket::Obj)> = Vec::new();
-    let mut tags: Vec<(&str, Option<&crate::store::s3::bucket::Obj>, Vec<Digest>)> = Vec::new();
+    let mut revisions: Vec<(Digest, &Obj)> = Vec::new();
+    let mut tags: Vec<(&str, Option<&Obj>, Vec<Digest>)> = Vec::new();
     for o in objs.iter() {
         let parts: Vec<&str> = o.key.split('/').collect();
         match parts.as_slice() {
@@ -140,7 +141,9 @@ fn check_repo(
     }
     let mut manifests: DigestMap<Option<Manifest>> = DigestMap::default();
     let mut own_problem: DigestMap<Trouble> = DigestMap::default();
-    let read: Vec<(Digest, &crate::store::s3::bucket::Obj, Option<Digest>, Result<Option<Vec<u8>>>)> = revisions
+    // Each revision: its digest, its link, the manifest it names and that manifest's content.
+    type Read<'a> = (Digest, &'a Obj, Option<Digest>, Result<Option<Vec<u8>>>);
+    let read: Vec<Read> = revisions
         .par_iter()
         .map(|(d, o)| {
             let target = link(o, false)?;
