@@ -344,3 +344,28 @@ fn check_on_a_bucket_names_what_breaks_a_pull() {
     let out = moto.regsweep(&["check", "--root", url, "--repair"]);
     assert_eq!(out.status.code(), Some(2), "--repair is the filesystem's only");
 }
+
+/// S3 throttles with 503 SlowDown: every request's first try gets one here, and the run still
+/// ends as an unthrottled run would, counting what was retried.
+#[test]
+fn a_throttling_server_is_retried_with_backoff() {
+    let moto = S3Server::moto();
+    demo_bucket(&moto, "reg", "store");
+    let port = common::s3::throttling_proxy(moto.port);
+    let args = ["prune", "--root", "s3://reg/store", "--keep", "2", "--grace", "0s"];
+    let plan = moto.regsweep_json(&[&args[..], &["--dry-run"]].concat());
+    let out = moto
+        .command(&[&args[..], &["--json"]].concat())
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["requests"]["throttled"].as_u64().unwrap() > 10, "{}", report["requests"]);
+    assert!(report["failed"].as_array().unwrap().is_empty(), "{report}");
+    for k in ["tags_deleted", "manifests_deleted", "layer_links_deleted", "blobs_deleted", "bytes_freed"] {
+        assert_eq!(report[k], plan[k], "{k}");
+    }
+    let again = moto.regsweep_json(&["gc", "--root", "s3://reg/store", "--dry-run"]);
+    assert_eq!(again["blobs_deleted"], 0);
+}

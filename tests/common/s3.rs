@@ -219,3 +219,60 @@ pub fn demo_bucket(moto: &S3Server, bucket: &str, root: &str) -> Vec<(String, St
     }
     tags
 }
+
+/// A proxy in front of an S3 server that answers the first try of every distinct request
+/// (method and target) with `503 SlowDown`, as S3 does when throttling, and passes the rest
+/// through. Returns its port.
+pub fn throttling_proxy(upstream: u16) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>> = Default::default();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                // One request per connection: the answer closes it.
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let first = text.lines().next().unwrap_or("").to_string();
+                let length: usize = text
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0u8; length];
+                if conn.read_exact(&mut body).is_err() {
+                    return;
+                }
+                if seen.lock().unwrap().insert(first) {
+                    let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code>\
+                               <Message>Please reduce your request rate.</Message></Error>";
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+                        xml.len()
+                    );
+                    return;
+                }
+                let headers: String = text
+                    .split("\r\n")
+                    .filter(|l| !l.is_empty() && !l.to_ascii_lowercase().starts_with("connection:"))
+                    .map(|l| format!("{l}\r\n"))
+                    .collect();
+                let Ok(mut up) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else { return };
+                let _ = write!(up, "{headers}Connection: close\r\n\r\n");
+                let _ = up.write_all(&body);
+                let mut resp = Vec::new();
+                let _ = up.read_to_end(&mut resp);
+                let _ = conn.write_all(&resp);
+            });
+        }
+    });
+    port
+}
