@@ -53,8 +53,9 @@ pub struct CheckArgs {
 
 #[derive(Debug, Args)]
 pub struct GenArgs {
-    /// Where to write: the rootdirectory of the new store (docker/registry/v2 must not exist).
-    #[arg(long, value_name = "DIR")]
+    /// Where to write: the rootdirectory of the new store (docker/registry/v2 must not exist),
+    /// or s3://BUCKET/ROOTDIRECTORY (written on disk, then uploaded).
+    #[arg(long, value_name = "DIR|URL")]
     pub root: PathBuf,
     /// Repositories (every tenth nested inside the one before).
     #[arg(long, value_name = "R")]
@@ -108,11 +109,14 @@ pub struct JobsArgs {
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
 pub struct StoreArgs {
-    /// The registry's rootdirectory: the folder that holds docker/registry/v2.
-    #[arg(long, value_name = "DIR")]
+    /// The registry's rootdirectory: the folder that holds docker/registry/v2, or
+    /// s3://BUCKET/ROOTDIRECTORY (with AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_REGION or AWS_PROFILE).
+    #[arg(long, value_name = "DIR|URL")]
     pub root: Option<PathBuf>,
     /// The registry's config.yml: storage.filesystem.rootdirectory, overridden by
-    /// REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY as in the registry.
+    /// REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY as in the registry, or its storage.s3 section
+    /// with the REGISTRY_STORAGE_S3_* overrides.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 }

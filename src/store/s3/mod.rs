@@ -1,5 +1,5 @@
 //! The object-storage backend: a store in an S3 bucket as the registry's s3 driver writes it
-//! (docs/DESIGN.md section 6). The same tree as on disk, with no folders: a folder is a common
+//! (docs/DESIGN.md section 5). The same tree as on disk, with no folders: a folder is a common
 //! prefix. Read fast: every key under `repositories/` and `blobs/` is listed flat, prefixes in
 //! parallel, once; a link's content is known from its ETag (the MD5 of `sha256:<hex>`) among
 //! the repository's digests, read only when it is none of them; each manifest is read once.
