@@ -89,7 +89,7 @@ fn generate_store(g: &GenArgs) -> Result<ExitCode> {
         Location::Fs(root) => generate::generate(&root, &opts, progress)?,
         // Written on disk first, then uploaded in parallel.
         Location::S3(s3) => {
-            let store = S3Store::open(&s3)?;
+            let store = S3Store::open_empty(&s3)?;
             let tmp = tempfile::tempdir().context("cannot make a temporary folder")?;
             let mut report = generate::generate(tmp.path(), &opts, progress)?;
             report.files = store.upload(&tmp.path().join("docker/registry/v2"), progress)?;

@@ -369,3 +369,17 @@ fn a_throttling_server_is_retried_with_backoff() {
     let again = moto.regsweep_json(&["gc", "--root", "s3://reg/store", "--dry-run"]);
     assert_eq!(again["blobs_deleted"], 0);
 }
+
+#[test]
+fn a_bucket_without_a_store_at_the_root_given_is_refused() {
+    let moto = S3Server::moto();
+    moto.create_bucket("reg");
+    let out = moto.regsweep(&["gc", "--root", "s3://reg/store", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the bucket is empty"), "{out:?}");
+    demo_bucket(&moto, "reg", "registry");
+    let out = moto.regsweep(&["gc", "--root", "s3://reg/store", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a registry store") && err.contains("top-level folders: registry/"), "{err}");
+}

@@ -267,6 +267,12 @@ impl Bucket {
         Ok((names, r.objects.into_iter().map(|m| self.obj(m)).collect()))
     }
 
+    /// The folders at the top of the bucket, outside the store (for an error message).
+    pub fn top_folders(&self) -> Result<Vec<String>> {
+        let r = self.block_on(self.store.list_with_delimiter(None)).map_err(explain)?;
+        Ok(r.common_prefixes.iter().map(|p| format!("{}/", p.as_ref())).collect())
+    }
+
     /// The content of a small object, or `None` when there is none; larger than `max`: an error.
     pub fn get(&self, rel: &str, max: u64) -> Result<Option<(Vec<u8>, Obj)>> {
         let key = self.key(rel);

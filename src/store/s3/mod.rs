@@ -81,9 +81,30 @@ fn under<'a>(objs: &'a [Obj], prefix: &str) -> &'a [Obj] {
 }
 
 impl S3Store {
+    /// Opens the store in a bucket, refusing a bucket or rootdirectory that holds none.
     pub fn open(loc: &S3Location) -> Result<S3Store> {
+        let store = S3Store::open_empty(loc)?;
+        let (folders, objects) = store.bucket.folders("")?;
+        if folders.is_empty() && objects.is_empty() {
+            let top = store.bucket.top_folders().unwrap_or_default();
+            let seen = if top.is_empty() {
+                "the bucket is empty".to_string()
+            } else {
+                format!("the bucket's top-level folders: {}", top.join(", "))
+            };
+            bail!(
+                "{} is not a registry store: nothing under {}/ ({seen}); is the rootdirectory right?",
+                loc.shown(),
+                store.bucket.shown_v2()
+            );
+        }
+        Ok(store)
+    }
+
+    /// Opens a bucket that may hold no store yet (`gen`). A missing bucket or bad credentials
+    /// fail here, before anything else.
+    pub fn open_empty(loc: &S3Location) -> Result<S3Store> {
         let bucket = Bucket::open(loc)?;
-        // A missing bucket or bad credentials fail here, before anything else.
         bucket.folders("")?;
         Ok(S3Store {
             bucket: Arc::new(bucket),
