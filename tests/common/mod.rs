@@ -405,6 +405,17 @@ pub enum Fail {
     Always,
 }
 
+/// The head of an HTTP request (request line and headers), read a byte at a time so that the
+/// body stays in the stream.
+pub fn read_head(conn: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
 /// A proxy in front of a registry. With `page_tags`, it pages `tags/list` two tags at a time
 /// with `Link` headers, as distribution v3 does (2.8 never pages tags). [`Fail`] makes it answer
 /// `429` or `503` instead. With `referrers_of`, a store's root, it answers the OCI referrers API from the
@@ -419,12 +430,7 @@ pub fn proxy(upstream: u16, page_tags: bool, fail: Fail, referrers_of: Option<Pa
             let seen = seen.clone();
             let referrers_of = referrers_of.clone();
             std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
-                    head.push(byte[0]);
-                }
-                let text = String::from_utf8_lossy(&head).into_owned();
+                let text = read_head(&mut conn);
                 let mut lines = text.split("\r\n");
                 let first = lines.next().unwrap_or("").to_string();
                 let mut parts = first.split_whitespace();

@@ -234,12 +234,7 @@ pub fn throttling_proxy(upstream: u16) -> u16 {
             let seen = seen.clone();
             std::thread::spawn(move || {
                 // One request per connection: the answer closes it.
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
-                    head.push(byte[0]);
-                }
-                let text = String::from_utf8_lossy(&head).into_owned();
+                let text = super::read_head(&mut conn);
                 let first = text.lines().next().unwrap_or("").to_string();
                 let length: usize = text
                     .lines()
