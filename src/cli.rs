@@ -27,8 +27,52 @@ pub enum Command {
     /// The retention of `prune` through the Registry HTTP API, then the registry's own
     /// collector in its container: for registries whose disk is out of reach.
     Online(OnlineArgs),
+    /// Where the space goes, per repository: referenced, unique, shared, and what a prune
+    /// with the given policy would free.
+    Du(DuArgs),
     /// Write a realistic synthetic store (for benchmarks and tests), deterministic for a seed.
     Gen(GenArgs),
+}
+
+/// How `du` lists the repositories.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SortArg {
+    #[default]
+    Unique,
+    Referenced,
+    Reclaimable,
+    Name,
+}
+
+#[derive(Debug, Args)]
+pub struct DuArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The policy whose reclaimable bytes to show (prune's --keep and its filters); without it,
+    /// what gc frees.
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
+    #[command(flatten)]
+    pub filters: FilterArgs,
+    /// Untagged manifests are not kept (as prune's --delete-untagged).
+    #[arg(long)]
+    pub delete_untagged: bool,
+    /// As prune's: nothing younger is counted reclaimable.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = duration)]
+    pub grace: Duration,
+    /// As prune's: uploads older than this are reclaimable.
+    #[arg(long, value_name = "DURATION", default_value = "168h", value_parser = duration)]
+    pub upload_age: Duration,
+    /// Only the K largest repositories (by --sort).
+    #[arg(long, value_name = "K")]
+    pub top: Option<usize>,
+    /// Largest first by unique, referenced or reclaimable bytes, or by name.
+    #[arg(long, value_enum, default_value_t = SortArg::Unique)]
+    pub sort: SortArg,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub jobs: JobsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +193,13 @@ pub struct RetentionArgs {
     /// Tags to keep per repository, newest first by --order.
     #[arg(long, value_name = "N")]
     pub keep: usize,
+    #[command(flatten)]
+    pub filters: FilterArgs,
+}
+
+/// The retention options besides `--keep`.
+#[derive(Debug, Args)]
+pub struct FilterArgs {
     /// What "newest" means: push (last push of the tag; the default of prune), created (the
     /// image config; the default of online, which has no push times), semver, name.
     #[arg(long, value_enum)]

@@ -9,7 +9,7 @@ pub mod online;
 pub mod store;
 
 // The old flat paths, for the binary, tests and benches.
-pub use crate::core::{plan, policy, progress, report, tags};
+pub use crate::core::{plan, policy, progress, report, tags, usage};
 pub use crate::model::{UsageError, blobs, digest, manifest, warning};
 pub use crate::store::{apply, check, config, generate, interrupt, journal, layout, remark, scan};
 
@@ -22,7 +22,8 @@ use crate::core::plan::{Options, Planner, RepoDraft};
 use crate::core::policy::{Order, Reason, Retention, Verdict};
 use crate::core::progress::Progress;
 use crate::core::report::Report;
-use crate::model::digest::{DigestMap, DigestSet};
+use crate::core::usage::{Reach, Usage, usage};
+use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::inventory::{Parsed, Repo};
 use crate::model::journal::Journal;
 use crate::model::warning::Warning;
@@ -50,9 +51,7 @@ pub fn run_at(at: &Location, mode: &Mode, opts: &Options, dry_run: bool, progres
     run_on(store.as_ref(), &at.shown(), mode, opts, dry_run, progress)
 }
 
-/// Plans a run on a store and, unless `dry_run`, carries it out. Each repository is read,
-/// decided and planned in one pass, in parallel with the others; only the blob list, its mark
-/// bits and the plan outlive it.
+/// Plans a run on a store and, unless `dry_run`, carries it out.
 pub fn run_on(
     store: &dyn Store,
     shown_as: &str,
@@ -63,6 +62,51 @@ pub fn run_on(
 ) -> Result<Report> {
     // A dry run writes nothing, not even a lock (restic's --no-lock, allowed only there).
     let _lock = if dry_run { None } else { Some(store.lock()?) };
+    let (plan, mut warnings, _) = plan_on(store, mode, opts, progress, &|_, _| ())?;
+    let command = if matches!(mode, Mode::Gc) { report::Command::Gc } else { report::Command::Prune };
+    // What was written at or after `since` was not scanned: the deletions leave it. The file
+    // system's clock is coarse (a jiffy behind the real one), so a little before the scan began.
+    let since = store.scan_began(opts.now) - opts.grace.min(TIMESTAMP_SLACK);
+    let outcome = if dry_run {
+        None
+    } else {
+        apply::stop_point("plan");
+        Some(apply::execute(store, &plan, since, progress)?)
+    };
+    let mut report = Report::new(command, shown_as, plan, dry_run);
+    warnings.append(&mut report.warnings);
+    report.warnings = warnings;
+    if let Some(outcome) = outcome {
+        report.record(outcome);
+    }
+    report.requests = store.requests();
+    Ok(report)
+}
+
+/// `du`: where the space of the store at `at` goes, with what a prune (`mode`) would free.
+pub fn du_at(at: &Location, mode: &Mode, opts: &Options, progress: Progress) -> Result<(Usage, Vec<Warning>)> {
+    let store = at.open()?;
+    let store = store.as_ref();
+    let (plan, warnings, reach) = plan_on(store, mode, opts, progress, &Reach::of)?;
+    let blobs: Vec<Digest> = plan.store_blobs.iter().copied().collect();
+    let sizes: Vec<Option<(Digest, u64)>> = blobs
+        .par_iter()
+        .map(|d| Ok(store.stat(plan::Object::BlobData(*d))?.map(|(size, _)| (*d, size))))
+        .collect::<Result<_>>()?;
+    let sizes: DigestMap<u64> = sizes.into_iter().flatten().collect();
+    Ok((usage(&at.shown(), reach, &sizes, &plan), warnings))
+}
+
+/// Reads a store and plans a run on it: each repository is read, decided and planned in one
+/// pass, in parallel with the others; only the blob list, its mark bits and the plan outlive
+/// it, with what `per_repo` takes of each repository as it goes (the plan's order).
+pub fn plan_on<T: Send>(
+    store: &dyn Store,
+    mode: &Mode,
+    opts: &Options,
+    progress: Progress,
+    per_repo: &(dyn Fn(&Repo, &DigestMap<Parsed>) -> T + Sync),
+) -> Result<(plan::Plan, Vec<Warning>, Vec<T>)> {
     let journal = store.journal()?;
     let (names, blobs) = rayon::join(|| store.repositories(), || store.blobs());
     let (names, blobs) = (names?, blobs?);
@@ -79,7 +123,7 @@ pub fn run_on(
         Mode::Gc => Vec::new(),
     };
     let bar = progress.bar("scanning", names.len() as u64);
-    let repos: Vec<(RepoDraft, Vec<Warning>)> = names
+    let repos: Vec<(RepoDraft, Vec<Warning>, T)> = names
         .into_par_iter()
         .map(|name| {
             // Tags matter to a prune, to --delete-untagged (tagged manifests are the roots) and
@@ -100,34 +144,23 @@ pub fn run_on(
                 Mode::Gc => true,
             };
             let draft = planner.repo(&repo, &manifests, &decisions, in_scope);
+            let extra = per_repo(&repo, &manifests);
             bar.inc(1);
-            Ok((draft, warnings))
+            Ok((draft, warnings, extra))
         })
         .collect::<Result<_>>()?;
     bar.finish_and_clear();
-    let (drafts, warnings_per_repo): (Vec<_>, Vec<_>) = repos.into_iter().unzip();
-    warnings.extend(warnings_per_repo.into_iter().flatten());
+    let mut drafts = Vec::with_capacity(repos.len());
+    let mut extras = Vec::with_capacity(repos.len());
+    for (draft, w, extra) in repos {
+        drafts.push(draft);
+        warnings.extend(w);
+        extras.push(extra);
+    }
     let bar = progress.bar("sweeping", 0);
     let plan = planner.finish(drafts)?;
     bar.finish_and_clear();
-    let command = if matches!(mode, Mode::Gc) { report::Command::Gc } else { report::Command::Prune };
-    // What was written at or after `since` was not scanned: the deletions leave it. The file
-    // system's clock is coarse (a jiffy behind the real one), so a little before the scan began.
-    let since = store.scan_began(opts.now) - opts.grace.min(TIMESTAMP_SLACK);
-    let outcome = if dry_run {
-        None
-    } else {
-        apply::stop_point("plan");
-        Some(apply::execute(store, &plan, since, progress)?)
-    };
-    let mut report = Report::new(command, shown_as, plan, dry_run);
-    warnings.append(&mut report.warnings);
-    report.warnings = warnings;
-    if let Some(outcome) = outcome {
-        report.record(outcome);
-    }
-    report.requests = store.requests();
-    Ok(report)
+    Ok((plan, warnings, extras))
 }
 
 /// The decision on every tag of a repository (aligned with its tags) and the policy's warnings.

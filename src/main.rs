@@ -14,7 +14,7 @@ use clap::Parser;
 use globset::{GlobBuilder, GlobSetBuilder};
 use regex::Regex;
 
-use cli::{CheckArgs, Cli, CollectArgs, Command, GenArgs, OnlineArgs, RetentionArgs, StoreArgs};
+use cli::{CheckArgs, Cli, CollectArgs, Command, DuArgs, FilterArgs, GenArgs, OnlineArgs, SortArg, StoreArgs};
 use regsweep::check::{self, CheckOptions};
 use regsweep::generate::{self, GenOptions};
 use regsweep::online::OnlineOptions;
@@ -25,6 +25,7 @@ use regsweep::policy::{Globs, Order, Retention};
 use regsweep::progress::Progress;
 use regsweep::store::Location;
 use regsweep::store::s3::S3Store;
+use regsweep::usage::SortBy;
 use regsweep::{Mode, UsageError, config};
 
 /// A usage error: exit 2, as clap's own.
@@ -137,14 +138,14 @@ fn check_store(c: &CheckArgs) -> Result<ExitCode> {
     Ok(if report.broken() { ExitCode::from(4) } else { ExitCode::SUCCESS })
 }
 
-fn retention(r: &RetentionArgs, default_order: Order) -> Result<Retention> {
+fn retention(keep: usize, r: &FilterArgs, default_order: Order) -> Result<Retention> {
     let keep_tags = r
         .keep_tag
         .iter()
         .map(|p| Regex::new(p).map_err(|e| usage(format!("bad --keep-tag {p:?}: {e}"))))
         .collect::<Result<_>>()?;
     Ok(Retention {
-        keep: r.keep,
+        keep,
         order: r.order.unwrap_or(default_order),
         keep_tags,
         repos: globs("--repo", &r.repo)?,
@@ -197,7 +198,7 @@ fn online(o: &OnlineArgs) -> Result<ExitCode> {
         );
     }
     let opts = OnlineOptions {
-        retention: retention(&o.retention, Order::Created)?,
+        retention: retention(o.retention.keep, &o.retention.filters, Order::Created)?,
         dry_run: o.dry_run,
         concurrency: o.concurrency,
     };
@@ -260,7 +261,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Gen(g) => return generate_store(g),
         Command::Check(c) => return check_store(c),
         Command::Online(o) => return online(o),
-        Command::Prune(p) => (&p.store, &p.collect, Mode::Prune(Box::new(retention(&p.retention, Order::Push)?))),
+        Command::Du(d) => return du(d),
+        Command::Prune(p) => (
+            &p.store,
+            &p.collect,
+            Mode::Prune(Box::new(retention(p.retention.keep, &p.retention.filters, Order::Push)?)),
+        ),
         Command::Gc(g) => (&g.store, &g.collect, Mode::Gc),
     };
     let orphan_attachments = matches!(&cli.command, Command::Prune(p) if p.delete_orphan_attachments);
@@ -288,6 +294,44 @@ fn run(cli: Cli) -> Result<ExitCode> {
     Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) })
 }
 
+/// `du`: the table, or the JSON report.
+fn du(d: &DuArgs) -> Result<ExitCode> {
+    threads(d.jobs.jobs)?;
+    let mode = match d.keep {
+        Some(keep) => Mode::Prune(Box::new(retention(keep, &d.filters, Order::Push)?)),
+        None => Mode::Gc,
+    };
+    let opts = Options {
+        delete_untagged: d.delete_untagged,
+        grace: d.grace,
+        upload_age: d.upload_age,
+        now: SystemTime::now(),
+        list_kept_tags: false,
+        orphan_attachments: false,
+    };
+    let (mut usage, warnings) =
+        regsweep::du_at(&location(&d.store)?, &mode, &opts, progress(d.output.quiet, d.output.json))?;
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    let by = match d.sort {
+        SortArg::Unique => SortBy::Unique,
+        SortArg::Referenced => SortBy::Referenced,
+        SortArg::Reclaimable => SortBy::Reclaimable,
+        SortArg::Name => SortBy::Name,
+    };
+    usage.sort(by, d.top);
+    if d.output.json {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        serde_json::to_writer_pretty(&mut out, &usage)?;
+        writeln!(out)?;
+        out.flush()?;
+    } else {
+        println!("{usage}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// True when the command was asked for a JSON report.
 fn json_output(cli: &Cli) -> bool {
     match &cli.command {
@@ -296,6 +340,7 @@ fn json_output(cli: &Cli) -> bool {
         Command::Online(o) => o.output.json,
         Command::Prune(p) => p.collect.output.json,
         Command::Gc(g) => g.collect.output.json,
+        Command::Du(d) => d.output.json,
     }
 }
 

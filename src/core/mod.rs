@@ -1,4 +1,5 @@
-//! The decisions: retention policy, the plan (graph, marking, sweep), the report, progress.
+//! The decisions: retention policy, the plan (graph, marking, sweep), the report, progress,
+//! and the space a store's repositories use.
 //! Pure: it imports only `model` and reads the store only through [`plan::StoreView`].
 
 pub mod plan;
@@ -6,3 +7,4 @@ pub mod policy;
 pub mod progress;
 pub mod report;
 pub mod tags;
+pub mod usage;

@@ -1,0 +1,105 @@
+//! `regsweep du` against the truth: reclaimable bytes equal what `prune --dry-run` frees with the
+//! same options, unique bytes equal what the reference collector frees once the repository is
+//! gone, totals equal the store's blob bytes.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+/// Every blob's bytes, read from disk.
+fn blob_bytes(root: &Path) -> u64 {
+    walkdir::WalkDir::new(v2(root).join("blobs"))
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file() && e.file_name() == "data")
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+fn du(root: &Path, args: &[&str]) -> serde_json::Value {
+    regsweep_json(&[&["du", "--root", root.to_str().unwrap()][..], args].concat())
+}
+
+#[test]
+fn reclaimable_is_what_prune_frees_and_totals_are_the_store() {
+    let generated = tempfile::tempdir().unwrap();
+    let out = regsweep(&["gen", "--root", generated.path().to_str().unwrap(), "--repos", "20", "--tags", "8", "-q"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (demo, legacy) = (fixture("demo"), fixture("legacy"));
+    let policies: [&[&str]; 4] = [
+        &["--keep", "2", "--grace", "0s"],
+        &["--keep", "1", "--delete-untagged", "--grace", "0s", "--upload-age", "0s"],
+        &["--keep", "0", "--order", "name", "--keep-tag", "^v1$"],
+        &["--keep", "3", "--repo", "team/*", "--grace", "0s"],
+    ];
+    for root in [demo.path(), legacy.path(), generated.path()] {
+        let r = du(root, &[]);
+        assert_eq!(r["bytes_total"], blob_bytes(root), "{}", root.display());
+        let referenced: u64 = r["repos"].as_array().unwrap().iter().map(|x| x["bytes_unique"].as_u64().unwrap()).sum();
+        assert!(referenced <= r["bytes_total"].as_u64().unwrap());
+        for policy in policies {
+            let usage = du(root, policy);
+            let plan = regsweep_json(&[&["prune", "--root", root.to_str().unwrap(), "--dry-run"][..], policy].concat());
+            assert_eq!(usage["bytes_reclaimable"], plan["bytes_freed"], "{} {policy:?}", root.display());
+            let attributed: u64 =
+                usage["repos"].as_array().unwrap().iter().map(|x| x["bytes_reclaimable"].as_u64().unwrap()).sum();
+            assert!(attributed <= plan["bytes_freed"].as_u64().unwrap(), "{policy:?}");
+            for x in usage["repos"].as_array().unwrap() {
+                let (refd, uniq, shared) = (
+                    x["bytes_referenced"].as_u64().unwrap(),
+                    x["bytes_unique"].as_u64().unwrap(),
+                    x["bytes_shared"].as_u64().unwrap(),
+                );
+                assert_eq!(refd, uniq + shared, "{x}");
+            }
+        }
+        // Without a policy: what gc frees (no uploads counted: --upload-age far away).
+        let gc = regsweep_json(&[
+            "gc",
+            "--root",
+            root.to_str().unwrap(),
+            "--dry-run",
+            "--grace",
+            "0s",
+            "--upload-age",
+            "100000h",
+        ]);
+        assert_eq!(r["bytes_unreferenced"], gc["bytes_freed"], "{}", root.display());
+    }
+}
+
+#[test]
+fn unique_bytes_are_what_the_reference_frees_once_the_repository_is_gone() {
+    for (fixture_name, repos) in
+        [("demo", &["team/multi", "team/app/tools"][..]), ("legacy", &["legacy/list", "legacy/schema1"][..])]
+    {
+        let store = fixture(fixture_name);
+        let usage = du(store.path(), &[]);
+        for name in repos {
+            let unique = repo(&usage, name)["bytes_unique"].as_u64().unwrap();
+            let copy = copy_store(store.path());
+            let before = blob_bytes(copy.path());
+            std::fs::remove_dir_all(v2(copy.path()).join("repositories").join(name)).unwrap();
+            reference_gc(copy.path(), false);
+            assert_eq!(before - blob_bytes(copy.path()), unique, "{fixture_name} {name}");
+            assert!(unique > 0, "{fixture_name} {name}");
+        }
+    }
+}
+
+#[test]
+fn the_table_sorts_and_cuts() {
+    let store = fixture("demo");
+    let root = store.path().to_str().unwrap();
+    let out = regsweep(&["du", "--root", root, "--keep", "1", "--sort", "reclaimable", "--top", "2"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> = text.lines().skip(1).take_while(|l| !l.is_empty()).collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(text.contains("3 repositories") && text.contains("reclaimable"), "{text}");
+    let usage = du(store.path(), &["--keep", "1", "--sort", "name"]);
+    let names: Vec<&str> = usage["repos"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["team/app", "team/app/tools", "team/multi"]);
+}
