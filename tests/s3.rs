@@ -112,6 +112,24 @@ fn a_bucket_and_its_filesystem_copy_end_alike() {
     assert!(after_bucket.len() < before.len());
 }
 
+#[test]
+fn du_on_a_bucket_is_du_on_its_filesystem_copy() {
+    let moto = S3Server::moto();
+    demo_bucket(&moto, "reg", "store");
+    let copy = tempfile::tempdir().unwrap();
+    moto.tool(&["download", "reg", "store", copy.path().to_str().unwrap()]);
+    let du = |root: &str| {
+        let mut r = moto.regsweep_json(&["du", "--root", root, "--keep", "2", "--grace", "0s"]);
+        r.as_object_mut().unwrap().remove("root");
+        r
+    };
+    let (bucket, disk) = (du("s3://reg/store"), du(copy.path().to_str().unwrap()));
+    assert_eq!(bucket, disk);
+    assert!(bucket["bytes_reclaimable"].as_u64().unwrap() > 0, "{bucket}");
+    let plan = moto.regsweep_json(&["prune", "--root", "s3://reg/store", "--keep", "2", "--grace", "0s", "--dry-run"]);
+    assert_eq!(bucket["bytes_reclaimable"], plan["bytes_freed"]);
+}
+
 /// The digest a tag points to, asked of the registry.
 fn digest_of(reg: &Registry, repo: &str, tag: &str) -> String {
     let accept = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
