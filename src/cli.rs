@@ -34,6 +34,14 @@ pub enum Command {
     Gen(GenArgs),
 }
 
+/// What `du`'s treemap shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AreaArg {
+    #[default]
+    Referenced,
+    Unique,
+}
+
 /// How `du` lists the repositories.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum SortArg {
@@ -69,6 +77,16 @@ pub struct DuArgs {
     /// Largest first by unique, referenced or reclaimable bytes, or by name.
     #[arg(long, value_enum, default_value_t = SortArg::Unique)]
     pub sort: SortArg,
+    /// Also write one self-contained page: the totals, a treemap of the repositories and a
+    /// sortable table (it loads nothing from elsewhere: it opens on an air-gapped host).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Also write the treemap alone, as SVG.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+    /// What the treemap's areas show: the bytes each repository references, or its unique bytes.
+    #[arg(long, value_enum, default_value_t = AreaArg::Referenced)]
+    pub area: AreaArg,
     #[command(flatten)]
     pub output: OutputArgs,
     #[command(flatten)]

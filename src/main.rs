@@ -14,7 +14,7 @@ use clap::Parser;
 use globset::{GlobBuilder, GlobSetBuilder};
 use regex::Regex;
 
-use cli::{CheckArgs, Cli, CollectArgs, Command, DuArgs, FilterArgs, GenArgs, OnlineArgs, SortArg, StoreArgs};
+use cli::{AreaArg, CheckArgs, Cli, CollectArgs, Command, DuArgs, FilterArgs, GenArgs, OnlineArgs, SortArg, StoreArgs};
 use regsweep::check::{self, CheckOptions};
 use regsweep::generate::{self, GenOptions};
 use regsweep::online::OnlineOptions;
@@ -25,7 +25,7 @@ use regsweep::policy::{Globs, Order, Retention};
 use regsweep::progress::Progress;
 use regsweep::store::Location;
 use regsweep::store::s3::S3Store;
-use regsweep::usage::SortBy;
+use regsweep::usage::{Area, SortBy};
 use regsweep::{Mode, UsageError, config};
 
 /// A usage error: exit 2, as clap's own.
@@ -321,6 +321,16 @@ fn du(d: &DuArgs) -> Result<ExitCode> {
         SortArg::Name => SortBy::Name,
     };
     usage.sort(by, d.top);
+    let area = match d.area {
+        AreaArg::Referenced => Area::Referenced,
+        AreaArg::Unique => Area::Unique,
+    };
+    if let Some(path) = &d.html {
+        std::fs::write(path, usage.html(area)).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &d.svg {
+        std::fs::write(path, usage.svg(area, 1000, 560)).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     if d.output.json {
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         serde_json::to_writer_pretty(&mut out, &usage)?;

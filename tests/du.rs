@@ -103,3 +103,52 @@ fn the_table_sorts_and_cuts() {
     let names: Vec<&str> = usage["repos"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["team/app", "team/app/tools", "team/multi"]);
 }
+
+/// The page opens in a real browser (headless Chromium, installed by tests/run.sh): no console
+/// error, one treemap rectangle per repository, a screenshot; and it asks for nothing from
+/// elsewhere.
+#[test]
+fn the_page_renders_in_a_browser_and_loads_nothing() {
+    let store = tempfile::tempdir().unwrap();
+    let root = store.path().to_str().unwrap();
+    assert!(regsweep(&["gen", "--root", root, "--repos", "30", "--tags", "6", "-q"]).status.success());
+    let out = tempfile::tempdir().unwrap();
+    let (html, svg) = (out.path().join("du.html"), out.path().join("du.svg"));
+    let usage = regsweep_json(&[
+        "du",
+        "--root",
+        root,
+        "--keep",
+        "2",
+        "--order",
+        "name",
+        "--html",
+        html.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    let page = std::fs::read_to_string(&html).unwrap();
+    for external in ["src=", "href=", "url(", "@import", "<link"] {
+        assert!(!page.contains(external), "the page must load nothing: {external}");
+    }
+    assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg xmlns="));
+    let chromium = |args: &[&str]| {
+        std::process::Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0"])
+            .args(args)
+            .arg(format!("file://{}", html.display()))
+            .output()
+            .expect("chromium (tests/run.sh installs it)")
+    };
+    let dom = chromium(&["--dump-dom"]);
+    let log = String::from_utf8_lossy(&dom.stderr);
+    assert!(!log.lines().any(|l| l.contains("CONSOLE")), "console messages: {log}");
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert_eq!(dom.matches("class=\"repo\"").count(), usage["repositories"].as_u64().unwrap() as usize);
+    assert!(dom.contains("reclaimable"));
+    let png = top().join("target/du-screenshot.png");
+    let _ = std::fs::remove_file(&png);
+    let shot = chromium(&["--hide-scrollbars", "--window-size=1100,900", &format!("--screenshot={}", png.display())]);
+    assert!(shot.status.success());
+    assert!(std::fs::metadata(&png).unwrap().len() > 10_000, "a screenshot with something in it");
+}

@@ -7,4 +7,5 @@ pub mod policy;
 pub mod progress;
 pub mod report;
 pub mod tags;
+pub mod treemap;
 pub mod usage;

@@ -193,3 +193,147 @@ impl fmt::Display for Usage {
         )
     }
 }
+
+/// What a treemap's areas show.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Area {
+    #[default]
+    Referenced,
+    Unique,
+}
+
+/// Text for XML and HTML.
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// The share of a repository's referenced bytes a prune would free, as a colour: green (none)
+/// to red (all).
+fn colour(r: &RepoUsage) -> String {
+    let share = if r.bytes_referenced == 0 { 0.0 } else { r.bytes_reclaimable as f64 / r.bytes_referenced as f64 };
+    format!("hsl({:.0}, 65%, 55%)", 120.0 * (1.0 - share.clamp(0.0, 1.0)))
+}
+
+impl Usage {
+    /// The treemap alone, an SVG document: one rectangle per repository, its area the bytes
+    /// `area` says, its colour the share reclaimable, its name and figures in a tooltip.
+    pub fn svg(&self, area: Area, width: u32, height: u32) -> String {
+        let values: Vec<u64> = self
+            .repos
+            .iter()
+            .map(|r| match area {
+                Area::Referenced => r.bytes_referenced,
+                Area::Unique => r.bytes_unique,
+            })
+            .collect();
+        let rects = crate::core::treemap::layout(&values, (0.0, 0.0, f64::from(width), f64::from(height)));
+        let mut svg = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"treemap\" width=\"{width}\" height=\"{height}\" \
+             viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"12\">\n"
+        );
+        for (r, (x, y, w, h)) in self.repos.iter().zip(rects) {
+            if w <= 0.0 || h <= 0.0 {
+                continue;
+            }
+            let tip = format!(
+                "{}: {} referenced, {} unique, {} shared, {} reclaimable",
+                r.name,
+                HumanBytes(r.bytes_referenced),
+                HumanBytes(r.bytes_unique),
+                HumanBytes(r.bytes_shared),
+                HumanBytes(r.bytes_reclaimable)
+            );
+            svg += &format!(
+                "<g><title>{}</title><rect class=\"repo\" data-name=\"{}\" x=\"{x:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" \
+                 height=\"{h:.1}\" fill=\"{}\" stroke=\"#fff\" stroke-width=\"1\"/>",
+                escape(&tip),
+                escape(&r.name),
+                colour(r)
+            );
+            // A label where it fits (about 7 pixels a character).
+            if w > 40.0 && h > 18.0 {
+                let fit = ((w - 8.0) / 7.0) as usize;
+                let label: String = if r.name.chars().count() > fit {
+                    r.name.chars().take(fit.saturating_sub(1)).chain(std::iter::once('…')).collect()
+                } else {
+                    r.name.clone()
+                };
+                svg += &format!(
+                    "<text x=\"{:.1}\" y=\"{:.1}\" fill=\"#000\">{}</text>",
+                    x + 4.0,
+                    y + 14.0,
+                    escape(&label)
+                );
+            }
+            svg += "</g>\n";
+        }
+        svg + "</svg>\n"
+    }
+
+    /// One self-contained page (no script, font or image from elsewhere): the totals, the
+    /// treemap and a table sortable by any column.
+    pub fn html(&self, area: Area) -> String {
+        let mut rows = String::new();
+        for r in &self.repos {
+            rows += &format!(
+                "<tr><td>{}</td><td data-v=\"{}\">{}</td><td data-v=\"{}\">{}</td><td data-v=\"{}\">{}</td>\
+                 <td data-v=\"{}\">{}</td><td data-v=\"{}\">{}</td><td data-v=\"{}\">{}</td></tr>\n",
+                escape(&r.name),
+                r.tags,
+                r.tags,
+                r.manifests,
+                r.manifests,
+                r.bytes_referenced,
+                HumanBytes(r.bytes_referenced),
+                r.bytes_unique,
+                HumanBytes(r.bytes_unique),
+                r.bytes_shared,
+                HumanBytes(r.bytes_shared),
+                r.bytes_reclaimable,
+                HumanBytes(r.bytes_reclaimable)
+            );
+        }
+        let what = match area {
+            Area::Referenced => "bytes referenced",
+            Area::Unique => "bytes unique",
+        };
+        format!(
+            r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>regsweep du: {root}</title>
+<style>
+body {{ font-family: sans-serif; margin: 24px; color: #222; }}
+h1 {{ font-size: 20px; }} .totals span {{ margin-right: 24px; }}
+table {{ border-collapse: collapse; margin-top: 16px; }}
+th, td {{ padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: right; }}
+th:first-child, td:first-child {{ text-align: left; }}
+th {{ cursor: pointer; background: #f4f4f4; }}
+.legend {{ font-size: 13px; color: #555; margin: 8px 0; }}
+</style></head><body>
+<h1>regsweep du: {root}</h1>
+<p class="totals"><span>{repositories} repositories</span><span>{total} in blobs</span><span>{unreferenced} referenced by no manifest</span><span>{uploads} in uploads</span><span><b>{reclaimable} reclaimable</b></span></p>
+<p class="legend">Area: {what}. Colour: the share a prune with the options given would free, green (none) to red (all). Hover for figures.</p>
+{svg}<table id="repos"><thead><tr><th>repository</th><th>tags</th><th>manifests</th><th>referenced</th><th>unique</th><th>shared</th><th>reclaimable</th></tr></thead>
+<tbody>
+{rows}</tbody></table>
+<script>
+document.querySelectorAll('#repos th').forEach((th, col) => {{
+  th.addEventListener('click', () => {{
+    const body = document.querySelector('#repos tbody');
+    const key = tr => col === 0 ? tr.cells[0].textContent : -Number(tr.cells[col].dataset.v);
+    const rows = Array.from(body.rows).sort((a, b) => key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0);
+    rows.forEach(tr => body.appendChild(tr));
+  }});
+}});
+</script>
+</body></html>
+"#,
+            root = escape(&self.root),
+            repositories = self.repositories,
+            total = HumanBytes(self.bytes_total),
+            unreferenced = HumanBytes(self.bytes_unreferenced),
+            uploads = HumanBytes(self.bytes_uploads),
+            reclaimable = HumanBytes(self.bytes_reclaimable),
+            svg = self.svg(area, 1000, 560),
+        )
+    }
+}
