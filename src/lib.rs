@@ -23,7 +23,8 @@ use crate::core::policy::{Order, Reason, Retention, Verdict};
 use crate::core::progress::Progress;
 use crate::core::report::Report;
 use crate::core::usage::{Reach, Usage, usage};
-use crate::model::digest::{Digest, DigestMap, DigestSet};
+use crate::model::blobs::BlobList;
+use crate::model::digest::{DigestMap, DigestSet};
 use crate::model::inventory::{Parsed, Repo};
 use crate::model::journal::Journal;
 use crate::model::warning::Warning;
@@ -62,7 +63,7 @@ pub fn run_on(
 ) -> Result<Report> {
     // A dry run writes nothing, not even a lock (restic's --no-lock, allowed only there).
     let _lock = if dry_run { None } else { Some(store.lock()?) };
-    let (plan, mut warnings, _) = plan_on(store, mode, opts, progress, &|_, _| ())?;
+    let (plan, mut warnings, _) = plan_on(store, mode, opts, progress, &|_, _, _| ())?;
     let command = if matches!(mode, Mode::Gc) { report::Command::Gc } else { report::Command::Prune };
     // What was written at or after `since` was not scanned: the deletions leave it. The file
     // system's clock is coarse (a jiffy behind the real one), so a little before the scan began.
@@ -88,12 +89,10 @@ pub fn du_at(at: &Location, mode: &Mode, opts: &Options, progress: Progress) -> 
     let store = at.open()?;
     let store = store.as_ref();
     let (plan, warnings, reach) = plan_on(store, mode, opts, progress, &Reach::of)?;
-    let blobs: Vec<Digest> = plan.store_blobs.iter().copied().collect();
-    let sizes: Vec<Option<(Digest, u64)>> = blobs
-        .par_iter()
-        .map(|d| Ok(store.stat(plan::Object::BlobData(*d))?.map(|(size, _)| (*d, size))))
+    let sizes: Vec<Option<u64>> = (0..plan.store_blobs.len())
+        .into_par_iter()
+        .map(|i| Ok(store.stat(plan::Object::BlobData(plan.store_blobs.get(i)))?.map(|(size, _)| size)))
         .collect::<Result<_>>()?;
-    let sizes: DigestMap<u64> = sizes.into_iter().flatten().collect();
     Ok((usage(&at.shown(), reach, &sizes, &plan), warnings))
 }
 
@@ -105,7 +104,7 @@ pub fn plan_on<T: Send>(
     mode: &Mode,
     opts: &Options,
     progress: Progress,
-    per_repo: &(dyn Fn(&Repo, &DigestMap<Parsed>) -> T + Sync),
+    per_repo: &(dyn Fn(&Repo, &DigestMap<Parsed>, &BlobList) -> T + Sync),
 ) -> Result<(plan::Plan, Vec<Warning>, Vec<T>)> {
     let journal = store.journal()?;
     let (names, blobs) = rayon::join(|| store.repositories(), || store.blobs());
@@ -144,7 +143,7 @@ pub fn plan_on<T: Send>(
                 Mode::Gc => true,
             };
             let draft = planner.repo(&repo, &manifests, &decisions, in_scope);
-            let extra = per_repo(&repo, &manifests);
+            let extra = per_repo(&repo, &manifests, planner.blobs());
             bar.inc(1);
             Ok((draft, warnings, extra))
         })

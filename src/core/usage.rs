@@ -10,7 +10,8 @@ use indicatif::HumanBytes;
 use serde::Serialize;
 
 use crate::core::plan::Plan;
-use crate::model::digest::{Digest, DigestMap};
+use crate::model::blobs::BlobList;
+use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::inventory::{Parsed, Repo};
 
 /// What a scan takes of one repository for `du`.
@@ -18,25 +19,27 @@ use crate::model::inventory::{Parsed, Repo};
 pub struct Reach {
     pub tags: usize,
     pub manifests: usize,
-    /// Every blob its manifests reach (manifest blobs, configs, layers, children's), sorted.
-    pub blobs: Vec<Digest>,
+    /// Every blob of the store its manifests reach (manifest blobs, configs, layers, children's),
+    /// as indexes into the store's blob list, sorted.
+    pub blobs: Vec<u32>,
     /// The bytes of its uploads in progress.
     pub upload_bytes: u64,
 }
 
 impl Reach {
-    /// What a repository's manifests (read, by content digest) reach.
-    pub fn of(repo: &Repo, manifests: &DigestMap<Parsed>) -> Reach {
+    /// What a repository's manifests (read, by content digest) reach among `store_blobs`.
+    pub fn of(repo: &Repo, manifests: &DigestMap<Parsed>, store_blobs: &BlobList) -> Reach {
         let mut blobs = Vec::new();
         let mut todo: Vec<Digest> = repo.revisions.iter().map(|r| r.target).collect();
-        let mut seen = crate::model::digest::DigestSet::default();
+        let mut seen = DigestSet::default();
+        let mut add = |d: &Digest| blobs.extend(store_blobs.position(d).map(|i| i as u32));
         while let Some(d) = todo.pop() {
             if !seen.insert(d) {
                 continue;
             }
             if let Some(Parsed::Ok(m)) = manifests.get(&d) {
-                blobs.push(d);
-                blobs.extend(m.blobs.iter().copied());
+                add(&d);
+                m.blobs.iter().for_each(&mut add);
                 todo.extend(m.children.iter().copied());
             }
         }
@@ -89,22 +92,28 @@ pub enum SortBy {
     Name,
 }
 
-/// Adds up a store's usage. `names` and `reach` are aligned with the plan's repositories;
-/// `sizes` holds every blob's size. A blob the plan frees counts as reclaimable in the first
-/// repository (by name) whose manifests reach it; an upload the plan removes, in its own.
-pub fn usage(root: &str, reach: Vec<Reach>, sizes: &DigestMap<u64>, plan: &Plan) -> Usage {
-    let size = |d: &Digest| sizes.get(d).copied().unwrap_or(0);
-    // How many repositories reach each blob, and the first of them.
-    let mut holders: DigestMap<(u32, u32)> = DigestMap::default();
-    for (i, r) in reach.iter().enumerate() {
-        for b in r.blobs.iter().filter(|b| sizes.contains_key(b)) {
-            holders.entry(*b).and_modify(|h| h.0 += 1).or_insert((1, i as u32));
+/// Adds up a store's usage. `reach` is aligned with the plan's repositories; `sizes` with the
+/// store's blob list (`None`: gone since the listing). A blob the plan frees counts as
+/// reclaimable in the first repository (by name) whose manifests reach it; an upload the plan
+/// removes, in its own.
+pub fn usage(root: &str, reach: Vec<Reach>, sizes: &[Option<u64>], plan: &Plan) -> Usage {
+    let size = |i: u32| sizes.get(i as usize).copied().flatten().unwrap_or(0);
+    // How many repositories reach each blob, and the first of them (by blob index).
+    let mut holders: Vec<(u32, u32)> = vec![(0, 0); sizes.len()];
+    for (r, reached) in reach.iter().enumerate() {
+        for b in &reached.blobs {
+            let h = &mut holders[*b as usize];
+            if h.0 == 0 {
+                h.1 = r as u32;
+            }
+            h.0 += 1;
         }
     }
     let mut reclaimable = vec![0u64; reach.len()];
-    for d in plan.blobs.iter().map(|i| plan.blob(*i)) {
-        if let Some((_, first)) = holders.get(&d) {
-            reclaimable[*first as usize] += size(&d);
+    for b in &plan.blobs {
+        let (count, first) = holders[*b as usize];
+        if count > 0 {
+            reclaimable[first as usize] += size(*b);
         }
     }
     for (i, r) in plan.repos.iter().enumerate() {
@@ -116,10 +125,9 @@ pub fn usage(root: &str, reach: Vec<Reach>, sizes: &DigestMap<u64>, plan: &Plan)
         .zip(&reach)
         .zip(reclaimable)
         .map(|((p, r), bytes_reclaimable)| {
-            let present = r.blobs.iter().filter(|b| sizes.contains_key(b));
-            let (referenced, unique) = present.fold((0, 0), |(all, own), b| {
-                let only = holders.get(b).is_some_and(|h| h.0 == 1);
-                (all + size(b), own + if only { size(b) } else { 0 })
+            let (referenced, unique) = r.blobs.iter().fold((0, 0), |(all, own), b| {
+                let only = holders[*b as usize].0 == 1;
+                (all + size(*b), own + if only { size(*b) } else { 0 })
             });
             RepoUsage {
                 name: p.name.clone(),
@@ -136,8 +144,8 @@ pub fn usage(root: &str, reach: Vec<Reach>, sizes: &DigestMap<u64>, plan: &Plan)
     Usage {
         root: root.to_string(),
         repositories: repos.len(),
-        bytes_total: sizes.values().sum(),
-        bytes_unreferenced: sizes.iter().filter(|(d, _)| !holders.contains_key(*d)).map(|(_, s)| s).sum(),
+        bytes_total: sizes.iter().flatten().sum(),
+        bytes_unreferenced: (0..sizes.len() as u32).filter(|i| holders[*i as usize].0 == 0).map(size).sum(),
         bytes_uploads: reach.iter().map(|r| r.upload_bytes).sum(),
         bytes_reclaimable: plan.blob_bytes + upload_bytes,
         repos,

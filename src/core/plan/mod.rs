@@ -207,6 +207,11 @@ pub struct Planner<'a> {
 }
 
 impl<'a> Planner<'a> {
+    /// Every blob folder of the store, as the planner was given it.
+    pub fn blobs(&self) -> &BlobList {
+        &self.marks.blobs
+    }
+
     /// `blobs` is every blob folder of the store.
     pub fn new(
         blobs: BlobList,
