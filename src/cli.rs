@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand};
 use regsweep::online::engine::EngineKind;
 use regsweep::policy::Order;
 
-/// Fast, safe retention and garbage collection for a CNCF Distribution registry's filesystem store.
+/// Fast, safe retention and garbage collection for a CNCF Distribution registry's store: a folder
+/// or an S3 bucket.
 #[derive(Debug, Parser)]
 #[command(name = "regsweep", version, about, long_about = None)]
 pub struct Cli {
