@@ -378,7 +378,7 @@ fn check_on_a_bucket_names_what_breaks_a_pull() {
 fn a_throttling_server_is_retried_with_backoff() {
     let moto = S3Server::moto();
     demo_bucket(&moto, "reg", "store");
-    let port = common::s3::throttling_proxy(moto.port);
+    let port = common::s3::fault_proxy(moto.port, common::s3::Fault::Throttle);
     let args = ["prune", "--root", "s3://reg/store", "--keep", "2", "--grace", "0s"];
     let plan = moto.regsweep_json(&[&args[..], &["--dry-run"]].concat());
     let out = moto
@@ -409,4 +409,53 @@ fn a_bucket_without_a_store_at_the_root_given_is_refused() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a registry store") && err.contains("top-level folders: registry/"), "{err}");
+}
+
+/// A DeleteObjects request that reports keys it did not delete: they are tried again, then
+/// named in `failed` (exit 3), the journal stays, and the next run finishes the job.
+#[test]
+fn a_partly_failed_delete_is_retried_then_reported() {
+    let moto = S3Server::moto();
+    demo_bucket(&moto, "reg", "store");
+    // Every blob key under prefix folder 7x fails, however often it is tried.
+    let port = common::s3::fault_proxy(moto.port, common::s3::Fault::FailKeys("/blobs/sha256/7".into()));
+    let args = ["prune", "--root", "s3://reg/store", "--keep", "2", "--grace", "0s"];
+    let plan = moto.regsweep_json(&[&args[..], &["--dry-run"]].concat());
+    let out = moto
+        .command(&[&args[..], &["--json"]].concat())
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed = report["failed"].as_array().unwrap();
+    assert!(!failed.is_empty(), "{report}");
+    for f in failed {
+        assert!(f["path"].as_str().unwrap().starts_with("s3://reg/store/docker/registry/v2/blobs/sha256/7"), "{f}");
+        assert!(f["error"].as_str().unwrap().contains("InternalError"), "{f}");
+    }
+    assert!(
+        report["blobs_deleted"].as_u64().unwrap() + failed.len() as u64 <= plan["blobs_deleted"].as_u64().unwrap(),
+        "failed blobs are not counted as gone: {report}"
+    );
+    assert!(store_keys(&moto, "reg").contains(".regsweep-journal.json"), "the journal stays");
+    // Tried three times: the requests for prefix 7x were sent again.
+    assert!(report["requests"]["delete_objects"].as_u64().unwrap() >= 3, "{}", report["requests"]);
+    let again = moto.regsweep_json(&args);
+    assert!(again["failed"].as_array().unwrap().is_empty(), "{again}");
+    assert!(!store_keys(&moto, "reg").contains(".regsweep-journal.json"));
+
+    // Failing once only, the same keys are retried within the run and nothing is reported.
+    let other = S3Server::moto();
+    demo_bucket(&other, "reg", "store");
+    let port = common::s3::fault_proxy(other.port, common::s3::Fault::FailKeysOnce("/blobs/sha256/".into()));
+    let out = other
+        .command(&[&args[..], &["--json"]].concat())
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["failed"].as_array().unwrap().is_empty(), "{report}");
+    assert_eq!(report["blobs_deleted"], plan["blobs_deleted"], "{report}");
 }

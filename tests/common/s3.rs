@@ -223,10 +223,22 @@ pub fn demo_bucket(moto: &S3Server, bucket: &str, root: &str) -> Vec<(String, St
     tags
 }
 
-/// A proxy in front of an S3 server that answers the first try of every distinct request
-/// (method and target) with `503 SlowDown`, as S3 does when throttling, and passes the rest
-/// through. Returns its port.
-pub fn throttling_proxy(upstream: u16) -> u16 {
+/// What a [`fault_proxy`] does to the requests it passes.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// The first try of every distinct request (method and target) gets `503 SlowDown`, as S3
+    /// answers when it throttles.
+    Throttle,
+    /// A DeleteObjects answer reports every key containing this text as not deleted
+    /// (`InternalError`), as S3 does for a partly failed request (the server did delete it).
+    FailKeys(String),
+    /// The same, the first time each such key is asked for only.
+    FailKeysOnce(String),
+}
+
+/// A proxy in front of an S3 server that injects a [`Fault`] and passes the rest through.
+/// Returns its port.
+pub fn fault_proxy(upstream: u16, fault: Fault) -> u16 {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -234,7 +246,7 @@ pub fn throttling_proxy(upstream: u16) -> u16 {
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
-            let seen = seen.clone();
+            let (seen, fault) = (seen.clone(), fault.clone());
             std::thread::spawn(move || {
                 // One request per connection: the answer closes it.
                 let text = super::read_head(&mut conn);
@@ -248,7 +260,7 @@ pub fn throttling_proxy(upstream: u16) -> u16 {
                 if conn.read_exact(&mut body).is_err() {
                     return;
                 }
-                if seen.lock().unwrap().insert(first) {
+                if matches!(fault, Fault::Throttle) && seen.lock().unwrap().insert(first.clone()) {
                     let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code>\
                                <Message>Please reduce your request rate.</Message></Error>";
                     let _ = write!(
@@ -268,9 +280,48 @@ pub fn throttling_proxy(upstream: u16) -> u16 {
                 let _ = up.write_all(&body);
                 let mut resp = Vec::new();
                 let _ = up.read_to_end(&mut resp);
+                if first.starts_with("POST ") && first.contains("?delete") {
+                    match &fault {
+                        Fault::FailKeys(needle) => resp = fail_keys(&resp, &|k| k.contains(needle.as_str())),
+                        Fault::FailKeysOnce(needle) => {
+                            resp = fail_keys(&resp, &|k| {
+                                k.contains(needle.as_str()) && seen.lock().unwrap().insert(k.into())
+                            })
+                        }
+                        Fault::Throttle => {}
+                    }
+                }
                 let _ = conn.write_all(&resp);
             });
         }
     });
     port
+}
+
+/// A DeleteObjects answer (a whole HTTP response) with each `<Deleted>` key that `fails`
+/// turned into an `<Error>`.
+fn fail_keys(resp: &[u8], fails: &dyn Fn(&str) -> bool) -> Vec<u8> {
+    let text = String::from_utf8_lossy(resp).into_owned();
+    let Some((head, body)) = text.split_once("\r\n\r\n") else { return resp.to_vec() };
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some(start) = rest.find("<Deleted>") {
+        let end = rest[start..].find("</Deleted>").map_or(rest.len(), |e| start + e + "</Deleted>".len());
+        let entry = &rest[start..end];
+        out += &rest[..start];
+        match entry.split("<Key>").nth(1).and_then(|k| k.split("</Key>").next()) {
+            Some(key) if fails(key) => {
+                out += &format!("<Error><Key>{key}</Key><Code>InternalError</Code><Message>injected</Message></Error>")
+            }
+            _ => out += entry,
+        }
+        rest = &rest[end..];
+    }
+    out += rest;
+    let head: String = head
+        .split("\r\n")
+        .filter(|l| !l.to_ascii_lowercase().starts_with("content-length:"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    format!("{head}Content-Length: {}\r\n\r\n{out}", out.len()).into_bytes()
 }
