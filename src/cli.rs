@@ -63,15 +63,8 @@ pub struct DuArgs {
     pub keep: Option<usize>,
     #[command(flatten)]
     pub filters: FilterArgs,
-    /// Untagged manifests are not kept (as prune's --delete-untagged).
-    #[arg(long)]
-    pub delete_untagged: bool,
-    /// As prune's: nothing younger is counted reclaimable.
-    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = duration)]
-    pub grace: Duration,
-    /// As prune's: uploads older than this are reclaimable.
-    #[arg(long, value_name = "DURATION", default_value = "168h", value_parser = duration)]
-    pub upload_age: Duration,
+    #[command(flatten)]
+    pub plan: PlanArgs,
     /// Only the K largest repositories (by --sort).
     #[arg(long, value_name = "K")]
     pub top: Option<usize>,
@@ -184,9 +177,9 @@ pub struct StoreArgs {
     pub config: Option<PathBuf>,
 }
 
-/// How the collection runs.
+/// What the collection keeps (shared by `prune`, `gc` and `du`).
 #[derive(Debug, Args)]
-pub struct CollectArgs {
+pub struct PlanArgs {
     /// Untagged manifests are not kept (children of kept indexes and referrers of kept
     /// manifests still are).
     #[arg(long)]
@@ -197,6 +190,13 @@ pub struct CollectArgs {
     /// Uploads started longer ago than this are removed (the registry's own rule: 168h).
     #[arg(long, value_name = "DURATION", default_value = "168h", value_parser = duration)]
     pub upload_age: Duration,
+}
+
+/// How the collection runs.
+#[derive(Debug, Args)]
+pub struct CollectArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
     /// Print exactly the plan a real run would carry out; write nothing at all.
     #[arg(long)]
     pub dry_run: bool,

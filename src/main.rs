@@ -28,6 +28,15 @@ use regsweep::store::s3::S3Store;
 use regsweep::usage::{Area, SortBy};
 use regsweep::{Mode, UsageError, config};
 
+/// Prints a report as JSON on stdout, streamed (the report of a large prune lists every tag).
+fn print_json(report: &impl serde::Serialize) -> Result<()> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    serde_json::to_writer_pretty(&mut out, report)?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
+}
+
 /// A usage error: exit 2, as clap's own.
 fn usage(msg: String) -> anyhow::Error {
     anyhow::Error::new(UsageError(msg))
@@ -98,11 +107,7 @@ fn generate_store(g: &GenArgs) -> Result<ExitCode> {
         }
     };
     if g.output.json {
-        // Streamed: the report of a large prune lists every tag.
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        serde_json::to_writer_pretty(&mut out, &report)?;
-        writeln!(out)?;
-        out.flush()?;
+        print_json(&report)?;
     } else {
         println!(
             "wrote {} repositories, {} tags, {} manifests, {} blobs ({} files) under {}",
@@ -127,11 +132,7 @@ fn check_store(c: &CheckArgs) -> Result<ExitCode> {
         Location::S3(s3) => regsweep::store::s3::check::check(&S3Store::open(&s3)?, opts, progress)?,
     };
     if c.output.json {
-        // Streamed: the report of a large prune lists every tag.
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        serde_json::to_writer_pretty(&mut out, &report)?;
-        writeln!(out)?;
-        out.flush()?;
+        print_json(&report)?;
     } else {
         print!("{}", report.text());
     }
@@ -241,15 +242,14 @@ fn print_report(report: &regsweep::report::Report, json: bool) -> Result<()> {
     for e in &report.errors {
         eprintln!("error: {e}");
     }
-    // Streamed, whichever the form: the report of a large prune has an entry per tag.
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if json {
-        serde_json::to_writer_pretty(&mut out, &report)?;
-        writeln!(out)?;
+        print_json(report)?;
     } else {
+        // Streamed: the report of a large prune has an entry per tag.
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         write!(out, "{report}")?;
+        out.flush()?;
     }
-    out.flush()?;
     if json && report.restart_required {
         eprintln!("note: restart the registry that serves this store: its blob cache is stale");
     }
@@ -273,9 +273,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
     threads(collect.jobs.jobs)?;
     let progress = progress(collect.output.quiet, collect.output.json);
     let opts = Options {
-        delete_untagged: collect.delete_untagged,
-        grace: collect.grace,
-        upload_age: collect.upload_age,
+        delete_untagged: collect.plan.delete_untagged,
+        grace: collect.plan.grace,
+        upload_age: collect.plan.upload_age,
         now: SystemTime::now(),
         list_kept_tags: matches!(mode, Mode::Prune(_)),
         orphan_attachments,
@@ -302,9 +302,9 @@ fn du(d: &DuArgs) -> Result<ExitCode> {
         None => Mode::Gc,
     };
     let opts = Options {
-        delete_untagged: d.delete_untagged,
-        grace: d.grace,
-        upload_age: d.upload_age,
+        delete_untagged: d.plan.delete_untagged,
+        grace: d.plan.grace,
+        upload_age: d.plan.upload_age,
         now: SystemTime::now(),
         list_kept_tags: false,
         orphan_attachments: false,
@@ -332,10 +332,7 @@ fn du(d: &DuArgs) -> Result<ExitCode> {
         std::fs::write(path, usage.svg(area, 1000, 560)).with_context(|| format!("cannot write {}", path.display()))?;
     }
     if d.output.json {
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        serde_json::to_writer_pretty(&mut out, &usage)?;
-        writeln!(out)?;
-        out.flush()?;
+        print_json(&usage)?;
     } else {
         println!("{usage}");
     }

@@ -381,11 +381,7 @@ fn a_throttling_server_is_retried_with_backoff() {
     let port = common::s3::fault_proxy(moto.port, common::s3::Fault::Throttle);
     let args = ["prune", "--root", "s3://reg/store", "--keep", "2", "--grace", "0s"];
     let plan = moto.regsweep_json(&[&args[..], &["--dry-run"]].concat());
-    let out = moto
-        .command(&[&args[..], &["--json"]].concat())
-        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
-        .output()
-        .unwrap();
+    let out = moto.regsweep_through(port, &args);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["requests"]["throttled"].as_u64().unwrap() > 10, "{}", report["requests"]);
@@ -421,11 +417,7 @@ fn a_partly_failed_delete_is_retried_then_reported() {
     let port = common::s3::fault_proxy(moto.port, common::s3::Fault::FailKeys("/blobs/sha256/7".into()));
     let args = ["prune", "--root", "s3://reg/store", "--keep", "2", "--grace", "0s"];
     let plan = moto.regsweep_json(&[&args[..], &["--dry-run"]].concat());
-    let out = moto
-        .command(&[&args[..], &["--json"]].concat())
-        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
-        .output()
-        .unwrap();
+    let out = moto.regsweep_through(port, &args);
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let failed = report["failed"].as_array().unwrap();
@@ -449,11 +441,7 @@ fn a_partly_failed_delete_is_retried_then_reported() {
     let other = S3Server::moto();
     demo_bucket(&other, "reg", "store");
     let port = common::s3::fault_proxy(other.port, common::s3::Fault::FailKeysOnce("/blobs/sha256/".into()));
-    let out = other
-        .command(&[&args[..], &["--json"]].concat())
-        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
-        .output()
-        .unwrap();
+    let out = other.regsweep_through(port, &args);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["failed"].as_array().unwrap().is_empty(), "{report}");

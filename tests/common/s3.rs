@@ -131,6 +131,13 @@ impl S3Server {
         self.command(args).stdin(Stdio::null()).output().unwrap()
     }
 
+    /// regsweep through a proxy in front of this server (its port), with `--json`.
+    pub fn regsweep_through(&self, port: u16, args: &[&str]) -> Output {
+        let mut cmd = self.command(args);
+        cmd.arg("--json").env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"));
+        cmd.stdin(Stdio::null()).output().unwrap()
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_regsweep"));
         cmd.args(args)
