@@ -14,7 +14,7 @@ use crate::model::manifest::{self, Manifest};
 use crate::store::Store;
 use crate::store::check::{CheckOptions, CheckReport, Found, Kind, Trouble, why_broken};
 use crate::store::s3::bucket::Obj;
-use crate::store::s3::{JOURNAL, S3Store, link_etag};
+use crate::store::s3::{JOURNAL, S3Store, digest_folders, link_etag};
 use crate::store::scan::MAX_MANIFEST;
 
 /// Checks the store in a bucket.
@@ -90,12 +90,7 @@ fn check_repo(
     let objs = store.repo_objs(name);
     let base = format!("repositories/{name}/");
     let url = |rel: &str| store.bucket.url(&format!("{base}{rel}"));
-    let digests: DigestSet = objs
-        .iter()
-        .filter_map(|o| {
-            o.key.strip_prefix("_manifests/revisions/sha256/")?.split('/').next().and_then(Digest::from_hex)
-        })
-        .collect();
+    let digests = digest_folders(&objs, "_manifests/revisions/sha256/");
     let candidates = digests.iter().map(|d| (link_etag(d), *d)).collect();
     // A link's digest, or a problem recorded for it.
     let link = |o: &Obj, breaks: bool| -> Result<Option<Digest>> {

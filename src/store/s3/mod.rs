@@ -73,6 +73,15 @@ fn split_repo_key(rel: &str) -> Option<(&str, &str)> {
     None
 }
 
+/// The digests named by the folders under `prefix` (which ends with `/`) in `objs`, sorted.
+fn digest_folders(objs: &[Obj], prefix: &str) -> Vec<Digest> {
+    let found: BTreeSet<Digest> = under(objs, prefix)
+        .iter()
+        .filter_map(|o| o.key[prefix.len()..].split('/').next().and_then(Digest::from_hex))
+        .collect();
+    found.into_iter().collect()
+}
+
 /// The objects of `objs` (sorted by key) under `prefix` (which ends with `/`).
 fn under<'a>(objs: &'a [Obj], prefix: &str) -> &'a [Obj] {
     let start = objs.partition_point(|o| o.key.as_str() < prefix);
@@ -184,7 +193,8 @@ impl S3Store {
         self.repos.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned().unwrap_or_default()
     }
 
-    /// The digest a link holds: `expected` when its ETag is that digest's, else read.
+    /// The digest a link holds: one of `candidates` (by the MD5 of its content) when its ETag
+    /// is that, else read.
     fn link(&self, key: &str, o: &Obj, candidates: &HashMap<String, Digest>) -> Result<Option<Digest>> {
         if let Some(d) = o.etag.as_ref().and_then(|e| candidates.get(e)) {
             return Ok(Some(*d));
@@ -240,13 +250,7 @@ impl StoreView for S3Store {
     }
 
     fn tag_index(&self, repo: &str, tag: &str) -> Result<Vec<Digest>> {
-        let objs = self.repo_objs(repo);
-        let prefix = format!("_manifests/tags/{tag}/index/sha256/");
-        let found: BTreeSet<Digest> = under(&objs, &prefix)
-            .iter()
-            .filter_map(|o| o.key[prefix.len()..].split('/').next().and_then(Digest::from_hex))
-            .collect();
-        Ok(found.into_iter().collect())
+        Ok(digest_folders(&self.repo_objs(repo), &format!("_manifests/tags/{tag}/index/sha256/")))
     }
 }
 
@@ -409,13 +413,7 @@ impl Store for S3Store {
     }
 
     fn revision_digests(&self, repo: &str) -> Result<Vec<Digest>> {
-        let objs = self.repo_objs(repo);
-        let prefix = "_manifests/revisions/sha256/";
-        let found: BTreeSet<Digest> = under(&objs, prefix)
-            .iter()
-            .filter_map(|o| o.key[prefix.len()..].split('/').next().and_then(Digest::from_hex))
-            .collect();
-        Ok(found.into_iter().collect())
+        Ok(digest_folders(&self.repo_objs(repo), "_manifests/revisions/sha256/"))
     }
 
     fn manifests(&self, digests: DigestSet) -> DigestMap<Parsed> {
