@@ -447,3 +447,42 @@ fn a_partly_failed_delete_is_retried_then_reported() {
     assert!(report["failed"].as_array().unwrap().is_empty(), "{report}");
     assert_eq!(report["blobs_deleted"], plan["blobs_deleted"], "{report}");
 }
+
+/// Manifests read by one run are not read from the bucket again by the next (their digest is
+/// their content), and the plan is the same with the cache as without: a damaged entry is read
+/// again, a manifest deleted from the bucket is missing whatever the cache holds.
+#[test]
+fn a_second_run_reads_no_manifest_it_read_before() {
+    let moto = S3Server::moto();
+    demo_bucket(&moto, "reg", "store");
+    let cache = tempfile::tempdir().unwrap();
+    let args = ["prune", "--root", "s3://reg/store", "--keep", "2", "--grace", "0s", "--dry-run", "--json"];
+    let run = |cache_dir: &str| {
+        let out = moto.command(&args).env("REGSWEEP_CACHE", cache_dir).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let requests = report.as_object_mut().unwrap().remove("requests").unwrap();
+        (report, requests["get"].as_u64().unwrap())
+    };
+    let dir = cache.path().to_str().unwrap();
+    let (uncached, gets_off) = run("off");
+    let (first, gets_first) = run(dir);
+    let (second, gets_second) = run(dir);
+    assert_eq!(first, uncached);
+    assert_eq!(second, uncached);
+    assert_eq!(gets_first, gets_off);
+    assert!(gets_second + 20 < gets_first, "{gets_second} GETs after {gets_first}");
+    // A damaged entry, and a manifest whose blob is gone from the bucket (v1's).
+    let entries: Vec<_> =
+        walkdir::WalkDir::new(cache.path()).into_iter().flatten().filter(|e| e.file_type().is_file()).collect();
+    std::fs::write(entries[0].path(), b"damaged").unwrap();
+    let reg = Registry::serve_with(Path::new("/nonexistent"), &moto.setup("reg", "store"));
+    let v1 = digest_of(&reg, "team/app", "v1");
+    drop(reg);
+    let hex = v1.strip_prefix("sha256:").unwrap();
+    assert!(cache.path().join(&hex[..2]).join(hex).exists(), "v1's manifest is cached");
+    moto.tool(&["delete", "reg", &format!("{V2}blobs/sha256/{}/{hex}/data", &hex[..2])]);
+    let (with_cache, _) = run(dir);
+    let (without, _) = run("off");
+    assert_eq!(with_cache, without);
+}

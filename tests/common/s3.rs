@@ -145,6 +145,7 @@ impl S3Server {
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_REGION", "us-east-1")
+            .env("REGSWEEP_CACHE", "off")
             .env_remove("AWS_PROFILE");
         cmd
     }

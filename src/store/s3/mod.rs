@@ -6,6 +6,7 @@
 //! Deleted in the same crash-safe order as on disk, by DeleteObjects of up to 1,000 keys.
 
 pub mod bucket;
+pub mod cache;
 pub mod check;
 pub mod location;
 mod lock;
@@ -53,6 +54,8 @@ pub struct S3Store {
     blobs: RwLock<DigestMap<(u64, SystemTime)>>,
     /// When this run's lock was written, by the bucket's clock.
     locked_at: Arc<Mutex<Option<SystemTime>>>,
+    /// Manifests read by earlier runs.
+    cache: cache::Cache,
 }
 
 /// The MD5 of a link's content, as its ETag shows it.
@@ -120,6 +123,7 @@ impl S3Store {
             repos: RwLock::default(),
             blobs: RwLock::default(),
             locked_at: Arc::default(),
+            cache: cache::Cache::from_env(&|k| std::env::var(k).ok()),
         })
     }
 
@@ -217,10 +221,27 @@ impl S3Store {
     }
 
     fn load_manifest(&self, d: &Digest) -> Parsed {
+        self.read_manifest(d, false)
+    }
+
+    /// Reads and parses a manifest; with `listed` (the run's listing shows its blob), from the
+    /// cache when there, into it when read.
+    fn read_manifest(&self, d: &Digest, listed: bool) -> Parsed {
         let key = Self::blob_key(d);
-        match self.bucket.get(&key, MAX_MANIFEST) {
+        let read = match self.cache.get(d).filter(|_| listed) {
+            Some(bytes) => Ok(Some(bytes)),
+            None => self.bucket.get(&key, MAX_MANIFEST).map(|got| {
+                got.map(|(bytes, _)| {
+                    if listed {
+                        self.cache.put(d, &bytes);
+                    }
+                    bytes
+                })
+            }),
+        };
+        match read {
             Ok(None) => Parsed::Missing,
-            Ok(Some((bytes, _))) => match manifest::parse(&bytes) {
+            Ok(Some(bytes)) => match manifest::parse(&bytes) {
                 Ok(m) => Parsed::Ok(m),
                 Err(e) => Parsed::Broken(format!("manifest {d} at {}: {e:#}", self.bucket.url(&key))),
             },
@@ -423,7 +444,7 @@ impl Store for S3Store {
         drop(listed);
         wanted
             .into_par_iter()
-            .map(|(d, there)| (d, if there { self.load_manifest(&d) } else { Parsed::Missing }))
+            .map(|(d, there)| (d, if there { self.read_manifest(&d, known) } else { Parsed::Missing }))
             .collect()
     }
 
