@@ -356,7 +356,7 @@ impl Bucket {
         let results: Vec<object_store::Result<Key>> =
             self.store.delete_stream(futures::stream::iter(keys).boxed()).collect().await;
         let mut pending: std::collections::BTreeSet<&str> = rels.iter().map(String::as_str).collect();
-        let mut other = None;
+        let mut failed = Vec::new();
         for r in results {
             match r {
                 Ok(k) => {
@@ -372,14 +372,13 @@ impl Bucket {
                     match key {
                         Some(k) => {
                             pending.remove(k.as_str());
-                            other.get_or_insert_with(Vec::new).push((k.clone(), text));
+                            failed.push((k.clone(), text));
                         }
                         None => return rels.iter().map(|r| (r.clone(), text.clone())).collect(),
                     }
                 }
             }
         }
-        let mut failed = other.unwrap_or_default();
         // Keys the answer did not mention: not known to be gone.
         failed.extend(pending.into_iter().map(|k| (k.to_string(), "not confirmed deleted".to_string())));
         failed

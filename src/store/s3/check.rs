@@ -14,7 +14,7 @@ use crate::model::manifest::{self, Manifest};
 use crate::store::Store;
 use crate::store::check::{CheckOptions, CheckReport, Found, Kind, Trouble, why_broken};
 use crate::store::s3::bucket::Obj;
-use crate::store::s3::{JOURNAL, S3Store, digest_folders, link_etag};
+use crate::store::s3::{JOURNAL, RepoKey, S3Store, digest_folders, link_etag};
 use crate::store::scan::MAX_MANIFEST;
 
 /// Checks the store in a bucket.
@@ -108,26 +108,26 @@ fn check_repo(
     let mut revisions: Vec<(Digest, &Obj)> = Vec::new();
     let mut tags: Vec<(&str, Option<&Obj>, Vec<Digest>)> = Vec::new();
     for o in objs.iter() {
-        let parts: Vec<&str> = o.key.split('/').collect();
-        match parts.as_slice() {
-            ["_layers", "sha256", hex, "link"] => match link(o, false)? {
+        let key = RepoKey::of(&o.key);
+        match key {
+            RepoKey::LayerLink(d) => match link(o, false)? {
                 Some(target) if !present.contains(&target) => {
                     add(Kind::DanglingLayerLink, &o.key, format!("links {target}, which is not in the store"))
                 }
-                Some(_) => linked.extend(Digest::from_hex(hex)),
+                Some(_) => {
+                    linked.insert(d);
+                }
                 None => {}
             },
-            ["_manifests", "revisions", "sha256", hex, "link"] => {
-                revisions.extend(Digest::from_hex(hex).map(|d| (d, o)))
-            }
-            ["_manifests", "tags", tag, rest @ ..] => {
-                if tags.last().is_none_or(|t| t.0 != *tag) {
+            RepoKey::RevisionLink(d) => revisions.push((d, o)),
+            RepoKey::TagCurrent(tag) | RepoKey::TagHistory(tag, _) | RepoKey::TagOther(tag) => {
+                if tags.last().is_none_or(|t| t.0 != tag) {
                     tags.push((tag, None, Vec::new()));
                 }
                 let t = tags.last_mut().expect("pushed");
-                match rest {
-                    ["current", "link"] => t.1 = Some(o),
-                    ["index", "sha256", hex, "link"] => t.2.extend(Digest::from_hex(hex)),
+                match key {
+                    RepoKey::TagCurrent(_) => t.1 = Some(o),
+                    RepoKey::TagHistory(_, d) => t.2.push(d),
                     _ => {}
                 }
             }

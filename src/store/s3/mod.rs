@@ -63,6 +63,56 @@ fn link_etag(d: &Digest) -> String {
     hex::encode(md5::Md5::digest(d.to_string().as_bytes()))
 }
 
+/// What a key inside a repository's folder is, in the registry's layout (the bucket's
+/// counterpart of `store::layout`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RepoKey<'a> {
+    /// `_manifests/tags/<tag>/current/link`.
+    TagCurrent(&'a str),
+    /// `_manifests/tags/<tag>/index/sha256/<hex>/link`.
+    TagHistory(&'a str, Digest),
+    /// Anything else under `_manifests/tags/<tag>/`.
+    TagOther(&'a str),
+    /// `_manifests/revisions/sha256/<hex>/link`.
+    RevisionLink(Digest),
+    /// Anything else under `_manifests/revisions/sha256/<hex>/`.
+    RevisionOther(Digest),
+    /// `_layers/sha256/<hex>/link`.
+    LayerLink(Digest),
+    /// Anything else under `_layers/sha256/<hex>/`.
+    LayerOther(Digest),
+    /// `_uploads/<id>/<file>` (`file` may hold slashes, or be empty).
+    Upload(&'a str, &'a str),
+    /// Not the registry's.
+    Other,
+}
+
+impl RepoKey<'_> {
+    fn of(key: &str) -> RepoKey<'_> {
+        let parts: Vec<&str> = key.split('/').collect();
+        let digest = |hex: &str| Digest::from_hex(hex);
+        match parts.as_slice() {
+            ["_manifests", "tags", tag, "current", "link"] => RepoKey::TagCurrent(tag),
+            ["_manifests", "tags", tag, "index", "sha256", hex, "link"] => {
+                digest(hex).map_or(RepoKey::TagOther(tag), |d| RepoKey::TagHistory(tag, d))
+            }
+            ["_manifests", "tags", tag, ..] => RepoKey::TagOther(tag),
+            ["_manifests", "revisions", "sha256", hex, rest @ ..] => match (digest(hex), rest) {
+                (Some(d), ["link"]) => RepoKey::RevisionLink(d),
+                (Some(d), _) => RepoKey::RevisionOther(d),
+                (None, _) => RepoKey::Other,
+            },
+            ["_layers", "sha256", hex, rest @ ..] => match (digest(hex), rest) {
+                (Some(d), ["link"]) => RepoKey::LayerLink(d),
+                (Some(d), _) => RepoKey::LayerOther(d),
+                (None, _) => RepoKey::Other,
+            },
+            ["_uploads", id, ..] => RepoKey::Upload(id, key.get("_uploads/".len() + id.len() + 1..).unwrap_or("")),
+            _ => RepoKey::Other,
+        }
+    }
+}
+
 /// A repository's key, split into the repository and the key inside it: the first path segment
 /// that starts with `_` must be `_manifests`, `_layers` or `_uploads`.
 fn split_repo_key(rel: &str) -> Option<(&str, &str)> {
@@ -83,6 +133,13 @@ fn digest_folders(objs: &[Obj], prefix: &str) -> Vec<Digest> {
         .filter_map(|o| o.key[prefix.len()..].split('/').next().and_then(Digest::from_hex))
         .collect();
     found.into_iter().collect()
+}
+
+/// The blob keys whose digest begins with hex digit `d` (prefix folders `<d>0` to `<d>f`): one
+/// range of the blob listing, flat.
+fn list_blob_range(bucket: &Bucket, d: u8) -> Result<Vec<Obj>> {
+    let until = (d < 15).then(|| format!("{:x}", d + 1));
+    bucket.list_range("blobs/sha256", &format!("{d:x}"), until.as_deref())
 }
 
 /// The objects of `objs` (sorted by key) under `prefix` (which ends with `/`).
@@ -287,14 +344,8 @@ impl Store for S3Store {
     fn blobs(&self) -> Result<BlobList> {
         // Sixteen ranges by the first hex digit, listed flat in parallel: one request each for a
         // small store, 16 chains of pages for a large one.
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let ranges: Vec<Vec<Obj>> = (0..16)
-            .into_par_iter()
-            .map(|i| {
-                let (after, until) = (HEX[i] as char, HEX.get(i + 1).map(|c| (*c as char).to_string()));
-                self.bucket.list_range("blobs/sha256", &after.to_string(), until.as_deref())
-            })
-            .collect::<Result<_>>()?;
+        let ranges: Vec<Vec<Obj>> =
+            (0..16u8).into_par_iter().map(|d| list_blob_range(&self.bucket, d)).collect::<Result<_>>()?;
         let mut lists: Vec<Vec<Obj>> = vec![Vec::new(); 256];
         for o in ranges.into_iter().flatten() {
             let p = o
@@ -354,33 +405,33 @@ impl Store for S3Store {
         let mut layers: BTreeSet<Digest> = BTreeSet::new();
         let mut uploads: BTreeMap<&str, (Option<&Obj>, u64)> = BTreeMap::new();
         for o in objs.iter() {
-            let parts: Vec<&str> = o.key.split('/').collect();
-            match parts.as_slice() {
-                ["_manifests", "tags", tag, "current", "link"] => {
+            match RepoKey::of(&o.key) {
+                RepoKey::TagCurrent(tag) => {
                     current.insert(tag, o);
                     tag_names.insert(tag);
                 }
-                ["_manifests", "tags", tag, ..] => {
+                RepoKey::TagHistory(tag, _) | RepoKey::TagOther(tag) => {
                     tag_names.insert(tag);
                 }
-                ["_manifests", "revisions", "sha256", hex, rest @ ..] => {
-                    if let Some(d) = Digest::from_hex(hex) {
-                        rev_folders.insert(d);
-                        if rest == ["link"] {
-                            rev_links.push((d, o));
-                        }
-                    }
+                RepoKey::RevisionLink(d) => {
+                    rev_folders.insert(d);
+                    rev_links.push((d, o));
                 }
-                ["_layers", "sha256", hex, ..] => layers.extend(Digest::from_hex(hex)),
-                ["_uploads", id, rest @ ..] => {
+                RepoKey::RevisionOther(d) => {
+                    rev_folders.insert(d);
+                }
+                RepoKey::LayerLink(d) | RepoKey::LayerOther(d) => {
+                    layers.insert(d);
+                }
+                RepoKey::Upload(id, file) => {
                     let u = uploads.entry(id).or_default();
-                    match rest {
-                        ["startedat"] => u.0 = Some(o),
-                        ["data"] => u.1 = o.size,
+                    match file {
+                        "startedat" => u.0 = Some(o),
+                        "data" => u.1 = o.size,
                         _ => {}
                     }
                 }
-                _ => {}
+                RepoKey::Other => {}
             }
         }
         // The content of every link is one of the repository's revision digests, known from its
@@ -484,16 +535,16 @@ impl Store for S3Store {
                 let mut manifests: Vec<Digest> = extra.iter().filter(|(r, _)| *r == name).map(|(_, d)| *d).collect();
                 let mut links = DigestSet::default();
                 for o in objs.iter().filter(|o| o.modified >= since) {
-                    let parts: Vec<&str> = o.key.split('/').collect();
-                    match parts.as_slice() {
-                        ["_manifests", "revisions", "sha256", hex, "link"] => {
-                            let Some(d) = Digest::from_hex(hex) else { continue };
+                    match RepoKey::of(&o.key) {
+                        RepoKey::RevisionLink(d) => {
                             let own = HashMap::from([(link_etag(&d), d)]);
                             let key = format!("repositories/{name}/{}", o.key);
                             manifests.extend(self.link(&key, o, &own)?);
                         }
                         // A layer link counts by the digest in its path: its content is not read.
-                        ["_layers", "sha256", hex, "link"] => links.extend(Digest::from_hex(hex)),
+                        RepoKey::LayerLink(d) => {
+                            links.insert(d);
+                        }
                         _ => {}
                     }
                 }
@@ -575,6 +626,28 @@ mod tests {
         assert_eq!(split_repo_key("_manifests/x"), None);
         assert_eq!(split_repo_key("team/_other/x"), None);
         assert_eq!(split_repo_key("team/app"), None);
+    }
+
+    #[test]
+    fn repository_keys_are_told_apart() {
+        let hex = "80108610a7cd2ca22809d9a68462a343851728f8c08feec59e1f49efa2940c05";
+        let d = Digest::from_hex(hex).unwrap();
+        let cases = [
+            ("_manifests/tags/v1/current/link".to_string(), RepoKey::TagCurrent("v1")),
+            (format!("_manifests/tags/v1/index/sha256/{hex}/link"), RepoKey::TagHistory("v1", d)),
+            ("_manifests/tags/v1/index/sha256/nothex/link".to_string(), RepoKey::TagOther("v1")),
+            (format!("_manifests/revisions/sha256/{hex}/link"), RepoKey::RevisionLink(d)),
+            (format!("_manifests/revisions/sha256/{hex}/x.tmp"), RepoKey::RevisionOther(d)),
+            (format!("_layers/sha256/{hex}/link"), RepoKey::LayerLink(d)),
+            (format!("_layers/sha256/{hex}/other"), RepoKey::LayerOther(d)),
+            ("_uploads/u-1/hashstates/sha256/0".to_string(), RepoKey::Upload("u-1", "hashstates/sha256/0")),
+            ("_uploads/u-1".to_string(), RepoKey::Upload("u-1", "")),
+            ("_layers/sha256/nothex/link".to_string(), RepoKey::Other),
+            ("_other/x".to_string(), RepoKey::Other),
+        ];
+        for (key, expected) in &cases {
+            assert_eq!(RepoKey::of(key), *expected, "{key}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use rayon::prelude::*;
 use crate::core::progress::Progress;
 use crate::model::outcome::What;
 use crate::store::s3::bucket::{Bucket, Obj};
+use crate::store::s3::list_blob_range;
 use crate::store::stage::{Batch, Folder, Parent, Tally, crash_point};
 
 /// The parent folder's key, relative to `docker/registry/v2/`.
@@ -98,10 +99,7 @@ fn remove_group(bucket: &Bucket, batches: &[&Batch], listing: &Listing, since: O
     }
     let listed = match listing {
         Listing::Parent(p) => bucket.list(p).map_err(|e| (bucket.url(p), e)),
-        Listing::BlobRange(d) => {
-            let (from, until) = (format!("{d:x}"), (*d < 15).then(|| format!("{:x}", d + 1)));
-            bucket.list_range("blobs/sha256", &from, until.as_deref()).map_err(|e| (bucket.url("blobs/sha256"), e))
-        }
+        Listing::BlobRange(d) => list_blob_range(bucket, *d).map_err(|e| (bucket.url("blobs/sha256"), e)),
     };
     let listed = match listed {
         Ok(l) => l,
