@@ -57,6 +57,12 @@ pub enum SortArg {
 pub struct DuArgs {
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Through the registry's API instead of its store (https://host[:port]): sizes from the
+    /// manifests' descriptors; only what tags reach is seen (no uploads, no unreferenced blobs).
+    #[arg(long, value_name = "URL", group = "StoreArgs")]
+    pub url: Option<String>,
+    #[command(flatten)]
+    pub api: ApiArgs,
     /// The policy whose reclaimable bytes to show (prune's --keep and its filters); without it,
     /// what gc frees.
     #[arg(long, value_name = "N")]
@@ -265,22 +271,8 @@ pub struct OnlineArgs {
     /// Print exactly the plan a real run would carry out; delete nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Requests in flight.
-    #[arg(long, value_name = "K", default_value_t = 8)]
-    pub concurrency: usize,
-    /// Basic or token-server user; the password comes from REGSWEEP_PASSWORD or
-    /// --password-stdin, never from the command line. Without it, ~/.docker/config.json.
-    #[arg(long, value_name = "USER")]
-    pub username: Option<String>,
-    /// Read the password from the first line of stdin.
-    #[arg(long)]
-    pub password_stdin: bool,
-    /// Trust the certificates in this PEM file instead of the system's roots.
-    #[arg(long, value_name = "FILE")]
-    pub ca_cert: Option<PathBuf>,
-    /// Do not verify the registry's certificate.
-    #[arg(long)]
-    pub insecure: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
     /// After the deletes, run `registry garbage-collect` in this container, through --engine.
     #[arg(long, value_name = "NAME")]
     pub gc_container: Option<String>,
@@ -301,6 +293,27 @@ pub struct OnlineArgs {
     pub restart: bool,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// How to talk to a registry's API (shared by `online` and `du --url`).
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// Requests in flight.
+    #[arg(long, value_name = "K", default_value_t = 8)]
+    pub concurrency: usize,
+    /// Basic or token-server user; the password comes from REGSWEEP_PASSWORD or
+    /// --password-stdin, never from the command line. Without it, ~/.docker/config.json.
+    #[arg(long, value_name = "USER")]
+    pub username: Option<String>,
+    /// Read the password from the first line of stdin.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Trust the certificates in this PEM file instead of the system's roots.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Do not verify the registry's certificate.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 #[derive(Debug, Args)]

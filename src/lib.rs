@@ -89,10 +89,12 @@ pub fn du_at(at: &Location, mode: &Mode, opts: &Options, progress: Progress) -> 
     let store = at.open()?;
     let store = store.as_ref();
     let (plan, warnings, reach) = plan_on(store, mode, opts, progress, &Reach::of)?;
-    let sizes: Vec<Option<u64>> = (0..plan.store_blobs.len())
-        .into_par_iter()
-        .map(|i| Ok(store.stat(plan::Object::BlobData(plan.store_blobs.get(i)))?.map(|(size, _)| size)))
-        .collect::<Result<_>>()?;
+    // Filled in place: a collected `Result<Vec>` would hold every size twice at the peak.
+    let mut sizes = vec![0u64; plan.store_blobs.len()];
+    sizes.par_iter_mut().enumerate().try_for_each(|(i, size)| -> Result<()> {
+        *size = store.stat(plan::Object::BlobData(plan.store_blobs.get(i)))?.map_or(0, |(s, _)| s);
+        Ok(())
+    })?;
     Ok((usage(&at.shown(), reach, &sizes, &plan), warnings))
 }
 

@@ -14,7 +14,9 @@ use clap::Parser;
 use globset::{GlobBuilder, GlobSetBuilder};
 use regex::Regex;
 
-use cli::{AreaArg, CheckArgs, Cli, CollectArgs, Command, DuArgs, FilterArgs, GenArgs, OnlineArgs, SortArg, StoreArgs};
+use cli::{
+    ApiArgs, AreaArg, CheckArgs, Cli, CollectArgs, Command, DuArgs, FilterArgs, GenArgs, OnlineArgs, SortArg, StoreArgs,
+};
 use regsweep::check::{self, CheckOptions};
 use regsweep::generate::{self, GenOptions};
 use regsweep::online::OnlineOptions;
@@ -156,14 +158,41 @@ fn retention(keep: usize, r: &FilterArgs, default_order: Order) -> Result<Retent
 }
 
 /// The password of `--username`: `REGSWEEP_PASSWORD`, or the first line of stdin.
-fn password(o: &OnlineArgs) -> Result<String> {
-    if o.password_stdin {
+fn password(api: &ApiArgs) -> Result<String> {
+    if api.password_stdin {
         let mut line = String::new();
         std::io::stdin().read_line(&mut line).context("cannot read the password from stdin")?;
         return Ok(line.trim_end_matches(['\r', '\n']).to_string());
     }
     std::env::var("REGSWEEP_PASSWORD")
         .map_err(|_| anyhow::anyhow!("--username needs a password: REGSWEEP_PASSWORD or --password-stdin"))
+}
+
+/// A client for the registry at `url`, with the credentials given or the Docker client's.
+fn client(url: &str, api: &ApiArgs) -> Result<Client> {
+    let credentials = match &api.username {
+        Some(u) => Some(Credentials { username: u.clone(), password: password(api)? }),
+        None if api.password_stdin => return Err(usage("--password-stdin needs --username".into())),
+        None => match docker_config() {
+            Some(path) => client::docker_config_credentials(&path, &client::base_url(url)?)?,
+            None => None,
+        },
+    };
+    let plain_with_credentials = credentials.is_some();
+    let client = Client::new(&ClientOptions {
+        url: url.to_string(),
+        credentials,
+        ca_cert: api.ca_cert.clone(),
+        insecure: api.insecure,
+        concurrency: api.concurrency,
+    })?;
+    if client.plain_remote() && plain_with_credentials {
+        eprintln!(
+            "warning: {} is plain HTTP to another machine: the credentials cross the network in clear",
+            client.base
+        );
+    }
+    Ok(client)
 }
 
 /// Where the Docker client keeps its config: `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`.
@@ -176,32 +205,11 @@ fn docker_config() -> Option<std::path::PathBuf> {
 
 /// `online`: exit 1 before any delete, 3 when some deletes failed, 5 when the container step failed.
 fn online(o: &OnlineArgs) -> Result<ExitCode> {
-    let credentials = match &o.username {
-        Some(u) => Some(Credentials { username: u.clone(), password: password(o)? }),
-        None if o.password_stdin => return Err(usage("--password-stdin needs --username".into())),
-        None => match docker_config() {
-            Some(path) => client::docker_config_credentials(&path, &client::base_url(&o.url)?)?,
-            None => None,
-        },
-    };
-    let copts = ClientOptions {
-        url: o.url.clone(),
-        credentials,
-        ca_cert: o.ca_cert.clone(),
-        insecure: o.insecure,
-        concurrency: o.concurrency,
-    };
-    let client = Client::new(&copts)?;
-    if client.plain_remote() && copts.credentials.is_some() {
-        eprintln!(
-            "warning: {} is plain HTTP to another machine: the credentials cross the network in clear",
-            client.base
-        );
-    }
+    let client = client(&o.url, &o.api)?;
     let opts = OnlineOptions {
         retention: retention(o.retention.keep, &o.retention.filters, Order::Created)?,
         dry_run: o.dry_run,
-        concurrency: o.concurrency,
+        concurrency: o.api.concurrency,
     };
     let mut report = regsweep::online::run(&client, &opts, progress(o.output.quiet, o.output.json))?;
     let mut code = if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) };
@@ -297,20 +305,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
 /// `du`: the table, or the JSON report.
 fn du(d: &DuArgs) -> Result<ExitCode> {
     threads(d.jobs.jobs)?;
-    let mode = match d.keep {
-        Some(keep) => Mode::Prune(Box::new(retention(keep, &d.filters, Order::Push)?)),
-        None => Mode::Gc,
+    let progress = progress(d.output.quiet, d.output.json);
+    // The API has no push times: there the newest are by `created`, as in `online`.
+    let order = if d.url.is_some() { Order::Created } else { Order::Push };
+    let retention = d.keep.map(|keep| retention(keep, &d.filters, order)).transpose()?;
+    let (mut usage, warnings) = match &d.url {
+        Some(url) => {
+            if d.plan.delete_untagged {
+                return Err(usage("--delete-untagged: the API shows no untagged manifests".into()));
+            }
+            regsweep::online::du::du(&client(url, &d.api)?, retention.as_ref(), d.api.concurrency, progress)?
+        }
+        None => {
+            let mode = match retention {
+                Some(r) => Mode::Prune(Box::new(r)),
+                None => Mode::Gc,
+            };
+            let opts = Options {
+                delete_untagged: d.plan.delete_untagged,
+                grace: d.plan.grace,
+                upload_age: d.plan.upload_age,
+                now: SystemTime::now(),
+                list_kept_tags: false,
+                orphan_attachments: false,
+            };
+            regsweep::du_at(&location(&d.store)?, &mode, &opts, progress)?
+        }
     };
-    let opts = Options {
-        delete_untagged: d.plan.delete_untagged,
-        grace: d.plan.grace,
-        upload_age: d.plan.upload_age,
-        now: SystemTime::now(),
-        list_kept_tags: false,
-        orphan_attachments: false,
-    };
-    let (mut usage, warnings) =
-        regsweep::du_at(&location(&d.store)?, &mode, &opts, progress(d.output.quiet, d.output.json))?;
     for w in &warnings {
         eprintln!("warning: {w}");
     }

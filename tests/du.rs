@@ -89,6 +89,49 @@ fn unique_bytes_are_what_the_reference_frees_once_the_repository_is_gone() {
     }
 }
 
+/// `du --url` on a registry equals `du` on its store where the API can see everything: no
+/// untagged manifest (collected first) and the referrers API (a proxy answers it from the store:
+/// 2.8 lacks it). Schema1 manifests (signed as served, layer sizes by HEAD) included.
+#[test]
+fn through_the_api_it_equals_du_on_the_store() {
+    for name in ["demo", "legacy"] {
+        let store = fixture(name);
+        let root = store.path().to_str().unwrap();
+        assert!(regsweep(&["gc", "--root", root, "--delete-untagged", "--grace", "0s", "-q"]).status.success());
+        let reg = Registry::serve(store.path());
+        let url = format!("http://127.0.0.1:{}", proxy(reg.port, false, Fail::Never, Some(store.path().into())));
+        let before = snapshot(store.path());
+        let policies: [&[&str]; 4] = [
+            &[],
+            &["--keep", "1", "--order", "name"],
+            &["--keep", "1", "--order", "created"],
+            &["--keep", "0", "--order", "semver", "--keep-tag", "^v1$", "--exclude-repo", "*/list"],
+        ];
+        for policy in policies {
+            let mut api = regsweep_json(&[&["du", "--url", &url][..], policy].concat());
+            let disk = du(store.path(), &[policy, &["--grace", "0s"][..]].concat());
+            assert_eq!(api["root"].take(), url.as_str());
+            let mut disk_without_root = disk.clone();
+            disk_without_root["root"].take();
+            assert_eq!(api, disk_without_root, "{name} {policy:?}");
+        }
+        assert!(du(store.path(), &["--keep", "1", "--order", "name"])["bytes_reclaimable"].as_u64().unwrap() > 0);
+        assert_eq!(snapshot(store.path()), before, "du writes nothing");
+    }
+    // Without the referrers API and with untagged manifests, it counts what it sees.
+    let store = fixture("demo");
+    let reg = Registry::serve(store.path());
+    let api = regsweep_json(&["du", "--url", &reg.url, "--keep", "1", "--order", "name"]);
+    let disk = du(store.path(), &["--keep", "1", "--order", "name", "--grace", "0s"]);
+    assert!(api["bytes_total"].as_u64() < disk["bytes_total"].as_u64());
+    assert_eq!(api["bytes_unreferenced"], 0);
+    assert_eq!(api["bytes_uploads"], 0);
+    let out = regsweep(&["du", "--url", &reg.url, "--keep", "1", "--order", "push"]);
+    assert_eq!(out.status.code(), Some(2), "no push times over the API");
+    let out = regsweep(&["du", "--url", &reg.url, "--delete-untagged"]);
+    assert_eq!(out.status.code(), Some(2), "no untagged manifests over the API");
+}
+
 #[test]
 fn the_table_sorts_and_cuts() {
     let store = fixture("demo");

@@ -93,11 +93,11 @@ pub enum SortBy {
 }
 
 /// Adds up a store's usage. `reach` is aligned with the plan's repositories; `sizes` with the
-/// store's blob list (`None`: gone since the listing). A blob the plan frees counts as
+/// store's blob list (0: gone since the listing). A blob the plan frees counts as
 /// reclaimable in the first repository (by name) whose manifests reach it; an upload the plan
 /// removes, in its own.
-pub fn usage(root: &str, reach: Vec<Reach>, sizes: &[Option<u64>], plan: &Plan) -> Usage {
-    let size = |i: u32| sizes.get(i as usize).copied().flatten().unwrap_or(0);
+pub fn usage(root: &str, reach: Vec<Reach>, sizes: &[u64], plan: &Plan) -> Usage {
+    let size = |i: u32| sizes.get(i as usize).copied().unwrap_or(0);
     // How many repositories reach each blob, and the first of them (by blob index).
     let mut holders: Vec<(u32, u32)> = vec![(0, 0); sizes.len()];
     for (r, reached) in reach.iter().enumerate() {
@@ -144,7 +144,7 @@ pub fn usage(root: &str, reach: Vec<Reach>, sizes: &[Option<u64>], plan: &Plan) 
     Usage {
         root: root.to_string(),
         repositories: repos.len(),
-        bytes_total: sizes.iter().flatten().sum(),
+        bytes_total: sizes.iter().sum(),
         bytes_unreferenced: (0..sizes.len() as u32).filter(|i| holders[*i as usize].0 == 0).map(size).sum(),
         bytes_uploads: reach.iter().map(|r| r.upload_bytes).sum(),
         bytes_reclaimable: plan.blob_bytes + upload_bytes,

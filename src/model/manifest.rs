@@ -199,6 +199,59 @@ pub fn foreign_layers(bytes: &[u8]) -> Vec<Digest> {
     l.layers.into_iter().flatten().filter(|l| l.urls.is_some()).filter_map(|l| Digest::parse(&l.digest)).collect()
 }
 
+/// The sizes a manifest's descriptors give (config, layers, blobs, children): what `du` through
+/// the API knows of a blob's size without asking for it. Schema1 layers have none.
+pub fn descriptor_sizes(bytes: &[u8]) -> Vec<(Digest, u64)> {
+    #[derive(Deserialize)]
+    struct Sized<'a> {
+        #[serde(borrow)]
+        digest: Cow<'a, str>,
+        size: Option<u64>,
+    }
+    #[derive(Deserialize)]
+    struct Descriptors<'a> {
+        #[serde(borrow)]
+        config: Option<Sized<'a>>,
+        #[serde(borrow)]
+        layers: Option<Vec<Sized<'a>>>,
+        #[serde(borrow)]
+        manifests: Option<Vec<Sized<'a>>>,
+        #[serde(borrow)]
+        blobs: Option<Vec<Sized<'a>>>,
+    }
+    let Ok(m) = serde_json::from_slice::<Descriptors>(bytes) else { return Vec::new() };
+    let lists = [m.layers, m.manifests, m.blobs].into_iter().flatten().flatten();
+    m.config.into_iter().chain(lists).filter_map(|s| Some((Digest::parse(&s.digest)?, s.size?))).collect()
+}
+
+/// The payload of a signed schema1 manifest as the registry serves it (JWS, signed on the fly):
+/// the bytes its digest is of, and which the store holds, without the `signatures`. `None`
+/// when it is not one.
+pub fn schema1_payload(bytes: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    #[derive(Deserialize)]
+    struct Signed {
+        signatures: Vec<Signature>,
+    }
+    #[derive(Deserialize)]
+    struct Signature {
+        protected: String,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Protected {
+        format_length: usize,
+        format_tail: String,
+    }
+    let decode = |s: &str| URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).ok();
+    let signed: Signed = serde_json::from_slice(bytes).ok()?;
+    let protected: Protected = serde_json::from_slice(&decode(&signed.signatures.first()?.protected)?).ok()?;
+    let mut payload = bytes.get(..protected.format_length)?.to_vec();
+    payload.extend(decode(&protected.format_tail)?);
+    Some(payload)
+}
+
 /// Reads `created` from an image config blob (or a schema1 `v1Compatibility` entry).
 pub fn parse_created(bytes: &[u8]) -> Option<String> {
     serde_json::from_slice::<Created>(bytes).ok()?.created

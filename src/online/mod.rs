@@ -6,6 +6,7 @@
 //! The space comes back when the registry's own collector runs: see [`engine`].
 
 pub mod client;
+pub mod du;
 pub mod engine;
 
 use std::sync::Mutex;
@@ -95,9 +96,20 @@ struct Reader<'a> {
     referrers: AtomicU8,
     /// Fetch every manifest and config: `created` is needed.
     need_created: bool,
+    /// For `du`: fetch every manifest, and keep the size of each blob and manifest seen.
+    sizes: Option<Mutex<DigestMap<u64>>>,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    fn new(client: &'a Client, need_created: bool, need_sizes: bool) -> Reader<'a> {
+        Reader {
+            client,
+            referrers: AtomicU8::new(REFERRERS_UNKNOWN),
+            need_created,
+            sizes: need_sizes.then(Mutex::default),
+        }
+    }
+
     /// The digest and media type of a tag, by HEAD; `None` when the tag vanished meanwhile.
     fn head(&self, repo: &str, tag: &str) -> Result<Option<(Digest, String)>> {
         let r = self.client.send(
@@ -127,10 +139,23 @@ impl Reader<'_> {
             404 => return Ok(Parsed::Missing),
             s => bail!("GET {repo}@{d:?}: {s} {}", r.error_codes()),
         }
-        if Sha256::digest(&r.body).as_slice() != d.0 {
-            return Ok(Parsed::Broken(format!("{repo}@{d:?}: the registry sent content of another digest")));
+        let is = |bytes: &[u8]| Sha256::digest(bytes).as_slice() == d.0;
+        // A schema1 manifest is signed as it is served: its digest is that of the payload.
+        let body = match r.body {
+            body if is(&body) => body,
+            body => match manifest::schema1_payload(&body).filter(|p| is(p)) {
+                Some(payload) => payload,
+                None => {
+                    return Ok(Parsed::Broken(format!("{repo}@{d:?}: the registry sent content of another digest")));
+                }
+            },
+        };
+        if let Some(sizes) = &self.sizes {
+            let mut sizes = sizes.lock().unwrap();
+            sizes.insert(*d, body.len() as u64);
+            sizes.extend(manifest::descriptor_sizes(&body));
         }
-        Ok(match manifest::parse(&r.body) {
+        Ok(match manifest::parse(&body) {
             Ok(m) => Parsed::Ok(m),
             Err(e) => Parsed::Broken(format!("{repo}@{d:?}: {e:#}")),
         })
@@ -191,13 +216,13 @@ impl Reader<'_> {
             let Some((d, media_type)) = h else { continue };
             tags.push((t, d));
             // A Docker image manifest or schema1 has no children and no subject: no GET unless
-            // its `created` is wanted.
+            // its `created` or its blobs are wanted.
             let plain = match media_type.as_str() {
                 manifest::DOCKER_V2 => Some(Kind::DockerV2),
                 manifest::DOCKER_V1 | manifest::DOCKER_V1_SIGNED => Some(Kind::Schema1),
                 _ => None,
             };
-            if let Some(kind) = plain.filter(|_| !self.need_created) {
+            if let Some(kind) = plain.filter(|_| !self.need_created && self.sizes.is_none()) {
                 manifests.entry(d).or_insert_with(|| {
                     Parsed::Ok(Manifest {
                         kind,
@@ -246,18 +271,22 @@ struct Deletion {
     digest: Digest,
 }
 
-/// Reads the registry and plans the deletions, exactly as `prune --dry-run` would on its store.
-fn plan_online(
+/// What the API shows of a registry: the repositories `wanted` lets in (valid names only), with
+/// the `created` time of tagged manifests where `need_created`, and the warnings.
+struct Registry {
+    inv: Inventory,
+    created: DigestMap<Option<SystemTime>>,
+    warnings: Vec<Warning>,
+}
+
+/// Reads the catalog, then every repository `wanted` lets in, in parallel.
+fn read_registry(
     client: &Client,
-    opts: &OnlineOptions,
+    reader: &Reader,
+    retention: Option<&Retention>,
+    wanted: &(dyn Fn(&str) -> bool + Sync),
     progress: Progress,
-) -> Result<(Plan, Vec<Deletion>, Vec<Warning>)> {
-    let r = &opts.retention;
-    let reader = Reader {
-        client,
-        referrers: AtomicU8::new(REFERRERS_UNKNOWN),
-        need_created: r.order == Order::Created || r.older_than.is_some(),
-    };
+) -> Result<Registry> {
     let mut warnings = Vec::new();
     let mut names: Vec<String> = client
         .pages::<Catalog>("/v2/_catalog", CATALOG_SCOPE, false)
@@ -267,13 +296,15 @@ fn plan_online(
         .collect();
     names.sort();
     names.dedup();
-    warnings.extend(r.unmatched_warnings(&names));
+    if let Some(r) = retention {
+        warnings.extend(r.unmatched_warnings(&names));
+    }
     names.retain(|n| {
         if !valid_repo(n) {
             let message = format!("repository {n:?} is not a valid repository name: left alone");
             warnings.push(Warning::new(WarningKind::InvalidName, message));
         }
-        valid_repo(n) && r.in_scope(n)
+        valid_repo(n) && wanted(n)
     });
     let bar = progress.bar("tags", 0);
     let found: Vec<Found> = names.par_iter().map(|n| reader.repository(n, &bar)).collect::<Result<_>>()?;
@@ -312,24 +343,74 @@ fn plan_online(
         inv.repos.push(Repo { name: f.name, tags, revisions, ..Repo::default() });
         inv.manifests.extend(f.manifests);
     }
-    let decisions: Vec<Vec<Verdict>> = inv
-        .repos
-        .iter()
-        .map(|repo| {
-            let (d, mut w) = policy::decide(&repo.name, &repo.tags, r, &created, Duration::ZERO, now);
-            warnings.append(&mut w);
-            d
-        })
-        .collect();
-    let popts = plan::Options {
+    Ok(Registry { inv, created, warnings })
+}
+
+impl Registry {
+    /// The decision on every tag (`None`: no policy, every tag kept).
+    fn decide(&mut self, retention: Option<&Retention>) -> Vec<Vec<Verdict>> {
+        let now = SystemTime::now();
+        let warnings = &mut self.warnings;
+        self.inv
+            .repos
+            .iter()
+            .map(|repo| {
+                let Some(r) = retention else { return vec![Verdict::Keep(Reason::NotPruned); repo.tags.len()] };
+                let (d, mut w) = policy::decide(&repo.name, &repo.tags, r, &self.created, Duration::ZERO, now);
+                warnings.append(&mut w);
+                d
+            })
+            .collect()
+    }
+}
+
+/// How online plans: no grace (the API has no times), no untagged manifests to see.
+fn plan_options() -> plan::Options {
+    plan::Options {
         delete_untagged: false,
         grace: Duration::ZERO,
         upload_age: Duration::MAX,
-        now,
+        now: SystemTime::now(),
         list_kept_tags: true,
         orphan_attachments: false,
-    };
-    let mut plan = plan::build(&inv, &decisions, &|_| true, &popts, &plan::NoStore)?;
+    }
+}
+
+/// Fails for `--order push`: the API has no push times.
+fn check_order(r: &Retention) -> Result<()> {
+    if r.order == Order::Push {
+        return Err(UsageError(
+            "--order push does not exist over the API (it has no push times): use created, semver or name".into(),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Runs `work` with `concurrency` requests in flight, once the registry answers.
+fn with_pool<T: Send>(client: &Client, concurrency: usize, work: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(concurrency.max(1))
+        .build()
+        .context("cannot start request threads")?;
+    pool.install(|| {
+        client.ping()?;
+        work()
+    })
+}
+
+/// Reads the registry and plans the deletions, exactly as `prune --dry-run` would on its store.
+fn plan_online(
+    client: &Client,
+    opts: &OnlineOptions,
+    progress: Progress,
+) -> Result<(Plan, Vec<Deletion>, Vec<Warning>)> {
+    let r = &opts.retention;
+    let reader = Reader::new(client, r.order == Order::Created || r.older_than.is_some(), false);
+    let mut registry = read_registry(client, &reader, Some(r), &|n| r.in_scope(n), progress)?;
+    let decisions = registry.decide(Some(r));
+    let Registry { inv, mut warnings, .. } = registry;
+    let mut plan = plan::build(&inv, &decisions, &|_| true, &plan_options(), &plan::NoStore)?;
     // Children and referrers that only a deleted manifest reached are named by digest; order
     // the deletions so that an interruption leaves nothing kept broken: referrers first (nothing
     // needs them), then the tags' own manifests, then the children of deleted indexes.
@@ -442,18 +523,8 @@ fn execute(client: &Client, plan: &Plan, deletions: &[Deletion], progress: Progr
 
 /// Plans and, unless `dry_run`, carries out a retention run through the API.
 pub fn run(client: &Client, opts: &OnlineOptions, progress: Progress) -> Result<Report> {
-    if opts.retention.order == Order::Push {
-        return Err(UsageError(
-            "--order push does not exist over the API (it has no push times): use created, semver or name".into(),
-        )
-        .into());
-    }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.concurrency.max(1))
-        .build()
-        .context("cannot start request threads")?;
-    pool.install(|| {
-        client.ping()?;
+    check_order(&opts.retention)?;
+    with_pool(client, opts.concurrency, || {
         let (mut plan, deletions, mut warnings) = plan_online(client, opts, progress)?;
         let mut errors = Vec::new();
         if !opts.dry_run {
