@@ -10,8 +10,12 @@ use regsweep::policy::Order;
 
 /// Fast, safe retention and garbage collection for a CNCF Distribution registry's store: a folder
 /// or an S3 bucket.
+const EXIT_STATUS: &str = "Exit status: 0 done; 1 an error before anything was deleted; 2 a usage error; \
+3 some deletions failed (run again); 4 check found a tag that would fail a pull; 5 the container step failed; \
+130 interrupted (run again to finish).";
+
 #[derive(Debug, Parser)]
-#[command(name = "regsweep", version, about, long_about = None)]
+#[command(name = "regsweep", version, about, long_about = None, after_long_help = EXIT_STATUS)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -33,6 +37,18 @@ pub enum Command {
     Du(DuArgs),
     /// Write a realistic synthetic store (for benchmarks and tests), deterministic for a seed.
     Gen(GenArgs),
+    /// Print the completion script for a shell (bash: into /etc/bash_completion.d/regsweep or
+    /// ~/.local/share/bash-completion/completions/regsweep).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; `regsweep man | man -l -`), or write one per command.
+    Man {
+        /// Write regsweep.1 and regsweep-COMMAND.1 for each command into this folder.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 /// What `du`'s treemap shows.
@@ -207,9 +223,40 @@ pub struct CollectArgs {
     #[arg(long)]
     pub dry_run: bool,
     #[command(flatten)]
+    pub container: ContainerArgs,
+    #[command(flatten)]
     pub output: OutputArgs,
     #[command(flatten)]
+    pub metrics: MetricsArgs,
+    #[command(flatten)]
     pub jobs: JobsArgs,
+}
+
+/// The registry's container, stopped for an offline run.
+#[derive(Debug, Args)]
+pub struct ContainerArgs {
+    /// Stop this container (the registry serving the store) before the run and start it again
+    /// after, even when the run fails or is interrupted; a dry run only checks that it runs.
+    #[arg(long, value_name = "NAME")]
+    pub stop_container: Option<String>,
+    /// The engine of --stop-container. docker: the Docker Engine API on the unix socket of
+    /// DOCKER_HOST (default /var/run/docker.sock; the docker CLI for a tcp:// or ssh:// host);
+    /// podman: its CLI.
+    #[arg(long = "engine", value_enum, default_value = "docker")]
+    pub engine: EngineKind,
+    /// Once the container is started again, wait until /v2/ at this URL answers (any HTTP
+    /// status: 401 too), for at most a minute.
+    #[arg(long, value_name = "URL", requires = "stop_container")]
+    pub url: Option<String>,
+}
+
+/// Figures for monitoring.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Write the run's figures to this file in the Prometheus text format (atomically, for
+    /// node_exporter's textfile collector): also when the run fails.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// Which tags stay: shared by `prune` and `online`.
@@ -273,6 +320,8 @@ pub struct OnlineArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub api: ApiArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     /// After the deletes, run `registry garbage-collect` in this container, through --engine.
     #[arg(long, value_name = "NAME")]
     pub gc_container: Option<String>,

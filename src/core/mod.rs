@@ -1,7 +1,8 @@
 //! The decisions: retention policy, the plan (graph, marking, sweep), the report, progress,
-//! and the space a store's repositories use.
+//! the space a store's repositories use, and a run's figures for monitoring.
 //! Pure: it imports only `model` and reads the store only through [`plan::StoreView`].
 
+pub mod metrics;
 pub mod plan;
 pub mod policy;
 pub mod progress;

@@ -96,6 +96,10 @@ pub struct Report {
     /// Empty folders an interrupted write or deletion left (no link, no data).
     pub leftovers_deleted: usize,
     pub bytes_freed: u64,
+    /// The bytes of blobs the store holds after the run (as of the scan: what was pushed
+    /// since is not counted), with `--metrics-file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_left: Option<u64>,
     pub grace_kept: GraceKept,
     pub repos: Vec<RepoReport>,
     pub warnings: Vec<Warning>,
@@ -153,6 +157,7 @@ impl Report {
             uploads_deleted: repos.iter().map(|r| r.uploads_deleted).sum(),
             leftovers_deleted,
             bytes_freed: plan.blob_bytes + upload_bytes,
+            bytes_left: None,
             grace_kept: plan.grace_kept,
             repos,
             warnings: plan.warnings,

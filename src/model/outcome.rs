@@ -36,6 +36,8 @@ pub struct Outcome {
     pub gone: Vec<[usize; WHATS]>,
     /// Bytes of the blobs and uploads gone.
     pub bytes_freed: u64,
+    /// Of those, the blobs'.
+    pub blob_bytes_freed: u64,
     /// Left at the moment of deletion, by [`What`]: written again, or needed by what a push wrote,
     /// since the scan.
     pub rescued: [usize; WHATS],

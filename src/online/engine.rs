@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::client::Client;
+use super::client::{CATALOG_SCOPE, Client, ClientOptions};
 use crate::core::report::CollectorReport;
 
 /// Which engine the operator named.
@@ -44,7 +44,7 @@ impl Engine {
         }
     }
 
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         match self {
             Engine::Cli(bin) => format!("{bin} CLI"),
             Engine::Api(sock) => format!("Docker Engine API on unix://{}", sock.display()),
@@ -204,11 +204,10 @@ fn wait_for_registry(client: &Client, within: Duration) -> Result<()> {
     }
 }
 
-/// Asks the engine whether the container exists and runs (a dry run's check that the container
-/// step would work): `Ok` with what it found, or an error with the engine's words.
-pub fn probe(step: &GcStep) -> Result<String> {
-    let c = &step.container;
-    let running = match &step.engine {
+/// Whether the container runs; an error with the engine's words when it does not exist or the
+/// engine does not answer.
+pub fn running(engine: &Engine, c: &str) -> Result<bool> {
+    Ok(match engine {
         Engine::Cli(bin) => {
             let (code, out) = cli(bin, &["inspect", "--format", "{{.State.Running}}", c])?;
             if code != 0 {
@@ -220,8 +219,57 @@ pub fn probe(step: &GcStep) -> Result<String> {
             let body = api_ok(sock, "GET", &format!("/containers/{c}/json"), None, &[200])?;
             serde_json::from_slice::<serde_json::Value>(&body)?["State"]["Running"].as_bool().unwrap_or(false)
         }
-    };
-    if !running {
+    })
+}
+
+/// Stops (`action` "stop") or starts ("start") a container.
+pub fn stop_or_start(engine: &Engine, c: &str, action: &str) -> Result<()> {
+    match engine {
+        Engine::Cli(bin) => {
+            let (code, out) = cli(bin, &[action, c])?;
+            if code != 0 {
+                bail!("{bin} {action} {c} failed (exit {code}): {}", out.trim());
+            }
+        }
+        Engine::Api(sock) => {
+            api_ok(sock, "POST", &format!("/containers/{c}/{action}"), None, &[204, 304])?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits until `/v2/` at `url` gives any HTTP answer (401 included: the registry is up), for an
+/// offline run that started the registry's container again.
+pub fn wait_until_answers(url: &str, within: Duration) -> Result<()> {
+    let client = Client::new(&ClientOptions {
+        url: url.to_string(),
+        credentials: None,
+        ca_cert: None,
+        insecure: false,
+        concurrency: 1,
+    })?;
+    let start = Instant::now();
+    loop {
+        let answer = client.send("GET", "/v2/", CATALOG_SCOPE, None);
+        match answer {
+            Ok(r) if r.status < 500 && r.status != 429 => return Ok(()),
+            Err(e) if super::client::is_refusal(&e) => return Ok(()),
+            Ok(r) if start.elapsed() > within => {
+                bail!("{}/v2/ still answers {} after {within:?}", client.base, r.status)
+            }
+            Err(e) if start.elapsed() > within => {
+                return Err(e).context(format!("the registry did not answer within {within:?} of its start"));
+            }
+            _ => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// Asks the engine whether the container exists and runs (a dry run's check that the container
+/// step would work): `Ok` with what it found, or an error with the engine's words.
+pub fn probe(step: &GcStep) -> Result<String> {
+    let c = &step.container;
+    if !running(&step.engine, c)? {
         bail!("container {c} exists but is not running ({}): garbage-collect cannot run in it", step.engine.describe());
     }
     Ok(format!("the {} answers and container {c} is running", step.engine.describe()))
@@ -262,17 +310,7 @@ pub fn collect(step: &GcStep, client: &Client) -> Result<CollectorReport> {
     }
     if step.restart {
         for action in ["stop", "start"] {
-            match &step.engine {
-                Engine::Cli(bin) => {
-                    let (code, out) = cli(bin, &[action, c])?;
-                    if code != 0 {
-                        bail!("{bin} {action} {c} failed (exit {code}): {}", out.trim());
-                    }
-                }
-                Engine::Api(sock) => {
-                    api_ok(sock, "POST", &format!("/containers/{c}/{action}"), None, &[204, 304])?;
-                }
-            }
+            stop_or_start(&step.engine, c, action)?;
         }
         wait_for_registry(client, Duration::from_secs(60))?;
         report.restarted = true;

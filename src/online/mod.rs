@@ -373,6 +373,7 @@ fn plan_options() -> plan::Options {
         now: SystemTime::now(),
         list_kept_tags: true,
         orphan_attachments: false,
+        bytes_left: false,
     }
 }
 

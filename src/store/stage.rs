@@ -91,6 +91,7 @@ pub struct Batch<'a> {
 pub struct Tally {
     gone: Vec<[AtomicUsize; WHATS]>,
     bytes: AtomicU64,
+    blob_bytes: AtomicU64,
     rescued: [AtomicUsize; WHATS],
     failed: Mutex<Vec<Failure>>,
     /// Revisions a deletion found written again (plan's repository index): the re-mark reads them.
@@ -105,6 +106,7 @@ impl Tally {
         Tally {
             gone: (0..=repos).map(|_| Default::default()).collect(),
             bytes: AtomicU64::new(0),
+            blob_bytes: AtomicU64::new(0),
             rescued: Default::default(),
             failed: Mutex::default(),
             rewritten: Mutex::default(),
@@ -118,6 +120,9 @@ impl Tally {
         let row = repo.unwrap_or(self.gone.len() - 1);
         self.gone[row][what as usize].fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if what == What::Blob {
+            self.blob_bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
     }
 
     /// Counts a folder left because it was written again since the scan: a revision is then
@@ -176,6 +181,7 @@ impl Tally {
         Outcome {
             gone: self.gone.iter().map(load).collect(),
             bytes_freed: self.bytes.into_inner(),
+            blob_bytes_freed: self.blob_bytes.into_inner(),
             rescued: load(&self.rescued),
             failed: self.failed.into_inner().unwrap_or_else(|p| p.into_inner()),
             errors,

@@ -38,6 +38,9 @@ pub struct Options {
     /// An attachment tag whose subject is a manifest of no repository of the store goes
     /// (`--delete-orphan-attachments`; the planner is given [`Holders`]).
     pub orphan_attachments: bool,
+    /// The report says how many blob bytes the store holds after the run (a stat of every
+    /// blob: for `--metrics-file`).
+    pub bytes_left: bool,
 }
 
 /// Which repository holds each manifest of the store (a revision folder), for
@@ -616,6 +619,7 @@ mod tests {
                 now: now(),
                 list_kept_tags: true,
                 orphan_attachments: false,
+                bytes_left: false,
             };
             build(&self.inv, &decisions, &|_| true, &opts, &FakeDisk(self.young.clone()))
         }
