@@ -10,7 +10,7 @@ pub mod store;
 
 // The old flat paths, for the binary, tests and benches.
 pub use crate::core::{metrics, plan, policy, progress, report, tags, usage};
-pub use crate::model::{UsageError, blobs, digest, manifest, warning};
+pub use crate::model::{Interrupted, UsageError, blobs, digest, manifest, warning};
 pub use crate::store::{apply, check, config, generate, interrupt, journal, layout, remark, scan};
 
 use std::path::Path;
@@ -75,6 +75,7 @@ pub fn run_on(
         None
     } else {
         apply::stop_point("plan");
+        stop_if_interrupted()?;
         Some(apply::execute(store, &plan, since, progress)?)
     };
     let mut report = Report::new(command, shown_as, plan, dry_run);
@@ -138,6 +139,7 @@ pub fn plan_on<T: Send>(
     let repos: Vec<(RepoDraft, Vec<Warning>, T)> = names
         .into_par_iter()
         .map(|name| {
+            stop_if_interrupted()?;
             // Tags matter to a prune, to --delete-untagged (tagged manifests are the roots) and
             // to finishing an interrupted run; a plain gc keeps every revision anyway.
             let tag_links = !matches!(mode, Mode::Gc)
@@ -173,6 +175,14 @@ pub fn plan_on<T: Send>(
     let plan = planner.finish(drafts)?;
     bar.finish_and_clear();
     Ok((plan, warnings, extras))
+}
+
+/// Ends a run that a signal asked to end before its deletions ([`interrupt::install_deferred`]).
+fn stop_if_interrupted() -> Result<()> {
+    if interrupt::requested() {
+        return Err(Interrupted("interrupted before anything was deleted: nothing changed".into()).into());
+    }
+    Ok(())
 }
 
 /// The decision on every tag of a repository (aligned with its tags) and the policy's warnings.

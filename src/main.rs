@@ -31,7 +31,7 @@ use regsweep::report::Report;
 use regsweep::store::Location;
 use regsweep::store::s3::S3Store;
 use regsweep::usage::{Area, SortBy};
-use regsweep::{Mode, UsageError, config};
+use regsweep::{Interrupted, Mode, UsageError, config};
 
 /// Prints a report as JSON on stdout, streamed (the report of a large prune lists every tag).
 fn print_json(report: &impl serde::Serialize) -> Result<()> {
@@ -311,6 +311,8 @@ fn exit_status(e: &anyhow::Error) -> u8 {
     };
     if e.chain().any(broken_pipe) {
         0
+    } else if e.is::<Interrupted>() {
+        130
     } else if e.is::<UsageError>() {
         2
     } else {
@@ -381,10 +383,14 @@ fn offline(store: &StoreArgs, collect: &CollectArgs, mode: Mode, orphan_attachme
         bytes_left: collect.metrics.metrics_file.is_some(),
     };
     let at = location(store)?;
-    // Before the container stops: a signal then only stops the deletions, and the container
-    // is started again.
-    regsweep::interrupt::install();
+    // Before the container stops: a signal then ends the run by itself (not the process), and
+    // the container is started again.
     let c = &collect.container;
+    if c.stop_container.is_some() {
+        regsweep::interrupt::install_deferred();
+    } else {
+        regsweep::interrupt::install();
+    }
     let engine = Engine::pick(c.engine, std::env::var("DOCKER_HOST").ok().as_deref());
     let mut stopped = None;
     if let Some(name) = &c.stop_container {

@@ -253,6 +253,21 @@ fn an_offline_run_stops_the_registry_container_and_starts_it_again() {
     assert_eq!(pull_status(e.port), "200", "--url: the registry answers when regsweep exits");
     e.assert_all_tags_pull();
 
+    // Interrupted (SIGINT) once planned: exit 130, the container started again.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_regsweep"));
+    cmd.args(["prune", "--root", e.store.path().to_str().unwrap(), "--keep", "1", "--order", "name", "--grace", "0s"])
+        .args(podman)
+        .envs(e.env())
+        .env_remove("DOCKER_HOST");
+    let child = stopped_at(cmd, "plan");
+    assert!(!running(&e), "stopped during the run");
+    signal(&child, "-INT");
+    signal(&child, "-CONT");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(running(&e), "started again after the interruption: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(pull_status(e.port), "200");
+
     // A run that fails (a kept manifest is corrupt: nothing is deleted) still starts it again;
     // here through the Docker Engine API that podman serves.
     let host = e.api_socket();

@@ -33,3 +33,8 @@ message_error!(
     /// An error in what the operator asked (a bad pattern, an option that cannot apply): exit 2.
     UsageError
 );
+
+message_error!(
+    /// A signal ended the run before anything was deleted (see `store::interrupt`): exit 130.
+    Interrupted
+);

@@ -1,14 +1,23 @@
 //! SIGINT and SIGTERM: before the first deletion a run just ends (nothing changed); during the
 //! deletions it stops between two folders, reports what it did, and leaves the journal so that
 //! a rerun finishes the job. A second signal ends it at once (every deletion is crash-safe).
+//! With [`install_deferred`] (a run that must start the registry's container again), a signal
+//! before the deletions does not end the process: the run sees [`requested`] and ends itself.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
 static DELETING: AtomicBool = AtomicBool::new(false);
+static DEFERRED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
-    if DELETING.load(Ordering::SeqCst) && !REQUESTED.swap(true, Ordering::SeqCst) {
+    let deleting = DELETING.load(Ordering::SeqCst);
+    if (deleting || DEFERRED.load(Ordering::SeqCst)) && !REQUESTED.swap(true, Ordering::SeqCst) {
+        if !deleting {
+            let msg: &[u8] = b"regsweep: interrupted: stopping before any deletion (a second signal ends it at once)\n";
+            // SAFETY: write(2) is async-signal-safe.
+            unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+        }
         return;
     }
     let msg: &[u8] = if DELETING.load(Ordering::SeqCst) {
@@ -31,6 +40,13 @@ pub fn install() {
         libc::signal(libc::SIGINT, handler);
         libc::signal(libc::SIGTERM, handler);
     }
+}
+
+/// Installs the handler so that the first signal before the deletions only asks the run to end
+/// (it checks [`requested`] between repositories and before deleting), for work to do after it.
+pub fn install_deferred() {
+    DEFERRED.store(true, Ordering::SeqCst);
+    install();
 }
 
 /// True once a signal asked the deletions to stop.
