@@ -251,12 +251,33 @@ fn assert_parses(line: &str) {
     assert!(out.status.success(), "{line}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// contrib/cron/regsweep is a valid /etc/cron.d file (environment lines, then five time
-/// fields, a user and a command) whose commands name regsweep by its full path (cron's PATH
-/// is short), hold no `%` (cron turns it into a newline), are valid sh and regsweep command
-/// lines; without the user field each is a valid crontab line too.
+/// A cron job line: five time fields, the user field in /etc/cron.d (`with_user`), a command
+/// that is valid sh, holds no `%` (cron turns it into a newline), and names regsweep by its
+/// full path (cron's PATH is short) with arguments regsweep accepts.
+fn assert_cron_job(line: &str, with_user: bool) {
+    let fields: Vec<&str> = line.splitn(if with_user { 7 } else { 6 }, ' ').collect();
+    let command = fields.last().unwrap();
+    assert_eq!(fields.len(), if with_user { 7 } else { 6 }, "{line}");
+    assert!(fields[..5].iter().all(|f| f.chars().all(|c| c.is_ascii_digit() || "*/,-".contains(c))), "{line}");
+    if with_user {
+        assert_eq!(fields[5], "root", "{line}");
+    }
+    assert!(!command.contains('%'), "{line}");
+    let out = Command::new("sh").args(["-n", "-c", command]).output().unwrap();
+    assert!(out.status.success(), "{line}");
+    for part in command.split(';').map(str::trim).filter(|p| p.contains("regsweep ")) {
+        // Environment assignments first (VAR=$(...) ...), then the command.
+        let words: Vec<&str> = part.split(' ').collect();
+        let at = words.iter().position(|w| w.ends_with("/regsweep") || *w == "regsweep").unwrap();
+        assert_eq!(words[at], "/usr/local/bin/regsweep", "{part}");
+        assert_parses(&words[at..].join(" "));
+    }
+}
+
+/// contrib/cron/regsweep is a valid /etc/cron.d file (environment lines, then jobs), and the
+/// cron lines of the README are valid in /etc/cron.d (with `root`) or in a user's crontab.
 #[test]
-fn the_cron_file_is_a_valid_cron_d_file() {
+fn the_cron_lines_are_valid() {
     let text = std::fs::read_to_string(top().join("contrib/cron/regsweep")).unwrap();
     assert!(text.ends_with('\n'), "cron ignores a last line without a newline");
     let mut jobs = 0;
@@ -264,21 +285,17 @@ fn the_cron_file_is_a_valid_cron_d_file() {
         if line.is_empty() || line.starts_with('#') || line.split_once('=').is_some_and(|(k, _)| !k.contains(' ')) {
             continue;
         }
-        let fields: Vec<&str> = line.splitn(7, ' ').collect();
-        assert_eq!(fields.len(), 7, "{line}");
-        assert!(fields[..5].iter().all(|f| f.chars().all(|c| c.is_ascii_digit() || "*/,-".contains(c))), "{line}");
-        assert_eq!(fields[5], "root", "{line}");
-        let command = fields[6];
-        assert!(!command.contains('%'), "{line}");
-        let out = Command::new("sh").args(["-n", "-c", command]).output().unwrap();
-        assert!(out.status.success(), "{line}");
-        for part in command.split(';').map(str::trim).filter(|p| p.contains("regsweep ")) {
-            assert!(part.starts_with("/usr/local/bin/regsweep "), "{part}");
-            assert_parses(part);
-        }
+        assert_cron_job(line, true);
         jobs += 1;
     }
     assert_eq!(jobs, 2);
+    let readme = std::fs::read_to_string(top().join("README.md")).unwrap();
+    let blocks = readme.split("```cron\n").skip(1).map(|b| b.split("```").next().unwrap());
+    let lines: Vec<&str> = blocks.flat_map(str::lines).filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 3, "{lines:?}");
+    for line in lines {
+        assert_cron_job(line, line.split(' ').nth(5) == Some("root"));
+    }
 }
 
 /// The LICENSE file is the license Cargo.toml names.
