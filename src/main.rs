@@ -1,13 +1,14 @@
 //! The regsweep binary: parses arguments, calls the library, prints, maps errors to exit codes
 //! (0 done, 1 error before anything was deleted, 2 usage, 3 some deletions failed, 4 `check`
-//! found a tag that would fail a pull, 5 `online`'s container step failed).
+//! found a tag that would fail a pull, 5 a container step failed, 130 interrupted).
 
 mod cli;
+mod monitor;
 
 use std::io::IsTerminal;
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser};
@@ -15,23 +16,21 @@ use globset::{GlobBuilder, GlobSetBuilder};
 use regex::Regex;
 
 use cli::{
-    ApiArgs, AreaArg, CheckArgs, Cli, CollectArgs, Command, DuArgs, FilterArgs, GenArgs, MetricsArgs, OnlineArgs,
-    SortArg, StoreArgs,
+    ApiArgs, AreaArg, CheckArgs, Cli, CollectArgs, Command, DuArgs, FilterArgs, GenArgs, OnlineArgs, SortArg, StoreArgs,
 };
+use monitor::{Ended, exit_status, monitored};
 use regsweep::check::{self, CheckOptions};
 use regsweep::generate::{self, GenOptions};
-use regsweep::metrics::{self, RunFigures};
 use regsweep::online::OnlineOptions;
 use regsweep::online::client::{self, Client, ClientOptions, Credentials};
 use regsweep::online::engine::{self, Engine, GcStep};
 use regsweep::plan::Options;
 use regsweep::policy::{Globs, Order, Retention};
 use regsweep::progress::Progress;
-use regsweep::report::Report;
 use regsweep::store::Location;
 use regsweep::store::s3::S3Store;
 use regsweep::usage::{Area, SortBy};
-use regsweep::{Interrupted, Mode, UsageError, config};
+use regsweep::{Mode, UsageError, config};
 
 /// Prints a report as JSON on stdout, streamed (the report of a large prune lists every tag).
 fn print_json(report: &impl serde::Serialize) -> Result<()> {
@@ -267,10 +266,6 @@ fn print_report(report: &regsweep::report::Report, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// How a run of `prune`, `gc` or `online` ended: its exit status and, when it got as far, its
-/// report (for `--metrics-file`).
-type Ended = (u8, Option<Report>);
-
 fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Gen(g) => generate_store(g),
@@ -301,70 +296,6 @@ fn store_named(store: &StoreArgs) -> String {
         (None, Some(config)) => config.display().to_string(),
         (None, None) => String::new(),
     }
-}
-
-/// The exit status of an error: 2 for a usage error, 0 for output cut short (piped into
-/// `head`), else 1.
-fn exit_status(e: &anyhow::Error) -> u8 {
-    let broken_pipe = |c: &(dyn std::error::Error + 'static)| {
-        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    };
-    if e.chain().any(broken_pipe) {
-        0
-    } else if e.is::<Interrupted>() {
-        130
-    } else if e.is::<UsageError>() {
-        2
-    } else {
-        1
-    }
-}
-
-/// Runs `work` and, with `--metrics-file`, writes its figures, whatever the outcome. A metrics
-/// file that cannot be written makes a successful run exit 1: monitoring would go blind.
-fn monitored(
-    metrics: &MetricsArgs,
-    command: &str,
-    store: &str,
-    work: impl FnOnce() -> Result<Ended>,
-) -> Result<ExitCode> {
-    let (started, clock) = (SystemTime::now(), Instant::now());
-    let result = work();
-    let Some(path) = &metrics.metrics_file else {
-        return result.map(|(code, _)| ExitCode::from(code));
-    };
-    let exit_code = match &result {
-        Ok((code, _)) => *code,
-        Err(e) => exit_status(e),
-    };
-    let report = result.as_ref().ok().and_then(|(_, r)| r.as_ref());
-    let figures = RunFigures { command, store, started, duration: clock.elapsed(), exit_code, report };
-    let written = write_metrics(path, &figures);
-    match (result, written) {
-        (Ok((0, _)), Err(e)) => Err(e),
-        (result, Err(e)) => {
-            eprintln!("error: {e:#}");
-            result.map(|(code, _)| ExitCode::from(code))
-        }
-        (result, Ok(())) => result.map(|(code, _)| ExitCode::from(code)),
-    }
-}
-
-/// Replaces the metrics file at once (a temporary file beside it, renamed), readable by the
-/// collector, carrying over the last success a failed run does not renew.
-fn write_metrics(path: &std::path::Path, figures: &RunFigures) -> Result<()> {
-    let previous = std::fs::read_to_string(path).ok();
-    let text = metrics::render(figures, previous.as_deref().and_then(metrics::last_success));
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => std::path::Path::new("."),
-    };
-    let context = || format!("cannot write the metrics file {}", path.display());
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(context)?;
-    tmp.write_all(text.as_bytes()).with_context(context)?;
-    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644)).with_context(context)?;
-    tmp.persist(path).map_err(|e| e.error).with_context(context)?;
-    Ok(())
 }
 
 /// `prune` and `gc` on a store, with its registry's container stopped around the run when

@@ -8,16 +8,6 @@ use std::path::Path;
 
 use common::*;
 
-/// Every blob's bytes, read from disk.
-fn blob_bytes(root: &Path) -> u64 {
-    walkdir::WalkDir::new(v2(root).join("blobs"))
-        .into_iter()
-        .flatten()
-        .filter(|e| e.file_type().is_file() && e.file_name() == "data")
-        .map(|e| e.metadata().unwrap().len())
-        .sum()
-}
-
 fn du(root: &Path, args: &[&str]) -> serde_json::Value {
     regsweep_json(&[&["du", "--root", root.to_str().unwrap()][..], args].concat())
 }

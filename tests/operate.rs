@@ -35,15 +35,6 @@ fn promtool_accepts(path: &Path) {
     );
 }
 
-fn blob_bytes(root: &Path) -> u64 {
-    walkdir::WalkDir::new(v2(root).join("blobs"))
-        .into_iter()
-        .flatten()
-        .filter(|e| e.file_type().is_file() && e.file_name() == "data")
-        .map(|e| e.metadata().unwrap().len())
-        .sum()
-}
-
 /// `--metrics-file`: the run's figures, equal to its report, accepted by promtool, replaced
 /// atomically (readable by node_exporter, no temporary file left), written by failed runs too,
 /// which keep the time of the last success.

@@ -389,6 +389,16 @@ pub fn tag_digest(root: &Path, repo: &str, tag: &str) -> String {
     read_link(&v2(root).join("repositories").join(repo).join("_manifests/tags").join(tag).join("current/link"))
 }
 
+/// Every blob's bytes, read from disk.
+pub fn blob_bytes(root: &Path) -> u64 {
+    walkdir::WalkDir::new(v2(root).join("blobs"))
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file() && e.file_name() == "data")
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
 /// The `data` file of a blob.
 pub fn blob_data(root: &Path, digest: &str) -> PathBuf {
     let hex = &digest[7..];
