@@ -254,12 +254,25 @@ fn an_offline_run_stops_the_registry_container_and_starts_it_again() {
     e.assert_all_tags_pull();
 
     // Interrupted (SIGINT) once planned: exit 130, the container started again.
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_regsweep"));
-    cmd.args(["prune", "--root", e.store.path().to_str().unwrap(), "--keep", "1", "--order", "name", "--grace", "0s"])
+    let prune_cmd = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_regsweep"));
+        cmd.args([
+            "prune",
+            "--root",
+            e.store.path().to_str().unwrap(),
+            "--keep",
+            "1",
+            "--order",
+            "name",
+            "--grace",
+            "0s",
+        ])
         .args(podman)
         .envs(e.env())
         .env_remove("DOCKER_HOST");
-    let child = stopped_at(cmd, "plan");
+        cmd
+    };
+    let child = stopped_at(prune_cmd(), "plan");
     assert!(!running(&e), "stopped during the run");
     signal(&child, "-INT");
     signal(&child, "-CONT");
@@ -267,6 +280,21 @@ fn an_offline_run_stops_the_registry_container_and_starts_it_again() {
     assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(running(&e), "started again after the interruption: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(pull_status(e.port), "200");
+
+    // A container that cannot be started again (renamed during the run): exit 5, said loudly.
+    let child = stopped_at(prune_cmd(), "plan");
+    assert!(e.podman().args(["rename", CONTAINER, "renamed-registry"]).status().unwrap().success());
+    signal(&child, "-CONT");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("may still be down"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(e.podman().args(["rename", "renamed-registry", CONTAINER]).status().unwrap().success());
+    assert!(e.podman().args(["start", CONTAINER]).status().unwrap().success());
+    e.wait_for_registry();
 
     // A run that fails (a kept manifest is corrupt: nothing is deleted) still starts it again;
     // here through the Docker Engine API that podman serves.
