@@ -110,6 +110,15 @@ fn blob_sizes(store: &dyn Store, blobs: &BlobList) -> Result<Vec<u64>> {
     Ok(sizes)
 }
 
+/// What planning takes of one repository's scan.
+struct Scanned<T> {
+    draft: RepoDraft,
+    warnings: Vec<Warning>,
+    extra: T,
+    /// The repository, and its journaled tags pushed again since the journal.
+    void: (String, Vec<String>),
+}
+
 /// Reads a store and plans a run on it: each repository is read, decided and planned in one
 /// pass, in parallel with the others; only the blob list, its mark bits and the plan outlive
 /// it, with what `per_repo` takes of each repository as it goes (the plan's order).
@@ -136,7 +145,7 @@ pub fn plan_on<T: Send>(
         Mode::Gc => Vec::new(),
     };
     let bar = progress.bar("scanning", names.len() as u64);
-    let repos: Vec<(RepoDraft, Vec<Warning>, T)> = names
+    let repos: Vec<Scanned<T>> = names
         .into_par_iter()
         .map(|name| {
             stop_if_interrupted()?;
@@ -150,9 +159,10 @@ pub fn plan_on<T: Send>(
             let wanted: DigestSet = repo.revisions.iter().map(|r| r.target).chain(journaled).collect();
             let manifests = store.manifests(wanted);
             let (mut decisions, warnings) = decide(store, &repo, &manifests, mode, opts);
-            if let Some(j) = &journal {
-                finish_journaled_tags(&repo, j, &mut decisions);
-            }
+            let void = match &journal {
+                Some(j) => finish_journaled_tags(&repo, j, &mut decisions),
+                None => Vec::new(),
+            };
             let in_scope = match mode {
                 Mode::Prune(r) => r.in_scope(&repo.name),
                 Mode::Gc => true,
@@ -160,20 +170,30 @@ pub fn plan_on<T: Send>(
             let draft = planner.repo(&repo, &manifests, &decisions, in_scope);
             let extra = per_repo(&repo, &manifests, planner.blobs());
             bar.inc(1);
-            Ok((draft, warnings, extra))
+            Ok(Scanned { draft, warnings, extra, void: (repo.name, void) })
         })
         .collect::<Result<_>>()?;
     bar.finish_and_clear();
     let mut drafts = Vec::with_capacity(repos.len());
     let mut extras = Vec::with_capacity(repos.len());
-    for (draft, w, extra) in repos {
-        drafts.push(draft);
-        warnings.extend(w);
-        extras.push(extra);
+    let mut void = Vec::new();
+    for r in repos {
+        drafts.push(r.draft);
+        warnings.extend(r.warnings);
+        extras.push(r.extra);
+        void.push(r.void);
     }
     let bar = progress.bar("sweeping", 0);
-    let plan = planner.finish(drafts)?;
+    let mut plan = planner.finish(drafts)?;
     bar.finish_and_clear();
+    // The journal this run writes drops the entries of tags pushed again since the last one:
+    // after another crash, the next run must not take them for this run's.
+    for (repo, tags) in void {
+        if let Some(entries) = plan.journal.repos.get_mut(&repo) {
+            entries.retain(|t, _| !tags.contains(t));
+        }
+    }
+    plan.journal.repos.retain(|_, tags| !tags.is_empty());
     Ok((plan, warnings, extras))
 }
 
@@ -207,14 +227,24 @@ fn decide(
 }
 
 /// The tags an interrupted run was deleting are deleted, whatever this run's policy, unless
-/// they were pushed again since (then they point elsewhere).
-fn finish_journaled_tags(repo: &Repo, journal: &Journal, decisions: &mut [Verdict]) {
+/// they were pushed again since the journal was written (then they point elsewhere, or their
+/// link is younger than the journal): those are returned, their journal entries void.
+fn finish_journaled_tags(repo: &Repo, journal: &Journal, decisions: &mut [Verdict]) -> Vec<String> {
     let Some(tags) = journal.repos.get(&repo.name) else {
-        return;
+        return Vec::new();
     };
+    let mut void = Vec::new();
     for (t, d) in repo.tags.iter().zip(decisions.iter_mut()) {
-        if tags.get(&t.name).is_some_and(|j| t.current.is_none_or(|c| c == *j)) {
+        let Some(j) = tags.get(&t.name) else { continue };
+        let untouched = match t.current {
+            None => true,
+            Some(c) => c == *j && journal.written.is_none_or(|w| t.pushed <= w),
+        };
+        if untouched {
             *d = Verdict::Delete(Reason::Interrupted);
+        } else {
+            void.push(t.name.clone());
         }
     }
+    void
 }

@@ -114,6 +114,44 @@ fn without_the_journal_a_rerun_would_keep_for_ever_what_the_crash_left() {
     assert!(ours.revisions.len() > expected.revisions.len(), "without the journal the deleted tags' manifests survive");
 }
 
+/// A tag the crashed run had journaled for deletion, pushed again (onto the same digest) after
+/// the crash, is a new push: the reruns keep it (the journal is older than its link), even
+/// when the first rerun crashes too (its journal no longer names it).
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
+fn a_journaled_tag_pushed_again_after_the_crash_is_kept() {
+    let store = fixture("demo");
+    let plan = planned(store.path());
+    let (repo, tag, digest) = plan["repos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["tags"].as_array().unwrap().iter().map(move |t| (r, t)))
+        .find(|(_, t)| t["action"] == "delete" && !t["name"].as_str().unwrap().starts_with("sha256-"))
+        .map(|(r, t)| {
+            let s = |v: &serde_json::Value| v.as_str().unwrap().to_string();
+            (s(&r["name"]), s(&t["name"]), s(&t["digest"]))
+        })
+        .unwrap();
+    // Crash once every tag folder is gone: the journal names the tag.
+    assert!(!prune(store.path(), Some(plan["tags_deleted"].as_u64().unwrap() as usize)).status.success());
+    let journal = std::fs::read_to_string(v2(store.path()).join(".regsweep-journal.json")).unwrap();
+    assert!(journal.contains(&format!("\"{tag}\"")), "{journal}");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let reg = Registry::serve(store.path());
+    copy_within(reg.port, &format!("{repo}@{digest}"), &format!("{repo}:{tag}"), true).unwrap();
+    drop(reg);
+    // The newest tag now: --keep 1 keeps it, unless the journal were taken as this push's.
+    assert!(!prune(store.path(), Some(1)).status.success(), "the first rerun crashes too");
+    let journal = std::fs::read_to_string(v2(store.path()).join(".regsweep-journal.json")).unwrap();
+    assert!(!journal.contains(&format!("\"{tag}\"")), "the rerun's journal drops it: {journal}");
+    assert!(prune(store.path(), None).status.success());
+    assert_eq!(tag_digest(store.path(), &repo, &tag), digest);
+    let reg = Registry::serve(store.path());
+    reg.pull(&repo, &tag).unwrap();
+    reg.assert_all_tags_pull(store.path());
+}
+
 #[test]
 fn a_second_run_is_refused_while_one_holds_the_lock() {
     let store = fixture("demo");

@@ -12,6 +12,10 @@ use crate::model::digest::Digest;
 pub struct Journal {
     pub version: u32,
     pub repos: BTreeMap<String, BTreeMap<String, Digest>>,
+    /// When it was written, by the store's clock (not in the file: its mtime, or the object's
+    /// LastModified). A journaled tag pushed after it was pushed again on purpose.
+    #[serde(skip)]
+    pub written: Option<std::time::SystemTime>,
 }
 
 /// The journal format this regsweep writes and reads.

@@ -20,7 +20,7 @@ pub(crate) const MAX_SIZE: u64 = 256 << 20;
 /// Reads the journal an unfinished run left, if any.
 pub fn read(layout: &Layout) -> Result<Option<Journal>> {
     let path = layout.journal_file();
-    let bytes = match fs::symlink_metadata(&path) {
+    let meta = match fs::symlink_metadata(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
             return Err(e).with_context(|| format!("cannot read journal {}", path.display()));
@@ -28,9 +28,12 @@ pub fn read(layout: &Layout) -> Result<Option<Journal>> {
         Ok(m) if !m.is_file() || m.len() > MAX_SIZE => {
             bail!("{} is not a regsweep journal", path.display())
         }
-        Ok(_) => fs::read(&path).with_context(|| format!("cannot read journal {}", path.display()))?,
+        Ok(m) => m,
     };
-    decode(&bytes, &path.display().to_string()).map(Some)
+    let bytes = fs::read(&path).with_context(|| format!("cannot read journal {}", path.display()))?;
+    let mut journal = decode(&bytes, &path.display().to_string())?;
+    journal.written = meta.modified().ok();
+    Ok(Some(journal))
 }
 
 /// Parses a journal's content; `shown` names where it was read.

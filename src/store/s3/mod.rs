@@ -506,7 +506,11 @@ impl Store for S3Store {
     fn journal(&self) -> Result<Option<Journal>> {
         match self.bucket.get(JOURNAL, journal::MAX_SIZE)? {
             None => Ok(None),
-            Some((bytes, _)) => journal::decode(&bytes, &self.bucket.url(JOURNAL)).map(Some),
+            Some((bytes, obj)) => {
+                let mut j = journal::decode(&bytes, &self.bucket.url(JOURNAL))?;
+                j.written = Some(obj.modified);
+                Ok(Some(j))
+            }
         }
     }
 
