@@ -231,3 +231,37 @@ fn an_old_index_tagged_again_while_a_prune_runs_keeps_its_children() {
     reg.pull("team/multi", "again").expect("the index tagged again during the run pulls whole");
     reg.assert_all_tags_pull(root);
 }
+
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
+fn an_old_image_tagged_again_while_a_prune_runs_keeps_its_referrers() {
+    // team/app:v2 has an OCI referrer (a manifest whose `subject` is v2's): a prune that deletes
+    // v2 deletes the referrer with it. Tagged again during the run, v2 stays, and so must what
+    // is attached to it.
+    let store = fixture("demo");
+    let root = store.path();
+    let digest = tag_digest(root, "team/app", "v2");
+    let plan = regsweep_json(&["prune", "--root", root.to_str().unwrap(), "--keep", "2", "--dry-run"]);
+    assert!(tags_with(&plan, "team/app", "delete").contains("v2"));
+    let reg = Registry::serve(root);
+    let referrer = "sha256:12f21adae9b0c817476386b96268e7bb488c4dcd47d38f3de7ef1bd605225d12";
+    let attached: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob_data(root, referrer)).unwrap()).unwrap();
+    assert_eq!(attached["subject"]["digest"], digest.as_str());
+    let run = prune_stopped_at(root, "journal");
+    let put = Command::new("curl")
+        .args(["-sf", "-X", "PUT", "-H", "Content-Type: application/vnd.oci.image.manifest.v1+json", "--data-binary"])
+        .arg(format!("@{}", blob_data(root, &digest).display()))
+        .arg(format!("{}/v2/team/app/manifests/again", reg.url))
+        .status()
+        .unwrap();
+    assert!(put.success(), "the registry takes the tag");
+    signal(&run, "-CONT");
+    let out = run.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    drop(reg);
+    let reg = Registry::serve(root);
+    reg.pull("team/app", "again").expect("the image tagged again during the run pulls whole");
+    reg.pull("team/app", referrer).expect("its referrer is still there, whole");
+    reg.assert_all_tags_pull(root);
+}

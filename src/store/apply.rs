@@ -136,12 +136,31 @@ impl<'a> Execution<'a> {
     /// history entries naming them.
     fn manifests(&mut self) -> bool {
         let (store, plan) = (self.store, self.plan);
-        // An index tagged again since the scan stays, with the children it lists (any other
-        // manifest tagged again is left by the check at its deletion).
+        // An index tagged again since the scan stays, with the children it lists; a subject
+        // tagged again, with its referrers (any other manifest tagged again is left by the check
+        // at its deletion).
         let retagged: Result<Vec<DigestSet>> = plan
             .repos
             .par_iter()
-            .map(|r| store.retagged(&r.name, &mut r.removed_indexes.iter().copied(), self.since))
+            .map(|r| {
+                let subjects = r.removed_referrers.iter().map(|(s, _)| *s);
+                let mut kept =
+                    store.retagged(&r.name, &mut r.removed_indexes.iter().copied().chain(subjects), self.since)?;
+                // Referrers of what stays stay, and theirs (a signature's attestation).
+                loop {
+                    let before = kept.len();
+                    kept.extend(
+                        r.removed_referrers
+                            .iter()
+                            .filter(|(s, _)| kept.contains(s))
+                            .map(|(_, d)| *d)
+                            .collect::<Vec<_>>(),
+                    );
+                    if kept.len() == before {
+                        break Ok(kept);
+                    }
+                }
+            })
             .collect();
         let retagged = match retagged {
             Ok(r) => r,

@@ -66,8 +66,8 @@ pub trait Store: StoreView {
     fn remove_journal(&self) -> Result<()>;
     /// What pushes wrote since `since`, and the revisions in `extra`, need (the re-mark).
     fn remark(&self, since: SystemTime, extra: &[(String, Digest)]) -> Result<Rescued>;
-    /// Of a repository's indexes about to go, those written again since `since`, with the
-    /// children they list.
+    /// Of a repository's manifests about to go (`planned`: indexes, subjects of referrers),
+    /// those written again since `since`, with the children they list.
     fn retagged(&self, repo: &str, planned: &mut dyn Iterator<Item = Digest>, since: SystemTime) -> Result<DigestSet>;
     /// True while a blob has its data.
     fn has_blob(&self, d: &Digest) -> bool;

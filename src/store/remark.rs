@@ -107,9 +107,10 @@ fn young_links(dir: &std::path::Path, since: SystemTime) -> Result<Option<(Dir, 
     Ok(Some((open, young)))
 }
 
-/// Of the indexes of `repo` about to be deleted, those whose revision link was written again
-/// since `since` (a tag pushed again onto an old index), with the children they list,
-/// recursively: deleting a child's revision would break the index that was tagged again.
+/// Of the manifests of `repo` about to be deleted (indexes, subjects of referrers), those whose
+/// revision link was written again since `since` (a tag pushed again onto an old one), with the
+/// children they list, recursively: deleting a child's revision would break the index that was
+/// tagged again.
 pub fn retagged(
     layout: &Layout,
     repo: &str,

@@ -109,6 +109,9 @@ pub struct RepoPlan {
     /// Of `manifests`, the indexes (they list children): if one is tagged again during the run,
     /// its children must stay too.
     pub removed_indexes: Vec<Digest>,
+    /// Of `manifests`, the referrers (OCI `subject`) of others of them, as (subject, referrer):
+    /// if the subject is tagged again during the run, its referrers must stay too.
+    pub removed_referrers: Vec<(Digest, Digest)>,
 }
 
 /// What the grace period saved.
@@ -267,10 +270,15 @@ impl<'a> Planner<'a> {
         let mut errors = Vec::new();
         let needed_layers = self.mark_live(&cx, &live, &mut errors);
         self.mark_referenced(&cx, &live);
+        let removed = |d: &Digest| cx.g.revs.contains_key(d) && !live.contains(d);
         for r in repo.revisions.iter().filter(|r| !live.contains(&r.digest)) {
             plan.manifests.push(&self.marks.blobs, r.digest);
-            if cx.g.manifest(&r.digest).is_some_and(|m| !m.children.is_empty()) {
+            let m = cx.g.manifest(&r.digest);
+            if m.is_some_and(|m| !m.children.is_empty()) {
                 plan.removed_indexes.push(r.digest);
+            }
+            if let Some(subject) = m.and_then(|m| m.subject).filter(removed) {
+                plan.removed_referrers.push((subject, r.digest));
             }
         }
         self.kept_history(&cx, &live, &mut plan, &mut errors);
