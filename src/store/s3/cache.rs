@@ -5,13 +5,23 @@
 //! only for a manifest the run's own listing shows in the bucket (a deleted one is missing, as
 //! without a cache). `REGSWEEP_CACHE`: a folder, or `off`; by default
 //! `$XDG_CACHE_HOME/regsweep/manifests` (`~/.cache/regsweep/manifests`). Safe to delete at any
-//! time.
+//! time. Bounded: an entry no run has used for [`UNUSED`] is removed (looked for at most once a
+//! day, when a run opens the cache), so it holds the manifests of the stores in use, not every
+//! manifest ever read.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest as _, Sha256};
 
 use crate::model::digest::Digest;
+
+/// How long an entry no run used stays.
+pub const UNUSED: Duration = Duration::from_secs(30 * 86_400);
+/// How often a run looks for unused entries.
+const EVICTION_EVERY: Duration = Duration::from_secs(86_400);
+/// The file whose mtime says when that was done last.
+const EVICTED: &str = ".last-eviction";
 
 /// The cache, or none.
 #[derive(Debug, Default)]
@@ -31,7 +41,28 @@ impl Cache {
                 .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".cache")))
                 .map(|c| c.join("regsweep").join("manifests")),
         };
-        Cache { dir }
+        let cache = Cache { dir };
+        cache.evict_unused(SystemTime::now());
+        cache
+    }
+
+    /// Removes the entries unused for [`UNUSED`], at most once every [`EVICTION_EVERY`]. A
+    /// cache that cannot be cleaned is no error.
+    fn evict_unused(&self, now: SystemTime) {
+        let Some(dir) = &self.dir else { return };
+        let marker = dir.join(EVICTED);
+        let age =
+            |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok().and_then(|t| now.duration_since(t).ok());
+        if std::fs::metadata(&marker).is_ok() && age(&marker).is_none_or(|a| a < EVICTION_EVERY) {
+            return;
+        }
+        let Ok(prefixes) = std::fs::read_dir(dir) else { return };
+        for entry in prefixes.flatten().flat_map(|p| std::fs::read_dir(p.path()).into_iter().flatten().flatten()) {
+            if age(&entry.path()).is_some_and(|a| a > UNUSED) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let _ = std::fs::File::create(&marker).and_then(|f| f.set_modified(now));
     }
 
     fn path(&self, d: &Digest) -> Option<PathBuf> {
@@ -39,10 +70,15 @@ impl Cache {
         Some(self.dir.as_ref()?.join(&hex[..2]).join(hex))
     }
 
-    /// A manifest's content, when cached and whole.
+    /// A manifest's content, when cached and whole; the entry counts as used now.
     pub fn get(&self, d: &Digest) -> Option<Vec<u8>> {
-        let bytes = std::fs::read(self.path(d)?).ok()?;
-        (Sha256::digest(&bytes).as_slice() == d.0).then_some(bytes)
+        let path = self.path(d)?;
+        let bytes = std::fs::read(&path).ok()?;
+        if Sha256::digest(&bytes).as_slice() != d.0 {
+            return None;
+        }
+        let _ = std::fs::File::options().append(true).open(&path).and_then(|f| f.set_modified(SystemTime::now()));
+        Some(bytes)
     }
 
     /// Keeps a manifest's content (written aside, then renamed: never half an entry). A cache
@@ -76,5 +112,40 @@ mod tests {
         assert!(Cache::from_env(&|k| (k == "REGSWEEP_CACHE").then(|| "off".into())).dir.is_none());
         let default = Cache::from_env(&|k| (k == "HOME").then(|| "/home/op".into()));
         assert_eq!(default.dir, Some(PathBuf::from("/home/op/.cache/regsweep/manifests")));
+    }
+
+    #[test]
+    fn entries_no_run_used_for_a_month_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap().to_string();
+        let cache = Cache::from_env(&|k| (k == "REGSWEEP_CACHE").then(|| root.clone()));
+        let (old, used, new) = (b"{\"a\":1}".as_slice(), b"{\"b\":2}".as_slice(), b"{\"c\":3}".as_slice());
+        let digest = |b: &[u8]| Digest(Sha256::digest(b).into());
+        for b in [old, used, new] {
+            cache.put(&digest(b), b);
+        }
+        let long_ago = SystemTime::now() - UNUSED - Duration::from_secs(86_400);
+        for b in [old, used] {
+            std::fs::File::options()
+                .append(true)
+                .open(cache.path(&digest(b)).unwrap())
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap();
+        }
+        assert!(cache.get(&digest(used)).is_some(), "a hit counts as a use");
+        // Looked for at most once a day: not now (the cache was opened a moment ago)...
+        cache.evict_unused(SystemTime::now());
+        assert!(cache.get(&digest(old)).is_some());
+        std::fs::File::options()
+            .append(true)
+            .open(cache.path(&digest(old)).unwrap())
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        // ...but a day later.
+        cache.evict_unused(SystemTime::now() + EVICTION_EVERY + Duration::from_secs(1));
+        assert!(cache.get(&digest(old)).is_none(), "unused for a month: gone");
+        assert!(cache.get(&digest(used)).is_some() && cache.get(&digest(new)).is_some());
     }
 }
