@@ -209,17 +209,28 @@ fn an_old_index_tagged_again_while_a_prune_runs_keeps_its_children() {
     // children's revisions too, or the index no longer pulls.
     let store = fixture("demo");
     let root = store.path();
+    let reg = tagged_again_during_a_prune(root, "team/multi", &tag_digest(root, "team/multi", "2026.1"));
+    reg.pull("team/multi", "again").expect("the index tagged again during the run pulls whole");
+    reg.assert_all_tags_pull(root);
+}
+
+/// Runs `prune --keep 2` on `root` and, once its journal is written, pushes the manifest
+/// `digest` of `repo` again under the tag `again` (the manifest alone, as `crane tag` does);
+/// returns the registry serving the store after the run.
+fn tagged_again_during_a_prune(root: &Path, repo: &str, digest: &str) -> Registry {
     let reg = Registry::serve(root);
-    let digest = tag_digest(root, "team/multi", "2026.1");
     let run = prune_stopped_at(root, "journal");
-    let manifest = std::fs::read(blob_data(root, &digest)).unwrap();
+    let manifest = std::fs::read(blob_data(root, digest)).unwrap();
     let media: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
     let put = Command::new("curl")
         .args(["-sf", "-X", "PUT", "-H"])
-        .arg(format!("Content-Type: {}", media["mediaType"].as_str().unwrap()))
+        .arg(format!(
+            "Content-Type: {}",
+            media["mediaType"].as_str().unwrap_or("application/vnd.oci.image.manifest.v1+json")
+        ))
         .arg("--data-binary")
-        .arg(format!("@{}", blob_data(root, &digest).display()))
-        .arg(format!("{}/v2/team/multi/manifests/again", reg.url))
+        .arg(format!("@{}", blob_data(root, digest).display()))
+        .arg(format!("{}/v2/{repo}/manifests/again", reg.url))
         .status()
         .unwrap();
     assert!(put.success(), "the registry takes the tag");
@@ -227,9 +238,7 @@ fn an_old_index_tagged_again_while_a_prune_runs_keeps_its_children() {
     let out = run.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     drop(reg);
-    let reg = Registry::serve(root);
-    reg.pull("team/multi", "again").expect("the index tagged again during the run pulls whole");
-    reg.assert_all_tags_pull(root);
+    Registry::serve(root)
 }
 
 #[test]
@@ -243,24 +252,11 @@ fn an_old_image_tagged_again_while_a_prune_runs_keeps_its_referrers() {
     let digest = tag_digest(root, "team/app", "v2");
     let plan = regsweep_json(&["prune", "--root", root.to_str().unwrap(), "--keep", "2", "--dry-run"]);
     assert!(tags_with(&plan, "team/app", "delete").contains("v2"));
-    let reg = Registry::serve(root);
     let referrer = "sha256:12f21adae9b0c817476386b96268e7bb488c4dcd47d38f3de7ef1bd605225d12";
     let attached: serde_json::Value =
         serde_json::from_slice(&std::fs::read(blob_data(root, referrer)).unwrap()).unwrap();
     assert_eq!(attached["subject"]["digest"], digest.as_str());
-    let run = prune_stopped_at(root, "journal");
-    let put = Command::new("curl")
-        .args(["-sf", "-X", "PUT", "-H", "Content-Type: application/vnd.oci.image.manifest.v1+json", "--data-binary"])
-        .arg(format!("@{}", blob_data(root, &digest).display()))
-        .arg(format!("{}/v2/team/app/manifests/again", reg.url))
-        .status()
-        .unwrap();
-    assert!(put.success(), "the registry takes the tag");
-    signal(&run, "-CONT");
-    let out = run.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    drop(reg);
-    let reg = Registry::serve(root);
+    let reg = tagged_again_during_a_prune(root, "team/app", &digest);
     reg.pull("team/app", "again").expect("the image tagged again during the run pulls whole");
     reg.pull("team/app", referrer).expect("its referrer is still there, whole");
     reg.assert_all_tags_pull(root);
