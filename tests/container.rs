@@ -317,32 +317,6 @@ fn an_offline_run_stops_the_registry_container_and_starts_it_again() {
     assert!(running(&e));
 }
 
-/// The archive of `contrib/container/build.sh OUT regsweep-test:latest`: the one tests/run.sh
-/// builds in the background while the other tests run (`REGSWEEP_TEST_IMAGE`; its exit status
-/// in `<archive>.status`, its output in `<archive>.log`), or else built here, into `dir`.
-fn image_archive(dir: &Path) -> std::path::PathBuf {
-    if let Ok(archive) = std::env::var("REGSWEEP_TEST_IMAGE") {
-        let status = format!("{archive}.status");
-        let start = Instant::now();
-        while !Path::new(&status).exists() {
-            assert!(start.elapsed() < Duration::from_secs(1800), "the image build never ended");
-            std::thread::sleep(Duration::from_secs(1));
-        }
-        let log = std::fs::read_to_string(format!("{archive}.log")).unwrap_or_default();
-        assert_eq!(std::fs::read_to_string(&status).unwrap().trim(), "0", "build.sh: {log}");
-        return archive.into();
-    }
-    let image = dir.join("regsweep-image.tar");
-    let out = Command::new("bash")
-        .arg(top().join("contrib/container/build.sh"))
-        .arg(&image)
-        .arg("regsweep-test:latest")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "build.sh: {}", String::from_utf8_lossy(&out.stderr));
-    image
-}
-
 /// The image of contrib/container/build.sh (a static binary on an empty base), loaded into
 /// podman, prunes the registry container's store through the same volume while the registry
 /// is stopped; started again, every kept tag pulls and the deleted ones are gone. Its default
@@ -351,7 +325,14 @@ fn image_archive(dir: &Path) -> std::path::PathBuf {
 #[test]
 fn the_container_image_prunes_the_registrys_volume() {
     let e = Engine::start();
-    let image = image_archive(e.dir.path());
+    let image = e.dir.path().join("regsweep-image.tar");
+    let out = Command::new("bash")
+        .arg(top().join("contrib/container/build.sh"))
+        .arg(&image)
+        .arg("regsweep-test:latest")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "build.sh: {}", String::from_utf8_lossy(&out.stderr));
     let out = e.podman().args(["load", "-q", "-i"]).arg(&image).output().unwrap();
     assert!(out.status.success(), "podman load: {}", String::from_utf8_lossy(&out.stderr));
     let inspect = e

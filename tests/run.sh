@@ -47,20 +47,4 @@ cargo clippy --locked --all-targets --features test-hooks -q -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps -q
 cargo check --locked --benches -q
 # test-hooks: the crash and stop points the safety and race tests use (not in release builds).
-if [ $# -gt 0 ]; then
-  exec cargo test --locked --features test-hooks "$@"
-fi
-# The container image needs a release build of its own (a static binary: minutes on 2 cores).
-# It is built in the background at the lowest priority while the other tests run, and its
-# test runs last (tests/container.rs waits for it through REGSWEEP_TEST_IMAGE).
-cargo test --locked --features test-hooks --no-run -q
-mkdir -p target/test-image
-export REGSWEEP_TEST_IMAGE=$PWD/target/test-image/regsweep.tar
-rm -f "$REGSWEEP_TEST_IMAGE"*
-(nice -n 19 bash contrib/container/build.sh "$REGSWEEP_TEST_IMAGE" regsweep-test:latest >"$REGSWEEP_TEST_IMAGE.log" 2>&1
-  echo $? >"$REGSWEEP_TEST_IMAGE.status") &
-builder=$!
-trap 'kill "$builder" 2>/dev/null || true' EXIT
-image_test=the_container_image_prunes_the_registrys_volume
-cargo test --locked --features test-hooks -- --skip "$image_test"
-cargo test --locked --features test-hooks --test container "$image_test"
+cargo test --locked --features test-hooks "$@"

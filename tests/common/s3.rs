@@ -69,7 +69,7 @@ impl S3Server {
     fn ready(self, probe: Option<&str>) -> S3Server {
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(60), "the S3 server did not start");
+            assert!(start.elapsed() < Duration::from_secs(180), "the S3 server did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
         let Some(probe) = probe else { return self };
@@ -82,7 +82,7 @@ impl S3Server {
             if out.status.success() {
                 return self;
             }
-            assert!(start.elapsed() < Duration::from_secs(60), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(start.elapsed() < Duration::from_secs(180), "{}", String::from_utf8_lossy(&out.stderr));
             std::thread::sleep(Duration::from_millis(200));
         }
     }
