@@ -486,3 +486,51 @@ fn a_second_run_reads_no_manifest_it_read_before() {
     let (without, _) = run("off");
     assert_eq!(with_cache, without);
 }
+
+/// Online mode and `du --url` against a registry whose store is a bucket: the registry answers
+/// blob requests with a redirect to the S3 server (the s3 driver's default), which the client
+/// follows without the registry's credentials. The plan by `created` (config blobs read through
+/// redirects) is the bucket's own, and `du --url` sees what it sees on the same images served
+/// from disk.
+#[test]
+fn through_the_api_of_a_registry_on_a_bucket() {
+    let moto = S3Server::moto();
+    demo_bucket(&moto, "reg", "store");
+    let reg = Registry::serve_with(Path::new("/nonexistent"), &moto.setup("reg", "store"));
+    let actions = |report: &serde_json::Value| -> BTreeSet<(String, String, String)> {
+        let mut all = BTreeSet::new();
+        for r in report["repos"].as_array().unwrap() {
+            for t in r["tags"].as_array().unwrap() {
+                let s = |v: &serde_json::Value| v.as_str().unwrap().to_string();
+                all.insert((s(&r["name"]), s(&t["name"]), s(&t["action"])));
+            }
+        }
+        all
+    };
+    let online = regsweep_json(&["online", "--url", &reg.url, "--keep", "1", "--dry-run"]);
+    let offline = moto.regsweep_json(&[
+        "prune",
+        "--root",
+        "s3://reg/store",
+        "--keep",
+        "1",
+        "--order",
+        "created",
+        "--grace",
+        "0s",
+        "--dry-run",
+    ]);
+    assert_eq!(actions(&online), actions(&offline));
+    assert!(actions(&online).iter().any(|(_, _, a)| a == "delete"));
+
+    let demo = fixture("demo");
+    let from_disk = Registry::serve(demo.path());
+    let du = |url: &str| {
+        let mut r = regsweep_json(&["du", "--url", url, "--keep", "1", "--order", "name"]);
+        r["root"].take();
+        r
+    };
+    let on_bucket = du(&reg.url);
+    assert!(on_bucket["bytes_total"].as_u64().unwrap() > 0);
+    assert_eq!(on_bucket, du(&from_disk.url));
+}
