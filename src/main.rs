@@ -18,7 +18,7 @@ use regex::Regex;
 use cli::{
     ApiArgs, AreaArg, CheckArgs, Cli, CollectArgs, Command, DuArgs, FilterArgs, GenArgs, OnlineArgs, SortArg, StoreArgs,
 };
-use monitor::{Ended, exit_status, monitored};
+use monitor::{ContainerStep, Ended, exit_status, monitored};
 use regsweep::check::{self, CheckOptions};
 use regsweep::generate::{self, GenOptions};
 use regsweep::online::OnlineOptions;
@@ -325,23 +325,18 @@ fn offline(store: &StoreArgs, collect: &CollectArgs, mode: Mode, orphan_attachme
     let engine = Engine::pick(c.engine, std::env::var("DOCKER_HOST").ok().as_deref());
     let mut stopped = None;
     if let Some(name) = &c.stop_container {
-        match engine::running(&engine, name) {
-            Err(e) => {
-                eprintln!("error: cannot stop container {name}: {e:#}; nothing was done");
-                return Ok((5, None));
-            }
-            Ok(false) => eprintln!("note: container {name} is not running: the run goes ahead and leaves it stopped"),
-            Ok(true) if collect.dry_run => eprintln!(
+        let cannot_stop =
+            |e: anyhow::Error| ContainerStep(format!("cannot stop container {name}: {e:#}; nothing was done"));
+        match engine::running(&engine, name).map_err(cannot_stop)? {
+            false => eprintln!("note: container {name} is not running: the run goes ahead and leaves it stopped"),
+            true if collect.dry_run => eprintln!(
                 "note: container {name} is running: a real run stops it and starts it again (through the {})",
                 engine.describe()
             ),
-            Ok(true) => match engine::stop_or_start(&engine, name, "stop") {
-                Ok(()) => stopped = Some(name),
-                Err(e) => {
-                    eprintln!("error: cannot stop container {name}: {e:#}; nothing was done");
-                    return Ok((5, None));
-                }
-            },
+            true => {
+                engine::stop_or_start(&engine, name, "stop").map_err(cannot_stop)?;
+                stopped = Some(name);
+            }
         }
     }
     let result = regsweep::run_at(&at, &mode, &opts, collect.dry_run, progress);
@@ -358,10 +353,7 @@ fn offline(store: &StoreArgs, collect: &CollectArgs, mode: Mode, orphan_attachme
     }
     let report = match result {
         Ok(report) => report,
-        Err(e) if restarted.is_err() => {
-            eprintln!("error: {e:#}");
-            return Ok((5, None));
-        }
+        Err(e) if restarted.is_err() => return Err(ContainerStep(format!("{e:#}")).into()),
         Err(e) => return Err(e),
     };
     print_report(&report, collect.output.json)?;

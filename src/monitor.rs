@@ -16,8 +16,20 @@ use regsweep::{Interrupted, UsageError};
 /// report (for `--metrics-file`).
 pub type Ended = (u8, Option<Report>);
 
-/// The exit status of an error: 2 for a usage error, 0 for output cut short (piped into
-/// `head`), else 1.
+/// `--stop-container`'s container could not be stopped, or started again: exit 5.
+#[derive(Debug)]
+pub struct ContainerStep(pub String);
+
+impl std::fmt::Display for ContainerStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ContainerStep {}
+
+/// The exit status of an error: 2 for a usage error, 5 for a container step, 130 for an
+/// interruption, 0 for output cut short (piped into `head`), else 1.
 pub fn exit_status(e: &anyhow::Error) -> u8 {
     let broken_pipe = |c: &(dyn std::error::Error + 'static)| {
         c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
@@ -28,6 +40,8 @@ pub fn exit_status(e: &anyhow::Error) -> u8 {
         130
     } else if e.is::<UsageError>() {
         2
+    } else if e.is::<ContainerStep>() {
+        5
     } else {
         1
     }

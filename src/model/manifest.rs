@@ -78,6 +78,7 @@ struct Raw<'a> {
 struct Descriptor<'a> {
     #[serde(borrow)]
     digest: Cow<'a, str>,
+    size: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -202,24 +203,7 @@ pub fn foreign_layers(bytes: &[u8]) -> Vec<Digest> {
 /// The sizes a manifest's descriptors give (config, layers, blobs, children): what `du` through
 /// the API knows of a blob's size without asking for it. Schema1 layers have none.
 pub fn descriptor_sizes(bytes: &[u8]) -> Vec<(Digest, u64)> {
-    #[derive(Deserialize)]
-    struct Sized<'a> {
-        #[serde(borrow)]
-        digest: Cow<'a, str>,
-        size: Option<u64>,
-    }
-    #[derive(Deserialize)]
-    struct Descriptors<'a> {
-        #[serde(borrow)]
-        config: Option<Sized<'a>>,
-        #[serde(borrow)]
-        layers: Option<Vec<Sized<'a>>>,
-        #[serde(borrow)]
-        manifests: Option<Vec<Sized<'a>>>,
-        #[serde(borrow)]
-        blobs: Option<Vec<Sized<'a>>>,
-    }
-    let Ok(m) = serde_json::from_slice::<Descriptors>(bytes) else { return Vec::new() };
+    let Ok(m) = serde_json::from_slice::<Raw>(bytes) else { return Vec::new() };
     let lists = [m.layers, m.manifests, m.blobs].into_iter().flatten().flatten();
     m.config.into_iter().chain(lists).filter_map(|s| Some((Digest::parse(&s.digest)?, s.size?))).collect()
 }

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use super::{Reader, check_order, plan_options, read_registry, with_pool};
 use crate::core::plan::{self, Object, StoreView};
-use crate::core::policy::{Order, Retention};
+use crate::core::policy::Retention;
 use crate::core::progress::Progress;
 use crate::core::usage::{Reach, Usage, usage};
 use crate::model::digest::{Digest, DigestMap};
@@ -61,8 +61,7 @@ pub fn du(
         check_order(r)?;
     }
     with_pool(client, concurrency, || {
-        let need_created = retention.is_some_and(|r| r.order == Order::Created || r.older_than.is_some());
-        let reader = Reader::new(client, need_created, true);
+        let reader = Reader::new(client, retention, true);
         let mut registry = read_registry(client, &reader, retention, &|_| true, progress)?;
         let mut sizes = reader.sizes.map(|s| s.into_inner().unwrap()).unwrap_or_default();
         // Blobs no descriptor gave a size (schema1 layers): asked of a repository that has them.

@@ -101,11 +101,13 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn new(client: &'a Client, need_created: bool, need_sizes: bool) -> Reader<'a> {
+    /// A reader for a run with `retention` (`created` read where it orders or ages tags) that,
+    /// with `need_sizes`, keeps the sizes for `du`.
+    fn new(client: &'a Client, retention: Option<&Retention>, need_sizes: bool) -> Reader<'a> {
         Reader {
             client,
             referrers: AtomicU8::new(REFERRERS_UNKNOWN),
-            need_created,
+            need_created: retention.is_some_and(|r| r.order == Order::Created || r.older_than.is_some()),
             sizes: need_sizes.then(Mutex::default),
         }
     }
@@ -407,7 +409,7 @@ fn plan_online(
     progress: Progress,
 ) -> Result<(Plan, Vec<Deletion>, Vec<Warning>)> {
     let r = &opts.retention;
-    let reader = Reader::new(client, r.order == Order::Created || r.older_than.is_some(), false);
+    let reader = Reader::new(client, Some(r), false);
     let mut registry = read_registry(client, &reader, Some(r), &|n| r.in_scope(n), progress)?;
     let decisions = registry.decide(Some(r));
     let Registry { inv, mut warnings, .. } = registry;

@@ -77,7 +77,7 @@ impl Cache {
         if Sha256::digest(&bytes).as_slice() != d.0 {
             return None;
         }
-        let _ = std::fs::File::options().append(true).open(&path).and_then(|f| f.set_modified(SystemTime::now()));
+        let _ = touch(&path, SystemTime::now());
         Some(bytes)
     }
 
@@ -91,6 +91,11 @@ impl Cache {
             let _ = std::fs::remove_file(&tmp);
         }
     }
+}
+
+/// Sets a file's mtime: when an entry was last used.
+fn touch(path: &Path, t: SystemTime) -> std::io::Result<()> {
+    std::fs::File::options().append(true).open(path)?.set_modified(t)
 }
 
 #[cfg(test)]
@@ -126,23 +131,13 @@ mod tests {
         }
         let long_ago = SystemTime::now() - UNUSED - Duration::from_secs(86_400);
         for b in [old, used] {
-            std::fs::File::options()
-                .append(true)
-                .open(cache.path(&digest(b)).unwrap())
-                .unwrap()
-                .set_modified(long_ago)
-                .unwrap();
+            touch(&cache.path(&digest(b)).unwrap(), long_ago).unwrap();
         }
         assert!(cache.get(&digest(used)).is_some(), "a hit counts as a use");
         // Looked for at most once a day: not now (the cache was opened a moment ago)...
         cache.evict_unused(SystemTime::now());
         assert!(cache.get(&digest(old)).is_some());
-        std::fs::File::options()
-            .append(true)
-            .open(cache.path(&digest(old)).unwrap())
-            .unwrap()
-            .set_modified(long_ago)
-            .unwrap();
+        touch(&cache.path(&digest(old)).unwrap(), long_ago).unwrap();
         // ...but a day later.
         cache.evict_unused(SystemTime::now() + EVICTION_EVERY + Duration::from_secs(1));
         assert!(cache.get(&digest(old)).is_none(), "unused for a month: gone");
