@@ -6,9 +6,13 @@
     s3tool.py ENDPOINT download BUCKET PREFIX DIR   objects under PREFIX into DIR, mtime = LastModified
     s3tool.py ENDPOINT put BUCKET KEY FILE
     s3tool.py ENDPOINT delete BUCKET KEY
+    s3tool.py ENDPOINT splitpush BUCKET KEY1 KEY2 FILE
+                                                    KEY1 late in a second, KEY2 early in the next,
+                                                    returns early in the second after
 """
 import os
 import sys
+import time
 
 import boto3
 
@@ -45,6 +49,21 @@ def main():
     elif cmd == "delete":
         bucket, key = args
         s3.delete_object(Bucket=bucket, Key=key)
+    elif cmd == "splitpush":
+        bucket, first, second, path = args
+        body = open(path, "rb").read()
+
+        def until(fraction):
+            # The next moment at this fraction of a second.
+            now = time.time()
+            time.sleep((int(now) + fraction - now) % 1.0 or 1.0)
+
+        s3.head_bucket(Bucket=bucket)  # the connection, opened before the timed writes
+        until(0.85)
+        s3.put_object(Bucket=bucket, Key=first, Body=body)
+        until(0.05)
+        s3.put_object(Bucket=bucket, Key=second, Body=body)
+        until(0.1)
     else:
         sys.exit(f"unknown command {cmd}")
 

@@ -8,24 +8,31 @@
 use std::time::SystemTime;
 
 use anyhow::Result;
-use rayon::prelude::*;
 
 use crate::core::plan::{Action, Plan, RepoPlan};
+use crate::core::policy;
 use crate::core::progress::Progress;
+use crate::core::tags::TagPlan;
 use crate::model::digest::{Digest, DigestSet};
 use crate::model::outcome::{Outcome, What};
-use crate::store::stage::{Batch, Folder, Parent, Tally};
+use crate::store::stage::{Batch, Folder, Parent, Relink, Tally};
 use crate::store::{Store, interrupt, remark};
 
 /// Test-only (feature `test-hooks`): `REGSWEEP_TEST_STOP_AT=<point>` stops the process
-/// (SIGSTOP) at that point of a real run, so that a test can push at an exact moment and then
-/// let it go on (SIGCONT).
+/// (SIGSTOP) the first time a real run reaches that point, so that a test can push at an exact
+/// moment and then let it go on (SIGCONT). Points: `plan`, `journal`, `blobs`, and
+/// `delete:<stage>` (`tags`, `manifests`, `links`, `blobs`, `uploads`): on a bucket, after a
+/// group's listing and before its deletions; on disk, before the stage.
 #[cfg(not(feature = "test-hooks"))]
 pub fn stop_point(_point: &str) {}
 
 #[cfg(feature = "test-hooks")]
 pub fn stop_point(point: &str) {
-    if std::env::var("REGSWEEP_TEST_STOP_AT").is_ok_and(|p| p == point) {
+    // Once: a point that parallel groups of a stage pass stops the run at the first of them.
+    static STOPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if std::env::var("REGSWEEP_TEST_STOP_AT").is_ok_and(|p| p == point)
+        && !STOPPED.swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
         // SAFETY: raising a signal on our own process.
         unsafe { libc::raise(libc::SIGSTOP) };
         // A signal sent while stopped is handled by any thread once continued: give it the time,
@@ -47,7 +54,16 @@ fn disk_full(e: &anyhow::Error) -> bool {
 /// (less the file system's timestamp slack): what was written at or after it is left.
 pub fn execute(store: &dyn Store, plan: &Plan, since: SystemTime, progress: Progress) -> Result<Outcome> {
     interrupt::deleting_begins();
-    let mut x = Execution { store, plan, since, progress, tally: Tally::new(plan.repos.len()), errors: Vec::new() };
+    let mut x = Execution {
+        store,
+        plan,
+        since,
+        progress,
+        tally: Tally::new(plan.repos.len()),
+        errors: Vec::new(),
+        stages_done: Stage::Journal,
+        healed: Vec::new(),
+    };
     let Some(freed_first) = x.journal_or_room()? else {
         return Ok(x.tally.into_outcome(x.errors));
     };
@@ -70,6 +86,20 @@ struct Execution<'a> {
     tally: Tally,
     /// What stopped the run, besides failed deletions.
     errors: Vec<String>,
+    /// The last stage carried out: what a healing may write back.
+    stages_done: Stage,
+    /// Removed manifests that pushes since the scan turned out to need (by repository name):
+    /// every later re-mark keeps what they need.
+    healed: Vec<(String, Digest)>,
+}
+
+/// The stages, in their order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    Journal,
+    Tags,
+    Manifests,
+    Links,
 }
 
 impl<'a> Execution<'a> {
@@ -125,63 +155,74 @@ impl<'a> Execution<'a> {
     }
 
     /// The tag folders of deleted tags.
-    fn tags(&self) -> bool {
+    fn tags(&mut self) -> bool {
         let batches = self.per_repo(What::Tag, &|r| Parent::Tags(r), &|_, r| {
             r.tags.iter().filter(|t| t.action != Action::Keep).map(|t| Folder::Tag(t.name, t.digest)).collect()
         });
-        self.run("tags", batches)
+        let done = self.run("tags", batches);
+        self.stages_done = Stage::Tags;
+        done
     }
 
     /// The revision folders of removed manifests (and leftover ones), and the kept tags'
-    /// history entries naming them.
+    /// history entries naming them. They go in waves along the plan's edges: an index before
+    /// its children, a subject before its referrers, so that one found written again since the
+    /// scan (a tag pushed again onto it) keeps what it reaches, whenever in the stage that
+    /// happened. The manifests of tags pushed again during the tags stage stay likewise.
     fn manifests(&mut self) -> bool {
-        let (store, plan) = (self.store, self.plan);
-        // An index tagged again since the scan stays, with the children it lists; a subject
-        // tagged again, with its referrers (any other manifest tagged again is left by the check
-        // at its deletion).
-        let retagged: Result<Vec<DigestSet>> = plan
+        let plan = self.plan;
+        let mut kept: Vec<DigestSet> = vec![DigestSet::default(); plan.repos.len()];
+        for (i, d) in self.tally.retagged() {
+            kept[i].insert(d);
+        }
+        let mut pending: Vec<DigestSet> = plan
             .repos
-            .par_iter()
-            .map(|r| {
-                let subjects = r.removed_referrers.iter().map(|(s, _)| *s);
-                let mut kept =
-                    store.retagged(&r.name, &mut r.removed_indexes.iter().copied().chain(subjects), self.since)?;
-                // Referrers of what stays stay, and theirs (a signature's attestation).
-                loop {
-                    let before = kept.len();
-                    kept.extend(
-                        r.removed_referrers
-                            .iter()
-                            .filter(|(s, _)| kept.contains(s))
-                            .map(|(_, d)| *d)
-                            .collect::<Vec<_>>(),
-                    );
-                    if kept.len() == before {
-                        break Ok(kept);
-                    }
-                }
+            .iter()
+            .zip(&mut kept)
+            .map(|(r, k)| {
+                reach(k, &r.removed_edges);
+                r.manifests.iter(&plan.store_blobs).filter(|d| !k.contains(d)).collect()
             })
             .collect();
-        let retagged = match retagged {
-            Ok(r) => r,
-            Err(e) => {
-                self.errors.push(format!("{e:#}; stopped before the manifests: nothing a tag needs was deleted"));
+        let mut first = true;
+        loop {
+            let waves: Vec<Vec<Digest>> =
+                pending.iter().zip(&plan.repos).map(|(p, r)| wave(p, &r.removed_edges)).collect();
+            if !first && waves.iter().all(Vec::is_empty) {
+                break;
+            }
+            let batches = self.per_repo(What::Manifest, &|r| Parent::Revisions(r), &|i, r| {
+                let going = waves[i].iter().copied().map(Folder::Link);
+                let leftovers = r.leftover_revisions.iter().copied().map(Folder::Leftover).filter(|_| first);
+                going.chain(leftovers).collect()
+            });
+            first = false;
+            let done = self.run("manifests", batches);
+            // Those left, written again since the scan, keep what they reach.
+            for (i, d) in self.tally.rewritten() {
+                kept[i].insert(d);
+            }
+            for (i, r) in plan.repos.iter().enumerate() {
+                reach(&mut kept[i], &r.removed_edges);
+                pending[i].retain(|d| !kept[i].contains(d) && !waves[i].contains(d));
+            }
+            if !done {
                 return false;
             }
-        };
-        for (i, kept) in retagged.iter().enumerate() {
-            self.tally.kept(What::Manifest, kept.len());
-            self.tally.add_rewritten(kept.iter().map(|d| (i, *d)));
         }
-        let mut batches = self.per_repo(What::Manifest, &|r| Parent::Revisions(r), &|i, r| {
-            let kept = &retagged[i];
-            let leftovers = r.leftover_revisions.iter().copied().map(Folder::Leftover);
-            let going = r.manifests.iter(&plan.store_blobs).filter(|d| !kept.contains(d)).map(Folder::Link);
-            going.chain(leftovers).collect()
-        });
+        let rescued: DigestSet = self.tally.rewritten().into_iter().map(|(_, d)| d).collect();
+        let by_reach: Vec<(usize, Digest)> = kept
+            .iter()
+            .enumerate()
+            .flat_map(|(i, k)| k.iter().map(move |d| (i, *d)))
+            .filter(|(_, d)| !rescued.contains(d))
+            .collect();
+        self.tally.kept(What::Manifest, by_reach.len());
+        self.tally.add_rewritten(by_reach);
+        let mut entries = Vec::new();
         for (i, r) in plan.repos.iter().enumerate() {
-            for e in &r.index_entries {
-                batches.push(Batch {
+            for e in r.index_entries.iter().filter(|e| !kept[i].contains(&e.digest)) {
+                entries.push(Batch {
                     parent: Parent::TagIndex(&r.name, &e.tag),
                     repo: Some(i),
                     what: What::IndexEntry,
@@ -189,15 +230,114 @@ impl<'a> Execution<'a> {
                 });
             }
         }
-        self.run("manifests", batches)
+        self.stages_done = Stage::Manifests;
+        self.run("manifests", entries)
     }
 
-    /// What pushes wrote since the scan (and the revisions a deletion found written again),
-    /// marked again; an error says the run stopped before the layer links and blobs.
-    fn remark(&self, rewritten: &[(String, Digest)]) -> Result<remark::Rescued, String> {
-        self.store.remark(self.since, rewritten).map_err(|e| {
+    /// What pushes wrote since the scan needs (with the revisions a deletion found written
+    /// again, and what an earlier healing wrote back), marked again; then what this run
+    /// deleted and that needs again is written back while its blob is there: revision and
+    /// layer links, tags (an attachment tag whose subject a push tagged again, a tag pushed
+    /// again between the listing and the deletion of its link). Until nothing more comes
+    /// back. An error says the run stopped before the layer links and blobs.
+    fn remark(&mut self) -> Result<remark::Rescued, String> {
+        let stopped = |e: anyhow::Error| {
             format!("{e:#}; stopped before the layer links and blobs: nothing a tag needs was deleted, run again")
-        })
+        };
+        for _ in 0..4 {
+            let plan = self.plan;
+            let mut extra: Vec<(String, Digest)> = self
+                .tally
+                .rewritten()
+                .into_iter()
+                .chain(self.tally.retagged())
+                .map(|(i, d)| (plan.repos[i].name.clone(), d))
+                .collect();
+            extra.extend(self.healed.iter().cloned());
+            let rescued = self.store.remark(self.since, &extra).map_err(stopped)?;
+            if !self.heal(&rescued, &extra).map_err(stopped)? {
+                return Ok(rescued);
+            }
+        }
+        Err("pushes during the run keep needing what this run deleted; stopped before the blobs, run again".into())
+    }
+
+    /// Writes back what this run deleted and what pushes since the scan need (see
+    /// [`Execution::remark`]); true when it wrote something or found more that must stay.
+    fn heal(&mut self, rescued: &remark::Rescued, extra: &[(String, Digest)]) -> Result<bool> {
+        let plan = self.plan;
+        let mut changed = false;
+        for (i, r) in plan.repos.iter().enumerate() {
+            let roots = rescued.manifests.get(&r.name);
+            let orphans: Vec<&(String, Digest)> = rescued.tags.get(&r.name).into_iter().flatten().collect();
+            if roots.is_none() && orphans.is_empty() && !rescued.links.contains_key(&r.name) {
+                continue;
+            }
+            let mut needed: DigestSet = roots.cloned().unwrap_or_default();
+            let gone_tags: Vec<TagPlan> = r.tags.iter().filter(|t| t.action != Action::Keep).collect();
+            let mut tags_back: Vec<(&str, Digest)> = Vec::new();
+            // A tag the plan deleted, pushed again between the listing and the deletion of its
+            // link: its history entry, written first, tells the digest.
+            for (tag, d) in orphans {
+                if gone_tags.iter().any(|t| t.name == tag) {
+                    tags_back.push((tag, *d));
+                    needed.insert(*d);
+                }
+            }
+            loop {
+                reach(&mut needed, &r.removed_edges);
+                let before = tags_back.len();
+                for t in &gone_tags {
+                    if let (Some(subject), Some(d)) = (policy::attachment_subject(t.name), t.digest)
+                        && needed.contains(&subject)
+                        && !tags_back.iter().any(|(n, _)| *n == t.name)
+                    {
+                        tags_back.push((t.name, d));
+                        needed.insert(d);
+                    }
+                }
+                if tags_back.len() == before {
+                    break;
+                }
+            }
+            if self.stages_done < Stage::Tags {
+                tags_back.clear();
+            }
+            for (tag, d) in tags_back {
+                changed |= self.relink(i, What::Tag, &Relink::Tag(&r.name, tag, d))?;
+            }
+            let removed: DigestSet = r.manifests.iter(&plan.store_blobs).collect();
+            for d in needed.iter().filter(|d| removed.contains(d)) {
+                if !extra.iter().any(|(n, h)| *n == r.name && h == d) {
+                    self.healed.push((r.name.clone(), *d));
+                    changed = true;
+                }
+                if self.stages_done >= Stage::Manifests && self.store.has_blob(d) {
+                    changed |= self.relink(i, What::Manifest, &Relink::Revision(&r.name, *d))?;
+                }
+            }
+            if self.stages_done >= Stage::Links
+                && let Some(links) = rescued.links.get(&r.name)
+            {
+                let planned: DigestSet = r.layer_links.iter(&plan.store_blobs).collect();
+                for d in links.iter().filter(|d| planned.contains(d)) {
+                    if self.store.has_blob(d) {
+                        changed |= self.relink(i, What::LayerLink, &Relink::Layer(&r.name, *d))?;
+                    }
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Writes a link back (of repository `i` of the plan), counting it rescued; true when
+    /// written.
+    fn relink(&self, i: usize, what: What, link: &Relink) -> Result<bool> {
+        let written = self.store.relink(link)?;
+        if written {
+            self.tally.restored(i, what);
+        }
+        Ok(written)
     }
 
     /// The layer links, then the blobs in rounds, each after a re-mark of what pushes wrote
@@ -208,9 +348,7 @@ impl<'a> Execution<'a> {
         if !links_planned && plan.blobs.is_empty() && plan.leftover_blobs.is_empty() {
             return true;
         }
-        let rewritten: Vec<(String, Digest)> =
-            self.tally.take_rewritten().into_iter().map(|(i, d)| (plan.repos[i].name.clone(), d)).collect();
-        let rescued = match self.remark(&rewritten) {
+        let rescued = match self.remark() {
             Ok(r) => r,
             Err(e) => {
                 self.errors.push(e);
@@ -220,12 +358,13 @@ impl<'a> Execution<'a> {
         if !self.layer_links(&rescued) {
             return false;
         }
+        self.stages_done = Stage::Links;
         let mut needed = rescued.blobs;
         needed.extend(self.tally.relinked());
-        if !self.blob_rounds(&rewritten, needed, freed_first) {
+        if !self.blob_rounds(needed, freed_first) {
             return false;
         }
-        self.lost_to_pushes(&rewritten);
+        self.lost_to_pushes();
         self.tally.failures() == 0 && self.errors.is_empty()
     }
 
@@ -249,7 +388,7 @@ impl<'a> Execution<'a> {
     /// The blobs, in rounds of prefix folders (16 on a file system), each after a re-mark: a push
     /// that needs a planned blob is missed only if it lands within one round. A failed blob holds up no
     /// other round; a signal stops them.
-    fn blob_rounds(&mut self, rewritten: &[(String, Digest)], mut needed: DigestSet, freed_first: bool) -> bool {
+    fn blob_rounds(&mut self, mut needed: DigestSet, freed_first: bool) -> bool {
         let plan = self.plan;
         stop_point("blobs");
         let done_first = |i: u32| freed_first && plan.unreferenced.binary_search(&i).is_ok();
@@ -259,7 +398,7 @@ impl<'a> Execution<'a> {
             if !plan.blobs.iter().chain(&plan.leftover_blobs).any(|i| wanted(*i)) {
                 continue;
             }
-            match self.remark(rewritten) {
+            match self.remark() {
                 Ok(r) => needed.extend(r.blobs),
                 Err(e) => {
                     self.errors.push(e);
@@ -277,10 +416,11 @@ impl<'a> Execution<'a> {
     }
 
     /// A push that landed inside a round and needs a blob that round deleted: it cannot be
-    /// undone, but it is named (the image must be pushed again).
-    fn lost_to_pushes(&mut self, rewritten: &[(String, Digest)]) {
+    /// undone, but it is named (the image must be pushed again). The links it needs are written
+    /// back by the last re-mark, as after every other stage.
+    fn lost_to_pushes(&mut self) {
         let plan = self.plan;
-        let needed = match self.remark(rewritten) {
+        let needed = match self.remark() {
             Ok(r) => r.blobs,
             Err(e) => return self.errors.push(e),
         };
@@ -335,4 +475,29 @@ fn blob_batches<'p>(plan: &'p Plan, wanted: &dyn Fn(u32) -> bool, needed: &Diges
         })
         .collect();
     (batches, kept)
+}
+
+/// Adds to `set` what its members reach over `edges` (from, to), recursively.
+fn reach(set: &mut DigestSet, edges: &[(Digest, Digest)]) {
+    loop {
+        let more: Vec<Digest> =
+            edges.iter().filter(|(from, to)| set.contains(from) && !set.contains(to)).map(|(_, to)| *to).collect();
+        if more.is_empty() {
+            return;
+        }
+        set.extend(more);
+    }
+}
+
+/// Of `pending`, those no other pending manifest has an edge to (all of them in a cycle, where
+/// no order helps), sorted.
+fn wave(pending: &DigestSet, edges: &[(Digest, Digest)]) -> Vec<Digest> {
+    let waiting: DigestSet =
+        edges.iter().filter(|(from, to)| from != to && pending.contains(from)).map(|(_, to)| *to).collect();
+    let mut w: Vec<Digest> = pending.iter().filter(|d| !waiting.contains(d)).copied().collect();
+    if w.is_empty() {
+        w = pending.iter().copied().collect();
+    }
+    w.sort();
+    w
 }

@@ -36,7 +36,7 @@ use crate::store::layout::Layout;
 use crate::store::remark::Rescued;
 use crate::store::s3::S3Store;
 use crate::store::s3::location::S3Location;
-use crate::store::stage::{Batch, Tally};
+use crate::store::stage::{Batch, Relink, Tally};
 
 /// A registry's storage as a run sees it, asked about repositories and digests rather than
 /// paths. Listings run in parallel inside; everything a plan needs beyond them comes through
@@ -66,9 +66,9 @@ pub trait Store: StoreView {
     fn remove_journal(&self) -> Result<()>;
     /// What pushes wrote since `since`, and the revisions in `extra`, need (the re-mark).
     fn remark(&self, since: SystemTime, extra: &[(String, Digest)]) -> Result<Rescued>;
-    /// Of a repository's manifests about to go (`planned`: indexes, subjects of referrers),
-    /// those written again since `since`, with the children they list.
-    fn retagged(&self, repo: &str, planned: &mut dyn Iterator<Item = Digest>, since: SystemTime) -> Result<DigestSet>;
+    /// Writes back a link this run deleted that a push since needs, where there is none; true
+    /// when written.
+    fn relink(&self, link: &Relink) -> Result<bool>;
     /// True while a blob has its data.
     fn has_blob(&self, d: &Digest) -> bool;
     /// Removes one stage's folders, in parallel, each left when written at or after `since`,
@@ -208,8 +208,8 @@ impl Store for FsStore {
         remark::remark(&self.layout, since, extra)
     }
 
-    fn retagged(&self, repo: &str, planned: &mut dyn Iterator<Item = Digest>, since: SystemTime) -> Result<DigestSet> {
-        remark::retagged(&self.layout, repo, planned, since)
+    fn relink(&self, link: &Relink) -> Result<bool> {
+        remark::relink(&self.layout, link)
     }
 
     fn has_blob(&self, d: &Digest) -> bool {

@@ -15,6 +15,9 @@ use crate::model::inventory::Parsed;
 use crate::store::fs::{self, Dir};
 use crate::store::layout::Layout;
 use crate::store::scan;
+use crate::store::stage::Relink;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 
 /// What pushes since the scan need: the sweep must leave it.
 #[derive(Debug, Default)]
@@ -23,6 +26,23 @@ pub struct Rescued {
     pub blobs: DigestSet,
     /// Per repository, the `_layers` links it needs for what was written since the scan.
     pub links: HashMap<String, DigestSet>,
+    /// Per repository, the manifests written since the scan and those they list, recursively.
+    pub manifests: HashMap<String, DigestSet>,
+    /// Per repository, tags with a history entry written since the scan but no `current/link`
+    /// (a bucket: the registry writes the entry first), with the entry's digest.
+    pub tags: HashMap<String, Vec<(String, Digest)>>,
+}
+
+/// What one repository wrote since the scan, as a backend found it.
+#[derive(Debug, Default)]
+pub struct Young {
+    pub repo: String,
+    /// Manifests: of revision links and tag links written since, and those named to the re-mark.
+    pub manifests: Vec<Digest>,
+    /// The digests of `_layers` links written since (by their path: their content is not read).
+    pub links: DigestSet,
+    /// Tags with a history entry written since and no `current/link`.
+    pub tags: Vec<(String, Digest)>,
 }
 
 /// Marks what every repository (those created since the scan too) wrote since `since`: revision
@@ -31,7 +51,7 @@ pub struct Rescued {
 pub fn remark(layout: &Layout, since: SystemTime, extra: &[(String, Digest)]) -> Result<Rescued> {
     let names = scan::repositories(layout)?;
     let blobs_dir = Dir::open(&layout.blobs())?;
-    let per_repo: Vec<(String, Vec<Digest>, DigestSet)> = names
+    let per_repo: Vec<Young> = names
         .into_par_iter()
         .map(|name| {
             let mut manifests: Vec<Digest> = extra.iter().filter(|(r, _)| *r == name).map(|(_, d)| *d).collect();
@@ -43,7 +63,7 @@ pub fn remark(layout: &Layout, since: SystemTime, extra: &[(String, Digest)]) ->
             // A layer link counts by the digest in its path: its content is not read.
             let links: DigestSet =
                 young_links(&layout.layers(&name), since)?.into_iter().flat_map(|(_, l)| l).collect();
-            Ok((name, manifests, links))
+            Ok(Young { repo: name, manifests, links, tags: Vec::new() })
         })
         .collect::<Result<_>>()?;
     rescue(per_repo, &|d| match &blobs_dir {
@@ -52,15 +72,14 @@ pub fn remark(layout: &Layout, since: SystemTime, extra: &[(String, Digest)]) ->
     })
 }
 
-/// What each repository's manifests written since the scan need (`per_repo`: the repository,
-/// its young manifests, the digests of its young layer links): the manifests, their blobs and
-/// children, recursively, and the repository's links to them; `load` reads a manifest.
-pub(crate) fn rescue(
-    per_repo: Vec<(String, Vec<Digest>, DigestSet)>,
-    load: &dyn Fn(&Digest) -> Parsed,
-) -> Result<Rescued> {
+/// What each repository's manifests written since the scan need: the manifests, their blobs
+/// and children, recursively, and the repository's links to them; `load` reads a manifest.
+pub(crate) fn rescue(per_repo: Vec<Young>, load: &dyn Fn(&Digest) -> Parsed) -> Result<Rescued> {
     let mut rescued = Rescued::default();
-    for (name, manifests, mut links) in per_repo {
+    for Young { repo: name, manifests, mut links, tags } in per_repo {
+        if !tags.is_empty() {
+            rescued.tags.insert(name.clone(), tags);
+        }
         // A new manifest needs its blobs, and this repository's links to them; an index its children.
         let mut seen = DigestSet::default();
         let mut todo = manifests;
@@ -81,6 +100,9 @@ pub(crate) fn rescue(
             }
         }
         rescued.blobs.extend(links.iter().copied());
+        if !seen.is_empty() {
+            rescued.manifests.insert(name.clone(), seen);
+        }
         if !links.is_empty() {
             rescued.links.insert(name, links);
         }
@@ -107,36 +129,42 @@ fn young_links(dir: &std::path::Path, since: SystemTime) -> Result<Option<(Dir, 
     Ok(Some((open, young)))
 }
 
-/// Of the manifests of `repo` about to be deleted (indexes, subjects of referrers), those whose
-/// revision link was written again since `since` (a tag pushed again onto an old one), with the
-/// children they list, recursively: deleting a child's revision would break the index that was
-/// tagged again.
-pub fn retagged(
-    layout: &Layout,
-    repo: &str,
-    planned: &mut dyn Iterator<Item = Digest>,
-    since: SystemTime,
-) -> Result<DigestSet> {
-    let Some(revisions) = Dir::open(&layout.revisions(repo))? else { return Ok(DigestSet::default()) };
-    let mut todo = Vec::new();
-    for d in planned {
-        let rel = format!("{}/link", d.hex());
-        let st =
-            revisions.stat(&rel).with_context(|| format!("cannot stat {}", layout.revision_dir(repo, &d).display()))?;
-        if st.is_some_and(|s| s.modified >= since) {
-            todo.push(d);
+/// Writes back a link this run deleted (see [`Relink`]), where there is none: written beside
+/// it, then linked into place, which fails where a link exists (a push wrote it meanwhile). True
+/// when written.
+pub fn relink(layout: &Layout, link: &Relink) -> Result<bool> {
+    let write = |path: std::path::PathBuf, d: &Digest| -> Result<bool> {
+        if fs::stat(&path)?.is_some() {
+            return Ok(false);
         }
-    }
-    let blobs = Dir::open(&layout.blobs())?;
-    let mut kept = DigestSet::default();
-    while let Some(d) = todo.pop() {
-        if !kept.insert(d) {
-            continue;
+        let dir = path.parent().unwrap_or(layout.v2());
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        // Named as registry 3.1 names its own temporary files: a crash leaves nothing it reads.
+        let tmp = dir.join(format!("link.regsweep-{}.tmp", std::process::id()));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.write_all(d.to_string().as_bytes())
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("cannot write {}", path.display())),
         }
-        let target = revisions.read_link(&format!("{}/link", d.hex()))?.map_or(d, |(t, _)| t);
-        if let Some(Parsed::Ok(m)) = blobs.as_ref().map(|b| scan::load_manifest(layout, b, &target)) {
-            todo.extend(m.children.iter().copied());
+    };
+    Ok(match *link {
+        Relink::Revision(repo, d) => write(layout.revision_dir(repo, &d).join("link"), &d)?,
+        Relink::Layer(repo, d) => write(layout.layer_dir(repo, &d).join("link"), &d)?,
+        Relink::Tag(repo, tag, d) => {
+            write(layout.tag_index_entry(repo, tag, &d).join("link"), &d)?;
+            write(layout.tag_current(repo, tag), &d)?
         }
-    }
-    Ok(kept)
+    })
 }

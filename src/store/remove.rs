@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use rayon::prelude::*;
 
 use crate::core::progress::Progress;
+use crate::model::digest::Digest;
 use crate::model::outcome::{Outcome, What};
 use crate::store::fs::{Dir, list};
 use crate::store::layout::Layout;
@@ -67,8 +68,9 @@ fn remove_rest(dir: &Dir, name: &str) -> Result<()> {
 enum Removed {
     /// Gone, with the bytes of its content (a blob's data, an upload's data).
     Gone(u64),
-    /// Left: written again since the scan (or, for a leftover, completed by a write).
-    Rescued,
+    /// Left: written again since the scan (or, for a leftover, completed by a write); with the
+    /// digest the re-mark must keep (a revision's, a layer link's, the one a tag holds now).
+    Rescued(Option<Digest>),
 }
 
 /// The size of `rel`; `None` when it was written at or after `since`.
@@ -94,7 +96,7 @@ fn remove_folder(dir: &Dir, what: What, folder: &Folder, since: Option<SystemTim
                 match fresh(dir, &format!("{hex}/{file}"), since)? {
                     Some(size) if what == What::Blob => bytes = size,
                     Some(_) => {}
-                    None => return Ok(Removed::Rescued),
+                    None => return Ok(Removed::Rescued(Some(*d))),
                 }
             }
             // An error here (a folder where the file should be, no permission) is the final
@@ -115,18 +117,20 @@ fn remove_folder(dir: &Dir, what: What, folder: &Folder, since: Option<SystemTim
             }
             for file in ["link", "data"] {
                 if dir.stat(&format!("{name}/{file}")).ok().flatten().is_some() {
-                    return Ok(Removed::Rescued);
+                    return Ok(Removed::Rescued(None));
                 }
             }
         }
         Folder::History(tag) => {
             if fresh(dir, &format!("{tag}/current/link"), since)?.is_none() {
-                return Ok(Removed::Rescued);
+                return Ok(Removed::Rescued(None));
             }
         }
         Folder::Tag(tag, current) => {
-            if fresh(dir, &format!("{tag}/current/link"), since)?.is_none() {
-                return Ok(Removed::Rescued);
+            let link = format!("{tag}/current/link");
+            if fresh(dir, &link, since)?.is_none() {
+                // Pushed again: the manifest it names now stays with it.
+                return Ok(Removed::Rescued(dir.read_link(&link)?.map(|(d, _)| d)));
             }
             // Its inner folders are opened through no symbolic link before anything in them
             // goes (the tag folder itself was listed, and is no link).
@@ -197,10 +201,7 @@ fn remove_batch(
         };
         match remove_folder(&dir, what, f, since) {
             Ok(Removed::Gone(bytes)) => tally.gone(b.repo, what, bytes),
-            Ok(Removed::Rescued) => {
-                let digest = if let Folder::Link(d) = f { Some(*d) } else { None };
-                tally.rescued(b.repo, what, digest);
-            }
+            Ok(Removed::Rescued(digest)) => tally.rescued(b.repo, what, digest),
             Err(e) => fail(&parent.join(f.name()), e),
         }
         done();
@@ -217,6 +218,7 @@ pub(crate) fn stage(
     tally: &Tally,
 ) -> bool {
     let before = tally.failures();
+    crate::store::apply::stop_point(&format!("delete:{name}"));
     let chunks: Vec<(&Batch, &[Folder])> =
         batches.iter().flat_map(|b| b.folders.chunks(CHUNK).map(move |c| (b, c))).collect();
     let bar = progress.bar(name, chunks.iter().map(|c| c.1.len() as u64).sum());

@@ -75,6 +75,18 @@ pub enum Parent<'a> {
     Path(PathBuf),
 }
 
+/// A link this run deleted that a push since the scan needs again, written back as the registry
+/// writes it (only where there is none).
+#[derive(Clone, Copy, Debug)]
+pub enum Relink<'a> {
+    /// `_manifests/revisions/sha256/<hex>/link` of a repository.
+    Revision(&'a str, Digest),
+    /// `_layers/sha256/<hex>/link` of a repository.
+    Layer(&'a str, Digest),
+    /// A tag's `index/sha256/<hex>/link`, then its `current/link`.
+    Tag(&'a str, &'a str, Digest),
+}
+
 /// Folders to remove inside one parent folder.
 #[derive(Clone, Debug)]
 pub struct Batch<'a> {
@@ -98,6 +110,8 @@ pub struct Tally {
     rewritten: Mutex<Vec<(usize, Digest)>>,
     /// Blobs whose `_layers` link a deletion found written again.
     relinked: Mutex<DigestSet>,
+    /// Manifests of tags a deletion found written again (plan's repository index): they stay.
+    retagged: Mutex<Vec<(usize, Digest)>>,
     interrupted: AtomicBool,
 }
 
@@ -111,6 +125,7 @@ impl Tally {
             failed: Mutex::default(),
             rewritten: Mutex::default(),
             relinked: Mutex::default(),
+            retagged: Mutex::default(),
             interrupted: AtomicBool::new(false),
         }
     }
@@ -126,16 +141,25 @@ impl Tally {
     }
 
     /// Counts a folder left because it was written again since the scan: a revision is then
-    /// read by the re-mark, a layer link's blob stays.
+    /// read by the re-mark, a layer link's blob stays, a tag's manifest (the digest its link
+    /// holds now) stays.
     pub(crate) fn rescued(&self, repo: Option<usize>, what: What, digest: Option<Digest>) {
         self.rescued[what as usize].fetch_add(1, Ordering::Relaxed);
         match (what, repo, digest) {
             (What::Manifest, Some(r), Some(d)) => self.rewritten.lock().unwrap_or_else(|p| p.into_inner()).push((r, d)),
+            (What::Tag, Some(r), Some(d)) => self.retagged.lock().unwrap_or_else(|p| p.into_inner()).push((r, d)),
             (What::LayerLink, _, Some(d)) => {
                 self.relinked.lock().unwrap_or_else(|p| p.into_inner()).insert(d);
             }
             _ => {}
         }
+    }
+
+    /// Counts a folder written back after its deletion (a push since needs it): no longer gone,
+    /// rescued.
+    pub(crate) fn restored(&self, repo: usize, what: What) {
+        let _ = self.gone[repo][what as usize].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        self.rescued[what as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts `n` folders of a kind left by the re-mark before their stage.
@@ -148,9 +172,14 @@ impl Tally {
         self.rewritten.lock().unwrap_or_else(|p| p.into_inner()).extend(found);
     }
 
-    /// Takes the revisions found written again so far.
-    pub(crate) fn take_rewritten(&self) -> Vec<(usize, Digest)> {
-        std::mem::take(&mut *self.rewritten.lock().unwrap_or_else(|p| p.into_inner()))
+    /// The revisions found written again so far.
+    pub(crate) fn rewritten(&self) -> Vec<(usize, Digest)> {
+        self.rewritten.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The manifests of tags found written again so far (by the plan's repository index).
+    pub(crate) fn retagged(&self) -> Vec<(usize, Digest)> {
+        self.retagged.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The blobs whose layer link a deletion found written again.

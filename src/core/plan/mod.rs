@@ -106,12 +106,10 @@ pub struct RepoPlan {
     pub leftover_revisions: Vec<Digest>,
     /// `_layers` folders without their link, likewise.
     pub leftover_layer_links: Vec<Digest>,
-    /// Of `manifests`, the indexes (they list children): if one is tagged again during the run,
-    /// its children must stay too.
-    pub removed_indexes: Vec<Digest>,
-    /// Of `manifests`, the referrers (OCI `subject`) of others of them, as (subject, referrer):
-    /// if the subject is tagged again during the run, its referrers must stay too.
-    pub removed_referrers: Vec<(Digest, Digest)>,
+    /// The edges among `manifests`, as (from, to): an index and a child it lists, a subject and
+    /// a referrer (OCI `subject`). If `from` is tagged again during the run, `to` must stay
+    /// too; so `to` goes only after `from` went.
+    pub removed_edges: Vec<(Digest, Digest)>,
 }
 
 /// What the grace period saved.
@@ -273,12 +271,10 @@ impl<'a> Planner<'a> {
         let removed = |d: &Digest| cx.g.revs.contains_key(d) && !live.contains(d);
         for r in repo.revisions.iter().filter(|r| !live.contains(&r.digest)) {
             plan.manifests.push(&self.marks.blobs, r.digest);
-            let m = cx.g.manifest(&r.digest);
-            if m.is_some_and(|m| !m.children.is_empty()) {
-                plan.removed_indexes.push(r.digest);
-            }
-            if let Some(subject) = m.and_then(|m| m.subject).filter(removed) {
-                plan.removed_referrers.push((subject, r.digest));
+            let Some(m) = cx.g.manifest(&r.digest) else { continue };
+            plan.removed_edges.extend(m.children.iter().filter(|c| removed(c)).map(|c| (r.digest, *c)));
+            if let Some(subject) = m.subject.filter(removed) {
+                plan.removed_edges.push((subject, r.digest));
             }
         }
         self.kept_history(&cx, &live, &mut plan, &mut errors);

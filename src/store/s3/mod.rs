@@ -31,9 +31,9 @@ use crate::model::manifest;
 use crate::model::outcome::RequestCounts;
 use crate::store::fs::MalformedLink;
 use crate::store::layout::REPO_INTERNALS;
-use crate::store::remark::{self, Rescued};
+use crate::store::remark::{self, Rescued, Young};
 use crate::store::scan::MAX_MANIFEST;
-use crate::store::stage::{Batch, Tally};
+use crate::store::stage::{Batch, Relink, Tally};
 use crate::store::{Store, journal};
 use bucket::{Bucket, Obj};
 use location::S3Location;
@@ -43,6 +43,8 @@ const JOURNAL: &str = ".regsweep-journal.json";
 const LOCK: &str = ".regsweep.lock";
 /// Image configs larger than this are not read for `created`.
 const MAX_CONFIG: u64 = 64 << 20;
+/// Keys in one range of the re-mark's listing: a few pages, one range after the other.
+const RANGE_KEYS: usize = 5_000;
 
 /// A store in a bucket.
 pub struct S3Store {
@@ -56,6 +58,8 @@ pub struct S3Store {
     locked_at: Arc<Mutex<Option<SystemTime>>>,
     /// Manifests read by earlier runs.
     cache: cache::Cache,
+    /// Manifests this run read (a re-mark reads those pushes wrote, several times over).
+    read: Mutex<DigestMap<manifest::Manifest>>,
 }
 
 /// The MD5 of a link's content, as its ETag shows it.
@@ -126,6 +130,23 @@ fn split_repo_key(rel: &str) -> Option<(&str, &str)> {
     None
 }
 
+/// Keys listed under `repositories/`, by repository: keys relative to the repository's folder,
+/// sorted; keys of no repository are left out.
+fn by_repository(lists: Vec<Vec<Obj>>) -> BTreeMap<String, Vec<Obj>> {
+    let mut repos: BTreeMap<String, Vec<Obj>> = BTreeMap::new();
+    for mut o in lists.into_iter().flatten() {
+        let Some(rel) = o.key.strip_prefix("repositories/") else { continue };
+        let Some((repo, inside)) = split_repo_key(rel) else { continue };
+        let (repo, inside) = (repo.to_string(), inside.to_string());
+        o.key = inside;
+        repos.entry(repo).or_default().push(o);
+    }
+    for objs in repos.values_mut() {
+        objs.sort_by(|a, b| a.key.cmp(&b.key));
+    }
+    repos
+}
+
 /// The digests named by the folders under `prefix` (which ends with `/`) in `objs`, sorted.
 fn digest_folders(objs: &[Obj], prefix: &str) -> Vec<Digest> {
     let found: BTreeSet<Digest> = under(objs, prefix)
@@ -181,6 +202,7 @@ impl S3Store {
             blobs: RwLock::default(),
             locked_at: Arc::default(),
             cache: cache::Cache::from_env(&|k| std::env::var(k).ok()),
+            read: Mutex::default(),
         })
     }
 
@@ -235,18 +257,33 @@ impl S3Store {
         let prefixes: Vec<String> = second.into_iter().flatten().collect();
         let lists: Vec<Vec<Obj>> =
             prefixes.par_iter().map(|p| self.bucket.list(&format!("repositories/{p}"))).collect::<Result<_>>()?;
-        let mut repos: BTreeMap<String, Vec<Obj>> = BTreeMap::new();
-        for mut o in lists.into_iter().flatten() {
-            let Some(rel) = o.key.strip_prefix("repositories/") else { continue };
-            let Some((repo, inside)) = split_repo_key(rel) else { continue };
-            let (repo, inside) = (repo.to_string(), inside.to_string());
-            o.key = inside;
-            repos.entry(repo).or_default().push(o);
+        Ok(by_repository(lists))
+    }
+
+    /// Every key under `repositories/` again, by repository (the re-mark): listed flat in
+    /// ranges of about [`RANGE_KEYS`] keys by the scan's count, in parallel, so that it costs
+    /// about one request per 1,000 keys however many repositories there are. The ranges cover
+    /// every key: a repository created since the scan is listed too.
+    fn relist_repositories(&self) -> Result<BTreeMap<String, Vec<Obj>>> {
+        let mut bounds: Vec<String> = Vec::new();
+        let mut keys = 0;
+        for (name, objs) in self.repos.read().unwrap_or_else(|p| p.into_inner()).iter() {
+            if keys >= RANGE_KEYS {
+                bounds.push(name.clone());
+                keys = 0;
+            }
+            keys += objs.len();
         }
-        for objs in repos.values_mut() {
-            objs.sort_by(|a, b| a.key.cmp(&b.key));
-        }
-        Ok(repos)
+        // Any sorted bounds part the keys: those of `a/b` may fall after bound `a/b-c`, and
+        // ranges are only about as long as planned.
+        let starts = std::iter::once(String::new()).chain(bounds.iter().cloned());
+        let ends = bounds.iter().cloned().map(Some).chain(std::iter::once(None));
+        let ranges: Vec<(String, Option<String>)> = starts.zip(ends).collect();
+        let lists: Vec<Vec<Obj>> = ranges
+            .par_iter()
+            .map(|(after, until)| self.bucket.list_range("repositories", after, until.as_deref()))
+            .collect::<Result<_>>()?;
+        Ok(by_repository(lists))
     }
 
     /// A repository's keys as the scan listed them.
@@ -277,8 +314,17 @@ impl S3Store {
         format!("blobs/sha256/{}/{hex}/data", &hex[..2])
     }
 
+    /// A manifest for the re-mark: read once a run (its content never changes), not through
+    /// the cache (a manifest pushed during the run may be gone from the bucket).
     fn load_manifest(&self, d: &Digest) -> Parsed {
-        self.read_manifest(d, false)
+        if let Some(m) = self.read.lock().unwrap_or_else(|p| p.into_inner()).get(d) {
+            return Parsed::Ok(m.clone());
+        }
+        let parsed = self.read_manifest(d, false);
+        if let Parsed::Ok(m) = &parsed {
+            self.read.lock().unwrap_or_else(|p| p.into_inner()).insert(*d, m.clone());
+        }
+        parsed
     }
 
     /// Reads and parses a manifest; with `listed` (the run's listing shows its blob), from the
@@ -491,12 +537,11 @@ impl Store for S3Store {
     fn manifests(&self, digests: DigestSet) -> DigestMap<Parsed> {
         let listed = self.blobs.read().unwrap_or_else(|p| p.into_inner());
         let known = !listed.is_empty();
-        let wanted: Vec<(Digest, bool)> = digests.into_iter().map(|d| (d, !known || listed.contains_key(&d))).collect();
+        let wanted: Vec<(Digest, bool)> = digests.into_iter().map(|d| (d, known && listed.contains_key(&d))).collect();
         drop(listed);
-        wanted
-            .into_par_iter()
-            .map(|(d, there)| (d, if there { self.read_manifest(&d, known) } else { Parsed::Missing }))
-            .collect()
+        // One the listing does not show is read all the same: a listing that lags or errs must
+        // not make a kept image look gone (its blobs would go), when one GET tells.
+        wanted.into_par_iter().map(|(d, listed)| (d, self.read_manifest(&d, listed))).collect()
     }
 
     fn config(&self, d: &Digest) -> Option<Vec<u8>> {
@@ -532,54 +577,66 @@ impl Store for S3Store {
     }
 
     fn remark(&self, since: SystemTime, extra: &[(String, Digest)]) -> Result<Rescued> {
-        let repos = self.list_repositories()?;
-        let per_repo: Vec<(String, Vec<Digest>, DigestSet)> = repos
+        let repos = self.relist_repositories()?;
+        let per_repo: Vec<Young> = repos
             .into_par_iter()
             .map(|(name, objs)| {
-                let mut manifests: Vec<Digest> = extra.iter().filter(|(r, _)| *r == name).map(|(_, d)| *d).collect();
-                let mut links = DigestSet::default();
+                let mut young = Young { repo: name, ..Young::default() };
+                young.manifests = extra.iter().filter(|(r, _)| *r == young.repo).map(|(_, d)| *d).collect();
+                let base = format!("repositories/{}/", young.repo);
+                let mut tags_written: Vec<(&str, &Obj)> = Vec::new();
+                let mut entries_written: Vec<(&str, Digest)> = Vec::new();
                 for o in objs.iter().filter(|o| o.modified >= since) {
                     match RepoKey::of(&o.key) {
                         RepoKey::RevisionLink(d) => {
                             let own = HashMap::from([(link_etag(&d), d)]);
-                            let key = format!("repositories/{name}/{}", o.key);
-                            manifests.extend(self.link(&key, o, &own)?);
+                            young.manifests.extend(self.link(&format!("{base}{}", o.key), o, &own)?);
                         }
                         // A layer link counts by the digest in its path: its content is not read.
                         RepoKey::LayerLink(d) => {
-                            links.insert(d);
+                            young.links.insert(d);
                         }
+                        // A tag pushed since: its manifest's revision link may have gone between
+                        // the listing and the deletion of revisions.
+                        RepoKey::TagCurrent(tag) => tags_written.push((tag, o)),
+                        RepoKey::TagHistory(tag, d) => entries_written.push((tag, d)),
                         _ => {}
                     }
                 }
-                Ok((name, manifests, links))
+                if !tags_written.is_empty() {
+                    let candidates: HashMap<String, Digest> = digest_folders(&objs, "_manifests/revisions/sha256/")
+                        .iter()
+                        .map(|d| (link_etag(d), *d))
+                        .collect();
+                    for (_, o) in &tags_written {
+                        young.manifests.extend(self.link(&format!("{base}{}", o.key), o, &candidates)?);
+                    }
+                }
+                for (tag, d) in entries_written {
+                    let current = format!("_manifests/tags/{tag}/current/link");
+                    if objs.binary_search_by(|o| o.key.as_str().cmp(&current)).is_err() {
+                        young.tags.push((tag.to_string(), d));
+                    }
+                }
+                Ok(young)
             })
             .collect::<Result<_>>()?;
         remark::rescue(per_repo, &|d| self.load_manifest(d))
     }
 
-    fn retagged(&self, repo: &str, planned: &mut dyn Iterator<Item = Digest>, since: SystemTime) -> Result<DigestSet> {
-        let planned: Vec<Digest> = planned.collect();
-        let young: Vec<Digest> = planned
-            .par_iter()
-            .map(|d| {
-                let key = format!("repositories/{repo}/_manifests/revisions/sha256/{}/link", d.hex());
-                Ok(self.bucket.head(&key)?.is_some_and(|o| o.modified >= since).then_some(*d))
-            })
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .flatten()
-            .collect();
-        let mut kept = DigestSet::default();
-        let mut todo = young;
-        while let Some(d) = todo.pop() {
-            if kept.insert(d)
-                && let Parsed::Ok(m) = self.load_manifest(&d)
-            {
-                todo.extend(m.children.iter().copied());
+    fn relink(&self, link: &Relink) -> Result<bool> {
+        let (key, d) = match *link {
+            Relink::Revision(repo, d) => {
+                (format!("repositories/{repo}/_manifests/revisions/sha256/{}/link", d.hex()), d)
             }
-        }
-        Ok(kept)
+            Relink::Layer(repo, d) => (format!("repositories/{repo}/_layers/sha256/{}/link", d.hex()), d),
+            Relink::Tag(repo, tag, d) => {
+                let tags = format!("repositories/{repo}/_manifests/tags/{tag}");
+                self.bucket.create(&format!("{tags}/index/sha256/{}/link", d.hex()), d.to_string().into_bytes())?;
+                (format!("{tags}/current/link"), d)
+            }
+        };
+        self.bucket.create(&key, d.to_string().into_bytes())
     }
 
     fn has_blob(&self, d: &Digest) -> bool {

@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use rayon::prelude::*;
 
 use crate::core::progress::Progress;
+use crate::model::digest::Digest;
 use crate::model::outcome::What;
 use crate::store::s3::bucket::{Bucket, Obj};
 use crate::store::s3::list_blob_range;
@@ -83,6 +84,20 @@ fn plan_folder(
     Some(plan)
 }
 
+/// The digest the re-mark must keep for a folder left because it was written again: a
+/// revision's or a layer link's own, the one a tag's link holds now (read: a tag pushed again
+/// may name another manifest).
+fn left_digest(bucket: &Bucket, parent: &str, f: &Folder) -> Option<Digest> {
+    match f {
+        Folder::Link(d) => Some(*d),
+        Folder::Tag(tag, _) => {
+            let (bytes, _) = bucket.get(&format!("{parent}/{tag}/current/link"), 1024).ok()??;
+            std::str::from_utf8(&bytes).ok().and_then(Digest::parse)
+        }
+        _ => None,
+    }
+}
+
 /// How a group of batches is listed right before its deletions.
 enum Listing {
     /// One batch's parent folder.
@@ -93,7 +108,14 @@ enum Listing {
 
 /// Removes the folders of a group of batches: listed together, planned, the first keys of every
 /// folder, then the rest.
-fn remove_group(bucket: &Bucket, batches: &[&Batch], listing: &Listing, since: Option<SystemTime>, tally: &Tally) {
+fn remove_group(
+    bucket: &Bucket,
+    stage: &str,
+    batches: &[&Batch],
+    listing: &Listing,
+    since: Option<SystemTime>,
+    tally: &Tally,
+) {
     if tally.stop_requested() {
         return;
     }
@@ -122,10 +144,11 @@ fn remove_group(bucket: &Bucket, batches: &[&Batch], listing: &Listing, since: O
             };
             match plan_folder(&parent, &objs, f, b.what, since) {
                 Some(p) => plans.push((b.repo, what, p)),
-                None => tally.rescued(b.repo, what, if let Folder::Link(d) = f { Some(*d) } else { None }),
+                None => tally.rescued(b.repo, what, left_digest(bucket, &parent, f)),
             }
         }
     }
+    crate::store::apply::stop_point(&format!("delete:{stage}"));
     let first: Vec<String> = plans.iter().flat_map(|(_, _, p)| p.first.iter().cloned()).collect();
     let failed: BTreeMap<String, String> = bucket.delete_many(&first).into_iter().collect();
     for _ in &first {
@@ -177,7 +200,7 @@ pub(super) fn stage(
         }
     }
     groups.par_iter().for_each(|(list, listing)| {
-        remove_group(bucket, list, listing, since, tally);
+        remove_group(bucket, name, list, listing, since, tally);
         bar.inc(list.iter().map(|b| b.folders.len() as u64).sum());
     });
     bar.finish_and_clear();

@@ -1,0 +1,195 @@
+//! Pushes racing a prune on a bucket (issue 22), through the real registry 2.8.2 and its s3
+//! driver on moto: the run is stopped at an exact point (after a stage's listing, before its
+//! deletions), a push lands, the run goes on; afterwards the registry is started again and
+//! what was pushed must pull. On a bucket the window between a listing and its DeleteObjects
+//! cannot be closed: what a push there needs is written back by the next re-mark.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::s3::{S3Server, demo_bucket};
+use common::*;
+use sha2::{Digest as _, Sha256};
+
+const URL: &str = "s3://reg/store";
+const V2: &str = "store/docker/registry/v2/";
+
+fn digest_of(reg: &Registry, repo: &str, tag: &str) -> String {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://127.0.0.1:{}/{repo}:{tag}", reg.port))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    format!("sha256:{}", hex::encode(Sha256::digest(&out.stdout)))
+}
+
+/// A blob of a repository, through the registry.
+fn blob(reg: &Registry, repo: &str, digest: &str) -> Vec<u8> {
+    let out = Command::new("curl")
+        .args(["-sf", &format!("http://127.0.0.1:{}/v2/{repo}/blobs/{digest}", reg.port)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "GET blob {digest} of {repo}");
+    out.stdout
+}
+
+/// An OCI layout holding one new image (a config of its own) over a layer given by its bytes;
+/// `tag` names it in the layout.
+fn image_over(layer: &[u8], tag: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let l = dir.path();
+    std::fs::create_dir_all(l.join("blobs/sha256")).unwrap();
+    let put = |bytes: &[u8]| {
+        let hex = hex::encode(Sha256::digest(bytes));
+        std::fs::write(l.join("blobs/sha256").join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let (layer_digest, layer_size) = put(layer);
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux", "created": "2026-12-01T00:00:00Z",
+        "config": {"Labels": {"pushed": tag}}, "rootfs": {"type": "layers", "diff_ids": []}});
+    let (config, config_size) = put(&serde_json::to_vec(&config).unwrap());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer_size}],
+    });
+    let (m, size) = put(&serde_json::to_vec(&manifest).unwrap());
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": m, "size": size, "annotations": {"org.opencontainers.image.ref.name": tag}}]});
+    std::fs::write(l.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(l.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    dir
+}
+
+fn push_layout(reg: &Registry, layout: &Path, tag: &str, to: &str) {
+    let out = Command::new("skopeo")
+        .args(["--insecure-policy", "copy", "-q", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:{tag}", layout.display()))
+        .arg(format!("docker://127.0.0.1:{}/{to}", reg.port))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "push {to}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A bucket with the demo store, and the registry serving it.
+fn demo() -> (S3Server, Registry) {
+    let moto = S3Server::moto();
+    demo_bucket(&moto, "reg", "store");
+    let reg = Registry::serve_with(Path::new("/nonexistent"), &moto.setup("reg", "store"));
+    (moto, reg)
+}
+
+/// Runs `prune ARGS --json` stopped at `point`, runs `meanwhile`, lets it finish; returns its
+/// exit code and report.
+fn prune_with_push(moto: &S3Server, args: &[&str], point: &str, meanwhile: &dyn Fn()) -> (i32, serde_json::Value) {
+    let mut all = vec!["prune", "--root", URL, "--grace", "0s", "--json"];
+    all.extend_from_slice(args);
+    let mut cmd = moto.command(&all);
+    cmd.stdin(Stdio::null());
+    let run = stopped_at(cmd, point);
+    meanwhile();
+    signal(&run, "-CONT");
+    let out = run.wait_with_output().unwrap();
+    let report =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap_or(-1), report)
+}
+
+/// Issue 22.1: stopped before the DeleteObjects of `_layers` links, a new image is pushed to the
+/// repository over a layer only a deleted tag used: the registry answers the client's HEAD
+/// from the link still there, nothing is uploaded, no link is written; the link then goes. The
+/// re-mark before the blobs sees the new manifest and writes the link back.
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs --features test-hooks")]
+fn a_layer_link_a_racing_push_relies_on_is_written_back() {
+    let (moto, reg) = demo();
+    // v1's own layer (its other one is the base every image shares).
+    let layer = "sha256:1188c32628167df5d8e90cd3582e0e5c9a1f638a1105b234212cd3ab0cb864d9";
+    let layout = image_over(&blob(&reg, "team/app", layer), "new");
+    let (code, report) = prune_with_push(&moto, &["--keep", "2", "--repo", "team/app"], "delete:links", &|| {
+        push_layout(&reg, layout.path(), "new", "team/app:new")
+    });
+    assert_eq!(code, 0, "{report}");
+    assert!(tags_with(&report, "team/app", "delete").contains("v1"), "the prune went ahead");
+    let link = format!("{V2}repositories/team/app/_layers/sha256/{}/link", &layer[7..]);
+    assert!(moto.keys("reg").contains(&link), "the layer link is back");
+    drop(reg);
+    let reg = Registry::serve_with(Path::new("/nonexistent"), &moto.setup("reg", "store"));
+    reg.pull("team/app", "new").expect("the image pushed during the run pulls");
+    assert_eq!(reg.manifest_status("team/app", "v1"), 404);
+}
+
+/// Issue 22.2: stopped before the DeleteObjects of revision links, an old manifest the plan
+/// deletes is tagged again: its revision link, written again by that push, goes. The re-mark
+/// sees the new tag and writes the revision back, and the cosign signature tag of that
+/// manifest, which the tags stage deleted by policy, comes back with it.
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs --features test-hooks")]
+fn an_old_manifest_tagged_again_before_its_revision_goes_pulls() {
+    let (moto, reg) = demo();
+    let v1 = digest_of(&reg, "team/app", "v1");
+    let sig = format!("sha256-{}.sig", &v1[7..]);
+    assert_eq!(reg.manifest_status("team/app", &sig), 200);
+    let (code, report) = prune_with_push(&moto, &["--keep", "2", "--repo", "team/app"], "delete:manifests", &|| {
+        copy_within(reg.port, &format!("team/app@{v1}"), "team/app:again", false).unwrap()
+    });
+    assert_eq!(code, 0, "{report}");
+    assert!(tags_with(&report, "team/app", "delete").contains(&sig), "the plan deleted the signature tag");
+    drop(reg);
+    let reg = Registry::serve_with(Path::new("/nonexistent"), &moto.setup("reg", "store"));
+    reg.pull("team/app", "again").expect("the manifest tagged again during the run pulls");
+    reg.pull("team/app", &sig).expect("its signature follows it");
+    assert_eq!(reg.manifest_status("team/app", "v2"), 404);
+    let check = moto.regsweep(&["check", "--root", URL]);
+    assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stdout));
+}
+
+/// Issue 22.3: stopped before the DeleteObjects of tag links, a new image is pushed under a tag
+/// the plan deletes: its fresh `current/link` goes. The history entry that push wrote first
+/// tells the re-mark which manifest the tag was pushed onto, and the tag is written back.
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs --features test-hooks")]
+fn a_tag_pushed_again_before_its_link_goes_is_written_back() {
+    let (moto, reg) = demo();
+    let tools = digest_of(&reg, "team/app/tools", "1.0.0");
+    let (code, report) = prune_with_push(&moto, &["--keep", "2", "--repo", "team/app"], "delete:tags", &|| {
+        copy_within(reg.port, "team/app/tools:1.0.0", "team/app:v1", false).unwrap()
+    });
+    assert_eq!(code, 0, "{report}");
+    drop(reg);
+    let reg = Registry::serve_with(Path::new("/nonexistent"), &moto.setup("reg", "store"));
+    reg.pull("team/app", "v1").expect("the tag pushed during the run pulls");
+    assert_eq!(digest_of(&reg, "team/app", "v1"), tools, "onto what was pushed");
+    assert_eq!(report["rescued"]["tags"], 1, "written back, not gone: {report}");
+}
+
+/// Issue 22.4: one push's revision link lands late in second S-1, its tag link early in second
+/// S, and the run starts in S+1 (`--grace 0s`, the tag beyond `--keep`): the bucket's clock
+/// tells only seconds, so the tag is written "since the scan" and its revision not. A tag left
+/// because it was written again keeps the manifest it names.
+#[test]
+fn a_push_split_across_a_second_keeps_its_tag_and_its_manifest() {
+    let (moto, reg) = demo();
+    let v2 = digest_of(&reg, "team/app", "v2");
+    let hex = &v2[7..];
+    let content = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(content.path(), &v2).unwrap();
+    moto.tool(&[
+        "splitpush",
+        "reg",
+        &format!("{V2}repositories/team/app/_manifests/revisions/sha256/{hex}/link"),
+        &format!("{V2}repositories/team/app/_manifests/tags/v2/current/link"),
+        content.path().to_str().unwrap(),
+    ]);
+    let report = moto.regsweep_json(&[
+        "prune", "--root", URL, "--keep", "2", "--order", "semver", "--grace", "0s", "--repo", "team/app",
+    ]);
+    assert!(tags_with(&report, "team/app", "delete").contains("v2"), "{report}");
+    assert_eq!(report["rescued"]["tags"], 1, "{report}");
+    drop(reg);
+    let reg = Registry::serve_with(Path::new("/nonexistent"), &moto.setup("reg", "store"));
+    reg.pull("team/app", "v2").expect("the tag left by the run pulls");
+}
