@@ -120,21 +120,25 @@ struct Mounted {
 
 impl Mounted {
     fn new(kind: &str) -> Option<Mounted> {
+        if kind == "tmpfs" {
+            return Mounted::tmpfs("size=8m");
+        }
         let dir = tempfile::tempdir().unwrap();
-        let (image, status) = if kind == "tmpfs" {
-            let st = Command::new("mount").args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"]).arg(dir.path()).status();
-            (None, st)
-        } else {
-            let image = tempfile::NamedTempFile::new().unwrap();
-            image.as_file().set_len(16 << 20).unwrap();
-            let made = Command::new("mkfs.ext4").args(["-q", "-F", "-m", "0"]).arg(image.path()).status();
-            if !made.is_ok_and(|s| s.success()) {
-                return None;
-            }
-            let st = Command::new("mount").args(["-o", "loop"]).arg(image.path()).arg(dir.path()).status();
-            (Some(image), st)
-        };
-        status.is_ok_and(|s| s.success()).then_some(Mounted { dir, _image: image })
+        let image = tempfile::NamedTempFile::new().unwrap();
+        image.as_file().set_len(16 << 20).unwrap();
+        let made = Command::new("mkfs.ext4").args(["-q", "-F", "-m", "0"]).arg(image.path()).status();
+        if !made.is_ok_and(|s| s.success()) {
+            return None;
+        }
+        let status = Command::new("mount").args(["-o", "loop"]).arg(image.path()).arg(dir.path()).status();
+        status.is_ok_and(|s| s.success()).then_some(Mounted { dir, _image: Some(image) })
+    }
+
+    /// A tmpfs mounted with these options (`size=`, `nr_inodes=`).
+    fn tmpfs(options: &str) -> Option<Mounted> {
+        let dir = tempfile::tempdir().unwrap();
+        let st = Command::new("mount").args(["-t", "tmpfs", "-o", options, "tmpfs"]).arg(dir.path()).status();
+        st.is_ok_and(|s| s.success()).then_some(Mounted { dir, _image: None })
     }
 
     fn path(&self) -> &Path {
@@ -150,6 +154,18 @@ impl Mounted {
         let _ = f.sync_all();
         let mut small = std::fs::File::create(self.path().join("fill-small")).unwrap();
         while small.write_all(&[0]).and_then(|()| small.sync_all()).is_ok() {}
+    }
+
+    /// Takes every free inode with an empty file outside the store.
+    fn fill_inodes(&self) {
+        let dir = self.path().join("fill-inodes");
+        std::fs::create_dir(&dir).unwrap();
+        for i in 0.. {
+            if let Err(e) = std::fs::File::create(dir.join(i.to_string())) {
+                assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+                return;
+            }
+        }
     }
 }
 
@@ -205,6 +221,35 @@ fn a_prune_on_a_full_tmpfs_ends_as_on_a_roomy_disk() {
 #[test]
 fn a_prune_on_a_full_ext4_ends_as_on_a_roomy_disk() {
     full_disk_prune_ends_as_on_a_roomy_disk("ext4");
+}
+
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
+fn a_prune_on_a_store_without_a_free_inode_is_exclusive_and_ends_as_on_a_roomy_disk() {
+    // No inode for the lock file: the run locks the store's folder itself, and still frees.
+    let Some(m) = Mounted::tmpfs("size=64m,nr_inodes=2048") else {
+        eprintln!("skipped: cannot mount tmpfs here");
+        return;
+    };
+    let tarball = top().join("fixtures/demo.tar.gz");
+    assert!(Command::new("tar").arg("-xzf").arg(&tarball).arg("-C").arg(m.path()).status().unwrap().success());
+    let roomy = fixture("demo");
+    let expected = regsweep_json(&["prune", "--root", s(roomy.path()), "--keep", "2"]);
+    m.fill_inodes();
+    let lock = v2(m.path()).join(".regsweep.lock");
+    assert!(!lock.exists());
+    let first = prune_stopped_at(m.path(), "journal");
+    let (code, text) = run_bounded(&["prune", "--root", s(m.path()), "--keep", "2"]);
+    assert_eq!(code, 1, "a second run while the first holds the store: {text}");
+    assert!(text.contains("holds the lock"), "{text}");
+    signal(&first, "-CONT");
+    let out = first.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{report} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(paths(m.path()), paths(roomy.path()), "the store without inodes ends where the roomy one does");
+    for key in ["tags_deleted", "manifests_deleted", "blobs_deleted", "uploads_deleted", "bytes_freed"] {
+        assert_eq!(report[key], expected[key], "{key}");
+    }
 }
 
 #[test]

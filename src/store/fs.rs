@@ -292,31 +292,60 @@ pub fn stat(path: &Path) -> Result<Option<(u64, SystemTime)>> {
     }
 }
 
+/// True when an error says the file system is full: no free block or inode (ENOSPC), or a
+/// quota (EDQUOT).
+pub(crate) fn no_room(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
 /// The exclusive lock of one store, held until dropped.
 #[derive(Debug)]
 pub struct Lock {
-    _file: File,
+    _folder: File,
+    _file: Option<File>,
 }
 
 impl Lock {
-    /// Takes the store's lock, or says who holds it.
+    /// Takes the store's lock, or says who holds it: an `flock` on the folder
+    /// `docker/registry/v2` itself, which needs no free inode (a full disk must be cleanable),
+    /// and on the file `.regsweep.lock`, which older versions lock alone. When a full disk
+    /// leaves no room to create that file, the folder's lock suffices: no older version could
+    /// create the file either.
     pub fn acquire(layout: &Layout) -> Result<Lock> {
+        let folder = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(layout.v2())
+            .with_context(|| format!("cannot open {} to lock it", layout.v2().display()))?;
+        take(&folder, layout.v2())?;
         let path = layout.lock_file();
         // Not through a symbolic link, and without blocking on a FIFO put in its place.
-        let file = fs::OpenOptions::new()
+        let file = match fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&path)
-            .with_context(|| format!("cannot create lock file {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => Ok(Lock { _file: file }),
-            Err(fs::TryLockError::WouldBlock) => {
-                bail!("another regsweep run holds the lock {} on this store", path.display())
-            }
-            Err(fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+        {
+            Ok(file) => Some(file),
+            Err(e) if no_room(&e) => None,
+            Err(e) => return Err(e).with_context(|| format!("cannot create lock file {}", path.display())),
+        };
+        if let Some(file) = &file {
+            take(file, &path)?;
         }
+        Ok(Lock { _folder: folder, _file: file })
+    }
+}
+
+/// An `flock` on an open file or folder, without waiting.
+fn take(file: &File, path: &Path) -> Result<()> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(fs::TryLockError::WouldBlock) => {
+            bail!("another regsweep run holds the lock {} on this store", path.display())
+        }
+        Err(fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
     }
 }
 
