@@ -395,6 +395,80 @@ fn a_fifo_as_an_uploads_startedat() {
     assert!(code == 0, "an upload is no tag: {text}");
 }
 
+/// A FIFO, folder or symbolic link where a file of the store should be, one a case.
+const NOT_FILES: [&str; 3] = ["FIFO", "folder", "symbolic link"];
+
+/// Puts a `kind` of [`NOT_FILES`] at `path` (a symbolic link to `target`).
+fn make_not_file(kind: &str, path: &Path, target: &Path) {
+    let _ = std::fs::remove_file(path);
+    match kind {
+        "FIFO" => assert!(Command::new("mkfifo").arg(path).status().unwrap().success()),
+        "folder" => std::fs::create_dir(path).unwrap(),
+        _ => std::os::unix::fs::symlink(target, path).unwrap(),
+    }
+}
+
+/// A run that would delete a non-file (`at`, on the store `root`) is refused before anything
+/// goes: exit 1, the path named, nothing changed, the file a symbolic link names untouched.
+fn refused_to_delete(args: &[&str], root: &Path, at: &Path, outside: &Path) {
+    let before = snapshot_without_lock(root);
+    let (code, text) = run_bounded(args);
+    assert_eq!(code, 1, "{args:?}: {text}");
+    assert!(text.contains(s(at)) && text.contains("not a regular file"), "{args:?} must name {}: {text}", at.display());
+    assert!(before == snapshot_without_lock(root), "{args:?}: nothing may change");
+    assert_eq!(std::fs::read(outside).unwrap(), b"keep me");
+}
+
+/// `check` reports a non-file at `at` as `not_a_file`, and exits `code`.
+fn checked_as_not_a_file(root: &Path, at: &Path, code: i32) {
+    let (got, report) = json_run(&["check", "--root", s(root)]);
+    assert_eq!(got, code, "{report}");
+    let problems = report["problems"].as_array().unwrap();
+    assert!(problems.iter().any(|p| p["kind"] == "not_a_file" && p["path"] == s(at)), "{report}");
+}
+
+#[test]
+fn an_unreferenced_blob_whose_data_is_no_file_is_never_deleted_nor_followed() {
+    for kind in NOT_FILES {
+        let store = fixture("demo");
+        let root = store.path();
+        let outside = tempfile::tempdir().unwrap();
+        let precious = outside.path().join("precious");
+        std::fs::write(&precious, "keep me").unwrap();
+        let data = v2(root).join("blobs/sha256/ab").join("ab".repeat(32)).join("data");
+        std::fs::create_dir_all(data.parent().unwrap()).unwrap();
+        make_not_file(kind, &data, &precious);
+        refused_to_delete(&["prune", "--root", s(root), "--keep", "2", "--grace", "0s"], root, &data, &precious);
+        refused_to_delete(&["gc", "--root", s(root), "--grace", "0s"], root, &data, &precious);
+        checked_as_not_a_file(root, &data, 0);
+    }
+}
+
+#[test]
+fn a_fifo_as_the_layer_link_of_a_deleted_tag_is_never_deleted() {
+    let store = fixture("demo");
+    let root = store.path();
+    // A layer link the prune deletes, found by running it on a copy.
+    let args = |root: &Path| vec!["prune".to_string(), "--root".into(), s(root).into(), "--keep".into(), "2".into()];
+    let copy = copy_store(root);
+    regsweep_json(&args(copy.path()).iter().map(String::as_str).collect::<Vec<_>>());
+    let layers = app(root).join("_layers/sha256");
+    let link = std::fs::read_dir(&layers)
+        .unwrap()
+        .map(|e| e.unwrap().path().join("link"))
+        .find(|l| !copy.path().join(l.strip_prefix(root).unwrap()).exists())
+        .expect("the prune deletes a layer link of team/app");
+    make_fifo(&link);
+    let precious = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(precious.path(), "keep me").unwrap();
+    refused_to_delete(&args(root).iter().map(String::as_str).collect::<Vec<_>>(), root, &link, precious.path());
+    // gc keeps every tag and needs the link: it leaves it; check names it (a tag needs it).
+    let (code, text) = run_bounded(&["gc", "--root", s(root)]);
+    assert_eq!(code, 0, "{text}");
+    assert!(link.exists());
+    checked_as_not_a_file(root, &link, 4);
+}
+
 /// The attachment tag naming `subject` (`sha256-<hex>.sig`).
 fn sig_tag(subject: &str) -> String {
     format!("sha256-{}.sig", &subject[7..])
