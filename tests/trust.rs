@@ -469,6 +469,29 @@ fn a_fifo_as_the_layer_link_of_a_deleted_tag_is_never_deleted() {
     checked_as_not_a_file(root, &link, 4);
 }
 
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
+fn a_fifo_put_in_place_of_a_planned_blobs_data_is_a_failed_deletion_naming_it() {
+    let store = fixture("demo");
+    let root = store.path();
+    let data = v2(root).join("blobs/sha256/ab").join("ab".repeat(32)).join("data");
+    std::fs::create_dir_all(data.parent().unwrap()).unwrap();
+    std::fs::write(&data, "unreferenced").unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_regsweep"));
+    cmd.args(["gc", "--root", s(root), "--grace", "0s", "--json"]);
+    let run = stopped_at(cmd, "journal");
+    make_fifo(&data);
+    // Old, as the file it replaces: else it would be left as written since the scan.
+    assert!(Command::new("touch").args(["-d", "2020-01-01"]).arg(&data).status().unwrap().success());
+    signal(&run, "-CONT");
+    let out = run.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(3), "{report}");
+    assert_eq!(report["failed"][0]["path"], s(data.parent().unwrap()), "{report}");
+    assert!(report["failed"][0]["error"].as_str().unwrap().contains("not a regular file (a FIFO)"), "{report}");
+    assert!(data.exists(), "the FIFO stays");
+}
+
 /// The attachment tag naming `subject` (`sha256-<hex>.sig`).
 fn sig_tag(subject: &str) -> String {
     format!("sha256-{}.sig", &subject[7..])
