@@ -120,21 +120,25 @@ struct Mounted {
 
 impl Mounted {
     fn new(kind: &str) -> Option<Mounted> {
+        if kind == "tmpfs" {
+            return Mounted::tmpfs("size=8m");
+        }
         let dir = tempfile::tempdir().unwrap();
-        let (image, status) = if kind == "tmpfs" {
-            let st = Command::new("mount").args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"]).arg(dir.path()).status();
-            (None, st)
-        } else {
-            let image = tempfile::NamedTempFile::new().unwrap();
-            image.as_file().set_len(16 << 20).unwrap();
-            let made = Command::new("mkfs.ext4").args(["-q", "-F", "-m", "0"]).arg(image.path()).status();
-            if !made.is_ok_and(|s| s.success()) {
-                return None;
-            }
-            let st = Command::new("mount").args(["-o", "loop"]).arg(image.path()).arg(dir.path()).status();
-            (Some(image), st)
-        };
-        status.is_ok_and(|s| s.success()).then_some(Mounted { dir, _image: image })
+        let image = tempfile::NamedTempFile::new().unwrap();
+        image.as_file().set_len(16 << 20).unwrap();
+        let made = Command::new("mkfs.ext4").args(["-q", "-F", "-m", "0"]).arg(image.path()).status();
+        if !made.is_ok_and(|s| s.success()) {
+            return None;
+        }
+        let status = Command::new("mount").args(["-o", "loop"]).arg(image.path()).arg(dir.path()).status();
+        status.is_ok_and(|s| s.success()).then_some(Mounted { dir, _image: Some(image) })
+    }
+
+    /// A tmpfs mounted with these options (`size=`, `nr_inodes=`).
+    fn tmpfs(options: &str) -> Option<Mounted> {
+        let dir = tempfile::tempdir().unwrap();
+        let st = Command::new("mount").args(["-t", "tmpfs", "-o", options, "tmpfs"]).arg(dir.path()).status();
+        st.is_ok_and(|s| s.success()).then_some(Mounted { dir, _image: None })
     }
 
     fn path(&self) -> &Path {
@@ -150,6 +154,18 @@ impl Mounted {
         let _ = f.sync_all();
         let mut small = std::fs::File::create(self.path().join("fill-small")).unwrap();
         while small.write_all(&[0]).and_then(|()| small.sync_all()).is_ok() {}
+    }
+
+    /// Takes every free inode with an empty file outside the store.
+    fn fill_inodes(&self) {
+        let dir = self.path().join("fill-inodes");
+        std::fs::create_dir(&dir).unwrap();
+        for i in 0.. {
+            if let Err(e) = std::fs::File::create(dir.join(i.to_string())) {
+                assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+                return;
+            }
+        }
     }
 }
 
@@ -205,6 +221,35 @@ fn a_prune_on_a_full_tmpfs_ends_as_on_a_roomy_disk() {
 #[test]
 fn a_prune_on_a_full_ext4_ends_as_on_a_roomy_disk() {
     full_disk_prune_ends_as_on_a_roomy_disk("ext4");
+}
+
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
+fn a_prune_on_a_store_without_a_free_inode_is_exclusive_and_ends_as_on_a_roomy_disk() {
+    // No inode for the lock file: the run locks the store's folder itself, and still frees.
+    let Some(m) = Mounted::tmpfs("size=64m,nr_inodes=2048") else {
+        eprintln!("skipped: cannot mount tmpfs here");
+        return;
+    };
+    let tarball = top().join("fixtures/demo.tar.gz");
+    assert!(Command::new("tar").arg("-xzf").arg(&tarball).arg("-C").arg(m.path()).status().unwrap().success());
+    let roomy = fixture("demo");
+    let expected = regsweep_json(&["prune", "--root", s(roomy.path()), "--keep", "2"]);
+    m.fill_inodes();
+    let lock = v2(m.path()).join(".regsweep.lock");
+    assert!(!lock.exists());
+    let first = prune_stopped_at(m.path(), "journal");
+    let (code, text) = run_bounded(&["prune", "--root", s(m.path()), "--keep", "2"]);
+    assert_eq!(code, 1, "a second run while the first holds the store: {text}");
+    assert!(text.contains("holds the lock"), "{text}");
+    signal(&first, "-CONT");
+    let out = first.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{report} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(paths(m.path()), paths(roomy.path()), "the store without inodes ends where the roomy one does");
+    for key in ["tags_deleted", "manifests_deleted", "blobs_deleted", "uploads_deleted", "bytes_freed"] {
+        assert_eq!(report[key], expected[key], "{key}");
+    }
 }
 
 #[test]
@@ -348,6 +393,103 @@ fn a_fifo_as_an_uploads_startedat() {
     }
     let (code, text) = run_bounded(&["check", "--root", s(root)]);
     assert!(code == 0, "an upload is no tag: {text}");
+}
+
+/// A FIFO, folder or symbolic link where a file of the store should be, one a case.
+const NOT_FILES: [&str; 3] = ["FIFO", "folder", "symbolic link"];
+
+/// Puts a `kind` of [`NOT_FILES`] at `path` (a symbolic link to `target`).
+fn make_not_file(kind: &str, path: &Path, target: &Path) {
+    let _ = std::fs::remove_file(path);
+    match kind {
+        "FIFO" => assert!(Command::new("mkfifo").arg(path).status().unwrap().success()),
+        "folder" => std::fs::create_dir(path).unwrap(),
+        _ => std::os::unix::fs::symlink(target, path).unwrap(),
+    }
+}
+
+/// A run that would delete a non-file (`at`, on the store `root`) is refused before anything
+/// goes: exit 1, the path named, nothing changed, the file a symbolic link names untouched.
+fn refused_to_delete(args: &[&str], root: &Path, at: &Path, outside: &Path) {
+    let before = snapshot_without_lock(root);
+    let (code, text) = run_bounded(args);
+    assert_eq!(code, 1, "{args:?}: {text}");
+    assert!(text.contains(s(at)) && text.contains("not a regular file"), "{args:?} must name {}: {text}", at.display());
+    assert!(before == snapshot_without_lock(root), "{args:?}: nothing may change");
+    assert_eq!(std::fs::read(outside).unwrap(), b"keep me");
+}
+
+/// `check` reports a non-file at `at` as `not_a_file`, and exits `code`.
+fn checked_as_not_a_file(root: &Path, at: &Path, code: i32) {
+    let (got, report) = json_run(&["check", "--root", s(root)]);
+    assert_eq!(got, code, "{report}");
+    let problems = report["problems"].as_array().unwrap();
+    assert!(problems.iter().any(|p| p["kind"] == "not_a_file" && p["path"] == s(at)), "{report}");
+}
+
+#[test]
+fn an_unreferenced_blob_whose_data_is_no_file_is_never_deleted_nor_followed() {
+    for kind in NOT_FILES {
+        let store = fixture("demo");
+        let root = store.path();
+        let outside = tempfile::tempdir().unwrap();
+        let precious = outside.path().join("precious");
+        std::fs::write(&precious, "keep me").unwrap();
+        let data = v2(root).join("blobs/sha256/ab").join("ab".repeat(32)).join("data");
+        std::fs::create_dir_all(data.parent().unwrap()).unwrap();
+        make_not_file(kind, &data, &precious);
+        refused_to_delete(&["prune", "--root", s(root), "--keep", "2", "--grace", "0s"], root, &data, &precious);
+        refused_to_delete(&["gc", "--root", s(root), "--grace", "0s"], root, &data, &precious);
+        checked_as_not_a_file(root, &data, 0);
+    }
+}
+
+#[test]
+fn a_fifo_as_the_layer_link_of_a_deleted_tag_is_never_deleted() {
+    let store = fixture("demo");
+    let root = store.path();
+    // A layer link the prune deletes, found by running it on a copy.
+    let args = |root: &Path| vec!["prune".to_string(), "--root".into(), s(root).into(), "--keep".into(), "2".into()];
+    let copy = copy_store(root);
+    regsweep_json(&args(copy.path()).iter().map(String::as_str).collect::<Vec<_>>());
+    let layers = app(root).join("_layers/sha256");
+    let link = std::fs::read_dir(&layers)
+        .unwrap()
+        .map(|e| e.unwrap().path().join("link"))
+        .find(|l| !copy.path().join(l.strip_prefix(root).unwrap()).exists())
+        .expect("the prune deletes a layer link of team/app");
+    make_fifo(&link);
+    let precious = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(precious.path(), "keep me").unwrap();
+    refused_to_delete(&args(root).iter().map(String::as_str).collect::<Vec<_>>(), root, &link, precious.path());
+    // gc keeps every tag and needs the link: it leaves it; check names it (a tag needs it).
+    let (code, text) = run_bounded(&["gc", "--root", s(root)]);
+    assert_eq!(code, 0, "{text}");
+    assert!(link.exists());
+    checked_as_not_a_file(root, &link, 4);
+}
+
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
+fn a_fifo_put_in_place_of_a_planned_blobs_data_is_a_failed_deletion_naming_it() {
+    let store = fixture("demo");
+    let root = store.path();
+    let data = v2(root).join("blobs/sha256/ab").join("ab".repeat(32)).join("data");
+    std::fs::create_dir_all(data.parent().unwrap()).unwrap();
+    std::fs::write(&data, "unreferenced").unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_regsweep"));
+    cmd.args(["gc", "--root", s(root), "--grace", "0s", "--json"]);
+    let run = stopped_at(cmd, "journal");
+    make_fifo(&data);
+    // Old, as the file it replaces: else it would be left as written since the scan.
+    assert!(Command::new("touch").args(["-d", "2020-01-01"]).arg(&data).status().unwrap().success());
+    signal(&run, "-CONT");
+    let out = run.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(3), "{report}");
+    assert_eq!(report["failed"][0]["path"], s(data.parent().unwrap()), "{report}");
+    assert!(report["failed"][0]["error"].as_str().unwrap().contains("not a regular file (a FIFO)"), "{report}");
+    assert!(data.exists(), "the FIFO stays");
 }
 
 /// The attachment tag naming `subject` (`sha256-<hex>.sig`).

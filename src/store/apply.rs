@@ -15,6 +15,7 @@ use crate::core::progress::Progress;
 use crate::core::tags::TagPlan;
 use crate::model::digest::{Digest, DigestSet};
 use crate::model::outcome::{Outcome, What};
+use crate::store::fs::no_room;
 use crate::store::stage::{Batch, Folder, Parent, Relink, Tally};
 use crate::store::{Store, interrupt, remark};
 
@@ -41,13 +42,9 @@ pub fn stop_point(point: &str) {
     }
 }
 
-/// True when an error is a full disk (ENOSPC, or a quota: EDQUOT).
+/// True when an error is a full disk ([`no_room`]).
 fn disk_full(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::raw_os_error)
-            .is_some_and(|n| n == libc::ENOSPC || n == libc::EDQUOT)
-    })
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(no_room))
 }
 
 /// Carries out the plan. The caller holds the store's lock ([`Store::lock`]). `since` is when the scan began

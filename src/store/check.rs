@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
@@ -25,6 +25,9 @@ pub enum Kind {
     TagBroken,
     /// A link that is empty, has a newline, or holds anything but `sha256:<64 hex>`.
     MalformedLink,
+    /// A FIFO, folder, device or symbolic link where the registry writes a file (a link, a
+    /// blob's `data`): no run reads, follows or deletes it.
+    NotAFile,
     /// A revision link whose manifest blob is gone.
     RevisionWithoutBlob,
     /// A manifest that cannot be parsed.
@@ -165,8 +168,12 @@ impl Found {
 fn link(found: &Found, repo: &str, path: &Path, breaks: bool) -> Result<Option<Digest>> {
     match fs::read_link(path) {
         Ok(d) => Ok(d.map(|(d, _)| d)),
-        Err(e) if e.is::<fs::MalformedLink>() || e.is::<fs::NotRegular>() => {
+        Err(e) if e.is::<fs::MalformedLink>() => {
             found.add(Kind::MalformedLink, Some(repo), path, format!("{e:#}"), breaks);
+            Ok(None)
+        }
+        Err(e) if e.is::<fs::NotRegular>() => {
+            found.add(Kind::NotAFile, Some(repo), path, format!("{e:#}"), breaks);
             Ok(None)
         }
         Err(e) => Err(e),
@@ -433,22 +440,16 @@ fn check_repo(
     Ok(out)
 }
 
-/// Finds `*.tmp` files and blob folders without data.
+/// Finds `*.tmp` files.
 fn leftovers(dir: &Path, found: &Found) -> Result<()> {
     let entries = fs::list(dir)?;
-    if dir.parent().is_some_and(|p| p.parent().is_some_and(|pp| pp.ends_with("blobs/sha256"))) {
-        match entries.iter().find(|e| e.name == "data") {
-            None => found.add(Kind::Incomplete, None, dir, "a blob folder without data".into(), false),
-            Some(e) if e.is_dir => {
-                found.add(Kind::Incomplete, None, dir, "a blob folder whose data is a folder".into(), false)
-            }
-            Some(_) => {}
-        }
-    }
+    // The folders in a prefix folder are blobs, which [`present`] looks into (the registry
+    // moves a blob's data there from its upload, and writes nothing else there).
+    let blob_prefix = dir.parent().is_some_and(|p| p.ends_with("blobs/sha256"));
     entries.par_iter().try_for_each(|e| {
         let path = dir.join(&e.name);
         if e.is_dir {
-            leftovers(&path, found)
+            if blob_prefix { Ok(()) } else { leftovers(&path, found) }
         } else {
             if e.name.ends_with(".tmp") {
                 found.add(Kind::TmpFile, None, &path, "left by an interrupted write".into(), false);
@@ -492,14 +493,23 @@ fn verify(layout: &Layout, blobs: &[Digest], bytes: u64, found: &Found, progress
     Ok(corrupt)
 }
 
-/// The blobs whose `data` is a regular file (a folder without it, or with a folder or a FIFO
-/// in its place, is no blob the registry can serve), and their bytes in all.
-fn present(layout: &Layout, blobs: Vec<Digest>) -> Result<(Vec<Digest>, u64)> {
+/// The blobs whose `data` is a regular file, and their bytes in all. A blob folder without it,
+/// or with anything else in its place, is no blob the registry can serve, and is reported.
+fn present(layout: &Layout, blobs: Vec<Digest>, found: &Found) -> Result<(Vec<Digest>, u64)> {
     let Some(dir) = Dir::open(&layout.blobs())? else { return Ok((Vec::new(), 0)) };
     let size = |b: &Digest| -> Result<Option<u64>> {
-        let rel = Layout::blob_data_in_blobs(b);
-        let st = dir.stat(&rel).with_context(|| format!("cannot stat {}", layout.blob_data(b).display()))?;
-        Ok(st.filter(|s| s.regular).map(|s| s.size))
+        match dir.stat_file(&Layout::blob_data_in_blobs(b)) {
+            Ok(Some(st)) => Ok(Some(st.size)),
+            Ok(None) => {
+                found.add(Kind::Incomplete, None, &layout.blob_dir(b), "a blob folder without data".into(), false);
+                Ok(None)
+            }
+            Err(e) if e.is::<fs::NotRegular>() => {
+                found.add(Kind::NotAFile, None, &layout.blob_data(b), format!("{e:#}"), false);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     };
     let sizes: Vec<Option<u64>> = blobs.par_iter().map(size).collect::<Result<_>>()?;
     let bytes = sizes.iter().flatten().sum();
@@ -511,7 +521,7 @@ fn run_check(layout: &Layout, opts: CheckOptions, progress: Progress) -> Result<
     let all: Vec<Digest> = scan::scan_blobs(layout)?.iter().copied().collect();
     let count = all.len();
     let found = Found::default();
-    let (present, bytes) = present(layout, all)?;
+    let (present, bytes) = present(layout, all, &found)?;
     // Hashed first: a corrupt blob breaks the tags that need it, and they are named.
     let corrupt =
         if opts.verify_digests { verify(layout, &present, bytes, &found, progress)? } else { DigestSet::default() };

@@ -131,11 +131,17 @@ impl Dir {
         }
         let modified = SystemTime::UNIX_EPOCH
             + std::time::Duration::new(st.st_mtime.max(0) as u64, st.st_mtime_nsec.clamp(0, 999_999_999) as u32);
-        Ok(Some(FileStat {
-            size: st.st_size.max(0) as u64,
-            modified,
-            regular: st.st_mode & libc::S_IFMT == libc::S_IFREG,
-        }))
+        Ok(Some(FileStat { size: st.st_size.max(0) as u64, modified, mode: st.st_mode }))
+    }
+
+    /// [`Dir::stat`] of a file the registry writes as a regular file (a link, a `data`, a
+    /// `startedat`): anything else there is a [`NotRegular`] error naming it.
+    pub fn stat_file(&self, rel: &str) -> Result<Option<FileStat>> {
+        let path = || self.path.join(rel);
+        match self.stat(rel).with_context(|| format!("cannot stat {}", path().display()))? {
+            Some(st) if !st.regular() => Err(not_regular(&path(), st.mode)),
+            st => Ok(st),
+        }
     }
 
     /// Opens the folder `rel` inside this one, through no symbolic link.
@@ -177,8 +183,14 @@ impl Dir {
 pub struct FileStat {
     pub size: u64,
     pub modified: SystemTime,
-    /// False for a folder, a FIFO, a device, a socket.
-    pub regular: bool,
+    mode: libc::mode_t,
+}
+
+impl FileStat {
+    /// False for a folder, a FIFO, a device, a socket, a symbolic link.
+    pub fn regular(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
 }
 
 /// Reads a whole file of at most `max` bytes; `Ok(None)` when it does not exist.
@@ -194,11 +206,13 @@ fn read_opened(
     let mut f = match opened {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // O_NOFOLLOW refused the file itself: a symbolic link.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(not_regular(&path(), libc::S_IFLNK)),
         Err(e) => return Err(e).with_context(|| format!("cannot open {}", path().display())),
     };
     let meta = f.metadata().with_context(|| format!("cannot stat {}", path().display()))?;
     if !meta.is_file() {
-        return Err(NotRegular(format!("{} is not a regular file ({})", path().display(), kind_of(&meta))).into());
+        return Err(not_regular(&path(), std::os::unix::fs::MetadataExt::mode(&meta)));
     }
     if meta.len() > max {
         bail!("{} is {} bytes, more than the {max} regsweep reads", path().display(), meta.len());
@@ -215,26 +229,27 @@ pub fn read_link(path: &Path) -> Result<Option<(Digest, SystemTime)>> {
 }
 
 message_error!(
-    /// A file the registry writes as a regular file is something else (a folder, a FIFO, a
-    /// device): refused, never opened for reading in a way that could block.
+    /// A file the registry writes as a regular file (a link, a `data`, a `startedat`) is
+    /// something else (a folder, a FIFO, a device, a symbolic link): never read, followed nor
+    /// deleted (README "Safety").
     NotRegular
 );
 
-/// What a file that is no regular file is, in words.
-fn kind_of(meta: &fs::Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    let t = meta.file_type();
-    if t.is_dir() {
-        "a folder"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_block_device() || t.is_char_device() {
-        "a device"
-    } else {
-        "not a file"
-    }
+/// The error naming `path`, which is no regular file but of this mode.
+fn not_regular(path: &Path, mode: libc::mode_t) -> anyhow::Error {
+    let kind = match mode & libc::S_IFMT {
+        libc::S_IFDIR => "a folder",
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFSOCK => "a socket",
+        libc::S_IFLNK => "a symbolic link",
+        libc::S_IFBLK | libc::S_IFCHR => "a device",
+        _ => "not a file",
+    };
+    NotRegular(format!(
+        "{} is not a regular file ({kind}): regsweep never reads, follows or deletes it; look at it and remove it by hand",
+        path.display()
+    ))
+    .into()
 }
 
 message_error!(
@@ -283,40 +298,81 @@ pub(crate) fn digest_folders(dir: &Path) -> Result<Vec<Digest>> {
     Ok(out)
 }
 
-/// The size and mtime of a file, without following a link; `None` when it does not exist.
+/// The size and mtime of a file or folder, without following a link; `None` when it does not
+/// exist.
 pub fn stat(path: &Path) -> Result<Option<(u64, SystemTime)>> {
+    stat_as(path, false)
+}
+
+/// [`stat`] of a file the registry writes as a regular file: anything else there is a
+/// [`NotRegular`] error naming it.
+pub fn stat_file(path: &Path) -> Result<Option<(u64, SystemTime)>> {
+    stat_as(path, true)
+}
+
+fn stat_as(path: &Path, file: bool) -> Result<Option<(u64, SystemTime)>> {
     match fs::symlink_metadata(path) {
+        Ok(m) if file && !m.is_file() => Err(not_regular(path, std::os::unix::fs::MetadataExt::mode(&m))),
         Ok(m) => Ok(Some((m.len(), m.modified().with_context(|| format!("cannot stat {}", path.display()))?))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("cannot stat {}", path.display())),
     }
 }
 
+/// True when an error says the file system is full: no free block or inode (ENOSPC), or a
+/// quota (EDQUOT).
+pub(crate) fn no_room(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
 /// The exclusive lock of one store, held until dropped.
 #[derive(Debug)]
 pub struct Lock {
-    _file: File,
+    _folder: File,
+    _file: Option<File>,
 }
 
 impl Lock {
-    /// Takes the store's lock, or says who holds it.
+    /// Takes the store's lock, or says who holds it: an `flock` on the folder
+    /// `docker/registry/v2` itself, which needs no free inode (a full disk must be cleanable),
+    /// and on the file `.regsweep.lock`, which older versions lock alone. When a full disk
+    /// leaves no room to create that file, the folder's lock suffices: no older version could
+    /// create the file either.
     pub fn acquire(layout: &Layout) -> Result<Lock> {
+        let folder = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(layout.v2())
+            .with_context(|| format!("cannot open {} to lock it", layout.v2().display()))?;
+        take(&folder, layout.v2())?;
         let path = layout.lock_file();
         // Not through a symbolic link, and without blocking on a FIFO put in its place.
-        let file = fs::OpenOptions::new()
+        let file = match fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&path)
-            .with_context(|| format!("cannot create lock file {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => Ok(Lock { _file: file }),
-            Err(fs::TryLockError::WouldBlock) => {
-                bail!("another regsweep run holds the lock {} on this store", path.display())
-            }
-            Err(fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+        {
+            Ok(file) => Some(file),
+            Err(e) if no_room(&e) => None,
+            Err(e) => return Err(e).with_context(|| format!("cannot create lock file {}", path.display())),
+        };
+        if let Some(file) = &file {
+            take(file, &path)?;
         }
+        Ok(Lock { _folder: folder, _file: file })
+    }
+}
+
+/// An `flock` on an open file or folder, without waiting.
+fn take(file: &File, path: &Path) -> Result<()> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(fs::TryLockError::WouldBlock) => {
+            bail!("another regsweep run holds the lock {} on this store", path.display())
+        }
+        Err(fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
     }
 }
 
@@ -359,7 +415,7 @@ mod tests {
         assert!(e.is::<NotRegular>() && format!("{e}").contains("a FIFO"), "{e:#}");
         assert!(read_file(&t.path().join("link"), 10).unwrap_err().is::<NotRegular>());
         let st = dir.stat("link").unwrap().unwrap();
-        assert!(!st.regular);
+        assert!(!st.regular());
     }
 
     #[test]
@@ -398,7 +454,7 @@ mod tests {
         assert_eq!(digest_folders(t.path()).unwrap(), [Digest::from_hex(&hex).unwrap()]);
         let dir = Dir::open(t.path()).unwrap().unwrap();
         let st = dir.stat(&format!("{hex}/data")).unwrap().unwrap();
-        assert!(st.regular && st.size == 5);
+        assert!(st.regular() && st.size == 5);
         assert_eq!(stat(&t.path().join(&hex).join("data")).unwrap().unwrap().0, 5);
         assert!(dir.remove(&hex, true).is_err(), "a folder that is not empty stays");
         dir.remove(&format!("{hex}/data"), false).unwrap();

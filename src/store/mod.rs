@@ -149,13 +149,14 @@ impl FsStore {
 impl StoreView for FsStore {
     fn stat(&self, object: Object) -> Result<Option<(u64, SystemTime)>> {
         let l = &self.layout;
-        fs::stat(&match object {
-            Object::BlobData(d) => l.blob_data(&d),
-            Object::BlobFolder(d) => l.blob_dir(&d),
-            Object::LayerLink(repo, d) => l.layer_dir(repo, &d).join("link"),
-            Object::LayerFolder(repo, d) => l.layer_dir(repo, &d),
-            Object::RevisionFolder(repo, d) => l.revision_dir(repo, &d),
-        })
+        // A link or `data` that is no regular file refuses the plan that would delete it.
+        match object {
+            Object::BlobData(d) => fs::stat_file(&l.blob_data(&d)),
+            Object::LayerLink(repo, d) => fs::stat_file(&l.layer_dir(repo, &d).join("link")),
+            Object::BlobFolder(d) => fs::stat(&l.blob_dir(&d)),
+            Object::LayerFolder(repo, d) => fs::stat(&l.layer_dir(repo, &d)),
+            Object::RevisionFolder(repo, d) => fs::stat(&l.revision_dir(repo, &d)),
+        }
     }
 
     fn tag_index(&self, repo: &str, tag: &str) -> Result<Vec<Digest>> {

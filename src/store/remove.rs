@@ -73,10 +73,11 @@ enum Removed {
     Rescued(Option<Digest>),
 }
 
-/// The size of `rel`; `None` when it was written at or after `since`.
+/// The size of `rel`, the file that makes a folder what it is; `None` when it was written at or
+/// after `since`. No regular file there (a FIFO, a folder, a symbolic link put in since the
+/// plan) is an error: the folder stays, its deletion reported as failed, naming it.
 fn fresh(dir: &Dir, rel: &str, since: Option<SystemTime>) -> Result<Option<u64>> {
-    let st = dir.stat(rel).with_context(|| format!("cannot stat {}", dir.path().join(rel).display()))?;
-    Ok(match st {
+    Ok(match dir.stat_file(rel)? {
         Some(s) if since.is_some_and(|since| s.modified >= since) => None,
         Some(s) => Some(s.size),
         None => Some(0),
@@ -92,15 +93,15 @@ fn remove_folder(dir: &Dir, what: What, folder: &Folder, since: Option<SystemTim
         Folder::Link(d) | Folder::Blob(d) => {
             let hex = d.hex();
             let file = if matches!(folder, Folder::Link(_)) { "link" } else { "data" };
-            if what != What::IndexEntry {
-                match fresh(dir, &format!("{hex}/{file}"), since)? {
-                    Some(size) if what == What::Blob => bytes = size,
-                    Some(_) => {}
-                    None => return Ok(Removed::Rescued(Some(*d))),
-                }
+            // A history entry's time is not looked at: what a push rescues is its tag, revision,
+            // layer links and blobs.
+            let since = if what == What::IndexEntry { None } else { since };
+            match fresh(dir, &format!("{hex}/{file}"), since)? {
+                Some(size) if what == What::Blob => bytes = size,
+                Some(_) => {}
+                None => return Ok(Removed::Rescued(Some(*d))),
             }
-            // An error here (a folder where the file should be, no permission) is the final
-            // removal's to report, with the path.
+            // An error here (no permission) is the final removal's to report, with the path.
             let _ = remove_entry(dir, &format!("{hex}/{file}"), false);
             crash_point();
         }

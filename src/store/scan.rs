@@ -13,7 +13,7 @@ use crate::model::blobs::BlobList;
 use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::inventory::{Parsed, Repo, Revision, Tag, Upload};
 use crate::model::manifest;
-use crate::store::fs::{Dir, NotRegular, digest_folders, each_entry, list, read_file};
+use crate::store::fs::{Dir, NotRegular, digest_folders, each_entry, list, read_file, stat_file};
 use crate::store::layout::{Layout, REPO_INTERNALS};
 
 /// Manifests larger than this are refused (the registry itself caps manifests at 4 MiB).
@@ -70,7 +70,10 @@ fn scan_upload(layout: &Layout, repo: &str, id: String) -> Result<Upload> {
     }
     .and_then(|(b, _)| chrono::DateTime::parse_from_rfc3339(String::from_utf8_lossy(&b).trim()).ok())
     .map(SystemTime::from);
-    let size = std::fs::symlink_metadata(dir.join("data")).map(|m| m.len()).unwrap_or(0);
+    let size = match stat_file(&dir.join("data")) {
+        Err(e) if e.is::<NotRegular>() => return Err(e),
+        st => st.ok().flatten().map_or(0, |(size, _)| size),
+    };
     Ok(Upload { id, started, size })
 }
 
