@@ -534,3 +534,128 @@ fn through_the_api_of_a_registry_on_a_bucket() {
     assert!(on_bucket["bytes_total"].as_u64().unwrap() > 0);
     assert_eq!(on_bucket, du(&from_disk.url));
 }
+
+/// A DeleteObjects answer failing some keys of a request: those keys alone are tried again and
+/// reported, each once with what the server said, and the others of the same request are
+/// deleted and counted (object_store would try the whole request again and fail all of them
+/// with its raw XML answer).
+#[test]
+fn keys_a_delete_fails_are_reported_alone_with_the_servers_words() {
+    let moto = S3Server::moto();
+    demo_bucket(&moto, "reg", "store");
+    // Blob prefix 12 holds two of the blobs the prune deletes; 11, 14 and 1e, in the same
+    // range, are deleted by the same request.
+    let needle = "/blobs/sha256/12/";
+    let before = store_keys(&moto, "reg");
+    let port = common::s3::fault_proxy(moto.port, common::s3::Fault::FailKeys(needle.into()));
+    let args = ["prune", "--root", "s3://reg/store", "--keep", "2", "--grace", "0s"];
+    let plan = moto.regsweep_json(&[&args[..], &["--dry-run"]].concat());
+    let out = moto.regsweep_through(port, &args);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let after = store_keys(&moto, "reg");
+    // The keys of prefix 12 the run tried: the server deleted them, and said it did not.
+    let tried: BTreeSet<String> = before
+        .difference(&after)
+        .filter(|k| format!("/{k}").contains(needle))
+        .map(|k| format!("s3://reg/{V2}{k}"))
+        .collect();
+    assert!(!tried.is_empty());
+    let failed = report["failed"].as_array().unwrap();
+    let paths: BTreeSet<String> = failed.iter().map(|f| f["path"].as_str().unwrap().to_string()).collect();
+    assert_same(&paths, &tried, "the keys reported failed");
+    for f in failed {
+        assert_eq!(f["error"], "InternalError: injected", "{f}");
+    }
+    assert_eq!(
+        report["blobs_deleted"].as_u64().unwrap() + failed.len() as u64,
+        plan["blobs_deleted"].as_u64().unwrap(),
+        "the other blobs are deleted and counted: {report}"
+    );
+}
+
+/// A key a DeleteObjects answer does not name is not counted as deleted: the server did not
+/// delete a tag's link; the run reports it, stops before the revisions, and the tag still pulls.
+#[test]
+fn a_key_a_delete_answer_does_not_name_is_not_counted_deleted() {
+    let moto = S3Server::moto();
+    demo_bucket(&moto, "reg", "store");
+    let link = "team/app/tools/_manifests/tags/1.1.0/current/link";
+    let port = common::s3::fault_proxy(moto.port, common::s3::Fault::DropKeys(link.into()));
+    let args = ["prune", "--root", "s3://reg/store", "--keep", "2", "--grace", "0s"];
+    let out = moto.regsweep_through(port, &args);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed = report["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{report}");
+    assert!(failed[0]["path"].as_str().unwrap().ends_with(link), "{report}");
+    assert!(failed[0]["error"].as_str().unwrap().contains("not confirmed deleted"), "{report}");
+    assert!(store_keys(&moto, "reg").contains(&format!("repositories/{link}")));
+    let reg = Registry::serve_with(Path::new("/nonexistent"), &moto.setup("reg", "store"));
+    reg.pull("team/app/tools", "1.1.0").expect("the tag left still pulls");
+    // The next run without the fault finishes.
+    let again = moto.regsweep_json(&args);
+    assert!(again["failed"].as_array().unwrap().is_empty(), "{again}");
+    assert_eq!(reg.manifest_status("team/app/tools", "1.1.0"), 404);
+}
+
+/// Keys named as the registry (or anyone) wrote them, with characters object_store's
+/// `Path::from` would percent-encode: a tag `0ü~%[x` pruned, under a root `root`; the bucket
+/// ends as its filesystem copy does.
+fn odd_names_end_as_on_disk(root: &str) {
+    let moto = S3Server::moto();
+    demo_bucket(&moto, "reg", root);
+    // The tag written into the bucket (from v1's keys), then the store copied to disk with the
+    // bucket's times.
+    let scratch = tempfile::tempdir().unwrap();
+    moto.tool(&["download", "reg", root, scratch.path().to_str().unwrap()]);
+    let tags = v2(scratch.path()).join("repositories/team/app/_manifests/tags");
+    let odd = "0ü~%[x";
+    for f in walkdir::WalkDir::new(tags.join("v1")) {
+        let f = f.unwrap();
+        if !f.file_type().is_file() {
+            continue;
+        }
+        let rel = f.path().strip_prefix(tags.join("v1")).unwrap();
+        let key = format!("{root}/docker/registry/v2/repositories/team/app/_manifests/tags/{odd}/{}", rel.display());
+        moto.tool(&["put", "reg", &key, f.path().to_str().unwrap()]);
+    }
+    let copy = tempfile::tempdir().unwrap();
+    moto.tool(&["download", "reg", root, copy.path().to_str().unwrap()]);
+    // Older than the run's start by the bucket's clock (to its second).
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let url = format!("s3://reg/{root}");
+    let keys = || -> BTreeSet<String> {
+        let prefix = format!("{root}/docker/registry/v2/");
+        moto.keys("reg").into_iter().filter_map(|k| k.strip_prefix(&prefix).map(String::from)).collect()
+    };
+    assert_same(&keys(), &store_files(copy.path()), "the copy");
+    let args = ["prune", "--keep", "2", "--order", "name", "--grace", "0s", "--upload-age", "0s"];
+    let plan = |root: &str| {
+        let mut r = moto.regsweep_json(&[&args[..], &["--root", root, "--dry-run"]].concat());
+        r.as_object_mut().unwrap().remove("root");
+        r.as_object_mut().unwrap().remove("requests");
+        r
+    };
+    let on_disk = plan(copy.path().to_str().unwrap());
+    assert_eq!(plan(&url), on_disk, "the same plan");
+    let app = repo(&on_disk, "team/app")["tags"].as_array().unwrap().iter().find(|t| t["name"] == odd).cloned();
+    assert_eq!(app.unwrap()["action"], "delete", "{on_disk}");
+    let report = moto.regsweep_json(&[&args[..], &["--root", &url]].concat());
+    assert!(report["failed"].as_array().unwrap().is_empty(), "{report}");
+    moto.regsweep_json(&[&args[..], &["--root", copy.path().to_str().unwrap()]].concat());
+    let after = keys();
+    assert!(!after.iter().any(|k| k.contains(odd)), "{after:#?} {report}");
+    assert_same(&after, &store_files(copy.path()), "the same keys after the same prune");
+}
+
+#[test]
+fn a_tag_named_with_characters_object_store_would_encode_is_deleted_under_its_own_key() {
+    odd_names_end_as_on_disk("store");
+}
+
+#[test]
+fn a_rootdirectory_with_a_tilde_is_a_store() {
+    // The registry 2.8.2 writes such a root (not one with letters outside ASCII: its uploads fail).
+    odd_names_end_as_on_disk("store~1");
+}

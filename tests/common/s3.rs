@@ -242,6 +242,10 @@ pub enum Fault {
     FailKeys(String),
     /// The same, the first time each such key is asked for only.
     FailKeysOnce(String),
+    /// Every key containing this text is replaced in DeleteObjects requests, before they are
+    /// passed on, by a key that is not there: the server neither deletes it nor names it in
+    /// its answer.
+    DropKeys(String),
 }
 
 /// A proxy in front of an S3 server that injects a [`Fault`] and passes the rest through.
@@ -278,11 +282,17 @@ pub fn fault_proxy(upstream: u16, fault: Fault) -> u16 {
                     );
                     return;
                 }
-                let headers: String = text
+                let mut headers: String = text
                     .split("\r\n")
                     .filter(|l| !l.is_empty() && !l.to_ascii_lowercase().starts_with("connection:"))
                     .map(|l| format!("{l}\r\n"))
                     .collect();
+                if let Fault::DropKeys(needle) = &fault
+                    && first.starts_with("POST ")
+                    && first.contains("?delete")
+                {
+                    (headers, body) = drop_keys(&headers, &body, needle);
+                }
                 let Ok(mut up) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else { return };
                 let _ = write!(up, "{headers}Connection: close\r\n\r\n");
                 let _ = up.write_all(&body);
@@ -296,7 +306,7 @@ pub fn fault_proxy(upstream: u16, fault: Fault) -> u16 {
                                 k.contains(needle.as_str()) && seen.lock().unwrap().insert(k.into())
                             })
                         }
-                        Fault::Throttle => {}
+                        Fault::Throttle | Fault::DropKeys(_) => {}
                     }
                 }
                 let _ = conn.write_all(&resp);
@@ -332,4 +342,37 @@ fn fail_keys(resp: &[u8], fails: &dyn Fn(&str) -> bool) -> Vec<u8> {
         .map(|l| format!("{l}\r\n"))
         .collect();
     format!("{head}Content-Length: {}\r\n\r\n{out}", out.len()).into_bytes()
+}
+
+/// A DeleteObjects request (its headers and body) with each key containing `needle` replaced by
+/// another (a request cannot be left empty); the body's length and digests made again (moto
+/// does not check signatures).
+fn drop_keys(headers: &str, body: &[u8], needle: &str) -> (String, Vec<u8>) {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let text = String::from_utf8_lossy(body).into_owned();
+    let mut out = String::new();
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find("<Key>") {
+        let end = rest[start..].find("</Key>").map_or(rest.len(), |e| start + e);
+        out += &rest[..end];
+        if rest[start..end].contains(needle) {
+            out += ".not-this-one";
+        }
+        rest = &rest[end..];
+    }
+    out += rest;
+    let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(out.as_bytes()));
+    let sha = hex::encode(sha2::Sha256::digest(out.as_bytes()));
+    let mut head: String = headers
+        .split("\r\n")
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            !l.is_empty()
+                && !["content-length:", "content-md5:", "x-amz-content-sha256:"].iter().any(|h| l.starts_with(h))
+        })
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    head += &format!("Content-Length: {}\r\nContent-MD5: {md5}\r\nx-amz-content-sha256: {sha}\r\n", out.len());
+    (head, out.into_bytes())
 }

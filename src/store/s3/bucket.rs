@@ -9,16 +9,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, anyhow};
+use base64::Engine as _;
 use futures::{StreamExt, TryStreamExt};
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use md5::Digest as _;
+use object_store::aws::{AmazonS3, AmazonS3Builder, AwsAuthorizer};
 use object_store::client::{
-    HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpService, ReqwestConnector,
+    HttpClient, HttpConnector, HttpError, HttpRequest, HttpRequestBody, HttpResponse, HttpService, ReqwestConnector,
 };
 use object_store::path::Path as Key;
 use object_store::{
     ClientOptions, GetOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::outcome::RequestCounts;
 use crate::store::s3::location::S3Location;
@@ -101,25 +103,11 @@ impl HttpConnector for CountingConnector {
 /// them (its XML answer otherwise fills a screen, three times over), with what to check.
 fn explain(e: object_store::Error) -> anyhow::Error {
     let text = e.to_string();
-    let tag = |name: &str| {
-        let open = format!("<{name}>");
-        let start = text.find(&open)? + open.len();
-        Some(text[start..].split('<').next()?.to_string())
-    };
-    let hint = |code: &str| match code {
-        "NoSuchBucket" => " (is the bucket's name right, and the endpoint?)",
-        "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "InvalidToken" | "ExpiredToken" => {
-            " (check the credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, the profile, or the config's \
-             accesskey and secretkey; regsweep needs to list, get, put and delete)"
-        }
-        _ => "",
-    };
-    match (tag("Code"), tag("Message")) {
-        (Some(code), Some(msg)) => anyhow!("{code}: {msg}{}", hint(&code)),
-        (Some(code), None) => anyhow!("{code}{}", hint(&code)),
+    match s3_error(&text) {
+        Some(said) => anyhow!(said),
         // No S3 error: the innermost cause (a refused connection, a name not found, a status),
         // and the retries already made.
-        _ => {
+        None => {
             let mut inner: &dyn std::error::Error = &e;
             while let Some(s) = inner.source() {
                 inner = s;
@@ -135,6 +123,54 @@ fn explain(e: object_store::Error) -> anyhow::Error {
     }
 }
 
+/// The S3 error in a text holding an XML error answer: `Code: Message`, with what to check.
+fn s3_error(text: &str) -> Option<String> {
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let start = text.find(&open)? + open.len();
+        Some(text[start..].split('<').next()?.to_string())
+    };
+    let hint = |code: &str| match code {
+        "NoSuchBucket" => " (is the bucket's name right, and the endpoint?)",
+        "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "InvalidToken" | "ExpiredToken" => {
+            " (check the credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, the profile, or the config's \
+             accesskey and secretkey; regsweep needs to list, get, put and delete)"
+        }
+        _ => "",
+    };
+    match (tag("Code"), tag("Message")) {
+        (Some(code), Some(msg)) => Some(format!("{code}: {msg}{}", hint(&code))),
+        (Some(code), None) => Some(format!("{code}{}", hint(&code))),
+        _ => None,
+    }
+}
+
+/// A DeleteObjects answer: what was deleted, what was not and why.
+#[derive(Deserialize)]
+#[serde(rename = "DeleteResult")]
+struct DeleteResult {
+    #[serde(rename = "$value", default)]
+    entries: Vec<DeleteEntry>,
+}
+
+#[derive(Deserialize)]
+enum DeleteEntry {
+    Deleted {
+        #[serde(rename = "Key")]
+        key: String,
+    },
+    Error {
+        #[serde(rename = "Key")]
+        key: String,
+        #[serde(rename = "Code", default)]
+        code: String,
+        #[serde(rename = "Message", default)]
+        message: String,
+    },
+    #[serde(other)]
+    Other,
+}
+
 /// One object as a listing or a head shows it; `key` is relative to the store's `docker/registry/v2/`.
 #[derive(Clone, Debug)]
 pub struct Obj {
@@ -148,6 +184,13 @@ pub struct Obj {
 /// A bucket, rooted at a store's `docker/registry/v2/`.
 pub struct Bucket {
     store: AmazonS3,
+    /// The client DeleteObjects requests are sent with (counted as the store's).
+    http: HttpClient,
+    /// `https://endpoint/bucket`: where DeleteObjects requests go (path-style, as the store's).
+    endpoint: String,
+    region: String,
+    /// False for an anonymous bucket: requests go unsigned.
+    sign: bool,
     runtime: tokio::runtime::Runtime,
     /// `<rootdirectory>/docker/registry/v2`, without leading or trailing slash.
     v2: String,
@@ -159,6 +202,10 @@ pub struct Bucket {
 impl Bucket {
     pub fn open(loc: &S3Location) -> Result<Bucket> {
         let requests = Arc::new(Requests::default());
+        let options = ClientOptions::new()
+            .with_allow_http(true)
+            .with_timeout(Duration::from_secs(120))
+            .with_pool_max_idle_per_host(256);
         let mut b = AmazonS3Builder::new()
             .with_bucket_name(&loc.bucket)
             .with_region(&loc.region)
@@ -169,15 +216,11 @@ impl Bucket {
                 retry_timeout: Duration::from_secs(180),
                 ..RetryConfig::default()
             })
-            .with_client_options(
-                ClientOptions::new()
-                    .with_allow_http(true)
-                    .with_timeout(Duration::from_secs(120))
-                    .with_pool_max_idle_per_host(256),
-            );
+            .with_client_options(options.clone());
         if let Some(e) = &loc.endpoint {
             b = b.with_endpoint(e);
         }
+        let mut sign = true;
         match (&loc.access_key, &loc.secret_key) {
             (Some(a), Some(s)) => {
                 b = b.with_access_key_id(a).with_secret_access_key(s);
@@ -185,7 +228,10 @@ impl Bucket {
                     b = b.with_token(t);
                 }
             }
-            _ => b = b.with_skip_signature(loc.anonymous),
+            _ => {
+                b = b.with_skip_signature(loc.anonymous);
+                sign = !loc.anonymous;
+            }
         }
         let store = b.build().with_context(|| format!("cannot use bucket {}", loc.shown()))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -193,9 +239,19 @@ impl Bucket {
             .enable_all()
             .build()
             .context("cannot start the S3 client")?;
+        let http = CountingConnector(requests.clone()).connect(&options).context("cannot start the S3 client")?;
+        let endpoint = match &loc.endpoint {
+            Some(e) => format!("{}/{}", e.trim_end_matches('/'), loc.bucket),
+            None => format!("https://s3.{}.amazonaws.com/{}", loc.region, loc.bucket),
+        };
         let root = loc.root.trim_matches('/');
         let v2 = if root.is_empty() { "docker/registry/v2".to_string() } else { format!("{root}/docker/registry/v2") };
-        Ok(Bucket { store, runtime, v2, shown: loc.shown(), requests })
+        // Keys are the registry's, byte for byte (`Key::parse`; `Key::from` would percent-encode
+        // `~`, `%` or a letter outside ASCII, and name another key): a root object_store cannot
+        // name as it is is refused here, not used under another name.
+        Key::parse(&v2).map_err(|e| anyhow!("rootdirectory {:?} cannot be used: {e}", loc.root))?;
+        let region = loc.region.clone();
+        Ok(Bucket { store, http, endpoint, region, sign, runtime, v2, shown: loc.shown(), requests })
     }
 
     /// How a key is shown in messages: `s3://bucket/<root>/docker/registry/v2/<key>`.
@@ -208,8 +264,12 @@ impl Bucket {
         format!("{}/docker/registry/v2", self.shown.trim_end_matches('/'))
     }
 
-    fn key(&self, rel: &str) -> Key {
-        Key::from(format!("{}/{}", self.v2, rel.trim_matches('/')))
+    /// The key as it is in the bucket; one that object_store cannot name as it is (a control
+    /// character, a `.` or `..` or empty segment) is an error naming it, never another key.
+    fn key(&self, rel: &str) -> Result<Key> {
+        Key::parse(format!("{}/{}", self.v2, rel.trim_matches('/')))
+            .map_err(|e| anyhow!("{e}"))
+            .with_context(|| format!("cannot use the key {:?}", self.url(rel)))
     }
 
     fn obj(&self, m: ObjectMeta) -> Obj {
@@ -228,7 +288,7 @@ impl Bucket {
     /// Every object under `prefix` (a folder of the store, relative to `docker/registry/v2/`),
     /// flat: one request per page of 1,000 keys.
     pub fn list(&self, prefix: &str) -> Result<Vec<Obj>> {
-        let key = self.key(prefix);
+        let key = self.key(prefix)?;
         let found: Vec<ObjectMeta> = self
             .block_on(self.store.list(Some(&key)).try_collect())
             .map_err(explain)
@@ -239,7 +299,7 @@ impl Bucket {
     /// The objects under `prefix` whose keys sort after `prefix/after` and before `prefix/until`
     /// (to the end without it): one range of a listing split for parallel requests.
     pub fn list_range(&self, prefix: &str, after: &str, until: Option<&str>) -> Result<Vec<Obj>> {
-        let (key, offset) = (self.key(prefix), self.key(&format!("{prefix}/{after}")));
+        let (key, offset) = (self.key(prefix)?, self.key(&format!("{prefix}/{after}"))?);
         let end = until.map(|u| format!("{}/{u}", key.as_ref()));
         let found: Vec<ObjectMeta> = self
             .block_on(
@@ -258,7 +318,7 @@ impl Bucket {
 
     /// The sub-folders of `prefix` (their names) and the objects right in it: one level.
     pub fn folders(&self, prefix: &str) -> Result<(Vec<String>, Vec<Obj>)> {
-        let key = self.key(prefix);
+        let key = self.key(prefix)?;
         let r = self
             .block_on(self.store.list_with_delimiter(Some(&key)))
             .map_err(explain)
@@ -275,7 +335,7 @@ impl Bucket {
 
     /// The content of a small object, or `None` when there is none; larger than `max`: an error.
     pub fn get(&self, rel: &str, max: u64) -> Result<Option<(Vec<u8>, Obj)>> {
-        let key = self.key(rel);
+        let key = self.key(rel)?;
         let got = self.block_on(async {
             let r = match self.store.get_opts(&key, GetOptions::default()).await {
                 Err(object_store::Error::NotFound { .. }) => return Ok(None),
@@ -294,7 +354,7 @@ impl Bucket {
 
     /// The object's size and time, or `None` when there is none.
     pub fn head(&self, rel: &str) -> Result<Option<Obj>> {
-        match self.block_on(self.store.head(&self.key(rel))) {
+        match self.block_on(self.store.head(&self.key(rel)?)) {
             Ok(m) => Ok(Some(self.obj(m))),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(explain(e)).with_context(|| format!("cannot read {}", self.url(rel))),
@@ -303,7 +363,7 @@ impl Bucket {
 
     /// Writes an object, replacing any.
     pub fn put(&self, rel: &str, bytes: Vec<u8>) -> Result<()> {
-        self.block_on(self.store.put(&self.key(rel), PutPayload::from(bytes)))
+        self.block_on(self.store.put(&self.key(rel)?, PutPayload::from(bytes)))
             .map_err(explain)
             .with_context(|| format!("cannot write {}", self.url(rel)))?;
         Ok(())
@@ -312,7 +372,7 @@ impl Bucket {
     /// Creates an object only if there is none (`If-None-Match: *`): false when one exists.
     pub fn create(&self, rel: &str, bytes: Vec<u8>) -> Result<bool> {
         let opts = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
-        match self.block_on(self.store.put_opts(&self.key(rel), PutPayload::from(bytes), opts)) {
+        match self.block_on(self.store.put_opts(&self.key(rel)?, PutPayload::from(bytes), opts)) {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
             Err(e) => Err(explain(e)).with_context(|| format!("cannot create {}", self.url(rel))),
@@ -321,14 +381,15 @@ impl Bucket {
 
     /// Deletes one object; none there is fine.
     pub fn delete(&self, rel: &str) -> Result<()> {
-        match self.block_on(self.store.delete(&self.key(rel))) {
+        match self.block_on(self.store.delete(&self.key(rel)?)) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(explain(e)).with_context(|| format!("cannot delete {}", self.url(rel))),
         }
     }
 
     /// Deletes keys with DeleteObjects, 1,000 to a request, several requests in flight; the
-    /// keys a request could not delete are tried again twice, then returned with the error.
+    /// keys a request did not delete (or did not say it deleted) are tried again twice, then
+    /// returned with what the server said.
     pub fn delete_many(&self, rels: &[String]) -> Vec<(String, String)> {
         let mut todo: Vec<String> = rels.to_vec();
         let mut failed = Vec::new();
@@ -350,38 +411,118 @@ impl Bucket {
         failed
     }
 
-    /// One DeleteObjects request: the keys it failed to delete, with the error.
+    /// One DeleteObjects request: the keys it did not delete, each with what the server said
+    /// of it. Sent here rather than by object_store, which retries the whole request when one
+    /// key's error is `InternalError` and then fails every key with the raw answer, and counts
+    /// a key the answer does not mention as deleted: here a key is deleted when the answer
+    /// says so.
     async fn delete_chunk(&self, rels: &[String]) -> Vec<(String, String)> {
-        let keys: Vec<object_store::Result<Key>> = rels.iter().map(|r| Ok(self.key(r))).collect();
-        let results: Vec<object_store::Result<Key>> =
-            self.store.delete_stream(futures::stream::iter(keys).boxed()).collect().await;
-        let mut pending: std::collections::BTreeSet<&str> = rels.iter().map(String::as_str).collect();
         let mut failed = Vec::new();
-        for r in results {
-            match r {
-                Ok(k) => {
-                    pending.remove(self.obj_key(k.as_ref()));
-                }
-                Err(object_store::Error::NotFound { path, .. }) => {
-                    pending.remove(self.obj_key(&path));
-                }
-                Err(e) => {
-                    let text = e.to_string();
-                    // "DeleteObjects request failed for key <key>: <message>": that key alone.
-                    let key = rels.iter().find(|r| text.contains(&format!("key {}/{r}: ", self.v2)));
-                    match key {
-                        Some(k) => {
-                            pending.remove(k.as_str());
-                            failed.push((k.clone(), text));
-                        }
-                        None => return rels.iter().map(|r| (r.clone(), text.clone())).collect(),
-                    }
-                }
+        let mut keys: Vec<(&String, Key)> = Vec::new();
+        for r in rels {
+            match self.key(r) {
+                Ok(k) => keys.push((r, k)),
+                Err(e) => failed.push((r.clone(), format!("{e:#}"))),
             }
         }
-        // Keys the answer did not mention: not known to be gone.
-        failed.extend(pending.into_iter().map(|k| (k.to_string(), "not confirmed deleted".to_string())));
+        if keys.is_empty() {
+            return failed;
+        }
+        let mut body = String::from("<Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
+        for (_, k) in &keys {
+            body += &format!("<Object><Key>{}</Key></Object>", quick_xml::escape::escape(k.as_ref()));
+        }
+        body += "</Delete>";
+        let answer = match self.post_delete(body.into_bytes()).await {
+            Ok(a) => a,
+            Err(e) => {
+                failed.extend(keys.into_iter().map(|(r, _)| (r.clone(), format!("{e:#}"))));
+                return failed;
+            }
+        };
+        let mut deleted = std::collections::BTreeSet::new();
+        let mut errors = std::collections::BTreeMap::new();
+        for entry in answer.entries {
+            match entry {
+                DeleteEntry::Deleted { key } => {
+                    deleted.insert(key);
+                }
+                // Not there: gone all the same.
+                DeleteEntry::Error { key, code, .. } if code == "NoSuchKey" => {
+                    deleted.insert(key);
+                }
+                DeleteEntry::Error { key, code, message } => {
+                    errors.insert(key, if message.is_empty() { code } else { format!("{code}: {message}") });
+                }
+                DeleteEntry::Other => {}
+            }
+        }
+        for (r, k) in keys {
+            if let Some(e) = errors.get(k.as_ref()) {
+                failed.push((r.clone(), e.clone()));
+            } else if !deleted.contains(k.as_ref()) {
+                failed.push((r.clone(), "not confirmed deleted (the answer to DeleteObjects did not name it)".into()));
+            }
+        }
         failed
+    }
+
+    /// Sends a DeleteObjects request (its XML body), signed; throttling, a server error or a
+    /// broken connection is retried with backoff (the request deletes the same keys again),
+    /// up to 10 times.
+    async fn post_delete(&self, body: Vec<u8>) -> Result<DeleteResult> {
+        let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&body));
+        let mut backoff = Duration::from_millis(100);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let mut req: HttpRequest = http::Request::builder()
+                .method("POST")
+                .uri(format!("{}?delete", self.endpoint))
+                .header("Content-Type", "application/xml")
+                .header("Content-MD5", &md5)
+                .body(HttpRequestBody::from(body.clone()))
+                .context("cannot make a DeleteObjects request")?;
+            if self.sign {
+                let credential = self.store.credentials().get_credential().await.map_err(explain)?;
+                AwsAuthorizer::new(&credential, "s3", &self.region)
+                    .try_authorize(&mut req, None)
+                    .map_err(explain)
+                    .context("cannot sign a DeleteObjects request")?;
+            }
+            let err = match self.http.execute(req).await {
+                Ok(res) => {
+                    let status = res.status();
+                    let text = match res.into_body().bytes().await {
+                        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+                        Err(e) => e.to_string(),
+                    };
+                    if status.is_success() {
+                        match quick_xml::de::from_str::<DeleteResult>(&text) {
+                            Ok(answer) => return Ok(answer),
+                            // An error document with a 200 (S3 may answer so when it fails late).
+                            Err(_) => match s3_error(&text) {
+                                Some(said) if said.starts_with("InternalError") || said.starts_with("SlowDown") => said,
+                                Some(said) => return Err(anyhow!(said)),
+                                None => return Err(anyhow!("DeleteObjects answered what is not XML: {text:.200}")),
+                            },
+                        }
+                    } else {
+                        let said = s3_error(&text).unwrap_or_else(|| format!("status {status}"));
+                        if !(status.is_server_error() || status.as_u16() == 429) {
+                            return Err(anyhow!(said));
+                        }
+                        said
+                    }
+                }
+                Err(e) => format!("{e}"),
+            };
+            if tries > 10 {
+                return Err(anyhow!("{err} (after {} retries)", tries - 1));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(15));
+        }
     }
 
     /// A full key, relative to `docker/registry/v2/`.
