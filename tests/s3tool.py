@@ -50,20 +50,20 @@ def main():
         bucket, key = args
         s3.delete_object(Bucket=bucket, Key=key)
     elif cmd == "splitpush":
-        bucket, first, second, path = args
+        bucket, first, second_key, path = args
         body = open(path, "rb").read()
 
-        def until(fraction):
-            # The next moment at this fraction of a second.
-            now = time.time()
-            time.sleep((int(now) + fraction - now) % 1.0 or 1.0)
-
         s3.head_bucket(Bucket=bucket)  # the connection, opened before the timed writes
-        until(0.85)
+        second = int(time.time()) + 1  # S-1 below
+
+        def until(t):
+            time.sleep(max(0.0, t - time.time()))
+
+        until(second + 0.85)
         s3.put_object(Bucket=bucket, Key=first, Body=body)
-        until(0.05)
-        s3.put_object(Bucket=bucket, Key=second, Body=body)
-        until(0.1)
+        until(second + 1.05)
+        s3.put_object(Bucket=bucket, Key=second_key, Body=body)
+        until(second + 2.1)
     else:
         sys.exit(f"unknown command {cmd}")
 
