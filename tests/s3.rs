@@ -331,6 +331,29 @@ fn a_run_with_a_fast_clock_does_not_take_over_a_live_lock() {
 #[test]
 #[cfg_attr(not(feature = "test-hooks"), ignore = "needs --features test-hooks")]
 fn two_runs_taking_over_one_stale_lock_do_not_both_delete() {
+    two_runs_take_over_one_stale_lock(false);
+}
+
+/// The same where the server ignores `If-Match` (the proxy drops it): the first run writes over
+/// the second's lock and deletes; the second, let go after the first ended, finds its lock
+/// gone at its first deletion stage and stops there with an error naming it (exit 3).
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs --features test-hooks")]
+fn a_run_whose_lock_was_taken_over_stops_before_deleting() {
+    let (first, second) = two_runs_take_over_one_stale_lock(true);
+    assert!(first.status.success(), "{first:?}");
+    assert_eq!(second.status.code(), Some(3), "{second:?}");
+    let report: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert!(report["errors"][0].as_str().unwrap().contains("is no longer this run's (deleted)"), "{report}");
+    for k in ["tags_deleted", "manifests_deleted", "layer_links_deleted", "blobs_deleted"] {
+        assert_eq!(report[k], 0, "{k}: {report}");
+    }
+}
+
+/// Two runs taking over one stale lock, the first through a proxy that holds its takeover
+/// until the second has taken it over and planned (stopped there, let go after the first
+/// ended); their outputs. Asserts that one of them, and only one, succeeded.
+fn two_runs_take_over_one_stale_lock(ignore_if_match: bool) -> (std::process::Output, std::process::Output) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     let moto = S3Server::moto();
@@ -344,6 +367,7 @@ fn two_runs_taking_over_one_stale_lock_do_not_both_delete() {
         key: ".regsweep.lock".into(),
         arrived: arrived.clone(),
         release: release.clone(),
+        ignore_if_match,
     };
     let port = common::s3::fault_proxy(moto.port, fault);
     let args = ["prune", "--root", "s3://reg/store", "--keep", "1", "--grace", "0s", "--json"];
@@ -375,6 +399,7 @@ fn two_runs_taking_over_one_stale_lock_do_not_both_delete() {
     let failed = if first.status.success() { &second } else { &first };
     assert!(said(failed).contains("s3://reg/store/docker/registry/v2/.regsweep.lock"), "{}", said(failed));
     assert!(!store_keys(&moto, "reg").contains(".regsweep.lock"), "the winner's lock is gone with it");
+    (first, second)
 }
 
 /// Issue 22.7: the request deleting the lock at the end meets a reset connection: it is tried

@@ -246,8 +246,9 @@ pub enum Fault {
     FailKeysOnce(String),
     /// The first request that would take over a stale lock (a deletion of a key containing
     /// `key`, or a PUT of it with `If-Match`) is held: `arrived` is set when it comes, and it
-    /// is passed on once the test sets `release`.
-    HoldTakeover { key: String, arrived: Arc<AtomicBool>, release: Arc<AtomicBool> },
+    /// is passed on once the test sets `release` (with `ignore_if_match`, without its
+    /// `If-Match`, as a server that ignores it would take it).
+    HoldTakeover { key: String, arrived: Arc<AtomicBool>, release: Arc<AtomicBool>, ignore_if_match: bool },
     /// The first `n` deletions of a key containing this text (DELETE, or DeleteObjects naming
     /// it) get their connection reset (RST, no answer), without being passed on.
     ResetDeletes(String, usize),
@@ -295,8 +296,9 @@ pub fn fault_proxy(upstream: u16, fault: Fault) -> u16 {
                             && first.contains("?delete")
                             && String::from_utf8_lossy(&body).contains(key))
                 };
+                let mut text = text;
                 match &fault {
-                    Fault::HoldTakeover { key, arrived, release } => {
+                    Fault::HoldTakeover { key, arrived, release, ignore_if_match } => {
                         let if_match = text.lines().any(|l| l.to_ascii_lowercase().starts_with("if-match:"));
                         let takeover =
                             deletes(key) || (first.starts_with("PUT ") && first.contains(key.as_str()) && if_match);
@@ -304,6 +306,13 @@ pub fn fault_proxy(upstream: u16, fault: Fault) -> u16 {
                             arrived.store(true, Ordering::SeqCst);
                             while !release.load(Ordering::SeqCst) {
                                 std::thread::sleep(Duration::from_millis(20));
+                            }
+                            if *ignore_if_match {
+                                text = text
+                                    .split("\r\n")
+                                    .filter(|l| !l.to_ascii_lowercase().starts_with("if-match:"))
+                                    .collect::<Vec<_>>()
+                                    .join("\r\n");
                             }
                         }
                     }
