@@ -62,7 +62,7 @@ pub fn run_on(
     progress: Progress,
 ) -> Result<Report> {
     // A dry run writes nothing, not even a lock (restic's --no-lock, allowed only there).
-    let _lock = if dry_run { None } else { Some(store.lock()?) };
+    let lock = if dry_run { None } else { Some(store.lock()?) };
     let (plan, mut warnings, _) = plan_on(store, mode, opts, progress, &|_, _, _| ())?;
     let command = if matches!(mode, Mode::Gc) { report::Command::Gc } else { report::Command::Prune };
     // What was written at or after `since` was not scanned: the deletions leave it. The file
@@ -85,6 +85,11 @@ pub fn run_on(
     report.bytes_left = bytes_before.map(|b| b.saturating_sub(blob_bytes_freed));
     if let Some(outcome) = outcome {
         report.record(outcome);
+    }
+    // A lock that stays blocks the next runs: said, not only dropped (a failed run's goes with
+    // it, as it can).
+    if let Some(Err(e)) = lock.map(|l| l.release()) {
+        report.errors.push(format!("{e:#}"));
     }
     report.requests = store.requests();
     Ok(report)

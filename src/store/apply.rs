@@ -100,8 +100,15 @@ enum Stage {
 }
 
 impl<'a> Execution<'a> {
-    /// Runs one stage; true when nothing failed and no signal came.
-    fn run(&self, name: &str, batches: Vec<Batch>) -> bool {
+    /// Runs one stage; true when nothing failed and no signal came. Not at all when the run's
+    /// lock is no longer its own (another run took it over): that stops the run.
+    fn run(&mut self, name: &str, batches: Vec<Batch>) -> bool {
+        if !batches.is_empty()
+            && let Err(e) = self.store.check_lock()
+        {
+            self.errors.push(format!("{e:#}"));
+            return false;
+        }
         self.store.remove(name, &batches, Some(self.since), &self.tally, self.progress)
     }
 
@@ -367,7 +374,7 @@ impl<'a> Execution<'a> {
 
     /// The layer links no live manifest of their repository needs, but those a push since the
     /// scan needs.
-    fn layer_links(&self, rescued: &remark::Rescued) -> bool {
+    fn layer_links(&mut self, rescued: &remark::Rescued) -> bool {
         let plan = self.plan;
         let links = self.per_repo(What::LayerLink, &|r| Parent::Layers(r), &|_, r| {
             let needed = rescued.links.get(&r.name);
@@ -405,7 +412,7 @@ impl<'a> Execution<'a> {
             let (blobs, kept) = blob_batches(plan, &wanted, &needed);
             self.tally.kept(What::Blob, kept);
             self.run("blobs", blobs);
-            if self.tally.stop_requested() {
+            if self.tally.stop_requested() || !self.errors.is_empty() {
                 return false;
             }
         }
@@ -436,8 +443,9 @@ impl<'a> Execution<'a> {
     }
 
     /// The uploads older than `--upload-age`.
-    fn uploads(&self) -> bool {
-        self.run("uploads", self.upload_batches())
+    fn uploads(&mut self) -> bool {
+        let batches = self.upload_batches();
+        self.run("uploads", batches)
     }
 
     fn upload_batches(&self) -> Vec<Batch<'a>> {

@@ -376,6 +376,13 @@ fn take(file: &File, path: &Path) -> Result<()> {
     }
 }
 
+impl crate::store::Held for Lock {
+    /// The file's lock goes with the file, closed: that cannot fail.
+    fn release(self: Box<Self>) -> Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::symlink;

@@ -18,7 +18,6 @@ pub mod s3;
 pub mod scan;
 pub mod stage;
 
-use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -58,8 +57,13 @@ pub trait Store: StoreView {
     fn config(&self, d: &Digest) -> Option<Vec<u8>>;
     /// The journal an interrupted run left.
     fn journal(&self) -> Result<Option<Journal>>;
-    /// Takes the store's lock, held until the value is dropped.
-    fn lock(&self) -> Result<Box<dyn Any>>;
+    /// Takes the store's lock, held until released (or dropped, on the way out of a failed run).
+    fn lock(&self) -> Result<Box<dyn Held>>;
+    /// Fails when this run's lock is no longer its own (a bucket's, taken over by a run that
+    /// thought this one dead): checked before each deletion stage.
+    fn check_lock(&self) -> Result<()> {
+        Ok(())
+    }
     /// Writes the journal of a plan atomically (a full disk is an `ENOSPC` I/O error).
     fn write_journal(&self, earlier: &Journal, repos: &[RepoPlan]) -> Result<()>;
     /// Removes the journal once its run has finished.
@@ -94,6 +98,13 @@ pub trait Store: StoreView {
     fn requests(&self) -> Option<RequestCounts> {
         None
     }
+}
+
+/// A store's lock, held by a run.
+pub trait Held {
+    /// Lets the lock go; an error when it could not (a bucket's then stays until it is stale,
+    /// and the run must say so).
+    fn release(self: Box<Self>) -> Result<()>;
 }
 
 /// Where a store is: a folder, or a bucket.
@@ -193,7 +204,7 @@ impl Store for FsStore {
         journal::read(&self.layout)
     }
 
-    fn lock(&self) -> Result<Box<dyn Any>> {
+    fn lock(&self) -> Result<Box<dyn Held>> {
         Ok(Box::new(fs::Lock::acquire(&self.layout)?))
     }
 

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{Registry, Setup, fixture, free_port, top, v2};
@@ -246,6 +248,14 @@ pub enum Fault {
     /// passed on, by a key that is not there: the server neither deletes it nor names it in
     /// its answer.
     DropKeys(String),
+    /// The first request that would take over a stale lock (a deletion of a key containing
+    /// `key`, or a PUT of it with `If-Match`) is held: `arrived` is set when it comes, and it
+    /// is passed on once the test sets `release` (with `ignore_if_match`, without its
+    /// `If-Match`, as a server that ignores it would take it).
+    HoldTakeover { key: String, arrived: Arc<AtomicBool>, release: Arc<AtomicBool>, ignore_if_match: bool },
+    /// The first `n` deletions of a key containing this text (DELETE, or DeleteObjects naming
+    /// it) get their connection reset (RST, no answer), without being passed on.
+    ResetDeletes(String, usize),
 }
 
 /// A proxy in front of an S3 server that injects a [`Fault`] and passes the rest through.
@@ -254,11 +264,12 @@ pub fn fault_proxy(upstream: u16, fault: Fault) -> u16 {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let seen: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>> = Default::default();
+    let seen: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>> = Default::default();
+    let count = Arc::new(AtomicUsize::new(0));
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
-            let (seen, fault) = (seen.clone(), fault.clone());
+            let (seen, fault, count) = (seen.clone(), fault.clone(), count.clone());
             std::thread::spawn(move || {
                 // One request per connection: the answer closes it.
                 let text = super::read_head(&mut conn);
@@ -281,6 +292,51 @@ pub fn fault_proxy(upstream: u16, fault: Fault) -> u16 {
                         xml.len()
                     );
                     return;
+                }
+                // A single deletion goes as DELETE, or as a DeleteObjects request naming the key.
+                let deletes = |key: &str| {
+                    (first.starts_with("DELETE ") && first.contains(key))
+                        || (first.starts_with("POST ")
+                            && first.contains("?delete")
+                            && String::from_utf8_lossy(&body).contains(key))
+                };
+                let mut text = text;
+                match &fault {
+                    Fault::HoldTakeover { key, arrived, release, ignore_if_match } => {
+                        let if_match = text.lines().any(|l| l.to_ascii_lowercase().starts_with("if-match:"));
+                        let takeover =
+                            deletes(key) || (first.starts_with("PUT ") && first.contains(key.as_str()) && if_match);
+                        if takeover && count.fetch_add(1, Ordering::SeqCst) == 0 {
+                            arrived.store(true, Ordering::SeqCst);
+                            while !release.load(Ordering::SeqCst) {
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                            if *ignore_if_match {
+                                text = text
+                                    .split("\r\n")
+                                    .filter(|l| !l.to_ascii_lowercase().starts_with("if-match:"))
+                                    .collect::<Vec<_>>()
+                                    .join("\r\n");
+                            }
+                        }
+                    }
+                    Fault::ResetDeletes(key, n) if deletes(key) && count.fetch_add(1, Ordering::SeqCst) < *n => {
+                        use std::os::fd::AsRawFd;
+                        // SO_LINGER 0: closing sends RST, as a connection reset on the way does.
+                        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+                        // SAFETY: an option of a socket this thread owns, from a value that lives.
+                        unsafe {
+                            libc::setsockopt(
+                                conn.as_raw_fd(),
+                                libc::SOL_SOCKET,
+                                libc::SO_LINGER,
+                                (&linger as *const libc::linger).cast(),
+                                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                            );
+                        }
+                        return;
+                    }
+                    _ => {}
                 }
                 let mut headers: String = text
                     .split("\r\n")
@@ -306,7 +362,7 @@ pub fn fault_proxy(upstream: u16, fault: Fault) -> u16 {
                                 k.contains(needle.as_str()) && seen.lock().unwrap().insert(k.into())
                             })
                         }
-                        Fault::Throttle | Fault::DropKeys(_) => {}
+                        _ => {}
                     }
                 }
                 let _ = conn.write_all(&resp);

@@ -1,4 +1,4 @@
-//! The bucket as regsweep speaks to it: flat listings by prefix, small reads, heads, puts (one
+//! The bucket as regsweep speaks to it: flat listings by prefix, small reads, heads, puts (two
 //! of them conditional), batched deletions, every request counted by kind. Blocking calls over
 //! one async runtime: the worker threads of a run (rayon's, 128 by default) are the requests in
 //! flight, as they are the reads in flight on a disk.
@@ -19,6 +19,7 @@ use object_store::client::{
 use object_store::path::Path as Key;
 use object_store::{
     ClientOptions, GetOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+    UpdateVersion,
 };
 use serde::{Deserialize, Serialize};
 
@@ -376,6 +377,18 @@ impl Bucket {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
             Err(e) => Err(explain(e)).with_context(|| format!("cannot create {}", self.url(rel))),
+        }
+    }
+
+    /// Writes an object only if it is still the one with this ETag (`If-Match`): false when it
+    /// is another, or gone.
+    pub fn replace(&self, rel: &str, bytes: Vec<u8>, etag: &str) -> Result<bool> {
+        let version = UpdateVersion { e_tag: Some(format!("\"{etag}\"")), version: None };
+        let opts = PutOptions { mode: PutMode::Update(version), ..PutOptions::default() };
+        match self.block_on(self.store.put_opts(&self.key(rel)?, PutPayload::from(bytes), opts)) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(explain(e)).with_context(|| format!("cannot write {}", self.url(rel))),
         }
     }
 

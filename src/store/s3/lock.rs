@@ -1,22 +1,28 @@
 //! The lock of a store in a bucket: an object created only if there is none (`If-None-Match:
 //! *`), naming the host and process that hold it, written again every minute while the run
 //! lasts and deleted at its end. A lock whose process is gone (same host) or that was not
-//! written again for ten minutes (a run killed elsewhere) is stale and taken over.
+//! written again for ten minutes by the bucket's clock (a run killed elsewhere) is stale and
+//! taken over: replaced only if it is still the one read (`If-Match` on its ETag), so that of
+//! two runs taking it over one wins. A run checks the lock is still its own before each
+//! deletion stage, and its refresher never writes over another run's.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::store::Held;
 use crate::store::s3::bucket::Bucket;
 
 /// How often a held lock is written again.
 const REFRESH: Duration = Duration::from_secs(60);
 /// A lock not written again for this long belongs to no running process.
 const STALE: Duration = Duration::from_secs(600);
+/// A probe written to read the bucket's clock, beside the lock.
+const CLOCK: &str = ".regsweep.clock";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Holder {
@@ -26,14 +32,74 @@ struct Holder {
     nonce: String,
 }
 
-/// A held lock: refreshed by a thread of its own, deleted when dropped.
-pub struct Lock {
+impl Holder {
+    fn of(bytes: &[u8]) -> String {
+        serde_json::from_slice::<Holder>(bytes)
+            .map_or("an unknown process".to_string(), |h| format!("process {} on {}", h.pid, h.host))
+    }
+}
+
+/// This run's claim on the lock: what it wrote, shared by the run, its refresher and the store.
+pub struct Claim {
     bucket: Arc<Bucket>,
     key: &'static str,
+    content: Vec<u8>,
+    /// The ETag of `content` as the bucket stored it: the condition of every later write.
+    etag: String,
     /// When it was written, by the bucket's clock.
     pub written: SystemTime,
+    /// Set once the lock was found to be another run's, or gone.
+    lost: AtomicBool,
+}
+
+impl Claim {
+    /// Why the lock is no longer this run's, if it is not: another run took it over (this one
+    /// was thought dead), or it was deleted.
+    fn lost_to(&self) -> Result<Option<String>> {
+        let why = match self.bucket.get(self.key, 4096)? {
+            Some((bytes, _)) if bytes == self.content && !self.lost.load(Ordering::SeqCst) => return Ok(None),
+            Some((bytes, _)) if bytes != self.content => format!("now held by {}", Holder::of(&bytes)),
+            Some(_) => "written over by another run meanwhile".to_string(),
+            None => "deleted".to_string(),
+        };
+        self.lost.store(true, Ordering::SeqCst);
+        Ok(Some(why))
+    }
+
+    /// Fails when the lock is no longer this run's (before a deletion stage).
+    pub fn check(&self) -> Result<()> {
+        let Some(why) = self.lost_to()? else { return Ok(()) };
+        bail!(
+            "the lock {} is no longer this run's ({why}): another run may be deleting in the same store, so \
+             this one stopped before deleting more; make sure one run at a time uses the store (a run that \
+             cannot write its lock for {} minutes loses it), then run again to finish",
+            self.bucket.url(self.key),
+            STALE.as_secs() / 60
+        )
+    }
+
+    /// Writes the lock again, only while it is this run's (read first, for a server that
+    /// ignores `If-Match`); a failed request is tried again at the next refresh.
+    fn refresh(&self) {
+        match self.bucket.get(self.key, 4096) {
+            Ok(Some((bytes, _))) if bytes == self.content => {
+                if let Ok(false) = self.bucket.replace(self.key, self.content.clone(), &self.etag) {
+                    self.lost.store(true, Ordering::SeqCst);
+                }
+            }
+            Ok(_) => self.lost.store(true, Ordering::SeqCst),
+            Err(_) => {}
+        }
+    }
+}
+
+/// A held lock: refreshed by a thread of its own, deleted when released (or, on the way out of
+/// a failed run, dropped).
+pub struct Lock {
+    pub claim: Arc<Claim>,
     stop: Arc<AtomicBool>,
     refresher: Option<JoinHandle<()>>,
+    released: bool,
 }
 
 fn host() -> String {
@@ -46,6 +112,16 @@ fn alive(pid: u32) -> bool {
     r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
+/// The bucket's clock now: the `LastModified` of a probe written for it. The local clock may
+/// be minutes off the bucket's, which stamps the lock.
+fn bucket_now(bucket: &Bucket) -> Result<SystemTime> {
+    bucket.put(CLOCK, Vec::new())?;
+    let probe = bucket.head(CLOCK)?.ok_or_else(|| anyhow!("{} vanished as it was written", bucket.url(CLOCK)))?;
+    // Another run's probe may go with it: harmless, each reads its own right after writing.
+    let _ = bucket.delete(CLOCK);
+    Ok(probe.modified)
+}
+
 impl Lock {
     pub fn acquire(bucket: Arc<Bucket>, key: &'static str) -> Result<Lock> {
         let nonce = format!(
@@ -55,60 +131,118 @@ impl Lock {
         );
         let me = Holder { host: host(), pid: std::process::id(), nonce };
         let content = serde_json::to_vec(&me)?;
-        for _ in 0..2 {
-            if bucket.create(key, content.clone())? {
-                // A server that ignores If-None-Match lets a second run overwrite: read it back.
+        for _ in 0..3 {
+            let written = bucket.create(key, content.clone())? || {
                 let Some((bytes, obj)) = bucket.get(key, 4096)? else { continue };
-                if bytes != content {
-                    break;
-                }
-                let stop = Arc::new(AtomicBool::new(false));
-                let refresher = {
-                    let (bucket, stop, content) = (bucket.clone(), stop.clone(), content.clone());
-                    std::thread::spawn(move || refresh(&bucket, key, &stop, content))
+                let holder: Option<Holder> = serde_json::from_slice(&bytes).ok();
+                let gone = holder.as_ref().is_some_and(|h| h.host == me.host && !alive(h.pid));
+                // Its age by the bucket's clock, which wrote its LastModified.
+                let age = if gone {
+                    Duration::ZERO
+                } else {
+                    bucket_now(&bucket)?.duration_since(obj.modified).unwrap_or_default()
                 };
-                return Ok(Lock { bucket, key, written: obj.modified, stop, refresher: Some(refresher) });
-            }
-            let Some((bytes, obj)) = bucket.get(key, 4096)? else { continue };
-            let holder: Option<Holder> = serde_json::from_slice(&bytes).ok();
-            let age = SystemTime::now().duration_since(obj.modified).unwrap_or_default();
-            let gone = holder.as_ref().is_some_and(|h| h.host == me.host && !alive(h.pid));
-            if gone || age > STALE {
-                // Stale: deleted, then created again (only one of two racing runs creates it).
-                bucket.delete(key)?;
+                if !gone && age <= STALE {
+                    bail!(
+                        "another run holds the lock {} ({}, written {}s ago): wait for it to finish; a lock not \
+                         written again for {} minutes is taken over",
+                        bucket.url(key),
+                        Holder::of(&bytes),
+                        age.as_secs(),
+                        STALE.as_secs() / 60
+                    );
+                }
+                // Stale: replaced only if it is still the one read, never after another run
+                // took it over (of two runs taking it over, one wins).
+                let etag = obj.etag.ok_or_else(|| anyhow!("{} has no ETag", bucket.url(key)))?;
+                bucket.replace(key, content.clone(), &etag)?
+            };
+            if !written {
                 continue;
             }
-            let who = holder.map_or("an unknown process".to_string(), |h| format!("process {} on {}", h.pid, h.host));
-            bail!(
-                "another run holds the lock {} ({who}, written {}s ago): wait for it to finish; a lock \
-                 not written again for {} minutes is taken over",
-                bucket.url(key),
-                age.as_secs(),
-                STALE.as_secs() / 60
-            );
+            // A server that ignores If-None-Match or If-Match lets a second run write over it:
+            // read it back (and checked again before each deletion stage).
+            let Some((bytes, obj)) = bucket.get(key, 4096)? else { continue };
+            if bytes != content {
+                break;
+            }
+            let etag = obj.etag.ok_or_else(|| anyhow!("{} has no ETag", bucket.url(key)))?;
+            let claim =
+                Arc::new(Claim { bucket, key, content, etag, written: obj.modified, lost: AtomicBool::new(false) });
+            let stop = Arc::new(AtomicBool::new(false));
+            let refresher = {
+                let (claim, stop) = (claim.clone(), stop.clone());
+                std::thread::spawn(move || refresh(&claim, &stop))
+            };
+            return Ok(Lock { claim, stop, refresher: Some(refresher), released: false });
         }
         bail!("cannot take the lock {}: another run took it at the same moment", bucket.url(key))
     }
+
+    fn stop_refreshing(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.refresher.take() {
+            let _ = t.join();
+        }
+    }
 }
 
-fn refresh(bucket: &Bucket, key: &str, stop: &AtomicBool, content: Vec<u8>) {
+fn refresh(claim: &Claim, stop: &AtomicBool) {
     let mut waited = Duration::ZERO;
-    while !stop.load(Ordering::SeqCst) {
+    while !stop.load(Ordering::SeqCst) && !claim.lost.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
         waited += Duration::from_millis(100);
         if waited >= REFRESH {
             waited = Duration::ZERO;
-            let _ = bucket.put(key, content.clone());
+            claim.refresh();
         }
+    }
+}
+
+impl Held for Lock {
+    /// Deletes the lock if it is still this run's, tried three times (a DELETE is not retried
+    /// by the client after a reset connection); an error says it stays, and for how long.
+    fn release(mut self: Box<Self>) -> Result<()> {
+        self.stop_refreshing();
+        self.released = true;
+        let c = &self.claim;
+        let url = c.bucket.url(c.key);
+        if let Some(why) = c.lost_to()? {
+            bail!(
+                "the lock {url} was no longer this run's at its end ({why}): another run may have deleted in the \
+                 same store meanwhile; make sure one run at a time uses the store (a run that cannot write its \
+                 lock for {} minutes loses it)",
+                STALE.as_secs() / 60
+            );
+        }
+        let mut last = None;
+        for attempt in 0..3 {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_secs(attempt));
+            }
+            match c.bucket.delete(c.key) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        let e = last.map(|e| format!("{e:#}")).unwrap_or_default();
+        bail!(
+            "{e}: the lock {url} stays, and stops every run on this store for {} minutes; once no run is \
+             going, delete it (aws s3 rm {url}) to run again sooner",
+            STALE.as_secs() / 60
+        )
     }
 }
 
 impl Drop for Lock {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.refresher.take() {
-            let _ = t.join();
+        if self.released {
+            return;
         }
-        let _ = self.bucket.delete(self.key);
+        // A failed run: its lock goes as best it can (if it stays, it is stale in ten minutes).
+        self.stop_refreshing();
+        if let Ok(None) = self.claim.lost_to() {
+            let _ = self.claim.bucket.delete(self.claim.key);
+        }
     }
 }

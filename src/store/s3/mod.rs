@@ -12,7 +12,6 @@ pub mod location;
 mod lock;
 mod remove;
 
-use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -34,7 +33,7 @@ use crate::store::layout::REPO_INTERNALS;
 use crate::store::remark::{self, Rescued, Young};
 use crate::store::scan::MAX_MANIFEST;
 use crate::store::stage::{Batch, Relink, Tally};
-use crate::store::{Store, journal};
+use crate::store::{Held, Store, journal};
 use bucket::{Bucket, Obj};
 use location::S3Location;
 
@@ -54,8 +53,8 @@ pub struct S3Store {
     repos: RwLock<BTreeMap<String, Arc<Vec<Obj>>>>,
     /// The scan's listing of `blobs/`: each blob's size and time.
     blobs: RwLock<DigestMap<(u64, SystemTime)>>,
-    /// When this run's lock was written, by the bucket's clock.
-    locked_at: Arc<Mutex<Option<SystemTime>>>,
+    /// This run's lock, once taken.
+    claim: Mutex<Option<Arc<lock::Claim>>>,
     /// Manifests read by earlier runs.
     cache: cache::Cache,
     /// Manifests this run read (a re-mark reads those pushes wrote, several times over).
@@ -200,7 +199,7 @@ impl S3Store {
             bucket: Arc::new(bucket),
             repos: RwLock::default(),
             blobs: RwLock::default(),
-            locked_at: Arc::default(),
+            claim: Mutex::default(),
             cache: cache::Cache::from_env(&|k| std::env::var(k).ok()),
             read: Mutex::default(),
         })
@@ -559,10 +558,17 @@ impl Store for S3Store {
         }
     }
 
-    fn lock(&self) -> Result<Box<dyn Any>> {
+    fn lock(&self) -> Result<Box<dyn Held>> {
         let held = lock::Lock::acquire(self.bucket.clone(), LOCK)?;
-        *self.locked_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(held.written);
+        *self.claim.lock().unwrap_or_else(|p| p.into_inner()) = Some(held.claim.clone());
         Ok(Box::new(held))
+    }
+
+    fn check_lock(&self) -> Result<()> {
+        match &*self.claim.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(c) => c.check(),
+            None => Ok(()),
+        }
     }
 
     fn write_journal(&self, earlier: &Journal, repos: &[RepoPlan]) -> Result<()> {
@@ -658,8 +664,8 @@ impl Store for S3Store {
     fn scan_began(&self, local: SystemTime) -> SystemTime {
         // The bucket's clock, which stamps what pushes write, to its second: the lock's time,
         // a second earlier for its truncation.
-        match *self.locked_at.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(t) => (t - Duration::from_secs(1)).min(local),
+        match &*self.claim.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(c) => (c.written - Duration::from_secs(1)).min(local),
             None => local,
         }
     }
