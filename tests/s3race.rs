@@ -197,3 +197,21 @@ fn a_push_split_across_a_second_keeps_its_tag_and_its_manifest() {
     let reg = Registry::serve_with(Path::new("/nonexistent"), &moto.setup("reg", "store"));
     reg.pull("team/app", "v2").expect("the tag left by the run pulls");
 }
+
+/// Issue 22.10: a listing that misses a kept image's manifest blob (a server's listing lagging
+/// or wrong) must not make the run believe it gone and delete that image's layers: one GET
+/// tells. Here every listing leaves out the manifest of `team/app:rc`, which the prune keeps.
+#[test]
+fn a_kept_manifest_a_listing_misses_is_read_before_its_layers_go() {
+    let (moto, reg) = demo();
+    let rc = digest_of(&reg, "team/app", "rc");
+    let port = common::s3::fault_proxy(moto.port, common::s3::Fault::HideKeys(format!("{}/data", &rc[7..])));
+    let out = moto.regsweep_through(port, &["prune", "--root", URL, "--keep", "2", "--grace", "0s"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(tags_with(&report, "team/app", "keep").contains("rc"), "{report}");
+    assert_eq!(report["warnings"].as_array().map(Vec::len), Some(0), "{report}");
+    drop(reg);
+    let reg = Registry::serve_with(Path::new("/nonexistent"), &moto.setup("reg", "store"));
+    reg.pull("team/app", "rc").expect("the kept image whose manifest the listing missed pulls");
+}

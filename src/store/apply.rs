@@ -506,3 +506,37 @@ fn wave(pending: &DigestSet, edges: &[(Digest, Digest)]) -> Vec<Digest> {
     w.sort();
     w
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(n: u8) -> Digest {
+        Digest([n; 32])
+    }
+
+    #[test]
+    fn a_referrer_that_is_an_index_goes_after_its_subject_and_before_its_children() {
+        // Subject 1, its referrer 2 (an index), 2's child 3; 4 stands alone.
+        let edges = [(d(1), d(2)), (d(2), d(3))];
+        let mut pending: DigestSet = [1, 2, 3, 4].map(d).into_iter().collect();
+        let mut order = Vec::new();
+        while !pending.is_empty() {
+            let w = wave(&pending, &edges);
+            pending.retain(|x| !w.contains(x));
+            order.push(w);
+        }
+        assert_eq!(order, vec![vec![d(1), d(4)], vec![d(2)], vec![d(3)]]);
+        // The subject left (tagged again): its referrer stays, and the referrer's child.
+        let mut kept: DigestSet = [d(1)].into_iter().collect();
+        reach(&mut kept, &edges);
+        assert_eq!(kept, [1, 2, 3].map(d).into_iter().collect());
+    }
+
+    #[test]
+    fn a_cycle_of_edges_goes_in_one_wave() {
+        let edges = [(d(1), d(2)), (d(2), d(1))];
+        let pending: DigestSet = [1, 2].map(d).into_iter().collect();
+        assert_eq!(wave(&pending, &edges), vec![d(1), d(2)]);
+    }
+}

@@ -256,6 +256,9 @@ pub enum Fault {
     /// The first `n` deletions of a key containing this text (DELETE, or DeleteObjects naming
     /// it) get their connection reset (RST, no answer), without being passed on.
     ResetDeletes(String, usize),
+    /// Listings (ListObjectsV2 answers) leave out every key containing this text, as a
+    /// listing that lags or errs would; the objects are there.
+    HideKeys(String),
 }
 
 /// A proxy in front of an S3 server that injects a [`Fault`] and passes the rest through.
@@ -354,6 +357,12 @@ pub fn fault_proxy(upstream: u16, fault: Fault) -> u16 {
                 let _ = up.write_all(&body);
                 let mut resp = Vec::new();
                 let _ = up.read_to_end(&mut resp);
+                if let Fault::HideKeys(needle) = &fault
+                    && first.starts_with("GET ")
+                    && first.contains("list-type=2")
+                {
+                    resp = hide_keys(&resp, needle);
+                }
                 if first.starts_with("POST ") && first.contains("?delete") {
                     match &fault {
                         Fault::FailKeys(needle) => resp = fail_keys(&resp, &|k| k.contains(needle.as_str())),
@@ -370,6 +379,31 @@ pub fn fault_proxy(upstream: u16, fault: Fault) -> u16 {
         }
     });
     port
+}
+
+/// A ListObjectsV2 answer (a whole HTTP response) without the `<Contents>` entries whose key
+/// contains `needle`.
+fn hide_keys(resp: &[u8], needle: &str) -> Vec<u8> {
+    let text = String::from_utf8_lossy(resp).into_owned();
+    let Some((head, body)) = text.split_once("\r\n\r\n") else { return resp.to_vec() };
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some(start) = rest.find("<Contents>") {
+        let end = rest[start..].find("</Contents>").map_or(rest.len(), |e| start + e + "</Contents>".len());
+        let entry = &rest[start..end];
+        out += &rest[..start];
+        if !entry.contains(needle) {
+            out += entry;
+        }
+        rest = &rest[end..];
+    }
+    out += rest;
+    let head: String = head
+        .split("\r\n")
+        .filter(|l| !l.to_ascii_lowercase().starts_with("content-length:"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    format!("{head}Content-Length: {}\r\n\r\n{out}", out.len()).into_bytes()
 }
 
 /// A DeleteObjects answer (a whole HTTP response) with each `<Deleted>` key that `fails`
