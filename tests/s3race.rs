@@ -168,6 +168,27 @@ fn a_tag_pushed_again_before_its_link_goes_is_written_back() {
     assert_eq!(report["rescued"]["tags"], 1, "written back, not gone: {report}");
 }
 
+/// Issue 22.3, the same tag pushed again onto the digest it had: its history entry was listed
+/// (as old) with the tag, so the entry the push wrote over it must not go with the rest of the
+/// tag folder: listed again after the link went, it stays, and tells the re-mark.
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs --features test-hooks")]
+fn a_tag_pushed_again_onto_its_own_digest_before_its_link_goes_is_written_back() {
+    let (moto, reg) = demo();
+    let v1 = digest_of(&reg, "team/app", "v1");
+    let (code, report) = prune_with_push(&moto, &["--keep", "2", "--repo", "team/app"], "delete:tags", &|| {
+        copy_within(reg.port, &format!("team/app@{v1}"), "team/app:v1", false).unwrap()
+    });
+    assert_eq!(code, 0, "{report}");
+    // v1, and its signature tag: its subject was pushed again.
+    assert_eq!(report["rescued"]["tags"], 2, "written back, not gone: {report}");
+    drop(reg);
+    let reg = Registry::serve_with(Path::new("/nonexistent"), &moto.setup("reg", "store"));
+    reg.pull("team/app", "v1").expect("the tag pushed again during the run pulls");
+    assert_eq!(digest_of(&reg, "team/app", "v1"), v1);
+    reg.pull("team/app", &format!("sha256-{}.sig", &v1[7..])).expect("its signature follows it");
+}
+
 /// Issue 22.4: one push's revision link lands late in second S-1, its tag link early in second
 /// S, and the run starts in S+1 (`--grace 0s`, the tag beyond `--keep`): the bucket's clock
 /// tells only seconds, so the tag is written "since the scan" and its revision not. A tag left

@@ -60,6 +60,7 @@ pub fn execute(store: &dyn Store, plan: &Plan, since: SystemTime, progress: Prog
         errors: Vec::new(),
         stages_done: Stage::Journal,
         healed: Vec::new(),
+        ensured: Default::default(),
     };
     let Some(freed_first) = x.journal_or_room()? else {
         return Ok(x.tally.into_outcome(x.errors));
@@ -88,6 +89,8 @@ struct Execution<'a> {
     /// Removed manifests that pushes since the scan turned out to need (by repository name):
     /// every later re-mark keeps what they need.
     healed: Vec<(String, Digest)>,
+    /// The links a healing saw to (written back, or found there).
+    ensured: std::collections::HashSet<String>,
 }
 
 /// The stages, in their order.
@@ -308,7 +311,7 @@ impl<'a> Execution<'a> {
                 tags_back.clear();
             }
             for (tag, d) in tags_back {
-                changed |= self.relink(i, What::Tag, &Relink::Tag(&r.name, tag, d))?;
+                changed |= self.relink(i, What::Tag, &Relink::Tag(&r.name, tag, d), None)?;
             }
             let removed: DigestSet = r.manifests.iter(&plan.store_blobs).collect();
             for d in needed.iter().filter(|d| removed.contains(d)) {
@@ -316,8 +319,8 @@ impl<'a> Execution<'a> {
                     self.healed.push((r.name.clone(), *d));
                     changed = true;
                 }
-                if self.stages_done >= Stage::Manifests && self.store.has_blob(d) {
-                    changed |= self.relink(i, What::Manifest, &Relink::Revision(&r.name, *d))?;
+                if self.stages_done >= Stage::Manifests {
+                    changed |= self.relink(i, What::Manifest, &Relink::Revision(&r.name, *d), Some(d))?;
                 }
             }
             if self.stages_done >= Stage::Links
@@ -325,18 +328,20 @@ impl<'a> Execution<'a> {
             {
                 let planned: DigestSet = r.layer_links.iter(&plan.store_blobs).collect();
                 for d in links.iter().filter(|d| planned.contains(d)) {
-                    if self.store.has_blob(d) {
-                        changed |= self.relink(i, What::LayerLink, &Relink::Layer(&r.name, *d))?;
-                    }
+                    changed |= self.relink(i, What::LayerLink, &Relink::Layer(&r.name, *d), Some(d))?;
                 }
             }
         }
         Ok(changed)
     }
 
-    /// Writes a link back (of repository `i` of the plan), counting it rescued; true when
-    /// written.
-    fn relink(&self, i: usize, what: What, link: &Relink) -> Result<bool> {
+    /// Writes a link back (of repository `i` of the plan) where its blob is and no link is,
+    /// counting it rescued; true when written. Each link is seen to once: none is deleted after
+    /// its stage.
+    fn relink(&mut self, i: usize, what: What, link: &Relink, blob: Option<&Digest>) -> Result<bool> {
+        if !self.ensured.insert(format!("{link:?}")) || blob.is_some_and(|b| !self.store.has_blob(b)) {
+            return Ok(false);
+        }
         let written = self.store.relink(link)?;
         if written {
             self.tally.restored(i, what);

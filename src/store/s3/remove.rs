@@ -106,6 +106,14 @@ enum Listing {
     BlobRange(u8),
 }
 
+/// The objects of a group's listing; an error with what was listed.
+fn list(bucket: &Bucket, listing: &Listing) -> Result<Vec<Obj>, (String, anyhow::Error)> {
+    match listing {
+        Listing::Parent(p) => bucket.list(p).map_err(|e| (bucket.url(p), e)),
+        Listing::BlobRange(d) => list_blob_range(bucket, *d).map_err(|e| (bucket.url("blobs/sha256"), e)),
+    }
+}
+
 /// Removes the folders of a group of batches: listed together, planned, the first keys of every
 /// folder, then the rest.
 fn remove_group(
@@ -119,11 +127,7 @@ fn remove_group(
     if tally.stop_requested() {
         return;
     }
-    let listed = match listing {
-        Listing::Parent(p) => bucket.list(p).map_err(|e| (bucket.url(p), e)),
-        Listing::BlobRange(d) => list_blob_range(bucket, *d).map_err(|e| (bucket.url("blobs/sha256"), e)),
-    };
-    let listed = match listed {
+    let listed = match list(bucket, listing) {
         Ok(l) => l,
         Err((url, e)) => return tally.failed(&url, &format!("{e:#}")),
     };
@@ -154,10 +158,19 @@ fn remove_group(
     for _ in &first {
         crash_point();
     }
+    // A tag pushed again between the listing and the deletion of its link wrote a history entry
+    // first (perhaps over one listed as old): listed again, such keys stay, and the next
+    // re-mark writes the tag back onto the digest they name.
+    let written = match since {
+        Some(since) if batches.iter().any(|b| b.what == What::Tag) => list(bucket, listing)
+            .map(|l| l.into_iter().filter(|o| o.modified >= since).map(|o| o.key).collect())
+            .unwrap_or_default(),
+        _ => std::collections::BTreeSet::new(),
+    };
     let then: Vec<String> = plans
         .iter()
         .filter(|(_, _, p)| !p.first.iter().any(|k| failed.contains_key(k)))
-        .flat_map(|(_, _, p)| p.then.iter().cloned())
+        .flat_map(|(_, _, p)| p.then.iter().filter(|k| !written.contains(*k)).cloned())
         .collect();
     let failed_then: BTreeMap<String, String> = bucket.delete_many(&then).into_iter().collect();
     for (repo, what, p) in &plans {
