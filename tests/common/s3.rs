@@ -384,45 +384,36 @@ pub fn fault_proxy(upstream: u16, fault: Fault) -> u16 {
 /// A ListObjectsV2 answer (a whole HTTP response) without the `<Contents>` entries whose key
 /// contains `needle`.
 fn hide_keys(resp: &[u8], needle: &str) -> Vec<u8> {
-    let text = String::from_utf8_lossy(resp).into_owned();
-    let Some((head, body)) = text.split_once("\r\n\r\n") else { return resp.to_vec() };
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some(start) = rest.find("<Contents>") {
-        let end = rest[start..].find("</Contents>").map_or(rest.len(), |e| start + e + "</Contents>".len());
-        let entry = &rest[start..end];
-        out += &rest[..start];
-        if !entry.contains(needle) {
-            out += entry;
-        }
-        rest = &rest[end..];
-    }
-    out += rest;
-    let head: String = head
-        .split("\r\n")
-        .filter(|l| !l.to_ascii_lowercase().starts_with("content-length:"))
-        .map(|l| format!("{l}\r\n"))
-        .collect();
-    format!("{head}Content-Length: {}\r\n\r\n{out}", out.len()).into_bytes()
+    rewrite_entries(resp, "Contents", &|entry| if entry.contains(needle) { String::new() } else { entry.to_string() })
 }
 
 /// A DeleteObjects answer (a whole HTTP response) with each `<Deleted>` key that `fails`
 /// turned into an `<Error>`.
 fn fail_keys(resp: &[u8], fails: &dyn Fn(&str) -> bool) -> Vec<u8> {
+    rewrite_entries(
+        resp,
+        "Deleted",
+        &|entry| match entry.split("<Key>").nth(1).and_then(|k| k.split("</Key>").next()) {
+            Some(key) if fails(key) => {
+                format!("<Error><Key>{key}</Key><Code>InternalError</Code><Message>injected</Message></Error>")
+            }
+            _ => entry.to_string(),
+        },
+    )
+}
+
+/// An XML answer (a whole HTTP response) with each `<element>...</element>` replaced by what
+/// `f` makes of it, and its length told again.
+fn rewrite_entries(resp: &[u8], element: &str, f: &dyn Fn(&str) -> String) -> Vec<u8> {
     let text = String::from_utf8_lossy(resp).into_owned();
     let Some((head, body)) = text.split_once("\r\n\r\n") else { return resp.to_vec() };
+    let (open, close) = (format!("<{element}>"), format!("</{element}>"));
     let mut out = String::new();
     let mut rest = body;
-    while let Some(start) = rest.find("<Deleted>") {
-        let end = rest[start..].find("</Deleted>").map_or(rest.len(), |e| start + e + "</Deleted>".len());
-        let entry = &rest[start..end];
+    while let Some(start) = rest.find(&open) {
+        let end = rest[start..].find(&close).map_or(rest.len(), |e| start + e + close.len());
         out += &rest[..start];
-        match entry.split("<Key>").nth(1).and_then(|k| k.split("</Key>").next()) {
-            Some(key) if fails(key) => {
-                out += &format!("<Error><Key>{key}</Key><Code>InternalError</Code><Message>injected</Message></Error>")
-            }
-            _ => out += entry,
-        }
+        out += &f(&rest[start..end]);
         rest = &rest[end..];
     }
     out += rest;
