@@ -224,9 +224,22 @@ fn a_push_split_across_a_second_keeps_its_tag_and_its_manifest() {
 /// tells. Here every listing leaves out the manifest of `team/app:rc`, which the prune keeps.
 #[test]
 fn a_kept_manifest_a_listing_misses_is_read_before_its_layers_go() {
+    kept_manifest_a_listing_misses(&|rc| format!("{rc}/data"));
+}
+
+/// The same with the listing of the repository missing the revision link of `team/app:rc`:
+/// one HEAD finds it.
+#[test]
+fn a_kept_revision_a_listing_misses_is_looked_for_before_its_layers_go() {
+    kept_manifest_a_listing_misses(&|rc| format!("revisions/sha256/{rc}/link"));
+}
+
+/// A prune through a proxy whose listings leave out what `hidden` names of the manifest of
+/// `team/app:rc` (given its hex digest): the kept image still pulls afterwards.
+fn kept_manifest_a_listing_misses(hidden: &dyn Fn(&str) -> String) {
     let (moto, reg) = demo();
     let rc = digest_of(&reg, "team/app", "rc");
-    let port = common::s3::fault_proxy(moto.port, common::s3::Fault::HideKeys(format!("{}/data", &rc[7..])));
+    let port = common::s3::fault_proxy(moto.port, common::s3::Fault::HideKeys(hidden(&rc[7..])));
     let out = moto.regsweep_through(port, &["prune", "--root", URL, "--keep", "2", "--grace", "0s"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

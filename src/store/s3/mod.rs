@@ -489,9 +489,6 @@ impl Store for S3Store {
                 Ok(Revision { digest: *d, target, modified: o.modified })
             })
             .collect::<Result<_>>()?;
-        revisions.sort_by_key(|r| r.digest);
-        let linked: BTreeSet<Digest> = revisions.iter().map(|r| r.digest).collect();
-        let incomplete_revisions = rev_folders.difference(&linked).copied().collect();
         let tags_not_read = if tag_links { 0 } else { tag_names.len() };
         let tags: Vec<Tag> = if tag_links {
             tag_names
@@ -507,6 +504,23 @@ impl Store for S3Store {
         } else {
             Vec::new()
         };
+        // A tag naming a manifest of which the listing shows no revision link: a listing that
+        // lags or errs must not make a kept image look foreign (its blobs would go), when one
+        // HEAD tells.
+        let listed: BTreeSet<Digest> = revisions.iter().map(|r| r.digest).collect();
+        let unlisted: BTreeSet<Digest> =
+            tags.iter().filter_map(|t| t.current).filter(|d| !listed.contains(d)).collect();
+        for d in unlisted {
+            let key = format!("{base}_manifests/revisions/sha256/{}/link", d.hex());
+            if let Some(o) = self.bucket.head(&key)? {
+                let own = HashMap::from([(link_etag(&d), d)]);
+                let target = self.link(&key, &o, &own)?.unwrap_or(d);
+                revisions.push(Revision { digest: d, target, modified: o.modified });
+            }
+        }
+        revisions.sort_by_key(|r| r.digest);
+        let linked: BTreeSet<Digest> = revisions.iter().map(|r| r.digest).collect();
+        let incomplete_revisions = rev_folders.difference(&linked).copied().collect();
         let uploads = uploads
             .into_iter()
             .map(|(id, (started, size))| {
