@@ -4,14 +4,16 @@
 //! (tests/layers.rs checks it; docs/DESIGN.md has the semantics and the safety order).
 
 pub mod core;
+pub mod generate;
 pub mod model;
 pub mod online;
 pub mod store;
 
 // The old flat paths, for the binary, tests and benches.
-pub use crate::core::{metrics, plan, policy, progress, report, tags, usage};
+pub use crate::core::{interrupt, metrics, plan, policy, progress, report, tags, usage};
 pub use crate::model::{Interrupted, UsageError, blobs, digest, manifest, warning};
-pub use crate::store::{apply, check, config, generate, interrupt, journal, layout, remark, scan};
+pub use crate::store::fs::{layout, scan};
+pub use crate::store::{apply, check, config, journal, remark};
 
 use std::path::Path;
 

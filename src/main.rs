@@ -19,7 +19,7 @@ use cli::{
     ApiArgs, AreaArg, CheckArgs, Cli, CollectArgs, Command, DuArgs, FilterArgs, GenArgs, OnlineArgs, SortArg, StoreArgs,
 };
 use monitor::{ContainerStep, Ended, exit_status, monitored};
-use regsweep::check::{self, CheckOptions};
+use regsweep::check::CheckOptions;
 use regsweep::generate::{self, GenOptions};
 use regsweep::online::OnlineOptions;
 use regsweep::online::client::{self, Client, ClientOptions, Credentials};
@@ -28,7 +28,7 @@ use regsweep::plan::Options;
 use regsweep::policy::{Globs, Order, Retention};
 use regsweep::progress::Progress;
 use regsweep::store::Location;
-use regsweep::store::s3::S3Store;
+use regsweep::store::bucket::S3Store;
 use regsweep::usage::{Area, SortBy};
 use regsweep::{Mode, UsageError, config};
 
@@ -131,10 +131,7 @@ fn check_store(c: &CheckArgs) -> Result<ExitCode> {
     threads(c.jobs.jobs)?;
     let opts = CheckOptions { verify_digests: c.verify_digests, repair: c.repair, grace: c.grace };
     let progress = progress(c.output.quiet, c.output.json);
-    let report = match location(&c.store)? {
-        Location::Fs(root) => check::check(&root, opts, progress)?,
-        Location::S3(s3) => regsweep::store::s3::check::check(&S3Store::open(&s3)?, opts, progress)?,
-    };
+    let report = location(&c.store)?.check(opts, progress)?;
     if c.output.json {
         print_json(&report)?;
     } else {

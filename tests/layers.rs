@@ -1,7 +1,10 @@
 //! The module graph points one way (issue 13): `model` imports nothing of the crate; `core` only
 //! `model`; `store` and `online` only `core` and `model` (never each other); the top (`lib.rs`,
-//! `main.rs`, `cli.rs`) anything. And no two modules import each other, directly or around a
-//! cycle. Read from the sources, so a new upward import fails the test command.
+//! `main.rs`, `cli.rs`) anything. Inside `store` (issue 23), the backends `store::fs` and
+//! `store::bucket` never import each other, and what they share imports neither (but
+//! `store::location` and `store::config`, which open them). And no two modules import each
+//! other, directly or around a cycle, a parent and its child included. Read from the sources,
+//! so a new upward import fails the test command.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -16,6 +19,14 @@ fn layer(module: &str) -> Option<(usize, &'static str)> {
         _ => None,
     }
 }
+
+/// The storage backend a module belongs to (`store::fs`, `store::bucket`), if any.
+fn backend(module: &str) -> Option<&'static str> {
+    ["store::fs", "store::bucket"].into_iter().find(|b| module == *b || module.starts_with(&format!("{b}::")))
+}
+
+/// Of `store`, the modules that open the backends: they may import them.
+const OPENERS: [&str; 2] = ["store::location", "store::config"];
 
 /// `src/core/plan.rs` -> `core::plan`; `src/store/mod.rs` -> `store`.
 fn module_of(rel: &str) -> String {
@@ -76,9 +87,16 @@ fn violations(files: &[(String, String)]) -> Vec<String> {
                 }
             }
         }
-        // Parents declare their children (`pub mod x;`): not an import.
-        let own: BTreeSet<String> = refs.into_iter().filter(|to| !to.starts_with(&format!("{from}::"))).collect();
-        graph.insert(from, own);
+        if layer(&from).is_some_and(|(_, n)| n == "store") && !OPENERS.contains(&from.as_str()) {
+            for to in &refs {
+                match (backend(&from), backend(to)) {
+                    (Some(a), Some(b)) if a != b => out.push(format!("{from} imports {to}: another backend")),
+                    (None, Some(b)) => out.push(format!("{from} (shared by the backends) imports {to} ({b})")),
+                    _ => {}
+                }
+            }
+        }
+        graph.insert(from, refs);
     }
     // Cycles, by depth-first search.
     fn visit(
@@ -160,4 +178,23 @@ fn an_upward_import_and_a_cycle_are_caught() {
     assert!(!sideways.is_empty(), "online must not import store");
     let cycle = violations(&tree(&[("core/plan.rs", "use crate::core::report::Report;")]));
     assert!(cycle.iter().any(|v| v.starts_with("a cycle")), "{cycle:?}");
+    // The backends, and what they share.
+    let backends = |extra: &[(&str, &str)]| {
+        let mut t = vec![
+            ("store/mod.rs", "pub mod fs;\npub mod bucket;\npub mod apply;"),
+            ("store/apply.rs", "use crate::store::Store;"),
+            ("store/fs/mod.rs", "use crate::store::Store;"),
+            ("store/bucket/mod.rs", "use crate::store::Store;"),
+            ("store/location.rs", "use crate::store::fs::FsStore;\nuse crate::store::bucket::S3Store;"),
+        ];
+        t.extend_from_slice(extra);
+        violations(&tree(&t))
+    };
+    assert_eq!(backends(&[]), Vec::<String>::new());
+    let across = backends(&[("store/bucket/check.rs", "use crate::store::fs::MalformedLink;")]);
+    assert!(across.iter().any(|v| v.contains("another backend")), "{across:?}");
+    let shared = backends(&[("store/stage.rs", "use crate::store::fs::Dir;")]);
+    assert!(shared.iter().any(|v| v.contains("shared by the backends")), "{shared:?}");
+    let tie = backends(&[("store/mod.rs", "use crate::store::bucket::S3Store;")]);
+    assert!(tie.iter().any(|v| v.starts_with("a cycle")), "a parent and its child: {tie:?}");
 }

@@ -9,15 +9,15 @@ use std::time::SystemTime;
 
 use anyhow::Result;
 
+use crate::core::interrupt;
 use crate::core::plan::{Action, Plan, RepoPlan};
 use crate::core::policy;
 use crate::core::progress::Progress;
 use crate::core::tags::TagPlan;
 use crate::model::digest::{Digest, DigestSet};
 use crate::model::outcome::{Outcome, What};
-use crate::store::fs::no_room;
 use crate::store::stage::{Batch, Folder, Parent, Relink, Tally};
-use crate::store::{Store, interrupt, remark};
+use crate::store::{Store, no_room, remark};
 
 /// Test-only (feature `test-hooks`): `REGSWEEP_TEST_STOP_AT=<point>` stops the process
 /// (SIGSTOP) the first time a real run reaches that point, so that a test can push at an exact

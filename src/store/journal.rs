@@ -1,10 +1,9 @@
-//! The intent journal's file (docs/DESIGN.md section 4): before the first deletion, the tags
+//! The intent journal's encoding (docs/DESIGN.md section 4): before the first deletion, the tags
 //! being deleted and the digests they point to are written into the store. A rerun after a crash, of any kind, deletes
 //! the journaled tags still there and cascades from their digests exactly as the interrupted run
 //! did, instead of keeping their manifests as "untagged on purpose".
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
 
 use anyhow::{Context, Result, bail};
 use serde::ser::{SerializeMap, SerializeStruct};
@@ -13,28 +12,9 @@ use serde::{Serialize, Serializer};
 use crate::core::plan::{Action, RepoPlan};
 use crate::model::digest::Digest;
 use crate::model::journal::{Journal, VERSION};
-use crate::store::layout::Layout;
 
+/// A journal larger than this is no regsweep journal.
 pub(crate) const MAX_SIZE: u64 = 256 << 20;
-
-/// Reads the journal an unfinished run left, if any.
-pub fn read(layout: &Layout) -> Result<Option<Journal>> {
-    let path = layout.journal_file();
-    let meta = match fs::symlink_metadata(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(e).with_context(|| format!("cannot read journal {}", path.display()));
-        }
-        Ok(m) if !m.is_file() || m.len() > MAX_SIZE => {
-            bail!("{} is not a regsweep journal", path.display())
-        }
-        Ok(m) => m,
-    };
-    let bytes = fs::read(&path).with_context(|| format!("cannot read journal {}", path.display()))?;
-    let mut journal = decode(&bytes, &path.display().to_string())?;
-    journal.written = meta.modified().ok();
-    Ok(Some(journal))
-}
 
 /// Parses a journal's content; `shown` names where it was read.
 pub fn decode(bytes: &[u8], shown: &str) -> Result<Journal> {
@@ -45,17 +25,6 @@ pub fn decode(bytes: &[u8], shown: &str) -> Result<Journal> {
         bail!("journal {shown} has version {}, this regsweep reads {VERSION}", j.version);
     }
     Ok(j)
-}
-
-/// Removes the journal once its run has finished.
-pub fn remove(layout: &Layout) -> Result<()> {
-    let path = layout.journal_file();
-    match fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("cannot remove journal {}", path.display()))
-        }
-        _ => Ok(()),
-    }
 }
 
 /// The journal of a run about to carry out a plan: the earlier run's tags and the plan's deleted
@@ -124,28 +93,6 @@ pub fn encode(earlier: &Journal, repos: &[RepoPlan]) -> Option<Vec<u8>> {
         return None;
     }
     serde_json::to_vec(&planned).ok()
-}
-
-/// Before the first deletion of a plan, writes its journal atomically (a temporary file, fsync,
-/// rename, fsync of the folder); nothing when [`encode`] says so.
-pub fn write(layout: &Layout, earlier: &Journal, repos: &[RepoPlan]) -> Result<()> {
-    let Some(bytes) = encode(earlier, repos) else { return Ok(()) };
-    let path = layout.journal_file();
-    let tmp = path.with_extension("json.tmp");
-    let written = fs::File::create(&tmp)
-        .and_then(|mut f| {
-            std::io::Write::write_all(&mut f, &bytes)?;
-            f.sync_all()
-        })
-        .and_then(|()| fs::rename(&tmp, &path));
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp); // no empty .tmp left behind (a full disk)
-        return Err(e).with_context(|| format!("cannot write journal {}", path.display()));
-    }
-    fs::File::open(layout.v2())
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("cannot sync {}", layout.v2().display()))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+use crate::core::interrupt;
 use crate::model::digest::{Digest, DigestSet};
 use crate::model::outcome::{Failure, Outcome, WHATS, What};
-use crate::store::interrupt;
 
 /// Test-only (feature `test-hooks`): `REGSWEEP_TEST_CRASH_AFTER=K` aborts the process after K
 /// deletions, so that the crash tests can stop a real run at an exact point.

@@ -16,8 +16,8 @@ use rayon::prelude::*;
 use crate::core::progress::Progress;
 use crate::model::digest::Digest;
 use crate::model::outcome::{Outcome, What};
+use crate::store::fs::layout::Layout;
 use crate::store::fs::{Dir, list};
-use crate::store::layout::Layout;
 use crate::store::stage::{Batch, Folder, Parent, Tally, crash_point};
 
 impl Parent<'_> {

@@ -17,7 +17,7 @@ use sha2::{Digest as _, Sha256};
 use crate::core::progress::Progress;
 use crate::model::digest::Digest;
 use crate::model::manifest::{OCI_INDEX, OCI_MANIFEST};
-use crate::store::layout::Layout;
+use crate::store::fs::layout::Layout;
 
 const LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const CONFIG: &str = "application/vnd.oci.image.config.v1+json";

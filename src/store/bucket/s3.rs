@@ -24,7 +24,7 @@ use object_store::{
 use serde::{Deserialize, Serialize};
 
 use crate::model::outcome::RequestCounts;
-use crate::store::s3::location::S3Location;
+use crate::store::bucket::location::S3Location;
 
 /// Requests sent, by kind (retries included): what a run cost, in `--json`.
 #[derive(Debug, Default, Serialize)]

@@ -13,8 +13,8 @@ use crate::model::blobs::BlobList;
 use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::inventory::{Parsed, Repo, Revision, Tag, Upload};
 use crate::model::manifest;
+use crate::store::fs::layout::{Layout, REPO_INTERNALS};
 use crate::store::fs::{Dir, NotRegular, digest_folders, each_entry, list, read_file, stat_file};
-use crate::store::layout::{Layout, REPO_INTERNALS};
 
 /// Manifests larger than this are refused (the registry itself caps manifests at 4 MiB).
 pub const MAX_MANIFEST: u64 = 4 << 20;

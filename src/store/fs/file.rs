@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::model::digest::Digest;
 use crate::model::message_error;
-use crate::store::layout::Layout;
+use crate::store::fs::layout::Layout;
 
 /// One folder entry.
 pub(crate) struct Entry {
@@ -319,12 +319,6 @@ fn stat_as(path: &Path, file: bool) -> Result<Option<(u64, SystemTime)>> {
     }
 }
 
-/// True when an error says the file system is full: no free block or inode (ENOSPC), or a
-/// quota (EDQUOT).
-pub(crate) fn no_room(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
-}
-
 /// The exclusive lock of one store, held until dropped.
 #[derive(Debug)]
 pub struct Lock {
@@ -355,7 +349,7 @@ impl Lock {
             .open(&path)
         {
             Ok(file) => Some(file),
-            Err(e) if no_room(&e) => None,
+            Err(e) if crate::store::no_room(&e) => None,
             Err(e) => return Err(e).with_context(|| format!("cannot create lock file {}", path.display())),
         };
         if let Some(file) = &file {

@@ -11,11 +11,11 @@ use crate::core::progress::Progress;
 use crate::model::UsageError;
 use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::manifest::{self, Manifest};
+use crate::store::MAX_MANIFEST;
 use crate::store::Store;
+use crate::store::bucket::s3::Obj;
+use crate::store::bucket::{JOURNAL, RepoKey, S3Store, digest_folders, link_etag};
 use crate::store::check::{CheckOptions, CheckReport, Found, Kind, Trouble, why_broken};
-use crate::store::s3::bucket::Obj;
-use crate::store::s3::{JOURNAL, RepoKey, S3Store, digest_folders, link_etag};
-use crate::store::scan::MAX_MANIFEST;
 
 /// Checks the store in a bucket.
 pub fn check(store: &S3Store, opts: CheckOptions, progress: Progress) -> Result<CheckReport> {
@@ -96,7 +96,7 @@ fn check_repo(
     let link = |o: &Obj, breaks: bool| -> Result<Option<Digest>> {
         match store.link(&format!("{base}{}", o.key), o, &candidates) {
             Ok(d) => Ok(d),
-            Err(e) if e.is::<crate::store::fs::MalformedLink>() => {
+            Err(e) if e.is::<crate::store::MalformedLink>() => {
                 found.push(Kind::MalformedLink, Some(name), &url(&o.key), format!("{e:#}"), breaks, false);
                 Ok(None)
             }

@@ -5,12 +5,12 @@
 //! the repository's digests, read only when it is none of them; each manifest is read once.
 //! Deleted in the same crash-safe order as on disk, by DeleteObjects of up to 1,000 keys.
 
-pub mod bucket;
 pub mod cache;
 pub mod check;
 pub mod location;
 mod lock;
 mod remove;
+pub mod s3;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -28,14 +28,14 @@ use crate::model::inventory::{Parsed, Repo, Revision, Tag, Upload};
 use crate::model::journal::Journal;
 use crate::model::manifest;
 use crate::model::outcome::RequestCounts;
-use crate::store::fs::MalformedLink;
-use crate::store::layout::REPO_INTERNALS;
+use crate::store::MAX_MANIFEST;
+use crate::store::MalformedLink;
+use crate::store::REPO_INTERNALS;
 use crate::store::remark::{self, Rescued, Young};
-use crate::store::scan::MAX_MANIFEST;
 use crate::store::stage::{Batch, Relink, Tally};
 use crate::store::{Held, Store, journal};
-use bucket::{Bucket, Obj};
 use location::S3Location;
+use s3::{Bucket, Obj};
 
 /// The journal and the lock, beside `repositories/` and `blobs/` as on disk.
 const JOURNAL: &str = ".regsweep-journal.json";

@@ -1,0 +1,128 @@
+//! The filesystem backend: a store in a folder, under a registry's `rootdirectory` (the layout,
+//! file access with all the unsafe code, the scan into an inventory, the removal of folders,
+//! the journal's file and the lock, the re-mark of racing pushes by folder times, `check`).
+
+pub mod check;
+pub mod file;
+pub mod journal;
+pub mod layout;
+pub mod remark;
+pub mod remove;
+pub mod scan;
+
+pub use file::*;
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use anyhow::Result;
+
+use crate::core::plan::{Object, RepoPlan, StoreView};
+use crate::core::progress::Progress;
+use crate::model::blobs::BlobList;
+use crate::model::digest::{Digest, DigestMap, DigestSet};
+use crate::model::inventory::{Parsed, Repo};
+use crate::model::journal::Journal;
+use crate::store::remark::Rescued;
+use crate::store::stage::{Batch, Relink, Tally};
+use crate::store::{Held, Store};
+use layout::Layout;
+
+/// A store on a file system, under a registry's `rootdirectory`.
+pub struct FsStore {
+    layout: Layout,
+    /// `blobs/sha256/`, open (`None` when the store has no blobs).
+    blobs: Option<Dir>,
+}
+
+impl FsStore {
+    /// Opens the store under `root`, refusing anything that is not one.
+    pub fn open(root: &Path) -> Result<FsStore> {
+        let layout = Layout::open(root)?;
+        let blobs = Dir::open(&layout.blobs())?;
+        Ok(FsStore { layout, blobs })
+    }
+}
+
+impl StoreView for FsStore {
+    fn stat(&self, object: Object) -> Result<Option<(u64, SystemTime)>> {
+        let l = &self.layout;
+        // A link or `data` that is no regular file refuses the plan that would delete it.
+        match object {
+            Object::BlobData(d) => file::stat_file(&l.blob_data(&d)),
+            Object::LayerLink(repo, d) => file::stat_file(&l.layer_dir(repo, &d).join("link")),
+            Object::BlobFolder(d) => file::stat(&l.blob_dir(&d)),
+            Object::LayerFolder(repo, d) => file::stat(&l.layer_dir(repo, &d)),
+            Object::RevisionFolder(repo, d) => file::stat(&l.revision_dir(repo, &d)),
+        }
+    }
+
+    fn tag_index(&self, repo: &str, tag: &str) -> Result<Vec<Digest>> {
+        file::digest_folders(&self.layout.tag_index(repo, tag))
+    }
+}
+
+impl Store for FsStore {
+    fn repositories(&self) -> Result<Vec<String>> {
+        scan::repositories(&self.layout)
+    }
+
+    fn blobs(&self) -> Result<BlobList> {
+        scan::scan_blobs(&self.layout)
+    }
+
+    fn repository(&self, name: String, tag_links: bool) -> Result<Repo> {
+        scan::scan_repo(&self.layout, name, tag_links)
+    }
+
+    fn revision_digests(&self, repo: &str) -> Result<Vec<Digest>> {
+        file::digest_folders(&self.layout.revisions(repo))
+    }
+
+    fn manifests(&self, digests: DigestSet) -> DigestMap<Parsed> {
+        scan::read_manifests(&self.layout, self.blobs.as_ref(), digests)
+    }
+
+    fn config(&self, d: &Digest) -> Option<Vec<u8>> {
+        scan::read_config(&self.layout, d)
+    }
+
+    fn journal(&self) -> Result<Option<Journal>> {
+        journal::read(&self.layout)
+    }
+
+    fn lock(&self) -> Result<Box<dyn Held>> {
+        Ok(Box::new(file::Lock::acquire(&self.layout)?))
+    }
+
+    fn write_journal(&self, earlier: &Journal, repos: &[RepoPlan]) -> Result<()> {
+        journal::write(&self.layout, earlier, repos)
+    }
+
+    fn remove_journal(&self) -> Result<()> {
+        journal::remove(&self.layout)
+    }
+
+    fn remark(&self, since: SystemTime, extra: &[(String, Digest)]) -> Result<Rescued> {
+        remark::remark(&self.layout, since, extra)
+    }
+
+    fn relink(&self, link: &Relink) -> Result<bool> {
+        remark::relink(&self.layout, link)
+    }
+
+    fn has_blob(&self, d: &Digest) -> bool {
+        self.layout.blob_data(d).exists()
+    }
+
+    fn remove(
+        &self,
+        stage: &str,
+        batches: &[Batch],
+        since: Option<SystemTime>,
+        tally: &Tally,
+        progress: Progress,
+    ) -> bool {
+        remove::stage(&self.layout, progress, stage, batches, since, tally)
+    }
+}

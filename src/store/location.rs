@@ -1,0 +1,54 @@
+//! Where a store is, and opening it: the one place that knows every backend.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::core::progress::Progress;
+use crate::store::Store;
+use crate::store::bucket::S3Store;
+use crate::store::bucket::location::S3Location;
+use crate::store::check::{CheckOptions, CheckReport};
+use crate::store::fs::FsStore;
+
+/// Where a store is: a folder, or a bucket.
+#[derive(Clone, Debug)]
+pub enum Location {
+    /// The registry's `rootdirectory` on a file system.
+    Fs(PathBuf),
+    S3(S3Location),
+}
+
+impl Location {
+    /// `--root`: a folder, or `s3://BUCKET/ROOTDIRECTORY` with the AWS environment.
+    pub fn from_root(root: &Path) -> Result<Location> {
+        match root.to_str().filter(|r| r.starts_with("s3://")) {
+            Some(url) => Ok(Location::S3(S3Location::from_url(url, &|k| std::env::var(k).ok())?)),
+            None => Ok(Location::Fs(root.to_path_buf())),
+        }
+    }
+
+    /// How the operator names it.
+    pub fn shown(&self) -> String {
+        match self {
+            Location::Fs(p) => p.display().to_string(),
+            Location::S3(s) => s.shown(),
+        }
+    }
+
+    /// Opens the store, refusing anything that is not one.
+    pub fn open(&self) -> Result<Box<dyn Store>> {
+        Ok(match self {
+            Location::Fs(p) => Box::new(FsStore::open(p)?),
+            Location::S3(s) => Box::new(S3Store::open(s)?),
+        })
+    }
+
+    /// `check`: what is wrong with the store, by its backend.
+    pub fn check(&self, opts: CheckOptions, progress: Progress) -> Result<CheckReport> {
+        match self {
+            Location::Fs(p) => crate::store::fs::check::check(p, opts, progress),
+            Location::S3(s) => crate::store::bucket::check::check(&S3Store::open(s)?, opts, progress),
+        }
+    }
+}
