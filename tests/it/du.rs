@@ -2,7 +2,7 @@
 //! same options, unique bytes equal what the reference collector frees once the repository is
 //! gone, totals equal the store's blob bytes.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! commands, the same semantics and safety as on disk, checked by the registry serving the
 //! result, by the reference collector on the same bucket, and by a filesystem copy.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! Hostile input, one case a test: each gets a clear error naming the path, or a documented safe
 //! handling; never a panic, nothing outside the plan deleted, nothing outside the root touched.
 
-mod common;
+use crate::common;
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;

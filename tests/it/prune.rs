@@ -1,7 +1,7 @@
 //! `regsweep prune` on stores written by the real registry, checked through the real registry:
 //! every remaining tag pulls whole with `skopeo copy --all`, every removed tag answers 404.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -2,7 +2,7 @@
 //! to it, a collector runs on that store, again and again. With regsweep every pushed image
 //! pulls whole afterwards (the grace period); the reference collector's breakage is recorded.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -4,7 +4,7 @@
 //! what was pushed must pull. On a bucket the window between a listing and its DeleteObjects
 //! cannot be closed: what a push there needs is written back by the next re-mark.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -1,7 +1,7 @@
 //! `regsweep gc` against the real `docker-registry garbage-collect`: blob for blob the same where
 //! our semantics match (no `--delete-untagged`), and a named difference where they do not.
 
-mod common;
+use crate::common;
 
 use common::*;
 

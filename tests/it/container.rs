@@ -2,7 +2,7 @@
 //! registry (tests/podman/setup.sh builds its image), reached through the podman CLI and through
 //! the Docker Engine API socket that `podman system service` serves.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};

@@ -1,7 +1,7 @@
 //! `regsweep check`: clean stores from the real registry check clean; each kind of damage is
 //! found, named, and decides the exit status; `--repair` removes only links to nothing.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! docs/DESIGN.md section 4: plan before acting, crash-safe order, the intent journal, the lock, and bad
 //! input that gets a clear error naming the path with nothing lost.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;

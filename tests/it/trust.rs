@@ -2,7 +2,7 @@
 //! partly failed run, a full disk, FIFOs where files should be, `--keep 0`, orphan attachments,
 //! and what an operator meets (exit codes, messages, reports).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,6 +1,6 @@
 //! `regsweep gen` writes stores the real registry serves, deterministically for a seed.
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -2,7 +2,7 @@
 //! that leave every kept tag pulling whole, and each way in (anonymous, basic, bearer tokens,
 //! TLS), pages, and a registry that refuses deletes.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::io::Write;

@@ -2,7 +2,7 @@
 //! `promtool` (and the alert rules by `promtool test rules`), completions by bash itself, the
 //! manual by `man`, the systemd units by `systemd-analyze verify`, the cron file by its format.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

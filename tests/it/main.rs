@@ -1,0 +1,20 @@
+//! The integration tests, one binary (the shared helpers of `common` compile once): each module
+//! is one area, against the real parts (the registry, skopeo, podman, S3 servers).
+
+mod common;
+
+mod check;
+mod container;
+mod du;
+mod gc;
+mod generate;
+mod hostile;
+mod layers;
+mod online;
+mod operate;
+mod prune;
+mod race;
+mod s3;
+mod s3race;
+mod safety;
+mod trust;
