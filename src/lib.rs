@@ -6,6 +6,7 @@
 pub mod core;
 pub mod model;
 pub mod online;
+pub mod pulls;
 pub mod store;
 
 // The old flat paths, for the binary, tests and benches.
