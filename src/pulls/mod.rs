@@ -1,11 +1,15 @@
 //! The pull record: when each tag and each manifest digest of a repository was last pulled, as
-//! the registry's notifications or its access log tell. The registry keeps
+//! the registry's notifications (`listen`) or its access log (`import`) tell. The registry keeps
 //! no pull times in its storage; this is what retention by last pull will read (issue 25).
 //!
 //! It stands apart from the scan-plan-apply layers: it imports nothing of the crate, and what
 //! reads it later gets plain times per (repository, tag) and (repository, digest).
 
+pub mod events;
+pub mod listen;
+pub mod log;
 pub mod record;
+pub mod show;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
