@@ -109,8 +109,28 @@ fn handle(request: &mut Request, record: &mut Record, opts: &ListenOptions) -> R
     for why in &batch.unreadable {
         eprintln!("regsweep listen: skipped {why}");
     }
+    if !batch.pulls.is_empty() {
+        crash_point("store");
+    }
     record.store(&batch.pulls).map_err(|e| (500, format!("{e:#}")))?;
+    if !batch.pulls.is_empty() {
+        crash_point("answer");
+    }
     Ok(())
+}
+
+/// Test-only (feature `test-hooks`): `REGSWEEP_TEST_LISTEN_CRASH=store` kills the listener
+/// (SIGKILL) when a batch holding a pull is about to be stored, `answer` once it is stored and
+/// before the 200: what a crash at either point costs (nothing: the registry posts it again).
+#[cfg(not(feature = "test-hooks"))]
+fn crash_point(_point: &str) {}
+
+#[cfg(feature = "test-hooks")]
+fn crash_point(point: &str) {
+    if std::env::var("REGSWEEP_TEST_LISTEN_CRASH").is_ok_and(|p| p == point) {
+        // SAFETY: raising a signal on our own process.
+        unsafe { libc::raise(libc::SIGKILL) };
+    }
 }
 
 /// Compares two header values in time that does not depend on where they differ.
