@@ -31,7 +31,9 @@ impl Listener {
 
     /// With `REGSWEEP_TEST_LISTEN_CRASH` set to a point (feature `test-hooks`).
     fn start_with(record: &Path, port: u16, args: &[&str], crash: Option<&str>) -> Listener {
-        let stderr = record.with_extension(format!("{port}.{}.err", Instant::now().elapsed().as_nanos()));
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let stderr = record.with_extension(format!("{port}.{n}.err"));
         let start = Instant::now();
         loop {
             let err = std::fs::File::create(&stderr).unwrap();
@@ -307,7 +309,7 @@ fn envelope(events: &[(&str, &str, &str)]) -> String {
 
 /// The same batch posted twice changes nothing (nor does an older pull); a wrong or missing
 /// token, a body that is not an envelope and one over --max-body (declared, or chunked) are
-/// refused with 401, 400, 413, store nothing, and are logged.
+/// refused with 401, 400, 413, store nothing, and are logged. SIGTERM stops it with exit 0.
 #[test]
 fn posts_twice_change_nothing_and_refused_posts_store_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -321,6 +323,7 @@ fn posts_twice_change_nothing_and_refused_posts_store_nothing() {
     let once = show(&[&record]);
     assert_eq!(tags(&once).len(), 2);
     assert_eq!(once["last_event"], "2026-12-01T11:00:00Z");
+    assert_eq!(once["tags"][0]["last_pull"], "2026-12-01T10:00:00.500Z", "to the registry's fraction of a second");
     assert_eq!(post(&l.url(), &batch, &auth), "200");
     let older = envelope(&[("v1", &d2, "2026-11-01T10:00:00Z")]);
     assert_eq!(post(&l.url(), &older, &auth), "200");
@@ -349,6 +352,13 @@ fn posts_twice_change_nothing_and_refused_posts_store_nothing() {
     // The token may also be the header's whole value, as configured.
     let l2 = Listener::start(&dir.path().join("b.db"), free_port(), &["--token", "Basic abc"]);
     assert_eq!(post(&l2.url(), &new, &["-H", "Authorization: Basic abc"]), "200");
+    // SIGTERM ends it cleanly (exit 0), and what it stored stays.
+    let mut l = l;
+    signal(&l.child, "-TERM");
+    let status = l.child.wait().unwrap();
+    assert!(status.success(), "{status:?}: {}", l.log());
+    assert!(l.log().contains("regsweep listen: stopped"), "{}", l.log());
+    assert_eq!(show(&[&record]), once);
 }
 
 /// The registry's access log of some pulls, imported with the store at hand, gives the record

@@ -34,9 +34,10 @@ pub fn time(nanos: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(u64::try_from(nanos).unwrap_or(0))
 }
 
-/// RFC 3339 in UTC, to the second (`2026-12-03T07:31:09Z`).
+/// RFC 3339 in UTC, with the fraction of a second the registry gave
+/// (`2026-12-03T07:31:09.18377956Z`).
 pub fn rfc3339(nanos: i64) -> String {
-    chrono::DateTime::from_timestamp_nanos(nanos).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    chrono::DateTime::from_timestamp_nanos(nanos).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
 /// Nanoseconds since the epoch of an RFC 3339 time, as the registry writes it.

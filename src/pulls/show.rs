@@ -52,7 +52,7 @@ pub fn shown(pulls: &Pulls, repo: Option<&str>) -> Shown {
 
 impl std::fmt::Display for Shown {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let or_never = |t: &Option<String>| t.clone().unwrap_or_else(|| "never".into());
+        let or_never = |t: &Option<String>| t.as_deref().map_or("never".to_string(), to_second);
         writeln!(f, "recording since {}; last pull event {}", or_never(&self.since), or_never(&self.last_event))?;
         let mut repos: Vec<&str> = self.tags.iter().map(|t| t.repository.as_str()).collect();
         repos.extend(self.digests.iter().map(|d| d.repository.as_str()));
@@ -62,10 +62,10 @@ impl std::fmt::Display for Shown {
             writeln!(f, "{repo}")?;
             for t in self.tags.iter().filter(|t| t.repository == repo) {
                 let digest = t.digest.as_deref().map_or("", short);
-                writeln!(f, "  tag     {:<24} {:<19}  {}", t.tag, digest, t.last_pull)?;
+                writeln!(f, "  tag     {:<24} {:<19}  {}", t.tag, digest, to_second(&t.last_pull))?;
             }
             for d in self.digests.iter().filter(|d| d.repository == repo) {
-                writeln!(f, "  digest  {:<44}  {}", short(&d.digest), d.last_pull)?;
+                writeln!(f, "  digest  {:<44}  {}", short(&d.digest), to_second(&d.last_pull))?;
             }
         }
         Ok(())
@@ -75,4 +75,9 @@ impl std::fmt::Display for Shown {
 /// A digest as the plan prints one: the algorithm and 12 hex digits.
 fn short(d: &str) -> &str {
     d.get(..19).unwrap_or(d)
+}
+
+/// An RFC 3339 time to the second, for the table (`2026-12-03T07:31:09Z`).
+fn to_second(t: &str) -> String {
+    t.split_once('.').map_or(t.to_string(), |(s, _)| format!("{s}Z"))
 }
