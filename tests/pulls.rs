@@ -349,8 +349,10 @@ fn posts_twice_change_nothing_and_refused_posts_store_nothing() {
     for needle in ["401", "wrong Authorization", "no Authorization header", "400", "not an event envelope", "413"] {
         assert!(log.contains(needle), "the refusals are logged ({needle}): {log}");
     }
-    // The token may also be the header's whole value, as configured.
-    let l2 = Listener::start(&dir.path().join("b.db"), free_port(), &["--token", "Basic abc"]);
+    // The token may also be the header's whole value, as configured; here from a file.
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "Basic abc\n").unwrap();
+    let l2 = Listener::start(&dir.path().join("b.db"), free_port(), &["--token-file", token_file.to_str().unwrap()]);
     assert_eq!(post(&l2.url(), &new, &["-H", "Authorization: Basic abc"]), "200");
     // SIGTERM ends it cleanly (exit 0), and what it stored stays.
     let mut l = l;
@@ -400,6 +402,10 @@ fn an_imported_access_log_gives_the_record_of_the_events() {
     assert_eq!(tags(&from_log), tags(&from_events));
     assert_eq!(digests(&from_log), digests(&from_events));
     assert!(digests(&from_log).contains(&("team/app".to_string(), v5)), "the pull by digest");
+    // The record began no later than the earliest pull the log holds.
+    let time = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    let earliest = from_log["digests"].as_array().unwrap().iter().map(|d| time(&d["last_pull"])).min().unwrap();
+    assert!(time(&from_log["since"]) <= earliest, "{from_log}");
     // Importing it again changes nothing.
     let out = regsweep(&[
         "pulls",
