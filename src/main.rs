@@ -474,8 +474,11 @@ fn listen(l: &ListenArgs) -> Result<ExitCode> {
 fn import_pulls(i: &ImportArgs) -> Result<ExitCode> {
     use regsweep::pulls::{log, record::Record};
     let resolver = i.root.as_deref().map(log::Resolver::new).transpose().map_err(|e| anyhow::anyhow!(e))?;
+    let filter = pull_filter(&i.count)?;
+    // The logs and the store first: a typo creates no record.
+    let files = log::open_logs(&i.logs)?;
     let mut record = Record::open(&i.pulls, regsweep::pulls::nanos(SystemTime::now()))?;
-    let done = log::import(&mut record, &i.logs, &pull_filter(&i.count)?, resolver.as_ref())?;
+    let done = log::import(&mut record, &i.logs, files, &filter, resolver.as_ref())?;
     eprintln!(
         "read {} lines: {} pulls into {}{}",
         done.lines,

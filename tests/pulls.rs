@@ -425,6 +425,12 @@ fn an_imported_access_log_gives_the_record_of_the_events() {
     let bare_tags: BTreeSet<(String, String)> = tags(&show(&[&bare])).into_iter().map(|(r, t, _)| (r, t)).collect();
     let event_tags: BTreeSet<(String, String)> = tags(&from_events).into_iter().map(|(r, t, _)| (r, t)).collect();
     assert_eq!(bare_tags, event_tags);
+    // A log that is not there: an error naming it, and no record made.
+    let typo = dir.path().join("typo.db");
+    let out =
+        regsweep(&["pulls", "import", "--pulls", typo.to_str().unwrap(), log.to_str().unwrap(), "/nonexistent.log"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.log") && !typo.exists());
     // A table too.
     let out = regsweep(&["pulls", "show", "--pulls", imported.to_str().unwrap(), "team/multi"]);
     let table = String::from_utf8_lossy(&out.stdout);

@@ -33,13 +33,24 @@ pub struct Imported {
     pub tags_without_digest: u64,
 }
 
-/// Reads log files into a record; the record's start moves back to the earliest pull read.
-pub fn import(record: &mut Record, logs: &[PathBuf], filter: &Filter, resolver: Option<&Resolver>) -> Result<Imported> {
+/// Opens every log first: a missing one is an error before anything is stored.
+pub fn open_logs(logs: &[PathBuf]) -> Result<Vec<std::fs::File>> {
+    logs.iter().map(|p| std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))).collect()
+}
+
+/// Reads log files (opened by [`open_logs`]) into a record; the record's start moves back to
+/// the earliest pull read.
+pub fn import(
+    record: &mut Record,
+    logs: &[PathBuf],
+    files: Vec<std::fs::File>,
+    filter: &Filter,
+    resolver: Option<&Resolver>,
+) -> Result<Imported> {
     let mut out = Imported::default();
     let mut batch = Vec::with_capacity(IMPORT_BATCH);
     let mut earliest = None::<i64>;
-    for path in logs {
-        let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    for (path, file) in logs.iter().zip(files) {
         let mut reader = std::io::BufReader::new(file);
         let mut line = Vec::new();
         loop {
