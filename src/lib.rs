@@ -2,6 +2,8 @@
 //! Data flows one way (a store's scan -> policy -> plan -> its execution -> report), and so do
 //! the imports: `model` below `core` below `store` and `online`, this file on top
 //! (tests/layers.rs checks it; docs/DESIGN.md has the semantics and the safety order).
+//! `pulls`, the pull record that the registry's notifications fill, stands apart: it imports
+//! nothing of the crate.
 
 pub mod core;
 pub mod model;
