@@ -35,6 +35,14 @@ pub enum Command {
     /// Where the space goes, per repository: referenced, unique, shared, and what a prune
     /// with the given policy would free.
     Du(DuArgs),
+    /// Receive the registry's notifications and record the last pull of each tag and manifest
+    /// (for retention by last pull); runs until SIGTERM or SIGINT.
+    Listen(ListenArgs),
+    /// The pull record: fill it from the registry's access log, or show it.
+    Pulls {
+        #[command(subcommand)]
+        command: PullsCommand,
+    },
     /// Write a realistic synthetic store (for benchmarks and tests), deterministic for a seed.
     Gen(GenArgs),
     /// Print the completion script for a shell (bash: into /etc/bash_completion.d/regsweep or
@@ -49,6 +57,85 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PullsCommand {
+    /// Read the registry's access log (its combined lines on stdout, or its "response
+    /// completed" lines in the text or JSON formatter) into the record: a manifest GET answered
+    /// 200 is a pull.
+    Import(ImportArgs),
+    /// Print the record: per repository the last pull of each tag and digest.
+    Show(ShowArgs),
+}
+
+/// Which requests count as pulls (shared by `listen` and `pulls import`).
+#[derive(Debug, Args)]
+pub struct CountArgs {
+    /// Also count HEAD requests (tools that only check that a tag exists send them, regsweep's
+    /// online mode among them).
+    #[arg(long)]
+    pub count_head: bool,
+    /// Do not count requests whose user agent matches this regular expression (unanchored;
+    /// repeatable).
+    #[arg(long, value_name = "REGEX")]
+    pub ignore_agent: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// The record file (SQLite), created when absent.
+    #[arg(long, value_name = "FILE")]
+    pub pulls: PathBuf,
+    /// Where to listen.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:5050")]
+    pub addr: String,
+    /// Require `Authorization: Bearer TOKEN` (or the header's whole value equal to TOKEN), as
+    /// the endpoint's `headers` in the registry's config send it; REGSWEEP_LISTEN_TOKEN too.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "REGSWEEP_LISTEN_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+    /// The token, from the first line of this file.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub count: CountArgs,
+    /// A larger body is refused (413).
+    #[arg(long, value_name = "BYTES", default_value_t = 10 << 20)]
+    pub max_body: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The record file (SQLite), created when absent.
+    #[arg(long, value_name = "FILE")]
+    pub pulls: PathBuf,
+    /// The registry's store on disk: a tag pull then also records the digest the tag pointed to,
+    /// when its link is older than the pull (the log does not name it).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    #[command(flatten)]
+    pub count: CountArgs,
+    /// Log files.
+    #[arg(required = true, value_name = "LOG")]
+    pub logs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// A record file; several are read together (the latest pull of each).
+    #[arg(long, value_name = "FILE", required = true)]
+    pub pulls: Vec<PathBuf>,
+    /// Only this repository.
+    pub repo: Option<String>,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// What `du`'s treemap shows.

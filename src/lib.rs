@@ -2,11 +2,14 @@
 //! Data flows one way (a store's scan -> policy -> plan -> its execution -> report), and so do
 //! the imports: `model` below `core` below `store` and `online`, this file on top
 //! (tests/layers.rs checks it; docs/DESIGN.md has the semantics and the safety order).
+//! `pulls`, the pull record that the registry's notifications fill, stands apart: it imports
+//! nothing of the crate.
 
 pub mod core;
 pub mod generate;
 pub mod model;
 pub mod online;
+pub mod pulls;
 pub mod store;
 
 // The old flat paths, for the binary, tests and benches.

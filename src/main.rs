@@ -16,7 +16,8 @@ use globset::{GlobBuilder, GlobSetBuilder};
 use regex::Regex;
 
 use cli::{
-    ApiArgs, AreaArg, CheckArgs, Cli, CollectArgs, Command, DuArgs, FilterArgs, GenArgs, OnlineArgs, SortArg, StoreArgs,
+    ApiArgs, AreaArg, CheckArgs, Cli, CollectArgs, Command, CountArgs, DuArgs, FilterArgs, GenArgs, ImportArgs,
+    ListenArgs, OnlineArgs, PullsCommand, ShowArgs, SortArg, StoreArgs,
 };
 use monitor::{ContainerStep, Ended, exit_status, monitored};
 use regsweep::check::CheckOptions;
@@ -275,6 +276,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Man { out_dir } => manual(out_dir.as_deref()),
+        Command::Listen(l) => listen(l),
+        Command::Pulls { command: PullsCommand::Import(i) } => import_pulls(i),
+        Command::Pulls { command: PullsCommand::Show(s) } => show_pulls(s),
         Command::Online(o) => monitored(&o.metrics, "online", &o.url, || online(o)),
         Command::Prune(p) => monitored(&p.collect.metrics, "prune", &store_named(&p.store), || {
             let r = retention(p.retention.keep, &p.retention.filters, Order::Push)?;
@@ -428,6 +432,77 @@ fn du(d: &DuArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Which requests count as pulls.
+fn pull_filter(c: &CountArgs) -> Result<regsweep::pulls::events::Filter> {
+    let ignore_agents = if c.ignore_agent.is_empty() {
+        None
+    } else {
+        Some(regex::RegexSet::new(&c.ignore_agent).map_err(|e| usage(format!("bad --ignore-agent: {e}")))?)
+    };
+    Ok(regsweep::pulls::events::Filter { count_head: c.count_head, ignore_agents })
+}
+
+/// `listen`: until SIGTERM or SIGINT (exit 0 then).
+fn listen(l: &ListenArgs) -> Result<ExitCode> {
+    let token = match (&l.token, &l.token_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(f)) => {
+            let text =
+                std::fs::read_to_string(f).with_context(|| format!("cannot read the token file {}", f.display()))?;
+            Some(text.lines().next().unwrap_or("").trim().to_string())
+        }
+        (None, None) => None,
+    };
+    if token.as_deref() == Some("") {
+        return Err(usage("the listener's token is empty".into()));
+    }
+    let opts = regsweep::pulls::listen::ListenOptions {
+        pulls: l.pulls.clone(),
+        addr: l.addr.clone(),
+        token,
+        filter: pull_filter(&l.count)?,
+        max_body: l.max_body,
+    };
+    regsweep::pulls::listen::listen(&opts)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pulls import`: the access log's manifest pulls into the record.
+fn import_pulls(i: &ImportArgs) -> Result<ExitCode> {
+    use regsweep::pulls::{log, record::Record};
+    let resolver = i.root.as_deref().map(log::Resolver::new).transpose().map_err(|e| anyhow::anyhow!(e))?;
+    let filter = pull_filter(&i.count)?;
+    // The logs and the store first: a typo creates no record.
+    let files = log::open_logs(&i.logs)?;
+    let mut record = Record::open(&i.pulls, regsweep::pulls::nanos(SystemTime::now()))?;
+    let done = log::import(&mut record, &i.logs, files, &filter, resolver.as_ref())?;
+    eprintln!(
+        "read {} lines: {} pulls into {}{}",
+        done.lines,
+        done.pulls,
+        i.pulls.display(),
+        match done.tags_without_digest {
+            0 => String::new(),
+            n => format!(" ({n} tag pulls without their digest: give --root, or the tag was pushed since)"),
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pulls show`: the record as a table or JSON.
+fn show_pulls(s: &ShowArgs) -> Result<ExitCode> {
+    let pulls = regsweep::pulls::record::Pulls::read(&s.pulls)?;
+    let shown = regsweep::pulls::show::shown(&pulls, s.repo.as_deref());
+    if s.json {
+        print_json(&shown)?;
+    } else {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        write!(out, "{shown}")?;
+        out.flush()?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The manual: the top page on stdout, or a page per command (regsweep-prune.1, ...) in `dir`.
 fn manual(dir: Option<&std::path::Path>) -> Result<ExitCode> {
     // The top page's closing text is the exit status (clap_mangen heads it EXTRA).
@@ -462,7 +537,8 @@ fn json_output(cli: &Cli) -> bool {
         Command::Prune(p) => p.collect.output.json,
         Command::Gc(g) => g.collect.output.json,
         Command::Du(d) => d.output.json,
-        Command::Completions { .. } | Command::Man { .. } => false,
+        Command::Pulls { command: PullsCommand::Show(s) } => s.json,
+        Command::Completions { .. } | Command::Man { .. } | Command::Listen(_) | Command::Pulls { .. } => false,
     }
 }
 

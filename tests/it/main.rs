@@ -13,6 +13,7 @@ mod layers;
 mod online;
 mod operate;
 mod prune;
+mod pulls;
 mod race;
 mod s3;
 mod s3race;

@@ -204,7 +204,8 @@ fn the_manual_renders() {
 }
 
 /// The units of contrib/systemd pass `systemd-analyze verify` (with the binary where the
-/// service says); the registry is started again without blocking.
+/// service says); the registry is started again without blocking; the listener is up before
+/// the registry and comes back when it dies.
 #[test]
 fn the_systemd_units_verify() {
     let dir = tempfile::tempdir().unwrap();
@@ -215,10 +216,14 @@ fn the_systemd_units_verify() {
     let bin = env!("CARGO_BIN_EXE_regsweep");
     std::fs::write(dir.path().join("regsweep.service"), service.replace("/usr/local/bin/regsweep", bin)).unwrap();
     std::fs::copy(units.join("regsweep.timer"), dir.path().join("regsweep.timer")).unwrap();
+    let listen = std::fs::read_to_string(units.join("regsweep-listen.service")).unwrap();
+    assert!(listen.contains("Before=docker-registry.service") && listen.contains("Restart=always"));
+    std::fs::write(dir.path().join("regsweep-listen.service"), listen.replace("/usr/local/bin/regsweep", bin)).unwrap();
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(dir.path().join("regsweep.service"))
         .arg(dir.path().join("regsweep.timer"))
+        .arg(dir.path().join("regsweep-listen.service"))
         .output()
         .expect("systemd-analyze (tests/run.sh installs systemd)");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -227,6 +232,8 @@ fn the_systemd_units_verify() {
     assert!(out.status.success() && problems.is_empty(), "{err}");
     // The command line of the service is one regsweep accepts.
     let exec = service.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap();
+    assert_parses(exec);
+    let exec = listen.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap();
     assert_parses(exec);
 }
 

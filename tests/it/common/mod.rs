@@ -120,11 +120,14 @@ pub struct Setup {
     pub extra: String,
     /// The storage driver's YAML line (`  s3: {...}`) instead of the filesystem's at the root.
     pub storage: Option<String>,
+    /// The registry's output (its access log at level info, text formatter) appended to this
+    /// file instead of thrown away.
+    pub log: Option<PathBuf>,
 }
 
 impl Default for Setup {
     fn default() -> Setup {
-        Setup { delete: true, tls: None, extra: String::new(), storage: None }
+        Setup { delete: true, tls: None, extra: String::new(), storage: None, log: None }
     }
 }
 
@@ -140,7 +143,8 @@ fn registry_config_with(root: &Path, port: u16, setup: &Setup) -> tempfile::Name
         setup.storage.clone().unwrap_or_else(|| format!("  filesystem: {{rootdirectory: {}}}", root.display()));
     write!(
         f,
-        "version: 0.1\nlog: {{level: error}}\nstorage:\n{driver}\n  delete: {{enabled: {}}}\n  maintenance: {{uploadpurging: {{enabled: false}}}}\nhttp:\n  addr: 127.0.0.1:{port}{tls}\ncompatibility: {{schema1: {{enabled: true}}}}\n{}\n",
+        "version: 0.1\nlog: {{level: {}}}\nstorage:\n{driver}\n  delete: {{enabled: {}}}\n  maintenance: {{uploadpurging: {{enabled: false}}}}\nhttp:\n  addr: 127.0.0.1:{port}{tls}\ncompatibility: {{schema1: {{enabled: true}}}}\n{}\n",
+        if setup.log.is_some() { "info" } else { "error" },
         setup.delete,
         setup.extra
     )
@@ -185,13 +189,17 @@ impl Registry {
     pub fn serve_with(root: &Path, setup: &Setup) -> Registry {
         let port = free_port();
         let cfg = registry_config_with(root, port, setup);
+        let output = || match &setup.log {
+            Some(path) => Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap()),
+            None => Stdio::null(),
+        };
         // Registry 2.8.2's s3 driver panics at start-up when AWS_CA_BUNDLE is set.
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(cfg.path())
             .env_remove("AWS_CA_BUNDLE")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(output())
+            .stderr(output())
             .spawn()
             .expect("docker-registry must be installed (tests/run.sh installs it)");
         let scheme = if setup.tls.is_some() { "https" } else { "http" };

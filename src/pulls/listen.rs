@@ -1,0 +1,139 @@
+//! `regsweep listen`: the HTTP endpoint the registry's `notifications.endpoints` post to.
+//!
+//! tiny_http (small, synchronous, no async runtime; it parses requests, chunked bodies
+//! included, which a hand-written parser would have to get right). Requests are served one at
+//! a time: the registry posts one batch per endpoint at a time, and each answer waits for its
+//! transaction, so a 200 always means the batch is on disk; anything else (or no answer: a
+//! crash) makes the registry post it again, and storing it twice changes nothing.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use tiny_http::{Request, Response, Server};
+
+use super::events::{self, Filter};
+use super::record::Record;
+
+/// How the listener runs.
+#[derive(Debug)]
+pub struct ListenOptions {
+    pub pulls: PathBuf,
+    pub addr: String,
+    /// The `Authorization` header required: `Bearer TOKEN`, or TOKEN itself as the whole value.
+    pub token: Option<String>,
+    pub filter: Filter,
+    pub max_body: u64,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Serves until SIGINT or SIGTERM, then returns (between two requests: a batch being stored is
+/// finished and answered first).
+pub fn listen(opts: &ListenOptions) -> Result<()> {
+    let mut record = Record::open(&opts.pulls, super::nanos(std::time::SystemTime::now()))?;
+    let server = Server::http(&opts.addr).map_err(|e| anyhow!("cannot listen on {}: {e}", opts.addr))?;
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+    let shown = server.server_addr().to_ip().map_or(opts.addr.clone(), |a| a.to_string());
+    eprintln!("regsweep listen: on http://{shown}, recording pulls into {}", opts.pulls.display());
+    while !STOP.load(Ordering::SeqCst) {
+        let request = match server.recv_timeout(Duration::from_millis(200)) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(e) => {
+                eprintln!("regsweep listen: {e}");
+                continue;
+            }
+        };
+        serve(request, &mut record, opts);
+    }
+    eprintln!("regsweep listen: stopped");
+    Ok(())
+}
+
+/// One request: 200 once stored; 401, 405, 413, 400 refused (logged, nothing stored); 500 when
+/// the record cannot be written (the registry retries).
+fn serve(mut request: Request, record: &mut Record, opts: &ListenOptions) {
+    let from = request.remote_addr().map_or("?".to_string(), |a| a.to_string());
+    let (status, refusal) = match handle(&mut request, record, opts) {
+        Ok(()) => (200, None),
+        Err((status, why)) => (status, Some(why)),
+    };
+    if let Some(why) = refusal {
+        eprintln!("regsweep listen: {status} to {from} ({} {}): {why}", request.method(), request.url());
+    }
+    let _ = request.respond(Response::empty(status));
+}
+
+fn handle(request: &mut Request, record: &mut Record, opts: &ListenOptions) -> Result<(), (u16, String)> {
+    if let Some(token) = &opts.token {
+        let given = request.headers().iter().find(|h| h.field.equiv("Authorization")).map(|h| h.value.as_str());
+        match given {
+            None => return Err((401, "no Authorization header".into())),
+            Some(v) if !same(v, &format!("Bearer {token}")) && !same(v, token) => {
+                return Err((401, "wrong Authorization header".into()));
+            }
+            Some(_) => {}
+        }
+    }
+    if *request.method() != tiny_http::Method::Post {
+        return Err((405, "only POST".into()));
+    }
+    if request.body_length().is_some_and(|n| n as u64 > opts.max_body) {
+        return Err((
+            413,
+            format!("a body of {} bytes, over --max-body {}", request.body_length().unwrap_or(0), opts.max_body),
+        ));
+    }
+    let mut body = Vec::new();
+    request
+        .as_reader()
+        .take(opts.max_body + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| (400, format!("cannot read the body: {e}")))?;
+    if body.len() as u64 > opts.max_body {
+        return Err((413, format!("a body over --max-body {}", opts.max_body)));
+    }
+    let batch = events::parse(&body, &opts.filter).map_err(|e| (400, e))?;
+    for why in &batch.unreadable {
+        eprintln!("regsweep listen: skipped {why}");
+    }
+    if !batch.pulls.is_empty() {
+        crash_point("store");
+    }
+    record.store(&batch.pulls).map_err(|e| (500, format!("{e:#}")))?;
+    if !batch.pulls.is_empty() {
+        crash_point("answer");
+    }
+    Ok(())
+}
+
+/// Test-only (feature `test-hooks`): `REGSWEEP_TEST_LISTEN_CRASH=store` kills the listener
+/// (SIGKILL) when a batch holding a pull is about to be stored, `answer` once it is stored and
+/// before the 200: what a crash at either point costs (nothing: the registry posts it again).
+#[cfg(not(feature = "test-hooks"))]
+fn crash_point(_point: &str) {}
+
+#[cfg(feature = "test-hooks")]
+fn crash_point(point: &str) {
+    if std::env::var("REGSWEEP_TEST_LISTEN_CRASH").is_ok_and(|p| p == point) {
+        // SAFETY: raising a signal on our own process.
+        unsafe { libc::raise(libc::SIGKILL) };
+    }
+}
+
+/// Compares two header values in time that does not depend on where they differ.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,438 @@
+//! The pull record (issue 25): the real registry 2.8.2 posting its notifications to `regsweep
+//! listen`, skopeo and curl pulling from it; the listener killed mid-burst; posts it must refuse;
+//! an access log of the same pulls imported.
+
+use crate::common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use common::*;
+
+/// Every manifest media type: 2.8.2 answers 404 to a manifest GET whose Accept lacks its type.
+const ACCEPT: &str = "Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// `regsweep listen` on a loopback port, killed (SIGKILL) when dropped; its stderr in a file.
+struct Listener {
+    child: Child,
+    port: u16,
+    stderr: PathBuf,
+}
+
+impl Listener {
+    fn start(record: &Path, port: u16, args: &[&str]) -> Listener {
+        Listener::start_with(record, port, args, None)
+    }
+
+    /// With `REGSWEEP_TEST_LISTEN_CRASH` set to a point (feature `test-hooks`).
+    fn start_with(record: &Path, port: u16, args: &[&str], crash: Option<&str>) -> Listener {
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let stderr = record.with_extension(format!("{port}.{n}.err"));
+        let start = Instant::now();
+        loop {
+            let err = std::fs::File::create(&stderr).unwrap();
+            let mut child = Command::new(env!("CARGO_BIN_EXE_regsweep"))
+                .args(["listen", "--pulls", record.to_str().unwrap(), "--addr", &format!("127.0.0.1:{port}")])
+                .args(args)
+                .envs(crash.map(|c| ("REGSWEEP_TEST_LISTEN_CRASH", c)))
+                .stdin(Stdio::null())
+                .stderr(err)
+                .spawn()
+                .unwrap();
+            // Ready once it says where it listens; a port still held makes it exit: tried again.
+            loop {
+                let text = std::fs::read_to_string(&stderr).unwrap_or_default();
+                if text.contains("regsweep listen: on http://") {
+                    return Listener { child, port, stderr };
+                }
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                assert!(start.elapsed() < Duration::from_secs(20), "the listener did not start: {text}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "the listener did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/events", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The registry's `notifications` section: one endpoint per (url, authorization header), quick
+/// retries.
+fn notifications(endpoints: &[(String, Option<&str>)]) -> String {
+    let mut yaml = "notifications:\n  endpoints:\n".to_string();
+    for (i, (url, auth)) in endpoints.iter().enumerate() {
+        yaml += &format!(
+            "    - name: e{i}\n      url: {url}\n      timeout: 1s\n      threshold: 1\n      backoff: 100ms\n"
+        );
+        if let Some(a) = auth {
+            yaml += &format!("      headers: {{Authorization: [{a:?}]}}\n");
+        }
+    }
+    yaml
+}
+
+/// `pulls show --json` of some records.
+fn show(records: &[&Path]) -> Value {
+    let mut args = vec!["pulls", "show"];
+    for r in records {
+        args.extend(["--pulls", r.to_str().unwrap()]);
+    }
+    regsweep_json(&args)
+}
+
+/// The (repository, tag, digest) of every tag of a shown record.
+fn tags(shown: &Value) -> BTreeSet<(String, String, String)> {
+    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+    shown["tags"].as_array().unwrap().iter().map(|t| (s(&t["repository"]), s(&t["tag"]), s(&t["digest"]))).collect()
+}
+
+/// The (repository, digest) of every digest of a shown record.
+fn digests(shown: &Value) -> BTreeSet<(String, String)> {
+    let s = |v: &Value| v.as_str().unwrap().to_string();
+    shown["digests"].as_array().unwrap().iter().map(|d| (s(&d["repository"]), s(&d["digest"]))).collect()
+}
+
+/// Waits until `record` shows every (repository, tag) of `want`, for at most `secs`.
+fn wait_for_tags(record: &Path, want: &[(&str, &str)], secs: u64) -> Value {
+    let start = Instant::now();
+    loop {
+        if record.exists() {
+            let shown = show(&[record]);
+            let have: BTreeSet<(String, String)> = tags(&shown).into_iter().map(|(r, t, _)| (r, t)).collect();
+            if want.iter().all(|(r, t)| have.contains(&(r.to_string(), t.to_string()))) {
+                return shown;
+            }
+            assert!(start.elapsed() < Duration::from_secs(secs), "missing pulls of {want:?}: the record has {have:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A manifest request with curl (`-I`: HEAD): its HTTP status.
+fn curl_manifest(port: u16, repo: &str, reference: &str, head: bool, agent: &str) -> String {
+    let url = format!("http://127.0.0.1:{port}/v2/{repo}/manifests/{reference}");
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", ACCEPT, "-A", agent]);
+    if head {
+        cmd.arg("-I");
+    }
+    String::from_utf8(cmd.arg(url).output().unwrap().stdout).unwrap()
+}
+
+/// POSTs a body (`@FILE` or text) to a listener with extra curl arguments: the HTTP status.
+fn post(url: &str, body: &str, extra: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Content-Type: application/vnd.docker.distribution.events.v1+json",
+        ])
+        .args(extra)
+        .args(["--data-binary", body, url])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The children of an index in the store.
+fn children(root: &Path, index: &str) -> Vec<String> {
+    let m: Value = serde_json::from_slice(&std::fs::read(blob_data(root, index)).unwrap()).unwrap();
+    m["manifests"].as_array().unwrap().iter().map(|c| c["digest"].as_str().unwrap().to_string()).collect()
+}
+
+fn owned(v: &[(&str, &str, &str)]) -> BTreeSet<(String, String, String)> {
+    v.iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect()
+}
+
+/// Skopeo pulls reach the record by tag and by digest, GET only; a HEAD (curl -I) counts only
+/// on a listener started with --count-head; an ignored user agent does not count; a token the
+/// registry sends in its endpoint's headers is accepted; two records read together give the
+/// latest of each.
+#[test]
+fn registry_pulls_are_recorded_get_only_and_head_with_count_head() {
+    let store = fixture("demo");
+    let root = store.path();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    let la = Listener::start(&a, free_port(), &["--token", "s3cret", "--ignore-agent", "^probe/"]);
+    let lb = Listener::start(&b, free_port(), &["--count-head"]);
+    let extra = notifications(&[(la.url(), Some("Bearer s3cret")), (lb.url(), None)]);
+    let reg = Registry::serve_with(root, &Setup { extra, ..Setup::default() });
+
+    // The HEAD and the ignored GET first: each endpoint's queue is in order, so once the last
+    // pulls are recorded, these were seen.
+    assert_eq!(curl_manifest(reg.port, "team/app", "v2", true, "curl/8"), "200");
+    assert_eq!(curl_manifest(reg.port, "team/app", "v3", false, "probe/1"), "200");
+    reg.pull("team/app", "v1").unwrap();
+    reg.pull("team/multi", "2026.1").unwrap();
+    let want = [("team/app", "v1"), ("team/multi", "2026.1")];
+    let shown_a = wait_for_tags(&a, &want, 30);
+    let shown_b = wait_for_tags(&b, &[("team/app", "v2"), ("team/app", "v3"), want[0], want[1]], 30);
+
+    let (v1, v2, v3) =
+        (tag_digest(root, "team/app", "v1"), tag_digest(root, "team/app", "v2"), tag_digest(root, "team/app", "v3"));
+    let multi = tag_digest(root, "team/multi", "2026.1");
+    let kids = children(root, &multi);
+    assert!(!kids.is_empty());
+    assert_eq!(tags(&shown_a), owned(&[("team/app", "v1", &v1), ("team/multi", "2026.1", &multi)]));
+    // The index by tag, then its children by digest (skopeo --all).
+    let mut want_digests: BTreeSet<(String, String)> =
+        [("team/app", &v1), ("team/multi", &multi)].iter().map(|(r, d)| (r.to_string(), d.to_string())).collect();
+    want_digests.extend(kids.iter().map(|k| ("team/multi".to_string(), k.clone())));
+    assert_eq!(digests(&shown_a), want_digests, "GETs only: no HEAD, no blob, no ignored agent");
+    assert_eq!(
+        tags(&shown_b),
+        owned(&[
+            ("team/app", "v1", &v1),
+            ("team/app", "v2", &v2),
+            ("team/app", "v3", &v3),
+            ("team/multi", "2026.1", &multi)
+        ]),
+        "--count-head counts the HEAD of v2; no --ignore-agent here: v3 counts"
+    );
+    assert!(shown_a["since"].is_string() && shown_a["last_event"].is_string(), "{shown_a}");
+    // Both together: the union, each at its latest.
+    assert_eq!(tags(&show(&[&a, &b])), tags(&shown_b));
+    assert!(!la.log().contains(" 401 "), "the registry's token was refused: {}", la.log());
+    drop(reg);
+}
+
+/// The listener killed (SIGKILL) during a burst of pulls and started again on the same record:
+/// every pull is there, those sent while it was down delivered by the registry's retries.
+#[test]
+fn a_listener_killed_mid_burst_loses_no_pull() {
+    let store = fixture("demo");
+    let root = store.path();
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("pulls.db");
+    let port = free_port();
+    let mut listener = Some(Listener::start(&record, port, &[]));
+    let url = format!("http://127.0.0.1:{port}/events");
+    let reg = Registry::serve_with(root, &Setup { extra: notifications(&[(url, None)]), ..Setup::default() });
+
+    let all = tags_on_disk(root);
+    assert!(all.len() >= 15, "{all:?}");
+    let (kill_at, restart_at) = (all.len() / 3, 2 * all.len() / 3);
+    for (i, (repo, tag)) in all.iter().enumerate() {
+        if i == kill_at {
+            // Events of the pulls just made are in flight.
+            listener = None;
+        }
+        if i == restart_at {
+            listener = Some(Listener::start(&record, port, &[]));
+        }
+        assert_eq!(curl_manifest(reg.port, repo, tag, false, "burst/1"), "200", "{repo}:{tag}");
+    }
+    let want: Vec<(&str, &str)> = all.iter().map(|(r, t)| (r.as_str(), t.as_str())).collect();
+    let shown = wait_for_tags(&record, &want, 60);
+    let expected: BTreeSet<(String, String, String)> =
+        all.iter().map(|(r, t)| (r.clone(), t.clone(), tag_digest(root, r, t))).collect();
+    assert_eq!(tags(&shown), expected);
+    drop(listener);
+}
+
+/// A listener that dies (SIGKILL) right before storing a batch, or once it is stored and before
+/// its 200: started again, the record holds the pull, from the registry's retry or from the
+/// first try. The 200 comes only after the commit.
+#[test]
+fn a_crash_before_storing_or_before_answering_loses_nothing() {
+    let store = fixture("demo");
+    let root = store.path();
+    for (point, stored_by_the_dead) in [("store", false), ("answer", true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("pulls.db");
+        let port = free_port();
+        let mut dying = Listener::start_with(&record, port, &[], Some(point));
+        let url = format!("http://127.0.0.1:{port}/events");
+        let reg = Registry::serve_with(root, &Setup { extra: notifications(&[(url, None)]), ..Setup::default() });
+        assert_eq!(curl_manifest(reg.port, "team/app", "v1", false, "curl/8"), "200");
+        let start = Instant::now();
+        let status = loop {
+            if let Some(st) = dying.child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "{point}: the listener did not crash");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(!status.success(), "{point}");
+        let before: BTreeSet<(String, String)> = tags(&show(&[&record])).into_iter().map(|(r, t, _)| (r, t)).collect();
+        assert_eq!(before.contains(&("team/app".into(), "v1".into())), stored_by_the_dead, "{point}");
+        let _again = Listener::start(&record, port, &[]);
+        assert_eq!(curl_manifest(reg.port, "team/app", "v2", false, "curl/8"), "200");
+        let shown = wait_for_tags(&record, &[("team/app", "v1"), ("team/app", "v2")], 30);
+        assert_eq!(tags(&shown).len(), 2, "{point}: {shown}");
+    }
+}
+
+/// An envelope of two pulls, as the registry sends them.
+fn envelope(events: &[(&str, &str, &str)]) -> String {
+    let events: Vec<Value> = events
+        .iter()
+        .map(|(tag, digest, time)| {
+            serde_json::json!({
+                "id": "x", "timestamp": time, "action": "pull",
+                "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": 499,
+                    "repository": "team/app", "url": format!("http://r/v2/team/app/manifests/{digest}"), "tag": tag},
+                "request": {"id": "y", "addr": "127.0.0.1:1", "host": "r", "method": "GET", "useragent": "skopeo/1.9.3"},
+                "actor": {}, "source": {"addr": "vm:5000"}
+            })
+        })
+        .collect();
+    serde_json::json!({ "events": events }).to_string()
+}
+
+/// The same batch posted twice changes nothing (nor does an older pull); a wrong or missing
+/// token, a body that is not an envelope and one over --max-body (declared, or chunked) are
+/// refused with 401, 400, 413, store nothing, and are logged. SIGTERM stops it with exit 0.
+#[test]
+fn posts_twice_change_nothing_and_refused_posts_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("pulls.db");
+    let l = Listener::start(&record, free_port(), &["--token", "t0k", "--max-body", "4096"]);
+    let auth = ["-H", "Authorization: Bearer t0k"];
+    let d1 = format!("sha256:{}", "1".repeat(64));
+    let d2 = format!("sha256:{}", "2".repeat(64));
+    let batch = envelope(&[("v1", &d1, "2026-12-01T10:00:00.5Z"), ("v2", &d2, "2026-12-01T11:00:00Z")]);
+    assert_eq!(post(&l.url(), &batch, &auth), "200");
+    let once = show(&[&record]);
+    assert_eq!(tags(&once).len(), 2);
+    assert_eq!(once["last_event"], "2026-12-01T11:00:00Z");
+    assert_eq!(once["tags"][0]["last_pull"], "2026-12-01T10:00:00.500Z", "to the registry's fraction of a second");
+    assert_eq!(post(&l.url(), &batch, &auth), "200");
+    let older = envelope(&[("v1", &d2, "2026-11-01T10:00:00Z")]);
+    assert_eq!(post(&l.url(), &older, &auth), "200");
+    assert_eq!(show(&[&record]), once, "the same batch again, or an older pull, changes nothing");
+
+    let new = envelope(&[("v9", &d1, "2026-12-02T10:00:00Z")]);
+    assert_eq!(post(&l.url(), &new, &["-H", "Authorization: Bearer wrong"]), "401");
+    assert_eq!(post(&l.url(), &new, &[]), "401");
+    assert_eq!(post(&l.url(), "{\"events\": [", &auth), "400");
+    assert_eq!(post(&l.url(), "{\"events\": 3}", &auth), "400");
+    assert_eq!(post(&l.url(), "<html/>", &auth), "400");
+    let many: Vec<(&str, &str, &str)> = (0..40).map(|_| ("v9", d1.as_str(), "2026-12-02T10:00:00Z")).collect();
+    let big = envelope(&many);
+    assert!(big.len() > 4096);
+    let big_file = dir.path().join("big.json");
+    std::fs::write(&big_file, &big).unwrap();
+    let big_arg = format!("@{}", big_file.display());
+    assert_eq!(post(&l.url(), &big_arg, &auth), "413");
+    let chunked = [auth[0], auth[1], "-H", "Transfer-Encoding: chunked"];
+    assert_eq!(post(&l.url(), &big_arg, &chunked), "413", "a chunked body has no length to refuse it by");
+    assert_eq!(show(&[&record]), once, "refused posts store nothing");
+    let log = l.log();
+    for needle in ["401", "wrong Authorization", "no Authorization header", "400", "not an event envelope", "413"] {
+        assert!(log.contains(needle), "the refusals are logged ({needle}): {log}");
+    }
+    // The token may also be the header's whole value, as configured; here from a file.
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "Basic abc\n").unwrap();
+    let l2 = Listener::start(&dir.path().join("b.db"), free_port(), &["--token-file", token_file.to_str().unwrap()]);
+    assert_eq!(post(&l2.url(), &new, &["-H", "Authorization: Basic abc"]), "200");
+    // SIGTERM ends it cleanly (exit 0), and what it stored stays.
+    let mut l = l;
+    signal(&l.child, "-TERM");
+    let status = l.child.wait().unwrap();
+    assert!(status.success(), "{status:?}: {}", l.log());
+    assert!(l.log().contains("regsweep listen: stopped"), "{}", l.log());
+    assert_eq!(show(&[&record]), once);
+}
+
+/// The registry's access log of some pulls, imported with the store at hand, gives the record
+/// their events gave: the same (repository, tag, digest) and (repository, digest).
+#[test]
+fn an_imported_access_log_gives_the_record_of_the_events() {
+    let store = fixture("demo");
+    let root = store.path();
+    let dir = tempfile::tempdir().unwrap();
+    let (events, imported, log) =
+        (dir.path().join("events.db"), dir.path().join("log.db"), dir.path().join("registry.log"));
+    let l = Listener::start(&events, free_port(), &[]);
+    let setup = Setup { extra: notifications(&[(l.url(), None)]), log: Some(log.clone()), ..Setup::default() };
+    let reg = Registry::serve_with(root, &setup);
+    let v5 = tag_digest(root, "team/app", "v5");
+    reg.pull("team/app", "v1").unwrap();
+    reg.pull("team/app", &v5).unwrap();
+    reg.pull("team/app/tools", "1.10.0").unwrap();
+    reg.pull("team/multi", "2026.2").unwrap();
+    reg.pull("team/app", "rc").unwrap();
+    let want = [("team/app", "v1"), ("team/app/tools", "1.10.0"), ("team/multi", "2026.2"), ("team/app", "rc")];
+    let from_events = wait_for_tags(&events, &want, 30);
+    drop(reg);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("\"GET /v2/team/app/manifests/v1 HTTP/1.1\" 200"), "{text}");
+    assert!(text.contains("msg=\"response completed\""), "{text}");
+
+    let out = regsweep(&[
+        "pulls",
+        "import",
+        "--pulls",
+        imported.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+        log.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let from_log = show(&[&imported]);
+    assert_eq!(tags(&from_log), tags(&from_events));
+    assert_eq!(digests(&from_log), digests(&from_events));
+    assert!(digests(&from_log).contains(&("team/app".to_string(), v5)), "the pull by digest");
+    // The record began no later than the earliest pull the log holds.
+    let time = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    let earliest = from_log["digests"].as_array().unwrap().iter().map(|d| time(&d["last_pull"])).min().unwrap();
+    assert!(time(&from_log["since"]) <= earliest, "{from_log}");
+    // Importing it again changes nothing.
+    let out = regsweep(&[
+        "pulls",
+        "import",
+        "--pulls",
+        imported.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+        log.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    assert_eq!(show(&[&imported]), from_log);
+    // Without the store, the tags come without their digest, and the import says so.
+    let bare = dir.path().join("bare.db");
+    let out = regsweep(&["pulls", "import", "--pulls", bare.to_str().unwrap(), log.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("without their digest"));
+    let bare_tags: BTreeSet<(String, String)> = tags(&show(&[&bare])).into_iter().map(|(r, t, _)| (r, t)).collect();
+    let event_tags: BTreeSet<(String, String)> = tags(&from_events).into_iter().map(|(r, t, _)| (r, t)).collect();
+    assert_eq!(bare_tags, event_tags);
+    // A log that is not there: an error naming it, and no record made.
+    let typo = dir.path().join("typo.db");
+    let out =
+        regsweep(&["pulls", "import", "--pulls", typo.to_str().unwrap(), log.to_str().unwrap(), "/nonexistent.log"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.log") && !typo.exists());
+    // A table too.
+    let out = regsweep(&["pulls", "show", "--pulls", imported.to_str().unwrap(), "team/multi"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("team/multi") && table.contains("2026.2") && !table.contains("team/app\n"), "{table}");
+}
