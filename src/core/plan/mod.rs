@@ -264,8 +264,8 @@ impl<'a> Planner<'a> {
             if cx.young_revs.is_empty() { 0 } else { live.len() - cx.liveness(&verdicts, false).len() };
         let mut plan = RepoPlan { name: repo.name.clone(), in_scope, ..RepoPlan::default() };
         let mut warnings = Vec::new();
-        plan.tags = cx.tag_actions(verdicts, &live, &mut warnings);
         let mut errors = Vec::new();
+        plan.tags = cx.tag_actions(verdicts, &live, &mut warnings, &mut errors);
         let needed_layers = self.mark_live(&cx, &live, &mut errors);
         self.mark_referenced(&cx, &live);
         let removed = |d: &Digest| cx.g.revs.contains_key(d) && !live.contains(d);
@@ -452,17 +452,28 @@ impl<'a> RepoCx<'a> {
 
     /// Every tag's action: kept, untagged (its manifest stays live) or deleted; warnings for
     /// kept tags that cannot be pulled.
-    fn tag_actions(&self, verdicts: Vec<Verdict>, live: &DigestSet, warnings: &mut Vec<Warning>) -> Tags {
+    fn tag_actions(
+        &self,
+        verdicts: Vec<Verdict>,
+        live: &DigestSet,
+        warnings: &mut Vec<Warning>,
+        errors: &mut Vec<String>,
+    ) -> Tags {
         let (repo, g) = (self.repo, &self.g);
         let mut tags = Tags::with_capacity(repo.tags.len());
         for (t, v) in repo.tags.iter().zip(verdicts) {
-            let (keep, reason) = match v {
-                Verdict::Keep(r) => (true, r),
-                Verdict::Delete(r) => (false, r),
+            let (keep, reason) = match (v, attachment_subject(&t.name)) {
+                (Verdict::Keep(r), _) => (true, r),
+                (Verdict::Delete(r), _) => (false, r),
                 // An attachment tag whose subject is a manifest here, and not live.
-                Verdict::Undecided => {
-                    let subject = attachment_subject(&t.name).unwrap_or(Digest([0; 32]));
-                    (false, Reason::SubjectGone { subject: subject.into() })
+                (Verdict::Undecided, Some(subject)) => (false, Reason::SubjectGone { subject: subject.into() }),
+                // Nothing decided it: never a deletion by default. The run stops before any.
+                (Verdict::Undecided, None) => {
+                    errors.push(format!(
+                        "{}:{}: no rule decided this tag (a bug): nothing is deleted",
+                        repo.name, t.name
+                    ));
+                    (true, Reason::NoKey)
                 }
             };
             let action = match (keep, t.current) {
@@ -713,6 +724,22 @@ mod tests {
         assert_eq!(removed(&s.plan(&["t", "multi"], false).unwrap(), "r"), []);
         // The untagged child of a tagged index stays even so (distribution#3178).
         assert_eq!(removed(&s.plan(&["t", "multi"], true).unwrap(), "r"), [d(50)]);
+    }
+
+    #[test]
+    fn a_tag_no_rule_decided_is_an_error_never_a_deletion() {
+        let s = Store::new(vec![(10, image(&[100], None))]).repo("r", &[("a", 10)], &[10]);
+        let opts = Options {
+            delete_untagged: false,
+            grace: Duration::from_secs(3600),
+            upload_age: 7 * DAY,
+            now: now(),
+            list_kept_tags: true,
+            orphan_attachments: false,
+            bytes_left: false,
+        };
+        let e = build(&s.inv, &[vec![Verdict::Undecided]], &|_| true, &opts, &FakeDisk(s.young.clone())).unwrap_err();
+        assert!(format!("{e:#}").contains("r:a: no rule decided this tag"), "{e:#}");
     }
 
     #[test]
