@@ -118,3 +118,20 @@ crate::model::message_error!(
 pub(crate) fn no_room(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
+
+/// When an upload began, from its `startedat` (an RFC 3339 time, as the registry writes it);
+/// `None` when unparsable: such an upload is never purged, as the registry does.
+pub(crate) fn started_at(bytes: &[u8]) -> Option<SystemTime> {
+    chrono::DateTime::parse_from_rfc3339(String::from_utf8_lossy(bytes).trim()).ok().map(SystemTime::from)
+}
+
+/// The refusal of a store whose `repositories/` is missing (or, in a bucket, holds nothing)
+/// while `blobs/` holds blobs: every blob would look unreferenced, and this is more likely a
+/// missing mount or a wrong rootdirectory than an empty registry (the reference collector
+/// aborts here too, distribution#3200). `repositories` and `blobs` as the operator sees them.
+pub(crate) fn blobs_without_repositories(repositories: &str, blobs: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{repositories} does not exist or holds nothing but {blobs} holds blobs: refusing to treat every blob as \
+         garbage (is the store mounted, and the rootdirectory right?)"
+    )
+}

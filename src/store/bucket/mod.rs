@@ -425,15 +425,13 @@ impl Store for S3Store {
             })
             .collect();
         if buckets.iter().any(|b| !b.is_empty()) && self.repos.read().unwrap_or_else(|p| p.into_inner()).is_empty() {
-            // As on disk (and as the reference collector, distribution#3200): more likely a
-            // wrong rootdirectory than a registry with nothing in it.
             let (top, _) = self.bucket.folders("repositories")?;
             if top.is_empty() {
-                bail!(
-                    "{}/repositories holds nothing but {}/blobs holds blobs: refusing to treat every blob as garbage",
-                    self.bucket.shown_v2(),
-                    self.bucket.shown_v2()
-                );
+                let v2 = self.bucket.shown_v2();
+                return Err(crate::store::blobs_without_repositories(
+                    &format!("{v2}/repositories"),
+                    &format!("{v2}/blobs"),
+                ));
             }
         }
         *self.blobs.write().unwrap_or_else(|p| p.into_inner()) = meta;
@@ -527,8 +525,7 @@ impl Store for S3Store {
                 // Unreadable or unparsable: never purged, as the registry does.
                 let started = started
                     .and_then(|_| self.bucket.get(&format!("{base}_uploads/{id}/startedat"), 1024).ok().flatten())
-                    .and_then(|(b, _)| chrono::DateTime::parse_from_rfc3339(String::from_utf8_lossy(&b).trim()).ok())
-                    .map(SystemTime::from);
+                    .and_then(|(b, _)| crate::store::started_at(&b));
                 Upload { id: id.to_string(), started, size }
             })
             .collect();

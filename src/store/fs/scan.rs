@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use rayon::prelude::*;
 
 use crate::model::blobs::BlobList;
@@ -40,13 +40,8 @@ pub fn repositories(layout: &Layout) -> Result<Vec<String>> {
     if repos_dir.exists() {
         discover(&repos_dir, "", &found)?;
     } else if !list(&layout.blobs())?.is_empty() {
-        // Every blob would look unreferenced: more likely a missing mount than an empty
-        // registry (the reference collector aborts here too, distribution#3200).
-        bail!(
-            "{} does not exist but {} holds blobs: refusing to treat every blob as garbage",
-            repos_dir.display(),
-            layout.blobs().display()
-        );
+        let shown = |p: std::path::PathBuf| p.display().to_string();
+        return Err(crate::store::blobs_without_repositories(&shown(repos_dir), &shown(layout.blobs())));
     }
     let mut names = found.into_inner().unwrap_or_else(|p| p.into_inner());
     names.sort();
@@ -68,8 +63,7 @@ fn scan_upload(layout: &Layout, repo: &str, id: String) -> Result<Upload> {
         Err(e) if e.is::<NotRegular>() => return Err(e),
         read => read.ok().flatten(),
     }
-    .and_then(|(b, _)| chrono::DateTime::parse_from_rfc3339(String::from_utf8_lossy(&b).trim()).ok())
-    .map(SystemTime::from);
+    .and_then(|(b, _)| crate::store::started_at(&b));
     let size = match stat_file(&dir.join("data")) {
         Err(e) if e.is::<NotRegular>() => return Err(e),
         st => st.ok().flatten().map_or(0, |(size, _)| size),
