@@ -135,3 +135,16 @@ pub(crate) fn blobs_without_repositories(repositories: &str, blobs: &str) -> any
          garbage (is the store mounted, and the rootdirectory right?)"
     )
 }
+
+/// A manifest as its blob was read (`read`: its bytes, none when the blob is gone, or why it
+/// could not be read), parsed; `at` names where it lives, for the message.
+pub(crate) fn parse_manifest(d: &Digest, read: Result<Option<Vec<u8>>>, at: &dyn Fn() -> String) -> Parsed {
+    match read {
+        Ok(None) => Parsed::Missing,
+        Ok(Some(bytes)) => match crate::model::manifest::parse(&bytes) {
+            Ok(m) => Parsed::Ok(m),
+            Err(e) => Parsed::Broken(format!("manifest {d} at {}: {e:#}", at())),
+        },
+        Err(e) => Parsed::Broken(format!("manifest {d}: {e:#}")),
+    }
+}

@@ -341,14 +341,7 @@ impl S3Store {
                 })
             }),
         };
-        match read {
-            Ok(None) => Parsed::Missing,
-            Ok(Some(bytes)) => match manifest::parse(&bytes) {
-                Ok(m) => Parsed::Ok(m),
-                Err(e) => Parsed::Broken(format!("manifest {d} at {}: {e:#}", self.bucket.url(&key))),
-            },
-            Err(e) => Parsed::Broken(format!("manifest {d}: {e:#}")),
-        }
+        crate::store::parse_manifest(d, read, &|| self.bucket.url(&key))
     }
 }
 

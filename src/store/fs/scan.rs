@@ -12,7 +12,6 @@ use rayon::prelude::*;
 use crate::model::blobs::BlobList;
 use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::inventory::{Parsed, Repo, Revision, Tag, Upload};
-use crate::model::manifest;
 use crate::store::fs::layout::{Layout, REPO_INTERNALS};
 use crate::store::fs::{Dir, NotRegular, digest_folders, each_entry, list, read_file, stat_file};
 
@@ -132,14 +131,8 @@ pub(crate) fn scan_blobs(layout: &Layout) -> Result<BlobList> {
 
 /// Reads and parses one manifest blob; `blobs` is `blobs/sha256/`, opened.
 pub(crate) fn load_manifest(layout: &Layout, blobs: &Dir, d: &Digest) -> Parsed {
-    match blobs.read(&Layout::blob_data_in_blobs(d), MAX_MANIFEST) {
-        Ok(None) => Parsed::Missing,
-        Ok(Some((bytes, _))) => match manifest::parse(&bytes) {
-            Ok(m) => Parsed::Ok(m),
-            Err(e) => Parsed::Broken(format!("manifest {d} at {}: {e:#}", layout.blob_data(d).display())),
-        },
-        Err(e) => Parsed::Broken(format!("manifest {d}: {e:#}")),
-    }
+    let read = blobs.read(&Layout::blob_data_in_blobs(d), MAX_MANIFEST).map(|r| r.map(|(bytes, _)| bytes));
+    crate::store::parse_manifest(d, read, &|| layout.blob_data(d).display().to_string())
 }
 
 /// Reads and parses the manifests named, in parallel; `blobs` is `blobs/sha256/`, opened
