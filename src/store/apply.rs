@@ -291,19 +291,28 @@ impl<'a> Execution<'a> {
                     needed.insert(*d);
                 }
             }
+            // An attachment tag comes back only onto a manifest whose blob is still there (a
+            // blob round may have deleted it): a tag onto a missing manifest would not pull, and
+            // its digest is no manifest a push needs.
+            let mut lost: Vec<&str> = Vec::new();
             loop {
                 reach(&mut needed, &r.removed_edges);
-                let before = tags_back.len();
+                let before = (tags_back.len(), lost.len());
                 for t in &gone_tags {
                     if let (Some(subject), Some(d)) = (policy::attachment_subject(t.name), t.digest)
                         && needed.contains(&subject)
                         && !tags_back.iter().any(|(n, _)| *n == t.name)
+                        && !lost.contains(&t.name)
                     {
+                        if !self.store.has_blob(&d) {
+                            lost.push(t.name);
+                            continue;
+                        }
                         tags_back.push((t.name, d));
                         needed.insert(d);
                     }
                 }
-                if tags_back.len() == before {
+                if (tags_back.len(), lost.len()) == before {
                     break;
                 }
             }
@@ -311,7 +320,7 @@ impl<'a> Execution<'a> {
                 tags_back.clear();
             }
             for (tag, d) in tags_back {
-                changed |= self.relink(i, What::Tag, &Relink::Tag(&r.name, tag, d), None)?;
+                changed |= self.relink(i, What::Tag, &Relink::Tag(&r.name, tag, d), Some(&d))?;
             }
             let removed: DigestSet = r.manifests.iter(&plan.store_blobs).collect();
             for d in needed.iter().filter(|d| removed.contains(d)) {

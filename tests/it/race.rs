@@ -298,7 +298,7 @@ fn an_old_image_tagged_again_while_a_prune_runs_keeps_its_referrers() {
 
 /// Writes `bytes` as a blob of the filesystem store at `root`, and `link`s naming it in `repo`
 /// (`_layers`, or `revisions` for a manifest), all dated long ago; returns its digest and size.
-fn put_old_blob(root: &Path, repo: &str, bytes: &[u8], folder: &str) -> (String, usize) {
+pub(crate) fn put_old_blob(root: &Path, repo: &str, bytes: &[u8], folder: &str) -> (String, usize) {
     let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
     let data = blob_data(root, &digest);
     std::fs::create_dir_all(data.parent().unwrap()).unwrap();
@@ -344,5 +344,99 @@ fn a_referrer_that_is_an_index_keeps_its_children_when_its_subject_is_tagged_aga
     let reg = tagged_again_at(root, "delete:manifests", &[("team/app", v2d.as_str(), "again")]);
     reg.pull("team/app", "again").expect("the image tagged again during the run pulls whole");
     reg.pull("team/app", &referrer).expect("its referrer, an index, pulls whole: with its child");
+    reg.assert_all_tags_pull(root);
+}
+
+/// Uploads blob `digest` (its content read from the store) to `repo` as a client does, in two
+/// requests (POST, then PUT with the digest).
+fn upload_blob(reg: &Registry, root: &Path, repo: &str, digest: &str) {
+    let out = Command::new("curl")
+        .args(["-sfi", "-X", "POST"])
+        .arg(format!("{}/v2/{repo}/blobs/uploads/", reg.url))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the registry starts an upload");
+    let head = String::from_utf8_lossy(&out.stdout).into_owned();
+    let location = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Location: ").or_else(|| l.strip_prefix("location: ")))
+        .unwrap()
+        .trim()
+        .to_string();
+    let url = if location.starts_with("http") { location } else { format!("{}{location}", reg.url) };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let put = Command::new("curl")
+        .args(["-sf", "-X", "PUT", "-H", "Content-Type: application/octet-stream", "--data-binary"])
+        .arg(format!("@{}", blob_data(root, digest).display()))
+        .arg(format!("{url}{sep}digest={digest}"))
+        .status()
+        .unwrap();
+    assert!(put.success(), "the registry takes blob {digest}");
+}
+
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
+fn a_signature_tag_is_not_written_back_onto_a_manifest_a_blob_round_deleted() {
+    // Issue 22 review. v1 and its cosign signature tag go with a prune. v1 is pushed again
+    // (whole: its blobs, then the manifest) inside the first blob round, after that round's
+    // re-mark, and that round deletes the signature's manifest blob. The next re-mark writes the
+    // signature tag back because its subject is needed again: it must not write a tag onto a
+    // manifest whose blob is gone (the tag would not pull; `check` calls it broken).
+    let store = fixture("demo");
+    let root = store.path();
+    let v1 = tag_digest(root, "team/app", "v1");
+    let sig = format!("sha256-{}.sig", &v1[7..]);
+    // The signature's manifest, made to fall in the first blob round (its hex begins with 0).
+    let original: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob_data(root, &tag_digest(root, "team/app", &sig))).unwrap()).unwrap();
+    let bytes = (0u32..)
+        .map(|n| {
+            let mut m = original.clone();
+            m["annotations"] = serde_json::json!({"nonce": n.to_string()});
+            serde_json::to_vec(&m).unwrap()
+        })
+        .find(|b| Sha256::digest(b)[0] < 0x10)
+        .unwrap();
+    let (signature, _) = put_old_blob(root, "team/app", &bytes, "_manifests/revisions/sha256");
+    let tag = v2(root).join("repositories/team/app/_manifests/tags").join(&sig);
+    let entry = tag.join("index/sha256").join(&signature[7..]).join("link");
+    std::fs::create_dir_all(entry.parent().unwrap()).unwrap();
+    std::fs::write(&entry, &signature).unwrap();
+    std::fs::write(tag.join("current/link"), &signature).unwrap();
+    for p in [entry.parent().unwrap(), &entry, &tag.join("current/link")] {
+        assert!(Command::new("touch").args(["-d", "2026-01-01T12:00:00Z"]).arg(p).status().unwrap().success());
+    }
+    let plan = regsweep_json(&["prune", "--root", root.to_str().unwrap(), "--keep", "2", "--dry-run"]);
+    assert!(tags_with(&plan, "team/app", "delete").contains(&sig), "{plan}");
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blob_data(root, &v1)).unwrap()).unwrap();
+    let reg = Registry::serve(root);
+    let run = prune_stopped_at(root, "delete:blobs");
+    // v1 pushed again, whole, while the first round is about to delete.
+    let mut blobs = vec![manifest["config"]["digest"].as_str().unwrap().to_string()];
+    blobs.extend(manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()));
+    for b in &blobs {
+        upload_blob(&reg, root, "team/app", b);
+    }
+    let put = Command::new("curl")
+        .args(["-sf", "-X", "PUT", "-H"])
+        .arg(format!(
+            "Content-Type: {}",
+            manifest["mediaType"].as_str().unwrap_or("application/vnd.oci.image.manifest.v1+json")
+        ))
+        .arg("--data-binary")
+        .arg(format!("@{}", blob_data(root, &v1).display()))
+        .arg(format!("{}/v2/team/app/manifests/again", reg.url))
+        .status()
+        .unwrap();
+    assert!(put.success(), "the registry takes v1 again");
+    signal(&run, "-CONT");
+    let out = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // v1's own blobs all fall in later rounds: nothing the push needs was lost, none is named.
+    assert!(out.status.success() && !stderr.contains("needs a blob this run deleted"), "{stderr}");
+    drop(reg);
+    assert!(!blob_data(root, &signature).exists(), "the first round deleted the signature's manifest");
+    let reg = Registry::serve(root);
+    reg.pull("team/app", "again").expect("v1 pushed again during the run pulls whole");
     reg.assert_all_tags_pull(root);
 }
