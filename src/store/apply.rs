@@ -211,7 +211,9 @@ impl<'a> Execution<'a> {
             }
             for (i, r) in plan.repos.iter().enumerate() {
                 reach(&mut kept[i], &r.removed_edges);
-                pending[i].retain(|d| !kept[i].contains(d) && !waves[i].contains(d));
+                // A wave is sorted: a search, not a scan (a wave can hold every removed manifest
+                // of a repository: tens of thousands).
+                pending[i].retain(|d| !kept[i].contains(d) && waves[i].binary_search(d).is_err());
             }
             if !done {
                 return false;
