@@ -15,6 +15,7 @@ use crate::core::policy;
 use crate::core::progress::Progress;
 use crate::core::tags::TagPlan;
 use crate::model::digest::{Digest, DigestSet};
+use crate::model::inventory::Parsed;
 use crate::model::outcome::{Outcome, What};
 use crate::store::stage::{Batch, Folder, Parent, Relink, Tally};
 use crate::store::{Store, no_room, remark};
@@ -293,9 +294,9 @@ impl<'a> Execution<'a> {
                     needed.insert(*d);
                 }
             }
-            // An attachment tag comes back only onto a manifest whose blob is still there (a
-            // blob round may have deleted it): a tag onto a missing manifest would not pull, and
-            // its digest is no manifest a push needs.
+            // An attachment tag comes back only onto a manifest still there whole (a blob round
+            // may have deleted it or a blob of it): a tag onto a broken manifest would not pull,
+            // and no push needs what it names.
             let mut lost: Vec<&str> = Vec::new();
             loop {
                 reach(&mut needed, &r.removed_edges);
@@ -306,7 +307,7 @@ impl<'a> Execution<'a> {
                         && !tags_back.iter().any(|(n, _)| *n == t.name)
                         && !lost.contains(&t.name)
                     {
-                        if !self.store.has_blob(&d) {
+                        if !self.whole(&d) {
                             lost.push(t.name);
                             continue;
                         }
@@ -344,6 +345,31 @@ impl<'a> Execution<'a> {
             }
         }
         Ok(changed)
+    }
+
+    /// True when manifest `d` and what it references (blobs, children, recursively) are all
+    /// still there: a tag written back onto it pulls.
+    fn whole(&self, d: &Digest) -> bool {
+        let mut seen = DigestSet::default();
+        let mut todo = vec![*d];
+        while let Some(d) = todo.pop() {
+            if !seen.insert(d) {
+                continue;
+            }
+            if !self.store.has_blob(&d) {
+                return false;
+            }
+            match self.store.manifests([d].into_iter().collect()).remove(&d) {
+                Some(Parsed::Ok(m)) => {
+                    if !m.blobs.iter().all(|b| self.store.has_blob(b)) {
+                        return false;
+                    }
+                    todo.extend(m.children.iter().copied());
+                }
+                _ => return false,
+            }
+        }
+        true
     }
 
     /// Writes a link back (of repository `i` of the plan) where its blob is and no link is,

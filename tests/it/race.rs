@@ -397,7 +397,24 @@ fn a_signature_tag_is_not_written_back_onto_a_manifest_a_blob_round_deleted() {
         })
         .find(|b| Sha256::digest(b)[0] < 0x10)
         .unwrap();
-    let (signature, _) = put_old_blob(root, "team/app", &bytes, "_manifests/revisions/sha256");
+    let signature = sign_v1_with(root, &bytes);
+    let plan = regsweep_json(&["prune", "--root", root.to_str().unwrap(), "--keep", "2", "--dry-run"]);
+    assert!(tags_with(&plan, "team/app", "delete").contains(&sig), "{plan}");
+    let (stderr, ok) = v1_pushed_again_inside_the_first_blob_round(root);
+    // v1's own blobs all fall in later rounds: nothing the push needs was lost, none is named.
+    assert!(ok && !stderr.contains("needs a blob this run deleted"), "{stderr}");
+    assert!(!blob_data(root, &signature).exists(), "the first round deleted the signature's manifest");
+    let reg = Registry::serve(root);
+    reg.pull("team/app", "again").expect("v1 pushed again during the run pulls whole");
+    reg.assert_all_tags_pull(root);
+}
+
+/// Points team/app's tag `sha256-<v1>.sig` at a new signature manifest (`signature`'s bytes,
+/// written old), as cosign would have; returns its digest.
+fn sign_v1_with(root: &Path, bytes: &[u8]) -> String {
+    let v1 = tag_digest(root, "team/app", "v1");
+    let sig = format!("sha256-{}.sig", &v1[7..]);
+    let (signature, _) = put_old_blob(root, "team/app", bytes, "_manifests/revisions/sha256");
     let tag = v2(root).join("repositories/team/app/_manifests/tags").join(&sig);
     let entry = tag.join("index/sha256").join(&signature[7..]).join("link");
     std::fs::create_dir_all(entry.parent().unwrap()).unwrap();
@@ -406,12 +423,17 @@ fn a_signature_tag_is_not_written_back_onto_a_manifest_a_blob_round_deleted() {
     for p in [entry.parent().unwrap(), &entry, &tag.join("current/link")] {
         assert!(Command::new("touch").args(["-d", "2026-01-01T12:00:00Z"]).arg(p).status().unwrap().success());
     }
-    let plan = regsweep_json(&["prune", "--root", root.to_str().unwrap(), "--keep", "2", "--dry-run"]);
-    assert!(tags_with(&plan, "team/app", "delete").contains(&sig), "{plan}");
+    signature
+}
+
+/// Runs `prune --keep 2` on `root` stopped before the first blob round's deletions (after its
+/// re-mark), pushes team/app's v1 again whole (its blobs, then the manifest, as tag `again`),
+/// lets the run finish; returns its stderr and success.
+fn v1_pushed_again_inside_the_first_blob_round(root: &Path) -> (String, bool) {
+    let v1 = tag_digest(root, "team/app", "v1");
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blob_data(root, &v1)).unwrap()).unwrap();
     let reg = Registry::serve(root);
     let run = prune_stopped_at(root, "delete:blobs");
-    // v1 pushed again, whole, while the first round is about to delete.
     let mut blobs = vec![manifest["config"]["digest"].as_str().unwrap().to_string()];
     blobs.extend(manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()));
     for b in &blobs {
@@ -431,11 +453,43 @@ fn a_signature_tag_is_not_written_back_onto_a_manifest_a_blob_round_deleted() {
     assert!(put.success(), "the registry takes v1 again");
     signal(&run, "-CONT");
     let out = run.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // v1's own blobs all fall in later rounds: nothing the push needs was lost, none is named.
-    assert!(out.status.success() && !stderr.contains("needs a blob this run deleted"), "{stderr}");
-    drop(reg);
-    assert!(!blob_data(root, &signature).exists(), "the first round deleted the signature's manifest");
+    (String::from_utf8_lossy(&out.stderr).into_owned(), out.status.success())
+}
+
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
+fn a_signature_tag_is_not_written_back_onto_a_signature_a_blob_round_broke() {
+    // Issue 22 review. As above, but the first blob round deletes the signature's layer (its
+    // payload), not its manifest: the tag written back would name a manifest whose layer is
+    // gone (it would not pull), and the run would blame the push for a blob it never needed.
+    let store = fixture("demo");
+    let root = store.path();
+    let v1 = tag_digest(root, "team/app", "v1");
+    let sig = format!("sha256-{}.sig", &v1[7..]);
+    let original: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob_data(root, &tag_digest(root, "team/app", &sig))).unwrap()).unwrap();
+    // The payload, made to fall in the first blob round; the manifest in the last.
+    let payload = (0u32..)
+        .map(|n| format!(r#"{{"critical":{{"image":{{"docker-manifest-digest":"{v1}"}}}},"nonce":{n}}}"#).into_bytes())
+        .find(|b| Sha256::digest(b)[0] < 0x10)
+        .unwrap();
+    let (layer, size) = put_old_blob(root, "team/app", &payload, "_layers/sha256");
+    let bytes = (0u32..)
+        .map(|n| {
+            let mut m = original.clone();
+            m["layers"][0]["digest"] = layer.as_str().into();
+            m["layers"][0]["size"] = size.into();
+            m["annotations"] = serde_json::json!({"nonce": n.to_string()});
+            serde_json::to_vec(&m).unwrap()
+        })
+        .find(|b| Sha256::digest(b)[0] >= 0xf0)
+        .unwrap();
+    sign_v1_with(root, &bytes);
+    let plan = regsweep_json(&["prune", "--root", root.to_str().unwrap(), "--keep", "2", "--dry-run"]);
+    assert!(tags_with(&plan, "team/app", "delete").contains(&sig), "{plan}");
+    let (stderr, ok) = v1_pushed_again_inside_the_first_blob_round(root);
+    assert!(!blob_data(root, &layer).exists(), "the first round deleted the signature's layer");
+    assert!(ok && !stderr.contains("needs a blob this run deleted"), "{stderr}");
     let reg = Registry::serve(root);
     reg.pull("team/app", "again").expect("v1 pushed again during the run pulls whole");
     reg.assert_all_tags_pull(root);
