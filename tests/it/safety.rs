@@ -315,7 +315,9 @@ fn a_crash_between_waves_of_a_referrer_index_ends_as_an_uninterrupted_run() {
         store
     };
     let args = |root: &Path| -> Vec<String> {
-        ["prune", "--root", root.to_str().unwrap(), "--keep", "2", "--grace", "0s", "--quiet"].map(String::from).to_vec()
+        ["prune", "--root", root.to_str().unwrap(), "--keep", "2", "--grace", "0s", "--quiet"]
+            .map(String::from)
+            .to_vec()
     };
     let uninterrupted = build();
     let mut a = args(uninterrupted.path());
