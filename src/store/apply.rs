@@ -307,7 +307,9 @@ impl<'a> Execution<'a> {
                         && !tags_back.iter().any(|(n, _)| *n == t.name)
                         && !lost.contains(&t.name)
                     {
-                        if !self.whole(&d) {
+                        // Seen to by an earlier healing: not read again (a bucket's GET and HEADs).
+                        let seen = self.ensured.contains(&format!("{:?}", Relink::Tag(&r.name, t.name, d)));
+                        if !seen && !self.whole(&d) {
                             lost.push(t.name);
                             continue;
                         }
