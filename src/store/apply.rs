@@ -294,38 +294,43 @@ impl<'a> Execution<'a> {
                     needed.insert(*d);
                 }
             }
-            // An attachment tag comes back only onto a manifest still there whole (a blob round
-            // may have deleted it or a blob of it): a tag onto a broken manifest would not pull,
-            // and no push needs what it names.
-            let mut lost: Vec<&str> = Vec::new();
-            loop {
-                reach(&mut needed, &r.removed_edges);
-                let before = (tags_back.len(), lost.len());
-                for t in &gone_tags {
-                    if let (Some(subject), Some(d)) = (policy::attachment_subject(t.name), t.digest)
-                        && needed.contains(&subject)
-                        && !tags_back.iter().any(|(n, _)| *n == t.name)
-                        && !lost.contains(&t.name)
-                    {
-                        // Seen to by an earlier healing: not read again (a bucket's GET and HEADs).
-                        let seen = self.ensured.contains(&format!("{:?}", Relink::Tag(&r.name, t.name, d)));
-                        if !seen && !self.whole(&d) {
-                            lost.push(t.name);
-                            continue;
-                        }
-                        tags_back.push((t.name, d));
-                        needed.insert(d);
-                    }
-                }
-                if (tags_back.len(), lost.len()) == before {
-                    break;
-                }
-            }
             if self.stages_done < Stage::Tags {
                 tags_back.clear();
             }
             for (tag, d) in tags_back {
                 changed |= self.relink(i, What::Tag, &Relink::Tag(&r.name, tag, d), Some(&d))?;
+            }
+            // An attachment tag whose subject is needed comes back, and then what it names is
+            // needed too; but only onto a manifest still there whole (a blob round may have
+            // deleted it or a blob of it: a tag onto it would not pull), and only where the tag
+            // is not there again (signed anew since: what it named before is no need).
+            let mut tried: Vec<&str> = Vec::new();
+            loop {
+                reach(&mut needed, &r.removed_edges);
+                let mut more = false;
+                for t in &gone_tags {
+                    if let (Some(subject), Some(d)) = (policy::attachment_subject(t.name), t.digest)
+                        && needed.contains(&subject)
+                        && !tried.contains(&t.name)
+                    {
+                        tried.push(t.name);
+                        let link = Relink::Tag(&r.name, t.name, d);
+                        // Seen to by an earlier healing: what it wrote back is among the roots.
+                        if self.stages_done < Stage::Tags
+                            || self.ensured.contains(&format!("{link:?}"))
+                            || !self.whole(&d)
+                        {
+                            continue;
+                        }
+                        if self.relink(i, What::Tag, &link, Some(&d))? {
+                            changed = true;
+                            more = needed.insert(d) || more;
+                        }
+                    }
+                }
+                if !more {
+                    break;
+                }
             }
             let removed: DigestSet = r.manifests.iter(&plan.store_blobs).collect();
             for d in needed.iter().filter(|d| removed.contains(d)) {

@@ -494,3 +494,50 @@ fn a_signature_tag_is_not_written_back_onto_a_signature_a_blob_round_broke() {
     reg.pull("team/app", "again").expect("v1 pushed again during the run pulls whole");
     reg.assert_all_tags_pull(root);
 }
+
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
+fn a_signature_signed_anew_during_a_prune_does_not_bring_the_old_one_back() {
+    // Issue 22 review. v1 and its cosign signature go with a prune. Once the tags stage is over,
+    // v1 is tagged again and signed anew (cosign's signatures differ each time): the signature
+    // tag now names the new signature. The re-mark must not write back the old signature's
+    // revision for a tag that no longer names it: untagged, no deleted tag's, it would stay for
+    // ever.
+    let store = fixture("demo");
+    let root = store.path();
+    let v1 = tag_digest(root, "team/app", "v1");
+    let sig = format!("sha256-{}.sig", &v1[7..]);
+    let old = tag_digest(root, "team/app", &sig);
+    let mut signature: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob_data(root, &old)).unwrap()).unwrap();
+    signature["annotations"] = serde_json::json!({"signed": "again"});
+    let new_sig = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(new_sig.path(), serde_json::to_vec(&signature).unwrap()).unwrap();
+    let reg = Registry::serve(root);
+    let run = prune_stopped_at(root, "delete:manifests");
+    for (file, media, tag) in [
+        (blob_data(root, &v1), "application/vnd.oci.image.manifest.v1+json", "again"),
+        (new_sig.path().to_path_buf(), "application/vnd.oci.image.manifest.v1+json", sig.as_str()),
+    ] {
+        let put = Command::new("curl")
+            .args(["-sf", "-X", "PUT", "-H"])
+            .arg(format!("Content-Type: {media}"))
+            .arg("--data-binary")
+            .arg(format!("@{}", file.display()))
+            .arg(format!("{}/v2/team/app/manifests/{tag}", reg.url))
+            .status()
+            .unwrap();
+        assert!(put.success(), "the registry takes {tag}");
+    }
+    signal(&run, "-CONT");
+    let out = run.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    drop(reg);
+    let reg = Registry::serve(root);
+    reg.pull("team/app", "again").expect("v1 tagged again pulls");
+    reg.pull("team/app", &sig).expect("its new signature pulls");
+    assert_ne!(tag_digest(root, "team/app", &sig), old);
+    let revision = v2(root).join("repositories/team/app/_manifests/revisions/sha256").join(&old[7..]).join("link");
+    assert!(!revision.exists(), "the old signature, which nothing names, is not written back");
+    reg.assert_all_tags_pull(root);
+}

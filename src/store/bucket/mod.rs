@@ -660,6 +660,11 @@ impl Store for S3Store {
             Relink::Layer(repo, d) => (format!("repositories/{repo}/_layers/sha256/{}/link", d.hex()), d),
             Relink::Tag(repo, tag, d) => {
                 let tags = format!("repositories/{repo}/_manifests/tags/{tag}");
+                // Not where the tag is there again (pushed since, perhaps onto another
+                // manifest): no history entry for what it does not name.
+                if self.bucket.head(&format!("{tags}/current/link"))?.is_some() {
+                    return Ok(false);
+                }
                 self.bucket.create(&format!("{tags}/index/sha256/{}/link", d.hex()), d.to_string().into_bytes())?;
                 (format!("{tags}/current/link"), d)
             }
