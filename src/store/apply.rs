@@ -221,10 +221,16 @@ impl<'a> Execution<'a> {
             }
         }
         let rescued: DigestSet = self.tally.rewritten().into_iter().map(|(_, d)| d).collect();
+        // Counted only among the manifests the plan removes: a tag pushed again onto a kept
+        // manifest rescues none.
         let by_reach: Vec<(usize, Digest)> = kept
             .iter()
+            .zip(&plan.repos)
             .enumerate()
-            .flat_map(|(i, k)| k.iter().map(move |d| (i, *d)))
+            .flat_map(|(i, (k, r))| {
+                let removed: DigestSet = r.manifests.iter(&plan.store_blobs).collect();
+                k.iter().filter(move |d| removed.contains(d)).map(move |d| (i, *d)).collect::<Vec<_>>()
+            })
             .filter(|(_, d)| !rescued.contains(d))
             .collect();
         self.tally.kept(What::Manifest, by_reach.len());

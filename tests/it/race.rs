@@ -541,3 +541,30 @@ fn a_signature_signed_anew_during_a_prune_does_not_bring_the_old_one_back() {
     assert!(!revision.exists(), "the old signature, which nothing names, is not written back");
     reg.assert_all_tags_pull(root);
 }
+
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
+fn a_tag_pushed_again_onto_a_kept_image_rescues_no_manifest_in_the_report() {
+    // Issue 22 review. v1, which the prune deletes, is pushed again before the tags stage onto
+    // rc's image (which the plan keeps): the tag stays (rescued), v1's old manifest goes. The
+    // report must not count rc's as a manifest rescued: it was never to go.
+    let store = fixture("demo");
+    let root = store.path();
+    let rc = tag_digest(root, "team/app", "rc");
+    let reg = Registry::serve(root);
+    let run = prune_stopped_at(root, "delete:tags");
+    let put = Command::new("curl")
+        .args(["-sf", "-X", "PUT", "-H", "Content-Type: application/vnd.oci.image.manifest.v1+json", "--data-binary"])
+        .arg(format!("@{}", blob_data(root, &rc).display()))
+        .arg(format!("{}/v2/team/app/manifests/v1", reg.url))
+        .status()
+        .unwrap();
+    assert!(put.success(), "the registry takes the tag");
+    signal(&run, "-CONT");
+    let out = run.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["rescued"]["tags"], 1, "{report}");
+    assert_eq!(report["rescued"]["manifests"], 0, "rc's manifest was never to go: {report}");
+    assert_eq!(tag_digest(root, "team/app", "v1"), rc);
+}
