@@ -29,7 +29,7 @@ use crate::core::progress::Progress;
 use crate::core::report::Report;
 use crate::core::usage::{Reach, Usage, usage};
 use crate::model::blobs::BlobList;
-use crate::model::digest::{DigestMap, DigestSet};
+use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::inventory::{Parsed, Repo};
 use crate::model::journal::Journal;
 use crate::model::warning::Warning;
@@ -125,8 +125,8 @@ struct Scanned<T> {
     draft: RepoDraft,
     warnings: Vec<Warning>,
     extra: T,
-    /// The repository, and its journaled tags pushed again since the journal.
-    void: (String, Vec<String>),
+    /// The repository, and its journaled tags and manifests pushed again since the journal.
+    void: (String, (Vec<String>, Vec<Digest>)),
 }
 
 /// Reads a store and plans a run on it: each repository is read, decided and planned in one
@@ -161,17 +161,16 @@ pub fn plan_on<T: Send>(
             stop_if_interrupted()?;
             // Tags matter to a prune, to --delete-untagged (tagged manifests are the roots) and
             // to finishing an interrupted run; a plain gc keeps every revision anyway.
-            let tag_links = !matches!(mode, Mode::Gc)
-                || opts.delete_untagged
-                || journal.as_ref().is_some_and(|j| j.repos.contains_key(&name));
+            let tag_links =
+                !matches!(mode, Mode::Gc) || opts.delete_untagged || journal.as_ref().is_some_and(|j| j.names(&name));
             let repo = store.repository(name, tag_links)?;
             let journaled = journal.iter().flat_map(|j| j.digests(&repo.name));
             let wanted: DigestSet = repo.revisions.iter().map(|r| r.target).chain(journaled).collect();
             let manifests = store.manifests(wanted);
             let (mut decisions, warnings) = decide(store, &repo, &manifests, mode, opts);
             let void = match &journal {
-                Some(j) => finish_journaled_tags(&repo, j, &mut decisions),
-                None => Vec::new(),
+                Some(j) => (finish_journaled_tags(&repo, j, &mut decisions), pushed_again(&repo, j)),
+                None => (Vec::new(), Vec::new()),
             };
             let in_scope = match mode {
                 Mode::Prune(r) => r.in_scope(&repo.name),
@@ -198,12 +197,16 @@ pub fn plan_on<T: Send>(
     bar.finish_and_clear();
     // The journal this run writes drops the entries of tags pushed again since the last one:
     // after another crash, the next run must not take them for this run's.
-    for (repo, tags) in void {
+    for (repo, (tags, manifests)) in void {
         if let Some(entries) = plan.journal.repos.get_mut(&repo) {
             entries.retain(|t, _| !tags.contains(t));
         }
+        if let Some(entries) = plan.journal.manifests.get_mut(&repo) {
+            entries.retain(|d| !manifests.contains(d));
+        }
     }
     plan.journal.repos.retain(|_, tags| !tags.is_empty());
+    plan.journal.manifests.retain(|_, manifests| !manifests.is_empty());
     Ok((plan, warnings, extras))
 }
 
@@ -234,6 +237,21 @@ fn decide(
         Default::default()
     };
     policy::decide(&repo.name, &repo.tags, ret, &created, opts.grace, opts.now)
+}
+
+/// The journaled manifests of a repository written again since the journal (pushed again
+/// after the crash, or written back by the interrupted run for a push): no cascade from them.
+pub(crate) fn pushed_again(repo: &Repo, journal: &Journal) -> Vec<Digest> {
+    let (Some(written), Some(manifests)) = (journal.written, journal.manifests.get(&repo.name)) else {
+        return Vec::new();
+    };
+    // A tag's digest cascades as before (a tag pushed again keeps it by being kept).
+    let tags: DigestSet = journal.repos.get(&repo.name).into_iter().flat_map(|t| t.values().copied()).collect();
+    repo.revisions
+        .iter()
+        .filter(|r| r.modified > written && manifests.contains(&r.digest) && !tags.contains(&r.digest))
+        .map(|r| r.digest)
+        .collect()
 }
 
 /// The tags an interrupted run was deleting are deleted, whatever this run's policy, unless

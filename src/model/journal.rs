@@ -12,6 +12,13 @@ use crate::model::digest::Digest;
 pub struct Journal {
     pub version: u32,
     pub repos: BTreeMap<String, BTreeMap<String, Digest>>,
+    /// Per repository, the removed manifests with an edge to other removed ones (an index to
+    /// its children, a subject to its referrers, a referrer that is an index to its children).
+    /// The manifests stage deletes them first: after a crash in between, nothing else in the
+    /// store leads to what they reach (a referrer is found only by its own revision). The
+    /// cascade starts from them too. Absent in journals of older versions.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub manifests: BTreeMap<String, BTreeSet<Digest>>,
     /// When it was written, by the store's clock (not in the file: its mtime, or the object's
     /// LastModified). A journaled tag pushed after it was pushed again on purpose.
     #[serde(skip)]
@@ -24,11 +31,17 @@ pub const VERSION: u32 = 1;
 impl Journal {
     /// True when it names nothing.
     pub fn is_empty(&self) -> bool {
-        self.repos.values().all(BTreeMap::is_empty)
+        self.repos.values().all(BTreeMap::is_empty) && self.manifests.values().all(BTreeSet::is_empty)
     }
 
-    /// The digests of a repository's journaled tags: where the cascade starts.
+    /// The digests of a repository's journaled tags and manifests: where the cascade starts.
     pub fn digests(&self, repo: &str) -> BTreeSet<Digest> {
-        self.repos.get(repo).map(|t| t.values().copied().collect()).unwrap_or_default()
+        let tags = self.repos.get(repo).into_iter().flat_map(|t| t.values().copied());
+        tags.chain(self.manifests.get(repo).into_iter().flatten().copied()).collect()
+    }
+
+    /// True when it names anything of repository `repo`.
+    pub fn names(&self, repo: &str) -> bool {
+        self.repos.contains_key(repo) || self.manifests.contains_key(repo)
     }
 }

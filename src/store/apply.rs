@@ -15,6 +15,7 @@ use crate::core::policy;
 use crate::core::progress::Progress;
 use crate::core::tags::TagPlan;
 use crate::model::digest::{Digest, DigestSet};
+use crate::model::inventory::Parsed;
 use crate::model::outcome::{Outcome, What};
 use crate::store::stage::{Batch, Folder, Parent, Relink, Tally};
 use crate::store::{Store, no_room, remark};
@@ -211,17 +212,25 @@ impl<'a> Execution<'a> {
             }
             for (i, r) in plan.repos.iter().enumerate() {
                 reach(&mut kept[i], &r.removed_edges);
-                pending[i].retain(|d| !kept[i].contains(d) && !waves[i].contains(d));
+                // A wave is sorted: a search, not a scan (a wave can hold every removed manifest
+                // of a repository: tens of thousands).
+                pending[i].retain(|d| !kept[i].contains(d) && waves[i].binary_search(d).is_err());
             }
             if !done {
                 return false;
             }
         }
         let rescued: DigestSet = self.tally.rewritten().into_iter().map(|(_, d)| d).collect();
+        // Counted only among the manifests the plan removes: a tag pushed again onto a kept
+        // manifest rescues none.
         let by_reach: Vec<(usize, Digest)> = kept
             .iter()
+            .zip(&plan.repos)
             .enumerate()
-            .flat_map(|(i, k)| k.iter().map(move |d| (i, *d)))
+            .flat_map(|(i, (k, r))| {
+                let removed: DigestSet = r.manifests.iter(&plan.store_blobs).collect();
+                k.iter().filter(move |d| removed.contains(d)).map(move |d| (i, *d)).collect::<Vec<_>>()
+            })
             .filter(|(_, d)| !rescued.contains(d))
             .collect();
         self.tally.kept(What::Manifest, by_reach.len());
@@ -291,27 +300,43 @@ impl<'a> Execution<'a> {
                     needed.insert(*d);
                 }
             }
-            loop {
-                reach(&mut needed, &r.removed_edges);
-                let before = tags_back.len();
-                for t in &gone_tags {
-                    if let (Some(subject), Some(d)) = (policy::attachment_subject(t.name), t.digest)
-                        && needed.contains(&subject)
-                        && !tags_back.iter().any(|(n, _)| *n == t.name)
-                    {
-                        tags_back.push((t.name, d));
-                        needed.insert(d);
-                    }
-                }
-                if tags_back.len() == before {
-                    break;
-                }
-            }
             if self.stages_done < Stage::Tags {
                 tags_back.clear();
             }
             for (tag, d) in tags_back {
-                changed |= self.relink(i, What::Tag, &Relink::Tag(&r.name, tag, d), None)?;
+                changed |= self.relink(i, What::Tag, &Relink::Tag(&r.name, tag, d), Some(&d))?;
+            }
+            // An attachment tag whose subject is needed comes back, and then what it names is
+            // needed too; but only onto a manifest still there whole (a blob round may have
+            // deleted it or a blob of it: a tag onto it would not pull), and only where the tag
+            // is not there again (signed anew since: what it named before is no need).
+            let mut tried: Vec<&str> = Vec::new();
+            loop {
+                reach(&mut needed, &r.removed_edges);
+                let mut more = false;
+                for t in &gone_tags {
+                    if let (Some(subject), Some(d)) = (policy::attachment_subject(t.name), t.digest)
+                        && needed.contains(&subject)
+                        && !tried.contains(&t.name)
+                    {
+                        tried.push(t.name);
+                        let link = Relink::Tag(&r.name, t.name, d);
+                        // Seen to by an earlier healing: what it wrote back is among the roots.
+                        if self.stages_done < Stage::Tags
+                            || self.ensured.contains(&format!("{link:?}"))
+                            || !self.whole(&d)
+                        {
+                            continue;
+                        }
+                        if self.relink(i, What::Tag, &link, Some(&d))? {
+                            changed = true;
+                            more = needed.insert(d) || more;
+                        }
+                    }
+                }
+                if !more {
+                    break;
+                }
             }
             let removed: DigestSet = r.manifests.iter(&plan.store_blobs).collect();
             for d in needed.iter().filter(|d| removed.contains(d)) {
@@ -333,6 +358,31 @@ impl<'a> Execution<'a> {
             }
         }
         Ok(changed)
+    }
+
+    /// True when manifest `d` and what it references (blobs, children, recursively) are all
+    /// still there: a tag written back onto it pulls.
+    fn whole(&self, d: &Digest) -> bool {
+        let mut seen = DigestSet::default();
+        let mut todo = vec![*d];
+        while let Some(d) = todo.pop() {
+            if !seen.insert(d) {
+                continue;
+            }
+            if !self.store.has_blob(&d) {
+                return false;
+            }
+            match self.store.manifests([d].into_iter().collect()).remove(&d) {
+                Some(Parsed::Ok(m)) => {
+                    if !m.blobs.iter().all(|b| self.store.has_blob(b)) {
+                        return false;
+                    }
+                    todo.extend(m.children.iter().copied());
+                }
+                _ => return false,
+            }
+        }
+        true
     }
 
     /// Writes a link back (of repository `i` of the plan) where its blob is and no link is,

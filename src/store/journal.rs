@@ -42,8 +42,15 @@ impl Planned<'_> {
         earlier.chain(deleted).collect()
     }
 
+    /// The manifests of one planned repository to journal: those with an edge to other removed
+    /// ones (the manifests stage deletes them before what they reach).
+    fn manifests<'b>(&'b self, r: &'b RepoPlan) -> BTreeSet<Digest> {
+        let earlier = self.earlier.manifests.get(&r.name).into_iter().flatten().copied();
+        earlier.chain(r.removed_edges.iter().map(|(from, _)| *from)).collect()
+    }
+
     fn is_empty(&self) -> bool {
-        self.earlier.is_empty() && self.repos.iter().all(|r| self.tags(r).is_empty())
+        self.earlier.is_empty() && self.repos.iter().all(|r| self.tags(r).is_empty() && r.removed_edges.is_empty())
     }
 
     /// True when every tag the plan deletes is in the earlier journal already: the journal on
@@ -51,10 +58,12 @@ impl Planned<'_> {
     fn adds_nothing(&self) -> bool {
         self.repos.iter().all(|r| {
             let earlier = self.earlier.repos.get(&r.name);
+            let manifests = self.earlier.manifests.get(&r.name);
             r.tags
                 .iter()
                 .filter(|t| t.action != Action::Keep)
                 .all(|t| t.digest.is_none_or(|d| earlier.and_then(|e| e.get(t.name)) == Some(&d)))
+                && r.removed_edges.iter().all(|(from, _)| manifests.is_some_and(|m| m.contains(from)))
         })
     }
 }
@@ -78,9 +87,31 @@ impl Serialize for Planned<'_> {
                 m.end()
             }
         }
-        let mut st = s.serialize_struct("Journal", 2)?;
+        struct Manifests<'a>(&'a Planned<'a>);
+        impl Serialize for Manifests<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let planned: BTreeSet<&str> = self.0.repos.iter().map(|r| r.name.as_str()).collect();
+                let mut m = s.serialize_map(None)?;
+                for r in self.0.repos {
+                    let manifests = self.0.manifests(r);
+                    if !manifests.is_empty() {
+                        m.serialize_entry(&r.name, &manifests)?;
+                    }
+                }
+                for (name, manifests) in self.0.earlier.manifests.iter().filter(|(n, _)| !planned.contains(n.as_str()))
+                {
+                    m.serialize_entry(name, manifests)?;
+                }
+                m.end()
+            }
+        }
+        let mut st = s.serialize_struct("Journal", 3)?;
         st.serialize_field("version", &VERSION)?;
         st.serialize_field("repos", &Repos(self))?;
+        // Only when there are any: a journal without them reads as before.
+        if !self.earlier.manifests.is_empty() || self.repos.iter().any(|r| !r.removed_edges.is_empty()) {
+            st.serialize_field("manifests", &Manifests(self))?;
+        }
         st.end()
     }
 }
@@ -131,5 +162,23 @@ mod tests {
         expected.repos.get_mut("a").unwrap().insert("x".into(), d(3));
         assert_eq!(written, expected);
         assert!(Planned { earlier: &Journal::default(), repos: &repos[1..] }.is_empty());
+    }
+
+    #[test]
+    fn the_journal_names_the_removed_manifests_that_reach_others() {
+        let d = |n: u8| Digest([n; 32]);
+        // A subject 1 (a deleted tag's), its referrer 2, an index listing 3.
+        let repos =
+            vec![RepoPlan { name: "a".into(), removed_edges: vec![(d(1), d(2)), (d(2), d(3))], ..RepoPlan::default() }];
+        let planned = Planned { earlier: &Journal::default(), repos: &repos };
+        assert!(!planned.is_empty(), "a plan with edges among removed manifests has something to journal");
+        let written = decode(&encode(&Journal::default(), &repos).unwrap(), "test").unwrap();
+        assert_eq!(written.manifests["a"], [d(1), d(2)].into_iter().collect());
+        assert_eq!(written.digests("a"), [d(1), d(2)].into_iter().collect(), "the cascade starts from them");
+        // Written again by a rerun that plans the same: nothing new.
+        assert!(encode(&written, &repos).is_none());
+        // A journal of an older version, without them, reads as before.
+        let old = decode(br#"{"version":1,"repos":{"a":{"v1":"sha256:0101010101010101010101010101010101010101010101010101010101010101"}}}"#, "old").unwrap();
+        assert!(old.manifests.is_empty() && old.digests("a") == [d(1)].into_iter().collect());
     }
 }

@@ -298,7 +298,7 @@ fn an_old_image_tagged_again_while_a_prune_runs_keeps_its_referrers() {
 
 /// Writes `bytes` as a blob of the filesystem store at `root`, and `link`s naming it in `repo`
 /// (`_layers`, or `revisions` for a manifest), all dated long ago; returns its digest and size.
-fn put_old_blob(root: &Path, repo: &str, bytes: &[u8], folder: &str) -> (String, usize) {
+pub(crate) fn put_old_blob(root: &Path, repo: &str, bytes: &[u8], folder: &str) -> (String, usize) {
     let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
     let data = blob_data(root, &digest);
     std::fs::create_dir_all(data.parent().unwrap()).unwrap();
@@ -345,4 +345,226 @@ fn a_referrer_that_is_an_index_keeps_its_children_when_its_subject_is_tagged_aga
     reg.pull("team/app", "again").expect("the image tagged again during the run pulls whole");
     reg.pull("team/app", &referrer).expect("its referrer, an index, pulls whole: with its child");
     reg.assert_all_tags_pull(root);
+}
+
+/// Uploads blob `digest` (its content read from the store) to `repo` as a client does, in two
+/// requests (POST, then PUT with the digest).
+fn upload_blob(reg: &Registry, root: &Path, repo: &str, digest: &str) {
+    let out = Command::new("curl")
+        .args(["-sfi", "-X", "POST"])
+        .arg(format!("{}/v2/{repo}/blobs/uploads/", reg.url))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the registry starts an upload");
+    let head = String::from_utf8_lossy(&out.stdout).into_owned();
+    let location = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Location: ").or_else(|| l.strip_prefix("location: ")))
+        .unwrap()
+        .trim()
+        .to_string();
+    let url = if location.starts_with("http") { location } else { format!("{}{location}", reg.url) };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let put = Command::new("curl")
+        .args(["-sf", "-X", "PUT", "-H", "Content-Type: application/octet-stream", "--data-binary"])
+        .arg(format!("@{}", blob_data(root, digest).display()))
+        .arg(format!("{url}{sep}digest={digest}"))
+        .status()
+        .unwrap();
+    assert!(put.success(), "the registry takes blob {digest}");
+}
+
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
+fn a_signature_tag_is_not_written_back_onto_a_manifest_a_blob_round_deleted() {
+    // Issue 22 review. v1 and its cosign signature tag go with a prune. v1 is pushed again
+    // (whole: its blobs, then the manifest) inside the first blob round, after that round's
+    // re-mark, and that round deletes the signature's manifest blob. The next re-mark writes the
+    // signature tag back because its subject is needed again: it must not write a tag onto a
+    // manifest whose blob is gone (the tag would not pull; `check` calls it broken).
+    let store = fixture("demo");
+    let root = store.path();
+    let v1 = tag_digest(root, "team/app", "v1");
+    let sig = format!("sha256-{}.sig", &v1[7..]);
+    // The signature's manifest, made to fall in the first blob round (its hex begins with 0).
+    let original: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob_data(root, &tag_digest(root, "team/app", &sig))).unwrap()).unwrap();
+    let bytes = (0u32..)
+        .map(|n| {
+            let mut m = original.clone();
+            m["annotations"] = serde_json::json!({"nonce": n.to_string()});
+            serde_json::to_vec(&m).unwrap()
+        })
+        .find(|b| Sha256::digest(b)[0] < 0x10)
+        .unwrap();
+    let signature = sign_v1_with(root, &bytes);
+    let plan = regsweep_json(&["prune", "--root", root.to_str().unwrap(), "--keep", "2", "--dry-run"]);
+    assert!(tags_with(&plan, "team/app", "delete").contains(&sig), "{plan}");
+    let (stderr, ok) = v1_pushed_again_inside_the_first_blob_round(root);
+    // v1's own blobs all fall in later rounds: nothing the push needs was lost, none is named.
+    assert!(ok && !stderr.contains("needs a blob this run deleted"), "{stderr}");
+    assert!(!blob_data(root, &signature).exists(), "the first round deleted the signature's manifest");
+    let reg = Registry::serve(root);
+    reg.pull("team/app", "again").expect("v1 pushed again during the run pulls whole");
+    reg.assert_all_tags_pull(root);
+}
+
+/// Points team/app's tag `sha256-<v1>.sig` at a new signature manifest (`signature`'s bytes,
+/// written old), as cosign would have; returns its digest.
+fn sign_v1_with(root: &Path, bytes: &[u8]) -> String {
+    let v1 = tag_digest(root, "team/app", "v1");
+    let sig = format!("sha256-{}.sig", &v1[7..]);
+    let (signature, _) = put_old_blob(root, "team/app", bytes, "_manifests/revisions/sha256");
+    let tag = v2(root).join("repositories/team/app/_manifests/tags").join(&sig);
+    let entry = tag.join("index/sha256").join(&signature[7..]).join("link");
+    std::fs::create_dir_all(entry.parent().unwrap()).unwrap();
+    std::fs::write(&entry, &signature).unwrap();
+    std::fs::write(tag.join("current/link"), &signature).unwrap();
+    for p in [entry.parent().unwrap(), &entry, &tag.join("current/link")] {
+        assert!(Command::new("touch").args(["-d", "2026-01-01T12:00:00Z"]).arg(p).status().unwrap().success());
+    }
+    signature
+}
+
+/// Runs `prune --keep 2` on `root` stopped before the first blob round's deletions (after its
+/// re-mark), pushes team/app's v1 again whole (its blobs, then the manifest, as tag `again`),
+/// lets the run finish; returns its stderr and success.
+fn v1_pushed_again_inside_the_first_blob_round(root: &Path) -> (String, bool) {
+    let v1 = tag_digest(root, "team/app", "v1");
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blob_data(root, &v1)).unwrap()).unwrap();
+    let reg = Registry::serve(root);
+    let run = prune_stopped_at(root, "delete:blobs");
+    let mut blobs = vec![manifest["config"]["digest"].as_str().unwrap().to_string()];
+    blobs.extend(manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()));
+    for b in &blobs {
+        upload_blob(&reg, root, "team/app", b);
+    }
+    let put = Command::new("curl")
+        .args(["-sf", "-X", "PUT", "-H"])
+        .arg(format!(
+            "Content-Type: {}",
+            manifest["mediaType"].as_str().unwrap_or("application/vnd.oci.image.manifest.v1+json")
+        ))
+        .arg("--data-binary")
+        .arg(format!("@{}", blob_data(root, &v1).display()))
+        .arg(format!("{}/v2/team/app/manifests/again", reg.url))
+        .status()
+        .unwrap();
+    assert!(put.success(), "the registry takes v1 again");
+    signal(&run, "-CONT");
+    let out = run.wait_with_output().unwrap();
+    (String::from_utf8_lossy(&out.stderr).into_owned(), out.status.success())
+}
+
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
+fn a_signature_tag_is_not_written_back_onto_a_signature_a_blob_round_broke() {
+    // Issue 22 review. As above, but the first blob round deletes the signature's layer (its
+    // payload), not its manifest: the tag written back would name a manifest whose layer is
+    // gone (it would not pull), and the run would blame the push for a blob it never needed.
+    let store = fixture("demo");
+    let root = store.path();
+    let v1 = tag_digest(root, "team/app", "v1");
+    let sig = format!("sha256-{}.sig", &v1[7..]);
+    let original: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob_data(root, &tag_digest(root, "team/app", &sig))).unwrap()).unwrap();
+    // The payload, made to fall in the first blob round; the manifest in the last.
+    let payload = (0u32..)
+        .map(|n| format!(r#"{{"critical":{{"image":{{"docker-manifest-digest":"{v1}"}}}},"nonce":{n}}}"#).into_bytes())
+        .find(|b| Sha256::digest(b)[0] < 0x10)
+        .unwrap();
+    let (layer, size) = put_old_blob(root, "team/app", &payload, "_layers/sha256");
+    let bytes = (0u32..)
+        .map(|n| {
+            let mut m = original.clone();
+            m["layers"][0]["digest"] = layer.as_str().into();
+            m["layers"][0]["size"] = size.into();
+            m["annotations"] = serde_json::json!({"nonce": n.to_string()});
+            serde_json::to_vec(&m).unwrap()
+        })
+        .find(|b| Sha256::digest(b)[0] >= 0xf0)
+        .unwrap();
+    sign_v1_with(root, &bytes);
+    let plan = regsweep_json(&["prune", "--root", root.to_str().unwrap(), "--keep", "2", "--dry-run"]);
+    assert!(tags_with(&plan, "team/app", "delete").contains(&sig), "{plan}");
+    let (stderr, ok) = v1_pushed_again_inside_the_first_blob_round(root);
+    assert!(!blob_data(root, &layer).exists(), "the first round deleted the signature's layer");
+    assert!(ok && !stderr.contains("needs a blob this run deleted"), "{stderr}");
+    let reg = Registry::serve(root);
+    reg.pull("team/app", "again").expect("v1 pushed again during the run pulls whole");
+    reg.assert_all_tags_pull(root);
+}
+
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
+fn a_signature_signed_anew_during_a_prune_does_not_bring_the_old_one_back() {
+    // Issue 22 review. v1 and its cosign signature go with a prune. Once the tags stage is over,
+    // v1 is tagged again and signed anew (cosign's signatures differ each time): the signature
+    // tag now names the new signature. The re-mark must not write back the old signature's
+    // revision for a tag that no longer names it: untagged, no deleted tag's, it would stay for
+    // ever.
+    let store = fixture("demo");
+    let root = store.path();
+    let v1 = tag_digest(root, "team/app", "v1");
+    let sig = format!("sha256-{}.sig", &v1[7..]);
+    let old = tag_digest(root, "team/app", &sig);
+    let mut signature: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob_data(root, &old)).unwrap()).unwrap();
+    signature["annotations"] = serde_json::json!({"signed": "again"});
+    let new_sig = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(new_sig.path(), serde_json::to_vec(&signature).unwrap()).unwrap();
+    let reg = Registry::serve(root);
+    let run = prune_stopped_at(root, "delete:manifests");
+    for (file, media, tag) in [
+        (blob_data(root, &v1), "application/vnd.oci.image.manifest.v1+json", "again"),
+        (new_sig.path().to_path_buf(), "application/vnd.oci.image.manifest.v1+json", sig.as_str()),
+    ] {
+        let put = Command::new("curl")
+            .args(["-sf", "-X", "PUT", "-H"])
+            .arg(format!("Content-Type: {media}"))
+            .arg("--data-binary")
+            .arg(format!("@{}", file.display()))
+            .arg(format!("{}/v2/team/app/manifests/{tag}", reg.url))
+            .status()
+            .unwrap();
+        assert!(put.success(), "the registry takes {tag}");
+    }
+    signal(&run, "-CONT");
+    let out = run.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    drop(reg);
+    let reg = Registry::serve(root);
+    reg.pull("team/app", "again").expect("v1 tagged again pulls");
+    reg.pull("team/app", &sig).expect("its new signature pulls");
+    assert_ne!(tag_digest(root, "team/app", &sig), old);
+    let revision = v2(root).join("repositories/team/app/_manifests/revisions/sha256").join(&old[7..]).join("link");
+    assert!(!revision.exists(), "the old signature, which nothing names, is not written back");
+    reg.assert_all_tags_pull(root);
+}
+
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
+fn a_tag_pushed_again_onto_a_kept_image_rescues_no_manifest_in_the_report() {
+    // Issue 22 review. v1, which the prune deletes, is pushed again before the tags stage onto
+    // rc's image (which the plan keeps): the tag stays (rescued), v1's old manifest goes. The
+    // report must not count rc's as a manifest rescued: it was never to go.
+    let store = fixture("demo");
+    let root = store.path();
+    let rc = tag_digest(root, "team/app", "rc");
+    let reg = Registry::serve(root);
+    let run = prune_stopped_at(root, "delete:tags");
+    let put = Command::new("curl")
+        .args(["-sf", "-X", "PUT", "-H", "Content-Type: application/vnd.oci.image.manifest.v1+json", "--data-binary"])
+        .arg(format!("@{}", blob_data(root, &rc).display()))
+        .arg(format!("{}/v2/team/app/manifests/v1", reg.url))
+        .status()
+        .unwrap();
+    assert!(put.success(), "the registry takes the tag");
+    signal(&run, "-CONT");
+    let out = run.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["rescued"]["tags"], 1, "{report}");
+    assert_eq!(report["rescued"]["manifests"], 0, "rc's manifest was never to go: {report}");
+    assert_eq!(tag_digest(root, "team/app", "v1"), rc);
 }

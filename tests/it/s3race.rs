@@ -249,3 +249,25 @@ fn kept_manifest_a_listing_misses(hidden: &dyn Fn(&str) -> String) {
     let reg = Registry::serve_with(Path::new("/nonexistent"), &moto.setup("reg", "store"));
     reg.pull("team/app", "rc").expect("the kept image whose manifest the listing missed pulls");
 }
+
+/// Issue 22 review: the same tag pushed twice between the tags stage's listing and its
+/// DeleteObjects (onto two images): both history entries are young, and the tag must come back
+/// onto the image pushed last, not onto whichever entry sorts first.
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs --features test-hooks")]
+fn a_tag_pushed_twice_before_its_link_goes_comes_back_onto_the_last_push() {
+    let (moto, reg) = demo();
+    let (tools, v3) = (digest_of(&reg, "team/app/tools", "1.0.0"), digest_of(&reg, "team/app", "v3"));
+    assert!(tools < v3, "the first push's digest sorts first");
+    let (code, report) = prune_with_push(&moto, &["--keep", "2", "--repo", "team/app"], "delete:tags", &|| {
+        copy_within(reg.port, "team/app/tools:1.0.0", "team/app:v1", false).unwrap();
+        // The bucket's clock tells seconds: the second push is the later by its time too.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        copy_within(reg.port, "team/app:v3", "team/app:v1", false).unwrap();
+    });
+    assert_eq!(code, 0, "{report}");
+    drop(reg);
+    let reg = Registry::serve_with(Path::new("/nonexistent"), &moto.setup("reg", "store"));
+    reg.pull("team/app", "v1").expect("the tag pushed during the run pulls");
+    assert_eq!(digest_of(&reg, "team/app", "v1"), v3, "onto what was pushed last");
+}

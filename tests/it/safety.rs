@@ -282,3 +282,70 @@ fn killed_at_any_time_then_rerun_ends_as_an_uninterrupted_run() {
     }
     assert!(interrupted > 0, "no kill landed while the run was deleting");
 }
+
+/// Issue 22 review: the manifests stage deletes in waves (a subject, then its referrer, then the
+/// referrer's children). A crash after the referrer's revision went and before its child's
+/// left the child with nothing that named it: a journal of the deleted tags' digests alone
+/// names the subject, and a rerun learns a subject's referrers only from revisions still
+/// present; the child looked untagged before the run and stayed for ever. The journal now also
+/// names the removed manifests with an edge to other removed ones.
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
+fn a_crash_between_waves_of_a_referrer_index_ends_as_an_uninterrupted_run() {
+    use crate::race::put_old_blob;
+    let build = || {
+        let store = fixture("demo");
+        let root = store.path();
+        let v2d = tag_digest(root, "team/app", "v2");
+        let subject_size = std::fs::metadata(blob_data(root, &v2d)).unwrap().len();
+        let (layer, layer_size) = put_old_blob(root, "team/app", b"a layer of the referrer's child", "_layers/sha256");
+        let config =
+            serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}});
+        let (config, config_size) =
+            put_old_blob(root, "team/app", &serde_json::to_vec(&config).unwrap(), "_layers/sha256");
+        let child = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": layer_size}]});
+        let (child, child_size) =
+            put_old_blob(root, "team/app", &serde_json::to_vec(&child).unwrap(), "_manifests/revisions/sha256");
+        let referrer = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+            "artifactType": "application/vnd.example.sbom-bundle",
+            "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": v2d, "size": subject_size},
+            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": child, "size": child_size}]});
+        put_old_blob(root, "team/app", &serde_json::to_vec(&referrer).unwrap(), "_manifests/revisions/sha256");
+        store
+    };
+    let args = |root: &Path| -> Vec<String> {
+        ["prune", "--root", root.to_str().unwrap(), "--keep", "2", "--grace", "0s", "--quiet"]
+            .map(String::from)
+            .to_vec()
+    };
+    let uninterrupted = build();
+    let mut a = args(uninterrupted.path());
+    a.push("--dry-run".into());
+    let plan = regsweep_json(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let (tags, manifests) =
+        (plan["tags_deleted"].as_u64().unwrap() as usize, plan["manifests_deleted"].as_u64().unwrap() as usize);
+    let out = Command::new(env!("CARGO_BIN_EXE_regsweep")).args(args(uninterrupted.path())).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let expected = paths(uninterrupted.path());
+    let mut failures = Vec::new();
+    for k in tags + 1..tags + manifests {
+        let store = build();
+        let crashed = Command::new(env!("CARGO_BIN_EXE_regsweep"))
+            .args(args(store.path()))
+            .env("REGSWEEP_TEST_CRASH_AFTER", k.to_string())
+            .output()
+            .unwrap();
+        assert!(!crashed.status.success(), "the run was expected to stop after {k} deletions");
+        let rerun = Command::new(env!("CARGO_BIN_EXE_regsweep")).args(args(store.path())).output().unwrap();
+        assert!(rerun.status.success(), "{}", String::from_utf8_lossy(&rerun.stderr));
+        let got = paths(store.path());
+        let extra: Vec<_> = got.difference(&expected).cloned().collect();
+        let missing: Vec<_> = expected.difference(&got).cloned().collect();
+        if !extra.is_empty() || !missing.is_empty() {
+            failures.push(format!("crash after {k}: extra {extra:?}, missing {missing:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}

@@ -403,7 +403,16 @@ impl<'a> RepoCx<'a> {
             g: Graph::new(manifests, repo),
             opts: planner.opts,
             in_scope,
-            journaled: planner.journal.map(|j| j.digests(&repo.name)).unwrap_or_default(),
+            journaled: planner
+                .journal
+                .map(|j| {
+                    let mut digests = j.digests(&repo.name);
+                    for d in crate::pushed_again(repo, j) {
+                        digests.remove(&d);
+                    }
+                    digests
+                })
+                .unwrap_or_default(),
             tagged: repo.tags.iter().filter_map(|t| t.current).collect(),
             young_revs: repo.revisions.iter().filter(|r| planner.young(r.modified)).map(|r| r.digest).collect(),
         }

@@ -595,7 +595,10 @@ impl Store for S3Store {
                 young.manifests = extra.iter().filter(|(r, _)| *r == young.repo).map(|(_, d)| *d).collect();
                 let base = format!("repositories/{}/", young.repo);
                 let mut tags_written: Vec<(&str, &Obj)> = Vec::new();
-                let mut entries_written: Vec<(&str, Digest)> = Vec::new();
+                // Per tag, its youngest history entry written since: a tag pushed twice comes
+                // back onto the last push, not onto the entry that sorts first (to the second
+                // of the bucket's clock: two pushes within one second cannot be told apart).
+                let mut entries_written: BTreeMap<&str, (SystemTime, Digest)> = BTreeMap::new();
                 for o in objs.iter().filter(|o| o.modified >= since) {
                     match RepoKey::of(&o.key) {
                         RepoKey::RevisionLink(d) => {
@@ -609,7 +612,12 @@ impl Store for S3Store {
                         // A tag pushed since: its manifest's revision link may have gone between
                         // the listing and the deletion of revisions.
                         RepoKey::TagCurrent(tag) => tags_written.push((tag, o)),
-                        RepoKey::TagHistory(tag, d) => entries_written.push((tag, d)),
+                        RepoKey::TagHistory(tag, d) => {
+                            let e = entries_written.entry(tag).or_insert((o.modified, d));
+                            if o.modified > e.0 {
+                                *e = (o.modified, d);
+                            }
+                        }
                         _ => {}
                     }
                 }
@@ -622,7 +630,7 @@ impl Store for S3Store {
                         young.manifests.extend(self.link(&format!("{base}{}", o.key), o, &candidates)?);
                     }
                 }
-                for (tag, d) in entries_written {
+                for (tag, (_, d)) in entries_written {
                     let current = format!("_manifests/tags/{tag}/current/link");
                     if objs.binary_search_by(|o| o.key.as_str().cmp(&current)).is_err() {
                         young.tags.push((tag.to_string(), d));
@@ -642,6 +650,11 @@ impl Store for S3Store {
             Relink::Layer(repo, d) => (format!("repositories/{repo}/_layers/sha256/{}/link", d.hex()), d),
             Relink::Tag(repo, tag, d) => {
                 let tags = format!("repositories/{repo}/_manifests/tags/{tag}");
+                // Not where the tag is there again (pushed since, perhaps onto another
+                // manifest): no history entry for what it does not name.
+                if self.bucket.head(&format!("{tags}/current/link"))?.is_some() {
+                    return Ok(false);
+                }
                 self.bucket.create(&format!("{tags}/index/sha256/{}/link", d.hex()), d.to_string().into_bytes())?;
                 (format!("{tags}/current/link"), d)
             }

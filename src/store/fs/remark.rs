@@ -96,6 +96,11 @@ pub fn relink(layout: &Layout, link: &Relink) -> Result<bool> {
         Relink::Revision(repo, d) => write(layout.revision_dir(repo, &d).join("link"), &d)?,
         Relink::Layer(repo, d) => write(layout.layer_dir(repo, &d).join("link"), &d)?,
         Relink::Tag(repo, tag, d) => {
+            // Not where the tag is there again (pushed since, perhaps onto another manifest):
+            // no history entry for what it does not name.
+            if fs::stat(&layout.tag_current(repo, tag))?.is_some() {
+                return Ok(false);
+            }
             write(layout.tag_index_entry(repo, tag, &d).join("link"), &d)?;
             write(layout.tag_current(repo, tag), &d)?
         }
