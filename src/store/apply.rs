@@ -405,6 +405,13 @@ impl<'a> Execution<'a> {
         let plan = self.plan;
         let links_planned = plan.repos.iter().any(|r| !r.layer_links.is_empty() || !r.leftover_layer_links.is_empty());
         if !links_planned && plan.blobs.is_empty() && plan.leftover_blobs.is_empty() {
+            // No sweep; but what the tags and manifests stages deleted may be needed again.
+            let deleted =
+                plan.repos.iter().any(|r| !r.manifests.is_empty() || r.tags.iter().any(|t| t.action != Action::Keep));
+            if deleted && let Err(e) = self.remark() {
+                self.errors.push(e);
+                return false;
+            }
             return true;
         }
         let rescued = match self.remark() {

@@ -568,3 +568,32 @@ fn a_tag_pushed_again_onto_a_kept_image_rescues_no_manifest_in_the_report() {
     assert_eq!(report["rescued"]["manifests"], 0, "rc's manifest was never to go: {report}");
     assert_eq!(tag_digest(root, "team/app", "v1"), rc);
 }
+
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
+fn a_run_that_sweeps_nothing_still_writes_back_what_a_push_needs() {
+    // Every blob and layer link younger than the grace period, the old tags and revisions not:
+    // the plan deletes tags and manifests and sweeps nothing. v1 tagged again once the
+    // manifests stage has begun keeps its signature tag, which the tags stage deleted: the run
+    // re-marks at its end all the same and writes it back.
+    let store = fixture("demo");
+    let root = store.path();
+    let v2 = v2(root);
+    for dir in [v2.join("blobs"), v2.join("repositories")] {
+        let st = Command::new("find")
+            .arg(&dir)
+            .args(["(", "-name", "data", "-o", "-path", "*/_layers/*", ")", "-exec", "touch", "{}", "+"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let v1 = tag_digest(root, "team/app", "v1");
+    let sig = format!("sha256-{}.sig", &v1[7..]);
+    let plan = regsweep_json(&["prune", "--root", root.to_str().unwrap(), "--keep", "2", "--dry-run"]);
+    assert!(tags_with(&plan, "team/app", "delete").contains(&sig));
+    assert_eq!((plan["blobs_deleted"].as_u64(), plan["layer_links_deleted"].as_u64()), (Some(0), Some(0)), "{plan}");
+    let reg = tagged_again_at(root, "delete:manifests", &[("team/app", v1.as_str(), "again")]);
+    reg.pull("team/app", "again").expect("the image tagged again during the run pulls whole");
+    reg.pull("team/app", &sig).expect("v1's signature tag follows v1");
+    reg.assert_all_tags_pull(root);
+}
