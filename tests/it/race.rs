@@ -296,22 +296,6 @@ fn an_old_image_tagged_again_while_a_prune_runs_keeps_its_referrers() {
     reg.assert_all_tags_pull(root);
 }
 
-/// Writes `bytes` as a blob of the filesystem store at `root`, and `link`s naming it in `repo`
-/// (`_layers`, or `revisions` for a manifest), all dated long ago; returns its digest and size.
-pub(crate) fn put_old_blob(root: &Path, repo: &str, bytes: &[u8], folder: &str) -> (String, usize) {
-    let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
-    let data = blob_data(root, &digest);
-    std::fs::create_dir_all(data.parent().unwrap()).unwrap();
-    std::fs::write(&data, bytes).unwrap();
-    let link = v2(root).join("repositories").join(repo).join(folder).join(&digest[7..]).join("link");
-    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
-    std::fs::write(&link, &digest).unwrap();
-    for p in [data.parent().unwrap(), &data, link.parent().unwrap(), &link] {
-        assert!(Command::new("touch").args(["-d", "2026-01-01T12:00:00Z"]).arg(p).status().unwrap().success());
-    }
-    (digest, bytes.len())
-}
-
 #[test]
 #[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
 fn a_referrer_that_is_an_index_keeps_its_children_when_its_subject_is_tagged_again() {
@@ -322,22 +306,7 @@ fn a_referrer_that_is_an_index_keeps_its_children_when_its_subject_is_tagged_aga
     let store = fixture("demo");
     let root = store.path();
     let v2d = tag_digest(root, "team/app", "v2");
-    let subject_size = std::fs::metadata(blob_data(root, &v2d)).unwrap().len();
-    let (layer, layer_size) = put_old_blob(root, "team/app", b"a layer of the referrer's child", "_layers/sha256");
-    let config =
-        serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}});
-    let (config, config_size) = put_old_blob(root, "team/app", &serde_json::to_vec(&config).unwrap(), "_layers/sha256");
-    let child = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": layer_size}]});
-    let (child, child_size) =
-        put_old_blob(root, "team/app", &serde_json::to_vec(&child).unwrap(), "_manifests/revisions/sha256");
-    let referrer = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-        "artifactType": "application/vnd.example.sbom-bundle",
-        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": v2d, "size": subject_size},
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": child, "size": child_size}]});
-    let (referrer, _) =
-        put_old_blob(root, "team/app", &serde_json::to_vec(&referrer).unwrap(), "_manifests/revisions/sha256");
+    let referrer = referrer_index_of(root, "team/app", &v2d);
     let plan = regsweep_json(&["prune", "--root", root.to_str().unwrap(), "--keep", "2", "--dry-run"]);
     assert!(tags_with(&plan, "team/app", "delete").contains("v2"));
     assert_eq!(repo(&plan, "team/app")["manifests_deleted"], 9, "the referrer and its child go with v2: {plan}");

@@ -292,27 +292,11 @@ fn killed_at_any_time_then_rerun_ends_as_an_uninterrupted_run() {
 #[test]
 #[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
 fn a_crash_between_waves_of_a_referrer_index_ends_as_an_uninterrupted_run() {
-    use crate::race::put_old_blob;
     let build = || {
         let store = fixture("demo");
         let root = store.path();
         let v2d = tag_digest(root, "team/app", "v2");
-        let subject_size = std::fs::metadata(blob_data(root, &v2d)).unwrap().len();
-        let (layer, layer_size) = put_old_blob(root, "team/app", b"a layer of the referrer's child", "_layers/sha256");
-        let config =
-            serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}});
-        let (config, config_size) =
-            put_old_blob(root, "team/app", &serde_json::to_vec(&config).unwrap(), "_layers/sha256");
-        let child = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": layer_size}]});
-        let (child, child_size) =
-            put_old_blob(root, "team/app", &serde_json::to_vec(&child).unwrap(), "_manifests/revisions/sha256");
-        let referrer = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-            "artifactType": "application/vnd.example.sbom-bundle",
-            "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": v2d, "size": subject_size},
-            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": child, "size": child_size}]});
-        put_old_blob(root, "team/app", &serde_json::to_vec(&referrer).unwrap(), "_manifests/revisions/sha256");
+        referrer_index_of(root, "team/app", &v2d);
         store
     };
     let args = |root: &Path| -> Vec<String> {

@@ -554,3 +554,41 @@ pub fn copy_within(port: u16, from: &str, to: &str, all: bool) -> Result<(), Str
         .unwrap();
     if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
 }
+
+/// Writes `bytes` as a blob of the filesystem store at `root`, and `link`s naming it in `repo`
+/// (`_layers`, or `revisions` for a manifest), all dated long ago; returns its digest and size.
+pub fn put_old_blob(root: &Path, repo: &str, bytes: &[u8], folder: &str) -> (String, usize) {
+    use sha2::Digest as _;
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)));
+    let data = blob_data(root, &digest);
+    std::fs::create_dir_all(data.parent().unwrap()).unwrap();
+    std::fs::write(&data, bytes).unwrap();
+    let link = v2(root).join("repositories").join(repo).join(folder).join(&digest[7..]).join("link");
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    std::fs::write(&link, &digest).unwrap();
+    for p in [data.parent().unwrap(), &data, link.parent().unwrap(), &link] {
+        assert!(Command::new("touch").args(["-d", "2026-01-01T12:00:00Z"]).arg(p).status().unwrap().success());
+    }
+    (digest, bytes.len())
+}
+
+/// Gives manifest `subject` of `repo` a referrer that is itself an index (as an SBOM bundle per
+/// platform would be), listing one image of its own, all written into the store dated long
+/// ago; returns the referrer's digest.
+pub fn referrer_index_of(root: &Path, repo: &str, subject: &str) -> String {
+    let subject_size = std::fs::metadata(blob_data(root, subject)).unwrap().len();
+    let (layer, layer_size) = put_old_blob(root, repo, b"a layer of the referrer's child", "_layers/sha256");
+    let config =
+        serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}});
+    let (config, config_size) = put_old_blob(root, repo, &serde_json::to_vec(&config).unwrap(), "_layers/sha256");
+    let child = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": layer_size}]});
+    let (child, child_size) =
+        put_old_blob(root, repo, &serde_json::to_vec(&child).unwrap(), "_manifests/revisions/sha256");
+    let referrer = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "artifactType": "application/vnd.example.sbom-bundle",
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": subject, "size": subject_size},
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": child, "size": child_size}]});
+    put_old_blob(root, repo, &serde_json::to_vec(&referrer).unwrap(), "_manifests/revisions/sha256").0
+}
