@@ -221,6 +221,24 @@ fn tagged_again_during_a_prune(root: &Path, repo: &str, digest: &str) -> Registr
     tagged_again_at(root, "journal", &[(repo, digest, "again")])
 }
 
+/// Pushes the manifest in `file` to `repo` under `tag` (the manifest alone, as `crane tag`
+/// does), with the media type it names.
+fn put_manifest(reg: &Registry, file: &Path, repo: &str, tag: &str) {
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+    let put = Command::new("curl")
+        .args(["-sf", "-X", "PUT", "-H"])
+        .arg(format!(
+            "Content-Type: {}",
+            manifest["mediaType"].as_str().unwrap_or("application/vnd.oci.image.manifest.v1+json")
+        ))
+        .arg("--data-binary")
+        .arg(format!("@{}", file.display()))
+        .arg(format!("{}/v2/{repo}/manifests/{tag}", reg.url))
+        .status()
+        .unwrap();
+    assert!(put.success(), "the registry takes {repo}:{tag}");
+}
+
 /// Runs `prune --keep 2` on `root` stopped at `point`, pushes each manifest given again under
 /// the tag given (the manifest alone), lets the run finish; returns the registry serving the
 /// store after it.
@@ -228,20 +246,7 @@ fn tagged_again_at(root: &Path, point: &str, pushes: &[(&str, &str, &str)]) -> R
     let reg = Registry::serve(root);
     let run = prune_stopped_at(root, point);
     for (repo, digest, tag) in pushes {
-        let manifest = std::fs::read(blob_data(root, digest)).unwrap();
-        let media: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
-        let put = Command::new("curl")
-            .args(["-sf", "-X", "PUT", "-H"])
-            .arg(format!(
-                "Content-Type: {}",
-                media["mediaType"].as_str().unwrap_or("application/vnd.oci.image.manifest.v1+json")
-            ))
-            .arg("--data-binary")
-            .arg(format!("@{}", blob_data(root, digest).display()))
-            .arg(format!("{}/v2/{repo}/manifests/{tag}", reg.url))
-            .status()
-            .unwrap();
-        assert!(put.success(), "the registry takes the tag");
+        put_manifest(&reg, &blob_data(root, digest), repo, tag);
     }
     signal(&run, "-CONT");
     let out = run.wait_with_output().unwrap();
@@ -408,18 +413,7 @@ fn v1_pushed_again_inside_the_first_blob_round(root: &Path) -> (String, bool) {
     for b in &blobs {
         upload_blob(&reg, root, "team/app", b);
     }
-    let put = Command::new("curl")
-        .args(["-sf", "-X", "PUT", "-H"])
-        .arg(format!(
-            "Content-Type: {}",
-            manifest["mediaType"].as_str().unwrap_or("application/vnd.oci.image.manifest.v1+json")
-        ))
-        .arg("--data-binary")
-        .arg(format!("@{}", blob_data(root, &v1).display()))
-        .arg(format!("{}/v2/team/app/manifests/again", reg.url))
-        .status()
-        .unwrap();
-    assert!(put.success(), "the registry takes v1 again");
+    put_manifest(&reg, &blob_data(root, &v1), "team/app", "again");
     signal(&run, "-CONT");
     let out = run.wait_with_output().unwrap();
     (String::from_utf8_lossy(&out.stderr).into_owned(), out.status.success())
@@ -484,20 +478,8 @@ fn a_signature_signed_anew_during_a_prune_does_not_bring_the_old_one_back() {
     std::fs::write(new_sig.path(), serde_json::to_vec(&signature).unwrap()).unwrap();
     let reg = Registry::serve(root);
     let run = prune_stopped_at(root, "delete:manifests");
-    for (file, media, tag) in [
-        (blob_data(root, &v1), "application/vnd.oci.image.manifest.v1+json", "again"),
-        (new_sig.path().to_path_buf(), "application/vnd.oci.image.manifest.v1+json", sig.as_str()),
-    ] {
-        let put = Command::new("curl")
-            .args(["-sf", "-X", "PUT", "-H"])
-            .arg(format!("Content-Type: {media}"))
-            .arg("--data-binary")
-            .arg(format!("@{}", file.display()))
-            .arg(format!("{}/v2/team/app/manifests/{tag}", reg.url))
-            .status()
-            .unwrap();
-        assert!(put.success(), "the registry takes {tag}");
-    }
+    put_manifest(&reg, &blob_data(root, &v1), "team/app", "again");
+    put_manifest(&reg, new_sig.path(), "team/app", &sig);
     signal(&run, "-CONT");
     let out = run.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
