@@ -33,7 +33,8 @@ use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::inventory::{Parsed, Repo};
 use crate::model::journal::Journal;
 use crate::model::warning::Warning;
-use crate::store::{Location, Store};
+use crate::store::Store;
+use crate::store::location::Location;
 
 /// How far before the scan a write still counts as made during the run: more than the
 /// granularity of any file system clock (ext4's is a jiffy, at most 10 ms).

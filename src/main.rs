@@ -28,8 +28,8 @@ use regsweep::online::engine::{self, Engine, GcStep};
 use regsweep::plan::Options;
 use regsweep::policy::{Globs, Order, Retention};
 use regsweep::progress::Progress;
-use regsweep::store::Location;
 use regsweep::store::bucket::S3Store;
+use regsweep::store::location::Location;
 use regsweep::usage::{Area, SortBy};
 use regsweep::{Mode, UsageError, config};
 

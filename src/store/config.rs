@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::store::Location;
 use crate::store::bucket::location::S3Location;
+use crate::store::location::Location;
 
 /// The registry's default `rootdirectory`.
 const DEFAULT_ROOT: &str = "/var/lib/registry";

@@ -99,8 +99,6 @@ pub trait Held {
     fn release(self: Box<Self>) -> Result<()>;
 }
 
-pub use location::Location;
-
 /// Names of the folders inside a repository folder that are the registry's, not sub-repositories.
 pub const REPO_INTERNALS: [&str; 3] = ["_layers", "_manifests", "_uploads"];
 
