@@ -28,7 +28,6 @@ use regsweep::online::engine::{self, Engine, GcStep};
 use regsweep::plan::Options;
 use regsweep::policy::{Globs, Order, Retention};
 use regsweep::progress::Progress;
-use regsweep::store::bucket::S3Store;
 use regsweep::store::location::Location;
 use regsweep::usage::{Area, SortBy};
 use regsweep::{Mode, UsageError, config};
@@ -100,11 +99,10 @@ fn generate_store(g: &GenArgs) -> Result<ExitCode> {
         seed: g.seed,
     };
     let progress = progress(g.output.quiet, g.output.json);
-    let report = match Location::from_root(&g.root)? {
-        Location::Fs(root) => generate::generate(&root, &opts, progress)?,
+    let report = match Location::from_root(&g.root)?.empty_bucket()? {
+        None => generate::generate(&g.root, &opts, progress)?,
         // Written on disk first, then uploaded in parallel.
-        Location::S3(s3) => {
-            let store = S3Store::open_empty(&s3)?;
+        Some(store) => {
             let tmp = tempfile::tempdir().context("cannot make a temporary folder")?;
             let mut report = generate::generate(tmp.path(), &opts, progress)?;
             report.files = store.upload(&tmp.path().join("docker/registry/v2"), progress)?;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::store::bucket::location::S3Location;
+use crate::store::bucket::s3::S3Location;
 use crate::store::location::Location;
 
 /// The registry's default `rootdirectory`.

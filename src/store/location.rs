@@ -6,8 +6,9 @@ use anyhow::Result;
 
 use crate::core::progress::Progress;
 use crate::store::Store;
-use crate::store::bucket::S3Store;
-use crate::store::bucket::location::S3Location;
+use crate::store::bucket::BucketStore;
+use crate::store::bucket::memory::Memory;
+use crate::store::bucket::s3::{self, S3Location};
 use crate::store::check::{CheckOptions, CheckReport};
 use crate::store::fs::FsStore;
 
@@ -17,6 +18,8 @@ pub enum Location {
     /// The registry's `rootdirectory` on a file system.
     Fs(PathBuf),
     S3(S3Location),
+    /// A bucket in memory, and the `rootdirectory` in it (the tests' fast tier).
+    Memory(Memory, String),
 }
 
 impl Location {
@@ -33,6 +36,7 @@ impl Location {
         match self {
             Location::Fs(p) => p.display().to_string(),
             Location::S3(s) => s.shown(),
+            Location::Memory(_, root) => format!("memory://{root}"),
         }
     }
 
@@ -40,7 +44,17 @@ impl Location {
     pub fn open(&self) -> Result<Box<dyn Store>> {
         Ok(match self {
             Location::Fs(p) => Box::new(FsStore::open(p)?),
-            Location::S3(s) => Box::new(S3Store::open(s)?),
+            Location::S3(s) => Box::new(BucketStore::open(s3::open(s)?)?),
+            Location::Memory(m, root) => Box::new(BucketStore::open(m.bucket(root)?)?),
+        })
+    }
+
+    /// The bucket a store is in, which may hold no store yet (`gen`); `None` for a folder.
+    pub fn empty_bucket(&self) -> Result<Option<BucketStore>> {
+        Ok(match self {
+            Location::Fs(_) => None,
+            Location::S3(s) => Some(BucketStore::open_empty(s3::open(s)?)?),
+            Location::Memory(m, root) => Some(BucketStore::open_empty(m.bucket(root)?)?),
         })
     }
 
@@ -48,7 +62,10 @@ impl Location {
     pub fn check(&self, opts: CheckOptions, progress: Progress) -> Result<CheckReport> {
         match self {
             Location::Fs(p) => crate::store::fs::check::check(p, opts, progress),
-            Location::S3(s) => crate::store::bucket::check::check(&S3Store::open(s)?, opts, progress),
+            Location::S3(s) => crate::store::bucket::check::check(&BucketStore::open(s3::open(s)?)?, opts, progress),
+            Location::Memory(m, root) => {
+                crate::store::bucket::check::check(&BucketStore::open(m.bucket(root)?)?, opts, progress)
+            }
         }
     }
 }

@@ -13,12 +13,12 @@ use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::manifest::{self, Manifest};
 use crate::store::MAX_MANIFEST;
 use crate::store::Store;
-use crate::store::bucket::s3::Obj;
-use crate::store::bucket::{JOURNAL, RepoKey, S3Store, digest_folders, link_etag};
+use crate::store::bucket::client::Obj;
+use crate::store::bucket::{BucketStore, JOURNAL, RepoKey, digest_folders, link_etag};
 use crate::store::check::{CheckOptions, CheckReport, Found, Kind, Trouble, why_broken};
 
 /// Checks the store in a bucket.
-pub fn check(store: &S3Store, opts: CheckOptions, progress: Progress) -> Result<CheckReport> {
+pub fn check(store: &BucketStore, opts: CheckOptions, progress: Progress) -> Result<CheckReport> {
     if opts.repair {
         bail!(UsageError(format!(
             "check --repair works on a filesystem store, not yet on a bucket ({})",
@@ -57,12 +57,12 @@ pub fn check(store: &S3Store, opts: CheckOptions, progress: Progress) -> Result<
 }
 
 /// Reads and hashes every blob; returns those whose content does not hash to their name.
-fn verify(store: &S3Store, blobs: &[Digest], found: &Found, progress: Progress) -> Result<DigestSet> {
+fn verify(store: &BucketStore, blobs: &[Digest], found: &Found, progress: Progress) -> Result<DigestSet> {
     let bar = progress.bar("verifying", blobs.len() as u64);
     let corrupt = blobs
         .par_iter()
         .map(|b| {
-            let key = S3Store::blob_key(b);
+            let key = BucketStore::blob_key(b);
             let ok = match store.bucket.get(&key, u64::MAX)? {
                 Some((bytes, _)) => Digest(Sha256::digest(&bytes).into()) == *b,
                 None => true, // gone since the listing: a deletion, not a corruption
@@ -81,7 +81,7 @@ fn verify(store: &S3Store, blobs: &[Digest], found: &Found, progress: Progress) 
 
 /// One repository's problems; its tags and manifests counted.
 fn check_repo(
-    store: &S3Store,
+    store: &BucketStore,
     name: &str,
     present: &DigestSet,
     corrupt: &DigestSet,
@@ -143,7 +143,7 @@ fn check_repo(
         .map(|(d, o)| {
             let target = link(o, false)?;
             let bytes = match target {
-                Some(t) => store.bucket.get(&S3Store::blob_key(&t), MAX_MANIFEST).map(|r| r.map(|(b, _)| b)),
+                Some(t) => store.bucket.get(&BucketStore::blob_key(&t), MAX_MANIFEST).map(|r| r.map(|(b, _)| b)),
                 None => Ok(None),
             };
             Ok((*d, *o, target, bytes))

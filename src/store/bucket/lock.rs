@@ -15,7 +15,7 @@ use anyhow::{Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::store::Held;
-use crate::store::bucket::s3::Bucket;
+use crate::store::bucket::client::Bucket;
 
 /// How often a held lock is written again.
 const REFRESH: Duration = Duration::from_secs(60);

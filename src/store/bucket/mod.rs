@@ -7,8 +7,9 @@
 
 pub mod cache;
 pub mod check;
-pub mod location;
+pub mod client;
 mod lock;
+pub mod memory;
 mod remove;
 pub mod s3;
 
@@ -34,8 +35,7 @@ use crate::store::REPO_INTERNALS;
 use crate::store::remark::{self, Rescued, Young};
 use crate::store::stage::{Batch, Relink, Tally};
 use crate::store::{Held, Store, journal};
-use location::S3Location;
-use s3::{Bucket, Obj};
+use client::{Bucket, Obj};
 
 /// The journal and the lock, beside `repositories/` and `blobs/` as on disk.
 const JOURNAL: &str = ".regsweep-journal.json";
@@ -46,7 +46,7 @@ const MAX_CONFIG: u64 = 64 << 20;
 const RANGE_KEYS: usize = 5_000;
 
 /// A store in a bucket.
-pub struct S3Store {
+pub struct BucketStore {
     bucket: Arc<Bucket>,
     /// The scan's listing of `repositories/`, by repository: keys relative to the repository's
     /// folder, sorted.
@@ -169,10 +169,10 @@ fn under<'a>(objs: &'a [Obj], prefix: &str) -> &'a [Obj] {
     &objs[start..end]
 }
 
-impl S3Store {
+impl BucketStore {
     /// Opens the store in a bucket, refusing a bucket or rootdirectory that holds none.
-    pub fn open(loc: &S3Location) -> Result<S3Store> {
-        let store = S3Store::open_empty(loc)?;
+    pub fn open(bucket: Bucket) -> Result<BucketStore> {
+        let store = BucketStore::open_empty(bucket)?;
         let (folders, objects) = store.bucket.folders("")?;
         if folders.is_empty() && objects.is_empty() {
             let top = store.bucket.top_folders().unwrap_or_default();
@@ -183,7 +183,7 @@ impl S3Store {
             };
             bail!(
                 "{} is not a registry store: nothing under {}/ ({seen}); is the rootdirectory right?",
-                loc.shown(),
+                store.bucket.shown,
                 store.bucket.shown_v2()
             );
         }
@@ -192,10 +192,9 @@ impl S3Store {
 
     /// Opens a bucket that may hold no store yet (`gen`). A missing bucket or bad credentials
     /// fail here, before anything else.
-    pub fn open_empty(loc: &S3Location) -> Result<S3Store> {
-        let bucket = Bucket::open(loc)?;
+    pub fn open_empty(bucket: Bucket) -> Result<BucketStore> {
         bucket.folders("")?;
-        Ok(S3Store {
+        Ok(BucketStore {
             bucket: Arc::new(bucket),
             repos: RwLock::default(),
             blobs: RwLock::default(),
@@ -345,7 +344,7 @@ impl S3Store {
     }
 }
 
-impl StoreView for S3Store {
+impl StoreView for BucketStore {
     fn stat(&self, object: Object) -> Result<Option<(u64, SystemTime)>> {
         let newest = |repo: &str, prefix: String| {
             let objs = self.repo_objs(repo);
@@ -370,7 +369,7 @@ impl StoreView for S3Store {
     }
 }
 
-impl Store for S3Store {
+impl Store for BucketStore {
     fn repositories(&self) -> Result<Vec<String>> {
         let repos = self.list_repositories()?;
         let names: Vec<String> = repos.keys().cloned().collect();

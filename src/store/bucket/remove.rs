@@ -13,8 +13,8 @@ use rayon::prelude::*;
 use crate::core::progress::Progress;
 use crate::model::digest::Digest;
 use crate::model::outcome::What;
+use crate::store::bucket::client::{Bucket, Obj};
 use crate::store::bucket::list_blob_range;
-use crate::store::bucket::s3::{Bucket, Obj};
 use crate::store::stage::{Batch, Folder, Parent, Tally, crash_point};
 
 /// The parent folder's key, relative to `docker/registry/v2/`.

@@ -1,149 +1,268 @@
-//! The bucket as regsweep speaks to it: flat listings by prefix, small reads, heads, puts (two
-//! of them conditional), batched deletions, every request counted by kind. Blocking calls over
-//! one async runtime: the worker threads of a run (rayon's, 128 by default) are the requests in
-//! flight, as they are the reads in flight on a disk.
+//! What is S3's in the bucket backend: where a store is and how to sign for it (from `--root
+//! s3://BUCKET/ROOTDIRECTORY` and the usual AWS environment and profiles, or from the registry's
+//! own `storage.s3` section with its `REGISTRY_STORAGE_S3_*` overrides, read as registry 2.8
+//! reads them), the client built from it, S3's error answers, and DeleteObjects with its
+//! per-key errors.
 
-use std::future::Future;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine as _;
-use futures::{StreamExt, TryStreamExt};
 use md5::Digest as _;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AwsAuthorizer};
-use object_store::client::{
-    HttpClient, HttpConnector, HttpError, HttpRequest, HttpRequestBody, HttpResponse, HttpService, ReqwestConnector,
-};
+use object_store::client::{HttpClient, HttpConnector, HttpRequest, HttpRequestBody};
 use object_store::path::Path as Key;
-use object_store::{
-    ClientOptions, GetOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
-    UpdateVersion,
-};
-use serde::{Deserialize, Serialize};
+use object_store::{ClientOptions, RetryConfig};
+use serde::Deserialize;
 
-use crate::model::outcome::RequestCounts;
-use crate::store::bucket::location::S3Location;
+use crate::store::bucket::client::{Bucket, Connector, Parts, Provider, Requests};
 
-/// Requests sent, by kind (retries included): what a run cost, in `--json`.
-#[derive(Debug, Default, Serialize)]
-pub struct Requests {
-    /// ListObjectsV2 pages.
-    pub list: AtomicU64,
-    pub get: AtomicU64,
-    pub head: AtomicU64,
-    pub put: AtomicU64,
-    /// DeleteObjects requests (up to 1,000 keys each).
-    pub delete_objects: AtomicU64,
-    /// Single DeleteObject requests.
-    pub delete: AtomicU64,
-    /// Answers 503 (SlowDown) or 429: retried with backoff.
-    pub throttled: AtomicU64,
+/// A store in a bucket.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct S3Location {
+    pub bucket: String,
+    /// The registry's `rootdirectory`, without slashes at either end ("" for none).
+    pub root: String,
+    pub region: String,
+    /// `regionendpoint` / `AWS_ENDPOINT_URL`, with its scheme: an S3-compatible server.
+    pub endpoint: Option<String>,
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+    pub session_token: Option<String>,
+    /// No credentials anywhere: unsigned requests (a public bucket, a test server).
+    pub anonymous: bool,
 }
 
-impl Requests {
-    fn count(&self, method: &str, query: &str) {
-        let c = match method {
-            "GET" if query.contains("list-type=2") => &self.list,
-            "GET" => &self.get,
-            "HEAD" => &self.head,
-            "PUT" => &self.put,
-            "POST" if query.split('&').any(|q| q == "delete" || q == "delete=") => &self.delete_objects,
-            "DELETE" => &self.delete,
-            _ => return,
+/// The region when nothing names one (the registry requires one; the AWS tools default to it).
+const DEFAULT_REGION: &str = "us-east-1";
+
+impl S3Location {
+    /// `s3://bucket/rootdirectory`, as the operator names it.
+    pub fn shown(&self) -> String {
+        if self.root.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.root)
+        }
+    }
+
+    /// From `s3://BUCKET[/ROOTDIRECTORY]` and the environment `env` gives.
+    pub fn from_url(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S3Location> {
+        let Some(rest) = url.strip_prefix("s3://") else { bail!("{url} is no s3:// URL") };
+        let (bucket, root) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            bail!("{url} names no bucket: give s3://BUCKET/ROOTDIRECTORY");
+        }
+        let mut loc = S3Location {
+            bucket: bucket.to_string(),
+            root: root.trim_matches('/').to_string(),
+            ..S3Location::default()
         };
-        c.fetch_add(1, Ordering::Relaxed);
+        loc.fill_from_environment(env);
+        Ok(loc)
     }
 
-    /// The counts, as plain numbers.
-    pub fn snapshot(&self) -> RequestCounts {
-        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        RequestCounts {
-            list: l(&self.list),
-            get: l(&self.get),
-            head: l(&self.head),
-            put: l(&self.put),
-            delete_objects: l(&self.delete_objects),
-            delete: l(&self.delete),
-            throttled: l(&self.throttled),
-        }
-    }
-}
-
-/// The HTTP client of the object store, counting what goes through it.
-#[derive(Debug)]
-struct Counting {
-    inner: HttpClient,
-    requests: Arc<Requests>,
-}
-
-#[async_trait::async_trait]
-impl HttpService for Counting {
-    async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
-        self.requests.count(req.method().as_str(), req.uri().query().unwrap_or(""));
-        let res = self.inner.execute(req).await?;
-        if matches!(res.status().as_u16(), 429 | 503) {
-            self.requests.throttled.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(res)
-    }
-}
-
-#[derive(Debug)]
-struct CountingConnector(Arc<Requests>);
-
-impl HttpConnector for CountingConnector {
-    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
-        let inner = ReqwestConnector::default().connect(options)?;
-        Ok(HttpClient::new(Counting { inner, requests: self.0.clone() }))
-    }
-}
-
-/// An object store's error, told briefly: the S3 error code and message where the server gave
-/// them (its XML answer otherwise fills a screen, three times over), with what to check.
-fn explain(e: object_store::Error) -> anyhow::Error {
-    let text = e.to_string();
-    match s3_error(&text) {
-        Some(said) => anyhow!(said),
-        // No S3 error: the innermost cause (a refused connection, a name not found, a status),
-        // and the retries already made.
-        None => {
-            let mut inner: &dyn std::error::Error = &e;
-            while let Some(s) = inner.source() {
-                inner = s;
+    /// The usual AWS environment, then the profile (`AWS_PROFILE`, or `default`), for what is
+    /// not set yet.
+    fn fill_from_environment(&mut self, env: &dyn Fn(&str) -> Option<String>) {
+        let var = |k: &str| env(k).filter(|v| !v.is_empty());
+        let profile = Profile::load(env);
+        let set = |field: &mut Option<String>, value: Option<String>| {
+            if field.is_none() {
+                *field = value;
             }
-            let cause = inner.to_string();
-            let cause = cause.split(": <").next().unwrap_or_default().trim().to_string();
-            let retries = text.split_once(" after ").and_then(|(_, r)| r.split_once(" retries")).map(|(n, _)| n);
-            match retries {
-                Some(n) => anyhow!("{cause} (after {n} retries)"),
-                None => anyhow!("{cause}"),
+        };
+        set(&mut self.endpoint, var("AWS_ENDPOINT_URL_S3").or_else(|| var("AWS_ENDPOINT_URL")));
+        set(&mut self.endpoint, profile.get("endpoint_url"));
+        if self.access_key.is_none() && self.secret_key.is_none() {
+            match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
+                (Some(a), Some(s)) => {
+                    self.access_key = Some(a);
+                    self.secret_key = Some(s);
+                    self.session_token = var("AWS_SESSION_TOKEN");
+                }
+                _ => {
+                    self.access_key = profile.get("aws_access_key_id");
+                    self.secret_key = profile.get("aws_secret_access_key");
+                    self.session_token = profile.get("aws_session_token");
+                }
             }
         }
+        if self.region.is_empty() {
+            self.region = var("AWS_REGION")
+                .or_else(|| var("AWS_DEFAULT_REGION"))
+                .or_else(|| profile.get("region"))
+                .unwrap_or_else(|| DEFAULT_REGION.to_string());
+        }
+        self.anonymous = self.access_key.is_none() || self.secret_key.is_none();
+    }
+
+    /// From the registry's `storage.s3` section (`keys`, with the `REGISTRY_STORAGE_S3_<KEY>`
+    /// overrides applied by the caller): `bucket` and `region` as the registry requires,
+    /// `regionendpoint` with `secure` for its scheme, `rootdirectory`, `accesskey`/`secretkey`
+    /// (else the AWS environment and profile, as the registry's SDK falls back to them).
+    pub fn from_registry(keys: &HashMap<String, String>, env: &dyn Fn(&str) -> Option<String>) -> Result<S3Location> {
+        let get = |k: &str| keys.get(k).filter(|v| !v.is_empty()).cloned();
+        let Some(bucket) = get("bucket") else { bail!("storage.s3 has no bucket") };
+        let secure = get("secure").is_none_or(|v| v != "false");
+        let endpoint = get("regionendpoint")
+            .map(|e| if e.contains("://") { e } else { format!("{}://{e}", if secure { "https" } else { "http" }) });
+        let mut loc = S3Location {
+            bucket,
+            root: get("rootdirectory").unwrap_or_default().trim_matches('/').to_string(),
+            region: get("region").unwrap_or_default(),
+            endpoint,
+            access_key: get("accesskey"),
+            secret_key: get("secretkey"),
+            ..S3Location::default()
+        };
+        loc.fill_from_environment(env);
+        Ok(loc)
     }
 }
 
-/// The S3 error in a text holding an XML error answer: `Code: Message`, with what to check.
-fn s3_error(text: &str) -> Option<String> {
-    let tag = |name: &str| {
-        let open = format!("<{name}>");
-        let start = text.find(&open)? + open.len();
-        Some(text[start..].split('<').next()?.to_string())
-    };
-    let hint = |code: &str| match code {
-        "NoSuchBucket" => " (is the bucket's name right, and the endpoint?)",
-        "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "InvalidToken" | "ExpiredToken" => {
-            " (check the credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, the profile, or the config's \
-             accesskey and secretkey; regsweep needs to list, get, put and delete)"
+/// The settings of one AWS profile, from the shared credentials and config files.
+#[derive(Default)]
+struct Profile(HashMap<String, String>);
+
+impl Profile {
+    fn load(env: &dyn Fn(&str) -> Option<String>) -> Profile {
+        let name = env("AWS_PROFILE").filter(|p| !p.is_empty()).unwrap_or_else(|| "default".into());
+        let home = env("HOME").map(PathBuf::from);
+        let file =
+            |var: &str, default: &str| env(var).map(PathBuf::from).or_else(|| home.as_ref().map(|h| h.join(default)));
+        let mut settings = HashMap::new();
+        // The credentials file names sections `[name]`; the config file `[profile name]` (and `[default]`).
+        let sources = [
+            (file("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials"), name.clone()),
+            (
+                file("AWS_CONFIG_FILE", ".aws/config"),
+                if name == "default" { name.clone() } else { format!("profile {name}") },
+            ),
+        ];
+        for (path, section) in sources {
+            let Some(text) = path.and_then(|p| std::fs::read_to_string(p).ok()) else { continue };
+            for (k, v) in ini_section(&text, &section) {
+                settings.entry(k).or_insert(v);
+            }
         }
-        _ => "",
-    };
-    match (tag("Code"), tag("Message")) {
-        (Some(code), Some(msg)) => Some(format!("{code}: {msg}{}", hint(&code))),
-        (Some(code), None) => Some(format!("{code}{}", hint(&code))),
-        _ => None,
+        Profile(settings)
     }
+
+    fn get(&self, key: &str) -> Option<String> {
+        self.0.get(key).filter(|v| !v.is_empty()).cloned()
+    }
+}
+
+/// The `key = value` lines of one `[section]` of an INI file.
+fn ini_section(text: &str, section: &str) -> Vec<(String, String)> {
+    let mut inside = false;
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            inside = name.trim() == section;
+        } else if inside
+            && !line.starts_with(['#', ';'])
+            && let Some((k, v)) = line.split_once('=')
+        {
+            out.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    out
+}
+
+/// Opens the bucket a location names. A missing bucket or bad credentials fail at the first
+/// request, not here.
+pub fn open(loc: &S3Location) -> Result<Bucket> {
+    let requests = Arc::new(Requests::default());
+    let connector = || Connector { requests: requests.clone(), decode };
+    let options = ClientOptions::new()
+        .with_allow_http(true)
+        .with_timeout(Duration::from_secs(120))
+        .with_pool_max_idle_per_host(256);
+    let mut b = AmazonS3Builder::new()
+        .with_bucket_name(&loc.bucket)
+        .with_region(&loc.region)
+        .with_virtual_hosted_style_request(false)
+        .with_http_connector(connector())
+        .with_retry(RetryConfig { max_retries: 10, retry_timeout: Duration::from_secs(180), ..RetryConfig::default() })
+        .with_client_options(options.clone());
+    if let Some(e) = &loc.endpoint {
+        b = b.with_endpoint(e);
+    }
+    let mut sign = true;
+    match (&loc.access_key, &loc.secret_key) {
+        (Some(a), Some(s)) => {
+            b = b.with_access_key_id(a).with_secret_access_key(s);
+            if let Some(t) = &loc.session_token {
+                b = b.with_token(t);
+            }
+        }
+        _ => {
+            b = b.with_skip_signature(loc.anonymous);
+            sign = !loc.anonymous;
+        }
+    }
+    let store = Arc::new(b.build().with_context(|| format!("cannot use bucket {}", loc.shown()))?);
+    let http = connector().connect(&options).context("cannot start the S3 client")?;
+    let endpoint = match &loc.endpoint {
+        Some(e) => format!("{}/{}", e.trim_end_matches('/'), loc.bucket),
+        None => format!("https://s3.{}.amazonaws.com/{}", loc.region, loc.bucket),
+    };
+    let provider = Arc::new(S3 { store: store.clone(), http, endpoint, region: loc.region.clone(), sign });
+    Bucket::new(Parts {
+        store: store.clone(),
+        pages: store,
+        provider,
+        root: loc.root.clone(),
+        shown: loc.shown(),
+        requests,
+    })
+}
+
+/// S3's error answer: `<Error><Code>…</Code><Message>…</Message></Error>`.
+#[derive(Deserialize)]
+#[serde(rename = "Error")]
+struct ErrorAnswer {
+    #[serde(rename = "Code")]
+    code: String,
+    #[serde(rename = "Message", default)]
+    message: String,
+}
+
+impl ErrorAnswer {
+    fn read(body: &[u8]) -> Option<ErrorAnswer> {
+        quick_xml::de::from_str(std::str::from_utf8(body).ok()?).ok()
+    }
+
+    /// Worth sending again: the server failed or asks to slow down.
+    fn transient(&self) -> bool {
+        matches!(self.code.as_str(), "InternalError" | "SlowDown" | "ServiceUnavailable")
+    }
+
+    /// `Code: Message`, with what to check.
+    fn told(&self) -> String {
+        let hint = match self.code.as_str() {
+            "NoSuchBucket" => " (is the bucket's name right, and the endpoint?)",
+            "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "InvalidToken" | "ExpiredToken" => {
+                " (check the credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, the profile, or the config's \
+                 accesskey and secretkey; regsweep needs to list, get, put and delete)"
+            }
+            _ => "",
+        };
+        match self.message.is_empty() {
+            true => format!("{}{hint}", self.code),
+            false => format!("{}: {}{hint}", self.code, self.message),
+        }
+    }
+}
+
+/// What an S3 error answer says.
+fn decode(_status: u16, body: &[u8]) -> Option<String> {
+    ErrorAnswer::read(body).map(|a| a.told())
 }
 
 /// A DeleteObjects answer: what was deleted, what was not and why.
@@ -172,289 +291,39 @@ enum DeleteEntry {
     Other,
 }
 
-/// One object as a listing or a head shows it; `key` is relative to the store's `docker/registry/v2/`.
-#[derive(Clone, Debug)]
-pub struct Obj {
-    pub key: String,
-    pub size: u64,
-    pub modified: SystemTime,
-    /// The ETag without its quotes: for a plain PUT, the MD5 of the content.
-    pub etag: Option<String>,
-}
-
-/// A bucket, rooted at a store's `docker/registry/v2/`.
-pub struct Bucket {
-    store: AmazonS3,
-    /// The client DeleteObjects requests are sent with (counted as the store's).
+/// An S3 bucket's own part: DeleteObjects, sent by regsweep (object_store retries the whole
+/// request when one key's error is `InternalError` and then fails every key with the raw
+/// answer, and counts a key the answer does not mention as deleted: here a key is deleted when
+/// the answer says so).
+struct S3 {
+    store: Arc<AmazonS3>,
+    /// The client DeleteObjects requests are sent with.
     http: HttpClient,
     /// `https://endpoint/bucket`: where DeleteObjects requests go (path-style, as the store's).
     endpoint: String,
     region: String,
     /// False for an anonymous bucket: requests go unsigned.
     sign: bool,
-    runtime: tokio::runtime::Runtime,
-    /// `<rootdirectory>/docker/registry/v2`, without leading or trailing slash.
-    v2: String,
-    /// How the bucket is named to the operator: `s3://bucket/rootdirectory`.
-    pub shown: String,
-    pub requests: Arc<Requests>,
 }
 
-impl Bucket {
-    pub fn open(loc: &S3Location) -> Result<Bucket> {
-        let requests = Arc::new(Requests::default());
-        let options = ClientOptions::new()
-            .with_allow_http(true)
-            .with_timeout(Duration::from_secs(120))
-            .with_pool_max_idle_per_host(256);
-        let mut b = AmazonS3Builder::new()
-            .with_bucket_name(&loc.bucket)
-            .with_region(&loc.region)
-            .with_virtual_hosted_style_request(false)
-            .with_http_connector(CountingConnector(requests.clone()))
-            .with_retry(RetryConfig {
-                max_retries: 10,
-                retry_timeout: Duration::from_secs(180),
-                ..RetryConfig::default()
-            })
-            .with_client_options(options.clone());
-        if let Some(e) = &loc.endpoint {
-            b = b.with_endpoint(e);
-        }
-        let mut sign = true;
-        match (&loc.access_key, &loc.secret_key) {
-            (Some(a), Some(s)) => {
-                b = b.with_access_key_id(a).with_secret_access_key(s);
-                if let Some(t) = &loc.session_token {
-                    b = b.with_token(t);
-                }
-            }
-            _ => {
-                b = b.with_skip_signature(loc.anonymous);
-                sign = !loc.anonymous;
-            }
-        }
-        let store = b.build().with_context(|| format!("cannot use bucket {}", loc.shown()))?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .context("cannot start the S3 client")?;
-        let http = CountingConnector(requests.clone()).connect(&options).context("cannot start the S3 client")?;
-        let endpoint = match &loc.endpoint {
-            Some(e) => format!("{}/{}", e.trim_end_matches('/'), loc.bucket),
-            None => format!("https://s3.{}.amazonaws.com/{}", loc.region, loc.bucket),
-        };
-        let root = loc.root.trim_matches('/');
-        let v2 = if root.is_empty() { "docker/registry/v2".to_string() } else { format!("{root}/docker/registry/v2") };
-        // Keys are the registry's, byte for byte (`Key::parse`; `Key::from` would percent-encode
-        // `~`, `%` or a letter outside ASCII, and name another key): a root object_store cannot
-        // name as it is is refused here, not used under another name.
-        Key::parse(&v2).map_err(|e| anyhow!("rootdirectory {:?} cannot be used: {e}", loc.root))?;
-        let region = loc.region.clone();
-        Ok(Bucket { store, http, endpoint, region, sign, runtime, v2, shown: loc.shown(), requests })
+#[async_trait::async_trait]
+impl Provider for S3 {
+    fn batch_size(&self) -> usize {
+        1000
     }
 
-    /// How a key is shown in messages: `s3://bucket/<root>/docker/registry/v2/<key>`.
-    pub fn url(&self, key: &str) -> String {
-        format!("{}/{}", self.shown_v2(), key)
-    }
-
-    /// `s3://bucket/<root>/docker/registry/v2`.
-    pub fn shown_v2(&self) -> String {
-        format!("{}/docker/registry/v2", self.shown.trim_end_matches('/'))
-    }
-
-    /// The key as it is in the bucket; one that object_store cannot name as it is (a control
-    /// character, a `.` or `..` or empty segment) is an error naming it, never another key.
-    fn key(&self, rel: &str) -> Result<Key> {
-        Key::parse(format!("{}/{}", self.v2, rel.trim_matches('/')))
-            .map_err(|e| anyhow!("{e}"))
-            .with_context(|| format!("cannot use the key {:?}", self.url(rel)))
-    }
-
-    fn obj(&self, m: ObjectMeta) -> Obj {
-        Obj {
-            key: self.obj_key(m.location.as_ref()).to_string(),
-            size: m.size,
-            modified: SystemTime::from(m.last_modified),
-            etag: m.e_tag.map(|e| e.trim_matches('"').to_string()),
-        }
-    }
-
-    fn block_on<F: Future>(&self, f: F) -> F::Output {
-        self.runtime.block_on(f)
-    }
-
-    /// Every object under `prefix` (a folder of the store, relative to `docker/registry/v2/`),
-    /// flat: one request per page of 1,000 keys.
-    pub fn list(&self, prefix: &str) -> Result<Vec<Obj>> {
-        let key = self.key(prefix)?;
-        let found: Vec<ObjectMeta> = self
-            .block_on(self.store.list(Some(&key)).try_collect())
-            .map_err(explain)
-            .with_context(|| format!("cannot list {}", self.url(prefix)))?;
-        Ok(found.into_iter().map(|m| self.obj(m)).collect())
-    }
-
-    /// The objects under `prefix` whose keys sort after `prefix/after` and before `prefix/until`
-    /// (to the end without it): one range of a listing split for parallel requests.
-    pub fn list_range(&self, prefix: &str, after: &str, until: Option<&str>) -> Result<Vec<Obj>> {
-        let (key, offset) = (self.key(prefix)?, self.key(&format!("{prefix}/{after}"))?);
-        let end = until.map(|u| format!("{}/{u}", key.as_ref()));
-        let found: Vec<ObjectMeta> = self
-            .block_on(
-                self.store
-                    .list_with_offset(Some(&key), &offset)
-                    .try_take_while(|m| {
-                        let more = end.as_ref().is_none_or(|e| m.location.as_ref() < e.as_str());
-                        futures::future::ready(Ok(more))
-                    })
-                    .try_collect(),
-            )
-            .map_err(explain)
-            .with_context(|| format!("cannot list {}", self.url(prefix)))?;
-        Ok(found.into_iter().map(|m| self.obj(m)).collect())
-    }
-
-    /// The sub-folders of `prefix` (their names) and the objects right in it: one level.
-    pub fn folders(&self, prefix: &str) -> Result<(Vec<String>, Vec<Obj>)> {
-        let key = self.key(prefix)?;
-        let r = self
-            .block_on(self.store.list_with_delimiter(Some(&key)))
-            .map_err(explain)
-            .with_context(|| format!("cannot list {}", self.url(prefix)))?;
-        let names = r.common_prefixes.iter().filter_map(|p| p.filename().map(String::from)).collect();
-        Ok((names, r.objects.into_iter().map(|m| self.obj(m)).collect()))
-    }
-
-    /// The folders at the top of the bucket, outside the store (for an error message).
-    pub fn top_folders(&self) -> Result<Vec<String>> {
-        let r = self.block_on(self.store.list_with_delimiter(None)).map_err(explain)?;
-        Ok(r.common_prefixes.iter().map(|p| format!("{}/", p.as_ref())).collect())
-    }
-
-    /// The content of a small object, or `None` when there is none; larger than `max`: an error.
-    pub fn get(&self, rel: &str, max: u64) -> Result<Option<(Vec<u8>, Obj)>> {
-        let key = self.key(rel)?;
-        let got = self.block_on(async {
-            let r = match self.store.get_opts(&key, GetOptions::default()).await {
-                Err(object_store::Error::NotFound { .. }) => return Ok(None),
-                r => r.map_err(explain)?,
-            };
-            if r.meta.size > max {
-                return Err(anyhow!("{} bytes, more than the {max} a manifest, link or config may have", r.meta.size));
-            }
-            let meta = r.meta.clone();
-            let bytes = r.bytes().await.map_err(explain)?;
-            Ok(Some((bytes.to_vec(), meta)))
-        });
-        let got = got.with_context(|| format!("cannot read {}", self.url(rel)))?;
-        Ok(got.map(|(b, m)| (b, self.obj(m))))
-    }
-
-    /// The object's size and time, or `None` when there is none.
-    pub fn head(&self, rel: &str) -> Result<Option<Obj>> {
-        match self.block_on(self.store.head(&self.key(rel)?)) {
-            Ok(m) => Ok(Some(self.obj(m))),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(explain(e)).with_context(|| format!("cannot read {}", self.url(rel))),
-        }
-    }
-
-    /// Writes an object, replacing any.
-    pub fn put(&self, rel: &str, bytes: Vec<u8>) -> Result<()> {
-        self.block_on(self.store.put(&self.key(rel)?, PutPayload::from(bytes)))
-            .map_err(explain)
-            .with_context(|| format!("cannot write {}", self.url(rel)))?;
-        Ok(())
-    }
-
-    /// Creates an object only if there is none (`If-None-Match: *`): false when one exists.
-    pub fn create(&self, rel: &str, bytes: Vec<u8>) -> Result<bool> {
-        let opts = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
-        match self.block_on(self.store.put_opts(&self.key(rel)?, PutPayload::from(bytes), opts)) {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
-            Err(e) => Err(explain(e)).with_context(|| format!("cannot create {}", self.url(rel))),
-        }
-    }
-
-    /// Writes an object only if it is still the one with this ETag (`If-Match`): false when it
-    /// is another, or gone.
-    pub fn replace(&self, rel: &str, bytes: Vec<u8>, etag: &str) -> Result<bool> {
-        let version = UpdateVersion { e_tag: Some(format!("\"{etag}\"")), version: None };
-        let opts = PutOptions { mode: PutMode::Update(version), ..PutOptions::default() };
-        match self.block_on(self.store.put_opts(&self.key(rel)?, PutPayload::from(bytes), opts)) {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(explain(e)).with_context(|| format!("cannot write {}", self.url(rel))),
-        }
-    }
-
-    /// Deletes one object; none there is fine.
-    pub fn delete(&self, rel: &str) -> Result<()> {
-        match self.block_on(self.store.delete(&self.key(rel)?)) {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(explain(e)).with_context(|| format!("cannot delete {}", self.url(rel))),
-        }
-    }
-
-    /// Deletes keys with DeleteObjects, 1,000 to a request, several requests in flight; the
-    /// keys a request did not delete (or did not say it deleted) are tried again twice, then
-    /// returned with what the server said.
-    pub fn delete_many(&self, rels: &[String]) -> Vec<(String, String)> {
-        let mut todo: Vec<String> = rels.to_vec();
-        let mut failed = Vec::new();
-        for _ in 0..3 {
-            if todo.is_empty() {
-                break;
-            }
-            failed = self
-                .block_on(
-                    futures::stream::iter(todo.chunks(1000).map(|c| self.delete_chunk(c)))
-                        .buffer_unordered(8)
-                        .collect::<Vec<_>>(),
-                )
-                .into_iter()
-                .flatten()
-                .collect();
-            todo = failed.iter().map(|(k, _)| k.clone()).collect();
-        }
-        failed
-    }
-
-    /// One DeleteObjects request: the keys it did not delete, each with what the server said
-    /// of it. Sent here rather than by object_store, which retries the whole request when one
-    /// key's error is `InternalError` and then fails every key with the raw answer, and counts
-    /// a key the answer does not mention as deleted: here a key is deleted when the answer
-    /// says so.
-    async fn delete_chunk(&self, rels: &[String]) -> Vec<(String, String)> {
-        let mut failed = Vec::new();
-        let mut keys: Vec<(&String, Key)> = Vec::new();
-        for r in rels {
-            match self.key(r) {
-                Ok(k) => keys.push((r, k)),
-                Err(e) => failed.push((r.clone(), format!("{e:#}"))),
-            }
-        }
-        if keys.is_empty() {
-            return failed;
-        }
+    async fn delete_batch(&self, keys: &[Key]) -> Vec<(Key, String)> {
         let mut body = String::from("<Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
-        for (_, k) in &keys {
+        for k in keys {
             body += &format!("<Object><Key>{}</Key></Object>", quick_xml::escape::escape(k.as_ref()));
         }
         body += "</Delete>";
         let answer = match self.post_delete(body.into_bytes()).await {
             Ok(a) => a,
-            Err(e) => {
-                failed.extend(keys.into_iter().map(|(r, _)| (r.clone(), format!("{e:#}"))));
-                return failed;
-            }
+            Err(e) => return keys.iter().map(|k| (k.clone(), format!("{e:#}"))).collect(),
         };
-        let mut deleted = std::collections::BTreeSet::new();
-        let mut errors = std::collections::BTreeMap::new();
+        let mut deleted = BTreeSet::new();
+        let mut errors = BTreeMap::new();
         for entry in answer.entries {
             match entry {
                 DeleteEntry::Deleted { key } => {
@@ -470,16 +339,17 @@ impl Bucket {
                 DeleteEntry::Other => {}
             }
         }
-        for (r, k) in keys {
-            if let Some(e) = errors.get(k.as_ref()) {
-                failed.push((r.clone(), e.clone()));
-            } else if !deleted.contains(k.as_ref()) {
-                failed.push((r.clone(), "not confirmed deleted (the answer to DeleteObjects did not name it)".into()));
-            }
-        }
-        failed
+        keys.iter()
+            .filter_map(|k| match errors.get(k.as_ref()) {
+                Some(e) => Some((k.clone(), e.clone())),
+                None if deleted.contains(k.as_ref()) => None,
+                None => Some((k.clone(), "not confirmed deleted (the answer to DeleteObjects did not name it)".into())),
+            })
+            .collect()
     }
+}
 
+impl S3 {
     /// Sends a DeleteObjects request (its XML body), signed; throttling, a server error or a
     /// broken connection is retried with backoff (the request deletes the same keys again),
     /// up to 10 times.
@@ -497,35 +367,36 @@ impl Bucket {
                 .body(HttpRequestBody::from(body.clone()))
                 .context("cannot make a DeleteObjects request")?;
             if self.sign {
-                let credential = self.store.credentials().get_credential().await.map_err(explain)?;
+                let credential = self.store.credentials().get_credential().await?;
                 AwsAuthorizer::new(&credential, "s3", &self.region)
                     .try_authorize(&mut req, None)
-                    .map_err(explain)
                     .context("cannot sign a DeleteObjects request")?;
             }
             let err = match self.http.execute(req).await {
                 Ok(res) => {
                     let status = res.status();
-                    let text = match res.into_body().bytes().await {
-                        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-                        Err(e) => e.to_string(),
+                    let bytes = match res.into_body().bytes().await {
+                        Ok(b) => b.to_vec(),
+                        Err(e) => e.to_string().into_bytes(),
                     };
+                    let said = ErrorAnswer::read(&bytes);
                     if status.is_success() {
-                        match quick_xml::de::from_str::<DeleteResult>(&text) {
-                            Ok(answer) => return Ok(answer),
+                        match (quick_xml::de::from_reader::<_, DeleteResult>(bytes.as_slice()), said) {
+                            (Ok(answer), _) => return Ok(answer),
                             // An error document with a 200 (S3 may answer so when it fails late).
-                            Err(_) => match s3_error(&text) {
-                                Some(said) if said.starts_with("InternalError") || said.starts_with("SlowDown") => said,
-                                Some(said) => return Err(anyhow!(said)),
-                                None => return Err(anyhow!("DeleteObjects answered what is not XML: {text:.200}")),
-                            },
+                            (Err(_), Some(said)) if said.transient() => said.told(),
+                            (Err(_), Some(said)) => return Err(anyhow!(said.told())),
+                            (Err(_), None) => {
+                                let text = String::from_utf8_lossy(&bytes);
+                                return Err(anyhow!("DeleteObjects answered what is not XML: {text:.200}"));
+                            }
                         }
                     } else {
-                        let said = s3_error(&text).unwrap_or_else(|| format!("status {status}"));
+                        let told = said.map_or_else(|| format!("status {status}"), |s| s.told());
                         if !(status.is_server_error() || status.as_u16() == 429) {
-                            return Err(anyhow!(said));
+                            return Err(anyhow!(told));
                         }
-                        said
+                        told
                     }
                 }
                 Err(e) => format!("{e}"),
@@ -537,9 +408,72 @@ impl Bucket {
             backoff = (backoff * 2).min(Duration::from_secs(15));
         }
     }
+}
 
-    /// A full key, relative to `docker/registry/v2/`.
-    fn obj_key<'k>(&self, full: &'k str) -> &'k str {
-        full.strip_prefix(&self.v2).map(|k| k.trim_start_matches('/')).unwrap_or(full)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn url_and_environment() {
+        let env = env_of(&[
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+            ("AWS_ACCESS_KEY_ID", "a"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+            ("HOME", "/nonexistent"),
+        ]);
+        let loc = S3Location::from_url("s3://reg/store/", &env).unwrap();
+        assert_eq!((loc.bucket.as_str(), loc.root.as_str(), loc.region.as_str()), ("reg", "store", DEFAULT_REGION));
+        assert_eq!(loc.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert!(!loc.anonymous);
+        assert_eq!(loc.shown(), "s3://reg/store");
+        assert!(S3Location::from_url("s3:///x", &env).is_err());
+    }
+
+    #[test]
+    fn profile_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(".aws")).unwrap();
+        std::fs::write(
+            dir.path().join(".aws/credentials"),
+            "[default]\naws_access_key_id = d\n[ops]\naws_access_key_id = o\naws_secret_access_key = os\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join(".aws/config"),
+            "[profile ops]\nregion = eu-west-3\nendpoint_url = http://x:1\n",
+        )
+        .unwrap();
+        let home = dir.path().to_str().unwrap();
+        let env = env_of(&[("HOME", home), ("AWS_PROFILE", "ops")]);
+        let loc = S3Location::from_url("s3://b", &env).unwrap();
+        assert_eq!(loc.access_key.as_deref(), Some("o"));
+        assert_eq!(loc.region, "eu-west-3");
+        assert_eq!(loc.endpoint.as_deref(), Some("http://x:1"));
+    }
+
+    #[test]
+    fn registry_keys() {
+        let keys: HashMap<String, String> = [
+            ("bucket", "reg"),
+            ("region", "eu-central-1"),
+            ("regionendpoint", "127.0.0.1:9000"),
+            ("secure", "false"),
+            ("rootdirectory", "/s/"),
+            ("accesskey", "a"),
+            ("secretkey", "s"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let loc = S3Location::from_registry(&keys, &env_of(&[])).unwrap();
+        assert_eq!(loc.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!((loc.root.as_str(), loc.region.as_str()), ("s", "eu-central-1"));
+        assert_eq!(loc.access_key.as_deref(), Some("a"));
     }
 }

@@ -1,0 +1,457 @@
+//! The bucket as regsweep speaks to it, whatever the provider: flat listings by prefix, page by
+//! page, small reads, heads, puts (two of them conditional), batched deletions, every call
+//! counted by kind where it is made. An `Arc<dyn ObjectStore>` underneath; what one kind of
+//! bucket adds (its builder and credentials, its batched deletion, how its error answers read)
+//! is a [`Provider`] in a file of its own ([`super::s3`], [`super::memory`]). Blocking calls over
+//! one async runtime: the worker threads of a run (rayon's, 128 by default) are the requests in
+//! flight, as they are the reads in flight on a disk.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use anyhow::{Context, Result, anyhow};
+use futures::StreamExt;
+use object_store::client::{HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpService};
+use object_store::list::{PaginatedListOptions, PaginatedListStore};
+use object_store::path::Path as Key;
+use object_store::{
+    ClientOptions, GetOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion,
+};
+use serde::Serialize;
+
+use crate::model::outcome::RequestCounts;
+
+/// Requests sent, by kind, counted at the calls that send them (a listing by its pages, a
+/// batched deletion by its batches); `throttled` counts the answers 429 and 503, which the
+/// client retries with backoff.
+#[derive(Debug, Default, Serialize)]
+pub struct Requests {
+    /// Listing pages.
+    pub list: AtomicU64,
+    pub get: AtomicU64,
+    pub head: AtomicU64,
+    pub put: AtomicU64,
+    /// Batched deletions (S3's DeleteObjects, up to 1,000 keys each).
+    pub delete_objects: AtomicU64,
+    /// Deletions of one key.
+    pub delete: AtomicU64,
+    /// Answers 503 (SlowDown, ServerBusy) or 429: retried with backoff.
+    pub throttled: AtomicU64,
+}
+
+impl Requests {
+    fn add(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts, as plain numbers.
+    pub fn snapshot(&self) -> RequestCounts {
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RequestCounts {
+            list: l(&self.list),
+            get: l(&self.get),
+            head: l(&self.head),
+            put: l(&self.put),
+            delete_objects: l(&self.delete_objects),
+            delete: l(&self.delete),
+            throttled: l(&self.throttled),
+        }
+    }
+}
+
+/// What one kind of bucket adds to the object store underneath it.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync {
+    /// Up to how many keys one batched deletion takes; 0 when the provider has none (one
+    /// DELETE a key, several in flight).
+    fn batch_size(&self) -> usize {
+        0
+    }
+
+    /// Deletes `keys` (at most [`Provider::batch_size`]) in one request, retried as the
+    /// provider needs: the keys it did not delete, each with why. A key the answer does not
+    /// name as deleted is not deleted.
+    async fn delete_batch(&self, keys: &[Key]) -> Vec<(Key, String)> {
+        keys.iter().map(|k| (k.clone(), "this bucket has no batched deletion".to_string())).collect()
+    }
+}
+
+tokio::task_local! {
+    /// What the provider's last error answer said, during one call of a [`Bucket`]: set by the
+    /// HTTP client ([`Watching`]), read when the call fails.
+    static SAID: RefCell<Option<String>>;
+}
+
+/// The HTTP client of an object store, watching what comes back: it counts throttling, and
+/// keeps what an error answer says (decoded by the provider) for the failing call's message.
+#[derive(Debug)]
+struct Watching {
+    inner: HttpClient,
+    requests: Arc<Requests>,
+    decode: fn(u16, &[u8]) -> Option<String>,
+}
+
+#[async_trait::async_trait]
+impl HttpService for Watching {
+    async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let res = self.inner.execute(req).await?;
+        let status = res.status().as_u16();
+        if matches!(status, 429 | 503) {
+            Requests::add(&self.requests.throttled);
+        }
+        if status < 400 {
+            return Ok(res);
+        }
+        let (parts, body) = res.into_parts();
+        let bytes = body.bytes().await?;
+        if let Some(said) = (self.decode)(status, &bytes) {
+            let _ = SAID.try_with(|s| *s.borrow_mut() = Some(said));
+        }
+        Ok(HttpResponse::from_parts(parts, bytes.into()))
+    }
+}
+
+/// The HTTP connector a provider's builder is given: the default client, watched.
+#[derive(Debug)]
+pub struct Connector {
+    pub requests: Arc<Requests>,
+    /// What an error answer (its status and body) says, briefly and with what to check: the
+    /// provider's error code and message, where the body holds them.
+    pub decode: fn(u16, &[u8]) -> Option<String>,
+}
+
+impl HttpConnector for Connector {
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        let inner = object_store::client::ReqwestConnector::default().connect(options)?;
+        Ok(HttpClient::new(Watching { inner, requests: self.requests.clone(), decode: self.decode }))
+    }
+}
+
+/// An object store's error, told briefly: what the provider's answer said where it said
+/// something (its XML answer otherwise fills a screen, three times over), else the innermost
+/// cause (a refused connection, a name not found, a status).
+fn explain(e: object_store::Error) -> anyhow::Error {
+    if let Some(said) = SAID.try_with(|s| s.borrow_mut().take()).ok().flatten() {
+        return anyhow!(said);
+    }
+    let mut inner: &dyn std::error::Error = &e;
+    while let Some(s) = inner.source() {
+        inner = s;
+    }
+    anyhow!("{inner}")
+}
+
+/// One object as a listing or a head shows it; `key` is relative to the store's `docker/registry/v2/`.
+#[derive(Clone, Debug)]
+pub struct Obj {
+    pub key: String,
+    pub size: u64,
+    pub modified: SystemTime,
+    /// The ETag without its quotes: for a plain PUT to S3, the MD5 of the content.
+    pub etag: Option<String>,
+}
+
+/// A bucket, rooted at a store's `docker/registry/v2/`.
+pub struct Bucket {
+    store: Arc<dyn ObjectStore>,
+    /// The same store, listed one page at a time (each page one request, counted).
+    pages: Arc<dyn PaginatedListStore>,
+    provider: Arc<dyn Provider>,
+    runtime: tokio::runtime::Runtime,
+    /// `<rootdirectory>/docker/registry/v2`, without leading or trailing slash.
+    v2: String,
+    /// How the bucket is named to the operator: `s3://bucket/rootdirectory`.
+    pub shown: String,
+    pub requests: Arc<Requests>,
+}
+
+/// What a provider's builder hands over to make a [`Bucket`].
+pub struct Parts {
+    pub store: Arc<dyn ObjectStore>,
+    pub pages: Arc<dyn PaginatedListStore>,
+    pub provider: Arc<dyn Provider>,
+    /// The registry's `rootdirectory` ("" for none).
+    pub root: String,
+    /// `scheme://bucket/rootdirectory`.
+    pub shown: String,
+    pub requests: Arc<Requests>,
+}
+
+impl Bucket {
+    pub fn new(p: Parts) -> Result<Bucket> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("cannot start the bucket's client")?;
+        let root = p.root.trim_matches('/');
+        let v2 = if root.is_empty() { "docker/registry/v2".to_string() } else { format!("{root}/docker/registry/v2") };
+        // Keys are the registry's, byte for byte (`Key::parse`; `Key::from` would percent-encode
+        // `~`, `%` or a letter outside ASCII, and name another key): a root object_store cannot
+        // name as it is is refused here, not used under another name.
+        Key::parse(&v2).map_err(|e| anyhow!("rootdirectory {:?} cannot be used: {e}", p.root))?;
+        Ok(Bucket {
+            store: p.store,
+            pages: p.pages,
+            provider: p.provider,
+            runtime,
+            v2,
+            shown: p.shown,
+            requests: p.requests,
+        })
+    }
+
+    /// How a key is shown in messages: `s3://bucket/<root>/docker/registry/v2/<key>`.
+    pub fn url(&self, key: &str) -> String {
+        format!("{}/{}", self.shown_v2(), key)
+    }
+
+    /// `s3://bucket/<root>/docker/registry/v2`.
+    pub fn shown_v2(&self) -> String {
+        format!("{}/docker/registry/v2", self.shown.trim_end_matches('/'))
+    }
+
+    /// The key as it is in the bucket; one that object_store cannot name as it is (a control
+    /// character, a `.` or `..` or empty segment) is an error naming it, never another key.
+    fn key(&self, rel: &str) -> Result<Key> {
+        Key::parse(format!("{}/{}", self.v2, rel.trim_matches('/')))
+            .map_err(|e| anyhow!("{e}"))
+            .with_context(|| format!("cannot use the key {:?}", self.url(rel)))
+    }
+
+    /// A full key, relative to `docker/registry/v2/`.
+    fn rel<'k>(&self, full: &'k str) -> &'k str {
+        full.strip_prefix(&self.v2).map(|k| k.trim_start_matches('/')).unwrap_or(full)
+    }
+
+    fn obj(&self, m: ObjectMeta) -> Obj {
+        Obj {
+            key: self.rel(m.location.as_ref()).to_string(),
+            size: m.size,
+            modified: SystemTime::from(m.last_modified),
+            etag: m.e_tag.map(|e| e.trim_matches('"').to_string()),
+        }
+    }
+
+    /// Runs one call to its end, keeping what the provider's error answers say for its message.
+    fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(SAID.scope(RefCell::new(None), f))
+    }
+
+    /// One listing, page by page (each page a request): the objects under the folder `prefix`
+    /// (a full key; the whole bucket for none) whose keys sort after `offset` and before
+    /// `until` (full keys), sorted, and with `folders` the sub-folders, one level.
+    async fn listing(
+        &self,
+        prefix: Option<&str>,
+        offset: Option<String>,
+        until: Option<&str>,
+        folders: bool,
+    ) -> object_store::Result<(Vec<ObjectMeta>, Vec<Key>)> {
+        let prefix = prefix.map(|p| format!("{p}/"));
+        let (mut objects, mut prefixes) = (Vec::new(), Vec::new());
+        let mut token = None;
+        loop {
+            Requests::add(&self.requests.list);
+            let opts = PaginatedListOptions {
+                offset: offset.clone(),
+                delimiter: folders.then(|| "/".into()),
+                page_token: token.take(),
+                ..PaginatedListOptions::default()
+            };
+            let page = self.pages.list_paginated(prefix.as_deref(), opts).await?;
+            objects.extend(page.result.objects);
+            prefixes.extend(page.result.common_prefixes);
+            let past = until.is_some_and(|u| objects.last().is_some_and(|m: &ObjectMeta| m.location.as_ref() >= u));
+            match page.page_token {
+                Some(t) if !past => token = Some(t),
+                _ => break,
+            }
+        }
+        objects.sort_by(|a, b| a.location.cmp(&b.location));
+        if let Some(u) = until {
+            objects.retain(|m| m.location.as_ref() < u);
+        }
+        Ok((objects, prefixes))
+    }
+
+    /// Every object under `prefix` (a folder of the store, relative to `docker/registry/v2/`),
+    /// flat, sorted by key.
+    pub fn list(&self, prefix: &str) -> Result<Vec<Obj>> {
+        let key = self.key(prefix)?;
+        let (found, _) = self
+            .block_on(async { self.listing(Some(key.as_ref()), None, None, false).await.map_err(explain) })
+            .with_context(|| format!("cannot list {}", self.url(prefix)))?;
+        Ok(found.into_iter().map(|m| self.obj(m)).collect())
+    }
+
+    /// The objects under `prefix` whose keys sort after `prefix/after` and before `prefix/until`
+    /// (to the end without it): one range of a listing split for parallel requests.
+    pub fn list_range(&self, prefix: &str, after: &str, until: Option<&str>) -> Result<Vec<Obj>> {
+        let (key, offset) = (self.key(prefix)?, self.key(&format!("{prefix}/{after}"))?);
+        let end = until.map(|u| format!("{}/{u}", key.as_ref()));
+        let (found, _) = self
+            .block_on(async {
+                let offset = Some(offset.as_ref().to_string());
+                self.listing(Some(key.as_ref()), offset, end.as_deref(), false).await.map_err(explain)
+            })
+            .with_context(|| format!("cannot list {}", self.url(prefix)))?;
+        Ok(found.into_iter().map(|m| self.obj(m)).collect())
+    }
+
+    /// The sub-folders of `prefix` (their names) and the objects right in it: one level.
+    pub fn folders(&self, prefix: &str) -> Result<(Vec<String>, Vec<Obj>)> {
+        let key = self.key(prefix)?;
+        let (objects, prefixes) = self
+            .block_on(async { self.listing(Some(key.as_ref()), None, None, true).await.map_err(explain) })
+            .with_context(|| format!("cannot list {}", self.url(prefix)))?;
+        let names = prefixes.iter().filter_map(|p| p.filename().map(String::from)).collect();
+        Ok((names, objects.into_iter().map(|m| self.obj(m)).collect()))
+    }
+
+    /// The folders at the top of the bucket, outside the store (for an error message).
+    pub fn top_folders(&self) -> Result<Vec<String>> {
+        let (_, prefixes) = self.block_on(async { self.listing(None, None, None, true).await.map_err(explain) })?;
+        Ok(prefixes.iter().map(|p| format!("{}/", p.as_ref())).collect())
+    }
+
+    /// The content of a small object, or `None` when there is none; larger than `max`: an error.
+    pub fn get(&self, rel: &str, max: u64) -> Result<Option<(Vec<u8>, Obj)>> {
+        let key = self.key(rel)?;
+        let got = self.block_on(async {
+            Requests::add(&self.requests.get);
+            let r = match self.store.get_opts(&key, GetOptions::default()).await {
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                r => r.map_err(explain)?,
+            };
+            if r.meta.size > max {
+                return Err(anyhow!("{} bytes, more than the {max} a manifest, link or config may have", r.meta.size));
+            }
+            let meta = r.meta.clone();
+            let bytes = r.bytes().await.map_err(explain)?;
+            Ok(Some((bytes.to_vec(), meta)))
+        });
+        let got = got.with_context(|| format!("cannot read {}", self.url(rel)))?;
+        Ok(got.map(|(b, m)| (b, self.obj(m))))
+    }
+
+    /// The object's size and time, or `None` when there is none.
+    pub fn head(&self, rel: &str) -> Result<Option<Obj>> {
+        let key = self.key(rel)?;
+        self.block_on(async {
+            Requests::add(&self.requests.head);
+            match self.store.head(&key).await {
+                Ok(m) => Ok(Some(self.obj(m))),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(explain(e)),
+            }
+        })
+        .with_context(|| format!("cannot read {}", self.url(rel)))
+    }
+
+    /// Writes an object, replacing any.
+    pub fn put(&self, rel: &str, bytes: Vec<u8>) -> Result<()> {
+        let key = self.key(rel)?;
+        self.block_on(async {
+            Requests::add(&self.requests.put);
+            self.store.put(&key, PutPayload::from(bytes)).await.map_err(explain)
+        })
+        .with_context(|| format!("cannot write {}", self.url(rel)))?;
+        Ok(())
+    }
+
+    /// Writes an object under a condition: true when written, false when the condition failed.
+    fn put_if(&self, rel: &str, bytes: Vec<u8>, mode: PutMode) -> Result<bool> {
+        let key = self.key(rel)?;
+        let opts = PutOptions { mode, ..PutOptions::default() };
+        self.block_on(async {
+            Requests::add(&self.requests.put);
+            match self.store.put_opts(&key, PutPayload::from(bytes), opts).await {
+                Ok(_) => Ok(true),
+                Err(
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. }
+                    | object_store::Error::NotFound { .. },
+                ) => Ok(false),
+                Err(e) => Err(explain(e)),
+            }
+        })
+        .with_context(|| format!("cannot write {}", self.url(rel)))
+    }
+
+    /// Creates an object only if there is none (`If-None-Match: *`): false when one exists.
+    pub fn create(&self, rel: &str, bytes: Vec<u8>) -> Result<bool> {
+        self.put_if(rel, bytes, PutMode::Create)
+    }
+
+    /// Writes an object only if it is still the one with this ETag (`If-Match`): false when it
+    /// is another, or gone.
+    pub fn replace(&self, rel: &str, bytes: Vec<u8>, etag: &str) -> Result<bool> {
+        let version = UpdateVersion { e_tag: Some(format!("\"{etag}\"")), version: None };
+        self.put_if(rel, bytes, PutMode::Update(version))
+    }
+
+    /// Deletes one object; none there is fine.
+    pub fn delete(&self, rel: &str) -> Result<()> {
+        let key = self.key(rel)?;
+        self.block_on(self.delete_one(&key))
+            .map_err(|e| anyhow!(e))
+            .with_context(|| format!("cannot delete {}", self.url(rel)))
+    }
+
+    /// Deletes one key, in a call of its own: why it failed.
+    async fn delete_one(&self, key: &Key) -> Result<(), String> {
+        SAID.scope(RefCell::new(None), async {
+            Requests::add(&self.requests.delete);
+            match self.store.delete(key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(format!("{:#}", explain(e))),
+            }
+        })
+        .await
+    }
+
+    /// Deletes keys, in the provider's batches (several in flight) or one by one; the keys not
+    /// deleted (or not said to be) are tried again twice, then returned with why.
+    pub fn delete_many(&self, rels: &[String]) -> Vec<(String, String)> {
+        let mut failed = Vec::new();
+        let mut todo: Vec<(Key, &String)> = Vec::new();
+        for r in rels {
+            match self.key(r) {
+                Ok(k) => todo.push((k, r)),
+                Err(e) => failed.push((r.clone(), format!("{e:#}"))),
+            }
+        }
+        let mut left = Vec::new();
+        for _ in 0..3 {
+            if todo.is_empty() {
+                break;
+            }
+            let keys: Vec<Key> = todo.iter().map(|(k, _)| k.clone()).collect();
+            let not: std::collections::HashMap<Key, String> =
+                self.block_on(self.delete_round(&keys)).into_iter().collect();
+            left = todo.into_iter().filter_map(|(k, r)| not.get(&k).map(|why| (k.clone(), r, why.clone()))).collect();
+            todo = left.iter().map(|(k, r, _)| (k.clone(), *r)).collect();
+        }
+        failed.extend(left.into_iter().map(|(_, r, why)| (r.clone(), why)));
+        failed
+    }
+
+    /// One round of deletions: the keys not deleted, with why.
+    async fn delete_round(&self, keys: &[Key]) -> Vec<(Key, String)> {
+        let batch = self.provider.batch_size();
+        if batch > 0 {
+            let batches = keys.chunks(batch).map(|c| async move {
+                Requests::add(&self.requests.delete_objects);
+                self.provider.delete_batch(c).await
+            });
+            futures::stream::iter(batches).buffer_unordered(8).flat_map(futures::stream::iter).collect().await
+        } else {
+            let each = keys.iter().map(|k| async move { self.delete_one(k).await.err().map(|why| (k.clone(), why)) });
+            futures::stream::iter(each).buffer_unordered(32).filter_map(futures::future::ready).collect().await
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! A bucket in memory: object_store's `InMemory` under the generic bucket backend, for the fast
+//! tier of the tests (in process, no server). Everything a run does on a bucket goes through the
+//! same code as on S3 but the provider's part: listings are paged (1,000 keys a page, as S3's),
+//! deletions are batched (1,000 keys, each key answered on its own, as DeleteObjects), ETags are
+//! not MD5s (as on Azure: links are read). [`Faults`] lets a test break it where a server
+//! breaks: the process gone after the K-th deletion, keys a batch fails to delete, keys older
+//! than they are, a write racing a deletion.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Result;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::list::{PaginatedListOptions, PaginatedListResult, PaginatedListStore};
+use object_store::memory::InMemory;
+use object_store::path::Path as Key;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+
+use crate::store::bucket::client::{Bucket, Parts, Provider, Requests};
+
+/// Keys a listing page holds, and a batched deletion takes.
+const PAGE: usize = 1000;
+
+/// A test's hand on the bucket: what breaks, and when.
+#[derive(Default)]
+pub struct Faults {
+    /// After this many keys deleted, every request fails, as if the process had died there
+    /// (0: never).
+    pub die_after_deletes: AtomicU64,
+    deleted: AtomicU64,
+    dead: AtomicBool,
+    /// Keys (relative to the bucket's top) a batched deletion fails to delete, with how many
+    /// more times, and the error code it names.
+    pub batch_errors: Mutex<BTreeMap<String, (u32, String)>>,
+    /// Keys under these prefixes look older by so much (a stale lock, a link written long ago).
+    pub aged: Mutex<Vec<(String, Duration)>>,
+    /// Called with each key about to be deleted (a push racing a stage); it may write to the
+    /// bucket through [`Memory::put`].
+    #[allow(clippy::type_complexity)]
+    pub before_delete: Mutex<Option<Box<dyn FnMut(&str) + Send>>>,
+}
+
+impl fmt::Debug for Faults {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Faults").field("deleted", &self.deleted).field("dead", &self.dead).finish_non_exhaustive()
+    }
+}
+
+impl Faults {
+    /// Brings the process back: requests work again, and no more deaths are planned.
+    pub fn revive(&self) {
+        self.die_after_deletes.store(0, Ordering::SeqCst);
+        self.dead.store(false, Ordering::SeqCst);
+    }
+
+    /// How many keys were deleted so far.
+    pub fn deleted(&self) -> u64 {
+        self.deleted.load(Ordering::SeqCst)
+    }
+
+    fn alive(&self) -> object_store::Result<()> {
+        if self.dead.load(Ordering::SeqCst) {
+            return Err(object_store::Error::Generic { store: "memory", source: "the process is gone".into() });
+        }
+        Ok(())
+    }
+
+    /// Counts one deletion; the one past the limit dies first.
+    fn deleting(&self, key: &str) -> object_store::Result<()> {
+        self.alive()?;
+        let limit = self.die_after_deletes.load(Ordering::SeqCst);
+        if limit > 0 && self.deleted.load(Ordering::SeqCst) >= limit {
+            self.dead.store(true, Ordering::SeqCst);
+            return self.alive();
+        }
+        if let Some(f) = self.before_delete.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            f(key);
+        }
+        self.deleted.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn age(&self, mut m: ObjectMeta) -> ObjectMeta {
+        let aged = self.aged.lock().unwrap_or_else(|e| e.into_inner());
+        for (prefix, by) in aged.iter() {
+            if m.location.as_ref().starts_with(prefix.as_str()) {
+                m.last_modified -= chrono::Duration::from_std(*by).unwrap_or_default();
+            }
+        }
+        m
+    }
+}
+
+/// A bucket in memory, with the faults a test sets.
+#[derive(Clone, Debug, Default)]
+pub struct Memory {
+    inner: Arc<InMemory>,
+    pub faults: Arc<Faults>,
+}
+
+impl Memory {
+    pub fn new() -> Memory {
+        Memory::default()
+    }
+
+    /// The bucket, for a store under `root` (the registry's `rootdirectory`, "" for none).
+    pub fn bucket(&self, root: &str) -> Result<Bucket> {
+        let store = Arc::new(Faulty { inner: self.inner.clone(), faults: self.faults.clone() });
+        let shown = if root.is_empty() { "memory://".to_string() } else { format!("memory://{root}") };
+        Bucket::new(Parts {
+            store: store.clone(),
+            pages: store.clone(),
+            provider: Arc::new(Batches(store)),
+            root: root.to_string(),
+            shown,
+            requests: Arc::new(Requests::default()),
+        })
+    }
+
+    /// Writes a key (relative to the bucket's top) behind the run's back, as a push does.
+    pub fn put(&self, key: &str, bytes: Vec<u8>) {
+        if let Ok(k) = Key::parse(key) {
+            let _ = futures::executor::block_on(self.inner.put(&k, PutPayload::from(bytes)));
+        }
+    }
+
+    /// Every key and its content, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let found: Vec<ObjectMeta> =
+            futures::executor::block_on(self.inner.list(None).try_collect()).unwrap_or_default();
+        let mut keys: Vec<String> = found.into_iter().map(|m| m.location.to_string()).collect();
+        keys.sort();
+        keys
+    }
+
+    /// The content of a key, if there is one.
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let k = Key::parse(key).ok()?;
+        let r = futures::executor::block_on(self.inner.get(&k)).ok()?;
+        futures::executor::block_on(r.bytes()).ok().map(|b| b.to_vec())
+    }
+}
+
+/// `InMemory` with faults.
+#[derive(Debug)]
+struct Faulty {
+    inner: Arc<InMemory>,
+    faults: Arc<Faults>,
+}
+
+impl fmt::Display for Faulty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("memory")
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Faulty {
+    async fn put_opts(&self, location: &Key, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
+        self.faults.alive()?;
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Key,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.faults.alive()?;
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Key, options: GetOptions) -> object_store::Result<GetResult> {
+        self.faults.alive()?;
+        let mut r = self.inner.get_opts(location, options).await?;
+        r.meta = self.faults.age(r.meta);
+        Ok(r)
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Key>>,
+    ) -> BoxStream<'static, object_store::Result<Key>> {
+        let (inner, faults) = (self.inner.clone(), self.faults.clone());
+        locations
+            .then(move |k| {
+                let (inner, faults) = (inner.clone(), faults.clone());
+                async move {
+                    let k = k?;
+                    faults.deleting(k.as_ref())?;
+                    inner.delete(&k).await?;
+                    Ok(k)
+                }
+            })
+            .boxed()
+    }
+
+    fn list(&self, prefix: Option<&Key>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        if let Err(e) = self.faults.alive() {
+            return futures::stream::once(async { Err(e) }).boxed();
+        }
+        let faults = self.faults.clone();
+        self.inner.list(prefix).map_ok(move |m| faults.age(m)).boxed()
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Key>) -> object_store::Result<ListResult> {
+        self.faults.alive()?;
+        let mut r = self.inner.list_with_delimiter(prefix).await?;
+        r.objects = r.objects.into_iter().map(|m| self.faults.age(m)).collect();
+        Ok(r)
+    }
+
+    async fn copy_opts(&self, from: &Key, to: &Key, options: CopyOptions) -> object_store::Result<()> {
+        self.faults.alive()?;
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// Listed a page at a time, as S3 lists: sorted keys after the offset (or the last page's
+/// last key), 1,000 a page; with a delimiter, one page.
+#[async_trait::async_trait]
+impl PaginatedListStore for Faulty {
+    async fn list_paginated(
+        &self,
+        prefix: Option<&str>,
+        opts: PaginatedListOptions,
+    ) -> object_store::Result<PaginatedListResult> {
+        let folder = match prefix.map(|p| p.trim_end_matches('/')).filter(|p| !p.is_empty()) {
+            Some(p) => Some(Key::parse(p)?),
+            None => None,
+        };
+        if opts.delimiter.is_some() {
+            let result = self.list_with_delimiter(folder.as_ref()).await?;
+            return Ok(PaginatedListResult { result, page_token: None });
+        }
+        let after = opts.page_token.or(opts.offset);
+        let max = opts.max_keys.unwrap_or(PAGE);
+        let listed = match after {
+            Some(a) => self.list_with_offset(folder.as_ref(), &Key::parse(a)?),
+            None => self.list(folder.as_ref()),
+        };
+        let objects: Vec<ObjectMeta> = listed.take(max).try_collect().await?;
+        let page_token = (objects.len() == max).then(|| objects.last().map(|m| m.location.to_string())).flatten();
+        let result = ListResult { common_prefixes: Vec::new(), objects, extensions: Default::default() };
+        Ok(PaginatedListResult { result, page_token })
+    }
+}
+
+/// Batched deletion in memory: each key deleted on its own, answered on its own, as
+/// DeleteObjects answers; the keys [`Faults::batch_errors`] names fail.
+struct Batches(Arc<Faulty>);
+
+#[async_trait::async_trait]
+impl Provider for Batches {
+    fn batch_size(&self) -> usize {
+        PAGE
+    }
+
+    async fn delete_batch(&self, keys: &[Key]) -> Vec<(Key, String)> {
+        let mut failed = Vec::new();
+        for k in keys {
+            let planned = {
+                let mut errors = self.0.faults.batch_errors.lock().unwrap_or_else(|e| e.into_inner());
+                match errors.get_mut(k.as_ref()) {
+                    Some((n, code)) if *n > 0 => {
+                        *n -= 1;
+                        Some(code.clone())
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(code) = planned {
+                failed.push((k.clone(), format!("{code}: injected")));
+                continue;
+            }
+            match self.0.delete(k).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => failed.push((k.clone(), e.to_string())),
+            }
+        }
+        failed
+    }
+}
