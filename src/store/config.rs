@@ -112,7 +112,7 @@ mod tests {
     fn path(l: Location) -> PathBuf {
         match l {
             Location::Fs(p) => p,
-            Location::S3(s) => panic!("not a folder: {s:?}"),
+            other => panic!("not a folder: {other:?}"),
         }
     }
 
