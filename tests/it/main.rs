@@ -10,6 +10,7 @@ mod gc;
 mod generate;
 mod hostile;
 mod layers;
+mod memory;
 mod online;
 mod operate;
 mod prune;

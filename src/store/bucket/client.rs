@@ -152,6 +152,8 @@ pub struct Obj {
     pub modified: SystemTime,
     /// The ETag without its quotes: for a plain PUT to S3, the MD5 of the content.
     pub etag: Option<String>,
+    /// The ETag as the store gave it: the condition of a write over this object (`If-Match`).
+    pub version: Option<String>,
 }
 
 /// A bucket, rooted at a store's `docker/registry/v2/`.
@@ -232,7 +234,8 @@ impl Bucket {
             key: self.rel(m.location.as_ref()).to_string(),
             size: m.size,
             modified: SystemTime::from(m.last_modified),
-            etag: m.e_tag.map(|e| e.trim_matches('"').to_string()),
+            etag: m.e_tag.as_ref().map(|e| e.trim_matches('"').to_string()),
+            version: m.e_tag,
         }
     }
 
@@ -363,19 +366,20 @@ impl Bucket {
         Ok(())
     }
 
-    /// Writes an object under a condition: true when written, false when the condition failed.
-    fn put_if(&self, rel: &str, bytes: Vec<u8>, mode: PutMode) -> Result<bool> {
+    /// Writes an object under a condition: its new ETag as the store gives it when written (none
+    /// when the store gives none), `None` when the condition failed.
+    fn put_if(&self, rel: &str, bytes: Vec<u8>, mode: PutMode) -> Result<Option<Option<String>>> {
         let key = self.key(rel)?;
         let opts = PutOptions { mode, ..PutOptions::default() };
         self.block_on(async {
             Requests::add(&self.requests.put);
             match self.store.put_opts(&key, PutPayload::from(bytes), opts).await {
-                Ok(_) => Ok(true),
+                Ok(r) => Ok(Some(r.e_tag)),
                 Err(
                     object_store::Error::AlreadyExists { .. }
                     | object_store::Error::Precondition { .. }
                     | object_store::Error::NotFound { .. },
-                ) => Ok(false),
+                ) => Ok(None),
                 Err(e) => Err(explain(e)),
             }
         })
@@ -384,14 +388,20 @@ impl Bucket {
 
     /// Creates an object only if there is none (`If-None-Match: *`): false when one exists.
     pub fn create(&self, rel: &str, bytes: Vec<u8>) -> Result<bool> {
-        self.put_if(rel, bytes, PutMode::Create)
+        Ok(self.put_if(rel, bytes, PutMode::Create)?.is_some())
     }
 
-    /// Writes an object only if it is still the one with this ETag (`If-Match`): false when it
-    /// is another, or gone.
-    pub fn replace(&self, rel: &str, bytes: Vec<u8>, etag: &str) -> Result<bool> {
-        let version = UpdateVersion { e_tag: Some(format!("\"{etag}\"")), version: None };
-        self.put_if(rel, bytes, PutMode::Update(version))
+    /// Writes an object only if it is still the one with this ETag (`If-Match`, the ETag as the
+    /// store gave it: [`Obj::version`]): its new ETag when written (an ETag names one write, not
+    /// a content, on most stores), `None` when it is another object, or gone.
+    pub fn replace(&self, rel: &str, bytes: Vec<u8>, version: &str) -> Result<Option<String>> {
+        let condition = UpdateVersion { e_tag: Some(version.to_string()), version: None };
+        match self.put_if(rel, bytes, PutMode::Update(condition))? {
+            None => Ok(None),
+            Some(Some(new)) => Ok(Some(new)),
+            // A store that names no ETag on a write: read it.
+            Some(None) => Ok(self.head(rel)?.and_then(|o| o.version)),
+        }
     }
 
     /// Deletes one object; none there is fine.

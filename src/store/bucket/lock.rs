@@ -44,8 +44,8 @@ pub struct Claim {
     bucket: Arc<Bucket>,
     key: &'static str,
     content: Vec<u8>,
-    /// The ETag of `content` as the bucket stored it: the condition of every later write.
-    etag: String,
+    /// The ETag of the lock's last write, as the bucket gave it: the condition of the next.
+    etag: std::sync::Mutex<String>,
     /// When it was written, by the bucket's clock.
     pub written: SystemTime,
     /// Set once the lock was found to be another run's, or gone.
@@ -83,8 +83,11 @@ impl Claim {
     fn refresh(&self) {
         match self.bucket.get(self.key, 4096) {
             Ok(Some((bytes, _))) if bytes == self.content => {
-                if let Ok(false) = self.bucket.replace(self.key, self.content.clone(), &self.etag) {
-                    self.lost.store(true, Ordering::SeqCst);
+                let mut etag = self.etag.lock().unwrap_or_else(|e| e.into_inner());
+                match self.bucket.replace(self.key, self.content.clone(), &etag) {
+                    Ok(Some(new)) => *etag = new,
+                    Ok(None) => self.lost.store(true, Ordering::SeqCst),
+                    Err(_) => {}
                 }
             }
             Ok(_) => self.lost.store(true, Ordering::SeqCst),
@@ -154,8 +157,8 @@ impl Lock {
                 }
                 // Stale: replaced only if it is still the one read, never after another run
                 // took it over (of two runs taking it over, one wins).
-                let etag = obj.etag.ok_or_else(|| anyhow!("{} has no ETag", bucket.url(key)))?;
-                bucket.replace(key, content.clone(), &etag)?
+                let etag = obj.version.ok_or_else(|| anyhow!("{} has no ETag", bucket.url(key)))?;
+                bucket.replace(key, content.clone(), &etag)?.is_some()
             };
             if !written {
                 continue;
@@ -166,7 +169,7 @@ impl Lock {
             if bytes != content {
                 break;
             }
-            let etag = obj.etag.ok_or_else(|| anyhow!("{} has no ETag", bucket.url(key)))?;
+            let etag = obj.version.ok_or_else(|| anyhow!("{} has no ETag", bucket.url(key)))?.into();
             let claim =
                 Arc::new(Claim { bucket, key, content, etag, written: obj.modified, lost: AtomicBool::new(false) });
             let stop = Arc::new(AtomicBool::new(false));

@@ -8,11 +8,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::list::{PaginatedListOptions, PaginatedListResult, PaginatedListStore};
@@ -39,6 +40,8 @@ pub struct Faults {
     /// Keys (relative to the bucket's top) a batched deletion fails to delete, with how many
     /// more times, and the error code it names.
     pub batch_errors: Mutex<BTreeMap<String, (u32, String)>>,
+    /// The times of keys copied from files (their mtimes), in place of the time of the copy.
+    pub times: Mutex<BTreeMap<String, SystemTime>>,
     /// Keys under these prefixes look older by so much (a stale lock, a link written long ago).
     pub aged: Mutex<Vec<(String, Duration)>>,
     /// Called with each key about to be deleted (a push racing a stage); it may write to the
@@ -87,7 +90,15 @@ impl Faults {
         Ok(())
     }
 
+    /// A key written or deleted: its copied time no longer counts.
+    fn forget(&self, key: &str) {
+        self.times.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+
     fn age(&self, mut m: ObjectMeta) -> ObjectMeta {
+        if let Some(t) = self.times.lock().unwrap_or_else(|e| e.into_inner()).get(m.location.as_ref()) {
+            m.last_modified = (*t).into();
+        }
         let aged = self.aged.lock().unwrap_or_else(|e| e.into_inner());
         for (prefix, by) in aged.iter() {
             if m.location.as_ref().starts_with(prefix.as_str()) {
@@ -124,9 +135,27 @@ impl Memory {
         })
     }
 
-    /// Writes a key (relative to the bucket's top) behind the run's back, as a push does.
+    /// Copies a store on disk (its `rootdirectory`) under `root`, file for file, each key with
+    /// its file's mtime: what the registry's s3 driver would have written. Returns how many keys.
+    pub fn copy_from(&self, dir: &Path, root: &str) -> Result<usize> {
+        let mut n = 0;
+        for e in walkdir::WalkDir::new(dir).into_iter().filter_map(|e| e.ok()).filter(|e| e.file_type().is_file()) {
+            let rel = e.path().strip_prefix(dir).ok().and_then(|r| r.to_str()).context("a path that is no key")?;
+            let key = if root.is_empty() { rel.to_string() } else { format!("{root}/{rel}") };
+            let bytes = std::fs::read(e.path()).with_context(|| format!("cannot read {}", e.path().display()))?;
+            self.put(&key, bytes);
+            let mtime = e.metadata()?.modified()?;
+            self.faults.times.lock().unwrap_or_else(|e| e.into_inner()).insert(key, mtime);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Writes a key (relative to the bucket's top) behind the run's back, as a push does: it
+    /// takes the time of now.
     pub fn put(&self, key: &str, bytes: Vec<u8>) {
         if let Ok(k) = Key::parse(key) {
+            self.faults.forget(key);
             let _ = futures::executor::block_on(self.inner.put(&k, PutPayload::from(bytes)));
         }
     }
@@ -165,7 +194,9 @@ impl fmt::Display for Faulty {
 impl ObjectStore for Faulty {
     async fn put_opts(&self, location: &Key, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
         self.faults.alive()?;
-        self.inner.put_opts(location, payload, opts).await
+        let r = self.inner.put_opts(location, payload, opts).await?;
+        self.faults.forget(location.as_ref());
+        Ok(r)
     }
 
     async fn put_multipart_opts(
@@ -196,6 +227,7 @@ impl ObjectStore for Faulty {
                     let k = k?;
                     faults.deleting(k.as_ref())?;
                     inner.delete(&k).await?;
+                    faults.forget(k.as_ref());
                     Ok(k)
                 }
             })
@@ -286,5 +318,25 @@ impl Provider for Batches {
             }
         }
         failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_written_over_and_over_keeps_its_condition() {
+        let mem = Memory::new();
+        let b = mem.bucket("r").unwrap();
+        assert!(b.create("lock", b"me".to_vec()).unwrap());
+        assert!(!b.create("lock", b"other".to_vec()).unwrap(), "created twice");
+        let mut version = b.head("lock").unwrap().unwrap().version.unwrap();
+        // Each write changes the ETag here (as on Azure and GCS): the next condition is the new one.
+        for _ in 0..3 {
+            version = b.replace("lock", b"me".to_vec(), &version).unwrap().expect("still ours");
+        }
+        mem.put("r/docker/registry/v2/lock", b"other".to_vec());
+        assert_eq!(b.replace("lock", b"me".to_vec(), &version).unwrap(), None, "written over by another");
     }
 }

@@ -1,0 +1,363 @@
+//! The fast tier: runs in process on a bucket in memory (object_store's `InMemory` under the same
+//! bucket backend as S3's), with faults the real servers cannot be made to show on cue: the
+//! process gone after the K-th deletion, keys a batched deletion fails, a stale lock, a push
+//! racing each deletion stage. Each store is a registry-written fixture copied key for key; the
+//! same run on a filesystem copy is the reference.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use regsweep::Mode;
+use regsweep::check::CheckOptions;
+use regsweep::plan::Options;
+use regsweep::policy::{Order, Retention};
+use regsweep::progress::Progress;
+use regsweep::report::Report;
+use regsweep::store::bucket::memory::Memory;
+use regsweep::store::location::Location;
+use sha2::{Digest as _, Sha256};
+
+use crate::common::{fixture, v2};
+
+/// The store's `rootdirectory` in the bucket.
+const ROOT: &str = "store";
+const V2: &str = "store/docker/registry/v2/";
+
+fn prune(keep: usize) -> Mode {
+    Mode::Prune(Box::new(Retention {
+        keep,
+        order: Order::Push,
+        keep_tags: Vec::new(),
+        repos: None,
+        exclude: None,
+        older_than: None,
+    }))
+}
+
+fn options(delete_untagged: bool) -> Options {
+    Options {
+        delete_untagged,
+        grace: Duration::ZERO,
+        upload_age: Duration::ZERO,
+        now: SystemTime::now(),
+        list_kept_tags: true,
+        orphan_attachments: false,
+        bytes_left: false,
+    }
+}
+
+/// A fixture on disk and its copy in a bucket in memory.
+fn stores(name: &str) -> (tempfile::TempDir, Memory) {
+    let disk = fixture(name);
+    let mem = Memory::new();
+    mem.copy_from(disk.path(), ROOT).unwrap();
+    (disk, mem)
+}
+
+fn at(mem: &Memory) -> Location {
+    Location::Memory(mem.clone(), ROOT.into())
+}
+
+fn run(mem: &Memory, mode: &Mode, delete_untagged: bool) -> anyhow::Result<Report> {
+    regsweep::run_at(&at(mem), mode, &options(delete_untagged), false, Progress::hidden())
+}
+
+/// The keys of the bucket's store, relative to `docker/registry/v2/`.
+fn keys(mem: &Memory) -> BTreeSet<String> {
+    mem.keys().into_iter().filter_map(|k| k.strip_prefix(V2).map(String::from)).collect()
+}
+
+/// Every file of a filesystem store, relative to `docker/registry/v2/` (its lock file stays).
+fn files(root: &Path) -> BTreeSet<String> {
+    let base = v2(root);
+    walkdir::WalkDir::new(&base)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.path().strip_prefix(&base).unwrap().to_string_lossy().into_owned())
+        .filter(|k| k != ".regsweep.lock")
+        .collect()
+}
+
+fn assert_same(a: &BTreeSet<String>, b: &BTreeSet<String>, what: &str) {
+    let only_a: Vec<_> = a.difference(b).collect();
+    let only_b: Vec<_> = b.difference(a).collect();
+    assert!(
+        only_a.is_empty() && only_b.is_empty(),
+        "{what}: only in the first {only_a:#?}, only in the second {only_b:#?}"
+    );
+}
+
+/// The report as JSON, without what names the store or counts requests.
+fn comparable(r: &Report) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).unwrap();
+    v.as_object_mut().unwrap().remove("root");
+    v.as_object_mut().unwrap().remove("requests");
+    v
+}
+
+/// What `check` finds broken in the bucket's store (tags that fail a pull, blobs missing).
+fn broken(mem: &Memory) -> Vec<String> {
+    let opts = CheckOptions { verify_digests: false, repair: false, grace: Duration::ZERO };
+    let report = at(mem).check(opts, Progress::hidden()).unwrap();
+    report.problems.iter().filter(|p| p.breaks_pull).map(|p| format!("{}: {}", p.path, p.detail)).collect()
+}
+
+#[test]
+fn prune_and_gc_in_memory_end_as_on_disk() {
+    for (fixture, mode, untagged) in
+        [("demo", prune(1), false), ("demo", Mode::Gc, true), ("legacy", prune(2), false), ("legacy", Mode::Gc, false)]
+    {
+        let (disk, mem) = stores(fixture);
+        assert_same(&keys(&mem), &files(disk.path()), "the copy");
+        let on_disk = regsweep::run(disk.path(), &mode, &options(untagged), false, Progress::hidden()).unwrap();
+        let in_memory = run(&mem, &mode, untagged).unwrap();
+        assert_eq!(comparable(&in_memory), comparable(&on_disk), "{fixture}: the same report");
+        assert_same(&keys(&mem), &files(disk.path()), &format!("{fixture} {mode:?}: the same keys after the same run"));
+        assert!(broken(&mem).is_empty(), "{:?}", broken(&mem));
+    }
+}
+
+/// The keys an uninterrupted prune leaves, and how many keys it deleted.
+fn reference(fixture: &str, mode: &Mode) -> (BTreeSet<String>, u64) {
+    let (_disk, mem) = stores(fixture);
+    let report = run(&mem, mode, false).unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    (keys(&mem), mem.faults.deleted())
+}
+
+/// The lock a dead run left looks as old as a lock no run wrote for eleven minutes.
+fn age_the_lock(mem: &Memory) {
+    let lock = format!("{V2}.regsweep.lock");
+    mem.faults.aged.lock().unwrap().push((lock, Duration::from_secs(660)));
+}
+
+#[test]
+fn killed_after_any_deletion_a_rerun_ends_as_an_uninterrupted_run() {
+    let mode = prune(1);
+    let (expected, deletions) = reference("demo", &mode);
+    assert!(deletions > 20, "{deletions}");
+    let mut stops: Vec<u64> = (1..deletions).step_by((deletions / 15).max(1) as usize).collect();
+    stops.push(deletions - 1);
+    for k in stops {
+        let (_disk, mem) = stores("demo");
+        mem.faults.die_after_deletes.store(k, Ordering::SeqCst);
+        let first = run(&mem, &mode, false);
+        assert!(first.is_err() || !first.as_ref().unwrap().errors.is_empty(), "stopped after {k}: no error");
+        mem.faults.revive();
+        age_the_lock(&mem);
+        let second = run(&mem, &mode, false).unwrap_or_else(|e| panic!("rerun after {k}: {e:#}"));
+        assert!(second.errors.is_empty(), "rerun after {k}: {:?}", second.errors);
+        assert_same(&keys(&mem), &expected, &format!("stopped after deletion {k}, then run again"));
+        assert!(broken(&mem).is_empty(), "stopped after {k}: {:?}", broken(&mem));
+    }
+}
+
+#[test]
+fn keys_a_batch_fails_to_delete_are_retried_then_reported_alone() {
+    let mode = prune(1);
+    let (expected, _) = reference("demo", &mode);
+    let (_disk, mem) = stores("demo");
+    let gone: Vec<String> = keys(&mem).difference(&expected).cloned().collect();
+    let blobs: Vec<&String> = gone.iter().filter(|k| k.starts_with("blobs/") && k.ends_with("/data")).collect();
+    let tags: Vec<&String> = gone.iter().filter(|k| k.contains("/_manifests/tags/")).collect();
+    assert!(blobs.len() >= 3 && !tags.is_empty(), "{gone:#?}");
+    {
+        let mut errors = mem.faults.batch_errors.lock().unwrap();
+        // Failing once: retried, and gone.
+        errors.insert(format!("{V2}{}", blobs[0]), (1, "InternalError".into()));
+        errors.insert(format!("{V2}{}", tags[0]), (2, "SlowDown".into()));
+        // Failing every time: reported, and left alone.
+        errors.insert(format!("{V2}{}", blobs[1]), (u32::MAX, "AccessDenied".into()));
+    }
+    let report = run(&mem, &mode, false).unwrap();
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    assert!(
+        report.errors[0].contains(blobs[1].as_str()) && report.errors[0].contains("AccessDenied"),
+        "{:?}",
+        report.errors
+    );
+    // The run stops after the failed stage, its journal kept; what it did is done.
+    let left = keys(&mem);
+    assert!(left.contains(blobs[1].as_str()) && left.contains(".regsweep-journal.json"), "{left:#?}");
+    assert!(!left.contains(blobs[0].as_str()) && !left.contains(tags[0].as_str()), "retried keys went");
+    assert!(broken(&mem).is_empty(), "{:?}", broken(&mem));
+    // Once the key can be deleted, the next run finishes.
+    mem.faults.batch_errors.lock().unwrap().clear();
+    let report = run(&mem, &mode, false).unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_same(&keys(&mem), &expected, "the next run finishes");
+}
+
+#[test]
+fn a_live_lock_stops_a_run_and_a_stale_one_is_taken_over() {
+    let mode = prune(1);
+    let (expected, _) = reference("demo", &mode);
+    let (_disk, mem) = stores("demo");
+    let lock = format!("{V2}.regsweep.lock");
+    mem.put(&lock, br#"{"host":"elsewhere","pid":1,"nonce":"1"}"#.to_vec());
+    let before = keys(&mem);
+    let e = run(&mem, &mode, false).unwrap_err();
+    assert!(format!("{e:#}").contains("another run holds the lock"), "{e:#}");
+    assert_same(&keys(&mem), &before, "nothing deleted under another run's lock");
+    age_the_lock(&mem);
+    let report = run(&mem, &mode, false).unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_same(&keys(&mem), &expected, "taken over, then run");
+}
+
+/// The digest of content, `sha256:<hex>`.
+fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+fn blob_key(d: &str) -> String {
+    let hex = d.trim_start_matches("sha256:");
+    format!("{V2}blobs/sha256/{}/{hex}/data", &hex[..2])
+}
+
+/// Pushes, as the registry does, an image of two existing blobs (config and layer) into `repo`
+/// under `tag`: layer links, the manifest's blob, its revision link, the tag's links.
+fn push(mem: &Memory, repo: &str, tag: &str, config: &str, layer: &str) -> String {
+    let size = |d: &str| mem.get(&blob_key(d)).map_or(0, |b| b.len());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": size(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": size(layer)}],
+    });
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let m = digest(&bytes);
+    let link = |d: &str| d.as_bytes().to_vec();
+    let repo_key = format!("{V2}repositories/{repo}");
+    for d in [config, layer] {
+        mem.put(&format!("{repo_key}/_layers/sha256/{}/link", d.trim_start_matches("sha256:")), link(d));
+    }
+    mem.put(&blob_key(&m), bytes);
+    let hex = m.trim_start_matches("sha256:");
+    mem.put(&format!("{repo_key}/_manifests/revisions/sha256/{hex}/link"), link(&m));
+    mem.put(&format!("{repo_key}/_manifests/tags/{tag}/index/sha256/{hex}/link"), link(&m));
+    mem.put(&format!("{repo_key}/_manifests/tags/{tag}/current/link"), link(&m));
+    m
+}
+
+/// Runs a prune that calls `racer` before each deletion, with the key about to go.
+fn racing(mem: &Memory, racer: impl FnMut(&str) + Send + 'static) -> Report {
+    *mem.faults.before_delete.lock().unwrap() = Some(Box::new(racer));
+    let report = run(mem, &prune(1), false).unwrap();
+    *mem.faults.before_delete.lock().unwrap() = None;
+    report
+}
+
+/// The blobs an uninterrupted prune deletes, sorted by digest (the order of the blob rounds).
+fn blobs_deleted(expected: &BTreeSet<String>, before: &BTreeSet<String>) -> Vec<String> {
+    before
+        .difference(expected)
+        .filter_map(|k| {
+            k.strip_prefix("blobs/sha256/")?.strip_suffix("/data")?.split('/').nth(1).map(|h| format!("sha256:{h}"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_push_during_the_blob_rounds_keeps_the_blobs_of_later_rounds() {
+    let (expected, _) = reference("demo", &prune(1));
+    let (_disk, mem) = stores("demo");
+    let doomed = blobs_deleted(&expected, &keys(&mem));
+    assert!(doomed.len() >= 3, "{doomed:?}");
+    // The last two to go (the highest digests): pushed when the first blob goes.
+    let (config, layer) = (doomed[doomed.len() - 2].clone(), doomed[doomed.len() - 1].clone());
+    assert_ne!(&config[7..8], &doomed[0][7..8], "the pushed blobs are in a later round than the first");
+    let pushed = Arc::new(Mutex::new(None));
+    let (m, p) = (mem.clone(), pushed.clone());
+    let report = racing(&mem, move |key| {
+        let mut pushed = p.lock().unwrap();
+        if key.contains("/blobs/") && pushed.is_none() {
+            *pushed = Some(push(&m, "racer", "new", &config, &layer));
+        }
+    });
+    assert!(pushed.lock().unwrap().is_some(), "no blob was deleted");
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(broken(&mem).is_empty(), "the pushed image pulls: {:?}", broken(&mem));
+}
+
+#[test]
+fn a_push_reusing_a_layer_whose_link_goes_gets_the_link_back() {
+    let (expected, _) = reference("demo", &prune(1));
+    let (_disk, mem) = stores("demo");
+    let before = keys(&mem);
+    // A repository losing layer links, and a blob it keeps that can be the new image's config.
+    let link = before.difference(&expected).find(|k| k.contains("/_layers/")).expect("a layer link goes").clone();
+    let repo = link.trim_start_matches("repositories/").split("/_layers/").next().unwrap().to_string();
+    let layer = format!("sha256:{}", link.split('/').rev().nth(1).unwrap());
+    let config = expected
+        .iter()
+        .filter_map(|k| k.strip_prefix(&format!("repositories/{repo}/_layers/sha256/"))?.strip_suffix("/link"))
+        .map(|h| format!("sha256:{h}"))
+        .find(|d| expected.contains(&blob_key(d)[V2.len()..]))
+        .expect("a layer link stays");
+    let done = Arc::new(Mutex::new(false));
+    let (m, d) = (mem.clone(), done.clone());
+    let report = racing(&mem, move |key| {
+        let mut done = d.lock().unwrap();
+        if key.ends_with(&link) && !*done {
+            push(&m, &repo, "racing", &config, &layer);
+            *done = true;
+        }
+    });
+    assert!(*done.lock().unwrap(), "the layer link was never deleted");
+    assert!(report.errors.is_empty() || report.errors.iter().all(|e| e.contains("push")), "{:?}", report.errors);
+    assert!(broken(&mem).is_empty(), "the pushed image pulls: {:?}", broken(&mem));
+}
+
+#[test]
+fn a_manifest_tagged_again_as_its_revision_goes_stays_whole() {
+    let (expected, _) = reference("demo", &prune(1));
+    let (_disk, mem) = stores("demo");
+    let before = keys(&mem);
+    let revision =
+        before.difference(&expected).find(|k| k.contains("/_manifests/revisions/")).expect("a revision goes").clone();
+    let repo = revision.trim_start_matches("repositories/").split("/_manifests/").next().unwrap().to_string();
+    let target = String::from_utf8(mem.get(&format!("{V2}{revision}")).unwrap()).unwrap();
+    let done = Arc::new(Mutex::new(false));
+    let (m, d) = (mem.clone(), done.clone());
+    let report = racing(&mem, move |key| {
+        let mut done = d.lock().unwrap();
+        if key.contains("/_manifests/revisions/") && !*done {
+            let hex = target.trim_start_matches("sha256:");
+            let tags = format!("{V2}repositories/{repo}/_manifests/tags/again");
+            m.put(&format!("{tags}/index/sha256/{hex}/link"), target.as_bytes().to_vec());
+            m.put(&format!("{tags}/current/link"), target.as_bytes().to_vec());
+            *done = true;
+        }
+    });
+    assert!(*done.lock().unwrap());
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(broken(&mem).is_empty(), "the tag written again pulls: {:?}", broken(&mem));
+}
+
+#[test]
+fn a_tag_pushed_again_as_its_link_goes_stays_and_pulls() {
+    let (_disk, mem) = stores("demo");
+    let written = Arc::new(Mutex::new(None));
+    let (m, w) = (mem.clone(), written.clone());
+    let report = racing(&mem, move |key| {
+        let mut written = w.lock().unwrap();
+        if key.ends_with("/current/link") && written.is_none() {
+            // The same tag pushed again, onto the manifest it named.
+            let target = m.get(key).unwrap();
+            let hex = String::from_utf8(target.clone()).unwrap().trim_start_matches("sha256:").to_string();
+            let tag = key.trim_end_matches("/current/link");
+            m.put(&format!("{tag}/index/sha256/{hex}/link"), target.clone());
+            m.put(key, target);
+            *written = Some(key.to_string());
+        }
+    });
+    let key = written.lock().unwrap().clone().expect("no tag was deleted");
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(mem.get(&key).is_some(), "{key} written again during the run is gone");
+    assert!(broken(&mem).is_empty(), "the tag written again pulls: {:?}", broken(&mem));
+}
