@@ -18,6 +18,7 @@ use crate::core::progress::Progress;
 use crate::model::digest::Digest;
 use crate::model::manifest::{OCI_INDEX, OCI_MANIFEST};
 use crate::store::fs::layout::Layout;
+use crate::store::tree::LINK;
 
 const LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -122,7 +123,7 @@ impl Writer<'_> {
     /// A manifest blob and its revision link in `repo`.
     fn manifest(&self, repo: &str, value: &serde_json::Value, mtime: SystemTime) -> Result<Desc> {
         let d = self.blob(&serde_json::to_vec(value)?, mtime)?;
-        self.link(&self.layout.revision_dir(repo, &d.digest).join("link"), &d.digest, mtime)?;
+        self.link(&self.layout.revision_dir(repo, &d.digest).join(LINK), &d.digest, mtime)?;
         self.counts.manifests.fetch_add(1, Ordering::Relaxed);
         Ok(d)
     }
@@ -130,12 +131,12 @@ impl Writer<'_> {
     /// A blob that `repo` may serve: the blob and its `_layers` link.
     fn layer(&self, repo: &str, content: &[u8], mtime: SystemTime) -> Result<Desc> {
         let d = self.blob(content, mtime)?;
-        self.link(&self.layout.layer_dir(repo, &d.digest).join("link"), &d.digest, mtime)?;
+        self.link(&self.layout.layer_dir(repo, &d.digest).join(LINK), &d.digest, mtime)?;
         Ok(d)
     }
 
     fn tag(&self, repo: &str, tag: &str, d: &Digest, pushed: SystemTime) -> Result<()> {
-        self.link(&self.layout.tag_index_entry(repo, tag, d).join("link"), d, pushed)?;
+        self.link(&self.layout.tag_index_entry(repo, tag, d).join(LINK), d, pushed)?;
         self.link(&self.layout.tag_current(repo, tag), d, pushed)?;
         self.counts.tags.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -238,7 +239,7 @@ impl RepoGen<'_> {
                 let earlier = pushed - Duration::from_secs(1800);
                 let old = self.image("amd64", earlier)?;
                 self.w.link(
-                    &self.w.layout.tag_index_entry(&self.name, &tag, &old.digest).join("link"),
+                    &self.w.layout.tag_index_entry(&self.name, &tag, &old.digest).join(LINK),
                     &old.digest,
                     earlier,
                 )?;

@@ -14,6 +14,7 @@ pub mod journal;
 pub mod location;
 pub mod remark;
 pub mod stage;
+pub mod tree;
 
 use std::time::SystemTime;
 
@@ -98,9 +99,6 @@ pub trait Held {
     /// and the run must say so).
     fn release(self: Box<Self>) -> Result<()>;
 }
-
-/// Names of the folders inside a repository folder that are the registry's, not sub-repositories.
-pub const REPO_INTERNALS: [&str; 3] = ["_layers", "_manifests", "_uploads"];
 
 /// Manifests larger than this are refused (the registry itself caps manifests at 4 MiB).
 pub const MAX_MANIFEST: u64 = 4 << 20;

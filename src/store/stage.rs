@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::core::interrupt;
 use crate::model::digest::{Digest, DigestSet};
 use crate::model::outcome::{Failure, Outcome, WHATS, What};
+use crate::store::tree::{self, inside};
 
 /// Test-only (feature `test-hooks`): `REGSWEEP_TEST_CRASH_AFTER=K` aborts the process after K
 /// deletions, so that the crash tests can stop a real run at an exact point.
@@ -73,6 +74,21 @@ pub enum Parent<'a> {
     BlobPrefix(u8),
     /// A folder of the filesystem store by its path (`check --repair`).
     Path(PathBuf),
+}
+
+impl Parent<'_> {
+    /// Where it is in the storage tree, relative to `docker/registry/v2/` (none for a path).
+    pub fn place(&self) -> Option<String> {
+        Some(match self {
+            Parent::Tags(r) => tree::in_repo(r, inside::TAGS),
+            Parent::Revisions(r) => tree::in_repo(r, inside::REVISIONS),
+            Parent::TagIndex(r, t) => tree::in_repo(r, &inside::tag_index(t)),
+            Parent::Layers(r) => tree::in_repo(r, inside::LAYERS),
+            Parent::Uploads(r) => tree::in_repo(r, inside::UPLOADS),
+            Parent::BlobPrefix(b) => tree::blob_prefix(*b),
+            Parent::Path(_) => return None,
+        })
+    }
 }
 
 /// A link this run deleted that a push since the scan needs again, written back as the registry

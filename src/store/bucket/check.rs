@@ -14,8 +14,9 @@ use crate::model::manifest::{self, Manifest};
 use crate::store::MAX_MANIFEST;
 use crate::store::Store;
 use crate::store::bucket::client::Obj;
-use crate::store::bucket::{BucketStore, JOURNAL, RepoKey, digest_folders, link_etag};
+use crate::store::bucket::{BucketStore, digest_folders, link_etag};
 use crate::store::check::{CheckOptions, CheckReport, Found, Kind, Trouble, why_broken};
+use crate::store::tree::{self, Inside as RepoKey, JOURNAL};
 
 /// Checks the store in a bucket.
 pub fn check(store: &BucketStore, opts: CheckOptions, progress: Progress) -> Result<CheckReport> {
@@ -62,7 +63,7 @@ fn verify(store: &BucketStore, blobs: &[Digest], found: &Found, progress: Progre
     let corrupt = blobs
         .par_iter()
         .map(|b| {
-            let key = BucketStore::blob_key(b);
+            let key = tree::blob_data(b);
             let ok = match store.bucket.get(&key, u64::MAX)? {
                 Some((bytes, _)) => Digest(Sha256::digest(&bytes).into()) == *b,
                 None => true, // gone since the listing: a deletion, not a corruption
@@ -143,7 +144,7 @@ fn check_repo(
         .map(|(d, o)| {
             let target = link(o, false)?;
             let bytes = match target {
-                Some(t) => store.bucket.get(&BucketStore::blob_key(&t), MAX_MANIFEST).map(|r| r.map(|(b, _)| b)),
+                Some(t) => store.bucket.get(&tree::blob_data(&t), MAX_MANIFEST).map(|r| r.map(|(b, _)| b)),
                 None => Ok(None),
             };
             Ok((*d, *o, target, bytes))

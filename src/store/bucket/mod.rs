@@ -31,15 +31,12 @@ use crate::model::manifest;
 use crate::model::outcome::RequestCounts;
 use crate::store::MAX_MANIFEST;
 use crate::store::MalformedLink;
-use crate::store::REPO_INTERNALS;
 use crate::store::remark::{self, Rescued, Young};
 use crate::store::stage::{Batch, Relink, Tally};
+use crate::store::tree::{self, Inside, JOURNAL, LOCK, inside, split_repo_key};
 use crate::store::{Held, Store, journal};
 use client::{Bucket, Obj};
 
-/// The journal and the lock, beside `repositories/` and `blobs/` as on disk.
-const JOURNAL: &str = ".regsweep-journal.json";
-const LOCK: &str = ".regsweep.lock";
 /// Image configs larger than this are not read for `created`.
 const MAX_CONFIG: u64 = 64 << 20;
 /// Keys in one range of the re-mark's listing: a few pages, one range after the other.
@@ -66,75 +63,12 @@ fn link_etag(d: &Digest) -> String {
     hex::encode(md5::Md5::digest(d.to_string().as_bytes()))
 }
 
-/// What a key inside a repository's folder is, in the registry's layout (the bucket's
-/// counterpart of `store::layout`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum RepoKey<'a> {
-    /// `_manifests/tags/<tag>/current/link`.
-    TagCurrent(&'a str),
-    /// `_manifests/tags/<tag>/index/sha256/<hex>/link`.
-    TagHistory(&'a str, Digest),
-    /// Anything else under `_manifests/tags/<tag>/`.
-    TagOther(&'a str),
-    /// `_manifests/revisions/sha256/<hex>/link`.
-    RevisionLink(Digest),
-    /// Anything else under `_manifests/revisions/sha256/<hex>/`.
-    RevisionOther(Digest),
-    /// `_layers/sha256/<hex>/link`.
-    LayerLink(Digest),
-    /// Anything else under `_layers/sha256/<hex>/`.
-    LayerOther(Digest),
-    /// `_uploads/<id>/<file>` (`file` may hold slashes, or be empty).
-    Upload(&'a str, &'a str),
-    /// Not the registry's.
-    Other,
-}
-
-impl RepoKey<'_> {
-    fn of(key: &str) -> RepoKey<'_> {
-        let parts: Vec<&str> = key.split('/').collect();
-        let digest = |hex: &str| Digest::from_hex(hex);
-        match parts.as_slice() {
-            ["_manifests", "tags", tag, "current", "link"] => RepoKey::TagCurrent(tag),
-            ["_manifests", "tags", tag, "index", "sha256", hex, "link"] => {
-                digest(hex).map_or(RepoKey::TagOther(tag), |d| RepoKey::TagHistory(tag, d))
-            }
-            ["_manifests", "tags", tag, ..] => RepoKey::TagOther(tag),
-            ["_manifests", "revisions", "sha256", hex, rest @ ..] => match (digest(hex), rest) {
-                (Some(d), ["link"]) => RepoKey::RevisionLink(d),
-                (Some(d), _) => RepoKey::RevisionOther(d),
-                (None, _) => RepoKey::Other,
-            },
-            ["_layers", "sha256", hex, rest @ ..] => match (digest(hex), rest) {
-                (Some(d), ["link"]) => RepoKey::LayerLink(d),
-                (Some(d), _) => RepoKey::LayerOther(d),
-                (None, _) => RepoKey::Other,
-            },
-            ["_uploads", id, ..] => RepoKey::Upload(id, key.get("_uploads/".len() + id.len() + 1..).unwrap_or("")),
-            _ => RepoKey::Other,
-        }
-    }
-}
-
-/// A repository's key, split into the repository and the key inside it: the first path segment
-/// that starts with `_` must be `_manifests`, `_layers` or `_uploads`.
-fn split_repo_key(rel: &str) -> Option<(&str, &str)> {
-    let mut at = 0;
-    for seg in rel.split('/') {
-        if seg.starts_with('_') {
-            return (at > 0 && REPO_INTERNALS.contains(&seg)).then(|| (&rel[..at - 1], &rel[at..]));
-        }
-        at += seg.len() + 1;
-    }
-    None
-}
-
 /// Keys listed under `repositories/`, by repository: keys relative to the repository's folder,
 /// sorted; keys of no repository are left out.
 fn by_repository(lists: Vec<Vec<Obj>>) -> BTreeMap<String, Vec<Obj>> {
     let mut repos: BTreeMap<String, Vec<Obj>> = BTreeMap::new();
     for mut o in lists.into_iter().flatten() {
-        let Some(rel) = o.key.strip_prefix("repositories/") else { continue };
+        let Some(rel) = o.key.strip_prefix(&format!("{}/", tree::REPOSITORIES)) else { continue };
         let Some((repo, inside)) = split_repo_key(rel) else { continue };
         let (repo, inside) = (repo.to_string(), inside.to_string());
         o.key = inside;
@@ -159,7 +93,7 @@ fn digest_folders(objs: &[Obj], prefix: &str) -> Vec<Digest> {
 /// range of the blob listing, flat.
 fn list_blob_range(bucket: &Bucket, d: u8) -> Result<Vec<Obj>> {
     let until = (d < 15).then(|| format!("{:x}", d + 1));
-    bucket.list_range("blobs/sha256", &format!("{d:x}"), until.as_deref())
+    bucket.list_range(tree::BLOBS, &format!("{d:x}"), until.as_deref())
 }
 
 /// The objects of `objs` (sorted by key) under `prefix` (which ends with `/`).
@@ -239,22 +173,14 @@ impl BucketStore {
     /// Every key under `repositories/`, by repository: two levels of folders listed, then each
     /// second-level folder flat, in parallel.
     fn list_repositories(&self) -> Result<BTreeMap<String, Vec<Obj>>> {
-        let (top, _) = self.bucket.folders("repositories")?;
+        let (top, _) = self.bucket.folders(tree::REPOSITORIES)?;
         let second: Vec<Vec<String>> = top
             .par_iter()
-            .map(|t| {
-                Ok(self
-                    .bucket
-                    .folders(&format!("repositories/{t}"))?
-                    .0
-                    .into_iter()
-                    .map(|s| format!("{t}/{s}"))
-                    .collect())
-            })
+            .map(|t| Ok(self.bucket.folders(&tree::repo(t))?.0.into_iter().map(|s| format!("{t}/{s}")).collect()))
             .collect::<Result<_>>()?;
         let prefixes: Vec<String> = second.into_iter().flatten().collect();
         let lists: Vec<Vec<Obj>> =
-            prefixes.par_iter().map(|p| self.bucket.list(&format!("repositories/{p}"))).collect::<Result<_>>()?;
+            prefixes.par_iter().map(|p| self.bucket.list(&tree::repo(p))).collect::<Result<_>>()?;
         Ok(by_repository(lists))
     }
 
@@ -279,7 +205,7 @@ impl BucketStore {
         let ranges: Vec<(String, Option<String>)> = starts.zip(ends).collect();
         let lists: Vec<Vec<Obj>> = ranges
             .par_iter()
-            .map(|(after, until)| self.bucket.list_range("repositories", after, until.as_deref()))
+            .map(|(after, until)| self.bucket.list_range(tree::REPOSITORIES, after, until.as_deref()))
             .collect::<Result<_>>()?;
         Ok(by_repository(lists))
     }
@@ -307,11 +233,6 @@ impl BucketStore {
         }
     }
 
-    fn blob_key(d: &Digest) -> String {
-        let hex = d.hex();
-        format!("blobs/sha256/{}/{hex}/data", &hex[..2])
-    }
-
     /// A manifest for the re-mark: read once a run (its content never changes), not through
     /// the cache (a manifest pushed during the run may be gone from the bucket).
     fn load_manifest(&self, d: &Digest) -> Parsed {
@@ -328,7 +249,7 @@ impl BucketStore {
     /// Reads and parses a manifest; with `listed` (the run's listing shows its blob), from the
     /// cache when there, into it when read.
     fn read_manifest(&self, d: &Digest, listed: bool) -> Parsed {
-        let key = Self::blob_key(d);
+        let key = tree::blob_data(d);
         let read = match self.cache.get(d).filter(|_| listed) {
             Some(bytes) => Ok(Some(bytes)),
             None => self.bucket.get(&key, MAX_MANIFEST).map(|got| {
@@ -355,17 +276,17 @@ impl StoreView for BucketStore {
                 Ok(self.blobs.read().unwrap_or_else(|p| p.into_inner()).get(&d).copied())
             }
             Object::LayerLink(repo, d) => {
-                let key = format!("_layers/sha256/{}/link", d.hex());
+                let key = inside::layer_link(&d);
                 let objs = self.repo_objs(repo);
                 Ok(objs.binary_search_by(|o| o.key.as_str().cmp(&key)).ok().map(|i| (objs[i].size, objs[i].modified)))
             }
-            Object::LayerFolder(repo, d) => newest(repo, format!("_layers/sha256/{}/", d.hex())),
-            Object::RevisionFolder(repo, d) => newest(repo, format!("_manifests/revisions/sha256/{}/", d.hex())),
+            Object::LayerFolder(repo, d) => newest(repo, format!("{}/", inside::layer_dir(&d))),
+            Object::RevisionFolder(repo, d) => newest(repo, format!("{}/", inside::revision_dir(&d))),
         }
     }
 
     fn tag_index(&self, repo: &str, tag: &str) -> Result<Vec<Digest>> {
-        Ok(digest_folders(&self.repo_objs(repo), &format!("_manifests/tags/{tag}/index/sha256/")))
+        Ok(digest_folders(&self.repo_objs(repo), &format!("{}/", inside::tag_index(tag))))
     }
 }
 
@@ -387,7 +308,7 @@ impl Store for BucketStore {
         for o in ranges.into_iter().flatten() {
             let p = o
                 .key
-                .strip_prefix("blobs/sha256/")
+                .strip_prefix(&format!("{}/", tree::BLOBS))
                 .and_then(|k| k.get(..2))
                 .and_then(|p| u8::from_str_radix(p, 16).ok());
             if let Some(p) = p {
@@ -403,7 +324,7 @@ impl Store for BucketStore {
                 for o in objs {
                     // blobs/sha256/<xx>/<hex>/data, in its own prefix: anything else is not the registry's.
                     let mut parts = o.key.split('/').skip(2);
-                    let (Some(_), Some(hex), Some("data"), None) =
+                    let (Some(_), Some(hex), Some(tree::DATA), None) =
                         (parts.next(), parts.next(), parts.next(), parts.next())
                     else {
                         continue;
@@ -417,7 +338,7 @@ impl Store for BucketStore {
             })
             .collect();
         if buckets.iter().any(|b| !b.is_empty()) && self.repos.read().unwrap_or_else(|p| p.into_inner()).is_empty() {
-            let (top, _) = self.bucket.folders("repositories")?;
+            let (top, _) = self.bucket.folders(tree::REPOSITORIES)?;
             if top.is_empty() {
                 let v2 = self.bucket.shown_v2();
                 return Err(crate::store::blobs_without_repositories(
@@ -432,7 +353,7 @@ impl Store for BucketStore {
 
     fn repository(&self, name: String, tag_links: bool) -> Result<Repo> {
         let objs = self.repo_objs(&name);
-        let base = format!("repositories/{name}/");
+        let base = format!("{}/", tree::repo(&name));
         let mut current: BTreeMap<&str, &Obj> = BTreeMap::new();
         let mut tag_names: BTreeSet<&str> = BTreeSet::new();
         let mut rev_links: Vec<(Digest, &Obj)> = Vec::new();
@@ -440,33 +361,33 @@ impl Store for BucketStore {
         let mut layers: BTreeSet<Digest> = BTreeSet::new();
         let mut uploads: BTreeMap<&str, (Option<&Obj>, u64)> = BTreeMap::new();
         for o in objs.iter() {
-            match RepoKey::of(&o.key) {
-                RepoKey::TagCurrent(tag) => {
+            match Inside::of(&o.key) {
+                Inside::TagCurrent(tag) => {
                     current.insert(tag, o);
                     tag_names.insert(tag);
                 }
-                RepoKey::TagHistory(tag, _) | RepoKey::TagOther(tag) => {
+                Inside::TagHistory(tag, _) | Inside::TagOther(tag) => {
                     tag_names.insert(tag);
                 }
-                RepoKey::RevisionLink(d) => {
+                Inside::RevisionLink(d) => {
                     rev_folders.insert(d);
                     rev_links.push((d, o));
                 }
-                RepoKey::RevisionOther(d) => {
+                Inside::RevisionOther(d) => {
                     rev_folders.insert(d);
                 }
-                RepoKey::LayerLink(d) | RepoKey::LayerOther(d) => {
+                Inside::LayerLink(d) | Inside::LayerOther(d) => {
                     layers.insert(d);
                 }
-                RepoKey::Upload(id, file) => {
+                Inside::Upload(id, file) => {
                     let u = uploads.entry(id).or_default();
                     match file {
-                        "startedat" => u.0 = Some(o),
-                        "data" => u.1 = o.size,
+                        tree::STARTED => u.0 = Some(o),
+                        tree::DATA => u.1 = o.size,
                         _ => {}
                     }
                 }
-                RepoKey::Other => {}
+                Inside::Other => {}
             }
         }
         // The content of every link is one of the repository's revision digests, known from its
@@ -501,7 +422,7 @@ impl Store for BucketStore {
         let unlisted: BTreeSet<Digest> =
             tags.iter().filter_map(|t| t.current).filter(|d| !listed.contains(d)).collect();
         for d in unlisted {
-            let key = format!("{base}_manifests/revisions/sha256/{}/link", d.hex());
+            let key = format!("{base}{}", inside::revision_link(&d));
             if let Some(o) = self.bucket.head(&key)? {
                 let own = HashMap::from([(link_etag(&d), d)]);
                 let target = self.link(&key, &o, &own)?.unwrap_or(d);
@@ -516,7 +437,9 @@ impl Store for BucketStore {
             .map(|(id, (started, size))| {
                 // Unreadable or unparsable: never purged, as the registry does.
                 let started = started
-                    .and_then(|_| self.bucket.get(&format!("{base}_uploads/{id}/startedat"), 1024).ok().flatten())
+                    .and_then(|_| {
+                        self.bucket.get(&format!("{base}{}", inside::upload_started(id)), 1024).ok().flatten()
+                    })
                     .and_then(|(b, _)| crate::store::started_at(&b));
                 Upload { id: id.to_string(), started, size }
             })
@@ -533,7 +456,7 @@ impl Store for BucketStore {
     }
 
     fn revision_digests(&self, repo: &str) -> Result<Vec<Digest>> {
-        Ok(digest_folders(&self.repo_objs(repo), "_manifests/revisions/sha256/"))
+        Ok(digest_folders(&self.repo_objs(repo), &format!("{}/", inside::REVISIONS)))
     }
 
     fn manifests(&self, digests: DigestSet) -> DigestMap<Parsed> {
@@ -547,7 +470,7 @@ impl Store for BucketStore {
     }
 
     fn config(&self, d: &Digest) -> Option<Vec<u8>> {
-        self.bucket.get(&Self::blob_key(d), MAX_CONFIG).ok()?.map(|(b, _)| b)
+        self.bucket.get(&tree::blob_data(d), MAX_CONFIG).ok()?.map(|(b, _)| b)
     }
 
     fn journal(&self) -> Result<Option<Journal>> {
@@ -592,26 +515,26 @@ impl Store for BucketStore {
             .map(|(name, objs)| {
                 let mut young = Young { repo: name, ..Young::default() };
                 young.manifests = extra.iter().filter(|(r, _)| *r == young.repo).map(|(_, d)| *d).collect();
-                let base = format!("repositories/{}/", young.repo);
+                let base = format!("{}/", tree::repo(&young.repo));
                 let mut tags_written: Vec<(&str, &Obj)> = Vec::new();
                 // Per tag, its youngest history entry written since: a tag pushed twice comes
                 // back onto the last push, not onto the entry that sorts first (to the second
                 // of the bucket's clock: two pushes within one second cannot be told apart).
                 let mut entries_written: BTreeMap<&str, (SystemTime, Digest)> = BTreeMap::new();
                 for o in objs.iter().filter(|o| o.modified >= since) {
-                    match RepoKey::of(&o.key) {
-                        RepoKey::RevisionLink(d) => {
+                    match Inside::of(&o.key) {
+                        Inside::RevisionLink(d) => {
                             let own = HashMap::from([(link_etag(&d), d)]);
                             young.manifests.extend(self.link(&format!("{base}{}", o.key), o, &own)?);
                         }
                         // A layer link counts by the digest in its path: its content is not read.
-                        RepoKey::LayerLink(d) => {
+                        Inside::LayerLink(d) => {
                             young.links.insert(d);
                         }
                         // A tag pushed since: its manifest's revision link may have gone between
                         // the listing and the deletion of revisions.
-                        RepoKey::TagCurrent(tag) => tags_written.push((tag, o)),
-                        RepoKey::TagHistory(tag, d) => {
+                        Inside::TagCurrent(tag) => tags_written.push((tag, o)),
+                        Inside::TagHistory(tag, d) => {
                             let e = entries_written.entry(tag).or_insert((o.modified, d));
                             if o.modified > e.0 {
                                 *e = (o.modified, d);
@@ -621,7 +544,7 @@ impl Store for BucketStore {
                     }
                 }
                 if !tags_written.is_empty() {
-                    let candidates: HashMap<String, Digest> = digest_folders(&objs, "_manifests/revisions/sha256/")
+                    let candidates: HashMap<String, Digest> = digest_folders(&objs, &format!("{}/", inside::REVISIONS))
                         .iter()
                         .map(|d| (link_etag(d), *d))
                         .collect();
@@ -630,7 +553,7 @@ impl Store for BucketStore {
                     }
                 }
                 for (tag, (_, d)) in entries_written {
-                    let current = format!("_manifests/tags/{tag}/current/link");
+                    let current = inside::tag_current(tag);
                     if objs.binary_search_by(|o| o.key.as_str().cmp(&current)).is_err() {
                         young.tags.push((tag.to_string(), d));
                     }
@@ -643,19 +566,18 @@ impl Store for BucketStore {
 
     fn relink(&self, link: &Relink) -> Result<bool> {
         let (key, d) = match *link {
-            Relink::Revision(repo, d) => {
-                (format!("repositories/{repo}/_manifests/revisions/sha256/{}/link", d.hex()), d)
-            }
-            Relink::Layer(repo, d) => (format!("repositories/{repo}/_layers/sha256/{}/link", d.hex()), d),
+            Relink::Revision(repo, d) => (tree::in_repo(repo, &inside::revision_link(&d)), d),
+            Relink::Layer(repo, d) => (tree::in_repo(repo, &inside::layer_link(&d)), d),
             Relink::Tag(repo, tag, d) => {
-                let tags = format!("repositories/{repo}/_manifests/tags/{tag}");
+                let current = tree::in_repo(repo, &inside::tag_current(tag));
                 // Not where the tag is there again (pushed since, perhaps onto another
                 // manifest): no history entry for what it does not name.
-                if self.bucket.head(&format!("{tags}/current/link"))?.is_some() {
+                if self.bucket.head(&current)?.is_some() {
                     return Ok(false);
                 }
-                self.bucket.create(&format!("{tags}/index/sha256/{}/link", d.hex()), d.to_string().into_bytes())?;
-                (format!("{tags}/current/link"), d)
+                let entry = tree::in_repo(repo, &inside::tag_index_link(tag, &d));
+                self.bucket.create(&entry, d.to_string().into_bytes())?;
+                (current, d)
             }
         };
         self.bucket.create(&key, d.to_string().into_bytes())
@@ -663,7 +585,7 @@ impl Store for BucketStore {
 
     fn has_blob(&self, d: &Digest) -> bool {
         // Unsure is present: the check that names lost blobs names none it cannot confirm.
-        self.bucket.head(&Self::blob_key(d)).map_or(true, |o| o.is_some())
+        self.bucket.head(&tree::blob_data(d)).map_or(true, |o| o.is_some())
     }
 
     fn remove(
@@ -698,40 +620,6 @@ impl Store for BucketStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn repository_keys_split_at_the_registry_folders() {
-        assert_eq!(
-            split_repo_key("team/app/_manifests/tags/v1/current/link"),
-            Some(("team/app", "_manifests/tags/v1/current/link"))
-        );
-        assert_eq!(split_repo_key("app/_layers/sha256/x/link"), Some(("app", "_layers/sha256/x/link")));
-        assert_eq!(split_repo_key("_manifests/x"), None);
-        assert_eq!(split_repo_key("team/_other/x"), None);
-        assert_eq!(split_repo_key("team/app"), None);
-    }
-
-    #[test]
-    fn repository_keys_are_told_apart() {
-        let hex = "80108610a7cd2ca22809d9a68462a343851728f8c08feec59e1f49efa2940c05";
-        let d = Digest::from_hex(hex).unwrap();
-        let cases = [
-            ("_manifests/tags/v1/current/link".to_string(), RepoKey::TagCurrent("v1")),
-            (format!("_manifests/tags/v1/index/sha256/{hex}/link"), RepoKey::TagHistory("v1", d)),
-            ("_manifests/tags/v1/index/sha256/nothex/link".to_string(), RepoKey::TagOther("v1")),
-            (format!("_manifests/revisions/sha256/{hex}/link"), RepoKey::RevisionLink(d)),
-            (format!("_manifests/revisions/sha256/{hex}/x.tmp"), RepoKey::RevisionOther(d)),
-            (format!("_layers/sha256/{hex}/link"), RepoKey::LayerLink(d)),
-            (format!("_layers/sha256/{hex}/other"), RepoKey::LayerOther(d)),
-            ("_uploads/u-1/hashstates/sha256/0".to_string(), RepoKey::Upload("u-1", "hashstates/sha256/0")),
-            ("_uploads/u-1".to_string(), RepoKey::Upload("u-1", "")),
-            ("_layers/sha256/nothex/link".to_string(), RepoKey::Other),
-            ("_other/x".to_string(), RepoKey::Other),
-        ];
-        for (key, expected) in &cases {
-            assert_eq!(RepoKey::of(key), *expected, "{key}");
-        }
-    }
 
     #[test]
     fn a_link_etag_is_the_md5_of_its_content() {

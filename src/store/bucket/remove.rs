@@ -16,19 +16,7 @@ use crate::model::outcome::What;
 use crate::store::bucket::client::{Bucket, Obj};
 use crate::store::bucket::list_blob_range;
 use crate::store::stage::{Batch, Folder, Parent, Tally, crash_point};
-
-/// The parent folder's key, relative to `docker/registry/v2/`.
-fn parent_key(p: &Parent) -> Option<String> {
-    Some(match p {
-        Parent::Tags(r) => format!("repositories/{r}/_manifests/tags"),
-        Parent::Revisions(r) => format!("repositories/{r}/_manifests/revisions/sha256"),
-        Parent::TagIndex(r, t) => format!("repositories/{r}/_manifests/tags/{t}/index/sha256"),
-        Parent::Layers(r) => format!("repositories/{r}/_layers/sha256"),
-        Parent::Uploads(r) => format!("repositories/{r}/_uploads"),
-        Parent::BlobPrefix(b) => format!("blobs/sha256/{b:02x}"),
-        Parent::Path(_) => return None,
-    })
-}
+use crate::store::tree::{self, DATA, LINK, inside};
 
 /// One folder's keys, in the order they go.
 struct Plan {
@@ -54,15 +42,15 @@ fn plan_folder(
         objs.range(prefix.as_str()..).take_while(|(k, _)| k.starts_with(&prefix)).map(|(k, o)| (*k, *o)).collect();
     // The key that makes the folder what it is; written since the scan, the folder stays.
     let main = match f {
-        Folder::Link(_) => Some(format!("{prefix}link")),
-        Folder::Blob(_) => Some(format!("{prefix}data")),
-        Folder::Tag(tag, _) => Some(format!("{tag}/current/link")),
+        Folder::Link(_) => Some(format!("{prefix}{LINK}")),
+        Folder::Blob(_) => Some(format!("{prefix}{DATA}")),
+        Folder::Tag(tag, _) => Some(inside::tag_current_in_tags(tag)),
         Folder::Upload(_) | Folder::History(_) | Folder::Leftover(_) => None,
     };
     let left = match f {
-        Folder::History(tag) => young(&format!("{tag}/current/link")),
+        Folder::History(tag) => young(&inside::tag_current_in_tags(tag)),
         // Holding a link or data now (a push wrote it): no leftover any more.
-        Folder::Leftover(_) => all.iter().any(|(k, _)| k.ends_with("/link") || k.ends_with("/data")),
+        Folder::Leftover(_) => all.iter().any(|(k, _)| k.rsplit('/').next().is_some_and(|f| f == LINK || f == DATA)),
         _ => main.as_deref().is_some_and(|m| what != What::IndexEntry && young(m)),
     };
     if left {
@@ -91,7 +79,7 @@ fn left_digest(bucket: &Bucket, parent: &str, f: &Folder) -> Option<Digest> {
     match f {
         Folder::Link(d) => Some(*d),
         Folder::Tag(tag, _) => {
-            let (bytes, _) = bucket.get(&format!("{parent}/{tag}/current/link"), 1024).ok()??;
+            let (bytes, _) = bucket.get(&format!("{parent}/{}", inside::tag_current_in_tags(tag)), 1024).ok()??;
             std::str::from_utf8(&bytes).ok().and_then(Digest::parse)
         }
         _ => None,
@@ -110,7 +98,7 @@ enum Listing {
 fn list(bucket: &Bucket, listing: &Listing) -> Result<Vec<Obj>, (String, anyhow::Error)> {
     match listing {
         Listing::Parent(p) => bucket.list(p).map_err(|e| (bucket.url(p), e)),
-        Listing::BlobRange(d) => list_blob_range(bucket, *d).map_err(|e| (bucket.url("blobs/sha256"), e)),
+        Listing::BlobRange(d) => list_blob_range(bucket, *d).map_err(|e| (bucket.url(tree::BLOBS), e)),
     }
 }
 
@@ -134,7 +122,7 @@ fn remove_group(
     // Each folder's plan, with its repository (for the count) and what it is.
     let mut plans: Vec<(Option<usize>, What, Plan)> = Vec::new();
     for b in batches {
-        let Some(parent) = parent_key(&b.parent) else { continue };
+        let Some(parent) = b.parent.place() else { continue };
         let strip = format!("{parent}/");
         let objs: BTreeMap<&str, &Obj> = listed.iter().filter_map(|o| Some((o.key.strip_prefix(&strip)?, o))).collect();
         if objs.is_empty() {
@@ -198,7 +186,7 @@ pub(super) fn stage(
     let mut groups: Vec<(Vec<&Batch>, Listing)> = Vec::new();
     let mut ranges: BTreeMap<u8, Vec<&Batch>> = BTreeMap::new();
     for b in batches {
-        match (&b.parent, parent_key(&b.parent)) {
+        match (&b.parent, b.parent.place()) {
             (Parent::BlobPrefix(p), _) => ranges.entry(p >> 4).or_default().push(b),
             (_, Some(key)) => groups.push((vec![b], Listing::Parent(key))),
             (_, None) => tally.failed(&format!("{:?}", b.parent), &"a path of a filesystem store, given to a bucket"),
@@ -209,7 +197,7 @@ pub(super) fn stage(
         if list.len() >= 4 {
             groups.push((list, Listing::BlobRange(d)));
         } else {
-            groups.extend(list.into_iter().filter_map(|b| Some((vec![b], Listing::Parent(parent_key(&b.parent)?)))));
+            groups.extend(list.into_iter().filter_map(|b| Some((vec![b], Listing::Parent(b.parent.place()?)))));
         }
     }
     groups.par_iter().for_each(|(list, listing)| {

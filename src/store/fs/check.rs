@@ -126,7 +126,7 @@ fn check_repo(
         };
         out.manifests += 1;
         let read = match &blobs_dir {
-            Some(dir) => dir.read(&Layout::blob_data_in_blobs(&target), scan::MAX_MANIFEST),
+            Some(dir) => dir.read(&crate::store::tree::blob_data_in_blobs(&target), scan::MAX_MANIFEST),
             None => Ok(None),
         };
         match read {
@@ -308,7 +308,7 @@ fn verify(layout: &Layout, blobs: &[Digest], bytes: u64, found: &Found, progress
 fn present(layout: &Layout, blobs: Vec<Digest>, found: &Found) -> Result<(Vec<Digest>, u64)> {
     let Some(dir) = Dir::open(&layout.blobs())? else { return Ok((Vec::new(), 0)) };
     let size = |b: &Digest| -> Result<Option<u64>> {
-        match dir.stat_file(&Layout::blob_data_in_blobs(b)) {
+        match dir.stat_file(&crate::store::tree::blob_data_in_blobs(b)) {
             Ok(Some(st)) => Ok(Some(st.size)),
             Ok(None) => {
                 found.add(Kind::Incomplete, None, &layout.blob_dir(b), "a blob folder without data".into(), false);

@@ -1,11 +1,13 @@
-//! Every path of the registry's storage tree (docs/DESIGN.md section 1), and nothing else: no I/O here but
-//! the check, at opening, that a folder really is a registry store.
+//! The registry's storage tree on a file system: the places `store::tree` names, joined to the
+//! store's `docker/registry/v2` folder; no I/O here but the check, at opening, that a folder
+//! really is a registry store.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
 use crate::model::digest::Digest;
+use crate::store::tree::{self, inside};
 
 /// The storage tree of one registry, rooted at `<rootdirectory>/docker/registry/v2`.
 #[derive(Clone, Debug)]
@@ -71,113 +73,97 @@ impl Layout {
 
     /// `repositories/`.
     pub fn repositories(&self) -> PathBuf {
-        self.v2.join("repositories")
+        self.v2.join(tree::REPOSITORIES)
     }
 
     /// `blobs/sha256/`: its 256 two-hex-digit prefix folders hold the blob folders.
     pub fn blobs(&self) -> PathBuf {
-        self.v2.join("blobs").join("sha256")
+        self.v2.join(tree::BLOBS)
     }
 
     /// `blobs/sha256/<xx>/`: the prefix folder of the blobs whose digest's first byte is `b`.
     pub fn blob_prefix(&self, b: u8) -> PathBuf {
-        self.blobs().join(format!("{b:02x}"))
+        self.v2.join(tree::blob_prefix(b))
     }
 
     /// `blobs/sha256/<xx>/<hex>/`: everything the registry keeps of one blob.
     pub fn blob_dir(&self, d: &Digest) -> PathBuf {
-        self.blob_prefix(d.0[0]).join(d.hex())
+        self.v2.join(tree::blob_dir(d))
     }
 
     /// `blobs/sha256/<xx>/<hex>/data`: the content.
     pub fn blob_data(&self, d: &Digest) -> PathBuf {
-        self.blob_dir(d).join("data")
-    }
-
-    /// `<xx>/<hex>/data`, relative to [`Layout::blobs`] (for reads through an open folder).
-    pub fn blob_data_in_blobs(d: &Digest) -> String {
-        let hex = d.hex();
-        format!("{}/{hex}/data", &hex[..2])
+        self.v2.join(tree::blob_data(d))
     }
 
     /// `repositories/<name>/`.
     pub fn repo(&self, name: &str) -> PathBuf {
-        self.repositories().join(name)
+        self.v2.join(tree::repo(name))
     }
 
     /// `repositories/<name>/_layers/sha256/`.
     pub fn layers(&self, repo: &str) -> PathBuf {
-        self.repo(repo).join("_layers").join("sha256")
+        self.repo(repo).join(inside::LAYERS)
     }
 
     /// `_layers/sha256/<hex>/`: the link folder that lets `repo` serve blob `d`.
     pub fn layer_dir(&self, repo: &str, d: &Digest) -> PathBuf {
-        self.layers(repo).join(d.hex())
+        self.repo(repo).join(inside::layer_dir(d))
     }
 
     /// `_manifests/revisions/sha256/`.
     pub fn revisions(&self, repo: &str) -> PathBuf {
-        self.repo(repo).join("_manifests").join("revisions").join("sha256")
+        self.repo(repo).join(inside::REVISIONS)
     }
 
     /// `_manifests/revisions/sha256/<hex>/`: "manifest `d` exists in this repository".
     pub fn revision_dir(&self, repo: &str, d: &Digest) -> PathBuf {
-        self.revisions(repo).join(d.hex())
+        self.repo(repo).join(inside::revision_dir(d))
     }
 
     /// `_manifests/tags/`.
     pub fn tags(&self, repo: &str) -> PathBuf {
-        self.repo(repo).join("_manifests").join("tags")
+        self.repo(repo).join(inside::TAGS)
     }
 
     /// `_manifests/tags/<tag>/`: removing it is deleting the tag.
     pub fn tag_dir(&self, repo: &str, tag: &str) -> PathBuf {
-        self.tags(repo).join(tag)
+        self.repo(repo).join(inside::tag_dir(tag))
     }
 
     /// `_manifests/tags/<tag>/current/link`: the digest the tag points to now.
     pub fn tag_current(&self, repo: &str, tag: &str) -> PathBuf {
-        self.tag_dir(repo, tag).join("current").join("link")
-    }
-
-    /// `<tag>/current/link`, relative to [`Layout::tags`].
-    pub fn tag_current_in_tags(tag: &str) -> String {
-        format!("{tag}/current/link")
-    }
-
-    /// `<hex>/link`, relative to [`Layout::revisions`].
-    pub fn revision_link_in_revisions(d: &Digest) -> String {
-        format!("{}/link", d.hex())
+        self.repo(repo).join(inside::tag_current(tag))
     }
 
     /// `_manifests/tags/<tag>/index/sha256/`: every digest the tag ever pointed to.
     pub fn tag_index(&self, repo: &str, tag: &str) -> PathBuf {
-        self.tag_dir(repo, tag).join("index").join("sha256")
+        self.repo(repo).join(inside::tag_index(tag))
     }
 
     /// `_manifests/tags/<tag>/index/sha256/<hex>/`.
     pub fn tag_index_entry(&self, repo: &str, tag: &str, d: &Digest) -> PathBuf {
-        self.tag_index(repo, tag).join(d.hex())
+        self.repo(repo).join(inside::tag_index_entry(tag, d))
     }
 
     /// `_uploads/`.
     pub fn uploads(&self, repo: &str) -> PathBuf {
-        self.repo(repo).join("_uploads")
+        self.repo(repo).join(inside::UPLOADS)
     }
 
     /// `_uploads/<id>/`: one upload in progress.
     pub fn upload_dir(&self, repo: &str, id: &str) -> PathBuf {
-        self.uploads(repo).join(id)
+        self.repo(repo).join(inside::upload_dir(id))
     }
 
     /// The lock that keeps two real runs off one store.
     pub fn lock_file(&self) -> PathBuf {
-        self.v2.join(".regsweep.lock")
+        self.v2.join(tree::LOCK)
     }
 
     /// The intent journal of an unfinished run (docs/DESIGN.md section 4).
     pub fn journal_file(&self) -> PathBuf {
-        self.v2.join(".regsweep-journal.json")
+        self.v2.join(tree::JOURNAL)
     }
 
     /// True when `path` is inside `repositories/` or `blobs/`: the only places regsweep deletes in.
@@ -187,6 +173,3 @@ impl Layout {
             && path.components().all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::RootDir))
     }
 }
-
-/// Names of the folders inside a repository folder that are the registry's, not sub-repositories.
-pub const REPO_INTERNALS: [&str; 3] = ["_layers", "_manifests", "_uploads"];

@@ -19,18 +19,14 @@ use crate::model::outcome::{Outcome, What};
 use crate::store::fs::layout::Layout;
 use crate::store::fs::{Dir, list};
 use crate::store::stage::{Batch, Folder, Parent, Tally, crash_point};
+use crate::store::tree::{DATA, LINK, STARTED, inside};
 
 impl Parent<'_> {
     /// Where it is in a filesystem store.
     fn path(&self, layout: &Layout) -> PathBuf {
         match self {
-            Parent::Tags(r) => layout.tags(r),
-            Parent::Revisions(r) => layout.revisions(r),
-            Parent::TagIndex(r, t) => layout.tag_index(r, t),
-            Parent::Layers(r) => layout.layers(r),
-            Parent::Uploads(r) => layout.uploads(r),
-            Parent::BlobPrefix(b) => layout.blob_prefix(*b),
             Parent::Path(p) => p.clone(),
+            _ => layout.v2().join(self.place().unwrap_or_default()),
         }
     }
 }
@@ -92,7 +88,7 @@ fn remove_folder(dir: &Dir, what: What, folder: &Folder, since: Option<SystemTim
     match folder {
         Folder::Link(d) | Folder::Blob(d) => {
             let hex = d.hex();
-            let file = if matches!(folder, Folder::Link(_)) { "link" } else { "data" };
+            let file = if matches!(folder, Folder::Link(_)) { LINK } else { DATA };
             // A history entry's time is not looked at: what a push rescues is its tag, revision,
             // layer links and blobs.
             let since = if what == What::IndexEntry { None } else { since };
@@ -116,19 +112,19 @@ fn remove_folder(dir: &Dir, what: What, folder: &Folder, since: Option<SystemTim
                 }
                 _ => return Ok(Removed::Gone(0)),
             }
-            for file in ["link", "data"] {
+            for file in [LINK, DATA] {
                 if dir.stat(&format!("{name}/{file}")).ok().flatten().is_some() {
                     return Ok(Removed::Rescued(None));
                 }
             }
         }
         Folder::History(tag) => {
-            if fresh(dir, &format!("{tag}/current/link"), since)?.is_none() {
+            if fresh(dir, &inside::tag_current_in_tags(tag), since)?.is_none() {
                 return Ok(Removed::Rescued(None));
             }
         }
         Folder::Tag(tag, current) => {
-            let link = format!("{tag}/current/link");
+            let link = inside::tag_current_in_tags(tag);
             if fresh(dir, &link, since)?.is_none() {
                 // Pushed again: the manifest it names now stays with it.
                 return Ok(Removed::Rescued(dir.read_link(&link)?.map(|(d, _)| d)));
@@ -136,14 +132,14 @@ fn remove_folder(dir: &Dir, what: What, folder: &Folder, since: Option<SystemTim
             // Its inner folders are opened through no symbolic link before anything in them
             // goes (the tag folder itself was listed, and is no link).
             if let Ok(cur) = dir.open_dir(&format!("{tag}/current")) {
-                let _ = remove_entry(&cur, "link", false);
+                let _ = remove_entry(&cur, LINK, false);
                 let _ = remove_entry(dir, &format!("{tag}/current"), true);
             }
             crash_point();
             if let Some(entry) = current.map(|d| format!("{tag}/index/sha256/{}", d.hex()))
                 && let Ok(e) = dir.open_dir(&entry)
             {
-                let _ = remove_entry(&e, "link", false);
+                let _ = remove_entry(&e, LINK, false);
                 for rel in [entry.as_str(), &format!("{tag}/index/sha256"), &format!("{tag}/index")] {
                     if remove_entry(dir, rel, true).is_err() {
                         break; // more than the usual shape: the rest goes in one walk
@@ -153,14 +149,14 @@ fn remove_folder(dir: &Dir, what: What, folder: &Folder, since: Option<SystemTim
         }
         Folder::Upload(id) => {
             let path = dir.path().join(id);
-            bytes = dir.stat(&format!("{id}/data")).ok().flatten().map_or(0, |s| s.size);
-            for e in list(&path)?.into_iter().filter(|e| e.name != "startedat") {
+            bytes = dir.stat(&format!("{id}/{DATA}")).ok().flatten().map_or(0, |s| s.size);
+            for e in list(&path)?.into_iter().filter(|e| e.name != STARTED) {
                 let removed =
                     if e.is_dir { fs::remove_dir_all(path.join(&e.name)) } else { fs::remove_file(path.join(&e.name)) };
                 removed.with_context(|| format!("cannot delete {}", path.join(&e.name).display()))?;
             }
-            remove_entry(dir, &format!("{id}/startedat"), false)
-                .with_context(|| format!("cannot delete {}", path.join("startedat").display()))?;
+            remove_entry(dir, &format!("{id}/{STARTED}"), false)
+                .with_context(|| format!("cannot delete {}", path.join(STARTED).display()))?;
             crash_point();
         }
     }

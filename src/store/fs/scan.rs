@@ -12,8 +12,9 @@ use rayon::prelude::*;
 use crate::model::blobs::BlobList;
 use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::inventory::{Parsed, Repo, Revision, Tag, Upload};
-use crate::store::fs::layout::{Layout, REPO_INTERNALS};
+use crate::store::fs::layout::Layout;
 use crate::store::fs::{Dir, NotRegular, digest_folders, each_entry, list, read_file, stat_file};
+use crate::store::tree::{self, REPO_INTERNALS, inside};
 
 /// Manifests larger than this are refused (the registry itself caps manifests at 4 MiB).
 pub const MAX_MANIFEST: u64 = 4 << 20;
@@ -48,7 +49,7 @@ pub fn repositories(layout: &Layout) -> Result<Vec<String>> {
 }
 
 fn scan_tag(tags: &Dir, name: String) -> Result<Tag> {
-    let (current, pushed) = match tags.read_link(&Layout::tag_current_in_tags(&name))? {
+    let (current, pushed) = match tags.read_link(&inside::tag_current_in_tags(&name))? {
         Some((d, t)) => (Some(d), t),
         None => (None, SystemTime::UNIX_EPOCH),
     };
@@ -85,7 +86,7 @@ pub fn scan_repo(layout: &Layout, name: String, tag_links: bool) -> Result<Repo>
     let revs_dir = if revs.is_empty() { None } else { Dir::open(&layout.revisions(&name))? };
     let read: Vec<(Digest, Option<(Digest, SystemTime)>)> = revs
         .into_par_iter()
-        .filter_map(|d| revs_dir.as_ref().map(|dir| Ok((d, dir.read_link(&Layout::revision_link_in_revisions(&d))?))))
+        .filter_map(|d| revs_dir.as_ref().map(|dir| Ok((d, dir.read_link(&inside::revision_link_in_revisions(&d))?))))
         .collect::<Result<_>>()?;
     // A folder without a link is no revision: an interrupted write or deletion left it.
     let (mut revisions, mut incomplete_revisions): (Vec<Revision>, Vec<Digest>) = (Vec::new(), Vec::new());
@@ -131,7 +132,7 @@ pub(crate) fn scan_blobs(layout: &Layout) -> Result<BlobList> {
 
 /// Reads and parses one manifest blob; `blobs` is `blobs/sha256/`, opened.
 pub(crate) fn load_manifest(layout: &Layout, blobs: &Dir, d: &Digest) -> Parsed {
-    let read = blobs.read(&Layout::blob_data_in_blobs(d), MAX_MANIFEST).map(|r| r.map(|(bytes, _)| bytes));
+    let read = blobs.read(&tree::blob_data_in_blobs(d), MAX_MANIFEST).map(|r| r.map(|(bytes, _)| bytes));
     crate::store::parse_manifest(d, read, &|| layout.blob_data(d).display().to_string())
 }
 
