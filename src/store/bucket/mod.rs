@@ -300,9 +300,9 @@ impl S3Store {
         match std::str::from_utf8(&bytes).ok().and_then(Digest::parse) {
             Some(d) => Ok(Some(d)),
             None => Err(MalformedLink(format!(
-                "malformed link {}: {:?}; a link holds exactly sha256:<64 hex digits>",
+                "malformed link {}: {}; a link holds exactly sha256:<64 hex digits>",
                 self.bucket.url(key),
-                String::from_utf8_lossy(&bytes[..bytes.len().min(100)])
+                crate::store::malformed_content(&bytes)
             ))
             .into()),
         }
