@@ -506,8 +506,13 @@ fn check_on_a_bucket_names_what_breaks_a_pull() {
     assert!(has("tag_broken", "tags/v2/current/link"), "{report}");
     assert!(has("malformed_link", "tags/v3/current/link"), "{report}");
     assert!(problems.iter().all(|p| p["path"].as_str().unwrap().starts_with("s3://reg/store/")), "{report}");
+    // --repair removes v1's tag and revision (they point to nothing); v3's link stays broken.
     let out = moto.regsweep(&["check", "--root", url, "--repair"]);
-    assert_eq!(out.status.code(), Some(2), "--repair is the filesystem's only");
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    let keys = store_keys(&moto, "reg");
+    let gone = [format!("_manifests/revisions/sha256/{}/", &v1[7..]), "_manifests/tags/v1/".to_string()];
+    assert!(!keys.iter().any(|k| gone.iter().any(|g| k.contains(g.as_str()))), "{keys:#?}");
+    assert!(keys.iter().any(|k| k.contains("_manifests/tags/v3/current/link")));
 }
 
 /// S3 throttles with 503 SlowDown: every request's first try gets one here, and the run still
