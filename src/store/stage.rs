@@ -1,7 +1,6 @@
 //! One stage of deletions, as the crash-safe order hands it to a backend: batches of folders
 //! named by repository, tag and digest (not by path), and the tally every backend counts into.
 
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
@@ -71,8 +70,6 @@ pub enum Parent<'a> {
     Uploads(&'a str),
     /// `blobs/sha256/<xx>/`.
     BlobPrefix(u8),
-    /// A folder of the filesystem store by its path (`check --repair`).
-    Path(PathBuf),
 }
 
 /// A link this run deleted that a push since the scan needs again, written back as the registry

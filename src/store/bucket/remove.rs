@@ -18,16 +18,15 @@ use crate::store::bucket::s3::{Bucket, Obj};
 use crate::store::stage::{Batch, Folder, Parent, Tally, crash_point};
 
 /// The parent folder's key, relative to `docker/registry/v2/`.
-fn parent_key(p: &Parent) -> Option<String> {
-    Some(match p {
+fn parent_key(p: &Parent) -> String {
+    match p {
         Parent::Tags(r) => format!("repositories/{r}/_manifests/tags"),
         Parent::Revisions(r) => format!("repositories/{r}/_manifests/revisions/sha256"),
         Parent::TagIndex(r, t) => format!("repositories/{r}/_manifests/tags/{t}/index/sha256"),
         Parent::Layers(r) => format!("repositories/{r}/_layers/sha256"),
         Parent::Uploads(r) => format!("repositories/{r}/_uploads"),
         Parent::BlobPrefix(b) => format!("blobs/sha256/{b:02x}"),
-        Parent::Path(_) => return None,
-    })
+    }
 }
 
 /// One folder's keys, in the order they go.
@@ -134,7 +133,7 @@ fn remove_group(
     // Each folder's plan, with its repository (for the count) and what it is.
     let mut plans: Vec<(Option<usize>, What, Plan)> = Vec::new();
     for b in batches {
-        let Some(parent) = parent_key(&b.parent) else { continue };
+        let parent = parent_key(&b.parent);
         let strip = format!("{parent}/");
         let objs: BTreeMap<&str, &Obj> = listed.iter().filter_map(|o| Some((o.key.strip_prefix(&strip)?, o))).collect();
         if objs.is_empty() {
@@ -198,10 +197,9 @@ pub(super) fn stage(
     let mut groups: Vec<(Vec<&Batch>, Listing)> = Vec::new();
     let mut ranges: BTreeMap<u8, Vec<&Batch>> = BTreeMap::new();
     for b in batches {
-        match (&b.parent, parent_key(&b.parent)) {
-            (Parent::BlobPrefix(p), _) => ranges.entry(p >> 4).or_default().push(b),
-            (_, Some(key)) => groups.push((vec![b], Listing::Parent(key))),
-            (_, None) => tally.failed(&format!("{:?}", b.parent), &"a path of a filesystem store, given to a bucket"),
+        match &b.parent {
+            Parent::BlobPrefix(p) => ranges.entry(p >> 4).or_default().push(b),
+            _ => groups.push((vec![b], Listing::Parent(parent_key(&b.parent)))),
         }
     }
     for (d, list) in ranges {
@@ -209,7 +207,7 @@ pub(super) fn stage(
         if list.len() >= 4 {
             groups.push((list, Listing::BlobRange(d)));
         } else {
-            groups.extend(list.into_iter().filter_map(|b| Some((vec![b], Listing::Parent(parent_key(&b.parent)?)))));
+            groups.extend(list.into_iter().map(|b| (vec![b], Listing::Parent(parent_key(&b.parent)))));
         }
     }
     groups.par_iter().for_each(|(list, listing)| {

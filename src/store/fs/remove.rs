@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use crate::core::progress::Progress;
 use crate::model::digest::Digest;
-use crate::model::outcome::{Outcome, What};
+use crate::model::outcome::What;
 use crate::store::fs::layout::Layout;
 use crate::store::fs::{Dir, list};
 use crate::store::stage::{Batch, Folder, Parent, Tally, crash_point};
@@ -30,7 +30,6 @@ impl Parent<'_> {
             Parent::Layers(r) => layout.layers(r),
             Parent::Uploads(r) => layout.uploads(r),
             Parent::BlobPrefix(b) => layout.blob_prefix(*b),
-            Parent::Path(p) => p.clone(),
         }
     }
 }
@@ -226,21 +225,4 @@ pub(crate) fn stage(
     chunks.par_iter().for_each(|chunk| remove_batch(layout, *chunk, since, tally, &|| bar.inc(1)));
     bar.finish_and_clear();
     tally.failures() == before && !tally.stop_requested()
-}
-
-/// Deletes folders stage by stage, each stage in parallel, stopping after the first stage with
-/// a failure; a folder written at or after `since` is left. The caller holds the store's [`Lock`](crate::store::fs::Lock).
-pub fn delete_in_stages<'s, 'a>(
-    layout: &Layout,
-    stages: impl IntoIterator<Item = (&'s str, Vec<Batch<'a>>)>,
-    since: Option<SystemTime>,
-    progress: Progress,
-) -> Outcome {
-    let tally = Tally::new(0);
-    for (name, batches) in stages {
-        if !stage(layout, progress, name, &batches, since, &tally) {
-            break;
-        }
-    }
-    tally.into_outcome(Vec::new())
 }
