@@ -564,6 +564,8 @@ pub(crate) fn run(
     let began = SystemTime::now();
     let (mut report, mut repairs) = pass(opts)?;
     if !repairs.is_empty() {
+        // The repair's plan is made: the test point a prune has here too.
+        crate::store::apply::stop_point("plan");
         repairs.sort();
         repairs.dedup();
         let gone = repair(store, &repairs, store.scan_began(began), progress)?;

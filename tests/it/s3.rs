@@ -1007,3 +1007,34 @@ fn check_repair_on_a_bucket_ends_as_on_its_filesystem_copy() {
         .collect();
     assert!(failed.is_empty(), "{failed:#?}");
 }
+
+/// `--repair` on a bucket goes through the deletions of a prune: a tag pushed again since the
+/// check began (here while the repair waits with its plan made) is left.
+#[test]
+fn check_repair_on_a_bucket_leaves_a_tag_pushed_again_since_the_check_began() {
+    let moto = S3Server::moto();
+    demo_bucket(&moto, "reg", "store");
+    let copy = tempfile::tempdir().unwrap();
+    moto.tool(&["download", "reg", "store", copy.path().to_str().unwrap()]);
+    let t = Twins { moto: &moto, disk: copy.path() };
+    t.remove(&blob_folder(&tag_digest(copy.path(), "team/app", "v2")));
+    let run = stopped_at(moto.command(&["check", "--root", "s3://reg/store", "--repair", "--json"]), "plan");
+    // v2 pushed again, onto v1's image, as the registry writes a tag: history entry, then link.
+    let v1 = tag_digest(copy.path(), "team/app", "v1");
+    let tag = "repositories/team/app/_manifests/tags/v2";
+    t.write(&format!("{tag}/index/sha256/{}/link", &v1[7..]), v1.as_bytes());
+    t.write(&format!("{tag}/current/link"), v1.as_bytes());
+    signal(&run, "-CONT");
+    let out = run.wait_with_output().unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    // Only the revision without blob went; the old history entry now names nothing.
+    assert_eq!(report["repaired"], 1, "{report}");
+    let kinds: Vec<&str> = report["problems"].as_array().unwrap().iter().map(|p| p["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["dangling_index_entry"], "{report}");
+    assert!(store_keys(&moto, "reg").contains(&format!("{tag}/current/link")));
+    let reg = Registry::serve_with(Path::new("/nonexistent"), &moto.setup("reg", "store"));
+    assert_eq!(digest_of(&reg, "team/app", "v2"), v1);
+    reg.pull("team/app", "v2").unwrap();
+}
