@@ -620,3 +620,83 @@ fn repair(store: &dyn Store, repairs: &[Repair], since: SystemTime, progress: Pr
     }
     Ok(outcome.gone.iter().flatten().sum())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(n: u8) -> Digest {
+        Digest([n; 32])
+    }
+
+    fn judged(seen: &RepoSeen, blobs: &Blobs) -> (Judged, Vec<Problem>) {
+        let at = |rel: &str| format!("store:/{rel}");
+        let judge = Judge::new(&at);
+        let out = judge.repository(seen, blobs, &|_| Ok(None));
+        (out, judge.problems())
+    }
+
+    #[test]
+    fn links_to_nothing_are_repaired_and_named_where_the_backend_shows_them() {
+        // Revision 1 has no blob, tag v points to it, tag g to a manifest not held; layer link 3
+        // names a blob that is gone.
+        let seen = RepoSeen {
+            name: "a/b".into(),
+            layers: vec![(d(3), Entry::Link(Link::To(d(3))))],
+            revisions: vec![(d(1), Entry::Link(Link::To(d(1))))],
+            tags: vec![
+                TagSeen { name: "v".into(), current: Some(Link::To(d(1))), history: vec![(d(1), None)] },
+                TagSeen { name: "g".into(), current: Some(Link::To(d(2))), history: vec![] },
+            ],
+        };
+        let (out, problems) = judged(&seen, &Blobs::default());
+        assert_eq!((out.tags, out.manifests), (2, 1));
+        let mut repairs = out.repairs;
+        repairs.sort();
+        assert_eq!(
+            repairs,
+            [
+                Repair::Tag("a/b".into(), "g".into()),
+                Repair::Tag("a/b".into(), "v".into()),
+                Repair::Revision("a/b".into(), d(1)),
+                Repair::LayerLink("a/b".into(), d(3)),
+            ]
+        );
+        let named: Vec<(Kind, &str, bool)> = problems.iter().map(|p| (p.kind, p.path.as_str(), p.repairable)).collect();
+        let rev = format!("store:/repositories/a/b/_manifests/revisions/sha256/{}/link", d(1).hex());
+        let layer = format!("store:/repositories/a/b/_layers/sha256/{}/link", d(3).hex());
+        assert_eq!(
+            named,
+            [
+                (Kind::DanglingLayerLink, layer.as_str(), true),
+                (Kind::RevisionWithoutBlob, rev.as_str(), true),
+                (Kind::TagBroken, "store:/repositories/a/b/_manifests/tags/g/current/link", true),
+                (Kind::TagBroken, "store:/repositories/a/b/_manifests/tags/v/current/link", true),
+            ]
+        );
+    }
+
+    #[test]
+    fn folders_without_their_link_are_leftovers_or_interrupted_writes() {
+        let seen = RepoSeen {
+            name: "r".into(),
+            layers: vec![(d(1), Entry::Empty { old: true }), (d(2), Entry::Empty { old: false })],
+            revisions: vec![(d(3), Entry::Partial)],
+            tags: vec![TagSeen { name: "t".into(), current: Some(Link::To(d(3))), history: vec![] }],
+        };
+        let (out, problems) = judged(&seen, &Blobs::default());
+        assert_eq!(out.repairs, [Repair::LayerLeftover("r".into(), d(1))]);
+        let kinds: Vec<(Kind, bool)> = problems.iter().map(|p| (p.kind, p.repairable)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (Kind::RegistryLeftover, true),
+                (Kind::RegistryLeftover, false),
+                (Kind::Incomplete, false),
+                (Kind::TagBroken, false),
+            ]
+        );
+        assert!(problems[2].path.ends_with(&format!("{}/link", d(3).hex())));
+        assert!(problems[3].detail.ends_with("its revision link is malformed or missing"), "{}", problems[3].detail);
+    }
+}
