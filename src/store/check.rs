@@ -254,7 +254,7 @@ fn blob_dir(d: &Digest) -> String {
 }
 
 /// The journal of an interrupted run, relative to `docker/registry/v2/`.
-pub(crate) const JOURNAL: &str = ".regsweep-journal.json";
+const JOURNAL: &str = ".regsweep-journal.json";
 
 /// Why a manifest of a repository cannot be pulled.
 struct Trouble {
