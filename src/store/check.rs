@@ -1,15 +1,25 @@
 //! `regsweep check`: what is wrong with a store, per repository, and which tags would fail a
-//! pull; what every backend's check shares (the kinds of problem, the report, why a tag
-//! fails). Read-only, except `--repair`, which removes links that point to nothing (never a
-//! blob).
+//! pull. Every verdict is decided here, once, for every backend: a backend lists what it holds
+//! (`RepoSeen`, its blob folders, its files) and loads manifests, then the `Judge` pushes the
+//! [`Problem`]s, each at a path relative to `docker/registry/v2/` that the backend shows as its
+//! own (a path on disk, an `s3://` URL). Read-only, except `--repair` (`run`), which removes
+//! links that point to nothing (never a blob) through the backend's [`Store::remove`], in the
+//! crash-safe order of a prune and under the store's lock.
 
-use std::path::Path;
 use std::sync::Mutex;
+use std::time::SystemTime;
 
+use anyhow::Result;
+use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::core::progress::Progress;
 use crate::model::digest::{Digest, DigestMap, DigestSet};
-use crate::model::manifest::Manifest;
+use crate::model::manifest::{self, Manifest};
+use crate::model::outcome::What;
+use crate::store::Store;
+use crate::store::stage::{Batch, Folder, Parent, Tally};
+use crate::store::tree::{self, JOURNAL, inside};
 
 /// What kind of problem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -126,55 +136,382 @@ pub struct CheckOptions {
     pub grace: std::time::Duration,
 }
 
-/// Collects problems from parallel workers.
+/// A link as a backend read it.
+#[derive(Clone, Debug)]
+pub(crate) enum Link {
+    /// It holds this digest.
+    To(Digest),
+    /// It holds anything but `sha256:<64 hex>`: the backend's error, naming it.
+    Malformed(String),
+    /// Something other than a regular file in its place (a file system's only): the backend's
+    /// error, naming it.
+    NotAFile(String),
+}
+
+/// A folder named by a digest whose own file is a `link` (a revision, a `_layers` link), as a
+/// backend listed it.
+#[derive(Clone, Debug)]
+pub(crate) enum Entry {
+    /// Its link.
+    Link(Link),
+    /// No link, and nothing else (a file system's only: a bucket has no empty folders); `old`
+    /// when older than the grace period.
+    Empty { old: bool },
+    /// No link, but other files: what an interrupted write leaves.
+    Partial,
+}
+
+/// A tag folder, as a backend listed it.
+#[derive(Clone, Debug)]
+pub(crate) struct TagSeen {
+    pub(crate) name: String,
+    /// Its `current/link`; `None` when it has none.
+    pub(crate) current: Option<Link>,
+    /// Its history entries (`index/sha256/<hex>/`), each with its link when it has one.
+    pub(crate) history: Vec<(Digest, Option<Link>)>,
+}
+
+/// What a backend listed of one repository, for [`Judge::repository`].
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RepoSeen {
+    pub(crate) name: String,
+    /// Its `_layers/sha256/<hex>/` folders.
+    pub(crate) layers: Vec<(Digest, Entry)>,
+    /// Its `_manifests/revisions/sha256/<hex>/` folders.
+    pub(crate) revisions: Vec<(Digest, Entry)>,
+    pub(crate) tags: Vec<TagSeen>,
+}
+
+/// A blob folder, as a backend listed it.
+#[derive(Clone, Debug)]
+pub(crate) enum BlobSeen {
+    /// Its `data` is there: the registry can serve it.
+    Data,
+    /// No `data` in it.
+    NoData,
+    /// Something other than a regular file as its `data`: the backend's error, naming it.
+    NotAFile(String),
+}
+
+/// What the check knows of the store's blobs.
 #[derive(Default)]
-pub(crate) struct Found(Mutex<Vec<Problem>>);
+pub(crate) struct Blobs {
+    /// Blobs whose `data` the registry can serve.
+    pub(crate) present: DigestSet,
+    /// With `--verify-digests`: blobs whose content does not hash to their name.
+    pub(crate) corrupt: DigestSet,
+}
 
-impl Found {
-    pub(crate) fn add(&self, kind: Kind, repo: Option<&str>, path: &Path, detail: String, breaks_pull: bool) {
-        let repairable = matches!(kind, Kind::RevisionWithoutBlob | Kind::DanglingLayerLink | Kind::DanglingIndexEntry);
-        self.push(kind, repo, &path.display(), detail, breaks_pull, repairable);
-    }
+/// What `--repair` removes (repository first), in the crash-safe order of deletion: tags, then
+/// revisions and history entries, then layer links.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Repair {
+    /// A tag folder whose manifest is gone.
+    Tag(String, String),
+    /// A revision folder whose manifest blob is gone.
+    Revision(String, Digest),
+    /// An empty revision folder older than the grace period.
+    RevisionLeftover(String, Digest),
+    /// A tag history entry naming a manifest the repository no longer holds.
+    IndexEntry(String, String, Digest),
+    /// A `_layers` link to a blob that is gone.
+    LayerLink(String, Digest),
+    /// An empty `_layers` folder older than the grace period.
+    LayerLeftover(String, Digest),
+}
 
-    /// A problem at `path` (a file's path, an object's URL).
-    pub(crate) fn push(
-        &self,
-        kind: Kind,
-        repo: Option<&str>,
-        path: &dyn std::fmt::Display,
-        detail: String,
-        breaks_pull: bool,
-        repairable: bool,
-    ) {
-        let p = Problem { kind, repo: repo.map(String::from), path: path.to_string(), detail, breaks_pull, repairable };
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(p);
-    }
+/// One repository judged: its tags and manifests counted, and what `--repair` removes.
+#[derive(Default)]
+pub(crate) struct Judged {
+    pub(crate) tags: usize,
+    pub(crate) manifests: usize,
+    pub(crate) repairs: Vec<Repair>,
+}
 
-    /// Every problem, sorted by repository, path and kind.
-    pub(crate) fn sorted(self) -> Vec<Problem> {
-        let mut problems = self.0.into_inner().unwrap_or_else(|e| e.into_inner());
-        problems.sort_by(|a, b| (&a.repo, &a.path, a.kind as u8).cmp(&(&b.repo, &b.path, b.kind as u8)));
-        problems
-    }
+/// Decides every verdict of a check, from what a backend listed; collects the problems of
+/// parallel workers. `at` shows a path relative to `docker/registry/v2/` as the backend names
+/// it (a path on disk, an `s3://` URL).
+pub(crate) struct Judge<'a> {
+    at: &'a (dyn Fn(&str) -> String + Sync),
+    found: Mutex<Vec<Problem>>,
+}
+
+/// The `_layers/sha256/<hex>` folder of a repository, relative to `docker/registry/v2/`.
+fn layer_dir(repo: &str, d: &Digest) -> String {
+    tree::in_repo(repo, &inside::layer_dir(d))
+}
+
+fn revision_dir(repo: &str, d: &Digest) -> String {
+    tree::in_repo(repo, &inside::revision_dir(d))
+}
+
+fn tag_dir(repo: &str, tag: &str) -> String {
+    tree::in_repo(repo, &inside::tag_dir(tag))
 }
 
 /// Why a manifest of a repository cannot be pulled.
-pub(crate) struct Trouble {
-    pub(crate) text: String,
+struct Trouble {
+    text: String,
     /// Its revision names a manifest blob the store lacks: the tags on it point to nothing,
     /// and `--repair` removes them.
-    pub(crate) blob_gone: bool,
+    blob_gone: bool,
 }
 
 impl Trouble {
-    pub(crate) fn new(text: String) -> Trouble {
+    fn new(text: String) -> Trouble {
         Trouble { text, blob_gone: false }
+    }
+}
+
+impl<'a> Judge<'a> {
+    pub(crate) fn new(at: &'a (dyn Fn(&str) -> String + Sync)) -> Judge<'a> {
+        Judge { at, found: Mutex::default() }
+    }
+
+    /// A problem at `rel`; `repairable` by its kind.
+    fn add(&self, kind: Kind, repo: Option<&str>, rel: &str, detail: String, breaks_pull: bool) {
+        let repairable = matches!(kind, Kind::RevisionWithoutBlob | Kind::DanglingLayerLink | Kind::DanglingIndexEntry);
+        self.push(kind, repo, rel, detail, breaks_pull, repairable);
+    }
+
+    fn push(&self, kind: Kind, repo: Option<&str>, rel: &str, detail: String, breaks_pull: bool, repairable: bool) {
+        let path = (self.at)(rel);
+        let p = Problem { kind, repo: repo.map(String::from), path, detail, breaks_pull, repairable };
+        self.found.lock().unwrap_or_else(|e| e.into_inner()).push(p);
+    }
+
+    /// Every problem, sorted by repository, path and kind.
+    pub(crate) fn problems(self) -> Vec<Problem> {
+        let mut problems = self.found.into_inner().unwrap_or_else(|e| e.into_inner());
+        problems.sort_by(|a, b| (&a.repo, &a.path, a.kind as u8).cmp(&(&b.repo, &b.path, b.kind as u8)));
+        problems
+    }
+
+    /// A blob folder; true when the registry can serve it.
+    pub(crate) fn blob(&self, d: &Digest, seen: &BlobSeen) -> bool {
+        match seen {
+            BlobSeen::Data => return true,
+            BlobSeen::NoData => {
+                self.add(Kind::Incomplete, None, &tree::blob_dir(d), "a blob folder without data".into(), false)
+            }
+            BlobSeen::NotAFile(e) => self.add(Kind::NotAFile, None, &tree::blob_data(d), e.clone(), false),
+        }
+        false
+    }
+
+    /// A blob whose content does not hash to its name (`--verify-digests`).
+    pub(crate) fn corrupt(&self, d: &Digest) {
+        let detail = format!("the content of {d} does not hash to its name");
+        self.add(Kind::DigestMismatch, None, &tree::blob_data(d), detail, true);
+    }
+
+    /// A file of the store outside a blob's folder (`rel`): a `*.tmp` file is an interrupted
+    /// write's (registry v3.1+).
+    pub(crate) fn file(&self, rel: &str) {
+        if rel.ends_with(".tmp") {
+            self.add(Kind::TmpFile, None, rel, "left by an interrupted write".into(), false);
+        }
+    }
+
+    /// The journal of an interrupted run is there.
+    pub(crate) fn journal(&self) {
+        let detail = "an interrupted regsweep run: run gc or prune to finish it".to_string();
+        self.add(Kind::Incomplete, None, JOURNAL, detail, false);
+    }
+
+    /// A link's problem, if any; its digest when it holds one.
+    fn link(&self, repo: &str, rel: &str, link: &Link, breaks: bool) -> Option<Digest> {
+        match link {
+            Link::To(d) => return Some(*d),
+            Link::Malformed(e) => self.add(Kind::MalformedLink, Some(repo), rel, e.clone(), breaks),
+            Link::NotAFile(e) => self.add(Kind::NotAFile, Some(repo), rel, e.clone(), breaks),
+        }
+        None
+    }
+
+    /// A folder without its link (`dir`): the registry's empty folder, repaired when old
+    /// enough, or an interrupted write's; true when `--repair` removes it.
+    fn no_link(&self, repo: &str, dir: &str, what: &str, entry: &Entry) -> bool {
+        match entry {
+            Entry::Empty { old } => {
+                let detail = format!(
+                    "an empty {what} folder: the registry's API delete leaves these{}",
+                    if *old { "" } else { " (younger than the grace period: left)" }
+                );
+                self.push(Kind::RegistryLeftover, Some(repo), dir, detail, false, *old);
+                *old
+            }
+            Entry::Partial => {
+                let detail = format!("a {what} folder without its link");
+                self.add(Kind::Incomplete, Some(repo), &format!("{dir}/link"), detail, false);
+                false
+            }
+            Entry::Link(_) => false,
+        }
+    }
+
+    /// One repository, from what the backend listed of it; `load` reads a manifest blob through
+    /// the backend (`None`: the store lacks it), called in parallel.
+    pub(crate) fn repository(
+        &self,
+        seen: &RepoSeen,
+        blobs: &Blobs,
+        load: &(dyn Fn(&Digest) -> Result<Option<Vec<u8>>> + Sync),
+    ) -> Judged {
+        let name = seen.name.as_str();
+        let mut out = Judged { tags: seen.tags.len(), ..Judged::default() };
+        let add = |kind: Kind, rel: &str, detail: String| self.add(kind, Some(name), rel, detail, false);
+        // Layer links, by folder; their content must name a blob.
+        let mut linked = DigestSet::default();
+        for (d, entry) in &seen.layers {
+            let dir = layer_dir(name, d);
+            let rel = format!("{dir}/link");
+            match entry {
+                Entry::Link(link) => match self.link(name, &rel, link, false) {
+                    Some(target) if !blobs.present.contains(&target) => {
+                        add(Kind::DanglingLayerLink, &rel, format!("links {target}, which is not in the store"));
+                        out.repairs.push(Repair::LayerLink(name.into(), *d));
+                    }
+                    Some(_) => {
+                        linked.insert(*d);
+                    }
+                    None => {}
+                },
+                _ => {
+                    if self.no_link(name, &dir, "layer link", entry) {
+                        out.repairs.push(Repair::LayerLeftover(name.into(), *d));
+                    }
+                }
+            }
+        }
+        // Revisions and their manifests, read in parallel.
+        let mut manifests: DigestMap<Option<Manifest>> = DigestMap::default();
+        let mut own_problem: DigestMap<Trouble> = DigestMap::default();
+        let targets: Vec<(Digest, Option<Digest>)> = seen
+            .revisions
+            .iter()
+            .map(|(d, entry)| {
+                let dir = revision_dir(name, d);
+                let target = match entry {
+                    Entry::Link(link) => self.link(name, &format!("{dir}/link"), link, false),
+                    _ => {
+                        if self.no_link(name, &dir, "revision", entry) {
+                            out.repairs.push(Repair::RevisionLeftover(name.into(), *d));
+                        }
+                        None
+                    }
+                };
+                (*d, target)
+            })
+            .collect();
+        // Each revision, with the manifest its link names and that manifest's content.
+        type Read = (Digest, Option<(Digest, Result<Option<Vec<u8>>>)>);
+        let read: Vec<Read> = targets.into_par_iter().map(|(d, t)| (d, t.map(|t| (t, load(&t))))).collect();
+        for (d, target) in read {
+            let rel = format!("{}/link", revision_dir(name, &d));
+            let Some((target, bytes)) = target else {
+                own_problem.insert(d, Trouble::new("its revision link is malformed or missing".into()));
+                continue;
+            };
+            out.manifests += 1;
+            match bytes {
+                Ok(None) => {
+                    add(Kind::RevisionWithoutBlob, &rel, format!("manifest {target} has no blob"));
+                    out.repairs.push(Repair::Revision(name.into(), d));
+                    let text = format!("its manifest blob {target} is missing");
+                    own_problem.insert(d, Trouble { text, blob_gone: true });
+                }
+                Ok(Some(_)) if blobs.corrupt.contains(&target) => {
+                    let text = format!("its manifest blob {target} is corrupt (its content does not hash to its name)");
+                    own_problem.insert(d, Trouble::new(text));
+                }
+                Ok(Some(bytes)) => match manifest::parse(&bytes) {
+                    Ok(m) => {
+                        let foreign = manifest::foreign_layers(&bytes);
+                        for b in m.blobs.iter().filter(|b| !foreign.contains(b)) {
+                            let trouble = if !blobs.present.contains(b) {
+                                add(Kind::MissingBlob, &rel, format!("manifest {d} needs blob {b}"));
+                                format!("blob {b} is missing")
+                            } else if blobs.corrupt.contains(b) {
+                                format!("blob {b} is corrupt (its content does not hash to its name)")
+                            } else if !linked.contains(b) {
+                                add(
+                                    Kind::MissingLayerLink,
+                                    &rel,
+                                    format!("manifest {d} needs blob {b}, not linked here"),
+                                );
+                                format!("blob {b} is not linked in this repository")
+                            } else {
+                                continue;
+                            };
+                            own_problem.insert(d, Trouble::new(trouble));
+                        }
+                        manifests.insert(d, Some(m));
+                    }
+                    Err(e) => {
+                        add(Kind::ManifestUnreadable, &rel, format!("manifest {d}: {e:#}"));
+                        own_problem.insert(d, Trouble::new("its manifest cannot be parsed".into()));
+                    }
+                },
+                Err(e) => {
+                    add(Kind::ManifestUnreadable, &rel, format!("{e:#}"));
+                    own_problem.insert(d, Trouble::new("its manifest cannot be read".into()));
+                }
+            }
+        }
+        // Children: an index whose child is missing or broken is broken.
+        for (d, m) in &manifests {
+            for c in m.iter().flat_map(|m| m.children.iter()) {
+                if !manifests.contains_key(c) {
+                    add(Kind::MissingChild, &revision_dir(name, d), format!("index {d} lists {c}, not held here"));
+                    own_problem.entry(*d).or_insert_with(|| Trouble::new(format!("its child {c} is missing")));
+                }
+            }
+        }
+        // Tags.
+        let held = |d: &Digest| manifests.contains_key(d) || own_problem.contains_key(d);
+        for t in &seen.tags {
+            let tag = t.name.as_str();
+            let dir = tag_dir(name, tag);
+            let current = tree::in_repo(name, &inside::tag_current(tag));
+            match t.current.as_ref().map(|l| self.link(name, &current, l, true)) {
+                None => add(Kind::Incomplete, &dir, format!("tag {tag} has no current link")),
+                Some(None) => {}
+                Some(Some(d)) if !held(&d) => {
+                    let detail = format!("points to {d}, which this repository does not hold");
+                    self.push(Kind::TagBroken, Some(name), &current, detail, true, true);
+                    out.repairs.push(Repair::Tag(name.into(), tag.into()));
+                }
+                Some(Some(d)) => {
+                    if let Some((why, blob_gone)) = why_broken(&d, &own_problem, &manifests) {
+                        // A tag on a manifest whose blob is gone points to nothing: --repair removes it.
+                        let detail =
+                            if blob_gone { format!("points to {d}: {why}") } else { format!("{tag} ({d}): {why}") };
+                        self.push(Kind::TagBroken, Some(name), &current, detail, true, blob_gone);
+                        if blob_gone {
+                            out.repairs.push(Repair::Tag(name.into(), tag.into()));
+                        }
+                    }
+                }
+            }
+            for (d, link) in &t.history {
+                let rel = format!("{dir}/index/sha256/{}/link", d.hex());
+                if let Some(link) = link {
+                    self.link(name, &rel, link, false);
+                }
+                if !held(d) {
+                    add(Kind::DanglingIndexEntry, &rel, format!("tag {tag} history names {d}, no longer held"));
+                    out.repairs.push(Repair::IndexEntry(name.into(), tag.into(), *d));
+                }
+            }
+        }
+        out
     }
 }
 
 /// Why a tag on `d` fails a pull (its own trouble, or a child's, recursively), and whether that
 /// is its own manifest blob being gone.
-pub(crate) fn why_broken(
+fn why_broken(
     d: &Digest,
     own_problem: &DigestMap<Trouble>,
     manifests: &DigestMap<Option<Manifest>>,
@@ -197,4 +534,162 @@ pub(crate) fn why_broken(
         }
     }
     None
+}
+
+/// One pass of a backend's check over the whole store: its report (`root` and `repaired` left
+/// to [`run`]) and what `--repair` removes.
+pub(crate) type Pass = (CheckReport, Vec<Repair>);
+
+/// Checks a store by its backend's `pass`; with `--repair`, under the store's lock, removes what
+/// the pass found pointing to nothing through [`Store::remove`], stage by stage in the crash-safe
+/// order of a prune (tags, revisions and history entries, layer links; the lock checked before
+/// each), then checks again. What was written since the check began is left, as in a prune.
+pub(crate) fn run(
+    store: &dyn Store,
+    opts: CheckOptions,
+    progress: Progress,
+    pass: &dyn Fn(CheckOptions) -> Result<Pass>,
+) -> Result<CheckReport> {
+    if !opts.repair {
+        return Ok(pass(opts)?.0);
+    }
+    let held = store.lock()?;
+    let began = SystemTime::now();
+    let (mut report, mut repairs) = pass(opts)?;
+    if !repairs.is_empty() {
+        // The repair's plan is made: the test point a prune has here too.
+        crate::store::apply::stop_point("plan");
+        repairs.sort();
+        repairs.dedup();
+        let gone = repair(store, &repairs, store.scan_began(began), progress)?;
+        (report, _) = pass(CheckOptions { repair: false, ..opts })?;
+        report.repaired = gone;
+    }
+    held.release()?;
+    Ok(report)
+}
+
+/// Removes what `repairs` names, stage by stage; how many folders went.
+fn repair(store: &dyn Store, repairs: &[Repair], since: SystemTime, progress: Progress) -> Result<usize> {
+    // Folders grouped by their parent: (stage, parent kind, repository, tag).
+    let mut groups: std::collections::BTreeMap<(u8, u8, &str, &str), Vec<Folder>> = Default::default();
+    for r in repairs {
+        let (key, folder) = match r {
+            Repair::Tag(repo, tag) => ((0, 0, repo.as_str(), ""), Folder::Tag(tag, None)),
+            Repair::Revision(repo, d) => ((1, 1, repo.as_str(), ""), Folder::Link(*d)),
+            Repair::RevisionLeftover(repo, d) => ((1, 1, repo.as_str(), ""), Folder::Leftover(*d)),
+            Repair::IndexEntry(repo, tag, d) => ((1, 2, repo.as_str(), tag.as_str()), Folder::Link(*d)),
+            Repair::LayerLink(repo, d) => ((2, 3, repo.as_str(), ""), Folder::Link(*d)),
+            Repair::LayerLeftover(repo, d) => ((2, 3, repo.as_str(), ""), Folder::Leftover(*d)),
+        };
+        groups.entry(key).or_default().push(folder);
+    }
+    let mut stages: [Vec<Batch>; 3] = Default::default();
+    for ((stage, kind, repo, tag), folders) in groups {
+        let (parent, what) = match kind {
+            0 => (Parent::Tags(repo), What::Tag),
+            1 => (Parent::Revisions(repo), What::Manifest),
+            2 => (Parent::TagIndex(repo, tag), What::IndexEntry),
+            _ => (Parent::Layers(repo), What::LayerLink),
+        };
+        stages[usize::from(stage)].push(Batch { parent, repo: None, what, folders });
+    }
+    let tally = Tally::new(0);
+    for (name, batches) in ["tags", "manifests", "links"].into_iter().zip(&stages) {
+        if batches.is_empty() {
+            continue;
+        }
+        store.check_lock()?;
+        if !store.remove(name, batches, Some(since), &tally, progress) {
+            break;
+        }
+    }
+    let outcome = tally.into_outcome(Vec::new());
+    if let Some(f) = outcome.failed.first() {
+        anyhow::bail!("repair stopped: {}: {}", f.path, f.error);
+    }
+    if outcome.interrupted {
+        anyhow::bail!("repair interrupted: run it again to finish");
+    }
+    Ok(outcome.gone.iter().flatten().sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(n: u8) -> Digest {
+        Digest([n; 32])
+    }
+
+    fn judged(seen: &RepoSeen, blobs: &Blobs) -> (Judged, Vec<Problem>) {
+        let at = |rel: &str| format!("store:/{rel}");
+        let judge = Judge::new(&at);
+        let out = judge.repository(seen, blobs, &|_| Ok(None));
+        (out, judge.problems())
+    }
+
+    #[test]
+    fn links_to_nothing_are_repaired_and_named_where_the_backend_shows_them() {
+        // Revision 1 has no blob, tag v points to it, tag g to a manifest not held; layer link 3
+        // names a blob that is gone.
+        let seen = RepoSeen {
+            name: "a/b".into(),
+            layers: vec![(d(3), Entry::Link(Link::To(d(3))))],
+            revisions: vec![(d(1), Entry::Link(Link::To(d(1))))],
+            tags: vec![
+                TagSeen { name: "v".into(), current: Some(Link::To(d(1))), history: vec![(d(1), None)] },
+                TagSeen { name: "g".into(), current: Some(Link::To(d(2))), history: vec![] },
+            ],
+        };
+        let (out, problems) = judged(&seen, &Blobs::default());
+        assert_eq!((out.tags, out.manifests), (2, 1));
+        let mut repairs = out.repairs;
+        repairs.sort();
+        assert_eq!(
+            repairs,
+            [
+                Repair::Tag("a/b".into(), "g".into()),
+                Repair::Tag("a/b".into(), "v".into()),
+                Repair::Revision("a/b".into(), d(1)),
+                Repair::LayerLink("a/b".into(), d(3)),
+            ]
+        );
+        let named: Vec<(Kind, &str, bool)> = problems.iter().map(|p| (p.kind, p.path.as_str(), p.repairable)).collect();
+        let rev = format!("store:/repositories/a/b/_manifests/revisions/sha256/{}/link", d(1).hex());
+        let layer = format!("store:/repositories/a/b/_layers/sha256/{}/link", d(3).hex());
+        assert_eq!(
+            named,
+            [
+                (Kind::DanglingLayerLink, layer.as_str(), true),
+                (Kind::RevisionWithoutBlob, rev.as_str(), true),
+                (Kind::TagBroken, "store:/repositories/a/b/_manifests/tags/g/current/link", true),
+                (Kind::TagBroken, "store:/repositories/a/b/_manifests/tags/v/current/link", true),
+            ]
+        );
+    }
+
+    #[test]
+    fn folders_without_their_link_are_leftovers_or_interrupted_writes() {
+        let seen = RepoSeen {
+            name: "r".into(),
+            layers: vec![(d(1), Entry::Empty { old: true }), (d(2), Entry::Empty { old: false })],
+            revisions: vec![(d(3), Entry::Partial)],
+            tags: vec![TagSeen { name: "t".into(), current: Some(Link::To(d(3))), history: vec![] }],
+        };
+        let (out, problems) = judged(&seen, &Blobs::default());
+        assert_eq!(out.repairs, [Repair::LayerLeftover("r".into(), d(1))]);
+        let kinds: Vec<(Kind, bool)> = problems.iter().map(|p| (p.kind, p.repairable)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (Kind::RegistryLeftover, true),
+                (Kind::RegistryLeftover, false),
+                (Kind::Incomplete, false),
+                (Kind::TagBroken, false),
+            ]
+        );
+        assert!(problems[2].path.ends_with(&format!("{}/link", d(3).hex())));
+        assert!(problems[3].detail.ends_with("its revision link is malformed or missing"), "{}", problems[3].detail);
+    }
 }

@@ -109,6 +109,17 @@ crate::model::message_error!(
     MalformedLink
 );
 
+/// What is wrong with a link's content (`bytes`, which are no `sha256:<64 hex>`), in the words
+/// every backend's malformed-link error uses.
+pub(crate) fn malformed_content(bytes: &[u8]) -> String {
+    let text = std::str::from_utf8(bytes).unwrap_or("");
+    match bytes.len() {
+        0 => "empty".to_string(),
+        _ if text.trim_end() != text => "followed by white space".to_string(),
+        _ => format!("{:?}", String::from_utf8_lossy(&bytes[..bytes.len().min(100)])),
+    }
+}
+
 /// True when an error says the file system is full: no free block or inode (ENOSPC), or a
 /// quota (EDQUOT). [`Store::write_journal`] fails so when it has no room.
 pub(crate) fn no_room(e: &std::io::Error) -> bool {

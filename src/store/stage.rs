@@ -1,7 +1,6 @@
 //! One stage of deletions, as the crash-safe order hands it to a backend: batches of folders
 //! named by repository, tag and digest (not by path), and the tally every backend counts into.
 
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
@@ -72,22 +71,19 @@ pub enum Parent<'a> {
     Uploads(&'a str),
     /// `blobs/sha256/<xx>/`.
     BlobPrefix(u8),
-    /// A folder of the filesystem store by its path (`check --repair`).
-    Path(PathBuf),
 }
 
 impl Parent<'_> {
-    /// Where it is in the storage tree, relative to `docker/registry/v2/` (none for a path).
-    pub fn place(&self) -> Option<String> {
-        Some(match self {
+    /// Where it is in the storage tree, relative to `docker/registry/v2/`.
+    pub fn place(&self) -> String {
+        match self {
             Parent::Tags(r) => tree::in_repo(r, inside::TAGS),
             Parent::Revisions(r) => tree::in_repo(r, inside::REVISIONS),
             Parent::TagIndex(r, t) => tree::in_repo(r, &inside::tag_index(t)),
             Parent::Layers(r) => tree::in_repo(r, inside::LAYERS),
             Parent::Uploads(r) => tree::in_repo(r, inside::UPLOADS),
             Parent::BlobPrefix(b) => tree::blob_prefix(*b),
-            Parent::Path(_) => return None,
-        })
+        }
     }
 }
 

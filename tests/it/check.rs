@@ -88,6 +88,38 @@ fn repair_removes_links_to_nothing_and_never_a_blob() {
     reg.assert_all_tags_pull(root);
 }
 
+/// `--repair` goes through the deletions of a prune: a tag pushed again since the check began
+/// (here while the repair waits before its tags stage) is left, not removed as pointing to
+/// nothing.
+#[test]
+fn repair_leaves_a_tag_pushed_again_since_the_check_began() {
+    let store = fixture("demo");
+    let root = store.path();
+    let old = tag_digest(root, "team/app", "v2");
+    std::fs::remove_dir_all(blob_dir(root, &old)).unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_regsweep"));
+    cmd.args(["check", "--root", root.to_str().unwrap(), "--repair", "--json"]);
+    let run = stopped_at(cmd, "delete:tags");
+    // v2 pushed again, onto v1's image, as the registry writes a tag: history entry, then link.
+    let v1 = tag_digest(root, "team/app", "v1");
+    let tag = v2(root).join("repositories/team/app/_manifests/tags/v2");
+    let entry = tag.join("index/sha256").join(&v1[7..]);
+    std::fs::create_dir_all(&entry).unwrap();
+    std::fs::write(entry.join("link"), &v1).unwrap();
+    std::fs::write(tag.join("current/link"), &v1).unwrap();
+    signal(&run, "-CONT");
+    let out = run.wait_with_output().unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert_eq!(tag_digest(root, "team/app", "v2"), v1, "{report}");
+    // Only the revision without blob went; the old history entry now names nothing.
+    assert_eq!(report["repaired"], 1, "{report}");
+    assert_eq!(kinds(&report), ["dangling_index_entry"], "{report}");
+    let reg = Registry::serve(root);
+    reg.pull("team/app", "v2").unwrap();
+}
+
 #[test]
 fn malformed_links_and_leftovers_are_reported() {
     let store = fixture("demo");

@@ -506,8 +506,13 @@ fn check_on_a_bucket_names_what_breaks_a_pull() {
     assert!(has("tag_broken", "tags/v2/current/link"), "{report}");
     assert!(has("malformed_link", "tags/v3/current/link"), "{report}");
     assert!(problems.iter().all(|p| p["path"].as_str().unwrap().starts_with("s3://reg/store/")), "{report}");
+    // --repair removes v1's tag and revision (they point to nothing); v3's link stays broken.
     let out = moto.regsweep(&["check", "--root", url, "--repair"]);
-    assert_eq!(out.status.code(), Some(2), "--repair is the filesystem's only");
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    let keys = store_keys(&moto, "reg");
+    let gone = [format!("_manifests/revisions/sha256/{}/", &v1[7..]), "_manifests/tags/v1/".to_string()];
+    assert!(!keys.iter().any(|k| gone.iter().any(|g| k.contains(g.as_str()))), "{keys:#?}");
+    assert!(keys.iter().any(|k| k.contains("_manifests/tags/v3/current/link")));
 }
 
 /// S3 throttles with 503 SlowDown: every request's first try gets one here, and the run still
@@ -796,4 +801,240 @@ fn a_tag_named_with_characters_object_store_would_encode_is_deleted_under_its_ow
 fn a_rootdirectory_with_a_tilde_is_a_store() {
     // The registry 2.8.2 writes such a root (not one with letters outside ASCII: its uploads fail).
     odd_names_end_as_on_disk("store~1");
+}
+
+/// A filesystem store and its copy in a bucket (`reg`, root `store`), changed alike, key for
+/// file.
+struct Twins<'a> {
+    moto: &'a S3Server,
+    disk: &'a Path,
+}
+
+impl Twins<'_> {
+    fn write(&self, rel: &str, bytes: &[u8]) {
+        let path = v2(self.disk).join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        self.moto.tool(&["put", "reg", &format!("{V2}{rel}"), path.to_str().unwrap()]);
+    }
+
+    /// Removes a file, or a folder with everything in it.
+    fn remove(&self, rel: &str) {
+        let path = v2(self.disk).join(rel);
+        let files: Vec<String> =
+            store_files(self.disk).into_iter().filter(|f| f == rel || f.starts_with(&format!("{rel}/"))).collect();
+        assert!(!files.is_empty(), "{rel}");
+        for f in &files {
+            self.moto.tool(&["delete", "reg", &format!("{V2}{f}")]);
+        }
+        if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) }.unwrap();
+    }
+
+    fn manifest(&self, repo: &str, tag: &str) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(blob_data(self.disk, &tag_digest(self.disk, repo, tag))).unwrap())
+            .unwrap()
+    }
+}
+
+/// `blobs/sha256/<xx>/<hex>` of a digest.
+fn blob_folder(d: &str) -> String {
+    format!("blobs/sha256/{}/{}", &d[7..9], &d[7..])
+}
+
+/// Damage of every kind `check` reports (but `not_a_file`, which a bucket cannot hold), made
+/// alike in the bucket and its filesystem copy; and, on disk only, an empty revision folder
+/// (the registry's API delete leaves these; a bucket has no empty folders).
+fn damage_every_kind(t: &Twins) {
+    let ghost = |b: &str| format!("sha256:{}", b.repeat(32));
+    let app = "repositories/team/app";
+    let layer = |repo: &str, tag: &str| t.manifest(repo, tag)["layers"][1]["digest"].as_str().unwrap().to_string();
+    // A revision without its blob (v2's manifest), and so a broken tag that points to nothing.
+    t.remove(&blob_folder(&tag_digest(t.disk, "team/app", "v2")));
+    // A missing layer blob (rc's), which leaves dangling layer links too.
+    t.remove(&blob_folder(&layer("team/app", "rc")));
+    // A corrupt layer (v6's and latest's), found with --verify-digests.
+    let data = format!("{}/data", blob_folder(&layer("team/app", "v6")));
+    let mut bytes = std::fs::read(v2(t.disk).join(&data)).unwrap();
+    bytes[10] ^= 0xff;
+    t.write(&data, &bytes);
+    // A layer link to a blob that is gone.
+    t.write(&format!("{app}/_layers/sha256/{}/link", "ab".repeat(32)), ghost("ab").as_bytes());
+    // A tag pointing to a manifest the repository does not hold, with its history entry.
+    let tools = "repositories/team/app/tools/_manifests/tags/ghost";
+    t.write(&format!("{tools}/current/link"), ghost("cd").as_bytes());
+    t.write(&format!("{tools}/index/sha256/{}/link", "cd".repeat(32)), ghost("cd").as_bytes());
+    // A history entry naming a manifest that is gone; one whose link is empty.
+    t.write(&format!("{app}/_manifests/tags/v3/index/sha256/{}/link", "ef".repeat(32)), ghost("ef").as_bytes());
+    let v4 = tag_digest(t.disk, "team/app", "v4");
+    t.write(&format!("{app}/_manifests/tags/v4/index/sha256/{}/link", &v4[7..]), b"");
+    // A malformed tag link (followed by a newline).
+    let multi = "repositories/team/multi";
+    let link = format!("{multi}/_manifests/tags/2026.2/current/link");
+    t.write(&link, format!("{}\n", tag_digest(t.disk, "team/multi", "2026.2")).as_bytes());
+    // A missing child (2026.1's first) and a missing layer link (tools 1.0.0's layer).
+    let child = t.manifest("team/multi", "2026.1")["manifests"][0]["digest"].as_str().unwrap().to_string();
+    t.remove(&format!("{multi}/_manifests/revisions/sha256/{}", &child[7..]));
+    t.remove(&format!("repositories/team/app/tools/_layers/sha256/{}", &layer("team/app/tools", "1.0.0")[7..]));
+    // Interrupted writes: folders without their link, a tag without its current link, a blob
+    // folder without its data, *.tmp files; an interrupted run's journal.
+    t.write(&format!("{app}/_manifests/revisions/sha256/{}/link.5e1f.tmp", "12".repeat(32)), b"");
+    t.write(&format!("{multi}/_layers/sha256/{}/link.77aa.tmp", "34".repeat(32)), b"");
+    let v1 = tag_digest(t.disk, "team/app", "v1");
+    t.write(&format!("{app}/_manifests/tags/half/index/sha256/{}/link", &v1[7..]), v1.as_bytes());
+    t.write(&format!("{}/data.0c1d.tmp", blob_folder(&ghost("56"))), b"");
+    t.write(&format!("{app}/_manifests/tags/rc/current/link.3f2a.tmp"), b"");
+    t.write("blobs/sha256/ab/upload.9d8e.tmp", b"");
+    t.write(".regsweep-journal.json", b"{}");
+    // On disk only: the registry's empty revision folder.
+    std::fs::create_dir_all(v2(t.disk).join(format!("{app}/_manifests/revisions/sha256/{}", "78".repeat(32)))).unwrap();
+}
+
+/// A check report with the filesystem copy's paths shown as the bucket's URLs, and without its
+/// root.
+fn as_on_the_bucket(mut report: serde_json::Value, disk: &Path) -> serde_json::Value {
+    let from = format!("{}/", v2(disk).display());
+    let to = format!("s3://reg/{V2}");
+    report.as_object_mut().unwrap().remove("root");
+    for p in report["problems"].as_array_mut().unwrap() {
+        for k in ["path", "detail"] {
+            p[k] = p[k].as_str().unwrap().replace(&from, &to).into();
+        }
+    }
+    report
+}
+
+/// `check`'s JSON report and exit status.
+fn check_json(moto: &S3Server, root: &str, args: &[&str]) -> (i32, serde_json::Value) {
+    let out = moto.regsweep(&[&["check", "--root", root, "--json"][..], args].concat());
+    let report =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap(), report)
+}
+
+/// Takes the registry's empty folders (a file system's only) out of a filesystem report,
+/// checking there were some.
+fn without_empty_folders(mut report: serde_json::Value) -> serde_json::Value {
+    let problems = report["problems"].as_array_mut().unwrap();
+    let before = problems.len();
+    problems.retain(|p| p["kind"] != "registry_leftover");
+    assert_eq!(before - problems.len(), 1, "{report}");
+    report
+}
+
+#[test]
+fn check_on_a_damaged_bucket_finds_what_it_finds_on_the_filesystem_copy() {
+    let moto = S3Server::moto();
+    demo_bucket(&moto, "reg", "store");
+    let copy = tempfile::tempdir().unwrap();
+    moto.tool(&["download", "reg", "store", copy.path().to_str().unwrap()]);
+    damage_every_kind(&Twins { moto: &moto, disk: copy.path() });
+    let disk = copy.path().to_str().unwrap();
+    for args in [&[][..], &["--verify-digests"]] {
+        let (code, on_disk) = check_json(&moto, disk, args);
+        let (bucket_code, on_bucket) = check_json(&moto, "s3://reg/store", args);
+        assert_eq!((bucket_code, code), (4, 4));
+        let on_disk = without_empty_folders(as_on_the_bucket(on_disk, copy.path()));
+        let mut on_bucket = on_bucket;
+        on_bucket.as_object_mut().unwrap().remove("root");
+        assert_eq!(on_bucket, on_disk, "{args:?}");
+        let kinds: BTreeSet<&str> =
+            on_bucket["problems"].as_array().unwrap().iter().map(|p| p["kind"].as_str().unwrap()).collect();
+        let mut every = vec![
+            "tag_broken",
+            "malformed_link",
+            "revision_without_blob",
+            "missing_blob",
+            "missing_layer_link",
+            "missing_child",
+            "dangling_layer_link",
+            "dangling_index_entry",
+            "incomplete",
+            "tmp_file",
+        ];
+        if !args.is_empty() {
+            every.push("digest_mismatch");
+        }
+        assert_eq!(kinds, every.into_iter().collect(), "{on_bucket}");
+    }
+}
+
+#[test]
+fn check_repair_on_a_bucket_ends_as_on_its_filesystem_copy() {
+    let moto = S3Server::moto();
+    demo_bucket(&moto, "reg", "store");
+    let copy = tempfile::tempdir().unwrap();
+    moto.tool(&["download", "reg", "store", copy.path().to_str().unwrap()]);
+    damage_every_kind(&Twins { moto: &moto, disk: copy.path() });
+    let disk = copy.path().to_str().unwrap();
+    let (_, before) = check_json(&moto, "s3://reg/store", &["--verify-digests"]);
+    let broken: BTreeSet<String> = before["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["breaks_pull"] == true)
+        .map(|p| p["path"].as_str().unwrap().to_string())
+        .collect();
+    let blobs =
+        || -> BTreeSet<String> { store_keys(&moto, "reg").into_iter().filter(|k| k.starts_with("blobs/")).collect() };
+    let blobs_before = blobs();
+    // Older than the repair's start by the bucket's clock (to its second).
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let repair = ["--repair", "--grace", "0s", "--verify-digests"];
+    let (code, on_disk) = check_json(&moto, disk, &repair);
+    let (bucket_code, on_bucket) = check_json(&moto, "s3://reg/store", &repair);
+    assert_eq!((bucket_code, code), (4, 4), "tags broken for want of a blob stay broken: {on_bucket}");
+    // The same store after the same repair, but for the empty folder only the disk had.
+    let mut on_disk = as_on_the_bucket(on_disk, copy.path());
+    on_disk["repaired"] = (on_disk["repaired"].as_u64().unwrap() - 1).into();
+    let mut on_bucket = on_bucket;
+    on_bucket.as_object_mut().unwrap().remove("root");
+    assert_eq!(on_bucket, on_disk);
+    // v2's and ghost's tags (to nothing), v2's revision (without blob), rc's and the ghost
+    // layer links (dangling), v3's history entry (dangling); ghost's went with its tag.
+    assert_eq!(on_bucket["repaired"], 6, "{on_bucket}");
+    let repairable: Vec<_> =
+        on_bucket["problems"].as_array().unwrap().iter().filter(|p| p["repairable"] == true).collect();
+    assert!(repairable.is_empty(), "{repairable:?}");
+    assert_same(&store_keys(&moto, "reg"), &store_files(copy.path()), "the same keys after the same repair");
+    assert!(!store_keys(&moto, "reg").iter().any(|k| k.ends_with(".regsweep.lock")));
+    assert_same(&blobs(), &blobs_before, "never a blob");
+    // The real registry serves every tag that was not broken.
+    let reg = Registry::serve_with(Path::new("/nonexistent"), &moto.setup("reg", "store"));
+    let failed: Vec<String> = tags_on_disk(copy.path())
+        .into_iter()
+        .filter(|(r, t)| !broken.iter().any(|b| b.ends_with(&format!("/{r}/_manifests/tags/{t}/current/link"))))
+        .filter_map(|(r, t)| reg.pull(&r, &t).err().map(|e| format!("{r}:{t}: {e}")))
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+}
+
+/// `--repair` on a bucket goes through the deletions of a prune: a tag pushed again since the
+/// check began (here while the repair waits with its plan made) is left.
+#[test]
+fn check_repair_on_a_bucket_leaves_a_tag_pushed_again_since_the_check_began() {
+    let moto = S3Server::moto();
+    demo_bucket(&moto, "reg", "store");
+    let copy = tempfile::tempdir().unwrap();
+    moto.tool(&["download", "reg", "store", copy.path().to_str().unwrap()]);
+    let t = Twins { moto: &moto, disk: copy.path() };
+    t.remove(&blob_folder(&tag_digest(copy.path(), "team/app", "v2")));
+    let run = stopped_at(moto.command(&["check", "--root", "s3://reg/store", "--repair", "--json"]), "plan");
+    // v2 pushed again, onto v1's image, as the registry writes a tag: history entry, then link.
+    let v1 = tag_digest(copy.path(), "team/app", "v1");
+    let tag = "repositories/team/app/_manifests/tags/v2";
+    t.write(&format!("{tag}/index/sha256/{}/link", &v1[7..]), v1.as_bytes());
+    t.write(&format!("{tag}/current/link"), v1.as_bytes());
+    signal(&run, "-CONT");
+    let out = run.wait_with_output().unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    // Only the revision without blob went; the old history entry now names nothing.
+    assert_eq!(report["repaired"], 1, "{report}");
+    let kinds: Vec<&str> = report["problems"].as_array().unwrap().iter().map(|p| p["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["dangling_index_entry"], "{report}");
+    assert!(store_keys(&moto, "reg").contains(&format!("{tag}/current/link")));
+    let reg = Registry::serve_with(Path::new("/nonexistent"), &moto.setup("reg", "store"));
+    assert_eq!(digest_of(&reg, "team/app", "v2"), v1);
+    reg.pull("team/app", "v2").unwrap();
 }

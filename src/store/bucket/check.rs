@@ -1,77 +1,99 @@
-//! `check` on a bucket: the problems `check` finds on disk, from the bucket's listing (links
-//! known from their ETags, read only when they name none of the repository's digests), each
-//! named by its `s3://` URL. `--verify-digests` reads and hashes every blob. `--repair` is the
-//! filesystem store's only.
+//! `check` on a bucket: lists what the store holds (links known from their ETags, read only
+//! when they name none of the repository's digests) and reads its manifests; the verdicts, the
+//! report and `--repair` are `store::check`'s, shared with every backend, each problem named by
+//! its `s3://` URL. `--verify-digests` reads and hashes every blob.
 
-use anyhow::{Result, bail};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use anyhow::Result;
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
 use crate::core::progress::Progress;
-use crate::model::UsageError;
-use crate::model::digest::{Digest, DigestMap, DigestSet};
-use crate::model::manifest::{self, Manifest};
+use crate::model::digest::{Digest, DigestSet};
 use crate::store::MAX_MANIFEST;
 use crate::store::Store;
 use crate::store::bucket::client::Obj;
-use crate::store::bucket::{BucketStore, digest_folders, link_etag};
-use crate::store::check::{CheckOptions, CheckReport, Found, Kind, Trouble, why_broken};
-use crate::store::tree::{self, Inside as RepoKey, JOURNAL};
+use crate::store::bucket::{BucketStore, link_etag};
+use crate::store::check::{self, BlobSeen, Blobs, CheckOptions, CheckReport, Entry, Judge, Link, RepoSeen, TagSeen};
+use crate::store::tree::{self, Inside, JOURNAL};
 
-/// Checks the store in a bucket.
+/// Checks the store in a bucket; with `repair`, removes the links that point to nothing
+/// (`store::check::run`), by the bucket's own deletions.
 pub fn check(store: &BucketStore, opts: CheckOptions, progress: Progress) -> Result<CheckReport> {
-    if opts.repair {
-        bail!(UsageError(format!(
-            "check --repair works on a filesystem store, not yet on a bucket ({})",
-            store.shown()
-        )));
-    }
+    let mut report = check::run(store, opts, progress, &|o| pass(store, o, progress))?;
+    report.root = store.shown().to_string();
+    Ok(report)
+}
+
+/// One pass over the bucket: listed, judged.
+fn pass(store: &BucketStore, opts: CheckOptions, progress: Progress) -> Result<check::Pass> {
+    let at = |rel: &str| store.bucket.url(rel);
+    let judge = Judge::new(&at);
     let names = store.repositories()?;
-    let all: Vec<Digest> = store.blobs()?.iter().copied().collect();
-    let found = Found::default();
-    let corrupt = if opts.verify_digests { verify(store, &all, &found, progress)? } else { DigestSet::default() };
-    let present: DigestSet = all.iter().copied().collect();
+    let (listed, others) = store.list_blobs()?;
+    let with_data: Vec<Digest> = listed.iter().copied().collect();
+    let present: DigestSet = with_data.iter().copied().collect();
+    // Keys in the blob tree that are no blob's data: a blob folder without its data, or a file
+    // beside the blob folders (the folders themselves the file system's check does not enter).
+    let mut without_data = BTreeSet::new();
+    for key in &others {
+        let rel = key.strip_prefix(&format!("{}/", tree::BLOBS)).unwrap_or(key);
+        match rel.split('/').collect::<Vec<_>>().as_slice() {
+            [_, _] => judge.file(key),
+            [_, hex, _, ..] => {
+                if let Some(d) = Digest::from_hex(hex).filter(|d| !present.contains(d)) {
+                    without_data.insert(d);
+                }
+            }
+            _ => {}
+        }
+    }
+    for d in &without_data {
+        judge.blob(d, &BlobSeen::NoData);
+    }
+    let corrupt = if opts.verify_digests { verify(store, &with_data, &judge, progress)? } else { DigestSet::default() };
+    let blobs = Blobs { present, corrupt };
+    let load = |d: &Digest| store.bucket.get(&tree::blob_data(d), MAX_MANIFEST).map(|r| r.map(|(b, _)| b));
     let bar = progress.bar("checking", names.len() as u64);
-    let counts: Vec<(usize, usize)> = names
+    let repos: Vec<check::Judged> = names
         .par_iter()
         .map(|n| {
-            let r = check_repo(store, n, &present, &corrupt, &found);
+            let seen = list_repo(store, n, &judge)?;
             bar.inc(1);
-            r
+            Ok(judge.repository(&seen, &blobs, &load))
         })
         .collect::<Result<_>>()?;
     bar.finish_and_clear();
     if store.bucket.head(JOURNAL)?.is_some() {
-        let detail = "an interrupted regsweep run: run gc or prune to finish it".to_string();
-        found.push(Kind::Incomplete, None, &store.bucket.url(JOURNAL), detail, false, false);
+        judge.journal();
     }
-    Ok(CheckReport {
-        root: store.shown().to_string(),
+    let report = CheckReport {
+        root: String::new(),
         repositories: names.len(),
-        tags: counts.iter().map(|c| c.0).sum(),
-        manifests: counts.iter().map(|c| c.1).sum(),
-        blobs: all.len(),
-        blobs_verified: if opts.verify_digests { all.len() } else { 0 },
+        tags: repos.iter().map(|r| r.tags).sum(),
+        manifests: repos.iter().map(|r| r.manifests).sum(),
+        blobs: with_data.len() + without_data.len(),
+        blobs_verified: if opts.verify_digests { with_data.len() } else { 0 },
         repaired: 0,
-        problems: found.sorted(),
-    })
+        problems: judge.problems(),
+    };
+    Ok((report, repos.into_iter().flat_map(|r| r.repairs).collect()))
 }
 
 /// Reads and hashes every blob; returns those whose content does not hash to their name.
-fn verify(store: &BucketStore, blobs: &[Digest], found: &Found, progress: Progress) -> Result<DigestSet> {
+fn verify(store: &BucketStore, blobs: &[Digest], judge: &Judge, progress: Progress) -> Result<DigestSet> {
     let bar = progress.bar("verifying", blobs.len() as u64);
     let corrupt = blobs
         .par_iter()
         .map(|b| {
-            let key = tree::blob_data(b);
-            let ok = match store.bucket.get(&key, u64::MAX)? {
+            let ok = match store.bucket.get(&tree::blob_data(b), u64::MAX)? {
                 Some((bytes, _)) => Digest(Sha256::digest(&bytes).into()) == *b,
                 None => true, // gone since the listing: a deletion, not a corruption
             };
             bar.inc(1);
             if !ok {
-                let detail = format!("the content of {b} does not hash to its name");
-                found.push(Kind::DigestMismatch, None, &store.bucket.url(&key), detail, true, false);
+                judge.corrupt(b);
             }
             Ok((!ok).then_some(*b))
         })
@@ -80,157 +102,71 @@ fn verify(store: &BucketStore, blobs: &[Digest], found: &Found, progress: Progre
     Ok(corrupt.into_iter().flatten().collect())
 }
 
-/// One repository's problems; its tags and manifests counted.
-fn check_repo(
-    store: &BucketStore,
-    name: &str,
-    present: &DigestSet,
-    corrupt: &DigestSet,
-    found: &Found,
-) -> Result<(usize, usize)> {
+/// What one repository holds, from the scan's listing; its files given to the judge (which finds
+/// `*.tmp` files).
+fn list_repo(store: &BucketStore, name: &str, judge: &Judge) -> Result<RepoSeen> {
     let objs = store.repo_objs(name);
-    let base = format!("repositories/{name}/");
-    let url = |rel: &str| store.bucket.url(&format!("{base}{rel}"));
-    let digests = digest_folders(&objs, "_manifests/revisions/sha256/");
-    let candidates = digests.iter().map(|d| (link_etag(d), *d)).collect();
-    // A link's digest, or a problem recorded for it.
-    let link = |o: &Obj, breaks: bool| -> Result<Option<Digest>> {
-        match store.link(&format!("{base}{}", o.key), o, &candidates) {
-            Ok(d) => Ok(d),
-            Err(e) if e.is::<crate::store::MalformedLink>() => {
-                found.push(Kind::MalformedLink, Some(name), &url(&o.key), format!("{e:#}"), breaks, false);
-                Ok(None)
+    let base = format!("{}/", tree::repo(name));
+    // Folders by digest, with their link when there is one.
+    let mut layers: BTreeMap<Digest, Option<&Obj>> = BTreeMap::new();
+    let mut revisions: BTreeMap<Digest, Option<&Obj>> = BTreeMap::new();
+    // Per tag: its current link, its history entries' links.
+    type Keys<'a> = (Option<&'a Obj>, Vec<(Digest, &'a Obj)>);
+    let mut tags: BTreeMap<&str, Keys> = BTreeMap::new();
+    for o in objs.iter() {
+        judge.file(&format!("{base}{}", o.key));
+        match Inside::of(&o.key) {
+            Inside::LayerLink(d) => {
+                layers.insert(d, Some(o));
             }
+            Inside::LayerOther(d) => {
+                layers.entry(d).or_default();
+            }
+            Inside::RevisionLink(d) => {
+                revisions.insert(d, Some(o));
+            }
+            Inside::RevisionOther(d) => {
+                revisions.entry(d).or_default();
+            }
+            Inside::TagCurrent(tag) => tags.entry(tag).or_default().0 = Some(o),
+            Inside::TagHistory(tag, d) => tags.entry(tag).or_default().1.push((d, o)),
+            Inside::TagOther(tag) => {
+                tags.entry(tag).or_default();
+            }
+            Inside::Upload(..) | Inside::Other => {}
+        }
+    }
+    // A link's content is the digest its own folder names, or a revision's: known from its ETag.
+    let digests = layers.keys().chain(revisions.keys()).chain(tags.values().flat_map(|t| t.1.iter().map(|h| &h.0)));
+    let candidates: HashMap<String, Digest> = digests.map(|d| (link_etag(d), *d)).collect();
+    // A link as read; `None` when it is gone since the listing.
+    let read = |o: &Obj| -> Result<Option<Link>> {
+        match store.link(&format!("{base}{}", o.key), o, &candidates) {
+            Ok(d) => Ok(d.map(Link::To)),
+            Err(e) if e.is::<crate::store::MalformedLink>() => Ok(Some(Link::Malformed(format!("{e:#}")))),
             Err(e) => Err(e),
         }
     };
-    let add = |kind: Kind, rel: &str, detail: String| found.push(kind, Some(name), &url(rel), detail, false, false);
-    let mut linked = DigestSet::default();
-    let mut revisions: Vec<(Digest, &Obj)> = Vec::new();
-    let mut tags: Vec<(&str, Option<&Obj>, Vec<Digest>)> = Vec::new();
-    for o in objs.iter() {
-        let key = RepoKey::of(&o.key);
-        match key {
-            RepoKey::LayerLink(d) => match link(o, false)? {
-                Some(target) if !present.contains(&target) => {
-                    add(Kind::DanglingLayerLink, &o.key, format!("links {target}, which is not in the store"))
-                }
-                Some(_) => {
-                    linked.insert(d);
-                }
-                None => {}
-            },
-            RepoKey::RevisionLink(d) => revisions.push((d, o)),
-            RepoKey::TagCurrent(tag) | RepoKey::TagHistory(tag, _) | RepoKey::TagOther(tag) => {
-                if tags.last().is_none_or(|t| t.0 != tag) {
-                    tags.push((tag, None, Vec::new()));
-                }
-                let t = tags.last_mut().expect("pushed");
-                match key {
-                    RepoKey::TagCurrent(_) => t.1 = Some(o),
-                    RepoKey::TagHistory(_, d) => t.2.push(d),
-                    _ => {}
-                }
-            }
-            _ => {}
-        }
-    }
-    let mut manifests: DigestMap<Option<Manifest>> = DigestMap::default();
-    let mut own_problem: DigestMap<Trouble> = DigestMap::default();
-    // Each revision: its digest, its link, the manifest it names and that manifest's content.
-    type Read<'a> = (Digest, &'a Obj, Option<Digest>, Result<Option<Vec<u8>>>);
-    let read: Vec<Read> = revisions
-        .par_iter()
-        .map(|(d, o)| {
-            let target = link(o, false)?;
-            let bytes = match target {
-                Some(t) => store.bucket.get(&tree::blob_data(&t), MAX_MANIFEST).map(|r| r.map(|(b, _)| b)),
-                None => Ok(None),
+    let folders = |m: BTreeMap<Digest, Option<&Obj>>| -> Result<Vec<(Digest, Entry)>> {
+        let read: Vec<Option<(Digest, Entry)>> = m
+            .into_par_iter()
+            .map(|(d, o)| match o {
+                Some(o) => Ok(read(o)?.map(|l| (d, Entry::Link(l)))),
+                None => Ok(Some((d, Entry::Partial))),
+            })
+            .collect::<Result<_>>()?;
+        Ok(read.into_iter().flatten().collect())
+    };
+    let tags = tags
+        .into_par_iter()
+        .map(|(tag, (current, history))| {
+            let history = history.into_iter().map(|(d, o)| Ok((d, read(o)?))).collect::<Result<_>>()?;
+            let current = match current {
+                Some(o) => read(o)?,
+                None => None,
             };
-            Ok((*d, *o, target, bytes))
+            Ok(TagSeen { name: tag.to_string(), current, history })
         })
         .collect::<Result<_>>()?;
-    for (d, o, target, bytes) in read {
-        let Some(target) = target else {
-            own_problem.insert(d, Trouble::new("its revision link is malformed".into()));
-            continue;
-        };
-        match bytes {
-            Ok(None) => {
-                add(Kind::RevisionWithoutBlob, &o.key, format!("manifest {target} has no blob"));
-                own_problem
-                    .insert(d, Trouble { text: format!("its manifest blob {target} is missing"), blob_gone: true });
-            }
-            Ok(Some(_)) if corrupt.contains(&target) => {
-                let text = format!("its manifest blob {target} is corrupt (its content does not hash to its name)");
-                own_problem.insert(d, Trouble::new(text));
-            }
-            Ok(Some(bytes)) => match manifest::parse(&bytes) {
-                Ok(m) => {
-                    let foreign = manifest::foreign_layers(&bytes);
-                    for b in m.blobs.iter().filter(|b| !foreign.contains(b)) {
-                        let trouble = if !present.contains(b) {
-                            add(Kind::MissingBlob, &o.key, format!("manifest {d} needs blob {b}"));
-                            format!("blob {b} is missing")
-                        } else if corrupt.contains(b) {
-                            format!("blob {b} is corrupt (its content does not hash to its name)")
-                        } else if !linked.contains(b) {
-                            add(
-                                Kind::MissingLayerLink,
-                                &o.key,
-                                format!("manifest {d} needs blob {b}, not linked here"),
-                            );
-                            format!("blob {b} is not linked in this repository")
-                        } else {
-                            continue;
-                        };
-                        own_problem.insert(d, Trouble::new(trouble));
-                    }
-                    manifests.insert(d, Some(m));
-                }
-                Err(e) => {
-                    add(Kind::ManifestUnreadable, &o.key, format!("manifest {d}: {e:#}"));
-                    own_problem.insert(d, Trouble::new("its manifest cannot be parsed".into()));
-                }
-            },
-            Err(e) => {
-                add(Kind::ManifestUnreadable, &o.key, format!("{e:#}"));
-                own_problem.insert(d, Trouble::new("its manifest cannot be read".into()));
-            }
-        }
-    }
-    for (d, m) in &manifests {
-        for c in m.iter().flat_map(|m| m.children.iter()) {
-            if !manifests.contains_key(c) {
-                let rel = format!("_manifests/revisions/sha256/{}/link", d.hex());
-                add(Kind::MissingChild, &rel, format!("index {d} lists {c}, not held here"));
-                own_problem.entry(*d).or_insert_with(|| Trouble::new(format!("its child {c} is missing")));
-            }
-        }
-    }
-    for (tag, current, history) in &tags {
-        let held = |d: &Digest| manifests.contains_key(d) || own_problem.contains_key(d);
-        match current {
-            None => add(Kind::Incomplete, &format!("_manifests/tags/{tag}/"), format!("tag {tag} has no current link")),
-            Some(o) => match link(o, true)? {
-                None => {}
-                Some(d) if !held(&d) => {
-                    let detail = format!("points to {d}, which this repository does not hold");
-                    found.push(Kind::TagBroken, Some(name), &url(&o.key), detail, true, false);
-                }
-                Some(d) => {
-                    if let Some((why, blob_gone)) = why_broken(&d, &own_problem, &manifests) {
-                        let detail =
-                            if blob_gone { format!("points to {d}: {why}") } else { format!("{tag} ({d}): {why}") };
-                        found.push(Kind::TagBroken, Some(name), &url(&o.key), detail, true, false);
-                    }
-                }
-            },
-        }
-        for d in history.iter().filter(|d| !held(d)) {
-            let rel = format!("_manifests/tags/{tag}/index/sha256/{}/link", d.hex());
-            add(Kind::DanglingIndexEntry, &rel, format!("tag {tag} history names {d}, no longer held"));
-        }
-    }
-    Ok((tags.len(), revisions.len()))
+    Ok(RepoSeen { name: name.to_string(), layers: folders(layers)?, revisions: folders(revisions)?, tags })
 }

@@ -210,6 +210,65 @@ impl BucketStore {
         Ok(by_repository(lists))
     }
 
+    /// Every blob of the store, listed flat; with the keys under `blobs/sha256/` that are no
+    /// blob's `data` (what `check` looks at).
+    fn list_blobs(&self) -> Result<(BlobList, Vec<String>)> {
+        // Sixteen ranges by the first hex digit, listed flat in parallel: one request each for a
+        // small store, 16 chains of pages for a large one.
+        let ranges: Vec<Vec<Obj>> =
+            (0..16u8).into_par_iter().map(|d| list_blob_range(&self.bucket, d)).collect::<Result<_>>()?;
+        let mut lists: Vec<Vec<Obj>> = vec![Vec::new(); 256];
+        for o in ranges.into_iter().flatten() {
+            let p = o
+                .key
+                .strip_prefix(&format!("{}/", tree::BLOBS))
+                .and_then(|k| k.get(..2))
+                .and_then(|p| u8::from_str_radix(p, 16).ok());
+            if let Some(p) = p {
+                lists[usize::from(p)].push(o);
+            }
+        }
+        let mut meta = DigestMap::default();
+        let mut others = Vec::new();
+        let buckets: Vec<Vec<Digest>> = lists
+            .into_iter()
+            .enumerate()
+            .map(|(b, objs)| {
+                let mut found = Vec::new();
+                for o in objs {
+                    // blobs/sha256/<xx>/<hex>/data, in its own prefix: anything else is not the registry's.
+                    let mut parts = o.key.split('/').skip(2);
+                    let (Some(_), Some(hex), Some(tree::DATA), None) =
+                        (parts.next(), parts.next(), parts.next(), parts.next())
+                    else {
+                        others.push(o.key);
+                        continue;
+                    };
+                    match Digest::from_hex(hex).filter(|d| usize::from(d.0[0]) == b) {
+                        Some(d) => {
+                            meta.insert(d, (o.size, o.modified));
+                            found.push(d);
+                        }
+                        None => others.push(o.key),
+                    }
+                }
+                found
+            })
+            .collect();
+        if buckets.iter().any(|b| !b.is_empty()) && self.repos.read().unwrap_or_else(|p| p.into_inner()).is_empty() {
+            let (top, _) = self.bucket.folders(tree::REPOSITORIES)?;
+            if top.is_empty() {
+                let v2 = self.bucket.shown_v2();
+                return Err(crate::store::blobs_without_repositories(
+                    &format!("{v2}/{}", tree::REPOSITORIES),
+                    &format!("{v2}/blobs"),
+                ));
+            }
+        }
+        *self.blobs.write().unwrap_or_else(|p| p.into_inner()) = meta;
+        Ok((BlobList::from_buckets(buckets), others))
+    }
+
     /// A repository's keys as the scan listed them.
     fn repo_objs(&self, name: &str) -> Arc<Vec<Obj>> {
         self.repos.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned().unwrap_or_default()
@@ -225,9 +284,9 @@ impl BucketStore {
         match std::str::from_utf8(&bytes).ok().and_then(Digest::parse) {
             Some(d) => Ok(Some(d)),
             None => Err(MalformedLink(format!(
-                "malformed link {}: {:?}; a link holds exactly sha256:<64 hex digits>",
+                "malformed link {}: {}; a link holds exactly sha256:<64 hex digits>",
                 self.bucket.url(key),
-                String::from_utf8_lossy(&bytes[..bytes.len().min(100)])
+                crate::store::malformed_content(&bytes)
             ))
             .into()),
         }
@@ -300,55 +359,7 @@ impl Store for BucketStore {
     }
 
     fn blobs(&self) -> Result<BlobList> {
-        // Sixteen ranges by the first hex digit, listed flat in parallel: one request each for a
-        // small store, 16 chains of pages for a large one.
-        let ranges: Vec<Vec<Obj>> =
-            (0..16u8).into_par_iter().map(|d| list_blob_range(&self.bucket, d)).collect::<Result<_>>()?;
-        let mut lists: Vec<Vec<Obj>> = vec![Vec::new(); 256];
-        for o in ranges.into_iter().flatten() {
-            let p = o
-                .key
-                .strip_prefix(&format!("{}/", tree::BLOBS))
-                .and_then(|k| k.get(..2))
-                .and_then(|p| u8::from_str_radix(p, 16).ok());
-            if let Some(p) = p {
-                lists[usize::from(p)].push(o);
-            }
-        }
-        let mut meta = DigestMap::default();
-        let buckets: Vec<Vec<Digest>> = lists
-            .into_iter()
-            .enumerate()
-            .map(|(b, objs)| {
-                let mut found = Vec::new();
-                for o in objs {
-                    // blobs/sha256/<xx>/<hex>/data, in its own prefix: anything else is not the registry's.
-                    let mut parts = o.key.split('/').skip(2);
-                    let (Some(_), Some(hex), Some(tree::DATA), None) =
-                        (parts.next(), parts.next(), parts.next(), parts.next())
-                    else {
-                        continue;
-                    };
-                    if let Some(d) = Digest::from_hex(hex).filter(|d| usize::from(d.0[0]) == b) {
-                        meta.insert(d, (o.size, o.modified));
-                        found.push(d);
-                    }
-                }
-                found
-            })
-            .collect();
-        if buckets.iter().any(|b| !b.is_empty()) && self.repos.read().unwrap_or_else(|p| p.into_inner()).is_empty() {
-            let (top, _) = self.bucket.folders(tree::REPOSITORIES)?;
-            if top.is_empty() {
-                let v2 = self.bucket.shown_v2();
-                return Err(crate::store::blobs_without_repositories(
-                    &format!("{v2}/repositories"),
-                    &format!("{v2}/blobs"),
-                ));
-            }
-        }
-        *self.blobs.write().unwrap_or_else(|p| p.into_inner()) = meta;
-        Ok(BlobList::from_buckets(buckets))
+        self.list_blobs().map(|(blobs, _)| blobs)
     }
 
     fn repository(&self, name: String, tag_links: bool) -> Result<Repo> {

@@ -122,7 +122,7 @@ fn remove_group(
     // Each folder's plan, with its repository (for the count) and what it is.
     let mut plans: Vec<(Option<usize>, What, Plan)> = Vec::new();
     for b in batches {
-        let Some(parent) = b.parent.place() else { continue };
+        let parent = b.parent.place();
         let strip = format!("{parent}/");
         let objs: BTreeMap<&str, &Obj> = listed.iter().filter_map(|o| Some((o.key.strip_prefix(&strip)?, o))).collect();
         if objs.is_empty() {
@@ -186,10 +186,9 @@ pub(super) fn stage(
     let mut groups: Vec<(Vec<&Batch>, Listing)> = Vec::new();
     let mut ranges: BTreeMap<u8, Vec<&Batch>> = BTreeMap::new();
     for b in batches {
-        match (&b.parent, b.parent.place()) {
-            (Parent::BlobPrefix(p), _) => ranges.entry(p >> 4).or_default().push(b),
-            (_, Some(key)) => groups.push((vec![b], Listing::Parent(key))),
-            (_, None) => tally.failed(&format!("{:?}", b.parent), &"a path of a filesystem store, given to a bucket"),
+        match &b.parent {
+            Parent::BlobPrefix(p) => ranges.entry(p >> 4).or_default().push(b),
+            _ => groups.push((vec![b], Listing::Parent(b.parent.place()))),
         }
     }
     for (d, list) in ranges {
@@ -197,7 +196,7 @@ pub(super) fn stage(
         if list.len() >= 4 {
             groups.push((list, Listing::BlobRange(d)));
         } else {
-            groups.extend(list.into_iter().filter_map(|b| Some((vec![b], Listing::Parent(b.parent.place()?)))));
+            groups.extend(list.into_iter().map(|b| (vec![b], Listing::Parent(b.parent.place()))));
         }
     }
     groups.par_iter().for_each(|(list, listing)| {

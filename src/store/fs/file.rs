@@ -279,11 +279,7 @@ fn link_of(
     };
     let text = std::str::from_utf8(&bytes).unwrap_or("");
     let Some(d) = Digest::parse(text) else {
-        let what = match bytes.len() {
-            0 => "empty".to_string(),
-            _ if text.trim_end() != text => "followed by white space".to_string(),
-            _ => format!("{:?}", String::from_utf8_lossy(&bytes[..bytes.len().min(100)])),
-        };
+        let what = crate::store::malformed_content(&bytes);
         let msg = format!("malformed link {}: {what}; a link holds exactly sha256:<64 hex digits>", path().display());
         return Err(MalformedLink(msg).into());
     };

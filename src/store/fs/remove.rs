@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use crate::core::progress::Progress;
 use crate::model::digest::Digest;
-use crate::model::outcome::{Outcome, What};
+use crate::model::outcome::What;
 use crate::store::fs::layout::Layout;
 use crate::store::fs::{Dir, list};
 use crate::store::stage::{Batch, Folder, Parent, Tally, crash_point};
@@ -24,10 +24,7 @@ use crate::store::tree::{DATA, LINK, STARTED, inside};
 impl Parent<'_> {
     /// Where it is in a filesystem store.
     fn path(&self, layout: &Layout) -> PathBuf {
-        match self {
-            Parent::Path(p) => p.clone(),
-            _ => layout.v2().join(self.place().unwrap_or_default()),
-        }
+        layout.v2().join(self.place())
     }
 }
 
@@ -222,21 +219,4 @@ pub(crate) fn stage(
     chunks.par_iter().for_each(|chunk| remove_batch(layout, *chunk, since, tally, &|| bar.inc(1)));
     bar.finish_and_clear();
     tally.failures() == before && !tally.stop_requested()
-}
-
-/// Deletes folders stage by stage, each stage in parallel, stopping after the first stage with
-/// a failure; a folder written at or after `since` is left. The caller holds the store's [`Lock`](crate::store::fs::Lock).
-pub fn delete_in_stages<'s, 'a>(
-    layout: &Layout,
-    stages: impl IntoIterator<Item = (&'s str, Vec<Batch<'a>>)>,
-    since: Option<SystemTime>,
-    progress: Progress,
-) -> Outcome {
-    let tally = Tally::new(0);
-    for (name, batches) in stages {
-        if !stage(layout, progress, name, &batches, since, &tally) {
-            break;
-        }
-    }
-    tally.into_outcome(Vec::new())
 }
