@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::model::{ContainerStep, Interrupted, UsageError};
+use crate::model::{ContainerStep, Interrupted, LockHeld, UsageError};
 
 /// What an error is about. In the JSON report snake_case (`delete_failed`, ...).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -22,11 +22,13 @@ pub enum ErrorKind {
     /// The journal could not be written, even after deleting what needs none (a full disk):
     /// the deletions that need it did not run. Exit 3.
     Journal,
-    /// Before a deletion stage, the run's lock was found no longer its own (taken over, deleted)
-    /// or could not be read: the run stopped there. Exit 3.
+    /// The run's lock was found no longer its own (taken over, deleted), or could not be read,
+    /// before a deletion stage (the run stopped there) or at its end. Exit 3.
     LockLost,
     /// The run's lock could not be released: it blocks other runs until it goes stale. Exit 3.
     LockRelease,
+    /// Another run holds the store's lock: nothing was done, try again later. Exit 1.
+    LockHeld,
     /// The re-mark of what pushes wrote during the run failed (a manifest it could not read), or
     /// pushes kept needing what the run deleted: stopped before the layer links and blobs,
     /// nothing a tag needs was deleted. Exit 3.
@@ -55,6 +57,8 @@ impl ErrorKind {
             ErrorKind::Usage
         } else if e.is::<ContainerStep>() {
             ErrorKind::ContainerStep
+        } else if e.is::<LockHeld>() {
+            ErrorKind::LockHeld
         } else {
             ErrorKind::Fatal
         }
@@ -63,7 +67,7 @@ impl ErrorKind {
     /// Its exit status (README, "Exit status").
     pub fn exit_code(self) -> u8 {
         match self {
-            ErrorKind::Fatal => 1,
+            ErrorKind::Fatal | ErrorKind::LockHeld => 1,
             ErrorKind::Usage => 2,
             ErrorKind::DeleteFailed
             | ErrorKind::DeleteRefused
@@ -84,7 +88,7 @@ impl ErrorKind {
             ErrorKind::ContainerStep => 4,
             ErrorKind::Interrupted => 3,
             ErrorKind::Usage => 2,
-            ErrorKind::Fatal => 1,
+            ErrorKind::Fatal | ErrorKind::LockHeld => 1,
             _ => 0,
         }
     }
@@ -135,7 +139,7 @@ mod tests {
             [DeleteFailed, DeleteRefused, Journal, LockLost, LockRelease, RemarkFailed, PushDuringRun]
                 .into_iter()
                 .map(|k| (k, 3))
-                .chain([(Fatal, 1), (Usage, 2), (ContainerStep, 5), (Interrupted, 130)])
+                .chain([(Fatal, 1), (LockHeld, 1), (Usage, 2), (ContainerStep, 5), (Interrupted, 130)])
                 .collect();
         for (kind, code) in codes {
             assert_eq!(kind.exit_code(), code, "{kind:?}");
@@ -158,6 +162,7 @@ mod tests {
         assert_eq!(ErrorKind::of(&e), ErrorKind::Usage);
         assert_eq!(ErrorKind::of(&Interrupted("x".into()).into()), ErrorKind::Interrupted);
         assert_eq!(ErrorKind::of(&ContainerStep("x".into()).into()), ErrorKind::ContainerStep);
+        assert_eq!(ErrorKind::of(&LockHeld("x".into()).into()), ErrorKind::LockHeld);
         // A message that names another kind is still what its type says.
         assert_eq!(ErrorKind::of(&anyhow::anyhow!("interrupted: usage error")), ErrorKind::Fatal);
     }

@@ -44,3 +44,13 @@ message_error!(
     /// `--stop-container`'s container could not be stopped, or started again: exit 5.
     ContainerStep
 );
+
+message_error!(
+    /// Another run holds the store's lock: nothing was done (exit 1); try again later.
+    LockHeld
+);
+
+message_error!(
+    /// The run's lock was found no longer its own (taken over, or deleted).
+    LockLost
+);

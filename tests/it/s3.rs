@@ -278,6 +278,9 @@ fn a_held_lock_stops_a_real_run_and_a_dead_runs_lock_is_taken_over() {
         err.contains("another run holds the lock") && err.contains(&format!("process {}", std::process::id())),
         "{err}"
     );
+    let json = moto.regsweep(&[&args[..], &["--json"]].concat());
+    let fatal: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!((json.status.code(), &fatal["kind"]), (Some(1), &"lock_held".into()), "{fatal}");
     let mut expected = before.clone();
     expected.insert(".regsweep.lock".into());
     assert_same(&store_keys(&moto, "reg"), &expected, "nothing deleted");
