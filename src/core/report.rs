@@ -408,3 +408,35 @@ fn reason_text(r: &Reason) -> String {
         Reason::UntagRefused => "the registry cannot delete a tag alone and its manifest must stay: left".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_with(outcome: Outcome) -> Report {
+        let mut report = Report::new(Command::Prune, "/r", Plan::default(), false);
+        report.record(outcome);
+        report
+    }
+
+    #[test]
+    fn a_failed_deletion_is_a_delete_failed_error_naming_its_path_and_exit_3() {
+        let failed = vec![Failure { path: "/r/x".into(), error: "denied".into() }];
+        let report = run_with(Outcome { failed, ..Outcome::default() });
+        assert_eq!(report.errors, [RunError::at(ErrorKind::DeleteFailed, "/r/x", "cannot delete /r/x: denied")]);
+        assert_eq!(report.exit_code(), 3);
+        assert!(report.to_string().contains("1 deletion failed (printed above)"), "{report}");
+    }
+
+    #[test]
+    fn the_exit_status_is_the_kinds_not_whether_there_are_errors() {
+        assert_eq!(run_with(Outcome::default()).exit_code(), 0);
+        let lost = RunError::at(ErrorKind::PushDuringRun, "sha256:ab", "push that image again");
+        let report = run_with(Outcome { errors: vec![lost], interrupted: true, ..Outcome::default() });
+        assert_eq!(report.exit_code(), 130, "interrupted: the journal says what is left");
+        let mut report = run_with(Outcome::default());
+        report.errors.push(RunError::at(ErrorKind::ContainerStep, "registry", "cannot start it"));
+        assert_eq!(report.exit_code(), 5);
+        assert!(report.to_string().contains("1 error (printed above)"), "{report}");
+    }
+}
