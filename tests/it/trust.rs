@@ -84,7 +84,8 @@ fn a_partly_failed_run_reports_what_is_gone_and_lists_what_failed() {
     assert!(errors.iter().all(|e| e["kind"] == "delete_failed"), "{report}");
     let mut named: Vec<&str> = errors.iter().map(|e| e["path"].as_str().unwrap()).collect();
     let mut listed = failed.clone();
-    (named.sort(), listed.sort());
+    named.sort();
+    listed.sort();
     assert_eq!(named, listed);
     drop(_guard);
     // The store is valid, and a rerun finishes the job.
