@@ -14,7 +14,9 @@ pub mod store;
 
 // The old flat paths, for the binary, tests and benches.
 pub use crate::core::{interrupt, metrics, plan, policy, progress, report, tags, usage};
-pub use crate::model::{Interrupted, UsageError, blobs, digest, manifest, warning};
+pub use crate::model::{
+    ContainerStep, Interrupted, LockHeld, LockLost, UsageError, blobs, digest, error, manifest, warning,
+};
 pub use crate::store::fs::{layout, scan};
 pub use crate::store::{apply, check, config, journal, remark};
 
@@ -30,6 +32,7 @@ use crate::core::report::Report;
 use crate::core::usage::{Reach, Usage, usage};
 use crate::model::blobs::BlobList;
 use crate::model::digest::{Digest, DigestMap, DigestSet};
+use crate::model::error::{ErrorKind, RunError};
 use crate::model::inventory::{Parsed, Repo};
 use crate::model::journal::Journal;
 use crate::model::warning::Warning;
@@ -95,7 +98,9 @@ pub fn run_on(
     // A lock that stays blocks the next runs: said, not only dropped (a failed run's goes with
     // it, as it can).
     if let Some(Err(e)) = lock.map(|l| l.release()) {
-        report.errors.push(format!("{e:#}"));
+        // Found no longer its own at the end, or its deletion failed.
+        let kind = if e.is::<LockLost>() { ErrorKind::LockLost } else { ErrorKind::LockRelease };
+        report.errors.push(RunError::new(kind, format!("{e:#}")));
     }
     report.requests = store.requests();
     Ok(report)

@@ -19,8 +19,9 @@ use cli::{
     ApiArgs, AreaArg, CheckArgs, Cli, CollectArgs, Command, CountArgs, DuArgs, FilterArgs, GenArgs, ImportArgs,
     ListenArgs, OnlineArgs, PullsCommand, ShowArgs, SortArg, StoreArgs,
 };
-use monitor::{ContainerStep, Ended, exit_status, monitored};
+use monitor::{Ended, exit_status, monitored};
 use regsweep::check::CheckOptions;
+use regsweep::error::{ErrorKind, RunError};
 use regsweep::generate::{self, GenOptions};
 use regsweep::online::OnlineOptions;
 use regsweep::online::client::{self, Client, ClientOptions, Credentials};
@@ -30,7 +31,7 @@ use regsweep::policy::{Globs, Order, Retention};
 use regsweep::progress::Progress;
 use regsweep::store::location::Location;
 use regsweep::usage::{Area, SortBy};
-use regsweep::{Mode, UsageError, config};
+use regsweep::{ContainerStep, Mode, UsageError, config};
 
 /// Prints a report as JSON on stdout, streamed (the report of a large prune lists every tag).
 fn print_json(report: &impl serde::Serialize) -> Result<()> {
@@ -210,7 +211,6 @@ fn online(o: &OnlineArgs) -> Result<Ended> {
         concurrency: o.api.concurrency,
     };
     let mut report = regsweep::online::run(&client, &opts, progress(o.output.quiet, o.output.json))?;
-    let mut code = if report.errors.is_empty() { 0 } else { 3 };
     let step = o.gc_container.as_ref().map(|container| GcStep {
         container: container.clone(),
         engine: Engine::pick(o.engine, std::env::var("DOCKER_HOST").ok().as_deref()),
@@ -222,23 +222,25 @@ fn online(o: &OnlineArgs) -> Result<Ended> {
         // A dry run says now whether the real run's container step would work.
         match engine::probe(step) {
             Ok(found) => eprintln!("note: {found}"),
-            Err(e) => {
-                code = 5;
-                report.errors.push(format!("the container step would fail: {e:#}"));
-            }
+            Err(e) => report.errors.push(RunError::at(
+                ErrorKind::ContainerStep,
+                &step.container,
+                format!("the container step would fail: {e:#}"),
+            )),
         }
     }
     if let (Some(step), false) = (&step, o.dry_run) {
         match engine::collect(step, &client) {
             Ok(c) => report.collector = Some(c),
-            Err(e) => {
-                code = 5;
-                report.errors.push(format!("the container step failed: {e:#}"));
-            }
+            Err(e) => report.errors.push(RunError::at(
+                ErrorKind::ContainerStep,
+                &step.container,
+                format!("the container step failed: {e:#}"),
+            )),
         }
     }
     print_report(&report, o.output.json)?;
-    Ok((code, Some(report)))
+    Ok((report.exit_code(), Some(report)))
 }
 
 fn print_report(report: &regsweep::report::Report, json: bool) -> Result<()> {
@@ -347,13 +349,21 @@ fn offline(store: &StoreArgs, collect: &CollectArgs, mode: Mode, orphan_attachme
         }
         .with_context(|| format!("container {name} was started again"))
     });
-    if let (Err(e), Some(name)) = (&restarted, stopped) {
-        eprintln!("error: the registry's container {name} may still be down: {e:#}");
-    }
-    let report = match result {
-        Ok(report) => report,
-        Err(e) if restarted.is_err() => return Err(ContainerStep(format!("{e:#}")).into()),
-        Err(e) => return Err(e),
+    let down = match (&restarted, stopped) {
+        (Err(e), Some(name)) => Some((name, format!("the registry's container {name} may still be down: {e:#}"))),
+        _ => None,
+    };
+    let report = match (result, down) {
+        (Ok(report), None) => report,
+        (Ok(mut report), Some((name, message))) => {
+            report.errors.push(RunError::at(ErrorKind::ContainerStep, name, message));
+            report
+        }
+        (Err(e), Some((_, message))) => {
+            eprintln!("error: {message}");
+            return Err(ContainerStep(format!("{e:#}")).into());
+        }
+        (Err(e), None) => return Err(e),
     };
     print_report(&report, collect.output.json)?;
     if report.interrupted {
@@ -362,13 +372,7 @@ fn offline(store: &StoreArgs, collect: &CollectArgs, mode: Mode, orphan_attachme
             report.tags_deleted, report.manifests_deleted, report.layer_links_deleted, report.blobs_deleted
         );
     }
-    let code = match () {
-        _ if restarted.is_err() => 5,
-        _ if report.interrupted => 130,
-        _ if !report.errors.is_empty() => 3,
-        _ => 0,
-    };
-    Ok((code, Some(report)))
+    Ok((report.exit_code(), Some(report)))
 }
 
 /// `du`: the table, or the JSON report.
@@ -551,7 +555,8 @@ fn main() -> ExitCode {
                 eprintln!("error: {e:#}");
                 if json {
                     // A cron job reading the JSON learns of the failure from it too.
-                    println!("{}", serde_json::json!({"error": format!("{e:#}"), "exit": code}));
+                    let kind = ErrorKind::of(&e);
+                    println!("{}", serde_json::json!({"error": format!("{e:#}"), "kind": kind, "exit": code}));
                 }
             }
             ExitCode::from(code)

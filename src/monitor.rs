@@ -8,43 +8,22 @@ use std::time::{Instant, SystemTime};
 use anyhow::{Context, Result};
 
 use crate::cli::MetricsArgs;
+use regsweep::error::ErrorKind;
 use regsweep::metrics::{self, RunFigures};
 use regsweep::report::Report;
-use regsweep::{Interrupted, UsageError};
 
 /// How a run of `prune`, `gc` or `online` ended: its exit status and, when it got as far, its
 /// report (for `--metrics-file`).
 pub type Ended = (u8, Option<Report>);
 
-/// `--stop-container`'s container could not be stopped, or started again: exit 5.
-#[derive(Debug)]
-pub struct ContainerStep(pub String);
-
-impl std::fmt::Display for ContainerStep {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ContainerStep {}
-
-/// The exit status of an error: 2 for a usage error, 5 for a container step, 130 for an
-/// interruption, 0 for output cut short (piped into `head`), else 1.
+/// The exit status of an error: its kind's ([`ErrorKind::of`]: 2 for a usage error, 5 for a
+/// container step, 130 for an interruption, else 1), but 0 for output cut short (piped into
+/// `head`).
 pub fn exit_status(e: &anyhow::Error) -> u8 {
     let broken_pipe = |c: &(dyn std::error::Error + 'static)| {
         c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     };
-    if e.chain().any(broken_pipe) {
-        0
-    } else if e.is::<Interrupted>() {
-        130
-    } else if e.is::<UsageError>() {
-        2
-    } else if e.is::<ContainerStep>() {
-        5
-    } else {
-        1
-    }
+    if e.chain().any(broken_pipe) { 0 } else { ErrorKind::of(e).exit_code() }
 }
 
 /// Runs `work` and, with `--metrics-file`, writes its figures, whatever the outcome. A metrics

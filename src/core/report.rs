@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::core::plan::{Action, GraceKept, Plan, TagPlan, Tags};
 use crate::core::policy::{Reason, attachment_subject};
+use crate::model::error::{self, ErrorKind, RunError};
 use crate::model::outcome::{Failure, Outcome, RequestCounts, What};
 use crate::model::warning::Warning;
 
@@ -103,7 +104,9 @@ pub struct Report {
     pub grace_kept: GraceKept,
     pub repos: Vec<RepoReport>,
     pub warnings: Vec<Warning>,
-    pub errors: Vec<String>,
+    /// What went wrong, each with its kind (the exit status derives from them) and path; a
+    /// failed deletion is one too (`delete_failed`), besides its entry in `failed`.
+    pub errors: Vec<RunError>,
     /// Deletions that failed, with their paths (a real run; the counts above are what is gone).
     pub failed: Vec<Failure>,
     /// Left at the moment of deletion because a push wrote or needed them since the scan.
@@ -171,6 +174,13 @@ impl Report {
         }
     }
 
+    /// The exit status the run's errors and interruption give (0 for none; see
+    /// [`error::exit_code`]).
+    pub fn exit_code(&self) -> u8 {
+        let interrupted = self.interrupted.then_some(ErrorKind::Interrupted);
+        error::exit_code(self.errors.iter().map(|e| e.kind).chain(interrupted))
+    }
+
     /// What a real run did: the counts become what is gone, not what was planned.
     pub fn record(&mut self, outcome: Outcome) {
         for (i, r) in self.repos.iter_mut().enumerate() {
@@ -195,7 +205,11 @@ impl Report {
             layer_links: r[What::LayerLink as usize],
             blobs: r[What::Blob as usize],
         };
-        self.errors.extend(outcome.failed.iter().map(|f| format!("cannot delete {}: {}", f.path, f.error)));
+        self.errors.extend(
+            outcome.failed.iter().map(|f| {
+                RunError::at(ErrorKind::DeleteFailed, &f.path, format!("cannot delete {}: {}", f.path, f.error))
+            }),
+        );
         self.errors.extend(outcome.errors);
         self.failed = outcome.failed;
         self.interrupted = outcome.interrupted;
@@ -308,11 +322,16 @@ impl fmt::Display for Report {
                 "interrupted: the counts above are what was done; run again to finish (the journal says what is left)"
             )?;
         } else if !self.errors.is_empty() {
-            writeln!(
-                f,
-                "{} failed (printed above): the store is valid; run again to finish",
-                count(self.errors.len(), "deletion", "deletions")
-            )?;
+            let deletions = self.errors.iter().filter(|e| e.kind == ErrorKind::DeleteFailed).count();
+            let others = self.errors.len() - deletions;
+            let what = match (deletions, others) {
+                (d, 0) => format!("{} failed", count(d, "deletion", "deletions")),
+                (0, o) => count(o, "error", "errors"),
+                (d, o) => {
+                    format!("{} failed, {}", count(d, "deletion", "deletions"), count(o, "other error", "other errors"))
+                }
+            };
+            writeln!(f, "{what} (printed above): the store is valid; run again to finish")?;
         }
         if self.restart_required {
             writeln!(
@@ -387,5 +406,37 @@ fn reason_text(r: &Reason) -> String {
         Reason::SubjectGone { subject } => format!("subject deleted: {}", short(subject)),
         Reason::Interrupted => "an interrupted run was deleting it (journal): finishing".into(),
         Reason::UntagRefused => "the registry cannot delete a tag alone and its manifest must stay: left".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_with(outcome: Outcome) -> Report {
+        let mut report = Report::new(Command::Prune, "/r", Plan::default(), false);
+        report.record(outcome);
+        report
+    }
+
+    #[test]
+    fn a_failed_deletion_is_a_delete_failed_error_naming_its_path_and_exit_3() {
+        let failed = vec![Failure { path: "/r/x".into(), error: "denied".into() }];
+        let report = run_with(Outcome { failed, ..Outcome::default() });
+        assert_eq!(report.errors, [RunError::at(ErrorKind::DeleteFailed, "/r/x", "cannot delete /r/x: denied")]);
+        assert_eq!(report.exit_code(), 3);
+        assert!(report.to_string().contains("1 deletion failed (printed above)"), "{report}");
+    }
+
+    #[test]
+    fn the_exit_status_is_the_kinds_not_whether_there_are_errors() {
+        assert_eq!(run_with(Outcome::default()).exit_code(), 0);
+        let lost = RunError::at(ErrorKind::PushDuringRun, "sha256:ab", "push that image again");
+        let report = run_with(Outcome { errors: vec![lost], interrupted: true, ..Outcome::default() });
+        assert_eq!(report.exit_code(), 130, "interrupted: the journal says what is left");
+        let mut report = run_with(Outcome::default());
+        report.errors.push(RunError::at(ErrorKind::ContainerStep, "registry", "cannot start it"));
+        assert_eq!(report.exit_code(), 5);
+        assert!(report.to_string().contains("1 error (printed above)"), "{report}");
     }
 }

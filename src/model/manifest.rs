@@ -52,52 +52,108 @@ impl Manifest {
     }
 }
 
-// Borrowed strings: no allocation per digest for the tens of thousands of manifests of a store.
+/// A JSON string, borrowed from the bytes where it has no escape: no allocation per digest for
+/// the tens of thousands of manifests of a store.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Raw<'a> {
-    schema_version: Option<i64>,
-    #[serde(borrow)]
-    media_type: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    config: Option<Descriptor<'a>>,
-    #[serde(borrow)]
-    layers: Option<Vec<Descriptor<'a>>>,
-    #[serde(borrow)]
-    manifests: Option<Vec<Descriptor<'a>>>,
-    #[serde(borrow)]
-    blobs: Option<Vec<Descriptor<'a>>>,
-    #[serde(borrow)]
-    subject: Option<Descriptor<'a>>,
-    #[serde(borrow)]
-    fs_layers: Option<Vec<FsLayer<'a>>>,
-    history: Option<Vec<V1History>>,
+struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
+
+impl std::ops::Deref for Str<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
 }
 
-#[derive(Deserialize)]
+/// Reads the struct `$name<'a>` from a JSON object as Go's `encoding/json` reads one into the
+/// registry's types: unknown keys are skipped and, of duplicate keys, the last wins (serde's
+/// derive refuses duplicates, so the registry would serve what regsweep cannot read). The
+/// `optional` fields are `Option`s (absent or null: `None`); a `required` one missing is an
+/// error. `$expecting` names it in errors, as the derive would.
+macro_rules! last_key_wins {
+    ($name:ident, $expecting:literal,
+     optional { $($opt:ident: $oty:ty = $okey:literal),* $(,)? }
+     required { $($req:ident: $rty:ty = $rkey:literal),* $(,)? }) => {
+        impl<'de: 'a, 'a> Deserialize<'de> for $name<'a> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Visitor<'a>(std::marker::PhantomData<$name<'a>>);
+                impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+                    type Value = $name<'a>;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<$name<'a>, A::Error> {
+                        $(let mut $opt: Option<$oty> = None;)*
+                        $(let mut $req: Option<$rty> = None;)*
+                        while let Some(key) = map.next_key::<Str<'de>>()? {
+                            match &*key {
+                                $($okey => $opt = map.next_value()?,)*
+                                $($rkey => $req = Some(map.next_value()?),)*
+                                _ => {
+                                    map.next_value::<serde::de::IgnoredAny>()?;
+                                }
+                            }
+                        }
+                        $(let $req = $req.ok_or_else(|| serde::de::Error::missing_field($rkey))?;)*
+                        Ok($name { $($opt,)* $($req,)* })
+                    }
+                }
+                d.deserialize_map(Visitor(std::marker::PhantomData))
+            }
+        }
+    };
+}
+
+struct Raw<'a> {
+    schema_version: Option<i64>,
+    media_type: Option<Str<'a>>,
+    config: Option<Descriptor<'a>>,
+    layers: Option<Vec<Descriptor<'a>>>,
+    manifests: Option<Vec<Descriptor<'a>>>,
+    blobs: Option<Vec<Descriptor<'a>>>,
+    subject: Option<Descriptor<'a>>,
+    fs_layers: Option<Vec<FsLayer<'a>>>,
+    history: Option<Vec<V1History<'a>>>,
+}
+
+last_key_wins!(Raw, "struct Raw",
+    optional {
+        schema_version: i64 = "schemaVersion",
+        media_type: Str<'a> = "mediaType",
+        config: Descriptor<'a> = "config",
+        layers: Vec<Descriptor<'a>> = "layers",
+        manifests: Vec<Descriptor<'a>> = "manifests",
+        blobs: Vec<Descriptor<'a>> = "blobs",
+        subject: Descriptor<'a> = "subject",
+        fs_layers: Vec<FsLayer<'a>> = "fsLayers",
+        history: Vec<V1History<'a>> = "history",
+    }
+    required {}
+);
+
 struct Descriptor<'a> {
-    #[serde(borrow)]
-    digest: Cow<'a, str>,
+    digest: Str<'a>,
     size: Option<u64>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+last_key_wins!(Descriptor, "struct Descriptor", optional { size: u64 = "size" } required { digest: Str<'a> = "digest" });
+
 struct FsLayer<'a> {
-    #[serde(borrow)]
-    blob_sum: Cow<'a, str>,
+    blob_sum: Str<'a>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct V1History {
-    v1_compatibility: String,
+last_key_wins!(FsLayer, "struct FsLayer", optional {} required { blob_sum: Str<'a> = "blobSum" });
+
+struct V1History<'a> {
+    v1_compatibility: Str<'a>,
 }
 
-#[derive(Deserialize)]
-struct Created {
-    created: Option<String>,
+last_key_wins!(V1History, "struct V1History", optional {} required { v1_compatibility: Str<'a> = "v1Compatibility" });
+
+struct Created<'a> {
+    created: Option<Str<'a>>,
 }
+
+last_key_wins!(Created, "struct Created", optional { created: Str<'a> = "created" } required {});
 
 fn digests<'a>(what: &str, items: impl IntoIterator<Item = &'a str>) -> Result<Vec<Digest>> {
     let mut out = Vec::new();
@@ -115,16 +171,9 @@ fn descriptors(what: &str, list: &Option<Vec<Descriptor>>) -> Result<Vec<Digest>
 
 /// Parses a manifest's bytes.
 pub fn parse(bytes: &[u8]) -> Result<Manifest> {
-    match serde_json::from_slice::<Raw>(bytes) {
-        Err(e) if e.to_string().starts_with("duplicate field") => {
-            // The registry (Go's encoding/json) takes the last of duplicate keys, and so do the
-            // clients that pull it: so does a JSON value, which then parses as usual.
-            let value: serde_json::Value = serde_json::from_slice(bytes).context("not a valid manifest")?;
-            let rewritten = serde_json::to_vec(&value).context("not a valid manifest")?;
-            parse_raw(serde_json::from_slice(&rewritten).context("not a valid manifest")?)
-        }
-        raw => parse_raw(raw.context("not a valid manifest")?),
-    }
+    // Of duplicate keys the last wins, as in the registry (Go's encoding/json) and the clients
+    // that pull from it ([`last_key_wins`]).
+    parse_raw(serde_json::from_slice::<Raw>(bytes).context("not a valid manifest")?)
 }
 
 fn parse_raw(raw: Raw) -> Result<Manifest> {
@@ -156,7 +205,7 @@ fn parse_raw(raw: Raw) -> Result<Manifest> {
             blobs.dedup();
             // The top history entry holds the image's own v1 config, with its `created`.
             if let Some(h) = raw.history.as_ref().and_then(|h| h.first()) {
-                created = serde_json::from_str::<Created>(&h.v1_compatibility).ok().and_then(|c| c.created);
+                created = parse_created(h.v1_compatibility.as_bytes());
             }
         }
         Kind::DockerV2 | Kind::OciManifest => {
@@ -185,17 +234,15 @@ fn parse_raw(raw: Raw) -> Result<Manifest> {
 
 /// The layers a manifest lists with `urls`: foreign layers that a store need not hold.
 pub fn foreign_layers(bytes: &[u8]) -> Vec<Digest> {
-    #[derive(Deserialize)]
     struct Layer<'a> {
-        #[serde(borrow)]
-        digest: Cow<'a, str>,
+        digest: Str<'a>,
         urls: Option<serde::de::IgnoredAny>,
     }
-    #[derive(Deserialize)]
+    last_key_wins!(Layer, "struct Layer", optional { urls: serde::de::IgnoredAny = "urls" } required { digest: Str<'a> = "digest" });
     struct Layers<'a> {
-        #[serde(borrow)]
         layers: Option<Vec<Layer<'a>>>,
     }
+    last_key_wins!(Layers, "struct Layers", optional { layers: Vec<Layer<'a>> = "layers" } required {});
     let Ok(l) = serde_json::from_slice::<Layers>(bytes) else { return Vec::new() };
     l.layers.into_iter().flatten().filter(|l| l.urls.is_some()).filter_map(|l| Digest::parse(&l.digest)).collect()
 }
@@ -238,7 +285,7 @@ pub fn schema1_payload(bytes: &[u8]) -> Option<Vec<u8>> {
 
 /// Reads `created` from an image config blob (or a schema1 `v1Compatibility` entry).
 pub fn parse_created(bytes: &[u8]) -> Option<String> {
-    serde_json::from_slice::<Created>(bytes).ok()?.created
+    Some(serde_json::from_slice::<Created>(bytes).ok()?.created?.to_string())
 }
 
 #[cfg(test)]
@@ -264,6 +311,40 @@ mod tests {
         assert_eq!(m.kind, Kind::DockerV2);
         assert_eq!(m.config, Digest::parse(&d('b')));
         assert_eq!(&*m.blobs, [Digest::parse(&d('b')).unwrap(), Digest::parse(&d('c')).unwrap()]);
+    }
+
+    #[test]
+    fn duplicate_keys_take_the_last_at_every_level() {
+        // The last mediaType and manifests: an index of one child, whatever came first.
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{DOCKER_V2}","manifests":[{{"digest":"{}"}}],"mediaType":"{OCI_INDEX}","manifests":[{{"digest":"{}","size":1,"digest":"{}"}}]}}"#,
+            d('a'),
+            d('b'),
+            d('c')
+        );
+        let m = parse(index.as_bytes()).unwrap();
+        assert_eq!((m.kind, &*m.children), (Kind::OciIndex, &[Digest::parse(&d('c')).unwrap()][..]));
+        // An escaped key is the same key.
+        let m = parse(
+            format!(r#"{{"schemaVersion":1,"schema\u0056ersion":2,"mediaType":"{OCI_INDEX}","manifests":[]}}"#)
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(m.kind, Kind::OciIndex);
+        // Schema1: the last blobSum of a layer, the last created of the top history entry.
+        let v1 = format!(
+            r#"{{"schemaVersion":1,"fsLayers":[{{"blobSum":"{}","blobSum":"{}"}}],"history":[{{"v1Compatibility":"{{\"created\":\"2020\",\"created\":\"2021\"}}"}}]}}"#,
+            d('a'),
+            d('b')
+        );
+        let m = parse(v1.as_bytes()).unwrap();
+        assert_eq!((&*m.blobs, m.created.as_deref()), (&[Digest::parse(&d('b')).unwrap()][..], Some("2021")));
+        // A foreign layer's descriptor read likewise; a required key missing stays an error.
+        let foreign = format!(r#"{{"layers":[{{"digest":"{}","urls":["x"],"digest":"{}"}}]}}"#, d('a'), d('b'));
+        assert_eq!(foreign_layers(foreign.as_bytes()), [Digest::parse(&d('b')).unwrap()]);
+        let e =
+            parse(format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"size":1}}]}}"#).as_bytes());
+        assert!(format!("{:#}", e.unwrap_err()).contains("missing field `digest`"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod blobs;
 pub mod digest;
+pub mod error;
 pub mod inventory;
 pub mod journal;
 pub mod manifest;
@@ -37,4 +38,19 @@ message_error!(
 message_error!(
     /// A signal ended the run before anything was deleted (see `store::interrupt`): exit 130.
     Interrupted
+);
+
+message_error!(
+    /// `--stop-container`'s container could not be stopped, or started again: exit 5.
+    ContainerStep
+);
+
+message_error!(
+    /// Another run holds the store's lock: nothing was done (exit 1); try again later.
+    LockHeld
+);
+
+message_error!(
+    /// The run's lock was found no longer its own (taken over, or deleted).
+    LockLost
 );

@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use crate::model::error::RunError;
+
 /// What a folder removed is, for the count of what a run did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum What {
@@ -43,8 +45,10 @@ pub struct Outcome {
     pub rescued: [usize; WHATS],
     /// Deletions that failed, with their paths.
     pub failed: Vec<Failure>,
-    /// Errors that stopped the run (a failed stage, a re-mark that could not read a manifest).
-    pub errors: Vec<String>,
+    /// Errors that stopped the run (a lock no longer its own, a re-mark that could not read a
+    /// manifest, no room for the journal) or that it found at its end (a push that needs a
+    /// deleted blob); failed deletions are in `failed`.
+    pub errors: Vec<RunError>,
     /// Stopped by SIGINT or SIGTERM between two deletions.
     pub interrupted: bool,
 }

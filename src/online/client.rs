@@ -422,20 +422,41 @@ pub fn is_refusal(e: &anyhow::Error) -> bool {
     e.downcast_ref::<Refused>().is_some()
 }
 
+/// The TLS error inside a ureq error, where it is one: as such, or inside the I/O error that
+/// the handshake gave.
+fn tls_error(e: &ureq::Error) -> Option<&rustls::Error> {
+    match e {
+        ureq::Error::Rustls(t) => Some(t),
+        ureq::Error::Io(io) => io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
+        _ => None,
+    }
+}
+
+/// webpki's refusal of a CA certificate that the server presents as its own.
+fn ca_used_as_end_entity(t: &rustls::Error) -> bool {
+    matches!(t, rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o))
+        if o.0.downcast_ref::<webpki::Error>() == Some(&webpki::Error::CaUsedAsEndEntity))
+}
+
+/// The first bytes back were no TLS record: a plain HTTP port.
+fn not_tls(t: &rustls::Error) -> bool {
+    matches!(t, rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType))
+}
+
 /// Explains rustls's refusal of a self-signed CA certificate used as the server's own, which
-/// `openssl req -x509` makes by default (curl and Go accept it; webpki does not).
+/// `openssl req -x509` makes by default (curl and Go accept it; webpki does not), and TLS spoken
+/// to a plain HTTP port. Told by the errors' types, not their text.
 fn tls_hint(e: ureq::Error) -> anyhow::Error {
-    let text = e.to_string();
-    if text.contains("CaUsedAsEndEntity") {
-        anyhow::anyhow!(
-            "{text}: the registry's certificate is a CA certificate used as its own; make it with \
+    match tls_error(&e) {
+        Some(t) if ca_used_as_end_entity(t) => anyhow::anyhow!(
+            "{e}: the registry's certificate is a CA certificate used as its own; make it with \
              `-addext basicConstraints=critical,CA:FALSE`, or sign it with a CA of yours and give that CA to \
              --ca-cert, or use --insecure"
-        )
-    } else if text.contains("InvalidContentType") {
-        anyhow::anyhow!("{text}: this port answers plain HTTP, not TLS: give the URL with http://")
-    } else {
-        e.into()
+        ),
+        Some(t) if not_tls(t) => {
+            anyhow::anyhow!("{e}: this port answers plain HTTP, not TLS: give the URL with http://")
+        }
+        _ => e.into(),
     }
 }
 
@@ -443,7 +464,7 @@ fn tls_hint(e: ureq::Error) -> anyhow::Error {
 /// spoken to a plain HTTP port).
 fn retryable(e: &ureq::Error) -> bool {
     matches!(e, ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed | ureq::Error::Protocol(_))
-        && !e.to_string().contains("InvalidContentType")
+        && !tls_error(e).is_some_and(not_tls)
 }
 
 /// The path of `Link: </v2/...?last=x&n=5>; rel="next"` (an absolute URL loses its origin).
@@ -463,6 +484,30 @@ fn next_link(h: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_errors_are_told_by_their_type() {
+        use std::sync::Arc;
+        let ca = || {
+            let other = rustls::OtherError(Arc::new(webpki::Error::CaUsedAsEndEntity));
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))
+        };
+        let plain = || rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType);
+        // As the handshake gives them: inside an I/O error; or as such.
+        let io = |t: rustls::Error| ureq::Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, t));
+        for e in [io(ca()), ureq::Error::Rustls(ca())] {
+            assert!(format!("{:#}", tls_hint(e)).contains("CA certificate used as its own"));
+        }
+        assert!(format!("{:#}", tls_hint(io(plain()))).contains("answers plain HTTP"));
+        assert!(!retryable(&io(plain())));
+        // Another certificate error, or an I/O error whose text names one, gets no hint.
+        let unknown = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        assert!(!format!("{:#}", tls_hint(io(unknown))).contains("CA certificate"));
+        let mimic = ureq::Error::Io(std::io::Error::other("CaUsedAsEndEntity InvalidContentType"));
+        assert!(retryable(&mimic));
+        let text = format!("{:#}", tls_hint(mimic));
+        assert!(!text.contains("CA certificate used") && !text.contains("plain HTTP"), "{text}");
+    }
 
     #[test]
     fn urls() {

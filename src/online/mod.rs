@@ -24,6 +24,7 @@ use crate::core::progress::Progress;
 use crate::core::report::{Command, Report};
 use crate::model::UsageError;
 use crate::model::digest::{Digest, DigestMap, DigestSet};
+use crate::model::error::{ErrorKind, RunError};
 use crate::model::inventory::{Inventory, Parsed, Repo, Revision, Tag};
 use crate::model::manifest::{self, Kind, Manifest};
 use crate::model::warning::{Warning, WarningKind};
@@ -438,7 +439,7 @@ fn plan_online(
 
 /// What the deletions gave.
 struct Outcome {
-    errors: Vec<String>,
+    errors: Vec<RunError>,
     warnings: Vec<Warning>,
     /// Tags the registry could not delete alone (2.8): they stay.
     untag_refused: Vec<(String, String)>,
@@ -472,7 +473,12 @@ fn execute(client: &Client, plan: &Plan, deletions: &[Deletion], progress: Progr
             }
             Ok(r) if !by_digest => Some(r.status),
             Ok(r) => {
-                errors.lock().unwrap().push(format!("DELETE {repo}@{reference}: {} {}", r.status, r.error_codes()));
+                let message = format!("DELETE {repo}@{reference}: {} {}", r.status, r.error_codes());
+                errors.lock().unwrap().push(RunError::at(
+                    ErrorKind::DeleteFailed,
+                    format!("{repo}@{reference}"),
+                    message,
+                ));
                 None
             }
             Err(e) if client::is_refusal(&e) => {
@@ -480,7 +486,8 @@ fn execute(client: &Client, plan: &Plan, deletions: &[Deletion], progress: Progr
                 None
             }
             Err(e) => {
-                errors.lock().unwrap().push(format!("{e:#}"));
+                let path = format!("{repo}@{reference}");
+                errors.lock().unwrap().push(RunError::at(ErrorKind::DeleteFailed, path, format!("{e:#}")));
                 None
             }
         }
@@ -497,7 +504,7 @@ fn execute(client: &Client, plan: &Plan, deletions: &[Deletion], progress: Progr
             bail!("{reason}; nothing was deleted");
         }
         let mut errors = std::mem::take(&mut *errors.lock().unwrap());
-        errors.push(reason);
+        errors.push(RunError::new(ErrorKind::DeleteRefused, reason));
         return Ok(Outcome { errors, warnings: Vec::new(), untag_refused: Vec::new() });
     }
     let mut untag_refused = Vec::new();

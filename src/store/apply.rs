@@ -15,6 +15,7 @@ use crate::core::policy;
 use crate::core::progress::Progress;
 use crate::core::tags::TagPlan;
 use crate::model::digest::{Digest, DigestSet};
+use crate::model::error::{ErrorKind, RunError};
 use crate::model::inventory::Parsed;
 use crate::model::outcome::{Outcome, What};
 use crate::store::stage::{Batch, Folder, Parent, Relink, Tally};
@@ -84,7 +85,7 @@ struct Execution<'a> {
     progress: Progress,
     tally: Tally,
     /// What stopped the run, besides failed deletions.
-    errors: Vec<String>,
+    errors: Vec<RunError>,
     /// The last stage carried out: what a healing may write back.
     stages_done: Stage,
     /// Removed manifests that pushes since the scan turned out to need (by repository name):
@@ -110,7 +111,7 @@ impl<'a> Execution<'a> {
         if !batches.is_empty()
             && let Err(e) = self.store.check_lock()
         {
-            self.errors.push(format!("{e:#}"));
+            self.errors.push(RunError::new(ErrorKind::LockLost, format!("{e:#}")));
             return false;
         }
         self.store.remove(name, &batches, Some(self.since), &self.tally, self.progress)
@@ -154,8 +155,11 @@ impl<'a> Execution<'a> {
         }));
         self.run("freeing space", batches);
         if let Err(e) = store.write_journal(&plan.journal, &plan.repos) {
-            self.errors.push(format!(
-                "{e:#}: the disk is full even after deleting what needs no journal; free some space and run again"
+            self.errors.push(RunError::new(
+                ErrorKind::Journal,
+                format!(
+                    "{e:#}: the disk is full even after deleting what needs no journal; free some space and run again"
+                ),
             ));
             return Ok(None);
         }
@@ -256,9 +260,12 @@ impl<'a> Execution<'a> {
     /// layer links, tags (an attachment tag whose subject a push tagged again, a tag pushed
     /// again between the listing and the deletion of its link). Until nothing more comes
     /// back. An error says the run stopped before the layer links and blobs.
-    fn remark(&mut self) -> Result<remark::Rescued, String> {
+    fn remark(&mut self) -> Result<remark::Rescued, RunError> {
         let stopped = |e: anyhow::Error| {
-            format!("{e:#}; stopped before the layer links and blobs: nothing a tag needs was deleted, run again")
+            RunError::new(
+                ErrorKind::RemarkFailed,
+                format!("{e:#}; stopped before the layer links and blobs: nothing a tag needs was deleted, run again"),
+            )
         };
         for _ in 0..4 {
             let plan = self.plan;
@@ -275,7 +282,10 @@ impl<'a> Execution<'a> {
                 return Ok(rescued);
             }
         }
-        Err("pushes during the run keep needing what this run deleted; stopped before the blobs, run again".into())
+        Err(RunError::new(
+            ErrorKind::RemarkFailed,
+            "pushes during the run keep needing what this run deleted; stopped before the blobs, run again",
+        ))
     }
 
     /// Writes back what this run deleted and what pushes since the scan need (see
@@ -494,14 +504,14 @@ impl<'a> Execution<'a> {
             |b: &Digest| plan.store_blobs.position(b).is_some_and(|i| plan.blobs.binary_search(&(i as u32)).is_ok());
         let mut lost: Vec<Digest> = needed.into_iter().filter(|b| deleted(b) && !self.store.has_blob(b)).collect();
         lost.sort();
-        if !lost.is_empty() {
-            let list: Vec<String> = lost.iter().map(|b| b.to_string()).collect();
-            self.errors.push(format!(
-                "a push during the run needs {} this run deleted ({}): push that image again",
-                if lost.len() == 1 { "a blob" } else { "blobs" },
-                list.join(", ")
-            ));
-        }
+        // One error per blob, named by its digest.
+        self.errors.extend(lost.iter().map(|b| {
+            RunError::at(
+                ErrorKind::PushDuringRun,
+                b.to_string(),
+                format!("a push during the run needs a blob this run deleted ({b}): push that image again"),
+            )
+        }));
     }
 
     /// The uploads older than `--upload-age`.

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::core::interrupt;
 use crate::model::digest::{Digest, DigestSet};
+use crate::model::error::RunError;
 use crate::model::outcome::{Failure, Outcome, WHATS, What};
 use crate::store::tree::{self, inside};
 
@@ -217,7 +218,7 @@ impl Tally {
         self.failed.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    pub(crate) fn into_outcome(self, errors: Vec<String>) -> Outcome {
+    pub(crate) fn into_outcome(self, errors: Vec<RunError>) -> Outcome {
         let load = |a: &[AtomicUsize; WHATS]| a.each_ref().map(|c| c.load(Ordering::Relaxed));
         Outcome {
             gone: self.gone.iter().map(load).collect(),

@@ -278,6 +278,9 @@ fn a_held_lock_stops_a_real_run_and_a_dead_runs_lock_is_taken_over() {
         err.contains("another run holds the lock") && err.contains(&format!("process {}", std::process::id())),
         "{err}"
     );
+    let json = moto.regsweep(&[&args[..], &["--json"]].concat());
+    let fatal: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!((json.status.code(), &fatal["kind"]), (Some(1), &"lock_held".into()), "{fatal}");
     let mut expected = before.clone();
     expected.insert(".regsweep.lock".into());
     assert_same(&store_keys(&moto, "reg"), &expected, "nothing deleted");
@@ -344,7 +347,8 @@ fn a_run_whose_lock_was_taken_over_stops_before_deleting() {
     assert!(first.status.success(), "{first:?}");
     assert_eq!(second.status.code(), Some(3), "{second:?}");
     let report: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
-    assert!(report["errors"][0].as_str().unwrap().contains("is no longer this run's (deleted)"), "{report}");
+    assert_eq!(report["errors"][0]["kind"], "lock_lost", "{report}");
+    assert!(report["errors"][0]["message"].as_str().unwrap().contains("is no longer this run's (deleted)"), "{report}");
     for k in ["tags_deleted", "manifests_deleted", "layer_links_deleted", "blobs_deleted"] {
         assert_eq!(report[k], 0, "{k}: {report}");
     }
@@ -422,8 +426,10 @@ fn a_lock_whose_deletion_fails_at_the_end_is_tried_again_then_reported() {
     let errors = report["errors"].as_array().unwrap();
     assert!(
         errors.iter().any(|e| {
-            let e = e.as_str().unwrap();
-            e.contains("s3://reg/store/docker/registry/v2/.regsweep.lock") && e.contains("aws s3 rm")
+            let m = e["message"].as_str().unwrap();
+            e["kind"] == "lock_release"
+                && m.contains("s3://reg/store/docker/registry/v2/.regsweep.lock")
+                && m.contains("aws s3 rm")
         }),
         "{report}"
     );

@@ -165,6 +165,10 @@ fn a_second_run_is_refused_while_one_holds_the_lock() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // In JSON, a kind a cron job can branch on (try later), with exit 1.
+    let out = regsweep(&["prune", "--root", store.path().to_str().unwrap(), "--keep", "1", "--json"]);
+    let fatal: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((out.status.code(), &fatal["kind"], &fatal["exit"]), (Some(1), &"lock_held".into(), &1.into()));
     assert_eq!(before, snapshot(store.path()));
     // A dry run takes no lock, so it runs.
     let dry = regsweep(&["prune", "--root", store.path().to_str().unwrap(), "--keep", "1", "--dry-run"]);

@@ -79,6 +79,14 @@ fn a_partly_failed_run_reports_what_is_gone_and_lists_what_failed() {
     for d in &blob_dirs {
         assert!(failed.contains(&s(d)), "{} is not listed as failed", d.display());
     }
+    // Each is an error of kind delete_failed naming its folder, and nothing else went wrong.
+    let errors = report["errors"].as_array().unwrap();
+    assert!(errors.iter().all(|e| e["kind"] == "delete_failed"), "{report}");
+    let mut named: Vec<&str> = errors.iter().map(|e| e["path"].as_str().unwrap()).collect();
+    let mut listed = failed.clone();
+    named.sort();
+    listed.sort();
+    assert_eq!(named, listed);
     drop(_guard);
     // The store is valid, and a rerun finishes the job.
     let (code, again) = json_run(&args);
@@ -489,6 +497,8 @@ fn a_fifo_put_in_place_of_a_planned_blobs_data_is_a_failed_deletion_naming_it() 
     assert_eq!(out.status.code(), Some(3), "{report}");
     assert_eq!(report["failed"][0]["path"], s(data.parent().unwrap()), "{report}");
     assert!(report["failed"][0]["error"].as_str().unwrap().contains("not a regular file (a FIFO)"), "{report}");
+    assert_eq!(report["errors"][0]["kind"], "delete_failed", "{report}");
+    assert_eq!(report["errors"][0]["path"], s(data.parent().unwrap()), "{report}");
     assert!(data.exists(), "the FIFO stays");
 }
 
@@ -626,9 +636,11 @@ fn json_runs_that_fail_print_an_error_object() {
     let dir = tempfile::tempdir().unwrap();
     let (code, report) = json_run(&["gc", "--root", s(dir.path())]);
     assert_eq!((code, report["exit"].as_i64()), (1, Some(1)));
+    assert_eq!(report["kind"], "fatal", "{report}");
     assert!(report["error"].as_str().unwrap().contains("not a registry store"), "{report}");
     let (code, report) = json_run(&["prune", "--root", s(dir.path()), "--keep", "1", "--keep-tag", "("]);
     assert_eq!((code, report["exit"].as_i64()), (2, Some(2)));
+    assert_eq!(report["kind"], "usage", "{report}");
 }
 
 #[test]

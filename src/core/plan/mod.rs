@@ -260,6 +260,7 @@ impl<'a> Planner<'a> {
         let mut verdicts = decisions.to_vec();
         self.judge_attachments_elsewhere(&cx, &mut verdicts);
         let live = cx.live_with_attachments(&mut verdicts);
+        cx.judge_attachments_of_removed(&live, &mut verdicts);
         let young_manifests =
             if cx.young_revs.is_empty() { 0 } else { live.len() - cx.liveness(&verdicts, false).len() };
         let mut plan = RepoPlan { name: repo.name.clone(), in_scope, ..RepoPlan::default() };
@@ -459,8 +460,22 @@ impl<'a> RepoCx<'a> {
         }
     }
 
+    /// Attachment tags whose subject is a manifest of this repository that is not live: they go
+    /// with it. Said here, by this rule, so that what no rule decided stays undecided.
+    fn judge_attachments_of_removed(&self, live: &DigestSet, verdicts: &mut [Verdict]) {
+        for (t, v) in self.repo.tags.iter().zip(verdicts.iter_mut()) {
+            if *v == Verdict::Undecided
+                && let Some(subject) =
+                    attachment_subject(&t.name).filter(|s| self.g.revs.contains_key(s) && !live.contains(s))
+            {
+                *v = Verdict::Delete(Reason::SubjectGone { subject: subject.into() });
+            }
+        }
+    }
+
     /// Every tag's action: kept, untagged (its manifest stays live) or deleted; warnings for
-    /// kept tags that cannot be pulled.
+    /// kept tags that cannot be pulled. A tag still [`Verdict::Undecided`] (attachment or not)
+    /// is an error, which stops the run before any deletion: never a deletion by default.
     fn tag_actions(
         &self,
         verdicts: Vec<Verdict>,
@@ -471,13 +486,11 @@ impl<'a> RepoCx<'a> {
         let (repo, g) = (self.repo, &self.g);
         let mut tags = Tags::with_capacity(repo.tags.len());
         for (t, v) in repo.tags.iter().zip(verdicts) {
-            let (keep, reason) = match (v, attachment_subject(&t.name)) {
-                (Verdict::Keep(r), _) => (true, r),
-                (Verdict::Delete(r), _) => (false, r),
-                // An attachment tag whose subject is a manifest here, and not live.
-                (Verdict::Undecided, Some(subject)) => (false, Reason::SubjectGone { subject: subject.into() }),
+            let (keep, reason) = match v {
+                Verdict::Keep(r) => (true, r),
+                Verdict::Delete(r) => (false, r),
                 // Nothing decided it: never a deletion by default. The run stops before any.
-                (Verdict::Undecided, None) => {
+                Verdict::Undecided => {
                     errors.push(format!(
                         "{}:{}: no rule decided this tag (a bug): nothing is deleted",
                         repo.name, t.name
@@ -749,6 +762,41 @@ mod tests {
         };
         let e = build(&s.inv, &[vec![Verdict::Undecided]], &|_| true, &opts, &FakeDisk(s.young.clone())).unwrap_err();
         assert!(format!("{e:#}").contains("r:a: no rule decided this tag"), "{e:#}");
+    }
+
+    #[test]
+    fn an_attachment_tag_still_undecided_when_actions_are_given_is_an_error_never_a_deletion() {
+        // The attachment rules settle every attachment tag before tag_actions (subject
+        // elsewhere, live, or removed here: deleted by rule); one that reaches it undecided
+        // (a rule missed it) is an error like any other undecided tag, not SubjectGone.
+        let sig = format!("sha256-{}.sig", d(10).hex());
+        let s = Store::new(vec![(10, image(&[100], None)), (60, image(&[140], None))]).repo(
+            "r",
+            &[("a", 10), (&sig, 60)],
+            &[10, 60],
+        );
+        let opts = Options {
+            delete_untagged: false,
+            grace: Duration::from_secs(3600),
+            upload_age: 7 * DAY,
+            now: now(),
+            list_kept_tags: true,
+            orphan_attachments: false,
+            bytes_left: false,
+        };
+        let disk = FakeDisk(s.young.clone());
+        let planner = Planner::new(BlobList::new(s.inv.blobs.iter().copied()), None, &opts, &disk);
+        let cx = RepoCx::new(&planner, &s.inv.repos[0], &s.inv.manifests, true);
+        let verdicts = vec![Verdict::Delete(Reason::BeyondCount { rank: 1 }), Verdict::Undecided];
+        let (mut warnings, mut errors) = (Vec::new(), Vec::new());
+        let tags = cx.tag_actions(verdicts, &DigestSet::default(), &mut warnings, &mut errors);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains(&format!("r:{sig}: no rule decided this tag")), "{errors:?}");
+        let t = tags.iter().find(|t| t.name == sig).unwrap();
+        assert_eq!(t.action, Action::Keep, "never a deletion by default");
+        // Through the planner, the rule decides it: its subject is removed here, so it goes.
+        let p = s.plan(&[], false).unwrap();
+        assert_eq!(actions(&p, "r")[1], (sig, Action::Delete));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::model::{LockHeld, LockLost};
 use crate::store::Held;
 use crate::store::bucket::client::Bucket;
 
@@ -69,13 +70,14 @@ impl Claim {
     /// Fails when the lock is no longer this run's (before a deletion stage).
     pub fn check(&self) -> Result<()> {
         let Some(why) = self.lost_to()? else { return Ok(()) };
-        bail!(
+        Err(LockLost(format!(
             "the lock {} is no longer this run's ({why}): another run may be deleting in the same store, so \
              this one stopped before deleting more; make sure one run at a time uses the store (a run that \
              cannot write its lock for {} minutes loses it), then run again to finish",
             self.bucket.url(self.key),
             STALE.as_secs() / 60
-        )
+        ))
+        .into())
     }
 
     /// Writes the lock again, only while it is this run's (read first, for a server that
@@ -146,14 +148,15 @@ impl Lock {
                     bucket_now(&bucket)?.duration_since(obj.modified).unwrap_or_default()
                 };
                 if !gone && age <= STALE {
-                    bail!(
+                    return Err(LockHeld(format!(
                         "another run holds the lock {} ({}, written {}s ago): wait for it to finish; a lock not \
                          written again for {} minutes is taken over",
                         bucket.url(key),
                         Holder::of(&bytes),
                         age.as_secs(),
                         STALE.as_secs() / 60
-                    );
+                    ))
+                    .into());
                 }
                 // Stale: replaced only if it is still the one read, never after another run
                 // took it over (of two runs taking it over, one wins).
@@ -179,7 +182,8 @@ impl Lock {
             };
             return Ok(Lock { claim, stop, refresher: Some(refresher), released: false });
         }
-        bail!("cannot take the lock {}: another run took it at the same moment", bucket.url(key))
+        Err(LockHeld(format!("cannot take the lock {}: another run took it at the same moment", bucket.url(key)))
+            .into())
     }
 
     fn stop_refreshing(&mut self) {
@@ -211,12 +215,13 @@ impl Held for Lock {
         let c = &self.claim;
         let url = c.bucket.url(c.key);
         if let Some(why) = c.lost_to()? {
-            bail!(
+            return Err(LockLost(format!(
                 "the lock {url} was no longer this run's at its end ({why}): another run may have deleted in the \
                  same store meanwhile; make sure one run at a time uses the store (a run that cannot write its \
                  lock for {} minutes loses it)",
                 STALE.as_secs() / 60
-            );
+            ))
+            .into());
         }
         let mut last = None;
         for attempt in 0..3 {

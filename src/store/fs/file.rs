@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use anyhow::{Context, Result, bail};
 
 use crate::model::digest::Digest;
-use crate::model::message_error;
+use crate::model::{LockHeld, message_error};
 use crate::store::fs::layout::Layout;
 
 /// One folder entry.
@@ -360,7 +360,7 @@ fn take(file: &File, path: &Path) -> Result<()> {
     match file.try_lock() {
         Ok(()) => Ok(()),
         Err(fs::TryLockError::WouldBlock) => {
-            bail!("another regsweep run holds the lock {} on this store", path.display())
+            Err(LockHeld(format!("another regsweep run holds the lock {} on this store", path.display())).into())
         }
         Err(fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
     }
