@@ -1,6 +1,6 @@
-//! The registry's own config.yml: where its store is (a folder, or an s3 bucket), read as the
-//! registry reads it (`REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY` and `REGISTRY_STORAGE_S3_*`
-//! override the file).
+//! The registry's own config.yml: where its store is (a folder, or an s3, azure or gcs bucket),
+//! read as the registry reads it (`REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY` and
+//! `REGISTRY_STORAGE_<DRIVER>_*` override the file).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -50,6 +50,15 @@ const S3_KEYS: [&str; 17] = [
     "useragent",
 ];
 
+/// The keys of the registry's azure driver, each overridden by `REGISTRY_STORAGE_AZURE_<KEY>`
+/// (the first one also names the driver when the file has no section).
+#[cfg(feature = "azure")]
+const AZURE_KEYS: [&str; 5] = ["container", "accountname", "accountkey", "realm", "rootdirectory"];
+
+/// The keys of the registry's gcs driver, each overridden by `REGISTRY_STORAGE_GCS_<KEY>`.
+#[cfg(feature = "gcs")]
+const GCS_KEYS: [&str; 3] = ["bucket", "keyfile", "rootdirectory"];
+
 /// The store a registry config names: its filesystem `rootdirectory`, or its s3 bucket, with
 /// the registry's environment overrides (`env` reads them).
 pub fn location_from_config(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Location> {
@@ -61,21 +70,39 @@ pub fn location_from_config(path: &Path, env: &dyn Fn(&str) -> Option<String>) -
         return Ok(Location::Fs(PathBuf::from(root)));
     }
     let storage = doc.get("storage");
-    if let Some(s3) = storage.and_then(|s| s.get("s3")).or_else(|| var("REGISTRY_STORAGE_S3_BUCKET").map(|_| &NULL)) {
-        let mut keys = HashMap::new();
-        for k in S3_KEYS {
-            let value = match s3.get(k) {
+    // A driver's section, with its `REGISTRY_STORAGE_<DRIVER>_<KEY>` overrides; present when the
+    // file has it or the environment names its first key.
+    let section = |driver: &str, keys: &[&str]| -> Option<HashMap<String, String>> {
+        let upper = driver.to_ascii_uppercase();
+        let over = |k: &str| var(&format!("REGISTRY_STORAGE_{upper}_{}", k.to_ascii_uppercase()));
+        let found = storage.and_then(|s| s.get(driver)).or_else(|| over(keys[0]).map(|_| &NULL))?;
+        let mut values = HashMap::new();
+        for k in keys {
+            let value = match found.get(k) {
                 Some(serde_norway::Value::String(v)) => Some(v.clone()),
                 Some(serde_norway::Value::Bool(b)) => Some(b.to_string()),
                 Some(serde_norway::Value::Number(n)) => Some(n.to_string()),
                 _ => None,
             };
-            if let Some(v) = var(&format!("REGISTRY_STORAGE_S3_{}", k.to_ascii_uppercase())).or(value) {
-                keys.insert(k.to_string(), v);
+            if let Some(v) = over(k).or(value) {
+                values.insert(k.to_string(), v);
             }
         }
-        let loc = S3Location::from_registry(&keys, env).with_context(|| format!("{}: storage.s3", path.display()))?;
-        return Ok(Location::S3(loc));
+        Some(values)
+    };
+    let at = |driver: &str| format!("{}: storage.{driver}", path.display());
+    if let Some(keys) = section("s3", &S3_KEYS) {
+        return Ok(Location::S3(S3Location::from_registry(&keys, env).with_context(|| at("s3"))?));
+    }
+    #[cfg(feature = "azure")]
+    if let Some(keys) = section("azure", &AZURE_KEYS) {
+        let loc = crate::store::bucket::azure::AzureLocation::from_registry(&keys).with_context(|| at("azure"))?;
+        return Ok(Location::Azure(loc));
+    }
+    #[cfg(feature = "gcs")]
+    if let Some(keys) = section("gcs", &GCS_KEYS) {
+        let loc = crate::store::bucket::gcs::GcsLocation::from_registry(&keys).with_context(|| at("gcs"))?;
+        return Ok(Location::Gcs(loc));
     }
     let storage = storage.with_context(|| format!("{}: no storage section", path.display()))?;
     let Some(fs) = storage.get("filesystem") else {
@@ -84,7 +111,8 @@ pub fn location_from_config(path: &Path, env: &dyn Fn(&str) -> Option<String>) -
             .map(|m| m.keys().filter_map(|k| k.as_str().map(String::from)).collect())
             .unwrap_or_default();
         bail!(
-            "{}: the storage driver is not filesystem or s3 ({}): regsweep works on a filesystem store or an S3 bucket",
+            "{}: the storage driver is not filesystem, s3, azure or gcs ({}): regsweep works on a filesystem store or a \
+             bucket of those",
             path.display(),
             drivers.join(", ")
         );
@@ -129,8 +157,31 @@ mod tests {
         assert_eq!(path(fs_root(&cfg, &[(ROOT_ENV, "/other")]).unwrap()), PathBuf::from("/other"));
         std::fs::write(&cfg, "storage:\n  filesystem: {}\n").unwrap();
         assert_eq!(path(fs_root(&cfg, &[]).unwrap()), PathBuf::from(DEFAULT_ROOT));
-        std::fs::write(&cfg, "storage:\n  gcs: {bucket: b}\n").unwrap();
-        assert!(format!("{:#}", fs_root(&cfg, &[]).unwrap_err()).contains("gcs"));
+        std::fs::write(&cfg, "storage:\n  swift: {container: b}\n").unwrap();
+        assert!(format!("{:#}", fs_root(&cfg, &[]).unwrap_err()).contains("swift"));
+    }
+
+    #[cfg(all(feature = "azure", feature = "gcs"))]
+    #[test]
+    fn reads_the_azure_and_gcs_sections_and_their_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(
+            &cfg,
+            "storage:\n  azure:\n    accountname: acct\n    accountkey: a2V5\n    container: reg\n    realm: \
+             core.chinacloudapi.cn\n    rootdirectory: /store\n",
+        )
+        .unwrap();
+        let Location::Azure(a) = fs_root(&cfg, &[("REGISTRY_STORAGE_AZURE_CONTAINER", "other")]).unwrap() else {
+            panic!("not a container")
+        };
+        assert_eq!((a.container.as_str(), a.root.as_str(), a.account.as_deref()), ("other", "store", Some("acct")));
+        assert_eq!(a.realm.as_deref(), Some("core.chinacloudapi.cn"));
+        std::fs::write(&cfg, "storage:\n  gcs:\n    bucket: reg\n    keyfile: /k.json\n").unwrap();
+        let Location::Gcs(g) = fs_root(&cfg, &[("REGISTRY_STORAGE_GCS_ROOTDIRECTORY", "/r/")]).unwrap() else {
+            panic!("not a bucket")
+        };
+        assert_eq!((g.bucket.as_str(), g.root.as_str(), g.keyfile.as_deref()), ("reg", "r", Some("/k.json")));
     }
 
     #[test]

@@ -73,9 +73,10 @@ pub trait Provider: Send + Sync {
 
     /// Deletes `keys` (at most [`Provider::batch_size`]) in one request, retried as the
     /// provider needs: the keys it did not delete, each with why. A key the answer does not
-    /// name as deleted is not deleted.
-    async fn delete_batch(&self, keys: &[Key]) -> Vec<(Key, String)> {
-        keys.iter().map(|k| (k.clone(), "this bucket has no batched deletion".to_string())).collect()
+    /// name as deleted is not deleted. `None` when the server takes no batch (they then go
+    /// one by one).
+    async fn delete_batch(&self, _keys: &[Key]) -> Option<Vec<(Key, String)>> {
+        None
     }
 }
 
@@ -456,12 +457,20 @@ impl Bucket {
         if batch > 0 {
             let batches = keys.chunks(batch).map(|c| async move {
                 Requests::add(&self.requests.delete_objects);
-                self.provider.delete_batch(c).await
+                match self.provider.delete_batch(c).await {
+                    Some(failed) => failed,
+                    None => self.delete_each(c).await,
+                }
             });
             futures::stream::iter(batches).buffer_unordered(8).flat_map(futures::stream::iter).collect().await
         } else {
-            let each = keys.iter().map(|k| async move { self.delete_one(k).await.err().map(|why| (k.clone(), why)) });
-            futures::stream::iter(each).buffer_unordered(32).filter_map(futures::future::ready).collect().await
+            self.delete_each(keys).await
         }
+    }
+
+    /// Deletes keys one DELETE each, several in flight: the keys not deleted, with why.
+    async fn delete_each(&self, keys: &[Key]) -> Vec<(Key, String)> {
+        let each = keys.iter().map(|k| async move { self.delete_one(k).await.err().map(|why| (k.clone(), why)) });
+        futures::stream::iter(each).buffer_unordered(32).filter_map(futures::future::ready).collect().await
     }
 }

@@ -295,7 +295,7 @@ impl Provider for Batches {
         PAGE
     }
 
-    async fn delete_batch(&self, keys: &[Key]) -> Vec<(Key, String)> {
+    async fn delete_batch(&self, keys: &[Key]) -> Option<Vec<(Key, String)>> {
         let mut failed = Vec::new();
         for k in keys {
             let planned = {
@@ -317,7 +317,7 @@ impl Provider for Batches {
                 Err(e) => failed.push((k.clone(), e.to_string())),
             }
         }
-        failed
+        Some(failed)
     }
 }
 

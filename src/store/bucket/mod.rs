@@ -5,13 +5,18 @@
 //! the repository's digests, read only when it is none of them; each manifest is read once.
 //! Deleted in the same crash-safe order as on disk, by DeleteObjects of up to 1,000 keys.
 
+#[cfg(feature = "azure")]
+pub mod azure;
 pub mod cache;
 pub mod check;
 pub mod client;
+#[cfg(feature = "gcs")]
+pub mod gcs;
 mod lock;
 pub mod memory;
 mod remove;
 pub mod s3;
+mod xml;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};

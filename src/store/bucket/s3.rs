@@ -4,21 +4,19 @@
 //! reads them), the client built from it, S3's error answers, and DeleteObjects with its
 //! per-key errors.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use base64::Engine as _;
-use md5::Digest as _;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AwsAuthorizer};
-use object_store::client::{HttpClient, HttpConnector, HttpRequest, HttpRequestBody};
+use object_store::client::{HttpClient, HttpConnector, HttpRequest};
 use object_store::path::Path as Key;
 use object_store::{ClientOptions, RetryConfig};
-use serde::Deserialize;
 
 use crate::store::bucket::client::{Bucket, Connector, Parts, Provider, Requests};
+use crate::store::bucket::xml::{self, DeleteResult, ErrorAnswer, Posted};
 
 /// A store in a bucket.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -223,72 +221,20 @@ pub fn open(loc: &S3Location) -> Result<Bucket> {
     })
 }
 
-/// S3's error answer: `<Error><Code>…</Code><Message>…</Message></Error>`.
-#[derive(Deserialize)]
-#[serde(rename = "Error")]
-struct ErrorAnswer {
-    #[serde(rename = "Code")]
-    code: String,
-    #[serde(rename = "Message", default)]
-    message: String,
-}
-
-impl ErrorAnswer {
-    fn read(body: &[u8]) -> Option<ErrorAnswer> {
-        quick_xml::de::from_str(std::str::from_utf8(body).ok()?).ok()
-    }
-
-    /// Worth sending again: the server failed or asks to slow down.
-    fn transient(&self) -> bool {
-        matches!(self.code.as_str(), "InternalError" | "SlowDown" | "ServiceUnavailable")
-    }
-
-    /// `Code: Message`, with what to check.
-    fn told(&self) -> String {
-        let hint = match self.code.as_str() {
-            "NoSuchBucket" => " (is the bucket's name right, and the endpoint?)",
-            "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "InvalidToken" | "ExpiredToken" => {
-                " (check the credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, the profile, or the config's \
-                 accesskey and secretkey; regsweep needs to list, get, put and delete)"
-            }
-            _ => "",
-        };
-        match self.message.is_empty() {
-            true => format!("{}{hint}", self.code),
-            false => format!("{}: {}{hint}", self.code, self.message),
-        }
-    }
-}
-
-/// What an S3 error answer says.
+/// What an S3 error answer says, with what to check.
 fn decode(_status: u16, body: &[u8]) -> Option<String> {
-    ErrorAnswer::read(body).map(|a| a.told())
+    ErrorAnswer::read(body).map(|a| a.told(hint))
 }
 
-/// A DeleteObjects answer: what was deleted, what was not and why.
-#[derive(Deserialize)]
-#[serde(rename = "DeleteResult")]
-struct DeleteResult {
-    #[serde(rename = "$value", default)]
-    entries: Vec<DeleteEntry>,
-}
-
-#[derive(Deserialize)]
-enum DeleteEntry {
-    Deleted {
-        #[serde(rename = "Key")]
-        key: String,
-    },
-    Error {
-        #[serde(rename = "Key")]
-        key: String,
-        #[serde(rename = "Code", default)]
-        code: String,
-        #[serde(rename = "Message", default)]
-        message: String,
-    },
-    #[serde(other)]
-    Other,
+fn hint(code: &str) -> &'static str {
+    match code {
+        "NoSuchBucket" => " (is the bucket's name right, and the endpoint?)",
+        "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "InvalidToken" | "ExpiredToken" => {
+            " (check the credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, the profile, or the config's \
+             accesskey and secretkey; regsweep needs to list, get, put and delete)"
+        }
+        _ => "",
+    }
 }
 
 /// An S3 bucket's own part: DeleteObjects, sent by regsweep (object_store retries the whole
@@ -312,100 +258,30 @@ impl Provider for S3 {
         1000
     }
 
-    async fn delete_batch(&self, keys: &[Key]) -> Vec<(Key, String)> {
-        let mut body = String::from("<Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
-        for k in keys {
-            body += &format!("<Object><Key>{}</Key></Object>", quick_xml::escape::escape(k.as_ref()));
-        }
-        body += "</Delete>";
-        let answer = match self.post_delete(body.into_bytes()).await {
-            Ok(a) => a,
-            Err(e) => return keys.iter().map(|k| (k.clone(), format!("{e:#}"))).collect(),
-        };
-        let mut deleted = BTreeSet::new();
-        let mut errors = BTreeMap::new();
-        for entry in answer.entries {
-            match entry {
-                DeleteEntry::Deleted { key } => {
-                    deleted.insert(key);
-                }
-                // Not there: gone all the same.
-                DeleteEntry::Error { key, code, .. } if code == "NoSuchKey" => {
-                    deleted.insert(key);
-                }
-                DeleteEntry::Error { key, code, message } => {
-                    errors.insert(key, if message.is_empty() { code } else { format!("{code}: {message}") });
-                }
-                DeleteEntry::Other => {}
-            }
-        }
-        keys.iter()
-            .filter_map(|k| match errors.get(k.as_ref()) {
-                Some(e) => Some((k.clone(), e.clone())),
-                None if deleted.contains(k.as_ref()) => None,
-                None => Some((k.clone(), "not confirmed deleted (the answer to DeleteObjects did not name it)".into())),
-            })
-            .collect()
+    async fn delete_batch(&self, keys: &[Key]) -> Option<Vec<(Key, String)>> {
+        Some(match self.post_delete(xml::delete_body(keys)).await {
+            Ok(answer) => answer.failed(keys),
+            Err(e) => keys.iter().map(|k| (k.clone(), format!("{e:#}"))).collect(),
+        })
     }
 }
 
 impl S3 {
-    /// Sends a DeleteObjects request (its XML body), signed; throttling, a server error or a
-    /// broken connection is retried with backoff (the request deletes the same keys again),
-    /// up to 10 times.
+    /// Sends a DeleteObjects request (its XML body), signed.
     async fn post_delete(&self, body: Vec<u8>) -> Result<DeleteResult> {
-        let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&body));
-        let mut backoff = Duration::from_millis(100);
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let mut req: HttpRequest = http::Request::builder()
-                .method("POST")
-                .uri(format!("{}?delete", self.endpoint))
-                .header("Content-Type", "application/xml")
-                .header("Content-MD5", &md5)
-                .body(HttpRequestBody::from(body.clone()))
-                .context("cannot make a DeleteObjects request")?;
+        let url = format!("{}?delete", self.endpoint);
+        let sign = |mut req: HttpRequest| async move {
             if self.sign {
                 let credential = self.store.credentials().get_credential().await?;
                 AwsAuthorizer::new(&credential, "s3", &self.region)
                     .try_authorize(&mut req, None)
                     .context("cannot sign a DeleteObjects request")?;
             }
-            let err = match self.http.execute(req).await {
-                Ok(res) => {
-                    let status = res.status();
-                    let bytes = match res.into_body().bytes().await {
-                        Ok(b) => b.to_vec(),
-                        Err(e) => e.to_string().into_bytes(),
-                    };
-                    let said = ErrorAnswer::read(&bytes);
-                    if status.is_success() {
-                        match (quick_xml::de::from_reader::<_, DeleteResult>(bytes.as_slice()), said) {
-                            (Ok(answer), _) => return Ok(answer),
-                            // An error document with a 200 (S3 may answer so when it fails late).
-                            (Err(_), Some(said)) if said.transient() => said.told(),
-                            (Err(_), Some(said)) => return Err(anyhow!(said.told())),
-                            (Err(_), None) => {
-                                let text = String::from_utf8_lossy(&bytes);
-                                return Err(anyhow!("DeleteObjects answered what is not XML: {text:.200}"));
-                            }
-                        }
-                    } else {
-                        let told = said.map_or_else(|| format!("status {status}"), |s| s.told());
-                        if !(status.is_server_error() || status.as_u16() == 429) {
-                            return Err(anyhow!(told));
-                        }
-                        told
-                    }
-                }
-                Err(e) => format!("{e}"),
-            };
-            if tries > 10 {
-                return Err(anyhow!("{err} (after {} retries)", tries - 1));
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(15));
+            Ok(req)
+        };
+        match xml::post_delete(&self.http, &url, body, sign, hint).await? {
+            Posted::Answer(a) => Ok(a),
+            Posted::Refused(_, told) => Err(anyhow!(told)),
         }
     }
 }

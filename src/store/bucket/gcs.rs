@@ -1,0 +1,180 @@
+//! What is Google Cloud Storage's in the bucket backend: where a store is (`--root
+//! gs://BUCKET/ROOTDIRECTORY` with application default credentials or the environment
+//! object_store reads: `GOOGLE_SERVICE_ACCOUNT`, `GOOGLE_APPLICATION_CREDENTIALS`,
+//! `GOOGLE_BASE_URL`, ...; or the registry's `storage.gcs`), the client built from it, and the
+//! XML API's multi-object delete (up to 1,000 keys, S3's format), falling back to one DELETE a
+//! key where the server does not take it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use object_store::client::{HttpClient, HttpConnector, HttpRequest};
+use object_store::gcp::{GoogleCloudStorage, GoogleCloudStorageBuilder, GoogleConfigKey};
+use object_store::path::Path as Key;
+use object_store::{ClientOptions, RetryConfig};
+
+use crate::store::bucket::client::{Bucket, Connector, Parts, Provider, Requests};
+use crate::store::bucket::xml::{self, ErrorAnswer, Posted};
+
+/// Keys one multi-object delete takes, at most.
+const BATCH: usize = 1000;
+
+/// A store in a GCS bucket.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GcsLocation {
+    pub bucket: String,
+    /// The registry's `rootdirectory`, without slashes at either end ("" for none).
+    pub root: String,
+    /// `keyfile` of the registry's config: a service account's JSON key.
+    pub keyfile: Option<String>,
+}
+
+impl GcsLocation {
+    /// `gs://bucket/rootdirectory`, as the operator names it.
+    pub fn shown(&self) -> String {
+        match self.root.is_empty() {
+            true => format!("gs://{}", self.bucket),
+            false => format!("gs://{}/{}", self.bucket, self.root),
+        }
+    }
+
+    /// From `gs://BUCKET[/ROOTDIRECTORY]`.
+    pub fn from_url(url: &str) -> Result<GcsLocation> {
+        let Some(rest) = url.strip_prefix("gs://") else { bail!("{url} is no gs:// URL") };
+        let (bucket, root) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            bail!("{url} names no bucket: give gs://BUCKET/ROOTDIRECTORY");
+        }
+        Ok(GcsLocation { bucket: bucket.to_string(), root: root.trim_matches('/').to_string(), keyfile: None })
+    }
+
+    /// From the registry's `storage.gcs` section (with its `REGISTRY_STORAGE_GCS_*` overrides
+    /// applied by the caller).
+    pub fn from_registry(keys: &HashMap<String, String>) -> Result<GcsLocation> {
+        let get = |k: &str| keys.get(k).filter(|v| !v.is_empty()).cloned();
+        let Some(bucket) = get("bucket") else { bail!("storage.gcs has no bucket") };
+        Ok(GcsLocation {
+            bucket,
+            root: get("rootdirectory").unwrap_or_default().trim_matches('/').to_string(),
+            keyfile: get("keyfile"),
+        })
+    }
+}
+
+/// Opens the bucket a location names.
+pub fn open(loc: &GcsLocation) -> Result<Bucket> {
+    let requests = Arc::new(Requests::default());
+    let connector = || Connector { requests: requests.clone(), decode };
+    let options = ClientOptions::new()
+        .with_allow_http(true)
+        .with_timeout(Duration::from_secs(120))
+        .with_pool_max_idle_per_host(256);
+    let mut b = GoogleCloudStorageBuilder::from_env()
+        .with_bucket_name(&loc.bucket)
+        .with_http_connector(connector())
+        .with_retry(RetryConfig { max_retries: 10, retry_timeout: Duration::from_secs(180), ..RetryConfig::default() })
+        .with_client_options(options.clone());
+    if let Some(k) = &loc.keyfile {
+        b = b.with_service_account_path(k);
+    }
+    let base = b
+        .get_config_value(&GoogleConfigKey::BaseUrl)
+        .unwrap_or_else(|| "https://storage.googleapis.com".into())
+        .trim_end_matches('/')
+        .to_string();
+    let sign = b.get_config_value(&GoogleConfigKey::SkipSignature).is_none_or(|v| v != "true");
+    let store = Arc::new(b.build().with_context(|| format!("cannot use bucket {}", loc.shown()))?);
+    let http = connector().connect(&options).context("cannot start the GCS client")?;
+    let provider = Arc::new(Gcs {
+        store: store.clone(),
+        http,
+        bucket_url: format!("{base}/{}", loc.bucket),
+        sign,
+        batches: AtomicBool::new(true),
+    });
+    Bucket::new(Parts {
+        store: store.clone(),
+        pages: store,
+        provider,
+        root: loc.root.clone(),
+        shown: loc.shown(),
+        requests,
+    })
+}
+
+/// What a GCS error answer says (its XML API's), with what to check.
+fn decode(_status: u16, body: &[u8]) -> Option<String> {
+    ErrorAnswer::read(body).map(|a| a.told(hint))
+}
+
+fn hint(code: &str) -> &'static str {
+    match code {
+        "NoSuchBucket" => " (is the bucket's name right?)",
+        "AccessDenied" | "AuthenticationRequired" | "InvalidSecurity" => {
+            " (check the credentials: GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_SERVICE_ACCOUNT, or the config's \
+             keyfile; regsweep needs storage.objects list, get, create and delete)"
+        }
+        _ => "",
+    }
+}
+
+/// A GCS bucket's own part: the multi-object delete.
+struct Gcs {
+    store: Arc<GoogleCloudStorage>,
+    /// The client deletions are sent with.
+    http: HttpClient,
+    /// `<base>/<bucket>`.
+    bucket_url: String,
+    /// False without credentials (an emulator): requests go unsigned.
+    sign: bool,
+    /// False once the server refused a multi-object delete: one DELETE a key from then on.
+    batches: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Provider for Gcs {
+    fn batch_size(&self) -> usize {
+        BATCH
+    }
+
+    async fn delete_batch(&self, keys: &[Key]) -> Option<Vec<(Key, String)>> {
+        if !self.batches.load(Ordering::Relaxed) {
+            return None;
+        }
+        let url = format!("{}?delete", self.bucket_url);
+        let sign = |mut req: HttpRequest| async move {
+            if self.sign {
+                let credential = self.store.credentials().get_credential().await?;
+                let bearer = format!("Bearer {}", credential.bearer);
+                req.headers_mut().insert("Authorization", bearer.parse().context("a bearer token that is no header")?);
+            }
+            Ok(req)
+        };
+        Some(match xml::post_delete(&self.http, &url, xml::delete_body(keys), sign, hint).await {
+            Ok(Posted::Answer(a)) => a.failed(keys),
+            // No multi-object delete on this server: one key at a time.
+            Ok(Posted::Refused(400 | 404 | 405 | 501, _)) => {
+                self.batches.store(false, Ordering::Relaxed);
+                return None;
+            }
+            Ok(Posted::Refused(_, told)) => keys.iter().map(|k| (k.clone(), told.clone())).collect(),
+            Err(e) => keys.iter().map(|k| (k.clone(), format!("{e:#}"))).collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations() {
+        let loc = GcsLocation::from_url("gs://reg/store/").unwrap();
+        assert_eq!((loc.bucket.as_str(), loc.root.as_str()), ("reg", "store"));
+        assert_eq!(loc.shown(), "gs://reg/store");
+        assert!(GcsLocation::from_url("gs:///x").is_err());
+    }
+}
