@@ -103,6 +103,7 @@ pub fn run_on(
         report.errors.push(RunError::new(kind, format!("{e:#}")));
     }
     report.requests = store.requests();
+    report.freed_later = store.freed_later();
     Ok(report)
 }
 

@@ -28,6 +28,8 @@ def main():
 
     if cmd == "mkbucket":
         s3.create_bucket(Bucket=args[0])
+    elif cmd == "versioning":
+        s3.put_bucket_versioning(Bucket=args[0], VersioningConfiguration={"Status": "Enabled"})
     elif cmd == "keys":
         for key in sorted(o["Key"] for o in objects(args[0])):
             print(key)

@@ -121,6 +121,10 @@ pub struct Report {
     /// On a bucket: the requests sent, by kind.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requests: Option<RequestCounts>,
+    /// On a bucket that keeps what is deleted (versioning, soft delete): when its provider frees
+    /// the space (`bytes_freed` is what was deleted all the same).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub freed_later: Option<String>,
 }
 
 impl Report {
@@ -171,6 +175,7 @@ impl Report {
             restart_required: !dry_run && !plan.blobs.is_empty(),
             collector: None,
             requests: None,
+            freed_later: None,
         }
     }
 
@@ -295,6 +300,9 @@ impl fmt::Display for Report {
             write!(f, ", {}", count(self.leftovers_deleted, "leftover folder", "leftover folders"))?;
         }
         writeln!(f, "; {} freed", HumanBytes(self.bytes_freed))?;
+        if let Some(later) = &self.freed_later {
+            writeln!(f, "the space is not free yet: {later}")?;
+        }
         let g = &self.grace_kept;
         if g.manifests + g.blobs + g.layer_links > 0 {
             writeln!(

@@ -91,6 +91,11 @@ pub trait Store: StoreView {
     fn requests(&self) -> Option<RequestCounts> {
         None
     }
+    /// When the space of what is deleted is freed, where not at once (a versioned bucket, soft
+    /// delete), as the provider's API tells it.
+    fn freed_later(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A store's lock, held by a run.

@@ -1044,3 +1044,26 @@ fn check_repair_on_a_bucket_leaves_a_tag_pushed_again_since_the_check_began() {
     assert_eq!(digest_of(&reg, "team/app", "v2"), v1);
     reg.pull("team/app", "v2").unwrap();
 }
+
+/// On a versioned bucket a deletion only adds a delete marker: the report says when the space
+/// is freed (GetBucketVersioning), and says nothing of it on a bucket that is not versioned.
+#[test]
+fn a_versioned_bucket_is_said_to_free_its_space_later() {
+    let moto = S3Server::moto();
+    for (bucket, versioned) in [("plain", false), ("versioned", true)] {
+        moto.create_bucket(bucket);
+        if versioned {
+            moto.tool(&["versioning", bucket]);
+        }
+        let root = format!("s3://{bucket}/store");
+        moto.regsweep_json(&["gen", "--root", &root, "--repos", "2", "--tags", "4"]);
+        // Written more than the bucket clock's second before the run: not a push during it.
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        let report = moto.regsweep_json(&["prune", "--root", &root, "--keep", "1", "--order", "name", "--grace", "0s"]);
+        assert!(report["bytes_freed"].as_u64().unwrap() > 0, "{report}");
+        match versioned {
+            true => assert!(report["freed_later"].as_str().unwrap().contains("versioned (Enabled)"), "{report}"),
+            false => assert!(report.get("freed_later").is_none(), "{report}"),
+        }
+    }
+}

@@ -190,6 +190,42 @@ impl Provider for Azure {
             }
         }
     }
+
+    /// An account with blob soft delete (its service properties' `DeleteRetentionPolicy`)
+    /// keeps deleted blobs, and bills their space, for so many days.
+    async fn freed_later(&self) -> Option<String> {
+        #[derive(Deserialize)]
+        struct StorageServiceProperties {
+            #[serde(rename = "DeleteRetentionPolicy")]
+            policy: Option<RetentionPolicy>,
+        }
+        #[derive(Deserialize)]
+        struct RetentionPolicy {
+            #[serde(rename = "Enabled", default)]
+            enabled: bool,
+            #[serde(rename = "Days")]
+            days: Option<u32>,
+        }
+        let credential = self.store.credentials().get_credential().await.ok()?;
+        let service = self.container_url.rsplit_once('/')?.0;
+        let mut req: HttpRequest = http::Request::builder()
+            .method("GET")
+            .uri(format!("{service}/?restype=service&comp=properties"))
+            .body(HttpRequestBody::empty())
+            .ok()?;
+        AzureAuthorizer::new(&credential, &self.account).try_authorize(&mut req).ok()?;
+        let res = self.http.execute(req).await.ok()?;
+        if !res.status().is_success() {
+            return None;
+        }
+        let body = res.into_body().bytes().await.ok()?;
+        let props: StorageServiceProperties = quick_xml::de::from_reader(body.as_ref()).ok()?;
+        let policy = props.policy.filter(|p| p.enabled)?;
+        Some(format!(
+            "the account's blob soft delete keeps deleted blobs {} days (billed as storage) before Azure frees their space",
+            policy.days.map_or_else(|| "some".to_string(), |d| d.to_string())
+        ))
+    }
 }
 
 /// A blob's path in a URL: each byte outside the unreserved set and `/` percent-encoded.

@@ -78,6 +78,12 @@ pub trait Provider: Send + Sync {
     async fn delete_batch(&self, _keys: &[Key]) -> Option<Vec<(Key, String)>> {
         None
     }
+
+    /// When the space of deleted objects is freed, where the bucket keeps them (versioning, soft
+    /// delete) and its API tells it; `None` when at once, or when it cannot tell.
+    async fn freed_later(&self) -> Option<String> {
+        None
+    }
 }
 
 tokio::task_local! {
@@ -423,6 +429,11 @@ impl Bucket {
             }
         })
         .await
+    }
+
+    /// When the space of deleted objects is freed, where not at once.
+    pub fn freed_later(&self) -> Option<String> {
+        self.block_on(self.provider.freed_later())
     }
 
     /// Deletes keys, in the provider's batches (several in flight) or one by one; the keys not

@@ -92,6 +92,7 @@ pub fn open(loc: &GcsLocation) -> Result<Bucket> {
         store: store.clone(),
         http,
         bucket_url: format!("{base}/{}", loc.bucket),
+        bucket: loc.bucket.clone(),
         sign,
         batches: AtomicBool::new(true),
     });
@@ -128,6 +129,7 @@ struct Gcs {
     http: HttpClient,
     /// `<base>/<bucket>`.
     bucket_url: String,
+    bucket: String,
     /// False without credentials (an emulator): requests go unsigned.
     sign: bool,
     /// False once the server refused a multi-object delete: one DELETE a key from then on.
@@ -162,6 +164,45 @@ impl Provider for Gcs {
             }
             Ok(Posted::Refused(_, told)) => keys.iter().map(|k| (k.clone(), told.clone())).collect(),
             Err(e) => keys.iter().map(|k| (k.clone(), format!("{e:#}"))).collect(),
+        })
+    }
+
+    /// A bucket with a soft-delete policy (GCS's default: 7 days) keeps deleted objects, and
+    /// bills their space, for its retention duration.
+    async fn freed_later(&self) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct BucketMeta {
+            soft_delete_policy: Option<SoftDelete>,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct SoftDelete {
+            retention_duration_seconds: Option<String>,
+        }
+        let url = self.bucket_url.replacen(&format!("/{}", self.bucket), &format!("/storage/v1/b/{}", self.bucket), 1);
+        let mut req: HttpRequest = http::Request::builder()
+            .method("GET")
+            .uri(format!("{url}?fields=softDeletePolicy"))
+            .body(object_store::client::HttpRequestBody::empty())
+            .ok()?;
+        if self.sign {
+            let credential = self.store.credentials().get_credential().await.ok()?;
+            req.headers_mut().insert("Authorization", format!("Bearer {}", credential.bearer).parse().ok()?);
+        }
+        let res = self.http.execute(req).await.ok()?;
+        if !res.status().is_success() {
+            return None;
+        }
+        let body = res.into_body().bytes().await.ok()?;
+        let meta: BucketMeta = serde_json::from_slice(&body).ok()?;
+        let seconds: u64 = meta.soft_delete_policy?.retention_duration_seconds?.parse().ok()?;
+        (seconds > 0).then(|| {
+            format!(
+                "the bucket's soft-delete policy keeps deleted objects {} days (billed as storage) before GCS frees their \
+                 space",
+                seconds.div_ceil(86_400)
+            )
         })
     }
 }

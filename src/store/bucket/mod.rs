@@ -631,6 +631,10 @@ impl Store for BucketStore {
     fn requests(&self) -> Option<RequestCounts> {
         Some(self.bucket.requests.snapshot())
     }
+
+    fn freed_later(&self) -> Option<String> {
+        self.bucket.freed_later()
+    }
 }
 
 #[cfg(test)]

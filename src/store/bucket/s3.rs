@@ -15,6 +15,8 @@ use object_store::client::{HttpClient, HttpConnector, HttpRequest};
 use object_store::path::Path as Key;
 use object_store::{ClientOptions, RetryConfig};
 
+use serde::Deserialize;
+
 use crate::store::bucket::client::{Bucket, Connector, Parts, Provider, Requests};
 use crate::store::bucket::xml::{self, DeleteResult, ErrorAnswer, Posted};
 
@@ -262,6 +264,38 @@ impl Provider for S3 {
         Some(match self.post_delete(xml::delete_body(keys)).await {
             Ok(answer) => answer.failed(keys),
             Err(e) => keys.iter().map(|k| (k.clone(), format!("{e:#}"))).collect(),
+        })
+    }
+
+    /// A versioned bucket (GetBucketVersioning: `Enabled`, or `Suspended` with versions kept)
+    /// keeps what is deleted as noncurrent versions behind a delete marker.
+    async fn freed_later(&self) -> Option<String> {
+        #[derive(Deserialize)]
+        struct VersioningConfiguration {
+            #[serde(rename = "Status", default)]
+            status: String,
+        }
+        let mut req: HttpRequest = http::Request::builder()
+            .method("GET")
+            .uri(format!("{}?versioning", self.endpoint))
+            .body(object_store::client::HttpRequestBody::empty())
+            .ok()?;
+        if self.sign {
+            let credential = self.store.credentials().get_credential().await.ok()?;
+            AwsAuthorizer::new(&credential, "s3", &self.region).try_authorize(&mut req, None).ok()?;
+        }
+        let res = self.http.execute(req).await.ok()?;
+        if !res.status().is_success() {
+            return None;
+        }
+        let body = res.into_body().bytes().await.ok()?;
+        let v: VersioningConfiguration = quick_xml::de::from_reader(body.as_ref()).ok()?;
+        matches!(v.status.as_str(), "Enabled" | "Suspended").then(|| {
+            format!(
+                "the bucket is versioned ({}): a deletion adds a delete marker and keeps the object as a noncurrent \
+                 version, whose space is freed when a lifecycle rule (NoncurrentVersionExpiration) expires it",
+                v.status
+            )
         })
     }
 }
