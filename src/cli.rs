@@ -360,7 +360,8 @@ pub struct RetentionArgs {
 #[derive(Debug, Args)]
 pub struct FilterArgs {
     /// What "newest" means: push (last push of the tag; the default of prune), created (the
-    /// image config; the default of online, which has no push times), semver, name.
+    /// image config; the default of online, which has no push times), semver, name, pull (last
+    /// pull by --pulls; never pulled last, by push time among them).
     #[arg(long, value_enum)]
     pub order: Option<Order>,
     /// Also keep tags matching this regular expression (unanchored; repeatable).
@@ -376,6 +377,14 @@ pub struct FilterArgs {
     /// Also keep tags younger than this (online: by the image's created time).
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub older_than: Option<Duration>,
+    /// Also keep tags pulled within this long, by --pulls (a pull of the tag, of its manifest by
+    /// digest, or of an index's child). Tags the record cannot judge (it began later) are kept.
+    #[arg(long, value_name = "DURATION", value_parser = duration, requires = "pulls")]
+    pub keep_pulled_within: Option<Duration>,
+    /// A pull record (`regsweep listen`, `pulls import`); several are read together (the
+    /// latest pull of each).
+    #[arg(long, value_name = "FILE")]
+    pub pulls: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -13,12 +13,14 @@ pub mod pulls;
 pub mod store;
 
 // The old flat paths, for the binary, tests and benches.
-pub use crate::core::{interrupt, metrics, plan, policy, progress, report, tags, usage};
+pub use crate::core::{interrupt, metrics, plan, policy, progress, pulled, report, tags, usage};
 pub use crate::model::{Interrupted, UsageError, blobs, digest, manifest, warning};
 pub use crate::store::fs::{layout, scan};
 pub use crate::store::{apply, check, config, journal, remark};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use anyhow::Result;
 use rayon::prelude::*;
@@ -26,6 +28,7 @@ use rayon::prelude::*;
 use crate::core::plan::{Options, Planner, RepoDraft};
 use crate::core::policy::{Order, Reason, Retention, Verdict};
 use crate::core::progress::Progress;
+use crate::core::pulled::PullTimes;
 use crate::core::report::Report;
 use crate::core::usage::{Reach, Usage, usage};
 use crate::model::blobs::BlobList;
@@ -85,6 +88,9 @@ pub fn run_on(
         Some(apply::execute(store, &plan, since, progress)?)
     };
     let mut report = Report::new(command, shown_as, plan, dry_run);
+    if let Mode::Prune(r) = mode {
+        report.pulls = r.pulls.as_ref().map(|p| p.summary(opts.now));
+    }
     warnings.append(&mut report.warnings);
     report.warnings = warnings;
     let blob_bytes_freed = outcome.as_ref().map_or(planned_blob_bytes, |o| o.blob_bytes_freed);
@@ -152,7 +158,11 @@ pub fn plan_on<T: Send>(
     };
     let planner = Planner::new(blobs, journal.as_ref(), opts, store).with_holders(holders.as_ref());
     let mut warnings = match mode {
-        Mode::Prune(r) => r.unmatched_warnings(&names),
+        Mode::Prune(r) => {
+            let mut w = r.unmatched_warnings(&names);
+            w.extend(r.pull_warnings(opts.now));
+            w
+        }
         Mode::Gc => Vec::new(),
     };
     let bar = progress.bar("scanning", names.len() as u64);
@@ -168,7 +178,11 @@ pub fn plan_on<T: Send>(
             let journaled = journal.iter().flat_map(|j| j.digests(&repo.name));
             let wanted: DigestSet = repo.revisions.iter().map(|r| r.target).chain(journaled).collect();
             let manifests = store.manifests(wanted);
-            let (mut decisions, warnings) = decide(store, &repo, &manifests, mode, opts);
+            let pulled = match mode {
+                Mode::Prune(r) => r.pulls.as_ref().map(|p| p.of_tags(&repo.name, &repo.tags, &manifests)),
+                Mode::Gc => None,
+            };
+            let (mut decisions, warnings) = decide(store, &repo, &manifests, mode, opts, pulled.as_deref());
             let void = match &journal {
                 Some(j) => (finish_journaled_tags(&repo, j, &mut decisions), pushed_again(&repo, j)),
                 None => (Vec::new(), Vec::new()),
@@ -177,7 +191,10 @@ pub fn plan_on<T: Send>(
                 Mode::Prune(r) => r.in_scope(&repo.name),
                 Mode::Gc => true,
             };
-            let draft = planner.repo(&repo, &manifests, &decisions, in_scope);
+            let mut draft = planner.repo(&repo, &manifests, &decisions, in_scope);
+            if let Some(pulled) = &pulled {
+                draft.note_pulls(&repo.tags, pulled);
+            }
             let extra = per_repo(&repo, &manifests, planner.blobs());
             bar.inc(1);
             Ok(Scanned { draft, warnings, extra, void: (repo.name, void) })
@@ -219,13 +236,15 @@ fn stop_if_interrupted() -> Result<()> {
     Ok(())
 }
 
-/// The decision on every tag of a repository (aligned with its tags) and the policy's warnings.
+/// The decision on every tag of a repository (aligned with its tags) and the policy's warnings;
+/// `pulled`: each tag's last pull, with `--pulls`.
 fn decide(
     store: &dyn Store,
     repo: &Repo,
     manifests: &DigestMap<Parsed>,
     mode: &Mode,
     opts: &Options,
+    pulled: Option<&[Option<SystemTime>]>,
 ) -> (Vec<Verdict>, Vec<Warning>) {
     let ret = match mode {
         Mode::Gc => return (vec![Verdict::Keep(Reason::NotPruned); repo.tags.len()], Vec::new()),
@@ -237,7 +256,28 @@ fn decide(
     } else {
         Default::default()
     };
-    policy::decide(&repo.name, &repo.tags, ret, &created, opts.grace, opts.now)
+    policy::decide_pulled(&repo.name, &repo.tags, ret, &created, pulled.unwrap_or_default(), opts.grace, opts.now)
+}
+
+/// Reads the pull records of `--pulls` (several: the latest pull of each tag and digest, the
+/// earliest beginning) into the plain times retention reads; `None` when none is given. A
+/// record that is not there is an error: a typo must not make every tag look unpulled.
+pub fn read_pulls(paths: &[PathBuf]) -> Result<Option<Arc<PullTimes>>> {
+    if paths.is_empty() {
+        return Ok(None);
+    }
+    let read = pulls::record::Pulls::read(paths)?;
+    let mut times = PullTimes::new(read.since.map(pulls::time), read.last_event.map(pulls::time));
+    for ((repo, tag), p) in &read.tags {
+        times.add_tag(repo, tag, pulls::time(p.at));
+    }
+    // Digests of another algorithm than sha256 name no manifest regsweep reads.
+    for ((repo, digest), at) in &read.digests {
+        if let Some(d) = Digest::parse(digest) {
+            times.add_digest(repo, d, pulls::time(*at));
+        }
+    }
+    Ok(Some(Arc::new(times)))
 }
 
 /// The journaled manifests of a repository written again since the journal (pushed again
