@@ -397,8 +397,6 @@ fn reason_text(r: &Reason) -> String {
         Reason::Interrupted => "an interrupted run was deleting it (journal): finishing".into(),
         Reason::UntagRefused => "the registry cannot delete a tag alone and its manifest must stay: left".into(),
         Reason::PulledWithin => "pulls: within --keep-pulled-within".into(),
-        Reason::PullRecordTooShort => {
-            "pulls: --keep-pulled-within reaches before the record began, not judged".into()
-        }
+        Reason::PullRecordTooShort => "pulls: --keep-pulled-within reaches before the record began, not judged".into(),
     }
 }
