@@ -466,9 +466,10 @@ fn wait_for_digests(record: &Path, want: &[(&str, &str)], secs: u64) {
     }
 }
 
-/// The real registry posting its pull events to a new listener on `record`.
+/// The real registry posting its pull events to a new listener on `record`, which leaves out
+/// regsweep's own reads (as the README advises).
 fn registry_recording(root: &Path, record: &Path) -> (Registry, Listener) {
-    let l = Listener::start(record, free_port(), &[]);
+    let l = Listener::start(record, free_port(), &["--ignore-agent", "^regsweep/"]);
     let reg = Registry::serve_with(root, &Setup { extra: notifications(&[(l.url(), None)]), ..Setup::default() });
     (reg, l)
 }
@@ -509,6 +510,25 @@ fn prune_keeps_the_tags_pulled_within_the_window_and_the_registry_serves_them() 
     reg.pull("team/app", "v1").unwrap();
     reg.pull("team/app/tools", "1.0.0").unwrap();
     wait_for_tags(&rec, &[("team/app", "v1"), ("team/app/tools", "1.0.0")], 30);
+    // The same through the API (`online`; newest by name there, v6).
+    let online = regsweep_json(&[
+        "online",
+        "--url",
+        &reg.url,
+        "--keep",
+        "1",
+        "--order",
+        "name",
+        "--keep-pulled-within",
+        "1h",
+        "--pulls",
+        rec.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert!(online["pulls"]["last_event"].is_string(), "{online}");
+    assert_eq!(reason(&online, "team/app", "v6"), "count");
+    assert_eq!(reason(&online, "team/app", "v1"), "pulled_within");
+    assert_eq!(reason(&online, "team/app", "v2"), "beyond_count");
     drop(reg);
 
     let plain = regsweep_json(&["prune", "--root", root.to_str().unwrap(), "--keep", "1", "--dry-run"]);
