@@ -259,25 +259,32 @@ fn decide(
     policy::decide_pulled(&repo.name, &repo.tags, ret, &created, pulled.unwrap_or_default(), opts.grace, opts.now)
 }
 
-/// Reads the pull records of `--pulls` (several: the latest pull of each tag and digest, the
-/// earliest beginning) into the plain times retention reads; `None` when none is given. A
-/// record that is not there is an error: a typo must not make every tag look unpulled.
+/// Reads the pull records of `--pulls` into the plain times retention reads; `None` when none
+/// is given. Several records give the latest pull of each tag and digest, and begin when the
+/// latest of them began: each is a listener of its own (a replica's), and a window is judged
+/// only where every one of them covers it. A record that is not there is an error: a typo
+/// must not make every tag look unpulled.
 pub fn read_pulls(paths: &[PathBuf]) -> Result<Option<Arc<PullTimes>>> {
-    if paths.is_empty() {
-        return Ok(None);
-    }
-    let read = pulls::record::Pulls::read(paths)?;
-    let mut times = PullTimes::new(read.since.map(pulls::time), read.last_event.map(pulls::time));
-    for ((repo, tag), p) in &read.tags {
-        times.add_tag(repo, tag, pulls::time(p.at));
-    }
-    // Digests of another algorithm than sha256 name no manifest regsweep reads.
-    for ((repo, digest), at) in &read.digests {
-        if let Some(d) = Digest::parse(digest) {
-            times.add_digest(repo, d, pulls::time(*at));
+    let mut times: Option<PullTimes> = None;
+    for path in paths {
+        let read = pulls::record::Pulls::read(std::slice::from_ref(path))?;
+        let t = times.get_or_insert_with(|| PullTimes::new(read.since.map(pulls::time), None));
+        t.since = match (t.since, read.since.map(pulls::time)) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
+        t.last_event = t.last_event.max(read.last_event.map(pulls::time));
+        for ((repo, tag), p) in &read.tags {
+            t.add_tag(repo, tag, pulls::time(p.at));
+        }
+        // Digests of another algorithm than sha256 name no manifest regsweep reads.
+        for ((repo, digest), at) in &read.digests {
+            if let Some(d) = Digest::parse(digest) {
+                t.add_digest(repo, d, pulls::time(*at));
+            }
         }
     }
-    Ok(Some(Arc::new(times)))
+    Ok(times.map(Arc::new))
 }
 
 /// The journaled manifests of a repository written again since the journal (pushed again

@@ -684,7 +684,8 @@ fn an_index_pulled_by_a_child_and_a_manifest_by_digest_keep_their_tags() {
 }
 
 /// Two replicas serving one store, each posting to its own record: a prune reading both keeps
-/// what either saw pulled (one alone would delete the other's).
+/// what either saw pulled (one alone would delete the other's), and judges a window only where
+/// both records cover it.
 #[test]
 fn two_records_are_read_together() {
     let store = fixture("demo");
@@ -705,12 +706,17 @@ fn two_records_are_read_together() {
     let only_a = prune_pulled(root, &[&args[..], &["--dry-run"]].concat(), &[&a]);
     let kept = tags_with(&only_a, "team/app", "keep");
     assert!(kept.contains("v1") && !kept.contains("v2"), "{kept:?}");
+    // 150 minutes: b covers them (3 h), a does not (2 h): not judged.
+    let longer = prune_pulled(root, &["--keep", "1", "--keep-pulled-within", "150m", "--dry-run"], &[&a, &b]);
+    assert_eq!(longer["warnings"][0]["kind"], "pull_record_too_short", "{}", longer["warnings"]);
+    assert_eq!(reason(&longer, "team/app/tools", "1.0.0"), "pull_record_too_short");
     let done = prune_pulled(root, &args, &[&a, &b]);
     let kept = tags_with(&done, "team/app", "keep");
     assert!(kept.contains("v1") && kept.contains("v2") && !kept.contains("v4"), "{kept:?}");
-    // The earliest beginning of the two: b's, to the second.
+    // Each record is a listener of its own: a window is judged only where both cover it: the
+    // record begins with the later of the two (a's, 2 h ago).
     let time = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap().timestamp();
-    assert_eq!(time(&done["pulls"]["since"]), time(&show(&[&b])["since"]));
+    assert_eq!(time(&done["pulls"]["since"]), time(&show(&[&a])["since"]));
     drop(assert_served(root, &done));
     drop((la, lb));
 }
