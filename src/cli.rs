@@ -108,6 +108,20 @@ pub struct ListenArgs {
     /// A larger body is refused (413).
     #[arg(long, value_name = "BYTES", default_value_t = 10 << 20)]
     pub max_body: u64,
+    /// When a stored batch is answered 200: `normal`, once written to the record's log (it
+    /// survives a crash of the listener; the log is synced at checkpoints, so a crash of the
+    /// machine may lose the last seconds); `full`, once synced to the disk (it survives a crash
+    /// of the machine, at one fsync per post: the registry posts one event at a time, so that
+    /// is the listener's pace).
+    #[arg(long, value_enum, default_value = "normal")]
+    pub sync: SyncArg,
+}
+
+/// `listen --sync`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyncArg {
+    Full,
+    Normal,
 }
 
 #[derive(Debug, Args)]

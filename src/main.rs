@@ -476,6 +476,7 @@ fn listen(l: &ListenArgs) -> Result<ExitCode> {
         token,
         filter: pull_filter(&l.count)?,
         max_body: l.max_body,
+        sync_every_commit: l.sync == cli::SyncArg::Full,
     };
     regsweep::pulls::listen::listen(&opts)?;
     Ok(ExitCode::SUCCESS)
