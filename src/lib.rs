@@ -265,24 +265,23 @@ fn decide(
 /// only where every one of them covers it. A record that is not there is an error: a typo
 /// must not make every tag look unpulled.
 pub fn read_pulls(paths: &[PathBuf]) -> Result<Option<Arc<PullTimes>>> {
+    use pulls::record::Row;
     let mut times: Option<PullTimes> = None;
-    for path in paths {
-        let read = pulls::record::Pulls::read(std::slice::from_ref(path))?;
-        let t = times.get_or_insert_with(|| PullTimes::new(read.since.map(pulls::time), None));
-        t.since = match (t.since, read.since.map(pulls::time)) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            _ => None,
-        };
-        t.last_event = t.last_event.max(read.last_event.map(pulls::time));
-        for ((repo, tag), p) in &read.tags {
-            t.add_tag(repo, tag, pulls::time(p.at));
-        }
-        // Digests of another algorithm than sha256 name no manifest regsweep reads.
-        for ((repo, digest), at) in &read.digests {
-            if let Some(d) = Digest::parse(digest) {
-                t.add_digest(repo, d, pulls::time(*at));
+    for (n, path) in paths.iter().enumerate() {
+        let t = times.get_or_insert_with(PullTimes::default);
+        // Streamed: a record of many tags is not held twice.
+        let span = pulls::record::stream(path, |row| match row {
+            Row::Tag { repository, tag, last } => t.add_tag(repository, tag, pulls::time(last)),
+            // Digests of another algorithm than sha256 name no manifest regsweep reads.
+            Row::Digest { repository, digest, last } => {
+                if let Some(d) = Digest::parse(digest) {
+                    t.add_digest(repository, d, pulls::time(last));
+                }
             }
-        }
+        })?;
+        let began = span.since.map(pulls::time);
+        t.since = if n == 0 { began } else { t.since.zip(began).map(|(a, b)| a.max(b)) };
+        t.last_event = t.last_event.max(span.last_event.map(pulls::time));
     }
     Ok(times.map(Arc::new))
 }

@@ -179,6 +179,59 @@ fn check_schema(conn: &Connection, path: &Path) -> Result<()> {
     }
 }
 
+/// Opens a record read-only (a listener may be writing it; WAL lets both go on). A file that
+/// does not exist is an error, not an empty record.
+fn open_read(path: &Path) -> Result<Connection> {
+    if !path.is_file() {
+        bail!("no pull record at {}", path.display());
+    }
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .with_context(|| format!("cannot open the pull record {}", path.display()))?;
+    pragmas(&conn, path)?;
+    check_schema(&conn, path)?;
+    Ok(conn)
+}
+
+/// When a record began and its newest event (nanoseconds), as [`stream`] read them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    pub since: Option<i64>,
+    pub last_event: Option<i64>,
+}
+
+/// One row of a record, as [`stream`] reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Row<'a> {
+    /// The last pull of a tag by its name (nanoseconds).
+    Tag { repository: &'a str, tag: &'a str, last: i64 },
+    /// The last pull of a manifest, by tag or by digest.
+    Digest { repository: &'a str, digest: &'a str, last: i64 },
+}
+
+/// Reads one record row by row, in one read transaction (a consistent snapshot). What
+/// retention reads: a large record is not held twice (as rows, then as what they become).
+pub fn stream(path: &Path, mut row: impl FnMut(Row)) -> Result<Span> {
+    let conn = open_read(path)?;
+    let mut run = || -> rusqlite::Result<Span> {
+        let tx = conn.unchecked_transaction()?;
+        let span = Span { since: meta_time(&tx, "since")?, last_event: meta_time(&tx, "last_event")? };
+        let mut q = tx.prepare("SELECT repository, tag, last FROM tag_pulls")?;
+        let mut rows = q.query([])?;
+        while let Some(r) = rows.next()? {
+            let (repository, tag) = (r.get_ref(0)?.as_str()?, r.get_ref(1)?.as_str()?);
+            row(Row::Tag { repository, tag, last: r.get(2)? });
+        }
+        let mut q = tx.prepare("SELECT repository, digest, last FROM digest_pulls")?;
+        let mut rows = q.query([])?;
+        while let Some(r) = rows.next()? {
+            let (repository, digest) = (r.get_ref(0)?.as_str()?, r.get_ref(1)?.as_str()?);
+            row(Row::Digest { repository, digest, last: r.get(2)? });
+        }
+        Ok(span)
+    };
+    run().with_context(|| format!("cannot read the pull record {}", path.display()))
+}
+
 /// The last pull of a tag: when, and the digest it named then (when known).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TagPull {
@@ -205,14 +258,7 @@ impl Pulls {
     pub fn read(paths: &[PathBuf]) -> Result<Pulls> {
         let mut all = Pulls::default();
         for path in paths {
-            if !path.is_file() {
-                bail!("no pull record at {}", path.display());
-            }
-            let conn =
-                Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-                    .with_context(|| format!("cannot open the pull record {}", path.display()))?;
-            pragmas(&conn, path)?;
-            check_schema(&conn, path)?;
+            let conn = open_read(path)?;
             all.add(&conn).with_context(|| format!("cannot read the pull record {}", path.display()))?;
         }
         Ok(all)
@@ -280,12 +326,20 @@ mod tests {
         assert_eq!(one.tag("team/app", "v1"), Some(&TagPull { at: 300, digest: Some("sha256:aa".into()) }));
         assert_eq!(one.since, Some(100));
         assert_eq!(one.last_event, Some(300));
-        let both = Pulls::read(&[a, b]).unwrap();
+        let both = Pulls::read(&[a.clone(), b]).unwrap();
         assert_eq!(both.tag("team/app", "v1").unwrap().at, 400);
         assert_eq!(both.digest("team/app", "sha256:aa"), Some(300));
         assert_eq!(both.digest("team/app", "sha256:cc"), Some(250));
         assert_eq!(both.since, Some(50));
         assert_eq!(both.last_event, Some(400));
+        // Streamed, one record gives the same rows.
+        let (mut tags, mut digests) = (0, 0);
+        let span = stream(&a, |row| match row {
+            Row::Tag { tag, last, .. } => tags += usize::from(tag == "v1" && last == 300),
+            Row::Digest { .. } => digests += 1,
+        })
+        .unwrap();
+        assert_eq!((tags, digests, span), (1, 3, Span { since: Some(100), last_event: Some(300) }));
     }
 
     #[test]
