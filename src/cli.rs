@@ -108,6 +108,20 @@ pub struct ListenArgs {
     /// A larger body is refused (413).
     #[arg(long, value_name = "BYTES", default_value_t = 10 << 20)]
     pub max_body: u64,
+    /// When a stored batch is answered 200: `normal`, once written to the record's log (it
+    /// survives a crash of the listener; the log is synced at checkpoints, so a crash of the
+    /// machine may lose the last seconds); `full`, once synced to the disk (it survives a crash
+    /// of the machine, at one fsync per post: the registry posts one event at a time, so that
+    /// is the listener's pace).
+    #[arg(long, value_enum, default_value = "normal")]
+    pub sync: SyncArg,
+}
+
+/// `listen --sync`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyncArg {
+    Full,
+    Normal,
 }
 
 #[derive(Debug, Args)]
@@ -360,7 +374,8 @@ pub struct RetentionArgs {
 #[derive(Debug, Args)]
 pub struct FilterArgs {
     /// What "newest" means: push (last push of the tag; the default of prune), created (the
-    /// image config; the default of online, which has no push times), semver, name.
+    /// image config; the default of online, which has no push times), semver, name, pull (last
+    /// pull by --pulls; never pulled last, by push time among them).
     #[arg(long, value_enum)]
     pub order: Option<Order>,
     /// Also keep tags matching this regular expression (unanchored; repeatable).
@@ -376,6 +391,14 @@ pub struct FilterArgs {
     /// Also keep tags younger than this (online: by the image's created time).
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub older_than: Option<Duration>,
+    /// Also keep tags pulled within this long, by --pulls (a pull of the tag, of its manifest by
+    /// digest, or of an index's child). Tags the record cannot judge (it began later) are kept.
+    #[arg(long, value_name = "DURATION", value_parser = duration, requires = "pulls")]
+    pub keep_pulled_within: Option<Duration>,
+    /// A pull record (`regsweep listen`, `pulls import`); several are read together (the
+    /// latest pull of each).
+    #[arg(long, value_name = "FILE")]
+    pub pulls: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

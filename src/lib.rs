@@ -13,14 +13,16 @@ pub mod pulls;
 pub mod store;
 
 // The old flat paths, for the binary, tests and benches.
-pub use crate::core::{interrupt, metrics, plan, policy, progress, report, tags, usage};
+pub use crate::core::{interrupt, metrics, plan, policy, progress, pulled, report, tags, usage};
 pub use crate::model::{
     ContainerStep, Interrupted, LockHeld, LockLost, UsageError, blobs, digest, error, manifest, warning,
 };
 pub use crate::store::fs::{layout, scan};
 pub use crate::store::{apply, check, config, journal, remark};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use anyhow::Result;
 use rayon::prelude::*;
@@ -28,6 +30,7 @@ use rayon::prelude::*;
 use crate::core::plan::{Options, Planner, RepoDraft};
 use crate::core::policy::{Order, Reason, Retention, Verdict};
 use crate::core::progress::Progress;
+use crate::core::pulled::PullTimes;
 use crate::core::report::Report;
 use crate::core::usage::{Reach, Usage, usage};
 use crate::model::blobs::BlobList;
@@ -88,6 +91,9 @@ pub fn run_on(
         Some(apply::execute(store, &plan, since, progress)?)
     };
     let mut report = Report::new(command, shown_as, plan, dry_run);
+    if let Mode::Prune(r) = mode {
+        report.pulls = r.pulls.as_ref().map(|p| p.summary(opts.now));
+    }
     warnings.append(&mut report.warnings);
     report.warnings = warnings;
     let blob_bytes_freed = outcome.as_ref().map_or(planned_blob_bytes, |o| o.blob_bytes_freed);
@@ -158,7 +164,11 @@ pub fn plan_on<T: Send>(
     };
     let planner = Planner::new(blobs, journal.as_ref(), opts, store).with_holders(holders.as_ref());
     let mut warnings = match mode {
-        Mode::Prune(r) => r.unmatched_warnings(&names),
+        Mode::Prune(r) => {
+            let mut w = r.unmatched_warnings(&names);
+            w.extend(r.pull_warnings(opts.now));
+            w
+        }
         Mode::Gc => Vec::new(),
     };
     let bar = progress.bar("scanning", names.len() as u64);
@@ -174,7 +184,11 @@ pub fn plan_on<T: Send>(
             let journaled = journal.iter().flat_map(|j| j.digests(&repo.name));
             let wanted: DigestSet = repo.revisions.iter().map(|r| r.target).chain(journaled).collect();
             let manifests = store.manifests(wanted);
-            let (mut decisions, warnings) = decide(store, &repo, &manifests, mode, opts);
+            let pulled = match mode {
+                Mode::Prune(r) => r.pulls.as_ref().map(|p| p.of_tags(&repo.name, &repo.tags, &manifests)),
+                Mode::Gc => None,
+            };
+            let (mut decisions, warnings) = decide(store, &repo, &manifests, mode, opts, pulled.as_deref());
             let void = match &journal {
                 Some(j) => (finish_journaled_tags(&repo, j, &mut decisions), pushed_again(&repo, j)),
                 None => (Vec::new(), Vec::new()),
@@ -183,7 +197,10 @@ pub fn plan_on<T: Send>(
                 Mode::Prune(r) => r.in_scope(&repo.name),
                 Mode::Gc => true,
             };
-            let draft = planner.repo(&repo, &manifests, &decisions, in_scope);
+            let mut draft = planner.repo(&repo, &manifests, &decisions, in_scope);
+            if let Some(pulled) = &pulled {
+                draft.note_pulls(&repo.tags, pulled);
+            }
             let extra = per_repo(&repo, &manifests, planner.blobs());
             bar.inc(1);
             Ok(Scanned { draft, warnings, extra, void: (repo.name, void) })
@@ -225,13 +242,15 @@ fn stop_if_interrupted() -> Result<()> {
     Ok(())
 }
 
-/// The decision on every tag of a repository (aligned with its tags) and the policy's warnings.
+/// The decision on every tag of a repository (aligned with its tags) and the policy's warnings;
+/// `pulled`: each tag's last pull, with `--pulls`.
 fn decide(
     store: &dyn Store,
     repo: &Repo,
     manifests: &DigestMap<Parsed>,
     mode: &Mode,
     opts: &Options,
+    pulled: Option<&[Option<SystemTime>]>,
 ) -> (Vec<Verdict>, Vec<Warning>) {
     let ret = match mode {
         Mode::Gc => return (vec![Verdict::Keep(Reason::NotPruned); repo.tags.len()], Vec::new()),
@@ -243,7 +262,34 @@ fn decide(
     } else {
         Default::default()
     };
-    policy::decide(&repo.name, &repo.tags, ret, &created, opts.grace, opts.now)
+    policy::decide_pulled(&repo.name, &repo.tags, ret, &created, pulled.unwrap_or_default(), opts.grace, opts.now)
+}
+
+/// Reads the pull records of `--pulls` into the plain times retention reads; `None` when none
+/// is given. Several records give the latest pull of each tag and digest, and begin when the
+/// latest of them began: each is a listener of its own (a replica's), and a window is judged
+/// only where every one of them covers it. A record that is not there is an error: a typo
+/// must not make every tag look unpulled.
+pub fn read_pulls(paths: &[PathBuf]) -> Result<Option<Arc<PullTimes>>> {
+    use pulls::record::Row;
+    let mut times: Option<PullTimes> = None;
+    for (n, path) in paths.iter().enumerate() {
+        let t = times.get_or_insert_with(PullTimes::default);
+        // Streamed: a record of many tags is not held twice.
+        let span = pulls::record::stream(path, |row| match row {
+            Row::Tag { repository, tag, last } => t.add_tag(repository, tag, pulls::time(last)),
+            // Digests of another algorithm than sha256 name no manifest regsweep reads.
+            Row::Digest { repository, digest, last } => {
+                if let Some(d) = Digest::parse(digest) {
+                    t.add_digest(repository, d, pulls::time(last));
+                }
+            }
+        })?;
+        let began = span.since.map(pulls::time);
+        t.since = if n == 0 { began } else { t.since.zip(began).map(|(a, b)| a.max(b)) };
+        t.last_event = t.last_event.max(span.last_event.map(pulls::time));
+    }
+    Ok(times.map(Arc::new))
 }
 
 /// The journaled manifests of a repository written again since the journal (pushed again

@@ -146,6 +146,9 @@ fn retention(keep: usize, r: &FilterArgs, default_order: Order) -> Result<Retent
         .iter()
         .map(|p| Regex::new(p).map_err(|e| usage(format!("bad --keep-tag {p:?}: {e}"))))
         .collect::<Result<_>>()?;
+    if r.order == Some(Order::Pull) && r.pulls.is_empty() {
+        return Err(usage("--order pull needs the pull record: give --pulls FILE".into()));
+    }
     Ok(Retention {
         keep,
         order: r.order.unwrap_or(default_order),
@@ -153,6 +156,8 @@ fn retention(keep: usize, r: &FilterArgs, default_order: Order) -> Result<Retent
         repos: globs("--repo", &r.repo)?,
         exclude: globs("--exclude-repo", &r.exclude_repo)?,
         older_than: r.older_than,
+        pulled_within: r.keep_pulled_within,
+        pulls: regsweep::read_pulls(&r.pulls)?,
     })
 }
 
@@ -382,6 +387,12 @@ fn du(d: &DuArgs) -> Result<ExitCode> {
     // The API has no push times: there the newest are by `created`, as in `online`.
     let order = if d.url.is_some() { Order::Created } else { Order::Push };
     let retention = d.keep.map(|keep| retention(keep, &d.filters, order)).transpose()?;
+    // The record, read once and before the scan (with --keep, by the retention): the last pull
+    // of each repository.
+    let pulls = match &retention {
+        Some(r) => r.pulls.clone(),
+        None => regsweep::read_pulls(&d.filters.pulls)?,
+    };
     let (mut usage, warnings) = match &d.url {
         Some(url) => {
             if d.plan.delete_untagged {
@@ -408,6 +419,9 @@ fn du(d: &DuArgs) -> Result<ExitCode> {
     };
     for w in &warnings {
         eprintln!("warning: {w}");
+    }
+    if let Some(p) = pulls {
+        usage.note_pulls(&p, SystemTime::now());
     }
     let by = match d.sort {
         SortArg::Unique => SortBy::Unique,
@@ -464,6 +478,7 @@ fn listen(l: &ListenArgs) -> Result<ExitCode> {
         token,
         filter: pull_filter(&l.count)?,
         max_body: l.max_body,
+        sync_every_commit: l.sync == cli::SyncArg::Full,
     };
     regsweep::pulls::listen::listen(&opts)?;
     Ok(ExitCode::SUCCESS)

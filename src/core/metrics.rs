@@ -73,6 +73,19 @@ pub fn render(f: &RunFigures, previous_success: Option<f64>) -> String {
     }
     gauge("regsweep_errors", "Errors of the last run (failed deletions included).", r.errors.len() as f64);
     gauge("regsweep_warnings", "Warnings of the last run.", r.warnings.len() as f64);
+    // With --pulls: is the listener still fed? (RegsweepNoPullEvents)
+    if let Some(p) = &r.pulls {
+        if let Some(since) = p.since {
+            gauge("regsweep_pulls_since_timestamp_seconds", "When the pull record read began.", seconds(since));
+        }
+        if let Some(last) = p.last_event.or(p.since) {
+            gauge(
+                "regsweep_pulls_last_event_timestamp_seconds",
+                "The newest pull event of the record read (its beginning when it holds none).",
+                seconds(last),
+            );
+        }
+    }
     out
 }
 

@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod plan;
 pub mod policy;
 pub mod progress;
+pub mod pulled;
 pub mod report;
 pub mod tags;
 pub mod treemap;

@@ -3,6 +3,7 @@
 //! (`sha256-<hex>.sig`) are left for the plan, which keeps them exactly when their subject lives.
 
 use std::cmp::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use globset::GlobSet;
@@ -11,6 +12,7 @@ use serde::Serialize;
 
 use rayon::prelude::*;
 
+use crate::core::pulled::{PullTimes, time_text};
 use crate::model::digest::{Digest, DigestMap};
 use crate::model::inventory::{Parsed, Tag};
 use crate::model::manifest;
@@ -28,6 +30,8 @@ pub enum Order {
     Semver,
     /// The tag name, numbers compared as numbers (`build-10` after `build-9`).
     Name,
+    /// The tag's last pull (`--pulls`); tags never pulled last, by push time among them.
+    Pull,
 }
 
 /// Repository globs as given (`--repo`, `--exclude-repo`), compiled into one set.
@@ -63,9 +67,29 @@ pub struct Retention {
     /// `--exclude-repo`: matching repositories keep every tag.
     pub exclude: Option<Globs>,
     pub older_than: Option<Duration>,
+    /// `--keep-pulled-within`: also keep tags last pulled this recently (by `pulls`).
+    pub pulled_within: Option<Duration>,
+    /// `--pulls`: the pull records, read. Pull rules only ever add to what `keep` keeps.
+    pub pulls: Option<Arc<PullTimes>>,
 }
 
 impl Retention {
+    /// A warning when `--keep-pulled-within` reaches back before the pull record began: the
+    /// tags the record cannot judge are kept, not guessed at.
+    pub fn pull_warnings(&self, now: SystemTime) -> Vec<Warning> {
+        let (Some(within), Some(pulls)) = (self.pulled_within, &self.pulls) else { return Vec::new() };
+        if pulls.covers(within, now) {
+            return Vec::new();
+        }
+        let began = pulls.since.map_or("at an unknown time".to_string(), |s| format!("at {}", time_text(s)));
+        let message = format!(
+            "--keep-pulled-within {} reaches back before the pull record began ({began}): \
+             every tag not pulled since is kept, not judged",
+            humantime::format_duration(within)
+        );
+        vec![Warning::new(WarningKind::PullRecordTooShort, message)]
+    }
+
     /// Warnings for `--repo` and `--exclude-repo` patterns that match no repository of `repos`.
     pub fn unmatched_warnings(&self, repos: &[String]) -> Vec<Warning> {
         [("--repo", &self.repos), ("--exclude-repo", &self.exclude)]
@@ -125,6 +149,11 @@ pub enum Reason {
     Interrupted,
     /// Online: the registry cannot delete a tag alone (2.8) and its manifest must stay.
     UntagRefused,
+    /// Pulled within `--keep-pulled-within`.
+    PulledWithin,
+    /// Not pulled since the pull record began, and `--keep-pulled-within` reaches before that:
+    /// not judged, kept.
+    PullRecordTooShort,
 }
 
 /// Where the subject of an attachment tag lives.
@@ -204,6 +233,8 @@ enum Key {
     Time(SystemTime),
     Version(semver::Version),
     Name,
+    /// The last pull (never pulled: `None`, the oldest), then the push time.
+    Pull(Option<SystemTime>, SystemTime),
 }
 
 /// Decides every tag of one repository. `created` holds the `created` time of tag manifests
@@ -217,6 +248,21 @@ pub fn decide(
     grace: Duration,
     now: SystemTime,
 ) -> (Vec<Verdict>, Vec<Warning>) {
+    decide_pulled(repo, tags, r, created, &[], grace, now)
+}
+
+/// [`decide`] with each tag's last pull (aligned with `tags`; empty without `--pulls`), for
+/// `--order pull` and `--keep-pulled-within`.
+pub fn decide_pulled(
+    repo: &str,
+    tags: &[Tag],
+    r: &Retention,
+    created: &DigestMap<Option<SystemTime>>,
+    pulled: &[Option<SystemTime>],
+    grace: Duration,
+    now: SystemTime,
+) -> (Vec<Verdict>, Vec<Warning>) {
+    let pulled_of = |i: usize| pulled.get(i).copied().flatten();
     let mut out: Vec<Verdict> = vec![Verdict::Undecided; tags.len()];
     let mut warnings = Vec::new();
     let in_scope = r.in_scope(repo);
@@ -236,6 +282,7 @@ pub fn decide(
                 Order::Created => created_of(t).map(Key::Time),
                 Order::Semver => semver_of(&t.name).map(Key::Version),
                 Order::Name => Some(Key::Name),
+                Order::Pull => Some(Key::Pull(pulled_of(i), t.pushed)),
             };
             match key {
                 Some(k) => {
@@ -273,6 +320,7 @@ pub fn decide(
             Verdict::Keep(Reason::Count { rank })
         } else {
             protection(&tags[*i], r, created_of(&tags[*i]), grace, now)
+                .or_else(|| pull_protection(r, pulled_of(*i), now))
                 .map_or(Verdict::Delete(Reason::BeyondCount { rank }), Verdict::Keep)
         };
     }
@@ -299,6 +347,20 @@ fn protection(t: &Tag, r: &Retention, created: Option<SystemTime>, grace: Durati
         }
     }
     (age(t.pushed) < grace).then_some(Reason::Grace)
+}
+
+/// What protects a tag beyond the count by its last pull (`--keep-pulled-within`): a pull in
+/// the window, or a record too short to tell (never guessed). Attachment tags follow their
+/// subject instead.
+fn pull_protection(r: &Retention, pulled: Option<SystemTime>, now: SystemTime) -> Option<Reason> {
+    let (within, pulls) = (r.pulled_within?, r.pulls.as_ref()?);
+    if pulled.is_some_and(|p| now.duration_since(p).unwrap_or_default() < within) {
+        Some(Reason::PulledWithin)
+    } else if !pulls.covers(within, now) {
+        Some(Reason::PullRecordTooShort)
+    } else {
+        None
+    }
 }
 
 /// The `created` time of each manifest asked for: an image's config `created`, an index's newest
@@ -345,7 +407,16 @@ mod tests {
     }
 
     fn retention(keep: usize, order: Order) -> Retention {
-        Retention { keep, order, keep_tags: vec![], repos: None, exclude: None, older_than: None }
+        Retention {
+            keep,
+            order,
+            keep_tags: vec![],
+            repos: None,
+            exclude: None,
+            older_than: None,
+            pulled_within: None,
+            pulls: None,
+        }
     }
 
     fn kept(tags: &[Tag], r: &Retention) -> Vec<String> {
@@ -423,6 +494,49 @@ mod tests {
         glob.add(globset::GlobBuilder::new("team/*").literal_separator(true).build().unwrap());
         r.exclude = Some(Globs { set: glob.build().unwrap(), patterns: vec!["team/*".into()] });
         assert!(!r.in_scope("team/app") && r.in_scope("team/app/tools") && r.in_scope("other"));
+    }
+
+    #[test]
+    fn pulls_keep_beside_the_count_never_guess_and_order() {
+        let tags = vec![tag("a", 1, 5), tag("b", 2, 4), tag("c", 3, 3), tag("d", 4, 2)];
+        let pulled = [None, None, Some(at(95)), Some(at(80))];
+        let decided = |r: &Retention| {
+            let (d, _) = decide_pulled("r", &tags, r, &DigestMap::default(), &pulled, Duration::ZERO, at(100));
+            d
+        };
+        let mut r = retention(1, Order::Push);
+        r.pulled_within = Some(Duration::from_secs(10 * DAY));
+        r.pulls = Some(Arc::new(PullTimes::new(Some(at(0)), Some(at(95)))));
+        assert_eq!(
+            decided(&r),
+            [
+                Verdict::Keep(Reason::Count { rank: 1 }),
+                Verdict::Delete(Reason::BeyondCount { rank: 2 }),
+                Verdict::Keep(Reason::PulledWithin),
+                Verdict::Delete(Reason::BeyondCount { rank: 4 }),
+            ]
+        );
+        assert!(r.pull_warnings(at(100)).is_empty());
+        // A record begun 8 days ago cannot tell a 10-day window: b and d are kept, said once.
+        r.pulls = Some(Arc::new(PullTimes::new(Some(at(92)), Some(at(95)))));
+        assert_eq!(decided(&r)[1], Verdict::Keep(Reason::PullRecordTooShort));
+        assert_eq!(decided(&r)[3], Verdict::Keep(Reason::PullRecordTooShort));
+        let w = r.pull_warnings(at(100));
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].kind, WarningKind::PullRecordTooShort);
+        assert!(w[0].message.contains("--keep-pulled-within 10days"), "{}", w[0].message);
+        // Without a window, pulls only order: c and d were pulled, a and b never (by push).
+        let mut r = retention(2, Order::Pull);
+        r.pulls = Some(Arc::new(PullTimes::new(Some(at(0)), Some(at(95)))));
+        assert_eq!(
+            decided(&r),
+            [
+                Verdict::Delete(Reason::BeyondCount { rank: 3 }),
+                Verdict::Delete(Reason::BeyondCount { rank: 4 }),
+                Verdict::Keep(Reason::Count { rank: 1 }),
+                Verdict::Keep(Reason::Count { rank: 2 }),
+            ]
+        );
     }
 
     #[test]

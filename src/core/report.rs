@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::core::plan::{Action, GraceKept, Plan, TagPlan, Tags};
 use crate::core::policy::{Reason, attachment_subject};
+use crate::core::pulled::PullSummary;
 use crate::model::error::{self, ErrorKind, RunError};
 use crate::model::outcome::{Failure, Outcome, RequestCounts, What};
 use crate::model::warning::Warning;
@@ -125,6 +126,9 @@ pub struct Report {
     /// the space (`bytes_freed` is what was deleted all the same).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub freed_later: Option<String>,
+    /// With `--pulls`: the pull record read (when it began, its last event).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pulls: Option<PullSummary>,
 }
 
 impl Report {
@@ -176,6 +180,7 @@ impl Report {
             collector: None,
             requests: None,
             freed_later: None,
+            pulls: None,
         }
     }
 
@@ -383,6 +388,10 @@ impl Report {
                     None => why.push_str("; its manifest stays, still needed by a kept manifest"),
                 }
             }
+            // With --pulls, an ordinary tag's last pull (attachment tags follow their subject).
+            if let Some(p) = self.pulls.as_ref().filter(|_| attachment_subject(t.name).is_none()) {
+                why = format!("{why}; {}", p.text(t.pulled.map(|p| p.time())));
+            }
             let digest = t.digest.as_ref().map(short).unwrap_or_default();
             let pushed = t.pushed.map(|p| p.rfc3339().replace('T', " ")[..16].to_string()).unwrap_or_default();
             writeln!(f, "  {action} {:<24} {digest:<19} {pushed:<16}  {why}", short_tag(t.name))?;
@@ -414,6 +423,8 @@ fn reason_text(r: &Reason) -> String {
         Reason::SubjectGone { subject } => format!("subject deleted: {}", short(subject)),
         Reason::Interrupted => "an interrupted run was deleting it (journal): finishing".into(),
         Reason::UntagRefused => "the registry cannot delete a tag alone and its manifest must stay: left".into(),
+        Reason::PulledWithin => "pulls: within --keep-pulled-within".into(),
+        Reason::PullRecordTooShort => "pulls: --keep-pulled-within reaches before the record began, not judged".into(),
     }
 }
 

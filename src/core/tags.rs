@@ -31,22 +31,32 @@ pub struct TagPlan<'a> {
     /// When the tag was last pushed (the mtime of its `current/link`), where known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pushed: Option<Pushed>,
+    /// With `--pulls`: its last pull as retention counts it (see `core::pulled`), where the
+    /// record has one.
+    #[serde(rename = "last_pull", skip_serializing_if = "Option::is_none")]
+    pub pulled: Option<Pushed>,
 }
 
-/// A push time, to the second: shown and serialized as RFC 3339 UTC.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Pushed(u32);
+/// A push (or pull) time, to the second: shown and serialized as RFC 3339 UTC. Four bytes,
+/// and as many in an `Option` (zero is none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Pushed(std::num::NonZeroU32);
 
 impl Pushed {
     /// A time to the second; `None` for the epoch (unknown) or beyond 2106.
     pub fn new(t: std::time::SystemTime) -> Option<Pushed> {
         let secs = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
-        u32::try_from(secs).ok().filter(|s| *s > 0).map(Pushed)
+        u32::try_from(secs).ok().and_then(std::num::NonZeroU32::new).map(Pushed)
+    }
+
+    /// The time it stands for.
+    pub fn time(self) -> std::time::SystemTime {
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(self.0.get()))
     }
 
     /// `2026-11-28T07:30:22Z`.
     pub fn rfc3339(self) -> String {
-        chrono::DateTime::from_timestamp(i64::from(self.0), 0)
+        chrono::DateTime::from_timestamp(i64::from(self.0.get()), 0)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
             .unwrap_or_default()
     }
@@ -66,6 +76,7 @@ struct Entry {
     /// The index of the kept tag it shares its digest with.
     shared_with: Option<u32>,
     pushed: Option<Pushed>,
+    pulled: Option<Pushed>,
     digest: Option<Digest>,
     action: Action,
     reason: Reason,
@@ -98,7 +109,7 @@ impl Tags {
     ) {
         self.names.push_str(name);
         let end = u32::try_from(self.names.len()).expect("tag names of one repository beyond 4 GB");
-        self.entries.push(Entry { end, shared_with: None, pushed, digest, action, reason });
+        self.entries.push(Entry { end, shared_with: None, pushed, pulled: None, digest, action, reason });
     }
 
     pub fn len(&self) -> usize {
@@ -123,6 +134,7 @@ impl Tags {
             reason: &e.reason,
             shared_with: e.shared_with.map(|k| self.name(k as usize)),
             pushed: e.pushed,
+            pulled: e.pulled,
         }
     }
 
@@ -148,6 +160,14 @@ impl Tags {
         }
     }
 
+    /// Notes each tag's last pull (`--pulls`), by name.
+    pub fn set_pulled(&mut self, pulled: impl Fn(&str) -> Option<Pushed>) {
+        for i in 0..self.len() {
+            let p = pulled(self.name(i));
+            self.entries[i].pulled = p;
+        }
+    }
+
     /// Changes what happens to the tag `name`, if there is one.
     pub fn set(&mut self, name: &str, action: Action, reason: Reason) {
         if let Some(i) = (0..self.len()).find(|i| self.name(*i) == name) {
@@ -162,6 +182,7 @@ impl Tags {
         let mut out = Tags::with_capacity(self.len() - self.count(action));
         for t in self.iter().filter(|t| t.action != action) {
             out.push_at(t.name, t.digest, t.pushed, t.action, t.reason.clone());
+            out.entries.last_mut().expect("just pushed").pulled = t.pulled;
         }
         out
     }

@@ -9,7 +9,8 @@ use std::fmt;
 use indicatif::HumanBytes;
 use serde::Serialize;
 
-use crate::core::plan::Plan;
+use crate::core::plan::{Plan, Pushed};
+use crate::core::pulled::{PullSummary, PullTimes};
 use crate::model::blobs::BlobList;
 use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::inventory::{Parsed, Repo};
@@ -64,6 +65,10 @@ pub struct RepoUsage {
     pub bytes_unique: u64,
     pub bytes_shared: u64,
     pub bytes_reclaimable: u64,
+    /// With `--pulls`: the last pull of any of its tags or manifests (`null`: none since the
+    /// record began).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_pull: Option<Option<Pushed>>,
 }
 
 /// Where a store's space goes.
@@ -80,6 +85,9 @@ pub struct Usage {
     /// What `prune` with the same options frees: its `bytes_freed`.
     pub bytes_reclaimable: u64,
     pub repos: Vec<RepoUsage>,
+    /// With `--pulls`: the pull record read (when it began, its last event).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pulls: Option<PullSummary>,
 }
 
 /// How the table and the JSON list the repositories.
@@ -137,6 +145,7 @@ pub fn usage(root: &str, reach: Vec<Reach>, sizes: &[u64], plan: &Plan) -> Usage
                 bytes_unique: unique,
                 bytes_shared: referenced - unique,
                 bytes_reclaimable,
+                last_pull: None,
             }
         })
         .collect();
@@ -149,10 +158,19 @@ pub fn usage(root: &str, reach: Vec<Reach>, sizes: &[u64], plan: &Plan) -> Usage
         bytes_uploads: reach.iter().map(|r| r.upload_bytes).sum(),
         bytes_reclaimable: plan.blob_bytes + upload_bytes,
         repos,
+        pulls: None,
     }
 }
 
 impl Usage {
+    /// With `--pulls`: each repository's last pull, and the record read.
+    pub fn note_pulls(&mut self, pulls: &PullTimes, now: std::time::SystemTime) {
+        for r in &mut self.repos {
+            r.last_pull = Some(pulls.last_pull(&r.name).and_then(Pushed::new));
+        }
+        self.pulls = Some(pulls.summary(now));
+    }
+
     /// Sorts the repositories (largest first; by name A to Z) and keeps the first `top`.
     pub fn sort(&mut self, by: SortBy, top: Option<usize>) {
         let key = |r: &RepoUsage| match by {
@@ -171,15 +189,28 @@ impl Usage {
 impl fmt::Display for Usage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let width = self.repos.iter().map(|r| r.name.len()).max().unwrap_or(10).max(10);
+        // The last pull's column only with --pulls.
+        let last_pull = |p: Option<Option<Pushed>>| match p {
+            None => String::new(),
+            Some(None) => format!("  {:<16}", "none"),
+            Some(Some(p)) => format!("  {:<16}", p.rfc3339().replace('T', " ")[..16].to_string()),
+        };
         writeln!(
             f,
-            "{:<width$}  {:>6}  {:>9}  {:>11}  {:>11}  {:>11}  {:>11}",
-            "REPOSITORY", "TAGS", "MANIFESTS", "REFERENCED", "UNIQUE", "SHARED", "RECLAIMABLE"
+            "{:<width$}  {:>6}  {:>9}  {:>11}  {:>11}  {:>11}  {:>11}{}",
+            "REPOSITORY",
+            "TAGS",
+            "MANIFESTS",
+            "REFERENCED",
+            "UNIQUE",
+            "SHARED",
+            "RECLAIMABLE",
+            if self.pulls.is_some() { format!("  {:<16}", "LAST PULL") } else { String::new() }
         )?;
         for r in &self.repos {
             writeln!(
                 f,
-                "{:<width$}  {:>6}  {:>9}  {:>11}  {:>11}  {:>11}  {:>11}",
+                "{:<width$}  {:>6}  {:>9}  {:>11}  {:>11}  {:>11}  {:>11}{}",
                 r.name,
                 r.tags,
                 r.manifests,
@@ -187,6 +218,7 @@ impl fmt::Display for Usage {
                 HumanBytes(r.bytes_unique).to_string(),
                 HumanBytes(r.bytes_shared).to_string(),
                 HumanBytes(r.bytes_reclaimable).to_string(),
+                last_pull(r.last_pull),
             )?;
         }
         write!(
@@ -198,7 +230,20 @@ impl fmt::Display for Usage {
             HumanBytes(self.bytes_unreferenced),
             HumanBytes(self.bytes_uploads),
             HumanBytes(self.bytes_reclaimable)
-        )
+        )?;
+        if let Some(p) = &self.pulls {
+            let at = |t: Option<std::time::SystemTime>| {
+                t.map_or("none".to_string(), |t| crate::core::pulled::time_text(t).replace('T', " "))
+            };
+            write!(
+                f,
+                "\npull record: since {}, last event {} (LAST PULL: of any tag or manifest; none: not \
+                 pulled since the record began)",
+                at(p.since),
+                at(p.last_event)
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -22,6 +22,9 @@ pub enum WarningKind {
     InvalidName,
     /// Online: the registry refused to delete a tag alone (distribution 2.8): the tag stays.
     UntagRefused,
+    /// `--keep-pulled-within` reaches back before the pull record began: the tags it cannot
+    /// judge are kept.
+    PullRecordTooShort,
 }
 
 /// One warning: in the JSON report `{"kind": ..., "message": ...}`; on stderr its message.

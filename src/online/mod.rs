@@ -301,6 +301,7 @@ fn read_registry(
     names.dedup();
     if let Some(r) = retention {
         warnings.extend(r.unmatched_warnings(&names));
+        warnings.extend(r.pull_warnings(SystemTime::now()));
     }
     names.retain(|n| {
         if !valid_repo(n) {
@@ -359,7 +360,10 @@ impl Registry {
             .iter()
             .map(|repo| {
                 let Some(r) = retention else { return vec![Verdict::Keep(Reason::NotPruned); repo.tags.len()] };
-                let (d, mut w) = policy::decide(&repo.name, &repo.tags, r, &self.created, Duration::ZERO, now);
+                let pulled = r.pulls.as_ref().map(|p| p.of_tags(&repo.name, &repo.tags, &self.inv.manifests));
+                let pulled = pulled.as_deref().unwrap_or_default();
+                let (d, mut w) =
+                    policy::decide_pulled(&repo.name, &repo.tags, r, &self.created, pulled, Duration::ZERO, now);
                 warnings.append(&mut w);
                 d
             })
@@ -415,6 +419,14 @@ fn plan_online(
     let decisions = registry.decide(Some(r));
     let Registry { inv, mut warnings, .. } = registry;
     let mut plan = plan::build(&inv, &decisions, &|_| true, &plan_options(), &plan::NoStore)?;
+    if let Some(pulls) = &r.pulls {
+        let repos: std::collections::HashMap<&str, &Repo> = inv.repos.iter().map(|r| (r.name.as_str(), r)).collect();
+        for rp in &mut plan.repos {
+            if let Some(repo) = repos.get(rp.name.as_str()) {
+                rp.note_pulls(&repo.tags, &pulls.of_tags(&repo.name, &repo.tags, &inv.manifests));
+            }
+        }
+    }
     // Children and referrers that only a deleted manifest reached are named by digest; order
     // the deletions so that an interruption leaves nothing kept broken: referrers first (nothing
     // needs them), then the tags' own manifests, then the children of deleted indexes.
@@ -548,6 +560,7 @@ pub fn run(client: &Client, opts: &OnlineOptions, progress: Progress) -> Result<
             errors = out.errors;
         }
         let mut report = Report::new(Command::Online, &client.base, plan, opts.dry_run);
+        report.pulls = opts.retention.pulls.as_ref().map(|p| p.summary(SystemTime::now()));
         warnings.append(&mut report.warnings);
         report.warnings = warnings;
         report.errors = errors;

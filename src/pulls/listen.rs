@@ -26,6 +26,9 @@ pub struct ListenOptions {
     pub token: Option<String>,
     pub filter: Filter,
     pub max_body: u64,
+    /// Sync the record at every commit (a 200 then survives a crash of the machine), not only
+    /// at checkpoints (a 200 survives a crash of the listener).
+    pub sync_every_commit: bool,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -38,6 +41,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 /// finished and answered first).
 pub fn listen(opts: &ListenOptions) -> Result<()> {
     let mut record = Record::open(&opts.pulls, super::nanos(std::time::SystemTime::now()))?;
+    record.sync_every_commit(opts.sync_every_commit)?;
     let server = Server::http(&opts.addr).map_err(|e| anyhow!("cannot listen on {}: {e}", opts.addr))?;
     let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
     // SAFETY: the handler only stores to an atomic.

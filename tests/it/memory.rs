@@ -34,6 +34,8 @@ fn prune(keep: usize) -> Mode {
         repos: None,
         exclude: None,
         older_than: None,
+        pulled_within: None,
+        pulls: None,
     }))
 }
 

@@ -436,3 +436,287 @@ fn an_imported_access_log_gives_the_record_of_the_events() {
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("team/multi") && table.contains("2026.2") && !table.contains("team/app\n"), "{table}");
 }
+
+// Retention by last pull: prune with --pulls against the real registry's notifications.
+
+/// A record that began `hours` ago: an access-log line of that time imported (a backfill), a
+/// pull of a repository the store does not hold. Then a listener may carry it on.
+fn record_begun(record: &Path, hours: i64) {
+    let at = chrono::Utc::now() - chrono::Duration::hours(hours);
+    let line = format!(
+        "127.0.0.1 - - [{}] \"GET /v2/backfill/gone/manifests/old HTTP/1.1\" 200 499 \"\" \"skopeo/1.9.3\"\n",
+        at.format("%d/%b/%Y:%H:%M:%S +0000")
+    );
+    let log = record.with_extension("backfill.log");
+    std::fs::write(&log, line).unwrap();
+    let out = regsweep(&["pulls", "import", "--pulls", record.to_str().unwrap(), log.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Waits until `record` holds a pull of each (repository, digest) of `want`.
+fn wait_for_digests(record: &Path, want: &[(&str, &str)], secs: u64) {
+    let start = Instant::now();
+    loop {
+        let have = if record.exists() { digests(&show(&[record])) } else { BTreeSet::new() };
+        if want.iter().all(|(r, d)| have.contains(&(r.to_string(), d.to_string()))) {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(secs), "missing pulls of {want:?}: the record has {have:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The real registry posting its pull events to a new listener on `record`, which leaves out
+/// regsweep's own reads (as the README advises).
+fn registry_recording(root: &Path, record: &Path) -> (Registry, Listener) {
+    let l = Listener::start(record, free_port(), &["--ignore-agent", "^regsweep/"]);
+    let reg = Registry::serve_with(root, &Setup { extra: notifications(&[(l.url(), None)]), ..Setup::default() });
+    (reg, l)
+}
+
+/// `prune --root ROOT ARGS... --pulls R...` as JSON.
+fn prune_pulled(root: &Path, args: &[&str], records: &[&Path]) -> Value {
+    let mut all = vec!["prune", "--root", root.to_str().unwrap()];
+    all.extend_from_slice(args);
+    for r in records {
+        all.extend(["--pulls", r.to_str().unwrap()]);
+    }
+    regsweep_json(&all)
+}
+
+fn names(v: &[&str]) -> BTreeSet<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// The reason kind of a tag in a report.
+fn reason<'a>(report: &'a Value, repo_name: &str, tag: &str) -> &'a str {
+    let tags = repo(report, repo_name)["tags"].as_array().unwrap();
+    let t = tags.iter().find(|t| t["name"] == tag).unwrap_or_else(|| panic!("no {repo_name}:{tag}"));
+    t["reason"]["kind"].as_str().unwrap()
+}
+
+/// Skopeo pulls two old tags; `prune --keep 1 --keep-pulled-within 1h --pulls REC` keeps them
+/// beside the newest (v1's signature tag with it), deletes the rest, and the real registry then
+/// serves every kept tag (`skopeo copy --all`) and none of the others. Without --pulls the JSON
+/// has none of the new fields.
+#[test]
+fn prune_keeps_the_tags_pulled_within_the_window_and_the_registry_serves_them() {
+    let store = fixture("demo");
+    let root = store.path();
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("pulls.db");
+    record_begun(&rec, 2);
+    let (reg, listener) = registry_recording(root, &rec);
+    reg.pull("team/app", "v1").unwrap();
+    reg.pull("team/app/tools", "1.0.0").unwrap();
+    wait_for_tags(&rec, &[("team/app", "v1"), ("team/app/tools", "1.0.0")], 30);
+    // The same through the API (`online`; newest by name there, v6).
+    let online = regsweep_json(&[
+        "online",
+        "--url",
+        &reg.url,
+        "--keep",
+        "1",
+        "--order",
+        "name",
+        "--keep-pulled-within",
+        "1h",
+        "--pulls",
+        rec.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert!(online["pulls"]["last_event"].is_string(), "{online}");
+    assert_eq!(reason(&online, "team/app", "v6"), "count");
+    assert_eq!(reason(&online, "team/app", "v1"), "pulled_within");
+    assert_eq!(reason(&online, "team/app", "v2"), "beyond_count");
+    drop(reg);
+
+    let plain = regsweep_json(&["prune", "--root", root.to_str().unwrap(), "--keep", "1", "--dry-run"]);
+    assert!(plain.get("pulls").is_none() && !plain.to_string().contains("last_pull"), "{plain}");
+    assert!(tags_with(&plain, "team/app", "delete").contains("v1"));
+
+    let args = ["--keep", "1", "--keep-pulled-within", "1h"];
+    let plan = prune_pulled(root, &[&args[..], &["--dry-run"]].concat(), &[&rec]);
+    assert!(plan["pulls"]["since"].is_string() && plan["pulls"]["last_event"].is_string(), "{}", plan["pulls"]);
+    assert_eq!(
+        tags_with(&plan, "team/app", "keep"),
+        names(&["rc", "v1", &format!("sha256-{}.sig", &tag_digest(root, "team/app", "v1")[7..])])
+    );
+    assert_eq!(reason(&plan, "team/app", "v1"), "pulled_within");
+    assert_eq!(reason(&plan, "team/app", "v2"), "beyond_count");
+    assert_eq!(tags_with(&plan, "team/app/tools", "keep"), names(&["1.10.0", "1.0.0"]));
+    assert_eq!(tags_with(&plan, "team/multi", "keep"), names(&["2026.3"]));
+    let v1 = repo(&plan, "team/app")["tags"].as_array().unwrap().iter().find(|t| t["name"] == "v1").unwrap().clone();
+    assert!(v1["last_pull"].is_string(), "{v1}");
+    assert!(plan["warnings"].as_array().unwrap().is_empty(), "{}", plan["warnings"]);
+
+    let done = prune_pulled(root, &args, &[&rec]);
+    assert_eq!(tags_with(&done, "team/app", "keep"), tags_with(&plan, "team/app", "keep"));
+    assert!(done["tags_deleted"].as_u64().unwrap() > 0);
+    // Every kept tag pulls whole from the real registry; every other one is gone.
+    drop(assert_served(root, &done));
+    drop(listener);
+}
+
+/// `--order pull`: the newest by last pull are the last pulled (v4, then v2, though pushed
+/// long before rc); the never pulled follow, by push time. The plan lines say when.
+#[test]
+fn order_pull_keeps_the_last_pulled() {
+    let store = fixture("demo");
+    let root = store.path();
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("pulls.db");
+    let (reg, listener) = registry_recording(root, &rec);
+    reg.pull("team/app", "v2").unwrap();
+    wait_for_tags(&rec, &[("team/app", "v2")], 30);
+    std::thread::sleep(Duration::from_millis(1100));
+    reg.pull("team/app", "v4").unwrap();
+    wait_for_tags(&rec, &[("team/app", "v4")], 30);
+
+    let plan = prune_pulled(root, &["--keep", "2", "--order", "pull", "--dry-run"], &[&rec]);
+    let rank = |t: &str| {
+        let tags = repo(&plan, "team/app")["tags"].as_array().unwrap();
+        tags.iter().find(|x| x["name"] == t).unwrap()["reason"]["rank"].as_u64().unwrap()
+    };
+    assert_eq!((rank("v4"), rank("v2")), (1, 2));
+    assert_eq!((rank("rc"), rank("latest"), rank("v1")), (3, 4, 9), "never pulled: by push time");
+    let kept = tags_with(&plan, "team/app", "keep");
+    assert!(kept.contains("v4") && kept.contains("v2") && !kept.contains("rc"), "{kept:?}");
+    // The text plan says when each was pulled.
+    let text = regsweep(&[
+        "prune",
+        "--root",
+        root.to_str().unwrap(),
+        "--keep",
+        "2",
+        "--order",
+        "pull",
+        "--pulls",
+        rec.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    let line = |tag: &str| text.lines().find(|l| l.split_whitespace().nth(1) == Some(tag)).unwrap().to_string();
+    assert!(line("v4").contains("count: #1 newest; pulled ") && line("v4").ends_with(" ago"), "{text}");
+    let began = &plan["pulls"]["since"].as_str().unwrap()[..10];
+    assert!(line("rc").ends_with(&format!("not pulled since the record began ({began})")), "{text}");
+    // Without a record, --order pull is a usage error.
+    let out = regsweep(&["prune", "--root", root.to_str().unwrap(), "--keep", "2", "--order", "pull", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    drop((reg, listener));
+}
+
+/// A record begun just now cannot say what was not pulled in 30 days: every ordinary tag is
+/// kept (the pulled one as pulled, the others as not judged), with one warning of its own
+/// kind; `du` shows each repository's last pull; the metrics file carries the last event.
+#[test]
+fn a_window_longer_than_the_record_keeps_every_tag_and_says_so() {
+    let store = fixture("demo");
+    let root = store.path();
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("pulls.db");
+    let (reg, listener) = registry_recording(root, &rec);
+    reg.pull("team/app", "v1").unwrap();
+    wait_for_tags(&rec, &[("team/app", "v1")], 30);
+    drop(reg);
+
+    let metrics = dir.path().join("regsweep.prom");
+    let args = ["--keep", "1", "--keep-pulled-within", "30d", "--metrics-file", metrics.to_str().unwrap()];
+    let done = prune_pulled(root, &args, &[&rec]);
+    assert_eq!(done["tags_deleted"], 0, "nothing judged, nothing deleted");
+    let warnings = done["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0]["kind"], "pull_record_too_short");
+    assert!(warnings[0]["message"].as_str().unwrap().contains("--keep-pulled-within 30days"), "{warnings:?}");
+    assert_eq!(reason(&done, "team/app", "v1"), "pulled_within");
+    assert_eq!(reason(&done, "team/app", "v2"), "pull_record_too_short");
+    assert_eq!(reason(&done, "team/multi", "2026.1"), "pull_record_too_short");
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    assert!(prom.contains("regsweep_pulls_last_event_timestamp_seconds{command=\"prune\""), "{prom}");
+    let check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&metrics).unwrap())
+        .output()
+        .expect("promtool must be installed (tests/run.sh installs prometheus)");
+    assert!(check.status.success(), "promtool: {}", String::from_utf8_lossy(&check.stdout));
+
+    let du = regsweep_json(&["du", "--root", root.to_str().unwrap(), "--pulls", rec.to_str().unwrap()]);
+    let last =
+        |name: &str| du["repos"].as_array().unwrap().iter().find(|r| r["name"] == name).unwrap()["last_pull"].clone();
+    assert!(last("team/app").is_string() && last("team/multi").is_null(), "{du}");
+    let plain = regsweep_json(&["du", "--root", root.to_str().unwrap()]);
+    assert!(!plain.to_string().contains("last_pull") && plain.get("pulls").is_none(), "{plain}");
+    let table = regsweep(&["du", "--root", root.to_str().unwrap(), "--pulls", rec.to_str().unwrap()]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.lines().next().unwrap().contains("LAST PULL"), "{table}");
+    drop(listener);
+}
+
+/// A pull of one platform of an old index by its digest keeps the index's tag; a pull of a
+/// manifest by digest keeps every tag of that digest (v3 and stable). The registry then serves
+/// them.
+#[test]
+fn an_index_pulled_by_a_child_and_a_manifest_by_digest_keep_their_tags() {
+    let store = fixture("demo");
+    let root = store.path();
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("pulls.db");
+    record_begun(&rec, 2);
+    let (reg, listener) = registry_recording(root, &rec);
+    let (old, other) = (tag_digest(root, "team/multi", "2026.1"), tag_digest(root, "team/multi", "2026.2"));
+    let child = children(root, &old).into_iter().find(|c| !children(root, &other).contains(c)).unwrap();
+    let v3 = tag_digest(root, "team/app", "v3");
+    assert_eq!(tag_digest(root, "team/app", "stable"), v3);
+    reg.pull("team/multi", &child).unwrap();
+    reg.pull("team/app", &v3).unwrap();
+    wait_for_digests(&rec, &[("team/multi", &child), ("team/app", &v3)], 30);
+    drop(reg);
+    let shown = show(&[&rec]);
+    assert!(tags(&shown).iter().all(|(r, _, _)| r == "backfill/gone"), "pulled by digest only: {shown}");
+
+    let done = prune_pulled(root, &["--keep", "1", "--keep-pulled-within", "1h"], &[&rec]);
+    assert_eq!(tags_with(&done, "team/multi", "keep"), names(&["2026.3", "2026.1"]));
+    assert_eq!(reason(&done, "team/multi", "2026.1"), "pulled_within");
+    let app = tags_with(&done, "team/app", "keep");
+    assert!(app.contains("v3") && app.contains("stable") && !app.contains("v2"), "{app:?}");
+    drop(assert_served(root, &done));
+    drop(listener);
+}
+
+/// Two replicas serving one store, each posting to its own record: a prune reading both keeps
+/// what either saw pulled (one alone would delete the other's), and judges a window only where
+/// both records cover it.
+#[test]
+fn two_records_are_read_together() {
+    let store = fixture("demo");
+    let root = store.path();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    record_begun(&a, 2);
+    record_begun(&b, 3);
+    let (reg_a, la) = registry_recording(root, &a);
+    let (reg_b, lb) = registry_recording(root, &b);
+    reg_a.pull("team/app", "v1").unwrap();
+    reg_b.pull("team/app", "v2").unwrap();
+    wait_for_tags(&a, &[("team/app", "v1")], 30);
+    wait_for_tags(&b, &[("team/app", "v2")], 30);
+    drop((reg_a, reg_b));
+
+    let args = ["--keep", "1", "--keep-pulled-within", "1h"];
+    let only_a = prune_pulled(root, &[&args[..], &["--dry-run"]].concat(), &[&a]);
+    let kept = tags_with(&only_a, "team/app", "keep");
+    assert!(kept.contains("v1") && !kept.contains("v2"), "{kept:?}");
+    // 150 minutes: b covers them (3 h), a does not (2 h): not judged.
+    let longer = prune_pulled(root, &["--keep", "1", "--keep-pulled-within", "150m", "--dry-run"], &[&a, &b]);
+    assert_eq!(longer["warnings"][0]["kind"], "pull_record_too_short", "{}", longer["warnings"]);
+    assert_eq!(reason(&longer, "team/app/tools", "1.0.0"), "pull_record_too_short");
+    let done = prune_pulled(root, &args, &[&a, &b]);
+    let kept = tags_with(&done, "team/app", "keep");
+    assert!(kept.contains("v1") && kept.contains("v2") && !kept.contains("v4"), "{kept:?}");
+    // Each record is a listener of its own: a window is judged only where both cover it: the
+    // record begins with the later of the two (a's, 2 h ago).
+    let time = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap().timestamp();
+    assert_eq!(time(&done["pulls"]["since"]), time(&show(&[&a])["since"]));
+    drop(assert_served(root, &done));
+    drop((la, lb));
+}

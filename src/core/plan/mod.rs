@@ -200,6 +200,23 @@ pub struct RepoDraft {
     errors: Vec<String>,
 }
 
+impl RepoDraft {
+    /// Notes each listed tag's last pull (`--pulls`): `pulled` is aligned with `tags`, the
+    /// repository's tags as scanned.
+    pub fn note_pulls(&mut self, tags: &[crate::model::inventory::Tag], pulled: &[Option<SystemTime>]) {
+        self.plan.note_pulls(tags, pulled);
+    }
+}
+
+impl RepoPlan {
+    /// Notes each listed tag's last pull (`--pulls`), by name: `pulled` is aligned with `tags`.
+    pub fn note_pulls(&mut self, tags: &[crate::model::inventory::Tag], pulled: &[Option<SystemTime>]) {
+        let by_name: std::collections::HashMap<&str, Pushed> =
+            tags.iter().zip(pulled).filter_map(|(t, p)| Some((t.name.as_str(), Pushed::new((*p)?)?))).collect();
+        self.tags.set_pulled(|name| by_name.get(name).copied());
+    }
+}
+
 /// Plans a run one repository at a time, in any order and in parallel, marking the blobs each
 /// needs; then sweeps the unmarked ones. Only the repository being planned is in memory.
 pub struct Planner<'a> {
