@@ -1,0 +1,171 @@
+//! The Azure and Google Cloud Storage emulators' harnesses (common::azure, common::gcs) proved on
+//! their own: a store uploaded key for key lists as its files, comes back byte for byte with its
+//! push order, and takes a racing write and deletion.
+
+use crate::common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use common::azure::Azurite;
+use common::gcs::FakeGcs;
+use common::*;
+
+/// What both harnesses do, as the tests use it.
+trait Emulator {
+    fn create(&self, name: &str);
+    fn keys(&self, name: &str) -> Vec<String>;
+    fn upload(&self, dir: &Path, name: &str, root: &str, paced: bool);
+    fn download(&self, name: &str, root: &str, dir: &Path);
+    fn put(&self, name: &str, key: &str, bytes: &[u8]);
+    fn delete(&self, name: &str, key: &str);
+}
+
+impl Emulator for Azurite {
+    fn create(&self, name: &str) {
+        self.create_container(name);
+    }
+    fn keys(&self, name: &str) -> Vec<String> {
+        Azurite::keys(self, name)
+    }
+    fn upload(&self, dir: &Path, name: &str, root: &str, paced: bool) {
+        if paced { self.upload_paced(dir, name, root) } else { Azurite::upload(self, dir, name, root) }
+    }
+    fn download(&self, name: &str, root: &str, dir: &Path) {
+        Azurite::download(self, name, root, dir);
+    }
+    fn put(&self, name: &str, key: &str, bytes: &[u8]) {
+        Azurite::put(self, name, key, bytes);
+    }
+    fn delete(&self, name: &str, key: &str) {
+        Azurite::delete(self, name, key);
+    }
+}
+
+impl Emulator for FakeGcs {
+    fn create(&self, name: &str) {
+        self.create_bucket(name);
+    }
+    fn keys(&self, name: &str) -> Vec<String> {
+        FakeGcs::keys(self, name)
+    }
+    fn upload(&self, dir: &Path, name: &str, root: &str, paced: bool) {
+        if paced { self.upload_paced(dir, name, root) } else { FakeGcs::upload(self, dir, name, root) }
+    }
+    fn download(&self, name: &str, root: &str, dir: &Path) {
+        FakeGcs::download(self, name, root, dir);
+    }
+    fn put(&self, name: &str, key: &str, bytes: &[u8]) {
+        FakeGcs::put(self, name, key, bytes);
+    }
+    fn delete(&self, name: &str, key: &str) {
+        FakeGcs::delete(self, name, key);
+    }
+}
+
+/// Every file under `dir` with its bytes, by path relative to `dir`.
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| (e.path().strip_prefix(dir).unwrap().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+        .collect()
+}
+
+/// Each repository's tags in push order (mtime of `current/link`; ties by name).
+fn push_order(root: &Path) -> BTreeMap<String, Vec<String>> {
+    let mut tags: Vec<(String, SystemTime, String)> = tags_on_disk(root)
+        .into_iter()
+        .map(|(r, t)| {
+            let link = v2(root).join(format!("repositories/{r}/_manifests/tags/{t}/current/link"));
+            (r, std::fs::metadata(link).unwrap().modified().unwrap(), t)
+        })
+        .collect();
+    tags.sort();
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (r, _, t) in tags {
+        out.entry(r).or_default().push(t);
+    }
+    out
+}
+
+/// The demo store in `reg` under `root`: its keys are its files, a download is the same files
+/// (and, paced, the same push order, with times of now to the second), a racing put and delete
+/// show in the listing.
+fn round_trip(emu: &dyn Emulator, root: &str, paced: bool) {
+    let demo = fixture("demo");
+    emu.create("reg");
+    let start = SystemTime::now() - Duration::from_secs(1);
+    emu.upload(demo.path(), "reg", root, paced);
+    let prefix = if root.trim_matches('/').is_empty() { String::new() } else { format!("{}/", root.trim_matches('/')) };
+    let want: Vec<String> = files(demo.path()).into_keys().map(|k| format!("{prefix}{k}")).collect();
+    assert_eq!(emu.keys("reg"), want);
+
+    let copy = tempfile::tempdir().unwrap();
+    emu.download("reg", root, copy.path());
+    assert!(files(copy.path()) == files(demo.path()), "the download is the store, byte for byte");
+    for e in walkdir::WalkDir::new(copy.path()).into_iter().flatten().filter(|e| e.file_type().is_file()) {
+        let mtime = e.metadata().unwrap().modified().unwrap();
+        assert!(mtime >= start && mtime <= SystemTime::now(), "{}: {mtime:?}", e.path().display());
+        let nanos = mtime.duration_since(SystemTime::UNIX_EPOCH).unwrap().subsec_nanos();
+        assert_eq!(nanos, 0, "{}: times are to the second", e.path().display());
+    }
+    if paced {
+        assert_eq!(push_order(copy.path()), push_order(demo.path()), "the same push order");
+    }
+
+    let key = format!("{prefix}docker/registry/v2/repositories/team/app/_manifests/tags/racer/current/link");
+    emu.put("reg", &key, b"sha256:0000000000000000000000000000000000000000000000000000000000000000");
+    assert!(emu.keys("reg").contains(&key));
+    emu.delete("reg", &key);
+    assert_eq!(emu.keys("reg"), want);
+}
+
+#[test]
+fn azurite_holds_a_store_key_for_key_in_push_order() {
+    round_trip(&Azurite::start(), "/store", true);
+}
+
+#[test]
+fn azurite_holds_a_store_at_the_container_root() {
+    round_trip(&Azurite::start(), "", false);
+}
+
+#[test]
+fn fake_gcs_holds_a_store_key_for_key_in_push_order() {
+    round_trip(&FakeGcs::start(), "store/nested", true);
+}
+
+#[test]
+fn fake_gcs_holds_a_store_at_the_bucket_root() {
+    round_trip(&FakeGcs::start(), "", false);
+}
+
+/// The headers of a GET, with curl.
+fn head_of(url: &str) -> String {
+    let out = std::process::Command::new("curl").args(["-s", "-D", "-", "-o", "/dev/null", url]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).to_ascii_lowercase()
+}
+
+/// The environment regsweep is given names each server where object_store looks for it: the
+/// blob service at AZURITE_BLOB_STORAGE_URL, the XML API at GOOGLE_BASE_URL (its public host).
+#[test]
+fn the_emulators_environments_name_their_servers() {
+    let (az, gcs) = (Azurite::start(), FakeGcs::start());
+    let env: BTreeMap<_, _> = az.env().into_iter().collect();
+    assert_eq!(env["AZURE_STORAGE_USE_EMULATOR"], "true");
+    assert_eq!(env["AZURE_STORAGE_ACCOUNT_NAME"], "devstoreaccount1");
+    let url = &env["AZURITE_BLOB_STORAGE_URL"];
+    assert!(head_of(&format!("{url}/devstoreaccount1/reg?restype=container")).contains("server: azurite-blob"));
+    assert_eq!(az.url("reg", "/store"), "azure://reg/store");
+
+    let env: BTreeMap<_, _> = gcs.env().into_iter().collect();
+    assert_eq!(env["GOOGLE_SKIP_SIGNATURE"], "true");
+    gcs.create_bucket("reg");
+    gcs.put("reg", "store/a", b"a");
+    let head = head_of(&format!("{}/reg/store/a", env["GOOGLE_BASE_URL"]));
+    assert!(head.starts_with("http/1.1 200") && head.contains("x-goog-generation:"), "{head}");
+    assert_eq!(gcs.url("reg", "store"), "gs://reg/store");
+}
