@@ -8,7 +8,9 @@
 //! `start-after` ignored), reads, heads and deletes one key, but refuses a plain PUT (400,
 //! "invalid uploadType"), so object_store's put, copy and multipart upload, and
 //! `POST /BUCKET?delete` (404). Its JSON API uploads (`uploadType=media`, which this harness
-//! seeds with), lists with paging, and deletes.
+//! seeds with), lists with paging, and deletes. regsweep is given the [`put_bridge`] in front
+//! of it, which does what the XML API lacks through the JSON API ([`FakeGcs::env_direct`]: the
+//! server alone).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -42,9 +44,12 @@ fn fake_gcs_server() -> PathBuf {
     })
 }
 
-/// fake-gcs-server on a loopback port, in memory, stopped (and its data gone) when dropped.
+/// fake-gcs-server on a loopback port, in memory, stopped (and its data gone) when dropped,
+/// with a [`put_bridge`] in front of it for regsweep.
 pub struct FakeGcs {
     pub port: u16,
+    /// The bridge's port: what [`FakeGcs::env`] gives regsweep.
+    pub bridge: u16,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -63,7 +68,7 @@ impl FakeGcs {
             .spawn()
             .unwrap_or_else(|e| panic!("fake-gcs-server: {e}"));
         emu::wait_for_port(&mut child, port, "fake-gcs-server");
-        FakeGcs { port, child, _dir: dir }
+        FakeGcs { port, bridge: put_bridge(port), child, _dir: dir }
     }
 
     /// Its address (`GOOGLE_BASE_URL`).
@@ -119,14 +124,24 @@ impl FakeGcs {
         self.tool(&["delete", bucket, key]);
     }
 
-    /// The environment regsweep runs with: object_store's Google settings. `GOOGLE_SKIP_SIGNATURE`
-    /// alone leaves reads and listings unsigned, but object_store 0.14's PUT, DELETE and multipart
-    /// requests still ask for a token, of the instance metadata server (169.254.169.254) when
-    /// no credentials are given; a service account key with `disable_oauth` gives them an empty
-    /// bearer instead, and no request leaves loopback.
+    /// The environment regsweep runs with: object_store's Google settings, through the
+    /// [`put_bridge`] (so that its PUTs work). `GOOGLE_SKIP_SIGNATURE` alone leaves reads and
+    /// listings unsigned, but object_store 0.14's PUT, DELETE and multipart requests still ask
+    /// for a token, of the instance metadata server (169.254.169.254) when no credentials are
+    /// given; a service account key with `disable_oauth` gives them an empty bearer instead, and
+    /// no request leaves loopback.
     pub fn env(&self) -> Vec<(&'static str, String)> {
+        Self::env_at(&format!("http://127.0.0.1:{}", self.bridge))
+    }
+
+    /// The same, straight to fake-gcs-server: what it does itself (its XML API refuses PUT).
+    pub fn env_direct(&self) -> Vec<(&'static str, String)> {
+        Self::env_at(&self.endpoint())
+    }
+
+    fn env_at(base: &str) -> Vec<(&'static str, String)> {
         vec![
-            ("GOOGLE_BASE_URL", self.endpoint()),
+            ("GOOGLE_BASE_URL", base.to_string()),
             ("GOOGLE_SKIP_SIGNATURE", "true".to_string()),
             ("GOOGLE_SERVICE_ACCOUNT_KEY", SERVICE_ACCOUNT_KEY.to_string()),
         ]
@@ -151,4 +166,261 @@ impl Drop for FakeGcs {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Percent-decodes a path segment (object_store encodes every byte but letters and digits).
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(b) = text.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Percent-encodes all but unreserved characters, for a JSON API path.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// One request to fake-gcs-server, the connection closed after it: (status, head, body).
+fn send(port: u16, head: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut up = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    up.write_all(head.as_bytes()).unwrap();
+    up.write_all(body).unwrap();
+    let mut resp = Vec::new();
+    let _ = up.read_to_end(&mut resp);
+    let split = resp.windows(4).position(|w| w == b"\r\n\r\n").map_or(resp.len(), |p| p + 4);
+    let head = String::from_utf8_lossy(&resp[..split]).into_owned();
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(502);
+    (status, head, resp[split.min(resp.len())..].to_vec())
+}
+
+/// A proxy in front of fake-gcs-server that gives its XML API what it lacks for object_store's
+/// writes: a PUT of an object becomes a JSON API multipart upload (which honours
+/// `ifGenerationMatch`, from `x-goog-if-generation-match`), answered as the XML API would
+/// (`ETag`: the quoted MD5, `x-goog-generation`); a PUT with `x-goog-copy-source` becomes a
+/// JSON `copyTo` (its `x-goog-if-generation-match` checked first: copyTo ignores it). A
+/// listing (`list-type=2`) is paged as GCS pages it, which fake-gcs-server does not: at most
+/// `max-keys` (1000 unless told) entries after `start-after` and `continuation-token` (the
+/// last name of the page before), with `IsTruncated` and `NextContinuationToken`. Everything
+/// else passes through, its `Host` made fake-gcs-server's public host. Returns its port.
+pub fn put_bridge(upstream: u16) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let text = super::read_head(&mut conn);
+                let first = text.lines().next().unwrap_or("").to_string();
+                let header = |name: &str| {
+                    text.lines().find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                    })
+                };
+                let length: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+                let mut body = vec![0u8; length];
+                if conn.read_exact(&mut body).is_err() {
+                    return;
+                }
+                let host = format!("127.0.0.1:{upstream}");
+                let mut parts = first.split_whitespace();
+                let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let path = target.split('?').next().unwrap_or("");
+                let object = path.trim_start_matches('/').split_once('/').map(|(b, k)| (decode(b), decode(k)));
+                let generation = header("x-goog-if-generation-match").map(|g| format!("&ifGenerationMatch={g}"));
+                let answer = match (method, object) {
+                    ("PUT", Some((bucket, key))) if !key.is_empty() => {
+                        let (status, _, json) = if header("x-goog-copy-source").is_some()
+                            && let Some(refused) =
+                                copy_refused(upstream, &bucket, &key, header("x-goog-if-generation-match"))
+                        {
+                            refused
+                        } else if let Some(source) = header("x-goog-copy-source") {
+                            let (sb, sk) = source.trim_start_matches('/').split_once('/').unwrap_or(("", ""));
+                            let target = format!(
+                                "/storage/v1/b/{}/o/{}/copyTo/b/{}/o/{}?{}",
+                                encode(&decode(sb)),
+                                encode(&decode(sk)),
+                                encode(&bucket),
+                                encode(&key),
+                                generation.unwrap_or_default().trim_start_matches('&')
+                            );
+                            send(
+                                upstream,
+                                &format!(
+                                    "POST {target} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                                ),
+                                b"",
+                            )
+                        } else {
+                            let content_type = header("content-type").unwrap_or("application/octet-stream".into());
+                            let meta = serde_json::json!({"name": key, "contentType": content_type});
+                            let mut upload = format!(
+                                "--bridge\r\nContent-Type: application/json\r\n\r\n{meta}\r\n--bridge\r\nContent-Type: {content_type}\r\n\r\n"
+                            )
+                            .into_bytes();
+                            upload.extend_from_slice(&body);
+                            upload.extend_from_slice(b"\r\n--bridge--\r\n");
+                            let target = format!(
+                                "/upload/storage/v1/b/{}/o?uploadType=multipart{}",
+                                encode(&bucket),
+                                generation.unwrap_or_default()
+                            );
+                            send(
+                                upstream,
+                                &format!(
+                                    "POST {target} HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/related; boundary=bridge\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                    upload.len()
+                                ),
+                                &upload,
+                            )
+                        };
+                        let meta: serde_json::Value = serde_json::from_slice(&json).unwrap_or_default();
+                        if status == 200 {
+                            let head = format!(
+                                "HTTP/1.1 200 OK\r\nETag: \"{}\"\r\nx-goog-generation: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                                meta["md5Hash"].as_str().unwrap_or(""),
+                                meta["generation"].as_str().unwrap_or("")
+                            );
+                            head.into_bytes()
+                        } else {
+                            let mut out = format!(
+                                "HTTP/1.1 {status} Bridged\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                json.len()
+                            )
+                            .into_bytes();
+                            out.extend_from_slice(&json);
+                            out
+                        }
+                    }
+                    _ => {
+                        let head: String = text
+                            .split("\r\n")
+                            .filter(|l| {
+                                let l = l.to_ascii_lowercase();
+                                !l.is_empty() && !l.starts_with("connection:") && !l.starts_with("host:")
+                            })
+                            .map(|l| format!("{l}\r\n"))
+                            .collect();
+                        let (status, head, rest) =
+                            send(upstream, &format!("{head}Host: {host}\r\nConnection: close\r\n\r\n"), &body);
+                        let query = target.split_once('?').map_or("", |(_, q)| q);
+                        let (head, rest) = if method == "GET" && status == 200 && query.contains("list-type=2") {
+                            page(&head, &rest, query)
+                        } else {
+                            (head, rest)
+                        };
+                        let mut out = head.into_bytes();
+                        out.extend_from_slice(&rest);
+                        out
+                    }
+                };
+                let _ = conn.write_all(&answer);
+            });
+        }
+    });
+    port
+}
+
+/// A copy's precondition, which fake-gcs-server's copyTo ignores: `Some` 412 answer when the
+/// destination's generation is not `generation` (0: the destination must not exist).
+fn copy_refused(upstream: u16, bucket: &str, key: &str, generation: Option<String>) -> Option<(u16, String, Vec<u8>)> {
+    let generation = generation?;
+    let target = format!("/storage/v1/b/{}/o/{}", encode(bucket), encode(key));
+    let (status, _, json) = send(
+        upstream,
+        &format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{upstream}\r\nConnection: close\r\n\r\n"),
+        b"",
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&json).unwrap_or_default();
+    let current = if status == 404 { "0" } else { meta["generation"].as_str().unwrap_or("") };
+    (current != generation).then(|| {
+        let body = br#"{"error":{"code":412,"message":"Precondition failed"}}"#.to_vec();
+        (412, String::new(), body)
+    })
+}
+
+/// A query parameter, decoded.
+fn param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then(|| decode(&v.replace('+', " ")))
+    })
+}
+
+/// XML text to plain text.
+fn unescape(text: &str) -> String {
+    text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&")
+}
+
+/// A whole ListObjectsV2 answer (head and body) paged as GCS pages it (see [`put_bridge`]).
+fn page(head: &str, body: &[u8], query: &str) -> (String, Vec<u8>) {
+    let text = String::from_utf8_lossy(body).into_owned();
+    let after = [param(query, "start-after"), param(query, "continuation-token")].into_iter().flatten().max();
+    let max: usize = param(query, "max-keys").and_then(|m| m.parse().ok()).unwrap_or(1000);
+    // Every entry, by name: (name, is a prefix, its element).
+    let mut entries: Vec<(String, bool, String)> = Vec::new();
+    let mut rest = String::new();
+    let mut left = text.as_str();
+    loop {
+        let next = [("<Contents>", "</Contents>", "Key"), ("<CommonPrefixes>", "</CommonPrefixes>", "Prefix")]
+            .into_iter()
+            .filter_map(|(open, close, name)| left.find(open).map(|at| (at, close, name)))
+            .min();
+        let Some((at, close, name)) = next else { break };
+        let end = left[at..].find(close).map_or(left.len(), |e| at + e + close.len());
+        let element = &left[at..end];
+        let value = element.split(&format!("<{name}>")).nth(1).and_then(|v| v.split(&format!("</{name}>")).next());
+        entries.push((unescape(value.unwrap_or("")), name == "Prefix", element.to_string()));
+        rest += &left[..at];
+        left = &left[end..];
+    }
+    rest += left;
+    entries.sort();
+    entries.retain(|(name, _, _)| after.as_ref().is_none_or(|a| name > a));
+    let truncated = entries.len() > max;
+    entries.truncate(max);
+    let (prefixes, contents): (Vec<_>, Vec<_>) = entries.iter().partition(|e| e.1);
+    let mut inner: String = prefixes.iter().chain(contents.iter()).map(|e| e.2.as_str()).collect();
+    if truncated {
+        let last = entries.last().map_or("", |e| e.0.as_str());
+        let last = last.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+        inner += &format!("<IsTruncated>true</IsTruncated><NextContinuationToken>{last}</NextContinuationToken>");
+    } else {
+        inner += "<IsTruncated>false</IsTruncated>";
+    }
+    let count = format!("<KeyCount>{}</KeyCount>", entries.len());
+    let rest = match (rest.find("<KeyCount>"), rest.find("</KeyCount>")) {
+        (Some(a), Some(b)) => format!("{}{count}{}", &rest[..a], &rest[b + "</KeyCount>".len()..]),
+        _ => rest,
+    };
+    let out = rest.replacen("</ListBucketResult>", &format!("{inner}</ListBucketResult>"), 1).into_bytes();
+    let head: String = head
+        .split("\r\n")
+        .filter(|l| !l.is_empty() && !l.to_ascii_lowercase().starts_with("content-length:"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    (format!("{head}Content-Length: {}\r\n\r\n", out.len()), out)
 }
