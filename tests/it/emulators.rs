@@ -239,3 +239,33 @@ fn fake_gcs_takes_xml_puts_and_pages_listings_through_its_bridge() {
     let (_, _, xml) = curl(&[&format!("{direct}/reg?list-type=2&prefix=k/&max-keys=2&start-after=k/2")]);
     assert_eq!(keys(&xml).len(), 5, "fake-gcs-server alone pages nothing");
 }
+
+/// With [`Bridge`]'s options, fake-gcs-server takes S3's multi-object delete and shows a
+/// soft-delete policy; without them (the default), neither.
+#[test]
+fn fake_gcs_bridge_takes_multi_object_deletes_and_shows_soft_delete_when_asked() {
+    use common::gcs::Bridge;
+    let plain = FakeGcs::start();
+    plain.create_bucket("reg");
+    let url = |g: &FakeGcs, path: &str| format!("http://127.0.0.1:{}{path}", g.bridge);
+    let body = "<Delete><Object><Key>a</Key></Object><Object><Key>gone</Key></Object></Delete>";
+    plain.put("reg", "a", b"a");
+    assert_eq!(curl(&["-X", "POST", "--data-binary", body, &url(&plain, "/reg?delete")]).0, 404);
+    assert!(!curl(&[&url(&plain, "/storage/v1/b/reg?fields=softDeletePolicy")]).2.contains("softDeletePolicy"));
+
+    let gcs = FakeGcs::start_with(Bridge { multi_delete: true, soft_delete: Some(604_800) });
+    gcs.create_bucket("reg");
+    for k in ["a", "b", "c"] {
+        gcs.put("reg", k, b"x");
+    }
+    let (status, _, xml) = curl(&["-X", "POST", "--data-binary", body, &url(&gcs, "/reg?delete")]);
+    assert_eq!(status, 200);
+    assert_eq!(xml.matches("<Deleted>").count(), 2, "a missing key is deleted, as S3 says: {xml}");
+    let quiet = "<Delete><Quiet>true</Quiet><Object><Key>b</Key></Object></Delete>";
+    let (_, _, xml) = curl(&["-X", "POST", "--data-binary", quiet, &url(&gcs, "/reg?delete")]);
+    assert!(!xml.contains("<Deleted>"), "{xml}");
+    assert_eq!(gcs.keys("reg"), ["c"]);
+    let (_, _, json) = curl(&[&url(&gcs, "/storage/v1/b/reg?fields=softDeletePolicy")]);
+    let meta: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(meta["softDeletePolicy"]["retentionDurationSeconds"], "604800");
+}

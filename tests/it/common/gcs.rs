@@ -57,6 +57,11 @@ pub struct FakeGcs {
 impl FakeGcs {
     /// Plain HTTP, its public host this address (else its XML API answers nothing).
     pub fn start() -> FakeGcs {
+        FakeGcs::start_with(Bridge::default())
+    }
+
+    /// With a bridge that does more than fake-gcs-server (see [`Bridge`]).
+    pub fn start_with(bridge: Bridge) -> FakeGcs {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut child = Command::new(fake_gcs_server())
@@ -68,7 +73,7 @@ impl FakeGcs {
             .spawn()
             .unwrap_or_else(|e| panic!("fake-gcs-server: {e}"));
         emu::wait_for_port(&mut child, port, "fake-gcs-server");
-        FakeGcs { port, bridge: put_bridge(port), child, _dir: dir }
+        FakeGcs { port, bridge: put_bridge(port, bridge), child, _dir: dir }
     }
 
     /// Its address (`GOOGLE_BASE_URL`).
@@ -214,6 +219,18 @@ fn send(port: u16, head: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
     (status, head, resp[split.min(resp.len())..].to_vec())
 }
 
+/// What a [`put_bridge`] does beyond what GCS does and fake-gcs-server lacks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Bridge {
+    /// Takes `POST /BUCKET?delete` in S3's format (fake-gcs-server answers 404), deleting each
+    /// key through the JSON API and answering each as S3 does (a key that is not there is
+    /// `Deleted`; with `<Quiet>`, only errors).
+    pub multi_delete: bool,
+    /// The bucket's `softDeletePolicy.retentionDurationSeconds` in `GET /storage/v1/b/BUCKET`
+    /// (fake-gcs-server has none; GCS's default is 604800, 7 days).
+    pub soft_delete: Option<u64>,
+}
+
 /// A proxy in front of fake-gcs-server that gives its XML API what it lacks for object_store's
 /// writes: a PUT of an object becomes a JSON API multipart upload (which honours
 /// `ifGenerationMatch`, from `x-goog-if-generation-match`), answered as the XML API would
@@ -223,7 +240,7 @@ fn send(port: u16, head: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
 /// `max-keys` (1000 unless told) entries after `start-after` and `continuation-token` (the
 /// last name of the page before), with `IsTruncated` and `NextContinuationToken`. Everything
 /// else passes through, its `Host` made fake-gcs-server's public host. Returns its port.
-pub fn put_bridge(upstream: u16) -> u16 {
+pub fn put_bridge(upstream: u16, opts: Bridge) -> u16 {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -250,7 +267,15 @@ pub fn put_bridge(upstream: u16) -> u16 {
                 let path = target.split('?').next().unwrap_or("");
                 let object = path.trim_start_matches('/').split_once('/').map(|(b, k)| (decode(b), decode(k)));
                 let generation = header("x-goog-if-generation-match").map(|g| format!("&ifGenerationMatch={g}"));
+                let query = target.split_once('?').map_or("", |(_, q)| q).to_string();
                 let answer = match (method, object) {
+                    ("POST", Some((bucket, key))) if opts.multi_delete && key.is_empty() && query == "delete" => {
+                        multi_delete(upstream, &bucket, &String::from_utf8_lossy(&body))
+                    }
+                    ("POST", None) if opts.multi_delete && query == "delete" => {
+                        let bucket = decode(path.trim_matches('/'));
+                        multi_delete(upstream, &bucket, &String::from_utf8_lossy(&body))
+                    }
                     ("PUT", Some((bucket, key))) if !key.is_empty() => {
                         let (status, _, json) = if header("x-goog-copy-source").is_some()
                             && let Some(refused) =
@@ -326,9 +351,15 @@ pub fn put_bridge(upstream: u16) -> u16 {
                             .collect();
                         let (status, head, rest) =
                             send(upstream, &format!("{head}Host: {host}\r\nConnection: close\r\n\r\n"), &body);
-                        let query = target.split_once('?').map_or("", |(_, q)| q);
                         let (head, rest) = if method == "GET" && status == 200 && query.contains("list-type=2") {
-                            page(&head, &rest, query)
+                            page(&head, &rest, &query)
+                        } else if let Some(seconds) = opts.soft_delete
+                            && method == "GET"
+                            && status == 200
+                            && path.starts_with("/storage/v1/b/")
+                            && path.trim_end_matches('/').matches('/').count() == 4
+                        {
+                            with_soft_delete(&head, &rest, seconds)
                         } else {
                             (head, rest)
                         };
@@ -417,6 +448,50 @@ fn page(head: &str, body: &[u8], query: &str) -> (String, Vec<u8>) {
         _ => rest,
     };
     let out = rest.replacen("</ListBucketResult>", &format!("{inner}</ListBucketResult>"), 1).into_bytes();
+    let head: String = head
+        .split("\r\n")
+        .filter(|l| !l.is_empty() && !l.to_ascii_lowercase().starts_with("content-length:"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    (format!("{head}Content-Length: {}\r\n\r\n", out.len()), out)
+}
+
+/// Answers an S3-style multi-object delete by deleting each key through the JSON API.
+fn multi_delete(upstream: u16, bucket: &str, body: &str) -> Vec<u8> {
+    let quiet = body.contains("<Quiet>true</Quiet>");
+    let mut result = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?><DeleteResult>");
+    for key in body.split("<Key>").skip(1).filter_map(|k| k.split("</Key>").next()) {
+        let target = format!("/storage/v1/b/{}/o/{}", encode(bucket), encode(&unescape(key)));
+        let (status, _, _) = send(
+            upstream,
+            &format!("DELETE {target} HTTP/1.1\r\nHost: 127.0.0.1:{upstream}\r\nConnection: close\r\n\r\n"),
+            b"",
+        );
+        match status {
+            200 | 204 | 404 if !quiet => result += &format!("<Deleted><Key>{key}</Key></Deleted>"),
+            200 | 204 | 404 => {}
+            _ => {
+                result +=
+                    &format!("<Error><Key>{key}</Key><Code>InternalError</Code><Message>{status}</Message></Error>")
+            }
+        }
+    }
+    result += "</DeleteResult>";
+    let mut out = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        result.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(result.as_bytes());
+    out
+}
+
+/// A bucket's JSON (a whole answer) with a soft-delete policy of `seconds`.
+fn with_soft_delete(head: &str, body: &[u8], seconds: u64) -> (String, Vec<u8>) {
+    let mut meta: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    meta["softDeletePolicy"] =
+        serde_json::json!({"retentionDurationSeconds": seconds.to_string(), "effectiveTime": "2026-01-01T00:00:00Z"});
+    let out = meta.to_string().into_bytes();
     let head: String = head
         .split("\r\n")
         .filter(|l| !l.is_empty() && !l.to_ascii_lowercase().starts_with("content-length:"))
