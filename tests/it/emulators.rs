@@ -269,3 +269,30 @@ fn fake_gcs_bridge_takes_multi_object_deletes_and_shows_soft_delete_when_asked()
     let meta: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(meta["softDeletePolicy"]["retentionDurationSeconds"], "604800");
 }
+
+/// The throttling proxy answers each request's first try 503 as each service does, then
+/// passes it on (curl's own retry stands for a client's).
+#[test]
+fn the_throttle_proxy_answers_busy_once_per_request() {
+    use common::emu::{AZURE_BUSY, GCS_BUSY, throttle_proxy};
+    let gcs = FakeGcs::start();
+    gcs.create_bucket("reg");
+    gcs.put("reg", "a", b"a");
+    let proxy = throttle_proxy(gcs.bridge, GCS_BUSY);
+    let url = format!("http://127.0.0.1:{proxy}/reg/a");
+    assert_eq!(curl(&[&url]).0, 503);
+    let (status, _, body) = curl(&[&url]);
+    assert_eq!((status, body.as_str()), (200, "a"));
+    let env: BTreeMap<_, _> = gcs.env_via(proxy).into_iter().collect();
+    assert_eq!(env["GOOGLE_BASE_URL"], format!("http://127.0.0.1:{proxy}"));
+
+    let az = Azurite::start();
+    let proxy = throttle_proxy(az.port, AZURE_BUSY);
+    let url = format!("http://127.0.0.1:{proxy}/devstoreaccount1/reg?restype=container");
+    let (status, head, body) = curl(&[&url]);
+    assert_eq!(status, 503);
+    assert!(head.contains("x-ms-error-code: serverbusy") && body.contains("<Code>ServerBusy</Code>"), "{head}{body}");
+    assert!(curl(&[&url]).1.contains("server: azurite-blob"), "the second try reaches Azurite");
+    let env: BTreeMap<_, _> = az.env_via(proxy).into_iter().collect();
+    assert_eq!(env["AZURITE_BLOB_STORAGE_URL"], format!("http://127.0.0.1:{proxy}"));
+}

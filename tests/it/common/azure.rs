@@ -111,6 +111,15 @@ impl Azurite {
         ]
     }
 
+    /// The same environment, through a proxy on `port` in front of this server (an
+    /// [`emu::throttle_proxy`] with [`emu::AZURE_BUSY`]: Azurite itself never answers 503).
+    pub fn env_via(&self, port: u16) -> Vec<(&'static str, String)> {
+        let mut env = self.env();
+        env.retain(|(k, _)| *k != "AZURITE_BLOB_STORAGE_URL");
+        env.push(("AZURITE_BLOB_STORAGE_URL", format!("http://127.0.0.1:{port}")));
+        env
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         emu::command(&self.env(), args)
     }

@@ -80,3 +80,79 @@ pub fn regsweep_json(env: &[(&'static str, String)], args: &[&str]) -> serde_jso
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
+
+/// What a [`throttle_proxy`] answers the first try of each request with.
+#[derive(Clone, Copy, Debug)]
+pub struct Busy {
+    /// The status line's code and reason, as `503 Server Busy`.
+    pub status: &'static str,
+    /// More header lines, each ending in CRLF.
+    pub headers: &'static str,
+    pub body: &'static str,
+}
+
+/// Azure's answer when it throttles (Blob service, `ServerBusy`).
+pub const AZURE_BUSY: Busy = Busy {
+    status: "503 The server is busy.",
+    headers: "Content-Type: application/xml\r\nx-ms-error-code: ServerBusy\r\n",
+    body: "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>ServerBusy</Code><Message>The server is busy.</Message></Error>",
+};
+
+/// Google Cloud Storage's when it throttles (`503 Service Unavailable`, JSON error).
+pub const GCS_BUSY: Busy = Busy {
+    status: "503 Service Unavailable",
+    headers: "Content-Type: application/json\r\n",
+    body: "{\"error\":{\"code\":503,\"message\":\"We encountered an internal error. Please try again.\"}}",
+};
+
+/// A proxy in front of `upstream` that answers the first try of every distinct request (its
+/// request line and body: a batch retried whole is the same request) with `busy`, and passes
+/// the rest through unchanged. Neither emulator ever throttles. Returns its port.
+pub fn throttle_proxy(upstream: u16, busy: Busy) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<(String, Vec<u8>)>>> = Default::default();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let text = super::read_head(&mut conn);
+                let first = text.lines().next().unwrap_or("").to_string();
+                let length: usize = text
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0u8; length];
+                if conn.read_exact(&mut body).is_err() {
+                    return;
+                }
+                if seen.lock().unwrap().insert((first, body.clone())) {
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 {}\r\n{}Content-Length: {}\r\nConnection: close\r\n\r\n{}",
+                        busy.status,
+                        busy.headers,
+                        busy.body.len(),
+                        busy.body
+                    );
+                    return;
+                }
+                let head: String = text
+                    .split("\r\n")
+                    .filter(|l| !l.is_empty() && !l.to_ascii_lowercase().starts_with("connection:"))
+                    .map(|l| format!("{l}\r\n"))
+                    .collect();
+                let Ok(mut up) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else { return };
+                let _ = write!(up, "{head}Connection: close\r\n\r\n");
+                let _ = up.write_all(&body);
+                let mut resp = Vec::new();
+                let _ = up.read_to_end(&mut resp);
+                let _ = conn.write_all(&resp);
+            });
+        }
+    });
+    port
+}

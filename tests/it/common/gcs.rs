@@ -139,6 +139,12 @@ impl FakeGcs {
         Self::env_at(&format!("http://127.0.0.1:{}", self.bridge))
     }
 
+    /// The same, through a proxy on `port` in front of the bridge (an [`emu::throttle_proxy`]
+    /// of [`FakeGcs::bridge`] with [`emu::GCS_BUSY`]: fake-gcs-server never answers 503).
+    pub fn env_via(&self, port: u16) -> Vec<(&'static str, String)> {
+        Self::env_at(&format!("http://127.0.0.1:{port}"))
+    }
+
     /// The same, straight to fake-gcs-server: what it does itself (its XML API refuses PUT).
     pub fn env_direct(&self) -> Vec<(&'static str, String)> {
         Self::env_at(&self.endpoint())
