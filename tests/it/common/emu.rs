@@ -105,6 +105,9 @@ pub const GCS_BUSY: Busy = Busy {
     body: "{\"error\":{\"code\":503,\"message\":\"We encountered an internal error. Please try again.\"}}",
 };
 
+/// The requests a [`throttle_proxy`] has seen: request line and body.
+type Seen = std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<(String, Vec<u8>)>>>;
+
 /// A proxy in front of `upstream` that answers the first try of every distinct request (its
 /// request line and body: a batch retried whole is the same request) with `busy`, and passes
 /// the rest through unchanged. Neither emulator ever throttles. Returns its port.
@@ -112,7 +115,7 @@ pub fn throttle_proxy(upstream: u16, busy: Busy) -> u16 {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let seen: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<(String, Vec<u8>)>>> = Default::default();
+    let seen: Seen = Default::default();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
