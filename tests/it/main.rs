@@ -6,6 +6,7 @@ mod common;
 mod check;
 mod container;
 mod du;
+mod emulators;
 mod gc;
 mod generate;
 mod hostile;

@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod azure;
+pub mod emu;
+pub mod gcs;
 pub mod s3;
 pub mod token;
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::{Registry, Setup, fixture, free_port, top, v2};
 
 /// The virtual environment with moto's server and boto3.
-fn venv() -> PathBuf {
+pub fn venv() -> PathBuf {
     std::env::var_os("REGSWEEP_S3_VENV").map(PathBuf::from).unwrap_or_else(|| top().join("target/s3venv"))
 }
 

@@ -1,0 +1,89 @@
+"""Bucket chores for the Google Cloud Storage tests against fake-gcs-server, through its JSON API
+(its XML API takes no plain PUT), with requests (in target/s3venv).
+
+    gcstool.py ENDPOINT mkbucket BUCKET
+    gcstool.py ENDPOINT keys BUCKET                    one key a line, sorted
+    gcstool.py ENDPOINT upload DIR BUCKET ROOT [--paced]
+                                                       every file under DIR as ROOT/<its path>
+                                                       (--paced: as aztool.py's)
+    gcstool.py ENDPOINT download BUCKET ROOT DIR       objects under ROOT into DIR, mtime = the
+                                                       object's time to the second (what Last-Modified
+                                                       and the XML listing give)
+    gcstool.py ENDPOINT put BUCKET KEY FILE
+    gcstool.py ENDPOINT delete BUCKET KEY
+"""
+import datetime
+import os
+import sys
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from emutool import download_all, keyed_files, paced_rounds  # noqa: E402
+
+
+def main():
+    endpoint, cmd, *args = sys.argv[1:]
+    http = requests.Session()
+
+    def check(r):
+        if r.status_code >= 300:
+            sys.exit(f"{r.request.method} {r.url}: {r.status_code} {r.text}")
+        return r
+
+    def obj(bucket, key):
+        return f"{endpoint}/storage/v1/b/{bucket}/o/{urllib.parse.quote(key, safe='')}"
+
+    def put(bucket, key, data):
+        check(http.post(f"{endpoint}/upload/storage/v1/b/{bucket}/o",
+                        params={"uploadType": "media", "name": key}, data=data,
+                        headers={"Content-Type": "application/octet-stream"}))
+
+    def objects(bucket, prefix=""):
+        token = None
+        while True:
+            params = {"prefix": prefix, "maxResults": "1000"}
+            if token:
+                params["pageToken"] = token
+            page = check(http.get(f"{endpoint}/storage/v1/b/{bucket}/o", params=params)).json()
+            yield from page.get("items", [])
+            token = page.get("nextPageToken")
+            if not token:
+                return
+
+    if cmd == "mkbucket":
+        check(http.post(f"{endpoint}/storage/v1/b", params={"project": "test"}, json={"name": args[0]}))
+    elif cmd == "keys":
+        for key in sorted(o["name"] for o in objects(args[0])):
+            print(key)
+    elif cmd == "upload":
+        src, bucket, root = args[:3]
+        files = keyed_files(src, root)
+        rounds = paced_rounds(src, files) if "--paced" in args[3:] else [(lambda: None, files)]
+        with ThreadPoolExecutor(8) as pool:
+            for wait, batch in rounds:
+                wait()
+                list(pool.map(lambda kv: put(bucket, kv[0], open(kv[1], "rb").read()), batch))
+    elif cmd == "download":
+        bucket, root, out = args
+        prefix = root.strip("/") + "/" if root.strip("/") else ""
+
+        def seconds(o):
+            t = datetime.datetime.fromisoformat(o["updated"].replace("Z", "+00:00"))
+            return float(int(t.timestamp()))
+
+        found = [(o["name"], seconds(o)) for o in objects(bucket, prefix)]
+        download_all(found, prefix, out, lambda key: check(requests.get(obj(bucket, key), params={"alt": "media"})).content)
+    elif cmd == "put":
+        bucket, key, path = args
+        put(bucket, key, open(path, "rb").read())
+    elif cmd == "delete":
+        bucket, key = args
+        check(http.delete(obj(bucket, key)))
+    else:
+        sys.exit(f"unknown command {cmd}")
+
+
+main()
