@@ -3,6 +3,7 @@
 
 mod common;
 
+mod buckets;
 mod check;
 mod container;
 mod du;

@@ -159,8 +159,9 @@ pub struct Obj {
     pub modified: SystemTime,
     /// The ETag without its quotes: for a plain PUT to S3, the MD5 of the content.
     pub etag: Option<String>,
-    /// The ETag as the store gave it: the condition of a write over this object (`If-Match`).
-    pub version: Option<String>,
+    /// The ETag as the store gave it, and its version where it has them (GCS's generation):
+    /// the condition of a write over this object.
+    pub version: UpdateVersion,
 }
 
 /// A bucket, rooted at a store's `docker/registry/v2/`.
@@ -242,7 +243,7 @@ impl Bucket {
             size: m.size,
             modified: SystemTime::from(m.last_modified),
             etag: m.e_tag.as_ref().map(|e| e.trim_matches('"').to_string()),
-            version: m.e_tag,
+            version: UpdateVersion { e_tag: m.e_tag, version: m.version },
         }
     }
 
@@ -251,17 +252,18 @@ impl Bucket {
         self.runtime.block_on(SAID.scope(RefCell::new(None), f))
     }
 
-    /// One listing, page by page (each page a request): the objects under the folder `prefix`
-    /// (a full key; the whole bucket for none) whose keys sort after `offset` and before
-    /// `until` (full keys), sorted, and with `folders` the sub-folders, one level.
+    /// One listing, page by page (each page a request): the objects whose keys begin with
+    /// `prefix` (the whole bucket for none) and sort after `offset` and before `until` (full
+    /// keys), sorted, and with `folders` the sub-folders, one level. A store that takes no
+    /// offset (Azure's) lists from the start of the prefix, and what sorts before is left out
+    /// here.
     async fn listing(
         &self,
-        prefix: Option<&str>,
+        prefix: Option<String>,
         offset: Option<String>,
         until: Option<&str>,
         folders: bool,
     ) -> object_store::Result<(Vec<ObjectMeta>, Vec<Key>)> {
-        let prefix = prefix.map(|p| format!("{p}/"));
         let (mut objects, mut prefixes) = (Vec::new(), Vec::new());
         let mut token = None;
         loop {
@@ -285,6 +287,9 @@ impl Bucket {
         if let Some(u) = until {
             objects.retain(|m| m.location.as_ref() < u);
         }
+        if let Some(o) = &offset {
+            objects.retain(|m| m.location.as_ref() > o.as_str());
+        }
         Ok((objects, prefixes))
     }
 
@@ -293,8 +298,18 @@ impl Bucket {
     pub fn list(&self, prefix: &str) -> Result<Vec<Obj>> {
         let key = self.key(prefix)?;
         let (found, _) = self
-            .block_on(async { self.listing(Some(key.as_ref()), None, None, false).await.map_err(explain) })
+            .block_on(async { self.listing(Some(format!("{key}/")), None, None, false).await.map_err(explain) })
             .with_context(|| format!("cannot list {}", self.url(prefix)))?;
+        Ok(found.into_iter().map(|m| self.obj(m)).collect())
+    }
+
+    /// Every object under the folder `prefix` whose name there begins with `start` (a range
+    /// of a listing split for parallel requests, by a prefix every store takes).
+    pub fn list_beginning(&self, prefix: &str, start: &str) -> Result<Vec<Obj>> {
+        let key = self.key(prefix)?;
+        let (found, _) = self
+            .block_on(async { self.listing(Some(format!("{key}/{start}")), None, None, false).await.map_err(explain) })
+            .with_context(|| format!("cannot list {}", self.url(&format!("{prefix}/{start}"))))?;
         Ok(found.into_iter().map(|m| self.obj(m)).collect())
     }
 
@@ -306,7 +321,7 @@ impl Bucket {
         let (found, _) = self
             .block_on(async {
                 let offset = Some(offset.as_ref().to_string());
-                self.listing(Some(key.as_ref()), offset, end.as_deref(), false).await.map_err(explain)
+                self.listing(Some(format!("{key}/")), offset, end.as_deref(), false).await.map_err(explain)
             })
             .with_context(|| format!("cannot list {}", self.url(prefix)))?;
         Ok(found.into_iter().map(|m| self.obj(m)).collect())
@@ -316,7 +331,7 @@ impl Bucket {
     pub fn folders(&self, prefix: &str) -> Result<(Vec<String>, Vec<Obj>)> {
         let key = self.key(prefix)?;
         let (objects, prefixes) = self
-            .block_on(async { self.listing(Some(key.as_ref()), None, None, true).await.map_err(explain) })
+            .block_on(async { self.listing(Some(format!("{key}/")), None, None, true).await.map_err(explain) })
             .with_context(|| format!("cannot list {}", self.url(prefix)))?;
         let names = prefixes.iter().filter_map(|p| p.filename().map(String::from)).collect();
         Ok((names, objects.into_iter().map(|m| self.obj(m)).collect()))
@@ -373,15 +388,15 @@ impl Bucket {
         Ok(())
     }
 
-    /// Writes an object under a condition: its new ETag as the store gives it when written (none
-    /// when the store gives none), `None` when the condition failed.
-    fn put_if(&self, rel: &str, bytes: Vec<u8>, mode: PutMode) -> Result<Option<Option<String>>> {
+    /// Writes an object under a condition: its new ETag and version as the store gives them
+    /// when written, `None` when the condition failed.
+    fn put_if(&self, rel: &str, bytes: Vec<u8>, mode: PutMode) -> Result<Option<UpdateVersion>> {
         let key = self.key(rel)?;
         let opts = PutOptions { mode, ..PutOptions::default() };
         self.block_on(async {
             Requests::add(&self.requests.put);
             match self.store.put_opts(&key, PutPayload::from(bytes), opts).await {
-                Ok(r) => Ok(Some(r.e_tag)),
+                Ok(r) => Ok(Some(UpdateVersion { e_tag: r.e_tag, version: r.version })),
                 Err(
                     object_store::Error::AlreadyExists { .. }
                     | object_store::Error::Precondition { .. }
@@ -398,16 +413,15 @@ impl Bucket {
         Ok(self.put_if(rel, bytes, PutMode::Create)?.is_some())
     }
 
-    /// Writes an object only if it is still the one with this ETag (`If-Match`, the ETag as the
-    /// store gave it: [`Obj::version`]): its new ETag when written (an ETag names one write, not
-    /// a content, on most stores), `None` when it is another object, or gone.
-    pub fn replace(&self, rel: &str, bytes: Vec<u8>, version: &str) -> Result<Option<String>> {
-        let condition = UpdateVersion { e_tag: Some(version.to_string()), version: None };
-        match self.put_if(rel, bytes, PutMode::Update(condition))? {
+    /// Writes an object only if it is still the one read (its [`Obj::version`]: `If-Match` on
+    /// its ETag, or its generation on GCS): its new version when written (an ETag names one
+    /// write, not a content, on most stores), `None` when it is another object, or gone.
+    pub fn replace(&self, rel: &str, bytes: Vec<u8>, version: &UpdateVersion) -> Result<Option<UpdateVersion>> {
+        match self.put_if(rel, bytes, PutMode::Update(version.clone()))? {
             None => Ok(None),
-            Some(Some(new)) => Ok(Some(new)),
-            // A store that names no ETag on a write: read it.
-            Some(None) => Ok(self.head(rel)?.and_then(|o| o.version)),
+            // A store that names neither on a write: read them.
+            Some(UpdateVersion { e_tag: None, version: None }) => Ok(self.head(rel)?.map(|o| o.version)),
+            Some(new) => Ok(Some(new)),
         }
     }
 

@@ -46,7 +46,7 @@ pub struct Claim {
     key: &'static str,
     content: Vec<u8>,
     /// The ETag of the lock's last write, as the bucket gave it: the condition of the next.
-    etag: std::sync::Mutex<String>,
+    etag: std::sync::Mutex<object_store::UpdateVersion>,
     /// When it was written, by the bucket's clock.
     pub written: SystemTime,
     /// Set once the lock was found to be another run's, or gone.
@@ -160,8 +160,7 @@ impl Lock {
                 }
                 // Stale: replaced only if it is still the one read, never after another run
                 // took it over (of two runs taking it over, one wins).
-                let etag = obj.version.ok_or_else(|| anyhow!("{} has no ETag", bucket.url(key)))?;
-                bucket.replace(key, content.clone(), &etag)?.is_some()
+                bucket.replace(key, content.clone(), &obj.version)?.is_some()
             };
             if !written {
                 continue;
@@ -172,7 +171,10 @@ impl Lock {
             if bytes != content {
                 break;
             }
-            let etag = obj.version.ok_or_else(|| anyhow!("{} has no ETag", bucket.url(key)))?.into();
+            if obj.version.e_tag.is_none() && obj.version.version.is_none() {
+                bail!("{} has no ETag: its lock cannot be kept", bucket.url(key));
+            }
+            let etag = obj.version.into();
             let claim =
                 Arc::new(Claim { bucket, key, content, etag, written: obj.modified, lost: AtomicBool::new(false) });
             let stop = Arc::new(AtomicBool::new(false));

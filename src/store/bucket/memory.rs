@@ -264,7 +264,9 @@ impl PaginatedListStore for Faulty {
         prefix: Option<&str>,
         opts: PaginatedListOptions,
     ) -> object_store::Result<PaginatedListResult> {
-        let folder = match prefix.map(|p| p.trim_end_matches('/')).filter(|p| !p.is_empty()) {
+        // The folder the prefix is in; its keys then filtered by the prefix as a string.
+        let raw = prefix.unwrap_or_default().to_string();
+        let folder = match raw.rsplit_once('/').map(|(f, _)| f).filter(|f| !f.is_empty()) {
             Some(p) => Some(Key::parse(p)?),
             None => None,
         };
@@ -278,7 +280,11 @@ impl PaginatedListStore for Faulty {
             Some(a) => self.list_with_offset(folder.as_ref(), &Key::parse(a)?),
             None => self.list(folder.as_ref()),
         };
-        let objects: Vec<ObjectMeta> = listed.take(max).try_collect().await?;
+        let objects: Vec<ObjectMeta> = listed
+            .try_filter(|m| futures::future::ready(m.location.as_ref().starts_with(raw.as_str())))
+            .take(max)
+            .try_collect()
+            .await?;
         let page_token = (objects.len() == max).then(|| objects.last().map(|m| m.location.to_string())).flatten();
         let result = ListResult { common_prefixes: Vec::new(), objects, extensions: Default::default() };
         Ok(PaginatedListResult { result, page_token })
@@ -331,7 +337,7 @@ mod tests {
         let b = mem.bucket("r").unwrap();
         assert!(b.create("lock", b"me".to_vec()).unwrap());
         assert!(!b.create("lock", b"other".to_vec()).unwrap(), "created twice");
-        let mut version = b.head("lock").unwrap().unwrap().version.unwrap();
+        let mut version = b.head("lock").unwrap().unwrap().version;
         // Each write changes the ETag here (as on Azure and GCS): the next condition is the new one.
         for _ in 0..3 {
             version = b.replace("lock", b"me".to_vec(), &version).unwrap().expect("still ours");

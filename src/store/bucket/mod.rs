@@ -97,8 +97,7 @@ fn digest_folders(objs: &[Obj], prefix: &str) -> Vec<Digest> {
 /// The blob keys whose digest begins with hex digit `d` (prefix folders `<d>0` to `<d>f`): one
 /// range of the blob listing, flat.
 fn list_blob_range(bucket: &Bucket, d: u8) -> Result<Vec<Obj>> {
-    let until = (d < 15).then(|| format!("{:x}", d + 1));
-    bucket.list_range(tree::BLOBS, &format!("{d:x}"), until.as_deref())
+    bucket.list_beginning(tree::BLOBS, &format!("{d:x}"))
 }
 
 /// The objects of `objs` (sorted by key) under `prefix` (which ends with `/`).

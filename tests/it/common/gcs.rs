@@ -222,7 +222,27 @@ fn send(port: u16, head: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
     let split = resp.windows(4).position(|w| w == b"\r\n\r\n").map_or(resp.len(), |p| p + 4);
     let head = String::from_utf8_lossy(&resp[..split]).into_owned();
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(502);
-    (status, head, resp[split.min(resp.len())..].to_vec())
+    let body = resp[split.min(resp.len())..].to_vec();
+    if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return (status, head, body);
+    }
+    // A chunked answer (fake-gcs-server's larger ones), passed on whole with its length.
+    let mut plain = Vec::new();
+    let mut rest = body.as_slice();
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 || rest.len() < eol + 2 + size {
+            break;
+        }
+        plain.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
+        rest = &rest[(eol + 4 + size).min(rest.len())..];
+    }
+    let head: String = head
+        .split("\r\n")
+        .filter(|l| !l.is_empty() && !l.to_ascii_lowercase().starts_with("transfer-encoding:"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    (status, format!("{head}Content-Length: {}\r\n\r\n", plain.len()), plain)
 }
 
 /// What a [`put_bridge`] does beyond what GCS does and fake-gcs-server lacks.
