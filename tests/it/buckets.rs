@@ -5,91 +5,18 @@
 //! ends with exactly the keys the same run leaves on the filesystem copy.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use serde_json::Value;
 
 use crate::common::azure::Azurite;
-use crate::common::emu;
+use crate::common::emu::{self, Emulator};
 use crate::common::gcs::{Bridge, FakeGcs};
-use crate::common::{fixture, v2};
-
-/// An emulator as these tests use it.
-trait Server {
-    fn create(&self, name: &str);
-    fn upload(&self, dir: &Path, name: &str, root: &str, paced: bool);
-    fn download(&self, name: &str, root: &str, dir: &Path);
-    fn keys(&self, name: &str) -> Vec<String>;
-    fn env(&self) -> Vec<(&'static str, String)>;
-    fn url(&self, name: &str, root: &str) -> String;
-}
-
-impl Server for Azurite {
-    fn create(&self, name: &str) {
-        self.create_container(name);
-    }
-    fn upload(&self, dir: &Path, name: &str, root: &str, paced: bool) {
-        if paced { self.upload_paced(dir, name, root) } else { Azurite::upload(self, dir, name, root) }
-    }
-    fn download(&self, name: &str, root: &str, dir: &Path) {
-        Azurite::download(self, name, root, dir);
-    }
-    fn keys(&self, name: &str) -> Vec<String> {
-        Azurite::keys(self, name)
-    }
-    fn env(&self) -> Vec<(&'static str, String)> {
-        Azurite::env(self)
-    }
-    fn url(&self, name: &str, root: &str) -> String {
-        Azurite::url(self, name, root)
-    }
-}
-
-impl Server for FakeGcs {
-    fn create(&self, name: &str) {
-        self.create_bucket(name);
-    }
-    fn upload(&self, dir: &Path, name: &str, root: &str, paced: bool) {
-        if paced { self.upload_paced(dir, name, root) } else { FakeGcs::upload(self, dir, name, root) }
-    }
-    fn download(&self, name: &str, root: &str, dir: &Path) {
-        FakeGcs::download(self, name, root, dir);
-    }
-    fn keys(&self, name: &str) -> Vec<String> {
-        FakeGcs::keys(self, name)
-    }
-    fn env(&self) -> Vec<(&'static str, String)> {
-        FakeGcs::env(self)
-    }
-    fn url(&self, name: &str, root: &str) -> String {
-        FakeGcs::url(self, name, root)
-    }
-}
+use crate::common::{assert_same, fixture, store_files};
 
 const V2: &str = "store/docker/registry/v2/";
 
-fn bucket_keys(s: &dyn Server, name: &str) -> BTreeSet<String> {
+fn bucket_keys(s: &dyn Emulator, name: &str) -> BTreeSet<String> {
     s.keys(name).into_iter().filter_map(|k| k.strip_prefix(V2).map(String::from)).collect()
-}
-
-fn disk_files(root: &Path) -> BTreeSet<String> {
-    let base = v2(root);
-    walkdir::WalkDir::new(&base)
-        .into_iter()
-        .flatten()
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.path().strip_prefix(&base).unwrap().to_string_lossy().into_owned())
-        .filter(|k| k != ".regsweep.lock")
-        .collect()
-}
-
-fn assert_same(a: &BTreeSet<String>, b: &BTreeSet<String>, what: &str) {
-    let only_a: Vec<_> = a.difference(b).collect();
-    let only_b: Vec<_> = b.difference(a).collect();
-    assert!(
-        only_a.is_empty() && only_b.is_empty(),
-        "{what}: only in the first {only_a:#?}, only in the second {only_b:#?}"
-    );
 }
 
 /// A JSON report with the store's name (a URL or a folder) made one, and the requests left out.
@@ -102,18 +29,18 @@ fn comparable(mut v: Value, shown: &str) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-fn json(s: &dyn Server, args: &[&str]) -> Value {
+fn json(s: &dyn Emulator, args: &[&str]) -> Value {
     emu::regsweep_json(&s.env(), args)
 }
 
 /// The demo store in the emulator, pushed in its order, and its download.
-fn demo(s: &dyn Server, name: &str) -> tempfile::TempDir {
+fn demo(s: &dyn Emulator, name: &str) -> tempfile::TempDir {
     let demo = fixture("demo");
     s.create(name);
     s.upload(demo.path(), name, "store", true);
     let copy = tempfile::tempdir().unwrap();
     s.download(name, "store", copy.path());
-    assert_same(&bucket_keys(s, name), &disk_files(copy.path()), "the copy");
+    assert_same(&bucket_keys(s, name), &store_files(copy.path()), "the copy");
     // Written more than the bucket clock's second before the runs: no push during them.
     std::thread::sleep(std::time::Duration::from_secs(2));
     copy
@@ -121,7 +48,7 @@ fn demo(s: &dyn Server, name: &str) -> tempfile::TempDir {
 
 /// check, du and prune's plan equal their filesystem runs; prune then gc --delete-untagged
 /// leave the filesystem run's keys; deletions go in batches where the server takes them.
-fn ends_as_on_disk(s: &dyn Server, batched: bool) {
+fn ends_as_on_disk(s: &dyn Emulator, batched: bool) {
     let copy = demo(s, "reg");
     let url = s.url("reg", "store");
     let disk = copy.path().to_str().unwrap();
@@ -141,7 +68,7 @@ fn ends_as_on_disk(s: &dyn Server, batched: bool) {
     ] {
         let b = json(s, &[args, &["--root", &url]].concat());
         emu::regsweep_json(&[], &[args, &["--root", disk]].concat());
-        assert_same(&bucket_keys(s, "reg"), &disk_files(copy.path()), &format!("{args:?}: the same keys"));
+        assert_same(&bucket_keys(s, "reg"), &store_files(copy.path()), &format!("{args:?}: the same keys"));
         let r = &b["requests"];
         // Besides the deletions, the lock's probe and the lock itself go one by one.
         let (deleted, single) = (b["blobs_deleted"].as_u64().unwrap(), r["delete"].as_u64().unwrap());
@@ -150,7 +77,7 @@ fn ends_as_on_disk(s: &dyn Server, batched: bool) {
             false => assert!(single > deleted, "{r}"),
         }
     }
-    assert!(bucket_keys(s, "reg").len() < disk_files(fixture("demo").path()).len());
+    assert!(bucket_keys(s, "reg").len() < store_files(fixture("demo").path()).len());
 }
 
 #[test]
@@ -170,7 +97,7 @@ fn prune_and_gc_on_gcs_with_multi_object_delete_end_as_on_disk() {
 
 /// Killed after K deletions and run again, the bucket ends as the same run leaves the
 /// filesystem copy uninterrupted (ranked by name: the copies' push times are their upload's).
-fn killed_anywhere(s: &dyn Server) {
+fn killed_anywhere(s: &dyn Emulator) {
     let args = |root: &str| {
         ["prune", "--root", root, "--keep", "2", "--order", "name", "--grace", "0s", "--upload-age", "0s"]
             .map(String::from)
@@ -182,7 +109,7 @@ fn killed_anywhere(s: &dyn Server) {
         .iter()
         .map(|k| whole[k].as_u64().unwrap())
         .sum();
-    let expected = disk_files(disk.path());
+    let expected = store_files(disk.path());
     for k in [1u64, 3, 8, 20] {
         assert!(total > k * 2, "{total} deletions");
         let name = format!("killed{k}");
@@ -219,11 +146,11 @@ fn throttling_is_retried_on_both() {
     let gcs = FakeGcs::start_with(Bridge { multi_delete: true, ..Bridge::default() });
     for (s, env_via, busy) in [
         (
-            &az as &dyn Server,
+            &az as &dyn Emulator,
             Box::new(|p| az.env_via(p)) as Box<dyn Fn(u16) -> Vec<(&'static str, String)>>,
             emu::AZURE_BUSY,
         ),
-        (&gcs as &dyn Server, Box::new(|p| gcs.env_via(p)), emu::GCS_BUSY),
+        (&gcs as &dyn Emulator, Box::new(|p| gcs.env_via(p)), emu::GCS_BUSY),
     ] {
         let copy = demo(s, "reg");
         let upstream = match s.url("reg", "").starts_with("azure") {
@@ -236,7 +163,7 @@ fn throttling_is_retried_on_both() {
         assert!(report["requests"]["throttled"].as_u64().unwrap() > 0, "{}", report["requests"]);
         let disk = copy.path().to_str().unwrap().to_string();
         emu::regsweep_json(&[], &["prune", "--root", &disk, "--keep", "2", "--grace", "0s", "--upload-age", "0s"]);
-        assert_same(&bucket_keys(s, "reg"), &disk_files(copy.path()), "throttled, the same keys");
+        assert_same(&bucket_keys(s, "reg"), &store_files(copy.path()), "throttled, the same keys");
     }
 }
 

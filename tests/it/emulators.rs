@@ -9,60 +9,9 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use common::azure::Azurite;
+use common::emu::Emulator;
 use common::gcs::FakeGcs;
 use common::*;
-
-/// What both harnesses do, as the tests use it.
-trait Emulator {
-    fn create(&self, name: &str);
-    fn keys(&self, name: &str) -> Vec<String>;
-    fn upload(&self, dir: &Path, name: &str, root: &str, paced: bool);
-    fn download(&self, name: &str, root: &str, dir: &Path);
-    fn put(&self, name: &str, key: &str, bytes: &[u8]);
-    fn delete(&self, name: &str, key: &str);
-}
-
-impl Emulator for Azurite {
-    fn create(&self, name: &str) {
-        self.create_container(name);
-    }
-    fn keys(&self, name: &str) -> Vec<String> {
-        Azurite::keys(self, name)
-    }
-    fn upload(&self, dir: &Path, name: &str, root: &str, paced: bool) {
-        if paced { self.upload_paced(dir, name, root) } else { Azurite::upload(self, dir, name, root) }
-    }
-    fn download(&self, name: &str, root: &str, dir: &Path) {
-        Azurite::download(self, name, root, dir);
-    }
-    fn put(&self, name: &str, key: &str, bytes: &[u8]) {
-        Azurite::put(self, name, key, bytes);
-    }
-    fn delete(&self, name: &str, key: &str) {
-        Azurite::delete(self, name, key);
-    }
-}
-
-impl Emulator for FakeGcs {
-    fn create(&self, name: &str) {
-        self.create_bucket(name);
-    }
-    fn keys(&self, name: &str) -> Vec<String> {
-        FakeGcs::keys(self, name)
-    }
-    fn upload(&self, dir: &Path, name: &str, root: &str, paced: bool) {
-        if paced { self.upload_paced(dir, name, root) } else { FakeGcs::upload(self, dir, name, root) }
-    }
-    fn download(&self, name: &str, root: &str, dir: &Path) {
-        FakeGcs::download(self, name, root, dir);
-    }
-    fn put(&self, name: &str, key: &str, bytes: &[u8]) {
-        FakeGcs::put(self, name, key, bytes);
-    }
-    fn delete(&self, name: &str, key: &str) {
-        FakeGcs::delete(self, name, key);
-    }
-}
 
 /// Every file under `dir` with its bytes, by path relative to `dir`.
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {

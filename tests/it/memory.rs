@@ -5,7 +5,6 @@
 //! same run on a filesystem copy is the reference.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -20,7 +19,7 @@ use regsweep::store::bucket::memory::Memory;
 use regsweep::store::location::Location;
 use sha2::{Digest as _, Sha256};
 
-use crate::common::{fixture, v2};
+use crate::common::{assert_same, fixture, store_files};
 
 /// The store's `rootdirectory` in the bucket.
 const ROOT: &str = "store";
@@ -72,27 +71,6 @@ fn keys(mem: &Memory) -> BTreeSet<String> {
     mem.keys().into_iter().filter_map(|k| k.strip_prefix(V2).map(String::from)).collect()
 }
 
-/// Every file of a filesystem store, relative to `docker/registry/v2/` (its lock file stays).
-fn files(root: &Path) -> BTreeSet<String> {
-    let base = v2(root);
-    walkdir::WalkDir::new(&base)
-        .into_iter()
-        .flatten()
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.path().strip_prefix(&base).unwrap().to_string_lossy().into_owned())
-        .filter(|k| k != ".regsweep.lock")
-        .collect()
-}
-
-fn assert_same(a: &BTreeSet<String>, b: &BTreeSet<String>, what: &str) {
-    let only_a: Vec<_> = a.difference(b).collect();
-    let only_b: Vec<_> = b.difference(a).collect();
-    assert!(
-        only_a.is_empty() && only_b.is_empty(),
-        "{what}: only in the first {only_a:#?}, only in the second {only_b:#?}"
-    );
-}
-
 /// The report as JSON, without what names the store or counts requests.
 fn comparable(r: &Report) -> serde_json::Value {
     let mut v = serde_json::to_value(r).unwrap();
@@ -114,11 +92,15 @@ fn prune_and_gc_in_memory_end_as_on_disk() {
         [("demo", prune(1), false), ("demo", Mode::Gc, true), ("legacy", prune(2), false), ("legacy", Mode::Gc, false)]
     {
         let (disk, mem) = stores(fixture);
-        assert_same(&keys(&mem), &files(disk.path()), "the copy");
+        assert_same(&keys(&mem), &store_files(disk.path()), "the copy");
         let on_disk = regsweep::run(disk.path(), &mode, &options(untagged), false, Progress::hidden()).unwrap();
         let in_memory = run(&mem, &mode, untagged).unwrap();
         assert_eq!(comparable(&in_memory), comparable(&on_disk), "{fixture}: the same report");
-        assert_same(&keys(&mem), &files(disk.path()), &format!("{fixture} {mode:?}: the same keys after the same run"));
+        assert_same(
+            &keys(&mem),
+            &store_files(disk.path()),
+            &format!("{fixture} {mode:?}: the same keys after the same run"),
+        );
         assert!(broken(&mem).is_empty(), "{:?}", broken(&mem));
     }
 }

@@ -17,28 +17,6 @@ fn store_keys(moto: &S3Server, bucket: &str) -> BTreeSet<String> {
     moto.keys(bucket).into_iter().filter_map(|k| k.strip_prefix(V2).map(String::from)).collect()
 }
 
-/// Every file of a filesystem store, relative to `docker/registry/v2/`.
-fn store_files(root: &Path) -> BTreeSet<String> {
-    let base = v2(root);
-    walkdir::WalkDir::new(&base)
-        .into_iter()
-        .flatten()
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.path().strip_prefix(&base).unwrap().to_string_lossy().into_owned())
-        .filter(|k| k != ".regsweep.lock") // a file system's lock stays, to be locked again
-        .collect()
-}
-
-/// Panics naming what only one side has.
-fn assert_same(a: &BTreeSet<String>, b: &BTreeSet<String>, what: &str) {
-    let only_a: Vec<_> = a.difference(b).collect();
-    let only_b: Vec<_> = b.difference(a).collect();
-    assert!(
-        only_a.is_empty() && only_b.is_empty(),
-        "{what}: only in the first {only_a:#?}, only in the second {only_b:#?}"
-    );
-}
-
 #[test]
 fn prune_on_a_bucket_leaves_what_the_registry_serves() {
     prune_leaves_what_the_registry_serves(&S3Server::moto());

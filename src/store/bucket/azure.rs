@@ -14,10 +14,9 @@ use anyhow::{Context, Result, bail};
 use object_store::azure::{AzureAuthorizer, AzureConfigKey, MicrosoftAzure, MicrosoftAzureBuilder};
 use object_store::client::{HttpClient, HttpConnector, HttpRequest, HttpRequestBody};
 use object_store::path::Path as Key;
-use object_store::{ClientOptions, RetryConfig};
 use serde::Deserialize;
 
-use crate::store::bucket::client::{Bucket, Connector, Parts, Provider, Requests};
+use crate::store::bucket::client::{self, Bucket, Connector, Parts, Provider, Requests};
 
 /// Blobs one Blob Batch request deletes, at most.
 const BATCH: usize = 256;
@@ -78,14 +77,11 @@ impl AzureLocation {
 pub fn open(loc: &AzureLocation) -> Result<Bucket> {
     let requests = Arc::new(Requests::default());
     let connector = || Connector { requests: requests.clone(), decode };
-    let options = ClientOptions::new()
-        .with_allow_http(true)
-        .with_timeout(Duration::from_secs(120))
-        .with_pool_max_idle_per_host(256);
+    let options = client::options();
     let mut b = MicrosoftAzureBuilder::from_env()
         .with_container_name(&loc.container)
         .with_http_connector(connector())
-        .with_retry(RetryConfig { max_retries: 10, retry_timeout: Duration::from_secs(180), ..RetryConfig::default() })
+        .with_retry(client::retry())
         .with_client_options(options.clone());
     if let Some(a) = &loc.account {
         b = b.with_account(a);

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, anyhow};
 use futures::StreamExt;
@@ -135,6 +135,18 @@ impl HttpConnector for Connector {
         let inner = object_store::client::ReqwestConnector::default().connect(options)?;
         Ok(HttpClient::new(Watching { inner, requests: self.requests.clone(), decode: self.decode }))
     }
+}
+
+/// The HTTP client's options every provider's builder is given: plain HTTP allowed (an
+/// S3-compatible server or an emulator on loopback), two minutes a request, a connection kept
+/// for each request in flight.
+pub fn options() -> ClientOptions {
+    ClientOptions::new().with_allow_http(true).with_timeout(Duration::from_secs(120)).with_pool_max_idle_per_host(256)
+}
+
+/// Retries of a failed request (throttling, a server error, a broken connection), with backoff.
+pub fn retry() -> object_store::RetryConfig {
+    object_store::RetryConfig { max_retries: 10, retry_timeout: Duration::from_secs(180), ..Default::default() }
 }
 
 /// An object store's error, told briefly: what the provider's answer said where it said

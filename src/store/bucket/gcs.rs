@@ -8,15 +8,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use object_store::client::{HttpClient, HttpConnector, HttpRequest};
 use object_store::gcp::{GoogleCloudStorage, GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::path::Path as Key;
-use object_store::{ClientOptions, RetryConfig};
 
-use crate::store::bucket::client::{Bucket, Connector, Parts, Provider, Requests};
+use crate::store::bucket::client::{self, Bucket, Connector, Parts, Provider, Requests};
 use crate::store::bucket::xml::{self, ErrorAnswer, Posted};
 
 /// Keys one multi-object delete takes, at most.
@@ -68,14 +66,11 @@ impl GcsLocation {
 pub fn open(loc: &GcsLocation) -> Result<Bucket> {
     let requests = Arc::new(Requests::default());
     let connector = || Connector { requests: requests.clone(), decode };
-    let options = ClientOptions::new()
-        .with_allow_http(true)
-        .with_timeout(Duration::from_secs(120))
-        .with_pool_max_idle_per_host(256);
+    let options = client::options();
     let mut b = GoogleCloudStorageBuilder::from_env()
         .with_bucket_name(&loc.bucket)
         .with_http_connector(connector())
-        .with_retry(RetryConfig { max_retries: 10, retry_timeout: Duration::from_secs(180), ..RetryConfig::default() })
+        .with_retry(client::retry())
         .with_client_options(options.clone());
     if let Some(k) = &loc.keyfile {
         b = b.with_service_account_path(k);

@@ -1,9 +1,11 @@
-//! The object-storage backend: a store in an S3 bucket as the registry's s3 driver writes it
-//! (docs/DESIGN.md section 5). The same tree as on disk, with no folders: a folder is a common
-//! prefix. Read fast: every key under `repositories/` and `blobs/` is listed flat, prefixes in
-//! parallel, once; a link's content is known from its ETag (the MD5 of `sha256:<hex>`) among
-//! the repository's digests, read only when it is none of them; each manifest is read once.
-//! Deleted in the same crash-safe order as on disk, by DeleteObjects of up to 1,000 keys.
+//! The object-storage backend: a store in a bucket as the registry's s3, azure or gcs driver
+//! writes it (docs/DESIGN.md section 5), over any object store ([`client`]; what each provider
+//! adds is one file: [`s3`], [`azure`], [`gcs`], [`memory`] for the tests). The same tree as on
+//! disk, with no folders: a folder is a common prefix. Read fast: every key under
+//! `repositories/` and `blobs/` is listed flat, ranges in parallel, once; a link's content is
+//! known from its ETag (on S3 the MD5 of `sha256:<hex>`) among the repository's digests, read
+//! only when it is none of them; each manifest is read once. Deleted in the same crash-safe
+//! order as on disk, in the provider's batches.
 
 #[cfg(feature = "azure")]
 pub mod azure;

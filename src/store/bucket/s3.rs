@@ -7,17 +7,15 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use object_store::aws::{AmazonS3, AmazonS3Builder, AwsAuthorizer};
 use object_store::client::{HttpClient, HttpConnector, HttpRequest};
 use object_store::path::Path as Key;
-use object_store::{ClientOptions, RetryConfig};
 
 use serde::Deserialize;
 
-use crate::store::bucket::client::{Bucket, Connector, Parts, Provider, Requests};
+use crate::store::bucket::client::{self, Bucket, Connector, Parts, Provider, Requests};
 use crate::store::bucket::xml::{self, DeleteResult, ErrorAnswer, Posted};
 
 /// A store in a bucket.
@@ -179,16 +177,13 @@ fn ini_section(text: &str, section: &str) -> Vec<(String, String)> {
 pub fn open(loc: &S3Location) -> Result<Bucket> {
     let requests = Arc::new(Requests::default());
     let connector = || Connector { requests: requests.clone(), decode };
-    let options = ClientOptions::new()
-        .with_allow_http(true)
-        .with_timeout(Duration::from_secs(120))
-        .with_pool_max_idle_per_host(256);
+    let options = client::options();
     let mut b = AmazonS3Builder::new()
         .with_bucket_name(&loc.bucket)
         .with_region(&loc.region)
         .with_virtual_hosted_style_request(false)
         .with_http_connector(connector())
-        .with_retry(RetryConfig { max_retries: 10, retry_timeout: Duration::from_secs(180), ..RetryConfig::default() })
+        .with_retry(client::retry())
         .with_client_options(options.clone());
     if let Some(e) = &loc.endpoint {
         b = b.with_endpoint(e);

@@ -7,6 +7,8 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use super::azure::Azurite;
+use super::gcs::FakeGcs;
 use super::s3::venv;
 use super::top;
 
@@ -158,4 +160,72 @@ pub fn throttle_proxy(upstream: u16, busy: Busy) -> u16 {
         }
     });
     port
+}
+
+/// What both harnesses do, as the tests use it.
+pub trait Emulator {
+    fn create(&self, name: &str);
+    fn keys(&self, name: &str) -> Vec<String>;
+    fn upload(&self, dir: &Path, name: &str, root: &str, paced: bool);
+    fn download(&self, name: &str, root: &str, dir: &Path);
+    fn put(&self, name: &str, key: &str, bytes: &[u8]);
+    fn delete(&self, name: &str, key: &str);
+    /// The environment regsweep runs with.
+    fn env(&self) -> Vec<(&'static str, String)>;
+    /// `scheme://name/root`.
+    fn url(&self, name: &str, root: &str) -> String;
+}
+
+impl Emulator for Azurite {
+    fn create(&self, name: &str) {
+        self.create_container(name);
+    }
+    fn keys(&self, name: &str) -> Vec<String> {
+        Azurite::keys(self, name)
+    }
+    fn upload(&self, dir: &Path, name: &str, root: &str, paced: bool) {
+        if paced { self.upload_paced(dir, name, root) } else { Azurite::upload(self, dir, name, root) }
+    }
+    fn download(&self, name: &str, root: &str, dir: &Path) {
+        Azurite::download(self, name, root, dir);
+    }
+    fn put(&self, name: &str, key: &str, bytes: &[u8]) {
+        Azurite::put(self, name, key, bytes);
+    }
+    fn delete(&self, name: &str, key: &str) {
+        Azurite::delete(self, name, key);
+    }
+    fn env(&self) -> Vec<(&'static str, String)> {
+        Azurite::env(self)
+    }
+    fn url(&self, name: &str, root: &str) -> String {
+        Azurite::url(self, name, root)
+    }
+}
+
+impl Emulator for FakeGcs {
+    fn create(&self, name: &str) {
+        self.create_bucket(name);
+    }
+    fn keys(&self, name: &str) -> Vec<String> {
+        FakeGcs::keys(self, name)
+    }
+    fn upload(&self, dir: &Path, name: &str, root: &str, paced: bool) {
+        if paced { self.upload_paced(dir, name, root) } else { FakeGcs::upload(self, dir, name, root) }
+    }
+    fn download(&self, name: &str, root: &str, dir: &Path) {
+        FakeGcs::download(self, name, root, dir);
+    }
+    fn put(&self, name: &str, key: &str, bytes: &[u8]) {
+        FakeGcs::put(self, name, key, bytes);
+    }
+    fn delete(&self, name: &str, key: &str) {
+        FakeGcs::delete(self, name, key);
+    }
+    fn env(&self) -> Vec<(&'static str, String)> {
+        FakeGcs::env(self)
+    }
+    fn url(&self, name: &str, root: &str) -> String {
+        FakeGcs::url(self, name, root)
+    }
 }

@@ -595,3 +595,26 @@ pub fn referrer_index_of(root: &Path, repo: &str, subject: &str) -> String {
         "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": child, "size": child_size}]});
     put_old_blob(root, repo, &serde_json::to_vec(&referrer).unwrap(), "_manifests/revisions/sha256").0
 }
+
+/// Every file of a filesystem store, relative to `docker/registry/v2/` (its lock file stays,
+/// to be locked again: a bucket's goes).
+pub fn store_files(root: &Path) -> BTreeSet<String> {
+    let base = v2(root);
+    walkdir::WalkDir::new(&base)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.path().strip_prefix(&base).unwrap().to_string_lossy().into_owned())
+        .filter(|k| k != ".regsweep.lock")
+        .collect()
+}
+
+/// Panics naming what only one side has.
+pub fn assert_same(a: &BTreeSet<String>, b: &BTreeSet<String>, what: &str) {
+    let only_a: Vec<_> = a.difference(b).collect();
+    let only_b: Vec<_> = b.difference(a).collect();
+    assert!(
+        only_a.is_empty() && only_b.is_empty(),
+        "{what}: only in the first {only_a:#?}, only in the second {only_b:#?}"
+    );
+}
