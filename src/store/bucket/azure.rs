@@ -38,24 +38,13 @@ pub struct AzureLocation {
 impl AzureLocation {
     /// `azure://container/rootdirectory`, as the operator names it.
     pub fn shown(&self) -> String {
-        match self.root.is_empty() {
-            true => format!("azure://{}", self.container),
-            false => format!("azure://{}/{}", self.container, self.root),
-        }
+        client::shown_url("azure", &self.container, &self.root)
     }
 
     /// From `azure://CONTAINER[/ROOTDIRECTORY]`.
     pub fn from_url(url: &str) -> Result<AzureLocation> {
-        let Some(rest) = url.strip_prefix("azure://") else { bail!("{url} is no azure:// URL") };
-        let (container, root) = rest.split_once('/').unwrap_or((rest, ""));
-        if container.is_empty() {
-            bail!("{url} names no container: give azure://CONTAINER/ROOTDIRECTORY");
-        }
-        Ok(AzureLocation {
-            container: container.to_string(),
-            root: root.trim_matches('/').to_string(),
-            ..AzureLocation::default()
-        })
+        let (container, root) = client::split_url(url, "azure", "container")?;
+        Ok(AzureLocation { container, root, ..AzureLocation::default() })
     }
 
     /// From the registry's `storage.azure` section (with its `REGISTRY_STORAGE_AZURE_*`
@@ -210,12 +199,8 @@ impl Provider for Azure {
             .body(HttpRequestBody::empty())
             .ok()?;
         AzureAuthorizer::new(&credential, &self.account).try_authorize(&mut req).ok()?;
-        let res = self.http.execute(req).await.ok()?;
-        if !res.status().is_success() {
-            return None;
-        }
-        let body = res.into_body().bytes().await.ok()?;
-        let props: StorageServiceProperties = quick_xml::de::from_reader(body.as_ref()).ok()?;
+        let body = client::answer(&self.http, req).await?;
+        let props: StorageServiceProperties = quick_xml::de::from_reader(body.as_slice()).ok()?;
         let policy = props.policy.filter(|p| p.enabled)?;
         Some(format!(
             "the account's blob soft delete keeps deleted blobs {} days (billed as storage) before Azure frees their space",

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use futures::StreamExt;
 use object_store::client::{HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpService};
 use object_store::list::{PaginatedListOptions, PaginatedListStore};
@@ -135,6 +135,37 @@ impl HttpConnector for Connector {
         let inner = object_store::client::ReqwestConnector::default().connect(options)?;
         Ok(HttpClient::new(Watching { inner, requests: self.requests.clone(), decode: self.decode }))
     }
+}
+
+/// A bucket's URL read, `scheme://NAME[/ROOTDIRECTORY]`: the name, and the root without
+/// slashes at either end ("" for none); `what` is how the provider calls the name (a bucket, a
+/// container).
+pub fn split_url(url: &str, scheme: &str, what: &str) -> Result<(String, String)> {
+    let Some(rest) = url.strip_prefix(&format!("{scheme}://")) else { bail!("{url} is no {scheme}:// URL") };
+    let (name, root) = rest.split_once('/').unwrap_or((rest, ""));
+    if name.is_empty() {
+        bail!("{url} names no {what}: give {scheme}://{}/ROOTDIRECTORY", what.to_ascii_uppercase());
+    }
+    Ok((name.to_string(), root.trim_matches('/').to_string()))
+}
+
+/// `scheme://name/rootdirectory`, as the operator names a bucket's store (the reverse of
+/// [`split_url`]).
+pub fn shown_url(scheme: &str, name: &str, root: &str) -> String {
+    match root.is_empty() {
+        true => format!("{scheme}://{name}"),
+        false => format!("{scheme}://{name}/{root}"),
+    }
+}
+
+/// The body of a successful answer to a request a provider makes of its own (a bucket's
+/// settings), `None` when it fails in any way.
+pub async fn answer(http: &HttpClient, req: HttpRequest) -> Option<Vec<u8>> {
+    let res = http.execute(req).await.ok()?;
+    if !res.status().is_success() {
+        return None;
+    }
+    res.into_body().bytes().await.ok().map(|b| b.to_vec())
 }
 
 /// The HTTP client's options every provider's builder is given: plain HTTP allowed (an

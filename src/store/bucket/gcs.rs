@@ -33,20 +33,13 @@ pub struct GcsLocation {
 impl GcsLocation {
     /// `gs://bucket/rootdirectory`, as the operator names it.
     pub fn shown(&self) -> String {
-        match self.root.is_empty() {
-            true => format!("gs://{}", self.bucket),
-            false => format!("gs://{}/{}", self.bucket, self.root),
-        }
+        client::shown_url("gs", &self.bucket, &self.root)
     }
 
     /// From `gs://BUCKET[/ROOTDIRECTORY]`.
     pub fn from_url(url: &str) -> Result<GcsLocation> {
-        let Some(rest) = url.strip_prefix("gs://") else { bail!("{url} is no gs:// URL") };
-        let (bucket, root) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            bail!("{url} names no bucket: give gs://BUCKET/ROOTDIRECTORY");
-        }
-        Ok(GcsLocation { bucket: bucket.to_string(), root: root.trim_matches('/').to_string(), keyfile: None })
+        let (bucket, root) = client::split_url(url, "gs", "bucket")?;
+        Ok(GcsLocation { bucket, root, keyfile: None })
     }
 
     /// From the registry's `storage.gcs` section (with its `REGISTRY_STORAGE_GCS_*` overrides
@@ -185,11 +178,7 @@ impl Provider for Gcs {
             let credential = self.store.credentials().get_credential().await.ok()?;
             req.headers_mut().insert("Authorization", format!("Bearer {}", credential.bearer).parse().ok()?);
         }
-        let res = self.http.execute(req).await.ok()?;
-        if !res.status().is_success() {
-            return None;
-        }
-        let body = res.into_body().bytes().await.ok()?;
+        let body = client::answer(&self.http, req).await?;
         let meta: BucketMeta = serde_json::from_slice(&body).ok()?;
         let seconds: u64 = meta.soft_delete_policy?.retention_duration_seconds?.parse().ok()?;
         (seconds > 0).then(|| {

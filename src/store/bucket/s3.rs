@@ -40,25 +40,13 @@ const DEFAULT_REGION: &str = "us-east-1";
 impl S3Location {
     /// `s3://bucket/rootdirectory`, as the operator names it.
     pub fn shown(&self) -> String {
-        if self.root.is_empty() {
-            format!("s3://{}", self.bucket)
-        } else {
-            format!("s3://{}/{}", self.bucket, self.root)
-        }
+        client::shown_url("s3", &self.bucket, &self.root)
     }
 
     /// From `s3://BUCKET[/ROOTDIRECTORY]` and the environment `env` gives.
     pub fn from_url(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S3Location> {
-        let Some(rest) = url.strip_prefix("s3://") else { bail!("{url} is no s3:// URL") };
-        let (bucket, root) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            bail!("{url} names no bucket: give s3://BUCKET/ROOTDIRECTORY");
-        }
-        let mut loc = S3Location {
-            bucket: bucket.to_string(),
-            root: root.trim_matches('/').to_string(),
-            ..S3Location::default()
-        };
+        let (bucket, root) = client::split_url(url, "s3", "bucket")?;
+        let mut loc = S3Location { bucket, root, ..S3Location::default() };
         loc.fill_from_environment(env);
         Ok(loc)
     }
@@ -279,12 +267,8 @@ impl Provider for S3 {
             let credential = self.store.credentials().get_credential().await.ok()?;
             AwsAuthorizer::new(&credential, "s3", &self.region).try_authorize(&mut req, None).ok()?;
         }
-        let res = self.http.execute(req).await.ok()?;
-        if !res.status().is_success() {
-            return None;
-        }
-        let body = res.into_body().bytes().await.ok()?;
-        let v: VersioningConfiguration = quick_xml::de::from_reader(body.as_ref()).ok()?;
+        let body = client::answer(&self.http, req).await?;
+        let v: VersioningConfiguration = quick_xml::de::from_reader(body.as_slice()).ok()?;
         matches!(v.status.as_str(), "Enabled" | "Suspended").then(|| {
             format!(
                 "the bucket is versioned ({}): a deletion adds a delete marker and keeps the object as a noncurrent \
