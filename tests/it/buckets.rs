@@ -160,6 +160,122 @@ fn a_run_killed_anywhere_on_fake_gcs_is_finished_by_the_next() {
     killed_anywhere(&FakeGcs::start_with(Bridge { multi_delete: true, ..Bridge::default() }));
 }
 
+/// A push racing a stage's deletion, as on moto through the registry (s3race.rs), here written
+/// key for key as the registry writes a push: the prune (team/app, `--keep 2` by name) is
+/// stopped after the stage's listing, before its deletions, `push` writes, the run goes on.
+/// What the push wrote must be there afterwards, and `check` must find every tag whole.
+fn racing(s: &dyn Emulator, name: &str, point: &str, push: &dyn Fn(&str)) -> Value {
+    s.create(name);
+    s.upload(fixture("demo").path(), name, "store", false);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let url = s.url(name, "store");
+    let args = ["prune", "--root", &url, "--keep", "2", "--order", "name", "--grace", "0s", "--repo", "team/app"];
+    let run = crate::common::stopped_at(emu::command(&s.env(), &[&args[..], &["--json"]].concat()), point);
+    push(name);
+    crate::common::signal(&run, "-CONT");
+    let out = run.wait_with_output().unwrap();
+    let report: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    let check = emu::regsweep(&s.env(), &["check", "--root", &url, "--json"]);
+    assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stdout));
+    report
+}
+
+/// A tag the prune deletes, and the manifest it names, from the demo's plan on disk.
+fn doomed_tag() -> (String, String) {
+    let disk = fixture("demo");
+    let root = disk.path().to_str().unwrap();
+    let plan = emu::regsweep_json(
+        &[],
+        &[
+            "prune",
+            "--root",
+            root,
+            "--keep",
+            "2",
+            "--order",
+            "name",
+            "--grace",
+            "0s",
+            "--repo",
+            "team/app",
+            "--dry-run",
+        ],
+    );
+    let tag = crate::common::tags_with(&plan, "team/app", "delete").into_iter().find(|t| !t.ends_with(".sig")).unwrap();
+    let link = disk.path().join(format!("docker/registry/v2/repositories/team/app/_manifests/tags/{tag}/current/link"));
+    (tag, std::fs::read_to_string(link).unwrap())
+}
+
+/// The keys a push of `tag` onto `digest` writes in team/app (the manifest and its blobs there).
+fn tag_keys(tag: &str, digest: &str) -> [String; 2] {
+    let t = format!("{V2}repositories/team/app/_manifests/tags/{tag}");
+    [format!("{t}/index/sha256/{}/link", &digest[7..]), format!("{t}/current/link")]
+}
+
+fn pushes_racing_the_stages(s: &dyn Emulator) {
+    let (tag, digest) = doomed_tag();
+    // The tag pushed again onto its own digest as its folder is about to go: written back.
+    let report = racing(s, "race-tags", "delete:tags", &|name| {
+        for k in tag_keys(&tag, &digest) {
+            s.put(name, &k, digest.as_bytes());
+        }
+    });
+    assert!(report["rescued"]["tags"].as_u64().unwrap() >= 1, "{report}");
+    assert!(bucket_keys(s, "race-tags").contains(&tag_keys(&tag, &digest)[1][V2.len()..]), "{report}");
+    // The manifest the tag named, tagged again as its revision is about to go: kept whole.
+    let report = racing(s, "race-manifests", "delete:manifests", &|name| {
+        for k in tag_keys("again", &digest) {
+            s.put(name, &k, digest.as_bytes());
+        }
+    });
+    let revision = format!("repositories/team/app/_manifests/revisions/sha256/{}/link", &digest[7..]);
+    assert!(bucket_keys(s, "race-manifests").contains(&revision), "{report}");
+}
+
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs --features test-hooks")]
+fn pushes_racing_the_stages_on_azurite_are_kept() {
+    pushes_racing_the_stages(&Azurite::start());
+}
+
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs --features test-hooks")]
+fn pushes_racing_the_stages_on_fake_gcs_are_kept() {
+    pushes_racing_the_stages(&FakeGcs::start_with(Bridge { multi_delete: true, ..Bridge::default() }));
+}
+
+/// A blob Azure will not delete (a lease held on it: its part of the Blob Batch answers 412
+/// LeaseIdMissing) is reported alone, with Azure's words, and not counted; the rest of its
+/// batch goes. With the lease broken, a rerun ends as the run leaves the filesystem copy.
+#[test]
+fn a_blob_a_batch_does_not_delete_is_reported_alone_and_a_rerun_finishes() {
+    let az = Azurite::start();
+    let copy = demo(&az, "reg");
+    let disk = copy.path().to_str().unwrap();
+    let args = ["prune", "--keep", "2", "--grace", "0s", "--upload-age", "0s"];
+    let url = az.url("reg", "store");
+    let plan = json(&az, &[&args[..], &["--root", &url, "--dry-run"]].concat());
+    let before = bucket_keys(&az, "reg");
+    emu::regsweep_json(&[], &[&args[..], &["--root", disk]].concat());
+    let expected = store_files(copy.path());
+    let doomed = before.difference(&expected).find(|k| k.starts_with("blobs/") && k.ends_with("/data")).unwrap();
+    az.tool(&["lease", "reg", &format!("{V2}{doomed}")]);
+    let out = emu::regsweep(&az.env(), &[&args[..], &["--root", &url, "--json"]].concat());
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed = report["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{report}");
+    assert_eq!(failed[0]["path"], format!("{url}/docker/registry/v2/{doomed}"), "{report}");
+    assert!(failed[0]["error"].as_str().unwrap().contains("LeaseIdMissing"), "{report}");
+    assert_eq!(report["blobs_deleted"].as_u64().unwrap() + 1, plan["blobs_deleted"].as_u64().unwrap(), "{report}");
+    assert!(bucket_keys(&az, "reg").contains(doomed), "the leased blob is there");
+    az.tool(&["breaklease", "reg", &format!("{V2}{doomed}")]);
+    json(&az, &[&args[..], &["--root", &url]].concat());
+    assert_same(&bucket_keys(&az, "reg"), &expected, "the lease broken, run again");
+}
+
 /// Throttling (Azure's 503 ServerBusy, GCS's 429) is retried: the run ends as without it.
 #[test]
 fn throttling_is_retried_on_both() {
