@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::common::azure::Azurite;
 use crate::common::emu::{self, Emulator};
-use crate::common::gcs::{Bridge, FakeGcs};
+use crate::common::gcs::{Bridge, FakeGcs, put_bridge};
 use crate::common::{assert_same, fixture, store_files};
 
 const V2: &str = "store/docker/registry/v2/";
@@ -246,34 +246,62 @@ fn pushes_racing_the_stages_on_fake_gcs_are_kept() {
     pushes_racing_the_stages(&FakeGcs::start_with(Bridge { multi_delete: true, ..Bridge::default() }));
 }
 
-/// A blob Azure will not delete (a lease held on it: its part of the Blob Batch answers 412
-/// LeaseIdMissing) is reported alone, with Azure's words, and not counted; the rest of its
-/// batch goes. With the lease broken, a rerun ends as the run leaves the filesystem copy.
-#[test]
-fn a_blob_a_batch_does_not_delete_is_reported_alone_and_a_rerun_finishes() {
-    let az = Azurite::start();
-    let copy = demo(&az, "reg");
+/// A key the provider will not delete in a batch is reported alone, with the provider's words,
+/// and not counted; the rest of its batch goes; once it can go, a rerun ends as the run leaves
+/// the filesystem copy. `hold(key)` makes the key undeletable and returns the environment of
+/// the run that meets it; `release(key)` undoes it.
+fn a_key_a_batch_does_not_delete(
+    s: &dyn Emulator,
+    hold: &dyn Fn(&str) -> Vec<(&'static str, String)>,
+    release: &dyn Fn(&str),
+    said: &str,
+) {
+    let copy = demo(s, "reg");
     let disk = copy.path().to_str().unwrap();
     let args = ["prune", "--keep", "2", "--grace", "0s", "--upload-age", "0s"];
-    let url = az.url("reg", "store");
-    let plan = json(&az, &[&args[..], &["--root", &url, "--dry-run"]].concat());
-    let before = bucket_keys(&az, "reg");
+    let url = s.url("reg", "store");
+    let plan = json(s, &[&args[..], &["--root", &url, "--dry-run"]].concat());
+    let before = bucket_keys(s, "reg");
     emu::regsweep_json(&[], &[&args[..], &["--root", disk]].concat());
     let expected = store_files(copy.path());
     let doomed = before.difference(&expected).find(|k| k.starts_with("blobs/") && k.ends_with("/data")).unwrap();
-    az.tool(&["lease", "reg", &format!("{V2}{doomed}")]);
-    let out = emu::regsweep(&az.env(), &[&args[..], &["--root", &url, "--json"]].concat());
+    let env = hold(&format!("{V2}{doomed}"));
+    let out = emu::regsweep(&env, &[&args[..], &["--root", &url, "--json"]].concat());
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let failed = report["failed"].as_array().unwrap();
     assert_eq!(failed.len(), 1, "{report}");
     assert_eq!(failed[0]["path"], format!("{url}/docker/registry/v2/{doomed}"), "{report}");
-    assert!(failed[0]["error"].as_str().unwrap().contains("LeaseIdMissing"), "{report}");
+    assert!(failed[0]["error"].as_str().unwrap().contains(said), "{report}");
+    assert!(report["requests"]["delete_objects"].as_u64().unwrap() > 0, "in batches: {report}");
     assert_eq!(report["blobs_deleted"].as_u64().unwrap() + 1, plan["blobs_deleted"].as_u64().unwrap(), "{report}");
-    assert!(bucket_keys(&az, "reg").contains(doomed), "the leased blob is there");
-    az.tool(&["breaklease", "reg", &format!("{V2}{doomed}")]);
-    json(&az, &[&args[..], &["--root", &url]].concat());
-    assert_same(&bucket_keys(&az, "reg"), &expected, "the lease broken, run again");
+    assert!(bucket_keys(s, "reg").contains(doomed), "the held blob is there");
+    release(&format!("{V2}{doomed}"));
+    json(s, &[&args[..], &["--root", &url]].concat());
+    assert_same(&bucket_keys(s, "reg"), &expected, "released, run again");
+}
+
+/// On Azure, a blob under a lease (its part of the Blob Batch answers 412 LeaseIdMissing).
+#[test]
+fn a_leased_blob_is_reported_alone_and_a_rerun_finishes() {
+    let az = Azurite::start();
+    let hold = |key: &str| {
+        az.tool(&["lease", "reg", key]);
+        az.env()
+    };
+    a_key_a_batch_does_not_delete(&az, &hold, &|key| drop(az.tool(&["breaklease", "reg", key])), "LeaseIdMissing");
+}
+
+/// On GCS, a key the multi-object delete refuses (as for an object under a hold: the bridge
+/// answers AccessDenied for it; fake-gcs-server has no holds); released, a bridge that does not.
+#[test]
+fn a_key_a_gcs_batch_refuses_is_reported_alone_and_a_rerun_finishes() {
+    let gcs = FakeGcs::start_with(Bridge { multi_delete: true, ..Bridge::default() });
+    let hold = |key: &str| {
+        let needle: &'static str = Box::leak(key.to_string().into_boxed_str());
+        gcs.env_via(put_bridge(gcs.port, Bridge { multi_delete: true, refuse: Some(needle), ..Bridge::default() }))
+    };
+    a_key_a_batch_does_not_delete(&gcs, &hold, &|_| {}, "AccessDenied");
 }
 
 /// Throttling (Azure's 503 ServerBusy, GCS's 429) is retried: the run ends as without it.
