@@ -304,6 +304,37 @@ fn a_key_a_gcs_batch_refuses_is_reported_alone_and_a_rerun_finishes() {
     a_key_a_batch_does_not_delete(&gcs, &hold, &|_| {}, "AccessDenied");
 }
 
+/// The registry's GCS driver keeps an upload being written as an object of content type
+/// `application/x-docker-upload-session` (its resumable session) beside `startedat`: such an
+/// upload is judged by its `startedat` like any other, kept while younger than `--upload-age`,
+/// removed once older, whatever its data's type and time.
+#[test]
+fn a_gcs_upload_in_progress_is_kept_and_an_abandoned_one_goes() {
+    let gcs = FakeGcs::start();
+    Emulator::create(&gcs, "reg");
+    Emulator::upload(&gcs, fixture("demo").path(), "reg", "store", false);
+    let session = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(session.path(), br#"{"SessionURI":"https://storage.googleapis.com/upload/x","Offset":5242880}"#)
+        .unwrap();
+    let started = tempfile::NamedTempFile::new().unwrap();
+    let uploads = format!("{V2}repositories/team/app/_uploads");
+    let now = chrono::Utc::now();
+    for (id, at) in [("in-progress", now - chrono::Duration::hours(1)), ("abandoned", now - chrono::Duration::days(30))]
+    {
+        let data = format!("{uploads}/{id}/data");
+        gcs.tool(&["put", "reg", &data, session.path().to_str().unwrap(), "application/x-docker-upload-session"]);
+        std::fs::write(started.path(), at.to_rfc3339()).unwrap();
+        gcs.tool(&["put", "reg", &format!("{uploads}/{id}/startedat"), started.path().to_str().unwrap()]);
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let report = json(&gcs, &["prune", "--root", &gcs.url("reg", "store"), "--keep", "2", "--grace", "0s"]);
+    assert!(report["uploads_deleted"].as_u64().unwrap() >= 1, "{report}");
+    let keys = bucket_keys(&gcs, "reg");
+    let rel = |id: &str, f: &str| format!("repositories/team/app/_uploads/{id}/{f}");
+    assert!(keys.contains(&rel("in-progress", "data")) && keys.contains(&rel("in-progress", "startedat")), "{keys:?}");
+    assert!(!keys.iter().any(|k| k.contains("/_uploads/abandoned/")), "{keys:?}");
+}
+
 /// Throttling (Azure's 503 ServerBusy, GCS's 429) is retried: the run ends as without it.
 #[test]
 fn throttling_is_retried_on_both() {
