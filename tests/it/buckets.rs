@@ -95,7 +95,9 @@ fn ends_as_on_disk(s: &dyn Emulator, batched: bool) {
         let (deleted, single) = (b["blobs_deleted"].as_u64().unwrap(), r["delete"].as_u64().unwrap());
         match batched {
             true => assert!(r["delete_objects"].as_u64().unwrap() > 0 && single <= 2, "{r}"),
-            false => assert!(single > deleted, "{r}"),
+            // Batches counted as sent are those the server refused before the run knew it
+            // takes none: a few at most, not one for each batch the run would have sent.
+            false => assert!(single > deleted && r["delete_objects"].as_u64().unwrap() <= 3, "{r}"),
         }
     }
     assert!(bucket_keys(s, "reg").len() < store_files(fixture("demo").path()).len());

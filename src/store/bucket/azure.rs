@@ -17,7 +17,7 @@ use object_store::list::PaginatedListOptions;
 use object_store::path::Path as Key;
 use serde::Deserialize;
 
-use crate::store::bucket::client::{self, Bucket, Connector, Listed, Page, Parts, Provider, Requests};
+use crate::store::bucket::client::{self, Batched, Bucket, Connector, Listed, Page, Parts, Provider, Requests};
 
 /// Blobs one Blob Batch request deletes, at most.
 const BATCH: usize = 256;
@@ -163,16 +163,16 @@ impl Provider for Azure {
         BATCH
     }
 
-    async fn delete_batch(&self, keys: &[Key]) -> Option<Vec<(Key, String)>> {
+    async fn delete_batch(&self, keys: &[Key]) -> Batched {
         if !self.batches.load(Ordering::Relaxed) {
-            return None;
+            return Batched::NotSent;
         }
         match self.post_batch(keys).await {
-            Ok(failed) => Some(failed),
-            Err(Refused::Other(e)) => Some(keys.iter().map(|k| (k.clone(), e.clone())).collect()),
+            Ok(failed) => Batched::Sent(failed),
+            Err(Refused::Other(e)) => Batched::Sent(keys.iter().map(|k| (k.clone(), e.clone())).collect()),
             Err(Refused::Batches) => {
                 self.batches.store(false, Ordering::Relaxed);
-                None
+                Batched::Refused
             }
         }
     }

@@ -72,11 +72,10 @@ pub trait Provider: Send + Sync {
     }
 
     /// Deletes `keys` (at most [`Provider::batch_size`]) in one request, retried as the
-    /// provider needs: the keys it did not delete, each with why. A key the answer does not
-    /// name as deleted is not deleted. `None` when the server takes no batch (they then go
-    /// one by one).
-    async fn delete_batch(&self, _keys: &[Key]) -> Option<Vec<(Key, String)>> {
-        None
+    /// provider needs (see [`Batched`]). A key the answer does not name as deleted is not
+    /// deleted.
+    async fn delete_batch(&self, _keys: &[Key]) -> Batched {
+        Batched::NotSent
     }
 
     /// When the space of deleted objects is freed, where the bucket keeps them (versioning, soft
@@ -94,6 +93,16 @@ pub trait Provider: Send + Sync {
     ) -> Option<object_store::Result<Page>> {
         None
     }
+}
+
+/// What became of a batched deletion.
+pub enum Batched {
+    /// Sent and answered: the keys it did not delete, each with why.
+    Sent(Vec<(Key, String)>),
+    /// Sent and refused: the server takes no batch (the keys then go one by one).
+    Refused,
+    /// Not sent: the server refused a batch before (the keys go one by one).
+    NotSent,
 }
 
 /// One page of a listing.
@@ -621,10 +630,16 @@ impl Bucket {
         let batch = self.provider.batch_size();
         if batch > 0 {
             let batches = keys.chunks(batch).map(|c| async move {
-                Requests::add(&self.requests.delete_objects);
                 match self.provider.delete_batch(c).await {
-                    Some(failed) => failed,
-                    None => self.delete_each(c).await,
+                    Batched::Sent(failed) => {
+                        Requests::add(&self.requests.delete_objects);
+                        failed
+                    }
+                    Batched::Refused => {
+                        Requests::add(&self.requests.delete_objects);
+                        self.delete_each(c).await
+                    }
+                    Batched::NotSent => self.delete_each(c).await,
                 }
             });
             futures::stream::iter(batches).buffer_unordered(8).flat_map(futures::stream::iter).collect().await

@@ -14,7 +14,7 @@ use object_store::client::{HttpClient, HttpConnector, HttpRequest};
 use object_store::gcp::{GoogleCloudStorage, GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::path::Path as Key;
 
-use crate::store::bucket::client::{self, Bucket, Connector, Parts, Provider, Requests};
+use crate::store::bucket::client::{self, Batched, Bucket, Connector, Parts, Provider, Requests};
 use crate::store::bucket::xml::{self, ErrorAnswer, Posted};
 
 /// Keys one multi-object delete takes, at most.
@@ -130,9 +130,9 @@ impl Provider for Gcs {
         BATCH
     }
 
-    async fn delete_batch(&self, keys: &[Key]) -> Option<Vec<(Key, String)>> {
+    async fn delete_batch(&self, keys: &[Key]) -> Batched {
         if !self.batches.load(Ordering::Relaxed) {
-            return None;
+            return Batched::NotSent;
         }
         let url = format!("{}?delete", self.bucket_url);
         let sign = |mut req: HttpRequest| async move {
@@ -143,12 +143,12 @@ impl Provider for Gcs {
             }
             Ok(req)
         };
-        Some(match xml::post_delete(&self.http, &url, xml::delete_body(keys), sign, hint).await {
+        Batched::Sent(match xml::post_delete(&self.http, &url, xml::delete_body(keys), sign, hint).await {
             Ok(Posted::Answer(a)) => a.failed(keys),
             // No multi-object delete on this server: one key at a time.
             Ok(Posted::Refused(400 | 404 | 405 | 501, _)) => {
                 self.batches.store(false, Ordering::Relaxed);
-                return None;
+                return Batched::Refused;
             }
             Ok(Posted::Refused(_, told)) => keys.iter().map(|k| (k.clone(), told.clone())).collect(),
             Err(e) => keys.iter().map(|k| (k.clone(), format!("{e:#}"))).collect(),

@@ -24,7 +24,7 @@ use object_store::{
     PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 
-use crate::store::bucket::client::{Bucket, Parts, Provider, Requests};
+use crate::store::bucket::client::{Batched, Bucket, Parts, Provider, Requests};
 
 /// Keys a listing page holds, and a batched deletion takes.
 const PAGE: usize = 1000;
@@ -301,7 +301,7 @@ impl Provider for Batches {
         PAGE
     }
 
-    async fn delete_batch(&self, keys: &[Key]) -> Option<Vec<(Key, String)>> {
+    async fn delete_batch(&self, keys: &[Key]) -> Batched {
         let mut failed = Vec::new();
         for k in keys {
             let planned = {
@@ -323,7 +323,7 @@ impl Provider for Batches {
                 Err(e) => failed.push((k.clone(), e.to_string())),
             }
         }
-        Some(failed)
+        Batched::Sent(failed)
     }
 }
 

@@ -15,7 +15,7 @@ use object_store::path::Path as Key;
 
 use serde::Deserialize;
 
-use crate::store::bucket::client::{self, Bucket, Connector, Parts, Provider, Requests};
+use crate::store::bucket::client::{self, Batched, Bucket, Connector, Parts, Provider, Requests};
 use crate::store::bucket::xml::{self, DeleteResult, ErrorAnswer, Posted};
 
 /// A store in a bucket.
@@ -243,8 +243,8 @@ impl Provider for S3 {
         1000
     }
 
-    async fn delete_batch(&self, keys: &[Key]) -> Option<Vec<(Key, String)>> {
-        Some(match self.post_delete(xml::delete_body(keys)).await {
+    async fn delete_batch(&self, keys: &[Key]) -> Batched {
+        Batched::Sent(match self.post_delete(xml::delete_body(keys)).await {
             Ok(answer) => answer.failed(keys),
             Err(e) => keys.iter().map(|k| (k.clone(), format!("{e:#}"))).collect(),
         })
