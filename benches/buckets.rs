@@ -1,0 +1,316 @@
+//! regsweep on Azure Blob Storage and Google Cloud Storage emulators, with a round trip added
+//! (issue 24): Azurite's blob service and fake-gcs-server as the tests run them (the harness of
+//! tests/it/common: Azurite in memory with `--skipApiVersionCheck`; fake-gcs-server in memory
+//! behind the tests' `put_bridge`, which gives its XML API the PUT it refuses, and, for
+//! `fakegcs`, S3's multi-object delete answered by deleting each key through the JSON API;
+//! `fakegcs-single` leaves that out, so regsweep gets fake-gcs-server's own 404 and falls back to
+//! one DELETE a key). In front of it, benches/delay_proxy.py holds each chunk half `--delay` ms
+//! in each direction and logs every request with its time and kind.
+//!
+//! For each server: a store from `regsweep gen --root azure://|gs://...` (uploaded by regsweep
+//! itself, straight to the server, not through the proxy); `--runs` runs of `gc --dry-run`
+//! (`REGSWEEP_CACHE=off`: first runs), then `--runs` real `prune --keep 5 --order name --grace 0s`
+//! (by name: a generated bucket's push times are its upload's), each on a fresh copy of the
+//! same store (the gc's container is the first copy). Per run: wall time, regsweep's own request
+//! counts (`--json`), the proxy's, keys before and after, and deletions a second over the whole
+//! run and over its deletion window (the first deletion request to the last, as the proxy saw
+//! them arrive). Prints the runs and the medians as Markdown.
+//!
+//! Run: `cargo bench --bench buckets -- [--server azurite,fakegcs,fakegcs-single] [--repos 30]
+//! [--tags 10] [--delay 5] [--runs 3] [--logs DIR]` (DIR: each server's proxy log kept, a line
+//! a request: time, kind, target). Needs target/s3venv and target/npm (tests/run.sh).
+
+#[allow(dead_code, unused_imports)]
+#[path = "../tests/it/common/mod.rs"]
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::azure::Azurite;
+use common::emu::{self, Emulator};
+use common::gcs::{Bridge, FakeGcs};
+use serde_json::Value;
+
+/// What regsweep's `--json` counts, in its order.
+const KINDS: [&str; 7] = ["list", "get", "head", "put", "delete_objects", "delete", "throttled"];
+
+/// The proxy's kinds that delete: an Azure Blob Batch, S3's multi-object delete (POST), a DELETE.
+const DELETING: [&str; 3] = ["BATCH", "POST", "DELETE"];
+
+struct Options {
+    servers: Vec<String>,
+    repos: u32,
+    tags: u32,
+    delay: u32,
+    runs: usize,
+    /// A folder to keep each server's proxy log in (`SERVER.log`).
+    logs: Option<std::path::PathBuf>,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        servers: vec!["azurite".into(), "fakegcs".into(), "fakegcs-single".into()],
+        repos: 30,
+        tags: 10,
+        delay: 5,
+        runs: 3,
+        logs: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
+        match a.as_str() {
+            "--bench" => {} // cargo bench's
+            "--server" => o.servers = value().split(',').map(String::from).collect(),
+            "--repos" => o.repos = value().parse().unwrap(),
+            "--tags" => o.tags = value().parse().unwrap(),
+            "--delay" => o.delay = value().parse().unwrap(),
+            "--runs" => o.runs = value().parse().unwrap(),
+            "--logs" => o.logs = Some(value().into()),
+            _ => panic!("unknown option {a}"),
+        }
+    }
+    o
+}
+
+/// benches/delay_proxy.py in front of `upstream`, logging to `log`; stopped when dropped.
+struct Proxy {
+    port: u16,
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Proxy {
+    fn start(upstream: u16, delay: u32, dir: &Path) -> Proxy {
+        let port = common::free_port();
+        let log = dir.join("proxy.log");
+        let mut child = Command::new("python3")
+            .arg(common::top().join("benches/delay_proxy.py"))
+            .args([port.to_string(), upstream.to_string(), delay.to_string()])
+            .arg(dir.join("proxy.json"))
+            .arg(&log)
+            .spawn()
+            .unwrap();
+        emu::wait_for_port(&mut child, port, "delay_proxy.py");
+        Proxy { port, child, log }
+    }
+
+    /// The log's lines so far: (unix time, kind).
+    fn lines(&self) -> Vec<(f64, String)> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| {
+                let mut fields = l.split(' ');
+                Some((fields.next()?.parse().ok()?, fields.next()?.to_string()))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One timed run.
+#[derive(Default)]
+struct Run {
+    seconds: f64,
+    /// regsweep's own counts, in [`KINDS`]' order.
+    ours: Vec<u64>,
+    /// The proxy's, by kind.
+    proxy: std::collections::BTreeMap<String, u64>,
+    deleted: u64,
+    /// From the first deletion request to the last, as they reached the proxy.
+    window: f64,
+    blobs_deleted: u64,
+}
+
+/// Runs regsweep with `env`, timed; its requests as the proxy saw them.
+fn timed(env: &[(&'static str, String)], args: &[&str], proxy: &Proxy) -> (Run, Value) {
+    let seen = proxy.lines().len();
+    let start = Instant::now();
+    let out = emu::command(env, args).stdin(Stdio::null()).output().unwrap();
+    let seconds = start.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "regsweep {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let lines: Vec<_> = proxy.lines().into_iter().skip(seen).collect();
+    let mut run = Run { seconds, ..Run::default() };
+    for (_, k) in &lines {
+        *run.proxy.entry(k.clone()).or_default() += 1;
+    }
+    // The log is in the order of the answers: the window from the earliest deletion to the latest.
+    let deleting = lines.iter().filter(|(_, k)| DELETING.contains(&k.as_str())).map(|(t, _)| *t);
+    let (first, last) = deleting.fold((f64::MAX, f64::MIN), |(a, b), t| (a.min(t), b.max(t)));
+    if last > first {
+        run.window = last - first;
+    }
+    run.ours = KINDS.iter().map(|k| report["requests"][k].as_u64().unwrap_or(0)).collect();
+    run.blobs_deleted = report["blobs_deleted"].as_u64().unwrap_or(0);
+    (run, report)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The emulator and the environment regsweep runs with through the proxy.
+fn server(name: &str) -> (Box<dyn Emulator>, u16, Box<dyn Fn(u16) -> Vec<(&'static str, String)>>) {
+    match name {
+        "azurite" => {
+            let s = Azurite::start();
+            let up = s.port;
+            let base = s.env();
+            let env = move |port: u16| {
+                let mut e = base.clone();
+                e.retain(|(k, _)| *k != "AZURITE_BLOB_STORAGE_URL");
+                e.push(("AZURITE_BLOB_STORAGE_URL", format!("http://127.0.0.1:{port}")));
+                e
+            };
+            (Box::new(s), up, Box::new(env))
+        }
+        "fakegcs" | "fakegcs-single" => {
+            let s = FakeGcs::start_with(Bridge { multi_delete: name == "fakegcs", soft_delete: None });
+            let up = s.bridge;
+            let base = s.env();
+            let env = move |port: u16| {
+                let mut e = base.clone();
+                e.retain(|(k, _)| *k != "GOOGLE_BASE_URL");
+                e.push(("GOOGLE_BASE_URL", format!("http://127.0.0.1:{port}")));
+                e
+            };
+            (Box::new(s), up, Box::new(env))
+        }
+        _ => panic!("unknown server {name} (azurite, fakegcs, fakegcs-single)"),
+    }
+}
+
+fn row(server: &str, store: &str, what: &str, r: &Run, blobs: u64) {
+    let ours: Vec<String> = r.ours.iter().map(u64::to_string).collect();
+    let total: u64 = r.ours[..6].iter().sum();
+    let per: Vec<String> = r.ours[..6].iter().map(|n| format!("{:.3}", *n as f64 / blobs as f64)).collect();
+    let proxy: Vec<String> = r.proxy.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let rate = |s: f64| if r.deleted > 0 && s > 0.0 { format!("{:.0}", r.deleted as f64 / s) } else { "-".into() };
+    println!(
+        "| {server} | {store} | {what} | {:.2} s | {} | {total} ({:.3}) | {} | {} | {} | {} | {} / {} |",
+        r.seconds,
+        ours.join(" / "),
+        total as f64 / blobs as f64,
+        per.join(" / "),
+        proxy.join(", "),
+        if r.deleted > 0 { format!("{} ({} blobs)", r.deleted, r.blobs_deleted) } else { "-".into() },
+        if r.window > 0.0 { format!("{:.2} s", r.window) } else { "-".into() },
+        rate(r.seconds),
+        rate(r.window),
+    );
+    let _ = std::io::stdout().flush();
+}
+
+fn main() {
+    let o = options();
+    let bin = env!("CARGO_BIN_EXE_regsweep");
+    let store = format!("{} x {}", o.repos, o.tags);
+    println!("regsweep {bin}, {store} store, {} ms added per round trip, {} runs each\n", o.delay, o.runs);
+    println!(
+        "| server | store | run | time | regsweep's requests list / get / head / put / delete_objects / delete / throttled | total (per blob) | per blob, by kind | the proxy's | keys deleted (blobs) | deletion window | deletions/s: run / window |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut summary = Vec::new();
+    for name in &o.servers {
+        let dir = tempfile::tempdir().unwrap();
+        let (emu, upstream, env_at) = server(name);
+        let proxy = Proxy::start(upstream, o.delay, dir.path());
+        let delayed = env_at(proxy.port);
+        let direct = emu.env();
+        // A copy of the store, straight to the server: its generation report and keys.
+        let fill = |bucket: &str| -> (Value, u64, f64) {
+            emu.create(bucket);
+            let url = emu.url(bucket, "store");
+            let start = Instant::now();
+            let out = emu::command(
+                &direct,
+                &["gen", "--root", &url, "--repos", &o.repos.to_string(), "--tags", &o.tags.to_string(), "--json"],
+            )
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+            let took = start.elapsed().as_secs_f64();
+            assert!(out.status.success(), "gen: {}", String::from_utf8_lossy(&out.stderr));
+            let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+            (report, emu.keys(bucket).len() as u64, took)
+        };
+        let (made, keys, took) = fill("bench-0");
+        let blobs = made["blobs"].as_u64().unwrap();
+        eprintln!("{name}: {store}: {keys} keys, {blobs} blobs, uploaded by gen in {took:.1} s");
+        let url = emu.url("bench-0", "store");
+
+        let mut gcs = Vec::new();
+        for _ in 0..o.runs {
+            let (r, _) = timed(&delayed, &["gc", "--root", &url, "--dry-run", "--json", "--quiet"], &proxy);
+            row(name, &store, "gc --dry-run", &r, blobs);
+            gcs.push(r);
+        }
+        let mut prunes = Vec::new();
+        for i in 0..o.runs {
+            let bucket = format!("bench-{i}");
+            if i > 0 {
+                let (_, k, took) = fill(&bucket);
+                assert_eq!(k, keys);
+                eprintln!("{name}: copy {i} uploaded in {took:.1} s");
+            }
+            std::thread::sleep(Duration::from_millis(2100)); // older than the run's start, to the second
+            let url = emu.url(&bucket, "store");
+            let args =
+                ["prune", "--root", &url, "--keep", "5", "--order", "name", "--grace", "0s", "--json", "--quiet"];
+            let (mut r, report) = timed(&delayed, &args, &proxy);
+            r.deleted = keys - emu.keys(&bucket).len() as u64;
+            if !report["failed"].as_array().is_none_or(Vec::is_empty) {
+                eprintln!("{name}: failed deletions: {}", report["failed"]);
+            }
+            row(name, &store, "prune --keep 5", &r, blobs);
+            prunes.push(r);
+        }
+        if let Some(logs) = &o.logs {
+            std::fs::create_dir_all(logs).unwrap();
+            std::fs::copy(&proxy.log, logs.join(format!("{name}.log"))).unwrap();
+        }
+        summary.push((name.clone(), keys, blobs, gcs, prunes));
+    }
+    println!("\nMedians (time; requests of the median run by time; deletions/s from the medians):\n");
+    println!(
+        "| server | store | run | time | list / get / head / put / delete_objects / delete / throttled | per blob | keys deleted | deletions/s: run / window |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (name, keys, blobs, gcs, prunes) in &summary {
+        for (what, runs) in [("gc --dry-run", gcs), ("real prune --keep 5", prunes)] {
+            let time = median(runs.iter().map(|r| r.seconds).collect());
+            let mid = runs.iter().find(|r| r.seconds == time).unwrap();
+            let total: u64 = mid.ours[..6].iter().sum();
+            let deleted = median(runs.iter().map(|r| r.deleted as f64).collect());
+            let window = median(runs.iter().map(|r| r.window).collect());
+            let rates = if deleted > 0.0 {
+                format!("{:.0} / {:.0}", deleted / time, if window > 0.0 { deleted / window } else { 0.0 })
+            } else {
+                "-".into()
+            };
+            println!(
+                "| {name} | {store} ({keys} keys, {blobs} blobs) | {what} | {time:.2} s | {} | {total} ({:.3}) | {} | {rates} |",
+                mid.ours.iter().map(u64::to_string).collect::<Vec<_>>().join(" / "),
+                total as f64 / *blobs as f64,
+                if deleted > 0.0 { format!("{deleted:.0} ({} blobs)", mid.blobs_deleted) } else { "-".into() },
+            );
+        }
+    }
+}
