@@ -8,15 +8,17 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use base64::Engine as _;
+use object_store::ObjectMeta;
 use object_store::azure::{AzureAuthorizer, AzureConfigKey, MicrosoftAzure, MicrosoftAzureBuilder};
 use object_store::client::{HttpClient, HttpConnector, HttpRequest, HttpRequestBody};
+use object_store::list::PaginatedListOptions;
 use object_store::path::Path as Key;
 use serde::Deserialize;
 
-use crate::store::bucket::client::{self, Bucket, Connector, Parts, Provider, Requests};
+use crate::store::bucket::client::{self, Bucket, Connector, Listed, Page, Parts, Provider, Requests};
 
 /// Blobs one Blob Batch request deletes, at most.
 const BATCH: usize = 256;
@@ -176,6 +178,13 @@ impl Provider for Azure {
         }
     }
 
+    /// Its own List Blobs: object_store's leaves out each blob's `Content-MD5`, which spares
+    /// reading a link whose content is known (an Azure ETag is no MD5).
+    async fn list_page(&self, prefix: Option<&str>, opts: PaginatedListOptions) -> Option<object_store::Result<Page>> {
+        let page = self.list_blobs(prefix, &opts).await;
+        Some(page.map_err(|e| object_store::Error::Generic { store: "MicrosoftAzure", source: e.into() }))
+    }
+
     /// An account with blob soft delete (its service properties' `DeleteRetentionPolicy`)
     /// keeps deleted blobs, and bills their space, for so many days.
     async fn freed_later(&self) -> Option<String> {
@@ -209,7 +218,7 @@ impl Provider for Azure {
     }
 }
 
-/// A blob's path in a URL: each byte outside the unreserved set and `/` percent-encoded.
+/// A blob's name (or a query's value) in a URL: each byte outside the unreserved set and `/` percent-encoded.
 fn url_path(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
     for b in key.bytes() {
@@ -258,47 +267,140 @@ impl Azure {
             body.extend_from_slice(b"\r\n\r\n");
         }
         body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-        let mut backoff = Duration::from_millis(100);
-        let mut tries = 0;
-        loop {
-            tries += 1;
+        let make = || {
             let mut req: HttpRequest = http::Request::builder()
                 .method("POST")
                 .uri(format!("{}?restype=container&comp=batch", self.container_url))
                 .header("Content-Type", format!("multipart/mixed; boundary={boundary}"))
                 .header("Content-Length", body.len().to_string())
-                .body(HttpRequestBody::from(body.clone()))
-                .map_err(|e| other(e.into()))?;
-            authorizer.try_authorize(&mut req).map_err(|e| other(e.into()))?;
-            let err = match self.http.execute(req).await {
-                Ok(res) => {
-                    let status = res.status().as_u16();
-                    let content_type =
-                        res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-                    let bytes = res.into_body().bytes().await.map(|b| b.to_vec()).unwrap_or_default();
-                    let said = decode(status, &bytes).unwrap_or_else(|| format!("status {status}"));
-                    match status {
-                        200..=299 => {
-                            let Some(b) = content_type.split("boundary=").nth(1) else {
-                                return Err(Refused::Other(format!("a batch answered without parts: {said}")));
-                            };
-                            return Ok(answers(keys, &bytes, b.trim_matches('"')));
-                        }
-                        // No batch here (Azurite before batches, a hierarchical namespace).
-                        400 | 403 | 404 | 405 | 409 | 501 => return Err(Refused::Batches),
-                        429 | 500..=599 => said,
-                        _ => return Err(Refused::Other(said)),
-                    }
-                }
-                Err(e) => format!("{e}"),
-            };
-            if tries > 10 {
-                return Err(Refused::Other(format!("{err} (after {} retries)", tries - 1)));
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(15));
+                .body(HttpRequestBody::from(body.clone()))?;
+            authorizer.try_authorize(&mut req)?;
+            Ok(req)
+        };
+        let answer = client::send(&self.http, make).await.map_err(other)?;
+        let said = decode(answer.status, &answer.body).unwrap_or_else(|| format!("status {}", answer.status));
+        match answer.status {
+            200..=299 => match answer.content_type.split("boundary=").nth(1) {
+                Some(b) => Ok(answers(keys, &answer.body, b.trim_matches('"'))),
+                None => Err(Refused::Other(format!("a batch answered without parts: {said}"))),
+            },
+            // No batch here (Azurite before batches, a hierarchical namespace).
+            400 | 403 | 404 | 405 | 409 | 501 => Err(Refused::Batches),
+            _ => Err(Refused::Other(said)),
         }
     }
+
+    /// One page of a List Blobs request, with each blob's `Content-MD5`.
+    async fn list_blobs(&self, prefix: Option<&str>, opts: &PaginatedListOptions) -> Result<Page> {
+        let credential = self.store.credentials().get_credential().await?;
+        let authorizer = AzureAuthorizer::new(&credential, &self.account);
+        let mut url = format!("{}?restype=container&comp=list", self.container_url);
+        let mut query = |name: &str, value: &str| url.push_str(&format!("&{name}={}", url_path(value)));
+        if let Some(p) = prefix {
+            query("prefix", p);
+        }
+        if let Some(d) = &opts.delimiter {
+            query("delimiter", d);
+        }
+        match (&opts.page_token, &opts.offset) {
+            (Some(t), _) => query("marker", t),
+            // Where the account takes it (Azurite does not): inclusive, and the caller drops
+            // what does not sort after the offset.
+            (None, Some(o)) => query("startFrom", o),
+            (None, None) => {}
+        }
+        if let Some(m) = opts.max_keys {
+            query("maxresults", &m.to_string());
+        }
+        let make = || {
+            let mut req: HttpRequest =
+                http::Request::builder().method("GET").uri(&url).body(HttpRequestBody::empty())?;
+            authorizer.try_authorize(&mut req)?;
+            Ok(req)
+        };
+        let answer = client::send(&self.http, make).await?;
+        if !(200..300).contains(&answer.status) {
+            bail!(decode(answer.status, &answer.body).unwrap_or_else(|| format!("status {}", answer.status)));
+        }
+        blob_list(&answer.body, prefix.unwrap_or_default())
+    }
+}
+
+/// A List Blobs answer: `<EnumerationResults><Blobs><Blob>…</Blob><BlobPrefix>…</BlobPrefix>
+/// </Blobs><NextMarker>…</NextMarker></EnumerationResults>`.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct EnumerationResults {
+    #[serde(default)]
+    blobs: Blobs,
+    next_marker: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+struct Blobs {
+    #[serde(rename = "Blob", default)]
+    blobs: Vec<Blob>,
+    #[serde(rename = "BlobPrefix", default)]
+    prefixes: Vec<BlobPrefix>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct BlobPrefix {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Blob {
+    name: String,
+    properties: BlobProperties,
+}
+
+#[derive(Deserialize)]
+struct BlobProperties {
+    #[serde(rename = "Last-Modified")]
+    last_modified: String,
+    #[serde(rename = "Etag")]
+    etag: Option<String>,
+    #[serde(rename = "Content-Length")]
+    size: u64,
+    /// Base64; there for a blob put in one request (the service computes it), not for one put
+    /// in blocks.
+    #[serde(rename = "Content-MD5")]
+    md5: Option<String>,
+    /// `directory` for a folder of an account with a hierarchical namespace.
+    #[serde(rename = "ResourceType")]
+    resource_type: Option<String>,
+}
+
+/// A page of a listing from a List Blobs answer (its blobs under `prefix`, folders left out).
+fn blob_list(body: &[u8], prefix: &str) -> Result<Page> {
+    let list: EnumerationResults = quick_xml::de::from_reader(body)
+        .map_err(|e| anyhow::anyhow!("the listing answered what is no blob list: {e}"))?;
+    let mut objects = Vec::with_capacity(list.blobs.blobs.len());
+    for b in list.blobs.blobs {
+        if b.properties.resource_type.as_deref() == Some("directory") || b.name.len() <= prefix.len() {
+            continue;
+        }
+        let p = b.properties;
+        let modified = chrono::DateTime::parse_from_rfc2822(&p.last_modified)
+            .with_context(|| format!("the listing gave {:?} a time that is none: {:?}", b.name, p.last_modified))?;
+        let md5 = p
+            .md5
+            .and_then(|m| base64::engine::general_purpose::STANDARD.decode(m.trim()).ok())
+            .filter(|m| m.len() == 16);
+        let meta = ObjectMeta {
+            location: Key::parse(&b.name)?,
+            last_modified: modified.with_timezone(&chrono::Utc),
+            size: p.size,
+            e_tag: p.etag,
+            version: None,
+        };
+        objects.push(Listed { meta, md5: md5.map(hex::encode) });
+    }
+    let prefixes = list.blobs.prefixes.into_iter().map(|p| Key::parse(p.name)).collect::<Result<_, _>>()?;
+    Ok(Page { objects, prefixes, token: list.next_marker.filter(|m| !m.is_empty()) })
 }
 
 /// The keys a batch's answer does not say it deleted, each with why: each part names its
@@ -360,6 +462,34 @@ mod tests {
         // A part naming no subrequest of the batch counts for none.
         assert_eq!(answers(&keys[..1], b"--r\r\nContent-ID: 7\r\n\r\nHTTP/1.1 202 Accepted\r\n--r--", "r").len(), 1);
         assert_eq!(url_path("r/a b~%/ü"), "r/a%20b~%25/%C3%BC");
+    }
+
+    #[test]
+    fn a_blob_list_tells_each_blobs_md5_and_the_folders_between_them() {
+        let body = r#"<?xml version="1.0" encoding="utf-8"?>
+<EnumerationResults ServiceEndpoint="http://127.0.0.1:10000/devstoreaccount1" ContainerName="reg">
+<Prefix>r/</Prefix><Delimiter>/</Delimiter><Blobs>
+<Blob><Name>r/a/link</Name><Properties><Last-Modified>Wed, 02 Dec 2026 10:20:30 GMT</Last-Modified>
+<Etag>0x8DD1F0A2B3C4D5E</Etag><Content-Length>71</Content-Length>
+<Content-MD5>qDZEQ9Tx7hXMM7OO968nAg==</Content-MD5><BlobType>BlockBlob</BlobType></Properties></Blob>
+<BlobPrefix><Name>r/b/</Name></BlobPrefix>
+<Blob><Name>r/c</Name><Properties><Last-Modified>Wed, 02 Dec 2026 10:20:31 GMT</Last-Modified>
+<Etag>"0x8DD1F0A2B3C4D5F"</Etag><Content-Length>5</Content-Length><Content-MD5 /></Properties></Blob>
+<BlobPrefix><Name>r/d/</Name></BlobPrefix>
+<Blob><Name>r/e</Name><Properties><Last-Modified>Wed, 02 Dec 2026 10:20:32 GMT</Last-Modified>
+<Content-Length>0</Content-Length><ResourceType>directory</ResourceType></Properties></Blob>
+</Blobs><NextMarker>2!72!MDAw+/=</NextMarker></EnumerationResults>"#;
+        let page = blob_list(body.as_bytes(), "r/").unwrap();
+        let names: Vec<&str> = page.objects.iter().map(|l| l.meta.location.as_ref()).collect();
+        assert_eq!(names, ["r/a/link", "r/c"], "a folder of a hierarchical namespace is no blob");
+        // The MD5 of the link to sha256:8010… (the test of link_md5 in bucket/mod.rs), in hex.
+        assert_eq!(page.objects[0].md5.as_deref(), Some("a8364443d4f1ee15cc33b38ef7af2702"));
+        assert_eq!((page.objects[0].meta.size, page.objects[1].md5.as_deref()), (71, None));
+        assert_eq!(page.objects[1].meta.last_modified.to_rfc3339(), "2026-12-02T10:20:31+00:00");
+        let prefixes: Vec<&str> = page.prefixes.iter().map(|p| p.as_ref()).collect();
+        assert_eq!(prefixes, ["r/b", "r/d"]);
+        assert_eq!(page.token.as_deref(), Some("2!72!MDAw+/="));
+        assert!(blob_list(b"not xml", "").is_err());
     }
 
     #[test]

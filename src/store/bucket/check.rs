@@ -1,4 +1,4 @@
-//! `check` on a bucket: lists what the store holds (links known from their ETags, read only
+//! `check` on a bucket: lists what the store holds (links known from the MD5 the listing tells, read only
 //! when they name none of the repository's digests) and reads its manifests; the verdicts, the
 //! report and `--repair` are `store::check`'s, shared with every backend, each problem named by
 //! its `s3://` URL. `--verify-digests` reads and hashes every blob.
@@ -14,7 +14,7 @@ use crate::model::digest::{Digest, DigestSet};
 use crate::store::MAX_MANIFEST;
 use crate::store::Store;
 use crate::store::bucket::client::Obj;
-use crate::store::bucket::{BucketStore, link_etag};
+use crate::store::bucket::{BucketStore, link_md5};
 use crate::store::check::{self, BlobSeen, Blobs, CheckOptions, CheckReport, Entry, Judge, Link, RepoSeen, TagSeen};
 use crate::store::tree::{self, Inside, JOURNAL};
 
@@ -136,9 +136,9 @@ fn list_repo(store: &BucketStore, name: &str, judge: &Judge) -> Result<RepoSeen>
             Inside::Upload(..) | Inside::Other => {}
         }
     }
-    // A link's content is the digest its own folder names, or a revision's: known from its ETag.
+    // A link's content is the digest its own folder names, or a revision's: known from its MD5.
     let digests = layers.keys().chain(revisions.keys()).chain(tags.values().flat_map(|t| t.1.iter().map(|h| &h.0)));
-    let candidates: HashMap<String, Digest> = digests.map(|d| (link_etag(d), *d)).collect();
+    let candidates: HashMap<String, Digest> = digests.map(|d| (link_md5(d), *d)).collect();
     // A link as read; `None` when it is gone since the listing.
     let read = |o: &Obj| -> Result<Option<Link>> {
         match store.link(&format!("{base}{}", o.key), o, &candidates) {

@@ -84,6 +84,32 @@ pub trait Provider: Send + Sync {
     async fn freed_later(&self) -> Option<String> {
         None
     }
+
+    /// One page of a listing, where the provider lists itself (Azure: its listing tells each
+    /// blob's `Content-MD5`, which object_store's leaves out); `None`: object_store's listing.
+    async fn list_page(
+        &self,
+        _prefix: Option<&str>,
+        _opts: PaginatedListOptions,
+    ) -> Option<object_store::Result<Page>> {
+        None
+    }
+}
+
+/// One page of a listing.
+pub struct Page {
+    pub objects: Vec<Listed>,
+    /// The sub-folders, when listed with a delimiter.
+    pub prefixes: Vec<Key>,
+    /// Where the next page begins; `None` on the last.
+    pub token: Option<String>,
+}
+
+/// An object as a listing shows it, with the MD5 of its content (hex) where the listing tells
+/// it apart from the ETag.
+pub struct Listed {
+    pub meta: ObjectMeta,
+    pub md5: Option<String>,
 }
 
 tokio::task_local! {
@@ -168,6 +194,62 @@ pub async fn answer(http: &HttpClient, req: HttpRequest) -> Option<Vec<u8>> {
     res.into_body().bytes().await.ok().map(|b| b.to_vec())
 }
 
+/// What a request a provider makes itself came to: its status, content type and body.
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+/// Sends a request a provider makes itself (object_store's client retries its own), made anew
+/// by `make` for each try (a signature holds for a moment): throttling (429), a server error
+/// (but 501, which says what is not there) and a broken connection are retried with backoff,
+/// up to 10 times; any other answer is returned as it is.
+pub async fn send(http: &HttpClient, make: impl Fn() -> Result<HttpRequest>) -> Result<Answer> {
+    let mut backoff = Duration::from_millis(100);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let err = match http.execute(make()?).await {
+            Ok(res) => {
+                let status = res.status().as_u16();
+                let header = res.headers().get("content-type").and_then(|v| v.to_str().ok());
+                let content_type = header.unwrap_or_default().to_string();
+                match res.into_body().bytes().await {
+                    Ok(body) if status != 429 && (status < 500 || status == 501) => {
+                        return Ok(Answer { status, content_type, body: body.to_vec() });
+                    }
+                    Ok(_) => SAID
+                        .try_with(|s| s.borrow().clone())
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(|| format!("status {status}")),
+                    Err(e) => format!("{e}"),
+                }
+            }
+            Err(e) => format!("{e}"),
+        };
+        if tries > 10 {
+            bail!("{err} (after {} retries)", tries - 1);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(15));
+    }
+}
+
+/// The MD5 an ETag is, in hex: 32 hex digits (S3's and GCS's ETag of an object put in one
+/// request) or 16 bytes in base64 (fake-gcs-server's). Any other ETag (Azure's, a multipart
+/// upload's, a counter) is none; one that only looks like an MD5 is harmless, as an MD5 is
+/// only ever matched against the MD5 of a content regsweep knows.
+fn etag_md5(etag: &str) -> Option<String> {
+    if etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Some(etag.to_ascii_lowercase());
+    }
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(etag).ok().filter(|b| b.len() == 16)?;
+    Some(hex::encode(bytes))
+}
+
 /// The HTTP client's options every provider's builder is given: plain HTTP allowed (an
 /// S3-compatible server or an emulator on loopback), two minutes a request, a connection kept
 /// for each request in flight.
@@ -200,8 +282,10 @@ pub struct Obj {
     pub key: String,
     pub size: u64,
     pub modified: SystemTime,
-    /// The ETag without its quotes: for a plain PUT to S3, the MD5 of the content.
-    pub etag: Option<String>,
+    /// The MD5 of the content (hex) as the store tells it: the ETag of an object put in one
+    /// request to S3 or GCS (32 hex digits), the `Content-MD5` in an Azure listing. Only ever
+    /// matched against the MD5 of a content regsweep knows.
+    pub md5: Option<String>,
     /// The ETag as the store gave it, and its version where it has them (GCS's generation):
     /// the condition of a write over this object.
     pub version: UpdateVersion,
@@ -281,11 +365,17 @@ impl Bucket {
     }
 
     fn obj(&self, m: ObjectMeta) -> Obj {
+        self.listed(Listed { meta: m, md5: None })
+    }
+
+    fn listed(&self, Listed { meta: m, md5 }: Listed) -> Obj {
+        let etag = m.e_tag.as_deref().map(|e| e.trim_matches('"'));
+        let md5 = md5.or_else(|| etag.and_then(etag_md5));
         Obj {
             key: self.rel(m.location.as_ref()).to_string(),
             size: m.size,
             modified: SystemTime::from(m.last_modified),
-            etag: m.e_tag.as_ref().map(|e| e.trim_matches('"').to_string()),
+            md5,
             version: UpdateVersion { e_tag: m.e_tag, version: m.version },
         }
     }
@@ -306,7 +396,7 @@ impl Bucket {
         offset: Option<String>,
         until: Option<&str>,
         folders: bool,
-    ) -> object_store::Result<(Vec<ObjectMeta>, Vec<Key>)> {
+    ) -> object_store::Result<(Vec<Listed>, Vec<Key>)> {
         let (mut objects, mut prefixes) = (Vec::new(), Vec::new());
         let mut token = None;
         loop {
@@ -317,21 +407,28 @@ impl Bucket {
                 page_token: token.take(),
                 ..PaginatedListOptions::default()
             };
-            let page = self.pages.list_paginated(prefix.as_deref(), opts).await?;
-            objects.extend(page.result.objects);
-            prefixes.extend(page.result.common_prefixes);
-            let past = until.is_some_and(|u| objects.last().is_some_and(|m: &ObjectMeta| m.location.as_ref() >= u));
-            match page.page_token {
+            let page = match self.provider.list_page(prefix.as_deref(), opts.clone()).await {
+                Some(page) => page?,
+                None => {
+                    let page = self.pages.list_paginated(prefix.as_deref(), opts).await?;
+                    let objects = page.result.objects.into_iter().map(|meta| Listed { meta, md5: None }).collect();
+                    Page { objects, prefixes: page.result.common_prefixes, token: page.page_token }
+                }
+            };
+            objects.extend(page.objects);
+            prefixes.extend(page.prefixes);
+            let past = until.is_some_and(|u| objects.last().is_some_and(|l: &Listed| l.meta.location.as_ref() >= u));
+            match page.token {
                 Some(t) if !past => token = Some(t),
                 _ => break,
             }
         }
-        objects.sort_by(|a, b| a.location.cmp(&b.location));
+        objects.sort_by(|a, b| a.meta.location.cmp(&b.meta.location));
         if let Some(u) = until {
-            objects.retain(|m| m.location.as_ref() < u);
+            objects.retain(|l| l.meta.location.as_ref() < u);
         }
         if let Some(o) = &offset {
-            objects.retain(|m| m.location.as_ref() > o.as_str());
+            objects.retain(|l| l.meta.location.as_ref() > o.as_str());
         }
         Ok((objects, prefixes))
     }
@@ -343,7 +440,7 @@ impl Bucket {
         let (found, _) = self
             .block_on(async { self.listing(Some(format!("{key}/")), None, None, false).await.map_err(explain) })
             .with_context(|| format!("cannot list {}", self.url(prefix)))?;
-        Ok(found.into_iter().map(|m| self.obj(m)).collect())
+        Ok(found.into_iter().map(|l| self.listed(l)).collect())
     }
 
     /// Every object under the folder `prefix` whose name there begins with `start` (a range
@@ -353,7 +450,7 @@ impl Bucket {
         let (found, _) = self
             .block_on(async { self.listing(Some(format!("{key}/{start}")), None, None, false).await.map_err(explain) })
             .with_context(|| format!("cannot list {}", self.url(&format!("{prefix}/{start}"))))?;
-        Ok(found.into_iter().map(|m| self.obj(m)).collect())
+        Ok(found.into_iter().map(|l| self.listed(l)).collect())
     }
 
     /// The objects under `prefix` whose keys sort after `prefix/after` and before `prefix/until`
@@ -367,7 +464,7 @@ impl Bucket {
                 self.listing(Some(format!("{key}/")), offset, end.as_deref(), false).await.map_err(explain)
             })
             .with_context(|| format!("cannot list {}", self.url(prefix)))?;
-        Ok(found.into_iter().map(|m| self.obj(m)).collect())
+        Ok(found.into_iter().map(|l| self.listed(l)).collect())
     }
 
     /// The sub-folders of `prefix` (their names) and the objects right in it: one level.
@@ -377,7 +474,7 @@ impl Bucket {
             .block_on(async { self.listing(Some(format!("{key}/")), None, None, true).await.map_err(explain) })
             .with_context(|| format!("cannot list {}", self.url(prefix)))?;
         let names = prefixes.iter().filter_map(|p| p.filename().map(String::from)).collect();
-        Ok((names, objects.into_iter().map(|m| self.obj(m)).collect()))
+        Ok((names, objects.into_iter().map(|l| self.listed(l)).collect()))
     }
 
     /// The folders at the top of the bucket, outside the store (for an error message).
@@ -540,5 +637,22 @@ impl Bucket {
     async fn delete_each(&self, keys: &[Key]) -> Vec<(Key, String)> {
         let each = keys.iter().map(|k| async move { self.delete_one(k).await.err().map(|why| (k.clone(), why)) });
         futures::stream::iter(each).buffer_unordered(32).filter_map(futures::future::ready).collect().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::etag_md5;
+
+    #[test]
+    fn an_etag_is_an_md5_only_when_it_is_one() {
+        let md5 = "8287118b36ca543751029b871b6d2c01";
+        assert_eq!(etag_md5(md5).as_deref(), Some(md5));
+        assert_eq!(etag_md5("8287118B36CA543751029B871B6D2C01").as_deref(), Some(md5));
+        // fake-gcs-server's, of the same content.
+        assert_eq!(etag_md5("gocRizbKVDdRApuHG20sAQ==").as_deref(), Some(md5));
+        for other in ["0x8DD1F0A2B3C4D5E", "8287118b36ca543751029b871b6d2c01-2", "3", "CKih16GjycICEAE=", ""] {
+            assert_eq!(etag_md5(other), None, "{other}");
+        }
     }
 }

@@ -3,7 +3,8 @@
 //! adds is one file: [`s3`], [`azure`], [`gcs`], [`memory`] for the tests). The same tree as on
 //! disk, with no folders: a folder is a common prefix. Read fast: every key under
 //! `repositories/` and `blobs/` is listed flat, ranges in parallel, once; a link's content is
-//! known from its ETag (on S3 the MD5 of `sha256:<hex>`) among the repository's digests, read
+//! known from the MD5 the listing tells (S3's and GCS's ETag, Azure's `Content-MD5`: the MD5 of
+//! `sha256:<hex>`) among the repository's digests, read
 //! only when it is none of them; each manifest is read once. Deleted in the same crash-safe
 //! order as on disk, in the provider's batches.
 
@@ -65,8 +66,8 @@ pub struct BucketStore {
     read: Mutex<DigestMap<manifest::Manifest>>,
 }
 
-/// The MD5 of a link's content, as its ETag shows it.
-fn link_etag(d: &Digest) -> String {
+/// The MD5 of a link's content, as the store tells it ([`client::Obj::md5`]).
+fn link_md5(d: &Digest) -> String {
     hex::encode(md5::Md5::digest(d.to_string().as_bytes()))
 }
 
@@ -280,10 +281,10 @@ impl BucketStore {
         self.repos.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned().unwrap_or_default()
     }
 
-    /// The digest a link holds: one of `candidates` (by the MD5 of its content) when its ETag
-    /// is that, else read.
+    /// The digest a link holds: one of `candidates` (by the MD5 of its content) when the store
+    /// tells that MD5, else read.
     fn link(&self, key: &str, o: &Obj, candidates: &HashMap<String, Digest>) -> Result<Option<Digest>> {
-        if let Some(d) = o.etag.as_ref().and_then(|e| candidates.get(e)) {
+        if let Some(d) = o.md5.as_ref().and_then(|e| candidates.get(e)) {
             return Ok(Some(*d));
         }
         let Some((bytes, _)) = self.bucket.get(key, 1024)? else { return Ok(None) };
@@ -407,9 +408,9 @@ impl Store for BucketStore {
                 Inside::Other => {}
             }
         }
-        // The content of every link is one of the repository's revision digests, known from its
-        // ETag; a link that is none of them is read.
-        let candidates: HashMap<String, Digest> = rev_folders.iter().map(|d| (link_etag(d), *d)).collect();
+        // The content of every link is one of the repository's revision digests, known from the
+        // MD5 the listing tells; a link that is none of them is read.
+        let candidates: HashMap<String, Digest> = rev_folders.iter().map(|d| (link_md5(d), *d)).collect();
         let mut revisions: Vec<Revision> = rev_links
             .par_iter()
             .map(|(d, o)| {
@@ -441,7 +442,7 @@ impl Store for BucketStore {
         for d in unlisted {
             let key = format!("{base}{}", inside::revision_link(&d));
             if let Some(o) = self.bucket.head(&key)? {
-                let own = HashMap::from([(link_etag(&d), d)]);
+                let own = HashMap::from([(link_md5(&d), d)]);
                 let target = self.link(&key, &o, &own)?.unwrap_or(d);
                 revisions.push(Revision { digest: d, target, modified: o.modified });
             }
@@ -541,7 +542,7 @@ impl Store for BucketStore {
                 for o in objs.iter().filter(|o| o.modified >= since) {
                     match Inside::of(&o.key) {
                         Inside::RevisionLink(d) => {
-                            let own = HashMap::from([(link_etag(&d), d)]);
+                            let own = HashMap::from([(link_md5(&d), d)]);
                             young.manifests.extend(self.link(&format!("{base}{}", o.key), o, &own)?);
                         }
                         // A layer link counts by the digest in its path: its content is not read.
@@ -563,7 +564,7 @@ impl Store for BucketStore {
                 if !tags_written.is_empty() {
                     let candidates: HashMap<String, Digest> = digest_folders(&objs, &format!("{}/", inside::REVISIONS))
                         .iter()
-                        .map(|d| (link_etag(d), *d))
+                        .map(|d| (link_md5(d), *d))
                         .collect();
                     for (_, o) in &tags_written {
                         young.manifests.extend(self.link(&format!("{base}{}", o.key), o, &candidates)?);
@@ -643,9 +644,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_link_etag_is_the_md5_of_its_content() {
+    fn a_link_md5_is_the_md5_of_its_content() {
         let d = Digest::parse("sha256:80108610a7cd2ca22809d9a68462a343851728f8c08feec59e1f49efa2940c05").unwrap();
         // As moto listed it for the link the registry wrote.
-        assert_eq!(link_etag(&d), "a8364443d4f1ee15cc33b38ef7af2702");
+        assert_eq!(link_md5(&d), "a8364443d4f1ee15cc33b38ef7af2702");
     }
 }
