@@ -16,9 +16,12 @@
 //! run and over its deletion window (the first deletion request to the last, as the proxy saw
 //! them arrive). Prints the runs and the medians as Markdown.
 //!
-//! Run: `cargo bench --bench buckets -- [--server azurite,fakegcs,fakegcs-single] [--repos 30]
-//! [--tags 10] [--delay 5] [--runs 3] [--logs DIR]` (DIR: each server's proxy log kept, a line
-//! a request: time, kind, target). Needs target/s3venv and target/npm (tests/run.sh).
+//! `seaweedfs` (SeaweedFS's S3, as benches/s3.sh runs it) is there for scale.
+//!
+//! Run: `cargo bench --bench buckets -- [--server azurite,fakegcs,fakegcs-single,seaweedfs] [--repos 30]
+//! [--tags 10] [--delay 5] [--runs 3] [--logs DIR] [--ceiling N]` (DIR: each server's proxy log
+//! kept, a line a request: time, kind, the server's time, target; N: first, benches/buckets_ceiling.py
+//! deletes N keys of its own on the server, straight, as regsweep would: the server's own rate). Needs target/s3venv and target/npm (tests/run.sh).
 
 #[allow(dead_code, unused_imports)]
 #[path = "../tests/it/common/mod.rs"]
@@ -32,12 +35,14 @@ use std::time::{Duration, Instant};
 use common::azure::Azurite;
 use common::emu::{self, Emulator};
 use common::gcs::{Bridge, FakeGcs};
+use common::s3::S3Server;
 use serde_json::Value;
 
 /// What regsweep's `--json` counts, in its order.
 const KINDS: [&str; 7] = ["list", "get", "head", "put", "delete_objects", "delete", "throttled"];
 
-/// The proxy's kinds that delete: an Azure Blob Batch, S3's multi-object delete (POST), a DELETE.
+/// The proxy's kinds that delete: an Azure Blob Batch, S3's multi-object delete (POST, GCS's too), a
+/// DELETE.
 const DELETING: [&str; 3] = ["BATCH", "POST", "DELETE"];
 
 struct Options {
@@ -48,6 +53,8 @@ struct Options {
     runs: usize,
     /// A folder to keep each server's proxy log in (`SERVER.log`).
     logs: Option<std::path::PathBuf>,
+    /// Keys for benches/buckets_ceiling.py to delete first (the server's own rate).
+    ceiling: Option<u32>,
 }
 
 fn options() -> Options {
@@ -58,6 +65,7 @@ fn options() -> Options {
         delay: 5,
         runs: 3,
         logs: None,
+        ceiling: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -70,6 +78,7 @@ fn options() -> Options {
             "--delay" => o.delay = value().parse().unwrap(),
             "--runs" => o.runs = value().parse().unwrap(),
             "--logs" => o.logs = Some(value().into()),
+            "--ceiling" => o.ceiling = Some(value().parse().unwrap()),
             _ => panic!("unknown option {a}"),
         }
     }
@@ -98,13 +107,17 @@ impl Proxy {
         Proxy { port, child, log }
     }
 
-    /// The log's lines so far: (unix time, kind).
-    fn lines(&self) -> Vec<(f64, String)> {
+    /// The log's lines so far.
+    fn lines(&self) -> Vec<Line> {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         text.lines()
             .filter_map(|l| {
                 let mut fields = l.split(' ');
-                Some((fields.next()?.parse().ok()?, fields.next()?.to_string()))
+                let at = fields.next()?.parse().ok()?;
+                let kind = fields.next()?.to_string();
+                let server = fields.next()?.parse().ok();
+                let keys = fields.find_map(|f| f.strip_prefix("keys=")?.parse().ok());
+                Some(Line { at, kind, server, keys })
             })
             .collect()
     }
@@ -115,6 +128,17 @@ impl Drop for Proxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A request as the proxy logged it.
+struct Line {
+    /// When it reached the proxy (unix time).
+    at: f64,
+    kind: String,
+    /// Seconds until the server's answer began (less the half delay the request was held).
+    server: Option<f64>,
+    /// The keys a batch deletes.
+    keys: Option<u64>,
 }
 
 /// One timed run.
@@ -129,6 +153,9 @@ struct Run {
     /// From the first deletion request to the last, as they reached the proxy.
     window: f64,
     blobs_deleted: u64,
+    /// Keys the deletion requests named, and the median of the server's time for one.
+    delete_keys: u64,
+    delete_server: f64,
 }
 
 /// Runs regsweep with `env`, timed; its requests as the proxy saw them.
@@ -147,14 +174,19 @@ fn timed(env: &[(&'static str, String)], args: &[&str], proxy: &Proxy) -> (Run, 
     std::thread::sleep(Duration::from_millis(300));
     let lines: Vec<_> = proxy.lines().into_iter().skip(seen).collect();
     let mut run = Run { seconds, ..Run::default() };
-    for (_, k) in &lines {
-        *run.proxy.entry(k.clone()).or_default() += 1;
+    for l in &lines {
+        *run.proxy.entry(l.kind.clone()).or_default() += 1;
     }
     // The log is in the order of the answers: the window from the earliest deletion to the latest.
-    let deleting = lines.iter().filter(|(_, k)| DELETING.contains(&k.as_str())).map(|(t, _)| *t);
-    let (first, last) = deleting.fold((f64::MAX, f64::MIN), |(a, b), t| (a.min(t), b.max(t)));
+    let deleting: Vec<&Line> = lines.iter().filter(|l| DELETING.contains(&l.kind.as_str())).collect();
+    let (first, last) = deleting.iter().fold((f64::MAX, f64::MIN), |(a, b), l| (a.min(l.at), b.max(l.at)));
     if last > first {
         run.window = last - first;
+    }
+    run.delete_keys = deleting.iter().map(|l| l.keys.unwrap_or(1)).sum();
+    let times: Vec<f64> = deleting.iter().filter_map(|l| l.server).collect();
+    if !times.is_empty() {
+        run.delete_server = median(times);
     }
     run.ours = KINDS.iter().map(|k| report["requests"][k].as_u64().unwrap_or(0)).collect();
     run.blobs_deleted = report["blobs_deleted"].as_u64().unwrap_or(0);
@@ -166,8 +198,55 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// SeaweedFS's S3, for scale: what the bench asks of an emulator.
+struct SeaweedFs(S3Server);
+
+impl SeaweedFs {
+    fn env_at(endpoint: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", endpoint.to_string()),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+    }
+}
+
+impl Emulator for SeaweedFs {
+    fn create(&self, name: &str) {
+        self.0.create_bucket(name);
+    }
+    fn keys(&self, name: &str) -> Vec<String> {
+        self.0.keys(name)
+    }
+    fn upload(&self, _: &Path, _: &str, _: &str, _: bool) {
+        unimplemented!("regsweep gen uploads")
+    }
+    fn download(&self, _: &str, _: &str, _: &Path) {
+        unimplemented!()
+    }
+    fn put(&self, _: &str, _: &str, _: &[u8]) {
+        unimplemented!()
+    }
+    fn delete(&self, _: &str, _: &str) {
+        unimplemented!()
+    }
+    fn env(&self) -> Vec<(&'static str, String)> {
+        SeaweedFs::env_at(&self.0.endpoint())
+    }
+    fn url(&self, name: &str, root: &str) -> String {
+        format!("s3://{name}/{root}")
+    }
+}
+
+/// A server started: the emulator, the port the proxy goes in front of, the environment regsweep
+/// runs with through the proxy (given the proxy's port), and for benches/buckets_ceiling.py its
+/// kind and own address.
+type Started =
+    (Box<dyn Emulator>, u16, Box<dyn Fn(u16) -> Vec<(&'static str, String)>>, Option<(&'static str, String)>);
+
 /// The emulator and the environment regsweep runs with through the proxy.
-fn server(name: &str) -> (Box<dyn Emulator>, u16, Box<dyn Fn(u16) -> Vec<(&'static str, String)>>) {
+fn server(name: &str) -> Started {
     match name {
         "azurite" => {
             let s = Azurite::start();
@@ -179,7 +258,8 @@ fn server(name: &str) -> (Box<dyn Emulator>, u16, Box<dyn Fn(u16) -> Vec<(&'stat
                 e.push(("AZURITE_BLOB_STORAGE_URL", format!("http://127.0.0.1:{port}")));
                 e
             };
-            (Box::new(s), up, Box::new(env))
+            let ceiling = Some(("azurite", s.endpoint()));
+            (Box::new(s), up, Box::new(env), ceiling)
         }
         "fakegcs" | "fakegcs-single" => {
             let s = FakeGcs::start_with(Bridge { multi_delete: name == "fakegcs", soft_delete: None });
@@ -191,9 +271,16 @@ fn server(name: &str) -> (Box<dyn Emulator>, u16, Box<dyn Fn(u16) -> Vec<(&'stat
                 e.push(("GOOGLE_BASE_URL", format!("http://127.0.0.1:{port}")));
                 e
             };
-            (Box::new(s), up, Box::new(env))
+            let ceiling = Some(("fakegcs", s.endpoint()));
+            (Box::new(s), up, Box::new(env), ceiling)
         }
-        _ => panic!("unknown server {name} (azurite, fakegcs, fakegcs-single)"),
+        "seaweedfs" => {
+            let s = SeaweedFs(S3Server::seaweedfs());
+            let up = s.0.port;
+            let env = move |port: u16| SeaweedFs::env_at(&format!("http://127.0.0.1:{port}"));
+            (Box::new(s), up, Box::new(env), None)
+        }
+        _ => panic!("unknown server {name} (azurite, fakegcs, fakegcs-single, seaweedfs)"),
     }
 }
 
@@ -201,7 +288,15 @@ fn row(server: &str, store: &str, what: &str, r: &Run, blobs: u64) {
     let ours: Vec<String> = r.ours.iter().map(u64::to_string).collect();
     let total: u64 = r.ours[..6].iter().sum();
     let per: Vec<String> = r.ours[..6].iter().map(|n| format!("{:.3}", *n as f64 / blobs as f64)).collect();
-    let proxy: Vec<String> = r.proxy.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let mut proxy: Vec<String> = r.proxy.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let deletions: u64 = r.proxy.iter().filter(|(k, _)| DELETING.contains(&k.as_str())).map(|(_, n)| n).sum();
+    if deletions > 0 {
+        proxy.push(format!(
+            "{:.1} keys a deletion request, {:.0} ms the server's median time for one",
+            r.delete_keys as f64 / deletions as f64,
+            r.delete_server * 1000.0
+        ));
+    }
     let rate = |s: f64| if r.deleted > 0 && s > 0.0 { format!("{:.0}", r.deleted as f64 / s) } else { "-".into() };
     println!(
         "| {server} | {store} | {what} | {:.2} s | {} | {total} ({:.3}) | {} | {} | {} | {} | {} / {} |",
@@ -230,7 +325,16 @@ fn main() {
     let mut summary = Vec::new();
     for name in &o.servers {
         let dir = tempfile::tempdir().unwrap();
-        let (emu, upstream, env_at) = server(name);
+        let (emu, upstream, env_at, ceiling) = server(name);
+        if let (Some(n), Some((kind, endpoint))) = (o.ceiling, ceiling) {
+            let out = Command::new(common::s3::venv().join("bin/python"))
+                .arg(common::top().join("benches/buckets_ceiling.py"))
+                .args([kind, &endpoint, &n.to_string()])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "buckets_ceiling.py: {}", String::from_utf8_lossy(&out.stderr));
+            eprint!("{name}: the server alone: {}", String::from_utf8_lossy(&out.stdout));
+        }
         let proxy = Proxy::start(upstream, o.delay, dir.path());
         let delayed = env_at(proxy.port);
         let direct = emu.env();

@@ -12,7 +12,8 @@ head, then its body by Content-Length or chunks, skipped), so the subrequests in
 body are not counted. With LOG_FILE, one line more per request, `UNIX_TIME KIND SECONDS TARGET`:
 when it reached the proxy, and how long until the first bytes of its answer came back from the
 server, less the half delay the request was held (the server's time, and the proxy's; `-` if
-none came), written when the answer starts (benches/buckets.rs times the deletions by it).
+none came), written when the answer starts (benches/buckets.rs times the deletions by it); a
+batch's target is followed by ` keys=N`, the keys it deletes.
 """
 import asyncio
 import json
@@ -48,15 +49,24 @@ class Requests:
         self.buf = b""
         self.body = 0  # body bytes of the current request still to skip
         self.chunked = False
+        self.batch = None  # the body of a batch being read (its keys are counted into the log)
 
     def feed(self, chunk):
         self.buf += chunk
         while True:
             if self.body:
                 n = min(self.body, len(self.buf))
+                if self.batch is not None:
+                    self.batch += self.buf[:n]
                 self.buf, self.body = self.buf[n:], self.body - n
                 if self.body:
                     return
+                if self.batch is not None and self.pending:
+                    # Keys in it: Azure's subrequests, S3's (and GCS's) <Key> elements.
+                    keys = self.batch.count(b"DELETE ") + self.batch.count(b"<Key>")
+                    t, k, target = self.pending[-1]
+                    self.pending[-1] = (t, k, f"{target} keys={keys}")
+                self.batch = None
             if self.chunked:
                 # Chunks to the terminating zero-size chunk (and the empty trailer).
                 end = self.buf.find(b"\r\n0\r\n\r\n")
@@ -69,6 +79,7 @@ class Requests:
             if end < 0:
                 return
             head, self.buf = self.buf[:end].split(b"\r\n"), self.buf[end + 4:]
+            self.batch = None
             m = REQUEST.match(head[0])
             if m:
                 k = kind(m.group(1).decode(), m.group(2))
@@ -80,6 +91,8 @@ class Requests:
                 name = name.strip().lower()
                 if name == b"content-length":
                     self.body = int(value.strip() or 0)
+                    if m and LOG and (k == "BATCH" or (k == "POST" and b"delete" in m.group(2))):
+                        self.batch = b""
                 elif name == b"transfer-encoding" and b"chunked" in value.lower():
                     self.chunked = True
 
