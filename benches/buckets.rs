@@ -4,24 +4,25 @@
 //! behind the tests' `put_bridge`, which gives its XML API the PUT it refuses, and, for
 //! `fakegcs`, S3's multi-object delete answered by deleting each key through the JSON API;
 //! `fakegcs-single` leaves that out, so regsweep gets fake-gcs-server's own 404 and falls back to
-//! one DELETE a key). In front of it, benches/delay_proxy.py holds each chunk half `--delay` ms
-//! in each direction and logs every request with its time and kind.
+//! one DELETE a key). `seaweedfs` (SeaweedFS's S3, as benches/s3.sh runs it) is there for scale.
+//! In front of the server, benches/delay_proxy.py holds each chunk half `--delay` ms in each
+//! direction and logs every request with its time and kind.
 //!
-//! For each server: a store from `regsweep gen --root azure://|gs://...` (uploaded by regsweep
-//! itself, straight to the server, not through the proxy); `--runs` runs of `gc --dry-run`
-//! (`REGSWEEP_CACHE=off`: first runs), then `--runs` real `prune --keep 5 --order name --grace 0s`
-//! (by name: a generated bucket's push times are its upload's), each on a fresh copy of the
-//! same store (the gc's container is the first copy). Per run: wall time, regsweep's own request
-//! counts (`--json`), the proxy's, keys before and after, and deletions a second over the whole
-//! run and over its deletion window (the first deletion request to the last, as the proxy saw
-//! them arrive). Prints the runs and the medians as Markdown.
+//! For each server: a store from `regsweep gen --root azure://|gs://|s3://...` (uploaded by
+//! regsweep itself, straight to the server, not through the proxy); `--runs` runs of `gc
+//! --dry-run` (`REGSWEEP_CACHE=off`: first runs), then `--runs` real `prune --keep 5 --order name
+//! --grace 0s` (by name: a generated bucket's push times are its upload's), each on a fresh
+//! server holding a fresh copy of the store (the emulators slow down with what they hold; the
+//! first server's copy is the gcs' too). Per run: wall time, regsweep's own request counts
+//! (`--json`), the proxy's, keys before and after, and deletions a second over the whole run and
+//! over its deletion window (the first deletion request to the last, as the proxy saw them
+//! arrive). Prints the runs and the medians as Markdown.
 //!
-//! `seaweedfs` (SeaweedFS's S3, as benches/s3.sh runs it) is there for scale.
-//!
-//! Run: `cargo bench --bench buckets -- [--server azurite,fakegcs,fakegcs-single,seaweedfs] [--repos 30]
-//! [--tags 10] [--delay 5] [--runs 3] [--logs DIR] [--ceiling N]` (DIR: each server's proxy log
-//! kept, a line a request: time, kind, the server's time, target; N: first, benches/buckets_ceiling.py
-//! deletes N keys of its own on the server, straight, as regsweep would: the server's own rate). Needs target/s3venv and target/npm (tests/run.sh).
+//! Run: `cargo bench --bench buckets -- [--server azurite,fakegcs,fakegcs-single,seaweedfs]
+//! [--repos 30] [--tags 10] [--delay 5] [--runs 3] [--logs DIR] [--ceiling N]`. DIR: each run's
+//! proxy log kept, a line a request (time, kind, the server's time, target). N: first, on a
+//! server of its own, benches/buckets_ceiling.py deletes N keys straight, as regsweep would
+//! there: the server's own rate. Needs target/s3venv and target/npm (tests/run.sh).
 
 #[allow(dead_code, unused_imports)]
 #[path = "../tests/it/common/mod.rs"]
@@ -324,71 +325,63 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut summary = Vec::new();
     for name in &o.servers {
-        let dir = tempfile::tempdir().unwrap();
-        let (emu, upstream, env_at, ceiling) = server(name);
-        if let (Some(n), Some((kind, endpoint))) = (o.ceiling, ceiling) {
-            let out = Command::new(common::s3::venv().join("bin/python"))
-                .arg(common::top().join("benches/buckets_ceiling.py"))
-                .args([kind, &endpoint, &n.to_string()])
+        if let Some(n) = o.ceiling {
+            // On a server of its own: the emulators slow down with what they hold.
+            let (_emu, _, _, ceiling) = server(name);
+            if let Some((kind, endpoint)) = ceiling {
+                let out = Command::new(common::s3::venv().join("bin/python"))
+                    .arg(common::top().join("benches/buckets_ceiling.py"))
+                    .args([kind, &endpoint, &n.to_string()])
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "buckets_ceiling.py: {}", String::from_utf8_lossy(&out.stderr));
+                eprint!("{name}: the server alone: {}", String::from_utf8_lossy(&out.stdout));
+            }
+        }
+        let (mut gcs, mut prunes) = (Vec::new(), Vec::new());
+        let (mut keys, mut blobs) = (0, 0);
+        // Each prune on a fresh server holding one copy of the store (the emulators slow down
+        // with the keys they hold, deleted ones included): the first server's also takes the gcs.
+        for i in 0..o.runs {
+            let dir = tempfile::tempdir().unwrap();
+            let (emu, upstream, env_at, _) = server(name);
+            let proxy = Proxy::start(upstream, o.delay, dir.path());
+            let delayed = env_at(proxy.port);
+            emu.create("bench");
+            let url = emu.url("bench", "store");
+            let start = Instant::now();
+            let (r, t) = (o.repos.to_string(), o.tags.to_string());
+            let out = emu::command(&emu.env(), &["gen", "--root", &url, "--repos", &r, "--tags", &t, "--json"])
+                .stdin(Stdio::null())
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "buckets_ceiling.py: {}", String::from_utf8_lossy(&out.stderr));
-            eprint!("{name}: the server alone: {}", String::from_utf8_lossy(&out.stdout));
-        }
-        let proxy = Proxy::start(upstream, o.delay, dir.path());
-        let delayed = env_at(proxy.port);
-        let direct = emu.env();
-        // A copy of the store, straight to the server: its generation report and keys.
-        let fill = |bucket: &str| -> (Value, u64, f64) {
-            emu.create(bucket);
-            let url = emu.url(bucket, "store");
-            let start = Instant::now();
-            let out = emu::command(
-                &direct,
-                &["gen", "--root", &url, "--repos", &o.repos.to_string(), "--tags", &o.tags.to_string(), "--json"],
-            )
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
             let took = start.elapsed().as_secs_f64();
             assert!(out.status.success(), "gen: {}", String::from_utf8_lossy(&out.stderr));
-            let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-            (report, emu.keys(bucket).len() as u64, took)
-        };
-        let (made, keys, took) = fill("bench-0");
-        let blobs = made["blobs"].as_u64().unwrap();
-        eprintln!("{name}: {store}: {keys} keys, {blobs} blobs, uploaded by gen in {took:.1} s");
-        let url = emu.url("bench-0", "store");
-
-        let mut gcs = Vec::new();
-        for _ in 0..o.runs {
-            let (r, _) = timed(&delayed, &["gc", "--root", &url, "--dry-run", "--json", "--quiet"], &proxy);
-            row(name, &store, "gc --dry-run", &r, blobs);
-            gcs.push(r);
-        }
-        let mut prunes = Vec::new();
-        for i in 0..o.runs {
-            let bucket = format!("bench-{i}");
-            if i > 0 {
-                let (_, k, took) = fill(&bucket);
-                assert_eq!(k, keys);
-                eprintln!("{name}: copy {i} uploaded in {took:.1} s");
+            let made: Value = serde_json::from_slice(&out.stdout).unwrap();
+            blobs = made["blobs"].as_u64().unwrap();
+            keys = emu.keys("bench").len() as u64;
+            eprintln!("{name}: {store}, copy {i}: {keys} keys, {blobs} blobs, uploaded by gen in {took:.1} s");
+            if i == 0 {
+                for _ in 0..o.runs {
+                    let (r, _) = timed(&delayed, &["gc", "--root", &url, "--dry-run", "--json", "--quiet"], &proxy);
+                    row(name, &store, "gc --dry-run", &r, blobs);
+                    gcs.push(r);
+                }
             }
             std::thread::sleep(Duration::from_millis(2100)); // older than the run's start, to the second
-            let url = emu.url(&bucket, "store");
             let args =
                 ["prune", "--root", &url, "--keep", "5", "--order", "name", "--grace", "0s", "--json", "--quiet"];
             let (mut r, report) = timed(&delayed, &args, &proxy);
-            r.deleted = keys - emu.keys(&bucket).len() as u64;
+            r.deleted = keys - emu.keys("bench").len() as u64;
             if !report["failed"].as_array().is_none_or(Vec::is_empty) {
                 eprintln!("{name}: failed deletions: {}", report["failed"]);
             }
             row(name, &store, "prune --keep 5", &r, blobs);
             prunes.push(r);
-        }
-        if let Some(logs) = &o.logs {
-            std::fs::create_dir_all(logs).unwrap();
-            std::fs::copy(&proxy.log, logs.join(format!("{name}.log"))).unwrap();
+            if let Some(logs) = &o.logs {
+                std::fs::create_dir_all(logs).unwrap();
+                std::fs::copy(&proxy.log, logs.join(format!("{name}-{i}.log"))).unwrap();
+            }
         }
         summary.push((name.clone(), keys, blobs, gcs, prunes));
     }

@@ -2,7 +2,8 @@
 written (untimed), then deleted as regsweep deletes them on that server (timed), keys a second.
 
     buckets_ceiling.py azurite ENDPOINT N    Blob Batch requests of 256 deletions, 8 in flight
-                                             (azure-storage-blob's delete_blobs)
+                                             (azure-storage-blob's delete_blobs); before that, for
+                                             comparison, one Delete Blob a key, 32 in flight
     buckets_ceiling.py fakegcs ENDPOINT N    one JSON API DELETE a key, 32 in flight (what
                                              regsweep's fallback sends, and what the tests'
                                              bridge sends for each key of a multi-object delete,
@@ -33,8 +34,20 @@ if server == "azurite":
         f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={key};BlobEndpoint={endpoint}/{account};")
     container = svc.get_container_client("ceiling")
     container.create_container()
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda k: container.upload_blob(k, b"x" * 100, overwrite=True), keys))
+
+    def fill():
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda k: container.upload_blob(k, b"x" * 100, overwrite=True), keys))
+
+    # For comparison, first one Delete Blob a key, 32 in flight (what regsweep sends where an
+    # account takes no batch).
+    fill()
+    start = time.monotonic()
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(lambda k: container.delete_blob(k), keys))
+    took = time.monotonic() - start
+    print(f"azurite, one Delete Blob a key: {n / took:.0f} a second")
+    fill()
     start = time.monotonic()
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda batch: container.delete_blobs(*batch), chunks(keys, 256)))
