@@ -10,6 +10,8 @@
     aztool.py ENDPOINT download CONTAINER ROOT DIR     blobs under ROOT into DIR, mtime = Last-Modified
     aztool.py ENDPOINT put CONTAINER KEY FILE
     aztool.py ENDPOINT delete CONTAINER KEY
+    aztool.py ENDPOINT lease CONTAINER KEY             an infinite lease: a DELETE without it fails
+    aztool.py ENDPOINT breaklease CONTAINER KEY        the lease broken at once
 
 ENDPOINT is the blob service's, http://127.0.0.1:PORT; the account is Azurite's well-known one.
 """
@@ -17,7 +19,7 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobLeaseClient, BlobServiceClient
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from emutool import download_all, keyed_files, paced_rounds  # noqa: E402
@@ -60,6 +62,12 @@ def main():
     elif cmd == "delete":
         container, key = args
         svc.get_blob_client(container, key).delete_blob()
+    elif cmd == "lease":
+        container, key = args
+        svc.get_blob_client(container, key).acquire_lease(lease_duration=-1)
+    elif cmd == "breaklease":
+        container, key = args
+        BlobLeaseClient(svc.get_blob_client(container, key)).break_lease(lease_break_period=0)
     else:
         sys.exit(f"unknown command {cmd}")
 

@@ -9,7 +9,7 @@
     gcstool.py ENDPOINT download BUCKET ROOT DIR       objects under ROOT into DIR, mtime = the
                                                        object's time to the second (what Last-Modified
                                                        and the XML listing give)
-    gcstool.py ENDPOINT put BUCKET KEY FILE
+    gcstool.py ENDPOINT put BUCKET KEY FILE [CONTENT_TYPE]
     gcstool.py ENDPOINT delete BUCKET KEY
 """
 import datetime
@@ -36,10 +36,10 @@ def main():
     def obj(bucket, key):
         return f"{endpoint}/storage/v1/b/{bucket}/o/{urllib.parse.quote(key, safe='')}"
 
-    def put(bucket, key, data):
+    def put(bucket, key, data, content_type="application/octet-stream"):
         check(http.post(f"{endpoint}/upload/storage/v1/b/{bucket}/o",
                         params={"uploadType": "media", "name": key}, data=data,
-                        headers={"Content-Type": "application/octet-stream"}))
+                        headers={"Content-Type": content_type}))
 
     def objects(bucket, prefix=""):
         token = None
@@ -77,8 +77,8 @@ def main():
         found = [(o["name"], seconds(o)) for o in objects(bucket, prefix)]
         download_all(found, prefix, out, lambda key: check(requests.get(obj(bucket, key), params={"alt": "media"})).content)
     elif cmd == "put":
-        bucket, key, path = args
-        put(bucket, key, open(path, "rb").read())
+        bucket, key, path, *content_type = args
+        put(bucket, key, open(path, "rb").read(), *content_type)
     elif cmd == "delete":
         bucket, key = args
         check(http.delete(obj(bucket, key)))

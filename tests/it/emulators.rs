@@ -202,7 +202,7 @@ fn fake_gcs_bridge_takes_multi_object_deletes_and_shows_soft_delete_when_asked()
     assert_eq!(curl(&["-X", "POST", "--data-binary", body, &url(&plain, "/reg?delete")]).0, 404);
     assert!(!curl(&[&url(&plain, "/storage/v1/b/reg?fields=softDeletePolicy")]).2.contains("softDeletePolicy"));
 
-    let gcs = FakeGcs::start_with(Bridge { multi_delete: true, soft_delete: Some(604_800) });
+    let gcs = FakeGcs::start_with(Bridge { multi_delete: true, soft_delete: Some(604_800), ..Bridge::default() });
     gcs.create_bucket("reg");
     for k in ["a", "b", "c"] {
         gcs.put("reg", k, b"x");

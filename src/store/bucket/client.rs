@@ -220,7 +220,7 @@ pub async fn send(http: &HttpClient, make: impl Fn() -> Result<HttpRequest>) -> 
                         return Ok(Answer { status, content_type, body: body.to_vec() });
                     }
                     Ok(_) => SAID
-                        .try_with(|s| s.borrow().clone())
+                        .try_with(|s| s.borrow_mut().take())
                         .ok()
                         .flatten()
                         .unwrap_or_else(|| format!("status {status}")),

@@ -255,6 +255,9 @@ pub struct Bridge {
     /// The bucket's `softDeletePolicy.retentionDurationSeconds` in `GET /storage/v1/b/BUCKET`
     /// (fake-gcs-server has none; GCS's default is 604800, 7 days).
     pub soft_delete: Option<u64>,
+    /// Keys holding this text are refused by the multi-object delete (an `<Error>` with
+    /// `AccessDenied`, as GCS answers for an object under a hold) and not deleted.
+    pub refuse: Option<&'static str>,
 }
 
 /// A proxy in front of fake-gcs-server that gives its XML API what it lacks for object_store's
@@ -296,11 +299,11 @@ pub fn put_bridge(upstream: u16, opts: Bridge) -> u16 {
                 let query = target.split_once('?').map_or("", |(_, q)| q).to_string();
                 let answer = match (method, object) {
                     ("POST", Some((bucket, key))) if opts.multi_delete && key.is_empty() && query == "delete" => {
-                        multi_delete(upstream, &bucket, &String::from_utf8_lossy(&body))
+                        multi_delete(upstream, &bucket, &String::from_utf8_lossy(&body), opts.refuse)
                     }
                     ("POST", None) if opts.multi_delete && query == "delete" => {
                         let bucket = decode(path.trim_matches('/'));
-                        multi_delete(upstream, &bucket, &String::from_utf8_lossy(&body))
+                        multi_delete(upstream, &bucket, &String::from_utf8_lossy(&body), opts.refuse)
                     }
                     ("PUT", Some((bucket, key))) if !key.is_empty() => {
                         let (status, _, json) = if header("x-goog-copy-source").is_some()
@@ -483,10 +486,14 @@ fn page(head: &str, body: &[u8], query: &str) -> (String, Vec<u8>) {
 }
 
 /// Answers an S3-style multi-object delete by deleting each key through the JSON API.
-fn multi_delete(upstream: u16, bucket: &str, body: &str) -> Vec<u8> {
+fn multi_delete(upstream: u16, bucket: &str, body: &str, refuse: Option<&str>) -> Vec<u8> {
     let quiet = body.contains("<Quiet>true</Quiet>");
     let mut result = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?><DeleteResult>");
     for key in body.split("<Key>").skip(1).filter_map(|k| k.split("</Key>").next()) {
+        if refuse.is_some_and(|r| key.contains(r)) {
+            result += &format!("<Error><Key>{key}</Key><Code>AccessDenied</Code><Message>held</Message></Error>");
+            continue;
+        }
         let target = format!("/storage/v1/b/{}/o/{}", encode(bucket), encode(&unescape(key)));
         let (status, _, _) = send(
             upstream,
