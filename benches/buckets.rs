@@ -52,7 +52,7 @@ struct Options {
     tags: u32,
     delay: u32,
     runs: usize,
-    /// A folder to keep each server's proxy log in (`SERVER.log`).
+    /// A folder to keep each run's proxy log in (`SERVER-RUN.log`).
     logs: Option<std::path::PathBuf>,
     /// Keys for benches/buckets_ceiling.py to delete first (the server's own rate).
     ceiling: Option<u32>,
@@ -341,14 +341,25 @@ fn main() {
         let (mut gcs, mut prunes) = (Vec::new(), Vec::new());
         let (mut keys, mut blobs) = (0, 0);
         // Each prune on a fresh server holding one copy of the store (the emulators slow down
-        // with the keys they hold, deleted ones included): the first server's also takes the gcs.
+        // with the keys they hold, deleted ones included): the first server's also takes the
+        // gcs. SeaweedFS does not slow down so (nor start twice in a row here): one server,
+        // a bucket a run.
+        let dir = tempfile::tempdir().unwrap();
+        let mut up: Option<(Started, Proxy)> = None;
         for i in 0..o.runs {
-            let dir = tempfile::tempdir().unwrap();
-            let (emu, upstream, env_at, _) = server(name);
-            let proxy = Proxy::start(upstream, o.delay, dir.path());
+            if i == 0 || name != "seaweedfs" {
+                drop(up.take()); // the server before stopped first
+                let started = server(name);
+                let logs = dir.path().join(i.to_string());
+                std::fs::create_dir_all(&logs).unwrap();
+                let proxy = Proxy::start(started.1, o.delay, &logs);
+                up = Some((started, proxy));
+            }
+            let ((emu, _, env_at, _), proxy) = up.as_ref().unwrap();
             let delayed = env_at(proxy.port);
-            emu.create("bench");
-            let url = emu.url("bench", "store");
+            let bucket = format!("bench-{i}");
+            emu.create(&bucket);
+            let url = emu.url(&bucket, "store");
             let start = Instant::now();
             let (r, t) = (o.repos.to_string(), o.tags.to_string());
             let out = emu::command(&emu.env(), &["gen", "--root", &url, "--repos", &r, "--tags", &t, "--json"])
@@ -359,11 +370,11 @@ fn main() {
             assert!(out.status.success(), "gen: {}", String::from_utf8_lossy(&out.stderr));
             let made: Value = serde_json::from_slice(&out.stdout).unwrap();
             blobs = made["blobs"].as_u64().unwrap();
-            keys = emu.keys("bench").len() as u64;
+            keys = emu.keys(&bucket).len() as u64;
             eprintln!("{name}: {store}, copy {i}: {keys} keys, {blobs} blobs, uploaded by gen in {took:.1} s");
             if i == 0 {
                 for _ in 0..o.runs {
-                    let (r, _) = timed(&delayed, &["gc", "--root", &url, "--dry-run", "--json", "--quiet"], &proxy);
+                    let (r, _) = timed(&delayed, &["gc", "--root", &url, "--dry-run", "--json", "--quiet"], proxy);
                     row(name, &store, "gc --dry-run", &r, blobs);
                     gcs.push(r);
                 }
@@ -371,8 +382,8 @@ fn main() {
             std::thread::sleep(Duration::from_millis(2100)); // older than the run's start, to the second
             let args =
                 ["prune", "--root", &url, "--keep", "5", "--order", "name", "--grace", "0s", "--json", "--quiet"];
-            let (mut r, report) = timed(&delayed, &args, &proxy);
-            r.deleted = keys - emu.keys("bench").len() as u64;
+            let (mut r, report) = timed(&delayed, &args, proxy);
+            r.deleted = keys - emu.keys(&bucket).len() as u64;
             if !report["failed"].as_array().is_none_or(Vec::is_empty) {
                 eprintln!("{name}: failed deletions: {}", report["failed"]);
             }
