@@ -24,7 +24,7 @@
 //! server of its own, benches/buckets_ceiling.py deletes N keys straight, as regsweep would
 //! there: the server's own rate. Needs target/s3venv and target/npm (tests/run.sh).
 
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 #[path = "../tests/it/common/mod.rs"]
 mod common;
 
@@ -263,7 +263,7 @@ fn server(name: &str) -> Started {
             (Box::new(s), up, Box::new(env), ceiling)
         }
         "fakegcs" | "fakegcs-single" => {
-            let s = FakeGcs::start_with(Bridge { multi_delete: name == "fakegcs", soft_delete: None });
+            let s = FakeGcs::start_with(Bridge { multi_delete: name == "fakegcs", ..Bridge::default() });
             let up = s.bridge;
             let base = s.env();
             let env = move |port: u16| {
