@@ -59,11 +59,11 @@ mkdir -p target
 install_parts >target/install.log 2>&1 &
 installing=$!
 # The habits, enforced: formatted, no clippy warning (the [lints] table of Cargo.toml), docs
-# without warnings. The benchmarks are not run here, but they must still build.
+# without warnings. The benchmarks are not run here, but they must still build: clippy's
+# --all-targets checks them.
 cargo fmt --check
 cargo clippy --locked --all-targets --features test-hooks -q -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps -q
-cargo check --locked --benches -q
 # test-hooks: the crash and stop points the safety and race tests use (not in release builds).
 cargo test --locked --features test-hooks --no-run -q "$@"
 # The installs, done (their messages shown now).

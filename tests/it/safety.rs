@@ -38,7 +38,19 @@ fn planned(root: &Path) -> serde_json::Value {
 
 #[test]
 #[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
-fn a_rerun_after_a_crash_ends_exactly_as_an_uninterrupted_run() {
+fn a_rerun_after_a_crash_in_the_first_half_of_the_run_ends_exactly_as_an_uninterrupted_run() {
+    crashed_then_rerun(0);
+}
+
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
+fn a_rerun_after_a_crash_in_the_second_half_of_the_run_ends_exactly_as_an_uninterrupted_run() {
+    crashed_then_rerun(1);
+}
+
+/// Crashed after K deletions, for K across the whole run (`half` 0: the first half of the
+/// points, 1: the second; two tests that run side by side), then run again.
+fn crashed_then_rerun(half: usize) {
     let uninterrupted = fixture("demo");
     let plan = planned(uninterrupted.path());
     assert!(prune(uninterrupted.path(), None).status.success());
@@ -58,8 +70,9 @@ fn a_rerun_after_a_crash_ends_exactly_as_an_uninterrupted_run() {
     // K across the whole run: every stage, its first and last deletion among them.
     let step = (total / 30).max(1);
     let points: Vec<usize> = (1..total).step_by(step).chain([tags, tags + 1, total - 1]).collect();
+    let mid = points.len() / 2;
     let mut left_empty_folders = 0;
-    for (i, k) in points.into_iter().enumerate() {
+    for (i, k) in points.into_iter().enumerate().filter(|(i, _)| (*i >= mid) == (half == 1)) {
         let store = fixture("demo");
         let crashed = prune(store.path(), Some(k));
         assert!(!crashed.status.success(), "the run was expected to stop after {k} deletions");
@@ -249,8 +262,17 @@ fn a_symlink_inside_the_store_is_refused_and_its_target_untouched() {
 }
 
 #[test]
-fn killed_at_any_time_then_rerun_ends_as_an_uninterrupted_run() {
-    // SIGKILL at times spread over a real run on a generated store.
+fn killed_early_then_rerun_ends_as_an_uninterrupted_run() {
+    killed_then_rerun(&[0.1, 0.3, 0.5]);
+}
+
+#[test]
+fn killed_late_then_rerun_ends_as_an_uninterrupted_run() {
+    killed_then_rerun(&[0.7, 0.9]);
+}
+
+/// SIGKILL at these fractions of a real run's time on a generated store, then run again.
+fn killed_then_rerun(fractions: &[f64]) {
     let template = tempfile::tempdir().unwrap();
     let generated =
         regsweep(&["gen", "--root", template.path().to_str().unwrap(), "--repos", "40", "--tags", "12", "--quiet"]);
@@ -262,7 +284,7 @@ fn killed_at_any_time_then_rerun_ends_as_an_uninterrupted_run() {
     let expected = paths(uninterrupted.path());
     let tags = tags_on_disk(template.path());
     let mut interrupted = 0;
-    for fraction in [0.1, 0.3, 0.5, 0.7, 0.9] {
+    for &fraction in fractions {
         let store = copy_store(template.path());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_regsweep"));
         cmd.arg("prune").arg("--root").arg(store.path()).args(PRUNE).stdout(std::process::Stdio::null());

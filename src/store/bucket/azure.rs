@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
-use base64::Engine as _;
 use object_store::ObjectMeta;
 use object_store::azure::{AzureAuthorizer, AzureConfigKey, MicrosoftAzure, MicrosoftAzureBuilder};
 use object_store::client::{HttpClient, HttpConnector, HttpRequest, HttpRequestBody};
@@ -386,10 +385,6 @@ fn blob_list(body: &[u8], prefix: &str) -> Result<Page> {
         let p = b.properties;
         let modified = chrono::DateTime::parse_from_rfc2822(&p.last_modified)
             .with_context(|| format!("the listing gave {:?} a time that is none: {:?}", b.name, p.last_modified))?;
-        let md5 = p
-            .md5
-            .and_then(|m| base64::engine::general_purpose::STANDARD.decode(m.trim()).ok())
-            .filter(|m| m.len() == 16);
         let meta = ObjectMeta {
             location: Key::parse(&b.name)?,
             last_modified: modified.with_timezone(&chrono::Utc),
@@ -397,7 +392,7 @@ fn blob_list(body: &[u8], prefix: &str) -> Result<Page> {
             e_tag: p.etag,
             version: None,
         };
-        objects.push(Listed { meta, md5: md5.map(hex::encode) });
+        objects.push(Listed { meta, md5: p.md5.as_deref().and_then(|m| client::md5_hex(m.trim())) });
     }
     let prefixes = list.blobs.prefixes.into_iter().map(|p| Key::parse(p.name)).collect::<Result<_, _>>()?;
     Ok(Page { objects, prefixes, token: list.next_marker.filter(|m| !m.is_empty()) })

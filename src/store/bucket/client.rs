@@ -237,16 +237,16 @@ pub async fn send(http: &HttpClient, make: impl Fn() -> Result<HttpRequest>) -> 
     }
 }
 
-/// The MD5 an ETag is, in hex: 32 hex digits (S3's and GCS's ETag of an object put in one
-/// request) or 16 bytes in base64 (fake-gcs-server's). Any other ETag (Azure's, a multipart
-/// upload's, a counter) is none; one that only looks like an MD5 is harmless, as an MD5 is
-/// only ever matched against the MD5 of a content regsweep knows.
-fn etag_md5(etag: &str) -> Option<String> {
-    if etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Some(etag.to_ascii_lowercase());
+/// An MD5 as a store tells it, in hex: 32 hex digits (S3's and GCS's ETag of an object put in
+/// one request) or 16 bytes in base64 (fake-gcs-server's ETag, Azure's `Content-MD5`). Any
+/// other ETag (Azure's, a multipart upload's, a counter) is none; one that only looks like an
+/// MD5 is harmless, as an MD5 is only ever matched against the MD5 of a content regsweep knows.
+pub fn md5_hex(told: &str) -> Option<String> {
+    if told.len() == 32 && told.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Some(told.to_ascii_lowercase());
     }
     use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(etag).ok().filter(|b| b.len() == 16)?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(told).ok().filter(|b| b.len() == 16)?;
     Some(hex::encode(bytes))
 }
 
@@ -370,7 +370,7 @@ impl Bucket {
 
     fn listed(&self, Listed { meta: m, md5 }: Listed) -> Obj {
         let etag = m.e_tag.as_deref().map(|e| e.trim_matches('"'));
-        let md5 = md5.or_else(|| etag.and_then(etag_md5));
+        let md5 = md5.or_else(|| etag.and_then(md5_hex));
         Obj {
             key: self.rel(m.location.as_ref()).to_string(),
             size: m.size,
@@ -642,17 +642,17 @@ impl Bucket {
 
 #[cfg(test)]
 mod tests {
-    use super::etag_md5;
+    use super::md5_hex;
 
     #[test]
     fn an_etag_is_an_md5_only_when_it_is_one() {
         let md5 = "8287118b36ca543751029b871b6d2c01";
-        assert_eq!(etag_md5(md5).as_deref(), Some(md5));
-        assert_eq!(etag_md5("8287118B36CA543751029B871B6D2C01").as_deref(), Some(md5));
+        assert_eq!(md5_hex(md5).as_deref(), Some(md5));
+        assert_eq!(md5_hex("8287118B36CA543751029B871B6D2C01").as_deref(), Some(md5));
         // fake-gcs-server's, of the same content.
-        assert_eq!(etag_md5("gocRizbKVDdRApuHG20sAQ==").as_deref(), Some(md5));
+        assert_eq!(md5_hex("gocRizbKVDdRApuHG20sAQ==").as_deref(), Some(md5));
         for other in ["0x8DD1F0A2B3C4D5E", "8287118b36ca543751029b871b6d2c01-2", "3", "CKih16GjycICEAE=", ""] {
-            assert_eq!(etag_md5(other), None, "{other}");
+            assert_eq!(md5_hex(other), None, "{other}");
         }
     }
 }
