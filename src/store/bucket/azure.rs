@@ -102,14 +102,7 @@ pub fn open(loc: &AzureLocation) -> Result<Bucket> {
         account,
         batches: AtomicBool::new(true),
     });
-    Bucket::new(Parts {
-        store: store.clone(),
-        pages: store,
-        provider,
-        root: loc.root.clone(),
-        shown: loc.shown(),
-        requests,
-    })
+    Bucket::new(Parts { store, provider, root: loc.root.clone(), shown: loc.shown(), requests })
 }
 
 /// Azure's error answer: `<Error><Code>…</Code><Message>…</Message></Error>`.

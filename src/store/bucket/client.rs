@@ -300,11 +300,15 @@ pub struct Obj {
     pub version: UpdateVersion,
 }
 
+/// An object store that also lists one page at a time (each page one request, counted): every
+/// store object_store builds.
+pub trait PagedStore: ObjectStore + PaginatedListStore {}
+
+impl<T: ObjectStore + PaginatedListStore> PagedStore for T {}
+
 /// A bucket, rooted at a store's `docker/registry/v2/`.
 pub struct Bucket {
-    store: Arc<dyn ObjectStore>,
-    /// The same store, listed one page at a time (each page one request, counted).
-    pages: Arc<dyn PaginatedListStore>,
+    store: Arc<dyn PagedStore>,
     provider: Arc<dyn Provider>,
     runtime: tokio::runtime::Runtime,
     /// `<rootdirectory>/docker/registry/v2`, without leading or trailing slash.
@@ -316,8 +320,7 @@ pub struct Bucket {
 
 /// What a provider's builder hands over to make a [`Bucket`].
 pub struct Parts {
-    pub store: Arc<dyn ObjectStore>,
-    pub pages: Arc<dyn PaginatedListStore>,
+    pub store: Arc<dyn PagedStore>,
     pub provider: Arc<dyn Provider>,
     /// The registry's `rootdirectory` ("" for none).
     pub root: String,
@@ -339,15 +342,7 @@ impl Bucket {
         // `~`, `%` or a letter outside ASCII, and name another key): a root object_store cannot
         // name as it is is refused here, not used under another name.
         Key::parse(&v2).map_err(|e| anyhow!("rootdirectory {:?} cannot be used: {e}", p.root))?;
-        Ok(Bucket {
-            store: p.store,
-            pages: p.pages,
-            provider: p.provider,
-            runtime,
-            v2,
-            shown: p.shown,
-            requests: p.requests,
-        })
+        Ok(Bucket { store: p.store, provider: p.provider, runtime, v2, shown: p.shown, requests: p.requests })
     }
 
     /// How a key is shown in messages: `s3://bucket/<root>/docker/registry/v2/<key>`.
@@ -419,7 +414,7 @@ impl Bucket {
             let page = match self.provider.list_page(prefix.as_deref(), opts.clone()).await {
                 Some(page) => page?,
                 None => {
-                    let page = self.pages.list_paginated(prefix.as_deref(), opts).await?;
+                    let page = self.store.list_paginated(prefix.as_deref(), opts).await?;
                     let objects = page.result.objects.into_iter().map(|meta| Listed { meta, md5: None }).collect();
                     Page { objects, prefixes: page.result.common_prefixes, token: page.page_token }
                 }

@@ -84,14 +84,7 @@ pub fn open(loc: &GcsLocation) -> Result<Bucket> {
         sign,
         batches: AtomicBool::new(true),
     });
-    Bucket::new(Parts {
-        store: store.clone(),
-        pages: store,
-        provider,
-        root: loc.root.clone(),
-        shown: loc.shown(),
-        requests,
-    })
+    Bucket::new(Parts { store, provider, root: loc.root.clone(), shown: loc.shown(), requests })
 }
 
 /// What a GCS error answer says (its XML API's), with what to check.

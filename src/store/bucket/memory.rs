@@ -127,7 +127,6 @@ impl Memory {
         let shown = if root.is_empty() { "memory://".to_string() } else { format!("memory://{root}") };
         Bucket::new(Parts {
             store: store.clone(),
-            pages: store.clone(),
             provider: Arc::new(Batches(store)),
             root: root.to_string(),
             shown,

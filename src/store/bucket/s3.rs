@@ -196,14 +196,7 @@ pub fn open(loc: &S3Location) -> Result<Bucket> {
         None => format!("https://s3.{}.amazonaws.com/{}", loc.region, loc.bucket),
     };
     let provider = Arc::new(S3 { store: store.clone(), http, endpoint, region: loc.region.clone(), sign });
-    Bucket::new(Parts {
-        store: store.clone(),
-        pages: store,
-        provider,
-        root: loc.root.clone(),
-        shown: loc.shown(),
-        requests,
-    })
+    Bucket::new(Parts { store, provider, root: loc.root.clone(), shown: loc.shown(), requests })
 }
 
 /// What an S3 error answer says, with what to check.
