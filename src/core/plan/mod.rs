@@ -666,16 +666,20 @@ mod tests {
                         .collect()
                 })
                 .collect();
-            let opts = Options {
-                delete_untagged,
-                grace: Duration::from_secs(3600),
-                upload_age: 7 * DAY,
-                now: now(),
-                list_kept_tags: true,
-                orphan_attachments: false,
-                bytes_left: false,
-            };
-            build(&self.inv, &decisions, &|_| true, &opts, &FakeDisk(self.young.clone()))
+            build(&self.inv, &decisions, &|_| true, &options(delete_untagged), &FakeDisk(self.young.clone()))
+        }
+    }
+
+    /// The tests' options: an hour's grace, uploads a week, kept tags listed.
+    fn options(delete_untagged: bool) -> Options {
+        Options {
+            delete_untagged,
+            grace: Duration::from_secs(3600),
+            upload_age: 7 * DAY,
+            now: now(),
+            list_kept_tags: true,
+            orphan_attachments: false,
+            bytes_left: false,
         }
     }
 
@@ -768,15 +772,7 @@ mod tests {
     #[test]
     fn a_tag_no_rule_decided_is_an_error_never_a_deletion() {
         let s = Store::new(vec![(10, image(&[100], None))]).repo("r", &[("a", 10)], &[10]);
-        let opts = Options {
-            delete_untagged: false,
-            grace: Duration::from_secs(3600),
-            upload_age: 7 * DAY,
-            now: now(),
-            list_kept_tags: true,
-            orphan_attachments: false,
-            bytes_left: false,
-        };
+        let opts = options(false);
         let e = build(&s.inv, &[vec![Verdict::Undecided]], &|_| true, &opts, &FakeDisk(s.young.clone())).unwrap_err();
         assert!(format!("{e:#}").contains("r:a: no rule decided this tag"), "{e:#}");
     }
@@ -792,15 +788,7 @@ mod tests {
             &[("a", 10), (&sig, 60)],
             &[10, 60],
         );
-        let opts = Options {
-            delete_untagged: false,
-            grace: Duration::from_secs(3600),
-            upload_age: 7 * DAY,
-            now: now(),
-            list_kept_tags: true,
-            orphan_attachments: false,
-            bytes_left: false,
-        };
+        let opts = options(false);
         let disk = FakeDisk(s.young.clone());
         let planner = Planner::new(BlobList::new(s.inv.blobs.iter().copied()), None, &opts, &disk);
         let cx = RepoCx::new(&planner, &s.inv.repos[0], &s.inv.manifests, true);
