@@ -4,6 +4,7 @@
 # online mode and buckets, a non-root default user (65532) and OCI annotations.
 #   contrib/container/build.sh OUT.tar [NAME]     NAME defaults to regsweep:<version>
 #   podman load -i OUT.tar    (or: docker load -i OUT.tar)
+# The binary is left in target/release/regsweep (static, it runs anywhere the dynamic one does).
 # The archive is reproducible: file times are those of the last commit (SOURCE_DATE_EPOCH).
 set -euo pipefail
 out=${1:?usage: contrib/container/build.sh OUT.tar [NAME]}
@@ -13,12 +14,16 @@ name=${2:-regsweep:$version}
 epoch=${SOURCE_DATE_EPOCH:-$(git -C "$top" log -1 --format=%ct 2>/dev/null || echo 0)}
 revision=$(git -C "$top" rev-parse HEAD 2>/dev/null || echo unknown)
 created=$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)
-target=x86_64-unknown-linux-gnu
+# The cargo profile (BUILD_PROFILE=dev: a quick unoptimized build, as the tests make).
+profile=${BUILD_PROFILE:-release}
+case "$profile" in dev) dir=debug ;; *) dir=$profile ;; esac
 
-# The binary: linked statically, so that the image needs no libc; stripped.
-RUSTFLAGS="-C target-feature=+crt-static" CARGO_PROFILE_RELEASE_STRIP=symbols \
-  cargo build --quiet --locked --release --target "$target" --manifest-path "$top/Cargo.toml"
-bin="${CARGO_TARGET_DIR:-$top/target}/$target/release/regsweep"
+# The binary: linked statically, so that the image needs no libc; stripped. The flags go to the
+# final link only (cargo rustc), so the dependencies are those of any other build of the profile
+# (and build scripts and proc macros stay dynamic, as they must).
+cargo rustc --quiet --locked --profile "$profile" --bin regsweep --manifest-path "$top/Cargo.toml" \
+  -- -C target-feature=+crt-static -C strip=symbols
+bin="${CARGO_TARGET_DIR:-$top/target}/$dir/regsweep"
 case "$(ldd "$bin" 2>&1 || true)" in
   *"statically linked"* | *"not a dynamic executable"*) ;;
   *) echo "build.sh: $bin is not static" >&2; exit 1 ;;
