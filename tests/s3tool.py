@@ -4,6 +4,10 @@
     s3tool.py ENDPOINT keys BUCKET                  one key a line, sorted
     s3tool.py ENDPOINT copy SRC DST                 every object, server-side
     s3tool.py ENDPOINT download BUCKET PREFIX DIR   objects under PREFIX into DIR, mtime = LastModified
+    s3tool.py ENDPOINT upload DIR BUCKET ROOT [--paced]
+                                                    every file under DIR as the key ROOT/<its path>;
+                                                    --paced, the tags of each repository in their
+                                                    push order a second apart (emutool.py)
     s3tool.py ENDPOINT put BUCKET KEY FILE
     s3tool.py ENDPOINT delete BUCKET KEY
     s3tool.py ENDPOINT serve                        the commands above, a JSON array a line on stdin,
@@ -21,6 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 from botocore.config import Config
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from emutool import keyed_files, paced_rounds  # noqa: E402
 
 
 def run(s3, cmd, args, out):
@@ -55,6 +62,14 @@ def run(s3, cmd, args, out):
             os.utime(path, (t, t))
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(download, objects(bucket, prefix)))
+    elif cmd == "upload":
+        src, bucket, root = args[:3]
+        files = keyed_files(src, root)
+        rounds = paced_rounds(src, files) if "--paced" in args[3:] else [(lambda: None, files)]
+        with ThreadPoolExecutor(16) as pool:
+            for wait, batch in rounds:
+                wait()
+                list(pool.map(lambda kp: s3.upload_file(kp[1], bucket, kp[0]), batch))
     elif cmd == "put":
         bucket, key, path = args
         s3.upload_file(path, bucket, key)

@@ -214,10 +214,35 @@ fn tags_by_push(root: &Path) -> Vec<(String, String)> {
     tags.into_iter().map(|(_, r, t)| (r, t)).collect()
 }
 
+/// A new bucket holding the demo store as the real registry's s3 driver writes it: the keys of
+/// [`pushed_demo`] under `root`, each repository's tags a second apart in push order (their
+/// times, to the second, order them as on disk). Returns the tags, in push order.
+pub fn demo_bucket(s3: &S3Server, bucket: &str, root: &str) -> Vec<(String, String)> {
+    s3.create_bucket(bucket);
+    s3.tool(&["upload", pushed_demo().to_str().unwrap(), bucket, root, "--paced"]);
+    tags_by_push(fixture("demo").path())
+}
+
+/// The demo's keys as the registry writes them into a bucket, pushed once a test process (a
+/// push costs seconds of CPU: the registry, skopeo, the S3 server) into moto by
+/// [`push_demo_bucket`], then downloaded: a store's root folder, the objects' times as mtimes.
+fn pushed_demo() -> &'static Path {
+    static PUSHED: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    PUSHED
+        .get_or_init(|| {
+            let moto = S3Server::moto();
+            push_demo_bucket(&moto, "demo", "store");
+            let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+            moto.tool(&["download", "demo", "store", dir.path().to_str().unwrap()]);
+            dir
+        })
+        .path()
+}
+
 /// Copies the demo store's tags into a new bucket through the real registry's s3 driver, with
 /// skopeo, in the demo's push order: one tag of each repository a second, so that a bucket's
 /// push times (to the second) order them as on disk. Returns the tags.
-pub fn demo_bucket(moto: &S3Server, bucket: &str, root: &str) -> Vec<(String, String)> {
+pub fn push_demo_bucket(moto: &S3Server, bucket: &str, root: &str) -> Vec<(String, String)> {
     moto.create_bucket(bucket);
     let demo = fixture("demo");
     let src = Registry::serve(demo.path());
