@@ -26,7 +26,9 @@
 //! rate. Needs target/s3venv and target/npm (tests/run.sh).
 //!
 //! For the large stores, which the emulators as the tests run them do not take (issue 24's 300 x
-//! 60): `--jobs N` is gen's (requests in flight during the upload; gen's default 128).
+//! 60): `--jobs N` is gen's (requests in flight during the upload; gen's default 128), `--run-jobs
+//! N` gc's and prune's (fewer listings at once on a server whose listing is slow: regsweep gives
+//! up on a request after 120 s).
 //! `--watch SECS`: gen's upload goes through a proxy with no delay added, and every minute the
 //! bench prints the keys answered so far, the last minute's rate, the server's median time for a
 //! PUT, the server process's CPU seconds and RSS (the servers this bench starts itself) and the
@@ -76,6 +78,8 @@ struct Options {
     ceiling: Option<u32>,
     /// gen's `--jobs` (requests in flight during the upload).
     jobs: Option<u32>,
+    /// gc's and prune's `--jobs`.
+    run_jobs: Option<u32>,
     /// gen's upload watched through a proxy, stopped after this many seconds (0: never).
     watch: Option<u64>,
     azurite_disk: bool,
@@ -93,6 +97,7 @@ fn options() -> Options {
         logs: None,
         ceiling: None,
         jobs: None,
+        run_jobs: None,
         watch: None,
         azurite_disk: false,
         gcs_fs: false,
@@ -111,6 +116,7 @@ fn options() -> Options {
             "--logs" => o.logs = Some(value().into()),
             "--ceiling" => o.ceiling = Some(value().parse().unwrap()),
             "--jobs" => o.jobs = Some(value().parse().unwrap()),
+            "--run-jobs" => o.run_jobs = Some(value().parse().unwrap()),
             "--watch" => o.watch = Some(value().parse().unwrap()),
             "--azurite-disk" => o.azurite_disk = true,
             "--gcs-fs" => o.gcs_fs = true,
@@ -524,6 +530,9 @@ fn upload(
         }
         std::thread::sleep(Duration::from_millis(250));
         let Some((proxy, limit)) = watch else { continue };
+        if stopped {
+            continue; // killed: waiting for it to exit
+        }
         if tick.elapsed() < Duration::from_secs(60) && !(limit > 0 && start.elapsed().as_secs() >= limit) {
             continue;
         }
@@ -733,6 +742,7 @@ fn main() {
             blobs = made["blobs"].as_u64().unwrap();
         }
         let mut up: Option<(Started, Proxy)> = None;
+        let run_jobs = o.run_jobs.map(|j| j.to_string());
         for i in 0..o.runs {
             if i == 0 || name != "seaweedfs" {
                 drop(up.take()); // the server before stopped first
@@ -783,14 +793,17 @@ fn main() {
             }
             if i == 0 {
                 for _ in 0..o.runs {
-                    let (r, _) = timed(&delayed, &["gc", "--root", &url, "--dry-run", "--json", "--quiet"], proxy);
+                    let mut args = vec!["gc", "--root", &url, "--dry-run", "--json", "--quiet"];
+                    args.extend(run_jobs.iter().flat_map(|j| ["--jobs", j.as_str()]));
+                    let (r, _) = timed(&delayed, &args, proxy);
                     row(name, &store, "gc --dry-run", &r, blobs);
                     gcs.push(r);
                 }
             }
             std::thread::sleep(Duration::from_millis(2100)); // older than the run's start, to the second
-            let args =
-                ["prune", "--root", &url, "--keep", "5", "--order", "name", "--grace", "0s", "--json", "--quiet"];
+            let mut args =
+                vec!["prune", "--root", &url, "--keep", "5", "--order", "name", "--grace", "0s", "--json", "--quiet"];
+            args.extend(run_jobs.iter().flat_map(|j| ["--jobs", j.as_str()]));
             let (mut r, report) = timed(&delayed, &args, proxy);
             r.deleted = keys - emu.keys(&bucket).len() as u64;
             if !report["failed"].as_array().is_none_or(Vec::is_empty) {
