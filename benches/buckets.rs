@@ -55,7 +55,7 @@ use std::time::{Duration, Instant};
 
 use common::azure::Azurite;
 use common::emu::{self, Emulator};
-use common::gcs::{Bridge, FakeGcs, SERVICE_ACCOUNT_KEY};
+use common::gcs::{Bridge, FakeGcs};
 use common::s3::S3Server;
 use serde_json::Value;
 
@@ -370,22 +370,10 @@ impl Own {
         Own { gcs: true, port, front, child, fs: fs.then_some(root), _dir: dir }
     }
 
-    fn env_at(&self, port: u16) -> Vec<(&'static str, String)> {
+    /// The environment for the server (the bridge, for fake-gcs-server) or a proxy on `port`.
+    fn env_at(gcs: bool, port: u16) -> Vec<(&'static str, String)> {
         let base = format!("http://127.0.0.1:{port}");
-        if self.gcs {
-            vec![
-                ("GOOGLE_BASE_URL", base),
-                ("GOOGLE_SKIP_SIGNATURE", "true".into()),
-                ("GOOGLE_SERVICE_ACCOUNT_KEY", SERVICE_ACCOUNT_KEY.into()),
-            ]
-        } else {
-            vec![
-                ("AZURE_STORAGE_ACCOUNT_NAME", common::azure::ACCOUNT.into()),
-                ("AZURE_STORAGE_ACCOUNT_KEY", common::azure::KEY.into()),
-                ("AZURE_STORAGE_USE_EMULATOR", "true".into()),
-                ("AZURITE_BLOB_STORAGE_URL", base),
-            ]
-        }
+        if gcs { FakeGcs::env_at(&base) } else { Azurite::env_at(&base) }
     }
 
     fn tool(&self, args: &[&str]) -> String {
@@ -438,7 +426,7 @@ impl Emulator for Own {
         unimplemented!()
     }
     fn env(&self) -> Vec<(&'static str, String)> {
-        self.env_at(self.front)
+        Own::env_at(self.gcs, self.front)
     }
     fn url(&self, name: &str, root: &str) -> String {
         format!("{}://{name}/{root}", if self.gcs { "gs" } else { "azure" })
@@ -569,26 +557,14 @@ fn server(name: &str, o: &Options, seed: Option<&Path>) -> Started {
         "azurite" => {
             let s = Azurite::start();
             let up = s.port;
-            let base = s.env();
-            let env = move |port: u16| {
-                let mut e = base.clone();
-                e.retain(|(k, _)| *k != "AZURITE_BLOB_STORAGE_URL");
-                e.push(("AZURITE_BLOB_STORAGE_URL", format!("http://127.0.0.1:{port}")));
-                e
-            };
+            let env = |port: u16| Azurite::env_at(&format!("http://127.0.0.1:{port}"));
             let ceiling = Some(("azurite", s.endpoint()));
             (Box::new(s), up, Box::new(env), ceiling, None)
         }
         "fakegcs" | "fakegcs-single" => {
             let s = FakeGcs::start_with(Bridge { multi_delete: name == "fakegcs", ..Bridge::default() });
             let up = s.bridge;
-            let base = s.env();
-            let env = move |port: u16| {
-                let mut e = base.clone();
-                e.retain(|(k, _)| *k != "GOOGLE_BASE_URL");
-                e.push(("GOOGLE_BASE_URL", format!("http://127.0.0.1:{port}")));
-                e
-            };
+            let env = |port: u16| FakeGcs::env_at(&format!("http://127.0.0.1:{port}"));
             let ceiling = Some(("fakegcs", s.endpoint()));
             (Box::new(s), up, Box::new(env), ceiling, None)
         }
@@ -605,37 +581,9 @@ fn server(name: &str, o: &Options, seed: Option<&Path>) -> Started {
 /// A server of [`Own`]'s as [`server`] gives it.
 fn own(s: Own, kind: &'static str) -> Started {
     let (up, pid, endpoint) = (s.front, s.child.id(), format!("http://127.0.0.1:{}", s.port));
-    let s = std::rc::Rc::new(s);
-    let at = s.clone();
-    let env = move |port: u16| at.env_at(port);
-    struct Shared(std::rc::Rc<Own>);
-    impl Emulator for Shared {
-        fn create(&self, name: &str) {
-            self.0.create(name)
-        }
-        fn keys(&self, name: &str) -> Vec<String> {
-            self.0.keys(name)
-        }
-        fn upload(&self, d: &Path, n: &str, r: &str, p: bool) {
-            self.0.upload(d, n, r, p)
-        }
-        fn download(&self, n: &str, r: &str, d: &Path) {
-            self.0.download(n, r, d)
-        }
-        fn put(&self, n: &str, k: &str, b: &[u8]) {
-            self.0.put(n, k, b)
-        }
-        fn delete(&self, n: &str, k: &str) {
-            self.0.delete(n, k)
-        }
-        fn env(&self) -> Vec<(&'static str, String)> {
-            self.0.env()
-        }
-        fn url(&self, n: &str, r: &str) -> String {
-            self.0.url(n, r)
-        }
-    }
-    (Box::new(Shared(s)), up, Box::new(env), Some((kind, endpoint)), Some(pid))
+    let gcs = s.gcs;
+    let env = move |port: u16| Own::env_at(gcs, port);
+    (Box::new(s), up, Box::new(env), Some((kind, endpoint)), Some(pid))
 }
 
 fn row(server: &str, store: &str, what: &str, r: &Run, blobs: u64) {

@@ -103,21 +103,23 @@ impl Azurite {
 
     /// The environment regsweep runs with: object_store's emulator settings.
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("AZURE_STORAGE_ACCOUNT_NAME", ACCOUNT.to_string()),
-            ("AZURE_STORAGE_ACCOUNT_KEY", KEY.to_string()),
-            ("AZURE_STORAGE_USE_EMULATOR", "true".to_string()),
-            ("AZURITE_BLOB_STORAGE_URL", self.endpoint()),
-        ]
+        Self::env_at(&self.endpoint())
     }
 
     /// The same environment, through a proxy on `port` in front of this server (an
     /// [`emu::throttle_proxy`] with [`emu::AZURE_BUSY`]: Azurite itself never answers 503).
     pub fn env_via(&self, port: u16) -> Vec<(&'static str, String)> {
-        let mut env = self.env();
-        env.retain(|(k, _)| *k != "AZURITE_BLOB_STORAGE_URL");
-        env.push(("AZURITE_BLOB_STORAGE_URL", format!("http://127.0.0.1:{port}")));
-        env
+        Self::env_at(&format!("http://127.0.0.1:{port}"))
+    }
+
+    /// The environment for an Azurite (or a proxy in front of one) at `endpoint`.
+    pub fn env_at(endpoint: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("AZURE_STORAGE_ACCOUNT_NAME", ACCOUNT.to_string()),
+            ("AZURE_STORAGE_ACCOUNT_KEY", KEY.to_string()),
+            ("AZURE_STORAGE_USE_EMULATOR", "true".to_string()),
+            ("AZURITE_BLOB_STORAGE_URL", endpoint.to_string()),
+        ]
     }
 
     pub fn command(&self, args: &[&str]) -> Command {

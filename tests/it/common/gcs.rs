@@ -150,7 +150,8 @@ impl FakeGcs {
         Self::env_at(&self.endpoint())
     }
 
-    fn env_at(base: &str) -> Vec<(&'static str, String)> {
+    /// The environment for a fake-gcs-server's bridge (or a proxy in front of one) at `base`.
+    pub fn env_at(base: &str) -> Vec<(&'static str, String)> {
         vec![
             ("GOOGLE_BASE_URL", base.to_string()),
             ("GOOGLE_SKIP_SIGNATURE", "true".to_string()),
