@@ -17,12 +17,11 @@ ENDPOINT is the blob service's, http://127.0.0.1:PORT; the account is Azurite's 
 """
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 from azure.storage.blob import BlobLeaseClient, BlobServiceClient
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from emutool import download_all, keyed_files, paced_rounds  # noqa: E402
+from emutool import download_all, upload_all  # noqa: E402
 
 ACCOUNT = "devstoreaccount1"
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -44,12 +43,8 @@ def main():
             print(key)
     elif cmd == "upload":
         src, container, root = args[:3]
-        files = keyed_files(src, root)
-        rounds = paced_rounds(src, files) if "--paced" in args[3:] else [(lambda: None, files)]
-        with ThreadPoolExecutor(16) as pool:
-            for wait, batch in rounds:
-                wait()
-                list(pool.map(lambda kv: put(container, kv[0], open(kv[1], "rb").read()), batch))
+        upload_all(src, root, "--paced" in args[3:],
+                   lambda key, path: put(container, key, open(path, "rb").read()))
     elif cmd == "download":
         container, root, out = args
         c = svc.get_container_client(container)

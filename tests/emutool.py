@@ -44,6 +44,17 @@ def paced_rounds(src, files):
     return rounds
 
 
+def upload_all(src, root, paced, put, workers=16):
+    """Every file under src as the key ROOT/<its path>, put(key, path) `workers` at a time; paced,
+    in the rounds of paced_rounds."""
+    files = keyed_files(src, root)
+    rounds = paced_rounds(src, files) if paced else [(lambda: None, files)]
+    with ThreadPoolExecutor(workers) as pool:
+        for wait, batch in rounds:
+            wait()
+            list(pool.map(lambda kp: put(*kp), batch))
+
+
 def download_all(objects, prefix, out, fetch):
     """Writes each (key, unix time) of objects under prefix to out/<key without prefix>, its mtime
     that time; fetch(key) gives the bytes."""

@@ -16,12 +16,11 @@ import datetime
 import os
 import sys
 import urllib.parse
-from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from emutool import download_all, keyed_files, paced_rounds  # noqa: E402
+from emutool import download_all, upload_all  # noqa: E402
 
 
 def main():
@@ -60,12 +59,8 @@ def main():
             print(key)
     elif cmd == "upload":
         src, bucket, root = args[:3]
-        files = keyed_files(src, root)
-        rounds = paced_rounds(src, files) if "--paced" in args[3:] else [(lambda: None, files)]
-        with ThreadPoolExecutor(8) as pool:
-            for wait, batch in rounds:
-                wait()
-                list(pool.map(lambda kv: put(bucket, kv[0], open(kv[1], "rb").read()), batch))
+        upload_all(src, root, "--paced" in args[3:],
+                   lambda key, path: put(bucket, key, open(path, "rb").read()), 8)
     elif cmd == "download":
         bucket, root, out = args
         prefix = root.strip("/") + "/" if root.strip("/") else ""

@@ -27,7 +27,7 @@ import boto3
 from botocore.config import Config
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from emutool import keyed_files, paced_rounds  # noqa: E402
+from emutool import upload_all  # noqa: E402
 
 
 def run(s3, cmd, args, out):
@@ -64,12 +64,7 @@ def run(s3, cmd, args, out):
             list(pool.map(download, objects(bucket, prefix)))
     elif cmd == "upload":
         src, bucket, root = args[:3]
-        files = keyed_files(src, root)
-        rounds = paced_rounds(src, files) if "--paced" in args[3:] else [(lambda: None, files)]
-        with ThreadPoolExecutor(16) as pool:
-            for wait, batch in rounds:
-                wait()
-                list(pool.map(lambda kp: s3.upload_file(kp[1], bucket, kp[0]), batch))
+        upload_all(src, root, "--paced" in args[3:], lambda key, path: s3.upload_file(path, bucket, key))
     elif cmd == "put":
         bucket, key, path = args
         s3.upload_file(path, bucket, key)
