@@ -75,7 +75,10 @@ pub struct RequestCounts {
     pub put: u64,
     pub delete_objects: u64,
     pub delete: u64,
+    /// Answers asking to slow down (429, 503), each retried.
     pub throttled: u64,
+    /// Tries with no answer within the request timeout, each retried once.
+    pub timed_out: u64,
 }
 
 impl RequestCounts {

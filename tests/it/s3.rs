@@ -6,8 +6,11 @@ use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use common::s3::{S3Server, demo_bucket, push_demo_bucket};
+use common::s3::{Fault, S3Server, demo_bucket, push_demo_bucket};
 use common::*;
 
 const V2: &str = "store/docker/registry/v2/";
@@ -519,6 +522,60 @@ fn a_throttling_server_is_retried_with_backoff() {
     }
     let again = moto.regsweep_json(&["gc", "--root", "s3://reg/store", "--dry-run"]);
     assert_eq!(again["blobs_deleted"], 0);
+}
+
+/// A server that lists one request at a time, each a while (fake-gcs-server walks the whole
+/// bucket for each; an RGW or a MinIO on busy disks slows so under big listings): sent all the
+/// listings a run has at once, the last would be answered after the timeout, cut off and sent
+/// again while the server still works on it. regsweep starts with a few in flight and sends
+/// more only while they come back quickly: none is cut off, and the run is the same. A server
+/// that answers no listing: once one had no answer on either of its tries, no more are sent
+/// and the run fails, saying so, instead of each listing waiting out its timeout in turn.
+#[test]
+fn a_server_slow_to_list_is_sent_what_it_answers_in_time_and_one_that_does_not_answer_ends_the_run() {
+    let moto = S3Server::moto();
+    moto.create_bucket("reg");
+    // 60 repositories in 40 namespaces: 40 listings at once, then 60.
+    moto.regsweep_json(&["gen", "--root", "s3://reg/store", "--repos", "60", "--tags", "1"]);
+    let args = ["gc", "--root", "s3://reg/store", "--dry-run", "--json"];
+    let plan = moto.regsweep_json(&args[..4]);
+    let through = |fault: Fault, timeout: Duration| {
+        let port = common::s3::fault_proxy(moto.port, fault);
+        let mut cmd = moto.command(&args);
+        cmd.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"));
+        cmd.env("REGSWEEP_TEST_TIMEOUT_MS", timeout.as_millis().to_string()).output().unwrap()
+    };
+
+    // 40 listings at once, 80 ms each: the last answered after 3.2 s, past the timeout.
+    let (timeout, seen) = (Duration::from_secs(3), Arc::new(common::s3::Listings::default()));
+    let out = through(Fault::SlowListings { each: Duration::from_millis(80), timeout, seen: seen.clone() }, timeout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let late = seen.late.load(Ordering::SeqCst);
+    assert_eq!((late, report["requests"]["timed_out"].as_u64()), (0, Some(0)), "{seen:?} {}", report["requests"]);
+    assert!(seen.most_at_once.load(Ordering::SeqCst) > 1, "{seen:?}");
+    for k in ["blobs_deleted", "bytes_freed", "layer_links_deleted"] {
+        assert_eq!(report[k], plan[k], "{k}");
+    }
+
+    // No answer to a listing of a namespace's folder; the others, the blobs' among them, go
+    // through.
+    let seen = Arc::new(common::s3::Listings::default());
+    let out = through(Fault::HoldListings("%2Fns".into(), seen.clone()), Duration::from_secs(1));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    // The listing with no answer, or one not sent since, naming it.
+    assert!(
+        err.contains("s3://reg/store/docker/registry/v2/repositories/ns") && err.contains("no answer within 1 s"),
+        "{err}"
+    );
+    let held = seen.held.lock().unwrap().clone();
+    let namespaces: BTreeSet<&String> = held.iter().collect();
+    assert!(held.len() <= 2 * namespaces.len(), "each sent twice at most: {held:#?}");
+    // Sent: the first 8 in flight, and one more for each quick answer meanwhile (the blobs' 16
+    // ranges and the folder above). Without the stop, every one rayon had begun (36 of 40
+    // here) was sent in turn, and the run took 45 s more.
+    assert!(namespaces.len() <= 8 + 17, "{} namespaces' listings sent: {held:#?}", namespaces.len());
 }
 
 #[test]

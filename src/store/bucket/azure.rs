@@ -7,9 +7,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use object_store::ObjectMeta;
 use object_store::azure::{AzureAuthorizer, AzureConfigKey, MicrosoftAzure, MicrosoftAzureBuilder};
 use object_store::client::{HttpClient, HttpConnector, HttpRequest, HttpRequestBody};
@@ -95,13 +94,8 @@ pub fn open(loc: &AzureLocation) -> Result<Bucket> {
     }
     let store = Arc::new(b.build().with_context(|| format!("cannot use container {}", loc.shown()))?);
     let http = connector().connect(&options).context("cannot start the Azure client")?;
-    let provider = Arc::new(Azure {
-        store: store.clone(),
-        http,
-        container_url: format!("{service}/{}", loc.container),
-        account,
-        batches: AtomicBool::new(true),
-    });
+    let provider =
+        Arc::new(Azure { store: store.clone(), http, container_url: format!("{service}/{}", loc.container), account });
     Bucket::new(Parts { store, provider, root: loc.root.clone(), shown: loc.shown(), requests })
 }
 
@@ -139,15 +133,13 @@ struct Azure {
     /// `<service>/<container>`: where batches go, and the blobs' URLs begin.
     container_url: String,
     account: String,
-    /// False once the account refused a batch (a hierarchical namespace, an emulator without
-    /// it): one DELETE a blob from then on.
-    batches: AtomicBool,
 }
 
-/// Why a whole batch request failed: a refusal of batches, or anything else.
+/// Why a whole batch request failed: a refusal of batches (a hierarchical namespace, an
+/// emulator without them), or anything else.
 enum Refused {
     Batches,
-    Other(String),
+    Other(anyhow::Error),
 }
 
 #[async_trait::async_trait]
@@ -157,16 +149,10 @@ impl Provider for Azure {
     }
 
     async fn delete_batch(&self, keys: &[Key]) -> Batched {
-        if !self.batches.load(Ordering::Relaxed) {
-            return Batched::NotSent;
-        }
         match self.post_batch(keys).await {
             Ok(failed) => Batched::Sent(failed),
-            Err(Refused::Other(e)) => Batched::Sent(keys.iter().map(|k| (k.clone(), e.clone())).collect()),
-            Err(Refused::Batches) => {
-                self.batches.store(false, Ordering::Relaxed);
-                Batched::Refused
-            }
+            Err(Refused::Other(e)) => Batched::Failed(e),
+            Err(Refused::Batches) => Batched::Refused,
         }
     }
 
@@ -228,7 +214,7 @@ impl Azure {
     /// error or a broken connection: the keys not deleted, with why (a blob the answer does not
     /// name is not deleted; one not there is gone all the same).
     async fn post_batch(&self, keys: &[Key]) -> Result<Vec<(Key, String)>, Refused> {
-        let other = |e: anyhow::Error| Refused::Other(format!("{e:#}"));
+        let other = Refused::Other;
         let credential = self.store.credentials().get_credential().await.map_err(|e| other(e.into()))?;
         let authorizer = AzureAuthorizer::new(&credential, &self.account);
         let boundary = format!("batch_{:032x}", rand_u128());
@@ -274,11 +260,11 @@ impl Azure {
         match answer.status {
             200..=299 => match answer.content_type.split("boundary=").nth(1) {
                 Some(b) => Ok(answers(keys, &answer.body, b.trim_matches('"'))),
-                None => Err(Refused::Other(format!("a batch answered without parts: {said}"))),
+                None => Err(Refused::Other(anyhow!("a batch answered without parts: {said}"))),
             },
             // No batch here (Azurite before batches, a hierarchical namespace).
             400 | 403 | 404 | 405 | 409 | 501 => Err(Refused::Batches),
-            _ => Err(Refused::Other(said)),
+            _ => Err(Refused::Other(anyhow!(said))),
         }
     }
 

@@ -9,12 +9,14 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures::StreamExt;
-use object_store::client::{HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpService};
+use object_store::client::{
+    HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest, HttpResponse, HttpService,
+};
 use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::path::Path as Key;
 use object_store::{
@@ -22,11 +24,12 @@ use object_store::{
 };
 use serde::Serialize;
 
+use super::gate::{Gate, Pass};
 use crate::model::outcome::RequestCounts;
 
 /// Requests sent, by kind, counted at the calls that send them (a listing by its pages, a
-/// batched deletion by its batches); `throttled` counts the answers 429 and 503, which the
-/// client retries with backoff.
+/// batched deletion by its batches); `throttled` counts the answers 429 and 503, and
+/// `timed_out` the tries that had no answer in time, which the client retries with backoff.
 #[derive(Debug, Default, Serialize)]
 pub struct Requests {
     /// Listing pages.
@@ -40,6 +43,8 @@ pub struct Requests {
     pub delete: AtomicU64,
     /// Answers 503 (SlowDown, ServerBusy) or 429: retried with backoff.
     pub throttled: AtomicU64,
+    /// Tries with no answer within the [`timeout`]: retried once.
+    pub timed_out: AtomicU64,
 }
 
 impl Requests {
@@ -58,6 +63,7 @@ impl Requests {
             delete_objects: l(&self.delete_objects),
             delete: l(&self.delete),
             throttled: l(&self.throttled),
+            timed_out: l(&self.timed_out),
         }
     }
 }
@@ -75,7 +81,7 @@ pub trait Provider: Send + Sync {
     /// provider needs (see [`Batched`]). A key the answer does not name as deleted is not
     /// deleted.
     async fn delete_batch(&self, _keys: &[Key]) -> Batched {
-        Batched::NotSent
+        Batched::Refused
     }
 
     /// When the space of deleted objects is freed, where the bucket keeps them (versioning, soft
@@ -99,10 +105,10 @@ pub trait Provider: Send + Sync {
 pub enum Batched {
     /// Sent and answered: the keys it did not delete, each with why.
     Sent(Vec<(Key, String)>),
-    /// Sent and refused: the server takes no batch (the keys then go one by one).
+    /// Sent and failed as a whole (after its retries): no key deleted, or none said to be.
+    Failed(anyhow::Error),
+    /// Refused: the server takes no batch (the keys go one by one, from then on).
     Refused,
-    /// Not sent: the server refused a batch before (the keys go one by one).
-    NotSent,
 }
 
 /// One page of a listing.
@@ -139,7 +145,11 @@ struct Watching {
 #[async_trait::async_trait]
 impl HttpService for Watching {
     async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
-        let res = self.inner.execute(req).await?;
+        let res = self.inner.execute(req).await.inspect_err(|e| {
+            if matches!(e.kind(), HttpErrorKind::Timeout) {
+                Requests::add(&self.requests.timed_out);
+            }
+        })?;
         let status = res.status().as_u16();
         if matches!(status, 429 | 503) {
             Requests::add(&self.requests.throttled);
@@ -212,14 +222,12 @@ pub struct Answer {
 
 /// Sends a request a provider makes itself (object_store's client retries its own), made anew
 /// by `make` for each try (a signature holds for a moment): throttling (429), a server error
-/// (but 501, which says what is not there) and a broken connection are retried with backoff,
-/// up to 10 times; any other answer is returned as it is.
+/// (but 501, which says what is not there) and a broken connection are retried as
+/// [`Retries`] says; any other answer is returned as it is.
 pub async fn send(http: &HttpClient, make: impl Fn() -> Result<HttpRequest>) -> Result<Answer> {
-    let mut backoff = Duration::from_millis(100);
-    let mut tries = 0;
+    let mut retries = Retries::default();
     loop {
-        tries += 1;
-        let err = match http.execute(make()?).await {
+        let (err, timed_out) = match http.execute(make()?).await {
             Ok(res) => {
                 let status = res.status().as_u16();
                 let header = res.headers().get("content-type").and_then(|v| v.to_str().ok());
@@ -228,22 +236,68 @@ pub async fn send(http: &HttpClient, make: impl Fn() -> Result<HttpRequest>) -> 
                     Ok(body) if status != 429 && (status < 500 || status == 501) => {
                         return Ok(Answer { status, content_type, body: body.to_vec() });
                     }
-                    Ok(_) => SAID
-                        .try_with(|s| s.borrow_mut().take())
-                        .ok()
-                        .flatten()
-                        .unwrap_or_else(|| format!("status {status}")),
-                    Err(e) => format!("{e}"),
+                    Ok(_) => {
+                        let said = SAID.try_with(|s| s.borrow_mut().take()).ok().flatten();
+                        (said.unwrap_or_else(|| format!("status {status}")), false)
+                    }
+                    Err(e) => (format!("{e}"), timed_out(&e)),
                 }
             }
-            Err(e) => format!("{e}"),
+            Err(e) => (format!("{e}"), timed_out(&e)),
         };
-        if tries > 10 {
-            bail!("{err} (after {} retries)", tries - 1);
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(15));
+        retries.after(err, timed_out).await?;
     }
+}
+
+/// The retries of a request a provider sends itself, as object_store retries its own (see
+/// [`retry`]): with backoff, up to 10 times, and none begun once the retry budget is spent.
+pub struct Retries {
+    tries: u32,
+    start: Instant,
+    backoff: Duration,
+}
+
+impl Default for Retries {
+    fn default() -> Retries {
+        Retries { tries: 0, start: Instant::now(), backoff: Duration::from_millis(100) }
+    }
+}
+
+impl Retries {
+    /// After a try that failed (`err`; `timed_out`: with no answer): waits for the next, or
+    /// the error to return when there is none.
+    pub async fn after(&mut self, err: String, timed_out: bool) -> Result<()> {
+        self.tries += 1;
+        if self.tries > 10 || self.start.elapsed() > retry().retry_timeout {
+            return Err(match timed_out {
+                true => anyhow::Error::new(NoAnswer),
+                false => anyhow!("{err} (after {} retries)", self.tries - 1),
+            });
+        }
+        tokio::time::sleep(self.backoff).await;
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(15));
+        Ok(())
+    }
+}
+
+/// A request that had no answer within the [`timeout`] on its last try (and, as retried, on
+/// those before: [`retry`]): the server is down, or far behind.
+#[derive(Debug)]
+pub struct NoAnswer;
+
+impl std::fmt::Display for NoAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no answer within {} s on its last try: the server is down or overloaded", timeout().as_secs_f64())
+    }
+}
+
+impl std::error::Error for NoAnswer {}
+
+/// Whether an error, or one it came from, is a request that had no answer in time.
+pub fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(e), |e| e.source()).any(|e| {
+        e.is::<NoAnswer>() || e.downcast_ref::<HttpError>().is_some_and(|h| matches!(h.kind(), HttpErrorKind::Timeout))
+    })
 }
 
 /// An MD5 as a store tells it, in hex: 32 hex digits (S3's and GCS's ETag of an object put in
@@ -259,22 +313,40 @@ pub fn md5_hex(told: &str) -> Option<String> {
     Some(hex::encode(bytes))
 }
 
-/// The HTTP client's options every provider's builder is given: plain HTTP allowed (an
-/// S3-compatible server or an emulator on loopback), two minutes a request, a connection kept
-/// for each request in flight.
-pub fn options() -> ClientOptions {
-    ClientOptions::new().with_allow_http(true).with_timeout(Duration::from_secs(120)).with_pool_max_idle_per_host(256)
+/// How long a request may go without an answer: two minutes.
+/// Test-only (feature `test-hooks`): `REGSWEEP_TEST_TIMEOUT_MS` sets it.
+pub fn timeout() -> Duration {
+    #[cfg(feature = "test-hooks")]
+    if let Some(ms) = std::env::var("REGSWEEP_TEST_TIMEOUT_MS").ok().and_then(|v| v.parse().ok()) {
+        return Duration::from_millis(ms);
+    }
+    Duration::from_secs(120)
 }
 
-/// Retries of a failed request (throttling, a server error, a broken connection), with backoff.
+/// What the requests of one kind in flight may grow to: more than a run sends at once.
+const MAX_IN_FLIGHT: usize = 256;
+
+/// The HTTP client's options every provider's builder is given: plain HTTP allowed (an
+/// S3-compatible server or an emulator on loopback), the [`timeout`] a request, a connection
+/// kept for each request in flight.
+pub fn options() -> ClientOptions {
+    ClientOptions::new().with_allow_http(true).with_timeout(timeout()).with_pool_max_idle_per_host(256)
+}
+
+/// Retries of a failed request (throttling, a server error, a broken connection, no answer),
+/// with backoff, up to 10, none begun after one and a half [`timeout`]s: a request with no
+/// answer is sent twice.
 pub fn retry() -> object_store::RetryConfig {
-    object_store::RetryConfig { max_retries: 10, retry_timeout: Duration::from_secs(180), ..Default::default() }
+    object_store::RetryConfig { max_retries: 10, retry_timeout: timeout() * 3 / 2, ..Default::default() }
 }
 
 /// An object store's error, told briefly: what the provider's answer said where it said
 /// something (its XML answer otherwise fills a screen, three times over), else the innermost
 /// cause (a refused connection, a name not found, a status).
 fn explain(e: object_store::Error) -> anyhow::Error {
+    if timed_out(&e) {
+        return anyhow::Error::new(NoAnswer);
+    }
     if let Some(said) = SAID.try_with(|s| s.borrow_mut().take()).ok().flatten() {
         return anyhow!(said);
     }
@@ -316,6 +388,12 @@ pub struct Bucket {
     /// How the bucket is named to the operator: `s3://bucket/rootdirectory`.
     pub shown: String,
     pub requests: Arc<Requests>,
+    /// Listing pages in flight.
+    lists: Gate,
+    /// Deletions in flight (a batch, or a DELETE).
+    deletions: Gate,
+    /// False once the server refused a batched deletion: one DELETE a key from then on.
+    batches: AtomicBool,
 }
 
 /// What a provider's builder hands over to make a [`Bucket`].
@@ -342,7 +420,17 @@ impl Bucket {
         // `~`, `%` or a letter outside ASCII, and name another key): a root object_store cannot
         // name as it is is refused here, not used under another name.
         Key::parse(&v2).map_err(|e| anyhow!("rootdirectory {:?} cannot be used: {e}", p.root))?;
-        Ok(Bucket { store: p.store, provider: p.provider, runtime, v2, shown: p.shown, requests: p.requests })
+        Ok(Bucket {
+            store: p.store,
+            provider: p.provider,
+            runtime,
+            v2,
+            shown: p.shown,
+            requests: p.requests,
+            lists: Gate::new(timeout(), MAX_IN_FLIGHT),
+            deletions: Gate::new(timeout(), MAX_IN_FLIGHT),
+            batches: AtomicBool::new(true),
+        })
     }
 
     /// How a key is shown in messages: `s3://bucket/<root>/docker/registry/v2/<key>`.
@@ -384,6 +472,15 @@ impl Bucket {
         }
     }
 
+    /// A request let through `pass` failed with `e` (after its retries). One that had no answer
+    /// on any try closes its gate: every request of its kind fails at once from then on, rather
+    /// than each waiting out the timeout in turn. Any other failure leaves it open.
+    fn failed(pass: Pass<'_>, what: impl FnOnce() -> String, e: &anyhow::Error) {
+        if timed_out(e.as_ref()) {
+            pass.no_answer(format!("{} had no answer within {} s", what(), timeout().as_secs_f64()));
+        }
+    }
+
     /// Runs one call to its end, keeping what the provider's error answers say for its message.
     fn block_on<F: Future>(&self, f: F) -> F::Output {
         self.runtime.block_on(SAID.scope(RefCell::new(None), f))
@@ -400,25 +497,36 @@ impl Bucket {
         offset: Option<String>,
         until: Option<&str>,
         folders: bool,
-    ) -> object_store::Result<(Vec<Listed>, Vec<Key>)> {
+    ) -> Result<(Vec<Listed>, Vec<Key>)> {
         let (mut objects, mut prefixes) = (Vec::new(), Vec::new());
         let mut token = None;
         loop {
-            Requests::add(&self.requests.list);
             let opts = PaginatedListOptions {
                 offset: offset.clone(),
                 delimiter: folders.then(|| "/".into()),
                 page_token: token.take(),
                 ..PaginatedListOptions::default()
             };
+            let pass = self.lists.enter().await.map_err(|why| anyhow!("not sent: {why}"))?;
+            Requests::add(&self.requests.list);
             let page = match self.provider.list_page(prefix.as_deref(), opts.clone()).await {
-                Some(page) => page?,
-                None => {
-                    let page = self.store.list_paginated(prefix.as_deref(), opts).await?;
+                Some(page) => page,
+                None => self.store.list_paginated(prefix.as_deref(), opts).await.map(|page| {
                     let objects = page.result.objects.into_iter().map(|meta| Listed { meta, md5: None }).collect();
                     Page { objects, prefixes: page.result.common_prefixes, token: page.page_token }
+                }),
+            };
+            let page = match page {
+                Ok(page) => page,
+                Err(e) => {
+                    let e = explain(e);
+                    let shown =
+                        || format!("a listing of {}", self.url(self.rel(prefix.as_deref().unwrap_or_default())));
+                    Self::failed(pass, shown, &e);
+                    return Err(e);
                 }
             };
+            drop(pass);
             objects.extend(page.objects);
             prefixes.extend(page.prefixes);
             let past = until.is_some_and(|u| objects.last().is_some_and(|l: &Listed| l.meta.location.as_ref() >= u));
@@ -442,7 +550,7 @@ impl Bucket {
     pub fn list(&self, prefix: &str) -> Result<Vec<Obj>> {
         let key = self.key(prefix)?;
         let (found, _) = self
-            .block_on(async { self.listing(Some(format!("{key}/")), None, None, false).await.map_err(explain) })
+            .block_on(async { self.listing(Some(format!("{key}/")), None, None, false).await })
             .with_context(|| format!("cannot list {}", self.url(prefix)))?;
         Ok(found.into_iter().map(|l| self.listed(l)).collect())
     }
@@ -452,7 +560,7 @@ impl Bucket {
     pub fn list_beginning(&self, prefix: &str, start: &str) -> Result<Vec<Obj>> {
         let key = self.key(prefix)?;
         let (found, _) = self
-            .block_on(async { self.listing(Some(format!("{key}/{start}")), None, None, false).await.map_err(explain) })
+            .block_on(async { self.listing(Some(format!("{key}/{start}")), None, None, false).await })
             .with_context(|| format!("cannot list {}", self.url(&format!("{prefix}/{start}"))))?;
         Ok(found.into_iter().map(|l| self.listed(l)).collect())
     }
@@ -465,7 +573,7 @@ impl Bucket {
         let (found, _) = self
             .block_on(async {
                 let offset = Some(offset.as_ref().to_string());
-                self.listing(Some(format!("{key}/")), offset, end.as_deref(), false).await.map_err(explain)
+                self.listing(Some(format!("{key}/")), offset, end.as_deref(), false).await
             })
             .with_context(|| format!("cannot list {}", self.url(prefix)))?;
         Ok(found.into_iter().map(|l| self.listed(l)).collect())
@@ -475,7 +583,7 @@ impl Bucket {
     pub fn folders(&self, prefix: &str) -> Result<(Vec<String>, Vec<Obj>)> {
         let key = self.key(prefix)?;
         let (objects, prefixes) = self
-            .block_on(async { self.listing(Some(format!("{key}/")), None, None, true).await.map_err(explain) })
+            .block_on(async { self.listing(Some(format!("{key}/")), None, None, true).await })
             .with_context(|| format!("cannot list {}", self.url(prefix)))?;
         let names = prefixes.iter().filter_map(|p| p.filename().map(String::from)).collect();
         Ok((names, objects.into_iter().map(|l| self.listed(l)).collect()))
@@ -483,7 +591,7 @@ impl Bucket {
 
     /// The folders at the top of the bucket, outside the store (for an error message).
     pub fn top_folders(&self) -> Result<Vec<String>> {
-        let (_, prefixes) = self.block_on(async { self.listing(None, None, None, true).await.map_err(explain) })?;
+        let (_, prefixes) = self.block_on(async { self.listing(None, None, None, true).await })?;
         Ok(prefixes.iter().map(|p| format!("{}/", p.as_ref())).collect())
     }
 
@@ -580,10 +688,15 @@ impl Bucket {
     /// Deletes one key, in a call of its own: why it failed.
     async fn delete_one(&self, key: &Key) -> Result<(), String> {
         SAID.scope(RefCell::new(None), async {
+            let pass = self.deletions.enter().await.map_err(|why| format!("not sent: {why}"))?;
             Requests::add(&self.requests.delete);
             match self.store.delete(key).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                Err(e) => Err(format!("{:#}", explain(e))),
+                Err(e) => {
+                    let e = explain(e);
+                    Self::failed(pass, || format!("the deletion of {}", self.url(self.rel(key.as_ref()))), &e);
+                    Err(format!("{e:#}"))
+                }
             }
         })
         .await
@@ -623,24 +736,31 @@ impl Bucket {
     /// One round of deletions: the keys not deleted, with why.
     async fn delete_round(&self, keys: &[Key]) -> Vec<(Key, String)> {
         let batch = self.provider.batch_size();
-        if batch > 0 {
-            let batches = keys.chunks(batch).map(|c| async move {
-                match self.provider.delete_batch(c).await {
-                    Batched::Sent(failed) => {
-                        Requests::add(&self.requests.delete_objects);
-                        failed
-                    }
-                    Batched::Refused => {
-                        Requests::add(&self.requests.delete_objects);
-                        self.delete_each(c).await
-                    }
-                    Batched::NotSent => self.delete_each(c).await,
-                }
-            });
-            futures::stream::iter(batches).buffer_unordered(8).flat_map(futures::stream::iter).collect().await
-        } else {
-            self.delete_each(keys).await
+        if batch == 0 || !self.batches.load(Ordering::Relaxed) {
+            return self.delete_each(keys).await;
         }
+        let batches = keys.chunks(batch).map(|c| async move {
+            let all = |why: &str| c.iter().map(|k| (k.clone(), why.to_string())).collect();
+            let pass = match self.deletions.enter().await {
+                Ok(pass) => pass,
+                Err(why) => return all(&format!("not sent: {why}")),
+            };
+            let batched = self.provider.delete_batch(c).await;
+            Requests::add(&self.requests.delete_objects);
+            match batched {
+                Batched::Sent(failed) => failed,
+                Batched::Failed(e) => {
+                    Self::failed(pass, || format!("a batched deletion of {} keys", c.len()), &e);
+                    all(&format!("{e:#}"))
+                }
+                Batched::Refused => {
+                    drop(pass);
+                    self.batches.store(false, Ordering::Relaxed);
+                    self.delete_each(c).await
+                }
+            }
+        });
+        futures::stream::iter(batches).buffer_unordered(8).flat_map(futures::stream::iter).collect().await
     }
 
     /// Deletes keys one DELETE each, several in flight: the keys not deleted, with why.

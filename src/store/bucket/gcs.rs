@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use object_store::client::{HttpClient, HttpConnector, HttpRequest};
@@ -82,7 +81,6 @@ pub fn open(loc: &GcsLocation) -> Result<Bucket> {
         bucket_url: format!("{base}/{}", loc.bucket),
         bucket: loc.bucket.clone(),
         sign,
-        batches: AtomicBool::new(true),
     });
     Bucket::new(Parts { store, provider, root: loc.root.clone(), shown: loc.shown(), requests })
 }
@@ -113,8 +111,6 @@ struct Gcs {
     bucket: String,
     /// False without credentials (an emulator): requests go unsigned.
     sign: bool,
-    /// False once the server refused a multi-object delete: one DELETE a key from then on.
-    batches: AtomicBool,
 }
 
 #[async_trait::async_trait]
@@ -124,9 +120,6 @@ impl Provider for Gcs {
     }
 
     async fn delete_batch(&self, keys: &[Key]) -> Batched {
-        if !self.batches.load(Ordering::Relaxed) {
-            return Batched::NotSent;
-        }
         let url = format!("{}?delete", self.bucket_url);
         let sign = |mut req: HttpRequest| async move {
             if self.sign {
@@ -136,16 +129,13 @@ impl Provider for Gcs {
             }
             Ok(req)
         };
-        Batched::Sent(match xml::post_delete(&self.http, &url, xml::delete_body(keys), sign, hint).await {
-            Ok(Posted::Answer(a)) => a.failed(keys),
+        match xml::post_delete(&self.http, &url, xml::delete_body(keys), sign, hint).await {
+            Ok(Posted::Answer(a)) => Batched::Sent(a.failed(keys)),
             // No multi-object delete on this server: one key at a time.
-            Ok(Posted::Refused(400 | 404 | 405 | 501, _)) => {
-                self.batches.store(false, Ordering::Relaxed);
-                return Batched::Refused;
-            }
-            Ok(Posted::Refused(_, told)) => keys.iter().map(|k| (k.clone(), told.clone())).collect(),
-            Err(e) => keys.iter().map(|k| (k.clone(), format!("{e:#}"))).collect(),
-        })
+            Ok(Posted::Refused(400 | 404 | 405 | 501, _)) => Batched::Refused,
+            Ok(Posted::Refused(_, told)) => Batched::Failed(anyhow::anyhow!(told)),
+            Err(e) => Batched::Failed(e),
+        }
     }
 
     /// A bucket with a soft-delete policy (GCS's default: 7 days) keeps deleted objects, and

@@ -13,6 +13,7 @@ pub mod azure;
 pub mod cache;
 pub mod check;
 pub mod client;
+mod gate;
 #[cfg(feature = "gcs")]
 pub mod gcs;
 mod lock;

@@ -237,10 +237,10 @@ impl Provider for S3 {
     }
 
     async fn delete_batch(&self, keys: &[Key]) -> Batched {
-        Batched::Sent(match self.post_delete(xml::delete_body(keys)).await {
-            Ok(answer) => answer.failed(keys),
-            Err(e) => keys.iter().map(|k| (k.clone(), format!("{e:#}"))).collect(),
-        })
+        match self.post_delete(xml::delete_body(keys)).await {
+            Ok(answer) => Batched::Sent(answer.failed(keys)),
+            Err(e) => Batched::Failed(e),
+        }
     }
 
     /// A versioned bucket (GetBucketVersioning: `Enabled`, or `Suspended` with versions kept)

@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use base64::Engine as _;
@@ -12,6 +11,8 @@ use md5::Digest as _;
 use object_store::client::{HttpClient, HttpRequest, HttpRequestBody};
 use object_store::path::Path as Key;
 use serde::Deserialize;
+
+use super::client::{self, Retries};
 
 /// An error answer: `<Error><Code>…</Code><Message>…</Message></Error>`.
 #[derive(Deserialize)]
@@ -135,10 +136,8 @@ where
     Fut: Future<Output = Result<HttpRequest>>,
 {
     let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&body));
-    let mut backoff = Duration::from_millis(100);
-    let mut tries = 0;
+    let mut retries = Retries::default();
     loop {
-        tries += 1;
         let req: HttpRequest = http::Request::builder()
             .method("POST")
             .uri(url)
@@ -146,19 +145,23 @@ where
             .header("Content-MD5", &md5)
             .body(HttpRequestBody::from(body.clone()))
             .context("cannot make a deletion request")?;
-        let err = match http.execute(sign(req).await?).await {
+        let (err, timed_out) = match http.execute(sign(req).await?).await {
             Ok(res) => {
                 let status = res.status();
                 let bytes = match res.into_body().bytes().await {
                     Ok(b) => b.to_vec(),
-                    Err(e) => e.to_string().into_bytes(),
+                    Err(e) => {
+                        let timed_out = client::timed_out(&e);
+                        retries.after(e.to_string(), timed_out).await?;
+                        continue;
+                    }
                 };
                 let said = ErrorAnswer::read(&bytes);
                 if status.is_success() {
                     match (DeleteResult::read(&bytes), said) {
                         (Some(answer), _) => return Ok(Posted::Answer(answer)),
                         // An error document with a 200 (S3 may answer so when it fails late).
-                        (None, Some(said)) if said.transient() => said.told(hint),
+                        (None, Some(said)) if said.transient() => (said.told(hint), false),
                         (None, Some(said)) => return Err(anyhow!(said.told(hint))),
                         (None, None) => {
                             let text = String::from_utf8_lossy(&bytes);
@@ -170,15 +173,11 @@ where
                     if !(status.is_server_error() || status.as_u16() == 429) {
                         return Ok(Posted::Refused(status.as_u16(), told));
                     }
-                    told
+                    (told, false)
                 }
             }
-            Err(e) => format!("{e}"),
+            Err(e) => (format!("{e}"), client::timed_out(&e)),
         };
-        if tries > 10 {
-            return Err(anyhow!("{err} (after {} retries)", tries - 1));
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(15));
+        retries.after(err, timed_out).await?;
     }
 }

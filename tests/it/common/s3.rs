@@ -311,6 +311,27 @@ pub enum Fault {
     /// Listings (ListObjectsV2 answers) leave out every key containing this text, as a
     /// listing that lags or errs would; the objects are there.
     HideKeys(String),
+    /// Listings are served one at a time, each `each` longer, as by a server whose listing
+    /// walks a big bucket; one still served after the client's `timeout` was cut off.
+    SlowListings { each: Duration, timeout: Duration, seen: Arc<Listings> },
+    /// Listings whose target contains this text get no answer: held until the client hangs up.
+    HoldListings(String, Arc<Listings>),
+}
+
+/// What a [`fault_proxy`] saw of the listings it delayed or held.
+#[derive(Debug, Default)]
+pub struct Listings {
+    /// Listings come in.
+    pub sent: AtomicUsize,
+    /// Answered after the client had given up on them.
+    pub late: AtomicUsize,
+    /// The most waiting at once (to be served, or served).
+    pub most_at_once: AtomicUsize,
+    at_once: AtomicUsize,
+    /// Held by the listing being served.
+    serving: Mutex<()>,
+    /// The request lines of the listings held.
+    pub held: Mutex<Vec<String>>,
 }
 
 /// A proxy in front of an S3 server that injects a [`Fault`] and passes the rest through.
@@ -355,6 +376,26 @@ pub fn fault_proxy(upstream: u16, fault: Fault) -> u16 {
                             && first.contains("?delete")
                             && String::from_utf8_lossy(&body).contains(key))
                 };
+                let listing = first.starts_with("GET ") && first.contains("list-type=2");
+                let mut slow = None;
+                match &fault {
+                    Fault::SlowListings { each, seen, .. } if listing => {
+                        seen.sent.fetch_add(1, Ordering::SeqCst);
+                        let now = seen.at_once.fetch_add(1, Ordering::SeqCst) + 1;
+                        seen.most_at_once.fetch_max(now, Ordering::SeqCst);
+                        let arrived = std::time::Instant::now();
+                        let turn = seen.serving.lock().unwrap_or_else(|e| e.into_inner());
+                        std::thread::sleep(*each);
+                        slow = Some((arrived, turn));
+                    }
+                    Fault::HoldListings(needle, seen) if listing && first.contains(needle.as_str()) => {
+                        seen.sent.fetch_add(1, Ordering::SeqCst);
+                        seen.held.lock().unwrap().push(first.clone());
+                        while conn.read(&mut [0u8; 512]).is_ok_and(|n| n > 0) {}
+                        return;
+                    }
+                    _ => {}
+                }
                 let mut text = text;
                 match &fault {
                     Fault::HoldTakeover { key, arrived, release, ignore_if_match } => {
@@ -427,6 +468,13 @@ pub fn fault_proxy(upstream: u16, fault: Fault) -> u16 {
                     }
                 }
                 let _ = conn.write_all(&resp);
+                if let (Some((arrived, turn)), Fault::SlowListings { timeout, seen, .. }) = (slow, &fault) {
+                    drop(turn);
+                    if arrived.elapsed() >= *timeout {
+                        seen.late.fetch_add(1, Ordering::SeqCst);
+                    }
+                    seen.at_once.fetch_sub(1, Ordering::SeqCst);
+                }
             });
         }
     });
