@@ -325,14 +325,35 @@ struct Blobs {
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct BlobPrefix {
-    name: String,
+    name: Name,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct Blob {
-    name: String,
+    name: Name,
     properties: BlobProperties,
+}
+
+/// A blob's name in a listing: percent-encoded, and so marked, when it holds what XML cannot
+/// carry (a control character).
+#[derive(Deserialize)]
+struct Name {
+    #[serde(rename = "@Encoded", default)]
+    encoded: Option<String>,
+    #[serde(rename = "$text", default)]
+    text: String,
+}
+
+impl Name {
+    /// The name, decoded where it is encoded.
+    fn read(self) -> Result<String> {
+        if self.encoded.as_deref() != Some("true") {
+            return Ok(self.text);
+        }
+        let decoded = percent_encoding::percent_decode_str(&self.text).decode_utf8();
+        Ok(decoded.with_context(|| format!("the listing named a blob {:?} that is not UTF-8", self.text))?.into_owned())
+    }
 }
 
 #[derive(Deserialize)]
@@ -358,14 +379,15 @@ fn blob_list(body: &[u8], prefix: &str) -> Result<Page> {
         .map_err(|e| anyhow::anyhow!("the listing answered what is no blob list: {e}"))?;
     let mut objects = Vec::with_capacity(list.blobs.blobs.len());
     for b in list.blobs.blobs {
-        if b.properties.resource_type.as_deref() == Some("directory") || b.name.len() <= prefix.len() {
+        let name = b.name.read()?;
+        if b.properties.resource_type.as_deref() == Some("directory") || name.len() <= prefix.len() {
             continue;
         }
         let p = b.properties;
         let modified = chrono::DateTime::parse_from_rfc2822(&p.last_modified)
-            .with_context(|| format!("the listing gave {:?} a time that is none: {:?}", b.name, p.last_modified))?;
+            .with_context(|| format!("the listing gave {name:?} a time that is none: {:?}", p.last_modified))?;
         let meta = ObjectMeta {
-            location: Key::parse(&b.name)?,
+            location: Key::parse(&name).with_context(|| format!("cannot use the blob {name:?}"))?,
             last_modified: modified.with_timezone(&chrono::Utc),
             size: p.size,
             e_tag: p.etag,
@@ -373,7 +395,7 @@ fn blob_list(body: &[u8], prefix: &str) -> Result<Page> {
         };
         objects.push(Listed { meta, md5: p.md5.as_deref().and_then(|m| client::md5_hex(m.trim())) });
     }
-    let prefixes = list.blobs.prefixes.into_iter().map(|p| Key::parse(p.name)).collect::<Result<_, _>>()?;
+    let prefixes = list.blobs.prefixes.into_iter().map(|p| Ok(Key::parse(p.name.read()?)?)).collect::<Result<_>>()?;
     Ok(Page { objects, prefixes, token: list.next_marker.filter(|m| !m.is_empty()) })
 }
 
@@ -464,6 +486,23 @@ mod tests {
         assert_eq!(prefixes, ["r/b", "r/d"]);
         assert_eq!(page.token.as_deref(), Some("2!72!MDAw+/="));
         assert!(blob_list(b"not xml", "").is_err());
+    }
+
+    #[test]
+    fn an_encoded_name_is_read_decoded() {
+        let list = |name: &str| {
+            format!(
+                "<EnumerationResults><Blobs><Blob>{name}<Properties><Last-Modified>Wed, 02 Dec 2026 10:20:30 GMT\
+                 </Last-Modified><Content-Length>1</Content-Length></Properties></Blob></Blobs></EnumerationResults>"
+            )
+        };
+        let page = blob_list(list(r#"<Name Encoded="true">r/a%20b~%25c</Name>"#).as_bytes(), "r/").unwrap();
+        assert_eq!(page.objects[0].meta.location.as_ref(), "r/a b~%c");
+        let page = blob_list(list(r#"<Name Encoded="false">r/a%20b</Name>"#).as_bytes(), "r/").unwrap();
+        assert_eq!(page.objects[0].meta.location.as_ref(), "r/a%20b", "not encoded: as it is");
+        // A control character: the blob is named, never taken for another.
+        let err = blob_list(list(r#"<Name Encoded="true">r/tags/v%01/link</Name>"#).as_bytes(), "r/").err().unwrap();
+        assert!(format!("{err:#}").contains("r/tags/v\\u{1}/link"), "{err:#}");
     }
 
     #[test]
