@@ -1,15 +1,14 @@
-//! How many requests of one kind are in flight at once, by how fast the server answers them:
-//! a listing or a batched deletion costs a server in proportion to what it covers, and a server
-//! that does them one after another (fake-gcs-server walks the whole bucket for every listing,
+//! How many requests of one kind are in flight at once, by how fast the server answers them.
+//! A listing or a batched deletion costs a server in proportion to what it covers, and a server
+//! that does them one after another (fake-gcs-server walks the whole bucket for every listing;
 //! an RGW or a MinIO on busy disks slows under big ones) answers the last of 128 sent at once
-//! only after all the others: past the request timeout, when it is cut off and sent again
-//! while the server still works on the one abandoned, and the run stalls (BENCHMARKS.md, issue
-//! 24). So a kind of request starts with [`START`] in flight and grows by one for each quick
-//! answer while others wait for a place (a server that keeps up soon has the run's whole
-//! width: it doubles with each round of answers), halves for a slow one (sent when more were in flight than a slow server can answer
-//! within the timeout), and gives up once one request had no answer on any try: every request
-//! still waiting then fails at once, with that error, instead of each waiting out the timeout
-//! in its turn.
+//! only after all the others: past the request timeout, when it is cut off and sent again while
+//! the server still works on the one abandoned, and the run stalls (BENCHMARKS.md, issue 24).
+//! So a kind of request starts with [`START`] in flight, grows by one for each quick answer
+//! while others wait for a place (doubling with each round of answers: a server that keeps up
+//! soon has the run's whole width), halves for a slow one, and gives up once a request had no
+//! answer on any try: every request of the kind then fails at once, with that error, instead of
+//! each waiting out the timeout in its turn.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
