@@ -60,7 +60,7 @@ use common::s3::S3Server;
 use serde_json::Value;
 
 /// What regsweep's `--json` counts, in its order.
-const KINDS: [&str; 7] = ["list", "get", "head", "put", "delete_objects", "delete", "throttled"];
+const KINDS: [&str; 8] = ["list", "get", "head", "put", "delete_objects", "delete", "throttled", "timed_out"];
 
 /// The proxy's kinds that delete: an Azure Blob Batch, S3's multi-object delete (POST, GCS's too), a
 /// DELETE.
@@ -621,7 +621,7 @@ fn main() {
     let store = format!("{} x {}", o.repos, o.tags);
     println!("regsweep {bin}, {store} store, {} ms added per round trip, {} runs each\n", o.delay, o.runs);
     println!(
-        "| server | store | run | time | regsweep's requests list / get / head / put / delete_objects / delete / throttled | total (per blob) | per blob, by kind | the proxy's | keys deleted (blobs) | deletion window | deletions/s: run / window |"
+        "| server | store | run | time | regsweep's requests list / get / head / put / delete_objects / delete / throttled / timed_out | total (per blob) | per blob, by kind | the proxy's | keys deleted (blobs) | deletion window | deletions/s: run / window |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut summary = Vec::new();
@@ -742,7 +742,7 @@ fn main() {
     }
     println!("\nMedians (time; requests of the median run by time; deletions/s from the medians):\n");
     println!(
-        "| server | store | run | time | list / get / head / put / delete_objects / delete / throttled | per blob | keys deleted | deletions/s: run / window |"
+        "| server | store | run | time | list / get / head / put / delete_objects / delete / throttled / timed_out | per blob | keys deleted | deletions/s: run / window |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     for (name, keys, blobs, gcs, prunes) in &summary {
