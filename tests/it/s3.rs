@@ -546,9 +546,10 @@ fn a_server_slow_to_list_is_sent_what_it_answers_in_time_and_one_that_does_not_a
         cmd.env("REGSWEEP_TEST_TIMEOUT_MS", timeout.as_millis().to_string()).output().unwrap()
     };
 
-    // 40 listings at once, 80 ms each: the last answered after 3.2 s, past the timeout.
-    let (timeout, seen) = (Duration::from_secs(3), Arc::new(common::s3::Listings::default()));
-    let out = through(Fault::SlowListings { each: Duration::from_millis(80), timeout, seen: seen.clone() }, timeout);
+    // 40 listings at once, 130 ms each: the last answered after 5.2 s, past the timeout; 8 at
+    // once answered within 1.1 s, and within the timeout with moto itself up to 0.4 s a listing.
+    let (timeout, seen) = (Duration::from_secs(5), Arc::new(common::s3::Listings::default()));
+    let out = through(Fault::SlowListings { each: Duration::from_millis(130), timeout, seen: seen.clone() }, timeout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let late = seen.late.load(Ordering::SeqCst);
