@@ -20,10 +20,11 @@
 //!
 //! Run: `cargo bench --bench buckets -- [--server azurite,fakegcs,fakegcs-single,seaweedfs]
 //! [--repos 30] [--tags 10] [--delay 5] [--runs 3] [--logs DIR] [--ceiling N] [--jobs N]
-//! [--watch SECS] [--azurite-disk] [--gcs-fs] [--gcs-seed]`. DIR: each run's proxy log kept, a
-//! line a request (time, kind, the server's time, target). N: first, on a server of its own,
-//! benches/buckets_ceiling.py deletes N keys straight, as regsweep would there: the server's own
-//! rate. Needs target/s3venv and target/npm (tests/run.sh).
+//! [--watch SECS] [--azurite-disk] [--gcs-fs] [--gcs-seed] [--only gc|prune]`. DIR: each run's
+//! proxy log kept, a line a request (time, kind, the server's time, target). N: first, on a
+//! server of its own, benches/buckets_ceiling.py deletes N keys straight, as regsweep would there:
+//! the server's own rate. `--only`: the gcs or the prunes alone (on a large store on an emulator
+//! either takes hours: one measured at a time). Needs target/s3venv and target/npm (tests/run.sh).
 //!
 //! For the large stores, which the emulators as the tests run them do not take (issue 24's 300 x
 //! 60): `--jobs N` is gen's (requests in flight during the upload; gen's default 128), `--run-jobs
@@ -85,6 +86,9 @@ struct Options {
     azurite_disk: bool,
     gcs_fs: bool,
     gcs_seed: bool,
+    /// `--only`: which of the runs to make.
+    gc: bool,
+    prune: bool,
 }
 
 fn options() -> Options {
@@ -102,6 +106,8 @@ fn options() -> Options {
         azurite_disk: false,
         gcs_fs: false,
         gcs_seed: false,
+        gc: true,
+        prune: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -121,6 +127,11 @@ fn options() -> Options {
             "--azurite-disk" => o.azurite_disk = true,
             "--gcs-fs" => o.gcs_fs = true,
             "--gcs-seed" => o.gcs_seed = true,
+            "--only" => match value().as_str() {
+                "gc" => o.prune = false,
+                "prune" => o.gc = false,
+                v => panic!("--only {v}: gc or prune"),
+            },
             _ => panic!("unknown option {a}"),
         }
     }
@@ -711,7 +722,7 @@ fn main() {
                 keys = emu.keys(&bucket).len() as u64;
                 eprintln!("{name}: {store}, copy {i}: {keys} keys, {blobs} blobs, uploaded by gen in {took:.1} s");
             }
-            if i == 0 {
+            if i == 0 && o.gc {
                 for _ in 0..o.runs {
                     let mut args = vec!["gc", "--root", &url, "--dry-run", "--json", "--quiet"];
                     args.extend(run_jobs.iter().flat_map(|j| ["--jobs", j.as_str()]));
@@ -720,23 +731,29 @@ fn main() {
                     gcs.push(r);
                 }
             }
-            std::thread::sleep(Duration::from_millis(2100)); // older than the run's start, to the second
-            let mut args =
-                vec!["prune", "--root", &url, "--keep", "5", "--order", "name", "--grace", "0s", "--json", "--quiet"];
-            args.extend(run_jobs.iter().flat_map(|j| ["--jobs", j.as_str()]));
-            let (mut r, report) = timed(&delayed, &args, proxy);
-            r.deleted = keys - emu.keys(&bucket).len() as u64;
-            if !report["failed"].as_array().is_none_or(Vec::is_empty) {
-                eprintln!("{name}: failed deletions: {}", report["failed"]);
+            if o.prune {
+                std::thread::sleep(Duration::from_millis(2100)); // older than the run's start, to the second
+                let mut args = vec![
+                    "prune", "--root", &url, "--keep", "5", "--order", "name", "--grace", "0s", "--json", "--quiet",
+                ];
+                args.extend(run_jobs.iter().flat_map(|j| ["--jobs", j.as_str()]));
+                let (mut r, report) = timed(&delayed, &args, proxy);
+                r.deleted = keys - emu.keys(&bucket).len() as u64;
+                if !report["failed"].as_array().is_none_or(Vec::is_empty) {
+                    eprintln!("{name}: failed deletions: {}", report["failed"]);
+                }
+                row(name, &store, "prune --keep 5", &r, blobs);
+                prunes.push(r);
             }
-            row(name, &store, "prune --keep 5", &r, blobs);
-            prunes.push(r);
             if let Some(logs) = &o.logs {
                 std::fs::create_dir_all(logs).unwrap();
                 std::fs::copy(&proxy.log, logs.join(format!("{name}-{i}.log"))).unwrap();
             }
+            if !o.prune {
+                break; // the gcs all run on the first copy
+            }
         }
-        if !gcs.is_empty() {
+        if !gcs.is_empty() || !prunes.is_empty() {
             summary.push((name.clone(), keys, blobs, gcs, prunes));
         }
     }
