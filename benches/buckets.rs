@@ -20,11 +20,12 @@
 //!
 //! Run: `cargo bench --bench buckets -- [--server azurite,fakegcs,fakegcs-single,seaweedfs]
 //! [--repos 30] [--tags 10] [--delay 5] [--runs 3] [--logs DIR] [--ceiling N] [--jobs N]
-//! [--watch SECS] [--azurite-disk] [--gcs-fs] [--gcs-seed] [--only gc|prune]`. DIR: each run's
-//! proxy log kept, a line a request (time, kind, the server's time, target). N: first, on a
-//! server of its own, benches/buckets_ceiling.py deletes N keys straight, as regsweep would there:
-//! the server's own rate. `--only`: the gcs or the prunes alone (on a large store on an emulator
-//! either takes hours: one measured at a time). Needs target/s3venv and target/npm (tests/run.sh).
+//! [--watch SECS] [--azurite-disk] [--azurite-db URL] [--gcs-fs] [--gcs-seed] [--only gc|prune]`.
+//! DIR: each run's proxy log kept, a line a request (time, kind, the server's time, target). N:
+//! first, on a server of its own, benches/buckets_ceiling.py deletes N keys straight, as regsweep
+//! would there: the server's own rate. `--only`: the gcs or the prunes alone (on a large store on
+//! an emulator either takes hours: one measured at a time). Needs target/s3venv and target/npm
+//! (tests/run.sh).
 //!
 //! For the large stores, which the emulators as the tests run them do not take (issue 24's 300 x
 //! 60): `--jobs N` is gen's (requests in flight during the upload; gen's default 128), `--run-jobs
@@ -36,7 +37,19 @@
 //! load; gen is stopped after SECS (0: never) and that server's runs are skipped, as they are when
 //! gen fails (Azurite is then started by the bench, as the harness starts it, to know its process).
 //! `--azurite-disk`: Azurite started by the bench, persisting to a folder of its own
-//! (`--location`, its LokiJS database saved every 5 s) instead of in memory. `--gcs-fs`:
+//! (`--location`, its LokiJS database saved every 5 s) instead of in memory. `--azurite-db URL`
+//! (`mysql://USER:PASSWORD@127.0.0.1:PORT/DATABASE`): Azurite started by the bench with its blob
+//! metadata in that SQL database (`AZURITE_DB`: tables with a unique index on account,
+//! container, name, where LokiJS scans every blob of the account for each lookup), its blobs'
+//! bytes in a folder of its own (`--location`); before each start the bench drops DATABASE and
+//! creates it again, empty (Azurite makes its tables but not the database; each server must
+//! start with none of the last one's blobs), through the mysql2 client Azurite brings along, so
+//! USER needs the rights to (the last server's database is left). A MariaDB of its own, e.g.
+//! (Debian's mariadb-server): `mariadb-install-db --user=root --datadir=/tmp/m/data`, `mariadbd
+//! --no-defaults --user=root --datadir=/tmp/m/data --socket=/tmp/m/sock --port=33061
+//! --bind-address=127.0.0.1 --innodb-buffer-pool-size=1G --innodb-flush-log-at-trx-commit=2`,
+//! then as root through the socket `CREATE USER 'azurite'@'127.0.0.1' IDENTIFIED BY 'azurite';
+//! GRANT ALL ON `azurite%`.* TO 'azurite'@'127.0.0.1'`. `--gcs-fs`:
 //! fake-gcs-server started by the bench on its filesystem backend (`-backend filesystem`: an
 //! object a file, its metadata in an xattr, a lookup by name a path; its in-memory backend finds
 //! an object by scanning all the bucket's), behind the harness's bridge. `--gcs-seed`: no
@@ -84,6 +97,8 @@ struct Options {
     /// gen's upload watched through a proxy, stopped after this many seconds (0: never).
     watch: Option<u64>,
     azurite_disk: bool,
+    /// Azurite's `AZURITE_DB`: its metadata in this SQL database, emptied before each start.
+    azurite_db: Option<String>,
     gcs_fs: bool,
     gcs_seed: bool,
     /// `--only`: which of the runs to make.
@@ -104,6 +119,7 @@ fn options() -> Options {
         run_jobs: None,
         watch: None,
         azurite_disk: false,
+        azurite_db: None,
         gcs_fs: false,
         gcs_seed: false,
         gc: true,
@@ -125,6 +141,7 @@ fn options() -> Options {
             "--run-jobs" => o.run_jobs = Some(value().parse().unwrap()),
             "--watch" => o.watch = Some(value().parse().unwrap()),
             "--azurite-disk" => o.azurite_disk = true,
+            "--azurite-db" => o.azurite_db = Some(value()),
             "--gcs-fs" => o.gcs_fs = true,
             "--gcs-seed" => o.gcs_seed = true,
             "--only" => match value().as_str() {
@@ -295,7 +312,7 @@ impl Emulator for SeaweedFs {
 }
 
 /// A server this bench starts itself rather than through the harness (`--azurite-disk`,
-/// `--gcs-fs`, `--gcs-seed`): stopped, and its folder removed, when dropped.
+/// `--azurite-db`, `--gcs-fs`, `--gcs-seed`): stopped, and its folder removed, when dropped.
 struct Own {
     gcs: bool,
     /// The server's own port.
@@ -310,14 +327,20 @@ struct Own {
 
 impl Own {
     /// Azurite with the harness's options, persisting to a folder of its own (`--location`) if
-    /// `disk`, else in memory as the harness's.
-    fn azurite(disk: bool) -> Own {
+    /// `disk`, else in memory as the harness's; with `db`, its metadata in that SQL database,
+    /// emptied first, and the blobs' bytes in the folder (it refuses `--inMemoryPersistence` then).
+    fn azurite(disk: bool, db: Option<&str>) -> Own {
         let dir = tempfile::tempdir().unwrap();
         let port = common::free_port();
-        let mut child = Command::new(common::azure::azurite_blob())
+        let mut cmd = Command::new(common::azure::azurite_blob());
+        if let Some(url) = db {
+            empty_database(url);
+            cmd.env("AZURITE_DB", url);
+        }
+        let mut child = cmd
             .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
             .args(["--skipApiVersionCheck", "--loose", "--disableTelemetry", "--silent"])
-            .args(if disk {
+            .args(if disk || db.is_some() {
                 vec!["--location".as_ref(), dir.path().as_os_str()]
             } else {
                 vec!["--inMemoryPersistence".as_ref()]
@@ -444,6 +467,30 @@ impl Emulator for Own {
     }
 }
 
+/// `--azurite-db`: the URL's database dropped and created again, empty, with the mysql2 client
+/// in target/npm (Azurite's own, so nothing more to install): Azurite creates its tables, not the
+/// database, and a fresh server must not find the last one's blobs.
+fn empty_database(url: &str) {
+    const SCRIPT: &str = r#"
+        const mysql = require("mysql2/promise");
+        (async () => {
+            const url = new URL(process.argv[1]);
+            const db = decodeURIComponent(url.pathname.slice(1));
+            url.pathname = "/";
+            const c = await mysql.createConnection(url.toString());
+            await c.query("DROP DATABASE IF EXISTS `" + db + "`");
+            await c.query("CREATE DATABASE `" + db + "`");
+            await c.end();
+        })().catch(e => { console.error(e.message); process.exit(1); });
+    "#;
+    let out = Command::new("node")
+        .args(["-e", SCRIPT, url])
+        .env("NODE_PATH", common::top().join("target/npm/node_modules"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "emptying {url}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// A process's CPU seconds (user and system), from /proc.
 fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -560,7 +607,9 @@ type Started = (
 /// fake-gcs-server to load).
 fn server(name: &str, o: &Options, seed: Option<&Path>) -> Started {
     match name {
-        "azurite" if o.azurite_disk || o.watch.is_some() => own(Own::azurite(o.azurite_disk), "azurite"),
+        "azurite" if o.azurite_disk || o.azurite_db.is_some() || o.watch.is_some() => {
+            own(Own::azurite(o.azurite_disk, o.azurite_db.as_deref()), "azurite")
+        }
         "fakegcs" | "fakegcs-single" if o.gcs_fs || seed.is_some() => {
             let bridge = Bridge { multi_delete: name == "fakegcs", ..Bridge::default() };
             own(Own::fake_gcs(o.gcs_fs, seed, bridge), "fakegcs")
