@@ -146,7 +146,7 @@ struct Watching {
 impl HttpService for Watching {
     async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
         let res = self.inner.execute(req).await.inspect_err(|e| {
-            if matches!(e.kind(), HttpErrorKind::Timeout) {
+            if timed_out(e) {
                 Requests::add(&self.requests.timed_out);
             }
         })?;

@@ -321,8 +321,6 @@ pub enum Fault {
 /// What a [`fault_proxy`] saw of the listings it delayed or held.
 #[derive(Debug, Default)]
 pub struct Listings {
-    /// Listings come in.
-    pub sent: AtomicUsize,
     /// Answered after the client had given up on them.
     pub late: AtomicUsize,
     /// The most waiting at once (to be served, or served).
@@ -380,16 +378,14 @@ pub fn fault_proxy(upstream: u16, fault: Fault) -> u16 {
                 let mut slow = None;
                 match &fault {
                     Fault::SlowListings { each, seen, .. } if listing => {
-                        seen.sent.fetch_add(1, Ordering::SeqCst);
                         let now = seen.at_once.fetch_add(1, Ordering::SeqCst) + 1;
                         seen.most_at_once.fetch_max(now, Ordering::SeqCst);
-                        let arrived = std::time::Instant::now();
+                        let arrived = Instant::now();
                         let turn = seen.serving.lock().unwrap_or_else(|e| e.into_inner());
                         std::thread::sleep(*each);
                         slow = Some((arrived, turn));
                     }
                     Fault::HoldListings(needle, seen) if listing && first.contains(needle.as_str()) => {
-                        seen.sent.fetch_add(1, Ordering::SeqCst);
                         seen.held.lock().unwrap().push(first.clone());
                         while conn.read(&mut [0u8; 512]).is_ok_and(|n| n > 0) {}
                         return;
@@ -451,8 +447,7 @@ pub fn fault_proxy(upstream: u16, fault: Fault) -> u16 {
                 let mut resp = Vec::new();
                 let _ = up.read_to_end(&mut resp);
                 if let Fault::HideKeys(needle) = &fault
-                    && first.starts_with("GET ")
-                    && first.contains("list-type=2")
+                    && listing
                 {
                     resp = hide_keys(&resp, needle);
                 }
