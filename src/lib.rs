@@ -108,8 +108,8 @@ pub fn run_on(
         let kind = if e.is::<LockLost>() { ErrorKind::LockLost } else { ErrorKind::LockRelease };
         report.errors.push(RunError::new(kind, format!("{e:#}")));
     }
-    report.requests = store.requests();
     report.freed_later = store.freed_later();
+    report.requests = store.requests();
     Ok(report)
 }
 

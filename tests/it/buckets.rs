@@ -61,8 +61,8 @@ fn ends_as_on_disk(s: &dyn Emulator, batched: bool) {
         let b = json(s, &[args, &["--root", &url]].concat());
         if args[0] == "prune" {
             // A link's content is known from the MD5 the listing tells (S3's and GCS's ETag,
-            // Azure's Content-MD5): what is read is each manifest, each upload's startedat and
-            // the journal (none here), never a link.
+            // Azure's Content-MD5): what is read is each manifest, each upload's startedat, the
+            // journal (none here) and the settings that tell when space is freed, never a link.
             let files = store_files(copy.path());
             let manifests: BTreeSet<&str> = files
                 .iter()
@@ -74,7 +74,7 @@ fn ends_as_on_disk(s: &dyn Emulator, batched: bool) {
             let gets = b["requests"]["get"].as_u64().unwrap();
             assert_eq!(
                 gets,
-                (manifests.len() + uploads + 1) as u64,
+                (manifests.len() + uploads + 2) as u64,
                 "{} manifests: {}",
                 manifests.len(),
                 b["requests"]

@@ -702,8 +702,10 @@ impl Bucket {
         .await
     }
 
-    /// When the space of deleted objects is freed, where not at once.
+    /// When the space of deleted objects is freed, where not at once: one GET of the bucket's
+    /// (or account's) settings, counted as the run's other GETs.
     pub fn freed_later(&self) -> Option<String> {
+        Requests::add(&self.requests.get);
         self.block_on(self.provider.freed_later())
     }
 
