@@ -593,6 +593,33 @@ fn a_bucket_without_a_store_at_the_root_given_is_refused() {
     assert!(err.contains("not a registry store") && err.contains("top-level folders: registry/"), "{err}");
 }
 
+/// An S3-compatible server without DeleteObjects (501 NotImplemented), by which regsweep (and
+/// object_store, even for one key) deletes on S3: told at once, not retried as a failure of the
+/// moment, nothing a tag needs deleted.
+#[test]
+fn a_server_without_delete_objects_is_told_at_once() {
+    let moto = S3Server::moto();
+    demo_bucket(&moto, "reg", "store");
+    let before = store_keys(&moto, "reg");
+    let port = common::s3::fault_proxy(moto.port, common::s3::Fault::NoDeleteObjects);
+    let args = ["prune", "--root", "s3://reg/store", "--keep", "2", "--grace", "0s"];
+    let out = moto.regsweep_through(port, &args);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("_manifests/tags/") && err.contains("the server takes no DeleteObjects"), "{err}");
+    assert!(!err.contains("retries"), "a 501 is not retried: {err}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["blobs_deleted"], 0, "{report}");
+    // Each batch sent three times (the run's rounds), none retried within its round.
+    let sent = report["requests"]["delete_objects"].as_u64().unwrap();
+    assert!(sent <= 3 * 8, "{}", report["requests"]);
+    let after = store_keys(&moto, "reg");
+    assert!(
+        after.is_superset(&before.iter().filter(|k| !k.contains(".regsweep")).cloned().collect()),
+        "nothing deleted"
+    );
+}
+
 /// A DeleteObjects request that reports keys it did not delete: they are tried again, then
 /// named in `failed` (exit 3), the journal stays, and the next run finishes the job.
 #[test]

@@ -158,9 +158,8 @@ impl Provider for Azure {
 
     /// Its own List Blobs: object_store's leaves out each blob's `Content-MD5`, which spares
     /// reading a link whose content is known (an Azure ETag is no MD5).
-    async fn list_page(&self, prefix: Option<&str>, opts: PaginatedListOptions) -> Option<object_store::Result<Page>> {
-        let page = self.list_blobs(prefix, &opts).await;
-        Some(page.map_err(|e| object_store::Error::Generic { store: "MicrosoftAzure", source: e.into() }))
+    async fn list_page(&self, prefix: Option<&str>, opts: PaginatedListOptions) -> Option<Result<Page>> {
+        Some(self.list_blobs(prefix, &opts).await)
     }
 
     /// An account with blob soft delete (its service properties' `DeleteRetentionPolicy`)

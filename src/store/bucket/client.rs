@@ -92,11 +92,8 @@ pub trait Provider: Send + Sync {
 
     /// One page of a listing, where the provider lists itself (Azure: its listing tells each
     /// blob's `Content-MD5`, which object_store's leaves out); `None`: object_store's listing.
-    async fn list_page(
-        &self,
-        _prefix: Option<&str>,
-        _opts: PaginatedListOptions,
-    ) -> Option<object_store::Result<Page>> {
+    /// A request with no answer fails with [`NoAnswer`] in its chain.
+    async fn list_page(&self, _prefix: Option<&str>, _opts: PaginatedListOptions) -> Option<Result<Page>> {
         None
     }
 }
@@ -145,6 +142,8 @@ struct Watching {
 #[async_trait::async_trait]
 impl HttpService for Watching {
     async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
+        // What an earlier request's answer said is not this one's.
+        let _ = SAID.try_with(|s| s.borrow_mut().take());
         let res = self.inner.execute(req).await.inspect_err(|e| {
             if timed_out(e) {
                 Requests::add(&self.requests.timed_out);
@@ -511,7 +510,7 @@ impl Bucket {
             Requests::add(&self.requests.list);
             let page = match self.provider.list_page(prefix.as_deref(), opts.clone()).await {
                 Some(page) => page,
-                None => self.store.list_paginated(prefix.as_deref(), opts).await.map(|page| {
+                None => self.store.list_paginated(prefix.as_deref(), opts).await.map_err(explain).map(|page| {
                     let objects = page.result.objects.into_iter().map(|meta| Listed { meta, md5: None }).collect();
                     Page { objects, prefixes: page.result.common_prefixes, token: page.page_token }
                 }),
@@ -519,7 +518,6 @@ impl Bucket {
             let page = match page {
                 Ok(page) => page,
                 Err(e) => {
-                    let e = explain(e);
                     let shown =
                         || format!("a listing of {}", self.url(self.rel(prefix.as_deref().unwrap_or_default())));
                     Self::failed(pass, shown, &e);

@@ -14,7 +14,7 @@ use object_store::gcp::{GoogleCloudStorage, GoogleCloudStorageBuilder, GoogleCon
 use object_store::path::Path as Key;
 
 use crate::store::bucket::client::{self, Batched, Bucket, Connector, Parts, Provider, Requests};
-use crate::store::bucket::xml::{self, ErrorAnswer, Posted};
+use crate::store::bucket::xml::{self, ErrorAnswer};
 
 /// Keys one multi-object delete takes, at most.
 const BATCH: usize = 1000;
@@ -75,13 +75,7 @@ pub fn open(loc: &GcsLocation) -> Result<Bucket> {
     let sign = b.get_config_value(&GoogleConfigKey::SkipSignature).is_none_or(|v| v != "true");
     let store = Arc::new(b.build().with_context(|| format!("cannot use bucket {}", loc.shown()))?);
     let http = connector().connect(&options).context("cannot start the GCS client")?;
-    let provider = Arc::new(Gcs {
-        store: store.clone(),
-        http,
-        bucket_url: format!("{base}/{}", loc.bucket),
-        bucket: loc.bucket.clone(),
-        sign,
-    });
+    let provider = Arc::new(Gcs { store: store.clone(), http, base, bucket: loc.bucket.clone(), sign });
     Bucket::new(Parts { store, provider, root: loc.root.clone(), shown: loc.shown(), requests })
 }
 
@@ -106,8 +100,9 @@ struct Gcs {
     store: Arc<GoogleCloudStorage>,
     /// The client deletions are sent with.
     http: HttpClient,
-    /// `<base>/<bucket>`.
-    bucket_url: String,
+    /// Where the XML API is (`https://storage.googleapis.com`), and the JSON API under
+    /// `/storage/v1`.
+    base: String,
     bucket: String,
     /// False without credentials (an emulator): requests go unsigned.
     sign: bool,
@@ -120,7 +115,7 @@ impl Provider for Gcs {
     }
 
     async fn delete_batch(&self, keys: &[Key]) -> Batched {
-        let url = format!("{}?delete", self.bucket_url);
+        let url = format!("{}/{}?delete", self.base, self.bucket);
         let sign = |mut req: HttpRequest| async move {
             if self.sign {
                 let credential = self.store.credentials().get_credential().await?;
@@ -129,13 +124,7 @@ impl Provider for Gcs {
             }
             Ok(req)
         };
-        match xml::post_delete(&self.http, &url, xml::delete_body(keys), sign, hint).await {
-            Ok(Posted::Answer(a)) => Batched::Sent(a.failed(keys)),
-            // No multi-object delete on this server: one key at a time.
-            Ok(Posted::Refused(400 | 404 | 405 | 501, _)) => Batched::Refused,
-            Ok(Posted::Refused(_, told)) => Batched::Failed(anyhow::anyhow!(told)),
-            Err(e) => Batched::Failed(e),
-        }
+        xml::post_delete(&self.http, &url, keys, sign, hint, true).await
     }
 
     /// A bucket with a soft-delete policy (GCS's default: 7 days) keeps deleted objects, and
@@ -151,7 +140,7 @@ impl Provider for Gcs {
         struct SoftDelete {
             retention_duration_seconds: Option<String>,
         }
-        let url = self.bucket_url.replacen(&format!("/{}", self.bucket), &format!("/storage/v1/b/{}", self.bucket), 1);
+        let url = format!("{}/storage/v1/b/{}", self.base, self.bucket);
         let mut req: HttpRequest = http::Request::builder()
             .method("GET")
             .uri(format!("{url}?fields=softDeletePolicy"))

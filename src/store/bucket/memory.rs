@@ -329,6 +329,35 @@ impl Provider for Batches {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::bucket::client::{NoAnswer, Page};
+
+    /// A provider that lists itself (as Azure's does), to a server that never answers.
+    struct Unanswered;
+
+    #[async_trait::async_trait]
+    impl Provider for Unanswered {
+        async fn list_page(&self, _prefix: Option<&str>, _opts: PaginatedListOptions) -> Option<Result<Page>> {
+            Some(Err(anyhow::Error::new(NoAnswer).context("cannot list")))
+        }
+    }
+
+    #[test]
+    fn a_listing_of_its_own_with_no_answer_closes_the_listings_gate() {
+        let mem = Memory::new();
+        let store = Arc::new(Faulty { inner: mem.inner.clone(), faults: mem.faults.clone() });
+        let parts = Parts {
+            store,
+            provider: Arc::new(Unanswered),
+            root: String::new(),
+            shown: "memory://".into(),
+            requests: Arc::new(Requests::default()),
+        };
+        let b = Bucket::new(parts).unwrap();
+        let first = format!("{:#}", b.list("repositories/a").unwrap_err());
+        assert!(first.contains("no answer within"), "{first}");
+        let next = format!("{:#}", b.list("repositories/b").unwrap_err());
+        assert!(next.contains("not sent: a listing of") && next.contains("repositories/a/ had no answer"), "{next}");
+    }
 
     #[test]
     fn a_lock_written_over_and_over_keeps_its_condition() {

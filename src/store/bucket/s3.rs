@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use object_store::aws::{AmazonS3, AmazonS3Builder, AwsAuthorizer};
 use object_store::client::{HttpClient, HttpConnector, HttpRequest};
 use object_store::path::Path as Key;
@@ -16,7 +16,7 @@ use object_store::path::Path as Key;
 use serde::Deserialize;
 
 use crate::store::bucket::client::{self, Batched, Bucket, Connector, Parts, Provider, Requests};
-use crate::store::bucket::xml::{self, DeleteResult, ErrorAnswer, Posted};
+use crate::store::bucket::xml::{self, ErrorAnswer};
 
 /// A store in a bucket.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -207,6 +207,7 @@ fn decode(_status: u16, body: &[u8]) -> Option<String> {
 fn hint(code: &str) -> &'static str {
     match code {
         "NoSuchBucket" => " (is the bucket's name right, and the endpoint?)",
+        "NotImplemented" => " (the server takes no DeleteObjects, by which regsweep deletes on S3)",
         "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "InvalidToken" | "ExpiredToken" => {
             " (check the credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, the profile, or the config's \
              accesskey and secretkey; regsweep needs to list, get, put and delete)"
@@ -237,10 +238,17 @@ impl Provider for S3 {
     }
 
     async fn delete_batch(&self, keys: &[Key]) -> Batched {
-        match self.post_delete(xml::delete_body(keys)).await {
-            Ok(answer) => Batched::Sent(answer.failed(keys)),
-            Err(e) => Batched::Failed(e),
-        }
+        let url = format!("{}?delete", self.endpoint);
+        let sign = |mut req: HttpRequest| async move {
+            if self.sign {
+                let credential = self.store.credentials().get_credential().await?;
+                AwsAuthorizer::new(&credential, "s3", &self.region)
+                    .try_authorize(&mut req, None)
+                    .context("cannot sign a DeleteObjects request")?;
+            }
+            Ok(req)
+        };
+        xml::post_delete(&self.http, &url, keys, sign, hint, false).await
     }
 
     /// A versioned bucket (GetBucketVersioning: `Enabled`, or `Suspended` with versions kept)
@@ -269,26 +277,6 @@ impl Provider for S3 {
                 v.status
             )
         })
-    }
-}
-
-impl S3 {
-    /// Sends a DeleteObjects request (its XML body), signed.
-    async fn post_delete(&self, body: Vec<u8>) -> Result<DeleteResult> {
-        let url = format!("{}?delete", self.endpoint);
-        let sign = |mut req: HttpRequest| async move {
-            if self.sign {
-                let credential = self.store.credentials().get_credential().await?;
-                AwsAuthorizer::new(&credential, "s3", &self.region)
-                    .try_authorize(&mut req, None)
-                    .context("cannot sign a DeleteObjects request")?;
-            }
-            Ok(req)
-        };
-        match xml::post_delete(&self.http, &url, body, sign, hint).await? {
-            Posted::Answer(a) => Ok(a),
-            Posted::Refused(_, told) => Err(anyhow!(told)),
-        }
     }
 }
 

@@ -12,7 +12,7 @@ use object_store::client::{HttpClient, HttpRequest, HttpRequestBody};
 use object_store::path::Path as Key;
 use serde::Deserialize;
 
-use super::client::{self, Retries};
+use super::client::{self, Batched, Retries};
 
 /// An error answer: `<Error><Code>…</Code><Message>…</Message></Error>`.
 #[derive(Deserialize)]
@@ -45,7 +45,7 @@ impl ErrorAnswer {
 }
 
 /// The body of a multi-object delete of `keys`.
-pub(super) fn delete_body(keys: &[Key]) -> Vec<u8> {
+fn delete_body(keys: &[Key]) -> Vec<u8> {
     let mut body = String::from("<Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
     for k in keys {
         body += &format!("<Object><Key>{}</Key></Object>", quick_xml::escape::escape(k.as_ref()));
@@ -114,17 +114,40 @@ impl DeleteResult {
     }
 }
 
-/// What a multi-object delete came to: the answer, or a refusal (a status that is no failure
-/// of the moment, with what the server said).
-pub(super) enum Posted {
-    Answer(DeleteResult),
-    Refused(#[cfg_attr(not(feature = "gcs"), allow(dead_code))] u16, String),
+/// Sends a multi-object delete of `keys` to `url`, signed by `sign`; throttling, a server
+/// error (but 501) or a broken connection is retried with backoff (the request deletes the
+/// same keys again), up to 10 times. With `fallback`, a server that has no multi-object delete
+/// (400, 404, 405, 501: fake-gcs-server answers 404) refuses it, and is sent one DELETE a key
+/// from then on; without (S3, where object_store deletes even one key by DeleteObjects), the
+/// batch fails with what the server said.
+pub(super) async fn post_delete<F, Fut>(
+    http: &HttpClient,
+    url: &str,
+    keys: &[Key],
+    sign: F,
+    hint: fn(&str) -> &'static str,
+    fallback: bool,
+) -> Batched
+where
+    F: Fn(HttpRequest) -> Fut,
+    Fut: Future<Output = Result<HttpRequest>>,
+{
+    match post(http, url, delete_body(keys), sign, hint).await {
+        Ok(Posted::Answer(a)) => Batched::Sent(a.failed(keys)),
+        Ok(Posted::Refused(400 | 404 | 405 | 501, _)) if fallback => Batched::Refused,
+        Ok(Posted::Refused(_, told)) => Batched::Failed(anyhow!(told)),
+        Err(e) => Batched::Failed(e),
+    }
 }
 
-/// Sends a multi-object delete (its XML body) to `url`, signed by `sign`; throttling, a server
-/// error or a broken connection is retried with backoff (the request deletes the same keys
-/// again), up to 10 times.
-pub(super) async fn post_delete<F, Fut>(
+/// What a multi-object delete came to: the answer, or a refusal (a status that is no failure
+/// of the moment, with what the server said).
+enum Posted {
+    Answer(DeleteResult),
+    Refused(u16, String),
+}
+
+async fn post<F, Fut>(
     http: &HttpClient,
     url: &str,
     body: Vec<u8>,
@@ -156,21 +179,20 @@ where
                         continue;
                     }
                 };
-                let said = ErrorAnswer::read(&bytes);
                 if status.is_success() {
-                    match (DeleteResult::read(&bytes), said) {
-                        (Some(answer), _) => return Ok(Posted::Answer(answer)),
-                        // An error document with a 200 (S3 may answer so when it fails late).
-                        (None, Some(said)) if said.transient() => (said.told(hint), false),
-                        (None, Some(said)) => return Err(anyhow!(said.told(hint))),
-                        (None, None) => {
+                    match answered(&bytes) {
+                        Ok(answer) => return Ok(Posted::Answer(answer)),
+                        Err(Some(said)) if said.transient() => (said.told(hint), false),
+                        Err(Some(said)) => return Err(anyhow!(said.told(hint))),
+                        Err(None) => {
                             let text = String::from_utf8_lossy(&bytes);
                             return Err(anyhow!("the deletion answered what is not XML: {text:.200}"));
                         }
                     }
                 } else {
-                    let told = said.map_or_else(|| format!("status {status}"), |s| s.told(hint));
-                    if !(status.is_server_error() || status.as_u16() == 429) {
+                    let told = ErrorAnswer::read(&bytes).map_or_else(|| format!("status {status}"), |s| s.told(hint));
+                    // 501 says what is not there: no failure of the moment.
+                    if !(status.is_server_error() && status.as_u16() != 501 || status.as_u16() == 429) {
                         return Ok(Posted::Refused(status.as_u16(), told));
                     }
                     (told, false)
@@ -179,5 +201,39 @@ where
             Err(e) => (format!("{e}"), client::timed_out(&e)),
         };
         retries.after(err, timed_out).await?;
+    }
+}
+
+/// A multi-object delete's successful answer: what it deleted, or the error document S3 may
+/// send with a 200 when it fails late (`None`: neither). The error document is looked for
+/// first: the DeleteResult reader takes any root and skips what it does not know, so it would
+/// read an error as a deletion of nothing.
+fn answered(body: &[u8]) -> std::result::Result<DeleteResult, Option<ErrorAnswer>> {
+    match ErrorAnswer::read(body) {
+        Some(said) => Err(Some(said)),
+        None => DeleteResult::read(body).ok_or(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_answered_with_a_200_is_an_error_and_a_result_with_errors_is_a_result() {
+        let late =
+            b"<?xml version=\"1.0\"?><Error><Code>InternalError</Code><Message>We hit an error</Message></Error>";
+        let Err(Some(said)) = answered(late) else { panic!("an error document read as a DeleteResult") };
+        assert!(said.transient());
+        let result = b"<DeleteResult><Deleted><Key>a</Key></Deleted>\
+            <Error><Key>b&amp;c</Key><Code>AccessDenied</Code><Message>held</Message></Error></DeleteResult>";
+        let Ok(answer) = answered(result) else { panic!("a DeleteResult not read") };
+        let keys = [Key::from("a"), Key::from("b&c"), Key::from("d")];
+        let failed: Vec<(String, String)> =
+            answer.failed(&keys).into_iter().map(|(k, why)| (k.to_string(), why)).collect();
+        assert_eq!(failed[0], ("b&c".into(), "AccessDenied: held".into()));
+        assert_eq!(failed[1].0, "d");
+        assert_eq!(failed.len(), 2);
+        assert!(matches!(answered(b"not xml"), Err(None)));
     }
 }

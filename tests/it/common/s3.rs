@@ -316,6 +316,9 @@ pub enum Fault {
     SlowListings { each: Duration, timeout: Duration, seen: Arc<Listings> },
     /// Listings whose target contains this text get no answer: held until the client hangs up.
     HoldListings(String, Arc<Listings>),
+    /// DeleteObjects is answered `501 NotImplemented`, as by an S3-compatible server without
+    /// it; the rest is passed on.
+    NoDeleteObjects,
 }
 
 /// What a [`fault_proxy`] saw of the listings it delayed or held.
@@ -363,6 +366,16 @@ pub fn fault_proxy(upstream: u16, fault: Fault) -> u16 {
                     let _ = write!(
                         conn,
                         "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+                        xml.len()
+                    );
+                    return;
+                }
+                if matches!(fault, Fault::NoDeleteObjects) && first.starts_with("POST ") && first.contains("?delete") {
+                    let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NotImplemented</Code>\
+                               <Message>A header you provided implies functionality that is not implemented</Message></Error>";
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 501 Not Implemented\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
                         xml.len()
                     );
                     return;
