@@ -6,8 +6,8 @@ use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::s3::{Fault, S3Server, demo_bucket, push_demo_bucket};
@@ -591,6 +591,81 @@ fn a_bucket_without_a_store_at_the_root_given_is_refused() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a registry store") && err.contains("top-level folders: registry/"), "{err}");
+}
+
+/// A fake EC2 instance metadata service (IMDSv2) handing out the role's credentials `key`;
+/// returns its port and the requests it took (method and path).
+fn instance_metadata(key: &'static str) -> (u16, Arc<Mutex<Vec<String>>>) {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let asked: Arc<Mutex<Vec<String>>> = Default::default();
+    let seen = asked.clone();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let head = common::read_head(&mut conn);
+            let line: Vec<&str> = head.lines().next().unwrap_or("").split(' ').collect();
+            let (method, path) = (line[0], line.get(1).copied().unwrap_or(""));
+            seen.lock().unwrap().push(format!("{method} {path}"));
+            let token = head.to_ascii_lowercase().contains("x-aws-ec2-metadata-token: tok");
+            let body = match (method, path) {
+                ("PUT", "/latest/api/token") => "tok".to_string(),
+                ("GET", "/latest/meta-data/iam/security-credentials/") if token => "registry-role".to_string(),
+                ("GET", "/latest/meta-data/iam/security-credentials/registry-role") if token => format!(
+                    r#"{{"Code":"Success","AccessKeyId":"{key}","SecretAccessKey":"secret","Token":"session","Expiration":"2099-01-01T00:00:00Z"}}"#
+                ),
+                _ => {
+                    let _ = write!(conn, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    continue;
+                }
+            };
+            let _ =
+                write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        }
+    });
+    (port, asked)
+}
+
+/// Without keys, on a machine with an instance role (its metadata service, here named by
+/// `AWS_EC2_METADATA_SERVICE_ENDPOINT`), requests are signed with the role's credentials,
+/// regsweep's own DeleteObjects included; with no role anywhere, they go unsigned.
+#[test]
+fn without_keys_the_instance_role_signs() {
+    let moto = S3Server::moto();
+    demo_bucket(&moto, "reg", "store");
+    let (imds, asked) = instance_metadata("ASIAROLEKEY");
+    let heads: Arc<Mutex<Vec<String>>> = Default::default();
+    let port = common::s3::fault_proxy(moto.port, common::s3::Fault::Record(heads.clone()));
+    let run = |extra: &[(&str, String)]| {
+        let mut cmd = moto.command(&["prune", "--root", "s3://reg/store", "--keep", "2", "--grace", "0s", "--json"]);
+        cmd.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env("HOME", "/nonexistent");
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let out = cmd.stdin(std::process::Stdio::null()).output().unwrap();
+        (out, std::mem::take(&mut *heads.lock().unwrap()))
+    };
+    let (out, signed) = run(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT", format!("http://127.0.0.1:{imds}"))]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let auth =
+        |h: &String| h.lines().find(|l| l.to_ascii_lowercase().starts_with("authorization:")).map(str::to_string);
+    assert!(signed.iter().any(|h| h.starts_with("POST ") && h.contains("?delete")), "a prune that deletes");
+    for h in &signed {
+        let a = auth(h).unwrap_or_else(|| panic!("unsigned: {h}"));
+        assert!(a.contains("Credential=ASIAROLEKEY/"), "{a}");
+        assert!(h.to_ascii_lowercase().contains("x-amz-security-token: session"), "{h}");
+    }
+    assert!(asked.lock().unwrap().iter().any(|r| r == "PUT /latest/api/token"), "IMDSv2");
+    // Nothing names a role, and the endpoint is no AWS one: unsigned (which moto refuses), the
+    // metadata service not asked.
+    let before = asked.lock().unwrap().len();
+    let (out, unsigned) = run(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!unsigned.is_empty() && unsigned.iter().all(|h| auth(h).is_none()), "{unsigned:?}");
+    assert_eq!(asked.lock().unwrap().len(), before);
 }
 
 /// An S3-compatible server without DeleteObjects (501 NotImplemented), by which regsweep (and

@@ -30,9 +30,29 @@ pub struct S3Location {
     pub access_key: Option<String>,
     pub secret_key: Option<String>,
     pub session_token: Option<String>,
-    /// No credentials anywhere: unsigned requests (a public bucket, a test server).
-    pub anonymous: bool,
+    /// Without keys, where the credentials come from.
+    pub role: Role,
 }
+
+/// Where credentials come from without keys: the rest of the chain the registry's AWS SDK
+/// follows (environment, profile, then a role given to the process or the machine).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Role {
+    /// Keys are given (or none is needed: an unsigned bucket).
+    #[default]
+    None,
+    /// A role the environment names (object_store's settings of it): EKS's web identity
+    /// (`AWS_WEB_IDENTITY_TOKEN_FILE` with `AWS_ROLE_ARN`), an ECS task's
+    /// (`AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`), EKS Pod Identity's
+    /// (`AWS_CONTAINER_CREDENTIALS_FULL_URI` with `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`).
+    Named(Vec<(String, String)>),
+    /// The instance's role, from its metadata service (IMDSv2): on AWS itself when the service
+    /// answers (else unsigned requests), or where `AWS_EC2_METADATA_SERVICE_ENDPOINT` names one.
+    Instance { endpoint: String },
+}
+
+/// The EC2 instance metadata service.
+const METADATA_SERVICE: &str = "http://169.254.169.254";
 
 /// The region when nothing names one (the registry requires one; the AWS tools default to it).
 const DEFAULT_REGION: &str = "us-east-1";
@@ -83,7 +103,9 @@ impl S3Location {
                 .or_else(|| profile.get("region"))
                 .unwrap_or_else(|| DEFAULT_REGION.to_string());
         }
-        self.anonymous = self.access_key.is_none() || self.secret_key.is_none();
+        if self.access_key.is_none() || self.secret_key.is_none() {
+            self.role = Role::from_environment(&var, self.endpoint.is_none());
+        }
     }
 
     /// From the registry's `storage.s3` section (`keys`, with the `REGISTRY_STORAGE_S3_<KEY>`
@@ -108,6 +130,45 @@ impl S3Location {
         loc.fill_from_environment(env);
         Ok(loc)
     }
+}
+
+impl Role {
+    /// The role the environment names, else the instance's where there is one (on AWS, not an
+    /// S3-compatible server: `aws`), else none.
+    fn from_environment(var: &dyn Fn(&str) -> Option<String>, aws: bool) -> Role {
+        let named = |names: &[&str]| names.iter().all(|n| var(n).is_some());
+        if named(&["AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN"])
+            || named(&["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"])
+            || named(&["AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"])
+        {
+            let settings = [
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                "AWS_ROLE_ARN",
+                "AWS_ROLE_SESSION_NAME",
+                "AWS_ENDPOINT_URL_STS",
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+            ];
+            return Role::Named(settings.iter().filter_map(|n| Some((n.to_ascii_lowercase(), var(n)?))).collect());
+        }
+        if var("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            return Role::None;
+        }
+        match var("AWS_EC2_METADATA_SERVICE_ENDPOINT") {
+            Some(e) => Role::Instance { endpoint: e.trim_end_matches('/').to_string() },
+            // Asked for when the bucket is opened: none where the service does not answer.
+            None if aws => Role::Instance { endpoint: METADATA_SERVICE.into() },
+            None => Role::None,
+        }
+    }
+}
+
+/// Whether the instance metadata service takes a connection within a second (on EC2 it does at
+/// once; elsewhere the address leads nowhere).
+fn metadata_service_answers() -> bool {
+    let addr = std::net::SocketAddr::from(([169, 254, 169, 254], 80));
+    std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1)).is_ok()
 }
 
 /// The settings of one AWS profile, from the shared credentials and config files.
@@ -184,10 +245,21 @@ pub fn open(loc: &S3Location) -> Result<Bucket> {
                 b = b.with_token(t);
             }
         }
-        _ => {
-            b = b.with_skip_signature(loc.anonymous);
-            sign = !loc.anonymous;
-        }
+        _ => match &loc.role {
+            Role::Named(settings) => {
+                for (k, v) in settings {
+                    b = b.with_config(k.parse().with_context(|| format!("cannot use {k}"))?, v);
+                }
+            }
+            Role::Instance { endpoint } if endpoint != METADATA_SERVICE || metadata_service_answers() => {
+                b = b.with_metadata_endpoint(endpoint)
+            }
+            // No credentials anywhere: unsigned requests (a public bucket, a test server).
+            _ => {
+                b = b.with_skip_signature(true);
+                sign = false;
+            }
+        },
     }
     let store = Arc::new(b.build().with_context(|| format!("cannot use bucket {}", loc.shown()))?);
     let http = connector().connect(&options).context("cannot start the S3 client")?;
@@ -209,8 +281,9 @@ fn hint(code: &str) -> &'static str {
         "NoSuchBucket" => " (is the bucket's name right, and the endpoint?)",
         "NotImplemented" => " (the server takes no DeleteObjects, by which regsweep deletes on S3)",
         "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "InvalidToken" | "ExpiredToken" => {
-            " (check the credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, the profile, or the config's \
-             accesskey and secretkey; regsweep needs to list, get, put and delete)"
+            " (check the credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, the profile, the config's \
+             accesskey and secretkey, or the role of the instance, pod or task; regsweep needs to list, get, put and \
+             delete)"
         }
         _ => "",
     }
@@ -300,9 +373,34 @@ mod tests {
         let loc = S3Location::from_url("s3://reg/store/", &env).unwrap();
         assert_eq!((loc.bucket.as_str(), loc.root.as_str(), loc.region.as_str()), ("reg", "store", DEFAULT_REGION));
         assert_eq!(loc.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
-        assert!(!loc.anonymous);
+        assert_eq!(loc.role, Role::None);
         assert_eq!(loc.shown(), "s3://reg/store");
         assert!(S3Location::from_url("s3:///x", &env).is_err());
+    }
+
+    #[test]
+    fn without_keys_a_role() {
+        let role = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("HOME", "/nonexistent")];
+            all.extend_from_slice(pairs);
+            S3Location::from_url("s3://b/r", &env_of(&all)).unwrap().role
+        };
+        let eks = role(&[("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/token"), ("AWS_ROLE_ARN", "arn:aws:iam::1:role/r")]);
+        let Role::Named(settings) = eks else { panic!("{eks:?}") };
+        assert!(settings.contains(&("aws_web_identity_token_file".into(), "/var/run/token".into())));
+        for (k, _) in &settings {
+            k.parse::<object_store::aws::AmazonS3ConfigKey>().unwrap();
+        }
+        assert!(matches!(role(&[("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "/v2/creds")]), Role::Named(_)));
+        // A token file without its role is no role.
+        assert_eq!(
+            role(&[("AWS_WEB_IDENTITY_TOKEN_FILE", "/t")]),
+            Role::Instance { endpoint: METADATA_SERVICE.into() }
+        );
+        assert_eq!(role(&[("AWS_EC2_METADATA_DISABLED", "true")]), Role::None);
+        assert_eq!(role(&[("AWS_ENDPOINT_URL", "http://minio:9000")]), Role::None);
+        let keys = role(&[("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "s"), ("AWS_ROLE_ARN", "x")]);
+        assert_eq!(keys, Role::None);
     }
 
     #[test]

@@ -319,6 +319,8 @@ pub enum Fault {
     /// DeleteObjects is answered `501 NotImplemented`, as by an S3-compatible server without
     /// it; the rest is passed on.
     NoDeleteObjects,
+    /// Every request's head is kept here, and the request passed on.
+    Record(Arc<Mutex<Vec<String>>>),
 }
 
 /// What a [`fault_proxy`] saw of the listings it delayed or held.
@@ -369,6 +371,9 @@ pub fn fault_proxy(upstream: u16, fault: Fault) -> u16 {
                         xml.len()
                     );
                     return;
+                }
+                if let Fault::Record(heads) = &fault {
+                    heads.lock().unwrap().push(text.clone());
                 }
                 if matches!(fault, Fault::NoDeleteObjects) && first.starts_with("POST ") && first.contains("?delete") {
                     let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NotImplemented</Code>\
