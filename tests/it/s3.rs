@@ -277,6 +277,21 @@ fn a_held_lock_stops_a_real_run_and_a_dead_runs_lock_is_taken_over() {
     assert!(!store_keys(&moto, "reg").contains(".regsweep.lock"));
 }
 
+/// A lock written by a try whose answer was lost (a 500 after the server wrote it), then
+/// refused when sent again (`If-None-Match: *`, the key now there): the run finds its own
+/// content there and goes on, rather than stopping on a lock "held" by itself.
+#[test]
+fn a_lock_written_by_a_try_whose_answer_was_lost_is_the_runs_own() {
+    let moto = S3Server::moto();
+    demo_bucket(&moto, "reg", "store");
+    let port = common::s3::fault_proxy(moto.port, Fault::LoseWrites(".regsweep.lock".into(), 1));
+    let out = moto.regsweep_through(port, &["prune", "--root", "s3://reg/store", "--keep", "2", "--grace", "0s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["blobs_deleted"].as_u64().unwrap() > 0, "{report}");
+    assert!(!store_keys(&moto, "reg").contains(".regsweep.lock"), "released");
+}
+
 /// Writes a lock as another run would (`host`, `pid`), now.
 fn put_lock(moto: &S3Server, host: &str, pid: u32) {
     let f = tempfile::NamedTempFile::new().unwrap();

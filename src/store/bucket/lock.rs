@@ -88,7 +88,13 @@ impl Claim {
                 let mut etag = self.etag.lock().unwrap_or_else(|e| e.into_inner());
                 match self.bucket.replace(self.key, self.content.clone(), &etag) {
                     Ok(Some(new)) => *etag = new,
-                    Ok(None) => self.lost.store(true, Ordering::SeqCst),
+                    // Refused: written over, or written by a try whose answer was lost (a 5xx,
+                    // a reset) and refused when sent again, which leaves this run's content.
+                    Ok(None) => match self.bucket.get(self.key, 4096) {
+                        Ok(Some((bytes, obj))) if bytes == self.content => *etag = obj.version,
+                        Ok(_) => self.lost.store(true, Ordering::SeqCst),
+                        Err(_) => {}
+                    },
                     Err(_) => {}
                 }
             }
@@ -136,32 +142,38 @@ impl Lock {
         );
         let me = Holder { host: host(), pid: std::process::id(), nonce };
         let content = serde_json::to_vec(&me)?;
-        for _ in 0..3 {
-            let written = bucket.create(key, content.clone())? || {
-                let Some((bytes, obj)) = bucket.get(key, 4096)? else { continue };
-                let holder: Option<Holder> = serde_json::from_slice(&bytes).ok();
-                let gone = holder.as_ref().is_some_and(|h| h.host == me.host && !alive(h.pid));
-                // Its age by the bucket's clock, which wrote its LastModified.
-                let age = if gone {
-                    Duration::ZERO
-                } else {
-                    bucket_now(&bucket)?.duration_since(obj.modified).unwrap_or_default()
-                };
-                if !gone && age <= STALE {
-                    return Err(LockHeld(format!(
-                        "another run holds the lock {} ({}, written {}s ago): wait for it to finish; a lock not \
+        'tries: for _ in 0..3 {
+            let written = bucket.create(key, content.clone())?
+                || 'ours: {
+                    let Some((bytes, obj)) = bucket.get(key, 4096)? else { continue 'tries };
+                    // This run's own, written by a try whose answer was lost (a 5xx, a reset) and
+                    // refused when sent again: no other run writes this content (its nonce).
+                    if bytes == content {
+                        break 'ours true;
+                    }
+                    let holder: Option<Holder> = serde_json::from_slice(&bytes).ok();
+                    let gone = holder.as_ref().is_some_and(|h| h.host == me.host && !alive(h.pid));
+                    // Its age by the bucket's clock, which wrote its LastModified.
+                    let age = if gone {
+                        Duration::ZERO
+                    } else {
+                        bucket_now(&bucket)?.duration_since(obj.modified).unwrap_or_default()
+                    };
+                    if !gone && age <= STALE {
+                        return Err(LockHeld(format!(
+                            "another run holds the lock {} ({}, written {}s ago): wait for it to finish; a lock not \
                          written again for {} minutes is taken over",
-                        bucket.url(key),
-                        Holder::of(&bytes),
-                        age.as_secs(),
-                        STALE.as_secs() / 60
-                    ))
-                    .into());
-                }
-                // Stale: replaced only if it is still the one read, never after another run
-                // took it over (of two runs taking it over, one wins).
-                bucket.replace(key, content.clone(), &obj.version)?.is_some()
-            };
+                            bucket.url(key),
+                            Holder::of(&bytes),
+                            age.as_secs(),
+                            STALE.as_secs() / 60
+                        ))
+                        .into());
+                    }
+                    // Stale: replaced only if it is still the one read, never after another run
+                    // took it over (of two runs taking it over, one wins).
+                    bucket.replace(key, content.clone(), &obj.version)?.is_some()
+                };
             if !written {
                 continue;
             }

@@ -321,6 +321,10 @@ pub enum Fault {
     NoDeleteObjects,
     /// Every request's head is kept here, and the request passed on.
     Record(Arc<Mutex<Vec<String>>>),
+    /// The first `n` PUTs of a key containing this text are passed on (and written), but their
+    /// answer is lost: the client gets `500 InternalError`, as when a server fails after it
+    /// committed a write.
+    LoseWrites(String, usize),
 }
 
 /// What a [`fault_proxy`] saw of the listings it delayed or held.
@@ -479,6 +483,19 @@ pub fn fault_proxy(upstream: u16, fault: Fault) -> u16 {
                         }
                         _ => {}
                     }
+                }
+                if let Fault::LoseWrites(key, n) = &fault
+                    && first.starts_with("PUT ")
+                    && first.contains(key.as_str())
+                    && count.fetch_add(1, Ordering::SeqCst) < *n
+                {
+                    let xml =
+                        "<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message></Error>";
+                    resp = format!(
+                        "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+                        xml.len()
+                    )
+                    .into_bytes();
                 }
                 let _ = conn.write_all(&resp);
                 if let (Some((arrived, turn)), Fault::SlowListings { timeout, seen, .. }) = (slow, &fault) {
