@@ -419,7 +419,11 @@ fn answers(keys: &[Key], body: &[u8], boundary: &str) -> Vec<(Key, String)> {
             }
         }
         let (Some(id), Some(status)) = (id, status) else { continue };
-        let ok = status.starts_with('2') || status.starts_with("404");
+        // Not there is gone, where the answer says the blob (or its container) is not there:
+        // a 404 for a path that names nothing (ResourceNotFound) leaves the blob where it was.
+        let gone = status.starts_with("404")
+            && code.as_deref().is_none_or(|c| matches!(c, "BlobNotFound" | "ContainerNotFound"));
+        let ok = status.starts_with('2') || gone;
         said.insert(id, if ok { Ok(()) } else { Err(code.unwrap_or(status)) });
     }
     keys.iter()
@@ -454,6 +458,9 @@ mod tests {
         assert_eq!(failed.len(), 2, "{:?}", failed);
         assert_eq!((failed[0].0.as_ref(), failed[0].1.as_str()), ("b", "AuthorizationFailure"));
         assert!(failed[1].0.as_ref() == "d" && failed[1].1.contains("not confirmed"));
+        let elsewhere =
+            "--r\r\nContent-ID: 0\r\n\r\nHTTP/1.1 404 Not Found\r\nx-ms-error-code: ResourceNotFound\r\n--r--";
+        assert_eq!(answers(&keys[..1], elsewhere.as_bytes(), "r")[0].1, "ResourceNotFound");
         // A part naming no subrequest of the batch counts for none.
         assert_eq!(answers(&keys[..1], b"--r\r\nContent-ID: 7\r\n\r\nHTTP/1.1 202 Accepted\r\n--r--", "r").len(), 1);
         assert_eq!(url_path("r/a b~%/ü"), "r/a%20b~%25/%C3%BC");

@@ -500,10 +500,11 @@ impl Bucket {
         let (mut objects, mut prefixes) = (Vec::new(), Vec::new());
         let mut token = None;
         loop {
+            let sent = token.take();
             let opts = PaginatedListOptions {
                 offset: offset.clone(),
                 delimiter: folders.then(|| "/".into()),
-                page_token: token.take(),
+                page_token: sent.clone(),
                 ..PaginatedListOptions::default()
             };
             let pass = self.lists.enter().await.map_err(|why| anyhow!("not sent: {why}"))?;
@@ -529,6 +530,12 @@ impl Bucket {
             prefixes.extend(page.prefixes);
             let past = until.is_some_and(|u| objects.last().is_some_and(|l: &Listed| l.meta.location.as_ref() >= u));
             match page.token {
+                // A server that answers a page with the token it was sent would be asked forever.
+                Some(t) if Some(&t) == sent.as_ref() => bail!(
+                    "the server answered a page of the listing of {} with the token it was sent ({t}): it lists in \
+                     a circle",
+                    self.url(self.rel(prefix.as_deref().unwrap_or_default()))
+                ),
                 Some(t) if !past => token = Some(t),
                 _ => break,
             }

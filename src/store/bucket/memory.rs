@@ -341,18 +341,32 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_listing_of_its_own_with_no_answer_closes_the_listings_gate() {
+    /// A provider that lists itself, to a server that answers every page with the token sent.
+    struct Circling;
+
+    #[async_trait::async_trait]
+    impl Provider for Circling {
+        async fn list_page(&self, _prefix: Option<&str>, _opts: PaginatedListOptions) -> Option<Result<Page>> {
+            Some(Ok(Page { objects: Vec::new(), prefixes: Vec::new(), token: Some("again".into()) }))
+        }
+    }
+
+    fn listing_by(provider: Arc<dyn Provider>) -> Bucket {
         let mem = Memory::new();
         let store = Arc::new(Faulty { inner: mem.inner.clone(), faults: mem.faults.clone() });
-        let parts = Parts {
-            store,
-            provider: Arc::new(Unanswered),
-            root: String::new(),
-            shown: "memory://".into(),
-            requests: Arc::new(Requests::default()),
-        };
-        let b = Bucket::new(parts).unwrap();
+        let requests = Arc::new(Requests::default());
+        Bucket::new(Parts { store, provider, root: String::new(), shown: "memory://".into(), requests }).unwrap()
+    }
+
+    #[test]
+    fn a_listing_in_a_circle_is_an_error() {
+        let e = format!("{:#}", listing_by(Arc::new(Circling)).list("repositories").unwrap_err());
+        assert!(e.contains("with the token it was sent (again)"), "{e}");
+    }
+
+    #[test]
+    fn a_listing_of_its_own_with_no_answer_closes_the_listings_gate() {
+        let b = listing_by(Arc::new(Unanswered));
         let first = format!("{:#}", b.list("repositories/a").unwrap_err());
         assert!(first.contains("no answer within"), "{first}");
         let next = format!("{:#}", b.list("repositories/b").unwrap_err());
