@@ -322,6 +322,9 @@ pub fn timeout() -> Duration {
     Duration::from_secs(120)
 }
 
+/// The most keys a page of a listing holds by default (S3's and GCS's; Azure's 5,000).
+const FULL_PAGE: usize = 1000;
+
 /// What the requests of one kind in flight may grow to: more than a run sends at once.
 const MAX_IN_FLIGHT: usize = 256;
 
@@ -499,10 +502,13 @@ impl Bucket {
     ) -> Result<(Vec<Listed>, Vec<Key>)> {
         let (mut objects, mut prefixes) = (Vec::new(), Vec::new());
         let mut token = None;
+        // Set to the last key of a last page as full as a page goes: the next request asks for
+        // what comes after it, to make sure the listing ended.
+        let mut check: Option<String> = None;
         loop {
             let sent = token.take();
             let opts = PaginatedListOptions {
-                offset: offset.clone(),
+                offset: check.clone().or_else(|| offset.clone()),
                 delimiter: folders.then(|| "/".into()),
                 page_token: sent.clone(),
                 ..PaginatedListOptions::default()
@@ -526,6 +532,28 @@ impl Bucket {
                 }
             };
             drop(pass);
+            let shown = || self.url(self.rel(prefix.as_deref().unwrap_or_default()));
+            if let Some(last) = &check {
+                let after = |k: &str| k > last.as_str();
+                if page.objects.iter().any(|l| after(l.meta.location.as_ref()))
+                    || page.prefixes.iter().any(|p| after(p.as_ref()))
+                {
+                    bail!(
+                        "the listing of {} ended after {} keys with more after them: the server does not page \
+                         its listings as asked (S3's ListObjectsV2, list-type=2), or they were written just then \
+                         (run again)",
+                        shown(),
+                        objects.len() + prefixes.len()
+                    );
+                }
+                break;
+            }
+            let full = page.objects.len() + page.prefixes.len() >= FULL_PAGE;
+            let last =
+                [page.objects.last().map(|l| l.meta.location.to_string()), page.prefixes.last().map(|p| p.to_string())]
+                    .into_iter()
+                    .flatten()
+                    .max();
             objects.extend(page.objects);
             prefixes.extend(page.prefixes);
             let past = until.is_some_and(|u| objects.last().is_some_and(|l: &Listed| l.meta.location.as_ref() >= u));
@@ -534,9 +562,12 @@ impl Bucket {
                 Some(t) if Some(&t) == sent.as_ref() => bail!(
                     "the server answered a page of the listing of {} with the token it was sent ({t}): it lists in \
                      a circle",
-                    self.url(self.rel(prefix.as_deref().unwrap_or_default()))
+                    shown()
                 ),
                 Some(t) if !past => token = Some(t),
+                // A last page as full as a page goes, from a server that may say "truncated" in
+                // a way object_store does not read (ListObjects v1's IsTruncated, no token).
+                None if !past && full => check = last,
                 _ => break,
             }
         }

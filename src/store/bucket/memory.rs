@@ -329,7 +329,7 @@ impl Provider for Batches {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::bucket::client::{NoAnswer, Page};
+    use crate::store::bucket::client::{Listed, NoAnswer, Page};
 
     /// A provider that lists itself (as Azure's does), to a server that never answers.
     struct Unanswered;
@@ -349,6 +349,40 @@ mod tests {
         async fn list_page(&self, _prefix: Option<&str>, _opts: PaginatedListOptions) -> Option<Result<Page>> {
             Some(Ok(Page { objects: Vec::new(), prefixes: Vec::new(), token: Some("again".into()) }))
         }
+    }
+
+    /// A provider that lists itself, to a server that gives the first 1,000 keys with no token
+    /// (as ListObjects v1 says "truncated"), and what comes after a key when asked (`more`).
+    struct Unpaged {
+        more: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl Provider for Unpaged {
+        async fn list_page(&self, _prefix: Option<&str>, opts: PaginatedListOptions) -> Option<Result<Page>> {
+            let meta = |i: usize| ObjectMeta {
+                location: Key::from(format!("docker/registry/v2/repositories/k{i:05}")),
+                last_modified: chrono::Utc::now(),
+                size: 1,
+                e_tag: None,
+                version: None,
+            };
+            let objects: Vec<Listed> = match opts.offset {
+                None => (0..1000).map(|i| Listed { meta: meta(i), md5: None }).collect(),
+                Some(_) if self.more => vec![Listed { meta: meta(1000), md5: None }],
+                Some(_) => Vec::new(),
+            };
+            Some(Ok(Page { objects, prefixes: Vec::new(), token: None }))
+        }
+    }
+
+    #[test]
+    fn a_full_last_page_is_followed_by_a_check_that_the_listing_ended() {
+        let e = format!("{:#}", listing_by(Arc::new(Unpaged { more: true })).list("repositories").unwrap_err());
+        assert!(e.contains("ended after 1000 keys with more after them"), "{e}");
+        let b = listing_by(Arc::new(Unpaged { more: false }));
+        assert_eq!(b.list("repositories").unwrap().len(), 1000);
+        assert_eq!(b.requests.snapshot().list, 2);
     }
 
     fn listing_by(provider: Arc<dyn Provider>) -> Bucket {
