@@ -23,6 +23,9 @@ impl BlobList {
         for (b, list) in buckets.iter_mut().enumerate() {
             debug_assert!(list.iter().all(|d| usize::from(d.0[0]) == b));
             list.sort_unstable();
+            // One digest, one place: a blob listed twice would be marked at one and taken for
+            // unused at the other.
+            list.dedup();
             list.shrink_to_fit();
             starts.push(n);
             n += list.len();

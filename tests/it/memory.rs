@@ -105,6 +105,41 @@ fn prune_and_gc_in_memory_end_as_on_disk() {
     }
 }
 
+/// A blob's data under a prefix folder in capitals (`blobs/sha256/aB/ab…/data`, which the
+/// registry never writes) beside the real one: not the registry's, so left alone on the bucket
+/// as on disk, and never a second listing of the digest (one of the two would be marked, the
+/// other taken for unused and the real blob deleted).
+#[test]
+fn a_blob_under_a_prefix_in_capitals_is_not_the_blob() {
+    let (_disk, kept) = stores("demo");
+    run(&kept, &prune(1), false).unwrap();
+    let (disk, mem) = stores("demo");
+    let mut doubles = Vec::new();
+    for k in keys(&kept) {
+        let Some(rest) = k.strip_prefix("blobs/sha256/") else { continue };
+        let (prefix, tail) = rest.split_at(2);
+        if prefix.bytes().any(|b| b.is_ascii_alphabetic()) {
+            let double = format!("blobs/sha256/{}{tail}", prefix.to_ascii_uppercase());
+            let bytes = mem.get(&format!("{V2}{k}")).unwrap();
+            mem.put(&format!("{V2}{double}"), bytes.clone());
+            let path = disk.path().join("docker/registry/v2").join(&double);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+            doubles.push(k);
+        }
+    }
+    assert!(!doubles.is_empty());
+    let on_disk = regsweep::run(disk.path(), &prune(1), &options(false), false, Progress::hidden()).unwrap();
+    let in_memory = run(&mem, &prune(1), false).unwrap();
+    assert_eq!(comparable(&in_memory), comparable(&on_disk), "the same report");
+    assert_same(&keys(&mem), &store_files(disk.path()), "the same keys");
+    let left = keys(&mem);
+    for k in &doubles {
+        assert!(left.contains(k), "{k} deleted");
+    }
+    assert!(broken(&mem).is_empty(), "{:?}", broken(&mem));
+}
+
 /// The keys an uninterrupted prune leaves, and how many keys it deleted.
 fn reference(fixture: &str, mode: &Mode) -> (BTreeSet<String>, u64) {
     let (_disk, mem) = stores(fixture);

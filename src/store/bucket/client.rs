@@ -571,7 +571,11 @@ impl Bucket {
                 _ => break,
             }
         }
+        // A key a server lists twice (pages that overlap) is one key.
         objects.sort_by(|a, b| a.meta.location.cmp(&b.meta.location));
+        objects.dedup_by(|a, b| a.meta.location == b.meta.location);
+        prefixes.sort();
+        prefixes.dedup();
         if let Some(u) = until {
             objects.retain(|l| l.meta.location.as_ref() < u);
         }

@@ -231,7 +231,10 @@ impl BucketStore {
                 .key
                 .strip_prefix(&format!("{}/", tree::BLOBS))
                 .and_then(|k| k.get(..2))
-                .and_then(|p| u8::from_str_radix(p, 16).ok());
+                // The registry's prefix folder, lowercase as the disk scan takes it: `aB/` is
+                // none (its blob would be listed twice beside `ab/`'s, and one of the two taken
+                // for unused).
+                .and_then(|p| u8::from_str_radix(p, 16).ok().filter(|b| format!("{b:02x}") == p));
             if let Some(p) = p {
                 lists[usize::from(p)].push(o);
             }
