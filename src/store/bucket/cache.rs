@@ -57,9 +57,21 @@ impl Cache {
             return;
         }
         let Ok(prefixes) = std::fs::read_dir(dir) else { return };
-        for entry in prefixes.flatten().flat_map(|p| std::fs::read_dir(p.path()).into_iter().flatten().flatten()) {
-            if age(&entry.path()).is_some_and(|a| a > UNUSED) {
-                let _ = std::fs::remove_file(entry.path());
+        // Only what the cache writes: `<xx>/<64 hex beginning with xx>` (and its `.tmp<pid>`
+        // files), never another file of a folder named as the cache (`REGSWEEP_CACHE=$HOME`).
+        let hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        for prefix in prefixes.flatten() {
+            let p = prefix.file_name().to_string_lossy().into_owned();
+            if p.len() != 2 || !hex(&p) {
+                continue;
+            }
+            for entry in std::fs::read_dir(prefix.path()).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let digest = name.split_once(".tmp").map_or(name.as_str(), |(d, _)| d);
+                let ours = digest.len() == 64 && hex(digest) && digest.starts_with(&p);
+                if ours && age(&entry.path()).is_some_and(|a| a > UNUSED) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
             }
         }
         let _ = std::fs::File::create(&marker).and_then(|f| f.set_modified(now));
@@ -142,5 +154,31 @@ mod tests {
         cache.evict_unused(SystemTime::now() + EVICTION_EVERY + Duration::from_secs(1));
         assert!(cache.get(&digest(old)).is_none(), "unused for a month: gone");
         assert!(cache.get(&digest(used)).is_some() && cache.get(&digest(new)).is_some());
+    }
+
+    #[test]
+    fn eviction_removes_only_the_caches_own_files() {
+        // REGSWEEP_CACHE=$HOME, say: files two levels down that are no entry stay, however old.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap().to_string();
+        let long_ago = SystemTime::now() - UNUSED - Duration::from_secs(86_400);
+        let entry = "ab".to_string() + &"0".repeat(62);
+        let files = [
+            "Documents/old.pdf",
+            "ab/notes.txt",
+            "ab/cd00000000000000000000000000000000000000000000000000000000000000",
+        ];
+        for f in files.iter().copied().chain([format!("ab/{entry}").as_str(), format!("ab/{entry}.tmp42").as_str()]) {
+            let path = dir.path().join(f);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, b"x").unwrap();
+            touch(&path, long_ago).unwrap();
+        }
+        Cache::from_env(&|k| (k == "REGSWEEP_CACHE").then(|| root.clone()));
+        for f in files {
+            assert!(dir.path().join(f).exists(), "{f} deleted");
+        }
+        assert!(!dir.path().join("ab").join(&entry).exists(), "an old entry goes");
+        assert!(!dir.path().join("ab").join(format!("{entry}.tmp42")).exists(), "and a leftover of one");
     }
 }
