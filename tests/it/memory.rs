@@ -142,8 +142,13 @@ fn a_blob_under_a_prefix_in_capitals_is_not_the_blob() {
 
 /// The keys an uninterrupted prune leaves, and how many keys it deleted.
 fn reference(fixture: &str, mode: &Mode) -> (BTreeSet<String>, u64) {
+    reference_of(fixture, mode, false)
+}
+
+/// The keys an uninterrupted run leaves, and how many keys it deleted.
+fn reference_of(fixture: &str, mode: &Mode, untagged: bool) -> (BTreeSet<String>, u64) {
     let (_disk, mem) = stores(fixture);
-    let report = run(&mem, mode, false).unwrap();
+    let report = run(&mem, mode, untagged).unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     (keys(&mem), mem.faults.deleted())
 }
@@ -154,24 +159,27 @@ fn age_the_lock(mem: &Memory) {
     mem.faults.aged.lock().unwrap().push((lock, Duration::from_secs(660)));
 }
 
+/// A prune, and a `gc --delete-untagged` (no tag deleted, so no journal: a kept tag's history
+/// entries for the untagged manifests it deletes go after them, and a rerun must find them).
 #[test]
 fn killed_after_any_deletion_a_rerun_ends_as_an_uninterrupted_run() {
-    let mode = prune(1);
-    let (expected, deletions) = reference("demo", &mode);
-    assert!(deletions > 20, "{deletions}");
-    let mut stops: Vec<u64> = (1..deletions).step_by((deletions / 15).max(1) as usize).collect();
-    stops.push(deletions - 1);
-    for k in stops {
-        let (_disk, mem) = stores("demo");
-        mem.faults.die_after_deletes.store(k, Ordering::SeqCst);
-        let first = run(&mem, &mode, false);
-        assert!(first.is_err() || !first.as_ref().unwrap().errors.is_empty(), "stopped after {k}: no error");
-        mem.faults.revive();
-        age_the_lock(&mem);
-        let second = run(&mem, &mode, false).unwrap_or_else(|e| panic!("rerun after {k}: {e:#}"));
-        assert!(second.errors.is_empty(), "rerun after {k}: {:?}", second.errors);
-        assert_same(&keys(&mem), &expected, &format!("stopped after deletion {k}, then run again"));
-        assert!(broken(&mem).is_empty(), "stopped after {k}: {:?}", broken(&mem));
+    for (mode, untagged) in [(prune(1), false), (Mode::Gc, true)] {
+        let (expected, deletions) = reference_of("demo", &mode, untagged);
+        assert!(deletions > 5, "{deletions}");
+        let mut stops: Vec<u64> = (1..deletions).step_by((deletions / 15).max(1) as usize).collect();
+        stops.push(deletions - 1);
+        for k in stops {
+            let (_disk, mem) = stores("demo");
+            mem.faults.die_after_deletes.store(k, Ordering::SeqCst);
+            let first = run(&mem, &mode, untagged);
+            assert!(first.is_err() || !first.as_ref().unwrap().errors.is_empty(), "stopped after {k}: no error");
+            mem.faults.revive();
+            age_the_lock(&mem);
+            let second = run(&mem, &mode, untagged).unwrap_or_else(|e| panic!("rerun after {k}: {e:#}"));
+            assert!(second.errors.is_empty(), "rerun after {k}: {:?}", second.errors);
+            assert_same(&keys(&mem), &expected, &format!("{mode:?}: stopped after deletion {k}, then run again"));
+            assert!(broken(&mem).is_empty(), "stopped after {k}: {:?}", broken(&mem));
+        }
     }
 }
 

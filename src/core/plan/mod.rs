@@ -368,9 +368,12 @@ impl<'a> Planner<'a> {
     }
 
     /// A kept tag's history entries for manifests that are gone or going (a crash between the
-    /// two can leave the first kind, hence the journal's repositories too). Listed only here.
+    /// two can leave the first kind, hence the journal's repositories too; and, with
+    /// `delete_untagged`, every repository: a run that deletes untagged manifests and no tag
+    /// writes no journal, so its rerun cannot tell where it stopped). Listed only here.
     fn kept_history(&self, cx: &RepoCx, live: &DigestSet, plan: &mut RepoPlan, errors: &mut Vec<String>) {
-        if !cx.in_scope || (plan.manifests.is_empty() && cx.journaled.is_empty()) {
+        let nothing_going = plan.manifests.is_empty() && cx.journaled.is_empty() && !self.opts.delete_untagged;
+        if !cx.in_scope || nothing_going {
             return;
         }
         for tp in plan.tags.iter().filter(|t| t.action == Action::Keep) {
