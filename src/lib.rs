@@ -46,6 +46,9 @@ use crate::store::location::Location;
 /// granularity of any file system clock (ext4's is a jiffy, at most 10 ms).
 const TIMESTAMP_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How far behind the local clock a store's may be before ages are taken on the store's.
+const CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What a run does besides collecting: `prune` applies a retention policy first, `gc` does not.
 #[derive(Clone, Debug)]
 pub enum Mode {
@@ -75,6 +78,14 @@ pub fn run_on(
 ) -> Result<Report> {
     // A dry run writes nothing, not even a lock (restic's --no-lock, allowed only there).
     let lock = if dry_run { None } else { Some(store.lock()?) };
+    // Ages on the store's clock, which stamps what pushes write, where it is behind the local
+    // one (a bucket's, read at the lock): a local clock minutes fast would make a push in
+    // progress look past its grace period. A clock ahead only makes things look younger.
+    let store_now = store.scan_began(opts.now);
+    let opts = &Options {
+        now: if opts.now.duration_since(store_now).unwrap_or_default() > CLOCK_SKEW { store_now } else { opts.now },
+        ..*opts
+    };
     let (plan, mut warnings, _) = plan_on(store, mode, opts, progress, &|_, _, _| ())?;
     let command = if matches!(mode, Mode::Gc) { report::Command::Gc } else { report::Command::Prune };
     // What was written at or after `since` was not scanned: the deletions leave it. The file

@@ -236,6 +236,26 @@ fn a_live_lock_stops_a_run_and_a_stale_one_is_taken_over() {
     assert_same(&keys(&mem), &expected, "taken over, then run");
 }
 
+/// A bucket whose clock is ten minutes behind the local one (the lock it stamps looks ten
+/// minutes old): a blob it stamped two minutes ago is two minutes old, not twelve, and stays
+/// within a grace period of seven.
+#[test]
+fn ages_are_taken_on_the_buckets_clock_when_it_is_behind() {
+    let (_disk, mem) = stores("demo");
+    let content = b"a layer being pushed, its manifest not yet";
+    let key = blob_key(&digest(content));
+    mem.put(&key, content.to_vec());
+    let mut aged = mem.faults.aged.lock().unwrap();
+    aged.push((format!("{V2}.regsweep.lock"), Duration::from_secs(600)));
+    aged.push((key.clone(), Duration::from_secs(720)));
+    drop(aged);
+    let opts = Options { grace: Duration::from_secs(420), ..options(false) };
+    let report = regsweep::run_at(&at(&mem), &Mode::Gc, &opts, false, Progress::hidden()).unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(mem.keys().contains(&key), "a blob two minutes old by the bucket's clock deleted");
+    assert_eq!(report.grace_kept.blobs, 1, "{}", serde_json::to_string(&report).unwrap());
+}
+
 /// The digest of content, `sha256:<hex>`.
 fn digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
