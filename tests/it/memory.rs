@@ -236,6 +236,33 @@ fn a_live_lock_stops_a_run_and_a_stale_one_is_taken_over() {
     assert_same(&keys(&mem), &expected, "taken over, then run");
 }
 
+/// A lock this host's name wrote from another pid namespace (a pod with the host's network, its
+/// own pids): its pid says nothing here, so it is not taken for a dead process's; from this
+/// namespace, it is.
+#[test]
+fn a_lock_from_another_pid_namespace_of_this_host_is_not_taken_over() {
+    let mode = prune(1);
+    let (expected, _) = reference("demo", &mode);
+    let (_disk, mem) = stores("demo");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    let here = std::fs::read_link("/proc/self/ns/pid").unwrap().to_string_lossy().into_owned();
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    let pid = dead.id();
+    dead.wait().unwrap();
+    let lock = format!("{V2}.regsweep.lock");
+    let write = |ns: &str| {
+        let holder = serde_json::json!({"host": host, "pid": pid, "nonce": "1", "pid_ns": ns});
+        mem.put(&lock, holder.to_string().into_bytes());
+    };
+    write("pid:[1]");
+    let e = run(&mem, &mode, false).unwrap_err();
+    assert!(format!("{e:#}").contains("another run holds the lock"), "{e:#}");
+    write(&here);
+    let report = run(&mem, &mode, false).unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_same(&keys(&mem), &expected, "taken over from a dead process of this namespace");
+}
+
 /// A bucket whose clock is ten minutes behind the local one (the lock it stamps looks ten
 /// minutes old): a blob it stamped two minutes ago is two minutes old, not twelve, and stays
 /// within a grace period of seven.

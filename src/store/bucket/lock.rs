@@ -31,6 +31,10 @@ struct Holder {
     pid: u32,
     /// Tells this run's lock from another's with the same host and pid.
     nonce: String,
+    /// The process's pid namespace (`/proc/self/ns/pid`): containers on one host (pods with the
+    /// host's network, hence its name) each have their own, where a pid says nothing of another's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pid_ns: Option<String>,
 }
 
 impl Holder {
@@ -113,6 +117,10 @@ pub struct Lock {
     released: bool,
 }
 
+fn pid_namespace() -> Option<String> {
+    std::fs::read_link("/proc/self/ns/pid").ok().map(|p| p.to_string_lossy().into_owned())
+}
+
 fn host() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
 }
@@ -140,7 +148,7 @@ impl Lock {
             SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos()
                 ^ u128::from(std::process::id())
         );
-        let me = Holder { host: host(), pid: std::process::id(), nonce };
+        let me = Holder { host: host(), pid: std::process::id(), nonce, pid_ns: pid_namespace() };
         let content = serde_json::to_vec(&me)?;
         'tries: for _ in 0..3 {
             let written = bucket.create(key, content.clone())?
@@ -152,7 +160,14 @@ impl Lock {
                         break 'ours true;
                     }
                     let holder: Option<Holder> = serde_json::from_slice(&bytes).ok();
-                    let gone = holder.as_ref().is_some_and(|h| h.host == me.host && !alive(h.pid));
+                    // Its process is known gone only where its pid means what it means here: the
+                    // same host and pid namespace (a lock written before namespaces were kept: the
+                    // host alone); elsewhere the lock goes stale.
+                    let gone = holder.as_ref().is_some_and(|h| {
+                        h.host == me.host
+                            && h.pid_ns.as_ref().is_none_or(|n| Some(n) == me.pid_ns.as_ref())
+                            && !alive(h.pid)
+                    });
                     // Its age by the bucket's clock, which wrote its LastModified.
                     let age = if gone {
                         Duration::ZERO
