@@ -22,7 +22,7 @@ use crate::store::bucket::client::Bucket;
 const REFRESH: Duration = Duration::from_secs(60);
 /// A lock not written again for this long belongs to no running process.
 const STALE: Duration = Duration::from_secs(600);
-/// A probe written to read the bucket's clock, beside the lock.
+/// A probe written to read the bucket's clock, beside the lock (its name, and a run's nonce).
 const CLOCK: &str = ".regsweep.clock";
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -131,13 +131,14 @@ fn alive(pid: u32) -> bool {
     r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
-/// The bucket's clock now: the `LastModified` of a probe written for it. The local clock may
-/// be minutes off the bucket's, which stamps the lock.
-fn bucket_now(bucket: &Bucket) -> Result<SystemTime> {
-    bucket.put(CLOCK, Vec::new())?;
-    let probe = bucket.head(CLOCK)?.ok_or_else(|| anyhow!("{} vanished as it was written", bucket.url(CLOCK)))?;
-    // Another run's probe may go with it: harmless, each reads its own right after writing.
-    let _ = bucket.delete(CLOCK);
+/// The bucket's clock now: the `LastModified` of a probe written for it, named for this run
+/// (`nonce`: two runs probing at once each read and delete their own). The local clock may be
+/// minutes off the bucket's, which stamps the lock.
+fn bucket_now(bucket: &Bucket, nonce: &str) -> Result<SystemTime> {
+    let key = format!("{CLOCK}.{nonce}");
+    bucket.put(&key, Vec::new())?;
+    let probe = bucket.head(&key)?.ok_or_else(|| anyhow!("{} vanished as it was written", bucket.url(&key)))?;
+    let _ = bucket.delete(&key);
     Ok(probe.modified)
 }
 
@@ -172,7 +173,7 @@ impl Lock {
                     let age = if gone {
                         Duration::ZERO
                     } else {
-                        bucket_now(&bucket)?.duration_since(obj.modified).unwrap_or_default()
+                        bucket_now(&bucket, &me.nonce)?.duration_since(obj.modified).unwrap_or_default()
                     };
                     if !gone && age <= STALE {
                         return Err(LockHeld(format!(
