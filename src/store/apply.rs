@@ -239,16 +239,19 @@ impl<'a> Execution<'a> {
             .collect();
         self.tally.kept(What::Manifest, by_reach.len());
         self.tally.add_rewritten(by_reach);
+        // One batch a tag (a bucket lists its index once for all of its entries).
         let mut entries = Vec::new();
         for (i, r) in plan.repos.iter().enumerate() {
+            let mut by_tag: std::collections::BTreeMap<&str, Vec<Folder>> = Default::default();
             for e in r.index_entries.iter().filter(|e| !kept[i].contains(&e.digest)) {
-                entries.push(Batch {
-                    parent: Parent::TagIndex(&r.name, &e.tag),
-                    repo: Some(i),
-                    what: What::IndexEntry,
-                    folders: vec![Folder::Link(e.digest)],
-                });
+                by_tag.entry(&e.tag).or_default().push(Folder::Link(e.digest));
             }
+            entries.extend(by_tag.into_iter().map(|(tag, folders)| Batch {
+                parent: Parent::TagIndex(&r.name, tag),
+                repo: Some(i),
+                what: What::IndexEntry,
+                folders,
+            }));
         }
         self.stages_done = Stage::Manifests;
         self.run("manifests", entries)
