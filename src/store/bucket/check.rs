@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::Result;
 use rayon::prelude::*;
-use sha2::{Digest as _, Sha256};
 
 use crate::core::progress::Progress;
 use crate::model::digest::{Digest, DigestSet};
@@ -87,8 +86,8 @@ fn verify(store: &BucketStore, blobs: &[Digest], judge: &Judge, progress: Progre
     let corrupt = blobs
         .par_iter()
         .map(|b| {
-            let ok = match store.bucket.get(&tree::blob_data(b), u64::MAX)? {
-                Some((bytes, _)) => Digest(Sha256::digest(&bytes).into()) == *b,
+            let ok = match store.bucket.sha256(&tree::blob_data(b))? {
+                Some(hash) => Digest(hash) == *b,
                 None => true, // gone since the listing: a deletion, not a corruption
             };
             bar.inc(1);

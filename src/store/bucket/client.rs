@@ -655,6 +655,28 @@ impl Bucket {
         Ok(got.map(|(b, m)| (b, self.obj(m))))
     }
 
+    /// The SHA-256 of an object's content, hashed as it comes (a layer may be gigabytes, and
+    /// many are read at once), or `None` when there is none.
+    pub fn sha256(&self, rel: &str) -> Result<Option<[u8; 32]>> {
+        use futures::StreamExt as _;
+        use sha2::Digest as _;
+        let key = self.key(rel)?;
+        self.block_on(async {
+            Requests::add(&self.requests.get);
+            let r = match self.store.get_opts(&key, GetOptions::default()).await {
+                Err(object_store::Error::NotFound { .. }) => return Ok::<_, anyhow::Error>(None),
+                r => r.map_err(explain)?,
+            };
+            let mut hash = sha2::Sha256::new();
+            let mut body = r.into_stream();
+            while let Some(chunk) = body.next().await {
+                hash.update(chunk.map_err(explain)?);
+            }
+            Ok(Some(hash.finalize().into()))
+        })
+        .with_context(|| format!("cannot read {}", self.url(rel)))
+    }
+
     /// The object's size and time, or `None` when there is none.
     pub fn head(&self, rel: &str) -> Result<Option<Obj>> {
         let key = self.key(rel)?;
