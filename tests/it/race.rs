@@ -552,3 +552,29 @@ fn a_run_that_sweeps_nothing_still_writes_back_what_a_push_needs() {
     reg.pull("team/app", &sig).expect("v1's signature tag follows v1");
     reg.assert_all_tags_pull(root);
 }
+
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
+fn an_image_pushed_again_into_the_revision_folder_an_api_delete_left_keeps_its_blobs() {
+    // A review of the re-mark: the registry's API delete of a manifest removes its revision link
+    // and leaves the folder. Pushed again (by digest: no tag) during a gc that deletes no
+    // revision of the repository, its link goes into that folder, which changes the folder's
+    // time and not its parent's, the one the re-mark looked at: the image's blobs went.
+    let store = fixture("demo");
+    let root = store.path();
+    let v1 = tag_digest(root, "team/app", "v1");
+    let revisions = v2(root).join("repositories/team/app/_manifests/revisions/sha256");
+    std::fs::remove_file(revisions.join(&v1[7..]).join("link")).unwrap();
+    std::fs::remove_dir_all(v2(root).join("repositories/team/app/_manifests/tags/v1")).unwrap();
+    let reg = Registry::serve(root);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_regsweep"));
+    cmd.args(["gc", "--root", root.to_str().unwrap(), "--json"]);
+    let run = stopped_at(cmd, "journal");
+    put_manifest(&reg, &blob_data(root, &v1), "team/app", &v1);
+    signal(&run, "-CONT");
+    let out = run.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(blob_data(root, &v1).exists(), "the manifest pushed again was deleted");
+    let check = regsweep(&["check", "--root", root.to_str().unwrap(), "--json"]);
+    assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stdout));
+}

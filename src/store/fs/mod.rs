@@ -33,6 +33,10 @@ pub struct FsStore {
     layout: Layout,
     /// `blobs/sha256/`, open (`None` when the store has no blobs).
     blobs: Option<Dir>,
+    /// The revision folders the scan found without a link (the registry's API delete leaves
+    /// them): a push writing its link into one changes no time of their parent's, which the
+    /// re-mark looks at, so the re-mark looks into each.
+    incomplete: std::sync::Mutex<Vec<(String, Digest)>>,
 }
 
 impl FsStore {
@@ -40,7 +44,7 @@ impl FsStore {
     pub fn open(root: &Path) -> Result<FsStore> {
         let layout = Layout::open(root)?;
         let blobs = Dir::open(&layout.blobs())?;
-        Ok(FsStore { layout, blobs })
+        Ok(FsStore { layout, blobs, incomplete: Default::default() })
     }
 }
 
@@ -72,7 +76,12 @@ impl Store for FsStore {
     }
 
     fn repository(&self, name: String, tag_links: bool) -> Result<Repo> {
-        scan::scan_repo(&self.layout, name, tag_links)
+        let repo = scan::scan_repo(&self.layout, name, tag_links)?;
+        if !repo.incomplete_revisions.is_empty() {
+            let mut incomplete = self.incomplete.lock().unwrap_or_else(|p| p.into_inner());
+            incomplete.extend(repo.incomplete_revisions.iter().map(|d| (repo.name.clone(), *d)));
+        }
+        Ok(repo)
     }
 
     fn revision_digests(&self, repo: &str) -> Result<Vec<Digest>> {
@@ -104,7 +113,8 @@ impl Store for FsStore {
     }
 
     fn remark(&self, since: SystemTime, extra: &[(String, Digest)]) -> Result<Rescued> {
-        remark::remark(&self.layout, since, extra)
+        let incomplete = self.incomplete.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        remark::remark(&self.layout, since, extra, &incomplete)
     }
 
     fn relink(&self, link: &Relink) -> Result<bool> {

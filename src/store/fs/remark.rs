@@ -17,17 +17,33 @@ use crate::store::remark::{Rescued, Young, rescue};
 use crate::store::stage::Relink;
 
 /// Marks what every repository (those created since the scan too) wrote since `since`: revision
-/// links and `_layers` links with a younger mtime, and `extra` (revisions a deletion found
-/// written again). A manifest that cannot be read is an error: its blobs are unknown.
-pub fn remark(layout: &Layout, since: SystemTime, extra: &[(String, Digest)]) -> Result<Rescued> {
+/// links and `_layers` links with a younger mtime, the links now in the revision folders the
+/// scan found without one (`incomplete`: a link written into a folder already there changes no
+/// time of its parent's), and `extra` (revisions a deletion found written again). A manifest
+/// that cannot be read is an error: its blobs are unknown.
+pub fn remark(
+    layout: &Layout,
+    since: SystemTime,
+    extra: &[(String, Digest)],
+    incomplete: &[(String, Digest)],
+) -> Result<Rescued> {
     let names = scan::repositories(layout)?;
     let blobs_dir = Dir::open(&layout.blobs())?;
     let per_repo: Vec<Young> = names
         .into_par_iter()
         .map(|name| {
             let mut manifests: Vec<Digest> = extra.iter().filter(|(r, _)| *r == name).map(|(_, d)| *d).collect();
-            if let Some((dir, young)) = young_links(&layout.revisions(&name), since)? {
-                for d in young {
+            let mut filled: Vec<Digest> = incomplete.iter().filter(|(r, _)| *r == name).map(|(_, d)| *d).collect();
+            let revisions = match young_links(&layout.revisions(&name), since)? {
+                Some((dir, young)) => {
+                    filled.extend(young);
+                    Some(dir)
+                }
+                None if filled.is_empty() => None,
+                None => Dir::open(&layout.revisions(&name))?,
+            };
+            if let Some(dir) = revisions {
+                for d in filled {
                     manifests.extend(dir.read_link(&format!("{}/link", d.hex()))?.map(|(target, _)| target));
                 }
             }
