@@ -31,6 +31,46 @@ pub fn fixture(name: &str) -> tempfile::TempDir {
     dir
 }
 
+/// The demo store as registry `version` writes it: every tag of the demo fixture copied (`skopeo
+/// copy --all --preserve-digests`, in the demo's push order) into an empty folder that registry
+/// serves, once a test process. Tests take a [`copy_store`] of it.
+pub fn pushed_by(version: Version) -> &'static Path {
+    static PUSHED: [std::sync::OnceLock<tempfile::TempDir>; 2] =
+        [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+    PUSHED[version as usize]
+        .get_or_init(|| {
+            let demo = fixture("demo");
+            let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+            let src = Registry::serve(demo.path());
+            let dst = Registry::serve_version(dir.path(), version);
+            for (r, t) in tags_by_push(demo.path()) {
+                let out = Command::new("skopeo")
+                    .args(["--insecure-policy", "copy", "--all", "--preserve-digests", "-q"])
+                    .args(["--src-tls-verify=false", "--dest-tls-verify=false"])
+                    .arg(format!("docker://127.0.0.1:{}/{r}:{t}", src.port))
+                    .arg(format!("docker://127.0.0.1:{}/{r}:{t}", dst.port))
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "skopeo copy to {version}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            dir
+        })
+        .path()
+}
+
+/// The tags of a filesystem store, in the order they were pushed (mtime of `current/link`).
+pub fn tags_by_push(root: &Path) -> Vec<(String, String)> {
+    let mut tags: Vec<(std::time::SystemTime, String, String)> = tags_on_disk(root)
+        .into_iter()
+        .map(|(r, t)| {
+            let link = v2(root).join(format!("repositories/{r}/_manifests/tags/{t}/current/link"));
+            (std::fs::metadata(link).unwrap().modified().unwrap(), r, t)
+        })
+        .collect();
+    tags.sort();
+    tags.into_iter().map(|(_, r, t)| (r, t)).collect()
+}
+
 /// A copy of a store folder.
 pub fn copy_store(from: &Path) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -113,9 +153,106 @@ fn registry_config(root: &Path, port: u16) -> tempfile::NamedTempFile {
     registry_config_with(root, port, &Setup::default())
 }
 
-/// How a test registry differs from the plain one: deletes off, TLS, more YAML (auth, catalog).
+/// A release line of the registry the tests run: Debian's 2.8.2 (`docker-registry`), or 3.1.1,
+/// the `registry:3` most operators run now (built from its release tag, in `../shared/registry-v3/`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    V2,
+    V3,
+}
+
+/// Both versions, for the scenarios that run on each.
+pub const VERSIONS: [Version; 2] = [Version::V2, Version::V3];
+
+/// Where registry 3.1.1 comes from: `REGSWEEP_REGISTRY_V3`, else the gzipped release binary in
+/// `../shared/registry-v3/`, unpacked once into `target/` and checked against its SHA256SUMS.
+const V3_ENV: &str = "REGSWEEP_REGISTRY_V3";
+
+impl Version {
+    /// The registry binary of this version, or why there is none (3.1.1 on a clone without
+    /// `../shared` and no `REGSWEEP_REGISTRY_V3`).
+    pub fn binary(self) -> Result<PathBuf, String> {
+        match self {
+            Version::V2 => Ok(PathBuf::from("docker-registry")),
+            Version::V3 => {
+                static V3: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+                V3.get_or_init(unpack_v3).clone()
+            }
+        }
+    }
+
+    /// The binary, or `None` after one line on stderr saying that `test` was skipped and why.
+    pub fn available(self, test: &str) -> Option<PathBuf> {
+        match self.binary() {
+            Ok(b) => Some(b),
+            Err(why) => {
+                eprintln!("{test}: skipped on registry {self}: {why}");
+                None
+            }
+        }
+    }
+
+    /// A command running this registry, with the environment it needs here: 2.8.2's s3 driver
+    /// panics at start-up when `AWS_CA_BUNDLE` is set; 3.1.1 exports traces to localhost:4318
+    /// unless told not to.
+    pub fn command(self) -> Command {
+        let bin = self.binary().unwrap_or_else(|why| panic!("registry {self}: {why}"));
+        let mut cmd = Command::new(bin);
+        cmd.env_remove("AWS_CA_BUNDLE").env("OTEL_TRACES_EXPORTER", "none");
+        cmd
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Version::V2 => "2.8.2",
+            Version::V3 => "3.1.1",
+        })
+    }
+}
+
+/// Registry 3.1.1's binary: the override, or the release binary unpacked into `target/`.
+fn unpack_v3() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os(V3_ENV).filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        return if path.is_file() { Ok(path) } else { Err(format!("{V3_ENV}={} is no file", path.display())) };
+    }
+    let shared = top().join("../shared/registry-v3");
+    let gz = shared.join("registry-3.1.1-linux-amd64.gz");
+    if !gz.is_file() {
+        return Err(format!("no {} and no {V3_ENV}", gz.display()));
+    }
+    let sums = std::fs::read_to_string(shared.join("SHA256SUMS")).map_err(|e| format!("SHA256SUMS: {e}"))?;
+    let want = sums
+        .lines()
+        .find_map(|l| l.strip_suffix("registry-3.1.1-linux-amd64").map(|h| h.trim().to_string()))
+        .ok_or("SHA256SUMS names no registry-3.1.1-linux-amd64")?;
+    let out = top().join("target/registry-3.1.1");
+    let have = |p: &Path| -> Option<String> {
+        use sha2::Digest as _;
+        std::fs::read(p).ok().map(|b| hex::encode(sha2::Sha256::digest(b)))
+    };
+    if have(&out).as_deref() != Some(want.as_str()) {
+        let tmp = top().join(format!("target/registry-3.1.1.{}", std::process::id()));
+        let file = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let st = Command::new("gunzip").arg("-c").arg(&gz).stdout(file).status().map_err(|e| e.to_string())?;
+        if !st.success() || have(&tmp).as_deref() != Some(want.as_str()) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(format!("{} does not unpack to the binary SHA256SUMS names", gz.display()));
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, &out).map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+/// How a test registry differs from the plain one: its version, deletes off, TLS, more YAML
+/// (auth, catalog).
 #[derive(Clone, Debug)]
 pub struct Setup {
+    pub version: Version,
     pub delete: bool,
     /// Certificate and key files.
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -130,7 +267,7 @@ pub struct Setup {
 
 impl Default for Setup {
     fn default() -> Setup {
-        Setup { delete: true, tls: None, extra: String::new(), storage: None, log: None }
+        Setup { version: Version::V2, delete: true, tls: None, extra: String::new(), storage: None, log: None }
     }
 }
 
@@ -160,11 +297,10 @@ pub fn reference_gc(root: &Path, delete_untagged: bool) -> Output {
     reference_gc_with(root, &Setup::default(), delete_untagged)
 }
 
-/// The reference collector on the store a setup names (a bucket with `storage`).
+/// The reference collector of the setup's version on the store it names (a bucket with `storage`).
 pub fn reference_gc_with(root: &Path, setup: &Setup, delete_untagged: bool) -> Output {
     let cfg = registry_config_with(root, 1, setup);
-    let mut cmd = Command::new("docker-registry");
-    cmd.env_remove("AWS_CA_BUNDLE");
+    let mut cmd = setup.version.command();
     cmd.arg("garbage-collect");
     if delete_untagged {
         cmd.arg("--delete-untagged");
@@ -176,6 +312,7 @@ pub fn reference_gc_with(root: &Path, setup: &Setup, delete_untagged: bool) -> O
 
 /// The real registry serving a store on a loopback port, stopped when dropped.
 pub struct Registry {
+    pub version: Version,
     pub port: u16,
     /// `http://127.0.0.1:<port>` (https with TLS).
     pub url: String,
@@ -188,6 +325,11 @@ impl Registry {
         Registry::serve_with(root, &Setup::default())
     }
 
+    /// Serves a folder with registry `version`.
+    pub fn serve_version(root: &Path, version: Version) -> Registry {
+        Registry::serve_with(root, &Setup { version, ..Setup::default() })
+    }
+
     /// Serves with a different setup; ready when `/v2/` answers at all (401 included).
     pub fn serve_with(root: &Path, setup: &Setup) -> Registry {
         let port = free_port();
@@ -196,17 +338,18 @@ impl Registry {
             Some(path) => Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap()),
             None => Stdio::null(),
         };
-        // Registry 2.8.2's s3 driver panics at start-up when AWS_CA_BUNDLE is set.
-        let child = Command::new("docker-registry")
+        let child = setup
+            .version
+            .command()
             .arg("serve")
             .arg(cfg.path())
-            .env_remove("AWS_CA_BUNDLE")
             .stdout(output())
             .stderr(output())
             .spawn()
-            .expect("docker-registry must be installed (tests/run.sh installs it)");
+            .unwrap_or_else(|e| panic!("registry {} cannot start ({e}): tests/run.sh installs 2.8.2", setup.version));
         let scheme = if setup.tls.is_some() { "https" } else { "http" };
-        let reg = Registry { port, child, _cfg: cfg, url: format!("{scheme}://127.0.0.1:{port}") };
+        let reg =
+            Registry { version: setup.version, port, child, _cfg: cfg, url: format!("{scheme}://127.0.0.1:{port}") };
         let start = Instant::now();
         loop {
             let out = Command::new("curl")
@@ -220,6 +363,11 @@ impl Registry {
             std::thread::sleep(Duration::from_millis(50));
         }
         reg
+    }
+
+    /// The config.yml it serves from, as written for it.
+    pub fn config_path(&self) -> &Path {
+        self._cfg.path()
     }
 
     /// The HTTP status of one request, `None` when nothing answers.
@@ -364,7 +512,12 @@ pub fn read_link(path: &Path) -> String {
 /// Serves a store after a real run: every tag left pulls whole, every tag the report removed
 /// answers 404. Returns the registry for more checks.
 pub fn assert_served(root: &Path, report: &Value) -> Registry {
-    let reg = Registry::serve(root);
+    assert_served_by(root, report, Version::V2)
+}
+
+/// [`assert_served`] by registry `version`.
+pub fn assert_served_by(root: &Path, report: &Value, version: Version) -> Registry {
+    let reg = Registry::serve_version(root, version);
     reg.assert_all_tags_pull(root);
     for r in report["repos"].as_array().unwrap() {
         for t in r["tags"].as_array().unwrap() {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::{Registry, Setup, fixture, free_port, top, v2};
+use super::{Registry, Setup, fixture, free_port, tags_by_push, top, v2};
 
 /// The virtual environment with moto's server and boto3.
 pub fn venv() -> PathBuf {
@@ -199,19 +199,6 @@ impl Drop for S3Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The tags of a filesystem store, in the order they were pushed (mtime of `current/link`).
-fn tags_by_push(root: &Path) -> Vec<(String, String)> {
-    let mut tags: Vec<(SystemTime, String, String)> = super::tags_on_disk(root)
-        .into_iter()
-        .map(|(r, t)| {
-            let link = v2(root).join(format!("repositories/{r}/_manifests/tags/{t}/current/link"));
-            (std::fs::metadata(link).unwrap().modified().unwrap(), r, t)
-        })
-        .collect();
-    tags.sort();
-    tags.into_iter().map(|(_, r, t)| (r, t)).collect()
 }
 
 /// A new bucket holding the demo store as the real registry's s3 driver writes it: the keys of
