@@ -91,39 +91,57 @@ fn online_dry_run_plans_the_tag_deletions_of_prune_dry_run() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no push times"));
 }
 
+/// On both versions: 2.8.2 refuses to delete a tag alone, so a tag sharing its digest with a kept
+/// one stays (`untag_refused`); 3.1.1 deletes it by name (`untag` carried out), and the kept tag
+/// still pulls. Then the version's own collector.
 #[test]
 fn online_deletes_and_every_kept_tag_still_pulls_before_and_after_the_collector() {
+    for version in VERSIONS {
+        if version.available("online_deletes_and_every_kept_tag_still_pulls_before_and_after_the_collector").is_some() {
+            online_deletes_on(version);
+        }
+    }
+}
+
+fn online_deletes_on(version: Version) {
     let store = fixture("demo");
-    let reg = Registry::serve(store.path());
+    let reg = Registry::serve_version(store.path(), version);
     let report = json_of(&run(&["online", "--url", &reg.url, "--keep", "2", "--order", "name", "--json"], &[], None));
     assert_eq!(report["command"], "online");
     // `latest` shares its digest with the kept v6: the API would delete both with the digest.
-    // 2.8 cannot delete a tag alone, so it stays, and the report says why.
     let latest = repo(&report, "team/app")["tags"].as_array().unwrap().iter().find(|t| t["name"] == "latest").unwrap();
-    assert_eq!(latest["action"], "keep");
-    assert_eq!(latest["reason"]["kind"], "untag_refused");
-    assert!(
-        report["warnings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|w| w["kind"] == "untag_refused" && w["message"].as_str().unwrap().contains("team/app:latest"))
-    );
+    let refused = report["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w["kind"] == "untag_refused" && w["message"].as_str().unwrap().contains("team/app:latest"));
+    if version == Version::V2 {
+        // 2.8 cannot delete a tag alone, so it stays, and the report says why.
+        assert_eq!(latest["action"], "keep");
+        assert_eq!(latest["reason"]["kind"], "untag_refused");
+        assert!(refused, "{}", report["warnings"]);
+    } else {
+        // 3.x deletes the tag by name: the tag is gone, its digest (v6's) stays.
+        assert_eq!(latest["action"], "untag", "{latest}");
+        assert!(!refused, "{}", report["warnings"]);
+        assert_eq!(reg.manifest_status("team/app", "latest"), 404, "3.1.1 untagged latest");
+        reg.pull("team/app", "v6").unwrap();
+    }
     reg.assert_all_tags_pull(store.path());
     let deleted: Vec<(String, String)> =
         actions(&report).into_iter().filter(|(_, _, a)| a != "keep").map(|(r, t, _)| (r, t)).collect();
     assert!(deleted.iter().any(|(r, t)| r == "team/multi" && t == "2026.1"), "the old index goes");
     assert!(deleted.iter().any(|(_, t)| t.ends_with(".sig")), "the signature of a deleted image goes");
     for (r, t) in &deleted {
-        assert_eq!(reg.manifest_status(r, t), 404, "{r}:{t}");
+        assert_eq!(reg.manifest_status(r, t), 404, "{version}: {r}:{t}");
     }
     let kept_sig = actions(&report).into_iter().filter(|(_, t, a)| t.ends_with(".sig") && a == "keep").count();
     assert_eq!(kept_sig, 1, "the signature of a kept image stays");
     drop(reg);
     // The registry's collector after the deletes: the multi-arch index and everything kept
     // still pull whole.
-    reference_gc(store.path(), false);
-    let reg = Registry::serve(store.path());
+    reference_gc_with(store.path(), &Setup { version, ..Setup::default() }, false);
+    let reg = Registry::serve_version(store.path(), version);
     reg.assert_all_tags_pull(store.path());
     reg.pull("team/multi", "2026.3").unwrap();
 }
@@ -275,6 +293,14 @@ fn referrers_are_found_through_the_referrers_api_where_the_registry_offers_it() 
     assert_eq!(manifests(&report), manifests(&offline));
     assert_eq!(actions(&report).len(), actions(&offline).len());
     reg.assert_all_tags_pull(store.path());
+    // 3.1.1 has no referrers API either (its router answers 404 "page not found"): the same as
+    // 2.8, and nothing of it is taken for an error.
+    if Version::V3.available("referrers_are_found_through_the_referrers_api_where_the_registry_offers_it").is_some() {
+        let (store, reg, _) = served_demo_and_prune_plan(&Setup { version: Version::V3, ..Setup::default() });
+        let v3 = regsweep_json(&["online", "--url", &reg.url, "--keep", "2", "--order", "name", "--dry-run"]);
+        assert_eq!(manifests(&v3), manifests(&plain), "3.1.1 as 2.8.2");
+        reg.assert_all_tags_pull(store.path());
+    }
 }
 
 #[test]

@@ -253,3 +253,31 @@ fn prune_on_manifest_lists_and_schema1() {
     assert_eq!(repo(&report, "legacy/buildx")["manifests_deleted"], 3, "the old list and its untagged children");
     assert_served(store.path(), &report);
 }
+
+/// Push, prune and pull back on each version: the demo's images pushed through the registry of
+/// that version into an empty folder, which `check` finds clean; `prune --keep 2` (the pushes are
+/// a moment old: `--grace 0s`); the same registry then serves every kept tag whole and none of
+/// the others, and `check` still finds the store clean.
+#[test]
+fn push_prune_and_pull_back_on_each_version() {
+    for version in VERSIONS {
+        if version.available("push_prune_and_pull_back_on_each_version").is_none() {
+            continue;
+        }
+        let store = copy_store(pushed_by(version));
+        let root = store.path().to_str().unwrap();
+        for when in ["before", "after"] {
+            let check = regsweep_json(&["check", "--root", root]);
+            assert!(check["problems"].as_array().is_some_and(|p| p.is_empty()), "{version}, {when}: {check}");
+            if when == "after" {
+                break;
+            }
+            let report = regsweep_json(&["prune", "--root", root, "--keep", "2", "--grace", "0s"]);
+            assert_eq!(tags_with(&report, "team/app", "untag"), set(&["v6"]), "{version}");
+            assert_eq!(tags_with(&report, "team/multi", "keep"), set(&["2026.2", "2026.3"]), "{version}");
+            assert!(report["blobs_deleted"].as_u64().unwrap() > 0, "{version}: {report}");
+            let reg = assert_served_by(store.path(), &report, version);
+            reg.pull("team/app", "latest").unwrap();
+        }
+    }
+}

@@ -174,8 +174,17 @@ fn owned(v: &[(&str, &str, &str)]) -> BTreeSet<(String, String, String)> {
 /// on a listener started with --count-head; an ignored user agent does not count; a token the
 /// registry sends in its endpoint's headers is accepted; two records read together give the
 /// latest of each.
+/// On both versions: 3.1.1's notifications are what 2.8.2's are, for every rule the record reads.
 #[test]
 fn registry_pulls_are_recorded_get_only_and_head_with_count_head() {
+    for version in VERSIONS {
+        if version.available("registry_pulls_are_recorded_get_only_and_head_with_count_head").is_some() {
+            pulls_are_recorded_by(version);
+        }
+    }
+}
+
+fn pulls_are_recorded_by(version: Version) {
     let store = fixture("demo");
     let root = store.path();
     let dir = tempfile::tempdir().unwrap();
@@ -183,7 +192,7 @@ fn registry_pulls_are_recorded_get_only_and_head_with_count_head() {
     let la = Listener::start(&a, free_port(), &["--token", "s3cret", "--ignore-agent", "^probe/"]);
     let lb = Listener::start(&b, free_port(), &["--count-head"]);
     let extra = notifications(&[(la.url(), Some("Bearer s3cret")), (lb.url(), None)]);
-    let reg = Registry::serve_with(root, &Setup { extra, ..Setup::default() });
+    let reg = Registry::serve_with(root, &Setup { version, extra, ..Setup::default() });
 
     // The HEAD and the ignored GET first: each endpoint's queue is in order, so once the last
     // pulls are recorded, these were seen.
@@ -205,7 +214,7 @@ fn registry_pulls_are_recorded_get_only_and_head_with_count_head() {
     let mut want_digests: BTreeSet<(String, String)> =
         [("team/app", &v1), ("team/multi", &multi)].iter().map(|(r, d)| (r.to_string(), d.to_string())).collect();
     want_digests.extend(kids.iter().map(|k| ("team/multi".to_string(), k.clone())));
-    assert_eq!(digests(&shown_a), want_digests, "GETs only: no HEAD, no blob, no ignored agent");
+    assert_eq!(digests(&shown_a), want_digests, "{version}: GETs only: no HEAD, no blob, no ignored agent");
     assert_eq!(
         tags(&shown_b),
         owned(&[
@@ -214,7 +223,7 @@ fn registry_pulls_are_recorded_get_only_and_head_with_count_head() {
             ("team/app", "v3", &v3),
             ("team/multi", "2026.1", &multi)
         ]),
-        "--count-head counts the HEAD of v2; no --ignore-agent here: v3 counts"
+        "{version}: --count-head counts the HEAD of v2; no --ignore-agent here: v3 counts"
     );
     assert!(shown_a["since"].is_string() && shown_a["last_event"].is_string(), "{shown_a}");
     // Both together: the union, each at its latest.
@@ -468,9 +477,10 @@ fn wait_for_digests(record: &Path, want: &[(&str, &str)], secs: u64) {
 
 /// The real registry posting its pull events to a new listener on `record`, which leaves out
 /// regsweep's own reads (as the README advises).
-fn registry_recording(root: &Path, record: &Path) -> (Registry, Listener) {
+fn registry_recording(root: &Path, record: &Path, version: Version) -> (Registry, Listener) {
     let l = Listener::start(record, free_port(), &["--ignore-agent", "^regsweep/"]);
-    let reg = Registry::serve_with(root, &Setup { extra: notifications(&[(l.url(), None)]), ..Setup::default() });
+    let reg =
+        Registry::serve_with(root, &Setup { version, extra: notifications(&[(l.url(), None)]), ..Setup::default() });
     (reg, l)
 }
 
@@ -501,12 +511,20 @@ fn reason<'a>(report: &'a Value, repo_name: &str, tag: &str) -> &'a str {
 /// has none of the new fields.
 #[test]
 fn prune_keeps_the_tags_pulled_within_the_window_and_the_registry_serves_them() {
+    for version in VERSIONS {
+        if version.available("prune_keeps_the_tags_pulled_within_the_window_and_the_registry_serves_them").is_some() {
+            prune_keeps_the_pulled(version);
+        }
+    }
+}
+
+fn prune_keeps_the_pulled(version: Version) {
     let store = fixture("demo");
     let root = store.path();
     let dir = tempfile::tempdir().unwrap();
     let rec = dir.path().join("pulls.db");
     record_begun(&rec, 2);
-    let (reg, listener) = registry_recording(root, &rec);
+    let (reg, listener) = registry_recording(root, &rec, version);
     reg.pull("team/app", "v1").unwrap();
     reg.pull("team/app/tools", "1.0.0").unwrap();
     wait_for_tags(&rec, &[("team/app", "v1"), ("team/app/tools", "1.0.0")], 30);
@@ -554,7 +572,7 @@ fn prune_keeps_the_tags_pulled_within_the_window_and_the_registry_serves_them() 
     assert_eq!(tags_with(&done, "team/app", "keep"), tags_with(&plan, "team/app", "keep"));
     assert!(done["tags_deleted"].as_u64().unwrap() > 0);
     // Every kept tag pulls whole from the real registry; every other one is gone.
-    drop(assert_served(root, &done));
+    drop(assert_served_by(root, &done, version));
     drop(listener);
 }
 
@@ -566,7 +584,7 @@ fn order_pull_keeps_the_last_pulled() {
     let root = store.path();
     let dir = tempfile::tempdir().unwrap();
     let rec = dir.path().join("pulls.db");
-    let (reg, listener) = registry_recording(root, &rec);
+    let (reg, listener) = registry_recording(root, &rec, Version::V2);
     reg.pull("team/app", "v2").unwrap();
     wait_for_tags(&rec, &[("team/app", "v2")], 30);
     std::thread::sleep(Duration::from_millis(1100));
@@ -615,7 +633,7 @@ fn a_window_longer_than_the_record_keeps_every_tag_and_says_so() {
     let root = store.path();
     let dir = tempfile::tempdir().unwrap();
     let rec = dir.path().join("pulls.db");
-    let (reg, listener) = registry_recording(root, &rec);
+    let (reg, listener) = registry_recording(root, &rec, Version::V2);
     reg.pull("team/app", "v1").unwrap();
     wait_for_tags(&rec, &[("team/app", "v1")], 30);
     drop(reg);
@@ -662,7 +680,7 @@ fn an_index_pulled_by_a_child_and_a_manifest_by_digest_keep_their_tags() {
     let dir = tempfile::tempdir().unwrap();
     let rec = dir.path().join("pulls.db");
     record_begun(&rec, 2);
-    let (reg, listener) = registry_recording(root, &rec);
+    let (reg, listener) = registry_recording(root, &rec, Version::V2);
     let (old, other) = (tag_digest(root, "team/multi", "2026.1"), tag_digest(root, "team/multi", "2026.2"));
     let child = children(root, &old).into_iter().find(|c| !children(root, &other).contains(c)).unwrap();
     let v3 = tag_digest(root, "team/app", "v3");
@@ -694,8 +712,8 @@ fn two_records_are_read_together() {
     let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
     record_begun(&a, 2);
     record_begun(&b, 3);
-    let (reg_a, la) = registry_recording(root, &a);
-    let (reg_b, lb) = registry_recording(root, &b);
+    let (reg_a, la) = registry_recording(root, &a, Version::V2);
+    let (reg_b, lb) = registry_recording(root, &b, Version::V2);
     reg_a.pull("team/app", "v1").unwrap();
     reg_b.pull("team/app", "v2").unwrap();
     wait_for_tags(&a, &[("team/app", "v1")], 30);

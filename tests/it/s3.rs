@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::s3::{Fault, S3Server, demo_bucket, push_demo_bucket};
+use common::s3::{Fault, S3Server, demo_bucket, push_demo_bucket, push_demo_bucket_by};
 use common::*;
 
 const V2: &str = "store/docker/registry/v2/";
@@ -20,19 +20,24 @@ fn store_keys(moto: &S3Server, bucket: &str) -> BTreeSet<String> {
     moto.keys(bucket).into_iter().filter_map(|k| k.strip_prefix(V2).map(String::from)).collect()
 }
 
+/// On moto, through the s3 driver of each version (3.1.1's is s3-aws, on the AWS SDK v2).
 #[test]
 fn prune_on_a_bucket_leaves_what_the_registry_serves() {
-    prune_leaves_what_the_registry_serves(&S3Server::moto());
+    for version in VERSIONS {
+        if version.available("prune_on_a_bucket_leaves_what_the_registry_serves").is_some() {
+            prune_leaves_what_the_registry_serves(&S3Server::moto(), version);
+        }
+    }
 }
 
 /// On SeaweedFS, which keeps listing deleted "folders" as common prefixes.
 #[test]
 fn prune_on_seaweedfs_leaves_what_the_registry_serves() {
-    prune_leaves_what_the_registry_serves(&S3Server::seaweedfs());
+    prune_leaves_what_the_registry_serves(&S3Server::seaweedfs(), Version::V2);
 }
 
-fn prune_leaves_what_the_registry_serves(moto: &S3Server) {
-    let tags = push_demo_bucket(moto, "reg", "/store");
+fn prune_leaves_what_the_registry_serves(moto: &S3Server, version: Version) {
+    let tags = push_demo_bucket_by(moto, "reg", "/store", version);
     let url = "s3://reg/store";
     let report = moto.regsweep_json(&["prune", "--root", url, "--keep", "2", "--grace", "0s"]);
     assert_eq!(report["root"], url);
@@ -44,7 +49,7 @@ fn prune_leaves_what_the_registry_serves(moto: &S3Server) {
     let keys = store_keys(moto, "reg");
     assert!(!keys.iter().any(|k| k.starts_with(".regsweep")), "{keys:?}");
 
-    let reg = Registry::serve_with(Path::new("/nonexistent"), &moto.setup("reg", "/store"));
+    let reg = Registry::serve_with(Path::new("/nonexistent"), &Setup { version, ..moto.setup("reg", "/store") });
     let mut kept = 0;
     for (r, t) in &tags {
         let action =

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::{Registry, Setup, fixture, free_port, tags_by_push, top, v2};
+use super::{Registry, Setup, Version, fixture, free_port, tags_by_push, top};
 
 /// The virtual environment with moto's server and boto3.
 pub fn venv() -> PathBuf {
@@ -137,11 +137,13 @@ impl S3Server {
         self.tool(&["keys", bucket]).lines().map(String::from).collect()
     }
 
-    /// The registry's `storage:` line for a bucket of this server.
+    /// The registry's `storage:` line for a bucket of this server. `forcepathstyle` for 3.1.1's
+    /// s3-aws driver, which otherwise asks `BUCKET.127.0.0.1` (2.8.2's reads no such key: it
+    /// goes path-style to a `regionendpoint`).
     pub fn storage(&self, bucket: &str, root: &str) -> String {
         format!(
             "  s3: {{accesskey: test, secretkey: test, region: us-east-1, regionendpoint: {}, bucket: {bucket}, \
-             rootdirectory: {root}, secure: false}}",
+             rootdirectory: {root}, secure: false, forcepathstyle: true}}",
             self.endpoint()
         )
     }
@@ -230,10 +232,15 @@ fn pushed_demo() -> &'static Path {
 /// skopeo, in the demo's push order: one tag of each repository a second, so that a bucket's
 /// push times (to the second) order them as on disk. Returns the tags.
 pub fn push_demo_bucket(moto: &S3Server, bucket: &str, root: &str) -> Vec<(String, String)> {
+    push_demo_bucket_by(moto, bucket, root, Version::V2)
+}
+
+/// [`push_demo_bucket`] through the s3 driver of registry `version`.
+pub fn push_demo_bucket_by(moto: &S3Server, bucket: &str, root: &str, version: Version) -> Vec<(String, String)> {
     moto.create_bucket(bucket);
     let demo = fixture("demo");
     let src = Registry::serve(demo.path());
-    let dst = Registry::serve_with(Path::new("/nonexistent"), &moto.setup(bucket, root));
+    let dst = Registry::serve_with(Path::new("/nonexistent"), &Setup { version, ..moto.setup(bucket, root) });
     let tags = tags_by_push(demo.path());
     let mut rounds: Vec<Vec<(String, String)>> = Vec::new();
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
