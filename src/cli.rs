@@ -439,9 +439,10 @@ pub struct OnlineArgs {
     /// /var/run/docker.sock; the docker CLI for a tcp:// or ssh:// host); podman: its CLI.
     #[arg(long, value_enum, default_value = "docker")]
     pub engine: EngineKind,
-    /// The registry's config inside the container.
-    #[arg(long, value_name = "PATH", default_value = "/etc/docker/registry/config.yml")]
-    pub gc_config: String,
+    /// The registry's config inside the container; by default the one its command serves
+    /// (registry:3: /etc/distribution/config.yml; registry:2: /etc/docker/registry/config.yml).
+    #[arg(long, value_name = "PATH")]
+    pub gc_config: Option<String>,
     /// Pass --delete-untagged to the collector (distribution 2.8's breaks multi-arch images;
     /// regsweep already deletes the children and referrers of what it deletes).
     #[arg(long)]

@@ -57,8 +57,9 @@ impl Engine {
 pub struct GcStep {
     pub container: String,
     pub engine: Engine,
-    /// The registry's config inside the container.
-    pub config: String,
+    /// The registry's config inside the container: `--gc-config`, else the one its own command
+    /// serves ([`config_of`]).
+    pub config: Option<String>,
     pub delete_untagged: bool,
     pub restart: bool,
 }
@@ -272,7 +273,65 @@ pub fn probe(step: &GcStep) -> Result<String> {
     if !running(&step.engine, c)? {
         bail!("container {c} exists but is not running ({}): garbage-collect cannot run in it", step.engine.describe());
     }
-    Ok(format!("the {} answers and container {c} is running", step.engine.describe()))
+    let config = config(step)?;
+    Ok(format!(
+        "the {} answers and container {c} is running; its collector would read {config}",
+        step.engine.describe()
+    ))
+}
+
+/// The config the collector reads: `--gc-config`, else the one the container serves.
+fn config(step: &GcStep) -> Result<String> {
+    match &step.config {
+        Some(c) => Ok(c.clone()),
+        None => config_of(&step.engine, &step.container),
+    }
+}
+
+/// The config.yml a registry container serves, read from its own command line: the last argument
+/// naming a `.yml` or `.yaml` file (`registry serve /etc/distribution/config.yml` in `registry:3`,
+/// `/etc/docker/registry/config.yml` after `registry:2`'s entrypoint), else its
+/// `REGISTRY_CONFIGURATION_PATH`. An error naming the container when neither says.
+pub fn config_of(engine: &Engine, c: &str) -> Result<String> {
+    let inspected: serde_json::Value = match engine {
+        Engine::Cli(bin) => {
+            let (code, out) = cli(bin, &["inspect", "--format", "{{json .}}", c])?;
+            if code != 0 {
+                bail!("{bin} inspect {c} failed (exit {code}): {}", out.trim());
+            }
+            // podman prints an array of one, docker the object.
+            let v: serde_json::Value =
+                serde_json::from_str(out.trim()).with_context(|| format!("{bin} inspect {c}: not JSON"))?;
+            match v {
+                serde_json::Value::Array(mut a) if !a.is_empty() => a.swap_remove(0),
+                v => v,
+            }
+        }
+        Engine::Api(sock) => {
+            let body = api_ok(sock, "GET", &format!("/containers/{c}/json"), None, &[200])?;
+            serde_json::from_slice(&body).with_context(|| format!("container {c}: its inspection is not JSON"))?
+        }
+    };
+    config_in(&inspected).with_context(|| {
+        format!(
+            "container {c}: its command names no config.yml and it sets no REGISTRY_CONFIGURATION_PATH: give \
+             --gc-config PATH (registry:3 serves /etc/distribution/config.yml, registry:2 /etc/docker/registry/config.yml)"
+        )
+    })
+}
+
+/// [`config_of`] from a container's inspection (`Path`, `Args`, `Config.Env`).
+fn config_in(inspected: &serde_json::Value) -> Option<String> {
+    let args = std::iter::once(&inspected["Path"]).chain(inspected["Args"].as_array().into_iter().flatten());
+    let named = args.filter_map(|a| a.as_str()).rfind(|a| a.ends_with(".yml") || a.ends_with(".yaml"));
+    let env = || {
+        inspected["Config"]["Env"]
+            .as_array()?
+            .iter()
+            .filter_map(|e| e.as_str()?.strip_prefix("REGISTRY_CONFIGURATION_PATH="))
+            .find(|v| !v.is_empty())
+    };
+    named.or_else(env).map(String::from)
 }
 
 /// Runs the collector in the container, then (with `restart`) stops and starts it and waits
@@ -282,7 +341,7 @@ pub fn collect(step: &GcStep, client: &Client) -> Result<CollectorReport> {
     if step.delete_untagged {
         cmd.push("--delete-untagged".into());
     }
-    cmd.push(step.config.clone());
+    cmd.push(config(step)?);
     let c = &step.container;
     let (exit_code, output) = match &step.engine {
         Engine::Cli(bin) => {
@@ -321,6 +380,19 @@ pub fn collect(step: &GcStep, client: &Client) -> Result<CollectorReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_config_is_the_one_the_container_serves() {
+        let of = |v: serde_json::Value| config_in(&v);
+        let v3 = serde_json::json!({"Path": "registry", "Args": ["serve", "/etc/distribution/config.yml"]});
+        assert_eq!(of(v3).as_deref(), Some("/etc/distribution/config.yml"));
+        let v2 = serde_json::json!({"Path": "/entrypoint.sh", "Args": ["/etc/docker/registry/config.yml"]});
+        assert_eq!(of(v2).as_deref(), Some("/etc/docker/registry/config.yml"));
+        let env = serde_json::json!({"Path": "registry", "Args": ["serve"],
+            "Config": {"Env": ["PATH=/bin", "REGISTRY_CONFIGURATION_PATH=/c/r.yaml"]}});
+        assert_eq!(of(env).as_deref(), Some("/c/r.yaml"));
+        assert_eq!(of(serde_json::json!({"Path": "registry", "Args": ["serve"]})), None);
+    }
 
     #[test]
     fn engine_choice() {

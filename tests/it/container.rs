@@ -24,8 +24,19 @@ const CONTAINER: &str = "regsweep-test-registry";
 
 impl Engine {
     fn start() -> Engine {
+        Engine::start_version(Version::V2)
+    }
+
+    /// With registry 3.1.1, an image laid out as `registry:3` (its config at
+    /// /etc/distribution/config.yml, which the collector must find by itself).
+    fn start_version(version: Version) -> Engine {
         let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("bash").arg(top().join("tests/podman/setup.sh")).arg(dir.path()).output().unwrap();
+        let mut setup = Command::new("bash");
+        setup.arg(top().join("tests/podman/setup.sh")).arg(dir.path());
+        if version == Version::V3 {
+            setup.arg(version.binary().unwrap());
+        }
+        let out = setup.output().unwrap();
         assert!(out.status.success(), "podman setup failed: {}", String::from_utf8_lossy(&out.stderr));
         let store = fixture("demo");
         let port = free_port();
@@ -35,7 +46,7 @@ impl Engine {
             .args(["run", "-d", "--name", CONTAINER, "--network", "host"])
             .arg(format!("--env=REGISTRY_HTTP_ADDR=127.0.0.1:{port}"))
             .arg(format!("--volume={}:/var/lib/registry", e.store.path().display()))
-            .arg("regsweep-registry")
+            .arg(if version == Version::V3 { "regsweep-registry3" } else { "regsweep-registry" })
             .output()
             .unwrap();
         assert!(out.status.success(), "podman run: {}", String::from_utf8_lossy(&out.stderr));
@@ -110,7 +121,7 @@ impl Drop for Engine {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = self.podman().args(["rmi", "-f", "regsweep-registry"]).output();
+        let _ = self.podman().args(["rmi", "-f", "regsweep-registry", "regsweep-registry3"]).output();
     }
 }
 
@@ -193,15 +204,24 @@ fn the_collector_runs_in_the_container_through_the_podman_cli_then_it_restarts()
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope.yml"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Through the API, on registry 3.1.1 where it is (`registry:3`'s layout: the collector finds
+/// /etc/distribution/config.yml from the container's command; the podman CLI test above finds
+/// 2.8.2's /etc/docker/registry/config.yml so).
 #[test]
 fn the_collector_runs_through_the_docker_engine_api_socket() {
-    let mut e = Engine::start();
+    let version = Version::V3
+        .available("the_collector_runs_through_the_docker_engine_api_socket")
+        .map_or(Version::V2, |_| Version::V3);
+    let mut e = Engine::start_version(version);
     let host = e.api_socket();
     dry_run_checks_the_engine(&e, Some(&host), &[]);
     let (before, start) = (blobs(e.store.path()), started_at(&e));
     let out = e.online(&["--keep", "1", "--order", "name", "--gc-container", CONTAINER, "--restart"], Some(&host));
     let report = check_collected(&e, &out, before, &start);
     assert!(report["collector"]["engine"].as_str().unwrap().starts_with("Docker Engine API"));
+    let config =
+        if version == Version::V3 { "/etc/distribution/config.yml" } else { "/etc/docker/registry/config.yml" };
+    assert_eq!(report["collector"]["command"].as_array().unwrap().last().unwrap(), config, "{version}");
 
     // No such container: exit 5, the engine's words.
     let out = e.online(&["--keep", "1", "--order", "name", "--gc-container", "no-such-container"], Some(&host));
