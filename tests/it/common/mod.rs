@@ -185,6 +185,8 @@ impl Version {
     pub fn available(self, test: &str) -> Option<PathBuf> {
         match self.binary() {
             Ok(b) => Some(b),
+            // An override that names nothing is a mistake to see, not a reason to skip.
+            Err(why) if std::env::var_os(V3_ENV).is_some_and(|v| !v.is_empty()) => panic!("{test}: {why}"),
             Err(why) => {
                 eprintln!("{test}: skipped on registry {self}: {why}");
                 None
