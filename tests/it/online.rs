@@ -71,12 +71,19 @@ fn online_dry_run_plans_the_tag_deletions_of_prune_dry_run() {
     let store = fixture("demo");
     let root = store.path().to_str().unwrap();
     let reg = Registry::serve(store.path());
-    for order in ["name", "semver"] {
+    // The same plan through 3.1.1's API (it pages nothing here, answers HEAD as 2.8.2 does).
+    let v3 = Version::V3
+        .available("online_dry_run_plans_the_tag_deletions_of_prune_dry_run")
+        .map(|_| Registry::serve_version(store.path(), Version::V3));
+    for order in ["name", "semver", "created"] {
         let offline = regsweep_json(&["prune", "--root", root, "--keep", "2", "--order", order, "--dry-run"]);
-        let online = regsweep_json(&["online", "--url", &reg.url, "--keep", "2", "--order", order, "--dry-run"]);
-        assert_eq!(actions(&online), actions(&offline), "--order {order}");
-        assert!(actions(&online).iter().any(|(_, _, a)| a == "delete"));
+        for reg in std::iter::once(&reg).chain(&v3) {
+            let online = regsweep_json(&["online", "--url", &reg.url, "--keep", "2", "--order", order, "--dry-run"]);
+            assert_eq!(actions(&online), actions(&offline), "{}: --order {order}", reg.version);
+            assert!(actions(&online).iter().any(|(_, _, a)| a == "delete"));
+        }
     }
+    drop(v3);
     // --order created reads the image configs over the API, and schema1 manifests, which the
     // registry signs as it serves them (their digest is of the payload without signatures).
     let legacy = fixture("legacy");
@@ -85,6 +92,14 @@ fn online_dry_run_plans_the_tag_deletions_of_prune_dry_run() {
         let offline = regsweep_json(&["prune", "--root", root, "--keep", "1", "--order", "created", "--dry-run"]);
         let online = regsweep_json(&["online", "--url", &reg.url, "--keep", "1", "--dry-run"]);
         assert_eq!(actions(&online), actions(&offline), "--order created");
+    }
+    // 3.1.1 answers 500 for the schema 1 tags: the run stops before any delete, saying why.
+    if Version::V3.available("online_dry_run_plans_the_tag_deletions_of_prune_dry_run").is_some() {
+        let v3 = Registry::serve_version(legacy.path(), Version::V3);
+        let out = run(&["online", "--url", &v3.url, "--keep", "1"], &[], None);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("legacy/schema1:") && err.contains("schema 1"), "{err}");
     }
     let out = run(&["online", "--url", &reg.url, "--keep", "1", "--order", "push"], &[], None);
     assert_eq!(out.status.code(), Some(2), "a usage error");
