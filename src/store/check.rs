@@ -91,6 +91,14 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
+    /// Judged as registry 3.x serves the store (`--for-registry 3`): what it will not serve
+    /// breaks a pull.
+    pub fn as_served_by_v3(&mut self) {
+        for p in self.problems.iter_mut().filter(|p| p.kind == Kind::V3Unservable) {
+            p.breaks_pull = true;
+        }
+    }
+
     /// True when some tag would fail a pull or some blob is corrupt.
     pub fn broken(&self) -> bool {
         self.problems.iter().any(|p| p.breaks_pull)
@@ -777,11 +785,14 @@ mod tests {
         );
         let broken: Vec<&str> = problems.iter().filter(|p| p.breaks_pull).map(|p| p.path.as_str()).collect();
         assert_eq!(broken, ["repositories/r/_manifests/tags/gone/current/link"]);
-        // Alone, they make no broken store: a store 2.8 serves whole exits 0.
+        // Alone, they make no broken store: a store 2.8 serves whole exits 0; judged as 3.x
+        // serves it, they break a pull.
         let problems = problems.into_iter().filter(|p| p.kind == Kind::V3Unservable).collect();
-        let report = CheckReport { problems, ..CheckReport::default() };
+        let mut report = CheckReport { problems, ..CheckReport::default() };
         assert!(!report.broken());
         assert!(report.text().contains("3 tags or manifests registry 3.x will not serve"), "{}", report.text());
+        report.as_served_by_v3();
+        assert!(report.broken() && report.problems.iter().all(|p| p.breaks_pull));
     }
 
     #[test]

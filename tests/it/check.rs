@@ -344,6 +344,10 @@ fn check_names_the_tags_registry_3_will_not_serve_and_both_registries_agree() {
     assert_eq!(code, 0, "{report}");
     assert_eq!(named_not_for_v3(&report), (want.tags.clone(), want.untagged.clone()), "{report}");
     assert!(kinds(&report).iter().all(|k| k == "v3_unservable"), "{report}");
+    // Judged as 3.x serves it, the same store is broken.
+    let (code, on_v3) = check(root, &["--for-registry", "3"]);
+    assert_eq!(code, 4, "{on_v3}");
+    assert!(on_v3["problems"].as_array().unwrap().iter().all(|p| p["breaks_pull"] == true), "{on_v3}");
 
     let (old, new) = (Registry::serve_version(root, Version::V2), Registry::serve_version(root, Version::V3));
     for (repo, tag) in tags_on_disk(root) {
