@@ -206,8 +206,9 @@ pub fn parse(bytes: &[u8]) -> Result<Manifest> {
 fn parse_raw(raw: Raw) -> Result<Manifest> {
     let media_type = raw.media_type.as_deref().unwrap_or("");
     let kind = match (raw.schema_version, media_type) {
+        // 2.8 reads any schemaVersion 1 as schema 1, whatever its mediaType says (and serves it).
+        (Some(1), _) => Kind::Schema1,
         (_, OCI_ARTIFACT) => Kind::OciArtifact,
-        (Some(1), "" | DOCKER_V1 | DOCKER_V1_SIGNED) => Kind::Schema1,
         (Some(2), DOCKER_V2) => Kind::DockerV2,
         (Some(2), DOCKER_LIST) => Kind::DockerList,
         (Some(2), OCI_MANIFEST) => Kind::OciManifest,
@@ -451,6 +452,9 @@ mod tests {
         assert_eq!(refused_by_v3(&a, find), Some(c));
         assert_eq!(refused_by_v3(&e, find), None);
         assert!(!parse(s1_typed.as_bytes()).unwrap().served_by_v3());
+        // Whatever its mediaType says: 2.8 serves it as schema 1 (measured), 3.x answers 500.
+        let s1_oci = format!(r#"{{"schemaVersion":1,"mediaType":"{OCI_MANIFEST}","fsLayers":[]}}"#);
+        assert_eq!(parse(s1_oci.as_bytes()).unwrap().kind, Kind::Schema1);
         // What is not there is no verdict of this rule.
         assert_eq!(refused_by_v3(&Digest([9; 32]), find), None);
     }

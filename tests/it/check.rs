@@ -284,27 +284,38 @@ pub(crate) struct NotForV3 {
 }
 
 /// The legacy store (Docker manifest lists, and signed schema 1 images as 2.8.2 wrote them)
-/// with what else registry 3.x refuses: a manifest list tagged `multi` over schema 1 `v1`, and
-/// schema 1 `v3` left untagged (its tag folder removed, as `--delete-untagged` would find it).
+/// with what else registry 3.x refuses: a manifest list tagged `multi` over schema 1 `v1`, a
+/// schema 1 manifest whose `mediaType` says OCI tagged `typed` (2.8 reads any `schemaVersion: 1`
+/// as schema 1), and schema 1 `v3` left untagged (its tag folder removed, as
+/// `--delete-untagged` would find it).
 pub(crate) fn not_for_v3(root: &Path) -> NotForV3 {
     const REPO: &str = "legacy/schema1";
+    let tags = v2(root).join("repositories").join(REPO).join("_manifests/tags");
+    let put_tagged = |tag: &str, manifest: serde_json::Value| {
+        let (d, _) = put_old_blob(root, REPO, &serde_json::to_vec(&manifest).unwrap(), "_manifests/revisions/sha256");
+        let entry = tags.join(tag).join("index/sha256").join(&d[7..]);
+        std::fs::create_dir_all(&entry).unwrap();
+        std::fs::write(entry.join("link"), &d).unwrap();
+        std::fs::create_dir_all(tags.join(tag).join("current")).unwrap();
+        std::fs::write(tags.join(tag).join("current/link"), &d).unwrap();
+    };
     let v1 = tag_digest(root, REPO, "v1");
     let v3 = tag_digest(root, REPO, "v3");
     let size = std::fs::metadata(blob_data(root, &v1)).unwrap().len();
-    let list = serde_json::json!({"schemaVersion": 2,
-        "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
-        "manifests": [{"mediaType": "application/vnd.docker.distribution.manifest.v1+prettyjws",
-            "digest": v1, "size": size, "platform": {"architecture": "amd64", "os": "linux"}}]});
-    let (list, _) = put_old_blob(root, REPO, &serde_json::to_vec(&list).unwrap(), "_manifests/revisions/sha256");
-    let tag = v2(root).join("repositories").join(REPO).join("_manifests/tags/multi");
-    let entry = tag.join("index/sha256").join(&list[7..]);
-    std::fs::create_dir_all(&entry).unwrap();
-    std::fs::write(entry.join("link"), &list).unwrap();
-    std::fs::create_dir_all(tag.join("current")).unwrap();
-    std::fs::write(tag.join("current/link"), &list).unwrap();
-    std::fs::remove_dir_all(tag.with_file_name("v3")).unwrap();
+    put_tagged(
+        "multi",
+        serde_json::json!({"schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+            "manifests": [{"mediaType": "application/vnd.docker.distribution.manifest.v1+prettyjws",
+                "digest": v1, "size": size, "platform": {"architecture": "amd64", "os": "linux"}}]}),
+    );
+    let mut typed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob_data(root, &tag_digest(root, REPO, "v2"))).unwrap()).unwrap();
+    typed["mediaType"] = "application/vnd.oci.image.manifest.v1+json".into();
+    put_tagged("typed", typed);
+    std::fs::remove_dir_all(tags.join("v3")).unwrap();
     NotForV3 {
-        tags: ["multi", "v1", "v2"].map(|t| format!("{REPO}:{t}")).to_vec(),
+        tags: ["multi", "typed", "v1", "v2"].map(|t| format!("{REPO}:{t}")).to_vec(),
         untagged: vec![format!("{REPO}@{v3}")],
     }
 }

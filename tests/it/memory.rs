@@ -460,12 +460,12 @@ fn a_bucket_names_what_registry_3_will_not_serve_as_its_disk_copy() {
     assert_eq!(reports[1], reports[0]);
     let named = crate::check::named_not_for_v3(&reports[1]);
     assert_eq!((named.0, named.1), (want.tags, want.untagged));
-    // A prune's plan says it once for the repository: `multi` and `v2` are kept (newest two).
+    // A prune's plan says it once for the repository: `multi` and `typed` are kept (newest two).
     let report = serde_json::to_value(run(&mem, &prune(2), false).unwrap()).unwrap();
     let v3: Vec<&serde_json::Value> =
         report["warnings"].as_array().unwrap().iter().filter(|w| w["kind"] == "v3_unservable").collect();
     assert_eq!(v3.len(), 1, "{report}");
     let message = v3[0]["message"].as_str().unwrap();
     assert!(message.starts_with("legacy/schema1: 2 kept tags registry 3.x will not serve"), "{message}");
-    assert!(message.contains("legacy/schema1:multi") && message.contains("legacy/schema1:v2"), "{message}");
+    assert!(message.contains("legacy/schema1:multi") && message.contains("legacy/schema1:typed"), "{message}");
 }
