@@ -385,4 +385,11 @@ fn check_names_the_tags_registry_3_will_not_serve_and_both_registries_agree() {
         assert_eq!(new.manifest_status(repo, r), 500, "{r}");
     }
     assert_eq!(new.manifest_status(repo, "multi"), 200);
+    // 3.1.1's collector stops on the first schema 1 manifest it marks; 2.8.2's marks them.
+    for reg in [&old, &new] {
+        let out = reg.version.command().args(["garbage-collect", "--dry-run"]).arg(reg.config_path()).output().unwrap();
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let stopped = said.contains("unrecognized manifest schema version 1");
+        assert_eq!((out.status.success(), stopped), (reg.version == Version::V2, reg.version == Version::V3), "{said}");
+    }
 }
