@@ -224,6 +224,10 @@ pub struct CheckArgs {
     /// Empty folders younger than this may be a write under way: --repair leaves them.
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = duration)]
     pub grace: Duration,
+    /// Judge as this release line of the registry serves: with 3, a tag registry 3.x will not
+    /// serve (Docker schema 1) breaks a pull (exit 4); with 2 (the default) it is only named.
+    #[arg(long, value_name = "2|3", default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=3))]
+    pub for_registry: u8,
     #[command(flatten)]
     pub output: OutputArgs,
     #[command(flatten)]

@@ -126,12 +126,15 @@ fn generate_store(g: &GenArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `check`: exit 4 when some tag would fail a pull.
+/// `check`: exit 4 when some tag would fail a pull (with `--for-registry 3`, on registry 3.x).
 fn check_store(c: &CheckArgs) -> Result<ExitCode> {
     threads(c.jobs.jobs)?;
     let opts = CheckOptions { verify_digests: c.verify_digests, repair: c.repair, grace: c.grace };
     let progress = progress(c.output.quiet, c.output.json);
-    let report = location(&c.store)?.check(opts, progress)?;
+    let mut report = location(&c.store)?.check(opts, progress)?;
+    if c.for_registry == 3 {
+        report.as_served_by_v3();
+    }
     if c.output.json {
         print_json(&report)?;
     } else {

@@ -50,6 +50,33 @@ impl Manifest {
     pub fn is_index(&self) -> bool {
         matches!(self.kind, Kind::DockerList | Kind::OciIndex)
     }
+
+    /// Registry 3.x serves it. 3.x unmarshals only `schemaVersion: 2` (its `manifeststore.go`
+    /// has no schema 1 handler): a Docker schema 1 manifest, signed or not, whatever its
+    /// `mediaType`, answers HTTP 500 (`unrecognized manifest schema version 1`) to every GET and
+    /// HEAD, by tag or digest, and stops 3.x's `garbage-collect`; 2.8 serves it.
+    pub fn served_by_v3(&self) -> bool {
+        self.kind != Kind::Schema1
+    }
+}
+
+/// The first manifest that registry 3.x will not serve among `d` and what it reaches over an
+/// index's children (a pull of that platform fails there), as `manifest` finds them; `None`
+/// when 3.x serves all of it (or what is not found, which is another verdict's).
+pub fn refused_by_v3<'a>(d: &Digest, manifest: impl Fn(&Digest) -> Option<&'a Manifest>) -> Option<Digest> {
+    let mut todo = vec![*d];
+    let mut seen = crate::model::digest::DigestSet::default();
+    while let Some(x) = todo.pop() {
+        if !seen.insert(x) {
+            continue;
+        }
+        let Some(m) = manifest(&x) else { continue };
+        if !m.served_by_v3() {
+            return Some(x);
+        }
+        todo.extend(m.children.iter().copied());
+    }
+    None
 }
 
 /// A JSON string, borrowed from the bytes where it has no escape: no allocation per digest for
@@ -179,8 +206,9 @@ pub fn parse(bytes: &[u8]) -> Result<Manifest> {
 fn parse_raw(raw: Raw) -> Result<Manifest> {
     let media_type = raw.media_type.as_deref().unwrap_or("");
     let kind = match (raw.schema_version, media_type) {
+        // 2.8 reads any schemaVersion 1 as schema 1, whatever its mediaType says (and serves it).
+        (Some(1), _) => Kind::Schema1,
         (_, OCI_ARTIFACT) => Kind::OciArtifact,
-        (Some(1), "" | DOCKER_V1 | DOCKER_V1_SIGNED) => Kind::Schema1,
         (Some(2), DOCKER_V2) => Kind::DockerV2,
         (Some(2), DOCKER_LIST) => Kind::DockerList,
         (Some(2), OCI_MANIFEST) => Kind::OciManifest,
@@ -404,6 +432,31 @@ mod tests {
             let m = parse(json.as_bytes()).unwrap_or_else(|e| panic!("{json}: {e:#}"));
             assert_eq!((m.kind, m.blobs.len(), m.children.len()), (kind, blobs, children), "{json}");
         }
+    }
+
+    #[test]
+    fn registry_3_refuses_schema1_and_indexes_that_reach_one() {
+        let [a, b, c, e] = ['a', 'b', 'c', 'e'].map(|x| Digest::parse(&d(x)).unwrap());
+        let s1 = format!(r#"{{"schemaVersion":1,"fsLayers":[{{"blobSum":"{}"}}]}}"#, d('f'));
+        let s1_typed = format!(r#"{{"schemaVersion":1,"mediaType":"{DOCKER_V1_SIGNED}","fsLayers":[]}}"#);
+        let image = format!(r#"{{"schemaVersion":2,"mediaType":"{DOCKER_V2}","config":{{"digest":"{}"}}}}"#, d('f'));
+        let list =
+            |c: &str| format!(r#"{{"schemaVersion":2,"mediaType":"{DOCKER_LIST}","manifests":[{{"digest":"{c}"}}]}}"#);
+        let mut all = crate::model::digest::DigestMap::default();
+        // a: an index of an index (b) of a schema 1 image (c); e: an image 3.x serves.
+        for (k, json) in [(a, list(&d('b'))), (b, list(&d('c'))), (c, s1), (e, image)] {
+            all.insert(k, parse(json.as_bytes()).unwrap());
+        }
+        let find = |x: &Digest| all.get(x);
+        assert_eq!(refused_by_v3(&c, find), Some(c));
+        assert_eq!(refused_by_v3(&a, find), Some(c));
+        assert_eq!(refused_by_v3(&e, find), None);
+        assert!(!parse(s1_typed.as_bytes()).unwrap().served_by_v3());
+        // Whatever its mediaType says: 2.8 serves it as schema 1 (measured), 3.x answers 500.
+        let s1_oci = format!(r#"{{"schemaVersion":1,"mediaType":"{OCI_MANIFEST}","fsLayers":[]}}"#);
+        assert_eq!(parse(s1_oci.as_bytes()).unwrap().kind, Kind::Schema1);
+        // What is not there is no verdict of this rule.
+        assert_eq!(refused_by_v3(&Digest([9; 32]), find), None);
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub enum WarningKind {
     /// `--keep-pulled-within` reaches back before the pull record began: the tags it cannot
     /// judge are kept.
     PullRecordTooShort,
+    /// Kept tags of a repository that registry 3.x will not serve, though 2.8 does (Docker
+    /// schema 1, or an index with a schema 1 child): one warning per repository.
+    V3Unservable,
 }
 
 /// One warning: in the JSON report `{"kind": ..., "message": ...}`; on stderr its message.

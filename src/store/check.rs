@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::core::progress::Progress;
 use crate::model::digest::{Digest, DigestMap, DigestSet};
-use crate::model::manifest::{self, Manifest};
+use crate::model::manifest::{self, Manifest, refused_by_v3};
 use crate::model::outcome::What;
 use crate::store::Store;
 use crate::store::stage::{Batch, Folder, Parent, Tally};
@@ -56,6 +56,11 @@ pub enum Kind {
     RegistryLeftover,
     /// A blob whose sha256 is not its name (`--verify-digests`).
     DigestMismatch,
+    /// A tag that registry 3.x will not serve, though 2.8 does: its manifest, or a child of its
+    /// index, is a Docker schema 1 manifest (3.x answers HTTP 500); or an untagged schema 1
+    /// manifest, which 3.x answers 500 by digest and on which its `garbage-collect` stops. Not
+    /// a broken pull on the registry the store may be served by now: no exit status of its own.
+    V3Unservable,
 }
 
 /// One problem found.
@@ -86,6 +91,14 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
+    /// Judged as registry 3.x serves the store (`--for-registry 3`): what it will not serve
+    /// breaks a pull.
+    pub fn as_served_by_v3(&mut self) {
+        for p in self.problems.iter_mut().filter(|p| p.kind == Kind::V3Unservable) {
+            p.breaks_pull = true;
+        }
+    }
+
     /// True when some tag would fail a pull or some blob is corrupt.
     pub fn broken(&self) -> bool {
         self.problems.iter().any(|p| p.breaks_pull)
@@ -108,6 +121,8 @@ impl CheckReport {
         for p in &self.problems {
             let mark = if p.breaks_pull {
                 "BROKEN"
+            } else if p.kind == Kind::V3Unservable {
+                "not on v3"
             } else if p.repairable {
                 "repairable"
             } else {
@@ -115,6 +130,13 @@ impl CheckReport {
             };
             let repo = p.repo.as_deref().map(|r| format!("{r}: ")).unwrap_or_default();
             s.push_str(&format!("{mark:>10} {:?} {repo}{} ({})\n", p.kind, p.detail, p.path));
+        }
+        let v3 = self.problems.iter().filter(|p| p.kind == Kind::V3Unservable).count();
+        if v3 > 0 {
+            s.push_str(&format!(
+                "{v3} tags or manifests registry 3.x will not serve (Docker schema 1): re-push those images as \
+                 schema 2 / OCI, or delete them, before moving to registry:3\n"
+            ));
         }
         s.push_str(&if self.problems.is_empty() {
             "clean\n".to_string()
@@ -248,6 +270,9 @@ fn revision_dir(repo: &str, d: &Digest) -> String {
 fn tag_dir(repo: &str, tag: &str) -> String {
     tree::in_repo(repo, &inside::tag_dir(tag))
 }
+
+/// What to do about a tag registry 3.x will not serve.
+const V3_ADVICE: &str = "re-push it as schema 2 / OCI, or delete it, before moving to registry:3";
 
 /// Why a manifest of a repository cannot be pulled.
 struct Trouble {
@@ -470,6 +495,7 @@ impl<'a> Judge<'a> {
         }
         // Tags.
         let held = |d: &Digest| manifests.contains_key(d) || own_problem.contains_key(d);
+        let parsed = |d: &Digest| manifests.get(d).and_then(Option::as_ref);
         for t in &seen.tags {
             let tag = t.name.as_str();
             let dir = tag_dir(name, tag);
@@ -491,6 +517,17 @@ impl<'a> Judge<'a> {
                         if blob_gone {
                             out.repairs.push(Repair::Tag(name.into(), tag.into()));
                         }
+                    } else if let Some(x) = refused_by_v3(&d, parsed) {
+                        let what = if x == d {
+                            format!("{tag} ({d}) is a Docker schema 1 manifest: registry 3.x answers HTTP 500 to it")
+                        } else {
+                            format!(
+                                "{tag} ({d}): its child {x} is a Docker schema 1 manifest: registry 3.x answers \
+                                 HTTP 500 to it, and a pull of that platform fails"
+                            )
+                        };
+                        let detail = format!("{what} (2.8 serves it); {V3_ADVICE}");
+                        self.push(Kind::V3Unservable, Some(name), &current, detail, false, false);
                     }
                 }
             }
@@ -505,7 +542,40 @@ impl<'a> Judge<'a> {
                 }
             }
         }
+        self.untagged_v3_unservable(name, seen, &manifests);
         out
+    }
+
+    /// Schema 1 manifests no tag reaches: registry 3.x answers 500 to them by digest, and its
+    /// `garbage-collect` stops on each it marks (every one, without `--delete-untagged`).
+    fn untagged_v3_unservable(&self, name: &str, seen: &RepoSeen, manifests: &DigestMap<Option<Manifest>>) {
+        let mut reached = DigestSet::default();
+        let mut todo: Vec<Digest> = seen
+            .tags
+            .iter()
+            .filter_map(|t| match &t.current {
+                Some(Link::To(d)) => Some(*d),
+                _ => None,
+            })
+            .collect();
+        while let Some(x) = todo.pop() {
+            if reached.insert(x)
+                && let Some(Some(m)) = manifests.get(&x)
+            {
+                todo.extend(m.children.iter().copied());
+            }
+        }
+        for (d, m) in manifests {
+            if m.as_ref().is_some_and(|m| !m.served_by_v3()) && !reached.contains(d) {
+                let detail = format!(
+                    "manifest {d} is an untagged Docker schema 1 manifest: registry 3.x answers HTTP 500 to it, \
+                     and its garbage-collect stops on it unless --delete-untagged (2.8 serves it); delete it \
+                     (regsweep gc --delete-untagged) before moving to registry:3"
+                );
+                let rel = format!("{}/link", revision_dir(name, d));
+                self.push(Kind::V3Unservable, Some(name), &rel, detail, false, false);
+            }
+        }
     }
 }
 
@@ -667,6 +737,62 @@ mod tests {
                 (Kind::TagBroken, "store:/repositories/a/b/_manifests/tags/v/current/link", true),
             ]
         );
+    }
+
+    #[test]
+    fn what_registry_3_will_not_serve_is_named_and_breaks_no_pull() {
+        // 1 schema 1, tagged s1; 2 an index over image 3 and schema 1 child 1, tagged multi;
+        // 3 an image, tagged img; 4 schema 1 untagged; 5 schema 1 needing a blob the store
+        // lacks, tagged gone (broken: that verdict only).
+        let s1 = |layer: u8| format!(r#"{{"schemaVersion":1,"fsLayers":[{{"blobSum":"{}"}}]}}"#, d(layer));
+        let docs: DigestMap<String> = [
+            (d(1), s1(10)),
+            (d(2), format!(r#"{{"schemaVersion":2,"manifests":[{{"digest":"{}"}},{{"digest":"{}"}}]}}"#, d(3), d(1))),
+            (d(3), format!(r#"{{"schemaVersion":2,"config":{{"digest":"{}"}},"layers":[]}}"#, d(10))),
+            (d(4), s1(10)),
+            (d(5), s1(11)),
+        ]
+        .into_iter()
+        .collect();
+        let tag = |name: &str, n: u8| TagSeen { name: name.into(), current: Some(Link::To(d(n))), history: vec![] };
+        let seen = RepoSeen {
+            name: "r".into(),
+            layers: [10, 11].map(|n| (d(n), Entry::Link(Link::To(d(n))))).to_vec(),
+            revisions: (1..=5).map(|n| (d(n), Entry::Link(Link::To(d(n))))).collect(),
+            tags: vec![tag("s1", 1), tag("multi", 2), tag("img", 3), tag("gone", 5)],
+        };
+        let blobs = Blobs { present: [d(10)].into_iter().collect(), ..Blobs::default() };
+        let at = |rel: &str| rel.to_string();
+        let judge = Judge::new(&at);
+        judge.repository(&seen, &blobs, &|x| Ok(docs.get(x).map(|j| j.clone().into_bytes())));
+        let problems = judge.problems();
+        let v3: Vec<&str> = problems.iter().filter(|p| p.kind == Kind::V3Unservable).map(|p| p.path.as_str()).collect();
+        let revision4 = format!("repositories/r/_manifests/revisions/sha256/{}/link", d(4).hex());
+        assert_eq!(
+            v3,
+            [
+                revision4.as_str(),
+                "repositories/r/_manifests/tags/multi/current/link",
+                "repositories/r/_manifests/tags/s1/current/link",
+            ]
+        );
+        assert!(problems.iter().filter(|p| p.kind == Kind::V3Unservable).all(|p| !p.breaks_pull && !p.repairable));
+        let multi = problems.iter().find(|p| p.path.contains("/multi/")).unwrap();
+        assert!(
+            multi.detail.contains(&format!("its child {} is a Docker schema 1 manifest", d(1))),
+            "{}",
+            multi.detail
+        );
+        let broken: Vec<&str> = problems.iter().filter(|p| p.breaks_pull).map(|p| p.path.as_str()).collect();
+        assert_eq!(broken, ["repositories/r/_manifests/tags/gone/current/link"]);
+        // Alone, they make no broken store: a store 2.8 serves whole exits 0; judged as 3.x
+        // serves it, they break a pull.
+        let problems = problems.into_iter().filter(|p| p.kind == Kind::V3Unservable).collect();
+        let mut report = CheckReport { problems, ..CheckReport::default() };
+        assert!(!report.broken());
+        assert!(report.text().contains("3 tags or manifests registry 3.x will not serve"), "{}", report.text());
+        report.as_served_by_v3();
+        assert!(report.broken() && report.problems.iter().all(|p| p.breaks_pull));
     }
 
     #[test]

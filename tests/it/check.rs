@@ -28,13 +28,15 @@ fn manifest_of(root: &Path, repo: &str, tag: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(blob_data(root, &tag_digest(root, repo, tag))).unwrap()).unwrap()
 }
 
+/// Clean but for the legacy store's schema 1 tags, which registry 3.x will not serve.
 #[test]
 fn stores_from_the_real_registry_check_clean() {
     for name in ["demo", "legacy"] {
         let store = fixture(name);
         let (code, report) = check(store.path(), &["--verify-digests"]);
         assert_eq!(code, 0, "{report}");
-        assert_eq!(kinds(&report), Vec::<String>::new(), "{name}");
+        let not_v3: Vec<String> = kinds(&report).into_iter().filter(|k| k != "v3_unservable").collect();
+        assert_eq!(not_v3, Vec::<String>::new(), "{name}");
         assert_eq!(report["blobs_verified"], report["blobs"]);
     }
 }
@@ -271,4 +273,123 @@ fn the_next_run_removes_the_empty_folders_of_api_deletes_after_the_grace() {
     let report = regsweep_json(&["gc", "--root", store.path().to_str().unwrap(), "--grace", "0s"]);
     assert!(!rev.exists(), "{report}");
     assert!(report["leftovers_deleted"].as_u64().unwrap() >= 1);
+}
+
+/// What [`not_for_v3`] made of the legacy store, and what `check` must name.
+pub(crate) struct NotForV3 {
+    /// The tags 3.x will not serve, as `repo:tag`.
+    pub(crate) tags: Vec<String>,
+    /// The untagged schema 1 manifests, as `repo@digest`.
+    pub(crate) untagged: Vec<String>,
+}
+
+/// The legacy store (Docker manifest lists, and signed schema 1 images as 2.8.2 wrote them)
+/// with what else registry 3.x refuses: a manifest list tagged `multi` over schema 1 `v1`, a
+/// schema 1 manifest whose `mediaType` says OCI tagged `typed` (2.8 reads any `schemaVersion: 1`
+/// as schema 1), and schema 1 `v3` left untagged (its tag folder removed, as
+/// `--delete-untagged` would find it).
+pub(crate) fn not_for_v3(root: &Path) -> NotForV3 {
+    const REPO: &str = "legacy/schema1";
+    let tags = v2(root).join("repositories").join(REPO).join("_manifests/tags");
+    let put_tagged = |tag: &str, manifest: serde_json::Value| {
+        let (d, _) = put_old_blob(root, REPO, &serde_json::to_vec(&manifest).unwrap(), "_manifests/revisions/sha256");
+        let entry = tags.join(tag).join("index/sha256").join(&d[7..]);
+        std::fs::create_dir_all(&entry).unwrap();
+        std::fs::write(entry.join("link"), &d).unwrap();
+        std::fs::create_dir_all(tags.join(tag).join("current")).unwrap();
+        std::fs::write(tags.join(tag).join("current/link"), &d).unwrap();
+    };
+    let v1 = tag_digest(root, REPO, "v1");
+    let v3 = tag_digest(root, REPO, "v3");
+    let size = std::fs::metadata(blob_data(root, &v1)).unwrap().len();
+    put_tagged(
+        "multi",
+        serde_json::json!({"schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+            "manifests": [{"mediaType": "application/vnd.docker.distribution.manifest.v1+prettyjws",
+                "digest": v1, "size": size, "platform": {"architecture": "amd64", "os": "linux"}}]}),
+    );
+    let mut typed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob_data(root, &tag_digest(root, REPO, "v2"))).unwrap()).unwrap();
+    typed["mediaType"] = "application/vnd.oci.image.manifest.v1+json".into();
+    put_tagged("typed", typed);
+    std::fs::remove_dir_all(tags.join("v3")).unwrap();
+    NotForV3 {
+        tags: ["multi", "typed", "v1", "v2"].map(|t| format!("{REPO}:{t}")).to_vec(),
+        untagged: vec![format!("{REPO}@{v3}")],
+    }
+}
+
+/// What a `check --json` report names as registry 3.x's refusals: (`repo:tag` of tags,
+/// `repo@digest` of untagged manifests), each sorted.
+pub(crate) fn named_not_for_v3(report: &serde_json::Value) -> (Vec<String>, Vec<String>) {
+    let (mut tags, mut untagged) = (Vec::new(), Vec::new());
+    for p in report["problems"].as_array().unwrap().iter().filter(|p| p["kind"] == "v3_unservable") {
+        let (repo, path) = (p["repo"].as_str().unwrap(), p["path"].as_str().unwrap());
+        let inside = path.split(&format!("/{repo}/_manifests/")).nth(1).unwrap();
+        if let Some(tag) = inside.strip_prefix("tags/").and_then(|t| t.strip_suffix("/current/link")) {
+            tags.push(format!("{repo}:{tag}"));
+        } else {
+            let hex = inside.strip_prefix("revisions/sha256/").unwrap().strip_suffix("/link").unwrap();
+            untagged.push(format!("{repo}@sha256:{hex}"));
+        }
+        assert_eq!((&p["breaks_pull"], &p["repairable"]), (&false.into(), &false.into()), "{p}");
+    }
+    tags.sort();
+    untagged.sort();
+    (tags, untagged)
+}
+
+/// Issue 33, "ready to upgrade?": the tags `check` names as ones registry 3.x will not serve
+/// answer an error on 3.1.1 and pull whole from 2.8.2, the same store served by both; every
+/// tag it does not name pulls from both. A store 2.8 serves whole exits 0.
+#[test]
+fn check_names_the_tags_registry_3_will_not_serve_and_both_registries_agree() {
+    if Version::V3.available("check_names_the_tags_registry_3_will_not_serve").is_none() {
+        return;
+    }
+    let store = fixture("legacy");
+    let root = store.path();
+    let want = not_for_v3(root);
+    let (code, report) = check(root, &[]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(named_not_for_v3(&report), (want.tags.clone(), want.untagged.clone()), "{report}");
+    assert!(kinds(&report).iter().all(|k| k == "v3_unservable"), "{report}");
+    // Judged as 3.x serves it, the same store is broken.
+    let (code, on_v3) = check(root, &["--for-registry", "3"]);
+    assert_eq!(code, 4, "{on_v3}");
+    assert!(on_v3["problems"].as_array().unwrap().iter().all(|p| p["breaks_pull"] == true), "{on_v3}");
+
+    let (old, new) = (Registry::serve_version(root, Version::V2), Registry::serve_version(root, Version::V3));
+    for (repo, tag) in tags_on_disk(root) {
+        let name = format!("{repo}:{tag}");
+        old.pull(&repo, &tag).unwrap_or_else(|e| panic!("{name} from 2.8.2: {e}"));
+        let on_v3 = new.pull(&repo, &tag);
+        if want.tags.contains(&name) {
+            assert!(on_v3.is_err(), "{name} pulls from 3.1.1");
+        } else {
+            on_v3.unwrap_or_else(|e| panic!("{name} from 3.1.1: {e}"));
+        }
+    }
+    // A schema 1 manifest answers 500 on 3.1.1 (HEAD and GET, by tag and by digest), 200 on
+    // 2.8.2; the list over one is served itself, its child is not.
+    let s1 = "application/vnd.docker.distribution.manifest.v1+prettyjws, application/json";
+    let repo = "legacy/schema1";
+    let refs = ["v1".to_string(), tag_digest(root, repo, "v2"), want.untagged[0].split('@').nth(1).unwrap().into()];
+    for r in &refs {
+        let path = format!("/v2/{repo}/manifests/{r}");
+        for (method, accept) in [("HEAD", s1), ("GET", s1), ("GET", "")] {
+            assert_eq!(new.status(method, &path, accept), Some(500), "3.1.1: {method} {path} ({accept})");
+            assert_eq!(old.status(method, &path, accept), Some(200), "2.8.2: {method} {path} ({accept})");
+        }
+        assert_eq!(new.manifest_status(repo, r), 500, "{r}");
+    }
+    assert_eq!(new.manifest_status(repo, "multi"), 200);
+    // 3.1.1's collector stops on the first schema 1 manifest it marks; 2.8.2's marks them.
+    for reg in [&old, &new] {
+        let out = reg.version.command().args(["garbage-collect", "--dry-run"]).arg(reg.config_path()).output().unwrap();
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let stopped = said.contains("unrecognized manifest schema version 1");
+        assert_eq!((out.status.success(), stopped), (reg.version == Version::V2, reg.version == Version::V3), "{said}");
+    }
 }

@@ -436,3 +436,36 @@ fn a_tag_pushed_again_as_its_link_goes_stays_and_pulls() {
     assert!(mem.get(&key).is_some(), "{key} written again during the run is gone");
     assert!(broken(&mem).is_empty(), "the tag written again pulls: {:?}", broken(&mem));
 }
+
+/// Issue 33: on a bucket, `check` names what registry 3.x will not serve as on the filesystem
+/// copy (the real registries' verdict on that store is `check::`'s test), problem for problem.
+#[test]
+fn a_bucket_names_what_registry_3_will_not_serve_as_its_disk_copy() {
+    let disk = fixture("legacy");
+    let want = crate::check::not_for_v3(disk.path());
+    let mem = Memory::new();
+    mem.copy_from(disk.path(), ROOT).unwrap();
+    let opts = CheckOptions { verify_digests: false, repair: false, grace: Duration::ZERO };
+    let reports = [Location::Fs(disk.path().into()), at(&mem)].map(|l| {
+        let report = l.check(opts, Progress::hidden()).unwrap();
+        assert!(!report.broken(), "{}", report.text());
+        let mut v = serde_json::to_value(&report).unwrap();
+        for p in v["problems"].as_array_mut().unwrap() {
+            let path = p["path"].as_str().unwrap();
+            p["path"] = path.split("docker/registry/v2/").nth(1).unwrap().into();
+        }
+        v.as_object_mut().unwrap().remove("root");
+        v
+    });
+    assert_eq!(reports[1], reports[0]);
+    let named = crate::check::named_not_for_v3(&reports[1]);
+    assert_eq!((named.0, named.1), (want.tags, want.untagged));
+    // A prune's plan says it once for the repository: `multi` and `typed` are kept (newest two).
+    let report = serde_json::to_value(run(&mem, &prune(2), false).unwrap()).unwrap();
+    let v3: Vec<&serde_json::Value> =
+        report["warnings"].as_array().unwrap().iter().filter(|w| w["kind"] == "v3_unservable").collect();
+    assert_eq!(v3.len(), 1, "{report}");
+    let message = v3[0]["message"].as_str().unwrap();
+    assert!(message.starts_with("legacy/schema1: 2 kept tags registry 3.x will not serve"), "{message}");
+    assert!(message.contains("legacy/schema1:multi") && message.contains("legacy/schema1:typed"), "{message}");
+}

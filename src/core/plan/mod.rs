@@ -20,6 +20,7 @@ use crate::model::blobs::{BlobList, Digests};
 use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::inventory::{Inventory, Parsed, Repo};
 use crate::model::journal::Journal;
+use crate::model::manifest::refused_by_v3;
 use crate::model::warning::{Warning, WarningKind};
 
 /// How the collection behaves, whatever the retention.
@@ -505,6 +506,7 @@ impl<'a> RepoCx<'a> {
     ) -> Tags {
         let (repo, g) = (self.repo, &self.g);
         let mut tags = Tags::with_capacity(repo.tags.len());
+        let mut not_on_v3: Vec<&str> = Vec::new();
         for (t, v) in repo.tags.iter().zip(verdicts) {
             let (keep, reason) = match v {
                 Verdict::Keep(r) => (true, r),
@@ -533,14 +535,41 @@ impl<'a> RepoCx<'a> {
                         WarningKind::ForeignManifest,
                         format!("{}:{}: points to {c}, which is no manifest of this repository", repo.name, t.name),
                     )),
+                    _ if refused_by_v3(&c, |d| g.manifest(d)).is_some() => not_on_v3.push(&t.name),
                     _ => {}
                 }
             }
             tags.push_at(&t.name, t.current, Pushed::new(t.pushed), action, reason);
         }
+        if let Some(w) = v3_unservable(&repo.name, &not_on_v3) {
+            warnings.push(w);
+        }
         tags.link_shared();
         tags
     }
+}
+
+/// One warning for a repository's kept tags that registry 3.x will not serve (Docker schema 1,
+/// or an index reaching one: `manifest::refused_by_v3`), naming the first few.
+fn v3_unservable(repo: &str, tags: &[&str]) -> Option<Warning> {
+    const NAMED: usize = 5;
+    if tags.is_empty() {
+        return None;
+    }
+    let more = tags.len().saturating_sub(NAMED);
+    let mut names = tags.iter().take(NAMED).map(|t| format!("{repo}:{t}")).collect::<Vec<_>>().join(", ");
+    if more > 0 {
+        names.push_str(&format!(" and {more} more"));
+    }
+    let (n, it) = if tags.len() == 1 { ("tag", "it") } else { ("tags", "them") };
+    Some(Warning::new(
+        WarningKind::V3Unservable,
+        format!(
+            "{repo}: {} kept {n} registry 3.x will not serve (Docker schema 1; 2.8 serves {it}): {names}; \
+             re-push {it} as schema 2 / OCI, or delete {it}, before moving to registry:3",
+            tags.len()
+        ),
+    ))
 }
 
 /// Plans a run on an inventory read whole. `decisions` is aligned with `inv.repos` and their
@@ -805,6 +834,37 @@ mod tests {
         // Through the planner, the rule decides it: its subject is removed here, so it goes.
         let p = s.plan(&[], false).unwrap();
         assert_eq!(actions(&p, "r")[1], (sig, Action::Delete));
+    }
+
+    fn schema1(blobs: &[u8]) -> Parsed {
+        Parsed::Ok(Manifest { kind: Kind::Schema1, ..image(blobs, None).manifest().unwrap().clone() })
+    }
+
+    #[test]
+    fn kept_tags_registry_3_will_not_serve_warn_once_per_repository() {
+        // r: two kept schema 1 tags, one kept index over a schema 1 child, one deleted schema 1
+        // tag, one kept image; q: only images.
+        let s = Store::new(vec![
+            (10, schema1(&[100])),
+            (11, schema1(&[101])),
+            (12, schema1(&[102])),
+            (13, index(&[14, 10])),
+            (14, image(&[103], None)),
+            (15, image(&[104], None)),
+        ])
+        .repo("r", &[("a", 10), ("b", 11), ("old", 12), ("multi", 13), ("img", 14)], &[10, 11, 12, 13, 14])
+        .repo("q", &[("a", 15)], &[15]);
+        let p = s.plan(&["a", "b", "multi", "img"], false).unwrap();
+        let v3: Vec<&Warning> = p.warnings.iter().filter(|w| w.kind == WarningKind::V3Unservable).collect();
+        assert_eq!(v3.len(), 1, "{:?}", p.warnings);
+        assert!(v3[0].message.starts_with("r: 3 kept tags registry 3.x will not serve"), "{}", v3[0].message);
+        assert!(v3[0].message.contains("r:a, r:b, r:multi;"), "{}", v3[0].message);
+        // More than five are counted, not listed.
+        let names: Vec<String> = (0..7).map(|i| format!("t{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let w = v3_unservable("r", &names).unwrap();
+        assert!(w.message.contains("r:t4 and 2 more;"), "{}", w.message);
+        assert!(v3_unservable("r", &[]).is_none());
     }
 
     #[test]
