@@ -25,6 +25,9 @@ pub enum WarningKind {
     /// `--keep-pulled-within` reaches back before the pull record began: the tags it cannot
     /// judge are kept.
     PullRecordTooShort,
+    /// `--config`: a key of the registry's config.yml (or a variable beside it) that regsweep
+    /// does not honour, named in the message: what regsweep does instead.
+    ConfigNotHonoured,
 }
 
 /// One warning: in the JSON report `{"kind": ..., "message": ...}`; on stderr its message.
