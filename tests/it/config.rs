@@ -1,0 +1,213 @@
+//! `--config`: the registry's own config.yml read as the registry reads it, against real servers.
+//! Registry 3.1.1 writes to Azurite through its azure driver (`serviceurl`, `credentials:
+//! {type: shared_key}`), and regsweep prunes with the exact file it served from; 2.8.2 and 3.1.1
+//! each write to moto through their s3 driver and regsweep prunes with each one's file; `gs://`
+//! reaches fake-gcs-server by `STORAGE_EMULATOR_HOST` alone, as Google's libraries do.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+use crate::common::azure::{ACCOUNT, Azurite, KEY};
+use crate::common::emu::Emulator;
+use crate::common::gcs::FakeGcs;
+use crate::common::s3::S3Server;
+use crate::common::{Registry, Setup, VERSIONS, Version, assert_same, fixture, store_files, tags_by_push};
+
+/// The same prune on the bucket and on its filesystem copy: by name, so that the bucket's
+/// times (to the second) decide nothing.
+const PRUNE: [&str; 9] = ["prune", "--keep", "2", "--order", "name", "--grace", "0s", "--upload-age", "0s"];
+
+/// regsweep with no cloud settings in its environment but `env`: what the config says is all
+/// it has.
+fn regsweep_clean(env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_regsweep"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .env("REGSWEEP_CACHE", "off")
+        // No instance metadata service to probe for (an S3 bucket without keys would).
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .envs(env.iter().copied())
+        .args(args)
+        .stdin(Stdio::null());
+    cmd.output().unwrap()
+}
+
+fn json(out: &Output, what: &str) -> Value {
+    assert!(out.status.success(), "{what} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{what}: bad JSON ({e})"))
+}
+
+/// Copies each of `tags` from the registry on `from` to the one on `to` with skopeo.
+fn push(from: u16, to: u16, tags: &[(String, String)]) {
+    for (r, t) in tags {
+        let out = Command::new("skopeo")
+            .args(["--insecure-policy", "copy", "--all", "--preserve-digests", "-q"])
+            .args(["--src-tls-verify=false", "--dest-tls-verify=false"])
+            .arg(format!("docker://127.0.0.1:{from}/{r}:{t}"))
+            .arg(format!("docker://127.0.0.1:{to}/{r}:{t}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "skopeo copy {r}:{t}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// The demo's tags but team/app's (team/multi's multi-arch index, team/app/tools'), in push
+/// order: enough for a prune by name to delete some, few to push.
+fn some_tags(demo: &Path) -> Vec<(String, String)> {
+    tags_by_push(demo).into_iter().filter(|(r, _)| r != "team/app").collect()
+}
+
+/// The keys under `ROOT/docker/registry/v2/` of a bucket, relative to it.
+fn under_v2(keys: Vec<String>, root: &str) -> BTreeSet<String> {
+    let prefix = format!("{root}/docker/registry/v2/");
+    keys.into_iter().filter_map(|k| k.strip_prefix(&prefix).map(String::from)).collect()
+}
+
+/// Every tag the report keeps pulls whole from `reg`; every other answers 404.
+fn served(reg: &Registry, report: &Value) -> usize {
+    let mut kept = 0;
+    for r in report["repos"].as_array().unwrap() {
+        for t in r["tags"].as_array().unwrap() {
+            let (repo, tag) = (r["name"].as_str().unwrap(), t["name"].as_str().unwrap());
+            if t["action"] == "keep" {
+                reg.pull(repo, tag).unwrap_or_else(|e| panic!("{repo}:{tag} was kept but does not pull: {e}"));
+                kept += 1;
+            } else {
+                assert_eq!(reg.manifest_status(repo, tag), 404, "{repo}:{tag} was removed but still answers");
+            }
+        }
+    }
+    kept
+}
+
+/// The counts of a report that two runs of the same plan share.
+fn counts(report: &Value) -> Vec<u64> {
+    ["tags_deleted", "manifests_deleted", "blobs_deleted", "layer_links_deleted"]
+        .iter()
+        .map(|k| report[k].as_u64().unwrap_or_else(|| panic!("no {k} in {report}")))
+        .collect()
+}
+
+/// Issue 33: a 3.1.1 registry on Azurite through its own azure driver (`serviceurl`, a shared
+/// key); `regsweep prune --config` of the file it serves from reaches the same container (it
+/// went to devstoreaccount1.blob.core.windows.net), the registry serves every kept tag after,
+/// and the container ends with the keys the same prune leaves on a filesystem copy.
+#[test]
+fn a_3_1_1_registry_on_azurite_is_pruned_through_its_own_config() {
+    if Version::V3.available("a_3_1_1_registry_on_azurite_is_pruned_through_its_own_config").is_none() {
+        return;
+    }
+    let az = Azurite::start();
+    az.create_container("reg");
+    let storage = format!(
+        "  azure: {{accountname: {ACCOUNT}, accountkey: \"{KEY}\", container: reg, serviceurl: {}/{ACCOUNT}, \
+         credentials: {{type: shared_key}}, rootdirectory: /store}}\n  redirect: {{disable: true}}",
+        az.endpoint()
+    );
+    let reg = Registry::serve_with(
+        Path::new("/nonexistent"),
+        &Setup { version: Version::V3, storage: Some(storage), ..Setup::default() },
+    );
+    let demo = fixture("demo");
+    let src = Registry::serve(demo.path());
+    // Two repositories' tags (a multi-arch index among them): enough for a prune to delete, few
+    // to push.
+    let tags = some_tags(demo.path());
+    push(src.port, reg.port, &tags);
+    drop(src);
+    let copy = tempfile::tempdir().unwrap();
+    az.download("reg", "store", copy.path());
+    assert_same(&under_v2(az.keys("reg"), "store"), &store_files(copy.path()), "the download");
+    assert!(store_files(copy.path()).iter().any(|k| k.starts_with("blobs/")), "3.1.1 wrote the store");
+
+    // The exact file it serves from; nothing of Azure's in the environment.
+    let config = reg.config_path().to_str().unwrap();
+    let report = json(&regsweep_clean(&[], &[&PRUNE[..], &["--config", config, "--json"]].concat()), "prune");
+    assert!(report["warnings"].as_array().unwrap().is_empty(), "{}", report["warnings"]);
+    assert!(report["tags_deleted"].as_u64().unwrap() > 0 && report["blobs_deleted"].as_u64().unwrap() > 0, "{report}");
+    let disk = json(
+        &regsweep_clean(&[], &[&PRUNE[..], &["--root", copy.path().to_str().unwrap(), "--json"]].concat()),
+        "disk",
+    );
+    assert_eq!(counts(&report), counts(&disk), "the same plan on the filesystem copy");
+    assert_same(&under_v2(az.keys("reg"), "store"), &store_files(copy.path()), "the same keys as on disk");
+    // Blob Batch at the registry's serviceurl; besides, only the lock's probe and the lock go one by one.
+    let r = &report["requests"];
+    assert!(r["delete_objects"].as_u64().unwrap() > 0 && r["delete"].as_u64().unwrap() <= 2, "{r}");
+    assert!(served(&reg, &report) > 0);
+    // gc --delete-untagged on both, as the collector after it.
+    let gc = ["gc", "--delete-untagged", "--grace", "0s", "--json"];
+    json(&regsweep_clean(&[], &[&gc[..], &["--config", config]].concat()), "gc");
+    json(&regsweep_clean(&[], &[&gc[..], &["--root", copy.path().to_str().unwrap()]].concat()), "gc on disk");
+    assert_same(&under_v2(az.keys("reg"), "store"), &store_files(copy.path()), "gc: the same keys as on disk");
+    served(&reg, &report);
+}
+
+/// The s3 section of the file 2.8.2 and 3.1.1 each serve from (moto, keys in the file, none in
+/// the environment): the prune reaches the registry's bucket, the registry serves what it kept.
+#[test]
+fn each_registrys_s3_section_is_read_by_config() {
+    let demo = fixture("demo");
+    let src = Registry::serve(demo.path());
+    // Two repositories' tags: enough for a prune to delete, few to push.
+    let tags: Vec<(String, String)> = tags_by_push(demo.path()).into_iter().filter(|(r, _)| r != "team/app").collect();
+    let moto = S3Server::moto();
+    for version in VERSIONS {
+        if version.available("each_registrys_s3_section_is_read_by_config").is_none() {
+            continue;
+        }
+        let bucket = format!("reg{}", version as usize);
+        moto.create_bucket(&bucket);
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut setup = moto.setup(&bucket, "/store");
+        setup.version = version;
+        if version == Version::V3 {
+            // 3.1.1's forcepathstyle is false by default: it asks reg1.127.0.0.1, which resolves
+            // nowhere (2.8 goes path-style wherever regionendpoint is given).
+            setup.storage = setup.storage.map(|s| s.replace("secure: false}", "secure: false, forcepathstyle: true}"));
+        }
+        setup.log = Some(log.path().to_path_buf());
+        let reg = Registry::serve_with(Path::new("/nonexistent"), &setup);
+        if let Err(e) = std::panic::catch_unwind(|| push(src.port, reg.port, &tags)) {
+            let log = std::fs::read_to_string(log.path()).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            panic!("{version}: {e:?}\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        }
+        let config = reg.config_path().to_str().unwrap();
+        let report = json(&regsweep_clean(&[], &[&PRUNE[..], &["--config", config, "--json"]].concat()), "prune");
+        assert!(report["warnings"].as_array().unwrap().is_empty(), "{version}: {}", report["warnings"]);
+        assert!(report["tags_deleted"].as_u64().unwrap() > 0, "{version}: {report}");
+        assert!(served(&reg, &report) > 0, "{version}");
+        let keys = under_v2(moto.keys(&bucket), "store");
+        assert!(keys.iter().any(|k| k.starts_with("blobs/")), "{version}: the registry's bucket: {keys:?}");
+    }
+}
+
+/// `gs://` with `STORAGE_EMULATOR_HOST` alone (no credentials, no GOOGLE_* settings), as
+/// Google's libraries take it: the prune ends with the keys of the same prune on disk.
+#[test]
+fn gs_reaches_an_emulator_by_storage_emulator_host() {
+    let gcs = FakeGcs::start();
+    let demo = fixture("demo");
+    gcs.create("reg");
+    Emulator::upload(&gcs, demo.path(), "reg", "store", false);
+    let copy = tempfile::tempdir().unwrap();
+    gcs.download("reg", "store", copy.path());
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    // The bridge in front of fake-gcs-server (its XML API takes no PUT): the emulator's host.
+    let host = format!("127.0.0.1:{}", gcs.bridge);
+    let report = json(
+        &regsweep_clean(
+            &[("STORAGE_EMULATOR_HOST", &host)],
+            &[&PRUNE[..], &["--root", "gs://reg/store", "--json"]].concat(),
+        ),
+        "prune",
+    );
+    assert!(report["blobs_deleted"].as_u64().unwrap() > 0, "{report}");
+    json(&regsweep_clean(&[], &[&PRUNE[..], &["--root", copy.path().to_str().unwrap(), "--json"]].concat()), "disk");
+    assert_same(&under_v2(gcs.keys("reg"), "store"), &store_files(copy.path()), "the same keys as on disk");
+}
