@@ -422,16 +422,28 @@ mod tests {
     #[test]
     fn the_azure_keys_of_2_8() {
         use crate::store::bucket::azure::AzureAuth;
-        let yaml = "    accountname: acct\n    accountkey: a2V5\n    container: reg\n    realm: core.chinacloudapi.cn\n    \
-                    rootdirectory: /store\n";
+        let yaml =
+            "    accountname: acct\n    accountkey: a2V5\n    container: reg\n    realm: core.chinacloudapi.cn\n";
         let (a, w) = azure(yaml, &[("REGISTRY_STORAGE_AZURE_CONTAINER", "other")]).unwrap();
-        assert_eq!((a.container.as_str(), a.root.as_str()), ("other", "store"));
+        assert_eq!((a.container.as_str(), a.root.as_str()), ("other", ""));
         let s = a.service.unwrap();
         assert_eq!((s.account.as_str(), s.url.as_str()), ("acct", "https://acct.blob.core.chinacloudapi.cn"));
         assert_eq!(s.auth, AzureAuth::SharedKey { key: "a2V5".into() });
         assert!(w.is_empty(), "{w}");
         let (a, _) = azure("    accountname: acct\n    accountkey: k\n    container: reg\n", &[]).unwrap();
         assert_eq!(a.service.unwrap().url, "https://acct.blob.core.windows.net", "the default realm");
+        // 2.8 has no rootdirectory: the store is at the container's root, and the key is named.
+        let (a, w) =
+            azure("    accountname: acct\n    accountkey: k\n    container: reg\n    rootdirectory: /r\n", &[])
+                .unwrap();
+        assert_eq!(a.root, "");
+        assert!(w.contains("storage.azure.rootdirectory: registry 2.8's azure driver has none"), "{w}");
+        let (a, w) = azure(
+            "    accountname: acct\n    accountkey: k\n    container: reg\n    rootdirectory: /r/\n    credentials: {type: shared_key}\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!((a.root.as_str(), w.as_str()), ("r", ""), "3.x's");
         let err = |yaml: &str| format!("{:#}", azure(yaml, &[]).unwrap_err());
         assert!(err("    accountkey: k\n    container: reg\n").contains("storage.azure.accountname"));
         assert!(err("    accountname: a\n    container: reg\n").contains("storage.azure.accountkey"));

@@ -184,6 +184,19 @@ fn each_registrys_s3_section_is_read_by_config() {
         assert!(served(&reg, &report) > 0, "{version}");
         let keys = under_v2(moto.keys(&bucket), "store");
         assert!(keys.iter().any(|k| k.starts_with("blobs/")), "{version}: the registry's bucket: {keys:?}");
+        // A key neither registry reads: named in the report's warnings and on stderr, once.
+        let text = std::fs::read_to_string(config).unwrap();
+        let odd = tempfile::Builder::new().suffix(".yml").tempfile().unwrap();
+        std::fs::write(odd.path(), text.replace("secure: false", "secure: false, sessiontoken: x")).unwrap();
+        let odd = odd.path().to_str().unwrap();
+        let out = regsweep_clean(&[], &[&PRUNE[..], &["--config", odd, "--dry-run", "--json"]].concat());
+        let w = &json(&out, "dry run")["warnings"];
+        assert_eq!(w[0]["kind"], "config_not_honoured", "{w}");
+        assert!(w[0]["message"].as_str().unwrap().starts_with("storage.s3.sessiontoken: "), "{w}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.matches("warning: storage.s3.sessiontoken").count(), 1, "{stderr}");
+        let out = regsweep_clean(&[], &["check", "--config", odd]);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("warning: storage.s3.sessiontoken"), "check");
     }
 }
 

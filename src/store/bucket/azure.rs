@@ -92,6 +92,7 @@ impl AzureLocation {
     /// `tenantid`, `clientid`, `secret`, `default_credentials` with what object_store can do of
     /// Azure's chain), or with `accountkey` where there is no `credentials` (2.8).
     /// `connectionstring` the registry reads and never uses: nor does regsweep, in a warning.
+    /// `rootdirectory` is 3.x's: 2.8's store is at the container's root.
     pub fn from_registry(
         s: &Section,
         env: &dyn Fn(&str) -> Option<String>,
@@ -169,9 +170,20 @@ impl AzureLocation {
         if !url.starts_with("https://") && !url.starts_with("http://") {
             bail!("{} is not an http(s) URL: {url}", s.at("serviceurl"));
         }
+        // 2.8's driver (a section without credentials: 3.x refuses one) has no rootdirectory:
+        // its store is at the container's root.
+        let mut root = s.text("rootdirectory")?.unwrap_or_default().trim_matches('/').to_string();
+        if kind.is_none() && !root.is_empty() {
+            warnings.push(not_honoured(format!(
+                "{}: registry 2.8's azure driver has none (its store is at the container's root), and without \
+                 credentials.type this is 2.8's section (registry 3 refuses it): read at the container's root",
+                s.at("rootdirectory")
+            )));
+            root.clear();
+        }
         Ok(AzureLocation {
             container,
-            root: s.text("rootdirectory")?.unwrap_or_default().trim_matches('/').to_string(),
+            root,
             service: Some(AzureService { account, url, auth, skip_verify: s.flag("skipverify", false)? }),
         })
     }
