@@ -61,6 +61,12 @@ fn some_tags(demo: &Path) -> Vec<(String, String)> {
     tags_by_push(demo).into_iter().filter(|(r, _)| r != "team/app").collect()
 }
 
+/// Waits out the bucket clock's second of the last push: a key written in the second a run
+/// starts is taken for a push racing it (and a tag it deletes is written back).
+fn settle() {
+    std::thread::sleep(std::time::Duration::from_secs(2));
+}
+
 /// The keys under `ROOT/docker/registry/v2/` of a bucket, relative to it.
 fn under_v2(keys: Vec<String>, root: &str) -> BTreeSet<String> {
     let prefix = format!("{root}/docker/registry/v2/");
@@ -74,10 +80,16 @@ fn served(reg: &Registry, report: &Value) -> usize {
         for t in r["tags"].as_array().unwrap() {
             let (repo, tag) = (r["name"].as_str().unwrap(), t["name"].as_str().unwrap());
             if t["action"] == "keep" {
-                reg.pull(repo, tag).unwrap_or_else(|e| panic!("{repo}:{tag} was kept but does not pull: {e}"));
+                reg.pull(repo, tag)
+                    .unwrap_or_else(|e| panic!("{}: {repo}:{tag} was kept but does not pull: {e}", reg.version));
                 kept += 1;
             } else {
-                assert_eq!(reg.manifest_status(repo, tag), 404, "{repo}:{tag} was removed but still answers");
+                assert_eq!(
+                    reg.manifest_status(repo, tag),
+                    404,
+                    "{}: {repo}:{tag} was removed but still answers",
+                    reg.version
+                );
             }
         }
     }
@@ -119,6 +131,7 @@ fn a_3_1_1_registry_on_azurite_is_pruned_through_its_own_config() {
     let tags = some_tags(demo.path());
     push(src.port, reg.port, &tags);
     drop(src);
+    settle();
     let copy = tempfile::tempdir().unwrap();
     az.download("reg", "store", copy.path());
     assert_same(&under_v2(az.keys("reg"), "store"), &store_files(copy.path()), "the download");
@@ -153,8 +166,8 @@ fn a_3_1_1_registry_on_azurite_is_pruned_through_its_own_config() {
 fn each_registrys_s3_section_is_read_by_config() {
     let demo = fixture("demo");
     let src = Registry::serve(demo.path());
-    // Two repositories' tags: enough for a prune to delete, few to push.
-    let tags: Vec<(String, String)> = tags_by_push(demo.path()).into_iter().filter(|(r, _)| r != "team/app").collect();
+    // team/app/tools' four tags: a prune by name deletes two.
+    let tags: Vec<_> = tags_by_push(demo.path()).into_iter().filter(|(r, _)| r == "team/app/tools").collect();
     let moto = S3Server::moto();
     for version in VERSIONS {
         if version.available("each_registrys_s3_section_is_read_by_config").is_none() {
@@ -177,6 +190,7 @@ fn each_registrys_s3_section_is_read_by_config() {
             let tail: Vec<&str> = log.lines().rev().take(15).collect();
             panic!("{version}: {e:?}\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
         }
+        settle();
         let config = reg.config_path().to_str().unwrap();
         let report = json(&regsweep_clean(&[], &[&PRUNE[..], &["--config", config, "--json"]].concat()), "prune");
         assert!(report["warnings"].as_array().unwrap().is_empty(), "{version}: {}", report["warnings"]);
@@ -184,6 +198,9 @@ fn each_registrys_s3_section_is_read_by_config() {
         assert!(served(&reg, &report) > 0, "{version}");
         let keys = under_v2(moto.keys(&bucket), "store");
         assert!(keys.iter().any(|k| k.starts_with("blobs/")), "{version}: the registry's bucket: {keys:?}");
+        if version != Version::V2 {
+            continue;
+        }
         // A key neither registry reads: named in the report's warnings and on stderr, once.
         let text = std::fs::read_to_string(config).unwrap();
         let odd = tempfile::Builder::new().suffix(".yml").tempfile().unwrap();
@@ -210,7 +227,7 @@ fn gs_reaches_an_emulator_by_storage_emulator_host() {
     Emulator::upload(&gcs, demo.path(), "reg", "store", false);
     let copy = tempfile::tempdir().unwrap();
     gcs.download("reg", "store", copy.path());
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    settle();
     // The bridge in front of fake-gcs-server (its XML API takes no PUT): the emulator's host.
     let host = format!("127.0.0.1:{}", gcs.bridge);
     let report = json(
