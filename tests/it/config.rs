@@ -218,7 +218,8 @@ fn each_registrys_s3_section_is_read_by_config() {
 }
 
 /// `gs://` with `STORAGE_EMULATOR_HOST` alone (no credentials, no GOOGLE_* settings), as
-/// Google's libraries take it: the prune ends with the keys of the same prune on disk.
+/// Google's libraries take it: the prune ends with the keys of the same prune on disk. Then a
+/// gcs section with `credentials` inline: the gc ends as on disk too.
 #[test]
 fn gs_reaches_an_emulator_by_storage_emulator_host() {
     let gcs = FakeGcs::start();
@@ -240,4 +241,22 @@ fn gs_reaches_an_emulator_by_storage_emulator_host() {
     assert!(report["blobs_deleted"].as_u64().unwrap() > 0, "{report}");
     json(&regsweep_clean(&[], &[&PRUNE[..], &["--root", copy.path().to_str().unwrap(), "--json"]].concat()), "disk");
     assert_same(&under_v2(gcs.keys("reg"), "store"), &store_files(copy.path()), "the same keys as on disk");
+
+    // The gcs section's inline credentials (a service account's key, key by key; this one asks
+    // for no token): deletions need them, else object_store asks a metadata server for a token.
+    let cfg = tempfile::Builder::new().suffix(".yml").tempfile().unwrap();
+    std::fs::write(
+        cfg.path(),
+        "version: 0.1\nstorage:\n  gcs:\n    bucket: reg\n    rootdirectory: /store\n    credentials:\n      type: \
+         service_account\n      private_key: unused\n      private_key_id: unused\n      client_email: \
+         regsweep@test\n      disable_oauth: true\n",
+    )
+    .unwrap();
+    let base = format!("http://127.0.0.1:{}", gcs.bridge);
+    let env = [("GOOGLE_BASE_URL", base.as_str()), ("GOOGLE_SKIP_SIGNATURE", "true")];
+    let gc = ["gc", "--delete-untagged", "--grace", "0s", "--json"];
+    let report = json(&regsweep_clean(&env, &[&gc[..], &["--config", cfg.path().to_str().unwrap()]].concat()), "gc");
+    assert!(report["blobs_deleted"].as_u64().unwrap() > 0, "{report}");
+    json(&regsweep_clean(&[], &[&gc[..], &["--root", copy.path().to_str().unwrap()]].concat()), "gc on disk");
+    assert_same(&under_v2(gcs.keys("reg"), "store"), &store_files(copy.path()), "gc: the same keys as on disk");
 }
