@@ -260,3 +260,125 @@ fn gs_reaches_an_emulator_by_storage_emulator_host() {
     json(&regsweep_clean(&[], &[&gc[..], &["--root", copy.path().to_str().unwrap()]].concat()), "gc on disk");
     assert_same(&under_v2(gcs.keys("reg"), "store"), &store_files(copy.path()), "gc: the same keys as on disk");
 }
+
+/// A loopback server in Entra ID's and the blob service's place: it answers a token request
+/// (`POST /<tenant>/oauth2/v2.0/token`) with the token `tok`, a listing with no blobs, a write
+/// with 201, and keeps each request's line, `Authorization` and body.
+fn entra_and_blobs() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut out = conn.try_clone().unwrap();
+                let mut reader = BufReader::new(conn);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let (mut length, mut auth) = (0usize, String::new());
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                            break;
+                        }
+                        let lower = h.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                        if lower.starts_with("authorization:") {
+                            auth = format!("Authorization:{}", &h.trim()["authorization:".len()..]);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    let _ = reader.read_exact(&mut body);
+                    log.lock().unwrap().push(format!("{} | {auth} | {}", line.trim(), String::from_utf8_lossy(&body)));
+                    let (status, kind, text) = if line.contains("/oauth2/v2.0/token") {
+                        (
+                            "200 OK",
+                            "application/json",
+                            r#"{"access_token":"tok","expires_in":3600,"token_type":"Bearer"}"#,
+                        )
+                    } else if line.starts_with("GET") && line.contains("comp=list") {
+                        (
+                            "200 OK",
+                            "application/xml",
+                            r#"<?xml version="1.0" encoding="utf-8"?><EnumerationResults><Blobs></Blobs><NextMarker/></EnumerationResults>"#,
+                        )
+                    } else if line.starts_with("PUT") {
+                        ("201 Created", "text/plain", "")
+                    } else {
+                        (
+                            "404 Not Found",
+                            "application/xml",
+                            r#"<?xml version="1.0"?><Error><Code>BlobNotFound</Code><Message>no</Message></Error>"#,
+                        )
+                    };
+                    let answer = format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nx-ms-request-id: 1\r\n\r\n{text}",
+                        text.len()
+                    );
+                    if out.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// credentials.type client_secret, and default_credentials with a workload identity's token
+/// file: the token is asked of the authority (`AZURE_AUTHORITY_HOST`, a sovereign cloud's) with
+/// the config's tenant, client and secret (or the federated token), and the blob service at
+/// serviceurl is asked with that token.
+#[test]
+fn azure_token_credentials_sign_as_the_registry_would() {
+    let (port, seen) = entra_and_blobs();
+    let here = format!("http://127.0.0.1:{port}");
+    let cfg = tempfile::Builder::new().suffix(".yml").tempfile().unwrap();
+    let section = |credentials: &str| {
+        format!(
+            "version: 0.1\nstorage:\n  azure:\n    accountname: acct\n    container: reg\n    serviceurl: {here}/acct\n    \
+             credentials: {credentials}\n"
+        )
+    };
+    let token = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token.path(), "federated.jwt").unwrap();
+    let token_file = token.path().to_str().unwrap();
+    for (credentials, env, asked) in [
+        (
+            "{type: client_secret, tenantid: tid, clientid: cid, secret: sec}",
+            vec![("AZURE_AUTHORITY_HOST", here.as_str())],
+            vec!["POST /tid/oauth2/v2.0/token", "client_id=cid", "client_secret=sec"],
+        ),
+        (
+            "{type: default_credentials}",
+            vec![
+                ("AZURE_AUTHORITY_HOST", here.as_str()),
+                ("AZURE_TENANT_ID", "wtid"),
+                ("AZURE_CLIENT_ID", "wcid"),
+                ("AZURE_FEDERATED_TOKEN_FILE", token_file),
+            ],
+            vec!["POST /wtid/oauth2/v2.0/token", "client_id=wcid", "client_assertion=federated.jwt"],
+        ),
+    ] {
+        seen.lock().unwrap().clear();
+        std::fs::write(cfg.path(), section(credentials)).unwrap();
+        // The container holds no store: what matters is how it was asked.
+        regsweep_clean(&env, &["check", "--config", cfg.path().to_str().unwrap()]);
+        let seen = seen.lock().unwrap().clone();
+        let token_asked = seen.iter().find(|l| l.contains("/oauth2/v2.0/token")).unwrap_or_else(|| panic!("{seen:#?}"));
+        for a in &asked {
+            assert!(token_asked.contains(a), "{a} in {token_asked}");
+        }
+        let blobs: Vec<&String> = seen.iter().filter(|l| l.contains(" /acct/reg")).collect();
+        assert!(!blobs.is_empty(), "the blob service at serviceurl was asked: {seen:#?}");
+        assert!(blobs.iter().all(|l| l.contains("| Authorization: Bearer tok |")), "{blobs:#?}");
+    }
+}
