@@ -67,6 +67,76 @@ fn settle() {
     std::thread::sleep(std::time::Duration::from_secs(2));
 }
 
+/// A TLS front on loopback for a plain HTTP server on `upstream` (Python's ssl module, with a
+/// self-signed certificate no client trusts): its port, and the process, killed when dropped.
+struct TlsFront {
+    port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsFront {
+    fn start(upstream: u16) -> TlsFront {
+        const PROXY: &str = r#"
+import socket, ssl, sys, threading
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+upstream = int(sys.argv[3])
+ls = socket.socket()
+ls.bind(("127.0.0.1", 0))
+ls.listen(128)
+print(ls.getsockname()[1], flush=True)
+def pipe(a, b):
+    try:
+        while True:
+            d = a.recv(65536)
+            if not d:
+                break
+            b.sendall(d)
+    except Exception:
+        pass
+    for s in (a, b):
+        try:
+            s.close()
+        except Exception:
+            pass
+def handle(c):
+    try:
+        t = ctx.wrap_socket(c, server_side=True)
+    except Exception:
+        c.close()
+        return
+    u = socket.create_connection(("127.0.0.1", upstream))
+    threading.Thread(target=pipe, args=(u, t), daemon=True).start()
+    pipe(t, u)
+while True:
+    c, _ = ls.accept()
+    threading.Thread(target=handle, args=(c,), daemon=True).start()
+"#;
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = crate::common::token::self_signed(dir.path(), "front", false);
+        let mut child = Command::new("python3")
+            .args(["-c", PROXY])
+            .arg(&cert)
+            .arg(&key)
+            .arg(upstream.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        TlsFront { port: line.trim().parse().expect("the TLS front's port"), child, _dir: dir }
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The keys under `ROOT/docker/registry/v2/` of a bucket, relative to it.
 fn under_v2(keys: Vec<String>, root: &str) -> BTreeSet<String> {
     let prefix = format!("{root}/docker/registry/v2/");
@@ -105,9 +175,10 @@ fn counts(report: &Value) -> Vec<u64> {
 }
 
 /// Issue 33: a 3.1.1 registry on Azurite through its own azure driver (`serviceurl`, a shared
-/// key); `regsweep prune --config` of the file it serves from reaches the same container (it
-/// went to devstoreaccount1.blob.core.windows.net), the registry serves every kept tag after,
-/// and the container ends with the keys the same prune leaves on a filesystem copy.
+/// key, `skipverify` over TLS); `regsweep prune --config` of the file it serves from reaches the
+/// same container (it went to devstoreaccount1.blob.core.windows.net), the registry serves every
+/// kept tag after, and the container ends with the keys the same prune leaves on a filesystem
+/// copy.
 #[test]
 fn a_3_1_1_registry_on_azurite_is_pruned_through_its_own_config() {
     if Version::V3.available("a_3_1_1_registry_on_azurite_is_pruned_through_its_own_config").is_none() {
@@ -115,10 +186,13 @@ fn a_3_1_1_registry_on_azurite_is_pruned_through_its_own_config() {
     }
     let az = Azurite::start();
     az.create_container("reg");
+    // Behind TLS with a certificate nobody trusts: skipverify, which both honour.
+    let front = TlsFront::start(az.port);
     let storage = format!(
-        "  azure: {{accountname: {ACCOUNT}, accountkey: \"{KEY}\", container: reg, serviceurl: {}/{ACCOUNT}, \
-         credentials: {{type: shared_key}}, rootdirectory: /store}}\n  redirect: {{disable: true}}",
-        az.endpoint()
+        "  azure: {{accountname: {ACCOUNT}, accountkey: \"{KEY}\", container: reg, serviceurl: \
+         https://127.0.0.1:{}/{ACCOUNT}, skipverify: true, credentials: {{type: shared_key}}, rootdirectory: \
+         /store}}\n  redirect: {{disable: true}}",
+        front.port
     );
     let reg = Registry::serve_with(
         Path::new("/nonexistent"),
