@@ -433,7 +433,7 @@ fn du(d: &DuArgs) -> Result<ExitCode> {
                 bytes_left: false,
             };
             let (at, mut warnings) = location(&d.store)?;
-            let (usage, more) = regsweep::du_at(&at, &mode, &opts, progress)?;
+            let (usage, more) = regsweep::du_at(&at, &mode, &opts, progress).inspect_err(|_| tell(&warnings))?;
             warnings.extend(more);
             (usage, warnings)
         }

@@ -265,7 +265,8 @@ pub fn location_from_config(path: &Path, env: &dyn Fn(&str) -> Option<String>) -
     #[cfg(feature = "gcs")]
     if let Some(s) = Section::read(storage, "gcs", &GCS_KEYS, &var).with_context(|| at("gcs"))? {
         s.unknown(&GCS_KEYS, &mut warnings);
-        let loc = crate::store::bucket::gcs::GcsLocation::from_registry(&s).with_context(|| at("gcs"))?;
+        let loc =
+            crate::store::bucket::gcs::GcsLocation::from_registry(&s, env, &mut warnings).with_context(|| at("gcs"))?;
         return Ok((Location::Gcs(loc), warnings));
     }
     let storage = storage.with_context(|| format!("{}: no storage section", path.display()))?;
@@ -592,5 +593,7 @@ mod tests {
                 .contains("storage.gcs.credentials")
         );
         assert!(gcs("    keyfile: /k.json\n", &[]).is_err());
+        let (_, w) = gcs("    bucket: reg\n", &[("GOOGLE_BASE_URL", "http://127.0.0.1:4443")]).unwrap();
+        assert!(w.starts_with("GOOGLE_BASE_URL=http://127.0.0.1:4443: object_store's setting"), "{w}");
     }
 }

@@ -331,6 +331,8 @@ fn gs_reaches_an_emulator_by_storage_emulator_host() {
     let gc = ["gc", "--delete-untagged", "--grace", "0s", "--json"];
     let report = json(&regsweep_clean(&env, &[&gc[..], &["--config", cfg.path().to_str().unwrap()]].concat()), "gc");
     assert!(report["blobs_deleted"].as_u64().unwrap() > 0, "{report}");
+    let w = &report["warnings"];
+    assert!(w[0]["message"].as_str().is_some_and(|m| m.starts_with("GOOGLE_BASE_URL=")), "followed, and said: {w}");
     json(&regsweep_clean(&[], &[&gc[..], &["--root", copy.path().to_str().unwrap()]].concat()), "gc on disk");
     assert_same(&under_v2(gcs.keys("reg"), "store"), &store_files(copy.path()), "gc: the same keys as on disk");
 }

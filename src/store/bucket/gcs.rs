@@ -12,9 +12,10 @@ use object_store::client::{HttpClient, HttpConnector, HttpRequest};
 use object_store::gcp::{GoogleCloudStorage, GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::path::Path as Key;
 
+use crate::model::warning::Warning;
 use crate::store::bucket::client::{self, Batched, Bucket, Connector, Parts, Provider, Requests};
 use crate::store::bucket::xml::{self, ErrorAnswer};
-use crate::store::config::Section;
+use crate::store::config::{Section, not_honoured};
 
 /// Keys one multi-object delete takes, at most.
 const BATCH: usize = 1000;
@@ -47,7 +48,19 @@ impl GcsLocation {
     /// From the registry's `storage.gcs` section (its `REGISTRY_STORAGE_GCS_*` overrides
     /// applied), as 2.8 and 3.1.1 read it: `bucket`, `rootdirectory`, and the credentials:
     /// `keyfile`, else `credentials` (a service account's key as a map), else Google's default.
-    pub fn from_registry(s: &Section) -> Result<GcsLocation> {
+    /// object_store's `GOOGLE_BASE_URL` (another endpoint than the registry's, which is Google's
+    /// or `STORAGE_EMULATOR_HOST`) is followed, in a warning.
+    pub fn from_registry(
+        s: &Section,
+        env: &dyn Fn(&str) -> Option<String>,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<GcsLocation> {
+        if let Some(url) = env("GOOGLE_BASE_URL").filter(|u| !u.is_empty()) {
+            warnings.push(not_honoured(format!(
+                "GOOGLE_BASE_URL={url}: object_store's setting, not the registry's (it reaches Google, or \
+                 STORAGE_EMULATOR_HOST): followed"
+            )));
+        }
         let Some(bucket) = s.text("bucket")? else { bail!("{} is missing", s.at("bucket")) };
         let keyfile = s.text("keyfile")?;
         let key = match (&keyfile, s.value("credentials")) {
