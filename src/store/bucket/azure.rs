@@ -731,4 +731,32 @@ mod tests {
         assert_eq!(loc.shown(), "azure://reg/store");
         assert!(AzureLocation::from_url("azure:///x").is_err());
     }
+
+    /// Each way the registry's config signs builds a client at its serviceurl.
+    #[test]
+    fn registry_credentials_open() {
+        let authority = Some("https://login.microsoftonline.us".to_string());
+        for auth in [
+            AzureAuth::SharedKey { key: "a2V5".into() },
+            AzureAuth::ClientSecret {
+                tenant: "t".into(),
+                client: "c".into(),
+                secret: "s".into(),
+                authority: authority.clone(),
+            },
+            AzureAuth::WorkloadIdentity { tenant: "t".into(), client: "c".into(), token_file: "/t".into(), authority },
+        ] {
+            let loc = AzureLocation {
+                container: "reg".into(),
+                root: "r".into(),
+                service: Some(AzureService {
+                    account: "acct".into(),
+                    url: "https://acct.blob.core.usgovcloudapi.net".into(),
+                    auth: auth.clone(),
+                    skip_verify: true,
+                }),
+            };
+            open(&loc).unwrap_or_else(|e| panic!("{auth:?}: {e:#}"));
+        }
+    }
 }

@@ -496,4 +496,32 @@ mod tests {
         assert_eq!(loc.region, "eu-west-3");
         assert_eq!(loc.endpoint.as_deref(), Some("http://x:1"));
     }
+
+    /// What the registry's keys turn into builds a client: encryption, accelerate's
+    /// virtual-hosted endpoint, skipverify.
+    #[test]
+    fn registry_settings_open() {
+        for (encryption, virtual_hosted, endpoint) in [
+            (Some(("AES256".to_string(), None)), false, None),
+            (
+                Some(("aws:kms".to_string(), Some("k1".to_string()))),
+                false,
+                Some("https://s3-fips.eu-west-1.amazonaws.com"),
+            ),
+            (None, true, Some("https://b.s3-accelerate.amazonaws.com")),
+        ] {
+            let loc = S3Location {
+                bucket: "b".into(),
+                region: "eu-west-1".into(),
+                endpoint: endpoint.map(String::from),
+                access_key: Some("a".into()),
+                secret_key: Some("s".into()),
+                virtual_hosted,
+                skip_verify: true,
+                encryption,
+                ..S3Location::default()
+            };
+            open(&loc).unwrap_or_else(|e| panic!("{loc:?}: {e:#}"));
+        }
+    }
 }
