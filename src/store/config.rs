@@ -104,6 +104,18 @@ const GCS_KEYS: Keys = Keys {
     registry_only: &["chunksize", "maxconcurrency", "useragent"],
 };
 
+/// The keys of `storage` that are not a driver, as the registry's `Storage.Type` skips them.
+const NOT_DRIVERS: [&str; 5] = ["maintenance", "cache", "delete", "redirect", "tag"];
+
+/// The bucket drivers, and their keys.
+const DRIVERS: &[(&str, &Keys)] = &[
+    ("s3", &S3_KEYS),
+    #[cfg(feature = "azure")]
+    ("azure", &AZURE_KEYS),
+    #[cfg(feature = "gcs")]
+    ("gcs", &GCS_KEYS),
+];
+
 /// One driver's section of the file as the registry reads it, its environment overrides
 /// applied.
 pub struct Section {
@@ -250,6 +262,25 @@ pub fn location_from_config(path: &Path, env: &dyn Fn(&str) -> Option<String>) -
     let storage = doc.get("storage");
     let at = |driver: &str| format!("{}: storage.{driver}", path.display());
     let mut warnings = Vec::new();
+    // The drivers named, by the file or the environment: the registry refuses more than one.
+    let mut drivers: Vec<String> = storage
+        .and_then(|s| s.as_mapping())
+        .map(|m| m.keys().filter_map(|k| k.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    drivers.retain(|d| !NOT_DRIVERS.contains(&d.as_str()));
+    for (driver, keys) in DRIVERS {
+        if !drivers.iter().any(|d| d == driver) && Section::read(None, driver, keys, &var)?.is_some() {
+            drivers.push(driver.to_string());
+        }
+    }
+    if drivers.len() > 1 {
+        bail!(
+            "{}: the registry's storage names more than one driver ({}, with its REGISTRY_STORAGE_* variables): the \
+             registry refuses to start so",
+            path.display(),
+            drivers.join(", ")
+        );
+    }
     if let Some(s) = Section::read(storage, "s3", &S3_KEYS, &var).with_context(|| at("s3"))? {
         s.unknown(&S3_KEYS, &mut warnings);
         let loc = S3Location::from_registry(&s, env, &mut warnings).with_context(|| at("s3"))?;
@@ -405,9 +436,11 @@ mod tests {
             &[("REGISTRY_STORAGE_S3_ACCESSKEY", "oa"), ("REGISTRY_STORAGE_S3_SECRETKEY", "os")],
         );
         assert_eq!((l.access_key.as_deref(), l.secret_key.as_deref()), (Some("oa"), Some("os")));
-        // A section the environment alone makes.
-        let (l, _) = read("storage:\n  filesystem: {}\n", &[("REGISTRY_STORAGE_S3_BUCKET", "eb")]).unwrap();
+        // A section the environment alone makes; beside another driver, refused as by the registry.
+        let (l, _) = read("storage:\n  delete: {enabled: true}\n", &[("REGISTRY_STORAGE_S3_BUCKET", "eb")]).unwrap();
         assert!(matches!(l, Location::S3(s) if s.bucket == "eb"));
+        let e = read("storage:\n  filesystem: {}\n", &[("REGISTRY_STORAGE_S3_BUCKET", "eb")]).unwrap_err();
+        assert!(format!("{e:#}").contains("more than one driver (filesystem, s3"), "{e:#}");
         assert!(format!("{:#}", read("storage:\n  s3: {region: r}\n", &[]).unwrap_err()).contains("storage.s3.bucket"));
     }
 
