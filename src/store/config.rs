@@ -422,7 +422,8 @@ mod tests {
         let (l, w) = s3(
             "    bucket: b\n    regionendpoint: http://m:1\n    forcepathstyle: false\n    chunksize: 5242880\n    \
              storageclass: STANDARD\n    loglevel: debug\n    objectacl: private\n    useragent: x\n    \
-             multipartcopychunksize: 33554432\n    sessiontoken: t\n",
+             multipartcopychunksize: 33554432\n    multipartcopymaxconcurrency: 100\n    \
+             multipartcopythresholdsize: 33554432\n    sessiontoken: t\n",
             &[],
         );
         assert_eq!(l.endpoint.as_deref(), Some("http://m:1"));
@@ -604,7 +605,7 @@ mod tests {
             Ok((g, messages(&w)))
         };
         let (g, w) = gcs(
-            "    bucket: reg\n    keyfile: /k.json\n    chunksize: 5242880\n",
+            "    bucket: reg\n    keyfile: /k.json\n    chunksize: 5242880\n    maxconcurrency: 50\n    useragent: x\n",
             &[("REGISTRY_STORAGE_GCS_ROOTDIRECTORY", "/r/")],
         )
         .unwrap();
