@@ -252,7 +252,7 @@ fn each_registrys_s3_section_is_read_by_config() {
         let log = tempfile::NamedTempFile::new().unwrap();
         let mut setup = moto.setup(&bucket, "/store");
         setup.version = version;
-        if version == Version::V3 {
+        if version == Version::V3 && !setup.storage.as_deref().unwrap_or_default().contains("forcepathstyle") {
             // 3.1.1's forcepathstyle is false by default: it asks reg1.127.0.0.1, which resolves
             // nowhere (2.8 goes path-style wherever regionendpoint is given).
             setup.storage = setup.storage.map(|s| s.replace("secure: false}", "secure: false, forcepathstyle: true}"));
