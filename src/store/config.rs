@@ -40,6 +40,9 @@ pub(crate) fn read_config(path: &Path) -> std::io::Result<String> {
 pub struct Keys {
     pub read: &'static [&'static str],
     pub registry_only: &'static [&'static str],
+    /// The driver's keys are matched in any case (3.x's azure decodes them with mapstructure:
+    /// `serviceURL` is `serviceurl`); else as written (`parameters["key"]`).
+    pub any_case: bool,
 }
 
 /// The keys of the s3 driver, 2.8's (`s3-aws`) and 3.1.1's (`s3-aws`, with `forcepathstyle`,
@@ -72,6 +75,7 @@ const S3_KEYS: Keys = Keys {
         "objectacl",
         "loglevel",
     ],
+    any_case: false,
 };
 
 /// The keys of the azure driver: 2.8's `accountname`, `accountkey`, `container`, `realm`, and
@@ -94,6 +98,7 @@ const AZURE_KEYS: Keys = Keys {
         "skipverify",
     ],
     registry_only: &["max_retries", "retry_delay"],
+    any_case: true,
 };
 
 /// The keys of the gcs driver (the same in 2.8 and 3.1.1): `keyfile`, else `credentials`
@@ -102,6 +107,7 @@ const AZURE_KEYS: Keys = Keys {
 const GCS_KEYS: Keys = Keys {
     read: &["bucket", "rootdirectory", "keyfile", "credentials"],
     registry_only: &["chunksize", "maxconcurrency", "useragent"],
+    any_case: false,
 };
 
 /// The keys of `storage` that are not a driver, as the registry's `Storage.Type` skips them.
@@ -135,6 +141,7 @@ impl Section {
     ) -> Result<Option<Section>> {
         let file = storage.and_then(|s| s.get(driver));
         let mut values = match file {
+            Some(Value::Mapping(m)) if keys.any_case => lowered(m, &format!("storage.{driver}"), keys)?,
             Some(Value::Mapping(m)) => m.clone(),
             Some(Value::Null) | None => serde_norway::Mapping::new(),
             Some(_) => bail!("storage.{driver} is not a map"),
@@ -241,6 +248,28 @@ impl Section {
             }
         }
     }
+}
+
+/// A section's keys in lower case, and those of its maps regsweep reads key by key
+/// (`credentials`), as mapstructure matches them; two keys that name the same are an error.
+fn lowered(m: &serde_norway::Mapping, at: &str, keys: &Keys) -> Result<serde_norway::Mapping> {
+    let mut out = serde_norway::Mapping::new();
+    for (k, v) in m {
+        let Some(name) = k.as_str() else {
+            out.insert(k.clone(), v.clone());
+            continue;
+        };
+        let lower = name.to_ascii_lowercase();
+        let nested = keys.read.iter().any(|r| r.starts_with(&format!("{lower}.")));
+        let v = match v {
+            Value::Mapping(inner) if nested => Value::Mapping(lowered(inner, &format!("{at}.{lower}"), keys)?),
+            other => other.clone(),
+        };
+        if out.insert(Value::String(lower.clone()), v).is_some() {
+            bail!("{at}: two keys name {lower} (the registry matches them in any case)");
+        }
+    }
+    Ok(out)
 }
 
 /// A warning about a key (or variable) regsweep does not honour.
@@ -501,6 +530,18 @@ mod tests {
         assert_eq!(s.url, "http://127.0.0.1:10000/devstoreaccount1", "serviceurl before realm");
         assert_eq!(s.auth, AzureAuth::SharedKey { key: "a2V5".into() });
         assert!(!s.skip_verify && w.is_empty(), "{w}");
+        // Keys in any case, as 3.x's mapstructure matches them; two of one name refused.
+        let (a, w) = azure(
+            "    AccountName: devstoreaccount1\n    container: reg\n    serviceURL: http://127.0.0.1:1/acct\n    \
+             Credentials: {Type: client_secret, TenantID: t, ClientID: c, Secret: s}\n",
+            &[],
+        )
+        .unwrap();
+        let s = a.service.unwrap();
+        assert_eq!((s.account.as_str(), s.url.as_str()), ("devstoreaccount1", "http://127.0.0.1:1/acct"));
+        assert!(matches!(s.auth, AzureAuth::ClientSecret { .. }) && w.is_empty(), "{w}");
+        let e = azure(&format!("{base}    serviceurl: http://a\n    serviceURL: http://b\n"), &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("two keys name serviceurl"), "{e:#}");
         // Overridden by the environment, a nested key too.
         let (a, _) = azure(
             &shared,
