@@ -23,6 +23,7 @@ use monitor::{Ended, exit_status, monitored};
 use regsweep::check::CheckOptions;
 use regsweep::error::{ErrorKind, RunError};
 use regsweep::generate::{self, GenOptions};
+use regsweep::model::warning::Warning;
 use regsweep::online::OnlineOptions;
 use regsweep::online::client::{self, Client, ClientOptions, Credentials};
 use regsweep::online::engine::{self, Engine, GcStep};
@@ -64,12 +65,20 @@ fn globs(option: &str, patterns: &[String]) -> Result<Option<Globs>> {
 }
 
 /// Where the store is: `--root` (a folder, or `s3://BUCKET/ROOTDIRECTORY`), or the registry's
-/// config file.
-fn location(store: &StoreArgs) -> Result<Location> {
+/// config file, with the warnings of its reading (keys regsweep does not honour): they go in the
+/// report's `warnings` where a run makes a report, else on stderr at once ([`tell`]).
+fn location(store: &StoreArgs) -> Result<(Location, Vec<Warning>)> {
     match (&store.root, &store.config) {
-        (Some(r), _) => Location::from_root(r),
+        (Some(r), _) => Ok((Location::from_root(r)?, Vec::new())),
         (None, Some(c)) => config::location_from_config(c, &|k| std::env::var(k).ok()),
         (None, None) => Err(usage("give --root or --config".into())),
+    }
+}
+
+/// Warnings on stderr, where no report carries them.
+fn tell(warnings: &[Warning]) {
+    for w in warnings {
+        eprintln!("warning: {w}");
     }
 }
 
@@ -131,7 +140,9 @@ fn check_store(c: &CheckArgs) -> Result<ExitCode> {
     threads(c.jobs.jobs)?;
     let opts = CheckOptions { verify_digests: c.verify_digests, repair: c.repair, grace: c.grace };
     let progress = progress(c.output.quiet, c.output.json);
-    let mut report = location(&c.store)?.check(opts, progress)?;
+    let (at, warnings) = location(&c.store)?;
+    tell(&warnings);
+    let mut report = at.check(opts, progress)?;
     if c.for_registry == 3 {
         report.as_served_by_v3();
     }
@@ -322,7 +333,7 @@ fn offline(store: &StoreArgs, collect: &CollectArgs, mode: Mode, orphan_attachme
         orphan_attachments,
         bytes_left: collect.metrics.metrics_file.is_some(),
     };
-    let at = location(store)?;
+    let (at, config_warnings) = location(store)?;
     // Before the container stops: a signal then ends the run by itself (not the process), and
     // the container is started again.
     let c = &collect.container;
@@ -361,6 +372,13 @@ fn offline(store: &StoreArgs, collect: &CollectArgs, mode: Mode, orphan_attachme
         (Err(e), Some(name)) => Some((name, format!("the registry's container {name} may still be down: {e:#}"))),
         _ => None,
     };
+    let result = result.map(|mut report| {
+        report.warnings.splice(0..0, config_warnings.iter().cloned());
+        report
+    });
+    if result.is_err() {
+        tell(&config_warnings);
+    }
     let report = match (result, down) {
         (Ok(report), None) => report,
         (Ok(mut report), Some((name, message))) => {
@@ -417,7 +435,10 @@ fn du(d: &DuArgs) -> Result<ExitCode> {
                 orphan_attachments: false,
                 bytes_left: false,
             };
-            regsweep::du_at(&location(&d.store)?, &mode, &opts, progress)?
+            let (at, mut warnings) = location(&d.store)?;
+            let (usage, more) = regsweep::du_at(&at, &mode, &opts, progress).inspect_err(|_| tell(&warnings))?;
+            warnings.extend(more);
+            (usage, warnings)
         }
     };
     for w in &warnings {

@@ -28,6 +28,9 @@ pub enum WarningKind {
     /// Kept tags of a repository that registry 3.x will not serve, though 2.8 does (Docker
     /// schema 1, or an index with a schema 1 child): one warning per repository.
     V3Unservable,
+    /// `--config`: a key of the registry's config.yml (or a variable beside it) that regsweep
+    /// does not honour, named in the message: what regsweep does instead.
+    ConfigNotHonoured,
 }
 
 /// One warning: in the JSON report `{"kind": ..., "message": ...}`; on stderr its message.

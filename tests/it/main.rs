@@ -5,6 +5,7 @@ mod common;
 
 mod buckets;
 mod check;
+mod config;
 mod container;
 mod du;
 mod emulators;

@@ -5,7 +5,7 @@
 //! Azure's error answers, and Blob Batch deletion (up to 256 blobs a request) with each
 //! subrequest's answer read, falling back to one DELETE a blob where the account takes no batch.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -16,7 +16,9 @@ use object_store::list::PaginatedListOptions;
 use object_store::path::Path as Key;
 use serde::Deserialize;
 
+use crate::model::warning::Warning;
 use crate::store::bucket::client::{self, Batched, Bucket, Connector, Listed, Page, Parts, Provider, Requests};
+use crate::store::config::{Section, not_honoured};
 
 /// Blobs one Blob Batch request deletes, at most.
 const BATCH: usize = 256;
@@ -27,13 +29,50 @@ pub struct AzureLocation {
     pub container: String,
     /// The registry's `rootdirectory`, without slashes at either end ("" for none).
     pub root: String,
-    /// `accountname` / `accountkey` of the registry's config; else the environment's.
-    pub account: Option<String>,
-    pub key: Option<String>,
-    /// The registry's `realm` (`core.windows.net` by default): the endpoint is
-    /// `https://<account>.blob.<realm>`.
-    pub realm: Option<String>,
+    /// Where the registry's config says the account is and how it signs; `None` for `--root
+    /// azure://...`, which object_store's environment settles.
+    pub service: Option<AzureService>,
 }
+
+/// The account as the registry's `storage.azure` names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AzureService {
+    pub account: String,
+    /// `serviceurl` (3.x), else `https://<accountname>.blob.<realm>` (`core.windows.net` by
+    /// default): every request goes there.
+    pub url: String,
+    pub auth: AzureAuth,
+    /// `skipverify` (3.x): the server's certificate is not checked.
+    pub skip_verify: bool,
+}
+
+/// How requests are signed: `credentials.type` of 3.x (2.8 has only the account key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AzureAuth {
+    /// `shared_key` (and 2.8): `accountkey`.
+    SharedKey { key: String },
+    /// `client_secret`, or `default_credentials` where the environment holds one
+    /// (`AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`).
+    ClientSecret { tenant: String, client: String, secret: String, authority: Option<String> },
+    /// `default_credentials` with a federated token (AKS workload identity:
+    /// `AZURE_FEDERATED_TOKEN_FILE`, `AZURE_CLIENT_ID`, `AZURE_TENANT_ID`).
+    WorkloadIdentity { tenant: String, client: String, token_file: String, authority: Option<String> },
+    /// `default_credentials` otherwise: the machine's managed identity where its metadata
+    /// service answers (`AZURE_CLIENT_ID` picks a user-assigned one), else the Azure CLI's login,
+    /// decided when the container is opened.
+    ManagedIdentityOrCli { client: Option<String> },
+}
+
+/// The environment variables object_store reads for `--root azure://`; with `--config` the
+/// registry's file says where and how, and these are not read.
+const OBJECT_STORE_ENV: [&str; 6] = [
+    "AZURE_STORAGE_ACCOUNT_NAME",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_SAS_KEY",
+    "AZURE_STORAGE_ENDPOINT",
+    "AZURE_STORAGE_USE_EMULATOR",
+    "AZURITE_BLOB_STORAGE_URL",
+];
 
 impl AzureLocation {
     /// `azure://container/rootdirectory`, as the operator names it.
@@ -47,56 +86,230 @@ impl AzureLocation {
         Ok(AzureLocation { container, root, ..AzureLocation::default() })
     }
 
-    /// From the registry's `storage.azure` section (with its `REGISTRY_STORAGE_AZURE_*`
-    /// overrides applied by the caller).
-    pub fn from_registry(keys: &HashMap<String, String>) -> Result<AzureLocation> {
-        let get = |k: &str| keys.get(k).filter(|v| !v.is_empty()).cloned();
-        let Some(container) = get("container") else { bail!("storage.azure has no container") };
+    /// From the registry's `storage.azure` section, as 2.8 and 3.1.1 read it: `accountname` and
+    /// `container` required; the endpoint `serviceurl`, else from `realm`; signed as
+    /// `credentials.type` says (3.x: `shared_key` with `accountkey`, `client_secret` with
+    /// `tenantid`, `clientid`, `secret`, `default_credentials` with what object_store can do of
+    /// Azure's chain), or with `accountkey` where there is no `credentials` (2.8).
+    /// `connectionstring` the registry reads and never uses: nor does regsweep, in a warning.
+    /// `rootdirectory` is 3.x's: 2.8's store is at the container's root.
+    pub fn from_registry(
+        s: &Section,
+        env: &dyn Fn(&str) -> Option<String>,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<AzureLocation> {
+        let var = |k: &str| env(k).filter(|v| !v.is_empty());
+        let Some(container) = s.text("container")? else { bail!("{} is missing", s.at("container")) };
+        let Some(account) = s.text("accountname")? else {
+            bail!("{} is missing (both registries require it)", s.at("accountname"))
+        };
+        let realm = s.text("realm")?.unwrap_or_else(|| "core.windows.net".into());
+        let service_url = s.text("serviceurl")?;
+        let kind = s.text("credentials.type")?;
+        if s.value("credentials").is_some_and(|c| !c.is_mapping()) {
+            bail!("{} is not a map", s.at("credentials"));
+        }
+        let auth = match kind.as_deref() {
+            None if service_url.is_some() => bail!(
+                "{} is given without {}: registry 3 refuses to start so (invalid credentials type) and registry 2.8 \
+                 ignores serviceurl (it goes to https://{account}.blob.{realm}); add credentials: {{type: shared_key}} \
+                 or whichever the registry uses",
+                s.at("serviceurl"),
+                s.at("credentials.type")
+            ),
+            None | Some("shared_key") => {
+                let Some(key) = s.text("accountkey")? else {
+                    bail!("{} is missing (a shared key signs with it)", s.at("accountkey"))
+                };
+                AzureAuth::SharedKey { key }
+            }
+            Some("client_secret") => {
+                let need = |k: &str| -> Result<String> {
+                    s.text(&format!("credentials.{k}"))?.with_context(|| {
+                        format!("{} is missing (client_secret needs it)", s.at(&format!("credentials.{k}")))
+                    })
+                };
+                AzureAuth::ClientSecret {
+                    tenant: need("tenantid")?,
+                    client: need("clientid")?,
+                    secret: need("secret")?,
+                    authority: var("AZURE_AUTHORITY_HOST"),
+                }
+            }
+            Some("default_credentials") => default_credentials(&var)?,
+            Some(other) => bail!(
+                "{} is {other:?}: the registry takes shared_key, client_secret or default_credentials",
+                s.at("credentials.type")
+            ),
+        };
+        if kind.as_deref() != Some("client_secret") {
+            for k in ["clientid", "tenantid", "secret"] {
+                if s.value(&format!("credentials.{k}")).is_some() {
+                    warnings.push(not_honoured(format!(
+                        "{}: the registry uses it only with credentials.type client_secret: ignored",
+                        s.at(&format!("credentials.{k}"))
+                    )));
+                }
+            }
+        }
+        if s.value("connectionstring").is_some() {
+            warnings.push(not_honoured(format!(
+                "{}: the registry (3.1.1) reads it but never uses it: its endpoint is serviceurl, else \
+                 https://ACCOUNT.blob.REALM, and credentials.type says how it signs; regsweep does the same",
+                s.at("connectionstring")
+            )));
+        }
+        for name in OBJECT_STORE_ENV.iter().filter(|n| var(n).is_some()) {
+            warnings.push(not_honoured(format!(
+                "{name}: not read with --config (the registry's file says where the store is, and its \
+                 REGISTRY_STORAGE_AZURE_* variables override it)"
+            )));
+        }
+        let url = service_url.unwrap_or_else(|| format!("https://{account}.blob.{realm}"));
+        let url = url.trim_end_matches('/').to_string();
+        if !url.starts_with("https://") && !url.starts_with("http://") {
+            bail!("{} is not an http(s) URL: {url}", s.at("serviceurl"));
+        }
+        // 2.8's driver (a section without credentials: 3.x refuses one) has no rootdirectory:
+        // its store is at the container's root.
+        let mut root = s.text("rootdirectory")?.unwrap_or_default().trim_matches('/').to_string();
+        if kind.is_none() && !root.is_empty() {
+            warnings.push(not_honoured(format!(
+                "{}: registry 2.8's azure driver has none (its store is at the container's root), and without \
+                 credentials.type this is 2.8's section (registry 3 refuses it): read at the container's root",
+                s.at("rootdirectory")
+            )));
+            root.clear();
+        }
         Ok(AzureLocation {
             container,
-            root: get("rootdirectory").unwrap_or_default().trim_matches('/').to_string(),
-            account: get("accountname"),
-            key: get("accountkey"),
-            realm: get("realm"),
+            root,
+            service: Some(AzureService { account, url, auth, skip_verify: s.flag("skipverify", false)? }),
         })
     }
+}
+
+/// `default_credentials`: what the registry's DefaultAzureCredential would take, in its order
+/// (the environment's client secret, a workload identity, a managed identity, the Azure CLI),
+/// as far as object_store has it; a certificate or a user's password in the environment (which
+/// Azure's chain would take first) is an error, as regsweep cannot sign with those.
+fn default_credentials(var: &dyn Fn(&str) -> Option<String>) -> Result<AzureAuth> {
+    let authority = var("AZURE_AUTHORITY_HOST");
+    if let (Some(tenant), Some(client)) = (var("AZURE_TENANT_ID"), var("AZURE_CLIENT_ID")) {
+        if let Some(secret) = var("AZURE_CLIENT_SECRET") {
+            return Ok(AzureAuth::ClientSecret { tenant, client, secret, authority });
+        }
+        for cannot in ["AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_USERNAME"] {
+            if var(cannot).is_some() {
+                bail!(
+                    "credentials.type default_credentials: {cannot} is set, so the registry signs with a certificate or a \
+                     user's password, which regsweep cannot (it takes a client secret, a workload identity, a managed \
+                     identity or the Azure CLI's login)"
+                );
+            }
+        }
+        if let Some(token_file) = var("AZURE_FEDERATED_TOKEN_FILE") {
+            return Ok(AzureAuth::WorkloadIdentity { tenant, client, token_file, authority });
+        }
+    }
+    Ok(AzureAuth::ManagedIdentityOrCli { client: var("AZURE_CLIENT_ID") })
+}
+
+/// Whether a program is on `PATH`.
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
 /// Opens the container a location names.
 pub fn open(loc: &AzureLocation) -> Result<Bucket> {
     let requests = Arc::new(Requests::default());
     let connector = || Connector { requests: requests.clone(), decode };
-    let options = client::options();
-    let mut b = MicrosoftAzureBuilder::from_env()
-        .with_container_name(&loc.container)
-        .with_http_connector(connector())
-        .with_retry(client::retry())
-        .with_client_options(options.clone());
-    if let Some(a) = &loc.account {
-        b = b.with_account(a);
-    }
-    if let Some(k) = &loc.key {
-        b = b.with_access_key(k);
-    }
-    let account = b.get_config_value(&AzureConfigKey::AccountName).unwrap_or_else(|| "devstoreaccount1".into());
-    let emulator = b.get_config_value(&AzureConfigKey::UseEmulator).is_some_and(|v| v == "true");
-    let service = match (b.get_config_value(&AzureConfigKey::Endpoint), &loc.realm) {
-        _ if emulator => {
-            let url = std::env::var("AZURITE_BLOB_STORAGE_URL").unwrap_or_else(|_| "http://127.0.0.1:10000".into());
-            format!("{}/{account}", url.trim_end_matches('/'))
+    let mut options = client::options();
+    let (b, service, account) = match &loc.service {
+        Some(service) => {
+            if service.skip_verify {
+                options = options.with_allow_invalid_certificates(true);
+            }
+            let b = MicrosoftAzureBuilder::new()
+                .with_container_name(&loc.container)
+                .with_http_connector(connector())
+                .with_retry(client::retry())
+                .with_client_options(options.clone())
+                .with_account(&service.account)
+                .with_endpoint(service.url.clone());
+            (signed(b, &service.auth)?, service.url.clone(), service.account.clone())
         }
-        (Some(e), _) => e.trim_end_matches('/').to_string(),
-        (None, Some(realm)) => format!("https://{account}.blob.{realm}"),
-        (None, None) => format!("https://{account}.blob.core.windows.net"),
+        None => {
+            let mut b = MicrosoftAzureBuilder::from_env()
+                .with_container_name(&loc.container)
+                .with_http_connector(connector())
+                .with_retry(client::retry())
+                .with_client_options(options.clone());
+            let account = b.get_config_value(&AzureConfigKey::AccountName).unwrap_or_else(|| "devstoreaccount1".into());
+            let emulator = b.get_config_value(&AzureConfigKey::UseEmulator).is_some_and(|v| v == "true");
+            let service = match b.get_config_value(&AzureConfigKey::Endpoint) {
+                _ if emulator => {
+                    let url =
+                        std::env::var("AZURITE_BLOB_STORAGE_URL").unwrap_or_else(|_| "http://127.0.0.1:10000".into());
+                    format!("{}/{account}", url.trim_end_matches('/'))
+                }
+                Some(e) => e.trim_end_matches('/').to_string(),
+                None => format!("https://{account}.blob.core.windows.net"),
+            };
+            if !emulator && b.get_config_value(&AzureConfigKey::Endpoint).is_none() {
+                b = b.with_endpoint(service.clone());
+            }
+            (b, service, account)
+        }
     };
-    if !emulator && b.get_config_value(&AzureConfigKey::Endpoint).is_none() {
-        b = b.with_endpoint(service.clone());
-    }
     let store = Arc::new(b.build().with_context(|| format!("cannot use container {}", loc.shown()))?);
     let http = connector().connect(&options).context("cannot start the Azure client")?;
     let provider =
         Arc::new(Azure { store: store.clone(), http, container_url: format!("{service}/{}", loc.container), account });
     Bucket::new(Parts { store, provider, root: loc.root.clone(), shown: loc.shown(), requests })
+}
+
+/// The builder signing as the registry's config says.
+fn signed(b: MicrosoftAzureBuilder, auth: &AzureAuth) -> Result<MicrosoftAzureBuilder> {
+    let authority = |b: MicrosoftAzureBuilder, a: &Option<String>| match a {
+        Some(a) => b.with_authority_host(a),
+        None => b,
+    };
+    Ok(match auth {
+        AzureAuth::SharedKey { key } => b.with_access_key(key).with_credential_type("access_key"),
+        AzureAuth::ClientSecret { tenant, client, secret, authority: a } => authority(
+            b.with_tenant_id(tenant)
+                .with_client_id(client)
+                .with_client_secret(secret)
+                .with_credential_type("client_secret"),
+            a,
+        ),
+        AzureAuth::WorkloadIdentity { tenant, client, token_file, authority: a } => authority(
+            b.with_tenant_id(tenant)
+                .with_client_id(client)
+                .with_federated_token_file(token_file)
+                .with_credential_type("workload_identity"),
+            a,
+        ),
+        AzureAuth::ManagedIdentityOrCli { client } => {
+            if client::metadata_service_answers() {
+                let b = b.with_credential_type("managed_identity");
+                match client {
+                    Some(c) => b.with_client_id(c),
+                    None => b,
+                }
+            } else if on_path("az") {
+                b.with_credential_type("azure_cli")
+            } else {
+                bail!(
+                    "credentials.type default_credentials: no credentials found as far as regsweep can look (no \
+                     AZURE_TENANT_ID, AZURE_CLIENT_ID with AZURE_CLIENT_SECRET or AZURE_FEDERATED_TOKEN_FILE, no \
+                     managed identity's metadata service at 169.254.169.254, no az on PATH; App Service's and Arc's \
+                     identity endpoints and the Azure Developer CLI are beyond it)"
+                )
+            }
+        }
+    })
 }
 
 /// Azure's error answer: `<Error><Code>…</Code><Message>…</Message></Error>`.
@@ -517,11 +730,33 @@ mod tests {
         assert_eq!((loc.container.as_str(), loc.root.as_str()), ("reg", "store"));
         assert_eq!(loc.shown(), "azure://reg/store");
         assert!(AzureLocation::from_url("azure:///x").is_err());
-        let keys: HashMap<String, String> = [("container", "c"), ("accountname", "acct"), ("rootdirectory", "/r/")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let loc = AzureLocation::from_registry(&keys).unwrap();
-        assert_eq!((loc.container.as_str(), loc.root.as_str(), loc.account.as_deref()), ("c", "r", Some("acct")));
+    }
+
+    /// Each way the registry's config signs builds a client at its serviceurl.
+    #[test]
+    fn registry_credentials_open() {
+        let authority = Some("https://login.microsoftonline.us".to_string());
+        for auth in [
+            AzureAuth::SharedKey { key: "a2V5".into() },
+            AzureAuth::ClientSecret {
+                tenant: "t".into(),
+                client: "c".into(),
+                secret: "s".into(),
+                authority: authority.clone(),
+            },
+            AzureAuth::WorkloadIdentity { tenant: "t".into(), client: "c".into(), token_file: "/t".into(), authority },
+        ] {
+            let loc = AzureLocation {
+                container: "reg".into(),
+                root: "r".into(),
+                service: Some(AzureService {
+                    account: "acct".into(),
+                    url: "https://acct.blob.core.usgovcloudapi.net".into(),
+                    auth: auth.clone(),
+                    skip_verify: true,
+                }),
+            };
+            open(&loc).unwrap_or_else(|e| panic!("{auth:?}: {e:#}"));
+        }
     }
 }

@@ -5,7 +5,6 @@
 //! XML API's multi-object delete (up to 1,000 keys, S3's format), falling back to one DELETE a
 //! key where the server does not take it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -13,8 +12,10 @@ use object_store::client::{HttpClient, HttpConnector, HttpRequest};
 use object_store::gcp::{GoogleCloudStorage, GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::path::Path as Key;
 
+use crate::model::warning::Warning;
 use crate::store::bucket::client::{self, Batched, Bucket, Connector, Parts, Provider, Requests};
 use crate::store::bucket::xml::{self, ErrorAnswer};
+use crate::store::config::{Section, not_honoured};
 
 /// Keys one multi-object delete takes, at most.
 const BATCH: usize = 1000;
@@ -27,6 +28,9 @@ pub struct GcsLocation {
     pub root: String,
     /// `keyfile` of the registry's config: a service account's JSON key.
     pub keyfile: Option<String>,
+    /// `credentials` of the registry's config (where there is no `keyfile`): a service
+    /// account's key inline, as JSON.
+    pub key: Option<String>,
 }
 
 impl GcsLocation {
@@ -38,20 +42,53 @@ impl GcsLocation {
     /// From `gs://BUCKET[/ROOTDIRECTORY]`.
     pub fn from_url(url: &str) -> Result<GcsLocation> {
         let (bucket, root) = client::split_url(url, "gs", "bucket")?;
-        Ok(GcsLocation { bucket, root, keyfile: None })
+        Ok(GcsLocation { bucket, root, ..GcsLocation::default() })
     }
 
-    /// From the registry's `storage.gcs` section (with its `REGISTRY_STORAGE_GCS_*` overrides
-    /// applied by the caller).
-    pub fn from_registry(keys: &HashMap<String, String>) -> Result<GcsLocation> {
-        let get = |k: &str| keys.get(k).filter(|v| !v.is_empty()).cloned();
-        let Some(bucket) = get("bucket") else { bail!("storage.gcs has no bucket") };
+    /// From the registry's `storage.gcs` section (its `REGISTRY_STORAGE_GCS_*` overrides
+    /// applied), as 2.8 and 3.1.1 read it: `bucket`, `rootdirectory`, and the credentials:
+    /// `keyfile`, else `credentials` (a service account's key as a map), else Google's default.
+    /// object_store's `GOOGLE_BASE_URL` (another endpoint than the registry's, which is Google's
+    /// or `STORAGE_EMULATOR_HOST`) is followed, in a warning.
+    pub fn from_registry(
+        s: &Section,
+        env: &dyn Fn(&str) -> Option<String>,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<GcsLocation> {
+        if let Some(url) = env("GOOGLE_BASE_URL").filter(|u| !u.is_empty()) {
+            warnings.push(not_honoured(format!(
+                "GOOGLE_BASE_URL={url}: object_store's setting, not the registry's (it reaches Google, or \
+                 STORAGE_EMULATOR_HOST): followed"
+            )));
+        }
+        let Some(bucket) = s.text("bucket")? else { bail!("{} is missing", s.at("bucket")) };
+        let keyfile = s.text("keyfile")?;
+        let key = match (&keyfile, s.value("credentials")) {
+            (None, Some(c @ serde_norway::Value::Mapping(_))) => Some(
+                serde_json::to_string(c).with_context(|| format!("{} cannot be read as JSON", s.at("credentials")))?,
+            ),
+            (None, Some(_)) => bail!("{} is not a map (a service account's key, key by key)", s.at("credentials")),
+            _ => None,
+        };
         Ok(GcsLocation {
             bucket,
-            root: get("rootdirectory").unwrap_or_default().trim_matches('/').to_string(),
-            keyfile: get("keyfile"),
+            root: s.text("rootdirectory")?.unwrap_or_default().trim_matches('/').to_string(),
+            keyfile,
+            key,
         })
     }
+}
+
+/// `STORAGE_EMULATOR_HOST`, which Google's client libraries (and so the registry's gcs driver)
+/// read: an emulator's `host:port` (or URL), reached without credentials.
+pub const EMULATOR_ENV: &str = "STORAGE_EMULATOR_HOST";
+
+/// The emulator's base URL, where `STORAGE_EMULATOR_HOST` names one: `http://` where it gives
+/// no scheme, as Google's libraries do.
+fn emulator(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let host = env(EMULATOR_ENV).filter(|h| !h.trim().is_empty())?;
+    let host = host.trim().trim_end_matches('/');
+    Some(if host.contains("://") { host.to_string() } else { format!("http://{host}") })
 }
 
 /// Opens the bucket a location names.
@@ -64,8 +101,16 @@ pub fn open(loc: &GcsLocation) -> Result<Bucket> {
         .with_http_connector(connector())
         .with_retry(client::retry())
         .with_client_options(options.clone());
-    if let Some(k) = &loc.keyfile {
+    if let Some(url) = emulator(&|k| std::env::var(k).ok()) {
+        // As Google's libraries: the emulator, and no credentials (an empty bearer: object_store
+        // would ask a metadata server for a token to write and delete).
+        let none =
+            object_store::StaticCredentialProvider::new(object_store::gcp::GcpCredential { bearer: String::new() });
+        b = b.with_base_url(&url).with_skip_signature(true).with_credentials(Arc::new(none));
+    } else if let Some(k) = &loc.keyfile {
         b = b.with_service_account_path(k);
+    } else if let Some(k) = &loc.key {
+        b = b.with_service_account_key(k);
     }
     let base = b
         .get_config_value(&GoogleConfigKey::BaseUrl)

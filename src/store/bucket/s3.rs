@@ -9,14 +9,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use object_store::aws::{AmazonS3, AmazonS3Builder, AwsAuthorizer};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsAuthorizer};
 use object_store::client::{HttpClient, HttpConnector, HttpRequest};
 use object_store::path::Path as Key;
 
 use serde::Deserialize;
 
+use crate::model::warning::Warning;
 use crate::store::bucket::client::{self, Batched, Bucket, Connector, Parts, Provider, Requests};
 use crate::store::bucket::xml::{self, ErrorAnswer};
+use crate::store::config::{Section, not_honoured};
 
 /// A store in a bucket.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -32,6 +34,13 @@ pub struct S3Location {
     pub session_token: Option<String>,
     /// Without keys, where the credentials come from.
     pub role: Role,
+    /// `endpoint` names the bucket's own host (3.x's `accelerate`): requests are not path-style.
+    pub virtual_hosted: bool,
+    /// The registry's `skipverify`: the server's certificate is not checked.
+    pub skip_verify: bool,
+    /// The registry's `encrypt` (and `keyid`): the server-side encryption of what regsweep
+    /// writes (`AES256`, or `aws:kms` with the key), as the registry's own writes.
+    pub encryption: Option<(String, Option<String>)>,
 }
 
 /// Where credentials come from without keys: the rest of the chain the registry's AWS SDK
@@ -108,23 +117,82 @@ impl S3Location {
         }
     }
 
-    /// From the registry's `storage.s3` section (`keys`, with the `REGISTRY_STORAGE_S3_<KEY>`
-    /// overrides applied by the caller): `bucket` and `region` as the registry requires,
+    /// From the registry's `storage.s3` section (`s`, its `REGISTRY_STORAGE_S3_<KEY>` overrides
+    /// applied), as 2.8 and 3.1.1 read it: `bucket`, `region` (else the AWS environment's),
     /// `regionendpoint` with `secure` for its scheme, `rootdirectory`, `accesskey`/`secretkey`
-    /// (else the AWS environment and profile, as the registry's SDK falls back to them).
-    pub fn from_registry(keys: &HashMap<String, String>, env: &dyn Fn(&str) -> Option<String>) -> Result<S3Location> {
-        let get = |k: &str| keys.get(k).filter(|v| !v.is_empty()).cloned();
-        let Some(bucket) = get("bucket") else { bail!("storage.s3 has no bucket") };
-        let secure = get("secure").is_none_or(|v| v != "false");
-        let endpoint = get("regionendpoint")
+    /// (else the AWS environment, profile and role, as the registry's SDK falls back to them),
+    /// `skipverify`, `encrypt` with `keyid` for what regsweep writes; without `regionendpoint`,
+    /// 3.x's `usefipsendpoint`, `usedualstack` and `accelerate` pick AWS's endpoint as its SDK
+    /// does. `v4auth: false` (2.8's signature v2) is named in a warning: regsweep signs v4.
+    /// Requests are path-style on `regionendpoint`, the host the registry reaches whatever
+    /// `forcepathstyle` says.
+    pub fn from_registry(
+        s: &Section,
+        env: &dyn Fn(&str) -> Option<String>,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<S3Location> {
+        let Some(bucket) = s.text("bucket")? else { bail!("{} is missing", s.at("bucket")) };
+        let secure = s.flag("secure", true)?;
+        let region = s.text("region")?;
+        let mut endpoint = s
+            .text("regionendpoint")?
             .map(|e| if e.contains("://") { e } else { format!("{}://{e}", if secure { "https" } else { "http" }) });
+        let mut virtual_hosted = false;
+        let (fips, dualstack, accelerate) =
+            (s.flag("usefipsendpoint", false)?, s.flag("usedualstack", false)?, s.flag("accelerate", false)?);
+        if endpoint.is_some() {
+            for k in ["usefipsendpoint", "usedualstack", "accelerate"] {
+                if s.flag(k, false)? {
+                    warnings.push(not_honoured(format!(
+                        "{}: the registry's SDK goes to regionendpoint all the same: so does regsweep",
+                        s.at(k)
+                    )));
+                }
+            }
+        } else if fips || dualstack || accelerate {
+            let Some(region) = &region else { bail!("{} is missing", s.at("region")) };
+            let scheme = if secure { "https" } else { "http" };
+            endpoint = Some(if accelerate {
+                if fips {
+                    bail!(
+                        "{} and {} together: the registry's SDK refuses them",
+                        s.at("accelerate"),
+                        s.at("usefipsendpoint")
+                    );
+                }
+                virtual_hosted = true;
+                let host = if dualstack { "s3-accelerate.dualstack" } else { "s3-accelerate" };
+                format!("{scheme}://{bucket}.{host}.amazonaws.com")
+            } else {
+                let host = match (fips, dualstack) {
+                    (true, true) => "s3-fips.dualstack",
+                    (true, false) => "s3-fips",
+                    _ => "s3.dualstack",
+                };
+                format!("{scheme}://{host}.{region}.amazonaws.com")
+            });
+        }
+        if !s.flag("v4auth", true)? {
+            warnings.push(not_honoured(format!(
+                "{}: false (signature v2): regsweep signs with signature v4, which the server may refuse",
+                s.at("v4auth")
+            )));
+        }
+        let encryption = match (s.flag("encrypt", false)?, s.text("keyid")?) {
+            (false, _) => None,
+            (true, None) => Some(("AES256".to_string(), None)),
+            (true, Some(k)) => Some(("aws:kms".to_string(), Some(k))),
+        };
         let mut loc = S3Location {
             bucket,
-            root: get("rootdirectory").unwrap_or_default().trim_matches('/').to_string(),
-            region: get("region").unwrap_or_default(),
+            root: s.text("rootdirectory")?.unwrap_or_default().trim_matches('/').to_string(),
+            region: region.unwrap_or_default(),
             endpoint,
-            access_key: get("accesskey"),
-            secret_key: get("secretkey"),
+            access_key: s.text("accesskey")?,
+            secret_key: s.text("secretkey")?,
+            virtual_hosted,
+            skip_verify: s.flag("skipverify", false)?,
+            encryption,
             ..S3Location::default()
         };
         loc.fill_from_environment(env);
@@ -162,13 +230,6 @@ impl Role {
             None => Role::None,
         }
     }
-}
-
-/// Whether the instance metadata service takes a connection within a second (on EC2 it does at
-/// once; elsewhere the address leads nowhere).
-fn metadata_service_answers() -> bool {
-    let addr = std::net::SocketAddr::from(([169, 254, 169, 254], 80));
-    std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1)).is_ok()
 }
 
 /// The settings of one AWS profile, from the shared credentials and config files.
@@ -226,16 +287,26 @@ fn ini_section(text: &str, section: &str) -> Vec<(String, String)> {
 pub fn open(loc: &S3Location) -> Result<Bucket> {
     let requests = Arc::new(Requests::default());
     let connector = || Connector { requests: requests.clone(), decode };
-    let options = client::options();
+    let mut options = client::options();
+    if loc.skip_verify {
+        options = options.with_allow_invalid_certificates(true);
+    }
     let mut b = AmazonS3Builder::new()
         .with_bucket_name(&loc.bucket)
         .with_region(&loc.region)
-        .with_virtual_hosted_style_request(false)
+        .with_virtual_hosted_style_request(loc.virtual_hosted)
         .with_http_connector(connector())
         .with_retry(client::retry())
         .with_client_options(options.clone());
     if let Some(e) = &loc.endpoint {
         b = b.with_endpoint(e);
+    }
+    if let Some((kind, key)) = &loc.encryption {
+        let setting = |name: &str| name.parse::<AmazonS3ConfigKey>().with_context(|| format!("cannot use {name}"));
+        b = b.with_config(setting("aws_server_side_encryption")?, kind);
+        if let Some(k) = key {
+            b = b.with_config(setting("aws_sse_kms_key_id")?, k);
+        }
     }
     let mut sign = true;
     match (&loc.access_key, &loc.secret_key) {
@@ -251,7 +322,7 @@ pub fn open(loc: &S3Location) -> Result<Bucket> {
                     b = b.with_config(k.parse().with_context(|| format!("cannot use {k}"))?, v);
                 }
             }
-            Role::Instance { endpoint } if endpoint != METADATA_SERVICE || metadata_service_answers() => {
+            Role::Instance { endpoint } if endpoint != METADATA_SERVICE || client::metadata_service_answers() => {
                 b = b.with_metadata_endpoint(endpoint)
             }
             // No credentials anywhere: unsigned requests (a public bucket, a test server).
@@ -264,6 +335,7 @@ pub fn open(loc: &S3Location) -> Result<Bucket> {
     let store = Arc::new(b.build().with_context(|| format!("cannot use bucket {}", loc.shown()))?);
     let http = connector().connect(&options).context("cannot start the S3 client")?;
     let endpoint = match &loc.endpoint {
+        Some(e) if loc.virtual_hosted => e.trim_end_matches('/').to_string(),
         Some(e) => format!("{}/{}", e.trim_end_matches('/'), loc.bucket),
         None => format!("https://s3.{}.amazonaws.com/{}", loc.region, loc.bucket),
     };
@@ -425,23 +497,31 @@ mod tests {
         assert_eq!(loc.endpoint.as_deref(), Some("http://x:1"));
     }
 
+    /// What the registry's keys turn into builds a client: encryption, accelerate's
+    /// virtual-hosted endpoint, skipverify.
     #[test]
-    fn registry_keys() {
-        let keys: HashMap<String, String> = [
-            ("bucket", "reg"),
-            ("region", "eu-central-1"),
-            ("regionendpoint", "127.0.0.1:9000"),
-            ("secure", "false"),
-            ("rootdirectory", "/s/"),
-            ("accesskey", "a"),
-            ("secretkey", "s"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let loc = S3Location::from_registry(&keys, &env_of(&[])).unwrap();
-        assert_eq!(loc.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
-        assert_eq!((loc.root.as_str(), loc.region.as_str()), ("s", "eu-central-1"));
-        assert_eq!(loc.access_key.as_deref(), Some("a"));
+    fn registry_settings_open() {
+        for (encryption, virtual_hosted, endpoint) in [
+            (Some(("AES256".to_string(), None)), false, None),
+            (
+                Some(("aws:kms".to_string(), Some("k1".to_string()))),
+                false,
+                Some("https://s3-fips.eu-west-1.amazonaws.com"),
+            ),
+            (None, true, Some("https://b.s3-accelerate.amazonaws.com")),
+        ] {
+            let loc = S3Location {
+                bucket: "b".into(),
+                region: "eu-west-1".into(),
+                endpoint: endpoint.map(String::from),
+                access_key: Some("a".into()),
+                secret_key: Some("s".into()),
+                virtual_hosted,
+                skip_verify: true,
+                encryption,
+                ..S3Location::default()
+            };
+            open(&loc).unwrap_or_else(|e| panic!("{loc:?}: {e:#}"));
+        }
     }
 }
