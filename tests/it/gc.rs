@@ -157,6 +157,11 @@ enum Kind {
     /// A `_layers` link a manifest that both keep in that repository references, removed by
     /// 3.1.1 (its link sweep depends on the order of the repositories).
     LayerLinkOrderBug,
+    /// 3.1.1's `--delete-untagged` keeps an untagged manifest of one repository when the same
+    /// digest is marked in any other (`unmarkReferencedManifest` looks at the digest, not the
+    /// repository); regsweep, whose rule is per repository, deletes its revision (the blobs stay:
+    /// the other repository needs them). 2.8 deletes it too.
+    MarkedElsewhere,
     /// An upload started more than 168 h ago: regsweep purges it, the collector never touches
     /// uploads (the running registry's purger does).
     OldUpload,
@@ -382,6 +387,16 @@ fn differences(original: &Path, ours: &Path, theirs: &Path, version: Version, de
         note(kind, format!("revision {r}@{d} kept by regsweep only"), "not a documented kind");
     }
     for (r, d) in b.revisions.difference(&a.revisions) {
+        let elsewhere: Vec<&String> =
+            by_children.iter().filter(|(n, l)| **n != r && l.contains(d)).map(|(n, _)| *n).collect();
+        if version == Version::V3 && delete_untagged && !elsewhere.is_empty() {
+            note(
+                Some(Kind::MarkedElsewhere),
+                format!("revision {r}@{d} kept by {version}'s collector only (kept in {elsewhere:?})"),
+                "",
+            );
+            continue;
+        }
         let tagged_elsewhere: Vec<&String> =
             repos.iter().filter(|(n, x)| *n != r && x.tagged.contains(d)).map(|(n, _)| n).collect();
         note(
@@ -440,6 +455,13 @@ fn expected_kinds(store: &Path, version: Version) -> BTreeSet<Kind> {
             kinds.insert(Kind::MultiArchChild);
         }
     }
+    if version == Version::V3 {
+        let kept: BTreeMap<&String, BTreeSet<String>> = repos.iter().map(|(n, r)| (n, r.live(true, false))).collect();
+        let marked_elsewhere = |n: &String, d: &String| kept.iter().any(|(m, l)| *m != n && l.contains(d));
+        if repos.iter().any(|(n, r)| r.manifests.keys().any(|d| !kept[n].contains(d) && marked_elsewhere(n, d))) {
+            kinds.insert(Kind::MarkedElsewhere);
+        }
+    }
     let week = Duration::from_secs(168 * 3600);
     if before.uploads.values().any(|s| {
         humantime::parse_rfc3339_weak(s.trim())
@@ -485,7 +507,8 @@ fn delete_untagged_differs_from_both_references_only_as_documented_on_the_demo_s
 fn delete_untagged_differs_from_v3_only_as_documented_on_stores_it_wrote_and_generated_ones() {
     // The demo as 3.1.1 pushed it (tags only: the referrers and the old upload do not travel
     // with skopeo), given an SBOM bundle on the kept v6 (a referrer that is an index, with a
-    // child of its own) and an upload from long ago; and a generated store.
+    // child of its own), an upload from long ago and v6 untagged in another repository; and a
+    // generated store.
     if Version::V3.available("delete_untagged_differs_from_v3_only_as_documented").is_none() {
         return;
     }
@@ -493,6 +516,10 @@ fn delete_untagged_differs_from_v3_only_as_documented_on_stores_it_wrote_and_gen
     let v6 = tag_digest(pushed.path(), "team/app", "v6");
     referrer_index_of(pushed.path(), "team/app", &v6);
     put_old_upload(pushed.path(), "team/multi");
+    // v6 pushed by digest into team/multi too, untagged there (3.1.1 keeps it: Kind::MarkedElsewhere).
+    let revision = v2(pushed.path()).join("repositories/team/multi/_manifests/revisions/sha256").join(&v6[7..]);
+    std::fs::create_dir_all(&revision).unwrap();
+    std::fs::write(revision.join("link"), &v6).unwrap();
     assert_delete_untagged_differs_as_documented(pushed.path(), &VERSIONS);
     assert_delete_untagged_differs_as_documented(generated(), &VERSIONS);
 }
