@@ -562,6 +562,43 @@ fn v3_delete_untagged_deletes_the_referrers_of_kept_images_that_regsweep_keeps()
 }
 
 #[test]
+fn v3_delete_untagged_keeps_a_manifest_untagged_in_an_earlier_repository_without_its_layer_links() {
+    // The order-dependent bug of 3.1.1's link sweep (DESIGN section 2), measured: v6 pushed by
+    // digest into team/aaa (listed before team/app, which tags it), untagged there. 3.1.1 keeps
+    // that revision (its digest is marked in team/app) but removes team/aaa's links to its config
+    // and layers, marked only later: the manifest answers, the image does not pull. regsweep
+    // deletes the revision with its links (untagged in its repository): nothing half there.
+    if Version::V3.available("v3_delete_untagged_keeps_a_manifest_untagged_in_an_earlier_repository").is_none() {
+        return;
+    }
+    let store = fixture("demo");
+    let root = store.path();
+    let v6 = tag_digest(root, "team/app", "v6");
+    let manifest: Value = serde_json::from_slice(&std::fs::read(blob_data(root, &v6)).unwrap()).unwrap();
+    let repo = v2(root).join("repositories/team/aaa");
+    let mut links = vec![(repo.join("_manifests/revisions/sha256").join(&v6[7..]), v6.clone())];
+    for d in std::iter::once(&manifest["config"]).chain(manifest["layers"].as_array().unwrap()) {
+        let d = d["digest"].as_str().unwrap();
+        links.push((repo.join("_layers/sha256").join(&d[7..]), d.to_string()));
+    }
+    for (folder, digest) in links {
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("link"), digest).unwrap();
+    }
+    let theirs = copy_store(root);
+    reference_gc_with(theirs.path(), &Setup { version: Version::V3, ..Setup::default() }, true);
+    let reg = Registry::serve_version(theirs.path(), Version::V3);
+    assert_eq!(reg.manifest_status("team/aaa", &v6), 200, "3.1.1 keeps the revision");
+    assert!(reg.pull("team/aaa", &v6).is_err(), "3.1.1 was expected to remove the links it needs");
+    drop(reg);
+    let ours = copy_store(root);
+    regsweep_json(&["gc", "--root", ours.path().to_str().unwrap(), "--delete-untagged", "--grace", "0s"]);
+    let reg = Registry::serve_version(ours.path(), Version::V3);
+    assert_eq!(reg.manifest_status("team/aaa", &v6), 404, "regsweep deletes it, untagged in team/aaa");
+    reg.pull("team/app", "v6").expect("the image, tagged in team/app, pulls");
+}
+
+#[test]
 fn reference_delete_untagged_breaks_multiarch_while_regsweep_keeps_it() {
     // docs/DESIGN.md section 3, a deliberate difference: registry 2.8's --delete-untagged does not mark the
     // untagged children of a tagged index, so their layers are swept (distribution#3178).
