@@ -154,9 +154,6 @@ enum Kind {
     /// A `_layers` link no manifest regsweep keeps in that repository references: regsweep
     /// removes it; 2.8 never removes one, 3.1.1 keeps one whose blob is marked in any repository.
     StaleLayerLink,
-    /// A `_layers` link a manifest that both keep in that repository references, removed by
-    /// 3.1.1 (its link sweep depends on the order of the repositories).
-    LayerLinkOrderBug,
     /// 3.1.1's `--delete-untagged` keeps an untagged manifest of one repository when the same
     /// digest is marked in any other (`unmarkReferencedManifest` looks at the digest, not the
     /// repository); regsweep, whose rule is per repository, deletes its revision (the blobs stay:
@@ -411,9 +408,9 @@ fn differences(original: &Path, ours: &Path, theirs: &Path, version: Version, de
             None
         } else if needed.iter().any(|(n, m)| referrer(n, m)) {
             Some(Kind::Referrer)
-        } else if version == Version::V3 {
-            Some(Kind::LayerLinkOrderBug)
         } else {
+            // (3.1.1's link sweep by the order of repositories hits only revisions regsweep
+            // deletes: Kind::MarkedElsewhere.)
             None
         };
         note(kind, format!("layer link {r}@{d} kept by regsweep only (needed by {needed:?})"), "not a documented kind");
