@@ -82,8 +82,10 @@ fn gc_equals_reference_collector_on_a_generated_store() {
 fn gc_equals_reference_collector_after_api_deletes() {
     for version in VERSIONS {
         if version.available("gc_equals_reference_collector_after_api_deletes").is_some() {
+            // Served after by 2.8.2 only (3.1.1 serves the store it pushed, above, and the
+            // store after a prune, below).
             let store = store_with_api_deletes(version);
-            assert_gc_equals_reference(store.path(), &VERSIONS, Some(version));
+            assert_gc_equals_reference(store.path(), &VERSIONS, (version == Version::V2).then_some(version));
         }
     }
 }
@@ -117,15 +119,17 @@ fn gc_equals_reference_collector_on_the_legacy_store() {
     }
 }
 
-/// A store `regsweep gen` wrote (12 repositories of 10 tags), once a test process: tests take
-/// a [`copy_store`] of it.
+/// A store `regsweep gen` wrote, once a test process: 6 repositories of 5 tags (one a
+/// two-platform index, one signed with a signature tag and an SBOM referrer), 2 untagged earlier
+/// pushes each, base layers shared across repositories. Tests take a [`copy_store`] of it.
 fn generated() -> &'static Path {
     static STORE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
     STORE
         .get_or_init(|| {
             let store = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
             let root = store.path().to_str().unwrap();
-            let out = regsweep(&["gen", "--root", root, "--repos", "12", "--tags", "10", "--seed", "11", "--quiet"]);
+            let shape = ["--repos", "6", "--tags", "5", "--multiarch-every", "5", "--signed-every", "3"];
+            let out = regsweep(&[&["gen", "--root", root, "--seed", "11", "--quiet"], &shape[..]].concat());
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             store
         })
