@@ -121,10 +121,19 @@ fn pushes_racing_the_reference_collector_are_recorded() {
 fn old_images_copied_into_new_repositories_while_a_prune_runs_still_pull() {
     // Issue 12.1: the grace period protects what existed at the plan. Here the run is stopped
     // right after its journal (the plan is made, nothing is deleted yet), old images the plan
-    // deletes are copied by digest into new repositories, then the run goes on.
+    // deletes are copied by digest into new repositories, then the run goes on. On each
+    // registry version: the registry of that version writes the copies and serves the result.
+    for version in VERSIONS {
+        if version.available("old_images_copied_into_new_repositories_while_a_prune_runs_still_pull").is_some() {
+            copied_while_a_prune_runs(version);
+        }
+    }
+}
+
+fn copied_while_a_prune_runs(version: Version) {
     let store = fixture("demo");
     let root = store.path();
-    let reg = Registry::serve(root);
+    let reg = Registry::serve_version(root, version);
     let old = [
         ("team/app", tag_digest(root, "team/app", "v1"), false),
         ("team/app", tag_digest(root, "team/app", "v4"), false),
@@ -141,16 +150,17 @@ fn old_images_copied_into_new_repositories_while_a_prune_runs_still_pull() {
     }
     signal(&run, "-CONT");
     let out = run.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{version}: {}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(report["rescued"]["blobs"].as_u64().unwrap() > 0, "{}", report["rescued"]);
+    assert!(report["rescued"]["blobs"].as_u64().unwrap() > 0, "{version}: {}", report["rescued"]);
     assert_eq!(tags_with(&report, "team/app", "delete").len(), 7, "the prune itself went ahead");
     drop(reg);
     // A fresh registry: no blob cache from before the run (distribution#1803).
-    let reg = assert_served(root, &report);
+    let reg = assert_served_by(root, &report, version);
     for (to, from) in &copies {
         // (Without the re-mark, the copies' config and layers are gone: 404 on pull.)
-        reg.pull(to, "v1").unwrap_or_else(|e| panic!("{to}:v1 (copied from {from} during the run) broke: {e}"));
+        reg.pull(to, "v1")
+            .unwrap_or_else(|e| panic!("{version}: {to}:v1 (copied from {from} during the run) broke: {e}"));
     }
     assert_eq!(reg.manifest_status("team/app", "v1"), 404);
 }
@@ -247,16 +257,21 @@ fn put_manifest(reg: &Registry, file: &Path, repo: &str, tag: &str) {
 /// the tag given (the manifest alone), lets the run finish; returns the registry serving the
 /// store after it.
 fn tagged_again_at(root: &Path, point: &str, pushes: &[(&str, &str, &str)]) -> Registry {
-    let reg = Registry::serve(root);
+    tagged_again_by(Version::V2, root, point, pushes)
+}
+
+/// [`tagged_again_at`], the pushes written by registry `version`, which serves the store after.
+fn tagged_again_by(version: Version, root: &Path, point: &str, pushes: &[(&str, &str, &str)]) -> Registry {
+    let reg = Registry::serve_version(root, version);
     let run = prune_stopped_at(root, point);
     for (repo, digest, tag) in pushes {
         put_manifest(&reg, &blob_data(root, digest), repo, tag);
     }
     signal(&run, "-CONT");
     let out = run.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{version}: {}", String::from_utf8_lossy(&out.stderr));
     drop(reg);
-    Registry::serve(root)
+    Registry::serve_version(root, version)
 }
 
 #[test]
@@ -265,7 +280,17 @@ fn old_images_tagged_again_inside_the_manifests_stage_keep_referrers_and_signatu
     // Issue 22, left from the last round. Tagged again once the manifests stage has begun, after
     // any look a run takes before it: v2's OCI referrer, deleted in that same stage, stays (a
     // subject goes before its referrers, and one left keeps them); v1's cosign signature tag,
-    // which the tags stage deleted by policy, is written back by the re-mark.
+    // which the tags stage deleted by policy, is written back by the re-mark. On each registry
+    // version: that version writes the tags (3.1.1 through its `.tmp` files and renames) and
+    // serves the result.
+    for version in VERSIONS {
+        if version.available("old_images_tagged_again_inside_the_manifests_stage").is_some() {
+            tagged_again_inside_the_manifests_stage(version);
+        }
+    }
+}
+
+fn tagged_again_inside_the_manifests_stage(version: Version) {
     let store = fixture("demo");
     let root = store.path();
     let (v1, v2) = (tag_digest(root, "team/app", "v1"), tag_digest(root, "team/app", "v2"));
@@ -273,14 +298,18 @@ fn old_images_tagged_again_inside_the_manifests_stage_keep_referrers_and_signatu
     let plan = regsweep_json(&["prune", "--root", root.to_str().unwrap(), "--keep", "2", "--dry-run"]);
     assert!(tags_with(&plan, "team/app", "delete").contains(&sig));
     let referrer = "sha256:12f21adae9b0c817476386b96268e7bb488c4dcd47d38f3de7ef1bd605225d12";
-    let reg = tagged_again_at(
+    let reg = tagged_again_by(
+        version,
         root,
         "delete:manifests",
         &[("team/app", v1.as_str(), "again1"), ("team/app", v2.as_str(), "again2")],
     );
-    reg.pull("team/app", "again2").expect("the image tagged again during the run pulls whole");
-    reg.pull("team/app", referrer).expect("its referrer is still there, whole");
-    reg.pull("team/app", &sig).expect("v1's signature tag follows v1");
+    let pulls = |what: &str, reference: &str| {
+        reg.pull("team/app", reference).unwrap_or_else(|e| panic!("{version}: {what} ({reference}): {e}"))
+    };
+    pulls("the image tagged again during the run pulls whole", "again2");
+    pulls("its referrer is still there, whole", referrer);
+    pulls("v1's signature tag follows v1", &sig);
     reg.assert_all_tags_pull(root);
 }
 

@@ -1,8 +1,9 @@
-//! Pushes racing a prune on a bucket (issue 22), through the real registry 2.8.2 and its s3
-//! driver on moto: the run is stopped at an exact point (after a stage's listing, before its
-//! deletions), a push lands, the run goes on; afterwards the registry is started again and
-//! what was pushed must pull. On a bucket the window between a listing and its DeleteObjects
-//! cannot be closed: what a push there needs is written back by the next re-mark.
+//! Pushes racing a prune on a bucket (issue 22), through the real registry 2.8.2 (and 3.1.1 for a
+//! copy landing in the manifests stage) and its s3 driver on moto: the run is stopped at an
+//! exact point (after a stage's listing, before its deletions), a push lands, the run goes on;
+//! afterwards the registry is started again and what was pushed must pull. On a bucket the
+//! window between a listing and its DeleteObjects cannot be closed: what a push there needs is
+//! written back by the next re-mark.
 
 use crate::common;
 
@@ -78,10 +79,25 @@ fn push_layout(reg: &Registry, layout: &Path, tag: &str, to: &str) {
 
 /// A bucket with the demo store, and the registry serving it.
 fn demo() -> (S3Server, Registry) {
+    demo_served_by(Version::V2)
+}
+
+/// [`demo`], served by registry `version`.
+fn demo_served_by(version: Version) -> (S3Server, Registry) {
     let moto = S3Server::moto();
     demo_bucket(&moto, "reg", "store");
-    let reg = Registry::serve_with(Path::new("/nonexistent"), &moto.setup("reg", "store"));
+    let reg = serve(&moto, version);
     (moto, reg)
+}
+
+/// Registry `version` serving the bucket's store. 3.1.1's s3-aws driver asks `BUCKET.127.0.0.1`
+/// unless `forcepathstyle: true`; 2.8.2 reads no such key.
+fn serve(moto: &S3Server, version: Version) -> Registry {
+    let mut storage = moto.storage("reg", "store");
+    if !storage.contains("forcepathstyle") {
+        storage = storage.replacen("secure: false", "secure: false, forcepathstyle: true", 1);
+    }
+    Registry::serve_with(Path::new("/nonexistent"), &Setup { version, storage: Some(storage), ..Setup::default() })
 }
 
 /// Runs `prune ARGS --json` stopped at `point`, runs `meanwhile`, lets it finish; returns its
@@ -127,26 +143,38 @@ fn a_layer_link_a_racing_push_relies_on_is_written_back() {
 /// Issue 22.2: stopped before the DeleteObjects of revision links, an old manifest the plan
 /// deletes is tagged again: its revision link, written again by that push, goes. The re-mark
 /// sees the new tag and writes the revision back, and the cosign signature tag of that
-/// manifest, which the tags stage deleted by policy, comes back with it.
+/// manifest, which the tags stage deleted by policy, comes back with it. On each registry
+/// version (a copy during a prune, landing in the manifests stage), which writes the tag
+/// through its s3 driver and serves the bucket after.
 #[test]
 #[cfg_attr(not(feature = "test-hooks"), ignore = "needs --features test-hooks")]
 fn an_old_manifest_tagged_again_before_its_revision_goes_pulls() {
-    let (moto, reg) = demo();
+    for version in VERSIONS {
+        if version.available("an_old_manifest_tagged_again_before_its_revision_goes_pulls").is_some() {
+            tagged_again_before_its_revision_goes(version);
+        }
+    }
+}
+
+fn tagged_again_before_its_revision_goes(version: Version) {
+    let (moto, reg) = demo_served_by(version);
     let v1 = digest_of(&reg, "team/app", "v1");
     let sig = format!("sha256-{}.sig", &v1[7..]);
     assert_eq!(reg.manifest_status("team/app", &sig), 200);
     let (code, report) = prune_with_push(&moto, &["--keep", "2", "--repo", "team/app"], "delete:manifests", &|| {
         copy_within(reg.port, &format!("team/app@{v1}"), "team/app:again", false).unwrap()
     });
-    assert_eq!(code, 0, "{report}");
+    assert_eq!(code, 0, "{version}: {report}");
     assert!(tags_with(&report, "team/app", "delete").contains(&sig), "the plan deleted the signature tag");
     drop(reg);
-    let reg = Registry::serve_with(Path::new("/nonexistent"), &moto.setup("reg", "store"));
-    reg.pull("team/app", "again").expect("the manifest tagged again during the run pulls");
-    reg.pull("team/app", &sig).expect("its signature follows it");
+    let reg = serve(&moto, version);
+    let pulls =
+        |what: &str, tag: &str| reg.pull("team/app", tag).unwrap_or_else(|e| panic!("{version}: {what} ({tag}): {e}"));
+    pulls("the manifest tagged again during the run pulls", "again");
+    pulls("its signature follows it", &sig);
     assert_eq!(reg.manifest_status("team/app", "v2"), 404);
     let check = moto.regsweep(&["check", "--root", URL]);
-    assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stdout));
+    assert_eq!(check.status.code(), Some(0), "{version}: {}", String::from_utf8_lossy(&check.stdout));
 }
 
 /// Issue 22.3: stopped before the DeleteObjects of tag links, a new image is pushed under a tag
