@@ -320,10 +320,20 @@ pub fn config_of(engine: &Engine, c: &str) -> Result<String> {
     })
 }
 
-/// [`config_of`] from a container's inspection (`Path`, `Args`, `Config.Env`).
+/// [`config_of`] from a container's inspection (`Path`, `Args`, `Config.Env`), as the registry
+/// takes it: the argument after `serve` (whatever its name), else its `REGISTRY_CONFIGURATION_PATH`;
+/// a command without `serve` (`registry:2`'s entrypoint script, which adds it) names its config
+/// as a `.yml`/`.yaml` argument. A shell's script (`sh -c "..."`) names none that can be trusted.
 fn config_in(inspected: &serde_json::Value) -> Option<String> {
-    let args = std::iter::once(&inspected["Path"]).chain(inspected["Args"].as_array().into_iter().flatten());
-    let named = args.filter_map(|a| a.as_str()).rfind(|a| a.ends_with(".yml") || a.ends_with(".yaml"));
+    let args: Vec<&str> = std::iter::once(&inspected["Path"])
+        .chain(inspected["Args"].as_array().into_iter().flatten())
+        .filter_map(|a| a.as_str())
+        .collect();
+    let named = match args.iter().position(|a| *a == "serve") {
+        Some(i) => args.get(i + 1).copied(),
+        None => args.iter().copied().rfind(|a| a.ends_with(".yml") || a.ends_with(".yaml")),
+    }
+    .filter(|a| !a.contains(char::is_whitespace) && !a.starts_with('-'));
     let env = || {
         inspected["Config"]["Env"]
             .as_array()?
@@ -392,6 +402,12 @@ mod tests {
             "Config": {"Env": ["PATH=/bin", "REGISTRY_CONFIGURATION_PATH=/c/r.yaml"]}});
         assert_eq!(of(env).as_deref(), Some("/c/r.yaml"));
         assert_eq!(of(serde_json::json!({"Path": "registry", "Args": ["serve"]})), None);
+        // The registry's own rule: the argument after serve, before the variable.
+        let conf = serde_json::json!({"Path": "registry", "Args": ["serve", "/etc/r/config.conf"],
+            "Config": {"Env": ["REGISTRY_CONFIGURATION_PATH=/other.yml"]}});
+        assert_eq!(of(conf).as_deref(), Some("/etc/r/config.conf"));
+        let shell = serde_json::json!({"Path": "sh", "Args": ["-c", "registry serve /x/config.yml"]});
+        assert_eq!(of(shell), None);
     }
 
     #[test]

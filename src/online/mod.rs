@@ -126,8 +126,9 @@ impl<'a> Reader<'a> {
             404 => return Ok(None),
             // Registry 3.x answers so for every schema 1 manifest, which it no longer serves.
             500 => bail!(
-                "HEAD {repo}:{tag}: 500: the registry cannot serve this tag (registry 3.x answers so for a Docker \
-                 schema 1 manifest: `regsweep check` on its store names them, as v3_unservable)"
+                "HEAD {repo}:{tag}: 500: the registry failed to serve this tag (see its log; registry 3.x answers so \
+                 for every Docker schema 1 manifest, which it no longer serves: `regsweep check` on its store names \
+                 them, as v3_unservable)"
             ),
             s => bail!("HEAD {repo}:{tag}: {s}"),
         }

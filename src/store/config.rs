@@ -127,6 +127,8 @@ const DRIVERS: &[(&str, &Keys)] = &[
 pub struct Section {
     driver: &'static str,
     values: serde_norway::Mapping,
+    /// Variables the registry ignores (a key inside a map the file gives), named in a warning.
+    ignored: Vec<String>,
 }
 
 impl Section {
@@ -147,6 +149,7 @@ impl Section {
             Some(_) => bail!("storage.{driver} is not a map"),
         };
         let mut overridden = false;
+        let mut ignored = Vec::new();
         for key in keys.read {
             let name = format!(
                 "REGISTRY_STORAGE_{}_{}",
@@ -154,12 +157,24 @@ impl Section {
                 key.replace('.', "_").to_ascii_uppercase()
             );
             let Some(text) = env(&name) else { continue };
-            // The registry reads the variable's value as YAML (`true` a boolean, `{..}` a map).
-            let value: Value = serde_norway::from_str(&text).unwrap_or(Value::String(text));
+            // The registry reads the variable's value as YAML (`true` a boolean, `{..}` a map; an
+            // empty one is null: the key cleared, not left as the file has it).
+            let value: Value = if text.trim().is_empty() {
+                Value::Null
+            } else {
+                serde_norway::from_str(&text).unwrap_or(Value::String(text))
+            };
             overridden = true;
             match key.split_once('.') {
                 None => {
                     values.insert(Value::String(key.to_string()), value);
+                }
+                // The file's own map is read with keys of any type, and the registry's
+                // override ignores a variable inside such a map (it logs "Ignoring environment
+                // variable ... involving map with non-string keys"): only a map the file does
+                // not give is made from the variables.
+                Some((parent, _)) if file.and_then(|f| f.get(parent)).is_some_and(Value::is_mapping) => {
+                    ignored.push(name);
                 }
                 Some((parent, child)) => {
                     let entry = values.entry(Value::String(parent.to_string())).or_insert(Value::Null);
@@ -172,7 +187,7 @@ impl Section {
                 }
             }
         }
-        Ok((file.is_some() || overridden).then_some(Section { driver, values }))
+        Ok((file.is_some() || overridden).then_some(Section { driver, values, ignored }))
     }
 
     /// `storage.<driver>.<key>`, as messages name a key.
@@ -221,6 +236,12 @@ impl Section {
     /// Every key the section has that neither registry reads, as warnings (nested keys of a
     /// map regsweep reads whole, such as gcs `credentials`, are not looked into).
     fn unknown(&self, keys: &Keys, warnings: &mut Vec<Warning>) {
+        for name in &self.ignored {
+            warnings.push(not_honoured(format!(
+                "{name}: ignored, as the registry ignores a variable inside a map its config.yml gives: the file's \
+                 value is read"
+            )));
+        }
         let known = |k: &str| keys.read.contains(&k) || keys.registry_only.contains(&k);
         for (k, v) in &self.values {
             let Some(k) = k.as_str() else { continue };
@@ -284,10 +305,9 @@ pub fn location_from_config(path: &Path, env: &dyn Fn(&str) -> Option<String>) -
     let text = read_config(path).with_context(|| format!("cannot read registry config {}", path.display()))?;
     let doc: Value = serde_norway::from_str(&text)
         .with_context(|| format!("registry config {} is not valid YAML", path.display()))?;
-    let var = |k: &str| env(k).filter(|v| !v.is_empty());
-    if let Some(root) = var(ROOT_ENV) {
-        return Ok((Location::Fs(PathBuf::from(root)), Vec::new()));
-    }
+    // The registry applies a variable even when empty: it sets its key to null (for
+    // `rootdirectory`, the driver's default), it does not skip it.
+    let root_env = env(ROOT_ENV);
     let storage = doc.get("storage");
     let at = |driver: &str| format!("{}: storage.{driver}", path.display());
     let mut warnings = Vec::new();
@@ -298,9 +318,12 @@ pub fn location_from_config(path: &Path, env: &dyn Fn(&str) -> Option<String>) -
         .unwrap_or_default();
     drivers.retain(|d| !NOT_DRIVERS.contains(&d.as_str()));
     for (driver, keys) in DRIVERS {
-        if !drivers.iter().any(|d| d == driver) && Section::read(None, driver, keys, &var)?.is_some() {
+        if !drivers.iter().any(|d| d == driver) && Section::read(None, driver, keys, env)?.is_some() {
             drivers.push(driver.to_string());
         }
+    }
+    if root_env.is_some() && !drivers.iter().any(|d| d == "filesystem") {
+        drivers.push("filesystem".to_string());
     }
     if drivers.len() > 1 {
         bail!(
@@ -310,20 +333,24 @@ pub fn location_from_config(path: &Path, env: &dyn Fn(&str) -> Option<String>) -
             drivers.join(", ")
         );
     }
-    if let Some(s) = Section::read(storage, "s3", &S3_KEYS, &var).with_context(|| at("s3"))? {
+    if let Some(root) = root_env {
+        let root = if root.is_empty() { DEFAULT_ROOT.to_string() } else { root };
+        return Ok((Location::Fs(PathBuf::from(root)), warnings));
+    }
+    if let Some(s) = Section::read(storage, "s3", &S3_KEYS, env).with_context(|| at("s3"))? {
         s.unknown(&S3_KEYS, &mut warnings);
         let loc = S3Location::from_registry(&s, env, &mut warnings).with_context(|| at("s3"))?;
         return Ok((Location::S3(loc), warnings));
     }
     #[cfg(feature = "azure")]
-    if let Some(s) = Section::read(storage, "azure", &AZURE_KEYS, &var).with_context(|| at("azure"))? {
+    if let Some(s) = Section::read(storage, "azure", &AZURE_KEYS, env).with_context(|| at("azure"))? {
         s.unknown(&AZURE_KEYS, &mut warnings);
         let loc = crate::store::bucket::azure::AzureLocation::from_registry(&s, env, &mut warnings)
             .with_context(|| at("azure"))?;
         return Ok((Location::Azure(loc), warnings));
     }
     #[cfg(feature = "gcs")]
-    if let Some(s) = Section::read(storage, "gcs", &GCS_KEYS, &var).with_context(|| at("gcs"))? {
+    if let Some(s) = Section::read(storage, "gcs", &GCS_KEYS, env).with_context(|| at("gcs"))? {
         s.unknown(&GCS_KEYS, &mut warnings);
         let loc =
             crate::store::bucket::gcs::GcsLocation::from_registry(&s, env, &mut warnings).with_context(|| at("gcs"))?;
@@ -517,6 +544,52 @@ mod tests {
     /// 3.1.1's azure section: serviceurl over realm, each credentials type, skipverify,
     /// connectionstring (read, never used), retries (the registry's own), nested overrides.
     #[cfg(feature = "azure")]
+    /// What the registry does with its environment, where skipping or following a variable would
+    /// send regsweep elsewhere: an empty override clears its key, the filesystem's variable counts
+    /// as a driver, AWS's endpoint variables are not the registry's, a variable inside a map the
+    /// file gives is ignored.
+    #[test]
+    fn the_environment_as_the_registry_reads_it() {
+        let s3 =
+            "storage:\n  s3: {bucket: reg, region: eu-west-1, rootdirectory: /store, regionendpoint: http://m:9000}\n";
+        let (l, _) = read(s3, &[("REGISTRY_STORAGE_S3_ROOTDIRECTORY", "")]).unwrap();
+        let Location::S3(b) = l else { panic!("not s3") };
+        assert_eq!(b.root, "", "an empty variable clears rootdirectory");
+        let (l, _) = read(s3, &[("REGISTRY_STORAGE_S3_REGIONENDPOINT", "")]).unwrap();
+        let Location::S3(b) = l else { panic!("not s3") };
+        assert_eq!(b.endpoint, None, "an empty variable clears regionendpoint: AWS, as the registry");
+        let e = read(s3, &[(ROOT_ENV, "/srv/reg")]).unwrap_err();
+        assert!(format!("{e:#}").contains("more than one driver"), "{e:#}");
+        assert_eq!(
+            path(fs_root("storage:\n  filesystem: {rootdirectory: /a}\n", &[(ROOT_ENV, "")]).unwrap()),
+            PathBuf::from(DEFAULT_ROOT)
+        );
+        let aws = "storage:\n  s3: {bucket: reg, region: eu-west-1}\n";
+        let (l, w) =
+            read(aws, &[("AWS_ENDPOINT_URL", "http://minio:9000"), ("AWS_ENDPOINT_URL_S3", "http://m2:9000")]).unwrap();
+        let Location::S3(b) = l else { panic!("not s3") };
+        assert_eq!(b.endpoint, None, "the registry's SDK reads no endpoint variable");
+        assert!(
+            messages(&w).contains("AWS_ENDPOINT_URL:") && messages(&w).contains("AWS_ENDPOINT_URL_S3:"),
+            "{}",
+            messages(&w)
+        );
+        #[cfg(feature = "azure")]
+        {
+            use crate::store::bucket::azure::AzureAuth;
+            let file = "storage:\n  azure: {accountname: a, accountkey: k, container: c, serviceurl: http://127.0.0.1:1/a, \
+                        credentials: {type: shared_key}}\n";
+            let (l, w) = read(file, &[("REGISTRY_STORAGE_AZURE_CREDENTIALS_TYPE", "default_credentials")]).unwrap();
+            let Location::Azure(a) = l else { panic!("not azure") };
+            assert_eq!(
+                a.service.unwrap().auth,
+                AzureAuth::SharedKey { key: "k".into() },
+                "the file's map, as the registry"
+            );
+            assert!(messages(&w).contains("REGISTRY_STORAGE_AZURE_CREDENTIALS_TYPE: ignored"), "{}", messages(&w));
+        }
+    }
+
     #[test]
     fn the_azure_keys_of_3() {
         use crate::store::bucket::azure::AzureAuth;

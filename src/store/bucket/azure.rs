@@ -168,7 +168,8 @@ impl AzureLocation {
         let url = service_url.unwrap_or_else(|| format!("https://{account}.blob.{realm}"));
         let url = url.trim_end_matches('/').to_string();
         if !url.starts_with("https://") && !url.starts_with("http://") {
-            bail!("{} is not an http(s) URL: {url}", s.at("serviceurl"));
+            // Not echoed: a connection string pasted there carries the account key.
+            bail!("{} is not an http(s) URL (https://ACCOUNT.blob.core.windows.net)", s.at("serviceurl"));
         }
         // 2.8's driver (a section without credentials: 3.x refuses one) has no rootdirectory:
         // its store is at the container's root.

@@ -76,13 +76,13 @@ impl S3Location {
     pub fn from_url(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S3Location> {
         let (bucket, root) = client::split_url(url, "s3", "bucket")?;
         let mut loc = S3Location { bucket, root, ..S3Location::default() };
-        loc.fill_from_environment(env);
+        loc.fill_from_environment(env, true);
         Ok(loc)
     }
 
     /// The usual AWS environment, then the profile (`AWS_PROFILE`, or `default`), for what is
-    /// not set yet.
-    fn fill_from_environment(&mut self, env: &dyn Fn(&str) -> Option<String>) {
+    /// not set yet; the endpoint too where `endpoint` says so.
+    fn fill_from_environment(&mut self, env: &dyn Fn(&str) -> Option<String>, endpoint: bool) {
         let var = |k: &str| env(k).filter(|v| !v.is_empty());
         let profile = Profile::load(env);
         let set = |field: &mut Option<String>, value: Option<String>| {
@@ -90,8 +90,10 @@ impl S3Location {
                 *field = value;
             }
         };
-        set(&mut self.endpoint, var("AWS_ENDPOINT_URL_S3").or_else(|| var("AWS_ENDPOINT_URL")));
-        set(&mut self.endpoint, profile.get("endpoint_url"));
+        if endpoint {
+            set(&mut self.endpoint, var("AWS_ENDPOINT_URL_S3").or_else(|| var("AWS_ENDPOINT_URL")));
+            set(&mut self.endpoint, profile.get("endpoint_url"));
+        }
         if self.access_key.is_none() && self.secret_key.is_none() {
             match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
                 (Some(a), Some(s)) => {
@@ -183,6 +185,24 @@ impl S3Location {
             (true, None) => Some(("AES256".to_string(), None)),
             (true, Some(k)) => Some(("aws:kms".to_string(), Some(k))),
         };
+        // The registry's SDK (aws-sdk-go v1) reads no endpoint from the environment or the
+        // profile: with its config, neither does regsweep, or it would prune another server's
+        // bucket of the same name.
+        if endpoint.is_none() {
+            let profile = Profile::load(env);
+            let named = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+                .into_iter()
+                .filter(|k| env(k).is_some_and(|v| !v.is_empty()))
+                .map(String::from)
+                .chain(profile.get("endpoint_url").map(|_| "endpoint_url of the AWS profile".to_string()));
+            for name in named {
+                warnings.push(not_honoured(format!(
+                    "{name}: not read with --config (the registry's SDK reads no endpoint from the environment): \
+                     AWS's own endpoint, as the registry's; set {} to go elsewhere",
+                    s.at("regionendpoint")
+                )));
+            }
+        }
         let mut loc = S3Location {
             bucket,
             root: s.text("rootdirectory")?.unwrap_or_default().trim_matches('/').to_string(),
@@ -195,7 +215,7 @@ impl S3Location {
             encryption,
             ..S3Location::default()
         };
-        loc.fill_from_environment(env);
+        loc.fill_from_environment(env, false);
         Ok(loc)
     }
 }
