@@ -13,6 +13,7 @@ pub mod fs;
 pub mod journal;
 pub mod location;
 pub mod remark;
+pub mod section;
 pub mod stage;
 pub mod tree;
 

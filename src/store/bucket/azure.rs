@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use crate::model::warning::Warning;
 use crate::store::bucket::client::{self, Batched, Bucket, Connector, Listed, Page, Parts, Provider, Requests};
-use crate::store::config::{Section, not_honoured};
+use crate::store::section::{Section, not_honoured};
 
 /// Blobs one Blob Batch request deletes, at most.
 const BATCH: usize = 256;

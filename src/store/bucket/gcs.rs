@@ -15,7 +15,7 @@ use object_store::path::Path as Key;
 use crate::model::warning::Warning;
 use crate::store::bucket::client::{self, Batched, Bucket, Connector, Parts, Provider, Requests};
 use crate::store::bucket::xml::{self, ErrorAnswer};
-use crate::store::config::{Section, not_honoured};
+use crate::store::section::{Section, not_honoured};
 
 /// Keys one multi-object delete takes, at most.
 const BATCH: usize = 1000;

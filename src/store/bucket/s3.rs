@@ -18,7 +18,7 @@ use serde::Deserialize;
 use crate::model::warning::Warning;
 use crate::store::bucket::client::{self, Batched, Bucket, Connector, Parts, Provider, Requests};
 use crate::store::bucket::xml::{self, ErrorAnswer};
-use crate::store::config::{Section, not_honoured};
+use crate::store::section::{Section, not_honoured};
 
 /// A store in a bucket.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
