@@ -264,7 +264,13 @@ fn print_report(report: &regsweep::report::Report, json: bool) -> Result<()> {
         out.flush()?;
     }
     if json && report.restart_required {
-        eprintln!("note: restart the registry that serves this store: its blob cache is stale");
+        match report.cache.as_ref().map(|c| c.kind) {
+            Some(regsweep::report::CacheKind::Redis) => eprintln!(
+                "note: the registry's redis cache may still list what was deleted (cache.stale_keys): delete those \
+                 keys, or FLUSHDB its database"
+            ),
+            _ => eprintln!("note: restart the registry that serves this store: its blob cache is stale"),
+        }
     }
     Ok(())
 }
@@ -320,6 +326,14 @@ fn offline(store: &StoreArgs, collect: &CollectArgs, mode: Mode, orphan_attachme
         bytes_left: collect.metrics.metrics_file.is_some(),
     };
     let at = location(store)?;
+    // The blob cache answers before anything is done (a dry run: that is all it does there).
+    let cache = regsweep::blobcache::cache_of(
+        store.config.as_deref(),
+        collect.cache.redis_cache.as_deref(),
+        collect.cache.redis_ca_cert.as_deref(),
+        &|k| std::env::var(k).ok(),
+    )?;
+    let cache = regsweep::blobcache::Keeper::open(cache)?;
     // Before the container stops: a signal then ends the run by itself (not the process), and
     // the container is started again.
     let c = &collect.container;
@@ -345,7 +359,7 @@ fn offline(store: &StoreArgs, collect: &CollectArgs, mode: Mode, orphan_attachme
             }
         }
     }
-    let result = regsweep::run_at(&at, &mode, &opts, collect.dry_run, progress);
+    let result = regsweep::run_at_kept(&at, &mode, &opts, collect.dry_run, progress, &cache);
     let restarted = stopped.map_or(Ok(()), |name| {
         engine::stop_or_start(&engine, name, "start")?;
         match &c.url {
@@ -359,7 +373,19 @@ fn offline(store: &StoreArgs, collect: &CollectArgs, mode: Mode, orphan_attachme
         _ => None,
     };
     let report = match (result, down) {
-        (Ok(report), None) => report,
+        (Ok(mut report), None) => {
+            // Started again: whatever cache it had in memory began empty.
+            if stopped.is_some() && !collect.dry_run {
+                if let Some(c) = report.cache.as_mut() {
+                    c.restarted = true;
+                }
+                // A redis cache outlives the registry's restart: its stale keys stay stale.
+                if report.cache.as_ref().is_none_or(|c| c.kind != regsweep::report::CacheKind::Redis) {
+                    report.restart_required = false;
+                }
+            }
+            report
+        }
         (Ok(mut report), Some((name, message))) => {
             report.errors.push(RunError::at(ErrorKind::ContainerStep, name, message));
             report

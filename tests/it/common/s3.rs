@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::{Registry, Setup, fixture, free_port, tags_by_push, top, v2};
+use super::{Registry, Setup, fixture, free_port, tags_by_push, top};
 
 /// The virtual environment with moto's server and boto3.
 pub fn venv() -> PathBuf {
