@@ -467,6 +467,11 @@ pub struct OnlineArgs {
     /// until /v2/ answers.
     #[arg(long)]
     pub restart: bool,
+    /// The registry's redis blob cache (--redis-cache): after the deletes and the container
+    /// step, every key the registry's cache wrote is removed (what its collector deleted is not
+    /// known one by one); no restart needed.
+    #[command(flatten)]
+    pub cache: CacheArgs,
     #[command(flatten)]
     pub output: OutputArgs,
 }

@@ -210,6 +210,14 @@ fn docker_config() -> Option<std::path::PathBuf> {
 /// `online`: exit 1 before any delete, 3 when some deletes failed, 5 when the container step failed.
 fn online(o: &OnlineArgs) -> Result<Ended> {
     let client = client(&o.url, &o.api)?;
+    // The redis cache answers before any delete.
+    let cache = match &o.cache.redis_cache {
+        Some(url) => {
+            let cache = regsweep::blobcache::cache_of(None, Some(url), o.cache.redis_ca_cert.as_deref(), &|_| None)?;
+            Some(regsweep::blobcache::Keeper::open(cache)?)
+        }
+        None => None,
+    };
     let opts = OnlineOptions {
         retention: retention(o.retention.keep, &o.retention.filters, Order::Created)?,
         dry_run: o.dry_run,
@@ -243,6 +251,11 @@ fn online(o: &OnlineArgs) -> Result<Ended> {
                 format!("the container step failed: {e:#}"),
             )),
         }
+    }
+    // After the container step (or the deletes alone): what was deleted is not known blob by
+    // blob, so every key of the registry's cache goes.
+    if let Some(cache) = &cache {
+        cache.clear_all(&mut report);
     }
     print_report(&report, o.output.json)?;
     Ok((report.exit_code(), Some(report)))

@@ -70,6 +70,15 @@ impl Keeper {
         }
     }
 
+    /// Online mode, after the registry's collector (what it deleted is not known one by one):
+    /// every key of the registry's cache goes, then the report's part as [`Keeper::finish`].
+    pub fn clear_all(&self, report: &mut Report) {
+        if let (Keeper::Redis(r), false) = (self, report.dry_run) {
+            r.clear_all();
+        }
+        self.finish(report);
+    }
+
     /// After the run: the last eviction (the whole run's keys once more), then the report's
     /// `cache`, the error where keys may be stale, and whether a restart is still needed.
     pub fn finish(&self, report: &mut Report) {

@@ -157,6 +157,45 @@ impl RedisEvictor {
         state.whole = whole;
     }
 
+    /// Removes every key the registry's cache writes (`blobs::*`, `repository::*::blobs*`), by
+    /// SCAN and DEL in pipelines: where what was deleted is not known one by one (online mode,
+    /// after the registry's own collector). The registry fills it again from storage.
+    pub fn clear_all(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let result = (|| -> redis::RedisResult<u64> {
+            if guard.is_none() {
+                *guard = Some(self.open()?);
+            }
+            let conn = guard.as_mut().expect("just opened");
+            let mut removed = 0;
+            for pattern in ["blobs::*", "repository::*::blobs*"] {
+                let mut cursor: u64 = 0;
+                loop {
+                    let (next, keys): (u64, Vec<String>) =
+                        redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(BATCH).query(conn)?;
+                    if !keys.is_empty() {
+                        removed += redis::cmd("DEL").arg(&keys).query::<u64>(conn)?;
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+            Ok(removed)
+        })();
+        match result {
+            Ok(n) => state.keys_removed += n,
+            Err(e) => {
+                *guard = None;
+                state.failures += 1;
+                state.last_error = Some(e.to_string());
+                state.stale.extend(["blobs::*".to_string(), "repository::*::blobs*".to_string()]);
+            }
+        }
+    }
+
     /// The report's figures.
     pub fn fill(&self, cache: &mut CacheReport) {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());

@@ -347,6 +347,9 @@ impl fmt::Display for Report {
             if let Some(c) = &self.collector {
                 f.write_str(&c.text())?;
             }
+            if let Some(line) = self.cache.as_ref().and_then(|c| c.text(self.dry_run, true)) {
+                writeln!(f, "{line}")?;
+            }
             if !self.errors.is_empty() {
                 writeln!(
                     f,

@@ -47,22 +47,22 @@ fn cached(version: Version, root: &Path, driver: Option<String>, redis: &Redis, 
 
 /// skopeo copy from the demo's own registry (the images as they were) into the registry under
 /// test; Ok or skopeo's message.
-fn push(src: &Registry, dst: &Registry, from: &str, to: &str) -> Result<(), String> {
+fn push(src: &Registry, dst: u16, from: &str, to: &str) -> Result<(), String> {
     let out = Command::new("skopeo")
         .args(["--insecure-policy", "copy", "--all", "--preserve-digests", "-q"])
         .args(["--src-tls-verify=false", "--dest-tls-verify=false"])
         .arg(format!("docker://127.0.0.1:{}/{from}", src.port))
-        .arg(format!("docker://127.0.0.1:{}/{to}", dst.port))
+        .arg(format!("docker://127.0.0.1:{dst}/{to}"))
         .output()
         .unwrap();
     if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
 }
 
 /// The HTTP status of a cross-repository mount of blob `digest` from `from` into `to`.
-fn mount(reg: &Registry, digest: &str, from: &str, to: &str) -> String {
+fn mount(port: u16, digest: &str, from: &str, to: &str) -> String {
     let out = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
-        .arg(format!("{}/v2/{to}/blobs/uploads/?mount={digest}&from={from}", reg.url))
+        .arg(format!("http://127.0.0.1:{port}/v2/{to}/blobs/uploads/?mount={digest}&from={from}"))
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -87,22 +87,23 @@ fn deleted_tags(report: &Value) -> Vec<(String, String)> {
 
 /// What the prune deleted, pushed again three ways; each must pull whole (or, a mount of a
 /// blob no longer stored, not be mounted). `gone(d)`: blob `d` is no longer in storage.
-fn pushes_pull_whole(reg: &Registry, report: &Value, listed: &[String], gone: &dyn Fn(&str) -> bool) {
+fn pushes_pull_whole(port: u16, report: &Value, listed: &[String], gone: &dyn Fn(&str) -> bool) {
     let demo = fixture("demo");
     let src = Registry::serve(demo.path());
     let deleted = deleted_tags(report);
     assert!(deleted.len() >= 2, "{report}");
     // A layer team/app had, now gone: the registry must look at storage and not mount it.
     let layer = listed.iter().find(|d| gone(d)).unwrap_or_else(|| panic!("no deleted blob among {listed:?}"));
-    assert_eq!(mount(reg, layer, "team/app", "other/mounted"), "202", "{layer} mounted though gone from storage");
+    assert_eq!(mount(port, layer, "team/app", "other/mounted"), "202", "{layer} mounted though gone from storage");
     // The first deleted image again under a new tag.
     let (tag, _) = &deleted[0];
-    push(&src, reg, &format!("team/app:{tag}"), "team/app:again").unwrap();
-    reg.pull("team/app", "again").unwrap_or_else(|e| panic!("team/app:{tag} pushed again as :again: {e}"));
+    push(&src, port, &format!("team/app:{tag}"), "team/app:again").unwrap();
+    pull_from(port, "team/app", "again", None).unwrap_or_else(|e| panic!("team/app:{tag} pushed again as :again: {e}"));
     // Another deleted manifest, by digest.
     let (_, digest) = deleted.iter().find(|(_, d)| d != &deleted[0].1).unwrap();
-    push(&src, reg, &format!("team/app@{digest}"), &format!("team/app@{digest}")).unwrap();
-    reg.pull("team/app", digest).unwrap_or_else(|e| panic!("team/app@{digest} pushed again by digest: {e}"));
+    push(&src, port, &format!("team/app@{digest}"), &format!("team/app@{digest}")).unwrap();
+    pull_from(port, "team/app", digest, None)
+        .unwrap_or_else(|e| panic!("team/app@{digest} pushed again by digest: {e}"));
 }
 
 /// The prune's cache section: redis, keys removed, nothing stale, no restart asked.
@@ -135,7 +136,7 @@ fn a_prune_while_the_registry_serves_leaves_its_redis_cache_true() {
         let stale: Vec<String> =
             redis.keys(0).into_iter().filter(|k| k.strip_prefix("blobs::").is_some_and(gone)).collect();
         assert!(stale.is_empty(), "registry {version}: keys of deleted blobs left: {stale:?}");
-        pushes_pull_whole(&reg, &report, &listed, &gone);
+        pushes_pull_whole(reg.port, &report, &listed, &gone);
     }
 }
 
@@ -298,7 +299,7 @@ fn a_bucket_store_with_a_redis_cache() {
     assert_evicted(&report);
     let keys = moto.keys("reg");
     let gone = |d: &str| !keys.iter().any(|k| k.ends_with(&format!("/{}/data", &d[7..])));
-    pushes_pull_whole(&reg, &report, &listed, &gone);
+    pushes_pull_whole(reg.port, &report, &listed, &gone);
 }
 
 /// Records what the execution says each stage removed.
@@ -383,4 +384,72 @@ fn the_evictor_is_told_exactly_what_went() {
         assert_eq!(told_links.len(), links.len(), "each link once");
         assert_eq!(told_links.into_iter().collect::<BTreeSet<_>>(), links);
     }
+}
+
+/// Online mode with its container step (podman, the real registry 2.8.2 in a container on the
+/// host's network, its cache in redis through the registry's environment): after the collector,
+/// every key of the cache goes, and what the collector deleted, pushed again, pulls whole.
+#[test]
+fn online_clears_the_redis_cache_after_its_container_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("bash").arg(top().join("tests/podman/setup.sh")).arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "podman setup failed: {}", String::from_utf8_lossy(&out.stderr));
+    let env = [
+        ("CONTAINERS_CONF", dir.path().join("containers.conf")),
+        ("CONTAINERS_STORAGE_CONF", dir.path().join("storage.conf")),
+    ];
+    let podman = || {
+        let mut c = Command::new("podman");
+        c.envs(env.clone());
+        c
+    };
+    let redis = Redis::start(RedisSetup::default());
+    let store = fixture("demo");
+    let port = free_port();
+    let name = "regsweep-cache-test-registry";
+    let out = podman()
+        .args(["run", "-d", "--name", name, "--network", "host"])
+        .arg(format!("--env=REGISTRY_HTTP_ADDR=127.0.0.1:{port}"))
+        .arg("--env=REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR=redis")
+        .arg(format!("--env=REGISTRY_REDIS_ADDR=127.0.0.1:{}", redis.port))
+        .arg(format!("--volume={}:/var/lib/registry", store.path().display()))
+        .arg("regsweep-registry")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "podman run: {}", String::from_utf8_lossy(&out.stderr));
+    struct Removed<F: Fn()>(F);
+    impl<F: Fn()> Drop for Removed<F> {
+        fn drop(&mut self) {
+            (self.0)()
+        }
+    }
+    let _rm = Removed(|| {
+        let _ = podman().args(["rm", "-f", "-t", "0", name]).output();
+    });
+    let start = std::time::Instant::now();
+    while pull_from(port, "team/app", "v1", None).is_err() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "the registry in the container did not start");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    for (r, t) in tags_on_disk(store.path()) {
+        pull_from(port, &r, &t, None).unwrap();
+    }
+    let listed = cached_in_repo(&redis, 0, "team/app");
+    assert!(!listed.is_empty(), "the registry cached nothing: {:?}", redis.keys(0));
+    let url = format!("redis://127.0.0.1:{}/0", redis.port);
+    let out = Command::new(env!("CARGO_BIN_EXE_regsweep"))
+        .args(["online", "--url", &format!("127.0.0.1:{port}"), "--keep", "1", "--json"])
+        .args(["--gc-container", name, "--engine", "podman", "--redis-cache", &url])
+        .envs(env.clone())
+        .env("DOCKER_CONFIG", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["collector"]["exit_code"], 0, "{report}");
+    assert_eq!(report["collector"]["restarted"], false);
+    assert_evicted(&report);
+    assert!(redis.keys(0).iter().all(|k| !k.starts_with("blobs::")), "{:?}", redis.keys(0));
+    let gone = |d: &str| !blob_data(store.path(), d).exists();
+    pushes_pull_whole(port, &report, &listed, &gone);
 }
