@@ -108,14 +108,13 @@ impl Keeper {
                 ),
             ));
         }
-        // A restart is needed where a cache may still list what went: not after a redis cache
-        // evicted whole.
-        let deleted = report.blobs_deleted + report.manifests_deleted + report.layer_links_deleted > 0;
+        // A restart is needed where a cache may still list a deleted blob (what breaks a push):
+        // not after a redis cache evicted whole, nor without a cache.
         report.restart_required = !report.dry_run
             && match kind {
                 CacheKind::Redis => !cache.stale_keys.is_empty(),
                 CacheKind::None => false,
-                CacheKind::Inmemory | CacheKind::Unknown => deleted,
+                CacheKind::Inmemory | CacheKind::Unknown => report.blobs_deleted > 0,
             };
         report.cache = Some(cache);
     }
@@ -139,6 +138,27 @@ pub fn cache_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn report_deleting_blobs() -> Report {
+        let mut r = Report::new(crate::core::report::Command::Prune, "/r", Default::default(), false);
+        r.blobs_deleted = 3;
+        r
+    }
+
+    #[test]
+    fn a_restart_only_where_a_cache_may_still_list_a_deleted_blob() {
+        for (kind, restart) in [(CacheKind::Inmemory, true), (CacheKind::Unknown, true), (CacheKind::None, false)] {
+            let mut report = report_deleting_blobs();
+            Keeper::Other(kind).finish(&mut report);
+            assert_eq!(report.restart_required, restart, "{kind:?}");
+            assert_eq!(report.cache.as_ref().unwrap().kind, kind);
+        }
+        let mut report = report_deleting_blobs();
+        Keeper::Other(CacheKind::Inmemory).finish(&mut report);
+        let text = report.to_string();
+        assert!(text.contains("blob cache: in memory") && text.contains("--stop-container"), "{text}");
+        assert!(report.errors.is_empty());
+    }
 
     #[test]
     fn keys_are_the_registrys() {

@@ -416,8 +416,7 @@ impl fmt::Display for Report {
             };
             writeln!(f, "{what} (printed above): the store is valid; run again to finish")?;
         }
-        let deleted = self.blobs_deleted + self.manifests_deleted + self.layer_links_deleted > 0;
-        if let Some(line) = self.cache.as_ref().and_then(|c| c.text(self.dry_run, deleted)) {
+        if let Some(line) = self.cache.as_ref().and_then(|c| c.text(self.dry_run, self.blobs_deleted > 0)) {
             writeln!(f, "{line}")?;
         }
         if self.restart_required && self.cache.as_ref().is_some_and(|c| c.kind == CacheKind::Redis) {
