@@ -23,10 +23,16 @@ fn redis_section(version: Version, redis: &Redis, db: u32) -> String {
     match version {
         Version::V2 => format!("redis: {{addr: '127.0.0.1:{}', db: {db}{pw}}}", redis.port),
         Version::V3 => {
-            let tls = if redis.setup.tls {
-                format!(", tls: {{rootcas: ['{}']}}", redis.ca().display())
-            } else {
-                String::new()
+            let (cert, key) = redis.client_cert();
+            let tls = match (redis.setup.tls, redis.setup.client_certs) {
+                (false, _) => String::new(),
+                (true, false) => format!(", tls: {{rootcas: ['{}']}}", redis.ca().display()),
+                (true, true) => format!(
+                    ", tls: {{certificate: '{}', key: '{}', rootcas: ['{}']}}",
+                    cert.display(),
+                    key.display(),
+                    redis.ca().display()
+                ),
             };
             format!("redis: {{addrs: ['127.0.0.1:{}'], db: {db}{pw}{tls}}}", redis.port)
         }
@@ -143,7 +149,7 @@ fn a_prune_while_the_registry_serves_leaves_its_redis_cache_true() {
 #[test]
 fn a_redis_cache_with_a_password_and_another_database_or_tls() {
     // 2.8: addr, password, db 5, read from its config.
-    let redis = Redis::start(RedisSetup { password: Some("s3cret".into()), tls: false });
+    let redis = Redis::start(RedisSetup { password: Some("s3cret".into()), ..RedisSetup::default() });
     let store = copy_store(pushed_by(Version::V2));
     let reg = Registry::serve_with(store.path(), &cached(Version::V2, store.path(), None, &redis, 5));
     reg.pull("team/app", "v1").unwrap();
@@ -155,9 +161,10 @@ fn a_redis_cache_with_a_password_and_another_database_or_tls() {
     let gone = |d: &str| !blob_data(store.path(), d).exists();
     assert!(!redis.keys(5).iter().any(|k| k.strip_prefix("blobs::").is_some_and(gone)), "{:?}", redis.keys(5));
 
-    // 3.x: TLS with a CA the test made, a password and db 2; then the URL form of the same.
+    // 3.x: TLS with a CA the test made and a client certificate it signed (the server asks for
+    // one), a password and db 2.
     let Some(_) = Version::V3.available("a_redis_cache_with_a_password_and_another_database_or_tls") else { return };
-    let redis = Redis::start(RedisSetup { password: Some("s3cret".into()), tls: true });
+    let redis = Redis::start(RedisSetup { password: Some("s3cret".into()), tls: true, client_certs: true });
     let store = copy_store(pushed_by(Version::V3));
     let reg = Registry::serve_with(store.path(), &cached(Version::V3, store.path(), None, &redis, 2));
     reg.pull("team/app", "v1").unwrap();
@@ -168,15 +175,21 @@ fn a_redis_cache_with_a_password_and_another_database_or_tls() {
     assert_eq!(report["cache"]["address"], format!("rediss://127.0.0.1:{}/2", redis.port));
     let gone = |d: &str| !blob_data(store.path(), d).exists();
     assert!(!redis.keys(2).iter().any(|k| k.strip_prefix("blobs::").is_some_and(gone)), "{:?}", redis.keys(2));
-    let url = format!("rediss://:s3cret@127.0.0.1:{}/2", redis.port);
+    // The URL form, without a client certificate: refused by this server, before anything.
     let root = store.path().to_str().unwrap();
+    let url = format!("rediss://:s3cret@127.0.0.1:{}/2", redis.port);
+    let ca = redis.ca();
+    let out = regsweep(&["gc", "--root", root, "--redis-cache", &url, "--redis-ca-cert", ca.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    // On a server that asks for none, with the CA (and refused without it, before anything).
+    let redis = Redis::start(RedisSetup { password: Some("s3cret".into()), tls: true, client_certs: false });
+    let url = format!("rediss://:s3cret@127.0.0.1:{}/2", redis.port);
     let ca = redis.ca();
     let args = ["gc", "--root", root, "--redis-cache", &url, "--redis-ca-cert", ca.to_str().unwrap(), "--json"];
     let out = regsweep(&args);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["cache"]["kind"], "redis", "{report}");
-    // Without the CA, the server's certificate is refused: before anything is done.
     let out = regsweep(&["gc", "--root", root, "--redis-cache", &url]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);

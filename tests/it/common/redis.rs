@@ -13,6 +13,8 @@ pub struct RedisSetup {
     pub password: Option<String>,
     /// TLS only (`--port 0 --tls-port`), on a CA and server certificate made for it.
     pub tls: bool,
+    /// With TLS: clients must show a certificate the CA signed (`client.pem`, `client.key`).
+    pub client_certs: bool,
 }
 
 /// A running redis-server, killed when dropped.
@@ -23,58 +25,23 @@ pub struct Redis {
     dir: tempfile::TempDir,
 }
 
-/// A CA and a server certificate for 127.0.0.1 signed by it (openssl), in `dir`: `ca.pem`,
-/// `server.pem`, `server.key`.
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, both signed by it
+/// (openssl), in `dir`: `ca.pem`, `server.pem`, `server.key`, `client.pem`, `client.key`.
 fn make_certs(dir: &Path) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+    let run = |args: &str| {
+        let args: Vec<&str> = args.split(' ').collect();
+        let out = Command::new("openssl").args(&args).current_dir(dir).output().unwrap();
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=regsweep test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
+    run("req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=regsweep-test-CA");
     std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
+    for name in ["server", "client"] {
+        let cn = if name == "server" { "127.0.0.1" } else { "regsweep" };
+        run(&format!("req -newkey rsa:2048 -nodes -keyout {name}.key -out {name}.csr -subj /CN={cn}"));
+        run(&format!(
+            "x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out {name}.pem -days 2 -extfile ext.cnf"
+        ));
+    }
 }
 
 impl Redis {
@@ -100,7 +67,7 @@ impl Redis {
                 .arg(p("server.key"))
                 .arg("--tls-ca-cert-file")
                 .arg(p("ca.pem"))
-                .args(["--tls-auth-clients", "no"]);
+                .args(["--tls-auth-clients", if self.setup.client_certs { "yes" } else { "no" }]);
         } else {
             cmd.args(["--port", &self.port.to_string()]);
         }
@@ -125,6 +92,11 @@ impl Redis {
         self.dir.path().join("ca.pem")
     }
 
+    /// A client certificate and its key, signed by the CA.
+    pub fn client_cert(&self) -> (PathBuf, PathBuf) {
+        (self.dir.path().join("client.pem"), self.dir.path().join("client.key"))
+    }
+
     /// `redis-cli` with these arguments on database `db` 0; its output, or `None` when it
     /// failed.
     pub fn cli(&self, args: &[&str]) -> Option<String> {
@@ -136,6 +108,10 @@ impl Redis {
         cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-n", &db.to_string()]);
         if self.setup.tls {
             cmd.arg("--tls").arg("--cacert").arg(self.ca());
+            if self.setup.client_certs {
+                let (cert, key) = self.client_cert();
+                cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+            }
         }
         if let Some(pw) = &self.setup.password {
             cmd.env("REDISCLI_AUTH", pw);
