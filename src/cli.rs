@@ -299,7 +299,8 @@ pub struct StoreArgs {
     pub root: Option<PathBuf>,
     /// The registry's config.yml: storage.filesystem.rootdirectory, overridden by
     /// REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY as in the registry, or its storage.s3 section
-    /// with the REGISTRY_STORAGE_S3_* overrides.
+    /// with the REGISTRY_STORAGE_S3_* overrides. prune and gc also read its blob cache
+    /// (storage.cache, redis) and evict from a redis cache what they delete.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
@@ -330,11 +331,27 @@ pub struct CollectArgs {
     #[command(flatten)]
     pub container: ContainerArgs,
     #[command(flatten)]
+    pub cache: CacheArgs,
+    #[command(flatten)]
     pub output: OutputArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
     #[command(flatten)]
     pub jobs: JobsArgs,
+}
+
+/// The registry's redis blob cache, where --config does not say it.
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// The registry's redis blob cache: redis://[USER][:PASSWORD@]HOST[:PORT][/DB] or rediss://
+    /// (TLS). What the run deletes is evicted from it, stage by stage; it must answer before
+    /// anything is deleted. Overrides what --config says.
+    #[arg(long, value_name = "URL", env = "REGSWEEP_REDIS_CACHE", hide_env_values = true)]
+    pub redis_cache: Option<String>,
+    /// Trust the certificates in this PEM file for a rediss:// --redis-cache instead of the
+    /// system's roots.
+    #[arg(long, value_name = "FILE", requires = "redis_cache")]
+    pub redis_ca_cert: Option<PathBuf>,
 }
 
 /// The registry's container, stopped for an offline run.
@@ -455,6 +472,11 @@ pub struct OnlineArgs {
     /// until /v2/ answers.
     #[arg(long)]
     pub restart: bool,
+    /// The registry's redis blob cache (--redis-cache): after the deletes and the container
+    /// step, every key the registry's cache wrote is removed (what its collector deleted is not
+    /// known one by one); no restart needed.
+    #[command(flatten)]
+    pub cache: CacheArgs,
     #[command(flatten)]
     pub output: OutputArgs,
 }

@@ -5,6 +5,7 @@
 //! `pulls`, the pull record that the registry's notifications fill, stands apart: it imports
 //! nothing of the crate.
 
+pub mod blobcache;
 pub mod core;
 pub mod generate;
 pub mod model;
@@ -67,6 +68,22 @@ pub fn run_at(at: &Location, mode: &Mode, opts: &Options, dry_run: bool, progres
     run_on(store.as_ref(), &at.shown(), mode, opts, dry_run, progress)
 }
 
+/// [`run_at`], keeping the registry's blob cache true: `cache` is told what each stage removed,
+/// and its part of the report filled in.
+pub fn run_at_kept(
+    at: &Location,
+    mode: &Mode,
+    opts: &Options,
+    dry_run: bool,
+    progress: Progress,
+    cache: &blobcache::Keeper,
+) -> Result<Report> {
+    let store = at.open()?;
+    let mut report = run_on_with(store.as_ref(), &at.shown(), mode, opts, dry_run, progress, cache.evict())?;
+    cache.finish(&mut report);
+    Ok(report)
+}
+
 /// Plans a run on a store and, unless `dry_run`, carries it out.
 pub fn run_on(
     store: &dyn Store,
@@ -75,6 +92,19 @@ pub fn run_on(
     opts: &Options,
     dry_run: bool,
     progress: Progress,
+) -> Result<Report> {
+    run_on_with(store, shown_as, mode, opts, dry_run, progress, &store::stage::NoEvict)
+}
+
+/// [`run_on`], telling `evict` what each deletion stage removed.
+pub fn run_on_with(
+    store: &dyn Store,
+    shown_as: &str,
+    mode: &Mode,
+    opts: &Options,
+    dry_run: bool,
+    progress: Progress,
+    evict: &dyn store::stage::Evict,
 ) -> Result<Report> {
     // A dry run writes nothing, not even a lock (restic's --no-lock, allowed only there).
     let lock = if dry_run { None } else { Some(store.lock()?) };
@@ -99,7 +129,7 @@ pub fn run_on(
     } else {
         apply::stop_point("plan");
         stop_if_interrupted()?;
-        Some(apply::execute(store, &plan, since, progress)?)
+        Some(apply::execute_with(store, &plan, since, progress, evict)?)
     };
     let mut report = Report::new(command, shown_as, plan, dry_run);
     if let Mode::Prune(r) = mode {

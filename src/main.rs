@@ -224,6 +224,14 @@ fn docker_config() -> Option<std::path::PathBuf> {
 /// `online`: exit 1 before any delete, 3 when some deletes failed, 5 when the container step failed.
 fn online(o: &OnlineArgs) -> Result<Ended> {
     let client = client(&o.url, &o.api)?;
+    // The redis cache answers before any delete.
+    let cache = match &o.cache.redis_cache {
+        Some(url) => {
+            let cache = regsweep::blobcache::cache_of(None, Some(url), o.cache.redis_ca_cert.as_deref(), &|_| None)?;
+            Some(regsweep::blobcache::Keeper::open(cache)?)
+        }
+        None => None,
+    };
     let opts = OnlineOptions {
         retention: retention(o.retention.keep, &o.retention.filters, Order::Created)?,
         dry_run: o.dry_run,
@@ -258,6 +266,11 @@ fn online(o: &OnlineArgs) -> Result<Ended> {
             )),
         }
     }
+    // After the container step (or the deletes alone): what was deleted is not known blob by
+    // blob, so every key of the registry's cache goes.
+    if let Some(cache) = &cache {
+        cache.clear_all(&mut report);
+    }
     print_report(&report, o.output.json)?;
     Ok((report.exit_code(), Some(report)))
 }
@@ -278,7 +291,13 @@ fn print_report(report: &regsweep::report::Report, json: bool) -> Result<()> {
         out.flush()?;
     }
     if json && report.restart_required {
-        eprintln!("note: restart the registry that serves this store: its blob cache is stale");
+        match report.cache.as_ref().map(|c| c.kind) {
+            Some(regsweep::report::CacheKind::Redis) => eprintln!(
+                "note: the registry's redis cache may still list what was deleted (cache.stale_keys): delete those \
+                 keys, or FLUSHDB its database"
+            ),
+            _ => eprintln!("note: restart the registry that serves this store: its blob cache is stale"),
+        }
     }
     Ok(())
 }
@@ -334,6 +353,14 @@ fn offline(store: &StoreArgs, collect: &CollectArgs, mode: Mode, orphan_attachme
         bytes_left: collect.metrics.metrics_file.is_some(),
     };
     let (at, config_warnings) = location(store)?;
+    // The blob cache answers before anything is done (a dry run: that is all it does there).
+    let cache = regsweep::blobcache::cache_of(
+        store.config.as_deref(),
+        collect.cache.redis_cache.as_deref(),
+        collect.cache.redis_ca_cert.as_deref(),
+        &|k| std::env::var(k).ok(),
+    )?;
+    let cache = regsweep::blobcache::Keeper::open(cache)?;
     // Before the container stops: a signal then ends the run by itself (not the process), and
     // the container is started again.
     let c = &collect.container;
@@ -359,7 +386,7 @@ fn offline(store: &StoreArgs, collect: &CollectArgs, mode: Mode, orphan_attachme
             }
         }
     }
-    let result = regsweep::run_at(&at, &mode, &opts, collect.dry_run, progress);
+    let result = regsweep::run_at_kept(&at, &mode, &opts, collect.dry_run, progress, &cache);
     let restarted = stopped.map_or(Ok(()), |name| {
         engine::stop_or_start(&engine, name, "start")?;
         match &c.url {
@@ -380,7 +407,19 @@ fn offline(store: &StoreArgs, collect: &CollectArgs, mode: Mode, orphan_attachme
         tell(&config_warnings);
     }
     let report = match (result, down) {
-        (Ok(report), None) => report,
+        (Ok(mut report), None) => {
+            // Started again: whatever cache it had in memory began empty.
+            if stopped.is_some() && !collect.dry_run {
+                if let Some(c) = report.cache.as_mut() {
+                    c.restarted = true;
+                }
+                // A redis cache outlives the registry's restart: its stale keys stay stale.
+                if report.cache.as_ref().is_none_or(|c| c.kind != regsweep::report::CacheKind::Redis) {
+                    report.restart_required = false;
+                }
+            }
+            report
+        }
         (Ok(mut report), Some((name, message))) => {
             report.errors.push(RunError::at(ErrorKind::ContainerStep, name, message));
             report

@@ -13,7 +13,8 @@ install_parts() {
   missing=()
   for pair in docker-registry:docker-registry skopeo:skopeo umoci:umoci curl:curl jq:jq tar:tar \
     htpasswd:apache2-utils openssl:openssl podman:podman runc:runc /bin/busybox:busybox-static chromium:chromium \
-    promtool:prometheus systemd-analyze:systemd man:man-db zsh:zsh faketime:faketime node:nodejs npm:npm; do
+    promtool:prometheus systemd-analyze:systemd man:man-db zsh:zsh faketime:faketime node:nodejs npm:npm \
+    redis-server:redis-server redis-cli:redis-tools; do
     tool=${pair%%:*}; pkg=${pair#*:}
     if [ "${tool#/}" != "$tool" ]; then [ -x "$tool" ] || missing+=("$pkg"); else command -v "$tool" >/dev/null 2>&1 || missing+=("$pkg"); fi
   done

@@ -73,6 +73,19 @@ pub fn render(f: &RunFigures, previous_success: Option<f64>) -> String {
     }
     gauge("regsweep_errors", "Errors of the last run (failed deletions included).", r.errors.len() as f64);
     gauge("regsweep_warnings", "Warnings of the last run.", r.warnings.len() as f64);
+    // The registry's redis blob cache: a stale key breaks a push of what it names.
+    if let Some(c) = r.cache.as_ref().filter(|c| c.kind == crate::core::report::CacheKind::Redis) {
+        gauge(
+            "regsweep_cache_keys_removed",
+            "Keys the last run removed from the registry's redis cache.",
+            c.keys_removed as f64,
+        );
+        gauge(
+            "regsweep_cache_stale_keys",
+            "Keys of the registry's redis cache the last run could not evict (may list deleted blobs).",
+            c.stale_keys.len() as f64,
+        );
+    }
     // With --pulls: is the listener still fed? (RegsweepNoPullEvents)
     if let Some(p) = &r.pulls {
         if let Some(since) = p.since {
@@ -118,5 +131,31 @@ mod tests {
         assert_eq!(last_success(&failed), Some(1000.0));
         assert!(failed.contains("regsweep_exit_code{command=\"prune\",store=\"/var/lib/\\\"registry\\\"\"} 1\n"));
         assert_eq!(last_success(&render(&f, None)), None);
+    }
+
+    #[test]
+    fn a_redis_cache_gives_its_removed_and_stale_keys() {
+        use crate::core::report::{CacheKind, CacheReport, Command};
+        let mut report = Report::new(Command::Prune, "/r", Default::default(), false);
+        let figures = |r: &Report| {
+            render(
+                &RunFigures {
+                    command: "prune",
+                    store: "/r",
+                    started: UNIX_EPOCH,
+                    duration: Duration::ZERO,
+                    exit_code: 3,
+                    report: Some(r),
+                },
+                None,
+            )
+        };
+        assert!(!figures(&report).contains("regsweep_cache_"), "no cache, no figures");
+        let stale = vec!["blobs::sha256:ab".to_string(); 2];
+        report.cache =
+            Some(CacheReport { kind: CacheKind::Redis, keys_removed: 7, stale_keys: stale, ..Default::default() });
+        let out = figures(&report);
+        assert!(out.contains("regsweep_cache_keys_removed{command=\"prune\",store=\"/r\"} 7\n"), "{out}");
+        assert!(out.contains("regsweep_cache_stale_keys{command=\"prune\",store=\"/r\"} 2\n"), "{out}");
     }
 }

@@ -49,6 +49,70 @@ impl CollectorReport {
     }
 }
 
+/// Which blob-descriptor cache the registry serving the store uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheKind {
+    /// `storage.cache.blobdescriptor: redis`: evicted by the run.
+    Redis,
+    /// `inmemory`: only a restart clears it.
+    Inmemory,
+    /// No cache.
+    None,
+    /// Not known: neither `--config` nor `--redis-cache` given.
+    #[default]
+    Unknown,
+}
+
+/// What the run did to the registry's blob cache.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CacheReport {
+    pub kind: CacheKind,
+    /// Redis: where (`redis://host:port/db`, `rediss://` with TLS), without credentials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Redis: keys and set members that existed and went.
+    pub keys_removed: u64,
+    /// Redis: pipelines that failed, each after one reconnection.
+    pub failures: u64,
+    /// Redis: keys that may still list what the run deleted (`<set> <member>` for a set's
+    /// member); empty when the last pass reached every one.
+    pub stale_keys: Vec<String>,
+    /// Redis: the last error it answered, or the connection's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// The registry was stopped around the run and started again (--stop-container): an
+    /// in-memory cache began empty.
+    pub restarted: bool,
+}
+
+impl CacheReport {
+    /// Its line in the text report.
+    fn text(&self, dry_run: bool, deleted: bool) -> Option<String> {
+        let at = self.address.as_deref().unwrap_or("");
+        Some(match self.kind {
+            CacheKind::Redis if dry_run => format!("blob cache: redis at {at} answers; a real run evicts what it deletes"),
+            CacheKind::Redis if self.stale_keys.is_empty() => format!(
+                "blob cache: redis at {at}: {} removed, nothing stale: no restart needed",
+                count(self.keys_removed as usize, "key", "keys")
+            ),
+            CacheKind::Redis => format!(
+                "blob cache: redis at {at}: {} removed, {} may be stale ({} failed)",
+                count(self.keys_removed as usize, "key", "keys"),
+                count(self.stale_keys.len(), "key", "keys"),
+                count(self.failures as usize, "pipeline", "pipelines")
+            ),
+            CacheKind::Inmemory if self.restarted => {
+                "blob cache: in memory; the registry was stopped around the run and started again: it began empty".into()
+            }
+            CacheKind::Inmemory if deleted || dry_run => "blob cache: in memory (storage.cache.blobdescriptor: inmemory):                  nothing outside the registry can clear it; restart the registry after the run, or run with                  --stop-container NAME, which stops it around the run and starts it again"
+                .to_string(),
+            CacheKind::None => "blob cache: none (no storage.cache in the registry's config): nothing to keep".into(),
+            _ => return None,
+        })
+    }
+}
+
 /// Which command a report is of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -129,6 +193,8 @@ pub struct Report {
     /// With `--pulls`: the pull record read (when it began, its last event).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pulls: Option<PullSummary>,
+    /// The registry's blob cache: which one, and what the run evicted from it.
+    pub cache: Option<CacheReport>,
 }
 
 impl Report {
@@ -181,6 +247,7 @@ impl Report {
             requests: None,
             freed_later: None,
             pulls: None,
+            cache: None,
         }
     }
 
@@ -280,6 +347,9 @@ impl fmt::Display for Report {
             if let Some(c) = &self.collector {
                 f.write_str(&c.text())?;
             }
+            if let Some(line) = self.cache.as_ref().and_then(|c| c.text(self.dry_run, true)) {
+                writeln!(f, "{line}")?;
+            }
             if !self.errors.is_empty() {
                 writeln!(
                     f,
@@ -346,7 +416,17 @@ impl fmt::Display for Report {
             };
             writeln!(f, "{what} (printed above): the store is valid; run again to finish")?;
         }
-        if self.restart_required {
+        if let Some(line) = self.cache.as_ref().and_then(|c| c.text(self.dry_run, self.blobs_deleted > 0)) {
+            writeln!(f, "{line}")?;
+        }
+        if self.restart_required && self.cache.as_ref().is_some_and(|c| c.kind == CacheKind::Redis) {
+            writeln!(
+                f,
+                "The registry's redis cache may still list what was deleted: delete the keys the JSON report lists \
+                 (cache.stale_keys) once redis answers, or FLUSHDB its database (a restart of the registry does not \
+                 clear redis); until then re-pushed layers may be silently missing (distribution#1803)."
+            )?;
+        } else if self.restart_required {
             writeln!(
                 f,
                 "Restart the registry that serves this store now: its blob cache still lists the deleted blobs, \

@@ -36,6 +36,10 @@ pub enum ErrorKind {
     /// A push during the run needs a blob that the run deleted (`path`: the blob's digest): it
     /// cannot be undone, push that image again. Exit 3.
     PushDuringRun,
+    /// The registry's redis blob cache could not be evicted (unreachable mid-run): `path` its
+    /// address; the report's `cache.stale_keys` lists what may be stale. The storage deletions
+    /// stand; restart the registry or delete those keys. Exit 3.
+    CacheStale,
     /// A container step failed: online's collector (or, in a dry run, would fail), or
     /// `--stop-container`'s stop or start. Exit 5.
     ContainerStep,
@@ -75,7 +79,8 @@ impl ErrorKind {
             | ErrorKind::LockLost
             | ErrorKind::LockRelease
             | ErrorKind::RemarkFailed
-            | ErrorKind::PushDuringRun => 3,
+            | ErrorKind::PushDuringRun
+            | ErrorKind::CacheStale => 3,
             ErrorKind::ContainerStep => 5,
             ErrorKind::Interrupted => 130,
         }
@@ -136,7 +141,7 @@ mod tests {
     fn every_kind_keeps_the_exit_status_readme_documents() {
         use ErrorKind::*;
         let codes: Vec<(ErrorKind, u8)> =
-            [DeleteFailed, DeleteRefused, Journal, LockLost, LockRelease, RemarkFailed, PushDuringRun]
+            [DeleteFailed, DeleteRefused, Journal, LockLost, LockRelease, RemarkFailed, PushDuringRun, CacheStale]
                 .into_iter()
                 .map(|k| (k, 3))
                 .chain([(Fatal, 1), (LockHeld, 1), (Usage, 2), (ContainerStep, 5), (Interrupted, 130)])

@@ -18,7 +18,7 @@ use crate::model::digest::{Digest, DigestSet};
 use crate::model::error::{ErrorKind, RunError};
 use crate::model::inventory::Parsed;
 use crate::model::outcome::{Outcome, What};
-use crate::store::stage::{Batch, Folder, Parent, Relink, Tally};
+use crate::store::stage::{Batch, Evict, Folder, NoEvict, Parent, Relink, Removed, Tally};
 use crate::store::{Store, no_room, remark};
 
 /// Test-only (feature `test-hooks`): `REGSWEEP_TEST_STOP_AT=<point>` stops the process
@@ -52,9 +52,22 @@ fn disk_full(e: &anyhow::Error) -> bool {
 /// Carries out the plan. The caller holds the store's lock ([`Store::lock`]). `since` is when the scan began
 /// (less the file system's timestamp slack): what was written at or after it is left.
 pub fn execute(store: &dyn Store, plan: &Plan, since: SystemTime, progress: Progress) -> Result<Outcome> {
+    execute_with(store, plan, since, progress, &NoEvict)
+}
+
+/// [`execute`], telling `evict` what each stage removed right after it (the registry's blob
+/// cache is kept true so).
+pub fn execute_with(
+    store: &dyn Store,
+    plan: &Plan,
+    since: SystemTime,
+    progress: Progress,
+    evict: &dyn Evict,
+) -> Result<Outcome> {
     interrupt::deleting_begins();
     let mut x = Execution {
         store,
+        evict,
         plan,
         since,
         progress,
@@ -80,6 +93,8 @@ pub fn execute(store: &dyn Store, plan: &Plan, since: SystemTime, progress: Prog
 /// One plan being carried out, step by step in the crash-safe order.
 struct Execution<'a> {
     store: &'a dyn Store,
+    /// Told what each stage removed.
+    evict: &'a dyn Evict,
     plan: &'a Plan,
     since: SystemTime,
     progress: Progress,
@@ -114,7 +129,23 @@ impl<'a> Execution<'a> {
             self.errors.push(RunError::new(ErrorKind::LockLost, format!("{e:#}")));
             return false;
         }
-        self.store.remove(name, &batches, Some(self.since), &self.tally, self.progress)
+        let done = self.store.remove(name, &batches, Some(self.since), &self.tally, self.progress);
+        self.evict_removed();
+        done
+    }
+
+    /// Hands what went since the last stage to the evictor, named by repository.
+    fn evict_removed(&self) {
+        let mut removed = Removed::default();
+        for (repo, d) in self.tally.take_removed() {
+            match repo {
+                Some(i) => removed.links.push((self.plan.repos[i].name.clone(), d)),
+                None => removed.blobs.push(d),
+            }
+        }
+        if !removed.is_empty() {
+            self.evict.removed(&removed);
+        }
     }
 
     /// One batch per repository with folders to remove.

@@ -125,7 +125,39 @@ pub struct Tally {
     relinked: Mutex<DigestSet>,
     /// Manifests of tags a deletion found written again (plan's repository index): they stay.
     retagged: Mutex<Vec<(usize, Digest)>>,
+    /// What went since the last [`Tally::take_removed`], by digest: the registry's blob cache
+    /// holds entries of exactly these (a revision or a layer link of a repository, a blob).
+    removed: Mutex<Vec<(Option<usize>, Digest)>>,
     interrupted: AtomicBool,
+}
+
+/// What a stage removed, named as the registry's blob-descriptor cache names its entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// Blobs whose data went (manifests' blobs included).
+    pub blobs: Vec<Digest>,
+    /// A repository's revision or layer link that went, by repository name.
+    pub links: Vec<(String, Digest)>,
+}
+
+impl Removed {
+    pub fn is_empty(&self) -> bool {
+        self.blobs.is_empty() && self.links.is_empty()
+    }
+}
+
+/// Told what each deletion stage removed, right after it (the registry's blob cache is evicted
+/// so); it decides nothing about the run.
+pub trait Evict: Sync {
+    fn removed(&self, what: &Removed);
+}
+
+/// No cache to keep true.
+#[derive(Debug)]
+pub struct NoEvict;
+
+impl Evict for NoEvict {
+    fn removed(&self, _: &Removed) {}
 }
 
 impl Tally {
@@ -139,14 +171,19 @@ impl Tally {
             rewritten: Mutex::default(),
             relinked: Mutex::default(),
             retagged: Mutex::default(),
+            removed: Mutex::default(),
             interrupted: AtomicBool::new(false),
         }
     }
 
-    /// Counts a folder gone (of repository `repo` of the plan; `None`: the store's blobs).
-    pub(crate) fn gone(&self, repo: Option<usize>, what: What, bytes: u64) {
+    /// Counts a folder gone (of repository `repo` of the plan; `None`: the store's blobs), and
+    /// remembers a revision's, a layer link's or a blob's digest for the blob cache.
+    pub(crate) fn gone(&self, repo: Option<usize>, what: What, folder: &Folder, bytes: u64) {
         let row = repo.unwrap_or(self.gone.len() - 1);
         self.gone[row][what as usize].fetch_add(1, Ordering::Relaxed);
+        if let (What::Manifest | What::LayerLink | What::Blob, Folder::Link(d) | Folder::Blob(d)) = (what, folder) {
+            self.removed.lock().unwrap_or_else(|p| p.into_inner()).push((repo, *d));
+        }
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
         if what == What::Blob {
             self.blob_bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -166,6 +203,11 @@ impl Tally {
             }
             _ => {}
         }
+    }
+
+    /// What went since the last call: blobs (`None`) and links (of the plan's repository index).
+    pub(crate) fn take_removed(&self) -> Vec<(Option<usize>, Digest)> {
+        std::mem::take(&mut *self.removed.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Counts a folder written back after its deletion (a push since needs it): no longer gone,

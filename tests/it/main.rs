@@ -4,6 +4,7 @@
 mod common;
 
 mod buckets;
+mod cache;
 mod check;
 mod config;
 mod container;

@@ -120,7 +120,7 @@ fn remove_group(
         Err((url, e)) => return tally.failed(&url, &format!("{e:#}")),
     };
     // Each folder's plan, with its repository (for the count) and what it is.
-    let mut plans: Vec<(Option<usize>, What, Plan)> = Vec::new();
+    let mut plans: Vec<(Option<usize>, What, &Folder, Plan)> = Vec::new();
     for b in batches {
         let parent = b.parent.place();
         let strip = format!("{parent}/");
@@ -135,13 +135,13 @@ fn remove_group(
                 _ => b.what,
             };
             match plan_folder(&parent, &objs, f, b.what, since) {
-                Some(p) => plans.push((b.repo, what, p)),
+                Some(p) => plans.push((b.repo, what, f, p)),
                 None => tally.rescued(b.repo, what, left_digest(bucket, &parent, f)),
             }
         }
     }
     crate::store::apply::stop_point(&format!("delete:{stage}"));
-    let first: Vec<String> = plans.iter().flat_map(|(_, _, p)| p.first.iter().cloned()).collect();
+    let first: Vec<String> = plans.iter().flat_map(|(_, _, _, p)| p.first.iter().cloned()).collect();
     let failed: BTreeMap<String, String> = bucket.delete_many(&first).into_iter().collect();
     for _ in &first {
         crash_point();
@@ -157,15 +157,15 @@ fn remove_group(
     };
     let then: Vec<String> = plans
         .iter()
-        .filter(|(_, _, p)| !p.first.iter().any(|k| failed.contains_key(k)))
-        .flat_map(|(_, _, p)| p.then.iter().filter(|k| !written.contains(*k)).cloned())
+        .filter(|(_, _, _, p)| !p.first.iter().any(|k| failed.contains_key(k)))
+        .flat_map(|(_, _, _, p)| p.then.iter().filter(|k| !written.contains(*k)).cloned())
         .collect();
     let failed_then: BTreeMap<String, String> = bucket.delete_many(&then).into_iter().collect();
-    for (repo, what, p) in &plans {
+    for (repo, what, folder, p) in &plans {
         let err = p.first.iter().chain(&p.then).find_map(|k| failed.get(k).or(failed_then.get(k)).map(|e| (k, e)));
         match err {
             Some((k, e)) => tally.failed(&bucket.url(k), e),
-            None => tally.gone(*repo, *what, p.bytes),
+            None => tally.gone(*repo, *what, folder, p.bytes),
         }
     }
 }

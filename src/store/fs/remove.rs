@@ -194,7 +194,7 @@ fn remove_batch(
             _ => b.what,
         };
         match remove_folder(&dir, what, f, since) {
-            Ok(Removed::Gone(bytes)) => tally.gone(b.repo, what, bytes),
+            Ok(Removed::Gone(bytes)) => tally.gone(b.repo, what, f, bytes),
             Ok(Removed::Rescued(digest)) => tally.rescued(b.repo, what, digest),
             Err(e) => fail(&parent.join(f.name()), e),
         }

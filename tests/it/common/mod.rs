@@ -14,6 +14,7 @@ use serde_json::Value;
 pub mod azure;
 pub mod emu;
 pub mod gcs;
+pub mod redis;
 pub mod s3;
 pub mod token;
 
