@@ -63,6 +63,13 @@ pub enum Kind {
     V3Unservable,
 }
 
+impl Kind {
+    /// Its name, as the JSON report spells it (`tag_broken`, `tmp_file`).
+    pub fn name(self) -> String {
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+    }
+}
+
 /// One problem found.
 #[derive(Clone, Debug, Serialize)]
 pub struct Problem {
@@ -129,7 +136,7 @@ impl CheckReport {
                 "leftover"
             };
             let repo = p.repo.as_deref().map(|r| format!("{r}: ")).unwrap_or_default();
-            s.push_str(&format!("{mark:>10} {:?} {repo}{} ({})\n", p.kind, p.detail, p.path));
+            s.push_str(&format!("{mark:>10} {} {repo}{} ({})\n", p.kind.name(), p.detail, p.path));
         }
         let v3 = self.problems.iter().filter(|p| p.kind == Kind::V3Unservable).count();
         if v3 > 0 {
@@ -697,6 +704,21 @@ mod tests {
         let judge = Judge::new(&at);
         let out = judge.repository(seen, blobs, &|_| Ok(None));
         (out, judge.problems())
+    }
+
+    #[test]
+    fn the_text_names_kinds_as_the_json_does() {
+        let p = Problem {
+            kind: Kind::TmpFile,
+            repo: Some("team/app".into()),
+            path: "/s/link.x.tmp".into(),
+            detail: "left by an interrupted write".into(),
+            breaks_pull: false,
+            repairable: false,
+        };
+        let text = CheckReport { problems: vec![p], ..CheckReport::default() }.text();
+        assert!(text.contains("leftover tmp_file team/app: left by"), "{text}");
+        assert_eq!(Kind::V3Unservable.name(), "v3_unservable");
     }
 
     #[test]
