@@ -356,9 +356,6 @@ mod tests {
         assert!(err("    accountname: a\n    accountkey: k\n").contains("storage.azure.container"));
     }
 
-    /// 3.1.1's azure section: serviceurl over realm, each credentials type, skipverify,
-    /// connectionstring (read, never used), retries (the registry's own), nested overrides.
-    #[cfg(feature = "azure")]
     /// What the registry does with its environment, where skipping or following a variable would
     /// send regsweep elsewhere: an empty override clears its key, the filesystem's variable counts
     /// as a driver, AWS's endpoint variables are not the registry's, a variable inside a map the
@@ -405,6 +402,9 @@ mod tests {
         }
     }
 
+    /// 3.1.1's azure section: serviceurl over realm, each credentials type, skipverify,
+    /// connectionstring (read, never used), retries (the registry's own), nested overrides.
+    #[cfg(feature = "azure")]
     #[test]
     fn the_azure_keys_of_3() {
         use crate::store::bucket::azure::AzureAuth;
