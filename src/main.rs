@@ -585,11 +585,14 @@ fn show_pulls(s: &ShowArgs) -> Result<ExitCode> {
 
 /// The manual: the top page on stdout, or a page per command (regsweep-prune.1, ...) in `dir`.
 fn manual(dir: Option<&std::path::Path>) -> Result<ExitCode> {
-    // The top page's closing text is the exit status (clap_mangen heads it EXTRA).
+    // The top page's closing text is the exit status, then where the documentation is
+    // (clap_mangen heads both EXTRA).
     let page = |cmd: clap::Command| -> Result<Vec<u8>> {
         let mut out = Vec::new();
         clap_mangen::Man::new(cmd).render(&mut out)?;
-        Ok(String::from_utf8_lossy(&out).replace(".SH EXTRA", ".SH \"EXIT STATUS\"").into_bytes())
+        let see_also = format!("\n.SH \"SEE ALSO\"\n{}", cli::DOCUMENTATION_START);
+        let text = String::from_utf8_lossy(&out).replace(".SH EXTRA", ".SH \"EXIT STATUS\"");
+        Ok(text.replace(&format!("\n{}", cli::DOCUMENTATION_START), &see_also).into_bytes())
     };
     let Some(dir) = dir else {
         std::io::stdout().write_all(&page(Cli::command())?)?;

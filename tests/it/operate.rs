@@ -195,7 +195,10 @@ fn the_manual_renders() {
             String::from_utf8_lossy(&out.stderr)
         );
         match page {
-            "regsweep" => assert!(text.contains("EXIT STATUS") && text.contains("regsweep-prune(1)"), "{text}"),
+            "regsweep" => assert!(
+                text.contains("EXIT STATUS") && text.contains("regsweep-prune(1)") && text.contains("SEE ALSO\n"),
+                "{text}"
+            ),
             "regsweep-prune" => assert!(text.contains("--stop-container") && text.contains("--metrics-file"), "{text}"),
             _ => assert!(text.contains("SYNOPSIS"), "{text}"),
         }
@@ -341,6 +344,20 @@ fn anchors(text: &str) -> std::collections::BTreeSet<String> {
         *n += 1;
     }
     out
+}
+
+/// `-h`, `--help` and the manual name where the documentation is, and every file they name exists.
+#[test]
+fn the_help_points_to_the_documentation() {
+    let named = regex::Regex::new(r"docs/[A-Za-z]+\.md").unwrap();
+    for args in [&["-h"][..], &["--help"], &["man"]] {
+        let text = String::from_utf8(regsweep(args).stdout).unwrap();
+        let files: Vec<&str> = named.find_iter(&text).map(|m| m.as_str()).collect();
+        assert!(files.contains(&"docs/GUIDE.md") && files.contains(&"docs/FAQ.md"), "{args:?}: {text}");
+        for file in files {
+            assert!(top().join(file).is_file(), "{args:?} names {file}, which does not exist");
+        }
+    }
 }
 
 /// Every relative link of the documentation (README.md, docs/*.md) leads to a file that exists,
