@@ -49,26 +49,36 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Keep the newest N tags of each repository (and what the filters protect), then collect.
+    #[command(after_help = "Documentation: docs/GUIDE.md (every option, reading the plan, the JSON report, exit \
+        status), docs/safety.md, docs/buckets.md, docs/operations.md (cron, containers, the blob cache, metrics).")]
     Prune(PruneArgs),
     /// Collect only: a parallel, safer `registry garbage-collect`.
+    #[command(after_help = "Documentation: docs/GUIDE.md (what gc keeps, and where it differs from registry \
+        garbage-collect), docs/safety.md, docs/buckets.md.")]
     Gc(GcArgs),
     /// Report what is wrong with a store and which tags would fail a pull.
+    #[command(after_help = "Documentation: docs/check.md (each kind of problem, --repair).")]
     Check(CheckArgs),
     /// The retention of `prune` through the Registry HTTP API, then the registry's own
     /// collector in its container: for registries whose disk is out of reach.
+    #[command(after_help = "Documentation: docs/online.md.")]
     Online(OnlineArgs),
     /// Where the space goes, per repository: referenced, unique, shared, and what a prune
     /// with the given policy would free.
+    #[command(after_help = "Documentation: docs/du.md.")]
     Du(DuArgs),
     /// Receive the registry's notifications and record the last pull of each tag and manifest
     /// (for retention by last pull); runs until SIGTERM or SIGINT.
+    #[command(after_help = "Documentation: docs/pulls.md.")]
     Listen(ListenArgs),
     /// The pull record: fill it from the registry's access log, or show it.
+    #[command(after_help = "Documentation: docs/pulls.md.")]
     Pulls {
         #[command(subcommand)]
         command: PullsCommand,
     },
     /// Write a realistic synthetic store (for benchmarks and tests), deterministic for a seed.
+    #[command(after_help = "Documentation: docs/performance.md.")]
     Gen(GenArgs),
     /// Print the completion script for a shell (bash: into
     /// /usr/share/bash-completion/completions/regsweep or

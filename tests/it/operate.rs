@@ -199,7 +199,10 @@ fn the_manual_renders() {
                 text.contains("EXIT STATUS") && text.contains("regsweep-prune(1)") && text.contains("SEE ALSO\n"),
                 "{text}"
             ),
-            "regsweep-prune" => assert!(text.contains("--stop-container") && text.contains("--metrics-file"), "{text}"),
+            "regsweep-prune" => assert!(
+                text.contains("--stop-container") && text.contains("--metrics-file") && text.contains("SEE ALSO\n"),
+                "{text}"
+            ),
             _ => assert!(text.contains("SYNOPSIS"), "{text}"),
         }
     }
@@ -346,14 +349,26 @@ fn anchors(text: &str) -> std::collections::BTreeSet<String> {
     out
 }
 
-/// `-h`, `--help` and the manual name where the documentation is, and every file they name exists.
+/// `-h`, `--help` and the manual name where the documentation is, each command's `--help` its
+/// page, and every file they name exists.
 #[test]
 fn the_help_points_to_the_documentation() {
     let named = regex::Regex::new(r"docs/[A-Za-z]+\.md").unwrap();
-    for args in [&["-h"][..], &["--help"], &["man"]] {
-        let text = String::from_utf8(regsweep(args).stdout).unwrap();
+    let pages = [
+        ("prune", "docs/GUIDE.md"),
+        ("gc", "docs/GUIDE.md"),
+        ("check", "docs/check.md"),
+        ("online", "docs/online.md"),
+        ("du", "docs/du.md"),
+        ("listen", "docs/pulls.md"),
+        ("pulls", "docs/pulls.md"),
+        ("gen", "docs/performance.md"),
+    ];
+    let top_level = [(vec!["-h"], "docs/FAQ.md"), (vec!["--help"], "docs/FAQ.md"), (vec!["man"], "docs/FAQ.md")];
+    for (args, page) in top_level.into_iter().chain(pages.map(|(c, page)| (vec![c, "--help"], page))) {
+        let text = String::from_utf8(regsweep(&args).stdout).unwrap();
         let files: Vec<&str> = named.find_iter(&text).map(|m| m.as_str()).collect();
-        assert!(files.contains(&"docs/GUIDE.md") && files.contains(&"docs/FAQ.md"), "{args:?}: {text}");
+        assert!(files.contains(&page), "{args:?} does not name {page}: {text}");
         for file in files {
             assert!(top().join(file).is_file(), "{args:?} names {file}, which does not exist");
         }
