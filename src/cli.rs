@@ -8,14 +8,39 @@ use clap::{Args, Parser, Subcommand};
 use regsweep::online::engine::EngineKind;
 use regsweep::policy::Order;
 
-/// Fast, safe retention and garbage collection for a CNCF Distribution registry's store: a folder
-/// or an S3 bucket.
-const EXIT_STATUS: &str = "Exit status: 0 done; 1 an error before anything was deleted; 2 a usage error; \
-3 some deletions failed (run again); 4 check found a tag that would fail a pull; 5 the container step failed; \
-130 interrupted (run again to finish).";
+/// The exit status, closing `--help` and the manual page (its EXIT STATUS section; each error's
+/// kind is in docs/GUIDE.md, "Exit status").
+macro_rules! exit_status {
+    () => {
+        "Exit status: 0 done; 1 an error before anything was deleted; 2 a usage error; 3 some deletions \
+         failed, or the registry's redis blob cache could not be evicted (run again); 4 check found a tag \
+         that would fail a pull; 5 the container step failed; 130 interrupted (run again to finish)."
+    };
+}
 
+/// Where the rest is written: closes `-h`, `--help` and the manual page (its SEE ALSO section).
+macro_rules! documentation {
+    () => {
+        "Documentation: README.md and docs/ in regsweep's source: docs/GUIDE.md (every option, reading \
+         the plan, the JSON report, each exit status), docs/FAQ.md, docs/safety.md, docs/buckets.md, \
+         docs/online.md, docs/pulls.md, docs/operations.md (cron, systemd, containers, metrics), \
+         docs/check.md, docs/du.md."
+    };
+}
+
+/// The first words of the documentation's paragraph, where the manual's SEE ALSO begins.
+pub const DOCUMENTATION_START: &str = "Documentation: ";
+
+/// Fast, safe retention and garbage collection for a CNCF Distribution registry's store: a folder
+/// or a bucket (S3, Azure Blob Storage, Google Cloud Storage), or through its HTTP API.
 #[derive(Debug, Parser)]
-#[command(name = "regsweep", version, about, long_about = None, after_long_help = EXIT_STATUS)]
+#[command(
+    name = "regsweep",
+    version,
+    long_about = None,
+    after_help = documentation!(),
+    after_long_help = concat!(exit_status!(), "\n\n", documentation!())
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -24,28 +49,39 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Keep the newest N tags of each repository (and what the filters protect), then collect.
+    #[command(after_help = "Documentation: docs/GUIDE.md (every option, reading the plan, the JSON report, exit \
+        status), docs/safety.md, docs/buckets.md, docs/operations.md (cron, containers, the blob cache, metrics).")]
     Prune(PruneArgs),
     /// Collect only: a parallel, safer `registry garbage-collect`.
+    #[command(after_help = "Documentation: docs/GUIDE.md (what gc keeps, and where it differs from registry \
+        garbage-collect), docs/safety.md, docs/buckets.md.")]
     Gc(GcArgs),
     /// Report what is wrong with a store and which tags would fail a pull.
+    #[command(after_help = "Documentation: docs/check.md (each kind of problem, --repair).")]
     Check(CheckArgs),
     /// The retention of `prune` through the Registry HTTP API, then the registry's own
     /// collector in its container: for registries whose disk is out of reach.
+    #[command(after_help = "Documentation: docs/online.md.")]
     Online(OnlineArgs),
     /// Where the space goes, per repository: referenced, unique, shared, and what a prune
     /// with the given policy would free.
+    #[command(after_help = "Documentation: docs/du.md.")]
     Du(DuArgs),
     /// Receive the registry's notifications and record the last pull of each tag and manifest
     /// (for retention by last pull); runs until SIGTERM or SIGINT.
+    #[command(after_help = "Documentation: docs/pulls.md.")]
     Listen(ListenArgs),
     /// The pull record: fill it from the registry's access log, or show it.
+    #[command(after_help = "Documentation: docs/pulls.md.")]
     Pulls {
         #[command(subcommand)]
         command: PullsCommand,
     },
     /// Write a realistic synthetic store (for benchmarks and tests), deterministic for a seed.
+    #[command(after_help = "Documentation: docs/performance.md.")]
     Gen(GenArgs),
-    /// Print the completion script for a shell (bash: into /etc/bash_completion.d/regsweep or
+    /// Print the completion script for a shell (bash: into
+    /// /usr/share/bash-completion/completions/regsweep or
     /// ~/.local/share/bash-completion/completions/regsweep).
     Completions {
         #[arg(value_enum)]
@@ -292,15 +328,16 @@ pub struct JobsArgs {
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
 pub struct StoreArgs {
-    /// The registry's rootdirectory: the folder that holds docker/registry/v2, or
+    /// The registry's rootdirectory: the folder that holds docker/registry/v2, or a bucket:
     /// s3://BUCKET/ROOTDIRECTORY (with AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-    /// AWS_REGION or AWS_PROFILE).
+    /// AWS_REGION or AWS_PROFILE), azure://CONTAINER/ROOTDIRECTORY, gs://BUCKET/ROOTDIRECTORY
+    /// (docs/buckets.md).
     #[arg(long, value_name = "DIR|URL")]
     pub root: Option<PathBuf>,
-    /// The registry's config.yml: storage.filesystem.rootdirectory, overridden by
-    /// REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY as in the registry, or its storage.s3 section
-    /// with the REGISTRY_STORAGE_S3_* overrides. prune and gc also read its blob cache
-    /// (storage.cache, redis) and evict from a redis cache what they delete.
+    /// The registry's config.yml: storage.filesystem.rootdirectory, or its storage.s3,
+    /// storage.azure or storage.gcs section, read as registry 2.8 and 3.x read them (with their
+    /// REGISTRY_STORAGE_* overrides). prune and gc also read its blob cache (storage.cache,
+    /// redis) and evict from a redis cache what they delete.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
@@ -409,7 +446,8 @@ pub struct FilterArgs {
     /// Never prune repositories matching this glob (repeatable).
     #[arg(long, value_name = "GLOB")]
     pub exclude_repo: Vec<String>,
-    /// Also keep tags younger than this (online: by the image's created time).
+    /// Also keep tags younger than this: by push time, or by the image's created time with
+    /// --order created (online: always by created).
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub older_than: Option<Duration>,
     /// Also keep tags pulled within this long, by --pulls (a pull of the tag, of its manifest by
@@ -439,6 +477,12 @@ pub struct PruneArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(mut_arg("redis_cache", |a| a.help(
+    "The registry's redis blob cache: redis://[USER][:PASSWORD@]HOST[:PORT][/DB] or rediss:// (TLS). \
+     It must answer before anything is deleted; after the deletes and the container step, every key \
+     the registry's cache wrote is removed (what its collector deleted is not known one by one): no \
+     restart needed",
+)))]
 pub struct OnlineArgs {
     /// The registry: https://host[:port]; http:// when named, or for a loopback host given
     /// without a scheme.
@@ -474,7 +518,8 @@ pub struct OnlineArgs {
     pub restart: bool,
     /// The registry's redis blob cache (--redis-cache): after the deletes and the container
     /// step, every key the registry's cache wrote is removed (what its collector deleted is not
-    /// known one by one); no restart needed.
+    /// known one by one); no restart needed. (A flattened field's comment is no help text: the
+    /// struct's `mut_arg` says it.)
     #[command(flatten)]
     pub cache: CacheArgs,
     #[command(flatten)]

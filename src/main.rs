@@ -585,11 +585,10 @@ fn show_pulls(s: &ShowArgs) -> Result<ExitCode> {
 
 /// The manual: the top page on stdout, or a page per command (regsweep-prune.1, ...) in `dir`.
 fn manual(dir: Option<&std::path::Path>) -> Result<ExitCode> {
-    // The top page's closing text is the exit status (clap_mangen heads it EXTRA).
     let page = |cmd: clap::Command| -> Result<Vec<u8>> {
         let mut out = Vec::new();
         clap_mangen::Man::new(cmd).render(&mut out)?;
-        Ok(String::from_utf8_lossy(&out).replace(".SH EXTRA", ".SH \"EXIT STATUS\"").into_bytes())
+        Ok(closing_sections(&String::from_utf8_lossy(&out)).into_bytes())
     };
     let Some(dir) = dir else {
         std::io::stdout().write_all(&page(Cli::command())?)?;
@@ -606,6 +605,27 @@ fn manual(dir: Option<&std::path::Path>) -> Result<ExitCode> {
         std::fs::write(&path, page(cmd)?).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Names the closing text clap_mangen heads EXTRA: the top page's is the exit status, then where
+/// the documentation is (SEE ALSO); a command's, where its documentation is.
+fn closing_sections(page: &str) -> String {
+    let mut out = String::with_capacity(page.len() + 32);
+    let mut lines = page.lines().peekable();
+    while let Some(line) = lines.next() {
+        let documentation = |l: &str| l.starts_with(cli::DOCUMENTATION_START);
+        if line == ".SH EXTRA" {
+            let docs_alone = lines.peek().is_some_and(|next| documentation(next));
+            out.push_str(if docs_alone { ".SH \"SEE ALSO\"" } else { ".SH \"EXIT STATUS\"" });
+        } else if documentation(line) && !out.ends_with("\"SEE ALSO\"\n") {
+            out.push_str(".SH \"SEE ALSO\"\n");
+            out.push_str(line);
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// True when the command was asked for a JSON report.

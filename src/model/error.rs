@@ -68,7 +68,7 @@ impl ErrorKind {
         }
     }
 
-    /// Its exit status (README, "Exit status").
+    /// Its exit status (docs/GUIDE.md, "Exit status").
     pub fn exit_code(self) -> u8 {
         match self {
             ErrorKind::Fatal | ErrorKind::LockHeld => 1,

@@ -1,6 +1,7 @@
 //! What operators run regsweep with, checked by the tools they would use: metrics files by
 //! `promtool` (and the alert rules by `promtool test rules`), completions by bash itself, the
-//! manual by `man`, the systemd units by `systemd-analyze verify`, the cron file by its format.
+//! manual by `man`, the systemd units by `systemd-analyze verify`, the cron file by its format,
+//! the documentation's links by the files and headings they name.
 
 use crate::common;
 
@@ -194,8 +195,14 @@ fn the_manual_renders() {
             String::from_utf8_lossy(&out.stderr)
         );
         match page {
-            "regsweep" => assert!(text.contains("EXIT STATUS") && text.contains("regsweep-prune(1)"), "{text}"),
-            "regsweep-prune" => assert!(text.contains("--stop-container") && text.contains("--metrics-file"), "{text}"),
+            "regsweep" => assert!(
+                text.contains("EXIT STATUS") && text.contains("regsweep-prune(1)") && text.contains("SEE ALSO\n"),
+                "{text}"
+            ),
+            "regsweep-prune" => assert!(
+                text.contains("--stop-container") && text.contains("--metrics-file") && text.contains("SEE ALSO\n"),
+                "{text}"
+            ),
             _ => assert!(text.contains("SYNOPSIS"), "{text}"),
         }
     }
@@ -269,7 +276,8 @@ fn assert_cron_job(line: &str, with_user: bool) {
 }
 
 /// contrib/cron/regsweep is a valid /etc/cron.d file (environment lines, then jobs), and the
-/// cron lines of the README are valid in /etc/cron.d (with `root`) or in a user's crontab.
+/// cron lines of the documentation (README.md, docs/*.md) are valid in /etc/cron.d (with `root`)
+/// or in a user's crontab.
 #[test]
 fn the_cron_lines_are_valid() {
     let text = std::fs::read_to_string(top().join("contrib/cron/regsweep")).unwrap();
@@ -283,13 +291,123 @@ fn the_cron_lines_are_valid() {
         jobs += 1;
     }
     assert_eq!(jobs, 2);
-    let readme = std::fs::read_to_string(top().join("README.md")).unwrap();
-    let blocks = readme.split("```cron\n").skip(1).map(|b| b.split("```").next().unwrap());
+    let docs: Vec<String> = markdown_files().iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
+    let blocks = docs.iter().flat_map(|d| d.split("```cron\n").skip(1).map(|b| b.split("```").next().unwrap()));
     let lines: Vec<&str> = blocks.flat_map(str::lines).filter(|l| !l.trim().is_empty()).collect();
     assert!(lines.len() >= 3, "{lines:?}");
     for line in lines {
         assert_cron_job(line, line.split(' ').nth(5) == Some("root"));
     }
+}
+
+/// The documentation: README.md and docs/*.md.
+fn markdown_files() -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(top().join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .collect();
+    files.sort();
+    files.insert(0, top().join("README.md"));
+    files
+}
+
+/// The lines of a markdown text outside its fenced code blocks.
+fn prose(text: &str) -> impl Iterator<Item = &str> {
+    let mut fenced = false;
+    text.lines().filter(move |l| {
+        if l.trim_start().starts_with("```") {
+            fenced = !fenced;
+            return false;
+        }
+        !fenced
+    })
+}
+
+/// The anchors of a markdown text's headings, as GitHub makes them: the heading's text in lower
+/// case, inline code's backticks and every character but letters, digits, `_`, `-` and spaces
+/// dropped, spaces made hyphens; a repeated anchor gets `-1`, `-2`, ...
+fn anchors(text: &str) -> std::collections::BTreeSet<String> {
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    let mut out = std::collections::BTreeSet::new();
+    for line in prose(text) {
+        let Some(heading) = line.strip_prefix('#').map(|h| h.trim_start_matches('#')) else { continue };
+        if !heading.starts_with(' ') {
+            continue;
+        }
+        let slug: String = heading
+            .trim()
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | ' '))
+            .map(|c| if c == ' ' { '-' } else { c })
+            .collect();
+        let n = seen.entry(slug.clone()).or_insert(0);
+        out.insert(if *n == 0 { slug.clone() } else { format!("{slug}-{n}") });
+        *n += 1;
+    }
+    out
+}
+
+/// `-h`, `--help` and the manual name where the documentation is, each command's `--help` its
+/// page, and every file they name exists.
+#[test]
+fn the_help_points_to_the_documentation() {
+    let named = regex::Regex::new(r"docs/[A-Za-z]+\.md").unwrap();
+    let pages = [
+        ("prune", "docs/GUIDE.md"),
+        ("gc", "docs/GUIDE.md"),
+        ("check", "docs/check.md"),
+        ("online", "docs/online.md"),
+        ("du", "docs/du.md"),
+        ("listen", "docs/pulls.md"),
+        ("pulls", "docs/pulls.md"),
+        ("gen", "docs/performance.md"),
+    ];
+    let top_level = [(vec!["-h"], "docs/FAQ.md"), (vec!["--help"], "docs/FAQ.md"), (vec!["man"], "docs/FAQ.md")];
+    for (args, page) in top_level.into_iter().chain(pages.map(|(c, page)| (vec![c, "--help"], page))) {
+        let text = String::from_utf8(regsweep(&args).stdout).unwrap();
+        let files: Vec<&str> = named.find_iter(&text).map(|m| m.as_str()).collect();
+        assert!(files.contains(&page), "{args:?} does not name {page}: {text}");
+        for file in files {
+            assert!(top().join(file).is_file(), "{args:?} names {file}, which does not exist");
+        }
+    }
+}
+
+/// Every relative link of the documentation (README.md, docs/*.md) leads to a file that exists,
+/// and its `#anchor`, where it has one, to a heading of that file (GitHub's anchor rule).
+#[test]
+fn the_documentation_links_resolve() {
+    let link = regex::Regex::new(r"\]\(([^)\s]+)\)").unwrap();
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for file in markdown_files() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let name = file.strip_prefix(top()).unwrap().display().to_string();
+        for line in prose(&text) {
+            for target in link.captures_iter(line).map(|c| c.get(1).unwrap().as_str()) {
+                if target.contains("://") || target.starts_with("mailto:") {
+                    continue;
+                }
+                checked += 1;
+                let (path, anchor) = target.split_once('#').map_or((target, None), |(p, a)| (p, Some(a)));
+                let to = if path.is_empty() { file.clone() } else { file.parent().unwrap().join(path) };
+                if !to.exists() {
+                    broken.push(format!("{name}: {target}: no file {}", to.display()));
+                    continue;
+                }
+                let Some(anchor) = anchor else { continue };
+                if to.extension().is_some_and(|x| x == "md")
+                    && !anchors(&std::fs::read_to_string(&to).unwrap()).contains(anchor)
+                {
+                    broken.push(format!("{name}: {target}: no heading #{anchor} in {}", to.display()));
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+    assert!(checked > 50, "only {checked} links found: is the pattern right?");
 }
 
 /// The LICENSE file is the license Cargo.toml names.

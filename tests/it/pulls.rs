@@ -476,7 +476,7 @@ fn wait_for_digests(record: &Path, want: &[(&str, &str)], secs: u64) {
 }
 
 /// The real registry posting its pull events to a new listener on `record`, which leaves out
-/// regsweep's own reads (as the README advises).
+/// regsweep's own reads (as docs/pulls.md advises).
 fn registry_recording(root: &Path, record: &Path, version: Version) -> (Registry, Listener) {
     let l = Listener::start(record, free_port(), &["--ignore-agent", "^regsweep/"]);
     let reg =

@@ -101,7 +101,7 @@ fn pushes_racing_regsweep_gc_all_pull_whole() {
 #[test]
 fn pushes_racing_the_reference_collector_are_recorded() {
     // Evidence for the grace period, not an assertion: how many images the reference breaks
-    // depends on timing. The figure is printed (cargo test -- --nocapture) and kept in README.
+    // depends on timing. The figure is printed (cargo test -- --nocapture) and kept in docs/safety.md.
     let broken = race(&|root| {
         let cfg = tempfile::Builder::new().suffix(".yml").tempfile().unwrap();
         std::fs::write(

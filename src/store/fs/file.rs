@@ -231,7 +231,7 @@ pub fn read_link(path: &Path) -> Result<Option<(Digest, SystemTime)>> {
 message_error!(
     /// A file the registry writes as a regular file (a link, a `data`, a `startedat`) is
     /// something else (a folder, a FIFO, a device, a symbolic link): never read, followed nor
-    /// deleted (README "Safety").
+    /// deleted (docs/safety.md).
     NotRegular
 );
 
