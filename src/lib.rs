@@ -114,7 +114,7 @@ pub fn run_on_with(
     let store_now = store.scan_began(opts.now);
     let opts = &Options {
         now: if opts.now.duration_since(store_now).unwrap_or_default() > CLOCK_SKEW { store_now } else { opts.now },
-        ..*opts
+        ..opts.clone()
     };
     let (plan, mut warnings, _) = plan_on(store, mode, opts, progress, &|_, _, _| ())?;
     let command = if matches!(mode, Mode::Gc) { report::Command::Gc } else { report::Command::Prune };
@@ -218,9 +218,12 @@ pub fn plan_on<T: Send>(
         .map(|name| {
             stop_if_interrupted()?;
             // Tags matter to a prune, to --delete-untagged (tagged manifests are the roots) and
-            // to finishing an interrupted run; a plain gc keeps every revision anyway.
-            let tag_links =
-                !matches!(mode, Mode::Gc) || opts.delete_untagged || journal.as_ref().is_some_and(|j| j.names(&name));
+            // to finishing an interrupted run, and to telling which `--keep-in-use` references
+            // name nothing; a plain gc keeps every revision anyway.
+            let tag_links = !matches!(mode, Mode::Gc)
+                || opts.delete_untagged
+                || opts.in_use.is_some()
+                || journal.as_ref().is_some_and(|j| j.names(&name));
             let repo = store.repository(name, tag_links)?;
             let journaled = journal.iter().flat_map(|j| j.digests(&repo.name));
             let wanted: DigestSet = repo.revisions.iter().map(|r| r.target).chain(journaled).collect();
@@ -260,6 +263,9 @@ pub fn plan_on<T: Send>(
     let bar = progress.bar("sweeping", 0);
     let mut plan = planner.finish(drafts)?;
     bar.finish_and_clear();
+    if let Some(u) = &opts.in_use {
+        plan.note_in_use(u, Vec::new());
+    }
     // The journal this run writes drops the entries of tags pushed again since the last one:
     // after another crash, the next run must not take them for this run's.
     for (repo, (tags, manifests)) in void {
@@ -331,6 +337,25 @@ pub fn read_pulls(paths: &[PathBuf]) -> Result<Option<Arc<PullTimes>>> {
         t.last_event = t.last_event.max(span.last_event.map(pulls::time));
     }
     Ok(times.map(Arc::new))
+}
+
+/// Reads the files of `--keep-in-use` (`-`: stdin) with this registry's `hosts`. A file that
+/// cannot be read, or that is not what it looks like, is an error naming it: a typo must not
+/// leave what runs unprotected.
+pub fn read_in_use(paths: &[PathBuf], hosts: &[String]) -> Result<Arc<core::in_use::InUse>> {
+    use anyhow::Context;
+    let mut files = Vec::new();
+    for path in paths {
+        let shown = path.display().to_string();
+        let text = if shown == "-" {
+            std::io::read_to_string(std::io::stdin()).context("--keep-in-use -: cannot read stdin")?
+        } else {
+            std::fs::read_to_string(path).with_context(|| format!("--keep-in-use: cannot read {shown}"))?
+        };
+        let read = core::in_use::read(&text, &shown)?;
+        files.push((shown, read));
+    }
+    Ok(Arc::new(core::in_use::InUse::new(files, hosts)?))
 }
 
 /// The journaled manifests of a repository written again since the journal (pushed again

@@ -13,6 +13,7 @@ mod emulators;
 mod gc;
 mod generate;
 mod hostile;
+mod in_use;
 mod layers;
 mod memory;
 mod online;
