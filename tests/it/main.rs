@@ -14,6 +14,7 @@ mod gc;
 mod generate;
 mod hostile;
 mod in_use;
+mod kubernetes;
 mod layers;
 mod memory;
 mod online;
