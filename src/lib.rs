@@ -234,7 +234,9 @@ pub fn plan_on<T: Send>(
             };
             let (mut decisions, warnings) = decide(store, &repo, &manifests, mode, opts, pulled.as_deref());
             let void = match &journal {
-                Some(j) => (finish_journaled_tags(&repo, j, &mut decisions), pushed_again(&repo, j)),
+                Some(j) => {
+                    (finish_journaled_tags(&repo, j, opts.in_use.as_deref(), &mut decisions), pushed_again(&repo, j))
+                }
                 None => (Vec::new(), Vec::new()),
             };
             let in_scope = match mode {
@@ -375,8 +377,14 @@ pub(crate) fn pushed_again(repo: &Repo, journal: &Journal) -> Vec<Digest> {
 
 /// The tags an interrupted run was deleting are deleted, whatever this run's policy, unless
 /// they were pushed again since the journal was written (then they point elsewhere, or their
-/// link is younger than the journal): those are returned, their journal entries void.
-fn finish_journaled_tags(repo: &Repo, journal: &Journal, decisions: &mut [Verdict]) -> Vec<String> {
+/// link is younger than the journal), or this run's `--keep-in-use` names them (something runs
+/// them now): those are returned, their journal entries void.
+fn finish_journaled_tags(
+    repo: &Repo,
+    journal: &Journal,
+    in_use: Option<&core::in_use::InUse>,
+    decisions: &mut [Verdict],
+) -> Vec<String> {
     let Some(tags) = journal.repos.get(&repo.name) else {
         return Vec::new();
     };
@@ -385,7 +393,11 @@ fn finish_journaled_tags(repo: &Repo, journal: &Journal, decisions: &mut [Verdic
         let Some(j) = tags.get(&t.name) else { continue };
         let untouched = match t.current {
             None => true,
-            Some(c) => c == *j && journal.written.is_none_or(|w| t.pushed <= w),
+            Some(c) => {
+                c == *j
+                    && journal.written.is_none_or(|w| t.pushed <= w)
+                    && !in_use.is_some_and(|u| u.tag(&repo.name, &t.name))
+            }
         };
         if untouched {
             *d = Verdict::Delete(Reason::Interrupted);

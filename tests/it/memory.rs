@@ -515,3 +515,34 @@ fn what_is_in_use_stays_on_a_bucket_as_on_disk() {
         assert_eq!(left.contains(&v2_tag), !prune, "{mode:?} {untagged}");
     }
 }
+
+/// A tag an interrupted prune was deleting (the journal names it) that is still there and that
+/// the rerun's --keep-in-use names stays, pulling whole; the rest of the interrupted work is
+/// finished and the journal goes.
+#[test]
+fn a_journaled_tag_in_use_at_the_rerun_stays() {
+    use regsweep::core::in_use::{InUse, read};
+    let (_disk, mem) = stores("demo");
+    mem.faults.die_after_deletes.store(1, Ordering::SeqCst);
+    let _ = run(&mem, &prune(1), false);
+    mem.faults.revive();
+    age_the_lock(&mem);
+    let journal = format!("{V2}.regsweep-journal.json");
+    assert!(mem.keys().contains(&journal), "the interrupted run left its journal");
+    let tag_link = |t: &str| format!("repositories/team/app/_manifests/tags/{t}/current/link");
+    let left = keys(&mem);
+    let still = ["v1", "v2", "v3", "v4", "v5"].into_iter().find(|t| left.contains(&tag_link(t))).unwrap();
+    let list = format!("team/app:{still}\n");
+    let in_use = Arc::new(InUse::new(vec![("list".into(), read(&list, "list").unwrap())], &[]).unwrap());
+    let Mode::Prune(r) = prune(1) else { unreachable!() };
+    let mode = Mode::Prune(Box::new(Retention { in_use: Some(in_use.clone()), ..*r }));
+    let opts = Options { in_use: Some(in_use), ..options(false) };
+    let report = regsweep::run_at(&at(&mem), &mode, &opts, false, Progress::hidden()).unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let after = keys(&mem);
+    assert!(after.contains(&tag_link(still)), "team/app:{still} is in use: kept");
+    assert!(!mem.keys().contains(&journal), "the rest was finished");
+    assert!(broken(&mem).is_empty(), "{:?}", broken(&mem));
+    let others = ["v1", "v2", "v3", "v4", "v5"].into_iter().filter(|t| *t != still);
+    assert!(others.clone().all(|t| !after.contains(&tag_link(t))), "the others went");
+}
