@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::{Result, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::UsageError;
 use crate::model::digest::{Digest, DigestSet};
@@ -56,20 +56,25 @@ pub struct Read {
 
 /// Reads one file's text (`shown` names it in errors).
 pub fn read(text: &str, shown: &str) -> Result<Read> {
-    let trimmed = text.trim_start();
-    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+    // kubectl's JSON is one object (a list line never starts so; an IPv6 host starts with `[`).
+    if text.trim_start().starts_with('{') {
         let doc: serde_json::Value =
             serde_json::from_str(text).map_err(|e| anyhow::anyhow!("--keep-in-use {shown}: not valid JSON: {e}"))?;
         return Ok(kubernetes(&doc));
     }
-    // YAML: compose, or Kubernetes objects (`-o yaml`); anything else is a list. A plain list
-    // may well parse as YAML (`app:v1` is a mapping): only these keys make it a document.
-    if let Ok(doc) = serde_norway::from_str::<serde_json::Value>(text) {
-        if let Some(services) = doc.get("services").and_then(|s| s.as_object()) {
+    // YAML: compose, or Kubernetes objects (`-o yaml`, or manifests with `---` between them);
+    // anything else is a list. A plain list may well parse as YAML (`app:v1` is a mapping):
+    // only these keys make it a document.
+    let docs: Option<Vec<serde_json::Value>> =
+        serde_norway::Deserializer::from_str(text).map(|d| serde_json::Value::deserialize(d).ok()).collect();
+    if let Some(docs) = docs {
+        if let [doc] = docs.as_slice()
+            && let Some(services) = doc.get("services").and_then(|s| s.as_object())
+        {
             return compose(services, shown);
         }
-        if doc.get("apiVersion").is_some() || doc.get("kind").is_some() {
-            return Ok(kubernetes(&doc));
+        if docs.iter().any(|d| d.get("apiVersion").is_some() || d.get("kind").is_some()) {
+            return Ok(kubernetes(&serde_json::Value::Array(docs)));
         }
     }
     list(text, shown)
@@ -459,8 +464,18 @@ mod tests {
         assert_eq!(u.digests("team/app").collect::<Vec<_>>(), [d(7)]);
         let e = read("team/app:v1\nteam/App:v2\n", "list").unwrap_err();
         assert!(format!("{e:#}").contains("list: line 2"), "{e:#}");
-        // `app:v1` parses as YAML (a mapping), and is a list all the same.
+        // `app:v1` parses as YAML (a mapping), and is a list all the same; so is an IPv6 host.
         assert_eq!(read("app:v1\n", "l").unwrap().shape, Shape::List);
+        assert_eq!(read("[::1]:5000/app:v1\n", "l").unwrap().refs.len(), 1);
+        // Manifests, `---` between them.
+        let yaml = "apiVersion: v1\nkind: Pod\nspec:\n  containers:\n    - image: r.io/a:1\n---\n\
+                    apiVersion: apps/v1\nkind: Deployment\nspec:\n  template:\n    spec:\n      containers:\n\
+                    \x20       - image: r.io/b:2\n";
+        let r = read(yaml, "m.yaml").unwrap();
+        assert_eq!(r.shape, Shape::Kubernetes);
+        let want =
+            ["r.io/a:1 at [0].spec.containers[0].image", "r.io/b:2 at [1].spec.template.spec.containers[0].image"];
+        assert_eq!(shown(&r), want);
     }
 
     #[test]

@@ -140,7 +140,6 @@ fn a_compose_file_keeps_its_images_with_the_hosts_of_the_registrys_config() {
     assert!(kinds(&report, "in_use_not_found").is_empty());
     let reg = Registry::serve(store.path());
     reg.pull("team/app", "v4").unwrap();
-    reg.assert_all_tags_pull(store.path());
     drop(reg);
 
     let without = fixture("demo");
