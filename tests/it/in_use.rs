@@ -182,28 +182,52 @@ fn a_list_keeps_a_tag_and_a_digest_no_tag_will_name_and_is_read_from_stdin() {
     assert!(!revision_exists(without.path(), "team/app/tools", TOOLS_1_1_0));
 }
 
-/// Online: the registry's URL names it, so a pods JSON naming `127.0.0.1:PORT` needs no
-/// --registry-host; a digest no tag reaches is asked for by HEAD, not warned about.
+/// Online: the registry's URL names it, so a list naming `127.0.0.1:PORT` needs no
+/// --registry-host; a digest no tag reaches is asked for by HEAD, not warned about. On 2.8.2 a
+/// tag on a digest in use stays (it cannot delete a tag alone); 3.1.1 deletes the tag and the
+/// manifest still pulls by digest.
 #[test]
 fn online_keeps_what_is_in_use_through_the_api() {
+    for version in VERSIONS {
+        if version.available("online_keeps_what_is_in_use_through_the_api").is_some() {
+            online_keeps_on(version);
+        }
+    }
+}
+
+fn online_keeps_on(version: Version) {
     let files = tempfile::tempdir().unwrap();
     let store = fixture("demo");
-    let reg = Registry::serve(store.path());
+    let reg = Registry::serve_version(store.path(), version);
     let host = format!("127.0.0.1:{}", reg.port);
     let text = format!("{host}/team/app:v5\n{host}/team/app/tools@{TOOLS_1_1_0}\n{host}/team/app@{TOOLS_1_1_0}\n");
     let list = write(files.path(), "list", &text);
-    let base = ["online", "--url", &reg.url, "--keep", "1", "--order", "name", "--json"];
+    let url = reg.url.clone();
+    let base = ["online", "--url", &url, "--keep", "1", "--order", "name", "--json"];
     let mut args = base.to_vec();
     args.extend(["--keep-in-use", &list]);
     let report = json(&args);
-    assert_eq!(tag(&report, "team/app", "v5")["reason"]["kind"], "in_use");
+    assert_eq!(tag(&report, "team/app", "v5")["reason"]["kind"], "in_use", "{version}");
     let missing = kinds(&report, "in_use_not_found");
-    assert_eq!(missing.len(), 1, "team/app holds no such manifest: {missing:?}");
+    assert_eq!(missing.len(), 1, "{version}: team/app holds no such manifest: {missing:?}");
+    let untagged = tag(&report, "team/app/tools", "1.1.0");
+    if version == Version::V3 {
+        assert_eq!(untagged["action"], "untag", "{version}: {untagged}");
+        assert_eq!(reg.manifest_status("team/app/tools", "1.1.0"), 404, "{version}: the tag went alone");
+    }
     reg.pull("team/app", "v5").unwrap();
     reg.pull("team/app/tools", TOOLS_1_1_0).unwrap();
     reg.assert_all_tags_pull(store.path());
 
+    drop(reg);
+
+    // Without the file, on a fresh copy (3.1.1 left 1.1.0's manifest untagged above, which the
+    // API no longer shows), the same run deletes both.
+    let store = fixture("demo");
+    let reg = Registry::serve_version(store.path(), version);
+    let mut base = base.to_vec();
+    base[2] = &reg.url;
     json(&base);
-    assert_eq!(reg.manifest_status("team/app", "v5"), 404);
-    assert_eq!(reg.manifest_status("team/app/tools", TOOLS_1_1_0), 404);
+    assert_eq!(reg.manifest_status("team/app", "v5"), 404, "{version}");
+    assert_eq!(reg.manifest_status("team/app/tools", TOOLS_1_1_0), 404, "{version}");
 }
