@@ -237,7 +237,7 @@ fn online(o: &OnlineArgs) -> Result<Ended> {
     };
     // The URL's host is this registry's name too.
     let url_host = client.base.split_once("://").map_or(client.base.as_str(), |(_, h)| h);
-    let in_use = in_use(&o.in_use, Some(url_host.split('/').next().unwrap_or_default().to_string()))?;
+    let in_use = in_use(&o.in_use, || Ok(Some(url_host.split('/').next().unwrap_or_default().to_string())))?;
     let opts = OnlineOptions {
         retention: Retention { in_use, ..retention(o.retention.keep, &o.retention.filters, Order::Created)? },
         dry_run: o.dry_run,
@@ -325,24 +325,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Pulls { command: PullsCommand::Show(s) } => show_pulls(s),
         Command::Online(o) => monitored(&o.metrics, "online", &o.url, || online(o)),
         Command::Prune(p) => monitored(&p.collect.metrics, "prune", &store_named(&p.store), || {
-            let in_use = in_use(&p.in_use, config_host(&p.store)?)?;
+            let in_use = in_use(&p.in_use, || config_host(&p.store))?;
             let r =
                 Retention { in_use: in_use.clone(), ..retention(p.retention.keep, &p.retention.filters, Order::Push)? };
             offline(&p.store, &p.collect, Mode::Prune(Box::new(r)), p.delete_orphan_attachments, in_use)
         }),
         Command::Gc(g) => monitored(&g.collect.metrics, "gc", &store_named(&g.store), || {
-            offline(&g.store, &g.collect, Mode::Gc, false, in_use(&g.in_use, config_host(&g.store)?)?)
+            offline(&g.store, &g.collect, Mode::Gc, false, in_use(&g.in_use, || config_host(&g.store))?)
         }),
     }
 }
 
-/// `--keep-in-use`, read, with this registry's hosts: `--registry-host` and `more` (the config's
-/// `http.host`, online's URL).
-fn in_use(args: &InUseArgs, more: Option<String>) -> Result<Option<Arc<InUse>>> {
+/// `--keep-in-use`, read, with this registry's hosts: `--registry-host` and what `more` gives
+/// (the config's `http.host`, online's URL), asked only with `--keep-in-use`.
+fn in_use(args: &InUseArgs, more: impl FnOnce() -> Result<Option<String>>) -> Result<Option<Arc<InUse>>> {
     if args.keep_in_use.is_empty() {
         return Ok(None);
     }
-    let hosts: Vec<String> = args.registry_host.iter().cloned().chain(more).collect();
+    let hosts: Vec<String> = args.registry_host.iter().cloned().chain(more()?).collect();
     regsweep::read_in_use(&args.keep_in_use, &hosts).map(Some)
 }
 
