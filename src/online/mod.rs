@@ -194,15 +194,12 @@ impl<'a> Reader<'a> {
         Ok(index.manifests.iter().filter_map(|m| Digest::parse(&m.digest)).collect())
     }
 
-    /// True when the registry has a manifest of a repository (HEAD by digest: 200).
+    /// True when the registry answers 200 to a HEAD of a manifest by digest. Any other answer
+    /// (404, a repository the credentials may not pull) is "not found": a warning, not an error.
     fn exists(&self, repo: &str, d: &Digest) -> Result<bool> {
         let r =
             self.client.send("HEAD", &format!("/v2/{repo}/manifests/{d}"), &repo_scope(repo, "pull"), Some(ACCEPT))?;
-        match r.status {
-            200 => Ok(true),
-            404 => Ok(false),
-            s => bail!("HEAD {repo}@{d}: {s}"),
-        }
+        Ok(r.status == 200)
     }
 
     /// A config blob, for `created`.
