@@ -194,12 +194,12 @@ impl<'a> Reader<'a> {
         Ok(index.manifests.iter().filter_map(|m| Digest::parse(&m.digest)).collect())
     }
 
-    /// True when the registry answers 200 to a HEAD of a manifest by digest. Any other answer
-    /// (404, a repository the credentials may not pull) is "not found": a warning, not an error.
-    fn exists(&self, repo: &str, d: &Digest) -> Result<bool> {
-        let r =
-            self.client.send("HEAD", &format!("/v2/{repo}/manifests/{d}"), &repo_scope(repo, "pull"), Some(ACCEPT))?;
-        Ok(r.status == 200)
+    /// True when the registry answers 200 to a HEAD of a manifest by digest. Anything else (404,
+    /// a repository the credentials may not pull, no answer) is "not found": a warning, never an
+    /// error (online deletes no manifest no tag reaches either way).
+    fn exists(&self, repo: &str, d: &Digest) -> bool {
+        let path = format!("/v2/{repo}/manifests/{d}");
+        self.client.send("HEAD", &path, &repo_scope(repo, "pull"), Some(ACCEPT)).is_ok_and(|r| r.status == 200)
     }
 
     /// A config blob, for `created`.
@@ -436,7 +436,7 @@ fn plan_online(
     let Registry { inv, mut warnings, .. } = registry;
     let mut plan = plan::build(&inv, &decisions, &|_| true, &plan_options(r.in_use.clone()), &plan::NoStore)?;
     if let Some(u) = &r.in_use {
-        plan.note_in_use(u, in_use_elsewhere(&reader, u, &inv, r)?);
+        plan.note_in_use(u, in_use_elsewhere(&reader, u, &inv, r));
     }
     if let Some(pulls) = &r.pulls {
         let repos: std::collections::HashMap<&str, &Repo> = inv.repos.iter().map(|r| (r.name.as_str(), r)).collect();
@@ -471,14 +471,14 @@ fn plan_online(
 /// The `--keep-in-use` references that name something the inventory does not show: those of
 /// repositories the retention leaves out (not read), and digests no tag reaches that the
 /// registry has (the API lists no untagged manifest: asked by HEAD). Nothing deletes either.
-fn in_use_elsewhere(reader: &Reader, u: &InUse, inv: &Inventory, r: &Retention) -> Result<Vec<usize>> {
+fn in_use_elsewhere(reader: &Reader, u: &InUse, inv: &Inventory, r: &Retention) -> Vec<usize> {
     let mut also = u.of_repos(|repo| !r.in_scope(repo));
     let found: Vec<usize> = inv.repos.iter().flat_map(|repo| u.found(repo)).collect();
     let unmatched: Vec<(usize, String, Digest)> =
         u.unmatched_digests(&found).into_iter().filter(|(_, repo, _)| r.in_scope(repo)).collect();
-    let exists: Vec<bool> = unmatched.par_iter().map(|(_, repo, d)| reader.exists(repo, d)).collect::<Result<_>>()?;
+    let exists: Vec<bool> = unmatched.par_iter().map(|(_, repo, d)| reader.exists(repo, d)).collect();
     also.extend(unmatched.iter().zip(exists).filter(|(_, e)| *e).map(|((i, _, _), _)| *i));
-    Ok(also)
+    also
 }
 
 /// What the deletions gave.
