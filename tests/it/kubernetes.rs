@@ -113,8 +113,8 @@ fn check_built(name: &str, docs: &[Value]) {
     notifications_reach_the_listener(docs);
 }
 
-/// The initContainer lists (`kubectl get A,B -A`) only what the ClusterRole bound to the pod's
-/// service account may get and list, and the prune reads the file it writes.
+/// The initContainer lists (`kubectl get A,B -A`) exactly what the ClusterRole bound to the
+/// pod's service account may get and list (read only), and the prune reads the file it writes.
 fn in_use_is_allowed(docs: &[Value], spec: &Value, what: &str) {
     let init = &spec["initContainers"][0];
     let script = init["command"].as_array().unwrap().last().unwrap().as_str().unwrap();
@@ -143,6 +143,10 @@ fn in_use_is_allowed(docs: &[Value], spec: &Value, what: &str) {
     for rule in role["rules"].as_array().unwrap() {
         for verb in rule["verbs"].as_array().unwrap() {
             assert!(verb == "get" || verb == "list", "{what}: read only, not {verb}");
+        }
+        for resource in rule["resources"].as_array().unwrap() {
+            let r = resource.as_str().unwrap();
+            assert!(listed.split(',').any(|l| l == r), "{what}: the ClusterRole reads {r}, which nothing lists");
         }
     }
 }
