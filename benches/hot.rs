@@ -122,6 +122,7 @@ fn marking(c: &mut Criterion) {
         list_kept_tags: true,
         orphan_attachments: false,
         bytes_left: false,
+        in_use: None,
     };
     c.bench_function("plan 12k tags, 36k blobs (keep 5)", |b| {
         b.iter(|| plan::build(&inv, &decisions, &|_| true, &opts, &OldFiles).unwrap())

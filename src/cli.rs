@@ -460,12 +460,31 @@ pub struct FilterArgs {
     pub pulls: Vec<PathBuf>,
 }
 
+/// The images something runs, which nothing deletes (shared by `prune`, `gc` and `online`).
+#[derive(Debug, Args)]
+pub struct InUseArgs {
+    /// Never delete what this file names (repeatable; - for stdin): the JSON or YAML of `kubectl
+    /// get pods,deployments,statefulsets,daemonsets,cronjobs,jobs -A -o json`, a compose file, or
+    /// one image reference a line. A tag named is kept; a digest named keeps its manifest (with
+    /// an index's children and a subject's referrers), tagged or not. References to other
+    /// registries are ignored; a reference without a host is Docker Hub's in Kubernetes and
+    /// compose files, this registry's in a list. A reference naming nothing is a warning.
+    #[arg(long, value_name = "FILE")]
+    pub keep_in_use: Vec<PathBuf>,
+    /// This registry's host as image references name it (host[:port]; repeatable): which
+    /// --keep-in-use references are its. Also the --config's http.host, and online --url's host.
+    #[arg(long, value_name = "HOST", requires = "keep_in_use")]
+    pub registry_host: Vec<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct PruneArgs {
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]
     pub retention: RetentionArgs,
+    #[command(flatten)]
+    pub in_use: InUseArgs,
     /// Delete an attachment tag (sha256-<hex>.sig, .att, .sbom) whose subject is a manifest of
     /// no repository of the store, once older than --grace (cosign's COSIGN_REPOSITORY keeps
     /// signatures apart from their images; by default such tags are kept: the subject may live
@@ -490,6 +509,8 @@ pub struct OnlineArgs {
     pub url: String,
     #[command(flatten)]
     pub retention: RetentionArgs,
+    #[command(flatten)]
+    pub in_use: InUseArgs,
     /// Print exactly the plan a real run would carry out; delete nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -551,6 +572,9 @@ pub struct ApiArgs {
 pub struct GcArgs {
     #[command(flatten)]
     pub store: StoreArgs,
+    /// With --delete-untagged: manifests something runs stay (without it gc keeps every one).
+    #[command(flatten)]
+    pub in_use: InUseArgs,
     #[command(flatten)]
     pub collect: CollectArgs,
 }

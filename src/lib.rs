@@ -114,7 +114,7 @@ pub fn run_on_with(
     let store_now = store.scan_began(opts.now);
     let opts = &Options {
         now: if opts.now.duration_since(store_now).unwrap_or_default() > CLOCK_SKEW { store_now } else { opts.now },
-        ..*opts
+        ..opts.clone()
     };
     let (plan, mut warnings, _) = plan_on(store, mode, opts, progress, &|_, _, _| ())?;
     let command = if matches!(mode, Mode::Gc) { report::Command::Gc } else { report::Command::Prune };
@@ -218,9 +218,12 @@ pub fn plan_on<T: Send>(
         .map(|name| {
             stop_if_interrupted()?;
             // Tags matter to a prune, to --delete-untagged (tagged manifests are the roots) and
-            // to finishing an interrupted run; a plain gc keeps every revision anyway.
-            let tag_links =
-                !matches!(mode, Mode::Gc) || opts.delete_untagged || journal.as_ref().is_some_and(|j| j.names(&name));
+            // to finishing an interrupted run, and to telling which `--keep-in-use` references
+            // name nothing; a plain gc keeps every revision anyway.
+            let tag_links = !matches!(mode, Mode::Gc)
+                || opts.delete_untagged
+                || opts.in_use.is_some()
+                || journal.as_ref().is_some_and(|j| j.names(&name));
             let repo = store.repository(name, tag_links)?;
             let journaled = journal.iter().flat_map(|j| j.digests(&repo.name));
             let wanted: DigestSet = repo.revisions.iter().map(|r| r.target).chain(journaled).collect();
@@ -231,7 +234,9 @@ pub fn plan_on<T: Send>(
             };
             let (mut decisions, warnings) = decide(store, &repo, &manifests, mode, opts, pulled.as_deref());
             let void = match &journal {
-                Some(j) => (finish_journaled_tags(&repo, j, &mut decisions), pushed_again(&repo, j)),
+                Some(j) => {
+                    (finish_journaled_tags(&repo, j, opts.in_use.as_deref(), &mut decisions), pushed_again(&repo, j))
+                }
                 None => (Vec::new(), Vec::new()),
             };
             let in_scope = match mode {
@@ -260,6 +265,9 @@ pub fn plan_on<T: Send>(
     let bar = progress.bar("sweeping", 0);
     let mut plan = planner.finish(drafts)?;
     bar.finish_and_clear();
+    if let Some(u) = &opts.in_use {
+        plan.note_in_use(u, Vec::new());
+    }
     // The journal this run writes drops the entries of tags pushed again since the last one:
     // after another crash, the next run must not take them for this run's.
     for (repo, (tags, manifests)) in void {
@@ -333,6 +341,25 @@ pub fn read_pulls(paths: &[PathBuf]) -> Result<Option<Arc<PullTimes>>> {
     Ok(times.map(Arc::new))
 }
 
+/// Reads the files of `--keep-in-use` (`-`: stdin) with this registry's `hosts`. A file that
+/// cannot be read, or that is not what it looks like, is an error naming it: a typo must not
+/// leave what runs unprotected.
+pub fn read_in_use(paths: &[PathBuf], hosts: &[String]) -> Result<Arc<core::in_use::InUse>> {
+    use anyhow::Context;
+    let mut files = Vec::new();
+    for path in paths {
+        let shown = path.display().to_string();
+        let text = if shown == "-" {
+            std::io::read_to_string(std::io::stdin()).context("--keep-in-use -: cannot read stdin")?
+        } else {
+            std::fs::read_to_string(path).with_context(|| format!("--keep-in-use: cannot read {shown}"))?
+        };
+        let read = core::in_use::read(&text, &shown)?;
+        files.push((shown, read));
+    }
+    Ok(Arc::new(core::in_use::InUse::new(files, hosts)?))
+}
+
 /// The journaled manifests of a repository written again since the journal (pushed again
 /// after the crash, or written back by the interrupted run for a push): no cascade from them.
 pub(crate) fn pushed_again(repo: &Repo, journal: &Journal) -> Vec<Digest> {
@@ -350,8 +377,14 @@ pub(crate) fn pushed_again(repo: &Repo, journal: &Journal) -> Vec<Digest> {
 
 /// The tags an interrupted run was deleting are deleted, whatever this run's policy, unless
 /// they were pushed again since the journal was written (then they point elsewhere, or their
-/// link is younger than the journal): those are returned, their journal entries void.
-fn finish_journaled_tags(repo: &Repo, journal: &Journal, decisions: &mut [Verdict]) -> Vec<String> {
+/// link is younger than the journal), or this run's `--keep-in-use` names them (something runs
+/// them now): those are returned, their journal entries void.
+fn finish_journaled_tags(
+    repo: &Repo,
+    journal: &Journal,
+    in_use: Option<&core::in_use::InUse>,
+    decisions: &mut [Verdict],
+) -> Vec<String> {
     let Some(tags) = journal.repos.get(&repo.name) else {
         return Vec::new();
     };
@@ -360,7 +393,11 @@ fn finish_journaled_tags(repo: &Repo, journal: &Journal, decisions: &mut [Verdic
         let Some(j) = tags.get(&t.name) else { continue };
         let untouched = match t.current {
             None => true,
-            Some(c) => c == *j && journal.written.is_none_or(|w| t.pushed <= w),
+            Some(c) => {
+                c == *j
+                    && journal.written.is_none_or(|w| t.pushed <= w)
+                    && !in_use.is_some_and(|u| u.tag(&repo.name, &t.name))
+            }
         };
         if untouched {
             *d = Verdict::Delete(Reason::Interrupted);

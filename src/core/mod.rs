@@ -3,6 +3,7 @@
 //! Pure: it imports only `model` and reads the store only through [`plan::StoreView`] (but
 //! [`interrupt`], the process's one flag that a signal asked a run to end).
 
+pub mod in_use;
 pub mod interrupt;
 pub mod metrics;
 pub mod plan;

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use rayon::prelude::*;
 
+use crate::core::in_use::InUse;
 use crate::core::pulled::{PullTimes, time_text};
 use crate::model::digest::{Digest, DigestMap};
 use crate::model::inventory::{Parsed, Tag};
@@ -71,6 +72,8 @@ pub struct Retention {
     pub pulled_within: Option<Duration>,
     /// `--pulls`: the pull records, read. Pull rules only ever add to what `keep` keeps.
     pub pulls: Option<Arc<PullTimes>>,
+    /// `--keep-in-use`: the images something runs; a tag named there is kept.
+    pub in_use: Option<Arc<InUse>>,
 }
 
 impl Retention {
@@ -154,6 +157,8 @@ pub enum Reason {
     /// Not pulled since the pull record began, and `--keep-pulled-within` reaches before that:
     /// not judged, kept.
     PullRecordTooShort,
+    /// Named by a `--keep-in-use` reference: something runs it.
+    InUse,
 }
 
 /// Where the subject of an attachment tag lives.
@@ -319,14 +324,14 @@ pub fn decide_pulled(
         out[*i] = if rank as usize <= r.keep {
             Verdict::Keep(Reason::Count { rank })
         } else {
-            protection(&tags[*i], r, created_of(&tags[*i]), grace, now)
+            protection(repo, &tags[*i], r, created_of(&tags[*i]), grace, now)
                 .or_else(|| pull_protection(r, pulled_of(*i), now))
                 .map_or(Verdict::Delete(Reason::BeyondCount { rank }), Verdict::Keep)
         };
     }
     for (i, t) in tags.iter().enumerate() {
         if out[i] == Verdict::Undecided
-            && let Some(p) = protection(t, r, None, grace, now)
+            && let Some(p) = protection(repo, t, r, None, grace, now)
         {
             out[i] = Verdict::Keep(p);
         }
@@ -334,8 +339,19 @@ pub fn decide_pulled(
     (out, warnings)
 }
 
-/// What protects a tag beyond the count: a `--keep-tag` pattern, `--older-than`, the grace period.
-fn protection(t: &Tag, r: &Retention, created: Option<SystemTime>, grace: Duration, now: SystemTime) -> Option<Reason> {
+/// What protects a tag beyond the count: `--keep-in-use`, a `--keep-tag` pattern, `--older-than`,
+/// the grace period.
+fn protection(
+    repo: &str,
+    t: &Tag,
+    r: &Retention,
+    created: Option<SystemTime>,
+    grace: Duration,
+    now: SystemTime,
+) -> Option<Reason> {
+    if r.in_use.as_ref().is_some_and(|u| u.tag(repo, &t.name)) {
+        return Some(Reason::InUse);
+    }
     if let Some(p) = r.keep_tags.iter().find(|p| p.is_match(&t.name)) {
         return Some(Reason::KeepTag { pattern: p.as_str().into() });
     }
@@ -416,6 +432,7 @@ mod tests {
             older_than: None,
             pulled_within: None,
             pulls: None,
+            in_use: None,
         }
     }
 
@@ -535,6 +552,24 @@ mod tests {
                 Verdict::Delete(Reason::BeyondCount { rank: 4 }),
                 Verdict::Keep(Reason::Count { rank: 1 }),
                 Verdict::Keep(Reason::Count { rank: 2 }),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_tag_in_use_is_kept_beyond_the_count_in_its_repository_only() {
+        use crate::core::in_use::{InUse, read};
+        let tags = vec![tag("v3", 3, 3), tag("v2", 2, 2), tag("v1", 1, 1)];
+        let u = InUse::new(vec![("l".into(), read("r:v1\nother:v2\n", "l").unwrap())], &[]).unwrap();
+        let mut r = retention(1, Order::Push);
+        r.in_use = Some(Arc::new(u));
+        let (d, _) = decide("r", &tags, &r, &DigestMap::default(), Duration::ZERO, at(100));
+        assert_eq!(
+            d,
+            [
+                Verdict::Keep(Reason::Count { rank: 1 }),
+                Verdict::Delete(Reason::BeyondCount { rank: 2 }),
+                Verdict::Keep(Reason::InUse),
             ]
         );
     }

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use indicatif::HumanBytes;
 use serde::Serialize;
 
+use crate::core::in_use::InUseSummary;
 use crate::core::plan::{Action, GraceKept, Plan, TagPlan, Tags};
 use crate::core::policy::{Reason, attachment_subject};
 use crate::core::pulled::PullSummary;
@@ -134,6 +135,9 @@ pub struct RepoReport {
     pub uploads_deleted: usize,
     /// Every tag with its action and the reason (empty for `gc`).
     pub tags: Tags,
+    /// Its manifests kept because `--keep-in-use` names them by digest.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub manifests_in_use: Vec<crate::model::digest::Digest>,
 }
 
 /// What the deletions left because a push wrote, or needed, it since the scan.
@@ -195,6 +199,9 @@ pub struct Report {
     pub pulls: Option<PullSummary>,
     /// The registry's blob cache: which one, and what the run evicted from it.
     pub cache: Option<CacheReport>,
+    /// With `--keep-in-use`: the references read, and what they named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_use: Option<InUseSummary>,
 }
 
 impl Report {
@@ -205,6 +212,7 @@ impl Report {
         let index_entries_deleted = plan.repos.iter().map(|r| r.index_entries.len()).sum();
         let leftovers_deleted = plan.leftover_blobs.len()
             + plan.repos.iter().map(|r| r.leftover_revisions.len() + r.leftover_layer_links.len()).sum::<usize>();
+        let in_use = plan.in_use;
         let upload_bytes: u64 = plan.repos.iter().flat_map(|r| &r.uploads).map(|u| u.size).sum();
         let repos: Vec<RepoReport> = plan
             .repos
@@ -216,6 +224,7 @@ impl Report {
                 layer_links_deleted: r.layer_links.len(),
                 uploads_deleted: r.uploads.len(),
                 tags: if with_tags { r.tags } else { Tags::default() },
+                manifests_in_use: r.in_use,
                 name: r.name,
                 in_scope: r.in_scope,
             })
@@ -248,6 +257,7 @@ impl Report {
             freed_later: None,
             pulls: None,
             cache: None,
+            in_use,
         }
     }
 
@@ -344,6 +354,9 @@ impl fmt::Display for Report {
                 self.tags_kept,
                 count(self.manifests_deleted, "manifest", "manifests"),
             )?;
+            if let Some(u) = &self.in_use {
+                writeln!(f, "{}", in_use_text(u))?;
+            }
             if let Some(c) = &self.collector {
                 f.write_str(&c.text())?;
             }
@@ -387,6 +400,9 @@ impl fmt::Display for Report {
                 count(g.layer_links, "layer link", "layer links"),
                 count(g.blobs, "blob", "blobs")
             )?;
+        }
+        if let Some(u) = &self.in_use {
+            writeln!(f, "{}", in_use_text(u))?;
         }
         let r = &self.rescued;
         if r.tags + r.manifests + r.layer_links + r.blobs > 0 {
@@ -465,6 +481,9 @@ impl Report {
             if t.action == Action::Untag {
                 match t.shared_with {
                     Some(k) => why.push_str(&format!("; shares its digest with kept tag {k}: only the tag goes")),
+                    None if t.digest.is_some_and(|d| r.manifests_in_use.contains(&d)) => {
+                        why.push_str("; its manifest stays, in use by digest (--keep-in-use)")
+                    }
                     None => why.push_str("; its manifest stays, still needed by a kept manifest"),
                 }
             }
@@ -476,8 +495,34 @@ impl Report {
             let pushed = t.pushed.map(|p| p.rfc3339().replace('T', " ")[..16].to_string()).unwrap_or_default();
             writeln!(f, "  {action} {:<24} {digest:<19} {pushed:<16}  {why}", short_tag(t.name))?;
         }
+        for d in &r.manifests_in_use {
+            writeln!(
+                f,
+                "  keep   {:<24} {:<19} {:<16}  in use: named by digest by --keep-in-use",
+                "(manifest)",
+                short(d),
+                ""
+            )?;
+        }
         Ok(())
     }
+}
+
+/// The line of `--keep-in-use`.
+fn in_use_text(u: &InUseSummary) -> String {
+    let mut s = format!(
+        "in use (--keep-in-use, {}): {} to this registry, {} to other registries ignored",
+        count(u.files.len(), "file", "files"),
+        count(u.references, "reference", "references"),
+        u.other_hosts
+    );
+    if u.not_found > 0 {
+        s.push_str(&format!("; {} name nothing in the store (warnings above)", u.not_found));
+    }
+    if u.invalid > 0 {
+        s.push_str(&format!("; {} no image reference (warnings above)", count(u.invalid, "value is", "values are")));
+    }
+    s
 }
 
 fn reason_text(r: &Reason) -> String {
@@ -505,6 +550,7 @@ fn reason_text(r: &Reason) -> String {
         Reason::UntagRefused => "the registry cannot delete a tag alone and its manifest must stay: left".into(),
         Reason::PulledWithin => "pulls: within --keep-pulled-within".into(),
         Reason::PullRecordTooShort => "pulls: --keep-pulled-within reaches before the record began, not judged".into(),
+        Reason::InUse => "in use: named by --keep-in-use".into(),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod inventory;
 pub mod journal;
 pub mod manifest;
 pub mod outcome;
+pub mod reference;
 pub mod warning;
 
 /// Declares an error that is a message, told apart from others by its type (callers decide

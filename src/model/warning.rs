@@ -31,6 +31,12 @@ pub enum WarningKind {
     /// `--config`: a key of the registry's config.yml (or a variable beside it) that regsweep
     /// does not honour, named in the message: what regsweep does instead.
     ConfigNotHonoured,
+    /// `--keep-in-use`: a reference to this registry that names nothing in the store (no such
+    /// repository, tag or manifest): a typo, or an image of another registry. Once each.
+    InUseNotFound,
+    /// `--keep-in-use`: a value of a Kubernetes document that is no image reference (a runtime
+    /// cannot pull it either): ignored.
+    InUseInvalid,
 }
 
 /// One warning: in the JSON report `{"kind": ..., "message": ...}`; on stderr its message.

@@ -18,6 +18,7 @@ use rayon::prelude::*;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
+use crate::core::in_use::InUse;
 use crate::core::plan::{self, Action, Plan};
 use crate::core::policy::{self, Order, Reason, Retention, Verdict};
 use crate::core::progress::Progress;
@@ -191,6 +192,14 @@ impl<'a> Reader<'a> {
         };
         self.referrers.store(REFERRERS_YES, Ordering::Relaxed);
         Ok(index.manifests.iter().filter_map(|m| Digest::parse(&m.digest)).collect())
+    }
+
+    /// True when the registry answers 200 to a HEAD of a manifest by digest. Anything else (404,
+    /// a repository the credentials may not pull, no answer) is "not found": a warning, never an
+    /// error (online deletes no manifest no tag reaches either way).
+    fn exists(&self, repo: &str, d: &Digest) -> bool {
+        let path = format!("/v2/{repo}/manifests/{d}");
+        self.client.send("HEAD", &path, &repo_scope(repo, "pull"), Some(ACCEPT)).is_ok_and(|r| r.status == 200)
     }
 
     /// A config blob, for `created`.
@@ -378,7 +387,7 @@ impl Registry {
 }
 
 /// How online plans: no grace (the API has no times), no untagged manifests to see.
-fn plan_options() -> plan::Options {
+fn plan_options(in_use: Option<std::sync::Arc<InUse>>) -> plan::Options {
     plan::Options {
         delete_untagged: false,
         grace: Duration::ZERO,
@@ -387,6 +396,7 @@ fn plan_options() -> plan::Options {
         list_kept_tags: true,
         orphan_attachments: false,
         bytes_left: false,
+        in_use,
     }
 }
 
@@ -424,7 +434,10 @@ fn plan_online(
     let mut registry = read_registry(client, &reader, Some(r), &|n| r.in_scope(n), progress)?;
     let decisions = registry.decide(Some(r));
     let Registry { inv, mut warnings, .. } = registry;
-    let mut plan = plan::build(&inv, &decisions, &|_| true, &plan_options(), &plan::NoStore)?;
+    let mut plan = plan::build(&inv, &decisions, &|_| true, &plan_options(r.in_use.clone()), &plan::NoStore)?;
+    if let Some(u) = &r.in_use {
+        plan.note_in_use(u, in_use_elsewhere(&reader, u, &inv, r));
+    }
     if let Some(pulls) = &r.pulls {
         let repos: std::collections::HashMap<&str, &Repo> = inv.repos.iter().map(|r| (r.name.as_str(), r)).collect();
         for rp in &mut plan.repos {
@@ -453,6 +466,19 @@ fn plan_online(
     deletions.sort_by(|a, b| (a.stage, &a.repo, a.digest).cmp(&(b.stage, &b.repo, b.digest)));
     warnings.append(&mut plan.warnings);
     Ok((plan, deletions, warnings))
+}
+
+/// The `--keep-in-use` references that name something the inventory does not show: those of
+/// repositories the retention leaves out (not read), and digests no tag reaches that the
+/// registry has (the API lists no untagged manifest: asked by HEAD). Nothing deletes either.
+fn in_use_elsewhere(reader: &Reader, u: &InUse, inv: &Inventory, r: &Retention) -> Vec<usize> {
+    let mut also = u.of_repos(|repo| !r.in_scope(repo));
+    let found: Vec<usize> = inv.repos.iter().flat_map(|repo| u.found(repo)).collect();
+    let unmatched: Vec<(usize, String, Digest)> =
+        u.unmatched_digests(&found).into_iter().filter(|(_, repo, _)| r.in_scope(repo)).collect();
+    let exists: Vec<bool> = unmatched.par_iter().map(|(_, repo, d)| reader.exists(repo, d)).collect();
+    also.extend(unmatched.iter().zip(exists).filter(|(_, e)| *e).map(|((i, _, _), _)| *i));
+    also
 }
 
 /// What the deletions gave.

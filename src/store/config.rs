@@ -35,6 +35,18 @@ pub(crate) fn read_config(path: &Path) -> std::io::Result<String> {
     Ok(text)
 }
 
+/// The registry's own name as clients reach it: `http.host` (`REGISTRY_HTTP_HOST` overrides it,
+/// as in the registry), a URL (`https://registry.example.com:5000`); `None` when neither says.
+pub fn registry_host(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<String>> {
+    if let Some(h) = env("REGISTRY_HTTP_HOST").filter(|h| !h.is_empty()) {
+        return Ok(Some(h));
+    }
+    let text = read_config(path).with_context(|| format!("cannot read registry config {}", path.display()))?;
+    let doc: Value = serde_norway::from_str(&text)
+        .with_context(|| format!("registry config {} is not valid YAML", path.display()))?;
+    Ok(doc.get("http").and_then(|h| h.get("host")).and_then(Value::as_str).filter(|h| !h.is_empty()).map(String::from))
+}
+
 /// The keys of the s3 driver, 2.8's (`s3-aws`) and 3.1.1's (`s3-aws`, with `forcepathstyle`,
 /// `accelerate`, `usedualstack`, `usefipsendpoint` and `loglevel` new).
 const S3_KEYS: Keys = Keys {

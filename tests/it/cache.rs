@@ -361,6 +361,7 @@ fn the_evictor_is_told_exactly_what_went() {
         older_than: None,
         pulled_within: None,
         pulls: None,
+        in_use: None,
     }));
     let opts = regsweep::plan::Options {
         delete_untagged: true,
@@ -370,6 +371,7 @@ fn the_evictor_is_told_exactly_what_went() {
         list_kept_tags: true,
         orphan_attachments: false,
         bytes_left: false,
+        in_use: None,
     };
     let disk = fixture("demo");
     let mem = Memory::new();

@@ -13,6 +13,8 @@ mod emulators;
 mod gc;
 mod generate;
 mod hostile;
+mod in_use;
+mod kubernetes;
 mod layers;
 mod memory;
 mod online;

@@ -35,6 +35,7 @@ fn prune(keep: usize) -> Mode {
         older_than: None,
         pulled_within: None,
         pulls: None,
+        in_use: None,
     }))
 }
 
@@ -47,6 +48,7 @@ fn options(delete_untagged: bool) -> Options {
         list_kept_tags: true,
         orphan_attachments: false,
         bytes_left: false,
+        in_use: None,
     }
 }
 
@@ -468,4 +470,79 @@ fn a_bucket_names_what_registry_3_will_not_serve_as_its_disk_copy() {
     let message = v3[0]["message"].as_str().unwrap();
     assert!(message.starts_with("legacy/schema1: 2 kept tags registry 3.x will not serve"), "{message}");
     assert!(message.contains("legacy/schema1:multi") && message.contains("legacy/schema1:typed"), "{message}");
+}
+
+/// `--keep-in-use` on a bucket as on disk, for prune (with and without --delete-untagged) and
+/// gc --delete-untagged: a tag named stays, a manifest named by digest stays untagged (an index
+/// with its children), and the same run without it deletes them.
+#[test]
+fn what_is_in_use_stays_on_a_bucket_as_on_disk() {
+    use regsweep::core::in_use::{InUse, read};
+    const UNTAGGED: &str = "31d9d91e546a5b8e9b43a7fffe6fe35e78e91025cfa5659478a7ebc1611ae338";
+    const MULTI_2026_1: &str = "4ca5413b048400fd1d8de958d10f926dfc94baa280cba9a9823f2856cc1ba3a8";
+    let list = format!("team/app:v2\nteam/app@sha256:{UNTAGGED}\nteam/multi@sha256:{MULTI_2026_1}\n");
+    let in_use = Arc::new(InUse::new(vec![("list".into(), read(&list, "list").unwrap())], &[]).unwrap());
+    let with = |mode: &Mode, on: bool| match mode {
+        Mode::Prune(r) => Mode::Prune(Box::new(Retention { in_use: on.then(|| in_use.clone()), ..(**r).clone() })),
+        Mode::Gc => Mode::Gc,
+    };
+    let revision = |repo: &str, hex: &str| format!("repositories/{repo}/_manifests/revisions/sha256/{hex}/link");
+    let v2_tag = "repositories/team/app/_manifests/tags/v2/current/link".to_string();
+    for (mode, untagged) in [(prune(1), false), (prune(1), true), (Mode::Gc, true)] {
+        let (disk, mem) = stores("demo");
+        let opts = Options { in_use: Some(in_use.clone()), ..options(untagged) };
+        let mode_on = with(&mode, true);
+        let on_disk = regsweep::run(disk.path(), &mode_on, &opts, false, Progress::hidden()).unwrap();
+        let in_memory = regsweep::run_at(&at(&mem), &mode_on, &opts, false, Progress::hidden()).unwrap();
+        assert_eq!(comparable(&in_memory), comparable(&on_disk), "{mode:?} {untagged}: the same report");
+        assert_same(&keys(&mem), &store_files(disk.path()), &format!("{mode:?} {untagged}: the same keys"));
+        assert!(broken(&mem).is_empty(), "{:?}", broken(&mem));
+        let kept = keys(&mem);
+        let prune = matches!(mode, Mode::Prune(_));
+        assert!(kept.contains(&revision("team/multi", MULTI_2026_1)), "{mode:?} {untagged}");
+        assert!(kept.contains(&revision("team/app", UNTAGGED)), "{mode:?} {untagged}");
+        assert!(kept.contains(&v2_tag), "{mode:?} {untagged}");
+        let multi = &in_memory.repos.iter().find(|r| r.name == "team/multi").unwrap().manifests_in_use;
+        assert_eq!(multi.iter().map(|d| d.hex()).collect::<Vec<_>>(), [MULTI_2026_1]);
+        assert!(in_memory.warnings.is_empty(), "{:?}", in_memory.warnings);
+        // Without it, each goes where the run would delete it.
+        let (_, mem) = stores("demo");
+        let gone = regsweep::run_at(&at(&mem), &with(&mode, false), &options(untagged), false, Progress::hidden());
+        assert!(gone.unwrap().in_use.is_none());
+        let left = keys(&mem);
+        assert_eq!(left.contains(&revision("team/multi", MULTI_2026_1)), !prune, "{mode:?} {untagged}");
+        assert_eq!(left.contains(&revision("team/app", UNTAGGED)), !untagged, "{mode:?} {untagged}");
+        assert_eq!(left.contains(&v2_tag), !prune, "{mode:?} {untagged}");
+    }
+}
+
+/// A tag an interrupted prune was deleting (the journal names it) that is still there and that
+/// the rerun's --keep-in-use names stays, pulling whole; the rest of the interrupted work is
+/// finished and the journal goes.
+#[test]
+fn a_journaled_tag_in_use_at_the_rerun_stays() {
+    use regsweep::core::in_use::{InUse, read};
+    let (_disk, mem) = stores("demo");
+    mem.faults.die_after_deletes.store(1, Ordering::SeqCst);
+    let _ = run(&mem, &prune(1), false);
+    mem.faults.revive();
+    age_the_lock(&mem);
+    let journal = format!("{V2}.regsweep-journal.json");
+    assert!(mem.keys().contains(&journal), "the interrupted run left its journal");
+    let tag_link = |t: &str| format!("repositories/team/app/_manifests/tags/{t}/current/link");
+    let left = keys(&mem);
+    let still = ["v1", "v2", "v3", "v4", "v5"].into_iter().find(|t| left.contains(&tag_link(t))).unwrap();
+    let list = format!("team/app:{still}\n");
+    let in_use = Arc::new(InUse::new(vec![("list".into(), read(&list, "list").unwrap())], &[]).unwrap());
+    let Mode::Prune(r) = prune(1) else { unreachable!() };
+    let mode = Mode::Prune(Box::new(Retention { in_use: Some(in_use.clone()), ..*r }));
+    let opts = Options { in_use: Some(in_use), ..options(false) };
+    let report = regsweep::run_at(&at(&mem), &mode, &opts, false, Progress::hidden()).unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let after = keys(&mem);
+    assert!(after.contains(&tag_link(still)), "team/app:{still} is in use: kept");
+    assert!(!mem.keys().contains(&journal), "the rest was finished");
+    assert!(broken(&mem).is_empty(), "{:?}", broken(&mem));
+    let others = ["v1", "v2", "v3", "v4", "v5"].into_iter().filter(|t| *t != still);
+    assert!(others.clone().all(|t| !after.contains(&tag_link(t))), "the others went");
 }

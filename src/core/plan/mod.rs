@@ -3,12 +3,14 @@
 //! `stat` it is handed, for the grace period and sizes of deletion candidates.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::core::in_use::{InUse, InUseSummary};
 use crate::core::policy::{Reason, SubjectRepo, Verdict, attachment_subject};
 mod graph;
 mod sweep;
@@ -24,7 +26,7 @@ use crate::model::manifest::refused_by_v3;
 use crate::model::warning::{Warning, WarningKind};
 
 /// How the collection behaves, whatever the retention.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Options {
     /// Untagged manifests are not roots.
     pub delete_untagged: bool,
@@ -42,6 +44,8 @@ pub struct Options {
     /// The report says how many blob bytes the store holds after the run (a stat of every
     /// blob: for `--metrics-file`).
     pub bytes_left: bool,
+    /// `--keep-in-use`: a manifest named by digest there is a root, tagged or not.
+    pub in_use: Option<Arc<InUse>>,
 }
 
 /// Which repository holds each manifest of the store (a revision folder), for
@@ -111,6 +115,11 @@ pub struct RepoPlan {
     /// a referrer (OCI `subject`). If `from` is tagged again during the run, `to` must stay
     /// too; so `to` goes only after `from` went.
     pub removed_edges: Vec<(Digest, Digest)>,
+    /// Its manifests named by digest by `--keep-in-use`: roots, kept.
+    pub in_use: Vec<Digest>,
+    /// The `--keep-in-use` references its tags and revisions name
+    /// ([`crate::core::in_use::InUse::found`]).
+    pub in_use_found: Vec<usize>,
 }
 
 /// What the grace period saved.
@@ -149,6 +158,19 @@ pub struct Plan {
     /// The journal of an interrupted run this one finishes: written again, with this run's
     /// deleted tags, before the first deletion.
     pub journal: Journal,
+    /// With `--keep-in-use`: what it read and named ([`Plan::note_in_use`]).
+    pub in_use: Option<InUseSummary>,
+}
+
+impl Plan {
+    /// With `--keep-in-use`: a warning for each reference no repository named (and `also`,
+    /// references looked for elsewhere, named all the same), and the summary.
+    pub fn note_in_use(&mut self, in_use: &InUse, also: Vec<usize>) {
+        let found = self.repos.iter().flat_map(|r| r.in_use_found.iter().copied()).chain(also);
+        let (mut warnings, summary) = in_use.finish(found);
+        self.warnings.append(&mut warnings);
+        self.in_use = Some(summary);
+    }
 }
 
 /// One thing of a store the plan asks the size or age of, named by repository and digest, not
@@ -281,7 +303,8 @@ impl<'a> Planner<'a> {
         cx.judge_attachments_of_removed(&live, &mut verdicts);
         let young_manifests =
             if cx.young_revs.is_empty() { 0 } else { live.len() - cx.liveness(&verdicts, false).len() };
-        let mut plan = RepoPlan { name: repo.name.clone(), in_scope, ..RepoPlan::default() };
+        let mut plan = RepoPlan { name: repo.name.clone(), in_scope, in_use: cx.in_use.clone(), ..RepoPlan::default() };
+        plan.in_use_found = self.opts.in_use.as_ref().map(|u| u.found(repo)).unwrap_or_default();
         let mut warnings = Vec::new();
         let mut errors = Vec::new();
         plan.tags = cx.tag_actions(verdicts, &live, &mut warnings, &mut errors);
@@ -416,6 +439,8 @@ struct RepoCx<'a> {
     tagged: DigestSet,
     /// Revisions younger than the grace period: roots.
     young_revs: Vec<Digest>,
+    /// Revisions named by digest by `--keep-in-use`: roots (sorted).
+    in_use: Vec<Digest>,
 }
 
 impl<'a> RepoCx<'a> {
@@ -437,6 +462,18 @@ impl<'a> RepoCx<'a> {
                 .unwrap_or_default(),
             tagged: repo.tags.iter().filter_map(|t| t.current).collect(),
             young_revs: repo.revisions.iter().filter(|r| planner.young(r.modified)).map(|r| r.digest).collect(),
+            in_use: {
+                let revs: DigestSet = repo.revisions.iter().map(|r| r.digest).collect();
+                let mut d: Vec<Digest> = planner
+                    .opts
+                    .in_use
+                    .iter()
+                    .flat_map(|u| u.digests(&repo.name))
+                    .filter(|d| revs.contains(d))
+                    .collect();
+                d.sort();
+                d
+            },
         }
     }
 
@@ -447,7 +484,7 @@ impl<'a> RepoCx<'a> {
         let kept = repo.tags.iter().zip(verdicts).filter(|(_, v)| v.is_keep()).filter_map(|(t, _)| t.current);
         let deleted = repo.tags.iter().zip(verdicts).filter(|(_, v)| !v.is_keep()).filter_map(|(t, _)| t.current);
         let cascade = g.closure(deleted.chain(self.journaled.iter().copied()));
-        let mut roots: Vec<Digest> = kept.collect();
+        let mut roots: Vec<Digest> = kept.chain(self.in_use.iter().copied()).collect();
         if with_young {
             roots.extend(self.young_revs.iter().copied());
         }
@@ -712,6 +749,7 @@ mod tests {
             list_kept_tags: true,
             orphan_attachments: false,
             bytes_left: false,
+            in_use: None,
         }
     }
 
@@ -799,6 +837,43 @@ mod tests {
         assert_eq!(removed(&s.plan(&["t", "multi"], false).unwrap(), "r"), []);
         // The untagged child of a tagged index stays even so (distribution#3178).
         assert_eq!(removed(&s.plan(&["t", "multi"], true).unwrap(), "r"), [d(50)]);
+    }
+
+    #[test]
+    fn a_digest_in_use_is_a_root_tagged_or_not_with_its_children_and_referrers() {
+        use crate::core::in_use::{InUse, read};
+        // r: `old` (index 20 over 21, 22) and `drop` (11, with a referrer 40) go by policy; 50 is
+        // untagged; 12 is kept by `keep`.
+        let s = Store::new(vec![
+            (20, index(&[21, 22])),
+            (21, image(&[110], None)),
+            (22, image(&[111], None)),
+            (11, image(&[101], None)),
+            (40, image(&[120], Some(11))),
+            (50, image(&[130], None)),
+            (12, image(&[102], None)),
+        ])
+        .repo("r", &[("keep", 12), ("old", 20), ("drop", 11)], &[20, 21, 22, 11, 40, 50, 12]);
+        let without = s.plan(&["keep"], true).unwrap();
+        assert_eq!(removed(&without, "r"), [d(11), d(20), d(21), d(22), d(40), d(50)]);
+        let list = format!("r@{}\nr@{}\nr@{}\n", d(20), d(11), d(50));
+        let u = InUse::new(vec![("list".into(), read(&list, "list").unwrap())], &[]).unwrap();
+        let opts = Options { in_use: Some(Arc::new(u)), ..options(true) };
+        let decisions: Vec<Verdict> = ["keep", "old", "drop"]
+            .iter()
+            .map(|t| {
+                if *t == "keep" {
+                    Verdict::Keep(Reason::Count { rank: 1 })
+                } else {
+                    Verdict::Delete(Reason::BeyondCount { rank: 2 })
+                }
+            })
+            .collect();
+        let p = build(&s.inv, &[decisions], &|_| true, &opts, &FakeDisk(vec![])).unwrap();
+        assert_eq!(removed(&p, "r"), [], "the index's children and the subject's referrer stay with them");
+        assert_eq!(actions(&p, "r")[1], ("old".into(), Action::Untag));
+        assert_eq!(p.repos[0].in_use, [d(11), d(20), d(50)]);
+        assert!(!blobs(&p).contains(&d(110)) && !blobs(&p).contains(&d(120)) && !blobs(&p).contains(&d(130)));
     }
 
     #[test]
