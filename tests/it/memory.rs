@@ -439,6 +439,47 @@ fn a_manifest_tagged_again_as_its_revision_goes_stays_whole() {
     assert!(broken(&mem).is_empty(), "the tag written again pulls: {:?}", broken(&mem));
 }
 
+/// Issue 35, 3: a manifests stage that fails (a revision of another repository the bucket
+/// will not delete) still heals before it stops: a manifest tagged again as its revision goes
+/// gets its revision back, and the tag pulls; the run reports the failure.
+#[test]
+fn a_failed_manifests_stage_heals_what_it_deleted_before_it_stops() {
+    let (expected, _) = reference("demo", &prune(1));
+    let (_disk, mem) = stores("demo");
+    let before = keys(&mem);
+    let repo_of = |k: &str| k.trim_start_matches("repositories/").split("/_manifests/").next().unwrap().to_string();
+    let revisions: Vec<String> = before
+        .difference(&expected)
+        .filter(|k| k.contains("/_manifests/revisions/") && k.ends_with("/link"))
+        .cloned()
+        .collect();
+    let failing = revisions.last().expect("a revision goes").clone();
+    let stuck = repo_of(&failing);
+    assert!(revisions.iter().any(|k| repo_of(k) != stuck), "{revisions:#?}");
+    mem.faults.batch_errors.lock().unwrap().insert(format!("{V2}{failing}"), (u32::MAX, "AccessDenied".into()));
+    let again = Arc::new(Mutex::new(None));
+    let (m, a) = (mem.clone(), again.clone());
+    let report = racing(&mem, move |key| {
+        let mut again = a.lock().unwrap();
+        let Some(rel) = key.strip_prefix(V2) else { return };
+        if rel.contains("/_manifests/revisions/") && repo_of(rel) != stuck && again.is_none() {
+            let target = String::from_utf8(m.get(key).unwrap()).unwrap();
+            let hex = target.trim_start_matches("sha256:");
+            let tags = format!("{V2}repositories/{}/_manifests/tags/again", repo_of(rel));
+            m.put(&format!("{tags}/index/sha256/{hex}/link"), target.as_bytes().to_vec());
+            m.put(&format!("{tags}/current/link"), target.as_bytes().to_vec());
+            *again = Some(key.to_string());
+        }
+    });
+    let revision = again.lock().unwrap().clone().expect("no revision of another repository went");
+    assert_eq!(report.failed.len(), 1, "{:?}", report.errors);
+    assert!(report.failed[0].path.ends_with(&failing), "{:?}", report.failed);
+    assert_eq!(report.exit_code(), 3);
+    assert!(mem.get(&revision).is_some(), "{revision} is written back");
+    assert!(report.rescued.manifests >= 1, "{:?}", report.rescued);
+    assert!(broken(&mem).is_empty(), "the tag written again pulls: {:?}", broken(&mem));
+}
+
 #[test]
 fn a_tag_pushed_again_as_its_link_goes_stays_and_pulls() {
     let (_disk, mem) = stores("demo");
