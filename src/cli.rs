@@ -218,7 +218,8 @@ pub struct CheckArgs {
     #[arg(long)]
     pub verify_digests: bool,
     /// Remove links that point to nothing (tags, revisions, history entries, layer links whose
-    /// target is gone); never a blob. Takes the store's lock.
+    /// target is gone); never a blob. Takes the store's lock. What was written since the check
+    /// began is left, with a warning to run again; a failed deletion exits 3.
     #[arg(long)]
     pub repair: bool,
     /// Empty folders younger than this may be a write under way: --repair leaves them.

@@ -135,7 +135,8 @@ fn generate_store(g: &GenArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `check`: exit 4 when some tag would fail a pull (with `--for-registry 3`, on registry 3.x).
+/// `check`: exit 4 when some tag would fail a pull (with `--for-registry 3`, on registry 3.x);
+/// 3 when a deletion of `--repair` failed.
 fn check_store(c: &CheckArgs) -> Result<ExitCode> {
     threads(c.jobs.jobs)?;
     let opts = CheckOptions { verify_digests: c.verify_digests, repair: c.repair, grace: c.grace };
@@ -147,11 +148,17 @@ fn check_store(c: &CheckArgs) -> Result<ExitCode> {
         report.as_served_by_v3();
     }
     if c.output.json {
+        for w in &report.warnings {
+            eprintln!("warning: {w}");
+        }
+        for f in &report.failed {
+            eprintln!("error: cannot delete {}: {}", f.path, f.error);
+        }
         print_json(&report)?;
     } else {
         print!("{}", report.text());
     }
-    Ok(if report.broken() { ExitCode::from(4) } else { ExitCode::SUCCESS })
+    Ok(ExitCode::from(report.exit_code()))
 }
 
 fn retention(keep: usize, r: &FilterArgs, default_order: Order) -> Result<Retention> {

@@ -31,6 +31,9 @@ pub enum WarningKind {
     /// `--config`: a key of the registry's config.yml (or a variable beside it) that regsweep
     /// does not honour, named in the message: what regsweep does instead.
     ConfigNotHonoured,
+    /// `check --repair` left links pointing to nothing because they were written since the
+    /// check began (on a bucket, within its clock's second): run it again in a second or two.
+    RepairLeftYoung,
 }
 
 /// One warning: in the JSON report `{"kind": ..., "message": ...}`; on stderr its message.

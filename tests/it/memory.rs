@@ -535,3 +535,69 @@ fn a_bucket_names_what_registry_3_will_not_serve_as_its_disk_copy() {
     assert!(message.starts_with("legacy/schema1: 2 kept tags registry 3.x will not serve"), "{message}");
     assert!(message.contains("legacy/schema1:multi") && message.contains("legacy/schema1:typed"), "{message}");
 }
+
+/// Puts a tag `fresh` into team/app onto a manifest the store does not hold (its link and its
+/// history entry): two links pointing to nothing, written now.
+fn damage_now(mem: &Memory) {
+    let nothing = digest(b"no such manifest");
+    let hex = nothing.trim_start_matches("sha256:");
+    let tags = format!("{V2}repositories/team/app/_manifests/tags/fresh");
+    mem.put(&format!("{tags}/index/sha256/{hex}/link"), nothing.as_bytes().to_vec());
+    mem.put(&format!("{tags}/current/link"), nothing.as_bytes().to_vec());
+}
+
+/// Issue 35, 4: `check --repair` on a bucket whose damage was written just before the repair
+/// (within the bucket clock's second) leaves it, and says so: a typed warning, in the text a
+/// line saying to run again in a second or two; run again then, it repairs.
+#[test]
+fn check_repair_says_it_left_what_was_written_as_it_began() {
+    let (_disk, mem) = stores("demo");
+    damage_now(&mem);
+    let opts = CheckOptions { verify_digests: false, repair: true, grace: Duration::ZERO };
+    let report = at(&mem).check(opts, Progress::hidden()).unwrap();
+    // The history entry goes whatever its age (a history entry is never written again, as in a
+    // prune); the tag's link, written in the repair's second, is left.
+    assert_eq!((report.repaired, report.problems.len()), (1, 1), "{}", report.text());
+    assert!(report.broken() && report.failed.is_empty());
+    assert_eq!(report.exit_code(), 4);
+    let kinds: Vec<_> = report.warnings.iter().map(|w| w.kind).collect();
+    assert_eq!(kinds, [regsweep::warning::WarningKind::RepairLeftYoung], "{:?}", report.warnings);
+    assert!(
+        report.warnings[0].message.starts_with("--repair left 1 link pointing to nothing"),
+        "{:?}",
+        report.warnings
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["warnings"][0]["kind"], "repair_left_young", "{json}");
+    let text = report.text();
+    assert!(text.contains("1 problems; some tags would fail a pull\n"), "{text}");
+    assert!(text.contains("run check --repair again in a second or two"), "{text}");
+    std::thread::sleep(Duration::from_millis(2100));
+    let report = at(&mem).check(opts, Progress::hidden()).unwrap();
+    assert_eq!(report.repaired, 1, "{}", report.text());
+    assert!(report.problems.is_empty() && report.warnings.is_empty(), "{}", report.text());
+    assert_eq!(report.exit_code(), 0);
+}
+
+/// Issue 38, 4: a deletion of `check --repair` that fails is counted in `failed` with its key
+/// and the server's words, exit 3 as a failed deletion is everywhere else (not a plain error,
+/// exit 1, which says nothing was deleted); the next repair finishes.
+#[test]
+fn a_failed_deletion_of_check_repair_is_counted_and_exits_3() {
+    let (_disk, mem) = stores("demo");
+    damage_now(&mem);
+    std::thread::sleep(Duration::from_millis(2100));
+    let key = format!("{V2}repositories/team/app/_manifests/tags/fresh/current/link");
+    mem.faults.batch_errors.lock().unwrap().insert(key.clone(), (u32::MAX, "AccessDenied".into()));
+    let opts = CheckOptions { verify_digests: false, repair: true, grace: Duration::ZERO };
+    let report = at(&mem).check(opts, Progress::hidden()).unwrap();
+    assert_eq!(report.failed.len(), 1, "{}", report.text());
+    assert!(report.failed[0].path.ends_with(&key) && report.failed[0].error.contains("AccessDenied"));
+    assert_eq!(report.exit_code(), 3);
+    assert!(report.warnings.is_empty(), "a failure is not left as young: {:?}", report.warnings);
+    assert!(report.text().contains("1 deletion of the repair failed"), "{}", report.text());
+    mem.faults.batch_errors.lock().unwrap().clear();
+    let report = at(&mem).check(opts, Progress::hidden()).unwrap();
+    assert!(report.failed.is_empty() && report.problems.is_empty(), "{}", report.text());
+    assert_eq!(report.exit_code(), 0);
+}
