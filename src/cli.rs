@@ -329,6 +329,11 @@ pub struct CollectArgs {
     /// Print exactly the plan a real run would carry out; write nothing at all.
     #[arg(long)]
     pub dry_run: bool,
+    /// List every repository in the text report, also those where nothing is deleted (by
+    /// default only those where something is deleted, failed or warned about; --json is the
+    /// same either way).
+    #[arg(long, short)]
+    pub verbose: bool,
     #[command(flatten)]
     pub container: ContainerArgs,
     #[command(flatten)]

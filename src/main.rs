@@ -278,11 +278,12 @@ fn online(o: &OnlineArgs) -> Result<Ended> {
     if let Some(cache) = &cache {
         cache.clear_all(&mut report);
     }
-    print_report(&report, o.output.json)?;
+    print_report(&report, o.output.json, true)?;
     Ok((report.exit_code(), Some(report)))
 }
 
-fn print_report(report: &regsweep::report::Report, json: bool) -> Result<()> {
+/// Prints a report: its JSON, or its text (with `verbose`, every repository listed).
+fn print_report(report: &regsweep::report::Report, json: bool, verbose: bool) -> Result<()> {
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }
@@ -294,7 +295,7 @@ fn print_report(report: &regsweep::report::Report, json: bool) -> Result<()> {
     } else {
         // Streamed: the report of a large prune has an entry per tag.
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        write!(out, "{report}")?;
+        write!(out, "{}", report.text(verbose))?;
         out.flush()?;
     }
     if json && report.restart_required {
@@ -437,7 +438,7 @@ fn offline(store: &StoreArgs, collect: &CollectArgs, mode: Mode, orphan_attachme
         }
         (Err(e), None) => return Err(e),
     };
-    print_report(&report, collect.output.json)?;
+    print_report(&report, collect.output.json, collect.verbose)?;
     if report.interrupted {
         eprintln!(
             "interrupted: deleted {} tags, {} manifests, {} layer links, {} blobs before stopping; run again to finish",

@@ -41,11 +41,20 @@ pub enum WarningKind {
 pub struct Warning {
     pub kind: WarningKind,
     pub message: String,
+    /// The repository it is about, where it is about one: the text report lists that
+    /// repository (not in the JSON, whose warnings name it in their message).
+    #[serde(skip)]
+    pub repo: Option<String>,
 }
 
 impl Warning {
     pub fn new(kind: WarningKind, message: impl Into<String>) -> Warning {
-        Warning { kind, message: message.into() }
+        Warning { kind, message: message.into(), repo: None }
+    }
+
+    /// The same, about repository `repo`.
+    pub fn about(self, repo: &str) -> Warning {
+        Warning { repo: Some(repo.to_string()), ..self }
     }
 }
 
