@@ -254,7 +254,8 @@ pub struct CheckArgs {
     #[arg(long)]
     pub verify_digests: bool,
     /// Remove links that point to nothing (tags, revisions, history entries, layer links whose
-    /// target is gone); never a blob. Takes the store's lock.
+    /// target is gone); never a blob. Takes the store's lock. What was written since the check
+    /// began is left, with a warning to run again; a failed deletion exits 3.
     #[arg(long)]
     pub repair: bool,
     /// Empty folders younger than this may be a write under way: --repair leaves them.
@@ -365,6 +366,11 @@ pub struct CollectArgs {
     /// Print exactly the plan a real run would carry out; write nothing at all.
     #[arg(long)]
     pub dry_run: bool,
+    /// List every repository in the text report, also those where nothing is deleted (by
+    /// default only those where something is deleted, failed or warned about; --json is the
+    /// same either way).
+    #[arg(long, short)]
+    pub verbose: bool,
     #[command(flatten)]
     pub container: ContainerArgs,
     #[command(flatten)]

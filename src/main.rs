@@ -137,7 +137,8 @@ fn generate_store(g: &GenArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `check`: exit 4 when some tag would fail a pull (with `--for-registry 3`, on registry 3.x).
+/// `check`: exit 4 when some tag would fail a pull (with `--for-registry 3`, on registry 3.x);
+/// 3 when a deletion of `--repair` failed.
 fn check_store(c: &CheckArgs) -> Result<ExitCode> {
     threads(c.jobs.jobs)?;
     let opts = CheckOptions { verify_digests: c.verify_digests, repair: c.repair, grace: c.grace };
@@ -149,11 +150,17 @@ fn check_store(c: &CheckArgs) -> Result<ExitCode> {
         report.as_served_by_v3();
     }
     if c.output.json {
+        for w in &report.warnings {
+            eprintln!("warning: {w}");
+        }
+        for f in &report.failed {
+            eprintln!("error: cannot delete {}: {}", f.path, f.error);
+        }
         print_json(&report)?;
     } else {
         print!("{}", report.text());
     }
-    Ok(if report.broken() { ExitCode::from(4) } else { ExitCode::SUCCESS })
+    Ok(ExitCode::from(report.exit_code()))
 }
 
 fn retention(keep: usize, r: &FilterArgs, default_order: Order) -> Result<Retention> {
@@ -277,11 +284,12 @@ fn online(o: &OnlineArgs) -> Result<Ended> {
     if let Some(cache) = &cache {
         cache.clear_all(&mut report);
     }
-    print_report(&report, o.output.json)?;
+    print_report(&report, o.output.json, true)?;
     Ok((report.exit_code(), Some(report)))
 }
 
-fn print_report(report: &regsweep::report::Report, json: bool) -> Result<()> {
+/// Prints a report: its JSON, or its text (with `verbose`, every repository listed).
+fn print_report(report: &regsweep::report::Report, json: bool, verbose: bool) -> Result<()> {
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }
@@ -293,7 +301,7 @@ fn print_report(report: &regsweep::report::Report, json: bool) -> Result<()> {
     } else {
         // Streamed: the report of a large prune has an entry per tag.
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        write!(out, "{report}")?;
+        write!(out, "{}", report.text(verbose))?;
         out.flush()?;
     }
     if json && report.restart_required {
@@ -463,7 +471,7 @@ fn offline(
         }
         (Err(e), None) => return Err(e),
     };
-    print_report(&report, collect.output.json)?;
+    print_report(&report, collect.output.json, collect.verbose)?;
     if report.interrupted {
         eprintln!(
             "interrupted: deleted {} tags, {} manifests, {} layer links, {} blobs before stopping; run again to finish",

@@ -307,7 +307,7 @@ pub fn decide_pulled(
                  push order means nothing here, every tag is kept; use --order created, semver or name",
             ranked.len()
         );
-        warnings.push(Warning::new(WarningKind::UniformPushTimes, message));
+        warnings.push(Warning::new(WarningKind::UniformPushTimes, message).about(repo));
         for (_, i) in &ranked {
             out[*i] = Verdict::Keep(Reason::UniformPushTimes);
         }

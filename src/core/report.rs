@@ -330,18 +330,64 @@ fn rank(t: &TagPlan) -> Option<u32> {
     }
 }
 
-/// The human text: with `--dry-run` the plan per repository, then the summary. Written as it goes:
-/// the plan of a large prune has a line per tag.
+/// The human text of a report ([`Report::text`]).
+pub struct Text<'a> {
+    report: &'a Report,
+    verbose: bool,
+}
+
+/// The human text, every repository listed (as `--verbose`).
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.text(true).fmt(f)
+    }
+}
+
+impl fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.report.write_text(f, self.verbose)
+    }
+}
+
+impl Report {
+    /// The human text: the repositories where something happens (with `--dry-run`: would
+    /// happen), each with its tags, then the summary; `verbose`, every repository. Written as
+    /// it goes: the plan of a large prune has a line per tag.
+    pub fn text(&self, verbose: bool) -> Text<'_> {
+        Text { report: self, verbose }
+    }
+
+    /// True when something happens to repository `r` (or would, in a dry run): something is
+    /// deleted, a deletion in it failed, or a warning is about it.
+    fn eventful(&self, i: usize, r: &RepoReport) -> bool {
+        r.tags_deleted + r.manifests_deleted + r.layer_links_deleted + r.uploads_deleted > 0
+            || r.tags.iter().any(|t| t.action != Action::Keep)
+            || self.failed.iter().any(|f| f.repo == Some(i))
+            || self.warnings.iter().any(|w| w.repo.as_deref() == Some(r.name.as_str()))
+    }
+
+    fn write_text(&self, f: &mut fmt::Formatter<'_>, verbose: bool) -> fmt::Result {
         let verb = if self.dry_run { "would delete" } else { "deleted" };
         if self.dry_run {
             writeln!(f, "Plan for {} (dry run: nothing is deleted)", self.root)?;
         } else {
             writeln!(f, "Deleted from {}", self.root)?;
         }
-        for r in &self.repos {
-            self.repo_text(f, r)?;
+        let mut quiet = 0;
+        for (i, r) in self.repos.iter().enumerate() {
+            if verbose || self.eventful(i, r) {
+                self.repo_text(f, r)?;
+            } else {
+                quiet += 1;
+            }
+        }
+        if quiet > 0 {
+            writeln!(
+                f,
+                "\n{} where nothing {} not listed (--verbose lists every one)",
+                count(quiet, "repository", "repositories"),
+                if self.dry_run { "would happen" } else { "happened" }
+            )?;
         }
         writeln!(f)?;
         if self.command == Command::Online {
@@ -451,9 +497,7 @@ impl fmt::Display for Report {
         }
         Ok(())
     }
-}
 
-impl Report {
     /// One repository's block: its counts, then its tags newest first by rank (unranked tags
     /// after, by name), each with its digest, push time and reason.
     fn repo_text(&self, f: &mut fmt::Formatter<'_>, r: &RepoReport) -> fmt::Result {
@@ -564,9 +608,50 @@ mod tests {
         report
     }
 
+    fn repo(name: &str, deleted: usize) -> RepoReport {
+        RepoReport {
+            name: name.into(),
+            in_scope: true,
+            tags_kept: 2,
+            tags_deleted: 0,
+            manifests_deleted: deleted,
+            layer_links_deleted: 0,
+            uploads_deleted: 0,
+            tags: Tags::default(),
+        }
+    }
+
+    /// Issue 35, 5: the text lists the repositories where something happens (deleted, failed,
+    /// warned about), then a line counting the others; verbose lists every one.
+    #[test]
+    fn the_text_lists_only_repositories_where_something_happens() {
+        let mut report = Report::new(Command::Gc, "/r", Plan::default(), false);
+        report.repos = ["quiet/a", "deleted", "quiet/b", "failed", "warned"].iter().map(|n| repo(n, 0)).collect();
+        report.repos[1].manifests_deleted = 3;
+        report.failed = vec![Failure { path: "/r/x".into(), error: "denied".into(), repo: Some(3) }];
+        report.warnings = vec![Warning::new(crate::model::warning::WarningKind::UniformPushTimes, "w").about("warned")];
+        let listed = |text: &str| -> Vec<String> {
+            text.lines().filter_map(|l| l.split_once(": 2 tags kept").map(|(n, _)| n.to_string())).collect()
+        };
+        let text = report.text(false).to_string();
+        assert_eq!(listed(&text), ["deleted", "failed", "warned"], "{text}");
+        assert!(
+            text.contains("\n2 repositories where nothing happened not listed (--verbose lists every one)\n"),
+            "{text}"
+        );
+        let all = report.text(true).to_string();
+        assert_eq!(listed(&all), ["quiet/a", "deleted", "quiet/b", "failed", "warned"], "{all}");
+        assert!(!all.contains("not listed"), "{all}");
+        assert_eq!(report.to_string(), all);
+        // Nothing quiet: no such line.
+        report.repos.retain(|r| !r.name.starts_with("quiet"));
+        report.failed[0].repo = Some(1);
+        assert!(!report.text(false).to_string().contains("not listed"));
+    }
+
     #[test]
     fn a_failed_deletion_is_a_delete_failed_error_naming_its_path_and_exit_3() {
-        let failed = vec![Failure { path: "/r/x".into(), error: "denied".into() }];
+        let failed = vec![Failure { path: "/r/x".into(), error: "denied".into(), repo: Some(0) }];
         let report = run_with(Outcome { failed, ..Outcome::default() });
         assert_eq!(report.errors, [RunError::at(ErrorKind::DeleteFailed, "/r/x", "cannot delete /r/x: denied")]);
         assert_eq!(report.exit_code(), 3);

@@ -29,6 +29,10 @@ pub const WHATS: usize = 8;
 pub struct Failure {
     pub path: String,
     pub error: String,
+    /// The plan's index of the repository it is in (`None`: a blob, or not known); not in the
+    /// JSON, whose path says it.
+    #[serde(skip)]
+    pub repo: Option<usize>,
 }
 
 /// What a real run did, counted as it went: the report says what is gone, not what was planned.

@@ -37,6 +37,9 @@ pub enum WarningKind {
     /// `--keep-in-use`: a value of a Kubernetes document that is no image reference (a runtime
     /// cannot pull it either): ignored.
     InUseInvalid,
+    /// `check --repair` left links pointing to nothing because they were written since the
+    /// check began (on a bucket, within its clock's second): run it again in a second or two.
+    RepairLeftYoung,
 }
 
 /// One warning: in the JSON report `{"kind": ..., "message": ...}`; on stderr its message.
@@ -44,11 +47,20 @@ pub enum WarningKind {
 pub struct Warning {
     pub kind: WarningKind,
     pub message: String,
+    /// The repository it is about, where it is about one: the text report lists that
+    /// repository (not in the JSON, whose warnings name it in their message).
+    #[serde(skip)]
+    pub repo: Option<String>,
 }
 
 impl Warning {
     pub fn new(kind: WarningKind, message: impl Into<String>) -> Warning {
-        Warning { kind, message: message.into() }
+        Warning { kind, message: message.into(), repo: None }
+    }
+
+    /// The same, about repository `repo`.
+    pub fn about(self, repo: &str) -> Warning {
+        Warning { repo: Some(repo.to_string()), ..self }
     }
 }
 

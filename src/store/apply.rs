@@ -81,8 +81,13 @@ pub fn execute_with(
         return Ok(x.tally.into_outcome(x.errors));
     };
     stop_point("journal");
-    // Each step runs only if the one before left nothing a later one depends on.
-    let _ = x.tags() && x.manifests() && x.links_and_blobs(freed_first) && (freed_first || x.uploads());
+    // Each step runs only if the one before left nothing a later one depends on; but what the
+    // run deleted before a failed deletion stopped it and a push since needs is written back.
+    if x.tags() && x.manifests() {
+        let _ = x.links_and_blobs(freed_first) && (freed_first || x.uploads());
+    } else {
+        x.heal_before_stopping();
+    }
     let outcome = x.tally.into_outcome(x.errors);
     if outcome.failed.is_empty() && outcome.errors.is_empty() && !outcome.interrupted {
         store.remove_journal()?;
@@ -207,6 +212,19 @@ impl<'a> Execution<'a> {
         done
     }
 
+    /// After a failed deletion in the tags or manifests stage: the re-mark and write-back of
+    /// what the run deleted so far and pushes since need, as after a stage that went whole; then
+    /// the run stops with the failure. Not when a signal or a lost lock stopped it (another run
+    /// may hold the store now).
+    fn heal_before_stopping(&mut self) {
+        if self.tally.stop_requested() || !self.errors.is_empty() || self.tally.failures() == 0 {
+            return;
+        }
+        if let Err(e) = self.remark() {
+            self.errors.push(e);
+        }
+    }
+
     /// The revision folders of removed manifests (and leftover ones), and the kept tags'
     /// history entries naming them. They go in waves along the plan's edges: an index before
     /// its children, a subject before its referrers, so that one found written again since the
@@ -214,6 +232,8 @@ impl<'a> Execution<'a> {
     /// happened. The manifests of tags pushed again during the tags stage stay likewise.
     fn manifests(&mut self) -> bool {
         let plan = self.plan;
+        // From the first wave on, revisions may be gone: a healing may write them back.
+        self.stages_done = Stage::Manifests;
         let mut kept: Vec<DigestSet> = vec![DigestSet::default(); plan.repos.len()];
         for (i, d) in self.tally.retagged() {
             kept[i].insert(d);
@@ -284,7 +304,6 @@ impl<'a> Execution<'a> {
                 folders,
             }));
         }
-        self.stages_done = Stage::Manifests;
         self.run("manifests", entries)
     }
 

@@ -16,7 +16,8 @@ use serde::Serialize;
 use crate::core::progress::Progress;
 use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::manifest::{self, Manifest, refused_by_v3};
-use crate::model::outcome::What;
+use crate::model::outcome::{Failure, What};
+use crate::model::warning::{Warning, WarningKind};
 use crate::store::Store;
 use crate::store::stage::{Batch, Folder, Parent, Tally};
 use crate::store::tree::{self, JOURNAL, inside};
@@ -95,6 +96,12 @@ pub struct CheckReport {
     /// Links `--repair` removed (the problems below are those of the store after repair).
     pub repaired: usize,
     pub problems: Vec<Problem>,
+    /// Deletions of `--repair` that failed, with their paths (exit 3: the store is as valid as
+    /// before; run the repair again to finish).
+    pub failed: Vec<Failure>,
+    /// What `--repair` tells without failing: what it left as written since the check began
+    /// (`repair_left_young`).
+    pub warnings: Vec<Warning>,
 }
 
 impl CheckReport {
@@ -152,7 +159,36 @@ impl CheckReport {
         } else {
             format!("{} problems; every tag pulls\n", self.problems.len())
         });
+        for f in &self.failed {
+            s.push_str(&format!("    FAILED cannot delete {}: {}\n", f.path, f.error));
+        }
+        if !self.failed.is_empty() {
+            s.push_str(&format!(
+                "{} of the repair failed (listed above): the store is as valid as before; run check --repair \
+                 again to finish\n",
+                if self.failed.len() == 1 {
+                    "1 deletion".to_string()
+                } else {
+                    format!("{} deletions", self.failed.len())
+                }
+            ));
+        }
+        for w in &self.warnings {
+            s.push_str(&format!("{w}\n"));
+        }
         s
+    }
+
+    /// The exit status: 3 when a deletion of `--repair` failed, else 4 when some tag would
+    /// fail a pull (or some blob is corrupt), else 0.
+    pub fn exit_code(&self) -> u8 {
+        if !self.failed.is_empty() {
+            crate::model::error::ErrorKind::DeleteFailed.exit_code()
+        } else if self.broken() {
+            4
+        } else {
+            0
+        }
     }
 }
 
@@ -638,16 +674,49 @@ pub(crate) fn run(
         crate::store::apply::stop_point("plan");
         repairs.sort();
         repairs.dedup();
-        let gone = repair(store, &repairs, store.scan_began(began), progress)?;
+        let done = repair(store, &repairs, store.scan_began(began), progress)?;
         (report, _) = pass(CheckOptions { repair: false, ..opts })?;
-        report.repaired = gone;
+        report.repaired = done.gone;
+        // What it left as young and is still to remove (not what a push made whole since).
+        let still = report.problems.iter().filter(|p| p.repairable).count().saturating_sub(done.failed.len());
+        let left = done.left_young.min(still);
+        if left > 0 {
+            report.warnings.push(left_young(left));
+        }
+        report.failed = done.failed;
     }
     held.release()?;
     Ok(report)
 }
 
-/// Removes what `repairs` names, stage by stage; how many folders went.
-fn repair(store: &dyn Store, repairs: &[Repair], since: SystemTime, progress: Progress) -> Result<usize> {
+/// The warning for `n` problems `--repair` left because they were written since the check
+/// began: a write may be under way, and on a bucket "since" is to the bucket clock's whole
+/// second, so damage written in the second the repair began is left too (issue 35).
+fn left_young(n: usize) -> Warning {
+    let (what, them) = if n == 1 { ("1 link".to_string(), "it") } else { (format!("{n} links"), "them") };
+    Warning::new(
+        WarningKind::RepairLeftYoung,
+        format!(
+            "--repair left {what} pointing to nothing: written since the check began (a write may be under way; a \
+             bucket's clock counts whole seconds, so what was written in the second the repair began counts as \
+             such); run check --repair again in a second or two to remove {them}"
+        ),
+    )
+}
+
+/// What a repair did.
+struct Repaired {
+    /// Folders gone.
+    gone: usize,
+    /// Folders left because they were written since the check began.
+    left_young: usize,
+    /// Deletions that failed.
+    failed: Vec<Failure>,
+}
+
+/// Removes what `repairs` names, stage by stage (a stage with a failed deletion stops the
+/// repair there, as in a prune).
+fn repair(store: &dyn Store, repairs: &[Repair], since: SystemTime, progress: Progress) -> Result<Repaired> {
     // Folders grouped by their parent: (stage, parent kind, repository, tag).
     let mut groups: std::collections::BTreeMap<(u8, u8, &str, &str), Vec<Folder>> = Default::default();
     for r in repairs {
@@ -682,13 +751,14 @@ fn repair(store: &dyn Store, repairs: &[Repair], since: SystemTime, progress: Pr
         }
     }
     let outcome = tally.into_outcome(Vec::new());
-    if let Some(f) = outcome.failed.first() {
-        anyhow::bail!("repair stopped: {}: {}", f.path, f.error);
-    }
     if outcome.interrupted {
         anyhow::bail!("repair interrupted: run it again to finish");
     }
-    Ok(outcome.gone.iter().flatten().sum())
+    Ok(Repaired {
+        gone: outcome.gone.iter().flatten().sum(),
+        left_young: outcome.rescued.iter().sum(),
+        failed: outcome.failed,
+    })
 }
 
 #[cfg(test)]

@@ -243,8 +243,8 @@ impl Tally {
     }
 
     /// Records a failed deletion.
-    pub(crate) fn failed(&self, path: &dyn std::fmt::Display, e: &dyn std::fmt::Display) {
-        let f = Failure { path: path.to_string(), error: format!("{e:#}") };
+    pub(crate) fn failed(&self, repo: Option<usize>, path: &dyn std::fmt::Display, e: &dyn std::fmt::Display) {
+        let f = Failure { path: path.to_string(), error: format!("{e:#}"), repo };
         self.failed.lock().unwrap_or_else(|p| p.into_inner()).push(f);
     }
 

@@ -149,6 +149,36 @@ fn dry_run_prints_the_plan_and_writes_nothing() {
     }
 }
 
+/// Issue 35, 5: the text of a run lists the repositories where something happens, then the
+/// summary; `--verbose` lists every one; `--json` is the same, byte for byte, with or without it.
+#[test]
+fn the_text_lists_the_repositories_where_something_happens() {
+    let store = fixture("demo");
+    let root = store.path().to_str().unwrap();
+    let text = |args: &[&str]| {
+        let out = regsweep(&[&["gc", "--root", root, "--grace", "0s"][..], args].concat());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let repos = ["team/app:", "team/app/tools:", "team/multi:"];
+    let listed = |t: &str| repos.iter().filter(|r| t.lines().any(|l| l.starts_with(*r))).count();
+    // The first gc deletes in some repositories; the second in none.
+    let first = text(&["-q", "--delete-untagged"]);
+    assert!(listed(&first) >= 1, "{first}");
+    let second = text(&["-q"]);
+    assert_eq!(listed(&second), 0, "{second}");
+    assert!(
+        second.contains("\n3 repositories where nothing happened not listed (--verbose lists every one)\n"),
+        "{second}"
+    );
+    assert!(second.contains("3 repositories: deleted 0 tags"), "the summary: {second}");
+    let verbose = text(&["--verbose"]);
+    assert_eq!(listed(&verbose), 3, "{verbose}");
+    assert!(!verbose.contains("not listed"), "{verbose}");
+    let dry = text(&["--dry-run", "--json"]);
+    assert_eq!(text(&["--dry-run", "--json", "--verbose"]), dry, "--json is the same");
+}
+
 #[test]
 fn filters_and_orders() {
     let store = fixture("demo");

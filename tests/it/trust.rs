@@ -759,3 +759,48 @@ fn a_fifo_as_the_registry_config_is_refused_at_once() {
     assert_eq!(code, 1);
     assert!(text.contains("not a regular file") && text.contains(s(&cfg)), "{text}");
 }
+
+/// Issue 35, 3: on disk, a manifests stage that fails (a revision folder of team/multi made
+/// immutable) still heals before it stops. v1, whose tag and signature tag the tags stage
+/// deleted, is pushed again (its revision link written, a tag onto it) while the run waits
+/// before the manifests stage: its revision stays, and its signature tag is written back before
+/// the run stops with the failure (exit 3).
+#[test]
+fn a_failed_manifests_stage_on_disk_writes_back_what_a_push_needs_before_it_stops() {
+    let store = fixture("demo");
+    let root = store.path();
+    let plan = regsweep_json(&["prune", "--root", s(root), "--keep", "2", "--dry-run"]);
+    let multi = repo(&plan, "team/multi")["tags"].as_array().unwrap().iter().find(|t| t["action"] == "delete").cloned();
+    let index = multi.expect("team/multi loses a tag")["digest"].as_str().unwrap().to_string();
+    let stuck = v2(root).join("repositories/team/multi/_manifests/revisions/sha256").join(&index[7..]);
+    let Some(_guard) = Immutable::set(vec![stuck.clone()]) else {
+        eprintln!("skipped: chattr +i is not possible here");
+        return;
+    };
+    let v1 = tag_digest(root, "team/app", "v1");
+    let sig = format!("sha256-{}.sig", &v1[7..]);
+    let signature = tag_digest(root, "team/app", &sig);
+    let run = prune_stopped_at(root, "delete:manifests");
+    let app = v2(root).join("repositories/team/app/_manifests");
+    assert!(!app.join("tags").join(&sig).exists(), "the tags stage deleted the signature tag");
+    // v1 pushed again under a new tag, as the registry writes it: revision link, then the tag.
+    std::fs::write(app.join("revisions/sha256").join(&v1[7..]).join("link"), &v1).unwrap();
+    let again = app.join("tags/again");
+    std::fs::create_dir_all(again.join("index/sha256").join(&v1[7..])).unwrap();
+    std::fs::write(again.join("index/sha256").join(&v1[7..]).join("link"), &v1).unwrap();
+    std::fs::create_dir_all(again.join("current")).unwrap();
+    std::fs::write(again.join("current/link"), &v1).unwrap();
+    signal(&run, "-CONT");
+    let out = run.wait_with_output().unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(3), "{report}");
+    let failed: Vec<&str> = report["failed"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert_eq!(failed, [s(&stuck)], "{report}");
+    assert_eq!(tag_digest(root, "team/app", &sig), signature, "the signature tag is written back: {report}");
+    assert_eq!(tag_digest(root, "team/app", "again"), v1);
+    drop(_guard);
+    let (code, check) = json_run(&["check", "--root", s(root)]);
+    let broken: Vec<_> = check["problems"].as_array().unwrap().iter().filter(|p| p["breaks_pull"] == true).collect();
+    assert!(code == 0 && broken.is_empty(), "{check}");
+}

@@ -564,14 +564,20 @@ impl<'a> RepoCx<'a> {
             };
             if keep && let Some(c) = t.current {
                 match g.parsed(&c) {
-                    Some(Parsed::Missing) => warnings.push(Warning::new(
-                        WarningKind::ManifestMissing,
-                        format!("{}:{}: its manifest {c} has no blob: it cannot be pulled", repo.name, t.name),
-                    )),
-                    None if !g.revs.contains_key(&c) => warnings.push(Warning::new(
-                        WarningKind::ForeignManifest,
-                        format!("{}:{}: points to {c}, which is no manifest of this repository", repo.name, t.name),
-                    )),
+                    Some(Parsed::Missing) => warnings.push(
+                        Warning::new(
+                            WarningKind::ManifestMissing,
+                            format!("{}:{}: its manifest {c} has no blob: it cannot be pulled", repo.name, t.name),
+                        )
+                        .about(&repo.name),
+                    ),
+                    None if !g.revs.contains_key(&c) => warnings.push(
+                        Warning::new(
+                            WarningKind::ForeignManifest,
+                            format!("{}:{}: points to {c}, which is no manifest of this repository", repo.name, t.name),
+                        )
+                        .about(&repo.name),
+                    ),
                     _ if refused_by_v3(&c, |d| g.manifest(d)).is_some() => not_on_v3.push(&t.name),
                     _ => {}
                 }
@@ -599,14 +605,17 @@ fn v3_unservable(repo: &str, tags: &[&str]) -> Option<Warning> {
         names.push_str(&format!(" and {more} more"));
     }
     let (n, it) = if tags.len() == 1 { ("tag", "it") } else { ("tags", "them") };
-    Some(Warning::new(
-        WarningKind::V3Unservable,
-        format!(
-            "{repo}: {} kept {n} registry 3.x will not serve (Docker schema 1; 2.8 serves {it}): {names}; \
+    Some(
+        Warning::new(
+            WarningKind::V3Unservable,
+            format!(
+                "{repo}: {} kept {n} registry 3.x will not serve (Docker schema 1; 2.8 serves {it}): {names}; \
              re-push {it} as schema 2 / OCI, or delete {it}, before moving to registry:3",
-            tags.len()
-        ),
-    ))
+                tags.len()
+            ),
+        )
+        .about(repo),
+    )
 }
 
 /// Plans a run on an inventory read whole. `decisions` is aligned with `inv.repos` and their

@@ -76,6 +76,8 @@ fn pass(store: &BucketStore, opts: CheckOptions, progress: Progress) -> Result<c
         blobs_verified: if opts.verify_digests { with_data.len() } else { 0 },
         repaired: 0,
         problems: judge.problems(),
+        failed: Vec::new(),
+        warnings: Vec::new(),
     };
     Ok((report, repos.into_iter().flat_map(|r| r.repairs).collect()))
 }

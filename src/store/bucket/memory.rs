@@ -3,7 +3,8 @@
 //! same code as on S3 but the provider's part: listings are paged (1,000 keys a page, as S3's),
 //! deletions are batched (1,000 keys, each key answered on its own, as DeleteObjects), ETags are
 //! not MD5s (as on Azure: links are read). [`Faults`] lets a test break it where a server
-//! breaks: the process gone after the K-th deletion, keys a batch fails to delete, keys older
+//! breaks: the process gone after the K-th deletion, keys a batch fails to delete (or deletes
+//! and says it failed), keys older
 //! than they are, a write racing a deletion.
 
 use std::collections::BTreeMap;
@@ -40,6 +41,9 @@ pub struct Faults {
     /// Keys (relative to the bucket's top) a batched deletion fails to delete, with how many
     /// more times, and the error code it names.
     pub batch_errors: Mutex<BTreeMap<String, (u32, String)>>,
+    /// Keys (relative to the bucket's top) a batched deletion deletes and yet names as failed,
+    /// with the error code it names (an answer that lies, or a retry that met the same error).
+    pub batch_lies: Mutex<BTreeMap<String, String>>,
     /// The times of keys copied from files (their mtimes), in place of the time of the copy.
     pub times: Mutex<BTreeMap<String, SystemTime>>,
     /// Keys under these prefixes look older by so much (a stale lock, a link written long ago).
@@ -320,6 +324,10 @@ impl Provider for Batches {
             match self.0.delete(k).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => failed.push((k.clone(), e.to_string())),
+            }
+            let lie = self.0.faults.batch_lies.lock().unwrap_or_else(|e| e.into_inner()).get(k.as_ref()).cloned();
+            if let Some(code) = lie {
+                failed.push((k.clone(), format!("{code}: injected")));
             }
         }
         Batched::Sent(failed)

@@ -117,7 +117,10 @@ fn remove_group(
     }
     let listed = match list(bucket, listing) {
         Ok(l) => l,
-        Err((url, e)) => return tally.failed(&url, &format!("{e:#}")),
+        Err((url, e)) => {
+            let repo = if batches.len() == 1 { batches[0].repo } else { None };
+            return tally.failed(repo, &url, &format!("{e:#}"));
+        }
     };
     // Each folder's plan, with its repository (for the count) and what it is.
     let mut plans: Vec<(Option<usize>, What, &Folder, Plan)> = Vec::new();
@@ -164,7 +167,7 @@ fn remove_group(
     for (repo, what, folder, p) in &plans {
         let err = p.first.iter().chain(&p.then).find_map(|k| failed.get(k).or(failed_then.get(k)).map(|e| (k, e)));
         match err {
-            Some((k, e)) => tally.failed(&bucket.url(k), e),
+            Some((k, e)) => tally.failed(*repo, &bucket.url(k), e),
             None => tally.gone(*repo, *what, folder, p.bytes),
         }
     }

@@ -174,6 +174,8 @@ fn pass(layout: &Layout, opts: CheckOptions, progress: Progress) -> Result<check
         blobs_verified,
         repaired: 0,
         problems: judge.problems(),
+        failed: Vec::new(),
+        warnings: Vec::new(),
     };
     Ok((report, repos.into_iter().flat_map(|r| r.repairs).collect()))
 }

@@ -92,6 +92,10 @@ impl Dir {
         // SAFETY: `open_how` is plain data; zeroed is its documented default.
         let mut how: libc::open_how = unsafe { std::mem::zeroed() };
         how.flags = flags as u64;
+        // A file created gets the registry's mode (0666 less the umask); openat2 takes a mode
+        // only with O_CREAT.
+        let mode: libc::mode_t = if flags & libc::O_CREAT != 0 { 0o666 } else { 0 };
+        how.mode = u64::from(mode);
         how.resolve = libc::RESOLVE_NO_SYMLINKS;
         // SAFETY: a valid descriptor, NUL-terminated relative path and `open_how` of its size.
         let mut fd = unsafe {
@@ -99,7 +103,7 @@ impl Dir {
         } as i32;
         if fd < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
             // SAFETY: as above.
-            fd = unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags) };
+            fd = unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags, libc::c_uint::from(mode)) };
         }
         if fd < 0 {
             let e = std::io::Error::last_os_error();
@@ -148,6 +152,72 @@ impl Dir {
     pub fn open_dir(&self, rel: &str) -> std::io::Result<Dir> {
         let fd = self.open_beneath(rel, libc::O_RDONLY | libc::O_DIRECTORY)?;
         Ok(Dir { fd, path: self.path.join(rel) })
+    }
+
+    /// Opens the folder `rel` (a path of plain names) inside this one, creating each missing
+    /// folder on the way as the registry does (mode 0777 less the umask); each is opened
+    /// through no symbolic link before the next is made inside it, so a link planted anywhere
+    /// on the way is refused, never followed.
+    pub fn create_dirs(&self, rel: &Path) -> Result<Dir> {
+        let mut at: Option<Dir> = None;
+        for part in rel.components() {
+            let std::path::Component::Normal(name) = part else {
+                bail!("{} is not a path inside {}", rel.display(), self.path.display());
+            };
+            let name = name.to_str().with_context(|| format!("{} is not UTF-8", rel.display()))?;
+            let parent = at.as_ref().unwrap_or(self);
+            let c = CString::new(name).with_context(|| format!("bad name {name:?}"))?;
+            // SAFETY: a valid descriptor and NUL-terminated name.
+            if unsafe { libc::mkdirat(parent.fd.as_raw_fd(), c.as_ptr(), 0o777) } < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::AlreadyExists {
+                    return Err(e).with_context(|| format!("cannot create {}", parent.path.join(name).display()));
+                }
+            }
+            let path = || parent.path.join(name);
+            let opened = match parent.open_dir(name) {
+                Ok(dir) => dir,
+                // O_DIRECTORY refuses a symbolic link before O_NOFOLLOW does: say which it is.
+                Err(_)
+                    if parent.stat(name).ok().flatten().is_some_and(|st| st.mode & libc::S_IFMT == libc::S_IFLNK) =>
+                {
+                    bail!("{} is a symbolic link: regsweep never follows links inside a store", path().display())
+                }
+                Err(e) => return Err(e).with_context(|| format!("cannot open folder {}", path().display())),
+            };
+            at = Some(opened);
+        }
+        at.map_or_else(|| Dir::open(&self.path)?.with_context(|| format!("{} is gone", self.path.display())), Ok)
+    }
+
+    /// Writes `bytes` as the file `name` of this folder where there is none: written to a
+    /// temporary file beside it (`tmp`), synced, then linked into place (`linkat`, which fails
+    /// where a file exists), all relative to this folder and through no symbolic link. False
+    /// when a file was there.
+    pub fn write_new(&self, name: &str, tmp: &str, bytes: &[u8]) -> Result<bool> {
+        use std::io::Write as _;
+        let c = |n: &str| CString::new(n).with_context(|| format!("bad name {n:?}"));
+        let (cname, ctmp) = (c(name)?, c(tmp)?);
+        let fd = self
+            .open_beneath(tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC)
+            .with_context(|| format!("cannot write {}", self.path.join(tmp).display()))?;
+        let mut f = File::from(fd);
+        let written = f.write_all(bytes).and_then(|()| f.sync_all());
+        drop(f);
+        let linked = written.and_then(|()| {
+            // SAFETY: a valid descriptor and NUL-terminated names, both relative to it; flags 0
+            // follows no symbolic link.
+            if unsafe { libc::linkat(self.fd.as_raw_fd(), ctmp.as_ptr(), self.fd.as_raw_fd(), cname.as_ptr(), 0) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+        let _ = self.remove(tmp, false);
+        match linked {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("cannot write {}", self.path.join(name).display())),
+        }
     }
 
     /// The folder's path.

@@ -2,8 +2,6 @@
 //! folders that changed since the scan are listed, only links written since are read); and
 //! links written back where a push needs them.
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::time::SystemTime;
 
 use anyhow::{Context, Result};
@@ -79,34 +77,24 @@ fn young_links(dir: &std::path::Path, since: SystemTime) -> Result<Option<(Dir, 
 }
 
 /// Writes back a link this run deleted (see [`Relink`]), where there is none: written beside
-/// it, then linked into place, which fails where a link exists (a push wrote it meanwhile). True
+/// it, then linked into place, which fails where a link exists (a push wrote it meanwhile). The
+/// folders on the way are created as the registry creates them, each opened through no
+/// symbolic link (one planted in the tree during the run is refused, never followed). True
 /// when written.
 pub fn relink(layout: &Layout, link: &Relink) -> Result<bool> {
+    let v2 = Dir::open(layout.v2())?.with_context(|| format!("{} is gone", layout.v2().display()))?;
     let write = |path: std::path::PathBuf, d: &Digest| -> Result<bool> {
-        if fs::stat(&path)?.is_some() {
+        let rel = path.strip_prefix(layout.v2()).with_context(|| format!("{} is outside the store", path.display()))?;
+        let (Some(dir), Some(name)) = (rel.parent(), rel.file_name().and_then(|n| n.to_str())) else {
+            anyhow::bail!("{} names no file", path.display());
+        };
+        let dir = v2.create_dirs(dir)?;
+        if dir.stat(name).with_context(|| format!("cannot stat {}", path.display()))?.is_some() {
             return Ok(false);
         }
-        let dir = path.parent().unwrap_or(layout.v2());
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         // Named as registry 3.1 names its own temporary files: a crash leaves nothing it reads.
-        let tmp = dir.join(format!("link.regsweep-{}.tmp", std::process::id()));
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.write_all(d.to_string().as_bytes())
-            .and_then(|()| f.sync_all())
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        let linked = std::fs::hard_link(&tmp, &path);
-        let _ = std::fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(e).with_context(|| format!("cannot write {}", path.display())),
-        }
+        let tmp = format!("{name}.regsweep-{}.tmp", std::process::id());
+        dir.write_new(name, &tmp, d.to_string().as_bytes())
     };
     Ok(match *link {
         Relink::Revision(repo, d) => write(layout.revision_dir(repo, &d).join("link"), &d)?,
@@ -121,4 +109,53 @@ pub fn relink(layout: &Layout, link: &Relink) -> Result<bool> {
             write(layout.tag_current(repo, tag), &d)?
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    /// Issue 35, 3: a link written back creates the folders it needs without following a
+    /// symbolic link planted in the tree during the run, at any level.
+    #[test]
+    fn a_link_written_back_follows_no_symbolic_link_planted_on_its_way() {
+        let d = Digest([7; 32]);
+        for planted in ["repositories/r/_manifests", "repositories/r/_manifests/revisions/sha256", "revision"] {
+            let t = tempfile::tempdir().unwrap();
+            let (v2, outside) = (t.path().join("v2"), t.path().join("outside"));
+            std::fs::create_dir_all(v2.join("repositories/r/_manifests/revisions/sha256")).unwrap();
+            std::fs::create_dir(&outside).unwrap();
+            let layout = Layout::at(v2.clone());
+            let at = match planted {
+                "revision" => layout.revision_dir("r", &d),
+                p => v2.join(p),
+            };
+            if at.exists() {
+                // What the folder held goes outside, as a move would take it.
+                std::fs::remove_dir_all(&at).unwrap();
+                if planted != "revision" {
+                    std::fs::create_dir_all(outside.join("revisions/sha256")).unwrap();
+                }
+            }
+            std::os::unix::fs::symlink(&outside, &at).unwrap();
+            let e = relink(&layout, &Relink::Revision("r", d)).unwrap_err();
+            assert!(format!("{e:#}").contains("symbolic link"), "{planted}: {e:#}");
+            let written: Vec<_> =
+                walkdir::WalkDir::new(&outside).into_iter().flatten().filter(|e| e.file_type().is_file()).collect();
+            assert!(written.is_empty(), "{planted}: written through the link: {written:?}");
+        }
+        // Without a link on the way: written, as the registry writes it.
+        let t = tempfile::tempdir().unwrap();
+        let layout = Layout::at(t.path().to_path_buf());
+        assert!(relink(&layout, &Relink::Layer("a/b", d)).unwrap());
+        let path = layout.layer_dir("a/b", &d).join("link");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), d.to_string());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o600, 0o600, "{mode:o}");
+        assert!(!relink(&layout, &Relink::Layer("a/b", d)).unwrap(), "one there: not written again");
+        let left: Vec<_> =
+            std::fs::read_dir(path.parent().unwrap()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("link")], "no temporary file left");
+    }
 }

@@ -171,7 +171,7 @@ fn remove_batch(
     done: &dyn Fn(),
 ) {
     let (b, folders) = batch;
-    let fail = |path: &std::path::Path, e: anyhow::Error| tally.failed(&path.display(), &format!("{e:#}"));
+    let fail = |path: &std::path::Path, e: anyhow::Error| tally.failed(b.repo, &path.display(), &format!("{e:#}"));
     let parent = b.parent.path(layout);
     if !layout.may_delete(&parent) {
         let e =

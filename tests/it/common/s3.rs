@@ -290,6 +290,9 @@ pub enum Fault {
     FailKeys(String),
     /// The same, the first time each such key is asked for only.
     FailKeysOnce(String),
+    /// Every key containing this text is left in place (replaced in the request as `DropKeys`
+    /// does) and named in the answer as not deleted (`InternalError`): a key that really failed.
+    RefuseKeys(String),
     /// Every key containing this text is replaced in DeleteObjects requests, before they are
     /// passed on, by a key that is not there: the server neither deletes it nor names it in
     /// its answer.
@@ -451,7 +454,7 @@ pub fn fault_proxy(upstream: u16, fault: Fault) -> u16 {
                     .filter(|l| !l.is_empty() && !l.to_ascii_lowercase().starts_with("connection:"))
                     .map(|l| format!("{l}\r\n"))
                     .collect();
-                if let Fault::DropKeys(needle) = &fault
+                if let Fault::DropKeys(needle) | Fault::RefuseKeys(needle) = &fault
                     && first.starts_with("POST ")
                     && first.contains("?delete")
                 {
@@ -474,6 +477,11 @@ pub fn fault_proxy(upstream: u16, fault: Fault) -> u16 {
                             resp = fail_keys(&resp, &|k| {
                                 k.contains(needle.as_str()) && seen.lock().unwrap().insert(k.into())
                             })
+                        }
+                        Fault::RefuseKeys(needle) => {
+                            resp = fail_keys(&resp, &|k| k.contains(needle.as_str()) && k.ends_with(NOT_THIS_ONE));
+                            let text = String::from_utf8_lossy(&resp).replace(NOT_THIS_ONE, "");
+                            resp = rewrite_entries(text.as_bytes(), "Error", &|e| e.to_string());
                         }
                         _ => {}
                     }
@@ -549,6 +557,9 @@ fn rewrite_entries(resp: &[u8], element: &str, f: &dyn Fn(&str) -> String) -> Ve
     format!("{head}Content-Length: {}\r\n\r\n{out}", out.len()).into_bytes()
 }
 
+/// What [`drop_keys`] appends to a key to name another, that is not there.
+const NOT_THIS_ONE: &str = ".not-this-one";
+
 /// A DeleteObjects request (its headers and body) with each key containing `needle` replaced by
 /// another (a request cannot be left empty); the body's length and digests made again (moto
 /// does not check signatures).
@@ -562,7 +573,7 @@ fn drop_keys(headers: &str, body: &[u8], needle: &str) -> (String, Vec<u8>) {
         let end = rest[start..].find("</Key>").map_or(rest.len(), |e| start + e);
         out += &rest[..end];
         if rest[start..end].contains(needle) {
-            out += ".not-this-one";
+            out += NOT_THIS_ONE;
         }
         rest = &rest[end..];
     }
