@@ -618,6 +618,7 @@ mod tests {
             layer_links_deleted: 0,
             uploads_deleted: 0,
             tags: Tags::default(),
+            manifests_in_use: Vec::new(),
         }
     }
 

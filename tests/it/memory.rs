@@ -611,6 +611,8 @@ fn a_journaled_tag_in_use_at_the_rerun_stays() {
     assert!(broken(&mem).is_empty(), "{:?}", broken(&mem));
     let others = ["v1", "v2", "v3", "v4", "v5"].into_iter().filter(|t| *t != still);
     assert!(others.clone().all(|t| !after.contains(&tag_link(t))), "the others went");
+}
+
 /// Puts a tag `fresh` into team/app onto a manifest the store does not hold (its link and its
 /// history entry): two links pointing to nothing, written now.
 fn damage_now(mem: &Memory) {
