@@ -16,6 +16,7 @@ use tiny_http::{Request, Response, Server};
 
 use super::events::{self, Filter};
 use super::record::Record;
+use crate::model::name::printable;
 
 /// How the listener runs.
 #[derive(Debug)]
@@ -75,7 +76,7 @@ fn serve(mut request: Request, record: &mut Record, opts: &ListenOptions) {
         Err((status, why)) => (status, Some(why)),
     };
     if let Some(why) = refusal {
-        eprintln!("regsweep listen: {status} to {from} ({} {}): {why}", request.method(), request.url());
+        eprintln!("regsweep listen: {status} to {from} ({} {}): {why}", request.method(), printable(request.url()));
     }
     let _ = request.respond(Response::empty(status));
 }

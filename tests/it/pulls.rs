@@ -738,3 +738,60 @@ fn two_records_are_read_together() {
     drop(assert_served(root, &done));
     drop((la, lb));
 }
+
+/// Issue 35: names the registry would never send. A tag with a NUL, one of 100,000 characters,
+/// one with an escape sequence, a repository like an SQL statement, a digest that is none: each
+/// skipped and logged (escaped, and short), the valid pull beside them stored. `pulls show`
+/// prints a record that holds such names (written by an older listener) escaped.
+#[test]
+fn names_the_registry_would_never_send_are_skipped_and_printed_safely() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("pulls.db");
+    let l = Listener::start(&record, free_port(), &[]);
+    let d = format!("sha256:{}", "1".repeat(64));
+    let event = |repo: &str, tag: &str, digest: &str| {
+        serde_json::json!({"timestamp": "2026-12-01T10:00:00Z", "action": "pull",
+            "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest,
+                "repository": repo, "url": format!("http://r/v2/x/manifests/{digest}"), "tag": tag},
+            "request": {"method": "GET", "useragent": "skopeo/1.9.3"}})
+    };
+    let long = "a".repeat(100_000);
+    let events = vec![
+        event("team/app", "v\u{0}1", &d),
+        event("team/app", &long, &d),
+        event("team/app", "v1\u{1b}]0;owned\u{7}\u{1b}[2J", &d),
+        event("x'); DROP TABLE tag_pulls; --", "v1", &d),
+        event("team/app", "v1", "sha256:\u{1b}[31m"),
+        event("Team/App", "v1", &d),
+        event("team/app", "good", &d),
+    ];
+    let body = serde_json::json!({ "events": events }).to_string();
+    assert_eq!(post(&l.url(), &body, &[]), "200", "a batch is never refused for an event in it");
+    let shown = show(&[&record]);
+    assert_eq!(tags(&shown), owned(&[("team/app", "good", &d)]), "{shown}");
+    assert_eq!(digests(&shown).len(), 1, "{shown}");
+    let log = l.log();
+    assert_eq!(log.matches("regsweep listen: skipped event ").count(), 6, "{log}");
+    assert!(!log.contains('\u{1b}') && !log.contains('\u{0}') && !log.contains('\u{7}'), "{log:?}");
+    assert!(log.contains("v1\\u{1b}]0;owned\\u{7}\\u{1b}[2J") && log.contains("99800 more characters"), "{log}");
+    assert!(log.len() < 10_000, "a long name is cut short in the log: {} bytes", log.len());
+    drop(l);
+
+    // A record an older listener wrote, names and all: printed escaped.
+    let old = dir.path().join("old.db");
+    let mut rec = regsweep::pulls::record::Record::open(&old, 0).unwrap();
+    let pull = |repo: &str, tag: &str| regsweep::pulls::Pull {
+        repository: repo.into(),
+        tag: Some(tag.into()),
+        digest: Some(format!("sha256:\u{9b}{}", "2".repeat(64))),
+        at: 1,
+    };
+    rec.store(&[pull("team/app\u{1b}[2J", "v1\u{1b}]0;owned\u{7}"), pull("team/app", "\u{202e}gnp.exe")]).unwrap();
+    drop(rec);
+    let out = regsweep(&["pulls", "show", "--pulls", old.to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.chars().any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'), "{text:?}");
+    assert!(text.contains("team/app\\u{1b}[2J") && text.contains("v1\\u{1b}]0;owned\\u{7}"), "{text}");
+    assert!(text.contains("\\u{202e}gnp.exe") && text.contains("sha256:\\u{9b}"), "{text}");
+}
