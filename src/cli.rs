@@ -87,9 +87,18 @@ pub struct ListenArgs {
     /// The record file (SQLite), created when absent.
     #[arg(long, value_name = "FILE")]
     pub pulls: PathBuf,
-    /// Where to listen.
+    /// Where to listen. Off loopback (`0.0.0.0:5050`, a pod's address) it refuses to start
+    /// without --token or --token-file.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:5050")]
     pub addr: String,
+    /// Serve HTTPS with this certificate (PEM: the server's certificate, then any intermediates);
+    /// with --tls-key. SIGHUP reads both again: new connections get the new pair, and a pair that
+    /// does not load leaves the old one serving (the log says why).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Require `Authorization: Bearer TOKEN` (or the header's whole value equal to TOKEN), as
     /// the endpoint's `headers` in the registry's config send it; REGSWEEP_LISTEN_TOKEN too.
     #[arg(

@@ -542,6 +542,7 @@ fn listen(l: &ListenArgs) -> Result<ExitCode> {
         filter: pull_filter(&l.count)?,
         max_body: l.max_body,
         sync_every_commit: l.sync == cli::SyncArg::Full,
+        tls: l.tls_cert.clone().zip(l.tls_key.clone()),
     };
     regsweep::pulls::listen::listen(&opts)?;
     Ok(ExitCode::SUCCESS)

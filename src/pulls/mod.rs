@@ -3,7 +3,7 @@
 //! no pull times in its storage; this is what retention by last pull will read (issue 25).
 //!
 //! It stands apart from the scan-plan-apply layers: it imports nothing of the crate but
-//! `model` (the registry's name grammar), and what reads it later gets plain
+//! `model` (the registry's name grammar, the usage error), and what reads it later gets plain
 //! times per (repository, tag) and (repository, digest).
 
 pub mod events;
@@ -11,6 +11,7 @@ pub mod listen;
 pub mod log;
 pub mod record;
 pub mod show;
+pub mod tls;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

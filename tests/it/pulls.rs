@@ -48,7 +48,7 @@ impl Listener {
             // Ready once it says where it listens; a port still held makes it exit: tried again.
             loop {
                 let text = std::fs::read_to_string(&stderr).unwrap_or_default();
-                if text.contains("regsweep listen: on http://") {
+                if text.contains("regsweep listen: on http") {
                     return Listener { child, port, stderr };
                 }
                 if child.try_wait().unwrap().is_some() {
@@ -737,6 +737,108 @@ fn two_records_are_read_together() {
     assert_eq!(time(&done["pulls"]["since"]), time(&show(&[&a])["since"]));
     drop(assert_served(root, &done));
     drop((la, lb));
+}
+
+/// `regsweep listen` that must refuse to start: its exit status and stderr (killed, and the
+/// test failed, when it is still serving after 10 seconds).
+fn listen_fails(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_regsweep"))
+        .arg("listen")
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("listen {args:?} started: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// POSTs over HTTPS trusting `ca`: the HTTP status, `000` when no TLS session could be made.
+fn post_tls(port: u16, ca: &Path, body: &str, token: &str) -> String {
+    let auth = format!("Authorization: Bearer {token}");
+    post(&format!("https://127.0.0.1:{port}/events"), body, &["--cacert", ca.to_str().unwrap(), "-H", &auth])
+}
+
+/// Issue 35: the listener off loopback. An address off loopback without a token refuses to
+/// start (one line, exit 2, no record made); with --tls-cert/--tls-key it speaks HTTPS only, a
+/// real HTTPS client (curl) posting; SIGHUP reads a new pair (new connections get it) and a pair
+/// that does not load leaves the old one serving, with a line saying why; the real registry
+/// posts its pull events to it over TLS, trusting the certificate.
+#[test]
+fn the_listener_off_loopback_needs_a_token_and_speaks_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("pulls.db");
+    let rec = record.to_str().unwrap();
+    let open = format!("0.0.0.0:{}", free_port());
+    let (status, err) = listen_fails(&["--pulls", rec, "--addr", &open]);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("off loopback") && err.contains("--token"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(!record.exists(), "refused before the record is made");
+    // A certificate that does not load: refused at the start, naming the file.
+    let (cert, key) = crate::common::token::self_signed(dir.path(), "listen", false);
+    let (cert2, key2) = crate::common::token::self_signed(dir.path(), "listen2", false);
+    let (status, err) =
+        listen_fails(&["--pulls", rec, "--tls-cert", cert.to_str().unwrap(), "--tls-key", key2.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains(key2.to_str().unwrap()) && err.contains("does not serve"), "{err}");
+
+    // The files it serves from: a copy, replaced below.
+    let (served_cert, served_key) = (dir.path().join("served.crt"), dir.path().join("served.key"));
+    std::fs::copy(&cert, &served_cert).unwrap();
+    std::fs::copy(&key, &served_key).unwrap();
+    let tls = ["--tls-cert", served_cert.to_str().unwrap(), "--tls-key", served_key.to_str().unwrap()];
+    let l = Listener::start(&record, free_port(), &[&tls[..], &["--token", "t0k"]].concat());
+    assert!(l.log().contains(&format!("on https://127.0.0.1:{}", l.port)), "{}", l.log());
+    let d = |n: u8| format!("sha256:{}", n.to_string().repeat(64));
+    let batch = |tag: &str, n: u8| envelope(&[(tag, &d(n), "2026-12-01T10:00:00Z")]);
+    assert_eq!(post_tls(l.port, &cert, &batch("v1", 1), "t0k"), "200");
+    assert_eq!(post_tls(l.port, &cert, &batch("v9", 9), "wrong"), "401");
+    assert_eq!(post(&l.url(), &batch("v9", 9), &["-H", "Authorization: Bearer t0k"]), "000", "no plain HTTP");
+    assert_eq!(post_tls(l.port, &cert2, &batch("v9", 9), "t0k"), "000", "another certificate is not trusted");
+
+    // SIGHUP with a new pair: new connections get it.
+    std::fs::copy(&cert2, &served_cert).unwrap();
+    std::fs::copy(&key2, &served_key).unwrap();
+    signal(&l.child, "-HUP");
+    let start = Instant::now();
+    while post_tls(l.port, &cert2, &batch("v2", 2), "t0k") != "200" {
+        assert!(start.elapsed() < Duration::from_secs(10), "the new certificate is not served: {}", l.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(post_tls(l.port, &cert, &batch("v9", 9), "t0k"), "000", "the old certificate is gone");
+    // A pair that does not load (the key of another certificate): the old pair keeps serving.
+    std::fs::copy(&key, &served_key).unwrap();
+    signal(&l.child, "-HUP");
+    let start = Instant::now();
+    while !l.log().contains("SIGHUP: kept the certificate it had") {
+        assert!(start.elapsed() < Duration::from_secs(10), "no word of the bad pair: {}", l.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(l.log().contains(served_key.to_str().unwrap()), "the line names the file: {}", l.log());
+    assert_eq!(post_tls(l.port, &cert2, &batch("v3", 3), "t0k"), "200");
+    assert_eq!(tags(&show(&[&record])).len(), 3, "v1, v2, v3; nothing refused was stored");
+
+    // The real registry posting over TLS (Go reads its roots from SSL_CERT_FILE).
+    let store = fixture("demo");
+    let root = store.path();
+    let url = format!("https://127.0.0.1:{}/events", l.port);
+    let extra = notifications(&[(url, Some("Bearer t0k"))]);
+    let refused = l.log().matches(" 401 ").count();
+    let reg = Registry::serve_with(root, &Setup { extra, ca_file: Some(cert2.clone()), ..Setup::default() });
+    reg.pull("team/app", "v4").unwrap();
+    wait_for_tags(&record, &[("team/app", "v4")], 30);
+    assert_eq!(l.log().matches(" 401 ").count(), refused, "the registry's token was refused: {}", l.log());
+    drop(reg);
 }
 
 /// Issue 35: names the registry would never send. A tag with a NUL, one of 100,000 characters,
