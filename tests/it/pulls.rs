@@ -626,7 +626,8 @@ fn order_pull_keeps_the_last_pulled() {
 
 /// A record begun just now cannot say what was not pulled in 30 days: every ordinary tag is
 /// kept (the pulled one as pulled, the others as not judged), with one warning of its own
-/// kind; `du` shows each repository's last pull; the metrics file carries the last event.
+/// kind; `du` shows each repository's last pull (table, JSON, and issue 35: the HTML page's column
+/// and the treemap's tooltips); the metrics file carries the last event.
 #[test]
 fn a_window_longer_than_the_record_keeps_every_tag_and_says_so() {
     let store = fixture("demo");
@@ -667,6 +668,24 @@ fn a_window_longer_than_the_record_keeps_every_tag_and_says_so() {
     let table = regsweep(&["du", "--root", root.to_str().unwrap(), "--pulls", rec.to_str().unwrap()]);
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(table.lines().next().unwrap().contains("LAST PULL"), "{table}");
+    // The page and the treemap show it too (issue 35): a column and each rectangle's tooltip.
+    let (html, svg) = (dir.path().join("du.html"), dir.path().join("du.svg"));
+    let (html_arg, svg_arg) = (html.to_str().unwrap(), svg.to_str().unwrap());
+    let root_arg = root.to_str().unwrap();
+    let out =
+        regsweep(&["du", "--root", root_arg, "--pulls", rec.to_str().unwrap(), "--html", html_arg, "--svg", svg_arg]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (page, map) = (std::fs::read_to_string(&html).unwrap(), std::fs::read_to_string(&svg).unwrap());
+    let pulled = last("team/app").as_str().unwrap().replace('T', " ")[..16].to_string();
+    assert!(page.contains("<th>last pull</th>"), "{page}");
+    let row = |name: &str| page.lines().find(|l| l.starts_with(&format!("<tr><td>{name}</td>"))).unwrap().to_string();
+    assert!(row("team/app").contains(&format!(">{pulled}</td>")), "{}", row("team/app"));
+    assert!(row("team/multi").ends_with("<td data-v=\"0\">none</td></tr>"), "{}", row("team/multi"));
+    assert!(map.contains(&format!("last pull {pulled} UTC</title>")), "{map}");
+    assert!(map.contains("team/multi: ") && map.contains("not pulled since the pull record began</title>"), "{map}");
+    let out = regsweep(&["du", "--root", root_arg, "--html", html_arg]);
+    assert!(out.status.success());
+    assert!(!std::fs::read_to_string(&html).unwrap().contains("last pull"), "without --pulls, the page as it was");
     drop(listener);
 }
 
