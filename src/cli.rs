@@ -429,6 +429,11 @@ pub struct FilterArgs {
     /// latest pull of each).
     #[arg(long, value_name = "FILE")]
     pub pulls: Vec<PathBuf>,
+    /// A pull of a referrer (a signature or SBOM: a manifest whose subject is the tag's, or an
+    /// attachment tag `sha256-<hex>.sig` naming it) counts as a pull of the tag. Off by default:
+    /// scanners and policy tools read every image's referrers on a schedule, which is no use of it.
+    #[arg(long, requires = "pulls")]
+    pub count_referrers: bool,
 }
 
 #[derive(Debug, Args)]

@@ -691,7 +691,8 @@ fn a_window_longer_than_the_record_keeps_every_tag_and_says_so() {
 
 /// A pull of one platform of an old index by its digest keeps the index's tag; a pull of a
 /// manifest by digest keeps every tag of that digest (v3 and stable). The registry then serves
-/// them.
+/// them. A referrer's pull (v2's SBOM by digest, v1's signature tag by name) keeps its subject
+/// only with --count-referrers (issue 35).
 #[test]
 fn an_index_pulled_by_a_child_and_a_manifest_by_digest_keep_their_tags() {
     let store = fixture("demo");
@@ -706,18 +707,43 @@ fn an_index_pulled_by_a_child_and_a_manifest_by_digest_keep_their_tags() {
     assert_eq!(tag_digest(root, "team/app", "stable"), v3);
     reg.pull("team/multi", &child).unwrap();
     reg.pull("team/app", &v3).unwrap();
-    wait_for_digests(&rec, &[("team/multi", &child), ("team/app", &v3)], 30);
+    // Referrers: v2's SBOM (an OCI artifact whose subject is v2) by digest, v1's signature tag
+    // by name, as a verifier reads them.
+    let (v1, v2) = (tag_digest(root, "team/app", "v1"), tag_digest(root, "team/app", "v2"));
+    let sbom = sbom_of(root, &v2);
+    let sig = format!("sha256-{}.sig", &v1["sha256:".len()..]);
+    assert_eq!(curl_manifest(reg.port, "team/app", &sbom, false, "verifier/1"), "200");
+    assert_eq!(curl_manifest(reg.port, "team/app", &sig, false, "verifier/1"), "200");
+    wait_for_digests(&rec, &[("team/multi", &child), ("team/app", &v3), ("team/app", &sbom)], 30);
+    wait_for_tags(&rec, &[("team/app", &sig)], 30);
     drop(reg);
     let shown = show(&[&rec]);
-    assert!(tags(&shown).iter().all(|(r, _, _)| r == "backfill/gone"), "pulled by digest only: {shown}");
+    assert!(tags(&shown).iter().all(|(r, t, _)| r == "backfill/gone" || *t == sig), "pulled by digest only: {shown}");
 
-    let done = prune_pulled(root, &["--keep", "1", "--keep-pulled-within", "1h"], &[&rec]);
+    // --count-referrers: the SBOM's pull keeps v2, the signature's keeps v1 (issue 35).
+    let args = ["--keep", "1", "--keep-pulled-within", "1h"];
+    let referred = prune_pulled(root, &[&args[..], &["--count-referrers", "--dry-run"]].concat(), &[&rec]);
+    assert_eq!(reason(&referred, "team/app", "v1"), "pulled_within");
+    assert_eq!(reason(&referred, "team/app", "v2"), "pulled_within");
+    let done = prune_pulled(root, &args, &[&rec]);
     assert_eq!(tags_with(&done, "team/multi", "keep"), names(&["2026.3", "2026.1"]));
     assert_eq!(reason(&done, "team/multi", "2026.1"), "pulled_within");
     let app = tags_with(&done, "team/app", "keep");
     assert!(app.contains("v3") && app.contains("stable") && !app.contains("v2"), "{app:?}");
+    assert!(!app.contains("v1"), "without --count-referrers a referrer's pull is not its subject's: {app:?}");
     drop(assert_served(root, &done));
     drop(listener);
+}
+
+/// The referrer in the store whose subject is `subject` (the demo's SBOM of v2).
+fn sbom_of(root: &Path, subject: &str) -> String {
+    let revisions = root.join("docker/registry/v2/repositories/team/app/_manifests/revisions/sha256");
+    let mut found = std::fs::read_dir(&revisions).unwrap().filter_map(|e| {
+        let d = format!("sha256:{}", e.unwrap().file_name().to_str().unwrap());
+        let m: Value = serde_json::from_slice(&std::fs::read(blob_data(root, &d)).ok()?).ok()?;
+        (m["subject"]["digest"] == subject).then_some(d)
+    });
+    found.next().expect("the demo store has an SBOM referrer of v2")
 }
 
 /// Two replicas serving one store, each posting to its own record: a prune reading both keeps
