@@ -36,7 +36,8 @@ pub enum Command {
     /// with the given policy would free.
     Du(DuArgs),
     /// Receive the registry's notifications and record the last pull of each tag and manifest
-    /// (for retention by last pull); runs until SIGTERM or SIGINT.
+    /// (for retention by last pull); runs until SIGTERM or SIGINT. SIGHUP reads the TLS
+    /// certificate and key again.
     Listen(ListenArgs),
     /// The pull record: fill it from the registry's access log, or show it.
     Pulls {
@@ -204,10 +205,11 @@ pub struct DuArgs {
     #[arg(long, value_enum, default_value_t = SortArg::Unique)]
     pub sort: SortArg,
     /// Also write one self-contained page: the totals, a treemap of the repositories and a
-    /// sortable table (it loads nothing from elsewhere: it opens on an air-gapped host).
+    /// sortable table (it loads nothing from elsewhere: it opens on an air-gapped host); with
+    /// --pulls, each repository's last pull in the table and the treemap's tooltips.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
-    /// Also write the treemap alone, as SVG.
+    /// Also write the treemap alone, as SVG (with --pulls, the last pull in each tooltip).
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
     /// What the treemap's areas show: the bytes each repository references, or its unique bytes.
