@@ -87,7 +87,8 @@ pub fn listen(opts: &ListenOptions) -> Result<()> {
             let inner = server.server_addr().to_ip().ok_or_else(|| anyhow!("the inner listener has no address"))?;
             let peers = Peers::default();
             tls::front(public, inner, tls.clone(), peers.clone());
-            (server, Some(peers), format!("https://{shown}"))
+            // The inner port shows in `ss -ltn`: said, so that nobody wonders what it is.
+            (server, Some(peers), format!("https://{shown} (relayed to {inner}, which answers only the relay)"))
         }
     };
     let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
@@ -136,7 +137,8 @@ fn serve(mut request: Request, record: &mut Record, opts: &ListenOptions, peers:
         (Some(_), None) => Some(None),
         (None, _) => None,
     };
-    let from = behind.unwrap_or(remote).map_or("?".to_string(), |a| a.to_string());
+    // Behind the relay, the peer it relays; else (or not relayed) who connected.
+    let from = behind.flatten().or(remote).map_or("?".to_string(), |a| a.to_string());
     let result = match behind {
         // The inner port, reached without TLS (another local user).
         Some(None) => Err((403, "not through TLS".to_string())),

@@ -850,6 +850,11 @@ fn the_listener_off_loopback_needs_a_token_and_speaks_tls() {
     assert_eq!(post_tls(l.port, &cert, &batch("v9", 9), "wrong"), "401");
     assert_eq!(post(&l.url(), &batch("v9", 9), &["-H", "Authorization: Bearer t0k"]), "000", "no plain HTTP");
     assert_eq!(post_tls(l.port, &cert2, &batch("v9", 9), "t0k"), "000", "another certificate is not trusted");
+    // The loopback port behind the relay answers nobody else (another local user), token or not.
+    let log = l.log();
+    let inner = log.split("relayed to ").nth(1).and_then(|r| r.split(',').next()).unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(post(&format!("http://{inner}/events"), &batch("v9", 9), &["-H", "Authorization: Bearer t0k"]), "403");
+    assert!(l.log().contains("403 to 127.0.0.1:") && l.log().contains("not through TLS"), "{}", l.log());
 
     // SIGHUP with a new pair: new connections get it.
     std::fs::copy(&cert2, &served_cert).unwrap();
