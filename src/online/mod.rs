@@ -27,7 +27,7 @@ use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::error::{ErrorKind, RunError};
 use crate::model::inventory::{Inventory, Parsed, Repo, Revision, Tag};
 use crate::model::manifest::{self, Kind, Manifest};
-use crate::model::name::{is_repository, is_tag};
+use crate::model::name::{is_repository, is_tag, printable};
 use crate::model::warning::{Warning, WarningKind};
 use client::{CATALOG_SCOPE, Client, repo_scope};
 
@@ -192,7 +192,7 @@ impl<'a> Reader<'a> {
         names.retain(|t| {
             let ok = is_tag(t);
             if !ok {
-                let message = format!("{name}: tag {t:?} is not a valid tag name: left alone");
+                let message = format!("{name}: tag \"{}\" is not a valid tag name: left alone", printable(t));
                 warnings.push(Warning::new(WarningKind::InvalidName, message));
             }
             ok
@@ -292,7 +292,7 @@ fn read_registry(
     }
     names.retain(|n| {
         if !is_repository(n) {
-            let message = format!("repository {n:?} is not a valid repository name: left alone");
+            let message = format!("repository \"{}\" is not a valid repository name: left alone", printable(n));
             warnings.push(Warning::new(WarningKind::InvalidName, message));
         }
         is_repository(n) && wanted(n)
