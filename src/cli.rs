@@ -68,7 +68,8 @@ pub enum Command {
     #[command(after_help = "Documentation: docs/du.md.")]
     Du(DuArgs),
     /// Receive the registry's notifications and record the last pull of each tag and manifest
-    /// (for retention by last pull); runs until SIGTERM or SIGINT.
+    /// (for retention by last pull); runs until SIGTERM or SIGINT. SIGHUP reads the TLS
+    /// certificate and key again.
     #[command(after_help = "Documentation: docs/pulls.md.")]
     Listen(ListenArgs),
     /// The pull record: fill it from the registry's access log, or show it.
@@ -123,9 +124,18 @@ pub struct ListenArgs {
     /// The record file (SQLite), created when absent.
     #[arg(long, value_name = "FILE")]
     pub pulls: PathBuf,
-    /// Where to listen.
+    /// Where to listen. Off loopback (`0.0.0.0:5050`, a pod's address) it refuses to start
+    /// without --token or --token-file.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:5050")]
     pub addr: String,
+    /// Serve HTTPS with this certificate (PEM: the server's certificate, then any intermediates);
+    /// with --tls-key. SIGHUP reads both again: new connections get the new pair, and a pair that
+    /// does not load leaves the old one serving (the log says why).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Require `Authorization: Bearer TOKEN` (or the header's whole value equal to TOKEN), as
     /// the endpoint's `headers` in the registry's config send it; REGSWEEP_LISTEN_TOKEN too.
     #[arg(
@@ -231,10 +241,11 @@ pub struct DuArgs {
     #[arg(long, value_enum, default_value_t = SortArg::Unique)]
     pub sort: SortArg,
     /// Also write one self-contained page: the totals, a treemap of the repositories and a
-    /// sortable table (it loads nothing from elsewhere: it opens on an air-gapped host).
+    /// sortable table (it loads nothing from elsewhere: it opens on an air-gapped host); with
+    /// --pulls, each repository's last pull in the table and the treemap's tooltips.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
-    /// Also write the treemap alone, as SVG.
+    /// Also write the treemap alone, as SVG (with --pulls, the last pull in each tooltip).
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
     /// What the treemap's areas show: the bytes each repository references, or its unique bytes.
@@ -464,6 +475,11 @@ pub struct FilterArgs {
     /// latest pull of each).
     #[arg(long, value_name = "FILE")]
     pub pulls: Vec<PathBuf>,
+    /// A pull of a referrer (a signature or SBOM: a manifest whose subject is the tag's, or an
+    /// attachment tag `sha256-<hex>.sig` naming it) counts as a pull of the tag. Off by default:
+    /// scanners and policy tools read every image's referrers on a schedule, which is no use of it.
+    #[arg(long, requires = "pulls")]
+    pub count_referrers: bool,
 }
 
 /// The images something runs, which nothing deletes (shared by `prune`, `gc` and `online`).

@@ -318,12 +318,17 @@ fn decide(
 /// is given. Several records give the latest pull of each tag and digest, and begin when the
 /// latest of them began: each is a listener of its own (a replica's), and a window is judged
 /// only where every one of them covers it. A record that is not there is an error: a typo
-/// must not make every tag look unpulled.
-pub fn read_pulls(paths: &[PathBuf]) -> Result<Option<Arc<PullTimes>>> {
+/// must not make every tag look unpulled. `count_referrers`: a referrer's pull counts for its
+/// subject's tags (`--count-referrers`, see `PullTimes::count_referrers`).
+pub fn read_pulls(paths: &[PathBuf], count_referrers: bool) -> Result<Option<Arc<PullTimes>>> {
     use pulls::record::Row;
     let mut times: Option<PullTimes> = None;
     for (n, path) in paths.iter().enumerate() {
-        let t = times.get_or_insert_with(PullTimes::default);
+        let t = times.get_or_insert_with(|| {
+            let mut t = PullTimes::default();
+            t.count_referrers = count_referrers;
+            t
+        });
         // Streamed: a record of many tags is not held twice.
         let span = pulls::record::stream(path, |row| match row {
             Row::Tag { repository, tag, last } => t.add_tag(repository, tag, pulls::time(last)),

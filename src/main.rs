@@ -180,7 +180,7 @@ fn retention(keep: usize, r: &FilterArgs, default_order: Order) -> Result<Retent
         exclude: globs("--exclude-repo", &r.exclude_repo)?,
         older_than: r.older_than,
         pulled_within: r.keep_pulled_within,
-        pulls: regsweep::read_pulls(&r.pulls)?,
+        pulls: regsweep::read_pulls(&r.pulls, r.count_referrers)?,
         in_use: None,
     })
 }
@@ -492,7 +492,7 @@ fn du(d: &DuArgs) -> Result<ExitCode> {
     // of each repository.
     let pulls = match &retention {
         Some(r) => r.pulls.clone(),
-        None => regsweep::read_pulls(&d.filters.pulls)?,
+        None => regsweep::read_pulls(&d.filters.pulls, d.filters.count_referrers)?,
     };
     let (mut usage, warnings) = match &d.url {
         Some(url) => {
@@ -584,6 +584,7 @@ fn listen(l: &ListenArgs) -> Result<ExitCode> {
         filter: pull_filter(&l.count)?,
         max_body: l.max_body,
         sync_every_commit: l.sync == cli::SyncArg::Full,
+        tls: l.tls_cert.clone().zip(l.tls_key.clone()),
     };
     regsweep::pulls::listen::listen(&opts)?;
     Ok(ExitCode::SUCCESS)

@@ -184,18 +184,8 @@ impl Verdict {
     }
 }
 
-/// The subject of an attachment tag: `sha256-<64 hex>` optionally followed by `.<word>`.
-pub fn attachment_subject(tag: &str) -> Option<Digest> {
-    let rest = tag.strip_prefix("sha256-")?;
-    let (hex, suffix) = rest.split_at_checked(64)?;
-    if !suffix.is_empty() {
-        let word = suffix.strip_prefix('.')?;
-        if word.is_empty() || !word.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-            return None;
-        }
-    }
-    Digest::from_hex(hex)
-}
+/// The subject of an attachment tag (its rule lives with the other name rules).
+pub use crate::model::name::attachment_subject;
 
 /// Compares names with runs of digits compared as numbers.
 pub fn natural_cmp(a: &str, b: &str) -> Ordering {

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::model::digest::{Digest, DigestMap};
 use crate::model::inventory::{Parsed, Tag};
+use crate::model::name::attachment_subject;
 
 /// The last pulls of one repository.
 #[derive(Clone, Debug, Default)]
@@ -38,6 +39,10 @@ pub struct PullTimes {
     pub since: Option<SystemTime>,
     /// The newest pull event the records hold.
     pub last_event: Option<SystemTime>,
+    /// `--count-referrers`: a pull of a referrer (a signature, an SBOM: a manifest whose
+    /// `subject` is the tag's manifest, or an attachment tag `sha256-<hex>.sig` naming it) counts
+    /// as a pull of the tag.
+    pub count_referrers: bool,
 }
 
 fn raise(slot: &mut Option<SystemTime>, at: SystemTime) {
@@ -46,7 +51,7 @@ fn raise(slot: &mut Option<SystemTime>, at: SystemTime) {
 
 impl PullTimes {
     pub fn new(since: Option<SystemTime>, last_event: Option<SystemTime>) -> PullTimes {
-        PullTimes { repos: HashMap::new(), since, last_event }
+        PullTimes { repos: HashMap::new(), since, last_event, count_referrers: false }
     }
 
     /// A pull of `tag` at `at` (the latest one counts).
@@ -89,12 +94,14 @@ impl PullTimes {
     pub fn of_tags(&self, repo: &str, tags: &[Tag], manifests: &DigestMap<Parsed>) -> Vec<Option<SystemTime>> {
         let Some(r) = self.repo(repo) else { return vec![None; tags.len()] };
         let digest = |d: &Digest| r.digests.get(d).copied();
+        let referred = if self.count_referrers { referrer_pulls(r, tags, manifests) } else { DigestMap::default() };
         tags.iter()
             .map(|t| {
                 let by_name = r.tags.get(&t.name).copied();
                 let by_digest = t.current.and_then(|c| {
                     let children = manifests.get(&c).and_then(Parsed::manifest).map(|m| &m.children[..]);
-                    children.unwrap_or_default().iter().filter_map(digest).chain(digest(&c)).max()
+                    let by_referrer = referred.get(&c).copied();
+                    children.unwrap_or_default().iter().filter_map(digest).chain(digest(&c)).chain(by_referrer).max()
                 });
                 by_name.max(by_digest)
             })
@@ -105,6 +112,30 @@ impl PullTimes {
     pub fn summary(&self, now: SystemTime) -> PullSummary {
         PullSummary { since: self.since, last_event: self.last_event, now }
     }
+}
+
+/// Per subject manifest, the last pull of any of its referrers: a manifest whose `subject` it
+/// is (by digest, or by a tag naming it), and an attachment tag naming it (by that tag's name).
+fn referrer_pulls(r: &RepoPulls, tags: &[Tag], manifests: &DigestMap<Parsed>) -> DigestMap<SystemTime> {
+    let mut last: DigestMap<SystemTime> = DigestMap::default();
+    let mut note = |subject: Digest, at: Option<SystemTime>| {
+        if let Some(at) = at {
+            let e = last.entry(subject).or_insert(at);
+            *e = (*e).max(at);
+        }
+    };
+    for (d, p) in manifests {
+        if let Some(subject) = p.manifest().and_then(|m| m.subject) {
+            note(subject, r.digests.get(d).copied());
+        }
+    }
+    for t in tags {
+        if let Some(subject) = attachment_subject(&t.name) {
+            let by_digest = t.current.and_then(|c| r.digests.get(&c).copied());
+            note(subject, r.tags.get(&t.name).copied().max(by_digest));
+        }
+    }
+    last
 }
 
 /// The record a run read, as its report says: `pulls` in JSON, only when `--pulls` was given.
@@ -196,6 +227,35 @@ mod tests {
         assert!(p.covers(Duration::from_secs(5 * H), at(6)));
         assert!(!p.covers(Duration::from_secs(7 * H), at(6)), "the window reaches before the record");
         assert!(!PullTimes::default().covers(Duration::ZERO, at(6)), "no beginning known: nothing covered");
+    }
+
+    #[test]
+    fn a_referrer_pulled_counts_for_its_subject_only_with_count_referrers() {
+        let mut p = PullTimes::new(Some(at(0)), Some(at(9)));
+        // A signature referrer (subject: 1) pulled by digest; a cosign tag naming 2 pulled by name.
+        p.add_digest("r", Digest([5; 32]), at(6));
+        p.add_tag("r", &format!("sha256-{}.sig", hex::encode([2u8; 32])), at(4));
+        let image = |subject: Option<Digest>| Manifest {
+            kind: Kind::OciManifest,
+            config: None,
+            blobs: Box::new([]),
+            children: Box::new([]),
+            subject,
+            created: None,
+        };
+        let manifests = DigestMap::from_iter([
+            (Digest([1; 32]), Parsed::Ok(image(None))),
+            (Digest([5; 32]), Parsed::Ok(image(Some(Digest([1; 32]))))),
+        ]);
+        let sig = Tag {
+            name: format!("sha256-{}.sig", hex::encode([2u8; 32])),
+            current: Some(Digest([7; 32])),
+            pushed: at(0),
+        };
+        let tags = [tag("v1", 1), tag("v2", 2), tag("v3", 3), sig];
+        assert_eq!(p.of_tags("r", &tags, &manifests), [None, None, None, Some(at(4))], "off: as before");
+        p.count_referrers = true;
+        assert_eq!(p.of_tags("r", &tags, &manifests), [Some(at(6)), Some(at(4)), None, Some(at(4))]);
     }
 
     #[test]

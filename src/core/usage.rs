@@ -190,11 +190,7 @@ impl fmt::Display for Usage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let width = self.repos.iter().map(|r| r.name.len()).max().unwrap_or(10).max(10);
         // The last pull's column only with --pulls.
-        let last_pull = |p: Option<Option<Pushed>>| match p {
-            None => String::new(),
-            Some(None) => format!("  {:<16}", "none"),
-            Some(Some(p)) => format!("  {:<16}", p.rfc3339().replace('T', " ")[..16].to_string()),
-        };
+        let last_pull = |p: Option<Option<Pushed>>| last_pull_text(p).map_or(String::new(), |t| format!("  {t:<16}"));
         writeln!(
             f,
             "{:<width$}  {:>6}  {:>9}  {:>11}  {:>11}  {:>11}  {:>11}{}",
@@ -255,6 +251,12 @@ pub enum Area {
     Unique,
 }
 
+/// A repository's last pull as the table, the page and the treemap show it (`2026-12-03 07:31`,
+/// UTC; `none`: not pulled since the record began); `None` without `--pulls`.
+fn last_pull_text(p: Option<Option<Pushed>>) -> Option<String> {
+    p.map(|p| p.map_or("none".to_string(), |p| p.rfc3339().replace('T', " ")[..16].to_string()))
+}
+
 /// Text for XML and HTML.
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
@@ -288,7 +290,7 @@ impl Usage {
             if w <= 0.0 || h <= 0.0 {
                 continue;
             }
-            let tip = format!(
+            let mut tip = format!(
                 "{}: {} referenced, {} unique, {} shared, {} reclaimable",
                 r.name,
                 HumanBytes(r.bytes_referenced),
@@ -296,6 +298,13 @@ impl Usage {
                 HumanBytes(r.bytes_shared),
                 HumanBytes(r.bytes_reclaimable)
             );
+            if let Some(t) = last_pull_text(r.last_pull) {
+                tip += &if t == "none" {
+                    "; not pulled since the pull record began".to_string()
+                } else {
+                    format!("; last pull {t} UTC")
+                };
+            }
             svg += &format!(
                 "<g><title>{}</title><rect class=\"repo\" data-name=\"{}\" x=\"{x:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" \
                  height=\"{h:.1}\" fill=\"{}\" stroke=\"#fff\" stroke-width=\"1\"/>",
@@ -328,9 +337,18 @@ impl Usage {
     pub fn html(&self, area: Area) -> String {
         let mut rows = String::new();
         for r in &self.repos {
+            // With --pulls, the last pull's column: sorted newest first, `none` last.
+            let pulled = last_pull_text(r.last_pull).map_or(String::new(), |t| {
+                let secs = r
+                    .last_pull
+                    .flatten()
+                    .and_then(|p| p.time().duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_secs());
+                format!("<td data-v=\"{secs}\">{t}</td>")
+            });
             rows += &format!(
                 "<tr><td>{}</td><td data-v=\"{}\">{}</td><td data-v=\"{}\">{}</td><td data-v=\"{}\">{}</td>\
-                 <td data-v=\"{}\">{}</td><td data-v=\"{}\">{}</td><td data-v=\"{}\">{}</td></tr>\n",
+                 <td data-v=\"{}\">{}</td><td data-v=\"{}\">{}</td><td data-v=\"{}\">{}</td>{pulled}</tr>\n",
                 escape(&r.name),
                 r.tags,
                 r.tags,
@@ -350,6 +368,23 @@ impl Usage {
             Area::Referenced => "bytes referenced",
             Area::Unique => "bytes unique",
         };
+        let (pull_head, pull_legend) = match &self.pulls {
+            None => (String::new(), String::new()),
+            Some(p) => {
+                let at = |t: Option<std::time::SystemTime>| {
+                    t.map_or("none".to_string(), |t| crate::core::pulled::time_text(t).replace('T', " "))
+                };
+                (
+                    "<th>last pull</th>".to_string(),
+                    format!(
+                        " Last pull (UTC): of any tag or manifest, by the pull record (since {}, last event {}); \
+                         none: not pulled since the record began.",
+                        at(p.since),
+                        at(p.last_event)
+                    ),
+                )
+            }
+        };
         format!(
             r#"<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>regsweep du: {root}</title>
@@ -364,8 +399,8 @@ th {{ cursor: pointer; background: #f4f4f4; }}
 </style></head><body>
 <h1>regsweep du: {root}</h1>
 <p class="totals"><span>{repositories} repositories</span><span>{total} in blobs</span><span>{unreferenced} referenced by no manifest</span><span>{uploads} in uploads</span><span><b>{reclaimable} reclaimable</b></span></p>
-<p class="legend">Area: {what}. Colour: the share a prune with the options given would free, green (none) to red (all). Hover for figures.</p>
-{svg}<table id="repos"><thead><tr><th>repository</th><th>tags</th><th>manifests</th><th>referenced</th><th>unique</th><th>shared</th><th>reclaimable</th></tr></thead>
+<p class="legend">Area: {what}. Colour: the share a prune with the options given would free, green (none) to red (all). Hover for figures.{pull_legend}</p>
+{svg}<table id="repos"><thead><tr><th>repository</th><th>tags</th><th>manifests</th><th>referenced</th><th>unique</th><th>shared</th><th>reclaimable</th>{pull_head}</tr></thead>
 <tbody>
 {rows}</tbody></table>
 <script>

@@ -8,6 +8,7 @@ pub mod error;
 pub mod inventory;
 pub mod journal;
 pub mod manifest;
+pub mod name;
 pub mod outcome;
 pub mod reference;
 pub mod warning;

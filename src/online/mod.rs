@@ -28,6 +28,7 @@ use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::error::{ErrorKind, RunError};
 use crate::model::inventory::{Inventory, Parsed, Repo, Revision, Tag};
 use crate::model::manifest::{self, Kind, Manifest};
+use crate::model::name::{is_repository, is_tag, printable};
 use crate::model::warning::{Warning, WarningKind};
 use client::{CATALOG_SCOPE, Client, repo_scope};
 
@@ -58,26 +59,6 @@ struct Catalog {
 #[derive(Deserialize)]
 struct TagList {
     tags: Option<Vec<String>>,
-}
-
-/// A repository name as the distribution spec allows it: safe in a URL path as it is.
-fn valid_repo(name: &str) -> bool {
-    let component = |c: &str| {
-        !c.is_empty()
-            && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-            && c.as_bytes()[0].is_ascii_alphanumeric()
-            && c.as_bytes()[c.len() - 1].is_ascii_alphanumeric()
-    };
-    name.len() <= 255 && name.split('/').all(component)
-}
-
-/// A tag as the spec allows it: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
-fn valid_tag(tag: &str) -> bool {
-    let b = tag.as_bytes();
-    !b.is_empty()
-        && b.len() <= 128
-        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
 }
 
 /// Does the registry offer the OCI referrers API? Unknown until the first answer.
@@ -218,9 +199,9 @@ impl<'a> Reader<'a> {
         names.sort();
         names.dedup();
         names.retain(|t| {
-            let ok = valid_tag(t);
+            let ok = is_tag(t);
             if !ok {
-                let message = format!("{name}: tag {t:?} is not a valid tag name: left alone");
+                let message = format!("{name}: tag \"{}\" is not a valid tag name: left alone", printable(t));
                 warnings.push(Warning::new(WarningKind::InvalidName, message));
             }
             ok
@@ -319,11 +300,11 @@ fn read_registry(
         warnings.extend(r.pull_warnings(SystemTime::now()));
     }
     names.retain(|n| {
-        if !valid_repo(n) {
-            let message = format!("repository {n:?} is not a valid repository name: left alone");
+        if !is_repository(n) {
+            let message = format!("repository \"{}\" is not a valid repository name: left alone", printable(n));
             warnings.push(Warning::new(WarningKind::InvalidName, message));
         }
-        valid_repo(n) && wanted(n)
+        is_repository(n) && wanted(n)
     });
     let bar = progress.bar("tags", 0);
     let found: Vec<Found> = names.par_iter().map(|n| reader.repository(n, &bar)).collect::<Result<_>>()?;

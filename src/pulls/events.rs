@@ -4,7 +4,8 @@
 use regex::RegexSet;
 use serde::Deserialize;
 
-use super::{Pull, is_digest, parse_rfc3339};
+use super::{Pull, parse_rfc3339};
+use crate::model::name::printable;
 
 #[derive(Debug, Deserialize)]
 struct Envelope {
@@ -113,14 +114,21 @@ pub fn parse(body: &[u8], filter: &Filter) -> Result<Batch, String> {
         let t = e.target;
         let at = parse_rfc3339(&e.timestamp);
         let tag = t.tag.filter(|t| !t.is_empty());
-        match at {
-            Some(at) if !t.repository.is_empty() && is_digest(&t.digest) => {
-                batch.pulls.push(Pull { repository: t.repository, tag, digest: Some(t.digest), at });
-            }
-            _ => batch.unreadable.push(format!(
-                "event {i}: a manifest pull without a repository, a digest or a time (repository {:?}, digest {:?}, timestamp {:?})",
-                t.repository, t.digest, e.timestamp
-            )),
+        let Some(at) = at.filter(|_| !t.repository.is_empty() && !t.digest.is_empty()) else {
+            batch.unreadable.push(format!(
+                "event {i}: a manifest pull without a repository, a digest or a time (repository \"{}\", digest \"{}\", timestamp \"{}\")",
+                printable(&t.repository),
+                printable(&t.digest),
+                printable(&e.timestamp)
+            ));
+            continue;
+        };
+        let pull = Pull { repository: t.repository, tag, digest: Some(t.digest), at };
+        // Names the registry's grammar refuses: it never sends them, so whoever did is not it
+        // (the record would keep them, and a terminal would print them).
+        match pull.fault() {
+            Some(why) => batch.unreadable.push(format!("event {i}: {why}")),
+            None => batch.pulls.push(pull),
         }
     }
     Ok(batch)

@@ -7,7 +7,9 @@
 //! crash) makes the registry post it again, and storing it twice changes nothing.
 
 use std::io::Read;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -16,6 +18,9 @@ use tiny_http::{Request, Response, Server};
 
 use super::events::{self, Filter};
 use super::record::Record;
+use super::tls::{self, Peers, Tls};
+use crate::model::UsageError;
+use crate::model::name::printable;
 
 /// How the listener runs.
 #[derive(Debug)]
@@ -29,29 +34,75 @@ pub struct ListenOptions {
     /// Sync the record at every commit (a 200 then survives a crash of the machine), not only
     /// at checkpoints (a 200 survives a crash of the listener).
     pub sync_every_commit: bool,
+    /// TLS: the certificate (PEM, the chain) and key files, read again on SIGHUP.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
+static RELOAD: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
+extern "C" fn on_signal(signal: libc::c_int) {
+    if signal == libc::SIGHUP {
+        RELOAD.store(true, Ordering::SeqCst);
+    } else {
+        STOP.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Refuses an address off loopback without a token: anyone who reaches it could write pull
+/// times (and keep every tag alive, or let them go). `0.0.0.0` and a name that resolves to any
+/// address off loopback count as off loopback.
+pub fn refuse_open(addr: &str, token: Option<&str>) -> Result<(), String> {
+    if token.is_some() {
+        return Ok(());
+    }
+    let addrs: Vec<SocketAddr> = addr.to_socket_addrs().map_err(|e| format!("--addr {addr}: {e}"))?.collect();
+    match addrs.iter().find(|a| !a.ip().is_loopback()) {
+        Some(open) => Err(format!(
+            "--addr {addr} ({}) is off loopback: give --token or --token-file, or anyone who reaches it writes the pull record",
+            open.ip()
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Serves until SIGINT or SIGTERM, then returns (between two requests: a batch being stored is
-/// finished and answered first).
+/// finished and answered first). SIGHUP reads the TLS certificate and key again.
 pub fn listen(opts: &ListenOptions) -> Result<()> {
+    refuse_open(&opts.addr, opts.token.as_deref()).map_err(UsageError)?;
+    let tls = opts.tls.as_ref().map(|(cert, key)| Tls::load(cert, key).map(Arc::new)).transpose()?;
     let mut record = Record::open(&opts.pulls, super::nanos(std::time::SystemTime::now()))?;
     record.sync_every_commit(opts.sync_every_commit)?;
-    let server = Server::http(&opts.addr).map_err(|e| anyhow!("cannot listen on {}: {e}", opts.addr))?;
+    // With TLS, tiny_http serves a loopback port of its own, behind the TLS front.
+    let (server, peers, shown) = match &tls {
+        None => {
+            let server = Server::http(&opts.addr).map_err(|e| anyhow!("cannot listen on {}: {e}", opts.addr))?;
+            let shown = server.server_addr().to_ip().map_or(opts.addr.clone(), |a| a.to_string());
+            (server, None, format!("http://{shown}"))
+        }
+        Some(tls) => {
+            let public = TcpListener::bind(&opts.addr).map_err(|e| anyhow!("cannot listen on {}: {e}", opts.addr))?;
+            let shown = public.local_addr().map_or(opts.addr.clone(), |a| a.to_string());
+            let server = Server::http("127.0.0.1:0").map_err(|e| anyhow!("cannot listen on 127.0.0.1: {e}"))?;
+            let inner = server.server_addr().to_ip().ok_or_else(|| anyhow!("the inner listener has no address"))?;
+            let peers = Peers::default();
+            tls::front(public, inner, tls.clone(), peers.clone());
+            // The inner port shows in `ss -ltn`: said, so that nobody wonders what it is.
+            (server, Some(peers), format!("https://{shown} (relayed to {inner}, which answers only the relay)"))
+        }
+    };
     let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
     // SAFETY: the handler only stores to an atomic.
     unsafe {
         libc::signal(libc::SIGINT, handler);
         libc::signal(libc::SIGTERM, handler);
+        libc::signal(libc::SIGHUP, handler);
     }
-    let shown = server.server_addr().to_ip().map_or(opts.addr.clone(), |a| a.to_string());
-    eprintln!("regsweep listen: on http://{shown}, recording pulls into {}", opts.pulls.display());
+    eprintln!("regsweep listen: on {shown}, recording pulls into {}", opts.pulls.display());
     while !STOP.load(Ordering::SeqCst) {
+        if RELOAD.swap(false, Ordering::SeqCst) {
+            reload(tls.as_deref());
+        }
         let request = match server.recv_timeout(Duration::from_millis(200)) {
             Ok(Some(r)) => r,
             Ok(None) => continue,
@@ -60,22 +111,45 @@ pub fn listen(opts: &ListenOptions) -> Result<()> {
                 continue;
             }
         };
-        serve(request, &mut record, opts);
+        serve(request, &mut record, opts, peers.as_ref());
     }
     eprintln!("regsweep listen: stopped");
     Ok(())
 }
 
-/// One request: 200 once stored; 401, 405, 413, 400 refused (logged, nothing stored); 500 when
-/// the record cannot be written (the registry retries).
-fn serve(mut request: Request, record: &mut Record, opts: &ListenOptions) {
-    let from = request.remote_addr().map_or("?".to_string(), |a| a.to_string());
-    let (status, refusal) = match handle(&mut request, record, opts) {
+/// SIGHUP: the certificate and key read again, or the old pair kept, with a line saying which.
+fn reload(tls: Option<&Tls>) {
+    match tls {
+        None => eprintln!("regsweep listen: SIGHUP: no --tls-cert to read again"),
+        Some(tls) => match tls.reload() {
+            Ok(()) => eprintln!("regsweep listen: SIGHUP: read {} again: new connections get it", tls.cert().display()),
+            Err(e) => eprintln!("regsweep listen: SIGHUP: kept the certificate it had: {e:#}"),
+        },
+    }
+}
+
+/// One request: 200 once stored; 401, 403, 405, 413, 400 refused (logged, nothing stored); 500
+/// when the record cannot be written (the registry retries). Behind TLS, `peers` says who sent it.
+fn serve(mut request: Request, record: &mut Record, opts: &ListenOptions, peers: Option<&Peers>) {
+    let remote = request.remote_addr().copied();
+    let behind = match (peers, remote) {
+        (Some(p), Some(r)) => Some(p.behind(r)),
+        (Some(_), None) => Some(None),
+        (None, _) => None,
+    };
+    // Behind the relay, the peer it relays; else (or not relayed) who connected.
+    let from = behind.flatten().or(remote).map_or("?".to_string(), |a| a.to_string());
+    let result = match behind {
+        // The inner port, reached without TLS (another local user).
+        Some(None) => Err((403, "not through TLS".to_string())),
+        _ => handle(&mut request, record, opts),
+    };
+    let (status, refusal) = match result {
         Ok(()) => (200, None),
         Err((status, why)) => (status, Some(why)),
     };
     if let Some(why) = refusal {
-        eprintln!("regsweep listen: {status} to {from} ({} {}): {why}", request.method(), request.url());
+        eprintln!("regsweep listen: {status} to {from} ({} {}): {why}", request.method(), printable(request.url()));
     }
     let _ = request.respond(Response::empty(status));
 }

@@ -108,11 +108,20 @@ pub fn pull(line: &str, filter: &Filter, resolver: Option<&Resolver>) -> Option<
         return None;
     }
     let repository = repository.to_string();
-    if reference.contains(':') {
-        return is_digest(&reference).then_some(Pull { repository, tag: None, digest: Some(reference), at: r.at });
+    let mut pull = if reference.contains(':') {
+        Pull { repository, tag: None, digest: Some(reference), at: r.at }
+    } else {
+        Pull { repository, tag: Some(reference), digest: None, at: r.at }
+    };
+    // Names the registry's grammar refuses are no pull it answered; and the resolver builds a
+    // path of the store from them.
+    if pull.fault().is_some() {
+        return None;
     }
-    let digest = resolver.and_then(|s| s.digest(&repository, &reference, r.at));
-    Some(Pull { repository, tag: Some(reference), digest, at: r.at })
+    if let (Some(tag), Some(resolver)) = (&pull.tag, resolver) {
+        pull.digest = resolver.digest(&pull.repository, tag, r.at);
+    }
+    Some(pull)
 }
 
 /// `ADDR - USER [DATE] "METHOD URI PROTO" STATUS SIZE "REFERER" "AGENT"`.

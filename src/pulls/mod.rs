@@ -2,14 +2,16 @@
 //! the registry's notifications (`listen`) or its access log (`import`) tell. The registry keeps
 //! no pull times in its storage; this is what retention by last pull will read (issue 25).
 //!
-//! It stands apart from the scan-plan-apply layers: it imports nothing of the crate, and what
-//! reads it later gets plain times per (repository, tag) and (repository, digest).
+//! It stands apart from the scan-plan-apply layers: it imports nothing of the crate but
+//! `model` (the registry's name grammar, the usage error), and what reads it later gets plain
+//! times per (repository, tag) and (repository, digest).
 
 pub mod events;
 pub mod listen;
 pub mod log;
 pub mod record;
 pub mod show;
+pub mod tls;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -45,13 +47,22 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(s).ok()?.timestamp_nanos_opt()
 }
 
-/// True for a manifest digest as the registry names one (`sha256:<64 lowercase hex>`, or another
-/// algorithm's `algo:hex`).
-pub fn is_digest(s: &str) -> bool {
-    s.split_once(':').is_some_and(|(algo, hex)| {
-        !algo.is_empty()
-            && algo.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b))
-            && hex.len() >= 32
-            && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    })
+pub use crate::model::name::is_digest;
+
+impl Pull {
+    /// Why the registry would never have sent this pull (a name its grammar refuses:
+    /// `model::name`), or `None` for a pull to store. The reason prints the name safely.
+    pub fn fault(&self) -> Option<String> {
+        use crate::model::name::{is_repository, is_tag, printable};
+        if !is_repository(&self.repository) {
+            return Some(format!("repository \"{}\" is not a repository name", printable(&self.repository)));
+        }
+        if let Some(t) = self.tag.as_deref().filter(|t| !is_tag(t)) {
+            return Some(format!("tag \"{}\" is not a tag name", printable(t)));
+        }
+        if let Some(d) = self.digest.as_deref().filter(|d| !is_digest(d)) {
+            return Some(format!("digest \"{}\" is not a digest", printable(d)));
+        }
+        None
+    }
 }

@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use super::record::Pulls;
 use super::rfc3339;
+use crate::model::name::printable;
 
 #[derive(Debug, Serialize)]
 pub struct Shown {
@@ -51,6 +52,8 @@ pub fn shown(pulls: &Pulls, repo: Option<&str>) -> Shown {
 }
 
 impl std::fmt::Display for Shown {
+    /// Names are printed safely (`model::name::printable`): a record written by an older
+    /// listener may hold any string, and an escape sequence in one would reach the terminal.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let or_never = |t: &Option<String>| t.as_deref().map_or("never".to_string(), to_second);
         writeln!(f, "recording since {}; last pull event {}", or_never(&self.since), or_never(&self.last_event))?;
@@ -59,13 +62,13 @@ impl std::fmt::Display for Shown {
         repos.sort_unstable();
         repos.dedup();
         for repo in repos {
-            writeln!(f, "{repo}")?;
+            writeln!(f, "{}", printable(repo))?;
             for t in self.tags.iter().filter(|t| t.repository == repo) {
-                let digest = t.digest.as_deref().map_or("", short);
-                writeln!(f, "  tag     {:<24} {:<19}  {}", t.tag, digest, to_second(&t.last_pull))?;
+                let digest = printable(t.digest.as_deref().map_or("", short));
+                writeln!(f, "  tag     {:<24} {:<19}  {}", printable(&t.tag), digest, to_second(&t.last_pull))?;
             }
             for d in self.digests.iter().filter(|d| d.repository == repo) {
-                writeln!(f, "  digest  {:<44}  {}", short(&d.digest), to_second(&d.last_pull))?;
+                writeln!(f, "  digest  {:<44}  {}", printable(short(&d.digest)), to_second(&d.last_pull))?;
             }
         }
         Ok(())
@@ -74,10 +77,30 @@ impl std::fmt::Display for Shown {
 
 /// A digest as the plan prints one: the algorithm and 12 hex digits.
 fn short(d: &str) -> &str {
-    d.get(..19).unwrap_or(d)
+    d.char_indices().nth(19).map_or(d, |(i, _)| &d[..i])
 }
 
 /// An RFC 3339 time to the second, for the table (`2026-12-03T07:31:09Z`).
 fn to_second(t: &str) -> String {
     t.split_once('.').map_or(t.to_string(), |(s, _)| format!("{s}Z"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pulls::record::TagPull;
+
+    #[test]
+    fn names_from_the_record_reach_the_terminal_escaped() {
+        let mut pulls = Pulls::default();
+        let bad = "v1\x1b]0;owned\x07\x1b[2J";
+        pulls
+            .tags
+            .insert(("team/app\u{9b}31m".into(), bad.into()), TagPull { at: 0, digest: Some("sha256:\x1b[1m".into()) });
+        pulls.digests.insert(("team/app".into(), "sha256:\0\u{202e}".into()), 0);
+        let text = shown(&pulls, None).to_string();
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n' || c == '\u{202e}'), "{text:?}");
+        assert!(text.contains("team/app\\u{9b}31m") && text.contains("v1\\u{1b}]0;owned\\u{7}\\u{1b}[2J"), "{text}");
+        assert!(text.contains("sha256:\\u{1b}[1m") && text.contains("sha256:\\u{0}\\u{202e}"), "{text}");
+    }
 }

@@ -48,7 +48,7 @@ impl Listener {
             // Ready once it says where it listens; a port still held makes it exit: tried again.
             loop {
                 let text = std::fs::read_to_string(&stderr).unwrap_or_default();
-                if text.contains("regsweep listen: on http://") {
+                if text.contains("regsweep listen: on http") {
                     return Listener { child, port, stderr };
                 }
                 if child.try_wait().unwrap().is_some() {
@@ -626,7 +626,8 @@ fn order_pull_keeps_the_last_pulled() {
 
 /// A record begun just now cannot say what was not pulled in 30 days: every ordinary tag is
 /// kept (the pulled one as pulled, the others as not judged), with one warning of its own
-/// kind; `du` shows each repository's last pull; the metrics file carries the last event.
+/// kind; `du` shows each repository's last pull (table, JSON, and issue 35: the HTML page's column
+/// and the treemap's tooltips); the metrics file carries the last event.
 #[test]
 fn a_window_longer_than_the_record_keeps_every_tag_and_says_so() {
     let store = fixture("demo");
@@ -667,12 +668,31 @@ fn a_window_longer_than_the_record_keeps_every_tag_and_says_so() {
     let table = regsweep(&["du", "--root", root.to_str().unwrap(), "--pulls", rec.to_str().unwrap()]);
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(table.lines().next().unwrap().contains("LAST PULL"), "{table}");
+    // The page and the treemap show it too (issue 35): a column and each rectangle's tooltip.
+    let (html, svg) = (dir.path().join("du.html"), dir.path().join("du.svg"));
+    let (html_arg, svg_arg) = (html.to_str().unwrap(), svg.to_str().unwrap());
+    let root_arg = root.to_str().unwrap();
+    let out =
+        regsweep(&["du", "--root", root_arg, "--pulls", rec.to_str().unwrap(), "--html", html_arg, "--svg", svg_arg]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (page, map) = (std::fs::read_to_string(&html).unwrap(), std::fs::read_to_string(&svg).unwrap());
+    let pulled = last("team/app").as_str().unwrap().replace('T', " ")[..16].to_string();
+    assert!(page.contains("<th>last pull</th>"), "{page}");
+    let row = |name: &str| page.lines().find(|l| l.starts_with(&format!("<tr><td>{name}</td>"))).unwrap().to_string();
+    assert!(row("team/app").contains(&format!(">{pulled}</td>")), "{}", row("team/app"));
+    assert!(row("team/multi").ends_with("<td data-v=\"0\">none</td></tr>"), "{}", row("team/multi"));
+    assert!(map.contains(&format!("last pull {pulled} UTC</title>")), "{map}");
+    assert!(map.contains("team/multi: ") && map.contains("not pulled since the pull record began</title>"), "{map}");
+    let out = regsweep(&["du", "--root", root_arg, "--html", html_arg]);
+    assert!(out.status.success());
+    assert!(!std::fs::read_to_string(&html).unwrap().contains("last pull"), "without --pulls, the page as it was");
     drop(listener);
 }
 
 /// A pull of one platform of an old index by its digest keeps the index's tag; a pull of a
 /// manifest by digest keeps every tag of that digest (v3 and stable). The registry then serves
-/// them.
+/// them. A referrer's pull (v2's SBOM by digest, v1's signature tag by name) keeps its subject
+/// only with --count-referrers (issue 35).
 #[test]
 fn an_index_pulled_by_a_child_and_a_manifest_by_digest_keep_their_tags() {
     let store = fixture("demo");
@@ -687,18 +707,43 @@ fn an_index_pulled_by_a_child_and_a_manifest_by_digest_keep_their_tags() {
     assert_eq!(tag_digest(root, "team/app", "stable"), v3);
     reg.pull("team/multi", &child).unwrap();
     reg.pull("team/app", &v3).unwrap();
-    wait_for_digests(&rec, &[("team/multi", &child), ("team/app", &v3)], 30);
+    // Referrers: v2's SBOM (an OCI artifact whose subject is v2) by digest, v1's signature tag
+    // by name, as a verifier reads them.
+    let (v1, v2) = (tag_digest(root, "team/app", "v1"), tag_digest(root, "team/app", "v2"));
+    let sbom = sbom_of(root, &v2);
+    let sig = format!("sha256-{}.sig", &v1["sha256:".len()..]);
+    assert_eq!(curl_manifest(reg.port, "team/app", &sbom, false, "verifier/1"), "200");
+    assert_eq!(curl_manifest(reg.port, "team/app", &sig, false, "verifier/1"), "200");
+    wait_for_digests(&rec, &[("team/multi", &child), ("team/app", &v3), ("team/app", &sbom)], 30);
+    wait_for_tags(&rec, &[("team/app", &sig)], 30);
     drop(reg);
     let shown = show(&[&rec]);
-    assert!(tags(&shown).iter().all(|(r, _, _)| r == "backfill/gone"), "pulled by digest only: {shown}");
+    assert!(tags(&shown).iter().all(|(r, t, _)| r == "backfill/gone" || *t == sig), "pulled by digest only: {shown}");
 
-    let done = prune_pulled(root, &["--keep", "1", "--keep-pulled-within", "1h"], &[&rec]);
+    // --count-referrers: the SBOM's pull keeps v2, the signature's keeps v1 (issue 35).
+    let args = ["--keep", "1", "--keep-pulled-within", "1h"];
+    let referred = prune_pulled(root, &[&args[..], &["--count-referrers", "--dry-run"]].concat(), &[&rec]);
+    assert_eq!(reason(&referred, "team/app", "v1"), "pulled_within");
+    assert_eq!(reason(&referred, "team/app", "v2"), "pulled_within");
+    let done = prune_pulled(root, &args, &[&rec]);
     assert_eq!(tags_with(&done, "team/multi", "keep"), names(&["2026.3", "2026.1"]));
     assert_eq!(reason(&done, "team/multi", "2026.1"), "pulled_within");
     let app = tags_with(&done, "team/app", "keep");
     assert!(app.contains("v3") && app.contains("stable") && !app.contains("v2"), "{app:?}");
+    assert!(!app.contains("v1"), "without --count-referrers a referrer's pull is not its subject's: {app:?}");
     drop(assert_served(root, &done));
     drop(listener);
+}
+
+/// The referrer in the store whose subject is `subject` (the demo's SBOM of v2).
+fn sbom_of(root: &Path, subject: &str) -> String {
+    let revisions = root.join("docker/registry/v2/repositories/team/app/_manifests/revisions/sha256");
+    let mut found = std::fs::read_dir(&revisions).unwrap().filter_map(|e| {
+        let d = format!("sha256:{}", e.unwrap().file_name().to_str().unwrap());
+        let m: Value = serde_json::from_slice(&std::fs::read(blob_data(root, &d)).ok()?).ok()?;
+        (m["subject"]["digest"] == subject).then_some(d)
+    });
+    found.next().expect("the demo store has an SBOM referrer of v2")
 }
 
 /// Two replicas serving one store, each posting to its own record: a prune reading both keeps
@@ -737,4 +782,174 @@ fn two_records_are_read_together() {
     assert_eq!(time(&done["pulls"]["since"]), time(&show(&[&a])["since"]));
     drop(assert_served(root, &done));
     drop((la, lb));
+}
+
+/// `regsweep listen` that must refuse to start: its exit status and stderr (killed, and the
+/// test failed, when it is still serving after 10 seconds).
+fn listen_fails(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_regsweep"))
+        .arg("listen")
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("listen {args:?} started: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// POSTs over HTTPS trusting `ca`: the HTTP status, `000` when no TLS session could be made.
+fn post_tls(port: u16, ca: &Path, body: &str, token: &str) -> String {
+    let auth = format!("Authorization: Bearer {token}");
+    post(&format!("https://127.0.0.1:{port}/events"), body, &["--cacert", ca.to_str().unwrap(), "-H", &auth])
+}
+
+/// Issue 35: the listener off loopback. An address off loopback without a token refuses to
+/// start (one line, exit 2, no record made); with --tls-cert/--tls-key it speaks HTTPS only, a
+/// real HTTPS client (curl) posting; SIGHUP reads a new pair (new connections get it) and a pair
+/// that does not load leaves the old one serving, with a line saying why; the real registry
+/// posts its pull events to it over TLS, trusting the certificate (2.8.2 and 3.1.1); the inner
+/// port behind the relay answers nobody else.
+#[test]
+fn the_listener_off_loopback_needs_a_token_and_speaks_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("pulls.db");
+    let rec = record.to_str().unwrap();
+    let open = format!("0.0.0.0:{}", free_port());
+    let (status, err) = listen_fails(&["--pulls", rec, "--addr", &open]);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("off loopback") && err.contains("--token"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(!record.exists(), "refused before the record is made");
+    // A certificate that does not load: refused at the start, naming the file.
+    let (cert, key) = crate::common::token::self_signed(dir.path(), "listen", false);
+    let (cert2, key2) = crate::common::token::self_signed(dir.path(), "listen2", false);
+    let (status, err) =
+        listen_fails(&["--pulls", rec, "--tls-cert", cert.to_str().unwrap(), "--tls-key", key2.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains(key2.to_str().unwrap()) && err.contains("does not serve"), "{err}");
+
+    // The files it serves from: a copy, replaced below.
+    let (served_cert, served_key) = (dir.path().join("served.crt"), dir.path().join("served.key"));
+    std::fs::copy(&cert, &served_cert).unwrap();
+    std::fs::copy(&key, &served_key).unwrap();
+    let tls = ["--tls-cert", served_cert.to_str().unwrap(), "--tls-key", served_key.to_str().unwrap()];
+    let l = Listener::start(&record, free_port(), &[&tls[..], &["--token", "t0k"]].concat());
+    assert!(l.log().contains(&format!("on https://127.0.0.1:{}", l.port)), "{}", l.log());
+    let d = |n: u8| format!("sha256:{}", n.to_string().repeat(64));
+    let batch = |tag: &str, n: u8| envelope(&[(tag, &d(n), "2026-12-01T10:00:00Z")]);
+    assert_eq!(post_tls(l.port, &cert, &batch("v1", 1), "t0k"), "200");
+    assert_eq!(post_tls(l.port, &cert, &batch("v9", 9), "wrong"), "401");
+    assert_eq!(post(&l.url(), &batch("v9", 9), &["-H", "Authorization: Bearer t0k"]), "000", "no plain HTTP");
+    assert_eq!(post_tls(l.port, &cert2, &batch("v9", 9), "t0k"), "000", "another certificate is not trusted");
+    // The loopback port behind the relay answers nobody else (another local user), token or not.
+    let log = l.log();
+    let inner = log.split("relayed to ").nth(1).and_then(|r| r.split(',').next()).unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(post(&format!("http://{inner}/events"), &batch("v9", 9), &["-H", "Authorization: Bearer t0k"]), "403");
+    assert!(l.log().contains("403 to 127.0.0.1:") && l.log().contains("not through TLS"), "{}", l.log());
+
+    // SIGHUP with a new pair: new connections get it.
+    std::fs::copy(&cert2, &served_cert).unwrap();
+    std::fs::copy(&key2, &served_key).unwrap();
+    signal(&l.child, "-HUP");
+    let start = Instant::now();
+    while post_tls(l.port, &cert2, &batch("v2", 2), "t0k") != "200" {
+        assert!(start.elapsed() < Duration::from_secs(10), "the new certificate is not served: {}", l.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(post_tls(l.port, &cert, &batch("v9", 9), "t0k"), "000", "the old certificate is gone");
+    // A pair that does not load (the key of another certificate): the old pair keeps serving.
+    std::fs::copy(&key, &served_key).unwrap();
+    signal(&l.child, "-HUP");
+    let start = Instant::now();
+    while !l.log().contains("SIGHUP: kept the certificate it had") {
+        assert!(start.elapsed() < Duration::from_secs(10), "no word of the bad pair: {}", l.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(l.log().contains(served_key.to_str().unwrap()), "the line names the file: {}", l.log());
+    assert_eq!(post_tls(l.port, &cert2, &batch("v3", 3), "t0k"), "200");
+    assert_eq!(tags(&show(&[&record])).len(), 3, "v1, v2, v3; nothing refused was stored");
+
+    // The real registries posting over TLS (Go reads its roots from SSL_CERT_FILE).
+    let store = fixture("demo");
+    let root = store.path();
+    let url = format!("https://127.0.0.1:{}/events", l.port);
+    let refused = l.log().matches(" 401 ").count();
+    for (version, tag) in [(Version::V2, "v4"), (Version::V3, "v5")] {
+        if version.available("the_listener_off_loopback_needs_a_token_and_speaks_tls (3.1.1's part)").is_none() {
+            continue;
+        }
+        let extra = notifications(&[(url.clone(), Some("Bearer t0k"))]);
+        let reg =
+            Registry::serve_with(root, &Setup { version, extra, ca_file: Some(cert2.clone()), ..Setup::default() });
+        reg.pull("team/app", tag).unwrap();
+        wait_for_tags(&record, &[("team/app", tag)], 30);
+    }
+    assert_eq!(l.log().matches(" 401 ").count(), refused, "the registry's token was refused: {}", l.log());
+}
+
+/// Issue 35: names the registry would never send. A tag with a NUL, one of 100,000 characters,
+/// one with an escape sequence, a repository like an SQL statement, a digest that is none: each
+/// skipped and logged (escaped, and short), the valid pull beside them stored. `pulls show`
+/// prints a record that holds such names (written by an older listener) escaped.
+#[test]
+fn names_the_registry_would_never_send_are_skipped_and_printed_safely() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("pulls.db");
+    let l = Listener::start(&record, free_port(), &[]);
+    let d = format!("sha256:{}", "1".repeat(64));
+    let event = |repo: &str, tag: &str, digest: &str| {
+        serde_json::json!({"timestamp": "2026-12-01T10:00:00Z", "action": "pull",
+            "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest,
+                "repository": repo, "url": format!("http://r/v2/x/manifests/{digest}"), "tag": tag},
+            "request": {"method": "GET", "useragent": "skopeo/1.9.3"}})
+    };
+    let long = "a".repeat(100_000);
+    let events = vec![
+        event("team/app", "v\u{0}1", &d),
+        event("team/app", &long, &d),
+        event("team/app", "v1\u{1b}]0;owned\u{7}\u{1b}[2J", &d),
+        event("x'); DROP TABLE tag_pulls; --", "v1", &d),
+        event("team/app", "v1", "sha256:\u{1b}[31m"),
+        event("Team/App", "v1", &d),
+        event("team/app", "good", &d),
+    ];
+    let body = serde_json::json!({ "events": events }).to_string();
+    assert_eq!(post(&l.url(), &body, &[]), "200", "a batch is never refused for an event in it");
+    let shown = show(&[&record]);
+    assert_eq!(tags(&shown), owned(&[("team/app", "good", &d)]), "{shown}");
+    assert_eq!(digests(&shown).len(), 1, "{shown}");
+    let log = l.log();
+    assert_eq!(log.matches("regsweep listen: skipped event ").count(), 6, "{log}");
+    assert!(!log.contains('\u{1b}') && !log.contains('\u{0}') && !log.contains('\u{7}'), "{log:?}");
+    assert!(log.contains("v1\\u{1b}]0;owned\\u{7}\\u{1b}[2J") && log.contains("99800 more characters"), "{log}");
+    assert!(log.len() < 10_000, "a long name is cut short in the log: {} bytes", log.len());
+    drop(l);
+
+    // A record an older listener wrote, names and all: printed escaped.
+    let old = dir.path().join("old.db");
+    let mut rec = regsweep::pulls::record::Record::open(&old, 0).unwrap();
+    let pull = |repo: &str, tag: &str| regsweep::pulls::Pull {
+        repository: repo.into(),
+        tag: Some(tag.into()),
+        digest: Some(format!("sha256:\u{9b}{}", "2".repeat(64))),
+        at: 1,
+    };
+    rec.store(&[pull("team/app\u{1b}[2J", "v1\u{1b}]0;owned\u{7}"), pull("team/app", "\u{202e}gnp.exe")]).unwrap();
+    drop(rec);
+    let out = regsweep(&["pulls", "show", "--pulls", old.to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.chars().any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'), "{text:?}");
+    assert!(text.contains("team/app\\u{1b}[2J") && text.contains("v1\\u{1b}]0;owned\\u{7}"), "{text}");
+    assert!(text.contains("\\u{202e}gnp.exe") && text.contains("sha256:\\u{9b}"), "{text}");
 }

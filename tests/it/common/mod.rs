@@ -266,11 +266,22 @@ pub struct Setup {
     /// The registry's output (its access log at level info, text formatter) appended to this
     /// file instead of thrown away.
     pub log: Option<PathBuf>,
+    /// The registry's trust roots (`SSL_CERT_FILE`, which Go reads): what its notifications
+    /// to an HTTPS endpoint verify against.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for Setup {
     fn default() -> Setup {
-        Setup { version: Version::V2, delete: true, tls: None, extra: String::new(), storage: None, log: None }
+        Setup {
+            version: Version::V2,
+            delete: true,
+            tls: None,
+            extra: String::new(),
+            storage: None,
+            log: None,
+            ca_file: None,
+        }
     }
 }
 
@@ -346,6 +357,7 @@ impl Registry {
             .command()
             .arg("serve")
             .arg(cfg.path())
+            .envs(setup.ca_file.as_ref().map(|f| ("SSL_CERT_FILE", f)))
             .stdout(output())
             .stderr(output())
             .spawn()
