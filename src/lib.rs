@@ -28,6 +28,7 @@ use std::time::SystemTime;
 use anyhow::Result;
 use rayon::prelude::*;
 
+use crate::core::journal_rules;
 use crate::core::plan::{Options, Planner, RepoDraft};
 use crate::core::policy::{Order, Reason, Retention, Verdict};
 use crate::core::progress::Progress;
@@ -38,7 +39,6 @@ use crate::model::blobs::BlobList;
 use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::error::{ErrorKind, RunError};
 use crate::model::inventory::{Parsed, Repo};
-use crate::model::journal::Journal;
 use crate::model::warning::Warning;
 use crate::store::Store;
 use crate::store::location::Location;
@@ -179,8 +179,8 @@ struct Scanned<T> {
     draft: RepoDraft,
     warnings: Vec<Warning>,
     extra: T,
-    /// The repository, and its journaled tags and manifests pushed again since the journal.
-    void: (String, (Vec<String>, Vec<Digest>)),
+    /// The repository, and its journal entries void now ([`journal_rules::Void`]).
+    void: (String, journal_rules::Void),
 }
 
 /// Reads a store and plans a run on it: each repository is read, decided and planned in one
@@ -231,8 +231,8 @@ pub fn plan_on<T: Send>(
             };
             let (mut decisions, warnings) = decide(store, &repo, &manifests, mode, opts, pulled.as_deref());
             let void = match &journal {
-                Some(j) => (finish_journaled_tags(&repo, j, &mut decisions), pushed_again(&repo, j)),
-                None => (Vec::new(), Vec::new()),
+                Some(j) => journal_rules::finish(&repo, j, &mut decisions),
+                None => journal_rules::Void::default(),
             };
             let in_scope = match mode {
                 Mode::Prune(r) => r.in_scope(&repo.name),
@@ -260,18 +260,7 @@ pub fn plan_on<T: Send>(
     let bar = progress.bar("sweeping", 0);
     let mut plan = planner.finish(drafts)?;
     bar.finish_and_clear();
-    // The journal this run writes drops the entries of tags pushed again since the last one:
-    // after another crash, the next run must not take them for this run's.
-    for (repo, (tags, manifests)) in void {
-        if let Some(entries) = plan.journal.repos.get_mut(&repo) {
-            entries.retain(|t, _| !tags.contains(t));
-        }
-        if let Some(entries) = plan.journal.manifests.get_mut(&repo) {
-            entries.retain(|d| !manifests.contains(d));
-        }
-    }
-    plan.journal.repos.retain(|_, tags| !tags.is_empty());
-    plan.journal.manifests.retain(|_, manifests| !manifests.is_empty());
+    journal_rules::drop_void(&mut plan.journal, void);
     Ok((plan, warnings, extras))
 }
 
@@ -331,42 +320,4 @@ pub fn read_pulls(paths: &[PathBuf]) -> Result<Option<Arc<PullTimes>>> {
         t.last_event = t.last_event.max(span.last_event.map(pulls::time));
     }
     Ok(times.map(Arc::new))
-}
-
-/// The journaled manifests of a repository written again since the journal (pushed again
-/// after the crash, or written back by the interrupted run for a push): no cascade from them.
-pub(crate) fn pushed_again(repo: &Repo, journal: &Journal) -> Vec<Digest> {
-    let (Some(written), Some(manifests)) = (journal.written, journal.manifests.get(&repo.name)) else {
-        return Vec::new();
-    };
-    // A tag's digest cascades as before (a tag pushed again keeps it by being kept).
-    let tags: DigestSet = journal.repos.get(&repo.name).into_iter().flat_map(|t| t.values().copied()).collect();
-    repo.revisions
-        .iter()
-        .filter(|r| r.modified > written && manifests.contains(&r.digest) && !tags.contains(&r.digest))
-        .map(|r| r.digest)
-        .collect()
-}
-
-/// The tags an interrupted run was deleting are deleted, whatever this run's policy, unless
-/// they were pushed again since the journal was written (then they point elsewhere, or their
-/// link is younger than the journal): those are returned, their journal entries void.
-fn finish_journaled_tags(repo: &Repo, journal: &Journal, decisions: &mut [Verdict]) -> Vec<String> {
-    let Some(tags) = journal.repos.get(&repo.name) else {
-        return Vec::new();
-    };
-    let mut void = Vec::new();
-    for (t, d) in repo.tags.iter().zip(decisions.iter_mut()) {
-        let Some(j) = tags.get(&t.name) else { continue };
-        let untouched = match t.current {
-            None => true,
-            Some(c) => c == *j && journal.written.is_none_or(|w| t.pushed <= w),
-        };
-        if untouched {
-            *d = Verdict::Delete(Reason::Interrupted);
-        } else {
-            void.push(t.name.clone());
-        }
-    }
-    void
 }

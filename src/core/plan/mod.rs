@@ -9,6 +9,7 @@ use anyhow::Result;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::core::journal_rules;
 use crate::core::policy::{Reason, SubjectRepo, Verdict, attachment_subject};
 mod graph;
 mod sweep;
@@ -429,7 +430,7 @@ impl<'a> RepoCx<'a> {
                 .journal
                 .map(|j| {
                     let mut digests = j.digests(&repo.name);
-                    for d in crate::pushed_again(repo, j) {
+                    for d in journal_rules::pushed_again(repo, j) {
                         digests.remove(&d);
                     }
                     digests
