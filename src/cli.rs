@@ -309,7 +309,9 @@ pub struct StoreArgs {
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     /// Untagged manifests are not kept (children of kept indexes and referrers of kept
-    /// manifests still are).
+    /// manifests still are). prune and gc refuse it, before anything is done, on a store whose
+    /// tags seem to live elsewhere (no repository has a tag, or untagged manifests were pushed
+    /// after its newest tag, as under Harbor 2.15 and later): see --allow-tagless.
     #[arg(long)]
     pub delete_untagged: bool,
     /// Nothing younger than this is removed, so that a push racing the run is not broken.
@@ -328,6 +330,13 @@ pub struct CollectArgs {
     /// Print exactly the plan a real run would carry out; write nothing at all.
     #[arg(long)]
     pub dry_run: bool,
+    /// Run --delete-untagged even on a store whose tags seem to live elsewhere: no repository
+    /// has a tag, or at least two manifests no tag names were pushed after the store's newest
+    /// tag (Harbor 2.15 and later keep tags in its database; --delete-untagged would delete
+    /// every image pushed since, or every image). Say so only for a store whose tags are all in
+    /// it (you deleted those tags yourself).
+    #[arg(long, requires = "delete_untagged")]
+    pub allow_tagless: bool,
     #[command(flatten)]
     pub container: ContainerArgs,
     #[command(flatten)]

@@ -117,6 +117,14 @@ pub fn run_on_with(
         ..*opts
     };
     let (plan, mut warnings, _) = plan_on(store, mode, opts, progress, &|_, _, _| ())?;
+    // A store whose tags live elsewhere: --delete-untagged is refused here, before anything.
+    let ranks_tags = matches!(mode, Mode::Prune(_));
+    warnings.extend(crate::core::plan::tagless::guard(
+        plan.tagless.as_ref(),
+        opts.delete_untagged,
+        ranks_tags,
+        opts.allow_tagless,
+    )?);
     let command = if matches!(mode, Mode::Gc) { report::Command::Gc } else { report::Command::Prune };
     // What was written at or after `since` was not scanned: the deletions leave it. The file
     // system's clock is coarse (a jiffy behind the real one), so a little before the scan began.
@@ -158,7 +166,10 @@ pub fn run_on_with(
 pub fn du_at(at: &Location, mode: &Mode, opts: &Options, progress: Progress) -> Result<(Usage, Vec<Warning>)> {
     let store = at.open()?;
     let store = store.as_ref();
-    let (plan, warnings, reach) = plan_on(store, mode, opts, progress, &Reach::of)?;
+    let (plan, mut warnings, reach) = plan_on(store, mode, opts, progress, &Reach::of)?;
+    // It deletes nothing: what a run would refuse is said.
+    let ranks_tags = matches!(mode, Mode::Prune(_));
+    warnings.extend(crate::core::plan::tagless::guard(plan.tagless.as_ref(), opts.delete_untagged, ranks_tags, true)?);
     let sizes = blob_sizes(store, &plan.store_blobs)?;
     Ok((usage(&at.shown(), reach, &sizes, &plan), warnings))
 }

@@ -346,6 +346,7 @@ fn offline(store: &StoreArgs, collect: &CollectArgs, mode: Mode, orphan_attachme
     let opts = Options {
         delete_untagged: collect.plan.delete_untagged,
         grace: collect.plan.grace,
+        allow_tagless: collect.allow_tagless,
         upload_age: collect.plan.upload_age,
         now: SystemTime::now(),
         list_kept_tags: matches!(mode, Mode::Prune(_)),
@@ -468,6 +469,7 @@ fn du(d: &DuArgs) -> Result<ExitCode> {
             let opts = Options {
                 delete_untagged: d.plan.delete_untagged,
                 grace: d.plan.grace,
+                allow_tagless: false,
                 upload_age: d.plan.upload_age,
                 now: SystemTime::now(),
                 list_kept_tags: false,

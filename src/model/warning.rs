@@ -31,6 +31,11 @@ pub enum WarningKind {
     /// `--config`: a key of the registry's config.yml (or a variable beside it) that regsweep
     /// does not honour, named in the message: what regsweep does instead.
     ConfigNotHonoured,
+    /// The store's tags seem to live elsewhere (untagged manifests pushed after its newest tag,
+    /// or no tag at all: Harbor 2.15 keeps its tags in its database): what `--delete-untagged`
+    /// refuses, said where it runs anyway (`--allow-tagless`), and by `prune` (the tags it ranks
+    /// may be stale) and `du`.
+    TagsElsewhere,
 }
 
 /// One warning: in the JSON report `{"kind": ..., "message": ...}`; on stderr its message.

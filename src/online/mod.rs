@@ -382,6 +382,7 @@ fn plan_options() -> plan::Options {
     plan::Options {
         delete_untagged: false,
         grace: Duration::ZERO,
+        allow_tagless: false,
         upload_age: Duration::MAX,
         now: SystemTime::now(),
         list_kept_tags: true,

@@ -13,6 +13,7 @@ use crate::core::journal_rules;
 use crate::core::policy::{Reason, SubjectRepo, Verdict, attachment_subject};
 mod graph;
 mod sweep;
+pub mod tagless;
 
 use graph::{Graph, Marks};
 
@@ -31,6 +32,9 @@ pub struct Options {
     pub delete_untagged: bool,
     /// Nothing younger than this is removed.
     pub grace: Duration,
+    /// `--delete-untagged` runs on a store whose tags seem to live elsewhere ([`tagless`]),
+    /// with a warning, instead of being refused.
+    pub allow_tagless: bool,
     /// Uploads started longer ago than this are removed.
     pub upload_age: Duration,
     /// The time the plan is made for.
@@ -150,6 +154,9 @@ pub struct Plan {
     /// The journal of an interrupted run this one finishes: written again, with this run's
     /// deleted tags, before the first deletion.
     pub journal: Journal,
+    /// The store's tags seem to live elsewhere: what `--delete-untagged` refuses
+    /// ([`tagless::guard`]).
+    pub tagless: Option<tagless::Tagless>,
 }
 
 /// One thing of a store the plan asks the size or age of, named by repository and digest, not
@@ -200,6 +207,7 @@ pub struct RepoDraft {
     grace_kept_links: usize,
     warnings: Vec<Warning>,
     errors: Vec<String>,
+    tagless: tagless::Facts,
 }
 
 impl RepoDraft {
@@ -308,7 +316,8 @@ impl<'a> Planner<'a> {
         // a few kilobytes each add up).
         plan.tags.shrink_to_fit();
         plan.manifests.shrink_to_fit();
-        RepoDraft { plan, layer_candidates, young_manifests, grace_kept_links: 0, warnings, errors }
+        let tagless = self.tagless_facts(&cx);
+        RepoDraft { plan, layer_candidates, young_manifests, grace_kept_links: 0, warnings, errors, tagless }
     }
 
     /// Attachment tags not decided by policy follow their subject; one outside this repository
@@ -708,6 +717,7 @@ mod tests {
         Options {
             delete_untagged,
             grace: Duration::from_secs(3600),
+            allow_tagless: false,
             upload_age: 7 * DAY,
             now: now(),
             list_kept_tags: true,
