@@ -477,6 +477,13 @@ pub struct OnlineArgs {
     /// regsweep already deletes the children and referrers of what it deletes).
     #[arg(long)]
     pub gc_delete_untagged: bool,
+    /// Pass --gc-delete-untagged even when no repository the API lists has a tag (refused
+    /// otherwise, before any delete: the collector would delete every manifest, as on a Harbor
+    /// 2.15+ store, whose tags are in its database). The API shows no untagged manifest, so
+    /// online mode cannot see the other sign prune and gc refuse (images pushed by digest after
+    /// the store's newest tag): run `regsweep gc --delete-untagged --dry-run` on the store.
+    #[arg(long, requires = "gc_delete_untagged")]
+    pub allow_tagless: bool,
     /// After the collector, stop and start the container (its blob cache is stale) and wait
     /// until /v2/ answers.
     #[arg(long)]

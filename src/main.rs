@@ -236,6 +236,8 @@ fn online(o: &OnlineArgs) -> Result<Ended> {
         retention: retention(o.retention.keep, &o.retention.filters, Order::Created)?,
         dry_run: o.dry_run,
         concurrency: o.api.concurrency,
+        gc_delete_untagged: o.gc_container.is_some() && o.gc_delete_untagged,
+        allow_tagless: o.allow_tagless,
     };
     let mut report = regsweep::online::run(&client, &opts, progress(o.output.quiet, o.output.json))?;
     let step = o.gc_container.as_ref().map(|container| GcStep {

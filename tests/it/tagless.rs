@@ -149,3 +149,35 @@ fn delete_untagged_is_refused_on_a_store_pushed_by_digest_after_its_tags() {
         Registry::serve_version(store.path(), version).assert_all_tags_pull(store.path());
     }
 }
+
+/// Online mode passes `--gc-delete-untagged` to the registry's own collector, which on a store
+/// without tags deletes every manifest. The API lists no untagged manifest, so only (a) shows
+/// there: every repository of the catalog without a tag. Refused before any delete (a dry run
+/// too, before the container is looked for), exit 1; with the demo's tags, or with
+/// `--allow-tagless`, the run goes on to its container step (here, no container: exit 5).
+#[test]
+fn online_refuses_gc_delete_untagged_where_no_repository_has_a_tag() {
+    let store = fixture("demo");
+    let with_tags = fixture("demo");
+    empty_tag_folders(store.path());
+    for (root, extra, refused) in [
+        (store.path(), &[][..], true),
+        (store.path(), &["--allow-tagless"][..], false),
+        (with_tags.path(), &[][..], false),
+    ] {
+        let reg = Registry::serve(root);
+        let args = ["online", "--url", &reg.url, "--keep", "1", "--order", "name", "--dry-run", "--json"];
+        let container = ["--gc-container", "regsweep-test-no-such-container", "--gc-delete-untagged"];
+        let out = regsweep(&[&args[..], &container, extra].concat());
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        if refused {
+            assert_eq!((out.status.code(), &json["kind"]), (Some(1), &"tagless_store".into()), "{err}");
+            assert!(err.contains("refusing --gc-delete-untagged") && err.contains("--allow-tagless"), "{err}");
+        } else {
+            assert_eq!(out.status.code(), Some(5), "the container step, not the guard: {err}");
+            let said = warnings_of(&json, "tags_elsewhere").len();
+            assert_eq!(said, usize::from(!extra.is_empty()), "{json}");
+        }
+    }
+}

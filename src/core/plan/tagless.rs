@@ -93,6 +93,18 @@ pub enum Tagless {
     /// (b) `manifests` untagged and unreferenced, in `repositories`, were written after the
     /// store's newest tag (`newest_tag`).
     NewerThanTags { manifests: usize, repositories: usize, named: Vec<String>, newest_tag: SystemTime },
+    /// Online, (a) as the API shows it: none of the `repositories` it lists has a tag. It
+    /// lists no untagged manifest, so (b) cannot be seen there; the registry's collector with
+    /// `--gc-delete-untagged` would delete every manifest of them.
+    NoTagsListed { repositories: usize, named: Vec<String> },
+}
+
+/// Online: what the API shows of the signature, from the plan of what it read ([`Tagless::NoTagsListed`]).
+pub fn listed(plan: &super::Plan) -> Option<Tagless> {
+    let tags: usize = plan.repos.iter().map(|r| r.tags.len() + r.tags_kept).sum();
+    let repositories = plan.repos.len();
+    let named = plan.repos.iter().take(NAMED).map(|r| r.name.clone()).collect();
+    (repositories > 0 && tags == 0).then_some(Tagless::NoTagsListed { repositories, named })
 }
 
 /// The signature of the store, from each repository's facts.
@@ -133,18 +145,30 @@ impl Tagless {
                 time_text(*newest_tag),
                 repos(*repositories, named)
             ),
+            Tagless::NoTagsListed { repositories, named } => {
+                format!("none of the repositories the API lists has a tag ({})", repos(*repositories, named))
+            }
+        }
+    }
+
+    /// The option refused: online passes it to the registry's collector.
+    fn flag(&self) -> &'static str {
+        match self {
+            Tagless::NoTagsListed { .. } => "--gc-delete-untagged",
+            _ => "--delete-untagged",
         }
     }
 
     /// The one line of the refusal: why, and the flag that overrides it.
     pub fn refusal(&self) -> String {
         let what = match self {
-            Tagless::NoTags { .. } => "every manifest",
+            Tagless::NoTags { .. } | Tagless::NoTagsListed { .. } => "every manifest",
             Tagless::NewerThanTags { .. } => "the newest images",
         };
         format!(
-            "refusing --delete-untagged: {}: its tags seem to live elsewhere (Harbor 2.15 and later keep them in \
-             its database), and it would delete {what}; nothing was done. --allow-tagless runs it anyway",
+            "refusing {}: {}: its tags seem to live elsewhere (Harbor 2.15 and later keep them in its \
+             database), and it would delete {what}; nothing was done. --allow-tagless runs it anyway",
+            self.flag(),
             self.why()
         )
     }
@@ -152,10 +176,11 @@ impl Tagless {
     /// The warning where the run goes ahead.
     pub fn warning(&self, delete_untagged: bool) -> Warning {
         let tail = if delete_untagged {
-            "--delete-untagged runs anyway (--allow-tagless)"
+            format!("{} runs anyway (--allow-tagless)", self.flag())
         } else {
             "the tags this run ranks may be stale (Harbor 2.15 and later keep tags in its database); with \
              --delete-untagged it would be refused"
+                .to_string()
         };
         Warning::new(WarningKind::TagsElsewhere, format!("{}: its tags seem to live elsewhere; {tail}", self.why()))
     }
@@ -247,5 +272,9 @@ mod tests {
         assert!(a.guard(false, true, false).unwrap().is_none(), "a prune of a store without tags deletes no tag");
         assert_eq!(b.guard(false, true, false).unwrap().unwrap().kind, WarningKind::TagsElsewhere);
         assert!(format!("{}", a.guard(true, false, false).unwrap_err()).contains("145 manifest(s)"));
+        let online = Tagless::NoTagsListed { repositories: 1, named: vec!["x".into()] };
+        assert!(
+            format!("{}", online.guard(true, false, false).unwrap_err()).starts_with("refusing --gc-delete-untagged")
+        );
     }
 }
