@@ -114,6 +114,9 @@ fn delete_untagged_is_refused_on_a_store_pushed_by_digest_after_its_tags() {
         }
         let store = copy_store(pushed_by(version));
         let root = store.path().to_str().unwrap();
+        // Its tags were pushed a day ago (before the upgrade, say), the pushes by digest now.
+        let aged = Command::new("find").arg(root).args(["-exec", "touch", "-h", "-d", "1 day ago", "{}", "+"]).status();
+        assert!(aged.unwrap().success());
         let reg = Registry::serve_version(store.path(), version);
         push_by_digest(source.port, reg.port, "team/app", "team/app", &rc1);
         drop(reg);

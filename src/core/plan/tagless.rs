@@ -7,12 +7,12 @@
 //! The signature, over the whole store: (a) no repository has a tag, and some manifest would
 //! go; or (b) at least [`MIN_NEWER`] manifests that no tag names and no other manifest of their
 //! repository reaches (not an index's child, not a referrer of one there), older than the grace
-//! period, were written after the newest tag of the whole store. A store that tags what it pushes
+//! period, were written after the newest tag of the whole store (by more than [`NEWER_BY`]). A store that tags what it pushes
 //! has its newest tag after its newest images; an untagged manifest there is an earlier push of a
 //! tag, older than the tag. One such manifest alone is no pattern (a copy by digest into another
 //! repository, the newest tag deleted through the API): two are.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::{Planner, RepoCx};
 use crate::core::pulled::time_text;
@@ -23,6 +23,11 @@ use crate::model::warning::{Warning, WarningKind};
 /// How many untagged, unreferenced manifests written after the store's newest tag make the
 /// signature (b).
 pub const MIN_NEWER: usize = 2;
+
+/// How much newer than the store's newest tag a manifest must be to count for (b): a store
+/// copied or uploaded in one go carries the times of the copy, a few seconds apart in any
+/// order (a bucket's to the second); pushes after tagging stopped are hours and days later.
+pub const NEWER_BY: Duration = Duration::from_secs(10);
 
 /// How many repositories a message names.
 const NAMED: usize = 3;
@@ -122,7 +127,7 @@ pub(super) fn find(facts: &[Facts]) -> Option<Tagless> {
         return None;
     }
     let newest_tag = facts.iter().filter_map(|f| f.newest_tag).max()?;
-    let newer = |f: &Facts| f.loose.iter().filter(|t| **t > newest_tag).count();
+    let newer = |f: &Facts| f.loose.iter().filter(|t| t.duration_since(newest_tag).is_ok_and(|d| d > NEWER_BY)).count();
     let manifests: usize = facts.iter().map(newer).sum();
     let (repositories, named) = names(&mut facts.iter().filter(|f| newer(f) > 0));
     (manifests >= MIN_NEWER).then_some(Tagless::NewerThanTags { manifests, repositories, named, newest_tag })
@@ -211,7 +216,6 @@ pub fn guard(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn at(h: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + h * 3600)
@@ -245,6 +249,11 @@ mod tests {
         };
         assert_eq!((manifests, repositories, newest_tag), (3, 2, at(10)));
         assert_eq!(named, ["a", "b"]);
+        // Within seconds of the newest tag: a copy's times, not pushes after tagging stopped.
+        let copied = |h: u64| at(10) + Duration::from_secs(h);
+        let mut copy = repo("a", Some(10), &[], 6);
+        copy.loose = vec![copied(3), copied(10)];
+        assert_eq!(find(&[copy]), None);
         // One alone is no pattern; older untagged manifests (earlier pushes of a tag) none at all.
         assert_eq!(find(&[repo("a", Some(10), &[3, 11], 6), repo("b", Some(9), &[1], 2)]), None);
         assert_eq!(find(&[repo("a", Some(10), &[3, 4, 9], 6), repo("b", Some(9), &[1, 8], 2)]), None);
