@@ -7,10 +7,11 @@
 //! The signature, over the whole store: (a) no repository has a tag, and some manifest would
 //! go; or (b) at least [`MIN_NEWER`] manifests that no tag names and no other manifest of their
 //! repository reaches (not an index's child, not a referrer of one there), older than the grace
-//! period, were written after the newest tag of the whole store (by more than [`NEWER_BY`]). A store that tags what it pushes
-//! has its newest tag after its newest images; an untagged manifest there is an earlier push of a
-//! tag, older than the tag. One such manifest alone is no pattern (a copy by digest into another
-//! repository, the newest tag deleted through the API): two are.
+//! period, were written after the newest tag of the whole store (by more than [`NEWER_BY`]). A
+//! store that tags what it pushes has its newest tag after its newest images; an untagged
+//! manifest there is an earlier push of a tag, older than the tag. One such manifest alone is no
+//! pattern (a copy by digest into another repository, the newest tag deleted through the API):
+//! two are. Online mode sees only (a), as [`Tagless::NoTagsListed`].
 
 use std::time::{Duration, SystemTime};
 
@@ -104,7 +105,8 @@ pub enum Tagless {
     NoTagsListed { repositories: usize, named: Vec<String> },
 }
 
-/// Online: what the API shows of the signature, from the plan of what it read ([`Tagless::NoTagsListed`]).
+/// Online: what the API shows of the signature, from the plan of what it read
+/// ([`Tagless::NoTagsListed`]).
 pub fn listed(plan: &super::Plan) -> Option<Tagless> {
     let tags: usize = plan.repos.iter().map(|r| r.tags.len() + r.tags_kept).sum();
     let repositories = plan.repos.len();
