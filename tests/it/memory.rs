@@ -615,7 +615,7 @@ fn delete_untagged_is_refused_on_a_store_whose_tags_live_elsewhere_and_only_ther
 /// its seed and shape; two images pushed by digest after its tags do.
 #[test]
 fn generated_stores_do_not_look_tagless_until_images_are_pushed_by_digest() {
-    for (seed, repos, tags, untagged) in [(1, 12, 6, 2), (2, 3, 12, 5), (3, 1, 1, 1)] {
+    for (seed, repos, tags, untagged) in [(1, 6, 6, 2), (2, 2, 10, 5), (3, 1, 1, 1)] {
         let dir = tempfile::tempdir().unwrap();
         let opts = regsweep::generate::GenOptions {
             repos,
