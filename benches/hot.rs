@@ -117,6 +117,7 @@ fn marking(c: &mut Criterion) {
     let opts = Options {
         delete_untagged: false,
         grace: Duration::from_secs(3600),
+        allow_tagless: false,
         upload_age: Duration::from_secs(168 * 3600),
         now: SystemTime::now(),
         list_kept_tags: true,

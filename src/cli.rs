@@ -358,7 +358,9 @@ pub struct StoreArgs {
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     /// Untagged manifests are not kept (children of kept indexes and referrers of kept
-    /// manifests still are).
+    /// manifests still are). prune and gc refuse it, before anything is done, on a store whose
+    /// tags seem to live elsewhere (no repository has a tag, or untagged manifests were pushed
+    /// after its newest tag, as under Harbor 2.15 and later): see --allow-tagless.
     #[arg(long)]
     pub delete_untagged: bool,
     /// Nothing younger than this is removed, so that a push racing the run is not broken.
@@ -382,6 +384,13 @@ pub struct CollectArgs {
     /// same either way).
     #[arg(long, short)]
     pub verbose: bool,
+    /// Run --delete-untagged even on a store whose tags seem to live elsewhere: no repository
+    /// has a tag, or at least two manifests no tag names were pushed after the store's newest
+    /// tag (Harbor 2.15 and later keep tags in its database; --delete-untagged would delete
+    /// every image pushed since, or every image). Say so only for a store whose tags are all in
+    /// it (you deleted those tags yourself).
+    #[arg(long, requires = "delete_untagged")]
+    pub allow_tagless: bool,
     #[command(flatten)]
     pub container: ContainerArgs,
     #[command(flatten)]
@@ -555,6 +564,13 @@ pub struct OnlineArgs {
     /// regsweep already deletes the children and referrers of what it deletes).
     #[arg(long)]
     pub gc_delete_untagged: bool,
+    /// Pass --gc-delete-untagged even when no repository the API lists has a tag (refused
+    /// otherwise, before any delete: the collector would delete every manifest, as on a Harbor
+    /// 2.15+ store, whose tags are in its database). The API shows no untagged manifest, so
+    /// online mode cannot see the other sign prune and gc refuse (images pushed by digest after
+    /// the store's newest tag): run `regsweep gc --delete-untagged --dry-run` on the store.
+    #[arg(long, requires = "gc_delete_untagged")]
+    pub allow_tagless: bool,
     /// After the collector, stop and start the container (its blob cache is stale) and wait
     /// until /v2/ answers.
     #[arg(long)]

@@ -28,6 +28,7 @@ use std::time::SystemTime;
 use anyhow::Result;
 use rayon::prelude::*;
 
+use crate::core::journal_rules;
 use crate::core::plan::{Options, Planner, RepoDraft};
 use crate::core::policy::{Order, Reason, Retention, Verdict};
 use crate::core::progress::Progress;
@@ -38,7 +39,6 @@ use crate::model::blobs::BlobList;
 use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::error::{ErrorKind, RunError};
 use crate::model::inventory::{Parsed, Repo};
-use crate::model::journal::Journal;
 use crate::model::warning::Warning;
 use crate::store::Store;
 use crate::store::location::Location;
@@ -117,6 +117,14 @@ pub fn run_on_with(
         ..opts.clone()
     };
     let (plan, mut warnings, _) = plan_on(store, mode, opts, progress, &|_, _, _| ())?;
+    // A store whose tags live elsewhere: --delete-untagged is refused here, before anything.
+    let ranks_tags = matches!(mode, Mode::Prune(_));
+    warnings.extend(crate::core::plan::tagless::guard(
+        plan.tagless.as_ref(),
+        opts.delete_untagged,
+        ranks_tags,
+        opts.allow_tagless,
+    )?);
     let command = if matches!(mode, Mode::Gc) { report::Command::Gc } else { report::Command::Prune };
     // What was written at or after `since` was not scanned: the deletions leave it. The file
     // system's clock is coarse (a jiffy behind the real one), so a little before the scan began.
@@ -158,7 +166,10 @@ pub fn run_on_with(
 pub fn du_at(at: &Location, mode: &Mode, opts: &Options, progress: Progress) -> Result<(Usage, Vec<Warning>)> {
     let store = at.open()?;
     let store = store.as_ref();
-    let (plan, warnings, reach) = plan_on(store, mode, opts, progress, &Reach::of)?;
+    let (plan, mut warnings, reach) = plan_on(store, mode, opts, progress, &Reach::of)?;
+    // It deletes nothing: what a run would refuse is said.
+    let ranks_tags = matches!(mode, Mode::Prune(_));
+    warnings.extend(crate::core::plan::tagless::guard(plan.tagless.as_ref(), opts.delete_untagged, ranks_tags, true)?);
     let sizes = blob_sizes(store, &plan.store_blobs)?;
     Ok((usage(&at.shown(), reach, &sizes, &plan), warnings))
 }
@@ -179,8 +190,8 @@ struct Scanned<T> {
     draft: RepoDraft,
     warnings: Vec<Warning>,
     extra: T,
-    /// The repository, and its journaled tags and manifests pushed again since the journal.
-    void: (String, (Vec<String>, Vec<Digest>)),
+    /// The repository, and its journal entries void now ([`journal_rules::Void`]).
+    void: (String, journal_rules::Void),
 }
 
 /// Reads a store and plans a run on it: each repository is read, decided and planned in one
@@ -234,10 +245,8 @@ pub fn plan_on<T: Send>(
             };
             let (mut decisions, warnings) = decide(store, &repo, &manifests, mode, opts, pulled.as_deref());
             let void = match &journal {
-                Some(j) => {
-                    (finish_journaled_tags(&repo, j, opts.in_use.as_deref(), &mut decisions), pushed_again(&repo, j))
-                }
-                None => (Vec::new(), Vec::new()),
+                Some(j) => journal_rules::finish(&repo, j, opts.in_use.as_deref(), &mut decisions),
+                None => journal_rules::Void::default(),
             };
             let in_scope = match mode {
                 Mode::Prune(r) => r.in_scope(&repo.name),
@@ -268,18 +277,7 @@ pub fn plan_on<T: Send>(
     if let Some(u) = &opts.in_use {
         plan.note_in_use(u, Vec::new());
     }
-    // The journal this run writes drops the entries of tags pushed again since the last one:
-    // after another crash, the next run must not take them for this run's.
-    for (repo, (tags, manifests)) in void {
-        if let Some(entries) = plan.journal.repos.get_mut(&repo) {
-            entries.retain(|t, _| !tags.contains(t));
-        }
-        if let Some(entries) = plan.journal.manifests.get_mut(&repo) {
-            entries.retain(|d| !manifests.contains(d));
-        }
-    }
-    plan.journal.repos.retain(|_, tags| !tags.is_empty());
-    plan.journal.manifests.retain(|_, manifests| !manifests.is_empty());
+    journal_rules::drop_void(&mut plan.journal, void);
     Ok((plan, warnings, extras))
 }
 
@@ -363,52 +361,4 @@ pub fn read_in_use(paths: &[PathBuf], hosts: &[String]) -> Result<Arc<core::in_u
         files.push((shown, read));
     }
     Ok(Arc::new(core::in_use::InUse::new(files, hosts)?))
-}
-
-/// The journaled manifests of a repository written again since the journal (pushed again
-/// after the crash, or written back by the interrupted run for a push): no cascade from them.
-pub(crate) fn pushed_again(repo: &Repo, journal: &Journal) -> Vec<Digest> {
-    let (Some(written), Some(manifests)) = (journal.written, journal.manifests.get(&repo.name)) else {
-        return Vec::new();
-    };
-    // A tag's digest cascades as before (a tag pushed again keeps it by being kept).
-    let tags: DigestSet = journal.repos.get(&repo.name).into_iter().flat_map(|t| t.values().copied()).collect();
-    repo.revisions
-        .iter()
-        .filter(|r| r.modified > written && manifests.contains(&r.digest) && !tags.contains(&r.digest))
-        .map(|r| r.digest)
-        .collect()
-}
-
-/// The tags an interrupted run was deleting are deleted, whatever this run's policy, unless
-/// they were pushed again since the journal was written (then they point elsewhere, or their
-/// link is younger than the journal), or this run's `--keep-in-use` names them (something runs
-/// them now): those are returned, their journal entries void.
-fn finish_journaled_tags(
-    repo: &Repo,
-    journal: &Journal,
-    in_use: Option<&core::in_use::InUse>,
-    decisions: &mut [Verdict],
-) -> Vec<String> {
-    let Some(tags) = journal.repos.get(&repo.name) else {
-        return Vec::new();
-    };
-    let mut void = Vec::new();
-    for (t, d) in repo.tags.iter().zip(decisions.iter_mut()) {
-        let Some(j) = tags.get(&t.name) else { continue };
-        let untouched = match t.current {
-            None => true,
-            Some(c) => {
-                c == *j
-                    && journal.written.is_none_or(|w| t.pushed <= w)
-                    && !in_use.is_some_and(|u| u.tag(&repo.name, &t.name))
-            }
-        };
-        if untouched {
-            *d = Verdict::Delete(Reason::Interrupted);
-        } else {
-            void.push(t.name.clone());
-        }
-    }
-    void
 }

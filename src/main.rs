@@ -249,6 +249,8 @@ fn online(o: &OnlineArgs) -> Result<Ended> {
         retention: Retention { in_use, ..retention(o.retention.keep, &o.retention.filters, Order::Created)? },
         dry_run: o.dry_run,
         concurrency: o.api.concurrency,
+        gc_delete_untagged: o.gc_container.is_some() && o.gc_delete_untagged,
+        allow_tagless: o.allow_tagless,
     };
     let mut report = regsweep::online::run(&client, &opts, progress(o.output.quiet, o.output.json))?;
     let step = o.gc_container.as_ref().map(|container| GcStep {
@@ -386,6 +388,7 @@ fn offline(
     let opts = Options {
         delete_untagged: collect.plan.delete_untagged,
         grace: collect.plan.grace,
+        allow_tagless: collect.allow_tagless,
         upload_age: collect.plan.upload_age,
         now: SystemTime::now(),
         list_kept_tags: matches!(mode, Mode::Prune(_)),
@@ -509,6 +512,7 @@ fn du(d: &DuArgs) -> Result<ExitCode> {
             let opts = Options {
                 delete_untagged: d.plan.delete_untagged,
                 grace: d.plan.grace,
+                allow_tagless: false,
                 upload_age: d.plan.upload_age,
                 now: SystemTime::now(),
                 list_kept_tags: false,

@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::model::{ContainerStep, Interrupted, LockHeld, UsageError};
+use crate::model::{ContainerStep, Interrupted, LockHeld, TaglessStore, UsageError};
 
 /// What an error is about. In the JSON report snake_case (`delete_failed`, ...).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -47,6 +47,11 @@ pub enum ErrorKind {
     Interrupted,
     /// A usage error: a bad pattern, an option that cannot apply. Exit 2.
     Usage,
+    /// `--delete-untagged` refused before anything was done: no repository of the store has a
+    /// tag, or untagged manifests were pushed after its newest tag (a registry that keeps its
+    /// tags elsewhere, as Harbor 2.15 does): it would delete the newest images, or all of them.
+    /// `--allow-tagless` runs it anyway. Exit 1.
+    TaglessStore,
     /// Any other error that ended the run before its report: a bad store, a lock held, an
     /// unreadable manifest that must be kept, ... Before the deletions nothing changed. Exit 1.
     Fatal,
@@ -63,6 +68,8 @@ impl ErrorKind {
             ErrorKind::ContainerStep
         } else if e.is::<LockHeld>() {
             ErrorKind::LockHeld
+        } else if e.is::<TaglessStore>() {
+            ErrorKind::TaglessStore
         } else {
             ErrorKind::Fatal
         }
@@ -71,7 +78,7 @@ impl ErrorKind {
     /// Its exit status (docs/GUIDE.md, "Exit status").
     pub fn exit_code(self) -> u8 {
         match self {
-            ErrorKind::Fatal | ErrorKind::LockHeld => 1,
+            ErrorKind::Fatal | ErrorKind::LockHeld | ErrorKind::TaglessStore => 1,
             ErrorKind::Usage => 2,
             ErrorKind::DeleteFailed
             | ErrorKind::DeleteRefused
@@ -93,7 +100,7 @@ impl ErrorKind {
             ErrorKind::ContainerStep => 4,
             ErrorKind::Interrupted => 3,
             ErrorKind::Usage => 2,
-            ErrorKind::Fatal | ErrorKind::LockHeld => 1,
+            ErrorKind::Fatal | ErrorKind::LockHeld | ErrorKind::TaglessStore => 1,
             _ => 0,
         }
     }
@@ -144,7 +151,14 @@ mod tests {
             [DeleteFailed, DeleteRefused, Journal, LockLost, LockRelease, RemarkFailed, PushDuringRun, CacheStale]
                 .into_iter()
                 .map(|k| (k, 3))
-                .chain([(Fatal, 1), (LockHeld, 1), (Usage, 2), (ContainerStep, 5), (Interrupted, 130)])
+                .chain([
+                    (Fatal, 1),
+                    (LockHeld, 1),
+                    (TaglessStore, 1),
+                    (Usage, 2),
+                    (ContainerStep, 5),
+                    (Interrupted, 130),
+                ])
                 .collect();
         for (kind, code) in codes {
             assert_eq!(kind.exit_code(), code, "{kind:?}");
@@ -168,6 +182,9 @@ mod tests {
         assert_eq!(ErrorKind::of(&Interrupted("x".into()).into()), ErrorKind::Interrupted);
         assert_eq!(ErrorKind::of(&ContainerStep("x".into()).into()), ErrorKind::ContainerStep);
         assert_eq!(ErrorKind::of(&LockHeld("x".into()).into()), ErrorKind::LockHeld);
+        let refused = anyhow::Error::new(TaglessStore("x".into())).context("planning");
+        assert_eq!(ErrorKind::of(&refused), ErrorKind::TaglessStore);
+        assert_eq!(serde_json::to_value(ErrorKind::TaglessStore).unwrap(), "tagless_store");
         // A message that names another kind is still what its type says.
         assert_eq!(ErrorKind::of(&anyhow::anyhow!("interrupted: usage error")), ErrorKind::Fatal);
     }

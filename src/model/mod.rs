@@ -56,3 +56,10 @@ message_error!(
     /// The run's lock was found no longer its own (taken over, or deleted).
     LockLost
 );
+
+message_error!(
+    /// `--delete-untagged` refused before anything was done: the store's tags seem to live
+    /// elsewhere (`core::plan::tagless`), so it would delete the images the registry serves
+    /// (exit 1); `--allow-tagless` overrides it.
+    TaglessStore
+);

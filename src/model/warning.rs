@@ -40,6 +40,11 @@ pub enum WarningKind {
     /// `check --repair` left links pointing to nothing because they were written since the
     /// check began (on a bucket, within its clock's second): run it again in a second or two.
     RepairLeftYoung,
+    /// The store's tags seem to live elsewhere (untagged manifests pushed after its newest tag,
+    /// or no tag at all: Harbor 2.15 keeps its tags in its database): what `--delete-untagged`
+    /// refuses, said where it runs anyway (`--allow-tagless`), and by `prune` (the tags it ranks
+    /// may be stale) and `du`.
+    TagsElsewhere,
 }
 
 /// One warning: in the JSON report `{"kind": ..., "message": ...}`; on stderr its message.

@@ -48,6 +48,11 @@ pub struct OnlineOptions {
     pub dry_run: bool,
     /// Requests in flight.
     pub concurrency: usize,
+    /// The registry's collector runs after with `--delete-untagged`: refused before any delete
+    /// where no repository the API lists has a tag (`plan::tagless::listed`), unless
+    /// `allow_tagless`.
+    pub gc_delete_untagged: bool,
+    pub allow_tagless: bool,
 }
 
 #[derive(Deserialize)]
@@ -372,6 +377,7 @@ fn plan_options(in_use: Option<std::sync::Arc<InUse>>) -> plan::Options {
     plan::Options {
         delete_untagged: false,
         grace: Duration::ZERO,
+        allow_tagless: false,
         upload_age: Duration::MAX,
         now: SystemTime::now(),
         list_kept_tags: true,
@@ -561,6 +567,10 @@ pub fn run(client: &Client, opts: &OnlineOptions, progress: Progress) -> Result<
     check_order(&opts.retention)?;
     with_pool(client, opts.concurrency, || {
         let (mut plan, deletions, mut warnings) = plan_online(client, opts, progress)?;
+        if opts.gc_delete_untagged {
+            let found = plan::tagless::listed(&plan);
+            warnings.extend(plan::tagless::guard(found.as_ref(), true, false, opts.allow_tagless)?);
+        }
         let mut errors = Vec::new();
         if !opts.dry_run {
             let mut out = execute(client, &plan, &deletions, progress)?;

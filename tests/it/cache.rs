@@ -366,6 +366,7 @@ fn the_evictor_is_told_exactly_what_went() {
     let opts = regsweep::plan::Options {
         delete_untagged: true,
         grace: std::time::Duration::ZERO,
+        allow_tagless: false,
         upload_age: std::time::Duration::ZERO,
         now: std::time::SystemTime::now(),
         list_kept_tags: true,

@@ -25,4 +25,5 @@ mod race;
 mod s3;
 mod s3race;
 mod safety;
+mod tagless;
 mod trust;

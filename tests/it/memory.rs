@@ -43,6 +43,7 @@ fn options(delete_untagged: bool) -> Options {
     Options {
         delete_untagged,
         grace: Duration::ZERO,
+        allow_tagless: false,
         upload_age: Duration::ZERO,
         now: SystemTime::now(),
         list_kept_tags: true,
@@ -677,4 +678,179 @@ fn a_failed_deletion_of_check_repair_is_counted_and_exits_3() {
     let report = at(&mem).check(opts, Progress::hidden()).unwrap();
     assert!(report.failed.is_empty() && report.problems.is_empty(), "{}", report.text());
     assert_eq!(report.exit_code(), 0);
+}
+
+/// Pushes, as Harbor 2.15 writes (a push by tag rewritten as one by digest, goharbor/harbor#22507),
+/// a new image into `repo` ten minutes ago: its blobs, layer links, the manifest's blob and
+/// revision link, and no tag. Returns the manifest's digest.
+fn push_by_digest(mem: &Memory, repo: &str, n: usize) -> String {
+    let m = push_by_digest_now(mem, repo, n);
+    let when = SystemTime::now() - Duration::from_secs(600);
+    let all = keys(mem);
+    let mut times = mem.faults.times.lock().unwrap();
+    for k in all.into_iter().map(|k| format!("{V2}{k}")) {
+        times.entry(k).or_insert(when);
+    }
+    m
+}
+
+/// [`push_by_digest`], written now.
+fn push_by_digest_now(mem: &Memory, repo: &str, n: usize) -> String {
+    let (config, layer) = (format!("{{\"n\":{n},\"repo\":\"{repo}\"}}"), format!("layer {n} of {repo}"));
+    let (config, layer) = (config.into_bytes(), layer.into_bytes());
+    let (c, l) = (digest(&config), digest(&layer));
+    mem.put(&blob_key(&c), config);
+    mem.put(&blob_key(&l), layer);
+    let repo_key = format!("{V2}repositories/{repo}");
+    for d in [&c, &l] {
+        mem.put(&format!("{repo_key}/_layers/sha256/{}/link", &d[7..]), d.as_bytes().to_vec());
+    }
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": c, "size": 1},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": l, "size": 1}],
+    });
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let m = digest(&bytes);
+    mem.put(&blob_key(&m), bytes);
+    mem.put(&format!("{repo_key}/_manifests/revisions/sha256/{}/link", &m[7..]), m.as_bytes().to_vec());
+    m
+}
+
+/// A store's revision links, as `repository@digest`.
+fn revisions(keys: &BTreeSet<String>) -> BTreeSet<String> {
+    keys.iter()
+        .filter_map(|k| {
+            let (repo, rest) = k.strip_prefix("repositories/")?.split_once("/_manifests/revisions/sha256/")?;
+            Some(format!("{repo}@sha256:{}", rest.strip_suffix("/link")?))
+        })
+        .collect()
+}
+
+/// What a run gave: refused (the error's kind), or its warnings of kind `tags_elsewhere`.
+fn guarded(result: anyhow::Result<Report>) -> Result<usize, regsweep::error::ErrorKind> {
+    use regsweep::model::warning::WarningKind;
+    match result {
+        Ok(r) => Ok(r.warnings.iter().filter(|w| w.kind == WarningKind::TagsElsewhere).count()),
+        Err(e) => Err(regsweep::error::ErrorKind::of(&e)),
+    }
+}
+
+/// Issue 35 item 2: `--delete-untagged` on a store whose tags live elsewhere, across what makes
+/// the signature: the demo store with its tags or with its tag folders emptied (signature a),
+/// 0 to 3 images pushed by digest after its newest tag, into one repository or two (b, from
+/// two on), older than the grace period or not; `gc` and `prune`, with `--delete-untagged` or
+/// not, `--allow-tagless` or not. Refused means nothing at all changed; otherwise the run is
+/// what it was, and says it saw the signature where it runs anyway (and `prune` where it
+/// ranks tags on a store with some).
+#[test]
+fn delete_untagged_is_refused_on_a_store_whose_tags_live_elsewhere_and_only_there() {
+    use regsweep::error::ErrorKind;
+    let with_tags = fixture("demo");
+    let without_tags = fixture("demo");
+    for repo in ["team/app", "team/app/tools", "team/multi"] {
+        let tags = crate::common::v2(without_tags.path()).join("repositories").join(repo).join("_manifests/tags");
+        for t in std::fs::read_dir(&tags).unwrap() {
+            std::fs::remove_dir_all(t.unwrap().path()).unwrap();
+        }
+    }
+    let runs: [(&str, Mode, bool, bool); 5] = [
+        ("gc --delete-untagged", Mode::Gc, true, false),
+        ("gc --delete-untagged --allow-tagless", Mode::Gc, true, true),
+        ("prune --delete-untagged", prune(2), true, false),
+        ("prune", prune(2), false, false),
+        ("gc", Mode::Gc, false, false),
+    ];
+    // Pushes by digest: how many, into two repositories or one, and the grace period.
+    let hour = Duration::from_secs(3600);
+    let shapes =
+        [(0, false, Duration::ZERO), (1, false, Duration::ZERO), (2, true, Duration::ZERO), (3, false, Duration::ZERO)]
+            .into_iter()
+            .chain([(3, true, hour), (1, false, hour)]);
+    let mut cases = 0;
+    for (tagless, disk) in [(false, &with_tags), (true, &without_tags)] {
+        for (pushes, spread, grace) in shapes.clone() {
+            for (what, mode, untagged, allow) in &runs {
+                let case = format!(
+                    "{what} on the demo {}, {pushes} pushes by digest{}, grace {grace:?}",
+                    if tagless { "without tags" } else { "with its tags" },
+                    if spread { " into two repositories" } else { "" }
+                );
+                let mem = Memory::new();
+                mem.copy_from(disk.path(), ROOT).unwrap();
+                let pushed: BTreeSet<String> = (0..pushes)
+                    .map(|n| {
+                        let repo = if spread && n % 2 == 1 { "team/multi" } else { "team/app" };
+                        format!("{repo}@{}", push_by_digest(&mem, repo, n))
+                    })
+                    .collect();
+                let before = keys(&mem);
+                let opts = Options { grace, allow_tagless: *allow, ..options(*untagged) };
+                let result = regsweep::run_at(&at(&mem), mode, &opts, false, Progress::hidden());
+                // The oracle: (a) no tag and an old manifest (the demo's are); (b) two
+                // pushes after the newest tag, older than the grace period.
+                let found = tagless || (pushes >= 2 && grace.is_zero());
+                let ranks_tags = matches!(mode, Mode::Prune(_));
+                match guarded(result) {
+                    Err(kind) => {
+                        assert!(found && *untagged && !allow, "{case}: refused ({kind:?})");
+                        assert_eq!(kind, ErrorKind::TaglessStore, "{case}");
+                        assert_same(&keys(&mem), &before, &format!("{case}: refused, so nothing changes"));
+                    }
+                    Ok(warned) => {
+                        assert!(!(found && *untagged && !allow), "{case}: not refused");
+                        let says = found && (*untagged || (ranks_tags && !tagless));
+                        assert_eq!(warned, usize::from(says), "{case}: the warning");
+                        let left = revisions(&keys(&mem));
+                        let gone: Vec<&String> = pushed.iter().filter(|p| !left.contains(*p)).collect();
+                        let deletes_them = *untagged && grace.is_zero();
+                        assert_eq!(gone.len(), if deletes_them { pushes } else { 0 }, "{case}: {gone:?}");
+                        if tagless && *untagged {
+                            let kept: Vec<&String> = left.iter().filter(|r| !pushed.contains(*r)).collect();
+                            assert!(kept.is_empty(), "{case}: --allow-tagless deletes every manifest: {kept:?}");
+                        }
+                    }
+                }
+                cases += 1;
+            }
+        }
+    }
+    assert_eq!(cases, 2 * 6 * runs.len());
+}
+
+/// Issue 35 item 2, calibrated on the stores `regsweep gen` writes (untagged manifests are
+/// earlier pushes of a tag, referrers hang off tagged images): none trips the guard, whatever
+/// its seed and shape; two images pushed by digest after its tags do.
+#[test]
+fn generated_stores_do_not_look_tagless_until_images_are_pushed_by_digest() {
+    for (seed, repos, tags, untagged) in [(1, 6, 6, 2), (2, 2, 10, 5), (3, 1, 1, 1)] {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = regsweep::generate::GenOptions {
+            repos,
+            tags,
+            layers: 3,
+            shared: 2,
+            multiarch_every: 3,
+            signed_every: 2,
+            untagged,
+            seed,
+        };
+        regsweep::generate::generate(dir.path(), &opts, Progress::hidden()).unwrap();
+        let case = format!("seed {seed}: {repos} x {tags}, {untagged} untagged");
+        let mem = Memory::new();
+        mem.copy_from(dir.path(), ROOT).unwrap();
+        // Dry runs: the guard is the plan's.
+        let dry = |mode: &Mode, untagged: bool| {
+            regsweep::run_at(&at(&mem), mode, &options(untagged), true, Progress::hidden())
+        };
+        assert_eq!(guarded(dry(&prune(2), false)), Ok(0), "{case}: prune");
+        assert_eq!(guarded(dry(&prune(2), true)), Ok(0), "{case}: prune --delete-untagged");
+        assert_eq!(guarded(dry(&Mode::Gc, true)), Ok(0), "{case}: gc --delete-untagged");
+        push_by_digest(&mem, "ns00/app00000", 0);
+        assert_eq!(guarded(dry(&Mode::Gc, true)), Ok(0), "{case}: one push by digest is no pattern");
+        push_by_digest(&mem, "ns00/app00000", 1);
+        let refused = guarded(dry(&Mode::Gc, true));
+        assert_eq!(refused, Err(regsweep::error::ErrorKind::TaglessStore), "{case}: pushes by digest after its tags");
+    }
 }

@@ -11,9 +11,11 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::core::in_use::{InUse, InUseSummary};
+use crate::core::journal_rules;
 use crate::core::policy::{Reason, SubjectRepo, Verdict, attachment_subject};
 mod graph;
 mod sweep;
+pub mod tagless;
 
 use graph::{Graph, Marks};
 
@@ -32,6 +34,9 @@ pub struct Options {
     pub delete_untagged: bool,
     /// Nothing younger than this is removed.
     pub grace: Duration,
+    /// `--delete-untagged` runs on a store whose tags seem to live elsewhere ([`tagless`]),
+    /// with a warning, instead of being refused.
+    pub allow_tagless: bool,
     /// Uploads started longer ago than this are removed.
     pub upload_age: Duration,
     /// The time the plan is made for.
@@ -158,6 +163,9 @@ pub struct Plan {
     /// The journal of an interrupted run this one finishes: written again, with this run's
     /// deleted tags, before the first deletion.
     pub journal: Journal,
+    /// The store's tags seem to live elsewhere: what `--delete-untagged` refuses
+    /// ([`tagless::guard`]).
+    pub tagless: Option<tagless::Tagless>,
     /// With `--keep-in-use`: what it read and named ([`Plan::note_in_use`]).
     pub in_use: Option<InUseSummary>,
 }
@@ -221,6 +229,7 @@ pub struct RepoDraft {
     grace_kept_links: usize,
     warnings: Vec<Warning>,
     errors: Vec<String>,
+    tagless: tagless::Facts,
 }
 
 impl RepoDraft {
@@ -330,7 +339,8 @@ impl<'a> Planner<'a> {
         // a few kilobytes each add up).
         plan.tags.shrink_to_fit();
         plan.manifests.shrink_to_fit();
-        RepoDraft { plan, layer_candidates, young_manifests, grace_kept_links: 0, warnings, errors }
+        let tagless = self.tagless_facts(&cx);
+        RepoDraft { plan, layer_candidates, young_manifests, grace_kept_links: 0, warnings, errors, tagless }
     }
 
     /// Attachment tags not decided by policy follow their subject; one outside this repository
@@ -454,7 +464,7 @@ impl<'a> RepoCx<'a> {
                 .journal
                 .map(|j| {
                     let mut digests = j.digests(&repo.name);
-                    for d in crate::pushed_again(repo, j) {
+                    for d in journal_rules::pushed_again(repo, j) {
                         digests.remove(&d);
                     }
                     digests
@@ -753,6 +763,7 @@ mod tests {
         Options {
             delete_untagged,
             grace: Duration::from_secs(3600),
+            allow_tagless: false,
             upload_age: 7 * DAY,
             now: now(),
             list_kept_tags: true,

@@ -39,13 +39,16 @@ impl Planner<'_> {
     /// The plan, once every repository is planned: unmarked blobs go when their data is older
     /// than the grace period; a folder without data is no blob of the registry's, only a
     /// leftover of an interrupted write or deletion.
-    pub fn finish(self, drafts: Vec<RepoDraft>) -> Result<Plan> {
+    pub fn finish(self, mut drafts: Vec<RepoDraft>) -> Result<Plan> {
         let errors: Vec<&String> = drafts.iter().flat_map(|d| &d.errors).collect();
         if !errors.is_empty() {
             let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
             bail!("cannot plan: {} problem(s), nothing was deleted:\n{}", errors.len(), list.join("\n"));
         }
         let mut plan = Plan { journal: self.journal.cloned().unwrap_or_default(), ..Plan::default() };
+        let facts: Vec<_> = drafts.iter_mut().map(|d| std::mem::take(&mut d.tagless)).collect();
+        plan.tagless = super::tagless::find(&facts);
+        drop(facts);
         for mut d in drafts {
             plan.warnings.append(&mut d.warnings);
             plan.grace_kept.manifests += d.young_manifests;
