@@ -12,6 +12,8 @@
     aztool.py ENDPOINT delete CONTAINER KEY
     aztool.py ENDPOINT lease CONTAINER KEY             an infinite lease: a DELETE without it fails
     aztool.py ENDPOINT breaklease CONTAINER KEY        the lease broken at once
+    aztool.py ENDPOINT serve                           the commands above, a JSON array a line on
+                                                       stdin, an answer a line ({"ok", "out"})
 
 ENDPOINT is the blob service's, http://127.0.0.1:PORT; the account is Azurite's well-known one.
 """
@@ -21,14 +23,14 @@ import sys
 from azure.storage.blob import BlobLeaseClient, BlobServiceClient
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from emutool import download_all, upload_all  # noqa: E402
+from emutool import download_all, entry, upload_all  # noqa: E402
 
 ACCOUNT = "devstoreaccount1"
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
-def main():
-    endpoint, cmd, *args = sys.argv[1:]
+def main(argv):
+    endpoint, cmd, *args = argv
     conn = (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
             f"BlobEndpoint={endpoint}/{ACCOUNT};")
     svc = BlobServiceClient.from_connection_string(conn)
@@ -67,4 +69,4 @@ def main():
         sys.exit(f"unknown command {cmd}")
 
 
-main()
+entry(main)

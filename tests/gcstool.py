@@ -11,6 +11,8 @@
                                                        and the XML listing give)
     gcstool.py ENDPOINT put BUCKET KEY FILE [CONTENT_TYPE]
     gcstool.py ENDPOINT delete BUCKET KEY
+    gcstool.py ENDPOINT serve                          the commands above, a JSON array a line on
+                                                       stdin, an answer a line ({"ok", "out"})
 """
 import datetime
 import os
@@ -20,11 +22,11 @@ import urllib.parse
 import requests
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from emutool import download_all, upload_all  # noqa: E402
+from emutool import download_all, entry, upload_all  # noqa: E402
 
 
-def main():
-    endpoint, cmd, *args = sys.argv[1:]
+def main(argv):
+    endpoint, cmd, *args = argv
     http = requests.Session()
 
     def check(r):
@@ -81,4 +83,4 @@ def main():
         sys.exit(f"unknown command {cmd}")
 
 
-main()
+entry(main)

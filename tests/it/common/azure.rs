@@ -138,6 +138,7 @@ impl Azurite {
 
 impl Drop for Azurite {
     fn drop(&mut self) {
+        emu::forget(&self.endpoint());
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

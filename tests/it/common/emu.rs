@@ -2,9 +2,12 @@
 //! share: their chores through tests/aztool.py and tests/gcstool.py (in target/s3venv, which
 //! tests/run.sh makes), waiting for a port, and regsweep run with an environment.
 
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::azure::Azurite;
@@ -12,17 +15,57 @@ use super::gcs::FakeGcs;
 use super::s3::venv;
 use super::top;
 
-/// Runs `tests/<script>` with the venv's Python against `endpoint`; panics when it fails,
-/// returns its stdout.
+/// Runs a command of `tests/<script>` with the venv's Python against `endpoint`; panics when it
+/// fails, returns what it printed. One `serve` process an endpoint answers them all (the SDK's
+/// import costs most of a second of CPU: once a server, not once a chore), until [`forget`].
 pub fn tool(script: &str, endpoint: &str, args: &[&str]) -> String {
-    let out = Command::new(venv().join("bin/python"))
-        .arg(top().join("tests").join(script))
-        .arg(endpoint)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{script} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
+    let served = {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        pool.entry((script.to_string(), endpoint.to_string()))
+            .or_insert_with(|| {
+                let mut child = Command::new(venv().join("bin/python"))
+                    .arg(top().join("tests").join(script))
+                    .args([endpoint, "serve"])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let (input, output) = (child.stdin.take().unwrap(), BufReader::new(child.stdout.take().unwrap()));
+                Arc::new(Mutex::new(Served { child, input, output }))
+            })
+            .clone()
+    };
+    let mut s = served.lock().unwrap_or_else(|e| e.into_inner());
+    writeln!(s.input, "{}", serde_json::to_string(args).unwrap()).unwrap();
+    let mut line = String::new();
+    s.output.read_line(&mut line).unwrap();
+    let answer: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{script} {args:?}: no answer ({e}): {line:?}"));
+    let out = answer["out"].as_str().unwrap_or_default().to_string();
+    assert_eq!(answer["ok"], true, "{script} {args:?}: {out}");
+    out
+}
+
+/// A running `tests/<script> ENDPOINT serve`.
+struct Served {
+    child: Child,
+    input: ChildStdin,
+    output: BufReader<ChildStdout>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type Pool = Mutex<HashMap<(String, String), Arc<Mutex<Served>>>>;
+static POOL: std::sync::LazyLock<Pool> = std::sync::LazyLock::new(Pool::default);
+
+/// Stops the tools serving `endpoint` (its server is gone).
+pub fn forget(endpoint: &str) {
+    POOL.lock().unwrap_or_else(|e| e.into_inner()).retain(|(_, e), _| e != endpoint);
 }
 
 /// Waits until `child` listens on a loopback port; panics at once if it exits.

@@ -175,6 +175,7 @@ impl FakeGcs {
 
 impl Drop for FakeGcs {
     fn drop(&mut self) {
+        emu::forget(&self.endpoint());
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

