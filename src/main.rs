@@ -395,6 +395,7 @@ fn offline(
         orphan_attachments,
         bytes_left: collect.metrics.metrics_file.is_some(),
         in_use,
+        untagged_collected: false,
     };
     let (at, config_warnings) = location(store)?;
     // The blob cache answers before anything is done (a dry run: that is all it does there).
@@ -519,6 +520,7 @@ fn du(d: &DuArgs) -> Result<ExitCode> {
                 orphan_attachments: false,
                 bytes_left: false,
                 in_use: None,
+                untagged_collected: false,
             };
             let (at, mut warnings) = location(&d.store)?;
             let (usage, more) = regsweep::du_at(&at, &mode, &opts, progress).inspect_err(|_| tell(&warnings))?;

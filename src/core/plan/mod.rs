@@ -51,6 +51,11 @@ pub struct Options {
     pub bytes_left: bool,
     /// `--keep-in-use`: a manifest named by digest there is a root, tagged or not.
     pub in_use: Option<Arc<InUse>>,
+    /// A collector that deletes every manifest no tag names runs after this plan (online's
+    /// `--gc-delete-untagged`): a tag whose manifest only `--keep-in-use` keeps live stays
+    /// instead of being untagged, and [`RepoPlan::in_use_untagged`] names the in-use manifests
+    /// no kept tag reaches even so.
+    pub untagged_collected: bool,
 }
 
 /// Which repository holds each manifest of the store (a revision folder), for
@@ -125,6 +130,9 @@ pub struct RepoPlan {
     /// The `--keep-in-use` references its tags and revisions name
     /// ([`crate::core::in_use::InUse::found`]).
     pub in_use_found: Vec<usize>,
+    /// With [`Options::untagged_collected`]: its manifests in use that no kept tag names, nor
+    /// an index a kept tag names lists (the collector would delete them).
+    pub in_use_untagged: Vec<Digest>,
 }
 
 /// What the grace period saved.
@@ -314,6 +322,9 @@ impl<'a> Planner<'a> {
             if cx.young_revs.is_empty() { 0 } else { live.len() - cx.liveness(&verdicts, false).len() };
         let mut plan = RepoPlan { name: repo.name.clone(), in_scope, in_use: cx.in_use.clone(), ..RepoPlan::default() };
         plan.in_use_found = self.opts.in_use.as_ref().map(|u| u.found(repo)).unwrap_or_default();
+        if self.opts.untagged_collected {
+            plan.in_use_untagged = cx.keep_tags_of_in_use(&live, &mut verdicts);
+        }
         let mut warnings = Vec::new();
         let mut errors = Vec::new();
         plan.tags = cx.tag_actions(verdicts, &live, &mut warnings, &mut errors);
@@ -506,6 +517,47 @@ impl<'a> RepoCx<'a> {
             );
         }
         g.closure(roots)
+    }
+
+    /// With a collector after the run that deletes every manifest no tag names (online's
+    /// `--gc-delete-untagged`, which knows nothing of `--keep-in-use`): a tag going whose
+    /// manifest is in use (or reached from one in use) and that no kept tag reaches stays, as
+    /// in use; an untag would hand the manifest to that collector. Returns the in-use manifests
+    /// no kept tag reaches even then (untagged already, or the child of an index that goes).
+    /// Reached means named, or listed by a named index: that collector deletes referrers.
+    fn keep_tags_of_in_use(&self, live: &DigestSet, verdicts: &mut [Verdict]) -> Vec<Digest> {
+        if self.in_use.is_empty() {
+            return Vec::new();
+        }
+        let in_use = self.g.closure(self.in_use.iter().copied());
+        let by_tags = self.named_by_kept_tags(verdicts);
+        for (t, v) in self.repo.tags.iter().zip(verdicts.iter_mut()) {
+            if !v.is_keep()
+                && let Some(c) = t.current
+                && live.contains(&c)
+                && in_use.contains(&c)
+                && !by_tags.contains(&c)
+            {
+                *v = Verdict::Keep(Reason::InUse);
+            }
+        }
+        let by_tags = self.named_by_kept_tags(verdicts);
+        self.in_use.iter().copied().filter(|d| !by_tags.contains(d)).collect()
+    }
+
+    /// The manifests kept tags name, with the children of those that are indexes.
+    fn named_by_kept_tags(&self, verdicts: &[Verdict]) -> DigestSet {
+        let mut seen = DigestSet::default();
+        let mut todo: Vec<Digest> =
+            self.repo.tags.iter().zip(verdicts).filter(|(_, v)| v.is_keep()).filter_map(|(t, _)| t.current).collect();
+        while let Some(d) = todo.pop() {
+            if seen.insert(d)
+                && let Some(m) = self.g.manifest(&d)
+            {
+                todo.extend(m.children.iter().copied());
+            }
+        }
+        seen
     }
 
     /// What is live once attachment tags whose subject is live stay (their manifests may make
@@ -770,6 +822,7 @@ mod tests {
             orphan_attachments: false,
             bytes_left: false,
             in_use: None,
+            untagged_collected: false,
         }
     }
 
