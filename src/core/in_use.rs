@@ -56,6 +56,14 @@ pub struct Read {
 
 /// Reads one file's text (`shown` names it in errors).
 pub fn read(text: &str, shown: &str) -> Result<Read> {
+    // `kubectl get pods -o json > f` with the API down leaves f empty (the shell truncates it
+    // before kubectl fails): that is no "nothing runs", and every pinned tag would go.
+    if text.trim().is_empty() {
+        bail!(
+            "--keep-in-use {shown} is empty: did the command that writes it (kubectl, docker compose config) fail? \
+             Nothing was done; a file that means nothing runs holds at least a comment line"
+        );
+    }
     // kubectl's JSON is one object (a list line never starts so; an IPv6 host starts with `[`).
     if text.trim_start().starts_with('{') {
         let doc: serde_json::Value =

@@ -263,3 +263,25 @@ fn online_gc_delete_untagged_never_hands_what_is_in_use_to_the_collector() {
         }
     }
 }
+
+/// Review finding 2: `kubectl get pods -o json > workloads.json` with the API down leaves the file
+/// empty (the shell truncates it first); an empty file, or an empty stdin, is no "nothing runs":
+/// refused (exit 1, naming it) before anything is deleted. A comment line says nothing runs.
+#[test]
+fn an_empty_keep_in_use_file_or_stdin_refuses_the_run() {
+    let files = tempfile::tempdir().unwrap();
+    let store = fixture("demo");
+    let root = store.path().to_str().unwrap();
+    let empty = write(files.path(), "workloads.json", " \n");
+    // `regsweep` gives the child an empty stdin.
+    for (file, shown) in [(empty.as_str(), empty.as_str()), ("-", "-")] {
+        let out = regsweep(&["prune", "--root", root, "--keep", "1", "--keep-in-use", file, "--json"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(&format!("--keep-in-use {shown} is empty")), "{err}");
+        assert!(tag_exists(store.path(), "team/app", "v5"), "nothing was deleted");
+    }
+    let none = write(files.path(), "none", "# nothing runs here\n");
+    let report = json(&["prune", "--root", root, "--keep", "1", "--keep-in-use", &none, "--dry-run", "--json"]);
+    assert_eq!(tag(&report, "team/app", "v5")["action"], "delete");
+}
