@@ -124,7 +124,7 @@ impl Peers {
 }
 
 /// Accepts connections on `public` for as long as the process runs; each is a TLS session
-/// relayed to `inner` on a thread of its own, [`MAX_RELAYS`] at most.
+/// relayed to `inner` on a thread of its own, 64 at most (`MAX_RELAYS`).
 pub fn front(public: TcpListener, inner: SocketAddr, tls: Arc<Tls>, peers: Peers) {
     std::thread::spawn(move || {
         let relays = Arc::new(AtomicUsize::new(0));
