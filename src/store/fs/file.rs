@@ -194,13 +194,20 @@ impl Dir {
     /// temporary file beside it (`tmp`), synced, then linked into place (`linkat`, which fails
     /// where a file exists), all relative to this folder and through no symbolic link. False
     /// when a file was there.
+    ///
+    /// The temporary file is a new one (`O_EXCL`, `O_NONBLOCK`): whatever was at `tmp` (a FIFO
+    /// that would block the open for ever, a hard link to a store file that would be truncated,
+    /// a crashed run's leftover) is unlinked, once, and the open tried again.
     pub fn write_new(&self, name: &str, tmp: &str, bytes: &[u8]) -> Result<bool> {
         use std::io::Write as _;
         let c = |n: &str| CString::new(n).with_context(|| format!("bad name {n:?}"));
         let (cname, ctmp) = (c(name)?, c(tmp)?);
-        let fd = self
-            .open_beneath(tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC)
-            .with_context(|| format!("cannot write {}", self.path.join(tmp).display()))?;
+        let create = || self.open_beneath(tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NONBLOCK);
+        let fd = match create() {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self.remove(tmp, false).and_then(|()| create()),
+            other => other,
+        }
+        .with_context(|| format!("cannot write {}", self.path.join(tmp).display()))?;
         let mut f = File::from(fd);
         let written = f.write_all(bytes).and_then(|()| f.sync_all());
         drop(f);
@@ -470,6 +477,28 @@ mod tests {
         assert!(dir.open_dir("via").is_err());
         assert!(Dir::open(&t.path().join("via")).is_err(), "a folder opened through a link");
         assert!(Dir::open(&t.path().join("nothing")).unwrap().is_none());
+    }
+
+    /// Review finding 5: what is planted at the temporary name (a FIFO, a hard link to a store
+    /// file) neither blocks the write nor is written through.
+    #[test]
+    fn write_new_makes_a_new_temporary_file_whatever_was_planted_at_its_name() {
+        let t = tempfile::tempdir().unwrap();
+        fs::write(t.path().join("victim"), LINK).unwrap();
+        fifo(&t.path().join("a.tmp"));
+        fs::hard_link(t.path().join("victim"), t.path().join("b.tmp")).unwrap();
+        let dir = std::sync::Arc::new(Dir::open(t.path()).unwrap().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let d = dir.clone();
+        // A blocked open would hang the test: waited for on a thread of its own.
+        std::thread::spawn(move || tx.send(d.write_new("a", "a.tmp", b"one").map_err(|e| format!("{e:#}"))));
+        let wrote = rx.recv_timeout(std::time::Duration::from_secs(5)).expect("write_new blocked on a FIFO");
+        assert_eq!(wrote, Ok(true));
+        assert!(dir.write_new("b", "b.tmp", b"two").unwrap());
+        assert_eq!(fs::read_to_string(t.path().join("victim")).unwrap(), LINK, "written through a hard link");
+        assert_eq!(fs::read_to_string(t.path().join("a")).unwrap(), "one");
+        assert_eq!(fs::read_to_string(t.path().join("b")).unwrap(), "two");
+        assert!(!t.path().join("a.tmp").exists() && !t.path().join("b.tmp").exists());
     }
 
     #[test]
