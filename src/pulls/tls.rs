@@ -7,9 +7,9 @@
 //! crate's one rustls), relayed as plain bytes to that port. The certificate is read again on
 //! SIGHUP ([`Tls::reload`]): new connections get the new one, those open keep theirs; a pair that
 //! does not load (a missing file, a key that is not the certificate's) leaves the old one
-//! serving. The relay notes which inner port carries which remote peer ([`Peers`]): the
-//! listener logs the real address, and answers 403 to a connection to its inner port that did
-//! not come through TLS (another local user).
+//! serving. The relay notes which of its connections to the inner port (by local address and
+//! port) carries which remote peer ([`Peers`]): the listener logs the real address, and answers
+//! 403 to a connection to its inner port that did not come through TLS (another local user).
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -100,9 +100,10 @@ fn config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>> {
 }
 
 /// Which remote peer each relayed connection to the inner port carries, by the relay's local
-/// port on it.
+/// address on it: address and port, since another local user may bind the same port on another
+/// loopback address (127.0.0.2) and would otherwise pass for the relay.
 #[derive(Clone, Debug, Default)]
-pub struct Peers(Arc<Mutex<HashMap<u16, SocketAddr>>>);
+pub struct Peers(Arc<Mutex<HashMap<SocketAddr, SocketAddr>>>);
 
 impl Peers {
     /// The remote peer behind a connection to the inner port from `from`; `None` when that
@@ -111,14 +112,14 @@ impl Peers {
         if !from.ip().is_loopback() {
             return None;
         }
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&from.port()).copied()
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&from).copied()
     }
 
-    fn set(&self, port: u16, peer: Option<SocketAddr>) {
+    fn set(&self, local: SocketAddr, peer: Option<SocketAddr>) {
         let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match peer {
-            Some(p) => map.insert(port, p),
-            None => map.remove(&port),
+            Some(p) => map.insert(local, p),
+            None => map.remove(&local),
         };
     }
 }
@@ -221,10 +222,10 @@ fn relay(mut tcp: TcpStream, inner: SocketAddr, config: Arc<ServerConfig>, peers
     }
     tcp.set_read_timeout(None)?;
     let mut plain = TcpStream::connect(inner).context("cannot reach the listener's inner port")?;
-    let port = plain.local_addr()?.port();
-    peers.set(port, tcp.peer_addr().ok());
+    let local = plain.local_addr()?;
+    peers.set(local, tcp.peer_addr().ok());
     let done = pump(&mut tcp, &mut plain, &mut tls, idle);
-    peers.set(port, None);
+    peers.set(local, None);
     done
 }
 

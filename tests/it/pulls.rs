@@ -962,6 +962,55 @@ fn the_tls_front_closes_idle_connections_and_holds_64_at_most() {
     }
 }
 
+/// Review finding 4: the relay is known by its address and port on the inner port, not the port
+/// alone. Another local user binds the port of a live relay (found in /proc/net/tcp) on
+/// 127.0.0.2 and posts to the inner port: 403, as any connection that did not come through TLS.
+#[test]
+fn the_inner_port_tells_the_relay_from_another_address_with_its_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("pulls.db");
+    let (cert, key) = crate::common::token::self_signed(dir.path(), "listen", false);
+    let tls = ["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap(), "--token", "t0k"];
+    let l = Listener::start(&record, free_port(), &tls);
+    let log = l.log();
+    let inner = log.split("relayed to ").nth(1).and_then(|r| r.split(',').next()).unwrap().to_string();
+    let inner_port: u16 = inner.rsplit(':').next().unwrap().parse().unwrap();
+    // A TLS session held open: its relay's connection to the inner port.
+    let mut session = Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{}", l.port)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // /proc/net/tcp: `sl local rem st ...`, addresses as hex `0100007F:PORT`.
+    let to_inner = format!("0100007F:{inner_port:04X}");
+    let start = Instant::now();
+    let relay_port = loop {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        let found = table.lines().skip(1).find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.len() > 3 && f[2] == to_inner && f[3] == "01")
+                .then(|| u16::from_str_radix(f[1].split(':').nth(1)?, 16).ok())
+                .flatten()
+        });
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no relay to {inner}: {}", l.log());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let d = format!("sha256:{}", "1".repeat(64));
+    let body = envelope(&[("v1", &d, "2026-12-01T10:00:00Z")]);
+    let local_port = relay_port.to_string();
+    let args = ["--interface", "127.0.0.2", "--local-port", &local_port, "-H", "Authorization: Bearer t0k"];
+    let status = post(&format!("http://{inner}/events"), &body, &args);
+    let _ = session.kill();
+    let _ = session.wait();
+    assert_eq!(status, "403", "127.0.0.2:{relay_port} passed for the relay: {}", l.log());
+    assert!(l.log().contains(&format!("403 to 127.0.0.2:{relay_port}")), "{}", l.log());
+}
+
 /// Issue 35: names the registry would never send. A tag with a NUL, one of 100,000 characters,
 /// one with an escape sequence, a repository like an SQL statement, a digest that is none: each
 /// skipped and logged (escaped, and short), the valid pull beside them stored. `pulls show`
