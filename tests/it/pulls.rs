@@ -1011,6 +1011,21 @@ fn the_inner_port_tells_the_relay_from_another_address_with_its_port() {
     assert!(l.log().contains(&format!("403 to 127.0.0.2:{relay_port}")), "{}", l.log());
 }
 
+/// Review finding 8: the method of a refused request reaches the log escaped, as its URL does
+/// (an escape sequence in it would reach the operator's terminal).
+#[test]
+fn a_refused_method_is_logged_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Listener::start(&dir.path().join("pulls.db"), free_port(), &[]);
+    assert_eq!(post(&l.url(), "{}", &["-X", "\x1b[2JPUT"]), "405");
+    let start = Instant::now();
+    while !l.log().contains(" 405 ") {
+        assert!(start.elapsed() < Duration::from_secs(10), "no line for the 405: {}", l.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!l.log().contains('\x1b') && l.log().contains("(\\u{1b}[2JPUT /events)"), "{:?}", l.log());
+}
+
 /// Issue 35: names the registry would never send. A tag with a NUL, one of 100,000 characters,
 /// one with an escape sequence, a repository like an SQL statement, a digest that is none: each
 /// skipped and logged (escaped, and short), the valid pull beside them stored. `pulls show`
