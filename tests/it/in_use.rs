@@ -285,3 +285,14 @@ fn an_empty_keep_in_use_file_or_stdin_refuses_the_run() {
     let report = json(&["prune", "--root", root, "--keep", "1", "--keep-in-use", &none, "--dry-run", "--json"]);
     assert_eq!(tag(&report, "team/app", "v5")["action"], "delete");
 }
+
+/// Review finding 9: `online --password-stdin --keep-in-use -` would read one stdin twice (the
+/// password taking the list's first line): a usage error (exit 2) before either reads.
+#[test]
+fn online_refuses_two_readers_of_stdin() {
+    let args = ["online", "--url", "http://127.0.0.1:9", "--keep", "1", "--username", "u", "--password-stdin"];
+    let out = regsweep(&[&args[..], &["--keep-in-use", "-"]].concat());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("both read stdin"), "{err}");
+}
