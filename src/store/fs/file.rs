@@ -101,7 +101,10 @@ impl Dir {
         let mut fd = unsafe {
             libc::syscall(libc::SYS_openat2, self.fd.as_raw_fd(), c.as_ptr(), &how, size_of::<libc::open_how>())
         } as i32;
-        if fd < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+        // Kernels before 5.6 answer ENOSYS; older seccomp profiles (Docker's before 20.10, some
+        // CI sandboxes) answer EPERM for a syscall they do not know. A real refusal comes again
+        // from openat (EACCES, EPERM).
+        if fd < 0 && matches!(std::io::Error::last_os_error().raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) {
             // SAFETY: as above.
             fd = unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags, libc::c_uint::from(mode)) };
         }
@@ -499,6 +502,41 @@ mod tests {
         assert_eq!(fs::read_to_string(t.path().join("a")).unwrap(), "one");
         assert_eq!(fs::read_to_string(t.path().join("b")).unwrap(), "two");
         assert!(!t.path().join("a.tmp").exists() && !t.path().join("b.tmp").exists());
+    }
+
+    /// Review finding 7: a seccomp profile that answers EPERM for openat2 (older Docker
+    /// profiles) leaves reads working, through openat. The filter is installed on a thread of
+    /// its own (a seccomp filter without TSYNC binds that thread only).
+    #[test]
+    fn reads_work_where_seccomp_refuses_openat2_with_eperm() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join("a/b")).unwrap();
+        fs::write(t.path().join("a/b/link"), LINK).unwrap();
+        let dir = Dir::open(t.path()).unwrap().unwrap();
+        let read = std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: plain data for prctl; the filter binds this thread only.
+                unsafe {
+                    let ld = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+                    let jeq = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+                    let ret = (libc::BPF_RET | libc::BPF_K) as u16;
+                    let mut prog = [
+                        libc::sock_filter { code: ld, jt: 0, jf: 0, k: 0 },
+                        libc::sock_filter { code: jeq, jt: 0, jf: 1, k: libc::SYS_openat2 as u32 },
+                        libc::sock_filter { code: ret, jt: 0, jf: 0, k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32 },
+                        libc::sock_filter { code: ret, jt: 0, jf: 0, k: libc::SECCOMP_RET_ALLOW },
+                    ];
+                    let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_mut_ptr() };
+                    assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+                    let mode = libc::c_ulong::from(libc::SECCOMP_MODE_FILTER);
+                    assert_eq!(libc::prctl(libc::PR_SET_SECCOMP, mode, &fprog as *const libc::sock_fprog), 0);
+                }
+                dir.read_link("a/b/link").map_err(|e| format!("{e:#}"))
+            })
+            .join()
+            .unwrap()
+        });
+        assert_eq!(read.unwrap().unwrap().0, Digest::parse(LINK).unwrap());
     }
 
     #[test]
