@@ -532,7 +532,7 @@ impl<'a> RepoCx<'a> {
         let in_use = self.g.closure(self.in_use.iter().copied());
         let by_tags = self.named_by_kept_tags(verdicts);
         for (t, v) in self.repo.tags.iter().zip(verdicts.iter_mut()) {
-            if !v.is_keep()
+            if matches!(v, Verdict::Delete(_))
                 && let Some(c) = t.current
                 && live.contains(&c)
                 && in_use.contains(&c)
@@ -947,6 +947,52 @@ mod tests {
         assert_eq!(actions(&p, "r")[1], ("old".into(), Action::Untag));
         assert_eq!(p.repos[0].in_use, [d(11), d(20), d(50)]);
         assert!(!blobs(&p).contains(&d(110)) && !blobs(&p).contains(&d(120)) && !blobs(&p).contains(&d(130)));
+    }
+
+    /// Review finding 1: with a collector after the run that deletes what no tag names
+    /// (online's `--gc-delete-untagged`), a tag going whose manifest only `--keep-in-use` keeps
+    /// stays; the in-use manifests no kept tag reaches even then are listed (the untagged one,
+    /// the child of an index that goes), not those a kept index lists.
+    #[test]
+    fn with_a_collector_of_untagged_manifests_tags_of_what_is_in_use_stay() {
+        use crate::core::in_use::{InUse, read};
+        // `old` (index 20 over 21, 22) goes and 22 is in use; `kept` (index 30 over 31) stays and
+        // 31 is in use; `drop` (11) goes and is in use; 50 is in use and untagged.
+        let s = Store::new(vec![
+            (20, index(&[21, 22])),
+            (21, image(&[110], None)),
+            (22, image(&[111], None)),
+            (30, index(&[31])),
+            (31, image(&[112], None)),
+            (11, image(&[101], None)),
+            (50, image(&[130], None)),
+        ])
+        .repo("r", &[("kept", 30), ("old", 20), ("drop", 11)], &[20, 21, 22, 30, 31, 11, 50]);
+        let list = format!("r@{}\nr@{}\nr@{}\nr@{}\n", d(22), d(31), d(11), d(50));
+        let u = Arc::new(InUse::new(vec![("list".into(), read(&list, "list").unwrap())], &[]).unwrap());
+        let decisions: Vec<Verdict> = ["kept", "old", "drop"]
+            .iter()
+            .map(|t| {
+                if *t == "kept" {
+                    Verdict::Keep(Reason::Count { rank: 1 })
+                } else {
+                    Verdict::Delete(Reason::BeyondCount { rank: 2 })
+                }
+            })
+            .collect();
+        for collected in [false, true] {
+            let opts = Options { in_use: Some(u.clone()), untagged_collected: collected, ..options(false) };
+            let p = build(&s.inv, std::slice::from_ref(&decisions), &|_| true, &opts, &FakeDisk(vec![])).unwrap();
+            let drop = actions(&p, "r").into_iter().find(|(t, _)| t == "drop").unwrap().1;
+            let old = actions(&p, "r").into_iter().find(|(t, _)| t == "old").unwrap().1;
+            if collected {
+                assert_eq!((drop, old), (Action::Keep, Action::Delete), "11 is in use: its tag stays");
+                assert_eq!(p.repos[0].in_use_untagged, [d(22), d(50)]);
+            } else {
+                assert_eq!((drop, old), (Action::Untag, Action::Delete));
+                assert!(p.repos[0].in_use_untagged.is_empty());
+            }
+        }
     }
 
     #[test]
