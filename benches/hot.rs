@@ -124,6 +124,7 @@ fn marking(c: &mut Criterion) {
         orphan_attachments: false,
         bytes_left: false,
         in_use: None,
+        untagged_collected: false,
     };
     c.bench_function("plan 12k tags, 36k blobs (keep 5)", |b| {
         b.iter(|| plan::build(&inv, &decisions, &|_| true, &opts, &OldFiles).unwrap())

@@ -169,7 +169,7 @@ pub fn du_at(at: &Location, mode: &Mode, opts: &Options, progress: Progress) -> 
     let (plan, mut warnings, reach) = plan_on(store, mode, opts, progress, &Reach::of)?;
     // It deletes nothing: what a run would refuse is said.
     let ranks_tags = matches!(mode, Mode::Prune(_));
-    warnings.extend(crate::core::plan::tagless::guard(plan.tagless.as_ref(), opts.delete_untagged, ranks_tags, true)?);
+    warnings.extend(crate::core::plan::tagless::said(plan.tagless.as_ref(), opts.delete_untagged, ranks_tags));
     let sizes = blob_sizes(store, &plan.store_blobs)?;
     Ok((usage(&at.shown(), reach, &sizes, &plan), warnings))
 }

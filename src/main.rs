@@ -233,6 +233,11 @@ fn docker_config() -> Option<std::path::PathBuf> {
 
 /// `online`: exit 1 before any delete, 3 when some deletes failed, 5 when the container step failed.
 fn online(o: &OnlineArgs) -> Result<Ended> {
+    // Two readers of one stdin: the password would take the list's first line. (clap cannot
+    // refuse a pair of values, only of options: said here, before either reads.)
+    if o.api.password_stdin && o.in_use.keep_in_use.iter().any(|p| p.as_os_str() == "-") {
+        return Err(usage("--password-stdin and --keep-in-use - both read stdin: give the list as a file".into()));
+    }
     let client = client(&o.url, &o.api)?;
     // The redis cache answers before any delete.
     let cache = match &o.cache.redis_cache {
@@ -395,6 +400,7 @@ fn offline(
         orphan_attachments,
         bytes_left: collect.metrics.metrics_file.is_some(),
         in_use,
+        untagged_collected: false,
     };
     let (at, config_warnings) = location(store)?;
     // The blob cache answers before anything is done (a dry run: that is all it does there).
@@ -519,6 +525,7 @@ fn du(d: &DuArgs) -> Result<ExitCode> {
                 orphan_attachments: false,
                 bytes_left: false,
                 in_use: None,
+                untagged_collected: false,
             };
             let (at, mut warnings) = location(&d.store)?;
             let (usage, more) = regsweep::du_at(&at, &mode, &opts, progress).inspect_err(|_| tell(&warnings))?;

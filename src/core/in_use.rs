@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::UsageError;
 use crate::model::digest::{Digest, DigestSet};
 use crate::model::inventory::Repo;
+use crate::model::name::printable;
 use crate::model::reference::{Pinned, Reference};
 use crate::model::warning::{Warning, WarningKind};
 
@@ -56,6 +57,14 @@ pub struct Read {
 
 /// Reads one file's text (`shown` names it in errors).
 pub fn read(text: &str, shown: &str) -> Result<Read> {
+    // `kubectl get pods -o json > f` with the API down leaves f empty (the shell truncates it
+    // before kubectl fails): that is no "nothing runs", and every pinned tag would go.
+    if text.trim().is_empty() {
+        bail!(
+            "--keep-in-use {shown} is empty: did the command that writes it (kubectl, docker compose config) fail? \
+             Nothing was done; a file that means nothing runs holds at least a comment line"
+        );
+    }
     // kubectl's JSON is one object (a list line never starts so; an IPv6 host starts with `[`).
     if text.trim_start().starts_with('{') {
         let doc: serde_json::Value =
@@ -101,6 +110,7 @@ fn list(text: &str, shown: &str) -> Result<Read> {
 fn compose(services: &serde_json::Map<String, serde_json::Value>, shown: &str) -> Result<Read> {
     let mut refs = Vec::new();
     for (name, service) in services {
+        let name = printable(name);
         let Some(image) = service.get("image").and_then(|i| i.as_str()) else { continue };
         match Reference::parse(image) {
             Some(r) => refs.push((r, format!("services.{name}.image"))),
@@ -172,6 +182,8 @@ fn walk(v: &serde_json::Value, at: &str, out: &mut Read) {
 /// runtime reports it, `host/repo@sha256:...` as containerd's and CRI-O's do; an image's local
 /// ID (`docker://sha256:...`, `sha256:...`) names no repository.
 fn take(value: &str, at: String, out: &mut Read) {
+    // The place is made of the file's keys, which warnings print: escaped (`model::name`).
+    let at = printable(&at).into_owned();
     let s = value.split_once("://").map_or(value, |(_, rest)| rest);
     if s.is_empty() {
         return;
@@ -419,6 +431,23 @@ mod tests {
         assert_eq!(read.local_ids, 2, "docker://sha256:... and a bare image ID name no repository");
         assert_eq!(read.invalid.len(), 1, "{:?}", read.invalid);
         assert_eq!(read.refs.len(), 10, "{refs:#?}");
+    }
+
+    /// Review finding 8: the places warnings print are made of the file's keys (JSON keys,
+    /// compose service names): an escape sequence there reaches the terminal escaped.
+    #[test]
+    fn places_made_of_keys_are_printable() {
+        let k8s = r#"{"kind": "List", "items": [{"kind": "Pod", "x\u001b[2J": {"containers": [
+            {"image": "reg.example.com/team/app:v1"}, {"image": "Not A Reference!"}]}}]}"#;
+        let compose = "services:\n  \"web\\e[2J\":\n    image: reg.example.com/team/app:v1\n";
+        for (text, shown) in [(k8s, "pods.json"), (compose, "compose.yml")] {
+            let read = read(text, shown).unwrap();
+            let places = read.refs.iter().map(|(_, at)| at).chain(read.invalid.iter().map(|(_, at)| at));
+            for at in places {
+                assert!(!at.contains('\x1b') && at.contains("\\u{1b}[2J"), "{shown}: {at:?}");
+            }
+            assert!(!read.refs.is_empty(), "{shown}");
+        }
     }
 
     #[test]

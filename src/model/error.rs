@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::model::{ContainerStep, Interrupted, LockHeld, TaglessStore, UsageError};
+use crate::model::{ContainerStep, InUseUntagged, Interrupted, LockHeld, TaglessStore, UsageError};
 
 /// What an error is about. In the JSON report snake_case (`delete_failed`, ...).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -52,6 +52,10 @@ pub enum ErrorKind {
     /// tags elsewhere, as Harbor 2.15 does): it would delete the newest images, or all of them.
     /// `--allow-tagless` runs it anyway. Exit 1.
     TaglessStore,
+    /// Online `--gc-delete-untagged` refused before anything was done: a manifest named by
+    /// `--keep-in-use` that the registry has is reached by no kept tag (the message names them,
+    /// `repository@digest`), so the registry's collector would delete it. Exit 1.
+    InUseUntagged,
     /// Any other error that ended the run before its report: a bad store, a lock held, an
     /// unreadable manifest that must be kept, ... Before the deletions nothing changed. Exit 1.
     Fatal,
@@ -70,6 +74,8 @@ impl ErrorKind {
             ErrorKind::LockHeld
         } else if e.is::<TaglessStore>() {
             ErrorKind::TaglessStore
+        } else if e.is::<InUseUntagged>() {
+            ErrorKind::InUseUntagged
         } else {
             ErrorKind::Fatal
         }
@@ -78,7 +84,7 @@ impl ErrorKind {
     /// Its exit status (docs/GUIDE.md, "Exit status").
     pub fn exit_code(self) -> u8 {
         match self {
-            ErrorKind::Fatal | ErrorKind::LockHeld | ErrorKind::TaglessStore => 1,
+            ErrorKind::Fatal | ErrorKind::LockHeld | ErrorKind::TaglessStore | ErrorKind::InUseUntagged => 1,
             ErrorKind::Usage => 2,
             ErrorKind::DeleteFailed
             | ErrorKind::DeleteRefused
@@ -100,7 +106,7 @@ impl ErrorKind {
             ErrorKind::ContainerStep => 4,
             ErrorKind::Interrupted => 3,
             ErrorKind::Usage => 2,
-            ErrorKind::Fatal | ErrorKind::LockHeld | ErrorKind::TaglessStore => 1,
+            ErrorKind::Fatal | ErrorKind::LockHeld | ErrorKind::TaglessStore | ErrorKind::InUseUntagged => 1,
             _ => 0,
         }
     }

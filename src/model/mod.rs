@@ -63,3 +63,10 @@ message_error!(
     /// (exit 1); `--allow-tagless` overrides it.
     TaglessStore
 );
+
+message_error!(
+    /// Online `--gc-delete-untagged` refused before anything was done: a manifest named by
+    /// `--keep-in-use` exists that no kept tag reaches, and the registry's collector, which knows
+    /// nothing of `--keep-in-use`, would delete it (exit 1).
+    InUseUntagged
+);

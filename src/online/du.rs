@@ -81,7 +81,7 @@ pub fn du(
         let decisions = registry.decide(retention);
         registry.inv.blobs = sizes.keys().copied().collect();
         let in_scope = |n: &str| retention.is_none_or(|r| r.in_scope(n));
-        let plan = plan::build(&registry.inv, &decisions, &in_scope, &plan_options(None), &Sizes(&sizes))?;
+        let plan = plan::build(&registry.inv, &decisions, &in_scope, &plan_options(None, false), &Sizes(&sizes))?;
         let reach: Vec<Reach> =
             registry.inv.repos.par_iter().map(|r| Reach::of(r, &registry.inv.manifests, &plan.store_blobs)).collect();
         let blob_sizes: Vec<u64> = plan.store_blobs.iter().map(|d| sizes.get(d).copied().unwrap_or(0)).collect();

@@ -23,13 +23,13 @@ use crate::core::plan::{self, Action, Plan};
 use crate::core::policy::{self, Order, Reason, Retention, Verdict};
 use crate::core::progress::Progress;
 use crate::core::report::{Command, Report};
-use crate::model::UsageError;
 use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::error::{ErrorKind, RunError};
 use crate::model::inventory::{Inventory, Parsed, Repo, Revision, Tag};
 use crate::model::manifest::{self, Kind, Manifest};
 use crate::model::name::{is_repository, is_tag, printable};
 use crate::model::warning::{Warning, WarningKind};
+use crate::model::{InUseUntagged, UsageError};
 use client::{CATALOG_SCOPE, Client, repo_scope};
 
 /// Every manifest media type, for `Accept`: without it the registry converts or refuses.
@@ -373,7 +373,7 @@ impl Registry {
 }
 
 /// How online plans: no grace (the API has no times), no untagged manifests to see.
-fn plan_options(in_use: Option<std::sync::Arc<InUse>>) -> plan::Options {
+fn plan_options(in_use: Option<std::sync::Arc<InUse>>, untagged_collected: bool) -> plan::Options {
     plan::Options {
         delete_untagged: false,
         grace: Duration::ZERO,
@@ -384,6 +384,7 @@ fn plan_options(in_use: Option<std::sync::Arc<InUse>>) -> plan::Options {
         orphan_attachments: false,
         bytes_left: false,
         in_use,
+        untagged_collected,
     }
 }
 
@@ -410,20 +411,54 @@ fn with_pool<T: Send>(client: &Client, concurrency: usize, work: impl FnOnce() -
     })
 }
 
-/// Reads the registry and plans the deletions, exactly as `prune --dry-run` would on its store.
-fn plan_online(
-    client: &Client,
-    opts: &OnlineOptions,
-    progress: Progress,
-) -> Result<(Plan, Vec<Deletion>, Vec<Warning>)> {
+/// A manifest of a repository: (repository, digest).
+type RepoDigest = (String, Digest);
+
+/// What [`plan_online`] found.
+struct Planned {
+    plan: Plan,
+    deletions: Vec<Deletion>,
+    warnings: Vec<Warning>,
+    /// The in-use manifests the registry has that no kept tag reaches.
+    in_use_untagged: Vec<RepoDigest>,
+}
+
+/// With `--gc-delete-untagged`: fails (an [`InUseUntagged`] error) when a manifest in use that
+/// the registry has is reached by no kept tag: the registry's collector would delete it.
+fn refuse_in_use_untagged(found: &[RepoDigest]) -> Result<()> {
+    const NAMED: usize = 5;
+    let Some(((repo, d), rest)) = found.split_first() else { return Ok(()) };
+    let mut named = format!("{}@{d}", printable(repo));
+    for (repo, d) in rest.iter().take(NAMED - 1) {
+        named.push_str(&format!(", {}@{d}", printable(repo)));
+    }
+    if found.len() > NAMED {
+        named.push_str(&format!(" and {} more", found.len() - NAMED));
+    }
+    Err(InUseUntagged(format!(
+        "refusing --gc-delete-untagged: {named} in use by --keep-in-use, no kept tag reaches it, and the \
+         registry's collector deletes every manifest no tag names; nothing was deleted. Tag it (or run without \
+         --gc-delete-untagged)"
+    ))
+    .into())
+}
+
+/// Reads the registry and plans the deletions, exactly as `prune --dry-run` would on its store;
+/// with the in-use manifests no kept tag reaches (for [`refuse_in_use_untagged`]).
+fn plan_online(client: &Client, opts: &OnlineOptions, progress: Progress) -> Result<Planned> {
     let r = &opts.retention;
     let reader = Reader::new(client, Some(r), false);
     let mut registry = read_registry(client, &reader, Some(r), &|n| r.in_scope(n), progress)?;
     let decisions = registry.decide(Some(r));
     let Registry { inv, mut warnings, .. } = registry;
-    let mut plan = plan::build(&inv, &decisions, &|_| true, &plan_options(r.in_use.clone()), &plan::NoStore)?;
+    let options = plan_options(r.in_use.clone(), opts.gc_delete_untagged);
+    let mut plan = plan::build(&inv, &decisions, &|_| true, &options, &plan::NoStore)?;
+    let mut in_use_untagged: Vec<RepoDigest> =
+        plan.repos.iter().flat_map(|rp| rp.in_use_untagged.iter().map(|d| (rp.name.clone(), *d))).collect();
     if let Some(u) = &r.in_use {
-        plan.note_in_use(u, in_use_elsewhere(&reader, u, &inv, r));
+        let (also, existing) = in_use_elsewhere(&reader, u, &inv, r);
+        in_use_untagged.extend(existing);
+        plan.note_in_use(u, also);
     }
     if let Some(pulls) = &r.pulls {
         let repos: std::collections::HashMap<&str, &Repo> = inv.repos.iter().map(|r| (r.name.as_str(), r)).collect();
@@ -452,20 +487,24 @@ fn plan_online(
     }
     deletions.sort_by(|a, b| (a.stage, &a.repo, a.digest).cmp(&(b.stage, &b.repo, b.digest)));
     warnings.append(&mut plan.warnings);
-    Ok((plan, deletions, warnings))
+    Ok(Planned { plan, deletions, warnings, in_use_untagged })
 }
 
 /// The `--keep-in-use` references that name something the inventory does not show: those of
 /// repositories the retention leaves out (not read), and digests no tag reaches that the
-/// registry has (the API lists no untagged manifest: asked by HEAD). Nothing deletes either.
-fn in_use_elsewhere(reader: &Reader, u: &InUse, inv: &Inventory, r: &Retention) -> Vec<usize> {
+/// registry has (the API lists no untagged manifest: asked by HEAD). Nothing deletes either,
+/// but the registry's collector with `--delete-untagged` would delete the second kind: they are
+/// returned too, as (repository, digest).
+fn in_use_elsewhere(reader: &Reader, u: &InUse, inv: &Inventory, r: &Retention) -> (Vec<usize>, Vec<RepoDigest>) {
     let mut also = u.of_repos(|repo| !r.in_scope(repo));
     let found: Vec<usize> = inv.repos.iter().flat_map(|repo| u.found(repo)).collect();
     let unmatched: Vec<(usize, String, Digest)> =
         u.unmatched_digests(&found).into_iter().filter(|(_, repo, _)| r.in_scope(repo)).collect();
     let exists: Vec<bool> = unmatched.par_iter().map(|(_, repo, d)| reader.exists(repo, d)).collect();
-    also.extend(unmatched.iter().zip(exists).filter(|(_, e)| *e).map(|((i, _, _), _)| *i));
-    also
+    let existing: Vec<&(usize, String, Digest)> =
+        unmatched.iter().zip(exists).filter(|(_, e)| *e).map(|(u, _)| u).collect();
+    also.extend(existing.iter().map(|(i, _, _)| *i));
+    (also, existing.into_iter().map(|(_, repo, d)| (repo.clone(), *d)).collect())
 }
 
 /// What the deletions gave.
@@ -566,10 +605,11 @@ fn execute(client: &Client, plan: &Plan, deletions: &[Deletion], progress: Progr
 pub fn run(client: &Client, opts: &OnlineOptions, progress: Progress) -> Result<Report> {
     check_order(&opts.retention)?;
     with_pool(client, opts.concurrency, || {
-        let (mut plan, deletions, mut warnings) = plan_online(client, opts, progress)?;
+        let Planned { mut plan, deletions, mut warnings, in_use_untagged } = plan_online(client, opts, progress)?;
         if opts.gc_delete_untagged {
             let found = plan::tagless::listed(&plan);
             warnings.extend(plan::tagless::guard(found.as_ref(), true, false, opts.allow_tagless)?);
+            refuse_in_use_untagged(&in_use_untagged)?;
         }
         let mut errors = Vec::new();
         if !opts.dry_run {

@@ -149,7 +149,8 @@ fn serve(mut request: Request, record: &mut Record, opts: &ListenOptions, peers:
         Err((status, why)) => (status, Some(why)),
     };
     if let Some(why) = refusal {
-        eprintln!("regsweep listen: {status} to {from} ({} {}): {why}", request.method(), printable(request.url()));
+        let method = request.method().to_string();
+        eprintln!("regsweep listen: {status} to {from} ({} {}): {why}", printable(&method), printable(request.url()));
     }
     let _ = request.respond(Response::empty(status));
 }

@@ -373,6 +373,7 @@ fn the_evictor_is_told_exactly_what_went() {
         orphan_attachments: false,
         bytes_left: false,
         in_use: None,
+        untagged_collected: false,
     };
     let disk = fixture("demo");
     let mem = Memory::new();

@@ -231,3 +231,68 @@ fn online_keeps_on(version: Version) {
     assert_eq!(reg.manifest_status("team/app", "v5"), 404, "{version}");
     assert_eq!(reg.manifest_status("team/app/tools", TOOLS_1_1_0), 404, "{version}");
 }
+
+/// Online `--gc-delete-untagged` hands the store to the registry's collector, which deletes every
+/// manifest no tag names and knows nothing of `--keep-in-use`: a tag on a digest in use stays
+/// (not untagged, as without the collector); an in-use digest no tag reaches refuses the run
+/// before any delete (a dry run too: exit 1, `in_use_untagged`). With the tags, the run goes on
+/// to its container step (here, no container: exit 5).
+#[test]
+fn online_gc_delete_untagged_never_hands_what_is_in_use_to_the_collector() {
+    let files = tempfile::tempdir().unwrap();
+    let store = fixture("demo");
+    for untagged in [false, true] {
+        if untagged {
+            let tag = v2(store.path()).join("repositories/team/app/tools/_manifests/tags/1.1.0");
+            std::fs::remove_dir_all(tag).unwrap();
+        }
+        let reg = Registry::serve(store.path());
+        let list = write(files.path(), "list", &format!("127.0.0.1:{}/team/app/tools@{TOOLS_1_1_0}\n", reg.port));
+        let args = ["online", "--url", &reg.url, "--keep", "1", "--order", "name", "--dry-run", "--json"];
+        let gc = ["--keep-in-use", &list, "--gc-container", "regsweep-test-no-such-container", "--gc-delete-untagged"];
+        let out = regsweep(&[&args[..], &gc].concat());
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        if untagged {
+            assert_eq!((out.status.code(), &report["kind"]), (Some(1), &"in_use_untagged".into()), "{err}");
+            assert!(err.contains(&format!("team/app/tools@{TOOLS_1_1_0}")), "{err}");
+        } else {
+            assert_eq!(out.status.code(), Some(5), "the container step, not a guard: {err}");
+            let t = tag(&report, "team/app/tools", "1.1.0");
+            assert_eq!((&t["action"], &t["reason"]["kind"]), (&"keep".into(), &"in_use".into()), "{t}");
+        }
+    }
+}
+
+/// Review finding 2: `kubectl get pods -o json > workloads.json` with the API down leaves the file
+/// empty (the shell truncates it first); an empty file, or an empty stdin, is no "nothing runs":
+/// refused (exit 1, naming it) before anything is deleted. A comment line says nothing runs.
+#[test]
+fn an_empty_keep_in_use_file_or_stdin_refuses_the_run() {
+    let files = tempfile::tempdir().unwrap();
+    let store = fixture("demo");
+    let root = store.path().to_str().unwrap();
+    let empty = write(files.path(), "workloads.json", " \n");
+    // `regsweep` gives the child an empty stdin.
+    for (file, shown) in [(empty.as_str(), empty.as_str()), ("-", "-")] {
+        let out = regsweep(&["prune", "--root", root, "--keep", "1", "--keep-in-use", file, "--json"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(&format!("--keep-in-use {shown} is empty")), "{err}");
+        assert!(tag_exists(store.path(), "team/app", "v5"), "nothing was deleted");
+    }
+    let none = write(files.path(), "none", "# nothing runs here\n");
+    let report = json(&["prune", "--root", root, "--keep", "1", "--keep-in-use", &none, "--dry-run", "--json"]);
+    assert_eq!(tag(&report, "team/app", "v5")["action"], "delete");
+}
+
+/// Review finding 9: `online --password-stdin --keep-in-use -` would read one stdin twice (the
+/// password taking the list's first line): a usage error (exit 2) before either reads.
+#[test]
+fn online_refuses_two_readers_of_stdin() {
+    let args = ["online", "--url", "http://127.0.0.1:9", "--keep", "1", "--username", "u", "--password-stdin"];
+    let out = regsweep(&[&args[..], &["--keep-in-use", "-"]].concat());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("both read stdin"), "{err}");
+}

@@ -50,6 +50,7 @@ fn options(delete_untagged: bool) -> Options {
         orphan_attachments: false,
         bytes_left: false,
         in_use: None,
+        untagged_collected: false,
     }
 }
 

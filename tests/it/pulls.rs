@@ -26,11 +26,11 @@ struct Listener {
 
 impl Listener {
     fn start(record: &Path, port: u16, args: &[&str]) -> Listener {
-        Listener::start_with(record, port, args, None)
+        Listener::start_with(record, port, args, &[])
     }
 
-    /// With `REGSWEEP_TEST_LISTEN_CRASH` set to a point (feature `test-hooks`).
-    fn start_with(record: &Path, port: u16, args: &[&str], crash: Option<&str>) -> Listener {
+    /// With these environment variables (the `test-hooks` ones: `REGSWEEP_TEST_LISTEN_CRASH`, ...).
+    fn start_with(record: &Path, port: u16, args: &[&str], env: &[(&str, &str)]) -> Listener {
         static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let stderr = record.with_extension(format!("{port}.{n}.err"));
@@ -40,7 +40,7 @@ impl Listener {
             let mut child = Command::new(env!("CARGO_BIN_EXE_regsweep"))
                 .args(["listen", "--pulls", record.to_str().unwrap(), "--addr", &format!("127.0.0.1:{port}")])
                 .args(args)
-                .envs(crash.map(|c| ("REGSWEEP_TEST_LISTEN_CRASH", c)))
+                .envs(env.iter().copied())
                 .stdin(Stdio::null())
                 .stderr(err)
                 .spawn()
@@ -277,7 +277,7 @@ fn a_crash_before_storing_or_before_answering_loses_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let record = dir.path().join("pulls.db");
         let port = free_port();
-        let mut dying = Listener::start_with(&record, port, &[], Some(point));
+        let mut dying = Listener::start_with(&record, port, &[], &[("REGSWEEP_TEST_LISTEN_CRASH", point)]);
         let url = format!("http://127.0.0.1:{port}/events");
         let reg = Registry::serve_with(root, &Setup { extra: notifications(&[(url, None)]), ..Setup::default() });
         assert_eq!(curl_manifest(reg.port, "team/app", "v1", false, "curl/8"), "200");
@@ -895,6 +895,135 @@ fn the_listener_off_loopback_needs_a_token_and_speaks_tls() {
         wait_for_tags(&record, &[("team/app", tag)], 30);
     }
     assert_eq!(l.log().matches(" 401 ").count(), refused, "the registry's token was refused: {}", l.log());
+}
+
+/// Review finding 3: the TLS front holds no connection forever, nor more than 64 at once
+/// (`REGSWEEP_TEST_TLS_TIMEOUT_MS` shortens the handshake deadline and the idle timeout to 3 s).
+/// A client sending a byte of its handshake every 300 ms is closed at the deadline, which is one
+/// for the whole handshake; a TLS session (openssl s_client) that says nothing is closed once
+/// idle; a 65th connection while 64 are open is closed at once; and once they went, events are
+/// taken again.
+#[test]
+fn the_tls_front_closes_idle_connections_and_holds_64_at_most() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("pulls.db");
+    let (cert, key) = crate::common::token::self_signed(dir.path(), "listen", false);
+    let tls = ["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap(), "--token", "t0k"];
+    let l = Listener::start_with(&record, free_port(), &tls, &[("REGSWEEP_TEST_TLS_TIMEOUT_MS", "3000")]);
+    // Closed: a read gives 0 bytes or an error, not a timeout.
+    let closed = |c: &mut TcpStream| match c.read(&mut [0u8; 256]) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+    };
+
+    // A TLS record header (a 512-byte handshake record), then its bytes one by one.
+    let mut c = TcpStream::connect(("127.0.0.1", l.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    c.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
+    let start = Instant::now();
+    while c.write_all(&[0x01]).is_ok() && !closed(&mut c) {
+        assert!(start.elapsed() < Duration::from_secs(8), "a trickling client still held on: {}", l.log());
+    }
+    assert!(start.elapsed() > Duration::from_secs(2), "closed before its deadline: {}", l.log());
+
+    // A session that says nothing.
+    let mut idle = Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{}", l.port)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while idle.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = idle.kill();
+            panic!("an idle TLS session is still open: {}", l.log());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // 64 open; the 65th is closed at once.
+    let held: Vec<TcpStream> = (0..64).map(|_| TcpStream::connect(("127.0.0.1", l.port)).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut extra = TcpStream::connect(("127.0.0.1", l.port)).unwrap();
+    extra.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    assert!(closed(&mut extra), "a 65th connection was taken: {}", l.log());
+    assert!(l.log().contains("64 TLS connections open already"), "{}", l.log());
+    drop(held);
+    let d = format!("sha256:{}", "1".repeat(64));
+    let start = Instant::now();
+    while post_tls(l.port, &cert, &envelope(&[("v1", &d, "2026-12-01T10:00:00Z")]), "t0k") != "200" {
+        assert!(start.elapsed() < Duration::from_secs(10), "events are refused still: {}", l.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Review finding 4: the relay is known by its address and port on the inner port, not the port
+/// alone. Another local user binds the port of a live relay (found in /proc/net/tcp) on
+/// 127.0.0.2 and posts to the inner port: 403, as any connection that did not come through TLS.
+#[test]
+fn the_inner_port_tells_the_relay_from_another_address_with_its_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("pulls.db");
+    let (cert, key) = crate::common::token::self_signed(dir.path(), "listen", false);
+    let tls = ["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap(), "--token", "t0k"];
+    let l = Listener::start(&record, free_port(), &tls);
+    let log = l.log();
+    let inner = log.split("relayed to ").nth(1).and_then(|r| r.split(',').next()).unwrap().to_string();
+    let inner_port: u16 = inner.rsplit(':').next().unwrap().parse().unwrap();
+    // A TLS session held open: its relay's connection to the inner port.
+    let mut session = Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{}", l.port)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // /proc/net/tcp: `sl local rem st ...`, addresses as hex `0100007F:PORT`.
+    let to_inner = format!("0100007F:{inner_port:04X}");
+    let start = Instant::now();
+    let relay_port = loop {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        let found = table.lines().skip(1).find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.len() > 3 && f[2] == to_inner && f[3] == "01")
+                .then(|| u16::from_str_radix(f[1].split(':').nth(1)?, 16).ok())
+                .flatten()
+        });
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no relay to {inner}: {}", l.log());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let d = format!("sha256:{}", "1".repeat(64));
+    let body = envelope(&[("v1", &d, "2026-12-01T10:00:00Z")]);
+    let local_port = relay_port.to_string();
+    let args = ["--interface", "127.0.0.2", "--local-port", &local_port, "-H", "Authorization: Bearer t0k"];
+    let status = post(&format!("http://{inner}/events"), &body, &args);
+    let _ = session.kill();
+    let _ = session.wait();
+    assert_eq!(status, "403", "127.0.0.2:{relay_port} passed for the relay: {}", l.log());
+    assert!(l.log().contains(&format!("403 to 127.0.0.2:{relay_port}")), "{}", l.log());
+}
+
+/// Review finding 8: the method of a refused request reaches the log escaped, as its URL does
+/// (an escape sequence in it would reach the operator's terminal).
+#[test]
+fn a_refused_method_is_logged_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Listener::start(&dir.path().join("pulls.db"), free_port(), &[]);
+    assert_eq!(post(&l.url(), "{}", &["-X", "\x1b[2JPUT"]), "405");
+    let start = Instant::now();
+    while !l.log().contains(" 405 ") {
+        assert!(start.elapsed() < Duration::from_secs(10), "no line for the 405: {}", l.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!l.log().contains('\x1b') && l.log().contains("(\\u{1b}[2JPUT /events)"), "{:?}", l.log());
 }
 
 /// Issue 35: names the registry would never send. A tag with a NUL, one of 100,000 characters,

@@ -184,3 +184,18 @@ fn online_refuses_gc_delete_untagged_where_no_repository_has_a_tag() {
         }
     }
 }
+
+/// Review finding 9: `du` deletes nothing, so on a store whose tags live elsewhere it says that a
+/// run with --delete-untagged would be refused, not that it runs anyway.
+#[test]
+fn du_says_a_run_would_be_refused_not_that_it_runs_anyway() {
+    let store = fixture("demo");
+    empty_tag_folders(store.path());
+    let out = regsweep(&["du", "--root", store.path().to_str().unwrap(), "--delete-untagged"]);
+    assert!(out.status.success());
+    // du's warnings go to stderr (its JSON has none).
+    let err = String::from_utf8_lossy(&out.stderr);
+    let said: Vec<&str> = err.lines().filter(|l| l.contains("tags seem to live elsewhere")).collect();
+    assert_eq!(said.len(), 1, "{err}");
+    assert!(said[0].contains("would be refused") && !said[0].contains("runs anyway"), "{err}");
+}

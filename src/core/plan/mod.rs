@@ -51,6 +51,11 @@ pub struct Options {
     pub bytes_left: bool,
     /// `--keep-in-use`: a manifest named by digest there is a root, tagged or not.
     pub in_use: Option<Arc<InUse>>,
+    /// A collector that deletes every manifest no tag names runs after this plan (online's
+    /// `--gc-delete-untagged`): a tag whose manifest only `--keep-in-use` keeps live stays
+    /// instead of being untagged, and [`RepoPlan::in_use_untagged`] names the in-use manifests
+    /// no kept tag reaches even so.
+    pub untagged_collected: bool,
 }
 
 /// Which repository holds each manifest of the store (a revision folder), for
@@ -125,6 +130,9 @@ pub struct RepoPlan {
     /// The `--keep-in-use` references its tags and revisions name
     /// ([`crate::core::in_use::InUse::found`]).
     pub in_use_found: Vec<usize>,
+    /// With [`Options::untagged_collected`]: its manifests in use that no kept tag names, nor
+    /// an index a kept tag names lists (the collector would delete them).
+    pub in_use_untagged: Vec<Digest>,
 }
 
 /// What the grace period saved.
@@ -314,6 +322,9 @@ impl<'a> Planner<'a> {
             if cx.young_revs.is_empty() { 0 } else { live.len() - cx.liveness(&verdicts, false).len() };
         let mut plan = RepoPlan { name: repo.name.clone(), in_scope, in_use: cx.in_use.clone(), ..RepoPlan::default() };
         plan.in_use_found = self.opts.in_use.as_ref().map(|u| u.found(repo)).unwrap_or_default();
+        if self.opts.untagged_collected {
+            plan.in_use_untagged = cx.keep_tags_of_in_use(&live, &mut verdicts);
+        }
         let mut warnings = Vec::new();
         let mut errors = Vec::new();
         plan.tags = cx.tag_actions(verdicts, &live, &mut warnings, &mut errors);
@@ -506,6 +517,47 @@ impl<'a> RepoCx<'a> {
             );
         }
         g.closure(roots)
+    }
+
+    /// With a collector after the run that deletes every manifest no tag names (online's
+    /// `--gc-delete-untagged`, which knows nothing of `--keep-in-use`): a tag going whose
+    /// manifest is in use (or reached from one in use) and that no kept tag reaches stays, as
+    /// in use; an untag would hand the manifest to that collector. Returns the in-use manifests
+    /// no kept tag reaches even then (untagged already, or the child of an index that goes).
+    /// Reached means named, or listed by a named index: that collector deletes referrers.
+    fn keep_tags_of_in_use(&self, live: &DigestSet, verdicts: &mut [Verdict]) -> Vec<Digest> {
+        if self.in_use.is_empty() {
+            return Vec::new();
+        }
+        let in_use = self.g.closure(self.in_use.iter().copied());
+        let by_tags = self.named_by_kept_tags(verdicts);
+        for (t, v) in self.repo.tags.iter().zip(verdicts.iter_mut()) {
+            if matches!(v, Verdict::Delete(_))
+                && let Some(c) = t.current
+                && live.contains(&c)
+                && in_use.contains(&c)
+                && !by_tags.contains(&c)
+            {
+                *v = Verdict::Keep(Reason::InUse);
+            }
+        }
+        let by_tags = self.named_by_kept_tags(verdicts);
+        self.in_use.iter().copied().filter(|d| !by_tags.contains(d)).collect()
+    }
+
+    /// The manifests kept tags name, with the children of those that are indexes.
+    fn named_by_kept_tags(&self, verdicts: &[Verdict]) -> DigestSet {
+        let mut seen = DigestSet::default();
+        let mut todo: Vec<Digest> =
+            self.repo.tags.iter().zip(verdicts).filter(|(_, v)| v.is_keep()).filter_map(|(t, _)| t.current).collect();
+        while let Some(d) = todo.pop() {
+            if seen.insert(d)
+                && let Some(m) = self.g.manifest(&d)
+            {
+                todo.extend(m.children.iter().copied());
+            }
+        }
+        seen
     }
 
     /// What is live once attachment tags whose subject is live stay (their manifests may make
@@ -770,6 +822,7 @@ mod tests {
             orphan_attachments: false,
             bytes_left: false,
             in_use: None,
+            untagged_collected: false,
         }
     }
 
@@ -894,6 +947,52 @@ mod tests {
         assert_eq!(actions(&p, "r")[1], ("old".into(), Action::Untag));
         assert_eq!(p.repos[0].in_use, [d(11), d(20), d(50)]);
         assert!(!blobs(&p).contains(&d(110)) && !blobs(&p).contains(&d(120)) && !blobs(&p).contains(&d(130)));
+    }
+
+    /// Review finding 1: with a collector after the run that deletes what no tag names
+    /// (online's `--gc-delete-untagged`), a tag going whose manifest only `--keep-in-use` keeps
+    /// stays; the in-use manifests no kept tag reaches even then are listed (the untagged one,
+    /// the child of an index that goes), not those a kept index lists.
+    #[test]
+    fn with_a_collector_of_untagged_manifests_tags_of_what_is_in_use_stay() {
+        use crate::core::in_use::{InUse, read};
+        // `old` (index 20 over 21, 22) goes and 22 is in use; `kept` (index 30 over 31) stays and
+        // 31 is in use; `drop` (11) goes and is in use; 50 is in use and untagged.
+        let s = Store::new(vec![
+            (20, index(&[21, 22])),
+            (21, image(&[110], None)),
+            (22, image(&[111], None)),
+            (30, index(&[31])),
+            (31, image(&[112], None)),
+            (11, image(&[101], None)),
+            (50, image(&[130], None)),
+        ])
+        .repo("r", &[("kept", 30), ("old", 20), ("drop", 11)], &[20, 21, 22, 30, 31, 11, 50]);
+        let list = format!("r@{}\nr@{}\nr@{}\nr@{}\n", d(22), d(31), d(11), d(50));
+        let u = Arc::new(InUse::new(vec![("list".into(), read(&list, "list").unwrap())], &[]).unwrap());
+        let decisions: Vec<Verdict> = ["kept", "old", "drop"]
+            .iter()
+            .map(|t| {
+                if *t == "kept" {
+                    Verdict::Keep(Reason::Count { rank: 1 })
+                } else {
+                    Verdict::Delete(Reason::BeyondCount { rank: 2 })
+                }
+            })
+            .collect();
+        for collected in [false, true] {
+            let opts = Options { in_use: Some(u.clone()), untagged_collected: collected, ..options(false) };
+            let p = build(&s.inv, std::slice::from_ref(&decisions), &|_| true, &opts, &FakeDisk(vec![])).unwrap();
+            let drop = actions(&p, "r").into_iter().find(|(t, _)| t == "drop").unwrap().1;
+            let old = actions(&p, "r").into_iter().find(|(t, _)| t == "old").unwrap().1;
+            if collected {
+                assert_eq!((drop, old), (Action::Keep, Action::Delete), "11 is in use: its tag stays");
+                assert_eq!(p.repos[0].in_use_untagged, [d(22), d(50)]);
+            } else {
+                assert_eq!((drop, old), (Action::Untag, Action::Delete));
+                assert!(p.repos[0].in_use_untagged.is_empty());
+            }
+        }
     }
 
     #[test]

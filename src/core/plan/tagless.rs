@@ -192,6 +192,13 @@ impl Tagless {
         Warning::new(WarningKind::TagsElsewhere, format!("{}: its tags seem to live elsewhere; {tail}", self.why()))
     }
 
+    /// What a run that deletes nothing (`du`) says where a run with `--delete-untagged` would
+    /// be refused: a warning that says so, and names the override.
+    pub fn would_refuse(&self) -> Warning {
+        let tail = format!("a run with {} would be refused (--allow-tagless overrides)", self.flag());
+        Warning::new(WarningKind::TagsElsewhere, format!("{}: its tags seem to live elsewhere; {tail}", self.why()))
+    }
+
     /// What a run does about it: with `--delete-untagged`, refused (a [`TaglessStore`] error)
     /// unless `allow`, then a warning; without it, a warning where the run ranks tags (`prune`)
     /// and the store has some (b), since nothing untagged goes there; else nothing.
@@ -213,6 +220,16 @@ pub fn guard(
     allow: bool,
 ) -> anyhow::Result<Option<Warning>> {
     found.map_or(Ok(None), |t| t.guard(delete_untagged, ranks_tags, allow))
+}
+
+/// [`guard`] for a run that deletes nothing (`du`): what a real run would refuse is a warning
+/// ([`Tagless::would_refuse`]), never an error.
+pub fn said(found: Option<&Tagless>, delete_untagged: bool, ranks_tags: bool) -> Option<Warning> {
+    let t = found?;
+    match t.guard(delete_untagged, ranks_tags, false) {
+        Ok(w) => w,
+        Err(_) => Some(t.would_refuse()),
+    }
 }
 
 #[cfg(test)]

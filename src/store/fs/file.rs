@@ -101,7 +101,10 @@ impl Dir {
         let mut fd = unsafe {
             libc::syscall(libc::SYS_openat2, self.fd.as_raw_fd(), c.as_ptr(), &how, size_of::<libc::open_how>())
         } as i32;
-        if fd < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+        // Kernels before 5.6 answer ENOSYS; older seccomp profiles (Docker's before 20.10, some
+        // CI sandboxes) answer EPERM for a syscall they do not know. A real refusal comes again
+        // from openat (EACCES, EPERM).
+        if fd < 0 && matches!(std::io::Error::last_os_error().raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) {
             // SAFETY: as above.
             fd = unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags, libc::c_uint::from(mode)) };
         }
@@ -194,13 +197,20 @@ impl Dir {
     /// temporary file beside it (`tmp`), synced, then linked into place (`linkat`, which fails
     /// where a file exists), all relative to this folder and through no symbolic link. False
     /// when a file was there.
+    ///
+    /// The temporary file is a new one (`O_EXCL`, `O_NONBLOCK`): whatever was at `tmp` (a FIFO
+    /// that would block the open for ever, a hard link to a store file that would be truncated,
+    /// a crashed run's leftover) is unlinked, once, and the open tried again.
     pub fn write_new(&self, name: &str, tmp: &str, bytes: &[u8]) -> Result<bool> {
         use std::io::Write as _;
         let c = |n: &str| CString::new(n).with_context(|| format!("bad name {n:?}"));
         let (cname, ctmp) = (c(name)?, c(tmp)?);
-        let fd = self
-            .open_beneath(tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC)
-            .with_context(|| format!("cannot write {}", self.path.join(tmp).display()))?;
+        let create = || self.open_beneath(tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NONBLOCK);
+        let fd = match create() {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self.remove(tmp, false).and_then(|()| create()),
+            other => other,
+        }
+        .with_context(|| format!("cannot write {}", self.path.join(tmp).display()))?;
         let mut f = File::from(fd);
         let written = f.write_all(bytes).and_then(|()| f.sync_all());
         drop(f);
@@ -470,6 +480,63 @@ mod tests {
         assert!(dir.open_dir("via").is_err());
         assert!(Dir::open(&t.path().join("via")).is_err(), "a folder opened through a link");
         assert!(Dir::open(&t.path().join("nothing")).unwrap().is_none());
+    }
+
+    /// Review finding 5: what is planted at the temporary name (a FIFO, a hard link to a store
+    /// file) neither blocks the write nor is written through.
+    #[test]
+    fn write_new_makes_a_new_temporary_file_whatever_was_planted_at_its_name() {
+        let t = tempfile::tempdir().unwrap();
+        fs::write(t.path().join("victim"), LINK).unwrap();
+        fifo(&t.path().join("a.tmp"));
+        fs::hard_link(t.path().join("victim"), t.path().join("b.tmp")).unwrap();
+        let dir = std::sync::Arc::new(Dir::open(t.path()).unwrap().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let d = dir.clone();
+        // A blocked open would hang the test: waited for on a thread of its own.
+        std::thread::spawn(move || tx.send(d.write_new("a", "a.tmp", b"one").map_err(|e| format!("{e:#}"))));
+        let wrote = rx.recv_timeout(std::time::Duration::from_secs(5)).expect("write_new blocked on a FIFO");
+        assert_eq!(wrote, Ok(true));
+        assert!(dir.write_new("b", "b.tmp", b"two").unwrap());
+        assert_eq!(fs::read_to_string(t.path().join("victim")).unwrap(), LINK, "written through a hard link");
+        assert_eq!(fs::read_to_string(t.path().join("a")).unwrap(), "one");
+        assert_eq!(fs::read_to_string(t.path().join("b")).unwrap(), "two");
+        assert!(!t.path().join("a.tmp").exists() && !t.path().join("b.tmp").exists());
+    }
+
+    /// Review finding 7: a seccomp profile that answers EPERM for openat2 (older Docker
+    /// profiles) leaves reads working, through openat. The filter is installed on a thread of
+    /// its own (a seccomp filter without TSYNC binds that thread only).
+    #[test]
+    fn reads_work_where_seccomp_refuses_openat2_with_eperm() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join("a/b")).unwrap();
+        fs::write(t.path().join("a/b/link"), LINK).unwrap();
+        let dir = Dir::open(t.path()).unwrap().unwrap();
+        let read = std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: plain data for prctl; the filter binds this thread only.
+                unsafe {
+                    let ld = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+                    let jeq = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+                    let ret = (libc::BPF_RET | libc::BPF_K) as u16;
+                    let mut prog = [
+                        libc::sock_filter { code: ld, jt: 0, jf: 0, k: 0 },
+                        libc::sock_filter { code: jeq, jt: 0, jf: 1, k: libc::SYS_openat2 as u32 },
+                        libc::sock_filter { code: ret, jt: 0, jf: 0, k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32 },
+                        libc::sock_filter { code: ret, jt: 0, jf: 0, k: libc::SECCOMP_RET_ALLOW },
+                    ];
+                    let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_mut_ptr() };
+                    assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+                    let mode = libc::c_ulong::from(libc::SECCOMP_MODE_FILTER);
+                    assert_eq!(libc::prctl(libc::PR_SET_SECCOMP, mode, &fprog as *const libc::sock_fprog), 0);
+                }
+                dir.read_link("a/b/link").map_err(|e| format!("{e:#}"))
+            })
+            .join()
+            .unwrap()
+        });
+        assert_eq!(read.unwrap().unwrap().0, Digest::parse(LINK).unwrap());
     }
 
     #[test]
