@@ -85,7 +85,6 @@ if ! wait "$installing"; then
 fi
 cat target/install.log >&2
 # Four tests at a time: many of them wait on servers (the registry, S3, the emulators) or on
-# the clock (a bucket's times are to the second). The integration binary here: 11.2 minutes with
-# four and 10.8 with eight on 2026-12-07 (both registry versions and the blob cache included; the
-# two cores busy all along: more would not help).
+# the clock (a bucket's times are to the second). The integration binary here: 9.1 minutes with
+# four on 2026-12-07 (255 tests; the two cores busy all along: more would not help).
 RUST_TEST_THREADS=${RUST_TEST_THREADS:-4} cargo test --locked --features test-hooks "$@"
