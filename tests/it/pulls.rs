@@ -794,17 +794,25 @@ fn listen_fails(args: &[&str]) -> (std::process::ExitStatus, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(10) {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!("listen {args:?} started: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if !exits_within(&mut child, Duration::from_secs(10)) {
+        let out = child.wait_with_output().unwrap();
+        panic!("listen {args:?} started: {}", String::from_utf8_lossy(&out.stderr));
     }
     let out = child.wait_with_output().unwrap();
     (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Whether `child` exits within `limit`; killed when it does not.
+fn exits_within(child: &mut std::process::Child, limit: Duration) -> bool {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
 }
 
 /// POSTs over HTTPS trusting `ca`: the HTTP status, `000` when no TLS session could be made.
@@ -937,14 +945,7 @@ fn the_tls_front_closes_idle_connections_and_holds_64_at_most() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while idle.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(10) {
-            let _ = idle.kill();
-            panic!("an idle TLS session is still open: {}", l.log());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert!(exits_within(&mut idle, Duration::from_secs(10)), "an idle TLS session is still open: {}", l.log());
 
     // 64 open; the 65th is closed at once.
     let held: Vec<TcpStream> = (0..64).map(|_| TcpStream::connect(("127.0.0.1", l.port)).unwrap()).collect();

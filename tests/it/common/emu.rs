@@ -1,5 +1,5 @@
 //! What the Azure and Google Cloud Storage emulators' harnesses ([`super::azure`], [`super::gcs`])
-//! share: their chores through tests/aztool.py and tests/gcstool.py (in target/s3venv, which
+//! share (and S3's, for tests/s3tool.py): their chores through tests/aztool.py and tests/gcstool.py (in target/s3venv, which
 //! tests/run.sh makes), waiting for a port, and regsweep run with an environment.
 
 use std::collections::HashMap;

