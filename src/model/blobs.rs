@@ -12,6 +12,11 @@ pub struct BlobList {
     buckets: Vec<Vec<Digest>>,
     /// `starts[b]`: the index of the first digest of bucket `b`; `starts[256]` the length.
     starts: Vec<usize>,
+    /// `pairs[p]`: the index of the first digest whose first two bytes are `p` (big-endian);
+    /// `pairs[65536]` the length. A lookup searches only those few (a sha256 is uniform), by
+    /// integer compares: the binary search of a whole bucket by `memcmp` was half of a warm
+    /// `gc`'s user time (perf, 1,000 x 60 store).
+    pairs: Vec<u32>,
 }
 
 impl BlobList {
@@ -31,7 +36,14 @@ impl BlobList {
             n += list.len();
         }
         starts.push(n);
-        BlobList { buckets, starts }
+        let mut pairs = Vec::with_capacity(65537);
+        for (list, start) in buckets.iter().zip(&starts) {
+            for second in 0..=255u8 {
+                pairs.push((start + list.partition_point(|d| d.0[1] < second)) as u32);
+            }
+        }
+        pairs.push(n as u32);
+        BlobList { buckets, starts, pairs }
     }
 
     /// From digests in any order.
@@ -54,8 +66,15 @@ impl BlobList {
     /// The index of a digest, if it is a blob of the store.
     pub fn position(&self, d: &Digest) -> Option<usize> {
         let b = usize::from(d.0[0]);
-        let i = self.buckets.get(b)?.binary_search(d).ok()?;
-        Some(self.starts[b] + i)
+        let p = b << 8 | usize::from(d.0[1]);
+        let (lo, hi) = (*self.pairs.get(p)? as usize, *self.pairs.get(p + 1)? as usize);
+        let start = self.starts[b];
+        let key = |x: &Digest| u64::from_be_bytes(x.0[..8].try_into().unwrap_or_default());
+        let k = key(d);
+        let i = self.buckets[b][lo - start..hi - start]
+            .binary_search_by(|x| key(x).cmp(&k).then_with(|| x.0[8..].cmp(&d.0[8..])))
+            .ok()?;
+        Some(lo + i)
     }
 
     /// The digest at an index.
@@ -138,5 +157,26 @@ mod tests {
             [d(7, 0), d(255, 3), d(7, 5)],
             "a digest outside the list stays whole"
         );
+    }
+
+    #[test]
+    fn a_lookup_finds_every_member_and_nothing_else() {
+        use sha2::{Digest as _, Sha256};
+        let digest = |i: u32| Digest(Sha256::digest(i.to_le_bytes()).into());
+        // Members share first bytes and first two bytes with others, and with non-members.
+        let all: Vec<Digest> = (0..20_000).map(digest).collect();
+        let list = BlobList::new(all.iter().copied());
+        let mut sorted = all.clone();
+        sorted.sort();
+        for (i, d) in sorted.iter().enumerate() {
+            assert_eq!(list.position(d), Some(i));
+        }
+        for i in 20_000..40_000 {
+            assert_eq!(list.position(&digest(i)), None);
+        }
+        let mut near = sorted[777];
+        near.0[31] ^= 1;
+        assert_eq!(list.position(&near), None);
+        assert_eq!(BlobList::default().position(&sorted[0]), None);
     }
 }

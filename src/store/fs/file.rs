@@ -144,11 +144,15 @@ impl Dir {
     /// [`Dir::stat`] of a file the registry writes as a regular file (a link, a `data`, a
     /// `startedat`): anything else there is a [`NotRegular`] error naming it.
     pub fn stat_file(&self, rel: &str) -> Result<Option<FileStat>> {
-        let path = || self.path.join(rel);
-        match self.stat(rel).with_context(|| format!("cannot stat {}", path().display()))? {
-            Some(st) if !st.regular() => Err(not_regular(&path(), st.mode)),
+        match self.stat_at(rel)? {
+            Some(st) if !st.regular() => Err(not_regular(&self.path.join(rel), st.mode)),
             st => Ok(st),
         }
+    }
+
+    /// [`Dir::stat`] with an error naming the path.
+    pub fn stat_at(&self, rel: &str) -> Result<Option<FileStat>> {
+        self.stat(rel).with_context(|| format!("cannot stat {}", self.path.join(rel).display()))
     }
 
     /// Opens the folder `rel` inside this one, through no symbolic link.

@@ -15,7 +15,7 @@ pub use file::*;
 use std::path::Path;
 use std::time::SystemTime;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::core::plan::{Object, RepoPlan, StoreView};
 use crate::core::progress::Progress;
@@ -25,12 +25,16 @@ use crate::model::inventory::{Parsed, Repo};
 use crate::model::journal::Journal;
 use crate::store::remark::Rescued;
 use crate::store::stage::{Batch, Relink, Tally};
+use crate::store::tree::{self, inside};
 use crate::store::{Held, Store};
 use layout::Layout;
 
 /// A store on a file system, under a registry's `rootdirectory`.
 pub struct FsStore {
     layout: Layout,
+    /// `docker/registry/v2/`, open: the plan's `stat`s are made relative to it (or to `blobs`),
+    /// sparing the kernel the walk of the root's path for each of hundreds of thousands.
+    v2: Dir,
     /// `blobs/sha256/`, open (`None` when the store has no blobs).
     blobs: Option<Dir>,
     /// The revision folders the scan found without a link (the registry's API delete leaves
@@ -43,22 +47,24 @@ impl FsStore {
     /// Opens the store under `root`, refusing anything that is not one.
     pub fn open(root: &Path) -> Result<FsStore> {
         let layout = Layout::open(root)?;
+        let v2 = Dir::open(layout.v2())?.with_context(|| format!("{} is gone", layout.v2().display()))?;
         let blobs = Dir::open(&layout.blobs())?;
-        Ok(FsStore { layout, blobs, incomplete: Default::default() })
+        Ok(FsStore { layout, v2, blobs, incomplete: Default::default() })
     }
 }
 
 impl StoreView for FsStore {
     fn stat(&self, object: Object) -> Result<Option<(u64, SystemTime)>> {
-        let l = &self.layout;
         // A link or `data` that is no regular file refuses the plan that would delete it.
-        match object {
-            Object::BlobData(d) => file::stat_file(&l.blob_data(&d)),
-            Object::LayerLink(repo, d) => file::stat_file(&l.layer_dir(repo, &d).join("link")),
-            Object::BlobFolder(d) => file::stat(&l.blob_dir(&d)),
-            Object::LayerFolder(repo, d) => file::stat(&l.layer_dir(repo, &d)),
-            Object::RevisionFolder(repo, d) => file::stat(&l.revision_dir(repo, &d)),
-        }
+        let (rel, file) = match object {
+            Object::BlobData(d) => (tree::blob_data(&d), true),
+            Object::LayerLink(repo, d) => (tree::in_repo(repo, &inside::layer_link(&d)), true),
+            Object::BlobFolder(d) => (tree::blob_dir(&d), false),
+            Object::LayerFolder(repo, d) => (tree::in_repo(repo, &inside::layer_dir(&d)), false),
+            Object::RevisionFolder(repo, d) => (tree::in_repo(repo, &inside::revision_dir(&d)), false),
+        };
+        let st = if file { self.v2.stat_file(&rel)? } else { self.v2.stat_at(&rel)? };
+        Ok(st.map(|st| (st.size, st.modified)))
     }
 
     fn tag_index(&self, repo: &str, tag: &str) -> Result<Vec<Digest>> {
