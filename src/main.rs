@@ -69,8 +69,9 @@ fn globs(option: &str, patterns: &[String]) -> Result<Option<Globs>> {
 }
 
 /// Where the store is: `--root` (a folder, or `s3://BUCKET/ROOTDIRECTORY`), or the registry's
-/// config file, with the warnings of its reading (keys regsweep does not honour): they go in the
-/// report's `warnings` where a run makes a report, else on stderr at once ([`tell`]).
+/// config file, with the warnings of its reading (keys regsweep does not honour): `prune` and
+/// `gc` put them in the report's `warnings`, `check` and `du` on stderr, as a run that fails does
+/// ([`tell`]).
 fn location(store: &StoreArgs) -> Result<(Location, Vec<Warning>)> {
     match (&store.root, &store.config) {
         (Some(r), _) => Ok((Location::from_root(r)?, Vec::new())),

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::core::progress::Progress;
 use crate::model::digest::{Digest, DigestMap, DigestSet};
+use crate::model::error::{self, ErrorKind};
 use crate::model::manifest::{self, Manifest, refused_by_v3};
 use crate::model::outcome::{Failure, What};
 use crate::model::warning::{Warning, WarningKind};
@@ -180,15 +181,10 @@ impl CheckReport {
     }
 
     /// The exit status: 3 when a deletion of `--repair` failed, else 4 when some tag would
-    /// fail a pull (or some blob is corrupt), else 0.
+    /// fail a pull (or some blob is corrupt), else 0 ([`error::exit_code`] of those kinds).
     pub fn exit_code(&self) -> u8 {
-        if !self.failed.is_empty() {
-            crate::model::error::ErrorKind::DeleteFailed.exit_code()
-        } else if self.broken() {
-            4
-        } else {
-            0
-        }
+        let failed = self.failed.iter().map(|_| ErrorKind::DeleteFailed);
+        error::exit_code(failed.chain(self.broken().then_some(ErrorKind::BrokenPull)))
     }
 }
 
