@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use regsweep::blobcache::{RedisEvictor, from_url};
-use regsweep::digest::Digest;
+use regsweep::model::digest::Digest;
 use regsweep::store::stage::{Evict, Removed};
 
 struct Server(Child);
@@ -96,7 +96,7 @@ fn main() {
         let t = Instant::now();
         evictor.finish();
         let last_s = t.elapsed().as_secs_f64();
-        let mut report = regsweep::report::CacheReport::default();
+        let mut report = regsweep::core::report::CacheReport::default();
         evictor.fill(&mut report);
         assert!(report.stale_keys.is_empty() && report.failures == 0, "{report:?}");
         let left: u64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();

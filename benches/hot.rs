@@ -4,11 +4,11 @@
 use std::time::{Duration, SystemTime};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use regsweep::digest::Digest;
-use regsweep::manifest::{self, Kind, Manifest};
+use regsweep::core::plan::{self, Options, StoreView};
+use regsweep::core::policy::{Reason, Verdict};
+use regsweep::model::digest::Digest;
 use regsweep::model::inventory::{Inventory, Parsed, Repo, Revision, Tag};
-use regsweep::plan::{self, Options, StoreView};
-use regsweep::policy::{Reason, Verdict};
+use regsweep::model::manifest::{self, Kind, Manifest};
 use regsweep::store::fs;
 
 fn digest(i: u64) -> Digest {

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use regsweep::core::policy::Order;
 use regsweep::online::engine::EngineKind;
-use regsweep::policy::Order;
 
 /// The exit status, closing `--help` and the manual page (its EXIT STATUS section; each error's
 /// kind is in docs/GUIDE.md, "Exit status").

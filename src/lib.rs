@@ -1,7 +1,7 @@
 //! regsweep: retention and garbage collection for the store of a CNCF Distribution registry.
 //! Data flows one way (a store's scan -> policy -> plan -> its execution -> report), and so do
 //! the imports: `model` below `core` below `store` and `online`, this file on top
-//! (tests/layers.rs checks it; docs/DESIGN.md has the semantics and the safety order).
+//! (tests/it/layers.rs checks it; docs/DESIGN.md has the semantics and the safety order).
 //! `pulls`, the pull record that the registry's notifications fill, stands apart: it imports
 //! nothing of the crate.
 
@@ -13,14 +13,6 @@ pub mod online;
 pub mod pulls;
 pub mod store;
 
-// The old flat paths, for the binary, tests and benches.
-pub use crate::core::{interrupt, metrics, plan, policy, progress, pulled, report, tags, usage};
-pub use crate::model::{
-    ContainerStep, Interrupted, LockHeld, LockLost, UsageError, blobs, digest, error, manifest, warning,
-};
-pub use crate::store::fs::{layout, scan};
-pub use crate::store::{apply, check, config, journal, remark};
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -28,20 +20,21 @@ use std::time::SystemTime;
 use anyhow::Result;
 use rayon::prelude::*;
 
-use crate::core::journal_rules;
 use crate::core::plan::{Options, Planner, RepoDraft};
 use crate::core::policy::{Order, Reason, Retention, Verdict};
 use crate::core::progress::Progress;
 use crate::core::pulled::PullTimes;
 use crate::core::report::Report;
 use crate::core::usage::{Reach, Usage, usage};
+use crate::core::{interrupt, journal_rules, plan, policy, report};
 use crate::model::blobs::BlobList;
 use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::error::{ErrorKind, RunError};
 use crate::model::inventory::{Parsed, Repo};
 use crate::model::warning::Warning;
-use crate::store::Store;
+use crate::model::{Interrupted, LockLost};
 use crate::store::location::Location;
+use crate::store::{Store, apply};
 
 /// How far before the scan a write still counts as made during the run: more than the
 /// granularity of any file system clock (ext4's is a jiffy, at most 10 ms).

@@ -21,20 +21,22 @@ use cli::{
     InUseArgs, ListenArgs, OnlineArgs, PullsCommand, ShowArgs, SortArg, StoreArgs,
 };
 use monitor::{Ended, exit_status, monitored};
-use regsweep::check::CheckOptions;
+use regsweep::Mode;
 use regsweep::core::in_use::InUse;
-use regsweep::error::{ErrorKind, RunError};
+use regsweep::core::plan::Options;
+use regsweep::core::policy::{Globs, Order, Retention};
+use regsweep::core::progress::Progress;
+use regsweep::core::usage::{Area, SortBy};
 use regsweep::generate::{self, GenOptions};
+use regsweep::model::error::{ErrorKind, RunError};
 use regsweep::model::warning::Warning;
+use regsweep::model::{ContainerStep, UsageError};
 use regsweep::online::OnlineOptions;
 use regsweep::online::client::{self, Client, ClientOptions, Credentials};
 use regsweep::online::engine::{self, Engine, GcStep};
-use regsweep::plan::Options;
-use regsweep::policy::{Globs, Order, Retention};
-use regsweep::progress::Progress;
+use regsweep::store::check::CheckOptions;
+use regsweep::store::config;
 use regsweep::store::location::Location;
-use regsweep::usage::{Area, SortBy};
-use regsweep::{ContainerStep, Mode, UsageError, config};
 
 /// Prints a report as JSON on stdout, streamed (the report of a large prune lists every tag).
 fn print_json(report: &impl serde::Serialize) -> Result<()> {
@@ -67,8 +69,9 @@ fn globs(option: &str, patterns: &[String]) -> Result<Option<Globs>> {
 }
 
 /// Where the store is: `--root` (a folder, or `s3://BUCKET/ROOTDIRECTORY`), or the registry's
-/// config file, with the warnings of its reading (keys regsweep does not honour): they go in the
-/// report's `warnings` where a run makes a report, else on stderr at once ([`tell`]).
+/// config file, with the warnings of its reading (keys regsweep does not honour): `prune` and
+/// `gc` put them in the report's `warnings`, `check` and `du` on stderr, as a run that fails does
+/// ([`tell`]).
 fn location(store: &StoreArgs) -> Result<(Location, Vec<Warning>)> {
     match (&store.root, &store.config) {
         (Some(r), _) => Ok((Location::from_root(r)?, Vec::new())),
@@ -296,7 +299,7 @@ fn online(o: &OnlineArgs) -> Result<Ended> {
 }
 
 /// Prints a report: its JSON, or its text (with `verbose`, every repository listed).
-fn print_report(report: &regsweep::report::Report, json: bool, verbose: bool) -> Result<()> {
+fn print_report(report: &regsweep::core::report::Report, json: bool, verbose: bool) -> Result<()> {
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }
@@ -313,7 +316,7 @@ fn print_report(report: &regsweep::report::Report, json: bool, verbose: bool) ->
     }
     if json && report.restart_required {
         match report.cache.as_ref().map(|c| c.kind) {
-            Some(regsweep::report::CacheKind::Redis) => eprintln!(
+            Some(regsweep::core::report::CacheKind::Redis) => eprintln!(
                 "note: the registry's redis cache may still list what was deleted (cache.stale_keys): delete those \
                  keys, or FLUSHDB its database"
             ),
@@ -415,9 +418,9 @@ fn offline(
     // the container is started again.
     let c = &collect.container;
     if c.stop_container.is_some() {
-        regsweep::interrupt::install_deferred();
+        regsweep::core::interrupt::install_deferred();
     } else {
-        regsweep::interrupt::install();
+        regsweep::core::interrupt::install();
     }
     let engine = Engine::pick(c.engine, std::env::var("DOCKER_HOST").ok().as_deref());
     let mut stopped = None;
@@ -464,7 +467,7 @@ fn offline(
                     c.restarted = true;
                 }
                 // A redis cache outlives the registry's restart: its stale keys stay stale.
-                if report.cache.as_ref().is_none_or(|c| c.kind != regsweep::report::CacheKind::Redis) {
+                if report.cache.as_ref().is_none_or(|c| c.kind != regsweep::core::report::CacheKind::Redis) {
                     report.restart_required = false;
                 }
             }

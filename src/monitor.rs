@@ -8,9 +8,9 @@ use std::time::{Instant, SystemTime};
 use anyhow::{Context, Result};
 
 use crate::cli::MetricsArgs;
-use regsweep::error::ErrorKind;
-use regsweep::metrics::{self, RunFigures};
-use regsweep::report::Report;
+use regsweep::core::metrics::{self, RunFigures};
+use regsweep::core::report::Report;
+use regsweep::model::error::ErrorKind;
 
 /// How a run of `prune`, `gc` or `online` ended: its exit status and, when it got as far, its
 /// report (for `--metrics-file`).

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use regsweep::manifest;
+use regsweep::model::manifest;
 
 fuzz_target!(|data: &[u8]| {
     let _ = manifest::parse(data);

@@ -6,9 +6,14 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::model::error::ErrorKind;
+
 static REQUESTED: AtomicBool = AtomicBool::new(false);
 static DELETING: AtomicBool = AtomicBool::new(false);
 static DEFERRED: AtomicBool = AtomicBool::new(false);
+
+/// The status a signal ends the process with: an interruption's, computed before any signal.
+const EXIT_INTERRUPTED: libc::c_int = ErrorKind::Interrupted.exit_code() as libc::c_int;
 
 extern "C" fn on_signal(_: libc::c_int) {
     let deleting = DELETING.load(Ordering::SeqCst);
@@ -28,7 +33,7 @@ extern "C" fn on_signal(_: libc::c_int) {
     // SAFETY: write(2) and _exit(2) are async-signal-safe.
     unsafe {
         libc::write(2, msg.as_ptr().cast(), msg.len());
-        libc::_exit(130);
+        libc::_exit(EXIT_INTERRUPTED);
     }
 }
 

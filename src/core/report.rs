@@ -367,7 +367,19 @@ impl Report {
     }
 
     fn write_text(&self, f: &mut fmt::Formatter<'_>, verbose: bool) -> fmt::Result {
-        let verb = if self.dry_run { "would delete" } else { "deleted" };
+        self.repos_text(f, verbose)?;
+        writeln!(f)?;
+        if self.command == Command::Online {
+            return self.online_totals_text(f);
+        }
+        self.totals_text(f)?;
+        self.kept_text(f)?;
+        self.ending_text(f)
+    }
+
+    /// The heading, then each repository's block (only those something happens to, unless
+    /// `verbose`).
+    fn repos_text(&self, f: &mut fmt::Formatter<'_>, verbose: bool) -> fmt::Result {
         if self.dry_run {
             writeln!(f, "Plan for {} (dry run: nothing is deleted)", self.root)?;
         } else {
@@ -389,35 +401,43 @@ impl Report {
                 if self.dry_run { "would happen" } else { "happened" }
             )?;
         }
-        writeln!(f)?;
-        if self.command == Command::Online {
+        Ok(())
+    }
+
+    /// Online: what was deleted through the API, what runs, the collector's and the cache's lines.
+    fn online_totals_text(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = if self.dry_run { "would delete" } else { "deleted" };
+        writeln!(
+            f,
+            "{}: {verb} {} (kept {}), {} through the API; the space comes back when the \
+             registry's garbage-collect runs (--gc-container)",
+            count(self.repositories, "repository", "repositories"),
+            count(self.tags_deleted, "tag", "tags"),
+            self.tags_kept,
+            count(self.manifests_deleted, "manifest", "manifests"),
+        )?;
+        if let Some(u) = &self.in_use {
+            writeln!(f, "{}", in_use_text(u))?;
+        }
+        if let Some(c) = &self.collector {
+            f.write_str(&c.text())?;
+        }
+        if let Some(line) = self.cache.as_ref().and_then(|c| c.text(self.dry_run, true)) {
+            writeln!(f, "{line}")?;
+        }
+        if !self.errors.is_empty() {
             writeln!(
                 f,
-                "{}: {verb} {} (kept {}), {} through the API; the space comes back when the \
-                 registry's garbage-collect runs (--gc-container)",
-                count(self.repositories, "repository", "repositories"),
-                count(self.tags_deleted, "tag", "tags"),
-                self.tags_kept,
-                count(self.manifests_deleted, "manifest", "manifests"),
+                "{} (printed above): nothing kept was touched; run again to finish",
+                count(self.errors.len(), "error", "errors")
             )?;
-            if let Some(u) = &self.in_use {
-                writeln!(f, "{}", in_use_text(u))?;
-            }
-            if let Some(c) = &self.collector {
-                f.write_str(&c.text())?;
-            }
-            if let Some(line) = self.cache.as_ref().and_then(|c| c.text(self.dry_run, true)) {
-                writeln!(f, "{line}")?;
-            }
-            if !self.errors.is_empty() {
-                writeln!(
-                    f,
-                    "{} (printed above): nothing kept was touched; run again to finish",
-                    count(self.errors.len(), "error", "errors")
-                )?;
-            }
-            return Ok(());
         }
+        Ok(())
+    }
+
+    /// What was deleted and freed.
+    fn totals_text(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = if self.dry_run { "would delete" } else { "deleted" };
         write!(
             f,
             "{}: {verb} {} (kept {}), {}, {}, {}, {}, {}",
@@ -437,6 +457,11 @@ impl Report {
         if let Some(later) = &self.freed_later {
             writeln!(f, "the space is not free yet: {later}")?;
         }
+        Ok(())
+    }
+
+    /// What stayed although the plan did not need it: by the grace period, in use, for a push.
+    fn kept_text(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let g = &self.grace_kept;
         if g.manifests + g.blobs + g.layer_links > 0 {
             writeln!(
@@ -461,6 +486,11 @@ impl Report {
                 count(r.blobs, "blob", "blobs")
             )?;
         }
+        Ok(())
+    }
+
+    /// How the run ended (interrupted, errors), then the registry's blob cache.
+    fn ending_text(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.interrupted {
             writeln!(
                 f,

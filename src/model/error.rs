@@ -56,6 +56,9 @@ pub enum ErrorKind {
     /// `--keep-in-use` that the registry has is reached by no kept tag (the message names them,
     /// `repository@digest`), so the registry's collector would delete it. Exit 1.
     InUseUntagged,
+    /// `check`'s finding, not an error of a run (no report lists it): some tag would fail a pull
+    /// (with `--for-registry 3`, on registry 3.x), or some blob is corrupt. Exit 4.
+    BrokenPull,
     /// Any other error that ended the run before its report: a bad store, a lock held, an
     /// unreadable manifest that must be kept, ... Before the deletions nothing changed. Exit 1.
     Fatal,
@@ -82,7 +85,7 @@ impl ErrorKind {
     }
 
     /// Its exit status (docs/GUIDE.md, "Exit status").
-    pub fn exit_code(self) -> u8 {
+    pub const fn exit_code(self) -> u8 {
         match self {
             ErrorKind::Fatal | ErrorKind::LockHeld | ErrorKind::TaglessStore | ErrorKind::InUseUntagged => 1,
             ErrorKind::Usage => 2,
@@ -94,20 +97,23 @@ impl ErrorKind {
             | ErrorKind::RemarkFailed
             | ErrorKind::PushDuringRun
             | ErrorKind::CacheStale => 3,
+            ErrorKind::BrokenPull => 4,
             ErrorKind::ContainerStep => 5,
             ErrorKind::Interrupted => 130,
         }
     }
 
     /// Which kind's status a run with several shows: a registry that may be down (5) first,
-    /// then an interruption (130: the journal says what is left), then the rest.
+    /// then an interruption (130: the journal says what is left), then the rest; `check`'s
+    /// finding last (a failed deletion of `--repair` is 3).
     fn precedence(self) -> u8 {
         match self {
-            ErrorKind::ContainerStep => 4,
-            ErrorKind::Interrupted => 3,
-            ErrorKind::Usage => 2,
-            ErrorKind::Fatal | ErrorKind::LockHeld | ErrorKind::TaglessStore | ErrorKind::InUseUntagged => 1,
-            _ => 0,
+            ErrorKind::ContainerStep => 5,
+            ErrorKind::Interrupted => 4,
+            ErrorKind::Usage => 3,
+            ErrorKind::Fatal | ErrorKind::LockHeld | ErrorKind::TaglessStore | ErrorKind::InUseUntagged => 2,
+            ErrorKind::BrokenPull => 0,
+            _ => 1,
         }
     }
 }
@@ -162,6 +168,7 @@ mod tests {
                     (LockHeld, 1),
                     (TaglessStore, 1),
                     (Usage, 2),
+                    (BrokenPull, 4),
                     (ContainerStep, 5),
                     (Interrupted, 130),
                 ])
@@ -179,6 +186,8 @@ mod tests {
         assert_eq!(exit_code([DeleteFailed, Interrupted, DeleteFailed]), 130);
         assert_eq!(exit_code([DeleteFailed, ContainerStep, Interrupted]), 5);
         assert_eq!(exit_code([PushDuringRun, LockRelease]), 3);
+        assert_eq!(exit_code([DeleteFailed, BrokenPull]), 3);
+        assert_eq!(exit_code([BrokenPull, DeleteFailed]), 3);
     }
 
     #[test]

@@ -51,6 +51,24 @@ pub fn repo_scope(repo: &str, action: &str) -> Scope {
 
 pub const CATALOG_SCOPE: &str = "registry:catalog:*";
 
+/// The methods regsweep sends a registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Delete,
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Delete => "DELETE",
+        })
+    }
+}
+
 /// One answer.
 pub struct Reply {
     pub status: u16,
@@ -309,7 +327,7 @@ impl Client {
 
     /// Sends a request to `path` (starting `/v2/`), authenticated for `scope`, retried on 429,
     /// 5xx and broken connections. Every status comes back; 401 only when auth failed for good.
-    pub fn send(&self, method: &str, path: &str, scope: &str, accept: Option<&str>) -> Result<Reply> {
+    pub fn send(&self, method: Method, path: &str, scope: &str, accept: Option<&str>) -> Result<Reply> {
         let url = format!("{}{path}", self.base);
         // One more try to learn the challenge, one more for a token refused as expired.
         let mut auth_tries = 0;
@@ -323,10 +341,9 @@ impl Client {
                 (None, None) => None,
             };
             let mut req = match method {
-                "GET" => self.agent.get(&url),
-                "HEAD" => self.agent.head(&url),
-                "DELETE" => self.agent.delete(&url),
-                _ => bail!("unsupported method {method}"),
+                Method::Get => self.agent.get(&url),
+                Method::Head => self.agent.head(&url),
+                Method::Delete => self.agent.delete(&url),
             };
             if let Some(a) = auth {
                 req = req.header("Authorization", a);
@@ -360,7 +377,7 @@ impl Client {
                     if (status == 429 || status >= 500) && attempt < ATTEMPTS {
                         retry_after(&resp)
                     } else {
-                        let body = if method == "HEAD" {
+                        let body = if method == Method::Head {
                             Vec::new()
                         } else {
                             resp.body_mut()
@@ -387,7 +404,7 @@ impl Client {
         let mut out = Vec::new();
         let mut next = Some(first.to_string());
         while let Some(path) = next.take() {
-            let r = self.send("GET", &path, scope, None)?;
+            let r = self.send(Method::Get, &path, scope, None)?;
             match r.status {
                 200 => {}
                 404 if missing_ok || !out.is_empty() => break,
@@ -401,7 +418,7 @@ impl Client {
 
     /// `GET /v2/`: is it a registry, and may we talk to it?
     pub fn ping(&self) -> Result<()> {
-        let r = self.send("GET", "/v2/", CATALOG_SCOPE, None)?;
+        let r = self.send(Method::Get, "/v2/", CATALOG_SCOPE, None)?;
         match r.status {
             200 => Ok(()),
             s if s == 429 || s >= 500 => {

@@ -20,7 +20,7 @@ use crate::core::progress::Progress;
 use crate::core::usage::{Reach, Usage, usage};
 use crate::model::digest::{Digest, DigestMap};
 use crate::model::warning::Warning;
-use client::{Client, repo_scope};
+use client::{Client, Method, repo_scope};
 
 use super::client;
 
@@ -42,7 +42,7 @@ impl StoreView for Sizes<'_> {
 
 /// A blob's size by HEAD, `None` when the registry does not have it.
 fn head_blob(client: &Client, repo: &str, d: &Digest) -> Result<Option<u64>> {
-    let r = client.send("HEAD", &format!("/v2/{repo}/blobs/{d}"), &repo_scope(repo, "pull"), None)?;
+    let r = client.send(Method::Head, &format!("/v2/{repo}/blobs/{d}"), &repo_scope(repo, "pull"), None)?;
     match r.status {
         200 => Ok(r.header("Content-Length").and_then(|l| l.parse().ok())),
         404 => Ok(None),

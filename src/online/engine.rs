@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::client::{CATALOG_SCOPE, Client, ClientOptions};
+use super::client::{self, CATALOG_SCOPE, Client, ClientOptions};
 use crate::core::report::CollectorReport;
 
 /// Which engine the operator named.
@@ -90,8 +90,24 @@ fn cli(bin: &str, args: &[&str]) -> Result<(i64, String)> {
     Ok((out.status.code().map_or(-1, i64::from), text))
 }
 
+/// The methods regsweep sends the Docker Engine API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Method {
+    Get,
+    Post,
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+        })
+    }
+}
+
 /// One request to the Docker Engine API on a unix socket: the status and the body.
-fn api(socket: &PathBuf, method: &str, path: &str, body: Option<&serde_json::Value>) -> Result<(u16, Vec<u8>)> {
+fn api(socket: &PathBuf, method: Method, path: &str, body: Option<&serde_json::Value>) -> Result<(u16, Vec<u8>)> {
     let mut s = UnixStream::connect(socket)
         .with_context(|| format!("cannot connect to the engine at unix://{}", socket.display()))?;
     s.set_read_timeout(Some(Duration::from_secs(3600)))?;
@@ -154,7 +170,13 @@ fn demux(mut b: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn api_ok(socket: &PathBuf, method: &str, path: &str, body: Option<&serde_json::Value>, ok: &[u16]) -> Result<Vec<u8>> {
+fn api_ok(
+    socket: &PathBuf,
+    method: Method,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    ok: &[u16],
+) -> Result<Vec<u8>> {
     let (status, body) = api(socket, method, path, body)?;
     if !ok.contains(&status) {
         let msg = serde_json::from_slice::<serde_json::Value>(&body)
@@ -170,7 +192,7 @@ fn api_ok(socket: &PathBuf, method: &str, path: &str, body: Option<&serde_json::
 fn api_exec(socket: &PathBuf, container: &str, cmd: &[String]) -> Result<(i64, String)> {
     let created = api_ok(
         socket,
-        "POST",
+        Method::Post,
         &format!("/containers/{container}/exec"),
         Some(&serde_json::json!({"AttachStdout": true, "AttachStderr": true, "Cmd": cmd})),
         &[200, 201],
@@ -181,12 +203,12 @@ fn api_exec(socket: &PathBuf, container: &str, cmd: &[String]) -> Result<(i64, S
         .to_string();
     let out = api_ok(
         socket,
-        "POST",
+        Method::Post,
         &format!("/exec/{id}/start"),
         Some(&serde_json::json!({"Detach": false, "Tty": false})),
         &[200],
     )?;
-    let info = api_ok(socket, "GET", &format!("/exec/{id}/json"), None, &[200])?;
+    let info = api_ok(socket, Method::Get, &format!("/exec/{id}/json"), None, &[200])?;
     let code = serde_json::from_slice::<serde_json::Value>(&info)?["ExitCode"].as_i64().unwrap_or(-1);
     Ok((code, demux(&out)))
 }
@@ -217,7 +239,7 @@ pub fn running(engine: &Engine, c: &str) -> Result<bool> {
             out.trim() == "true"
         }
         Engine::Api(sock) => {
-            let body = api_ok(sock, "GET", &format!("/containers/{c}/json"), None, &[200])?;
+            let body = api_ok(sock, Method::Get, &format!("/containers/{c}/json"), None, &[200])?;
             serde_json::from_slice::<serde_json::Value>(&body)?["State"]["Running"].as_bool().unwrap_or(false)
         }
     })
@@ -233,7 +255,7 @@ pub fn stop_or_start(engine: &Engine, c: &str, action: &str) -> Result<()> {
             }
         }
         Engine::Api(sock) => {
-            api_ok(sock, "POST", &format!("/containers/{c}/{action}"), None, &[204, 304])?;
+            api_ok(sock, Method::Post, &format!("/containers/{c}/{action}"), None, &[204, 304])?;
         }
     }
     Ok(())
@@ -251,7 +273,7 @@ pub fn wait_until_answers(url: &str, within: Duration) -> Result<()> {
     })?;
     let start = Instant::now();
     loop {
-        let answer = client.send("GET", "/v2/", CATALOG_SCOPE, None);
+        let answer = client.send(client::Method::Get, "/v2/", CATALOG_SCOPE, None);
         match answer {
             Ok(r) if r.status < 500 && r.status != 429 => return Ok(()),
             Err(e) if super::client::is_refusal(&e) => return Ok(()),
@@ -308,7 +330,7 @@ pub fn config_of(engine: &Engine, c: &str) -> Result<String> {
             }
         }
         Engine::Api(sock) => {
-            let body = api_ok(sock, "GET", &format!("/containers/{c}/json"), None, &[200])?;
+            let body = api_ok(sock, Method::Get, &format!("/containers/{c}/json"), None, &[200])?;
             serde_json::from_slice(&body).with_context(|| format!("container {c}: its inspection is not JSON"))?
         }
     };

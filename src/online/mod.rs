@@ -30,7 +30,7 @@ use crate::model::manifest::{self, Kind, Manifest};
 use crate::model::name::{is_repository, is_tag, printable};
 use crate::model::warning::{Warning, WarningKind};
 use crate::model::{InUseUntagged, UsageError};
-use client::{CATALOG_SCOPE, Client, repo_scope};
+use client::{CATALOG_SCOPE, Client, Method, repo_scope};
 
 /// Every manifest media type, for `Accept`: without it the registry converts or refuses.
 pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
@@ -103,7 +103,7 @@ impl<'a> Reader<'a> {
     /// The digest and media type of a tag, by HEAD; `None` when the tag vanished meanwhile.
     fn head(&self, repo: &str, tag: &str) -> Result<Option<(Digest, String)>> {
         let r = self.client.send(
-            "HEAD",
+            Method::Head,
             &format!("/v2/{repo}/manifests/{tag}"),
             &repo_scope(repo, "pull"),
             Some(ACCEPT),
@@ -128,8 +128,12 @@ impl<'a> Reader<'a> {
 
     /// A manifest by digest, checked against its digest and parsed.
     fn manifest(&self, repo: &str, d: &Digest) -> Result<Parsed> {
-        let r =
-            self.client.send("GET", &format!("/v2/{repo}/manifests/{d}"), &repo_scope(repo, "pull"), Some(ACCEPT))?;
+        let r = self.client.send(
+            Method::Get,
+            &format!("/v2/{repo}/manifests/{d}"),
+            &repo_scope(repo, "pull"),
+            Some(ACCEPT),
+        )?;
         match r.status {
             200 => {}
             404 => return Ok(Parsed::Missing),
@@ -170,7 +174,7 @@ impl<'a> Reader<'a> {
         if self.referrers.load(Ordering::Relaxed) == REFERRERS_NO {
             return Ok(Vec::new());
         }
-        let r = self.client.send("GET", &format!("/v2/{repo}/referrers/{d}"), &repo_scope(repo, "pull"), None)?;
+        let r = self.client.send(Method::Get, &format!("/v2/{repo}/referrers/{d}"), &repo_scope(repo, "pull"), None)?;
         let index = (r.status == 200).then(|| serde_json::from_slice::<Index>(&r.body).ok()).flatten();
         let Some(index) = index else {
             self.referrers.store(REFERRERS_NO, Ordering::Relaxed);
@@ -185,12 +189,13 @@ impl<'a> Reader<'a> {
     /// error (online deletes no manifest no tag reaches either way).
     fn exists(&self, repo: &str, d: &Digest) -> bool {
         let path = format!("/v2/{repo}/manifests/{d}");
-        self.client.send("HEAD", &path, &repo_scope(repo, "pull"), Some(ACCEPT)).is_ok_and(|r| r.status == 200)
+        self.client.send(Method::Head, &path, &repo_scope(repo, "pull"), Some(ACCEPT)).is_ok_and(|r| r.status == 200)
     }
 
     /// A config blob, for `created`.
     fn config(&self, repo: &str, d: &Digest) -> Option<Vec<u8>> {
-        let r = self.client.send("GET", &format!("/v2/{repo}/blobs/{d}"), &repo_scope(repo, "pull"), None).ok()?;
+        let r =
+            self.client.send(Method::Get, &format!("/v2/{repo}/blobs/{d}"), &repo_scope(repo, "pull"), None).ok()?;
         (r.status == 200).then_some(r.body)
     }
 
@@ -270,9 +275,24 @@ impl<'a> Reader<'a> {
 /// The plan reads nothing from disk online: there are no layer links or blobs to stat.
 /// One manifest to delete by digest, in stage order.
 struct Deletion {
-    stage: u8,
+    stage: DeleteStage,
     repo: String,
     digest: Digest,
+}
+
+/// When a manifest is deleted by digest, in order, so that an interruption leaves nothing kept
+/// broken: referrers first (nothing needs them), then the tags' own manifests, then the children
+/// of deleted indexes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum DeleteStage {
+    Referrers,
+    Manifests,
+    Children,
+}
+
+impl DeleteStage {
+    /// Every stage, in order.
+    const ALL: [DeleteStage; 3] = [DeleteStage::Referrers, DeleteStage::Manifests, DeleteStage::Children];
 }
 
 /// What the API shows of a registry: the repositories `wanted` lets in (valid names only), with
@@ -478,9 +498,9 @@ fn plan_online(client: &Client, opts: &OnlineOptions, progress: Progress) -> Res
         let children: DigestSet = removed.iter().filter_map(parsed).flat_map(|m| m.children.iter().copied()).collect();
         for d in &removed {
             let stage = match parsed(d) {
-                Some(m) if m.subject.is_some() => 0,
-                _ if children.contains(d) => 2,
-                _ => 1,
+                Some(m) if m.subject.is_some() => DeleteStage::Referrers,
+                _ if children.contains(d) => DeleteStage::Children,
+                _ => DeleteStage::Manifests,
             };
             deletions.push(Deletion { stage, repo: rp.name.clone(), digest: *d });
         }
@@ -527,7 +547,12 @@ fn execute(client: &Client, plan: &Plan, deletions: &[Deletion], progress: Progr
             return None;
         }
         let by_digest = reference.starts_with("sha256:");
-        let r = client.send("DELETE", &format!("/v2/{repo}/manifests/{reference}"), &repo_scope(repo, "delete"), None);
+        let r = client.send(
+            Method::Delete,
+            &format!("/v2/{repo}/manifests/{reference}"),
+            &repo_scope(repo, "delete"),
+            None,
+        );
         match r {
             Ok(r) if r.status == 405 && by_digest => {
                 *stop.lock().unwrap() = Some(format!(
@@ -562,7 +587,7 @@ fn execute(client: &Client, plan: &Plan, deletions: &[Deletion], progress: Progr
             }
         }
     };
-    for stage in 0..3 {
+    for stage in DeleteStage::ALL {
         deletions.par_iter().filter(|d| d.stage == stage).for_each(|d| {
             delete(&d.repo, &d.digest.to_string());
             bar.inc(1);

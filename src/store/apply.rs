@@ -112,7 +112,25 @@ struct Execution<'a> {
     /// every later re-mark keeps what they need.
     healed: Vec<(String, Digest)>,
     /// The links a healing saw to (written back, or found there).
-    ensured: std::collections::HashSet<String>,
+    ensured: std::collections::HashSet<LinkId>,
+}
+
+/// What identifies a link a healing writes back ([`Relink`], owning its names).
+#[derive(PartialEq, Eq, Hash)]
+enum LinkId {
+    Revision(String, Digest),
+    Layer(String, Digest),
+    Tag(String, String, Digest),
+}
+
+impl From<&Relink<'_>> for LinkId {
+    fn from(link: &Relink<'_>) -> LinkId {
+        match *link {
+            Relink::Revision(repo, d) => LinkId::Revision(repo.into(), d),
+            Relink::Layer(repo, d) => LinkId::Layer(repo.into(), d),
+            Relink::Tag(repo, tag, d) => LinkId::Tag(repo.into(), tag.into(), d),
+        }
+    }
 }
 
 /// The stages, in their order.
@@ -386,7 +404,7 @@ impl<'a> Execution<'a> {
                         let link = Relink::Tag(&r.name, t.name, d);
                         // Seen to by an earlier healing: what it wrote back is among the roots.
                         if self.stages_done < Stage::Tags
-                            || self.ensured.contains(&format!("{link:?}"))
+                            || self.ensured.contains(&LinkId::from(&link))
                             || !self.whole(&d)
                         {
                             continue;
@@ -452,7 +470,7 @@ impl<'a> Execution<'a> {
     /// counting it rescued; true when written. Each link is seen to once: none is deleted after
     /// its stage.
     fn relink(&mut self, i: usize, what: What, link: &Relink, blob: Option<&Digest>) -> Result<bool> {
-        if !self.ensured.insert(format!("{link:?}")) || blob.is_some_and(|b| !self.store.has_blob(b)) {
+        if !self.ensured.insert(LinkId::from(link)) || blob.is_some_and(|b| !self.store.has_blob(b)) {
             return Ok(false);
         }
         let written = self.store.relink(link)?;

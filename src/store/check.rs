@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::core::progress::Progress;
 use crate::model::digest::{Digest, DigestMap, DigestSet};
+use crate::model::error::{self, ErrorKind};
 use crate::model::manifest::{self, Manifest, refused_by_v3};
 use crate::model::outcome::{Failure, What};
 use crate::model::warning::{Warning, WarningKind};
@@ -180,15 +181,10 @@ impl CheckReport {
     }
 
     /// The exit status: 3 when a deletion of `--repair` failed, else 4 when some tag would
-    /// fail a pull (or some blob is corrupt), else 0.
+    /// fail a pull (or some blob is corrupt), else 0 ([`error::exit_code`] of those kinds).
     pub fn exit_code(&self) -> u8 {
-        if !self.failed.is_empty() {
-            crate::model::error::ErrorKind::DeleteFailed.exit_code()
-        } else if self.broken() {
-            4
-        } else {
-            0
-        }
+        let failed = self.failed.iter().map(|_| ErrorKind::DeleteFailed);
+        error::exit_code(failed.chain(self.broken().then_some(ErrorKind::BrokenPull)))
     }
 }
 
@@ -331,19 +327,39 @@ impl Trouble {
     }
 }
 
+/// What a problem means: whether a pull fails on it, and whether `--repair` removes it.
+#[derive(Clone, Copy)]
+struct Stakes {
+    breaks_pull: bool,
+    repairable: bool,
+}
+
+impl Stakes {
+    /// Breaks no pull, and `--repair` leaves it.
+    const NONE: Stakes = Stakes { breaks_pull: false, repairable: false };
+    /// A pull fails on it; `--repair` leaves it.
+    const BREAKS_PULL: Stakes = Stakes { breaks_pull: true, repairable: false };
+
+    /// Breaks no pull; repairable when `--repair` removes every problem of its kind.
+    fn of(kind: Kind) -> Stakes {
+        let repairable = matches!(kind, Kind::RevisionWithoutBlob | Kind::DanglingLayerLink | Kind::DanglingIndexEntry);
+        Stakes { breaks_pull: false, repairable }
+    }
+}
+
 impl<'a> Judge<'a> {
     pub(crate) fn new(at: &'a (dyn Fn(&str) -> String + Sync)) -> Judge<'a> {
         Judge { at, found: Mutex::default() }
     }
 
-    /// A problem at `rel`; `repairable` by its kind.
-    fn add(&self, kind: Kind, repo: Option<&str>, rel: &str, detail: String, breaks_pull: bool) {
-        let repairable = matches!(kind, Kind::RevisionWithoutBlob | Kind::DanglingLayerLink | Kind::DanglingIndexEntry);
-        self.push(kind, repo, rel, detail, breaks_pull, repairable);
+    /// A problem at `rel` that breaks no pull; repairable by its kind.
+    fn add(&self, kind: Kind, repo: Option<&str>, rel: &str, detail: String) {
+        self.push(kind, repo, rel, detail, Stakes::of(kind));
     }
 
-    fn push(&self, kind: Kind, repo: Option<&str>, rel: &str, detail: String, breaks_pull: bool, repairable: bool) {
+    fn push(&self, kind: Kind, repo: Option<&str>, rel: &str, detail: String, stakes: Stakes) {
         let path = (self.at)(rel);
+        let Stakes { breaks_pull, repairable } = stakes;
         let p = Problem { kind, repo: repo.map(String::from), path, detail, breaks_pull, repairable };
         self.found.lock().unwrap_or_else(|e| e.into_inner()).push(p);
     }
@@ -360,9 +376,9 @@ impl<'a> Judge<'a> {
         match seen {
             BlobSeen::Data => return true,
             BlobSeen::NoData => {
-                self.add(Kind::Incomplete, None, &tree::blob_dir(d), "a blob folder without data".into(), false)
+                self.add(Kind::Incomplete, None, &tree::blob_dir(d), "a blob folder without data".into())
             }
-            BlobSeen::NotAFile(e) => self.add(Kind::NotAFile, None, &tree::blob_data(d), e.clone(), false),
+            BlobSeen::NotAFile(e) => self.add(Kind::NotAFile, None, &tree::blob_data(d), e.clone()),
         }
         false
     }
@@ -370,29 +386,29 @@ impl<'a> Judge<'a> {
     /// A blob whose content does not hash to its name (`--verify-digests`).
     pub(crate) fn corrupt(&self, d: &Digest) {
         let detail = format!("the content of {d} does not hash to its name");
-        self.add(Kind::DigestMismatch, None, &tree::blob_data(d), detail, true);
+        self.push(Kind::DigestMismatch, None, &tree::blob_data(d), detail, Stakes::BREAKS_PULL);
     }
 
     /// A file of the store outside a blob's folder (`rel`): a `*.tmp` file is an interrupted
     /// write's (registry v3.1+).
     pub(crate) fn file(&self, rel: &str) {
         if rel.ends_with(".tmp") {
-            self.add(Kind::TmpFile, None, rel, "left by an interrupted write".into(), false);
+            self.add(Kind::TmpFile, None, rel, "left by an interrupted write".into());
         }
     }
 
     /// The journal of an interrupted run is there.
     pub(crate) fn journal(&self) {
         let detail = "an interrupted regsweep run: run gc or prune to finish it".to_string();
-        self.add(Kind::Incomplete, None, JOURNAL, detail, false);
+        self.add(Kind::Incomplete, None, JOURNAL, detail);
     }
 
-    /// A link's problem, if any; its digest when it holds one.
-    fn link(&self, repo: &str, rel: &str, link: &Link, breaks: bool) -> Option<Digest> {
+    /// A link's problem, if any (`stakes`: what it means where it is); its digest when it holds one.
+    fn link(&self, repo: &str, rel: &str, link: &Link, stakes: Stakes) -> Option<Digest> {
         match link {
             Link::To(d) => return Some(*d),
-            Link::Malformed(e) => self.add(Kind::MalformedLink, Some(repo), rel, e.clone(), breaks),
-            Link::NotAFile(e) => self.add(Kind::NotAFile, Some(repo), rel, e.clone(), breaks),
+            Link::Malformed(e) => self.push(Kind::MalformedLink, Some(repo), rel, e.clone(), stakes),
+            Link::NotAFile(e) => self.push(Kind::NotAFile, Some(repo), rel, e.clone(), stakes),
         }
         None
     }
@@ -406,12 +422,18 @@ impl<'a> Judge<'a> {
                     "an empty {what} folder: the registry's API delete leaves these{}",
                     if *old { "" } else { " (younger than the grace period: left)" }
                 );
-                self.push(Kind::RegistryLeftover, Some(repo), dir, detail, false, *old);
+                self.push(
+                    Kind::RegistryLeftover,
+                    Some(repo),
+                    dir,
+                    detail,
+                    Stakes { breaks_pull: false, repairable: *old },
+                );
                 *old
             }
             Entry::Partial => {
                 let detail = format!("a {what} folder without its link");
-                self.add(Kind::Incomplete, Some(repo), &format!("{dir}/link"), detail, false);
+                self.add(Kind::Incomplete, Some(repo), &format!("{dir}/link"), detail);
                 false
             }
             Entry::Link(_) => false,
@@ -419,174 +441,32 @@ impl<'a> Judge<'a> {
     }
 
     /// One repository, from what the backend listed of it; `load` reads a manifest blob through
-    /// the backend (`None`: the store lacks it), called in parallel.
+    /// the backend (`None`: the store lacks it), called in parallel. Each step reads what the
+    /// ones before it learnt: the layer links, the revisions' manifests, their children, the tags.
     pub(crate) fn repository(
         &self,
         seen: &RepoSeen,
         blobs: &Blobs,
         load: &(dyn Fn(&Digest) -> Result<Option<Vec<u8>>> + Sync),
     ) -> Judged {
-        let name = seen.name.as_str();
-        let mut out = Judged { tags: seen.tags.len(), ..Judged::default() };
-        let add = |kind: Kind, rel: &str, detail: String| self.add(kind, Some(name), rel, detail, false);
-        // Layer links, by folder; their content must name a blob.
-        let mut linked = DigestSet::default();
-        for (d, entry) in &seen.layers {
-            let dir = layer_dir(name, d);
-            let rel = format!("{dir}/link");
-            match entry {
-                Entry::Link(link) => match self.link(name, &rel, link, false) {
-                    Some(target) if !blobs.present.contains(&target) => {
-                        add(Kind::DanglingLayerLink, &rel, format!("links {target}, which is not in the store"));
-                        out.repairs.push(Repair::LayerLink(name.into(), *d));
-                    }
-                    Some(_) => {
-                        linked.insert(*d);
-                    }
-                    None => {}
-                },
-                _ => {
-                    if self.no_link(name, &dir, "layer link", entry) {
-                        out.repairs.push(Repair::LayerLeftover(name.into(), *d));
-                    }
-                }
-            }
-        }
-        // Revisions and their manifests, read in parallel.
-        let mut manifests: DigestMap<Option<Manifest>> = DigestMap::default();
-        let mut own_problem: DigestMap<Trouble> = DigestMap::default();
-        let targets: Vec<(Digest, Option<Digest>)> = seen
-            .revisions
-            .iter()
-            .map(|(d, entry)| {
-                let dir = revision_dir(name, d);
-                let target = match entry {
-                    Entry::Link(link) => self.link(name, &format!("{dir}/link"), link, false),
-                    _ => {
-                        if self.no_link(name, &dir, "revision", entry) {
-                            out.repairs.push(Repair::RevisionLeftover(name.into(), *d));
-                        }
-                        None
-                    }
-                };
-                (*d, target)
-            })
-            .collect();
-        // Each revision, with the manifest its link names and that manifest's content.
-        type Read = (Digest, Option<(Digest, Result<Option<Vec<u8>>>)>);
-        let read: Vec<Read> = targets.into_par_iter().map(|(d, t)| (d, t.map(|t| (t, load(&t))))).collect();
-        for (d, target) in read {
-            let rel = format!("{}/link", revision_dir(name, &d));
-            let Some((target, bytes)) = target else {
-                own_problem.insert(d, Trouble::new("its revision link is malformed or missing".into()));
-                continue;
-            };
-            out.manifests += 1;
-            match bytes {
-                Ok(None) => {
-                    add(Kind::RevisionWithoutBlob, &rel, format!("manifest {target} has no blob"));
-                    out.repairs.push(Repair::Revision(name.into(), d));
-                    let text = format!("its manifest blob {target} is missing");
-                    own_problem.insert(d, Trouble { text, blob_gone: true });
-                }
-                Ok(Some(_)) if blobs.corrupt.contains(&target) => {
-                    let text = format!("its manifest blob {target} is corrupt (its content does not hash to its name)");
-                    own_problem.insert(d, Trouble::new(text));
-                }
-                Ok(Some(bytes)) => match manifest::parse(&bytes) {
-                    Ok(m) => {
-                        let foreign = manifest::foreign_layers(&bytes);
-                        for b in m.blobs.iter().filter(|b| !foreign.contains(b)) {
-                            let trouble = if !blobs.present.contains(b) {
-                                add(Kind::MissingBlob, &rel, format!("manifest {d} needs blob {b}"));
-                                format!("blob {b} is missing")
-                            } else if blobs.corrupt.contains(b) {
-                                format!("blob {b} is corrupt (its content does not hash to its name)")
-                            } else if !linked.contains(b) {
-                                add(
-                                    Kind::MissingLayerLink,
-                                    &rel,
-                                    format!("manifest {d} needs blob {b}, not linked here"),
-                                );
-                                format!("blob {b} is not linked in this repository")
-                            } else {
-                                continue;
-                            };
-                            own_problem.insert(d, Trouble::new(trouble));
-                        }
-                        manifests.insert(d, Some(m));
-                    }
-                    Err(e) => {
-                        add(Kind::ManifestUnreadable, &rel, format!("manifest {d}: {e:#}"));
-                        own_problem.insert(d, Trouble::new("its manifest cannot be parsed".into()));
-                    }
-                },
-                Err(e) => {
-                    add(Kind::ManifestUnreadable, &rel, format!("{e:#}"));
-                    own_problem.insert(d, Trouble::new("its manifest cannot be read".into()));
-                }
-            }
-        }
-        // Children: an index whose child is missing or broken is broken.
-        for (d, m) in &manifests {
-            for c in m.iter().flat_map(|m| m.children.iter()) {
-                if !manifests.contains_key(c) {
-                    add(Kind::MissingChild, &revision_dir(name, d), format!("index {d} lists {c}, not held here"));
-                    own_problem.entry(*d).or_insert_with(|| Trouble::new(format!("its child {c} is missing")));
-                }
-            }
-        }
-        // Tags.
-        let held = |d: &Digest| manifests.contains_key(d) || own_problem.contains_key(d);
-        let parsed = |d: &Digest| manifests.get(d).and_then(Option::as_ref);
+        let mut j = Judging {
+            judge: self,
+            name: &seen.name,
+            blobs,
+            out: Judged { tags: seen.tags.len(), ..Judged::default() },
+            linked: DigestSet::default(),
+            manifests: DigestMap::default(),
+            own_problem: DigestMap::default(),
+        };
+        j.layer_links(&seen.layers);
+        let targets = j.revision_links(&seen.revisions);
+        j.manifests(targets, load);
+        j.children();
         for t in &seen.tags {
-            let tag = t.name.as_str();
-            let dir = tag_dir(name, tag);
-            let current = tree::in_repo(name, &inside::tag_current(tag));
-            match t.current.as_ref().map(|l| self.link(name, &current, l, true)) {
-                None => add(Kind::Incomplete, &dir, format!("tag {tag} has no current link")),
-                Some(None) => {}
-                Some(Some(d)) if !held(&d) => {
-                    let detail = format!("points to {d}, which this repository does not hold");
-                    self.push(Kind::TagBroken, Some(name), &current, detail, true, true);
-                    out.repairs.push(Repair::Tag(name.into(), tag.into()));
-                }
-                Some(Some(d)) => {
-                    if let Some((why, blob_gone)) = why_broken(&d, &own_problem, &manifests) {
-                        // A tag on a manifest whose blob is gone points to nothing: --repair removes it.
-                        let detail =
-                            if blob_gone { format!("points to {d}: {why}") } else { format!("{tag} ({d}): {why}") };
-                        self.push(Kind::TagBroken, Some(name), &current, detail, true, blob_gone);
-                        if blob_gone {
-                            out.repairs.push(Repair::Tag(name.into(), tag.into()));
-                        }
-                    } else if let Some(x) = refused_by_v3(&d, parsed) {
-                        let what = if x == d {
-                            format!("{tag} ({d}) is a Docker schema 1 manifest: registry 3.x answers HTTP 500 to it")
-                        } else {
-                            format!(
-                                "{tag} ({d}): its child {x} is a Docker schema 1 manifest: registry 3.x answers \
-                                 HTTP 500 to it, and a pull of that platform fails"
-                            )
-                        };
-                        let detail = format!("{what} (2.8 serves it); {V3_ADVICE}");
-                        self.push(Kind::V3Unservable, Some(name), &current, detail, false, false);
-                    }
-                }
-            }
-            for (d, link) in &t.history {
-                let rel = format!("{dir}/index/sha256/{}/link", d.hex());
-                if let Some(link) = link {
-                    self.link(name, &rel, link, false);
-                }
-                if !held(d) {
-                    add(Kind::DanglingIndexEntry, &rel, format!("tag {tag} history names {d}, no longer held"));
-                    out.repairs.push(Repair::IndexEntry(name.into(), tag.into(), *d));
-                }
-            }
+            j.tag(t);
         }
-        self.untagged_v3_unservable(name, seen, &manifests);
-        out
+        self.untagged_v3_unservable(j.name, seen, &j.manifests);
+        j.out
     }
 
     /// Schema 1 manifests no tag reaches: registry 3.x answers 500 to them by digest, and its
@@ -616,7 +496,221 @@ impl<'a> Judge<'a> {
                      (regsweep gc --delete-untagged) before moving to registry:3"
                 );
                 let rel = format!("{}/link", revision_dir(name, d));
-                self.push(Kind::V3Unservable, Some(name), &rel, detail, false, false);
+                self.push(Kind::V3Unservable, Some(name), &rel, detail, Stakes::NONE);
+            }
+        }
+    }
+}
+
+/// One repository being judged ([`Judge::repository`]): what each step learns, for the next.
+struct Judging<'j, 'a> {
+    judge: &'j Judge<'a>,
+    name: &'j str,
+    blobs: &'j Blobs,
+    out: Judged,
+    /// Layer links that name a blob the store holds.
+    linked: DigestSet,
+    /// Each manifest read and parsed.
+    manifests: DigestMap<Option<Manifest>>,
+    /// Each manifest's own reason a pull fails on it.
+    own_problem: DigestMap<Trouble>,
+}
+
+impl Judging<'_, '_> {
+    /// A problem of this repository at `rel` that breaks no pull; repairable by its kind.
+    fn add(&self, kind: Kind, rel: &str, detail: String) {
+        self.judge.add(kind, Some(self.name), rel, detail);
+    }
+
+    /// Layer links, by folder: their content must name a blob.
+    fn layer_links(&mut self, layers: &[(Digest, Entry)]) {
+        let name = self.name;
+        for (d, entry) in layers {
+            let dir = layer_dir(name, d);
+            let Entry::Link(link) = entry else {
+                if self.judge.no_link(name, &dir, "layer link", entry) {
+                    self.out.repairs.push(Repair::LayerLeftover(name.into(), *d));
+                }
+                continue;
+            };
+            let rel = format!("{dir}/link");
+            match self.judge.link(name, &rel, link, Stakes::NONE) {
+                Some(target) if !self.blobs.present.contains(&target) => {
+                    self.add(Kind::DanglingLayerLink, &rel, format!("links {target}, which is not in the store"));
+                    self.out.repairs.push(Repair::LayerLink(name.into(), *d));
+                }
+                Some(_) => {
+                    self.linked.insert(*d);
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Revision folders: each with the manifest its link names, if it names one.
+    fn revision_links(&mut self, revisions: &[(Digest, Entry)]) -> Vec<(Digest, Option<Digest>)> {
+        let name = self.name;
+        let mut targets = Vec::with_capacity(revisions.len());
+        for (d, entry) in revisions {
+            let dir = revision_dir(name, d);
+            let target = match entry {
+                Entry::Link(link) => self.judge.link(name, &format!("{dir}/link"), link, Stakes::NONE),
+                _ => {
+                    if self.judge.no_link(name, &dir, "revision", entry) {
+                        self.out.repairs.push(Repair::RevisionLeftover(name.into(), *d));
+                    }
+                    None
+                }
+            };
+            targets.push((*d, target));
+        }
+        targets
+    }
+
+    /// The revisions' manifests, read in parallel, then each judged.
+    fn manifests(
+        &mut self,
+        targets: Vec<(Digest, Option<Digest>)>,
+        load: &(dyn Fn(&Digest) -> Result<Option<Vec<u8>>> + Sync),
+    ) {
+        // Each revision, with the manifest its link names and that manifest's content.
+        type Read = (Digest, Option<(Digest, Result<Option<Vec<u8>>>)>);
+        let read: Vec<Read> = targets.into_par_iter().map(|(d, t)| (d, t.map(|t| (t, load(&t))))).collect();
+        for (d, target) in read {
+            let Some((target, bytes)) = target else {
+                self.own_problem.insert(d, Trouble::new("its revision link is malformed or missing".into()));
+                continue;
+            };
+            self.out.manifests += 1;
+            self.manifest(d, target, bytes);
+        }
+    }
+
+    /// Revision `d`, whose link names `target`, with what reading that manifest blob gave.
+    fn manifest(&mut self, d: Digest, target: Digest, bytes: Result<Option<Vec<u8>>>) {
+        let rel = format!("{}/link", revision_dir(self.name, &d));
+        match bytes {
+            Ok(None) => {
+                self.add(Kind::RevisionWithoutBlob, &rel, format!("manifest {target} has no blob"));
+                self.out.repairs.push(Repair::Revision(self.name.into(), d));
+                let text = format!("its manifest blob {target} is missing");
+                self.own_problem.insert(d, Trouble { text, blob_gone: true });
+            }
+            Ok(Some(_)) if self.blobs.corrupt.contains(&target) => {
+                let text = format!("its manifest blob {target} is corrupt (its content does not hash to its name)");
+                self.own_problem.insert(d, Trouble::new(text));
+            }
+            Ok(Some(bytes)) => match manifest::parse(&bytes) {
+                Ok(m) => {
+                    self.blobs_of(d, &rel, &m, &bytes);
+                    self.manifests.insert(d, Some(m));
+                }
+                Err(e) => {
+                    self.add(Kind::ManifestUnreadable, &rel, format!("manifest {d}: {e:#}"));
+                    self.own_problem.insert(d, Trouble::new("its manifest cannot be parsed".into()));
+                }
+            },
+            Err(e) => {
+                self.add(Kind::ManifestUnreadable, &rel, format!("{e:#}"));
+                self.own_problem.insert(d, Trouble::new("its manifest cannot be read".into()));
+            }
+        }
+    }
+
+    /// The blobs manifest `d` (`bytes`, parsed as `m`) needs, but its foreign layers: each held,
+    /// sound and linked in this repository.
+    fn blobs_of(&mut self, d: Digest, rel: &str, m: &Manifest, bytes: &[u8]) {
+        let foreign = manifest::foreign_layers(bytes);
+        for b in m.blobs.iter().filter(|b| !foreign.contains(b)) {
+            let trouble = if !self.blobs.present.contains(b) {
+                self.add(Kind::MissingBlob, rel, format!("manifest {d} needs blob {b}"));
+                format!("blob {b} is missing")
+            } else if self.blobs.corrupt.contains(b) {
+                format!("blob {b} is corrupt (its content does not hash to its name)")
+            } else if !self.linked.contains(b) {
+                self.add(Kind::MissingLayerLink, rel, format!("manifest {d} needs blob {b}, not linked here"));
+                format!("blob {b} is not linked in this repository")
+            } else {
+                continue;
+            };
+            self.own_problem.insert(d, Trouble::new(trouble));
+        }
+    }
+
+    /// Children: an index whose child is missing or broken is broken.
+    fn children(&mut self) {
+        for (d, m) in &self.manifests {
+            for c in m.iter().flat_map(|m| m.children.iter()) {
+                if !self.manifests.contains_key(c) {
+                    let detail = format!("index {d} lists {c}, not held here");
+                    self.add(Kind::MissingChild, &revision_dir(self.name, d), detail);
+                    self.own_problem.entry(*d).or_insert_with(|| Trouble::new(format!("its child {c} is missing")));
+                }
+            }
+        }
+    }
+
+    /// Whether this repository holds manifest `d` (read or not).
+    fn held(&self, d: &Digest) -> bool {
+        self.manifests.contains_key(d) || self.own_problem.contains_key(d)
+    }
+
+    /// A tag: its current link, then its history.
+    fn tag(&mut self, t: &TagSeen) {
+        let (name, tag) = (self.name, t.name.as_str());
+        let current = tree::in_repo(name, &inside::tag_current(tag));
+        match t.current.as_ref().map(|l| self.judge.link(name, &current, l, Stakes::BREAKS_PULL)) {
+            None => self.add(Kind::Incomplete, &tag_dir(name, tag), format!("tag {tag} has no current link")),
+            Some(None) => {}
+            Some(Some(d)) if !self.held(&d) => {
+                let detail = format!("points to {d}, which this repository does not hold");
+                let stakes = Stakes { breaks_pull: true, repairable: true };
+                self.judge.push(Kind::TagBroken, Some(name), &current, detail, stakes);
+                self.out.repairs.push(Repair::Tag(name.into(), tag.into()));
+            }
+            Some(Some(d)) => self.tag_on(tag, &current, d),
+        }
+        self.history(t);
+    }
+
+    /// Tag `tag`, whose current link (`current`) names `d`, a manifest this repository holds:
+    /// broken when a pull of it fails, or one registry 3.x will not serve.
+    fn tag_on(&mut self, tag: &str, current: &str, d: Digest) {
+        let name = self.name;
+        if let Some((why, blob_gone)) = why_broken(&d, &self.own_problem, &self.manifests) {
+            // A tag on a manifest whose blob is gone points to nothing: --repair removes it.
+            let detail = if blob_gone { format!("points to {d}: {why}") } else { format!("{tag} ({d}): {why}") };
+            let stakes = Stakes { breaks_pull: true, repairable: blob_gone };
+            self.judge.push(Kind::TagBroken, Some(name), current, detail, stakes);
+            if blob_gone {
+                self.out.repairs.push(Repair::Tag(name.into(), tag.into()));
+            }
+        } else if let Some(x) = refused_by_v3(&d, |d| self.manifests.get(d).and_then(Option::as_ref)) {
+            let what = if x == d {
+                format!("{tag} ({d}) is a Docker schema 1 manifest: registry 3.x answers HTTP 500 to it")
+            } else {
+                format!(
+                    "{tag} ({d}): its child {x} is a Docker schema 1 manifest: registry 3.x answers HTTP 500 to it, \
+                     and a pull of that platform fails"
+                )
+            };
+            let detail = format!("{what} (2.8 serves it); {V3_ADVICE}");
+            self.judge.push(Kind::V3Unservable, Some(name), current, detail, Stakes::NONE);
+        }
+    }
+
+    /// A tag's history entries: each must name a manifest this repository holds.
+    fn history(&mut self, t: &TagSeen) {
+        let (name, tag) = (self.name, t.name.as_str());
+        let dir = tag_dir(name, tag);
+        for (d, link) in &t.history {
+            let rel = format!("{dir}/index/sha256/{}/link", d.hex());
+            if let Some(link) = link {
+                self.judge.link(name, &rel, link, Stakes::NONE);
+            }
+            if !self.held(d) {
+                self.add(Kind::DanglingIndexEntry, &rel, format!("tag {tag} history names {d}, no longer held"));
+                self.out.repairs.push(Repair::IndexEntry(name.into(), tag.into(), *d));
             }
         }
     }
@@ -714,31 +808,60 @@ struct Repaired {
     failed: Vec<Failure>,
 }
 
+/// The parent folder of what `--repair` removes, by repository (and tag). Their order is the
+/// order of the batches: by stage, then by parent.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Group<'a> {
+    /// A repository's tags (stage 0).
+    Tags(&'a str),
+    /// A repository's revisions (stage 1).
+    Revisions(&'a str),
+    /// A tag's history entries (stage 1).
+    TagIndex(&'a str, &'a str),
+    /// A repository's `_layers` links (stage 2).
+    Layers(&'a str),
+}
+
+impl<'a> Group<'a> {
+    /// Which stage removes its folders: tags, then revisions and history entries, then links.
+    fn stage(self) -> usize {
+        match self {
+            Group::Tags(_) => 0,
+            Group::Revisions(_) | Group::TagIndex(..) => 1,
+            Group::Layers(_) => 2,
+        }
+    }
+
+    /// The folder it is, and what its folders are.
+    fn parent(self) -> (Parent<'a>, What) {
+        match self {
+            Group::Tags(repo) => (Parent::Tags(repo), What::Tag),
+            Group::Revisions(repo) => (Parent::Revisions(repo), What::Manifest),
+            Group::TagIndex(repo, tag) => (Parent::TagIndex(repo, tag), What::IndexEntry),
+            Group::Layers(repo) => (Parent::Layers(repo), What::LayerLink),
+        }
+    }
+}
+
 /// Removes what `repairs` names, stage by stage (a stage with a failed deletion stops the
 /// repair there, as in a prune).
 fn repair(store: &dyn Store, repairs: &[Repair], since: SystemTime, progress: Progress) -> Result<Repaired> {
-    // Folders grouped by their parent: (stage, parent kind, repository, tag).
-    let mut groups: std::collections::BTreeMap<(u8, u8, &str, &str), Vec<Folder>> = Default::default();
+    let mut groups: std::collections::BTreeMap<Group, Vec<Folder>> = Default::default();
     for r in repairs {
-        let (key, folder) = match r {
-            Repair::Tag(repo, tag) => ((0, 0, repo.as_str(), ""), Folder::Tag(tag, None)),
-            Repair::Revision(repo, d) => ((1, 1, repo.as_str(), ""), Folder::Link(*d)),
-            Repair::RevisionLeftover(repo, d) => ((1, 1, repo.as_str(), ""), Folder::Leftover(*d)),
-            Repair::IndexEntry(repo, tag, d) => ((1, 2, repo.as_str(), tag.as_str()), Folder::Link(*d)),
-            Repair::LayerLink(repo, d) => ((2, 3, repo.as_str(), ""), Folder::Link(*d)),
-            Repair::LayerLeftover(repo, d) => ((2, 3, repo.as_str(), ""), Folder::Leftover(*d)),
+        let (group, folder) = match r {
+            Repair::Tag(repo, tag) => (Group::Tags(repo), Folder::Tag(tag, None)),
+            Repair::Revision(repo, d) => (Group::Revisions(repo), Folder::Link(*d)),
+            Repair::RevisionLeftover(repo, d) => (Group::Revisions(repo), Folder::Leftover(*d)),
+            Repair::IndexEntry(repo, tag, d) => (Group::TagIndex(repo, tag), Folder::Link(*d)),
+            Repair::LayerLink(repo, d) => (Group::Layers(repo), Folder::Link(*d)),
+            Repair::LayerLeftover(repo, d) => (Group::Layers(repo), Folder::Leftover(*d)),
         };
-        groups.entry(key).or_default().push(folder);
+        groups.entry(group).or_default().push(folder);
     }
     let mut stages: [Vec<Batch>; 3] = Default::default();
-    for ((stage, kind, repo, tag), folders) in groups {
-        let (parent, what) = match kind {
-            0 => (Parent::Tags(repo), What::Tag),
-            1 => (Parent::Revisions(repo), What::Manifest),
-            2 => (Parent::TagIndex(repo, tag), What::IndexEntry),
-            _ => (Parent::Layers(repo), What::LayerLink),
-        };
-        stages[usize::from(stage)].push(Batch { parent, repo: None, what, folders });
+    for (group, folders) in groups {
+        let (parent, what) = group.parent();
+        stages[group.stage()].push(Batch { parent, repo: None, what, folders });
     }
     let tally = Tally::new(0);
     for (name, batches) in ["tags", "manifests", "links"].into_iter().zip(&stages) {

@@ -352,9 +352,9 @@ fn went(before: &BTreeSet<String>, after: &BTreeSet<String>) -> (BTreeSet<String
 fn the_evictor_is_told_exactly_what_went() {
     use regsweep::store::bucket::memory::Memory;
     use regsweep::store::location::Location;
-    let mode = regsweep::Mode::Prune(Box::new(regsweep::policy::Retention {
+    let mode = regsweep::Mode::Prune(Box::new(regsweep::core::policy::Retention {
         keep: 1,
-        order: regsweep::policy::Order::Push,
+        order: regsweep::core::policy::Order::Push,
         keep_tags: Vec::new(),
         repos: None,
         exclude: None,
@@ -363,7 +363,7 @@ fn the_evictor_is_told_exactly_what_went() {
         pulls: None,
         in_use: None,
     }));
-    let opts = regsweep::plan::Options {
+    let opts = regsweep::core::plan::Options {
         delete_untagged: true,
         grace: std::time::Duration::ZERO,
         allow_tagless: false,
@@ -388,7 +388,7 @@ fn the_evictor_is_told_exactly_what_went() {
         let before = files();
         let recorder = Recorder::default();
         let store = at.open().unwrap();
-        let progress = regsweep::progress::Progress::hidden();
+        let progress = regsweep::core::progress::Progress::hidden();
         let report = regsweep::run_on_with(store.as_ref(), "x", &mode, &opts, false, progress, &recorder).unwrap();
         assert!(report.errors.is_empty(), "{:?}", report.errors);
         let (blobs, links) = went(&before, &files());

@@ -10,12 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use regsweep::Mode;
-use regsweep::check::CheckOptions;
-use regsweep::plan::Options;
-use regsweep::policy::{Order, Retention};
-use regsweep::progress::Progress;
-use regsweep::report::Report;
+use regsweep::core::plan::Options;
+use regsweep::core::policy::{Order, Retention};
+use regsweep::core::progress::Progress;
+use regsweep::core::report::Report;
 use regsweep::store::bucket::memory::Memory;
+use regsweep::store::check::CheckOptions;
 use regsweep::store::location::Location;
 use sha2::{Digest as _, Sha256};
 
@@ -208,7 +208,7 @@ fn keys_a_batch_fails_to_delete_are_retried_then_reported_alone() {
     assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
     // A failed deletion, named by its key, with what the server said.
     let e = &report.errors[0];
-    assert_eq!(e.kind, regsweep::error::ErrorKind::DeleteFailed, "{e:?}");
+    assert_eq!(e.kind, regsweep::model::error::ErrorKind::DeleteFailed, "{e:?}");
     assert!(e.path.as_deref().is_some_and(|p| p.ends_with(blobs[1].as_str())), "{e:?}");
     assert!(e.message.contains("AccessDenied"), "{e:?}");
     // The run stops after the failed stage, its journal kept; what it did is done.
@@ -412,7 +412,8 @@ fn a_push_reusing_a_layer_whose_link_goes_gets_the_link_back() {
         }
     });
     assert!(*done.lock().unwrap(), "the layer link was never deleted");
-    let about_the_push = |e: &regsweep::error::RunError| e.kind == regsweep::error::ErrorKind::PushDuringRun;
+    let about_the_push =
+        |e: &regsweep::model::error::RunError| e.kind == regsweep::model::error::ErrorKind::PushDuringRun;
     assert!(report.errors.iter().all(about_the_push), "{:?}", report.errors);
     assert!(broken(&mem).is_empty(), "the pushed image pulls: {:?}", broken(&mem));
 }
@@ -640,7 +641,7 @@ fn check_repair_says_it_left_what_was_written_as_it_began() {
     assert!(report.broken() && report.failed.is_empty());
     assert_eq!(report.exit_code(), 4);
     let kinds: Vec<_> = report.warnings.iter().map(|w| w.kind).collect();
-    assert_eq!(kinds, [regsweep::warning::WarningKind::RepairLeftYoung], "{:?}", report.warnings);
+    assert_eq!(kinds, [regsweep::model::warning::WarningKind::RepairLeftYoung], "{:?}", report.warnings);
     assert!(
         report.warnings[0].message.starts_with("--repair left 1 link pointing to nothing"),
         "{:?}",
@@ -730,11 +731,11 @@ fn revisions(keys: &BTreeSet<String>) -> BTreeSet<String> {
 }
 
 /// What a run gave: refused (the error's kind), or its warnings of kind `tags_elsewhere`.
-fn guarded(result: anyhow::Result<Report>) -> Result<usize, regsweep::error::ErrorKind> {
+fn guarded(result: anyhow::Result<Report>) -> Result<usize, regsweep::model::error::ErrorKind> {
     use regsweep::model::warning::WarningKind;
     match result {
         Ok(r) => Ok(r.warnings.iter().filter(|w| w.kind == WarningKind::TagsElsewhere).count()),
-        Err(e) => Err(regsweep::error::ErrorKind::of(&e)),
+        Err(e) => Err(regsweep::model::error::ErrorKind::of(&e)),
     }
 }
 
@@ -747,7 +748,7 @@ fn guarded(result: anyhow::Result<Report>) -> Result<usize, regsweep::error::Err
 /// ranks tags on a store with some).
 #[test]
 fn delete_untagged_is_refused_on_a_store_whose_tags_live_elsewhere_and_only_there() {
-    use regsweep::error::ErrorKind;
+    use regsweep::model::error::ErrorKind;
     let with_tags = fixture("demo");
     let without_tags = fixture("demo");
     for repo in ["team/app", "team/app/tools", "team/multi"] {
@@ -852,6 +853,10 @@ fn generated_stores_do_not_look_tagless_until_images_are_pushed_by_digest() {
         assert_eq!(guarded(dry(&Mode::Gc, true)), Ok(0), "{case}: one push by digest is no pattern");
         push_by_digest(&mem, "ns00/app00000", 1);
         let refused = guarded(dry(&Mode::Gc, true));
-        assert_eq!(refused, Err(regsweep::error::ErrorKind::TaglessStore), "{case}: pushes by digest after its tags");
+        assert_eq!(
+            refused,
+            Err(regsweep::model::error::ErrorKind::TaglessStore),
+            "{case}: pushes by digest after its tags"
+        );
     }
 }

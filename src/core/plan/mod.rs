@@ -206,8 +206,8 @@ pub enum Object<'a> {
 }
 
 /// What the plan reads of a store beyond the inventory: only for deletion candidates and kept
-/// tags. The filesystem backend implements it; online mode, which deletes through the API, has
-/// [`NoStore`].
+/// tags. Both backends (a folder, a bucket) implement it; online mode, which deletes through the
+/// API, has [`NoStore`] (and `du --url` the sizes the API gives).
 pub trait StoreView: Sync {
     /// The size and mtime of an object, `None` when it does not exist.
     fn stat(&self, object: Object) -> Result<Option<(u64, SystemTime)>>;
@@ -261,7 +261,8 @@ impl RepoPlan {
 /// needs; then sweeps the unmarked ones. Only the repository being planned is in memory.
 pub struct Planner<'a> {
     opts: &'a Options,
-    disk: &'a dyn StoreView,
+    /// The store being planned (a folder or a bucket): its objects' times, its tags' histories.
+    store: &'a dyn StoreView,
     journal: Option<&'a Journal>,
     marks: Marks,
     holders: Option<&'a Holders>,
@@ -278,9 +279,9 @@ impl<'a> Planner<'a> {
         blobs: BlobList,
         journal: Option<&'a Journal>,
         opts: &'a Options,
-        disk: &'a dyn StoreView,
+        store: &'a dyn StoreView,
     ) -> Planner<'a> {
-        Planner { opts, disk, journal, marks: Marks::new(blobs), holders: None }
+        Planner { opts, store, journal, marks: Marks::new(blobs), holders: None }
     }
 
     /// With `--delete-orphan-attachments`: where every manifest of the store is.
@@ -294,7 +295,7 @@ impl<'a> Planner<'a> {
 
     /// True when the object exists and is older than the grace period.
     fn old(&self, object: Object) -> Result<bool> {
-        Ok(self.disk.stat(object)?.is_some_and(|(_, t)| !self.young(t)))
+        Ok(self.store.stat(object)?.is_some_and(|(_, t)| !self.young(t)))
     }
 
     /// Plans one repository: `manifests` holds (at least) those its revisions and its journaled
@@ -422,7 +423,7 @@ impl<'a> Planner<'a> {
             return;
         }
         for tp in plan.tags.iter().filter(|t| t.action == Action::Keep) {
-            match self.disk.tag_index(&cx.repo.name, tp.name) {
+            match self.store.tag_index(&cx.repo.name, tp.name) {
                 Ok(index) => plan.index_entries.extend(
                     index
                         .into_iter()
@@ -687,9 +688,9 @@ pub fn build(
     decisions: &[Vec<Verdict>],
     in_scope: &(dyn Fn(&str) -> bool + Sync),
     opts: &Options,
-    disk: &dyn StoreView,
+    store: &dyn StoreView,
 ) -> Result<Plan> {
-    let planner = Planner::new(BlobList::new(inv.blobs.iter().copied()), inv.journal.as_ref(), opts, disk);
+    let planner = Planner::new(BlobList::new(inv.blobs.iter().copied()), inv.journal.as_ref(), opts, store);
     let drafts = inv
         .repos
         .par_iter()
@@ -709,9 +710,9 @@ mod tests {
 
     /// Every file is old, but those whose path contains one of the strings given; no tag has
     /// history.
-    struct FakeDisk(Vec<Digest>);
+    struct FakeStore(Vec<Digest>);
 
-    impl StoreView for FakeDisk {
+    impl StoreView for FakeStore {
         fn stat(&self, object: Object) -> Result<Option<(u64, SystemTime)>> {
             let d = match object {
                 Object::BlobData(d) | Object::BlobFolder(d) => d,
@@ -806,7 +807,7 @@ mod tests {
                         .collect()
                 })
                 .collect();
-            build(&self.inv, &decisions, &|_| true, &options(delete_untagged), &FakeDisk(self.young.clone()))
+            build(&self.inv, &decisions, &|_| true, &options(delete_untagged), &FakeStore(self.young.clone()))
         }
     }
 
@@ -942,7 +943,7 @@ mod tests {
                 }
             })
             .collect();
-        let p = build(&s.inv, &[decisions], &|_| true, &opts, &FakeDisk(vec![])).unwrap();
+        let p = build(&s.inv, &[decisions], &|_| true, &opts, &FakeStore(vec![])).unwrap();
         assert_eq!(removed(&p, "r"), [], "the index's children and the subject's referrer stay with them");
         assert_eq!(actions(&p, "r")[1], ("old".into(), Action::Untag));
         assert_eq!(p.repos[0].in_use, [d(11), d(20), d(50)]);
@@ -982,7 +983,7 @@ mod tests {
             .collect();
         for collected in [false, true] {
             let opts = Options { in_use: Some(u.clone()), untagged_collected: collected, ..options(false) };
-            let p = build(&s.inv, std::slice::from_ref(&decisions), &|_| true, &opts, &FakeDisk(vec![])).unwrap();
+            let p = build(&s.inv, std::slice::from_ref(&decisions), &|_| true, &opts, &FakeStore(vec![])).unwrap();
             let drop = actions(&p, "r").into_iter().find(|(t, _)| t == "drop").unwrap().1;
             let old = actions(&p, "r").into_iter().find(|(t, _)| t == "old").unwrap().1;
             if collected {
@@ -999,7 +1000,7 @@ mod tests {
     fn a_tag_no_rule_decided_is_an_error_never_a_deletion() {
         let s = Store::new(vec![(10, image(&[100], None))]).repo("r", &[("a", 10)], &[10]);
         let opts = options(false);
-        let e = build(&s.inv, &[vec![Verdict::Undecided]], &|_| true, &opts, &FakeDisk(s.young.clone())).unwrap_err();
+        let e = build(&s.inv, &[vec![Verdict::Undecided]], &|_| true, &opts, &FakeStore(s.young.clone())).unwrap_err();
         assert!(format!("{e:#}").contains("r:a: no rule decided this tag"), "{e:#}");
     }
 
@@ -1015,8 +1016,8 @@ mod tests {
             &[10, 60],
         );
         let opts = options(false);
-        let disk = FakeDisk(s.young.clone());
-        let planner = Planner::new(BlobList::new(s.inv.blobs.iter().copied()), None, &opts, &disk);
+        let store = FakeStore(s.young.clone());
+        let planner = Planner::new(BlobList::new(s.inv.blobs.iter().copied()), None, &opts, &store);
         let cx = RepoCx::new(&planner, &s.inv.repos[0], &s.inv.manifests, true);
         let verdicts = vec![Verdict::Delete(Reason::BeyondCount { rank: 1 }), Verdict::Undecided];
         let (mut warnings, mut errors) = (Vec::new(), Vec::new());

@@ -17,7 +17,7 @@ impl Planner<'_> {
     pub(super) fn leftovers_and_links(&self, repo: &Repo, draft: &mut RepoDraft) -> Result<()> {
         let plan = &mut draft.plan;
         for l in std::mem::take(&mut draft.layer_candidates) {
-            match self.disk.stat(Object::LayerLink(&repo.name, l))? {
+            match self.store.stat(Object::LayerLink(&repo.name, l))? {
                 Some((_, t)) if !self.young(t) => plan.layer_links.push(&self.marks.blobs, l),
                 Some(_) => {
                     draft.grace_kept_links += 1;
@@ -70,7 +70,7 @@ impl Planner<'_> {
         fates.par_iter_mut().enumerate().filter(|(i, _)| !marks.is_marked(*i)).try_for_each(
             |(i, fate)| -> Result<()> {
                 let b = marks.blobs.get(i);
-                *fate = match self.disk.stat(Object::BlobData(b))? {
+                *fate = match self.store.stat(Object::BlobData(b))? {
                     Some((size, mtime)) if !self.young(mtime) => {
                         bytes.fetch_add(size, Ordering::Relaxed);
                         Fate::Delete
