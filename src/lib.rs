@@ -111,7 +111,7 @@ pub fn run_on_with(
     // Ages on the store's clock, which stamps what pushes write, where it is behind the local
     // one (a bucket's, read at the lock): a local clock minutes fast would make a push in
     // progress look past its grace period. A clock ahead only makes things look younger.
-    let store_now = store.scan_began(opts.now);
+    let store_now = store.store_clock(opts.now);
     let opts = &Options {
         now: if opts.now.duration_since(store_now).unwrap_or_default() > CLOCK_SKEW { store_now } else { opts.now },
         ..opts.clone()
@@ -128,7 +128,7 @@ pub fn run_on_with(
     let command = if matches!(mode, Mode::Gc) { report::Command::Gc } else { report::Command::Prune };
     // What was written at or after `since` was not scanned: the deletions leave it. The file
     // system's clock is coarse (a jiffy behind the real one), so a little before the scan began.
-    let since = store.scan_began(opts.now) - opts.grace.min(TIMESTAMP_SLACK);
+    let since = store.store_clock(opts.now) - opts.grace.min(TIMESTAMP_SLACK);
     let bytes_before =
         if opts.bytes_left { Some(blob_sizes(store, &plan.store_blobs)?.iter().sum::<u64>()) } else { None };
     let planned_blob_bytes = plan.blob_bytes;

@@ -19,7 +19,7 @@ use crate::model::manifest::{self, Manifest, refused_by_v3};
 use crate::model::outcome::{Failure, What};
 use crate::model::warning::{Warning, WarningKind};
 use crate::store::Store;
-use crate::store::stage::{Batch, Folder, Parent, Tally};
+use crate::store::stage::{Batch, Folder, Parent, Stage, Tally};
 use crate::store::tree::{self, JOURNAL, inside};
 
 /// What kind of problem.
@@ -674,7 +674,7 @@ pub(crate) fn run(
         crate::store::apply::stop_point("plan");
         repairs.sort();
         repairs.dedup();
-        let done = repair(store, &repairs, store.scan_began(began), progress)?;
+        let done = repair(store, &repairs, store.store_clock(began), progress)?;
         (report, _) = pass(CheckOptions { repair: false, ..opts })?;
         report.repaired = done.gone;
         // What it left as young and is still to remove (not what a push made whole since).
@@ -741,7 +741,7 @@ fn repair(store: &dyn Store, repairs: &[Repair], since: SystemTime, progress: Pr
         stages[usize::from(stage)].push(Batch { parent, repo: None, what, folders });
     }
     let tally = Tally::new(0);
-    for (name, batches) in ["tags", "manifests", "links"].into_iter().zip(&stages) {
+    for (name, batches) in [Stage::Tags, Stage::Manifests, Stage::Links].into_iter().zip(&stages) {
         if batches.is_empty() {
             continue;
         }

@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod bucket;
 pub mod check;
+pub mod check_pass;
 pub mod config;
 pub mod fs;
 pub mod journal;
@@ -29,7 +30,7 @@ use crate::model::inventory::{Parsed, Repo};
 use crate::model::journal::Journal;
 use crate::model::outcome::RequestCounts;
 use crate::store::remark::Rescued;
-use crate::store::stage::{Batch, Relink, Tally};
+use crate::store::stage::{Batch, Relink, Stage, Tally};
 
 /// A registry's storage as a run sees it, asked about repositories and digests rather than
 /// paths. Listings run in parallel inside; everything a plan needs beyond them comes through
@@ -73,15 +74,15 @@ pub trait Store: StoreView {
     /// counting into `tally`; true when none failed and no signal came.
     fn remove(
         &self,
-        stage: &str,
+        stage: Stage,
         batches: &[Batch],
         since: Option<SystemTime>,
         tally: &Tally,
         progress: Progress,
     ) -> bool;
-    /// When the scan began by the store's own clock, which stamps what pushes write, given the
-    /// local time it began.
-    fn scan_began(&self, local: SystemTime) -> SystemTime {
+    /// The local time `local` by the store's own clock, which stamps what pushes write (a
+    /// bucket's is its provider's, known from the lock it took; a folder's is this machine's).
+    fn store_clock(&self, local: SystemTime) -> SystemTime {
         local
     }
     /// In how many rounds the blobs go, each after a re-mark of what pushes wrote.
@@ -108,6 +109,8 @@ pub trait Held {
 
 /// Manifests larger than this are refused (the registry itself caps manifests at 4 MiB).
 pub const MAX_MANIFEST: u64 = 4 << 20;
+/// Image configs larger than this are not read for `created`.
+pub const MAX_CONFIG: u64 = 64 << 20;
 
 crate::model::message_error!(
     /// A link that does not hold exactly `sha256:<64 hex>`: the one read error `check` reports

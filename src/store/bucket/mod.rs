@@ -38,16 +38,14 @@ use crate::model::inventory::{Parsed, Repo, Revision, Tag, Upload};
 use crate::model::journal::Journal;
 use crate::model::manifest;
 use crate::model::outcome::RequestCounts;
-use crate::store::MAX_MANIFEST;
 use crate::store::MalformedLink;
 use crate::store::remark::{self, Rescued, Young};
-use crate::store::stage::{Batch, Relink, Tally};
+use crate::store::stage::{Batch, Relink, Stage, Tally};
 use crate::store::tree::{self, Inside, JOURNAL, LOCK, inside, split_repo_key};
 use crate::store::{Held, Store, journal};
+use crate::store::{MAX_CONFIG, MAX_MANIFEST};
 use client::{Bucket, Obj};
 
-/// Image configs larger than this are not read for `created`.
-const MAX_CONFIG: u64 = 64 << 20;
 /// Keys in one range of the re-mark's listing: a few pages, one range after the other.
 const RANGE_KEYS: usize = 5_000;
 
@@ -612,7 +610,7 @@ impl Store for BucketStore {
 
     fn remove(
         &self,
-        stage: &str,
+        stage: Stage,
         batches: &[Batch],
         since: Option<SystemTime>,
         tally: &Tally,
@@ -621,7 +619,7 @@ impl Store for BucketStore {
         remove::stage(&self.bucket, progress, stage, batches, since, tally)
     }
 
-    fn scan_began(&self, local: SystemTime) -> SystemTime {
+    fn store_clock(&self, local: SystemTime) -> SystemTime {
         // The bucket's clock, which stamps what pushes write, to its second: the lock's time,
         // a second earlier for its truncation.
         match &*self.claim.lock().unwrap_or_else(|p| p.into_inner()) {

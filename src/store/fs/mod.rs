@@ -24,7 +24,7 @@ use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::inventory::{Parsed, Repo};
 use crate::model::journal::Journal;
 use crate::store::remark::Rescued;
-use crate::store::stage::{Batch, Relink, Tally};
+use crate::store::stage::{Batch, Relink, Stage, Tally};
 use crate::store::{Held, Store};
 use layout::Layout;
 
@@ -54,7 +54,7 @@ impl StoreView for FsStore {
         // A link or `data` that is no regular file refuses the plan that would delete it.
         match object {
             Object::BlobData(d) => file::stat_file(&l.blob_data(&d)),
-            Object::LayerLink(repo, d) => file::stat_file(&l.layer_dir(repo, &d).join("link")),
+            Object::LayerLink(repo, d) => file::stat_file(&l.layer_link(repo, &d)),
             Object::BlobFolder(d) => file::stat(&l.blob_dir(&d)),
             Object::LayerFolder(repo, d) => file::stat(&l.layer_dir(repo, &d)),
             Object::RevisionFolder(repo, d) => file::stat(&l.revision_dir(repo, &d)),
@@ -127,7 +127,7 @@ impl Store for FsStore {
 
     fn remove(
         &self,
-        stage: &str,
+        stage: Stage,
         batches: &[Batch],
         since: Option<SystemTime>,
         tally: &Tally,
