@@ -40,8 +40,8 @@ use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::error::{ErrorKind, RunError};
 use crate::model::inventory::{Parsed, Repo};
 use crate::model::warning::Warning;
-use crate::store::Store;
 use crate::store::location::Location;
+use crate::store::{Scan, Store};
 
 /// How far before the scan a write still counts as made during the run: more than the
 /// granularity of any file system clock (ext4's is a jiffy, at most 10 ms).
@@ -175,7 +175,7 @@ pub fn du_at(at: &Location, mode: &Mode, opts: &Options, progress: Progress) -> 
 }
 
 /// The size of each blob of a list (0: gone since).
-fn blob_sizes(store: &dyn Store, blobs: &BlobList) -> Result<Vec<u64>> {
+fn blob_sizes(store: &dyn Scan, blobs: &BlobList) -> Result<Vec<u64>> {
     // Filled in place: a collected `Result<Vec>` would hold every size twice at the peak.
     let mut sizes = vec![0u64; blobs.len()];
     sizes.par_iter_mut().enumerate().try_for_each(|(i, size)| -> Result<()> {
@@ -292,7 +292,7 @@ fn stop_if_interrupted() -> Result<()> {
 /// The decision on every tag of a repository (aligned with its tags) and the policy's warnings;
 /// `pulled`: each tag's last pull, with `--pulls`.
 fn decide(
-    store: &dyn Store,
+    store: &dyn Scan,
     repo: &Repo,
     manifests: &DigestMap<Parsed>,
     mode: &Mode,

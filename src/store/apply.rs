@@ -18,7 +18,7 @@ use crate::model::digest::{Digest, DigestSet};
 use crate::model::error::{ErrorKind, RunError};
 use crate::model::inventory::Parsed;
 use crate::model::outcome::{Outcome, What};
-use crate::store::stage::{Batch, Evict, Folder, NoEvict, Parent, Relink, Removed, Stage, Tally};
+use crate::store::stage::{Batch, Evict, Folder, NoEvict, Parent, Relink, Removal, Removed, Stage, Tally};
 use crate::store::{Store, no_room, remark};
 
 /// Test-only (feature `test-hooks`): `REGSWEEP_TEST_STOP_AT=<point>` stops the process
@@ -49,7 +49,7 @@ fn disk_full(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(no_room))
 }
 
-/// Carries out the plan. The caller holds the store's lock ([`Store::lock`]). `since` is when the scan began
+/// Carries out the plan. The caller holds the store's lock ([`Guard::lock`](crate::store::Guard::lock)). `since` is when the scan began
 /// (less the file system's timestamp slack): what was written at or after it is left.
 pub fn execute(store: &dyn Store, plan: &Plan, since: SystemTime, progress: Progress) -> Result<Outcome> {
     execute_with(store, plan, since, progress, &NoEvict)
@@ -125,7 +125,14 @@ impl<'a> Execution<'a> {
             self.errors.push(RunError::new(ErrorKind::LockLost, format!("{e:#}")));
             return false;
         }
-        let done = self.store.remove(name, &batches, Some(self.since), &self.tally, self.progress);
+        let removal = Removal {
+            stage: name,
+            batches: &batches,
+            since: Some(self.since),
+            tally: &self.tally,
+            progress: self.progress,
+        };
+        let done = self.store.remove(&removal);
         self.evict_removed();
         done
     }

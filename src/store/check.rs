@@ -3,7 +3,7 @@
 //! (`RepoSeen`, its blob folders, its files) and loads manifests, then the `Judge` pushes the
 //! [`Problem`]s, each at a path relative to `docker/registry/v2/` that the backend shows as its
 //! own (a path on disk, an `s3://` URL). Read-only, except `--repair` (`run`), which removes
-//! links that point to nothing (never a blob) through the backend's [`Store::remove`], in the
+//! links that point to nothing (never a blob) through the backend's [`Sweep::remove`](crate::store::Sweep::remove), in the
 //! crash-safe order of a prune and under the store's lock.
 
 use std::sync::Mutex;
@@ -19,7 +19,7 @@ use crate::model::manifest::{self, Manifest, refused_by_v3};
 use crate::model::outcome::{Failure, What};
 use crate::model::warning::{Warning, WarningKind};
 use crate::store::Store;
-use crate::store::stage::{Batch, Folder, Parent, Stage, Tally};
+use crate::store::stage::{Batch, Folder, Parent, Removal, Stage, Tally};
 use crate::store::tree::{self, JOURNAL, inside};
 
 /// What kind of problem.
@@ -654,7 +654,7 @@ fn why_broken(
 pub(crate) type Pass = (CheckReport, Vec<Repair>);
 
 /// Checks a store by its backend's `pass`; with `--repair`, under the store's lock, removes what
-/// the pass found pointing to nothing through [`Store::remove`], stage by stage in the crash-safe
+/// the pass found pointing to nothing through [`Sweep::remove`](crate::store::Sweep::remove), stage by stage in the crash-safe
 /// order of a prune (tags, revisions and history entries, layer links; the lock checked before
 /// each), then checks again. What was written since the check began is left, as in a prune.
 pub(crate) fn run(
@@ -746,7 +746,7 @@ fn repair(store: &dyn Store, repairs: &[Repair], since: SystemTime, progress: Pr
             continue;
         }
         store.check_lock()?;
-        if !store.remove(name, batches, Some(since), &tally, progress) {
+        if !store.remove(&Removal { stage: name, batches, since: Some(since), tally: &tally, progress }) {
             break;
         }
     }

@@ -1,5 +1,5 @@
 //! One pass of `regsweep check` over a whole store, written once: what a backend lists and
-//! reads comes through [`Source`], the verdicts are [`Judge`]'s.
+//! reads comes through `Source`, the verdicts are `Judge`'s.
 
 use std::time::SystemTime;
 
@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use crate::core::progress::Progress;
 use crate::model::digest::{Digest, DigestSet};
-use crate::store::Store;
+use crate::store::Scan;
 use crate::store::check::{self, Blobs, CheckOptions, CheckReport, Judge, RepoSeen};
 
 /// The blob folders of a store, each judged as it was listed.
@@ -22,7 +22,7 @@ pub(crate) struct BlobFolders {
 }
 
 /// What a backend shows `check` of its store.
-pub(crate) trait Source: Store + Sync {
+pub(crate) trait Source: Scan + Sync {
     /// A path relative to `docker/registry/v2/` as the operator knows it (a path on disk, an
     /// `s3://` URL).
     fn at(&self, rel: &str) -> String;

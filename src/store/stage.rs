@@ -235,6 +235,18 @@ pub enum Relink<'a> {
     Tag(&'a str, &'a str, Digest),
 }
 
+/// One stage's removals, as a run hands them to a backend: its batches, the time the scan began
+/// by the store's clock (what was written at or after it stays; `None`: no time is looked at),
+/// the tally they are counted into.
+#[derive(Clone, Copy)]
+pub struct Removal<'a> {
+    pub stage: Stage,
+    pub batches: &'a [Batch<'a>],
+    pub since: Option<SystemTime>,
+    pub tally: &'a Tally,
+    pub progress: Progress,
+}
+
 /// Folders to remove inside one parent folder.
 #[derive(Clone, Debug)]
 pub struct Batch<'a> {
@@ -247,7 +259,7 @@ pub struct Batch<'a> {
 }
 
 /// The counters behind an [`Outcome`], shared by the threads of a stage; a backend's
-/// `Store::remove` counts into it.
+/// `Sweep::remove` counts into it.
 pub struct Tally {
     gone: Vec<[AtomicUsize; WHATS]>,
     bytes: AtomicU64,

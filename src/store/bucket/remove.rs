@@ -10,12 +10,13 @@ use std::time::SystemTime;
 
 use rayon::prelude::*;
 
-use crate::core::progress::Progress;
 use crate::model::digest::Digest;
 use crate::model::outcome::What;
 use crate::store::bucket::client::{Bucket, Obj};
 use crate::store::bucket::list_blob_range;
-use crate::store::stage::{self, Batch, Decision, Folder, Keep, Parent, Stage, Stamp, Tally, crash_point, decide};
+use crate::store::stage::{
+    self, Batch, Decision, Folder, Keep, Parent, Removal, Stage, Stamp, Tally, crash_point, decide,
+};
 use crate::store::tree;
 
 /// One folder's keys, in the order they go.
@@ -155,14 +156,8 @@ fn remove_group(
 /// Runs one stage; true when every folder went or was rescued. Each batch's parent is listed
 /// again right before its deletions; blob prefix folders by sixteen at a time (one range
 /// listing, and DeleteObjects of up to 1,000 keys across them); groups in parallel.
-pub(super) fn stage(
-    bucket: &Bucket,
-    progress: Progress,
-    name: Stage,
-    batches: &[Batch],
-    since: Option<SystemTime>,
-    tally: &Tally,
-) -> bool {
+pub(super) fn stage(bucket: &Bucket, removal: &Removal) -> bool {
+    let Removal { stage: name, batches, since, tally, progress } = *removal;
     let mut groups: Vec<(Vec<&Batch>, Listing)> = Vec::new();
     let mut ranges: BTreeMap<u8, Vec<&Batch>> = BTreeMap::new();
     for b in batches {

@@ -18,14 +18,13 @@ use std::time::SystemTime;
 use anyhow::Result;
 
 use crate::core::plan::{Object, RepoPlan, StoreView};
-use crate::core::progress::Progress;
 use crate::model::blobs::BlobList;
 use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::inventory::{Parsed, Repo};
 use crate::model::journal::Journal;
 use crate::store::remark::Rescued;
-use crate::store::stage::{Batch, Relink, Stage, Tally};
-use crate::store::{Held, Store};
+use crate::store::stage::{Relink, Removal};
+use crate::store::{Guard, Held, Scan, Sweep};
 use layout::Layout;
 
 /// A store on a file system, under a registry's `rootdirectory`.
@@ -66,7 +65,7 @@ impl StoreView for FsStore {
     }
 }
 
-impl Store for FsStore {
+impl Scan for FsStore {
     fn repositories(&self) -> Result<Vec<String>> {
         scan::repositories(&self.layout)
     }
@@ -96,6 +95,12 @@ impl Store for FsStore {
         scan::read_config(&self.layout, d)
     }
 
+    fn has_blob(&self, d: &Digest) -> bool {
+        self.layout.blob_data(d).exists()
+    }
+}
+
+impl Guard for FsStore {
     fn journal(&self) -> Result<Option<Journal>> {
         journal::read(&self.layout)
     }
@@ -111,6 +116,12 @@ impl Store for FsStore {
     fn remove_journal(&self) -> Result<()> {
         journal::remove(&self.layout)
     }
+}
+
+impl Sweep for FsStore {
+    fn remove(&self, removal: &Removal) -> bool {
+        remove::stage(&self.layout, removal)
+    }
 
     fn remark(&self, since: SystemTime, extra: &[(String, Digest)]) -> Result<Rescued> {
         let incomplete = self.incomplete.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -119,20 +130,5 @@ impl Store for FsStore {
 
     fn relink(&self, link: &Relink) -> Result<bool> {
         remark::relink(&self.layout, link)
-    }
-
-    fn has_blob(&self, d: &Digest) -> bool {
-        self.layout.blob_data(d).exists()
-    }
-
-    fn remove(
-        &self,
-        stage: Stage,
-        batches: &[Batch],
-        since: Option<SystemTime>,
-        tally: &Tally,
-        progress: Progress,
-    ) -> bool {
-        remove::stage(&self.layout, progress, stage, batches, since, tally)
     }
 }

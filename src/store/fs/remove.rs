@@ -13,12 +13,11 @@ use std::time::SystemTime;
 use anyhow::{Context, Result};
 use rayon::prelude::*;
 
-use crate::core::progress::Progress;
 use crate::model::digest::Digest;
 use crate::model::outcome::What;
 use crate::store::fs::layout::Layout;
 use crate::store::fs::{Dir, FileStat, list};
-use crate::store::stage::{self, Batch, Decision, Folder, Keep, Parent, Stage, Stamp, Tally, crash_point, decide};
+use crate::store::stage::{self, Batch, Decision, Folder, Keep, Parent, Removal, Stamp, Tally, crash_point, decide};
 use crate::store::tree::{LINK, STARTED, inside};
 
 impl Parent<'_> {
@@ -195,14 +194,8 @@ fn remove_batch(
 }
 
 /// Runs one stage, its batches in parallel; true when every folder went or was rescued.
-pub(crate) fn stage(
-    layout: &Layout,
-    progress: Progress,
-    name: Stage,
-    batches: &[Batch],
-    since: Option<SystemTime>,
-    tally: &Tally,
-) -> bool {
+pub(crate) fn stage(layout: &Layout, removal: &Removal) -> bool {
+    let Removal { stage: name, batches, since, tally, progress } = *removal;
     crate::store::apply::stop_point(&format!("delete:{}", name.name()));
     let chunks: Vec<(&Batch, &[Folder])> =
         batches.iter().flat_map(|b| b.folders.chunks(CHUNK).map(move |c| (b, c))).collect();
