@@ -3,8 +3,9 @@
 //! (`RepoSeen`, its blob folders, its files) and loads manifests, then the `Judge` pushes the
 //! [`Problem`]s, each at a path relative to `docker/registry/v2/` that the backend shows as its
 //! own (a path on disk, an `s3://` URL). Read-only, except `--repair` (`run`), which removes
-//! links that point to nothing (never a blob) through the backend's [`Sweep::remove`](crate::store::Sweep::remove), in the
-//! crash-safe order of a prune and under the store's lock.
+//! links that point to nothing (never a blob) through the backend's
+//! [`Sweep::remove`](crate::store::Sweep::remove), in the crash-safe order of a prune and under
+//! the store's lock.
 
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -654,9 +655,10 @@ fn why_broken(
 pub(crate) type Pass = (CheckReport, Vec<Repair>);
 
 /// Checks a store by its backend's `pass`; with `--repair`, under the store's lock, removes what
-/// the pass found pointing to nothing through [`Sweep::remove`](crate::store::Sweep::remove), stage by stage in the crash-safe
-/// order of a prune (tags, revisions and history entries, layer links; the lock checked before
-/// each), then checks again. What was written since the check began is left, as in a prune.
+/// the pass found pointing to nothing through [`Sweep::remove`](crate::store::Sweep::remove),
+/// stage by stage in the crash-safe order of a prune (tags, revisions and history entries, layer
+/// links; the lock checked before each), then checks again. What was written since the check
+/// began is left, as in a prune.
 pub(crate) fn run(
     store: &dyn Store,
     opts: CheckOptions,
