@@ -34,7 +34,7 @@ use crate::model::inventory::{Parsed, Repo};
 use crate::model::warning::Warning;
 use crate::model::{Interrupted, LockLost};
 use crate::store::location::Location;
-use crate::store::{Store, apply};
+use crate::store::{Scan, Store, apply};
 
 /// How far before the scan a write still counts as made during the run: more than the
 /// granularity of any file system clock (ext4's is a jiffy, at most 10 ms).
@@ -104,7 +104,7 @@ pub fn run_on_with(
     // Ages on the store's clock, which stamps what pushes write, where it is behind the local
     // one (a bucket's, read at the lock): a local clock minutes fast would make a push in
     // progress look past its grace period. A clock ahead only makes things look younger.
-    let store_now = store.scan_began(opts.now);
+    let store_now = store.store_clock(opts.now);
     let opts = &Options {
         now: if opts.now.duration_since(store_now).unwrap_or_default() > CLOCK_SKEW { store_now } else { opts.now },
         ..opts.clone()
@@ -121,7 +121,7 @@ pub fn run_on_with(
     let command = if matches!(mode, Mode::Gc) { report::Command::Gc } else { report::Command::Prune };
     // What was written at or after `since` was not scanned: the deletions leave it. The file
     // system's clock is coarse (a jiffy behind the real one), so a little before the scan began.
-    let since = store.scan_began(opts.now) - opts.grace.min(TIMESTAMP_SLACK);
+    let since = store.store_clock(opts.now) - opts.grace.min(TIMESTAMP_SLACK);
     let bytes_before =
         if opts.bytes_left { Some(blob_sizes(store, &plan.store_blobs)?.iter().sum::<u64>()) } else { None };
     let planned_blob_bytes = plan.blob_bytes;
@@ -168,7 +168,7 @@ pub fn du_at(at: &Location, mode: &Mode, opts: &Options, progress: Progress) -> 
 }
 
 /// The size of each blob of a list (0: gone since).
-fn blob_sizes(store: &dyn Store, blobs: &BlobList) -> Result<Vec<u64>> {
+fn blob_sizes(store: &dyn Scan, blobs: &BlobList) -> Result<Vec<u64>> {
     // Filled in place: a collected `Result<Vec>` would hold every size twice at the peak.
     let mut sizes = vec![0u64; blobs.len()];
     sizes.par_iter_mut().enumerate().try_for_each(|(i, size)| -> Result<()> {
@@ -285,7 +285,7 @@ fn stop_if_interrupted() -> Result<()> {
 /// The decision on every tag of a repository (aligned with its tags) and the policy's warnings;
 /// `pulled`: each tag's last pull, with `--pulls`.
 fn decide(
-    store: &dyn Store,
+    store: &dyn Scan,
     repo: &Repo,
     manifests: &DigestMap<Parsed>,
     mode: &Mode,

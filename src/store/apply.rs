@@ -18,7 +18,7 @@ use crate::model::digest::{Digest, DigestSet};
 use crate::model::error::{ErrorKind, RunError};
 use crate::model::inventory::Parsed;
 use crate::model::outcome::{Outcome, What};
-use crate::store::stage::{Batch, Evict, Folder, NoEvict, Parent, Relink, Removed, Tally};
+use crate::store::stage::{Batch, Evict, Folder, NoEvict, Parent, Relink, Removal, Removed, Stage, Tally};
 use crate::store::{Store, no_room, remark};
 
 /// Test-only (feature `test-hooks`): `REGSWEEP_TEST_STOP_AT=<point>` stops the process
@@ -49,7 +49,7 @@ fn disk_full(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(no_room))
 }
 
-/// Carries out the plan. The caller holds the store's lock ([`Store::lock`]). `since` is when the scan began
+/// Carries out the plan. The caller holds the store's lock ([`Guard::lock`](crate::store::Guard::lock)). `since` is when the scan began
 /// (less the file system's timestamp slack): what was written at or after it is left.
 pub fn execute(store: &dyn Store, plan: &Plan, since: SystemTime, progress: Progress) -> Result<Outcome> {
     execute_with(store, plan, since, progress, &NoEvict)
@@ -133,26 +133,24 @@ impl From<&Relink<'_>> for LinkId {
     }
 }
 
-/// The stages, in their order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Stage {
-    Journal,
-    Tags,
-    Manifests,
-    Links,
-}
-
 impl<'a> Execution<'a> {
     /// Runs one stage; true when nothing failed and no signal came. Not at all when the run's
     /// lock is no longer its own (another run took it over): that stops the run.
-    fn run(&mut self, name: &str, batches: Vec<Batch>) -> bool {
+    fn run(&mut self, name: Stage, batches: Vec<Batch>) -> bool {
         if !batches.is_empty()
             && let Err(e) = self.store.check_lock()
         {
             self.errors.push(RunError::new(ErrorKind::LockLost, format!("{e:#}")));
             return false;
         }
-        let done = self.store.remove(name, &batches, Some(self.since), &self.tally, self.progress);
+        let removal = Removal {
+            stage: name,
+            batches: &batches,
+            since: Some(self.since),
+            tally: &self.tally,
+            progress: self.progress,
+        };
+        let done = self.store.remove(&removal);
         self.evict_removed();
         done
     }
@@ -207,7 +205,7 @@ impl<'a> Execution<'a> {
         batches.extend(self.per_repo(What::History, &|r| Parent::Tags(r), &|_, r| {
             r.tags.iter().filter(|t| t.action != Action::Keep).map(|t| Folder::History(t.name)).collect()
         }));
-        self.run("freeing space", batches);
+        self.run(Stage::FreeingSpace, batches);
         if let Err(e) = store.write_journal(&plan.journal, &plan.repos) {
             self.errors.push(RunError::new(
                 ErrorKind::Journal,
@@ -225,7 +223,7 @@ impl<'a> Execution<'a> {
         let batches = self.per_repo(What::Tag, &|r| Parent::Tags(r), &|_, r| {
             r.tags.iter().filter(|t| t.action != Action::Keep).map(|t| Folder::Tag(t.name, t.digest)).collect()
         });
-        let done = self.run("tags", batches);
+        let done = self.run(Stage::Tags, batches);
         self.stages_done = Stage::Tags;
         done
     }
@@ -278,7 +276,7 @@ impl<'a> Execution<'a> {
                 going.chain(leftovers).collect()
             });
             first = false;
-            let done = self.run("manifests", batches);
+            let done = self.run(Stage::Manifests, batches);
             // Those left, written again since the scan, keep what they reach.
             for (i, d) in self.tally.rewritten() {
                 kept[i].insert(d);
@@ -322,7 +320,7 @@ impl<'a> Execution<'a> {
                 folders,
             }));
         }
-        self.run("manifests", entries)
+        self.run(Stage::Manifests, entries)
     }
 
     /// What pushes wrote since the scan needs (with the revisions a deletion found written
@@ -529,7 +527,7 @@ impl<'a> Execution<'a> {
         let kept = plan.repos.iter().map(|r| r.layer_links.len()).sum::<usize>()
             - links.iter().flat_map(|b| &b.folders).filter(|f| matches!(f, Folder::Link(_))).count();
         self.tally.kept(What::LayerLink, kept);
-        self.run("links", links)
+        self.run(Stage::Links, links)
     }
 
     /// The blobs, in rounds of prefix folders (16 on a file system), each after a re-mark: a push
@@ -554,7 +552,7 @@ impl<'a> Execution<'a> {
             }
             let (blobs, kept) = blob_batches(plan, &wanted, &needed);
             self.tally.kept(What::Blob, kept);
-            self.run("blobs", blobs);
+            self.run(Stage::Blobs, blobs);
             if self.tally.stop_requested() || !self.errors.is_empty() {
                 return false;
             }
@@ -588,7 +586,7 @@ impl<'a> Execution<'a> {
     /// The uploads older than `--upload-age`.
     fn uploads(&mut self) -> bool {
         let batches = self.upload_batches();
-        self.run("uploads", batches)
+        self.run(Stage::Uploads, batches)
     }
 
     fn upload_batches(&self) -> Vec<Batch<'a>> {

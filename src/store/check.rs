@@ -3,8 +3,9 @@
 //! (`RepoSeen`, its blob folders, its files) and loads manifests, then the `Judge` pushes the
 //! [`Problem`]s, each at a path relative to `docker/registry/v2/` that the backend shows as its
 //! own (a path on disk, an `s3://` URL). Read-only, except `--repair` (`run`), which removes
-//! links that point to nothing (never a blob) through the backend's [`Store::remove`], in the
-//! crash-safe order of a prune and under the store's lock.
+//! links that point to nothing (never a blob) through the backend's
+//! [`Sweep::remove`](crate::store::Sweep::remove), in the crash-safe order of a prune and under
+//! the store's lock.
 
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -20,7 +21,7 @@ use crate::model::manifest::{self, Manifest, refused_by_v3};
 use crate::model::outcome::{Failure, What};
 use crate::model::warning::{Warning, WarningKind};
 use crate::store::Store;
-use crate::store::stage::{Batch, Folder, Parent, Tally};
+use crate::store::stage::{Batch, Folder, Parent, Removal, Stage, Tally};
 use crate::store::tree::{self, JOURNAL, inside};
 
 /// What kind of problem.
@@ -748,9 +749,10 @@ fn why_broken(
 pub(crate) type Pass = (CheckReport, Vec<Repair>);
 
 /// Checks a store by its backend's `pass`; with `--repair`, under the store's lock, removes what
-/// the pass found pointing to nothing through [`Store::remove`], stage by stage in the crash-safe
-/// order of a prune (tags, revisions and history entries, layer links; the lock checked before
-/// each), then checks again. What was written since the check began is left, as in a prune.
+/// the pass found pointing to nothing through [`Sweep::remove`](crate::store::Sweep::remove),
+/// stage by stage in the crash-safe order of a prune (tags, revisions and history entries, layer
+/// links; the lock checked before each), then checks again. What was written since the check
+/// began is left, as in a prune.
 pub(crate) fn run(
     store: &dyn Store,
     opts: CheckOptions,
@@ -768,7 +770,7 @@ pub(crate) fn run(
         crate::store::apply::stop_point("plan");
         repairs.sort();
         repairs.dedup();
-        let done = repair(store, &repairs, store.scan_began(began), progress)?;
+        let done = repair(store, &repairs, store.store_clock(began), progress)?;
         (report, _) = pass(CheckOptions { repair: false, ..opts })?;
         report.repaired = done.gone;
         // What it left as young and is still to remove (not what a push made whole since).
@@ -864,12 +866,12 @@ fn repair(store: &dyn Store, repairs: &[Repair], since: SystemTime, progress: Pr
         stages[group.stage()].push(Batch { parent, repo: None, what, folders });
     }
     let tally = Tally::new(0);
-    for (name, batches) in ["tags", "manifests", "links"].into_iter().zip(&stages) {
+    for (name, batches) in [Stage::Tags, Stage::Manifests, Stage::Links].into_iter().zip(&stages) {
         if batches.is_empty() {
             continue;
         }
         store.check_lock()?;
-        if !store.remove(name, batches, Some(since), &tally, progress) {
+        if !store.remove(&Removal { stage: name, batches, since: Some(since), tally: &tally, progress }) {
             break;
         }
     }

@@ -1,5 +1,5 @@
-//! The storage of a registry: the [`Store`] interface a run goes through, asking about
-//! repositories and digests rather than paths, and what every backend shares (the execution
+//! The storage of a registry: the [`Store`] interface a run goes through (its parts [`Scan`],
+//! [`Guard`] and [`Sweep`]), asking about repositories and digests rather than paths, and what every backend shares (the execution
 //! of a plan in the crash-safe order, its stages, the journal's encoding, the re-mark's
 //! closure, check's verdicts). The backends sit in folders of their own and never import
 //! each other: [`fs`] (a folder: the layout, file access with all the unsafe code, the scan)
@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod bucket;
 pub mod check;
+pub mod check_pass;
 pub mod config;
 pub mod fs;
 pub mod journal;
@@ -22,20 +23,25 @@ use std::time::SystemTime;
 use anyhow::Result;
 
 use crate::core::plan::{RepoPlan, StoreView};
-use crate::core::progress::Progress;
 use crate::model::blobs::BlobList;
 use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::inventory::{Parsed, Repo};
 use crate::model::journal::Journal;
 use crate::model::outcome::RequestCounts;
 use crate::store::remark::Rescued;
-use crate::store::stage::{Batch, Relink, Tally};
+use crate::store::stage::{Relink, Removal};
 
 /// A registry's storage as a run sees it, asked about repositories and digests rather than
-/// paths. Listings run in parallel inside; everything a plan needs beyond them comes through
-/// [`StoreView`]. The filesystem backend is [`fs::FsStore`]; an object-storage backend implements
-/// the same.
-pub trait Store: StoreView {
+/// paths, by what each part is for: [`Scan`] reads it, [`Guard`] keeps a run safe on it (its
+/// lock, its journal, its clock), [`Sweep`] removes and writes back. Every backend has all three
+/// ([`fs::FsStore`], [`bucket::BucketStore`]); a caller asks for the part it uses.
+pub trait Store: Scan + Guard + Sweep {}
+
+impl<T: Scan + Guard + Sweep + ?Sized> Store for T {}
+
+/// Reading a store: what a scan, a plan and a check ask of it. Listings run in parallel
+/// inside; everything a plan needs beyond them comes through [`StoreView`].
+pub trait Scan: StoreView {
     /// The names of every repository, sorted.
     fn repositories(&self) -> Result<Vec<String>>;
     /// Every blob of the store.
@@ -49,6 +55,13 @@ pub trait Store: StoreView {
     fn manifests(&self, digests: DigestSet) -> DigestMap<Parsed>;
     /// A config blob (for `--order created`), when it can be read.
     fn config(&self, d: &Digest) -> Option<Vec<u8>>;
+    /// True while a blob has its data.
+    fn has_blob(&self, d: &Digest) -> bool;
+}
+
+/// Guarding a run: the store's lock, the journal of what a run deletes, and the store's clock,
+/// which tells what was written since the scan.
+pub trait Guard {
     /// The journal an interrupted run left.
     fn journal(&self) -> Result<Option<Journal>>;
     /// Takes the store's lock, held until released (or dropped, on the way out of a failed run).
@@ -62,28 +75,25 @@ pub trait Store: StoreView {
     fn write_journal(&self, earlier: &Journal, repos: &[RepoPlan]) -> Result<()>;
     /// Removes the journal once its run has finished.
     fn remove_journal(&self) -> Result<()>;
+    /// The local time `local` by the store's own clock, which stamps what pushes write (a
+    /// bucket's is its provider's, known from the lock it took; a folder's is this machine's).
+    fn store_clock(&self, local: SystemTime) -> SystemTime {
+        local
+    }
+}
+
+/// Sweeping: a stage's removals, the re-mark of what pushes since the scan need and the
+/// write-back of what they need that went, and what the run reports of its requests.
+pub trait Sweep {
+    /// Removes one stage's folders, in parallel, each as [`stage::decide`] says of it (what
+    /// was written at or after its `since` stays), counting into its tally; true when none
+    /// failed and no signal came.
+    fn remove(&self, removal: &Removal) -> bool;
     /// What pushes wrote since `since`, and the revisions in `extra`, need (the re-mark).
     fn remark(&self, since: SystemTime, extra: &[(String, Digest)]) -> Result<Rescued>;
     /// Writes back a link this run deleted that a push since needs, where there is none; true
     /// when written.
     fn relink(&self, link: &Relink) -> Result<bool>;
-    /// True while a blob has its data.
-    fn has_blob(&self, d: &Digest) -> bool;
-    /// Removes one stage's folders, in parallel, each left when written at or after `since`,
-    /// counting into `tally`; true when none failed and no signal came.
-    fn remove(
-        &self,
-        stage: &str,
-        batches: &[Batch],
-        since: Option<SystemTime>,
-        tally: &Tally,
-        progress: Progress,
-    ) -> bool;
-    /// When the scan began by the store's own clock, which stamps what pushes write, given the
-    /// local time it began.
-    fn scan_began(&self, local: SystemTime) -> SystemTime {
-        local
-    }
     /// In how many rounds the blobs go, each after a re-mark of what pushes wrote.
     fn blob_rounds(&self) -> u8 {
         16
@@ -108,6 +118,8 @@ pub trait Held {
 
 /// Manifests larger than this are refused (the registry itself caps manifests at 4 MiB).
 pub const MAX_MANIFEST: u64 = 4 << 20;
+/// Image configs larger than this are not read for `created`.
+pub const MAX_CONFIG: u64 = 64 << 20;
 
 crate::model::message_error!(
     /// A link that does not hold exactly `sha256:<64 hex>`: the one read error `check` reports
@@ -127,7 +139,7 @@ pub(crate) fn malformed_content(bytes: &[u8]) -> String {
 }
 
 /// True when an error says the file system is full: no free block or inode (ENOSPC), or a
-/// quota (EDQUOT). [`Store::write_journal`] fails so when it has no room.
+/// quota (EDQUOT). [`Guard::write_journal`] fails so when it has no room.
 pub(crate) fn no_room(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }

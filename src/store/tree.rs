@@ -82,7 +82,13 @@ pub mod inside {
 
     /// `<hex>/link`, relative to [`REVISIONS`].
     pub fn revision_link_in_revisions(d: &Digest) -> String {
-        format!("{}/link", d.hex())
+        link_in_hashes(d)
+    }
+
+    /// `<hex>/link`, relative to the `sha256` folder that holds it (of revisions, of layer
+    /// links, of a tag's history).
+    pub fn link_in_hashes(d: &Digest) -> String {
+        format!("{}/{}", d.hex(), super::LINK)
     }
 
     /// `_manifests/tags/<tag>`: removing it is deleting the tag.
@@ -97,17 +103,37 @@ pub mod inside {
 
     /// `<tag>/current/link`, relative to [`TAGS`].
     pub fn tag_current_in_tags(tag: &str) -> String {
-        format!("{tag}/current/link")
+        format!("{}/link", tag_current_dir_in_tags(tag))
+    }
+
+    /// `<tag>/current`, relative to [`TAGS`].
+    pub fn tag_current_dir_in_tags(tag: &str) -> String {
+        format!("{tag}/current")
+    }
+
+    /// `<tag>/index`, relative to [`TAGS`]: the tag's history.
+    pub fn tag_history_in_tags(tag: &str) -> String {
+        format!("{tag}/index")
+    }
+
+    /// `<tag>/index/sha256`, relative to [`TAGS`].
+    pub fn tag_index_in_tags(tag: &str) -> String {
+        format!("{}/sha256", tag_history_in_tags(tag))
+    }
+
+    /// `<tag>/index/sha256/<hex>`, relative to [`TAGS`].
+    pub fn tag_index_entry_in_tags(tag: &str, d: &Digest) -> String {
+        format!("{}/{}", tag_index_in_tags(tag), d.hex())
     }
 
     /// `_manifests/tags/<tag>/index/sha256`: every digest the tag ever pointed to.
     pub fn tag_index(tag: &str) -> String {
-        format!("{}/index/sha256", tag_dir(tag))
+        format!("{TAGS}/{}", tag_index_in_tags(tag))
     }
 
     /// `_manifests/tags/<tag>/index/sha256/<hex>`.
     pub fn tag_index_entry(tag: &str, d: &Digest) -> String {
-        format!("{}/{}", tag_index(tag), d.hex())
+        format!("{TAGS}/{}", tag_index_entry_in_tags(tag, d))
     }
 
     pub fn tag_index_link(tag: &str, d: &Digest) -> String {

@@ -4,6 +4,7 @@
 //! its `s3://` URL. `--verify-digests` reads and hashes every blob.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::SystemTime;
 
 use anyhow::Result;
 use rayon::prelude::*;
@@ -11,75 +12,70 @@ use rayon::prelude::*;
 use crate::core::progress::Progress;
 use crate::model::digest::{Digest, DigestSet};
 use crate::store::MAX_MANIFEST;
-use crate::store::Store;
 use crate::store::bucket::client::Obj;
 use crate::store::bucket::{BucketStore, link_md5};
-use crate::store::check::{self, BlobSeen, Blobs, CheckOptions, CheckReport, Entry, Judge, Link, RepoSeen, TagSeen};
+use crate::store::check::{self, BlobSeen, CheckOptions, CheckReport, Entry, Judge, Link, RepoSeen, TagSeen};
+use crate::store::check_pass::{self, BlobFolders, Source};
 use crate::store::tree::{self, Inside, JOURNAL};
 
 /// Checks the store in a bucket; with `repair`, removes the links that point to nothing
 /// (`store::check::run`), by the bucket's own deletions.
 pub fn check(store: &BucketStore, opts: CheckOptions, progress: Progress) -> Result<CheckReport> {
-    let mut report = check::run(store, opts, progress, &|o| pass(store, o, progress))?;
+    let mut report = check::run(store, opts, progress, &|o| check_pass::pass(store, o, progress))?;
     report.root = store.shown().to_string();
     Ok(report)
 }
 
-/// One pass over the bucket: listed, judged.
-fn pass(store: &BucketStore, opts: CheckOptions, progress: Progress) -> Result<check::Pass> {
-    let at = |rel: &str| store.bucket.url(rel);
-    let judge = Judge::new(&at);
-    let names = store.repositories()?;
-    let (listed, others) = store.list_blobs()?;
-    let with_data: Vec<Digest> = listed.iter().copied().collect();
-    let present: DigestSet = with_data.iter().copied().collect();
-    // Keys in the blob tree that are no blob's data: a blob folder without its data, or a file
-    // beside the blob folders (the folders themselves the file system's check does not enter).
-    let mut without_data = BTreeSet::new();
-    for key in &others {
-        let rel = key.strip_prefix(&format!("{}/", tree::BLOBS)).unwrap_or(key);
-        match rel.split('/').collect::<Vec<_>>().as_slice() {
-            [_, _] => judge.file(key),
-            [_, hex, _, ..] => {
-                if let Some(d) = Digest::from_hex(hex).filter(|d| !present.contains(d)) {
-                    without_data.insert(d);
+impl Source for BucketStore {
+    fn at(&self, rel: &str) -> String {
+        self.bucket.url(rel)
+    }
+
+    fn blob_folders(&self, judge: &Judge) -> Result<BlobFolders> {
+        let (listed, others) = self.list_blobs()?;
+        let present: DigestSet = listed.iter().copied().collect();
+        // Keys in the blob tree that are no blob's data: a blob folder without its data, or a
+        // file beside the blob folders (the folders themselves the file system's check does not
+        // enter).
+        let mut without_data = BTreeSet::new();
+        for key in &others {
+            let rel = key.strip_prefix(&format!("{}/", tree::BLOBS)).unwrap_or(key);
+            match rel.split('/').collect::<Vec<_>>().as_slice() {
+                [_, _] => judge.file(key),
+                [_, hex, _, ..] => {
+                    if let Some(d) = Digest::from_hex(hex).filter(|d| !present.contains(d)) {
+                        without_data.insert(d);
+                    }
                 }
+                _ => {}
             }
-            _ => {}
         }
+        for d in &without_data {
+            judge.blob(d, &BlobSeen::NoData);
+        }
+        let present: Vec<Digest> = listed.iter().copied().collect();
+        Ok(BlobFolders { count: present.len() + without_data.len(), present, bytes: 0 })
     }
-    for d in &without_data {
-        judge.blob(d, &BlobSeen::NoData);
+
+    fn verify(&self, present: &[Digest], _: u64, judge: &Judge, progress: Progress) -> Result<DigestSet> {
+        verify(self, present, judge, progress)
     }
-    let corrupt = if opts.verify_digests { verify(store, &with_data, &judge, progress)? } else { DigestSet::default() };
-    let blobs = Blobs { present, corrupt };
-    let load = |d: &Digest| store.bucket.get(&tree::blob_data(d), MAX_MANIFEST).map(|r| r.map(|(b, _)| b));
-    let bar = progress.bar("checking", names.len() as u64);
-    let repos: Vec<check::Judged> = names
-        .par_iter()
-        .map(|n| {
-            let seen = list_repo(store, n, &judge)?;
-            bar.inc(1);
-            Ok(judge.repository(&seen, &blobs, &load))
-        })
-        .collect::<Result<_>>()?;
-    bar.finish_and_clear();
-    if store.bucket.head(JOURNAL)?.is_some() {
-        judge.journal();
+
+    fn manifest_blob(&self, d: &Digest) -> Result<Option<Vec<u8>>> {
+        self.bucket.get(&tree::blob_data(d), MAX_MANIFEST).map(|r| r.map(|(b, _)| b))
     }
-    let report = CheckReport {
-        root: String::new(),
-        repositories: names.len(),
-        tags: repos.iter().map(|r| r.tags).sum(),
-        manifests: repos.iter().map(|r| r.manifests).sum(),
-        blobs: with_data.len() + without_data.len(),
-        blobs_verified: if opts.verify_digests { with_data.len() } else { 0 },
-        repaired: 0,
-        problems: judge.problems(),
-        failed: Vec::new(),
-        warnings: Vec::new(),
-    };
-    Ok((report, repos.into_iter().flat_map(|r| r.repairs).collect()))
+
+    fn repository_seen(&self, name: &str, judge: &Judge, _: &(dyn Fn(SystemTime) -> bool + Sync)) -> Result<RepoSeen> {
+        list_repo(self, name, judge)
+    }
+
+    fn other_files(&self, _: &Judge) -> Result<()> {
+        Ok(()) // given to the judge as they were listed
+    }
+
+    fn has_journal(&self) -> Result<bool> {
+        Ok(self.bucket.head(JOURNAL)?.is_some())
+    }
 }
 
 /// Reads and hashes every blob; returns those whose content does not hash to their name.

@@ -38,16 +38,14 @@ use crate::model::inventory::{Parsed, Repo, Revision, Tag, Upload};
 use crate::model::journal::Journal;
 use crate::model::manifest;
 use crate::model::outcome::RequestCounts;
-use crate::store::MAX_MANIFEST;
 use crate::store::MalformedLink;
 use crate::store::remark::{self, Rescued, Young};
-use crate::store::stage::{Batch, Relink, Tally};
+use crate::store::stage::{Relink, Removal};
 use crate::store::tree::{self, Inside, JOURNAL, LOCK, inside, split_repo_key};
-use crate::store::{Held, Store, journal};
+use crate::store::{Guard, Held, Scan, Sweep, journal};
+use crate::store::{MAX_CONFIG, MAX_MANIFEST};
 use client::{Bucket, Obj};
 
-/// Image configs larger than this are not read for `created`.
-const MAX_CONFIG: u64 = 64 << 20;
 /// Keys in one range of the re-mark's listing: a few pages, one range after the other.
 const RANGE_KEYS: usize = 5_000;
 
@@ -360,7 +358,7 @@ impl StoreView for BucketStore {
     }
 }
 
-impl Store for BucketStore {
+impl Scan for BucketStore {
     fn repositories(&self) -> Result<Vec<String>> {
         let repos = self.list_repositories()?;
         let names: Vec<String> = repos.keys().cloned().collect();
@@ -495,6 +493,13 @@ impl Store for BucketStore {
         self.bucket.get(&tree::blob_data(d), MAX_CONFIG).ok()?.map(|(b, _)| b)
     }
 
+    fn has_blob(&self, d: &Digest) -> bool {
+        // Unsure is present: the check that names lost blobs names none it cannot confirm.
+        self.bucket.head(&tree::blob_data(d)).map_or(true, |o| o.is_some())
+    }
+}
+
+impl Guard for BucketStore {
     fn journal(&self) -> Result<Option<Journal>> {
         match self.bucket.get(JOURNAL, journal::MAX_SIZE)? {
             None => Ok(None),
@@ -528,6 +533,21 @@ impl Store for BucketStore {
 
     fn remove_journal(&self) -> Result<()> {
         self.bucket.delete(JOURNAL)
+    }
+
+    fn store_clock(&self, local: SystemTime) -> SystemTime {
+        // The bucket's clock, which stamps what pushes write, to its second: the lock's time,
+        // a second earlier for its truncation.
+        match &*self.claim.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(c) => (c.written - Duration::from_secs(1)).min(local),
+            None => local,
+        }
+    }
+}
+
+impl Sweep for BucketStore {
+    fn remove(&self, removal: &Removal) -> bool {
+        remove::stage(&self.bucket, removal)
     }
 
     fn remark(&self, since: SystemTime, extra: &[(String, Digest)]) -> Result<Rescued> {
@@ -603,31 +623,6 @@ impl Store for BucketStore {
             }
         };
         self.bucket.create(&key, d.to_string().into_bytes())
-    }
-
-    fn has_blob(&self, d: &Digest) -> bool {
-        // Unsure is present: the check that names lost blobs names none it cannot confirm.
-        self.bucket.head(&tree::blob_data(d)).map_or(true, |o| o.is_some())
-    }
-
-    fn remove(
-        &self,
-        stage: &str,
-        batches: &[Batch],
-        since: Option<SystemTime>,
-        tally: &Tally,
-        progress: Progress,
-    ) -> bool {
-        remove::stage(&self.bucket, progress, stage, batches, since, tally)
-    }
-
-    fn scan_began(&self, local: SystemTime) -> SystemTime {
-        // The bucket's clock, which stamps what pushes write, to its second: the lock's time,
-        // a second earlier for its truncation.
-        match &*self.claim.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(c) => (c.written - Duration::from_secs(1)).min(local),
-            None => local,
-        }
     }
 
     fn blob_rounds(&self) -> u8 {

@@ -10,13 +10,14 @@ use std::time::SystemTime;
 
 use rayon::prelude::*;
 
-use crate::core::progress::Progress;
 use crate::model::digest::Digest;
 use crate::model::outcome::What;
 use crate::store::bucket::client::{Bucket, Obj};
 use crate::store::bucket::list_blob_range;
-use crate::store::stage::{Batch, Folder, Parent, Tally, crash_point};
-use crate::store::tree::{self, DATA, LINK, inside};
+use crate::store::stage::{
+    self, Batch, Decision, Folder, Keep, Parent, Removal, Stage, Stamp, Tally, crash_point, decide,
+};
+use crate::store::tree;
 
 /// One folder's keys, in the order they go.
 struct Plan {
@@ -27,62 +28,45 @@ struct Plan {
     bytes: u64,
 }
 
-/// What to do with one folder, from the fresh listing of its parent (`objs`, keys relative to
-/// the parent `parent`); `None` when it is left (written since the scan).
+/// What to do with one folder, counted as `kind`, from the fresh listing of its parent (`objs`,
+/// keys relative to the parent `parent`), as [`decide`] says: its keys' plan, or what it keeps
+/// when it is left.
 fn plan_folder(
     parent: &str,
     objs: &BTreeMap<&str, &Obj>,
     f: &Folder,
-    what: What,
+    kind: What,
     since: Option<SystemTime>,
-) -> Option<Plan> {
-    let young = |rel: &str| objs.get(rel).is_some_and(|o| since.is_some_and(|s| o.modified >= s));
+) -> Result<Plan, Keep> {
+    let found = f
+        .decisive()
+        .iter()
+        .find_map(|rel| objs.get(rel.as_str()))
+        .map(|o| Stamp { size: o.size, modified: o.modified });
+    let bytes = match decide(f, kind, since, found) {
+        Decision::Go { bytes } => bytes,
+        Decision::Leave(keep) => return Err(keep),
+    };
     let prefix = format!("{}/", f.name());
-    let all: Vec<(&str, &Obj)> =
-        objs.range(prefix.as_str()..).take_while(|(k, _)| k.starts_with(&prefix)).map(|(k, o)| (*k, *o)).collect();
-    // The key that makes the folder what it is; written since the scan, the folder stays.
-    let main = match f {
-        Folder::Link(_) => Some(format!("{prefix}{LINK}")),
-        Folder::Blob(_) => Some(format!("{prefix}{DATA}")),
-        Folder::Tag(tag, _) => Some(inside::tag_current_in_tags(tag)),
-        Folder::Upload(_) | Folder::History(_) | Folder::Leftover(_) => None,
-    };
-    let left = match f {
-        Folder::History(tag) => young(&inside::tag_current_in_tags(tag)),
-        // Holding a link or data now (a push wrote it): no leftover any more.
-        Folder::Leftover(_) => all.iter().any(|(k, _)| k.rsplit('/').next().is_some_and(|f| f == LINK || f == DATA)),
-        _ => main.as_deref().is_some_and(|m| what != What::IndexEntry && young(m)),
-    };
-    if left {
-        return None;
-    }
-    let mut plan = Plan { first: Vec::new(), then: Vec::new(), bytes: 0 };
-    for (k, o) in all {
-        let (is_first, counts) = match f {
-            // An upload's `startedat` goes last: interrupted, it still looks old.
-            Folder::Upload(_) => (!k.ends_with("/startedat"), k.ends_with("/data")),
-            _ => (main.as_deref() == Some(k), what == What::Blob && main.as_deref() == Some(k)),
-        };
-        if counts {
-            plan.bytes = o.size;
-        }
+    let mut plan = Plan { first: Vec::new(), then: Vec::new(), bytes };
+    for (k, _) in objs.range(prefix.as_str()..).take_while(|(k, _)| k.starts_with(&prefix)) {
         let key = format!("{parent}/{k}");
-        if is_first { plan.first.push(key) } else { plan.then.push(key) }
+        if f.goes_first(k) { plan.first.push(key) } else { plan.then.push(key) }
     }
-    Some(plan)
+    Ok(plan)
 }
 
-/// The digest the re-mark must keep for a folder left because it was written again: a
-/// revision's or a layer link's own, the one a tag's link holds now (read: a tag pushed again
-/// may name another manifest).
-fn left_digest(bucket: &Bucket, parent: &str, f: &Folder) -> Option<Digest> {
-    match f {
-        Folder::Link(d) => Some(*d),
-        Folder::Tag(tag, _) => {
-            let (bytes, _) = bucket.get(&format!("{parent}/{}", inside::tag_current_in_tags(tag)), 1024).ok()??;
+/// The digest the re-mark must keep for a folder left because it was written again: its own,
+/// or the one a tag's link holds now (read: a tag pushed again may name another manifest).
+fn kept_digest(bucket: &Bucket, parent: &str, f: &Folder, keep: Keep) -> Option<Digest> {
+    match keep {
+        Keep::Nothing => None,
+        Keep::Its(d) => Some(d),
+        Keep::TagsManifest => {
+            let link = f.decisive().into_iter().next()?;
+            let (bytes, _) = bucket.get(&format!("{parent}/{link}"), 1024).ok()??;
             std::str::from_utf8(&bytes).ok().and_then(Digest::parse)
         }
-        _ => None,
     }
 }
 
@@ -106,7 +90,7 @@ fn list(bucket: &Bucket, listing: &Listing) -> Result<Vec<Obj>, (String, anyhow:
 /// folder, then the rest.
 fn remove_group(
     bucket: &Bucket,
-    stage: &str,
+    stage: Stage,
     batches: &[&Batch],
     listing: &Listing,
     since: Option<SystemTime>,
@@ -132,18 +116,14 @@ fn remove_group(
             continue; // gone already: a rerun
         }
         for f in &b.folders {
-            let what = match f {
-                Folder::Leftover(_) => What::Leftover,
-                Folder::History(_) => What::History,
-                _ => b.what,
-            };
-            match plan_folder(&parent, &objs, f, b.what, since) {
-                Some(p) => plans.push((b.repo, what, f, p)),
-                None => tally.rescued(b.repo, what, left_digest(bucket, &parent, f)),
+            let what = f.kind(b.what);
+            match plan_folder(&parent, &objs, f, what, since) {
+                Ok(p) => plans.push((b.repo, what, f, p)),
+                Err(keep) => tally.rescued(b.repo, what, kept_digest(bucket, &parent, f, keep)),
             }
         }
     }
-    crate::store::apply::stop_point(&format!("delete:{stage}"));
+    crate::store::apply::stop_point(&format!("delete:{}", stage.name()));
     let first: Vec<String> = plans.iter().flat_map(|(_, _, _, p)| p.first.iter().cloned()).collect();
     let failed: BTreeMap<String, String> = bucket.delete_many(&first).into_iter().collect();
     for _ in &first {
@@ -176,16 +156,8 @@ fn remove_group(
 /// Runs one stage; true when every folder went or was rescued. Each batch's parent is listed
 /// again right before its deletions; blob prefix folders by sixteen at a time (one range
 /// listing, and DeleteObjects of up to 1,000 keys across them); groups in parallel.
-pub(super) fn stage(
-    bucket: &Bucket,
-    progress: Progress,
-    name: &str,
-    batches: &[Batch],
-    since: Option<SystemTime>,
-    tally: &Tally,
-) -> bool {
-    let before = tally.failures();
-    let bar = progress.bar(name, batches.iter().map(|b| b.folders.len() as u64).sum());
+pub(super) fn stage(bucket: &Bucket, removal: &Removal) -> bool {
+    let Removal { stage: name, batches, since, tally, progress } = *removal;
     let mut groups: Vec<(Vec<&Batch>, Listing)> = Vec::new();
     let mut ranges: BTreeMap<u8, Vec<&Batch>> = BTreeMap::new();
     for b in batches {
@@ -202,10 +174,10 @@ pub(super) fn stage(
             groups.extend(list.into_iter().map(|b| (vec![b], Listing::Parent(b.parent.place()))));
         }
     }
-    groups.par_iter().for_each(|(list, listing)| {
-        remove_group(bucket, name, list, listing, since, tally);
-        bar.inc(list.iter().map(|b| b.folders.len() as u64).sum());
-    });
-    bar.finish_and_clear();
-    tally.failures() == before && !tally.stop_requested()
+    stage::run(tally, progress, name, batches.iter().map(|b| b.folders.len() as u64).sum(), |bar| {
+        groups.par_iter().for_each(|(list, listing)| {
+            remove_group(bucket, name, list, listing, since, tally);
+            bar.inc(list.iter().map(|b| b.folders.len() as u64).sum());
+        })
+    })
 }

@@ -2,6 +2,7 @@
 //! verdicts, the report and `--repair` are `store::check`'s, shared with every backend.
 
 use std::path::Path;
+use std::time::SystemTime;
 
 use anyhow::Result;
 use rayon::prelude::*;
@@ -9,7 +10,9 @@ use sha2::{Digest as _, Sha256};
 
 use crate::core::progress::Progress;
 use crate::model::digest::{Digest, DigestSet};
-use crate::store::check::{self, BlobSeen, Blobs, CheckOptions, CheckReport, Entry, Judge, Link, RepoSeen, TagSeen};
+use crate::store::MAX_MANIFEST;
+use crate::store::check::{self, BlobSeen, CheckOptions, CheckReport, Entry, Judge, Link, RepoSeen, TagSeen};
+use crate::store::check_pass::{self, BlobFolders, Source};
 use crate::store::fs::layout::Layout;
 use crate::store::fs::{self, Dir, FsStore, scan};
 use crate::store::tree::{self, LINK};
@@ -111,7 +114,7 @@ fn verify(layout: &Layout, blobs: &[Digest], bytes: u64, judge: &Judge, progress
 fn present(layout: &Layout, blobs: Vec<Digest>, judge: &Judge) -> Result<(Vec<Digest>, u64)> {
     let Some(dir) = Dir::open(&layout.blobs())? else { return Ok((Vec::new(), 0)) };
     let size = |b: &Digest| -> Result<Option<u64>> {
-        let (seen, size) = match dir.stat_file(&crate::store::tree::blob_data_in_blobs(b)) {
+        let (seen, size) = match dir.stat_file(&tree::blob_data_in_blobs(b)) {
             Ok(Some(st)) => (BlobSeen::Data, Some(st.size)),
             Ok(None) => (BlobSeen::NoData, None),
             Err(e) if e.is::<fs::NotRegular>() => (BlobSeen::NotAFile(format!("{e:#}")), None),
@@ -125,66 +128,51 @@ fn present(layout: &Layout, blobs: Vec<Digest>, judge: &Judge) -> Result<(Vec<Di
     Ok((blobs.into_iter().zip(sizes).filter(|(_, s)| s.is_some()).map(|(b, _)| b).collect(), bytes))
 }
 
-/// One pass over the store: listed, judged.
-fn pass(layout: &Layout, opts: CheckOptions, progress: Progress) -> Result<check::Pass> {
-    let at = |rel: &str| layout.v2().join(rel).display().to_string();
-    let judge = Judge::new(&at);
-    let names = scan::repositories(layout)?;
-    let all: Vec<Digest> = scan::scan_blobs(layout)?.iter().copied().collect();
-    let count = all.len();
-    let (present, bytes) = present(layout, all, &judge)?;
-    // Hashed first: a corrupt blob breaks the tags that need it, and they are named.
-    let corrupt =
-        if opts.verify_digests { verify(layout, &present, bytes, &judge, progress)? } else { DigestSet::default() };
-    let blobs_verified = if opts.verify_digests { present.len() } else { 0 };
-    let blobs = Blobs { present: present.into_iter().collect(), corrupt };
-    let now = std::time::SystemTime::now();
-    let old = |dir: &Path| {
-        fs::stat(dir).ok().flatten().is_some_and(|(_, t)| now.duration_since(t).unwrap_or_default() >= opts.grace)
-    };
-    let blobs_dir = Dir::open(&layout.blobs())?;
-    let load = |d: &Digest| match &blobs_dir {
-        Some(dir) => {
-            dir.read(&crate::store::tree::blob_data_in_blobs(d), scan::MAX_MANIFEST).map(|r| r.map(|(b, _)| b))
+impl Source for FsStore {
+    fn at(&self, rel: &str) -> String {
+        self.layout.v2().join(rel).display().to_string()
+    }
+
+    fn blob_folders(&self, judge: &Judge) -> Result<BlobFolders> {
+        let all: Vec<Digest> = scan::scan_blobs(&self.layout)?.iter().copied().collect();
+        let count = all.len();
+        let (present, bytes) = present(&self.layout, all, judge)?;
+        Ok(BlobFolders { present, bytes, count })
+    }
+
+    fn verify(&self, present: &[Digest], bytes: u64, judge: &Judge, progress: Progress) -> Result<DigestSet> {
+        verify(&self.layout, present, bytes, judge, progress)
+    }
+
+    fn manifest_blob(&self, d: &Digest) -> Result<Option<Vec<u8>>> {
+        match &self.blobs {
+            Some(dir) => dir.read(&tree::blob_data_in_blobs(d), MAX_MANIFEST).map(|r| r.map(|(b, _)| b)),
+            None => Ok(None),
         }
-        None => Ok(None),
-    };
-    let bar = progress.bar("checking", names.len() as u64);
-    let repos: Vec<check::Judged> = names
-        .par_iter()
-        .map(|n| {
-            let seen = list_repo(layout, n, &old)?;
-            bar.inc(1);
-            Ok(judge.repository(&seen, &blobs, &load))
-        })
-        .collect::<Result<_>>()?;
-    bar.finish_and_clear();
-    for dir in [layout.repositories(), layout.blobs()] {
-        files(layout, &dir, &judge)?;
     }
-    if layout.journal_file().exists() {
-        judge.journal();
+
+    fn repository_seen(&self, name: &str, _: &Judge, old: &(dyn Fn(SystemTime) -> bool + Sync)) -> Result<RepoSeen> {
+        let old = |dir: &Path| fs::stat(dir).ok().flatten().is_some_and(|(_, t)| old(t));
+        list_repo(&self.layout, name, &old)
     }
-    let report = CheckReport {
-        root: String::new(),
-        repositories: names.len(),
-        tags: repos.iter().map(|r| r.tags).sum(),
-        manifests: repos.iter().map(|r| r.manifests).sum(),
-        blobs: count,
-        blobs_verified,
-        repaired: 0,
-        problems: judge.problems(),
-        failed: Vec::new(),
-        warnings: Vec::new(),
-    };
-    Ok((report, repos.into_iter().flat_map(|r| r.repairs).collect()))
+
+    fn other_files(&self, judge: &Judge) -> Result<()> {
+        for dir in [self.layout.repositories(), self.layout.blobs()] {
+            files(&self.layout, &dir, judge)?;
+        }
+        Ok(())
+    }
+
+    fn has_journal(&self) -> Result<bool> {
+        Ok(self.layout.journal_file().exists())
+    }
 }
 
 /// Checks the store under `root`; with `repair`, removes the links that point to nothing
 /// (`store::check::run`).
 pub fn check(root: &Path, opts: CheckOptions, progress: Progress) -> Result<CheckReport> {
     let store = FsStore::open(root)?;
-    let mut report = check::run(&store, opts, progress, &|o| pass(&store.layout, o, progress))?;
+    let mut report = check::run(&store, opts, progress, &|o| check_pass::pass(&store, o, progress))?;
     report.root = root.display().to_string();
     Ok(report)
 }

@@ -111,6 +111,11 @@ impl Layout {
         self.repo(repo).join(inside::layer_dir(d))
     }
 
+    /// `_layers/sha256/<hex>/link`.
+    pub fn layer_link(&self, repo: &str, d: &Digest) -> PathBuf {
+        self.repo(repo).join(inside::layer_link(d))
+    }
+
     /// `_manifests/revisions/sha256/`.
     pub fn revisions(&self, repo: &str) -> PathBuf {
         self.repo(repo).join(inside::REVISIONS)
@@ -119,6 +124,11 @@ impl Layout {
     /// `_manifests/revisions/sha256/<hex>/`: "manifest `d` exists in this repository".
     pub fn revision_dir(&self, repo: &str, d: &Digest) -> PathBuf {
         self.repo(repo).join(inside::revision_dir(d))
+    }
+
+    /// `_manifests/revisions/sha256/<hex>/link`.
+    pub fn revision_link(&self, repo: &str, d: &Digest) -> PathBuf {
+        self.repo(repo).join(inside::revision_link(d))
     }
 
     /// `_manifests/tags/`.
@@ -144,6 +154,11 @@ impl Layout {
     /// `_manifests/tags/<tag>/index/sha256/<hex>/`.
     pub fn tag_index_entry(&self, repo: &str, tag: &str, d: &Digest) -> PathBuf {
         self.repo(repo).join(inside::tag_index_entry(tag, d))
+    }
+
+    /// `_manifests/tags/<tag>/index/sha256/<hex>/link`.
+    pub fn tag_index_link(&self, repo: &str, tag: &str, d: &Digest) -> PathBuf {
+        self.repo(repo).join(inside::tag_index_link(tag, d))
     }
 
     /// `_uploads/`.

@@ -18,15 +18,14 @@ use std::time::SystemTime;
 use anyhow::{Context, Result};
 
 use crate::core::plan::{Object, RepoPlan, StoreView};
-use crate::core::progress::Progress;
 use crate::model::blobs::BlobList;
 use crate::model::digest::{Digest, DigestMap, DigestSet};
 use crate::model::inventory::{Parsed, Repo};
 use crate::model::journal::Journal;
 use crate::store::remark::Rescued;
-use crate::store::stage::{Batch, Relink, Tally};
+use crate::store::stage::{Relink, Removal};
 use crate::store::tree::{self, inside};
-use crate::store::{Held, Store};
+use crate::store::{Guard, Held, Scan, Sweep};
 use layout::Layout;
 
 /// A store on a file system, under a registry's `rootdirectory`.
@@ -72,7 +71,7 @@ impl StoreView for FsStore {
     }
 }
 
-impl Store for FsStore {
+impl Scan for FsStore {
     fn repositories(&self) -> Result<Vec<String>> {
         scan::repositories(&self.layout)
     }
@@ -102,6 +101,12 @@ impl Store for FsStore {
         scan::read_config(&self.layout, d)
     }
 
+    fn has_blob(&self, d: &Digest) -> bool {
+        self.layout.blob_data(d).exists()
+    }
+}
+
+impl Guard for FsStore {
     fn journal(&self) -> Result<Option<Journal>> {
         journal::read(&self.layout)
     }
@@ -117,6 +122,12 @@ impl Store for FsStore {
     fn remove_journal(&self) -> Result<()> {
         journal::remove(&self.layout)
     }
+}
+
+impl Sweep for FsStore {
+    fn remove(&self, removal: &Removal) -> bool {
+        remove::stage(&self.layout, removal)
+    }
 
     fn remark(&self, since: SystemTime, extra: &[(String, Digest)]) -> Result<Rescued> {
         let incomplete = self.incomplete.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -125,20 +136,5 @@ impl Store for FsStore {
 
     fn relink(&self, link: &Relink) -> Result<bool> {
         remark::relink(&self.layout, link)
-    }
-
-    fn has_blob(&self, d: &Digest) -> bool {
-        self.layout.blob_data(d).exists()
-    }
-
-    fn remove(
-        &self,
-        stage: &str,
-        batches: &[Batch],
-        since: Option<SystemTime>,
-        tally: &Tally,
-        progress: Progress,
-    ) -> bool {
-        remove::stage(&self.layout, progress, stage, batches, since, tally)
     }
 }

@@ -13,6 +13,7 @@ use crate::store::fs::layout::Layout;
 use crate::store::fs::{self, Dir, scan};
 use crate::store::remark::{Rescued, Young, rescue};
 use crate::store::stage::Relink;
+use crate::store::tree::inside;
 
 /// Marks what every repository (those created since the scan too) wrote since `since`: revision
 /// links and `_layers` links with a younger mtime, the links now in the revision folders the
@@ -42,7 +43,7 @@ pub fn remark(
             };
             if let Some(dir) = revisions {
                 for d in filled {
-                    manifests.extend(dir.read_link(&format!("{}/link", d.hex()))?.map(|(target, _)| target));
+                    manifests.extend(dir.read_link(&inside::link_in_hashes(&d))?.map(|(target, _)| target));
                 }
             }
             // A layer link counts by the digest in its path: its content is not read.
@@ -67,7 +68,7 @@ fn young_links(dir: &std::path::Path, since: SystemTime) -> Result<Option<(Dir, 
     let Some(open) = Dir::open(dir)? else { return Ok(None) };
     let mut young = Vec::new();
     for d in fs::digest_folders(dir)? {
-        let rel = format!("{}/link", d.hex());
+        let rel = inside::link_in_hashes(&d);
         let st = open.stat(&rel).with_context(|| format!("cannot stat {}", dir.join(&rel).display()))?;
         if st.is_some_and(|s| s.modified >= since) {
             young.push(d);
@@ -97,15 +98,15 @@ pub fn relink(layout: &Layout, link: &Relink) -> Result<bool> {
         dir.write_new(name, &tmp, d.to_string().as_bytes())
     };
     Ok(match *link {
-        Relink::Revision(repo, d) => write(layout.revision_dir(repo, &d).join("link"), &d)?,
-        Relink::Layer(repo, d) => write(layout.layer_dir(repo, &d).join("link"), &d)?,
+        Relink::Revision(repo, d) => write(layout.revision_link(repo, &d), &d)?,
+        Relink::Layer(repo, d) => write(layout.layer_link(repo, &d), &d)?,
         Relink::Tag(repo, tag, d) => {
             // Not where the tag is there again (pushed since, perhaps onto another manifest):
             // no history entry for what it does not name.
             if fs::stat(&layout.tag_current(repo, tag))?.is_some() {
                 return Ok(false);
             }
-            write(layout.tag_index_entry(repo, tag, &d).join("link"), &d)?;
+            write(layout.tag_index_link(repo, tag, &d), &d)?;
             write(layout.tag_current(repo, tag), &d)?
         }
     })
@@ -149,7 +150,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let layout = Layout::at(t.path().to_path_buf());
         assert!(relink(&layout, &Relink::Layer("a/b", d)).unwrap());
-        let path = layout.layer_dir("a/b", &d).join("link");
+        let path = layout.layer_link("a/b", &d);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), d.to_string());
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode & 0o600, 0o600, "{mode:o}");

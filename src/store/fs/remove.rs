@@ -13,13 +13,12 @@ use std::time::SystemTime;
 use anyhow::{Context, Result};
 use rayon::prelude::*;
 
-use crate::core::progress::Progress;
 use crate::model::digest::Digest;
 use crate::model::outcome::What;
 use crate::store::fs::layout::Layout;
-use crate::store::fs::{Dir, list};
-use crate::store::stage::{Batch, Folder, Parent, Tally, crash_point};
-use crate::store::tree::{DATA, LINK, STARTED, inside};
+use crate::store::fs::{Dir, FileStat, list};
+use crate::store::stage::{self, Batch, Decision, Folder, Keep, Parent, Removal, Stamp, Tally, crash_point, decide};
+use crate::store::tree::{LINK, STARTED, inside};
 
 impl Parent<'_> {
     /// Where it is in a filesystem store.
@@ -66,79 +65,76 @@ enum Removed {
     Rescued(Option<Digest>),
 }
 
-/// The size of `rel`, the file that makes a folder what it is; `None` when it was written at or
-/// after `since`. No regular file there (a FIFO, a folder, a symbolic link put in since the
-/// plan) is an error: the folder stays, its deletion reported as failed, naming it.
-fn fresh(dir: &Dir, rel: &str, since: Option<SystemTime>) -> Result<Option<u64>> {
-    Ok(match dir.stat_file(rel)? {
-        Some(s) if since.is_some_and(|since| s.modified >= since) => None,
-        Some(s) => Some(s.size),
-        None => Some(0),
-    })
+/// The first of a folder's decisive files that is there ([`Folder::decisive`]). No regular
+/// file where a link, data or a tag's link should be (a FIFO, a folder, a symbolic link put in
+/// since the plan) is an error: the folder stays, its deletion reported as failed, naming it.
+fn decisive(dir: &Dir, folder: &Folder) -> Result<Option<Stamp>> {
+    let stamp = |s: FileStat| Stamp { size: s.size, modified: s.modified };
+    for rel in folder.decisive() {
+        let found = match folder {
+            Folder::Upload(_) | Folder::Leftover(_) => dir.stat(&rel).ok().flatten(),
+            _ => dir.stat_file(&rel)?,
+        };
+        if let Some(s) = found {
+            return Ok(Some(stamp(s)));
+        }
+    }
+    Ok(None)
 }
 
-/// Removes one folder inside `dir`: the file that makes it what it is first, then the rest. A
-/// tag, revision, layer link or blob written again since the scan (`since`) is left.
-fn remove_folder(dir: &Dir, what: What, folder: &Folder, since: Option<SystemTime>) -> Result<Removed> {
+/// Removes one folder inside `dir` as [`decide`] says: the file that makes it what it is
+/// first, then the rest.
+fn remove_folder(dir: &Dir, kind: What, folder: &Folder, since: Option<SystemTime>) -> Result<Removed> {
     let name = folder.name();
-    let mut bytes = 0;
-    match folder {
-        Folder::Link(d) | Folder::Blob(d) => {
-            let hex = d.hex();
-            let file = if matches!(folder, Folder::Link(_)) { LINK } else { DATA };
-            // A history entry's time is not looked at: what a push rescues is its tag, revision,
-            // layer links and blobs.
-            let since = if what == What::IndexEntry { None } else { since };
-            match fresh(dir, &format!("{hex}/{file}"), since)? {
-                Some(size) if what == What::Blob => bytes = size,
-                Some(_) => {}
-                None => return Ok(Removed::Rescued(Some(*d))),
+    if let Folder::Leftover(_) = folder {
+        // An empty one goes at once; one with an interrupted write's files after a look at
+        // what it holds.
+        match dir.remove(&name, true) {
+            Err(e) if e.kind() == ErrorKind::DirectoryNotEmpty => {}
+            Err(e) if e.kind() != ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot delete {}", dir.path().join(&name).display()));
             }
+            _ => return Ok(Removed::Gone(0)),
+        }
+    }
+    let bytes = match decide(folder, kind, since, decisive(dir, folder)?) {
+        Decision::Go { bytes } => bytes,
+        Decision::Leave(keep) => {
+            return Ok(Removed::Rescued(match keep {
+                Keep::Nothing => None,
+                Keep::Its(d) => Some(d),
+                // Pushed again: the manifest it names now stays with it.
+                Keep::TagsManifest => match folder.decisive().first() {
+                    Some(link) => dir.read_link(link)?.map(|(d, _)| d),
+                    None => None,
+                },
+            }));
+        }
+    };
+    match folder {
+        Folder::Link(_) | Folder::Blob(_) => {
             // An error here (no permission) is the final removal's to report, with the path.
-            let _ = remove_entry(dir, &format!("{hex}/{file}"), false);
+            if let Some(file) = folder.decisive().first() {
+                let _ = remove_entry(dir, file, false);
+            }
             crash_point();
         }
-        Folder::Leftover(_) => {
-            // A folder that holds a link or data now (a push just wrote it) is no leftover any
-            // more; an empty one goes at once, one with an interrupted write's files after
-            // this look.
-            match dir.remove(&name, true) {
-                Err(e) if e.kind() == ErrorKind::DirectoryNotEmpty => {}
-                Err(e) if e.kind() != ErrorKind::NotFound => {
-                    return Err(e).with_context(|| format!("cannot delete {}", dir.path().join(&name).display()));
-                }
-                _ => return Ok(Removed::Gone(0)),
-            }
-            for file in [LINK, DATA] {
-                if dir.stat(&format!("{name}/{file}")).ok().flatten().is_some() {
-                    return Ok(Removed::Rescued(None));
-                }
-            }
-        }
-        Folder::History(tag) => {
-            if fresh(dir, &inside::tag_current_in_tags(tag), since)?.is_none() {
-                return Ok(Removed::Rescued(None));
-            }
-        }
+        Folder::Leftover(_) | Folder::History(_) => {}
         Folder::Tag(tag, current) => {
-            let link = inside::tag_current_in_tags(tag);
-            if fresh(dir, &link, since)?.is_none() {
-                // Pushed again: the manifest it names now stays with it.
-                return Ok(Removed::Rescued(dir.read_link(&link)?.map(|(d, _)| d)));
-            }
             // Its inner folders are opened through no symbolic link before anything in them
             // goes (the tag folder itself was listed, and is no link).
-            if let Ok(cur) = dir.open_dir(&format!("{tag}/current")) {
+            if let Ok(cur) = dir.open_dir(&inside::tag_current_dir_in_tags(tag)) {
                 let _ = remove_entry(&cur, LINK, false);
-                let _ = remove_entry(dir, &format!("{tag}/current"), true);
+                let _ = remove_entry(dir, &inside::tag_current_dir_in_tags(tag), true);
             }
             crash_point();
-            if let Some(entry) = current.map(|d| format!("{tag}/index/sha256/{}", d.hex()))
+            if let Some(d) = current
+                && let entry = inside::tag_index_entry_in_tags(tag, d)
                 && let Ok(e) = dir.open_dir(&entry)
             {
                 let _ = remove_entry(&e, LINK, false);
-                for rel in [entry.as_str(), &format!("{tag}/index/sha256"), &format!("{tag}/index")] {
-                    if remove_entry(dir, rel, true).is_err() {
+                for rel in [entry, inside::tag_index_in_tags(tag), inside::tag_history_in_tags(tag)] {
+                    if remove_entry(dir, &rel, true).is_err() {
                         break; // more than the usual shape: the rest goes in one walk
                     }
                 }
@@ -146,8 +142,7 @@ fn remove_folder(dir: &Dir, what: What, folder: &Folder, since: Option<SystemTim
         }
         Folder::Upload(id) => {
             let path = dir.path().join(id);
-            bytes = dir.stat(&format!("{id}/{DATA}")).ok().flatten().map_or(0, |s| s.size);
-            for e in list(&path)?.into_iter().filter(|e| e.name != STARTED) {
+            for e in list(&path)?.into_iter().filter(|e| folder.goes_first(&format!("{id}/{}", e.name))) {
                 let removed =
                     if e.is_dir { fs::remove_dir_all(path.join(&e.name)) } else { fs::remove_file(path.join(&e.name)) };
                 removed.with_context(|| format!("cannot delete {}", path.join(&e.name).display()))?;
@@ -188,11 +183,7 @@ fn remove_batch(
         if tally.stop_requested() {
             return;
         }
-        let what = match f {
-            Folder::Leftover(_) => What::Leftover,
-            Folder::History(_) => What::History,
-            _ => b.what,
-        };
+        let what = f.kind(b.what);
         match remove_folder(&dir, what, f, since) {
             Ok(Removed::Gone(bytes)) => tally.gone(b.repo, what, f, bytes),
             Ok(Removed::Rescued(digest)) => tally.rescued(b.repo, what, digest),
@@ -203,20 +194,13 @@ fn remove_batch(
 }
 
 /// Runs one stage, its batches in parallel; true when every folder went or was rescued.
-pub(crate) fn stage(
-    layout: &Layout,
-    progress: Progress,
-    name: &str,
-    batches: &[Batch],
-    since: Option<SystemTime>,
-    tally: &Tally,
-) -> bool {
-    let before = tally.failures();
-    crate::store::apply::stop_point(&format!("delete:{name}"));
+pub(crate) fn stage(layout: &Layout, removal: &Removal) -> bool {
+    let Removal { stage: name, batches, since, tally, progress } = *removal;
+    crate::store::apply::stop_point(&format!("delete:{}", name.name()));
     let chunks: Vec<(&Batch, &[Folder])> =
         batches.iter().flat_map(|b| b.folders.chunks(CHUNK).map(move |c| (b, c))).collect();
-    let bar = progress.bar(name, chunks.iter().map(|c| c.1.len() as u64).sum());
-    chunks.par_iter().for_each(|chunk| remove_batch(layout, *chunk, since, tally, &|| bar.inc(1)));
-    bar.finish_and_clear();
-    tally.failures() == before && !tally.stop_requested()
+    let folders = chunks.iter().map(|c| c.1.len() as u64).sum();
+    stage::run(tally, progress, name, folders, |bar| {
+        chunks.par_iter().for_each(|chunk| remove_batch(layout, *chunk, since, tally, &|| bar.inc(1)))
+    })
 }

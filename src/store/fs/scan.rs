@@ -15,11 +15,7 @@ use crate::model::inventory::{Parsed, Repo, Revision, Tag, Upload};
 use crate::store::fs::layout::Layout;
 use crate::store::fs::{Dir, NotRegular, digest_folders, each_entry, list, read_file, stat_file};
 use crate::store::tree::{self, REPO_INTERNALS, inside};
-
-/// Manifests larger than this are refused (the registry itself caps manifests at 4 MiB).
-pub const MAX_MANIFEST: u64 = 4 << 20;
-/// Image configs larger than this are not read for `created`.
-const MAX_CONFIG: u64 = 64 << 20;
+use crate::store::{MAX_CONFIG, MAX_MANIFEST};
 
 /// Finds every repository: a folder holding `_manifests`, `_layers` or `_uploads`.
 fn discover(dir: &Path, name: &str, found: &Mutex<Vec<String>>) -> Result<()> {
@@ -59,12 +55,12 @@ fn scan_tag(tags: &Dir, name: String) -> Result<Tag> {
 fn scan_upload(layout: &Layout, repo: &str, id: String) -> Result<Upload> {
     let dir = layout.upload_dir(repo, &id);
     // Unreadable or unparsable: never purged, as the registry does. Not a regular file: refused.
-    let started = match read_file(&dir.join("startedat"), 1024) {
+    let started = match read_file(&dir.join(tree::STARTED), 1024) {
         Err(e) if e.is::<NotRegular>() => return Err(e),
         read => read.ok().flatten(),
     }
     .and_then(|(b, _)| crate::store::started_at(&b));
-    let size = match stat_file(&dir.join("data")) {
+    let size = match stat_file(&dir.join(tree::DATA)) {
         Err(e) if e.is::<NotRegular>() => return Err(e),
         st => st.ok().flatten().map_or(0, |(size, _)| size),
     };
