@@ -94,7 +94,9 @@ impl Scan for FsStore {
     }
 
     fn manifests(&self, digests: DigestSet) -> DigestMap<Parsed> {
-        scan::read_manifests(&self.layout, self.blobs.as_ref(), digests)
+        // A store with no blobs when it was opened: a first push since has made them.
+        let opened = if self.blobs.is_none() { Dir::open(&self.layout.blobs()).ok().flatten() } else { None };
+        scan::read_manifests(&self.layout, self.blobs.as_ref().or(opened.as_ref()), digests)
     }
 
     fn config(&self, d: &Digest) -> Option<Vec<u8>> {
@@ -136,5 +138,27 @@ impl Sweep for FsStore {
 
     fn relink(&self, link: &Relink) -> Result<bool> {
         remark::relink(&self.layout, link)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifests_pushed_after_the_store_was_opened_without_blobs_are_read() {
+        let root = tempfile::tempdir().unwrap();
+        let v2 = root.path().join("docker/registry/v2");
+        std::fs::create_dir_all(v2.join("repositories/app/_manifests")).unwrap();
+        let store = FsStore::open(root.path()).unwrap();
+        // The first push: its manifest is the store's first blob.
+        let bytes = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","layers":[]}"#;
+        use sha2::Digest as _;
+        let d = Digest(sha2::Sha256::digest(bytes).into());
+        let data = v2.join(tree::blob_data(&d));
+        std::fs::create_dir_all(data.parent().unwrap()).unwrap();
+        std::fs::write(&data, bytes).unwrap();
+        let read = store.manifests([d].into_iter().collect());
+        assert!(!matches!(read.get(&d), Some(Parsed::Missing) | None), "{:?}", read.get(&d));
     }
 }
