@@ -89,7 +89,9 @@ fn tell(warnings: &[Warning]) {
 
 /// Threads when `-j` is not given. The work is mostly waiting on small reads and deletions:
 /// with a cold page cache a 258k-blob store's gc scan took 29 s with one thread per core, 6.2 s
-/// with 32, 5.7 s with 64 and 5.1 s with 128 (2 cores, virtio disk); warm, it costs nothing.
+/// with 32, 5.7 s with 64 and 5.1 s with 128 (2 cores, virtio disk). Warm, 128 cost 0.35 s
+/// more than 32 (1.87 s against 1.52 s): a nightly run is a cold one, so 128 (BENCHMARKS.md,
+/// "Close to the floor").
 const DEFAULT_JOBS: usize = 128;
 
 fn threads(jobs: Option<usize>) -> Result<()> {
