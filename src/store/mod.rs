@@ -2,7 +2,7 @@
 //! [`Guard`] and [`Sweep`]), asking about repositories and digests rather than paths, and what every backend shares (the execution
 //! of a plan in the crash-safe order, its stages, the journal's encoding, the re-mark's
 //! closure, check's verdicts). The backends sit in folders of their own and never import
-//! each other: [`fs`] (a folder: the layout, file access with all the unsafe code, the scan)
+//! each other: [`fs`] (a folder: the layout, file access with all its unsafe code, the scan)
 //! and [`bucket`] (a bucket the registry's s3 driver writes). [`location`] opens either.
 
 pub mod apply;

@@ -1,6 +1,7 @@
 //! Access to the files of a store: folder listings, reads of small files relative to open
 //! folders, `stat`, removal; every one without following a symbolic link and without blocking
-//! on a FIFO. All of regsweep's unsafe code is here.
+//! on a FIFO. All the unsafe code of file access is here (signals and process checks keep
+//! theirs beside them).
 
 use std::ffi::CString;
 use std::fs::{self, File};

@@ -1,5 +1,5 @@
 //! The filesystem backend: a store in a folder, under a registry's `rootdirectory` (the layout,
-//! file access with all the unsafe code, the scan into an inventory, the removal of folders,
+//! file access with all its unsafe code, the scan into an inventory, the removal of folders,
 //! the journal's file and the lock, the re-mark of racing pushes by folder times, `check`).
 
 pub mod check;
