@@ -9,7 +9,7 @@ use regsweep::core::policy::{Reason, Verdict};
 use regsweep::model::digest::Digest;
 use regsweep::model::inventory::{Inventory, Parsed, Repo, Revision, Tag};
 use regsweep::model::manifest::{self, Kind, Manifest};
-use regsweep::store::fs;
+use regsweep::store::fs::file;
 
 fn digest(i: u64) -> Digest {
     let mut b = [0u8; 32];
@@ -44,7 +44,7 @@ fn links(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("link");
     std::fs::write(&path, digest(3).to_string()).unwrap();
-    c.bench_function("read link file", |b| b.iter(|| fs::read_link(&path).unwrap().unwrap()));
+    c.bench_function("read link file", |b| b.iter(|| file::read_link(&path).unwrap().unwrap()));
 }
 
 struct OldFiles;

@@ -10,7 +10,8 @@ pub mod remark;
 pub mod remove;
 pub mod scan;
 
-pub use file::*;
+// The file access, by its short name inside the crate; outside it is `store::fs::file` alone.
+pub(crate) use file::*;
 
 use std::path::Path;
 use std::time::SystemTime;
