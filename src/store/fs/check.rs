@@ -145,12 +145,12 @@ impl Source for FsStore {
     }
 
     fn manifest_blob(&self, d: &Digest) -> Result<Option<Vec<u8>>> {
-        let read = |dir: &Dir| dir.read(&tree::blob_data_in_blobs(d), MAX_MANIFEST).map(|r| r.map(|(b, _)| b));
-        match &self.blobs {
-            Some(dir) => read(dir),
-            // A store with no blobs when it was opened: a first push since has made them, and
-            // its manifests are read there, as the blob folders were listed (by path).
-            None => Dir::open(&self.layout.blobs())?.as_ref().map_or(Ok(None), read),
+        // Where the blob folders were listed (by path): a first push may have made them since
+        // the store was opened.
+        let late = self.blobs_made_since()?;
+        match self.blobs.as_ref().or(late.as_ref()) {
+            Some(dir) => dir.read(&tree::blob_data_in_blobs(d), MAX_MANIFEST).map(|r| r.map(|(b, _)| b)),
+            None => Ok(None),
         }
     }
 

@@ -32,8 +32,7 @@ use layout::Layout;
 /// A store on a file system, under a registry's `rootdirectory`.
 pub struct FsStore {
     layout: Layout,
-    /// `docker/registry/v2/`, open: the plan's `stat`s are made relative to it (or to `blobs`),
-    /// sparing the kernel the walk of the root's path for each of hundreds of thousands.
+    /// `docker/registry/v2/`, open: the plan's `stat`s are made relative to it, sparing the kernel the walk of the root's path for each of hundreds of thousands.
     v2: Dir,
     /// `blobs/sha256/`, open (`None` when the store has no blobs).
     blobs: Option<Dir>,
@@ -50,6 +49,12 @@ impl FsStore {
         let v2 = Dir::open(layout.v2())?.with_context(|| format!("{} is gone", layout.v2().display()))?;
         let blobs = Dir::open(&layout.blobs())?;
         Ok(FsStore { layout, v2, blobs, incomplete: Default::default() })
+    }
+
+    /// `blobs/sha256/`, opened now where the store had none when it was opened (a first push
+    /// since has made it); `None` where it was open already, or is still missing.
+    fn blobs_made_since(&self) -> Result<Option<Dir>> {
+        if self.blobs.is_some() { Ok(None) } else { Dir::open(&self.layout.blobs()) }
     }
 }
 
@@ -95,9 +100,8 @@ impl Scan for FsStore {
     }
 
     fn manifests(&self, digests: DigestSet) -> DigestMap<Parsed> {
-        // A store with no blobs when it was opened: a first push since has made them.
-        let opened = if self.blobs.is_none() { Dir::open(&self.layout.blobs()).ok().flatten() } else { None };
-        scan::read_manifests(&self.layout, self.blobs.as_ref().or(opened.as_ref()), digests)
+        let late = self.blobs_made_since().ok().flatten();
+        scan::read_manifests(&self.layout, self.blobs.as_ref().or(late.as_ref()), digests)
     }
 
     fn config(&self, d: &Digest) -> Option<Vec<u8>> {
