@@ -5,9 +5,10 @@ whole delay more, as a real S3 endpoint's round trip would (this kernel has no n
 
     python3 delay_proxy.py LISTEN_PORT UPSTREAM_PORT DELAY_MS STATS_FILE [LOG_FILE]
 
-The counts are written to STATS_FILE as JSON after each connection closes and on SIGTERM, by
-kind: the method, except a listing, LIST (S3's and GCS's `list-type=2`, Azure's `comp=list`),
-and an Azure Blob Batch, BATCH (`comp=batch`). Requests are read as HTTP/1.1 messages (each
+The counts are written to STATS_FILE as JSON after each connection closes and on SIGTERM (to
+a file beside it, then renamed: a reader never sees it half written), by kind: the method,
+except a listing, LIST (S3's and GCS's `list-type=2`, Azure's `comp=list`), and an Azure Blob
+Batch, BATCH (`comp=batch`). Requests are read as HTTP/1.1 messages (each
 head, then its body by Content-Length or chunks, skipped), so the subrequests inside a batch's
 body are not counted. With LOG_FILE, one line more per request, `UNIX_TIME KIND SECONDS TARGET`:
 when it reached the proxy, and how long until the first bytes of its answer came back from the
@@ -17,6 +18,7 @@ batch's target is followed by ` keys=N`, the keys it deletes.
 """
 import asyncio
 import json
+import os
 import re
 import signal
 import sys
@@ -29,8 +31,9 @@ counts = {}
 
 
 def save():
-    with open(STATS, "w") as f:
+    with open(STATS + ".tmp", "w") as f:
         json.dump(counts, f)
+    os.replace(STATS + ".tmp", STATS)
 
 
 def kind(method, target):
