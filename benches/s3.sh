@@ -74,7 +74,7 @@ timed() {
   echo "$(echo "$end - $start" | bc) $((after - before))" >>"$dir/$label.times"
 }
 median() { sort -n "$dir/$1.times" | awk '{a[NR]=$1; r[NR]=$2} END {m=int((NR+1)/2); print a[m], r[m]}'; }
-spread() { sort -n "$dir/$1.times" | awk 'NR == 1 {lo=$1} END {print lo "-" $1}'; }
+spread() { sort -n "$dir/$1.times" | awk 'NR == 1 {lo=$1} END {printf "%.2f-%.2f", lo, $1}'; }
 
 cfg=$(config bench-gc)
 # The regsweep binaries by label: rs (this build) and, with --against, old; each its own cache.
@@ -153,12 +153,13 @@ if [ -n "$old" ]; then
   read -r old_prune old_prune_req < <(median old-prune)
   old_freed=$(jq .blobs_deleted "$dir/old-prune.out")
   per() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+  s() { printf '%.2f s' "$1"; }
   echo
   echo "this build against $old, alternating, median (min-max) of $runs, the prune one run each"
   echo
   echo "| run | this build | other binary | new/old | requests, this build | requests, other |"
   echo "|---|---|---|---|---|---|"
-  echo "| gc --dry-run, first run | ${rs_gc} s ($(spread rs-gc)) | ${old_gc} s ($(spread old-gc)) | $(per "$rs_gc" "$old_gc") | $rs_gc_req | $old_gc_req |"
-  echo "| gc --dry-run, later runs (manifest cache) | ${rs_warm} s ($(spread rs-gc-warm)) | ${old_warm} s ($(spread old-gc-warm)) | $(per "$rs_warm" "$old_warm") | $rs_warm_req | $old_warm_req |"
-  echo "| real prune --keep 5 ($blobs_freed / $old_freed blobs freed) | ${rs_prune} s | ${old_prune} s | $(per "$rs_prune" "$old_prune") | $rs_prune_req | $old_prune_req |"
+  echo "| gc --dry-run, first run | $(s "$rs_gc") ($(spread rs-gc)) | $(s "$old_gc") ($(spread old-gc)) | $(per "$rs_gc" "$old_gc") | $rs_gc_req | $old_gc_req |"
+  echo "| gc --dry-run, later runs (manifest cache) | $(s "$rs_warm") ($(spread rs-gc-warm)) | $(s "$old_warm") ($(spread old-gc-warm)) | $(per "$rs_warm" "$old_warm") | $rs_warm_req | $old_warm_req |"
+  echo "| real prune --keep 5 ($blobs_freed / $old_freed blobs freed) | $(s "$rs_prune") | $(s "$old_prune") | $(per "$rs_prune" "$old_prune") | $rs_prune_req | $old_prune_req |"
 fi
