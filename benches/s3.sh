@@ -64,17 +64,21 @@ AWS_ENDPOINT_URL=$direct "$bin" gen --root s3://bench-gc/store --repos "$repos" 
 objects=$(tool keys bench-gc | wc -l)
 config() { printf 'version: 0.1\nlog: {level: error}\nstorage:\n  s3: {accesskey: test, secretkey: test, region: us-east-1, regionendpoint: "%s", bucket: %s, rootdirectory: /store, secure: false}\n' "$delayed" "$1" >"$dir/$1.yml"; echo "$dir/$1.yml"; }
 requests() { python3 -c 'import json,sys; print(sum(json.load(open(sys.argv[1])).values()))' "$dir/proxy.json" 2>/dev/null || echo 0; }
-# timed LABEL CMD...: one run; appends "seconds requests" to $dir/LABEL.times
+# timed LABEL CMD...: one run; appends "seconds requests cpu_seconds" to $dir/LABEL.times (the
+# command's own user + system CPU: what a change to the client costs, which a loaded machine's
+# waiting for a core does not inflate)
 timed() {
   local label=$1; shift
   local before after start end
   before=$(requests); start=$(date +%s.%N)
-  "$@" >"$dir/$label.out" 2>"$dir/$label.err" || { echo "$label failed:" >&2; cat "$dir/$label.err" >&2; exit 1; }
+  /usr/bin/time -f "%U %S" -o "$dir/$label.cpu" "$@" >"$dir/$label.out" 2>"$dir/$label.err" \
+    || { echo "$label failed:" >&2; cat "$dir/$label.err" >&2; exit 1; }
   end=$(date +%s.%N); sleep 0.3; after=$(requests)
-  echo "$(echo "$end - $start" | bc) $((after - before))" >>"$dir/$label.times"
+  echo "$(echo "$end - $start" | bc) $((after - before)) $(awk '{print $1 + $2}' "$dir/$label.cpu")" >>"$dir/$label.times"
 }
 median() { sort -n "$dir/$1.times" | awk '{a[NR]=$1; r[NR]=$2} END {m=int((NR+1)/2); print a[m], r[m]}'; }
 spread() { sort -n "$dir/$1.times" | awk 'NR == 1 {lo=$1} END {printf "%.2f-%.2f", lo, $1}'; }
+cpu() { awk '{print $3}' "$dir/$1.times" | sort -n | awk '{a[NR]=$1} END {printf "%.2f s", a[int((NR+1)/2)]}'; }
 
 cfg=$(config bench-gc)
 # The regsweep binaries by label: rs (this build) and, with --against, old; each its own cache.
@@ -157,9 +161,9 @@ if [ -n "$old" ]; then
   echo
   echo "this build against $old, alternating, median (min-max) of $runs, the prune one run each"
   echo
-  echo "| run | this build | other binary | new/old | requests, this build | requests, other |"
-  echo "|---|---|---|---|---|---|"
-  echo "| gc --dry-run, first run | $(s "$rs_gc") ($(spread rs-gc)) | $(s "$old_gc") ($(spread old-gc)) | $(per "$rs_gc" "$old_gc") | $rs_gc_req | $old_gc_req |"
-  echo "| gc --dry-run, later runs (manifest cache) | $(s "$rs_warm") ($(spread rs-gc-warm)) | $(s "$old_warm") ($(spread old-gc-warm)) | $(per "$rs_warm" "$old_warm") | $rs_warm_req | $old_warm_req |"
-  echo "| real prune --keep 5 ($blobs_freed / $old_freed blobs freed) | $(s "$rs_prune") | $(s "$old_prune") | $(per "$rs_prune" "$old_prune") | $rs_prune_req | $old_prune_req |"
+  echo "| run | this build | other binary | new/old | CPU, this build / other | requests, this build | requests, other |"
+  echo "|---|---|---|---|---|---|---|"
+  echo "| gc --dry-run, first run | $(s "$rs_gc") ($(spread rs-gc)) | $(s "$old_gc") ($(spread old-gc)) | $(per "$rs_gc" "$old_gc") | $(cpu rs-gc) / $(cpu old-gc) | $rs_gc_req | $old_gc_req |"
+  echo "| gc --dry-run, later runs (manifest cache) | $(s "$rs_warm") ($(spread rs-gc-warm)) | $(s "$old_warm") ($(spread old-gc-warm)) | $(per "$rs_warm" "$old_warm") | $(cpu rs-gc-warm) / $(cpu old-gc-warm) | $rs_warm_req | $old_warm_req |"
+  echo "| real prune --keep 5 ($blobs_freed / $old_freed blobs freed) | $(s "$rs_prune") | $(s "$old_prune") | $(per "$rs_prune" "$old_prune") | $(cpu rs-prune) / $(cpu old-prune) | $rs_prune_req | $old_prune_req |"
 fi
