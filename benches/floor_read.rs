@@ -8,7 +8,20 @@
 //! manifest a revision names (`blobs/sha256/xx/<hex>/data`, relative to the open blob folder),
 //! and lists the 256 blob prefix folders. `benches/floor_read.sh` runs it beside regsweep.
 //!
-//!     cargo bench --bench floor_read -- ROOT [-j N]
+//! With `--prune`, also the reads a `prune --dry-run` adds to those, for every object rather
+//! than only the candidates the plan picks (so a little above that floor): every tag's
+//! `current/link`, read relative to the open tags folder, and a `stat` of every layer link and
+//! every blob's `data`, relative to the open `v2` folder, as regsweep makes them.
+//!
+//! With `--du`, the gc floor's reads and a `stat` of every blob's `data` (the sizes `du` adds).
+//!
+//! With `--one-pass`, the same reads in regsweep's order: the blob folders listed while the
+//! repositories are found, and each repository's manifests read right after its links (rather
+//! than every repository's links first, then every distinct manifest once, then the blob
+//! folders; with `--prune` or `--du` the blobs' `stat`s go with their listing): what that
+//! order costs a cold run on a large store.
+//!
+//!     cargo bench --bench floor_read -- ROOT [-j N] [--prune | --du] [--one-pass]
 //!
 //! Prints the counts it read and its wall time on stderr; exits 1 on an unreadable store.
 
@@ -27,6 +40,25 @@ use rayon::prelude::*;
 static FILES: AtomicUsize = AtomicUsize::new(0);
 static BYTES: AtomicUsize = AtomicUsize::new(0);
 static LISTINGS: AtomicUsize = AtomicUsize::new(0);
+static STATS: AtomicUsize = AtomicUsize::new(0);
+
+/// `fstatat` of a path relative to an open folder, not following a link, as regsweep stats.
+fn stat_at(dir: &OwnedFd, rel: &str) {
+    let Ok(c) = CString::new(rel) else { return };
+    // SAFETY: `stat` is plain data, filled in by the call.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid descriptor, a NUL-terminated relative path and a `stat` to fill.
+    if unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } == 0 {
+        STATS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Where the reads a prune adds are made from: the open `v2` folder, and the repository's
+/// path relative to it.
+struct Prune<'a> {
+    v2: &'a OwnedFd,
+    rel: &'a str,
+}
 
 fn open_dir(p: &Path) -> Option<OwnedFd> {
     let c = CString::new(p.as_os_str().as_bytes()).ok()?;
@@ -64,6 +96,12 @@ fn read_at(dir: &OwnedFd, rel: &str, buf: &mut Vec<u8>) -> Option<usize> {
     Some(buf.len())
 }
 
+/// Reads the manifest `blobs/sha256/xx/<hex>/data` relative to the open blob folder.
+fn read_manifest(blobs: &OwnedFd, hex: &[u8; 64], buf: &mut Vec<u8>) {
+    let hex = std::str::from_utf8(hex).unwrap_or("");
+    read_at(blobs, &format!("{}/{hex}/data", hex.get(..2).unwrap_or("")), buf);
+}
+
 /// The names of a folder's entries, with whether each is a folder.
 fn list(p: &Path) -> Vec<(String, bool)> {
     let Ok(rd) = fs::read_dir(p) else { return Vec::new() };
@@ -81,9 +119,17 @@ fn discover(dir: &Path, found: &Mutex<Vec<PathBuf>>) {
     entries.par_iter().filter(|(n, d)| *d && !n.starts_with('_')).for_each(|(n, _)| discover(&dir.join(n), found));
 }
 
-/// One repository's reads; the manifests its revisions name go into `manifests`.
-fn repository(repo: &Path, manifests: &Mutex<HashSet<[u8; 64]>>) {
-    list(&repo.join("_manifests/tags"));
+/// One repository's reads; the manifests its revisions name are read at once from `blobs`
+/// when given (one pass), else go into `manifests`.
+fn repository(repo: &Path, manifests: &Mutex<HashSet<[u8; 64]>>, prune: Option<Prune>, blobs: Option<&OwnedFd>) {
+    let tags = list(&repo.join("_manifests/tags"));
+    if prune.is_some()
+        && let Some(dir) = open_dir(&repo.join("_manifests/tags"))
+    {
+        tags.par_iter().for_each_init(Vec::new, |buf, (tag, _)| {
+            read_at(&dir, &format!("{tag}/current/link"), buf);
+        });
+    }
     let revs = repo.join("_manifests/revisions/sha256");
     let names = list(&revs);
     let named: Vec<[u8; 64]> = match open_dir(&revs) {
@@ -98,53 +144,85 @@ fn repository(repo: &Path, manifests: &Mutex<HashSet<[u8; 64]>>) {
             .collect(),
         None => Vec::new(),
     };
-    list(&repo.join("_layers/sha256"));
+    let layers = list(&repo.join("_layers/sha256"));
+    if let Some(p) = prune {
+        layers.par_iter().for_each(|(hex, _)| stat_at(p.v2, &format!("{}/_layers/sha256/{hex}/link", p.rel)));
+    }
     list(&repo.join("_uploads"));
-    manifests.lock().unwrap().extend(named);
+    match blobs {
+        // Each repository's manifests right after its links, as regsweep's one pass reads them.
+        Some(dir) => named.par_iter().for_each_init(Vec::new, |buf, hex| read_manifest(dir, hex, buf)),
+        None => manifests.lock().unwrap().extend(named),
+    }
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let mut root = None;
     let mut jobs = 128;
+    let (mut prune, mut du, mut one_pass) = (false, false, false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "-j" => jobs = it.next().and_then(|n| n.parse().ok()).unwrap_or(jobs),
+            "--prune" => prune = true,
+            "--du" => du = true,
+            "--one-pass" => one_pass = true,
             _ => root = Some(PathBuf::from(a)),
         }
     }
     let Some(root) = root else {
-        eprintln!("usage: floor_read ROOT [-j N]");
+        eprintln!("usage: floor_read ROOT [-j N] [--prune | --du] [--one-pass]");
         std::process::exit(2);
     };
     rayon::ThreadPoolBuilder::new().num_threads(jobs).build_global().expect("threads");
     let t = Instant::now();
     let v2 = root.join("docker/registry/v2");
-    let found = Mutex::new(Vec::new());
-    discover(&v2.join("repositories"), &found);
-    let repos = found.into_inner().unwrap();
-    let manifests = Mutex::new(HashSet::new());
-    repos.par_iter().for_each(|r| repository(r, &manifests));
-    let manifests: Vec<[u8; 64]> = manifests.into_inner().unwrap().into_iter().collect();
     let blobs = v2.join("blobs/sha256");
-    let Some(dir) = open_dir(&blobs) else {
+    let (Some(v2_dir), Some(blobs_dir)) = (open_dir(&v2), open_dir(&blobs)) else {
         eprintln!("no {}", blobs.display());
         std::process::exit(1);
     };
-    manifests.par_iter().for_each_init(Vec::new, |buf, hex| {
-        let hex = std::str::from_utf8(hex).unwrap_or("");
-        read_at(&dir, &format!("{}/{hex}/data", hex.get(..2).unwrap_or("")), buf);
+    let list_blobs = || -> usize {
+        (0..=255u8)
+            .into_par_iter()
+            .map(|b| {
+                let listed = list(&blobs.join(format!("{b:02x}")));
+                if prune || du {
+                    listed
+                        .par_iter()
+                        .for_each(|(hex, _)| stat_at(&v2_dir, &format!("blobs/sha256/{b:02x}/{hex}/data")));
+                }
+                listed.len()
+            })
+            .sum()
+    };
+    let find_repos = || {
+        let found = Mutex::new(Vec::new());
+        discover(&v2.join("repositories"), &found);
+        found.into_inner().unwrap()
+    };
+    // One pass, as regsweep reads: the blob folders listed while the repositories are found,
+    // each repository's manifests read right after its links. Otherwise: the links of every
+    // repository, then every distinct manifest once, then the blob folders.
+    let (repos, early_blobs) =
+        if one_pass { rayon::join(find_repos, || Some(list_blobs())) } else { (find_repos(), None) };
+    let manifests = Mutex::new(HashSet::new());
+    repos.par_iter().for_each(|r| {
+        let rel = r.strip_prefix(&v2).ok().and_then(|p| p.to_str()).unwrap_or("");
+        repository(r, &manifests, prune.then_some(Prune { v2: &v2_dir, rel }), one_pass.then_some(&blobs_dir))
     });
-    let blob_folders: usize = (0..=255u8).into_par_iter().map(|b| list(&blobs.join(format!("{b:02x}"))).len()).sum();
+    let manifests: Vec<[u8; 64]> = manifests.into_inner().unwrap().into_iter().collect();
+    manifests.par_iter().for_each_init(Vec::new, |buf, hex| read_manifest(&blobs_dir, hex, buf));
+    let blob_folders = early_blobs.unwrap_or_else(list_blobs);
     eprintln!(
-        "floor: {} repositories, {} manifests, {} blob folders; {} files read ({} bytes), {} folders listed; {:.3} s",
+        "floor: {} repositories, {} blob folders; {} files read ({} bytes), {} folders listed, {} stats; {:.3} s",
         repos.len(),
-        manifests.len(),
         blob_folders,
         FILES.load(Ordering::Relaxed),
         BYTES.load(Ordering::Relaxed),
         LISTINGS.load(Ordering::Relaxed),
+        STATS.load(Ordering::Relaxed),
         t.elapsed().as_secs_f64()
     );
 }

@@ -3,7 +3,10 @@
 # parsed or decided), whole processes alternating in one run, on the 1,000 x 60 store:
 #   gc --dry-run against the floor, warm (page cache kept) and cold (dropped before every run);
 #   prune --keep 5 --dry-run (its text plan to a file, as a user runs it), the same as --json,
-#   and du (its table), warm, each against gc --dry-run.
+#   and du (its table), warm, each against gc --dry-run; the prune also against its own floor
+#   (floor_read --prune: the gc floor's reads plus every tag link read and every layer link and
+#   blob `data` stat'ed), and du against its own (floor_read --du: the gc floor's reads and every
+#   blob `data` stat'ed).
 # Medians, spread (min-max) and user/system CPU printed as Markdown; each run's line kept in
 # DIR/floor.times. Extra arguments go to every regsweep run (e.g. -j 32).
 #
@@ -39,6 +42,8 @@ gc() { measure "$1" "$bin" gc --root "$store" --dry-run --quiet "${extra[@]}"; }
 for _ in $(seq "$runs"); do
   measure floor-warm "$floor" "$store"
   gc gc-warm
+  measure floor-prune "$floor" "$store" --prune
+  measure floor-du "$floor" "$store" --du
   measure prune-text "$bin" prune --keep 5 --root "$store" --dry-run "${extra[@]}"
   measure prune-json "$bin" prune --keep 5 --root "$store" --dry-run --json "${extra[@]}"
   measure du "$bin" du --root "$store" "${extra[@]}"
@@ -62,6 +67,10 @@ row "floor, warm" floor-warm floor-warm
 row "gc --dry-run, warm (to the floor)" gc-warm floor-warm
 row "floor, cold" floor-cold floor-cold
 row "gc --dry-run, cold (to the floor)" gc-cold floor-cold
+row "floor --prune, warm (to the floor)" floor-prune floor-warm
 row "prune --keep 5 --dry-run, text (to gc)" prune-text gc-warm
+row "prune --keep 5 --dry-run, text (to floor --prune)" prune-text floor-prune
 row "prune --keep 5 --dry-run --json (to gc)" prune-json gc-warm
+row "floor --du, warm (to the floor)" floor-du floor-warm
 row "du (to gc)" du gc-warm
+row "du (to floor --du)" du floor-du
