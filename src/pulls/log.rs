@@ -207,14 +207,25 @@ impl Resolver {
     }
 
     /// The digest of `repository:tag` at `at`: its current link, when that was last written no
-    /// later than the pull (a tag pushed again since may have pointed elsewhere then).
+    /// later than the pull (a tag pushed again since may have pointed elsewhere then). The link
+    /// is opened without following a final symbolic link and without blocking (a FIFO planted
+    /// there would hang the import for ever); anything but a regular file names no digest.
     fn digest(&self, repository: &str, tag: &str, at: i64) -> Option<String> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
         if repository.split('/').any(|s| s.is_empty() || s == "." || s == "..") || tag.contains('/') || tag == ".." {
             return None;
         }
         let link = self.repositories.join(repository).join("_manifests/tags").join(tag).join("current/link");
-        let written = super::nanos(std::fs::metadata(&link).ok()?.modified().ok()?);
-        let digest = std::fs::read_to_string(&link).ok()?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&link)
+            .ok()?;
+        let meta = file.metadata().ok().filter(|m| m.is_file())?;
+        let written = super::nanos(meta.modified().ok()?);
+        let mut digest = String::new();
+        file.take(1024).read_to_string(&mut digest).ok()?;
         (written <= at && is_digest(&digest)).then_some(digest)
     }
 }
@@ -224,6 +235,28 @@ mod tests {
     use super::*;
 
     const D: &str = "sha256:80108610a7cd2ca22809d9a68462a343851728f8c08feec59e1f49efa2940c05";
+
+    #[test]
+    fn a_tag_link_is_read_only_as_a_regular_file_never_through_a_link_nor_a_fifo() {
+        let t = tempfile::tempdir().unwrap();
+        let tags = t.path().join("docker/registry/v2/repositories/team/app/_manifests/tags");
+        let link = |tag: &str| tags.join(tag).join("current/link");
+        for tag in ["plain", "linked", "fifo"] {
+            std::fs::create_dir_all(link(tag).parent().unwrap()).unwrap();
+        }
+        std::fs::write(link("plain"), D).unwrap();
+        std::os::unix::fs::symlink(link("plain"), link("linked")).unwrap();
+        assert!(std::process::Command::new("mkfifo").arg(link("fifo")).status().unwrap().success());
+        let resolver = Resolver::new(t.path()).unwrap();
+        let later = i64::MAX;
+        assert_eq!(resolver.digest("team/app", "plain", later).as_deref(), Some(D));
+        assert_eq!(resolver.digest("team/app", "linked", later), None, "a symbolic link is never followed");
+        // On another thread: reading a FIFO without O_NONBLOCK would wait for a writer for ever.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(resolver.digest("team/app", "fifo", later)).unwrap());
+        let got = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("reading a FIFO blocked");
+        assert_eq!(got, None, "a FIFO names no digest");
+    }
 
     #[test]
     fn the_three_formats_of_registry_2_8_2() {
