@@ -32,7 +32,8 @@ use layout::Layout;
 /// A store on a file system, under a registry's `rootdirectory`.
 pub struct FsStore {
     layout: Layout,
-    /// `docker/registry/v2/`, open: the plan's `stat`s are made relative to it, sparing the kernel the walk of the root's path for each of hundreds of thousands.
+    /// `docker/registry/v2/`, open: the plan's `stat`s are made relative to it, sparing the
+    /// kernel the walk of the root's path for each of hundreds of thousands.
     v2: Dir,
     /// `blobs/sha256/`, open (`None` when the store has no blobs).
     blobs: Option<Dir>,
